@@ -1,0 +1,32 @@
+# Every target works on a fresh machine with nothing but Python 3.11 installed.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE := disabled
+
+.PHONY: install test test-slow sweep lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 2; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+sweep: install
+	$(BIN)/python -m dse.sweep hardware=chip_a strategy=split
+
+lint: install
+	$(BIN)/ruff check dse tests bench
+
+clean:
+	rm -rf $(VENV) results outputs multirun

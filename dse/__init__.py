@@ -1,0 +1,1 @@
+"""dse: a neural-network compiler for neuromorphic and PIM chips."""

@@ -1,0 +1,214 @@
+"""`compile()`: the front door. A trained network and a chip in, a chip-legal network and its report out.
+
+Two steps, so that a sweep pays for the shared part once:
+
+- `prepare(graph, dataset)`: canonicalize and reform the network into exact float core-ops, and compute the
+  original network's logits and the exact graph's activations (the teachers of tuning) on the calibration
+  and test data. Independent of the chip.
+- `compile(prepared, hw, strategy=..., tuning=...)`: fit the crossbar, tune into integer form, check legality,
+  simulate the chip exactly on the test data, and count resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dse.cost.resources import depth, layer_resources, total_resources
+from dse.data.datasets import Dataset, load_dataset
+from dse.errors import ConfigError, DataError, DseError
+from dse.hardware.legality import check
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.passes import PassRecord, run_pipeline
+from dse.passes.fit_crossbar import STRATEGIES
+from dse.sim.evaluate import compare, relative_error
+from dse.sim.float_exec import run_float
+from dse.sim.integer import run_integer
+from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tune_graph
+
+# the passes register themselves on import
+from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
+from dse.passes import reform as _reform  # noqa: F401  isort: skip
+from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
+
+log = logging.getLogger(__name__)
+MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+
+__all__ = ["CompileResult", "Prepared", "compile", "load_model", "prepare"]
+
+
+def load_model(onnx: str | Path, dataset: str) -> tuple[Graph, Dataset]:
+    """Import an ONNX model (a path, or the name of an embedded model) and check it fits the dataset."""
+    from dse.frontends.onnx import load_onnx
+
+    path = Path(onnx)
+    if not path.suffix and not path.exists() and (MODELS_DIR / f"{onnx}.onnx").exists():
+        path = MODELS_DIR / f"{onnx}.onnx"
+    data = load_dataset(dataset)
+    graph = load_onnx(path)
+    shape = tuple(graph.input.op.shape)
+    if shape != tuple(data.input_shape):
+        raise DataError(
+            f"model input shape {shape} (batch left out) does not fit dataset {dataset} samples "
+            f"{tuple(data.input_shape)}"
+        )
+    return graph, data
+
+
+@dataclass
+class Prepared:
+    """Everything about a network that does not depend on the chip, computed once and shared."""
+
+    name: str
+    original: Graph
+    exact: Graph  # canonical, reformed: float core-ops, equal to the original
+    dataset: Dataset
+    calib_x: torch.Tensor
+    test_x: np.ndarray
+    test_y: np.ndarray
+    original_test_logits: np.ndarray
+    teacher_calib: dict[str, torch.Tensor]
+    teacher_test: dict[str, torch.Tensor]
+    trace: list[PassRecord]
+    seconds: float
+
+
+def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None) -> Prepared:
+    start = time.perf_counter()
+    trace: list[PassRecord] = []
+    exact = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"], trace)
+    calib = dataset.x_train if calib_samples is None else dataset.x_train[:calib_samples]
+    teacher_nodes = [n.name for n in exact.of_type(o.CoreOp) if not n.op.fixed]
+    teacher_calib = run_float(exact, calib, keep=teacher_nodes)
+    teacher_test = run_float(exact, dataset.x_test, keep=teacher_nodes)
+    original = run_float(graph, dataset.x_test)[graph.outputs[0]].numpy()
+    return Prepared(
+        name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.as_tensor(calib),
+        test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
+        teacher_calib=teacher_calib, teacher_test=teacher_test, trace=trace,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@dataclass
+class CompileResult:
+    graph: Graph
+    report: dict[str, Any]
+    layers: list[dict[str, Any]]
+    violations: list[str]
+    trace: list[PassRecord]
+    timings: dict[str, float] = field(default_factory=dict)
+    blocks: list[BlockReport] = field(default_factory=list)
+
+    @property
+    def legal(self) -> bool:
+        return not self.violations
+
+
+def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
+    prepared: Prepared,
+    hw: HardwareSpec,
+    *,
+    strategy: str = "split",
+    tuning: TuneOptions | None = None,
+    progress: bool = False,
+) -> CompileResult:
+    """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip."""
+    tuning = tuning or TuneOptions()
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
+    hw.validate()
+    check_quantizable(hw)
+    if hw.neuron.model != "relu":
+        raise ConfigError(f"hardware.neuron.model={hw.neuron.model}: spiking targets are not supported yet")
+    start = time.perf_counter()
+    trace = list(prepared.trace)
+    fitted = run_pipeline(prepared.exact, hw, [("fit_crossbar", {"strategy": strategy})], trace)
+
+    blocks: list[BlockReport] = []
+    t0 = time.perf_counter()
+    bar = _progress(fitted, progress)
+    compiled = tune_graph(
+        fitted, hw, prepared.calib_x, prepared.teacher_calib.__getitem__, tuning,
+        value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
+    )
+    trace.append(PassRecord("tune", time.perf_counter() - t0, len(fitted), len(compiled)))
+    compile_seconds = time.perf_counter() - start
+
+    t0 = time.perf_counter()
+    violations = check(compiled, hw)
+    quantized = hw.weights.bits is not None
+    tuned_values = run_float(compiled, prepared.test_x, keep=list(prepared.teacher_test))
+    tuned_logits = tuned_values[compiled.outputs[0]].numpy()
+    if quantized:
+        logits, _ = run_integer(compiled, prepared.test_x)
+    else:
+        logits = tuned_logits
+    metrics = compare(prepared.original_test_logits, logits, prepared.test_y)
+    verify = {
+        "integer_vs_quantized_agreement": float((logits.argmax(1) == tuned_logits.argmax(1)).mean()),
+        "integer_vs_quantized_max_abs": float(np.abs(logits - tuned_logits).max()),
+    }
+    layer_res = layer_resources(compiled, hw)
+    totals = total_resources(layer_res, hw)
+    totals["depth"] = depth(compiled)
+    block_err = {
+        name: relative_error(tuned_values[name].numpy(), prepared.teacher_test[name].numpy())
+        for name in prepared.teacher_test
+        if name in tuned_values
+    }
+    layers = []
+    for lr in layer_res:
+        row = lr.as_dict()
+        row["error_vs_original"] = block_err.get(lr.name, block_err.get(lr.block))
+        layers.append(row)
+    eval_seconds = time.perf_counter() - t0
+    report = {
+        "model": prepared.name,
+        "dataset": prepared.dataset.name,
+        "hardware": hw.to_dict(),
+        "strategy": strategy,
+        "tuning": tuning.mode,
+        **metrics,
+        "test_samples": len(prepared.test_y),
+        "resources": totals,
+        "legal": not violations,
+        "violations": violations,
+        "verify": verify,
+        "compile_seconds": compile_seconds,
+        "prepare_seconds": prepared.seconds,
+        "evaluate_seconds": eval_seconds,
+        "passes": [r.__dict__ for r in trace],
+    }
+    return CompileResult(compiled, report, layers, violations, trace,
+                         {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
+
+
+def _progress(graph: Graph, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    n_blocks = len({n.block_name for n in graph.of_type(o.CoreOp)})
+    bar = tqdm(total=n_blocks, desc="tuning", unit="block", leave=False)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    return step
+
+
+def compile_onnx(onnx: str | Path, dataset: str, hw: HardwareSpec, **kwargs) -> CompileResult:
+    """One-shot convenience: import, prepare, compile."""
+    graph, data = load_model(onnx, dataset)
+    return compile(prepare(graph, data, name=Path(onnx).stem), hw, **kwargs)
+

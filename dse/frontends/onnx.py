@@ -1,0 +1,760 @@
+"""ONNX -> IR importer.
+
+`load_onnx` turns an ONNX model into a `Graph` of network ops (`dse.ir.ops`), one IR node per ONNX op on
+the data path, no fusion (canonicalization is a later pass). Everything that does not depend on the data
+input is evaluated here (initializers, Constant nodes, the little shape subgraphs exporters emit) and ends up
+as numpy weights inside the ops.
+
+The batch axis is kept free: ONNX tensors are batched, IR shapes are per sample. Exporters often bake a batch
+of 1 into the model (input shape, Reshape targets such as ``[1, -1]``); the importer maps those to
+per-sample shapes, so the graph runs on any batch size. ``Shape`` of a data tensor yields a constant whose
+batch entry is a sentinel, so ``x.view(x.size(0), -1)`` folds to a Reshape with a free batch as well.
+
+Security: external tensor data is read only from files inside the model's folder; a location that is
+absolute, contains ``..`` or resolves (through symlinks) outside that folder is refused before anything is
+opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.checker
+import onnx.helper
+import onnx.inliner
+import onnx.numpy_helper
+from onnx import AttributeProto, ModelProto, NodeProto, TensorProto
+from onnx.reference import ReferenceEvaluator
+
+from dse.errors import DseError, ModelError, UnsupportedOpError
+from dse.ir import ops as o
+from dse.ir.graph import Graph, GraphBuilder, GraphError
+from dse.ir.shapes import SHAPE_RULES, Shape
+
+__all__ = ["SUPPORTED_OPS", "load_onnx"]
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 7  # older opsets changed the semantics of too many ops (BatchNormalization, Dropout, ...)
+
+# Stands for the (free) batch size inside folded shape constants; no real dimension is ever this value.
+_BATCH = np.int64(-(2**62) + 12345)
+
+# Ops that only move or select integers: a shape constant carrying the batch sentinel may pass through them.
+_BATCH_SAFE = frozenset({"Concat", "Gather", "Identity", "Reshape", "Slice", "Squeeze", "Unsqueeze", "Cast"})
+
+# Never folded: their value is not a function of their inputs.
+_RANDOM = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"})
+
+_SUB_BYTE_TYPES = frozenset({"INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2"})
+
+_FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+
+# Ops whose job is only to compute constants (shape subgraphs); they are folded, never on the data path.
+_FOLD_OPS = ("Constant", "ConstantOfShape", "Gather", "Slice", "Squeeze", "Unsqueeze")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_.]+", "_", name).strip("_.") or "t"
+
+
+# --- reading the file -------------------------------------------------------------------------------------
+
+
+def _iter_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every TensorProto of the model: initializers, Constant values, subgraphs, functions."""
+
+    def from_graph(graph: onnx.GraphProto) -> Iterator[TensorProto]:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in graph.node:
+            yield from from_nodes([node])
+
+    def from_nodes(nodes: Iterable[NodeProto]) -> Iterator[TensorProto]:
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+                if attr.HasField("sparse_tensor"):
+                    yield attr.sparse_tensor.values
+                    yield attr.sparse_tensor.indices
+                if attr.HasField("g"):
+                    yield from from_graph(attr.g)
+                for g in attr.graphs:
+                    yield from from_graph(g)
+
+    yield from from_graph(model.graph)
+    for fn in model.functions:
+        yield from from_nodes(fn.node)
+
+
+def _external_file(location: str, base_dir: Path, label: str, tensor: str) -> Path:
+    """The file an external-data `location` names, refused unless it lies inside `base_dir`."""
+    if not location or "\0" in location:
+        raise ModelError(f"model {label}: tensor {tensor!r} has external data without a valid location")
+    refuse = f"model {label}: tensor {tensor!r} refers to external data {location!r} outside the model's folder"
+    parts = re.split(r"[\\/]", location)
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location) \
+            or ".." in parts:
+        raise ModelError(refuse)
+    try:
+        base = base_dir.resolve()
+        path = (base / location).resolve()  # follows symlinks, so a link pointing outside is caught too
+    except (OSError, RuntimeError) as e:  # a symlink loop, for one
+        raise ModelError(f"model {label}: external data location {location!r} does not resolve: {e}") from e
+    if not path.is_relative_to(base):
+        raise ModelError(refuse)
+    if not path.is_file():
+        raise ModelError(f"model {label}: external data file {location!r} of tensor {tensor!r} not found")
+    return path
+
+
+def _expected_bytes(tensor: TensorProto) -> int | None:
+    if tensor.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
+        return None
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except Exception:  # a type numpy cannot hold: let to_array complain later
+        return None
+    if TensorProto.DataType.Name(tensor.data_type) in _SUB_BYTE_TYPES:
+        return None  # packed several to a byte; to_array checks their size
+    return math.prod(tensor.dims) * itemsize
+
+
+def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) -> None:
+    """Read external tensor data into the tensors, after checking where it lives."""
+    for tensor in _iter_tensors(model):
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        if base_dir is None:
+            raise ModelError(f"model {label}: tensor {tensor.name!r} has external data; load the model from its "
+                             "file so the data can be found")
+        info = {e.key: e.value for e in tensor.external_data}
+        path = _external_file(info.get("location", ""), base_dir, label, tensor.name)
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else _expected_bytes(tensor)
+        except ValueError as e:
+            raise ModelError(f"model {label}: tensor {tensor.name!r} has a malformed external data entry") from e
+        if offset < 0 or (length is not None and length < 0):
+            raise ModelError(f"model {label}: tensor {tensor.name!r} has a negative external data offset/length")
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read() if length is None else f.read(length)
+        except OSError as e:
+            raise ModelError(f"model {label}: cannot read external data of tensor {tensor.name!r}: {e}") from e
+        expected = _expected_bytes(tensor)
+        if (length is not None and len(data) != length) or (expected is not None and len(data) != expected):
+            raise ModelError(f"model {label}: external data of tensor {tensor.name!r} is truncated")
+        tensor.raw_data = data
+        del tensor.external_data[:]
+        tensor.data_location = TensorProto.DEFAULT
+
+
+def _read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProto, str]:
+    if not isinstance(path_or_model, ModelProto | str | os.PathLike):
+        raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
+    if isinstance(path_or_model, ModelProto):
+        model, base_dir, label = ModelProto(), None, "<in-memory model>"
+        model.CopyFrom(path_or_model)  # external data is written into the tensors: leave the caller's alone
+    else:
+        path = Path(path_or_model)
+        label = str(path)
+        if not path.exists():
+            raise ModelError(f"model file not found: {path}")
+        if not path.is_file():
+            raise ModelError(f"model path is not a file: {path}")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
+            raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {_one_line(e)})") from e
+        base_dir = path.parent
+    _load_external_data(model, base_dir, label)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"{label} fails the ONNX checker: {_one_line(e)}") from e
+    if model.functions:
+        # Exporters may wrap modules in local functions; inlining exposes the standard ops inside.
+        model = onnx.inliner.inline_local_functions(model)
+    return model, label
+
+
+# --- conversion ------------------------------------------------------------------------------------------
+
+
+def _attrs(node: NodeProto) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for a in node.attribute:
+        value = onnx.helper.get_attribute_value(a)
+        if a.type == AttributeProto.STRING:
+            value = value.decode("utf-8", "replace")
+        out[a.name] = value
+    return out
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    # Always a fresh, writable array: initializers are read-only views of the protobuf's bytes, which torch
+    # warns about, and a pass editing weights in place must not reach back into the model.
+    return np.array(a, dtype=np.float32, order="C", copy=True)
+
+
+class _Importer:
+    def __init__(self, model: ModelProto, label: str, batch: int | None) -> None:
+        self.model, self.label, self.graph_proto = model, label, model.graph
+        opsets = {op.domain or "ai.onnx": op.version for op in model.opset_import}
+        if "ai.onnx" not in opsets:
+            raise ModelError(f"model {label} imports no default-domain (ai.onnx) opset")
+        self.opset = opsets["ai.onnx"]
+        if self.opset < MIN_OPSET:
+            raise ModelError(f"model {label} uses opset {self.opset}; at least {MIN_OPSET} is needed")
+        self.b = GraphBuilder()
+        self.values: dict[str, str] = {}  # ONNX tensor name -> IR node name (data path)
+        self.consts: dict[str, np.ndarray] = {}  # ONNX tensor name -> value (everything else)
+        self.shapes: dict[str, Shape] = {}  # IR node name -> per-sample shape
+        self.batch = batch
+        self.used: set[str] = set()
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def emit(self, base: str, op: o.Op, *inputs: str) -> str:
+        name = self.b.add(_sanitize(base), op, *inputs)
+        self.shapes[name] = tuple(int(d) for d in SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs]))
+        return name
+
+    def is_data(self, tensor: str) -> bool:
+        return tensor in self.values
+
+    def data(self, node: NodeProto, name: str, i: int) -> str:
+        tensor = node.input[i] if i < len(node.input) else ""
+        if tensor not in self.values:
+            raise UnsupportedOpError(node.op_type, name, f"input {i} must be the data tensor, not a constant")
+        return self.values[tensor]
+
+    def const(self, node: NodeProto, name: str, i: int, what: str, *, optional: bool = False) -> np.ndarray | None:
+        tensor = node.input[i] if i < len(node.input) else ""
+        if not tensor:
+            if optional:
+                return None
+            raise ModelError(f"node {name!r} ({node.op_type}) lacks its {what} input")
+        if tensor not in self.consts:
+            raise UnsupportedOpError(node.op_type, name, f"{what} (input {i}) must be a constant")
+        return self.consts[tensor]
+
+    def only_first_output(self, node: NodeProto, name: str) -> None:
+        for extra in node.output[1:]:
+            if extra and extra in self.used:
+                raise UnsupportedOpError(node.op_type, name, f"output {extra!r} is only defined in training")
+
+    def bind(self, node: NodeProto, ir_name: str) -> None:
+        self.values[node.output[0]] = ir_name
+
+    def unary(self, node: NodeProto, name: str, op: o.Op) -> None:
+        self.bind(node, self.emit(node.output[0], op, self.data(node, name, 0)))
+
+    # --- top level ------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.graph_proto
+        for t in g.initializer:
+            try:
+                self.consts[t.name] = onnx.numpy_helper.to_array(t)
+            except Exception as e:  # wrong byte count for its shape, an exotic type
+                raise ModelError(f"model {self.label}: initializer {t.name!r} is unreadable: {_one_line(e)}") from e
+        sparse = {s.values.name for s in g.sparse_initializer}
+        data_inputs = [i for i in g.input if i.name not in self.consts and i.name not in sparse]
+        if len(data_inputs) != 1:
+            names = ", ".join(repr(i.name) for i in data_inputs) or "none"
+            raise ModelError(f"model {self.label} must have exactly one data input, found {len(data_inputs)}: "
+                             f"{names}")
+        self._add_input(data_inputs[0])
+
+        live = self._live_nodes()
+        for idx, node in enumerate(g.node):
+            if idx not in live:
+                continue
+            name = node.name or f"{node.op_type}#{idx}"
+            if any(t in sparse for t in node.input):
+                raise ModelError(f"model {self.label}: node {name!r} reads a sparse initializer (not supported)")
+            try:
+                self._convert(node, name)
+            except DseError:
+                raise
+            except Exception as e:  # numpy/onnx failure on malformed attributes or shapes
+                raise ModelError(f"model {self.label}: cannot convert node {name!r} ({node.op_type}): "
+                                 f"{type(e).__name__}: {_one_line(e)}") from e
+
+        outputs = []
+        for out in g.output:
+            if out.name not in self.values:
+                raise ModelError(f"model {self.label}: output {out.name!r} does not depend on the data input")
+            outputs.append(self.values[out.name])
+        try:
+            graph = self.b.build(outputs).prune_dead()
+        except GraphError as e:  # a bug here, but say which model triggered it
+            raise ModelError(f"model {self.label}: import produced a malformed graph: {e}") from e
+        log.debug("imported %s: %d nodes, opset %d, %s", self.label, len(graph), self.opset, graph.op_counts())
+        return graph
+
+    def _add_input(self, vi: onnx.ValueInfoProto) -> None:
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None:
+            raise ModelError(f"model {self.label}: input {vi.name!r} is not a tensor")
+        if tt.elem_type not in _FLOAT_TYPES:
+            raise ModelError(f"model {self.label}: input {vi.name!r} has element type "
+                             f"{TensorProto.DataType.Name(tt.elem_type)}, expected a float type")
+        if not tt.HasField("shape") or len(tt.shape.dim) == 0:
+            raise ModelError(f"model {self.label}: input {vi.name!r} declares no shape with a batch axis")
+        dims = list(tt.shape.dim)
+        per = []
+        for axis, d in enumerate(dims[1:], start=1):
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                sym = d.dim_param or "unknown"
+                raise ModelError(f"model {self.label}: input {vi.name!r} has a symbolic or unknown dimension "
+                                 f"{sym!r} at axis {axis}; only the batch axis may be free")
+            per.append(int(d.dim_value))
+        if self.batch is None and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            self.batch = int(dims[0].dim_value)
+        self.values[vi.name] = self.emit(vi.name, o.Input(shape=tuple(per)))
+
+    def _live_nodes(self) -> set[int]:
+        """Indices of the nodes the graph outputs depend on; the rest is ignored (never rejected)."""
+        needed = {out.name for out in self.graph_proto.output}
+        live: set[int] = set()
+        nodes = list(self.graph_proto.node)
+        for idx in range(len(nodes) - 1, -1, -1):
+            node = nodes[idx]
+            if any(t in needed for t in node.output):
+                live.add(idx)
+                needed.update(t for t in node.input if t)
+        self.used = needed
+        return live
+
+    def _convert(self, node: NodeProto, name: str) -> None:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(op, name, f"domain {node.domain!r} is not supported")
+        if op == "Constant":
+            self._constant(node, name)
+            return
+        inputs = [t for t in node.input if t]
+        if op not in _RANDOM and inputs and all(t in self.consts for t in inputs):
+            self._fold(node, name)
+            return
+        converter = _CONVERTERS.get(op)
+        if converter is None:
+            raise UnsupportedOpError(op, name, "no conversion to the IR")
+        converter(self, node, name)
+
+    # --- constants ------------------------------------------------------------------------------------
+    def _constant(self, node: NodeProto, name: str) -> None:
+        attrs = _attrs(node)
+        if "value" in attrs:
+            value = onnx.numpy_helper.to_array(attrs["value"])
+        elif "value_float" in attrs:
+            value = np.array(attrs["value_float"], dtype=np.float32)
+        elif "value_floats" in attrs:
+            value = np.array(attrs["value_floats"], dtype=np.float32)
+        elif "value_int" in attrs:
+            value = np.array(attrs["value_int"], dtype=np.int64)
+        elif "value_ints" in attrs:
+            value = np.array(attrs["value_ints"], dtype=np.int64)
+        else:
+            raise UnsupportedOpError("Constant", name, f"attribute {', '.join(attrs) or '(none)'} not supported")
+        self.consts[node.output[0]] = value
+
+    def _fold(self, node: NodeProto, name: str) -> None:
+        """Evaluate a node whose inputs are all constants, with the ONNX reference evaluator."""
+        feeds = {t: self.consts[t] for t in node.input if t}
+        carries_batch = any(v.dtype == np.int64 and bool(np.any(v == _BATCH)) for v in feeds.values())
+        if carries_batch:
+            to = _attrs(node).get("to")
+            if node.op_type not in _BATCH_SAFE or (node.op_type == "Cast" and to != TensorProto.INT64):
+                raise UnsupportedOpError(node.op_type, name,
+                                         "computes with the batch size, which the importer keeps free")
+        graph = onnx.helper.make_graph(
+            [node], "fold",
+            [onnx.helper.make_tensor_value_info(t, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
+             for t, v in feeds.items()],
+            [onnx.helper.make_tensor_value_info(t, TensorProto.UNDEFINED, None) for t in node.output if t],
+        )
+        results = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, feeds)
+        for t, v in zip([t for t in node.output if t], results, strict=True):
+            self.consts[t] = np.asarray(v)
+
+    def _shape(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        full = np.array([_BATCH, *self.shapes[x]], dtype=np.int64)
+        attrs = _attrs(node)
+        start, end = int(attrs.get("start", 0)), attrs.get("end")
+        self.consts[node.output[0]] = full[start : None if end is None else int(end)]
+
+    # --- network ops ----------------------------------------------------------------------------------
+    def _spatial_pads(self, node: NodeProto, name: str, attrs: dict, in_hw: Shape, kernel: tuple[int, int],
+                      stride: tuple[int, int], dilation: tuple[int, int]) -> o.Pads:
+        auto = attrs.get("auto_pad", "NOTSET")
+        if auto == "NOTSET":
+            pads = tuple(int(p) for p in attrs.get("pads", (0, 0, 0, 0)))
+            if len(pads) != 4 or min(pads) < 0:
+                raise UnsupportedOpError(node.op_type, name, f"pads {list(pads)} not supported")
+            return pads  # ONNX order (h_begin, w_begin, h_end, w_end) is the IR's (top, left, bottom, right)
+        if auto == "VALID":
+            return (0, 0, 0, 0)
+        if auto not in ("SAME_UPPER", "SAME_LOWER"):
+            raise UnsupportedOpError(node.op_type, name, f"auto_pad {auto!r} not supported")
+        begin, end = [], []
+        for size, k, s, d in zip(in_hw, kernel, stride, dilation, strict=True):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            begin.append(small if auto == "SAME_UPPER" else big)
+            end.append(big if auto == "SAME_UPPER" else small)
+        return (begin[0], begin[1], end[0], end[1])
+
+    def _pair(self, node: NodeProto, name: str, attrs: dict, key: str, default: int = 1) -> tuple[int, int]:
+        value = tuple(int(v) for v in attrs.get(key, (default, default)))
+        if len(value) != 2:
+            raise UnsupportedOpError(node.op_type, name, f"{key} {list(value)}: only 2-D is supported")
+        return value  # type: ignore[return-value]
+
+    def _conv(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        w = _f32(self.const(node, name, 1, "weight"))
+        b = self.const(node, name, 2, "bias", optional=True)
+        per = self.shapes[x]
+        if w.ndim != 4 or len(per) != 3:
+            raise UnsupportedOpError("Conv", name, f"only 2-D convolution is supported (weight {w.shape})")
+        attrs = _attrs(node)
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != kernel:
+            raise ModelError(f"node {name!r}: kernel_shape {attrs['kernel_shape']} disagrees with the weight")
+        groups = int(attrs.get("group", 1))
+        if per[0] != w.shape[1] * groups or w.shape[0] % groups:
+            raise ModelError(f"node {name!r}: weight {w.shape} with group {groups} does not fit input {per}")
+        stride = self._pair(node, name, attrs, "strides")
+        dilation = self._pair(node, name, attrs, "dilations")
+        pads = self._spatial_pads(node, name, attrs, per[1:], kernel, stride, dilation)
+        bias = None if b is None else _f32(b).reshape(-1)
+        if bias is not None and bias.shape != (w.shape[0],):
+            raise ModelError(f"node {name!r}: bias {b.shape} does not match {w.shape[0]} output channels")
+        op = o.Conv(weight=w, bias=bias, stride=stride, padding=pads, dilation=dilation, groups=groups)
+        self.bind(node, self.emit(node.output[0], op, x))
+
+    def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
+        if self.shapes[x] != (features,):
+            raise UnsupportedOpError(node.op_type, name, f"input of per-sample shape {self.shapes[x]} must be a "
+                                     f"vector of {features} features")
+
+    def _gemm(self, node: NodeProto, name: str) -> None:
+        attrs = _attrs(node)
+        if int(attrs.get("transA", 0)):
+            raise UnsupportedOpError("Gemm", name, "transA=1 would put the batch on the feature axis")
+        x = self.data(node, name, 0)
+        B = self.const(node, name, 1, "B")
+        if B.ndim != 2:
+            raise ModelError(f"node {name!r}: Gemm B must be 2-D, got {B.shape}")
+        w = np.asarray(B, dtype=np.float64)
+        w = w if int(attrs.get("transB", 0)) else w.T  # IR weight is (out, in)
+        weight = float(attrs.get("alpha", 1.0)) * w
+        self._vector_input(node, name, x, w.shape[1])
+        c = self.const(node, name, 2, "C", optional=True)
+        bias = None
+        if c is not None:
+            c = np.asarray(c, dtype=np.float64)
+            if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
+                raise UnsupportedOpError("Gemm", name, f"C of shape {c.shape} varies along the batch axis")
+            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (w.shape[0],))
+        op = o.Linear(weight=_f32(weight), bias=None if bias is None else _f32(bias))
+        self.bind(node, self.emit(node.output[0], op, x))
+
+    def _matmul(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        w = self.const(node, name, 1, "right operand")
+        if w.ndim != 2:
+            raise UnsupportedOpError("MatMul", name, f"constant operand of shape {w.shape} is not a matrix")
+        self._vector_input(node, name, x, w.shape[0])
+        self.bind(node, self.emit(node.output[0], o.Linear(weight=_f32(w.T), bias=None), x))
+
+    def _per_sample_const(self, node: NodeProto, name: str, c: np.ndarray, x: str) -> np.ndarray:
+        """A constant broadcast against a batched tensor, as one broadcast against the per-sample shape."""
+        per = self.shapes[x]
+        c = np.asarray(c, dtype=np.float64)
+        if c.ndim > len(per) + 1:
+            raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} adds axes before the batch")
+        if c.ndim == len(per) + 1:
+            if c.shape[0] != 1:
+                raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} varies along the batch")
+            c = c[0]
+        try:
+            np.broadcast_shapes(per, c.shape)
+        except ValueError as e:
+            raise ModelError(f"node {name!r}: constant {c.shape} does not broadcast against {per}") from e
+        return c
+
+    def _arith(self, node: NodeProto, name: str) -> None:
+        op = node.op_type
+        a, b = node.input[0], node.input[1]
+        if self.is_data(a) and self.is_data(b):
+            xa, xb = self.values[a], self.values[b]
+            if op not in ("Add", "Sub"):
+                raise UnsupportedOpError(op, name, "the product or quotient of two tensors is not supported")
+            if self.shapes[xa] != self.shapes[xb]:
+                raise UnsupportedOpError(op, name, f"shapes {self.shapes[xa]} and {self.shapes[xb]} differ "
+                                         "(broadcasting between tensors is not supported)")
+            if op == "Sub":  # a - b = a + (-1) * b
+                neg = np.array(-1.0, dtype=np.float32)
+                xb = self.emit(f"{node.output[0]}_neg", o.Affine(scale=neg, shift=np.zeros_like(neg)), xb)
+            self.bind(node, self.emit(node.output[0], o.Add(), xa, xb))
+            return
+        data_left = self.is_data(a)
+        x = self.values[a] if data_left else self.values[b]
+        c = self._per_sample_const(node, name, self.consts[b] if data_left else self.consts[a], x)
+        one, zero = np.ones_like(c), np.zeros_like(c)
+        if op == "Add":
+            scale, shift = one, c
+        elif op == "Mul":
+            scale, shift = c, zero
+        elif op == "Sub":
+            scale, shift = (one, -c) if data_left else (-one, c)
+        else:
+            if not data_left:
+                raise UnsupportedOpError("Div", name, "a constant divided by a tensor is not affine")
+            with np.errstate(divide="ignore"):
+                scale, shift = 1.0 / c, zero
+        scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
+        self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
+
+    def _sum(self, node: NodeProto, name: str) -> None:
+        xs = [self.data(node, name, i) for i in range(len(node.input))]
+        if len({self.shapes[x] for x in xs}) != 1:
+            raise UnsupportedOpError("Sum", name, "inputs of different shapes (broadcasting is not supported)")
+        self.bind(node, self.emit(node.output[0], o.Add() if len(xs) > 1 else o.Identity(), *xs))
+
+    def _clip(self, node: NodeProto, name: str) -> None:
+        def bound(v: object) -> float | None:
+            if v is None:
+                return None
+            value = float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size == 1 else None
+            if value is None:
+                raise UnsupportedOpError("Clip", name, "bounds must be scalars")
+            # Old opsets default to +-FLT_MAX for a missing bound: that is no bound.
+            return None if not math.isfinite(value) or abs(value) >= 3.4e38 else value
+
+        if self.opset < 11:
+            attrs = _attrs(node)
+            lo, hi = bound(attrs.get("min")), bound(attrs.get("max"))
+        else:
+            lo = bound(self.const(node, name, 1, "min", optional=True))
+            hi = bound(self.const(node, name, 2, "max", optional=True))
+        self.unary(node, name, o.Clip(lo=lo, hi=hi))
+
+    def _pool(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        attrs = _attrs(node)
+        if "kernel_shape" not in attrs:
+            raise ModelError(f"node {name!r}: {node.op_type} lacks kernel_shape")
+        kernel = self._pair(node, name, attrs, "kernel_shape")
+        if len(per) != 3:
+            raise UnsupportedOpError(node.op_type, name, f"input {per} is not an image (C, H, W)")
+        stride = self._pair(node, name, attrs, "strides")
+        if self._pair(node, name, attrs, "dilations") != (1, 1):
+            raise UnsupportedOpError(node.op_type, name, "dilated pooling is not supported")
+        pads = self._spatial_pads(node, name, attrs, per[1:], kernel, stride, (1, 1))
+        ceil_mode = bool(int(attrs.get("ceil_mode", 0)))
+        self.only_first_output(node, name)
+        if node.op_type == "MaxPool":
+            op: o.Op = o.MaxPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode)
+        else:
+            op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode,
+                           count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
+        self.bind(node, self.emit(node.output[0], op, x))
+
+    def _global_avg_pool(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        if len(self.shapes[x]) != 3:
+            raise UnsupportedOpError("GlobalAveragePool", name, f"input {self.shapes[x]} is not (C, H, W)")
+        self.unary(node, name, o.GlobalAvgPool())
+
+    def _batchnorm(self, node: NodeProto, name: str) -> None:
+        attrs = _attrs(node)
+        if int(attrs.get("training_mode", 0)):
+            raise UnsupportedOpError("BatchNormalization", name, "training_mode=1")
+        if int(attrs.get("spatial", 1)) != 1:
+            raise UnsupportedOpError("BatchNormalization", name, "spatial=0")
+        self.only_first_output(node, name)
+        x = self.data(node, name, 0)
+        gamma, beta, mean, var = (np.asarray(self.const(node, name, i, what), dtype=np.float64).reshape(-1)
+                                  for i, what in enumerate(("scale", "B", "mean", "var"), start=1))
+        per = self.shapes[x]
+        channels = per[0] if per else 0
+        if not per or any(v.shape != (channels,) for v in (gamma, beta, mean, var)):
+            raise ModelError(f"node {name!r}: BatchNormalization parameters do not match input {per}")
+        scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+        shift = beta - mean * scale
+        shape = (channels,) + (1,) * (len(per) - 1)  # (C, 1, 1) for images, (C,) for vectors
+        op = o.Affine(scale=_f32(scale.reshape(shape)), shift=_f32(shift.reshape(shape)))
+        self.bind(node, self.emit(node.output[0], op, x))
+
+    def _flatten(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        axis = int(_attrs(node).get("axis", 1))
+        axis = axis + len(per) + 1 if axis < 0 else axis
+        # Flatten keeps the batch apart only when everything between the batch and `axis` is of size 1.
+        if axis < 1 or math.prod(per[: axis - 1]) != 1:
+            raise UnsupportedOpError("Flatten", name, f"axis {axis} would merge per-sample axes into the batch")
+        self.unary(node, name, o.Reshape(shape=(math.prod(per),)))
+
+    def _reshape(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        target = self.const(node, name, 1, "shape")
+        if target.ndim != 1 or not np.issubdtype(target.dtype, np.integer):
+            raise ModelError(f"node {name!r}: Reshape shape must be a 1-D integer tensor")
+        allowzero = int(_attrs(node).get("allowzero", 0))
+        self.unary(node, name, o.Reshape(shape=self._reshape_target(node, name, x, target, allowzero)))
+
+    def _reshape_target(self, node: NodeProto, name: str, x: str, target: np.ndarray,
+                        allowzero: int) -> tuple[int, ...]:
+        """The per-sample shape of ONNX Reshape `target`, whose axis 0 must stand for the batch."""
+        per = self.shapes[x]
+        full = [int(_BATCH), *per]
+        dims = [int(v) for v in target]
+        shown = [("N" if v == _BATCH else v) for v in dims]
+        if not dims:
+            raise UnsupportedOpError("Reshape", name, "reshape to a scalar drops the batch axis")
+        if not allowzero:  # 0 copies the input's dimension at the same index
+            for i, v in enumerate(dims):
+                if v == 0:
+                    if i >= len(full):
+                        raise ModelError(f"node {name!r}: Reshape 0 at axis {i} has no input dimension to copy")
+                    dims[i] = full[i]
+        first, rest = dims[0], dims[1:]
+        if first == -1:
+            if -1 in rest:
+                raise UnsupportedOpError("Reshape", name, f"target {shown} has two free axes")
+        elif first != _BATCH and (self.batch is None or first != self.batch):
+            raise UnsupportedOpError("Reshape", name, f"target {shown} does not keep the batch on axis 0")
+        if any(v == _BATCH or v < -1 for v in rest) or rest.count(-1) > 1:
+            raise UnsupportedOpError("Reshape", name, f"target {shown} not supported")
+        numel = math.prod(per)
+        if -1 in rest:
+            known = math.prod(v for v in rest if v != -1)
+            if known == 0 or numel % known:
+                raise ModelError(f"node {name!r}: cannot reshape per-sample {per} to {shown}")
+            rest[rest.index(-1)] = numel // known
+        if math.prod(rest) != numel:
+            raise UnsupportedOpError("Reshape", name, f"target {shown} moves elements across the batch "
+                                     f"(per-sample shape {per})")
+        return tuple(rest)
+
+    def _dropout(self, node: NodeProto, name: str) -> None:
+        self.only_first_output(node, name)
+        if self.opset >= 12:
+            training = self.const(node, name, 2, "training_mode", optional=True)
+            if training is not None and bool(np.asarray(training).reshape(-1)[0]):
+                raise UnsupportedOpError("Dropout", name, "training_mode is true")
+        self.unary(node, name, o.Identity())
+
+    def _cast(self, node: NodeProto, name: str) -> None:
+        to = int(_attrs(node).get("to", 0))
+        if to not in _FLOAT_TYPES:
+            raise UnsupportedOpError("Cast", name, f"cast of the data to {TensorProto.DataType.Name(to)}")
+        self.unary(node, name, o.Identity())  # the IR computes in one float type
+
+    def _softmax(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        rank = len(per) + 1
+        axis = int(_attrs(node).get("axis", 1 if self.opset < 13 else -1))
+        axis = axis + rank if axis < 0 else axis
+        if not 1 <= axis < rank:
+            raise UnsupportedOpError("Softmax", name, f"axis {axis} is the batch axis or out of range")
+        if self.opset >= 13 or axis == rank - 1:
+            self.unary(node, name, o.Softmax(axis=axis - 1))
+            return
+        # Before opset 13, Softmax normalizes over all axes from `axis` on, as one flattened axis.
+        flat = (math.prod(per[: axis - 1]), math.prod(per[axis - 1 :]))
+        pre = self.emit(f"{node.output[0]}_flat", o.Reshape(shape=flat), x)
+        soft = self.emit(f"{node.output[0]}_softmax", o.Softmax(axis=1), pre)
+        self.bind(node, self.emit(node.output[0], o.Reshape(shape=per), soft))
+
+    def _concat(self, node: NodeProto, name: str) -> None:
+        if not all(self.is_data(t) for t in node.input if t):
+            raise UnsupportedOpError("Concat", name, "concatenating a tensor with a constant is not supported")
+        xs = [self.values[t] for t in node.input if t]
+        per = self.shapes[xs[0]]
+        axis = int(_attrs(node)["axis"])
+        axis = axis + len(per) + 1 if axis < 0 else axis
+        if axis == 0:
+            raise UnsupportedOpError("Concat", name, "concatenation along the batch axis")
+        for x in xs:
+            s = self.shapes[x]
+            if len(s) != len(per) or any(a != b for i, (a, b) in enumerate(zip(s, per, strict=True))
+                                         if i != axis - 1):
+                raise ModelError(f"node {name!r}: Concat inputs {per} and {s} do not fit on axis {axis}")
+        self.bind(node, self.emit(node.output[0], o.Concat(axis=axis - 1), *xs))
+
+
+_CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
+    "Conv": _Importer._conv,
+    "Gemm": _Importer._gemm,
+    "MatMul": _Importer._matmul,
+    "Add": _Importer._arith,
+    "Sub": _Importer._arith,
+    "Mul": _Importer._arith,
+    "Div": _Importer._arith,
+    "Sum": _Importer._sum,
+    "Relu": lambda self, node, name: self.unary(node, name, o.Relu()),
+    "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),
+    "Tanh": lambda self, node, name: self.unary(node, name, o.Tanh()),
+    "Clip": _Importer._clip,
+    "MaxPool": _Importer._pool,
+    "AveragePool": _Importer._pool,
+    "GlobalAveragePool": _Importer._global_avg_pool,
+    "BatchNormalization": _Importer._batchnorm,
+    "Flatten": _Importer._flatten,
+    "Reshape": _Importer._reshape,
+    "Dropout": _Importer._dropout,
+    "Identity": lambda self, node, name: self.unary(node, name, o.Identity()),
+    "Cast": _Importer._cast,
+    "Softmax": _Importer._softmax,
+    "Concat": _Importer._concat,
+    "Shape": _Importer._shape,
+}
+
+SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS)))
+"""ONNX op types the importer handles: those in `_CONVERTERS` on the data path, plus ops that only compute
+constants. Any other standard op is accepted too when all its inputs are constants (it is folded)."""
+
+
+def load_onnx(path_or_model: str | os.PathLike | ModelProto, *, batch: int | None = None) -> Graph:
+    """Import an ONNX model as an IR `Graph` of network ops.
+
+    `path_or_model` is a file path (external tensor data is read from the model's folder only) or an in-memory
+    `ModelProto`. The model must have exactly one data input whose axis 0 is the batch; every other input
+    dimension must be static. `batch` is the batch size the model was exported with, as it may appear in
+    shape constants (a Reshape to ``[1, -1]`` for a batch of 1); by default the input's declared batch
+    dimension when it is a number. The returned graph runs on any batch size.
+
+    Raises `ModelError` (missing, unreadable, invalid or unsafe file; malformed model) and
+    `UnsupportedOpError` (an op or attribute value the IR cannot express), each with a one-line message.
+    """
+    if batch is not None and batch <= 0:
+        raise ModelError(f"batch must be a positive int, got {batch}")
+    model, label = _read_model(path_or_model)
+    return _Importer(model, label, batch).run()

@@ -1,0 +1,211 @@
+"""The hardware model: a frozen `HardwareSpec` built from small parts, one concern each.
+
+A field that is None means "no constraint" (the `ideal` chip). Units are in the names or the docstrings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from dse.errors import ConfigError
+
+NEURON_MODELS = ("relu", "if", "lif")
+RESETS = ("subtract", "zero")
+REUSE_MODES = ("time_multiplexed", "expanded")
+SCALE_MODES = ("per_crossbar", "per_column")
+ENCODINGS = ("rate", "poisson")
+
+
+@dataclass(frozen=True)
+class Crossbar:
+    """A core: at most `rows` inputs (fan-in) by `cols` physical columns.
+
+    A weight of `b` bits takes ``ceil(b / cell_bits)`` cells along a row (bit slicing); when `differential`, a
+    signed weight is stored as two unsigned magnitudes of ``b - 1`` bits in two columns (positive, negative).
+    """
+
+    rows: int | None = 256
+    cols: int | None = 256
+    cell_bits: int = 4
+    differential: bool = True
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weights are signed integers of `bits` bits (symmetric range ``±(2**(bits-1) - 1)``) times a scale
+    shared `per_crossbar` (one scale for a layer's crossbars) or `per_column` (one per output neuron)."""
+
+    bits: int | None = 8
+    scale: str = "per_crossbar"
+
+
+@dataclass(frozen=True)
+class IO:
+    """Every value entering a core is an unsigned code of `input_bits` bits (DAC), every value leaving one a
+    code of `output_bits` bits (ADC); a value passed from core to core must fit both."""
+
+    input_bits: int | None = 6
+    output_bits: int | None = 8
+
+
+@dataclass(frozen=True)
+class Neuron:
+    """The chip's only non-linearity.
+
+    `relu`: a clipped, quantized ReLU. `if` / `lif`: (leaky) integrate-and-fire over `timesteps` steps, the
+    membrane multiplied by `leak` in (0, 1] every step (1 = no leak), reset by `subtract`-ing the threshold
+    or to `zero`; inputs enter as spikes by a deterministic `rate` code or a `poisson` one.
+    """
+
+    model: str = "relu"
+    timesteps: int = 1
+    leak: float = 1.0
+    reset: str = "subtract"
+    encoding: str = "rate"
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """`time_multiplexed`: one set of crossbars serves every position of a convolution (PIM).
+    `expanded`: every output position has neurons of its own (spatial neuromorphic chips).
+    `cores_per_chip`: how many cores one chip holds (None: count no chips)."""
+
+    reuse: str = "time_multiplexed"
+    cores_per_chip: int | None = None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Optional analytical cost model; None leaves a figure out of the report. Every default in a preset
+    cites its source in the preset file."""
+
+    crossbar_activation_pj: float | None = None  # energy of one crossbar read (one input vector)
+    adc_conversion_pj: float | None = None  # energy of one ADC conversion (one column read)
+    synaptic_event_pj: float | None = None  # energy of one synaptic operation (spiking chips)
+    routing_hop_pj: float | None = None  # energy of moving one value one mesh hop
+    core_area_mm2: float | None = None  # area of one core including periphery
+    cycle_ns: float | None = None  # time of one crossbar read or one time step
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    name: str = "custom"
+    crossbar: Crossbar = field(default_factory=Crossbar)
+    weights: Weights = field(default_factory=Weights)
+    io: IO = field(default_factory=IO)
+    neuron: Neuron = field(default_factory=Neuron)
+    mapping: Mapping = field(default_factory=Mapping)
+    cost: Cost = field(default_factory=Cost)
+
+    # --- derived quantities ------------------------------------------------------------------------------
+    @property
+    def weight_max(self) -> int | None:
+        """Largest weight code magnitude, or None for float weights."""
+        return None if self.weights.bits is None else max(2 ** (self.weights.bits - 1) - 1, 1)
+
+    @property
+    def columns_per_weight(self) -> int:
+        """Physical columns one logical output column takes (bit slices, times 2 when differential)."""
+        if self.weights.bits is None:
+            return 2 if self.crossbar.differential else 1
+        magnitude_bits = self.weights.bits - 1 if self.crossbar.differential else self.weights.bits
+        slices = max(1, math.ceil(max(magnitude_bits, 1) / self.crossbar.cell_bits))
+        return slices * (2 if self.crossbar.differential else 1)
+
+    @property
+    def logical_cols(self) -> int | None:
+        """Output neurons one crossbar holds."""
+        if self.crossbar.cols is None:
+            return None
+        return self.crossbar.cols // self.columns_per_weight
+
+    def edge_bits(self, *, to_core: bool) -> int | None:
+        """Bits of a code leaving a core: to another core it must fit both ADC and DAC; to the host, the ADC."""
+        out, inp = self.io.output_bits, self.io.input_bits
+        if not to_core:
+            return out
+        if out is None:
+            return inp
+        return out if inp is None else min(out, inp)
+
+    @property
+    def is_ideal(self) -> bool:
+        return (
+            self.crossbar.rows is None
+            and self.crossbar.cols is None
+            and self.weights.bits is None
+            and self.io.input_bits is None
+            and self.io.output_bits is None
+            and self.neuron.model == "relu"
+        )
+
+    # --- construction -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HardwareSpec:
+        """Build and validate a spec from a plain (nested) dict; unknown keys and bad values raise ConfigError."""
+        spec = _build(cls, dict(data), "hardware")
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        c, w, io, n, m = self.crossbar, self.weights, self.io, self.neuron, self.mapping
+        _positive("hardware.crossbar.rows", c.rows, minimum=2)
+        _positive("hardware.crossbar.cols", c.cols, minimum=2)
+        _positive("hardware.crossbar.cell_bits", c.cell_bits)
+        _positive("hardware.weights.bits", w.bits, minimum=2 if c.differential is False else 1)
+        _choice("hardware.weights.scale", w.scale, SCALE_MODES)
+        _positive("hardware.io.input_bits", io.input_bits)
+        _positive("hardware.io.output_bits", io.output_bits)
+        _choice("hardware.neuron.model", n.model, NEURON_MODELS)
+        _choice("hardware.neuron.reset", n.reset, RESETS)
+        _choice("hardware.neuron.encoding", n.encoding, ENCODINGS)
+        _positive("hardware.neuron.timesteps", n.timesteps)
+        if not 0.0 < n.leak <= 1.0:
+            raise ConfigError(f"hardware.neuron.leak must be in (0, 1] (got {n.leak})")
+        _choice("hardware.mapping.reuse", m.reuse, REUSE_MODES)
+        _positive("hardware.mapping.cores_per_chip", m.cores_per_chip)
+        if c.cols is not None and self.columns_per_weight > c.cols:
+            raise ConfigError(
+                f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
+                f"({self.columns_per_weight} columns with {c.cell_bits}-bit cells)"
+            )
+        for f in fields(self.cost):
+            v = getattr(self.cost, f.name)
+            if v is not None and v < 0:
+                raise ConfigError(f"hardware.cost.{f.name} must be >= 0 (got {v})")
+
+
+def _positive(key: str, value: int | None, minimum: int = 1) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum} (got {value!r})")
+
+
+def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {', '.join(options)} (got {value!r})")
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown key {path}.{key} (known: {', '.join(known)})")
+    kwargs = {}
+    for name, f in known.items():
+        if name not in data:
+            continue
+        value = data[name]
+        default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}.{name} must be a mapping (got {value!r})")
+            value = _build(type(default), value, f"{path}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)

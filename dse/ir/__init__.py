@@ -1,0 +1,33 @@
+"""The graph IR: op dataclasses, the Graph, shape inference."""
+
+from dse.ir.graph import Graph, Node
+from dse.ir.ops import (
+    Add,
+    Affine,
+    AvgPool,
+    Clip,
+    Concat,
+    Conv,
+    CoreOp,
+    CoreQuant,
+    GlobalAvgPool,
+    Identity,
+    Input,
+    Linear,
+    MaxPool,
+    Op,
+    Pad,
+    Readout,
+    Relu,
+    Reshape,
+    Sigmoid,
+    Slice,
+    Softmax,
+    Tanh,
+)
+
+__all__ = [
+    "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "GlobalAvgPool", "Graph",
+    "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
+    "Softmax", "Tanh",
+]

@@ -1,0 +1,126 @@
+"""The Graph: named nodes in topological order, one input, one or more outputs.
+
+A Graph is treated as immutable: passes build a new one (with `GraphBuilder` or `Graph.replace_nodes`) and
+never mutate the old, so a pass that fails leaves its input intact and every intermediate graph of a
+pipeline can be kept for the trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from dse.ir.ops import Input, Op
+
+
+@dataclass(frozen=True)
+class Node:
+    """A named op and the names of the nodes it reads.
+
+    `block` groups the core-ops that together replace one core-op of the exact (reformed) graph, such as
+    the partial-sum cores and the merge core of a split; they are tuned as one unit against that core-op's
+    activation. Empty means the node is its own block.
+    """
+
+    name: str
+    op: Op
+    inputs: tuple[str, ...] = ()
+    block: str = ""
+
+    @property
+    def block_name(self) -> str:
+        return self.block or self.name
+
+
+class GraphError(ValueError):
+    """The graph is malformed (dangling input, cycle, duplicate name): a bug in a pass or an importer."""
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: tuple[Node, ...]
+    outputs: tuple[str, ...]
+    _index: dict[str, Node] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, Node] = {}
+        for node in self.nodes:
+            if node.name in index:
+                raise GraphError(f"duplicate node name {node.name!r}")
+            for src in node.inputs:
+                if src not in index:
+                    raise GraphError(f"node {node.name!r} reads {src!r}, which is not defined before it")
+            index[node.name] = node
+        for out in self.outputs:
+            if out not in index:
+                raise GraphError(f"graph output {out!r} is not a node")
+        inputs = [n for n in self.nodes if isinstance(n.op, Input)]
+        if len(inputs) != 1:
+            raise GraphError(f"a graph has exactly one Input node, found {len(inputs)}")
+        object.__setattr__(self, "_index", index)
+
+    # --- queries ----------------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def input(self) -> Node:
+        return next(n for n in self.nodes if isinstance(n.op, Input))
+
+    def consumers(self, name: str) -> list[Node]:
+        return [n for n in self.nodes if name in n.inputs]
+
+    def of_type(self, *types: type[Op]) -> list[Node]:
+        return [n for n in self.nodes if isinstance(n.op, types)]
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[type(n.op).__name__] = counts.get(type(n.op).__name__, 0) + 1
+        return counts
+
+    # --- building ---------------------------------------------------------------------------------------
+    def replace_nodes(self, nodes: Iterable[Node], outputs: Iterable[str] | None = None) -> Graph:
+        return Graph(tuple(nodes), tuple(self.outputs if outputs is None else outputs))
+
+    def prune_dead(self) -> Graph:
+        """Drop nodes no output depends on (the Input always stays)."""
+        live = set(self.outputs)
+        for node in reversed(self.nodes):
+            if node.name in live:
+                live.update(node.inputs)
+        kept = [n for n in self.nodes if n.name in live or isinstance(n.op, Input)]
+        return self.replace_nodes(kept)
+
+
+class GraphBuilder:
+    """Appends nodes in topological order and hands out fresh names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self._names: set[str] = set()
+
+    def fresh(self, base: str) -> str:
+        name, i = base, 1
+        while name in self._names:
+            name = f"{base}_{i}"
+            i += 1
+        return name
+
+    def add(self, base: str, op: Op, *inputs: str, block: str = "") -> str:
+        name = self.fresh(base)
+        self._names.add(name)
+        self.nodes.append(Node(name, op, tuple(inputs), block))
+        return name
+
+    def build(self, outputs: Iterable[str]) -> Graph:
+        return Graph(tuple(self.nodes), tuple(outputs))

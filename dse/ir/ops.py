@@ -1,0 +1,258 @@
+"""Op dataclasses of the IR.
+
+Every tensor is batched: axis 0 is the batch, and every shape stored in an op leaves the batch out (the
+per-sample shape). Image tensors are (N, C, H, W); vectors are (N, F).
+
+Two families live here. The *network ops* are what the ONNX importer produces (Conv, Linear, Relu, ...).
+The *chip ops* are what a compiled network may contain: `CoreOp` (the only thing that computes), wiring that
+only routes values between cores (`Reshape`, `Slice`, `Concat`), and the host's encoder (`Input`) and
+decoder (`Readout`). Behaviour lives in tables keyed by op type (`dse.ir.shapes`, `dse.sim.float_exec`, ...),
+not in methods, so that a test can check every op is covered by every table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Pads = tuple[int, int, int, int]  # top, left, bottom, right
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """Base class of all ops."""
+
+
+# --- host side -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Input(Op):
+    """The network input, per-sample `shape`.
+
+    On a chip, the host encodes the input as unsigned codes: ``code = clamp(round(x / scale), 0, 2**bits - 1)``.
+    `bits` is None for a float input (no encoding).
+    """
+
+    shape: tuple[int, ...]
+    scale: float = 1.0
+    bits: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Readout(Op):
+    """Host-side decoding of a differential output: ``y = x[:, :C] - x[:, C:]``.
+
+    A chip whose only neuron is a ReLU cannot emit a negative value, so a signed output `s` leaves the chip as
+    the pair ``relu(s), relu(-s)`` stacked on axis 1, and the host subtracts them.
+    """
+
+
+# --- network ops (from the importer) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Conv(Op):
+    """``y[n, o] = sum_{i, u, v} W[o, i, u, v] * pad(x)[n, g(o)*I/g + i, s*h + d*u, s*w + d*v] + b[o]``."""
+
+    weight: np.ndarray  # (O, I / groups, kh, kw)
+    bias: np.ndarray | None
+    stride: tuple[int, int] = (1, 1)
+    padding: Pads = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Linear(Op):
+    """``y = x @ W.T + b`` on (N, F) inputs; W is (O, F)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+
+
+@dataclass(frozen=True, eq=False)
+class Affine(Op):
+    """``y = x * scale + shift``, both broadcast against the per-sample shape (BatchNorm, Mul/Add/Sub/Div by
+    constants, input normalization)."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Op):
+    """``y = x0 + x1 (+ ...)``: the element-wise sum of two or more tensors of equal shape (residual add)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Relu(Op):
+    """``y = max(x, 0)``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Clip(Op):
+    """``y = min(max(x, lo), hi)``; either bound may be None (unbounded)."""
+
+    lo: float | None
+    hi: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class Sigmoid(Op):
+    """``y = 1 / (1 + exp(-x))``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Tanh(Op):
+    """``y = tanh(x)``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Softmax(Op):
+    """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
+
+    axis: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class MaxPool(Op):
+    """``y[n, c, h, w] = max_{u, v} pad_{-inf}(x)[n, c, s*h + u, s*w + v]``."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Pads = (0, 0, 0, 0)
+    ceil_mode: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool(Op):
+    """``y[n, c, h, w] = mean_{u, v} pad_0(x)[n, c, s*h + u, s*w + v]``; the divisor counts the padding
+    only when `count_include_pad`."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: Pads = (0, 0, 0, 0)
+    count_include_pad: bool = False
+    ceil_mode: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalAvgPool(Op):
+    """``y[n, c, 1, 1] = mean_{h, w} x[n, c, h, w]``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Identity(Op):
+    """``y = x`` (ONNX Identity and Dropout at inference)."""
+
+
+# --- wiring (free on a chip: it only routes values) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Reshape(Op):
+    """``y = x.reshape(N, *shape)`` in row-major order (Flatten, Reshape)."""
+
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Slice(Op):
+    """``y = x[:, start:stop]``: a contiguous range of axis 1 (channels or features)."""
+
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True, eq=False)
+class Pad(Op):
+    """``y = pad(x, padding, value)`` on the two spatial axes. A non-zero `value` is only legal on the host's
+    input (it comes from folding an input normalization into a padded convolution)."""
+
+    padding: Pads
+    value: tuple[float, ...] = (0.0,)  # one value for all channels, or one per channel
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """``y = concatenate(inputs, per-sample axis)``."""
+
+    axis: int = 0
+
+
+# --- the chip primitive ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CoreQuant:
+    """Integer form of a core-op, what the chip really holds.
+
+    The core reads input codes ``c_in`` (their value is ``in_scale[c] * c_in``), computes the integer
+    accumulator ``acc = conv(c_in, weight_int) + bias_int`` and its neurons emit
+    ``c_out = clamp(round(acc * weight_scale / out_scale), 0, 2**out_bits - 1)``, whose value is
+    ``out_scale * c_out``. The weights act on codes, so inputs of different scales (a merge of partial
+    sums, a residual add) need no rescaling: the ratio lives in the integer weights. `weight_scale` is per
+    output channel (equal across a layer when the chip's scale is per crossbar).
+    """
+
+    weight_int: np.ndarray  # int64, shape of CoreOp.weight
+    weight_scale: np.ndarray  # (O,)
+    bias_int: np.ndarray  # int64 (O,), in accumulator units
+    in_scale: np.ndarray  # (C_in,): the value of one input code, per input channel
+    out_scale: float
+    out_bits: int
+
+    @property
+    def out_max(self) -> int:
+        return 2**self.out_bits - 1
+
+
+@dataclass(frozen=True, eq=False)
+class CoreOp(Op):
+    """A core-op, the only op a chip computes: ``y = f(conv(x, W) + b)``.
+
+    `f` is the chip's neuron; in float it is ``relu``. A fully connected core-op takes (N, F) inputs and has
+    ``kernel == (1, 1)``; a convolutional one takes (N, C, H, W) and is one core-op per output position
+    (fan-in ``k*k*C/groups``). `mask` (same shape as `weight`) marks the synapses that exist; None means all.
+    `quant` is set once the op is in integer form; then it, not `weight`/`bias`, defines the op.
+    `fixed` marks a core whose weights are exact small integers acting on codes of one scale (the ReLU
+    max-pooling tree): it is exact on any chip, so tuning keeps it as it is.
+    """
+
+    weight: np.ndarray  # (O, I / groups, kh, kw)
+    bias: np.ndarray  # (O,)
+    stride: tuple[int, int] = (1, 1)
+    padding: Pads = (0, 0, 0, 0)
+    groups: int = 1
+    dense: bool = False
+    mask: np.ndarray | None = None
+    quant: CoreQuant | None = None
+    fixed: bool = False
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
+
+    def synapse_mask(self) -> np.ndarray:
+        """Boolean (O, I/g, kh, kw): which synapses exist (mask, else non-zero weights count as all)."""
+        if self.mask is not None:
+            return self.mask.astype(bool)
+        return np.ones(self.weight.shape, dtype=bool)
+
+    def fan_in(self) -> np.ndarray:
+        """Per output channel, how many inputs (crossbar rows) the neuron reads."""
+        return self.synapse_mask().reshape(self.out_channels, -1).sum(axis=1)
+
+
+NETWORK_OPS: tuple[type[Op], ...] = (
+    Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
+)
+WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Concat, Pad)
+CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)
+ALL_OPS: tuple[type[Op], ...] = (*CHIP_OPS, *NETWORK_OPS)

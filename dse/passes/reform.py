@@ -1,0 +1,371 @@
+"""Reform: rewrite a canonical network into core-ops (still float, still exact).
+
+Every value of the network is carried on the chip as a *sum of terms*: slices of core-op outputs (all >= 0,
+since the neuron is a ReLU) times constant coefficients. A linear op (Conv, Linear, AvgPool,
+GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
+*pending* until we know what follows it:
+
+- a Relu turns it into one ReLU core-op;
+- a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip);
+- anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
+  ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
+
+Add of tensors concatenates terms (free). Max pooling of values >= 0 is an exact tree of ReLU core-ops:
+``max(a, b) = relu(a - b) + relu(b)``, with weights of +-1 on codes of one scale (marked `fixed`).
+Reshape/Flatten/Concat/Slice are wiring. Every core-op is named after the network node whose value it
+realizes, so its activation here is the teacher of tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dse.errors import UnsupportedOpError
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph, GraphBuilder
+from dse.ir.shapes import SHAPE_RULES, Shape
+from dse.passes.registry import register
+
+
+@dataclass(frozen=True)
+class Term:
+    node: str  # a chip node whose output is >= 0
+    start: int  # first channel (axis 1) of the slice
+    count: int  # channels in the slice
+    coeff: float
+
+
+@dataclass(frozen=True)
+class Terms:
+    """value = sum(coeff * node[:, start:start+count])."""
+
+    terms: tuple[Term, ...]
+
+    @property
+    def nonneg(self) -> bool:
+        return all(t.coeff > 0 for t in self.terms)
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """A linear map as core-op parameters (per output channel), before it meets its activation."""
+
+    weight: np.ndarray  # (O, I/groups, kh, kw), float64
+    bias: np.ndarray  # (O,)
+    stride: tuple[int, int]
+    padding: o.Pads
+    groups: int
+    dense: bool
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A linear op not yet turned into a core-op; `name` is the network node whose value it is."""
+
+    lin: LinearSpec
+    src: Terms
+    name: str
+
+
+Value = Terms | Pending
+
+
+class _Reformer:
+    def __init__(self, graph: Graph) -> None:
+        self.src = graph
+        self.b = GraphBuilder()
+        self.shapes: dict[str, Shape] = {}
+        self.values: dict[str, Value] = {}
+
+    # --- chip graph construction -------------------------------------------------------------------------
+    def add(self, base: str, op: o.Op, *inputs: str) -> str:
+        name = self.b.add(base, op, *inputs)
+        self.shapes[name] = SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs])
+        return name
+
+    def whole(self, t: Term) -> str:
+        """The term's slice as a node of its own (a Slice when it is not the whole node)."""
+        if t.start == 0 and t.count == self.shapes[t.node][0]:
+            return t.node
+        return self.add(f"{t.node}_slice", o.Slice(t.start, t.start + t.count), t.node)
+
+    def core(self, base: str, lin: LinearSpec, src: Terms, *, fixed: bool = False) -> str:
+        """One ReLU core-op computing relu(lin(src)) over the concatenation of the terms' nodes."""
+        weight, groups, mask = lin.weight, lin.groups, None
+        if len(src.terms) == 1 and groups > 1:  # keep a depthwise op depthwise
+            t = src.terms[0]
+            inp, weight = self.whole(t), weight * t.coeff
+        else:
+            nodes = list(dict.fromkeys(t.node for t in src.terms))
+            offsets = np.cumsum([0] + [self.shapes[n][0] for n in nodes])
+            inp = nodes[0] if len(nodes) == 1 else self.add(f"{base}_in", o.Concat(0), *nodes)
+            w_one, m_one = expand_groups(weight, groups) if groups > 1 else (weight, np.ones(weight.shape, bool))
+            full = np.zeros((weight.shape[0], offsets[-1], *weight.shape[2:]))
+            mask = np.zeros(full.shape, dtype=bool)
+            for t in src.terms:
+                at = offsets[nodes.index(t.node)] + t.start
+                full[:, at : at + t.count] += t.coeff * w_one
+                mask[:, at : at + t.count] |= m_one
+            weight, groups = full, 1
+            mask = None if mask.all() else mask
+        op = o.CoreOp(
+            weight.astype(np.float32), lin.bias.astype(np.float32), lin.stride, lin.padding, groups,
+            lin.dense, mask, fixed=fixed,
+        )
+        return self.add(base, op, inp)
+
+    # --- value materialization ---------------------------------------------------------------------------
+    def signed(self, v: Value) -> Terms:
+        """A value as terms, materializing a pending linear op (as a pair unless provably >= 0)."""
+        if isinstance(v, Terms):
+            return v
+        base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
+        if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
+            return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
+        pair = LinearSpec(
+            np.concatenate([lin.weight, -lin.weight]), np.concatenate([lin.bias, -lin.bias]),
+            lin.stride, lin.padding, lin.groups, lin.dense,
+        )
+        node = self.core(base, pair, v.src)
+        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+
+    def relu(self, base: str, v: Value) -> Terms:
+        if isinstance(v, Pending):
+            return Terms((Term(self.core(base, v.lin, v.src), 0, v.lin.weight.shape[0], 1.0),))
+        if len(v.terms) == 1 and v.nonneg:
+            return v
+        return self.relu(base, Pending(identity(self.shape_of(v)), v, base))
+
+    def clip(self, base: str, v: Value, lo: float | None, hi: float | None, name: str) -> Terms:
+        if lo is not None and lo > 0 or lo is not None and lo < 0:
+            raise UnsupportedOpError("Clip", name, f"a lower bound of {lo} (only 0 or none is supported)")
+        p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, base)
+        if lo is None:  # min(s, hi) = s - relu(s - hi)
+            s = self.signed(p)
+            if hi is None:
+                return s
+            over = self.relu(f"{base}_over", shift(p, -hi))
+            return Terms(s.terms + tuple(Term(t.node, t.start, t.count, -t.coeff) for t in over.terms))
+        if hi is None:
+            return self.relu(base, v)
+        lin, n_out = p.lin, p.lin.weight.shape[0]
+        both = LinearSpec(
+            np.concatenate([lin.weight, lin.weight]), np.concatenate([lin.bias, lin.bias - hi]),
+            lin.stride, lin.padding, lin.groups, lin.dense,
+        )
+        node = self.core(base, both, p.src)
+        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+
+    def shape_of(self, v: Terms) -> Shape:
+        t = v.terms[0]
+        return (t.count, *self.shapes[t.node][1:])
+
+    # --- ops ---------------------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        for node in self.src:
+            self.values[node.name] = self.convert(node)
+        outputs = []
+        for out in self.src.outputs:
+            v = self.signed(self.values[out])
+            outputs.append(self.output(out, v))
+        return self.b.build(outputs).prune_dead()
+
+    def output(self, name: str, v: Terms) -> str:
+        if len(v.terms) == 1 and v.terms[0].coeff == 1.0:
+            return self.whole(v.terms[0])
+        pos, neg = v.terms if len(v.terms) == 2 else (None, None)
+        is_pair = (
+            pos is not None and pos.node == neg.node and pos.coeff == 1.0 and neg.coeff == -1.0
+            and pos.start == 0 and neg.start == pos.count == neg.count == self.shapes[pos.node][0] // 2
+        )
+        if not is_pair:
+            v = self.signed(Pending(identity(self.shape_of(v)), v, name))
+            pos = v.terms[0]
+        return self.add(f"{name}_readout", o.Readout(), pos.node)
+
+    def convert(self, node) -> Value:  # noqa: C901 - one branch per op type
+        op, name = node.op, node.name
+        ins = [self.values[i] for i in node.inputs]
+        if isinstance(op, o.Input):
+            self.b._names.add(name)
+            self.b.nodes.append(type(self.src[name])(name, op, ()))
+            self.shapes[name] = tuple(op.shape)
+            return Terms((Term(name, 0, op.shape[0], 1.0),))
+        if isinstance(op, o.Pad):
+            if not isinstance(self.src[node.inputs[0]].op, o.Input):
+                raise UnsupportedOpError("Pad", name, "a constant pad is only supported on the network input")
+            return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
+        if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
+            src = self.signed(ins[0])
+            return Pending(linear_spec(op, self.shape_of(src), name), src, name)
+        if isinstance(op, o.Relu):
+            return self.relu(name, ins[0])
+        if isinstance(op, o.Clip):
+            return self.clip(name, ins[0], op.lo, op.hi, name)
+        if isinstance(op, o.Add):
+            return Terms(tuple(t for v in ins for t in self.signed(v).terms))
+        if isinstance(op, o.MaxPool):
+            v = self.signed(ins[0])
+            if not (len(v.terms) == 1 and v.nonneg):
+                raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU (may be < 0)")
+            return self.maxpool(name, op, v)
+        if isinstance(op, o.Reshape):
+            v = self.signed(ins[0])
+            return Terms(tuple(
+                Term(self.add(name, op, self.whole(t)), 0, op.shape[0], t.coeff) for t in v.terms
+            ))
+        if isinstance(op, o.Slice):
+            v = self.signed(ins[0])
+            return Terms(tuple(
+                Term(t.node, t.start + op.start, op.stop - op.start, t.coeff) for t in v.terms
+            ))
+        if isinstance(op, o.Concat):
+            return self.concat(name, op, [self.signed(v) for v in ins])
+        if isinstance(op, (o.Sigmoid, o.Tanh, o.Softmax)):
+            raise UnsupportedOpError(
+                type(op).__name__, name, "the chip's only non-linearity is a ReLU and no approximator is available"
+            )
+        raise UnsupportedOpError(type(op).__name__, name, "no core-op form")
+
+    def concat(self, name: str, op: o.Concat, vs: list[Terms]) -> Terms:
+        if op.axis != 0:
+            # a concatenation along a spatial axis would need a core-op per position: not supported
+            raise UnsupportedOpError("Concat", name, f"axis {op.axis + 1} (only the channel axis is supported)")
+        if all(len(v.terms) == 1 and v.terms[0].coeff == 1.0 for v in vs):
+            node = self.add(name, op, *(self.whole(v.terms[0]) for v in vs))
+            return Terms((Term(node, 0, self.shapes[node][0], 1.0),))
+        pairs = [self.signed(Pending(identity(self.shape_of(v)), v, f"{name}_part")) for v in vs]
+        pos = self.add(f"{name}_pos", op, *(self.whole(p.terms[0]) for p in pairs))
+        neg = self.add(f"{name}_neg", op, *(self.whole(p.terms[-1]) for p in pairs))
+        c = self.shapes[pos][0]
+        return Terms((Term(pos, 0, c, 1.0), Term(neg, 0, c, -1.0)))
+
+    def maxpool(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
+        """max over each window as a tree of fixed ReLU core-ops on codes of one scale (exact for x >= 0).
+
+        Stage 1 is a depthwise convolution over the window; every later stage a depthwise 1x1. Each value
+        of the tree is a sum of neuron outputs ("parts"); a pair (a, b) becomes relu(a - b), relu(b).
+        """
+        if op.ceil_mode:
+            raise UnsupportedOpError("MaxPool", name, "ceil_mode=1")
+        src = self.whole(v.terms[0])
+        channels = self.shapes[src][0]
+        kh, kw = op.kernel
+        n = kh * kw
+        # stage 1: window elements -> parts; values are lists of part indices into the stage output
+        rows: list[np.ndarray] = []  # per part: weight over the window (kh*kw)
+        values: list[list[int]] = []
+        for a in range(0, n - 1, 2):
+            ra, rb = np.zeros(n), np.zeros(n)
+            ra[a], ra[a + 1], rb[a + 1] = 1.0, -1.0, 1.0
+            values.append([len(rows), len(rows) + 1])
+            rows += [ra, rb]
+        if n % 2:
+            last = np.zeros(n)
+            last[n - 1] = 1.0
+            values.append([len(rows)])
+            rows.append(last)
+        weight = np.stack(rows).reshape(len(rows), 1, kh, kw)
+        stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, src,
+                                stride=op.stride, padding=op.padding)
+        parts_per = len(rows)
+        while len(values) > 1 or len(values[0]) > 1:
+            new_rows, new_values = [], []
+            for i in range(0, len(values) - 1, 2):
+                a, b = values[i], values[i + 1]
+                ra, rb = np.zeros(parts_per), np.zeros(parts_per)
+                ra[a], ra[b], rb[b] = 1.0, -1.0, 1.0
+                new_values.append([len(new_rows), len(new_rows) + 1])
+                new_rows += [ra, rb]
+            if len(values) % 2:
+                if len(values) == 1:  # one value of several parts left: sum them
+                    r = np.zeros(parts_per)
+                    r[values[0]] = 1.0
+                else:
+                    r = np.zeros(parts_per)
+                    r[values[-1]] = 1.0
+                new_values.append([len(new_rows)])
+                new_rows.append(r)
+            weight = np.stack(new_rows).reshape(len(new_rows), parts_per, 1, 1)
+            stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, stage)
+            values, parts_per = new_values, len(new_rows)
+        return Terms((Term(stage, 0, channels, 1.0),))
+
+    def fixed_core(self, base: str, weight: np.ndarray, groups: int, src: str,
+                   stride: tuple[int, int] = (1, 1), padding: o.Pads = (0, 0, 0, 0)) -> str:
+        op = o.CoreOp(weight.astype(np.float32), np.zeros(weight.shape[0], np.float32), stride, padding, groups,
+                      False, None, fixed=True)
+        return self.add(base, op, src)
+
+
+def identity(shape: Shape) -> LinearSpec:
+    c = shape[0]
+    return LinearSpec(np.ones((c, 1, 1, 1)), np.zeros(c), (1, 1), (0, 0, 0, 0), c, len(shape) == 1)
+
+
+def shift(p: Pending, delta: float) -> Pending:
+    lin = p.lin
+    moved = LinearSpec(lin.weight, lin.bias + delta, lin.stride, lin.padding, lin.groups, lin.dense)
+    return Pending(moved, p.src, p.name)
+
+
+def expand_groups(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """A grouped weight (O, I/g, kh, kw) as a dense (O, I, kh, kw) one plus the mask of real synapses."""
+    out_c, in_g, kh, kw = weight.shape
+    per_group = out_c // groups
+    dense = np.zeros((out_c, in_g * groups, kh, kw))
+    mask = np.zeros(dense.shape, dtype=bool)
+    for oc in range(out_c):
+        g = oc // per_group
+        dense[oc, g * in_g : (g + 1) * in_g] = weight[oc]
+        mask[oc, g * in_g : (g + 1) * in_g] = True
+    return dense, mask
+
+
+def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
+    """A linear network op as core-op parameters."""
+    f64 = np.float64
+    if isinstance(op, o.Linear):
+        w = np.asarray(op.weight, f64)
+        b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
+        return LinearSpec(w.reshape(*w.shape, 1, 1), b, (1, 1), (0, 0, 0, 0), 1, True)
+    if isinstance(op, o.Conv):
+        w = np.asarray(op.weight, f64)
+        if op.dilation != (1, 1):  # a dilated kernel is a bigger kernel with zero taps
+            dh, dw = op.dilation
+            kh, kw = w.shape[2:]
+            big = np.zeros((*w.shape[:2], (kh - 1) * dh + 1, (kw - 1) * dw + 1))
+            big[:, :, ::dh, ::dw] = w
+            w = big
+        b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
+        return LinearSpec(w, b, tuple(op.stride), tuple(op.padding), op.groups, False)
+    if isinstance(op, o.AvgPool):
+        if op.ceil_mode or (any(op.padding) and not op.count_include_pad):
+            # windows that overhang the border average fewer values: not one weight per tap
+            raise UnsupportedOpError("AveragePool", name, "border windows with a varying divisor")
+        c = in_shape[0]
+        kh, kw = op.kernel
+        return LinearSpec(np.full((c, 1, kh, kw), 1.0 / (kh * kw)), np.zeros(c), tuple(op.stride),
+                          tuple(op.padding), c, False)
+    if isinstance(op, o.GlobalAvgPool):
+        c, h, w = in_shape
+        return LinearSpec(np.full((c, 1, h, w), 1.0 / (h * w)), np.zeros(c), (1, 1), (0, 0, 0, 0), c, False)
+    if isinstance(op, o.Affine):
+        from dse.passes.canonicalize import per_channel
+
+        vec = per_channel(op, in_shape)
+        full = np.broadcast_shapes(in_shape, np.shape(op.scale), np.shape(op.shift))
+        if vec is None or full != tuple(in_shape):
+            raise UnsupportedOpError("Mul/Add", name, "a constant that varies within a channel")
+        scale, sh = vec
+        c = in_shape[0]
+        return LinearSpec(scale.reshape(c, 1, 1, 1), sh, (1, 1), (0, 0, 0, 0), c, len(in_shape) == 1)
+    raise UnsupportedOpError(type(op).__name__, name, "not linear")
+
+
+@register("reform")
+def reform(graph: Graph, hw: HardwareSpec | None = None) -> Graph:
+    return _Reformer(graph).run()

@@ -1,0 +1,1 @@
+"""Executors: float (network and quantized core-ops), integer-exact; evaluation."""

@@ -1,0 +1,175 @@
+"""Float executor: runs any graph (network ops and chip ops) in torch.
+
+A quantized core-op runs here in real values with its integer weights and codes (``value = scale * code``):
+this is the "quantized float path" the integer-exact simulator (`dse.sim.integer`) must agree with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import SHAPE_RULES
+
+Tensor = torch.Tensor
+
+
+def _t(a: np.ndarray | None, like: Tensor) -> Tensor | None:
+    return None if a is None else torch.as_tensor(np.asarray(a), dtype=like.dtype)
+
+
+def _pad(x: Tensor, padding: o.Pads, value: float = 0.0) -> Tensor:
+    top, left, bottom, right = padding
+    if not any(padding):
+        return x
+    return F.pad(x, (left, right, top, bottom), value=value)
+
+
+def conv_core(x: Tensor, weight: Tensor, bias: Tensor | None, op: o.CoreOp | o.Conv) -> Tensor:
+    """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op."""
+    if isinstance(op, o.CoreOp) and op.dense:
+        return F.linear(x, weight.reshape(weight.shape[0], -1), bias)
+    dilation = op.dilation if isinstance(op, o.Conv) else (1, 1)
+    return F.conv2d(_pad(x, op.padding), weight, bias, stride=op.stride, dilation=dilation, groups=op.groups)
+
+
+def _core(op: o.CoreOp, xs: list[Tensor]) -> Tensor:
+    x = xs[0]
+    w = _t(op.weight if op.mask is None else op.weight * op.mask, x)
+    if op.quant is None:
+        return torch.relu(conv_core(x, w, _t(op.bias, x), op))
+    q = op.quant
+    in_scale = _t(q.in_scale, x)
+    codes = torch.round(x / (in_scale if op.dense else in_scale.reshape(-1, 1, 1)))
+    acc = conv_core(codes, _t(q.weight_int, x), _t(q.bias_int, x), op)
+    mult = _t(q.weight_scale / q.out_scale, x)
+    mult = mult if op.dense else mult.reshape(-1, 1, 1)
+    return torch.clamp(torch.round(acc * mult), 0, q.out_max) * q.out_scale
+
+
+def _input(op: o.Input, xs: list[Tensor]) -> Tensor:
+    x = xs[0]
+    if op.bits is None:
+        return x
+    return torch.clamp(torch.round(x / op.scale), 0, 2**op.bits - 1) * op.scale
+
+
+def _readout(op: o.Readout, xs: list[Tensor]) -> Tensor:
+    c = xs[0].shape[1] // 2
+    return xs[0][:, :c] - xs[0][:, c:]
+
+
+def pad_values(x: Tensor, op: o.Pad) -> Tensor:
+    """Pad the spatial axes with one constant per channel (or one for all)."""
+    top, left, bottom, right = op.padding
+    value = torch.as_tensor(op.value, dtype=x.dtype).reshape(1, -1, 1, 1)
+    n, c, h, w = x.shape
+    out = value.expand(n, c, h + top + bottom, w + left + right).clone()
+    out[:, :, top : top + h, left : left + w] = x
+    return out
+
+
+def _conv(op: o.Conv, xs: list[Tensor]) -> Tensor:
+    return conv_core(xs[0], _t(op.weight, xs[0]), _t(op.bias, xs[0]), op)
+
+
+def _crop_pool(op: o.MaxPool | o.AvgPool, x: Tensor, y: Tensor) -> Tensor:
+    """Drop a last window that starts inside the right/bottom padding.
+
+    torch sees the already padded input, so with `ceil_mode` it may start a last window in the padding;
+    ONNX and the shape rule drop such a window.
+    """
+    if not op.ceil_mode:
+        return y
+    _, h, w = SHAPE_RULES[type(op)](op, [tuple(x.shape[1:])])
+    return y[..., :h, :w]
+
+
+def _maxpool(op: o.MaxPool, xs: list[Tensor]) -> Tensor:
+    x = _pad(xs[0], op.padding, value=float("-inf"))
+    return _crop_pool(op, xs[0], F.max_pool2d(x, op.kernel, op.stride, ceil_mode=op.ceil_mode))
+
+
+def _avgpool(op: o.AvgPool, xs: list[Tensor]) -> Tensor:
+    x = xs[0]
+    if op.count_include_pad:
+        y = F.avg_pool2d(_pad(x, op.padding), op.kernel, op.stride, ceil_mode=op.ceil_mode)
+        return _crop_pool(op, x, y)
+    ones = torch.ones_like(x[:1, :1])
+    sums = F.avg_pool2d(_pad(x, op.padding), op.kernel, op.stride, ceil_mode=op.ceil_mode, divisor_override=1)
+    counts = F.avg_pool2d(_pad(ones, op.padding), op.kernel, op.stride, ceil_mode=op.ceil_mode, divisor_override=1)
+    return _crop_pool(op, x, sums / counts)
+
+
+def _clip(op: o.Clip, xs: list[Tensor]) -> Tensor:
+    if op.lo is None and op.hi is None:  # torch.clamp refuses two missing bounds
+        return xs[0]
+    return torch.clamp(xs[0], op.lo, op.hi)
+
+
+def _affine(op: o.Affine, xs: list[Tensor]) -> Tensor:
+    return xs[0] * _t(op.scale, xs[0]) + _t(op.shift, xs[0])
+
+
+FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
+    o.Input: _input,
+    o.Readout: _readout,
+    o.CoreOp: _core,
+    o.Reshape: lambda op, xs: xs[0].reshape(xs[0].shape[0], *op.shape),
+    o.Slice: lambda op, xs: xs[0][:, op.start : op.stop],
+    o.Concat: lambda op, xs: torch.cat(xs, dim=op.axis + 1),
+    o.Pad: lambda op, xs: pad_values(xs[0], op),
+    o.Conv: _conv,
+    o.Linear: lambda op, xs: F.linear(xs[0], _t(op.weight, xs[0]), _t(op.bias, xs[0])),
+    o.Affine: _affine,
+    o.Add: lambda op, xs: sum(xs[1:], xs[0]),
+    o.Relu: lambda op, xs: torch.relu(xs[0]),
+    o.Clip: _clip,
+    o.Sigmoid: lambda op, xs: torch.sigmoid(xs[0]),
+    o.Tanh: lambda op, xs: torch.tanh(xs[0]),
+    o.Softmax: lambda op, xs: torch.softmax(xs[0], dim=op.axis + 1),
+    o.MaxPool: _maxpool,
+    o.AvgPool: _avgpool,
+    o.GlobalAvgPool: lambda op, xs: xs[0].mean(dim=(2, 3), keepdim=True),
+    o.Identity: lambda op, xs: xs[0],
+}
+
+
+@torch.no_grad()
+def run_float(
+    graph: Graph,
+    x: np.ndarray | Tensor,
+    *,
+    keep: Iterable[str] | None = None,
+    batch_size: int = 1000,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Tensor]:
+    """Run `graph` on the batch `x`; return the outputs, plus the nodes named in `keep` ('*' keeps all)."""
+    keep_set = set(graph.outputs) | (set(n.name for n in graph) if keep == "*" else set(keep or ()))
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(dtype)
+    parts: dict[str, list[Tensor]] = {k: [] for k in keep_set}
+    last_use = {}
+    for i, node in enumerate(graph):
+        for src in node.inputs:
+            last_use[src] = i
+    for start in range(0, max(len(x), 1), batch_size):
+        values: dict[str, Tensor] = {}
+        for i, node in enumerate(graph):
+            xs = [values[s] for s in node.inputs] if node.inputs else [x[start : start + batch_size]]
+            values[node.name] = FLOAT_EXEC[type(node.op)](node.op, xs)
+            for src in node.inputs:  # free what no later node reads, unless kept
+                if last_use[src] == i and src not in keep_set:
+                    del values[src]
+        for k in keep_set:
+            parts[k].append(values[k])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def run_logits(graph: Graph, x: np.ndarray | Tensor, **kw) -> np.ndarray:
+    """The first output of `graph` as a numpy array."""
+    return run_float(graph, x, **kw)[graph.outputs[0]].numpy()

@@ -1,0 +1,1 @@
+"""Layer-wise multi-phase tuning of core-ops against the original network (torch)."""

@@ -1,0 +1,526 @@
+"""Layer-wise tuning of a graph's core-ops into integer form (DESIGN.md section 3, step 5).
+
+The core-ops are visited block by block in topological order (a block is a core-op of the exact graph, or the
+partial-sum and merge cores a split made of it). Each block is trained so that its output matches the
+original network's activation at the same point (the *teacher*), while its input is what the already
+transformed upstream really produces, so upstream error is compensated downstream. Weight precision is reached
+in phases:
+
+1. free tuning: float weights, the chip's activation quantization (codes of the edge's bits) with a
+   straight-through estimator; output steps learned (LSQ);
+2. value-range tuning: the weights move to code space (they act on input codes), a weight step is chosen per
+   column or per crossbar by least squares, weights are clipped to the integer range and tuned within it;
+3. rounding tuning: the weights closest to the integer grid are rounded and frozen, the rest tuned, in rounds,
+   until every weight is an integer code.
+
+`mode="none"` is the naive baseline: round to nearest with max-abs weight steps and max activation steps,
+no training.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dse.errors import ConfigError
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph, Node
+from dse.sim.float_exec import FLOAT_EXEC, conv_core
+from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+TUNING_MODES = ("multiphase", "none")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    mode: str = "multiphase"
+    free_steps: int = 150  # phase 1
+    range_steps: int = 50  # phase 2
+    round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
+    round_steps: int = 30  # steps after each rounding round
+    batch_size: int = 256  # samples per step (x16 rows when training on conv patches)
+    max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
+    lr: float = 1e-3  # Adam, real-valued weights (phase 1)
+    grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in TUNING_MODES:
+            raise ConfigError(f"tuning.mode must be one of {', '.join(TUNING_MODES)} (got {self.mode!r})")
+
+
+@dataclass
+class BlockReport:
+    """What tuning did to one block: its loss (MSE over the teacher's variance) after each phase."""
+
+    name: str
+    cores: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+# --- scales: the value of one code, per channel of a tensor -----------------------------------------------
+
+
+def _channel_scales(op: o.Op, ins: list[Tensor], in_shapes: list[tuple[int, ...]]) -> Tensor:
+    if isinstance(op, (o.Pad,)):
+        return ins[0]
+    if isinstance(op, o.Slice):
+        return ins[0][op.start : op.stop]
+    if isinstance(op, o.Concat):
+        return torch.cat(ins)
+    if isinstance(op, o.Reshape):
+        full = ins[0].reshape(-1, *([1] * (len(in_shapes[0]) - 1))).expand(in_shapes[0]).reshape(op.shape)
+        per = full.reshape(op.shape[0], -1)
+        if not torch.all(per == per[:, :1]):
+            raise ConfigError("a reshape mixes channels of different scales; the compiler cannot encode it")
+        return per[:, 0].contiguous()
+    raise TypeError(f"no scale rule for {type(op).__name__}")
+
+
+def _weight_in_scale(op: o.CoreOp, in_scale: Tensor) -> Tensor:
+    """in_scale of the input channel each weight entry reads, shaped to broadcast against the weight."""
+    out_c, in_g = op.weight.shape[:2]
+    per_group = out_c // op.groups
+    idx = (torch.arange(out_c) // per_group)[:, None] * in_g + torch.arange(in_g)[None, :]
+    return in_scale[idx][:, :, None, None]
+
+
+# --- one trainable core ---------------------------------------------------------------------------------
+
+
+class QCore(nn.Module):
+    """A core-op in training. Phase 1 works on real values, phases 2-3 on codes (weights in grid units)."""
+
+    def __init__(self, op: o.CoreOp, in_scale: Tensor, out_bits: int, wmax: int, per_column: bool,
+                 patch: bool = False) -> None:
+        super().__init__()
+        self.patch = patch  # inputs are rows of patches (N, fan-in): the conv is a matrix product
+        self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, 2**out_bits - 1, wmax, per_column
+        self.mask = torch.as_tensor(op.synapse_mask(), dtype=torch.float32)
+        self.weight = nn.Parameter(torch.as_tensor(op.weight, dtype=torch.float32) * self.mask)
+        self.bias = nn.Parameter(torch.as_tensor(op.bias, dtype=torch.float32).clone())
+        self.log_scale = nn.Parameter(torch.zeros(()))
+        self.domain = "real"
+        self.ws: Tensor | None = None
+        self.frozen = torch.zeros_like(self.mask, dtype=torch.bool)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    def init_scale(self, y: Tensor) -> None:
+        with torch.no_grad():
+            self.log_scale.fill_(float(np.log(best_act_scale(y, self.qmax))))
+
+    def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        w = self.weight * self.mask
+        if self.patch:
+            return F.linear(x, w.reshape(w.shape[0], -1), bias)
+        return conv_core(x, w, bias, self.op)
+
+    def pre(self, x: Tensor) -> Tensor:
+        if self.domain == "real":
+            return self._linear(x, self.bias)
+        flat = self.patch or self.op.dense
+        ws = self.ws if flat else self.ws.reshape(-1, 1, 1)
+        acc = self._linear(x, None)  # x: codes, weight: grid units
+        bias = round_ste(self.bias / self.ws)
+        return (acc + (bias if flat else bias.reshape(-1, 1, 1))) * ws
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.relu(self.pre(x))
+        if self.domain == "real":
+            return fake_quant_act(y, self.scale, self.qmax)
+        return torch.clamp(round_ste(y / self.scale.detach()), 0, self.qmax)  # codes
+
+    def value(self, x: Tensor) -> Tensor:
+        """Real-valued output for a real-valued input, in either domain."""
+        if self.domain == "real":
+            return self(x)
+        scale = self.in_scale
+        if self.patch and not self.op.dense:
+            scale = scale.repeat_interleave(self.op.kernel[0] * self.op.kernel[1])
+        return self(x / (scale if x.dim() == 2 else scale.reshape(-1, 1, 1))) * self.scale
+
+    def round_naive(self, y: Tensor) -> None:
+        """The baseline: activation step from the output's max, weight step from max |weight|, round."""
+        with torch.no_grad():
+            self.log_scale.fill_(float(np.log(max(float(y.max()), 1e-12) / self.qmax)))
+            w_code = self.weight * _weight_in_scale(self.op, self.in_scale)
+            top = w_code.abs().reshape(w_code.shape[0], -1).amax(dim=1)
+            if not self.per_column:
+                top = top.max().expand_as(top)
+            self.ws = torch.where(top > 0, top / self.wmax, torch.ones_like(top)).clone()
+            self.weight.copy_(torch.clamp(torch.round(w_code / self.ws.reshape(-1, 1, 1, 1)), -self.wmax, self.wmax))
+            self.frozen[:] = True
+        self.log_scale.requires_grad_(False)
+        self.domain = "code"
+
+    def to_code_domain(self) -> None:
+        """Fix the output step; express weights in grid units of a least-squares weight step."""
+        with torch.no_grad():
+            w_code = self.weight * _weight_in_scale(self.op, self.in_scale)
+            self.ws = best_weight_scale(w_code, self.wmax, self.per_column)
+            grid = w_code / self.ws.reshape(-1, 1, 1, 1)
+            self.weight.copy_(torch.clamp(grid, -self.wmax, self.wmax))
+        self.log_scale.requires_grad_(False)
+        self.domain = "code"
+
+    def project(self) -> None:
+        with torch.no_grad():
+            w = torch.clamp(self.weight, -self.wmax, self.wmax)
+            self.weight.copy_(torch.where(self.frozen, torch.round(w), w))
+
+    def round_more(self, fraction: float) -> None:
+        """Round and freeze the weights closest to the grid until `fraction` of the synapses are frozen."""
+        with torch.no_grad():
+            live = self.mask.bool()
+            target = int(round(fraction * int(live.sum())))
+            dist = (self.weight - torch.round(self.weight)).abs()
+            dist = torch.where(self.frozen | ~live, torch.full_like(dist, -1.0), dist)
+            n_new = target - int((self.frozen & live).sum())
+            if n_new > 0:
+                order = torch.argsort(dist.flatten())
+                candidates = order[(dist.flatten()[order] >= 0)][:n_new]
+                self.frozen.view(-1)[candidates] = True
+            self.project()
+
+    def quantized(self) -> o.CoreOp:
+        with torch.no_grad():
+            if self.ws is None:
+                self.to_code_domain()
+            w_int = (torch.round(self.weight) * self.mask).to(torch.int64).numpy()
+            q = o.CoreQuant(
+                weight_int=w_int,
+                weight_scale=self.ws.double().numpy(),
+                bias_int=torch.round(self.bias / self.ws).to(torch.int64).numpy(),
+                in_scale=self.in_scale.double().numpy(),
+                out_scale=float(self.scale),
+                out_bits=int(np.log2(self.qmax + 1)),
+            )
+        op = self.op
+        weight = (w_int * q.weight_scale.reshape(-1, 1, 1, 1) / _weight_in_scale(op, self.in_scale).double().numpy())
+        return o.CoreOp(weight.astype(np.float32), (q.bias_int * q.weight_scale).astype(np.float32), op.stride,
+                        op.padding, op.groups, op.dense, op.mask, q, op.fixed)
+
+
+def fixed_core(op: o.CoreOp, in_scale: Tensor, out_bits: int) -> o.CoreOp:
+    """A max-pooling core: +-1 weights on codes of one scale pass codes through exactly."""
+    s = float(in_scale[0])
+    if not torch.allclose(in_scale, in_scale[:1].expand_as(in_scale)):
+        raise ConfigError("a max-pooling core reads channels of different scales")
+    q = o.CoreQuant(
+        weight_int=np.rint(op.weight).astype(np.int64),
+        weight_scale=np.full(op.out_channels, s),
+        bias_int=np.zeros(op.out_channels, np.int64),
+        in_scale=in_scale.double().numpy(),
+        out_scale=s,
+        out_bits=out_bits,
+    )
+    return o.CoreOp(op.weight, op.bias, op.stride, op.padding, op.groups, op.dense, op.mask, q, True)
+
+
+# --- the walk over the graph ----------------------------------------------------------------------------
+
+
+def _out_bits(graph: Graph, hw: HardwareSpec) -> dict[str, int]:
+    """Bits of each core's output codes: the edge to another core must fit both ADC and DAC."""
+    wiring = (o.Slice, o.Concat, o.Reshape, o.Pad)
+    feeds_core: dict[str, bool] = {}
+    for node in reversed(graph.nodes):
+        users = graph.consumers(node.name)
+        feeds_core[node.name] = any(
+            isinstance(u.op, o.CoreOp) or (isinstance(u.op, wiring) and feeds_core[u.name]) for u in users
+        )
+    return {
+        n.name: hw.edge_bits(to_core=feeds_core[n.name]) for n in graph if isinstance(n.op, o.CoreOp)
+    }
+
+
+def check_quantizable(hw: HardwareSpec) -> None:
+    bits = (hw.weights.bits, hw.io.input_bits, hw.io.output_bits)
+    if any(b is None for b in bits) and not all(b is None for b in bits):
+        raise ConfigError(
+            "hardware.weights.bits, hardware.io.input_bits and hardware.io.output_bits must be all set or all null"
+        )
+
+
+def tune_graph(
+    graph: Graph,
+    hw: HardwareSpec,
+    calib_x: Tensor,
+    teacher: Callable[[str], Tensor],
+    options: TuneOptions,
+    *,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    reports: list[BlockReport] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Graph:
+    """Return `graph` with every core-op in integer form, the input encoded, for chip `hw`.
+
+    `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`.
+    """
+    check_quantizable(hw)
+    if hw.weights.bits is None:
+        return graph  # an unconstrained chip computes the float graph itself
+    torch.manual_seed(options.seed)
+    from dse.ir.shapes import infer_shapes
+
+    shapes = infer_shapes(graph)
+    out_bits = _out_bits(graph, hw)
+    wmax = hw.weight_max
+    per_column = hw.weights.scale == "per_column"
+    last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
+    acts: dict[str, Tensor] = {}
+    scales: dict[str, Tensor] = {}
+    new_ops: dict[str, o.Op] = {}
+    done_blocks: set[str] = set()
+    in_bits = hw.io.input_bits
+    lo, hi = value_range
+    if lo < 0:
+        raise ConfigError(f"the input range starts below 0 ({lo}); chip inputs are unsigned codes")
+    in_step = (hi - lo) / (2**in_bits - 1) if hi > 0 else 1.0
+
+    for i, node in enumerate(graph):
+        op = node.op
+        if isinstance(op, o.Input):
+            new_ops[node.name] = o.Input(op.shape, in_step, in_bits)
+            acts[node.name] = FLOAT_EXEC[o.Input](new_ops[node.name], [calib_x])
+            scales[node.name] = torch.full((op.shape[0],), in_step)
+        elif isinstance(op, o.Pad):
+            scale = scales[node.inputs[0]]
+            values = np.broadcast_to(np.asarray(op.value), (len(scale),)) / scale.numpy()
+            codes = np.clip(np.rint(values), 0, 2**in_bits - 1) * scale.numpy()
+            new_ops[node.name] = o.Pad(op.padding, tuple(float(v) for v in codes))
+        elif isinstance(op, o.Readout):
+            new_ops[node.name] = op
+            continue
+        elif isinstance(op, o.CoreOp):
+            if node.block_name in done_blocks:
+                continue
+            block = [n for n in graph if n.block_name == node.block_name]
+            done_blocks.add(node.block_name)
+            if progress:
+                progress(node.block_name)
+            _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax, per_column,
+                        teacher, options, reports)
+        else:
+            new_ops[node.name] = op
+        if node.name not in acts and not isinstance(op, o.CoreOp):
+            ins = [acts[s] for s in node.inputs]
+            acts[node.name] = FLOAT_EXEC[type(op)](new_ops[node.name], ins)
+            scales[node.name] = _channel_scales(op, [scales[s] for s in node.inputs],
+                                                [shapes[s] for s in node.inputs])
+        for src in node.inputs:  # free calibration activations no later node reads
+            if last_use.get(src, -1) <= i and src in acts:
+                del acts[src]
+    return graph.replace_nodes(Node(n.name, new_ops[n.name], n.inputs, n.block) for n in graph)
+
+
+def _patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
+    """If the whole block is a function of one input patch per output position, its kernel geometry.
+
+    A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
+    then training can sample (image, position) pairs as rows of a matrix instead of running whole feature
+    maps, which is what makes tuning fast. A grouped (depthwise) core keeps the feature-map path.
+    """
+    if len(ext) != 1:
+        return None
+    reads_ext = {ext[0]} | {n.name for n in block if isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]}
+    geometry = set()
+    for n in block:
+        if isinstance(n.op, o.CoreOp):
+            if n.op.groups != 1:
+                return None
+            if n.inputs[0] in reads_ext:
+                geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
+            elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):
+                return None
+        elif not isinstance(n.op, (o.Slice, o.Concat)):
+            return None
+    return geometry.pop() if len(geometry) == 1 else None
+
+
+def _sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator
+                    ) -> tuple[Tensor, Tensor, int]:
+    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel."""
+    kernel, stride, padding, dense = geometry
+    if dense:
+        return x, target, 1
+    top, left, bottom, right = padding
+    n, out_c = target.shape[:2]
+    positions = target.shape[2] * target.shape[3]
+    total = n * positions
+    pick = torch.randperm(total, generator=gen)[: min(max_rows, total)] if total > max_rows else torch.arange(total)
+    img, pos = pick // positions, pick % positions
+    xs, chunk = [], 256
+    order = torch.argsort(img)
+    img, pos = img[order], pos[order]
+    for lo in range(0, n, chunk):
+        sel = (img >= lo) & (img < lo + chunk)
+        if not sel.any():
+            continue
+        cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
+        xs.append(cols[img[sel] - lo, :, pos[sel]])
+    t = target.reshape(n, out_c, positions)[img, :, pos]
+    return torch.cat(xs), t, kernel[0] * kernel[1]
+
+
+def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax, per_column, teacher,
+                options, reports) -> None:
+    names = {n.name for n in block}
+    out_name = block[-1].name  # the merge core (or the core itself) carries the block's name
+    ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
+    cores: dict[str, QCore] = {}
+    local_scales = {s: scales[s] for s in ext}
+
+    def in_scale_of(node: Node) -> Tensor:
+        return local_scales[node.inputs[0]]
+
+    def propagate(n: Node) -> None:
+        """Scales inside the block follow from the cores' output steps."""
+        if isinstance(n.op, o.CoreOp):
+            local_scales[n.name] = torch.full((n.op.out_channels,), float(cores[n.name].scale.detach()))
+        else:
+            local_scales[n.name] = _channel_scales(n.op, [local_scales[s] for s in n.inputs],
+                                                   [shapes[s] for s in n.inputs])
+
+    if len(block) == 1 and block[0].op.fixed:
+        n = block[0]
+        new_ops[n.name] = fixed_core(n.op, in_scale_of(n), out_bits[n.name])
+        acts[n.name] = FLOAT_EXEC[o.CoreOp](new_ops[n.name], [acts[n.inputs[0]]])
+        scales[n.name] = torch.full((n.op.out_channels,), new_ops[n.name].quant.out_scale)
+        return
+
+    gen = torch.Generator().manual_seed(options.seed)
+    geometry = _patch_geometry(block, ext)
+    target = teacher(out_name)
+    taps = 1
+    if geometry is not None:
+        x, target, taps = _sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen)
+        x_ext = {ext[0]: x}
+    else:
+        x_ext = {s: acts[s] for s in ext}
+
+    def run_block(v: dict[str, Tensor], call) -> dict[str, Tensor]:
+        for n in block:
+            if isinstance(n.op, o.CoreOp):
+                v[n.name] = call(cores[n.name], v[n.inputs[0]])
+            elif geometry is not None and isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]:
+                v[n.name] = v[n.inputs[0]][:, n.op.start * taps : n.op.stop * taps]  # patch columns
+            else:
+                v[n.name] = FLOAT_EXEC[type(n.op)](n.op, [v[s] for s in n.inputs])
+        return v
+
+    def ext_codes(idx: Tensor | slice) -> dict[str, Tensor]:
+        out = {}
+        for s in ext:
+            scale = local_scales[s].repeat_interleave(taps) if geometry is not None else local_scales[s]
+            xs = x_ext[s][idx]
+            out[s] = xs / (scale if xs.dim() == 2 else scale.reshape(-1, 1, 1))
+        return out
+
+    # init: walk the block once on (a sample of) the quantized inputs; each core's step from its own output
+    sample = slice(0, min(4096, target.shape[0]))
+    vals = {s: x_ext[s][sample] for s in ext}
+    for n in block:
+        if isinstance(n.op, o.CoreOp):
+            core = QCore(n.op, in_scale_of(n), out_bits[n.name], wmax, per_column, patch=geometry is not None)
+            cores[n.name] = core
+            with torch.no_grad():
+                y = torch.relu(core.pre(vals[n.inputs[0]]))
+            if options.mode == "none":
+                core.round_naive(y)
+            else:
+                core.init_scale(y)
+            with torch.no_grad():
+                vals[n.name] = core(vals[n.inputs[0]]) if core.domain == "real" else core.value(vals[n.inputs[0]])
+        elif geometry is not None and isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]:
+            vals[n.name] = vals[n.inputs[0]][:, n.op.start * taps : n.op.stop * taps]
+        else:
+            vals[n.name] = FLOAT_EXEC[type(n.op)](n.op, [vals[s] for s in n.inputs])
+        propagate(n)
+    del vals
+    report = BlockReport(out_name, len(cores))
+
+    if options.mode == "multiphase":
+        norm = float(target.var()) + 1e-12
+        n_samples = target.shape[0]
+        batch = options.batch_size * (16 if geometry is not None and taps > 1 else 1)
+
+        def loss_of(idx: Tensor, domain: str) -> Tensor:
+            if domain == "real":
+                out = run_block({s: x_ext[s][idx] for s in ext}, lambda c, x: c(x))[out_name]
+            else:
+                out = run_block(ext_codes(idx), lambda c, x: c(x))[out_name] * cores[out_name].scale.detach()
+            return F.mse_loss(out, target[idx]) / norm
+
+        def train(steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
+            if steps <= 0:
+                return
+            opt = torch.optim.Adam(lr_groups)
+            for _ in range(steps):
+                idx = torch.randint(0, n_samples, (min(batch, n_samples),), generator=gen)
+                loss = loss_of(idx, domain)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if domain == "code":
+                    for c in cores.values():
+                        if c.weight.grad is not None:
+                            c.weight.grad[c.frozen] = 0
+                opt.step()
+                if domain == "code":
+                    for c in cores.values():
+                        c.project()
+            with torch.no_grad():
+                report.losses[phase] = float(loss_of(torch.arange(min(n_samples, 8192)), domain))
+
+        with torch.no_grad():
+            report.losses["init"] = float(loss_of(torch.arange(min(n_samples, 8192)), "real"))
+        params = [{"params": [c.weight for c in cores.values()], "lr": options.lr},
+                  {"params": [c.bias for c in cores.values()], "lr": options.lr},
+                  {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
+        train(options.free_steps, params, "real", "free")
+        for n in block:  # steps are final now: inputs to internal cores have known scales
+            if n.name in cores:
+                cores[n.name].in_scale = in_scale_of(n)
+                cores[n.name].to_code_domain()
+            propagate(n)
+        grid = [{"params": [c.weight for c in cores.values()], "lr": options.grid_lr * max(wmax, 1) ** 0.5},
+                {"params": [c.bias for c in cores.values()], "lr": options.lr}]
+        train(options.range_steps, grid, "code", "range")
+        for frac in options.round_fractions:
+            for c in cores.values():
+                c.round_more(frac)
+            train(options.round_steps if frac < 1.0 else 0, grid, "code", f"round{frac:g}")
+    for c in cores.values():
+        c.round_more(1.0)
+
+    # commit: the integer ops, and their real outputs on the calibration set, exactly as the chip computes
+    for n in block:
+        if isinstance(n.op, o.CoreOp):
+            new_ops[n.name] = cores[n.name].quantized()
+            ins = [acts[n.inputs[0]]]
+        else:
+            new_ops[n.name] = n.op
+            ins = [acts[s] for s in n.inputs]
+        acts[n.name] = FLOAT_EXEC[type(n.op)](new_ops[n.name], ins)
+        scales[n.name] = local_scales[n.name]
+    with torch.no_grad():
+        full = teacher(out_name)
+        err = float(F.mse_loss(acts[out_name], full) / (full.var() + 1e-12))
+    report.losses["final"] = err
+    if reports is not None:
+        reports.append(report)
+    log.debug("block %s: %s", out_name, report.losses)
+
+

@@ -1,0 +1,58 @@
+"""Differentiable quantizers (straight-through estimators) and scale search."""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """round(x) forward, identity backward."""
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quant_act(y: Tensor, scale: Tensor, qmax: int) -> Tensor:
+    """A ReLU neuron's output code, as a value: ``clamp(round(y / s), 0, qmax) * s``.
+
+    The gradient with respect to `scale` is that of LSQ (Esser et al., 2020): ``round(v) - v`` inside the
+    range, ``qmax`` above it.
+    """
+    v = torch.clamp(y / scale, 0, qmax)
+    return round_ste(v) * scale
+
+
+def best_act_scale(y: Tensor, qmax: int, candidates: int = 40) -> float:
+    """The step that minimizes the MSE of quantizing `y` (>= 0) to codes 0..qmax, by grid search over clips."""
+    y = y.detach().flatten().float()
+    top = float(y.max())
+    if top <= 0:
+        return 1.0
+    if y.numel() > 200_000:
+        y = y[torch.randint(0, y.numel(), (200_000,), generator=torch.Generator().manual_seed(0))]
+    best, best_err = top / qmax, float("inf")
+    for frac in torch.linspace(0.2, 1.0, candidates):
+        s = top * float(frac) / qmax
+        err = float(((torch.clamp(torch.round(y / s), 0, qmax) * s - y) ** 2).mean())
+        if err < best_err:
+            best, best_err = s, err
+    return best
+
+
+def best_weight_scale(w: Tensor, wmax: int, per_column: bool, candidates: int = 40) -> Tensor:
+    """Per-column (or one) weight step minimizing ``|w - s * clamp(round(w / s), -wmax, wmax)|^2``."""
+    flat = w.detach().reshape(w.shape[0], -1).double()
+    top = flat.abs().amax(dim=1) if per_column else flat.abs().max().expand(w.shape[0])
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    best = top / wmax
+    best_err = torch.full_like(top, float("inf"))
+    for frac in torch.linspace(0.3, 1.0, candidates, dtype=torch.float64):
+        s = top * frac / wmax
+        q = torch.clamp(torch.round(flat / s[:, None]), -wmax, wmax) * s[:, None]
+        err = ((q - flat) ** 2).sum(dim=1)
+        if not per_column:
+            err = err.sum().expand_as(err)
+        better = err < best_err
+        best = torch.where(better, s, best)
+        best_err = torch.where(better, err, best_err)
+    return best.float()

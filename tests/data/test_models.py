@@ -1,0 +1,136 @@
+"""The committed default models: self-contained ONNX files that reach their recorded accuracy under
+onnxruntime, and whose weights load back into torch exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dse.data import MODELS_DIR, load_dataset, model_path
+from dse.data.train_models import (
+    MODEL_NAMES,
+    OPSET,
+    RECIPES,
+    _random_shift,
+    build_model,
+    export_onnx,
+    load_trained,
+    onnx_accuracy,
+    onnx_logits,
+    read_metadata,
+    train,
+)
+from dse.errors import DataError, ModelError
+
+# Lowest acceptable held-out accuracy; the committed files sit 1 to 3 points above these.
+FLOORS = {"lenet_mnist": 0.97, "mlp_mnist": 0.95, "mlp_digits": 0.95, "cnn3_mnist": 0.97}
+# The only op types the exporter should emit for these models (the importer's contract).
+ALLOWED_OPS = {"Sub", "Div", "Conv", "Relu", "MaxPool", "Reshape", "Gemm"}
+
+
+def test_floors_cover_every_model() -> None:
+    assert set(FLOORS) == set(MODEL_NAMES) == set(RECIPES)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_file_is_small_self_contained_and_valid(name: str) -> None:
+    path = model_path(name)
+    assert path.is_file(), f"missing {path}; run python -m dse.data.train_models"
+    assert path.stat().st_size < 1_000_000
+    proto = onnx.load(str(path), load_external_data=False)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in proto.graph.initializer)
+    assert not list(MODELS_DIR.glob("*.data"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", OPSET)]
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    ops = {n.op_type for n in proto.graph.node}
+    assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
+    # no Constant nodes, no initializers posing as graph inputs: every constant is an initializer
+    initializers = {t.name for t in proto.graph.initializer}
+    assert not initializers & {i.name for i in proto.graph.input}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_accuracy_matches_metadata_and_floor(name: str) -> None:
+    path = model_path(name)
+    meta = read_metadata(path)
+    assert meta["dataset"] == RECIPES[name].dataset
+    ds = load_dataset(meta["dataset"])
+    acc = onnx_accuracy(path, ds)
+    # one test image of slack: another CPU's rounding may flip a near-tie
+    assert acc == pytest.approx(float(meta["test_accuracy"]), abs=1.5 / len(ds.y_test))
+    assert acc >= FLOORS[name]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_load_trained_reproduces_onnxruntime(name: str) -> None:
+    ds = load_dataset(RECIPES[name].dataset)
+    x = ds.x_test[:200]
+    expected = onnx_logits(model_path(name), x)
+    model = load_trained(name)
+    assert not model.training
+    with torch.no_grad():
+        got = model(torch.from_numpy(np.array(x))).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_dimension_is_free() -> None:
+    """One sample or a whole split: the exported batch dimension is symbolic."""
+    path = model_path("lenet_mnist")
+    x = load_dataset("mnist").x_test[:3]
+    batched = onnx_logits(path, x)
+    single = np.concatenate([onnx_logits(path, x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_model_raises() -> None:
+    with pytest.raises(DataError, match="lenet_mnist"):
+        build_model("resnet50")
+
+
+def test_load_trained_refuses_a_foreign_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no trained model"):
+        load_trained("mlp_digits", tmp_path / "absent.onnx")
+    # a file of another architecture: names or shapes differ, refused rather than half-loaded
+    with pytest.raises(ModelError):
+        load_trained("mlp_digits", model_path("mlp_mnist"))
+
+
+def test_random_shift_translates_each_sample_within_bounds() -> None:
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0
+    out = _random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.all(out.sum(dim=(1, 2, 3)) == 1.0)
+    rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len({(int(r), int(c)) for r, c in zip(rows, cols, strict=True)}) > 10  # per-sample offsets
+    assert torch.equal(_random_shift(x, 0, torch.Generator()), x)
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_reaches_the_floor(tmp_path: Path) -> None:
+    a = train("mlp_digits", seed=0)
+    b = train("mlp_digits", seed=0)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    path = export_onnx(a, "mlp_digits", tmp_path / "mlp_digits.onnx", metadata={"dataset": "digits"})
+    assert onnx_accuracy(path, load_dataset("digits")) >= FLOORS["mlp_digits"]
+    reloaded = load_trained("mlp_digits", path)
+    x = torch.from_numpy(np.array(load_dataset("digits").x_test))
+    with torch.no_grad():
+        np.testing.assert_allclose(reloaded(x).numpy(), a(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_retraining_from_trained_weights_keeps_accuracy() -> None:
+    """The benchmark's use: fine-tune starting from the committed weights (a short run)."""
+    ds = load_dataset("mnist")
+    model = train("lenet_mnist", epochs=1, model=load_trained("lenet_mnist"))
+    with torch.no_grad():
+        acc = float((model(torch.from_numpy(np.array(ds.x_test))).argmax(1).numpy() == ds.y_test).mean())
+    assert acc >= FLOORS["lenet_mnist"] - 0.01

@@ -1,0 +1,708 @@
+"""The ONNX importer against onnxruntime: op by op, whole exported models, and bad input."""
+
+from __future__ import annotations
+
+import builtins
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+
+from dse.errors import ModelError, UnsupportedOpError
+from dse.frontends import SUPPORTED_OPS, load_onnx
+from dse.ir import ops as o
+from dse.ir.shapes import infer_shapes
+from dse.sim.float_exec import run_logits
+
+FLOAT = TensorProto.FLOAT
+TOL = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def rand(*shape: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def make_model(nodes: list, in_shape: tuple[int, ...], *, inits: dict | None = None, opset: int = 17,
+               batch: int | str = "N", inputs_extra: tuple = (), out: str = "y",
+               out_shape: list | None = None) -> onnx.ModelProto:
+    """A one-input model; `batch` is the declared batch dimension (a number, as exporters write, or a name)."""
+    graph = oh.make_graph(
+        nodes, "t",
+        [oh.make_tensor_value_info("x", FLOAT, [batch, *in_shape]), *inputs_extra],
+        [oh.make_tensor_value_info(out, FLOAT, out_shape)],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in (inits or {}).items()],
+    )
+    opsets = [oh.make_opsetid("", opset)]
+    model = oh.make_model(graph, opset_imports=opsets, ir_version=oh.find_min_ir_version_for(opsets))
+    return onnx.shape_inference.infer_shapes(model)  # the checker wants the output's shape declared
+
+
+def ort_run(model: onnx.ModelProto | str, x: np.ndarray, *, per_sample: bool = False) -> np.ndarray:
+    src = model if isinstance(model, str) else model.SerializeToString()
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    if per_sample:  # the model declares a batch of 1: run one sample at a time
+        return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+    return sess.run(None, {name: x})[0]
+
+
+def check(model: onnx.ModelProto, in_shape: tuple[int, ...], *, n: int = 3, per_sample: bool = False,
+          seed: int = 1):
+    """Import `model`, run it on a batch of `n` and compare with onnxruntime; return the IR graph."""
+    x = rand(n, *in_shape, seed=seed)
+    onnx.checker.check_model(model)
+    graph = load_onnx(model)
+    got = run_logits(graph, x)
+    ref = ort_run(model, x, per_sample=per_sample)
+    np.testing.assert_allclose(got, ref, **TOL)
+    assert infer_shapes(graph)[graph.outputs[0]] == ref.shape[1:]  # the IR shape rules agree too
+    return graph
+
+
+# --- (a) op by op ------------------------------------------------------------------------------------------
+
+IMG = (4, 7, 6)  # C, H, W: odd and uneven on purpose
+
+
+def conv_case(**attrs) -> tuple:
+    groups = attrs.get("group", 1)
+    w = rand(6, IMG[0] // groups, 3, 3, seed=2)
+    return [oh.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)], IMG, {"w": w, "b": rand(6, seed=3)}
+
+
+def unary_case(op: str, in_shape=IMG, opset: int = 17, **attrs) -> tuple:
+    return [oh.make_node(op, ["x"], ["y"], **attrs)], in_shape, {}, {"opset": opset}
+
+
+def arith_case(op: str, c: np.ndarray | float, *, const_left: bool = False, in_shape=IMG) -> tuple:
+    ins = ["c", "x"] if const_left else ["x", "c"]
+    return [oh.make_node(op, ins, ["y"])], in_shape, {"c": np.asarray(c, dtype=np.float32)}
+
+
+def gemm_case(trans_b: int, alpha: float = 1.0, beta: float = 1.0, c_shape: tuple | None = (5,)) -> tuple:
+    b = rand(5, 12, seed=4) if trans_b else rand(12, 5, seed=4)
+    inits = {"B": b}
+    ins = ["x", "B"]
+    if c_shape is not None:
+        inits["C"] = rand(*c_shape, seed=5)
+        ins.append("C")
+    return [oh.make_node("Gemm", ins, ["y"], transB=trans_b, alpha=alpha, beta=beta)], (12,), inits
+
+
+def clip_case(lo: float | None, hi: float | None, opset: int) -> tuple:
+    if opset < 11:
+        attrs = {k: v for k, v in (("min", lo), ("max", hi)) if v is not None}
+        return [oh.make_node("Clip", ["x"], ["y"], **attrs)], IMG, {}, {"opset": opset}
+    inits = {k: np.float32(v) for k, v in (("lo", lo), ("hi", hi)) if v is not None}
+    ins = ["x", "lo" if lo is not None else "", "hi" if hi is not None else ""]
+    while ins[-1] == "":
+        ins.pop()
+    return [oh.make_node("Clip", ins, ["y"])], IMG, inits, {"opset": opset}
+
+
+def pool_case(op: str, **attrs) -> tuple:
+    return [oh.make_node(op, ["x"], ["y"], **attrs)], IMG, {}
+
+
+def bn_case(in_shape: tuple) -> tuple:
+    c = in_shape[0]
+    rng = np.random.default_rng(7)
+    inits = {"g": rand(c, seed=8), "bt": rand(c, seed=9), "m": rand(c, seed=10),
+             "v": rng.uniform(0.5, 2.0, c).astype(np.float32)}
+    return [oh.make_node("BatchNormalization", ["x", "g", "bt", "m", "v"], ["y"], epsilon=1e-3)], in_shape, inits
+
+
+def reshape_case(target: list[int], *, batch: int | str = 1, opset: int = 17, **attrs) -> tuple:
+    nodes = [oh.make_node("Reshape", ["x", "s"], ["r"], **attrs), oh.make_node("Relu", ["r"], ["y"])]
+    return nodes, IMG, {"s": np.array(target, dtype=np.int64)}, {"opset": opset, "batch": batch}
+
+
+def residual_case() -> tuple:
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             oh.make_node("Add", ["c", "x"], ["s"]), oh.make_node("Relu", ["s"], ["y"])]
+    return nodes, IMG, {"w": rand(4, 4, 3, 3, seed=11)}
+
+
+def sub_tensors_case() -> tuple:
+    nodes = [oh.make_node("Sigmoid", ["x"], ["a"]), oh.make_node("Sub", ["x", "a"], ["y"])]
+    return nodes, IMG, {}
+
+
+def sum_case() -> tuple:
+    nodes = [oh.make_node("Tanh", ["x"], ["a"]), oh.make_node("Relu", ["x"], ["b"]),
+             oh.make_node("Sum", ["x", "a", "b"], ["y"])]
+    return nodes, IMG, {}
+
+
+def concat_case(axis: int) -> tuple:
+    nodes = [oh.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             oh.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]),
+             oh.make_node("Concat", ["a", "b", "x"], ["y"], axis=axis)]
+    return nodes, IMG, {"w1": rand(4, 4, 3, 3, seed=12), "w2": rand(4, 4, 3, 3, seed=13)}
+
+
+def concat_vec_case() -> tuple:
+    nodes = [oh.make_node("Gemm", ["x", "B"], ["a"], transB=1), oh.make_node("Relu", ["x"], ["b"]),
+             oh.make_node("Concat", ["a", "b"], ["y"], axis=-1)]
+    return nodes, (12,), {"B": rand(5, 12, seed=14)}
+
+
+def matmul_case() -> tuple:
+    nodes = [oh.make_node("MatMul", ["x", "W"], ["m"]), oh.make_node("Add", ["m", "b"], ["y"])]
+    return nodes, (12,), {"W": rand(12, 7, seed=15), "b": rand(7, seed=16)}
+
+
+def dropout_case(opset: int) -> tuple:
+    if opset < 12:
+        return [oh.make_node("Dropout", ["x"], ["y"], ratio=0.3)], IMG, {}, {"opset": opset}
+    node = oh.make_node("Dropout", ["x", "r", "t"], ["y", "mask"])
+    return [node], IMG, {"r": np.float32(0.3), "t": np.bool_(False)}, {"opset": opset}
+
+
+def softmax_case(axis: int | None, opset: int, in_shape=IMG) -> tuple:
+    attrs = {} if axis is None else {"axis": axis}
+    return [oh.make_node("Softmax", ["x"], ["y"], **attrs)], in_shape, {}, {"opset": opset}
+
+
+def flatten_case(axis: int, in_shape=IMG) -> tuple:
+    nodes = [oh.make_node("Flatten", ["x"], ["f"], axis=axis), oh.make_node("Gemm", ["f", "B"], ["y"], transB=1)]
+    return nodes, in_shape, {"B": rand(3, int(np.prod(in_shape)), seed=17)}
+
+
+def constant_nodes_case() -> tuple:
+    """Constant nodes of each attribute kind, an unused initializer, and Cast of the data."""
+    nodes = [
+        oh.make_node("Constant", [], ["s"], value_float=0.5),
+        oh.make_node("Constant", [], ["v"], value_floats=[1.0, -2.0, 3.0, 0.25, 2.0, 1.5]),
+        oh.make_node("Constant", [], ["t"], value=numpy_helper.from_array(rand(4, 1, 1, seed=18))),
+        oh.make_node("Cast", ["x"], ["xc"], to=FLOAT),
+        oh.make_node("Mul", ["xc", "s"], ["a"]),
+        oh.make_node("Add", ["a", "v"], ["b"]),
+        oh.make_node("Sub", ["t", "b"], ["y"]),
+    ]
+    return nodes, IMG, {"unused": rand(3, 3, seed=19)}
+
+
+def shape_subgraph_case(opset: int) -> tuple:
+    """x.view(x.size(0), -1) with a free batch, as the TorchScript exporter writes it with dynamic axes."""
+    unsq = (oh.make_node("Unsqueeze", ["n"], ["n1"], axes=[0]) if opset < 13
+            else oh.make_node("Unsqueeze", ["n", "ax"], ["n1"]))
+    nodes = [
+        oh.make_node("Shape", ["x"], ["s"]),
+        oh.make_node("Gather", ["s", "i0"], ["n"], axis=0),
+        unsq,
+        oh.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        oh.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    inits = {"i0": np.array(0, dtype=np.int64), "minus1": np.array([-1], dtype=np.int64),
+             "ax": np.array([0], dtype=np.int64)}
+    return nodes, IMG, inits, {"opset": opset, "out_shape": ["N", 168]}
+
+
+def folding_case() -> tuple:
+    """Slice, Squeeze, Cast and ConstantOfShape folded into a Reshape target and an Affine scale."""
+    nodes = [
+        oh.make_node("Shape", ["x"], ["s"]),
+        oh.make_node("Slice", ["s", "st", "en"], ["head0"]),
+        oh.make_node("Squeeze", ["head0"], ["n"]),
+        oh.make_node("Unsqueeze", ["n", "st"], ["head"]),
+        oh.make_node("Cast", ["f"], ["tail"], to=TensorProto.INT64),
+        oh.make_node("Concat", ["head", "tail"], ["shape"], axis=0),
+        oh.make_node("Reshape", ["x", "shape"], ["r"]),
+        oh.make_node("ConstantOfShape", ["cs"], ["two"],
+                     value=numpy_helper.from_array(np.array([2.0], dtype=np.float32))),
+        oh.make_node("Mul", ["r", "two"], ["y"]),
+    ]
+    inits = {"st": np.array([0], dtype=np.int64), "en": np.array([1], dtype=np.int64),
+             "f": np.array([4.0, 42.0], dtype=np.float32), "cs": np.array([4, 1], dtype=np.int64)}
+    return nodes, IMG, inits, {"out_shape": ["N", 4, 42]}
+
+
+OP_CASES = {
+    "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
+    "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
+    "conv_dilation2": conv_case(dilations=[2, 2], pads=[2, 1, 2, 1]),
+    "conv_group2": conv_case(group=2, pads=[1, 1, 1, 1]),
+    "conv_depthwise": (lambda: ([oh.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3])],
+                                IMG, {"w": rand(8, 1, 3, 3, seed=20)}))(),
+    "conv_same_upper_s2": conv_case(auto_pad="SAME_UPPER", strides=[2, 2]),
+    "conv_same_lower_s2": conv_case(auto_pad="SAME_LOWER", strides=[2, 2]),
+    "conv_valid": conv_case(auto_pad="VALID"),
+    "gemm_transB1": gemm_case(1),
+    "gemm_transB0": gemm_case(0),
+    "gemm_alpha_beta": gemm_case(1, alpha=0.5, beta=-2.0, c_shape=(1, 5)),
+    "gemm_scalar_C": gemm_case(0, beta=3.0, c_shape=()),
+    "gemm_no_C": gemm_case(1, alpha=2.0, c_shape=None),
+    "matmul_add": matmul_case(),
+    "add_scalar": arith_case("Add", 0.7),
+    "add_left_channel": arith_case("Add", rand(4, 1, 1, seed=21), const_left=True),
+    "add_expands": arith_case("Add", rand(5, seed=22), in_shape=(1,)),
+    "sub_right_full": arith_case("Sub", rand(1, *IMG, seed=23)),
+    "sub_left_channel": arith_case("Sub", rand(1, 4, 1, 1, seed=24), const_left=True),
+    "mul_left_rows": arith_case("Mul", rand(7, 1, seed=25), const_left=True),
+    "mul_right_cols": arith_case("Mul", rand(6, seed=26)),
+    "div_right_channel": arith_case("Div", np.array([0.5, 2.0, -4.0, 0.25]).reshape(4, 1, 1)),
+    "residual_add": residual_case(),
+    "sub_two_tensors": sub_tensors_case(),
+    "sum_three": sum_case(),
+    "relu": unary_case("Relu"),
+    "sigmoid": unary_case("Sigmoid"),
+    "tanh": unary_case("Tanh"),
+    "identity": unary_case("Identity"),
+    "clip_both_13": clip_case(-0.5, 0.8, 13),
+    "clip_min_only_13": clip_case(0.0, None, 13),
+    "clip_max_only_11": clip_case(None, 0.3, 11),
+    "clip_none_13": clip_case(None, None, 13),
+    "clip_attrs_10": clip_case(-0.2, 0.6, 10),
+    "clip_attr_min_10": clip_case(0.1, None, 10),
+    "clip_no_attrs_10": clip_case(None, None, 10),
+    "maxpool_k2s2": pool_case("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
+    "maxpool_k3s2p1": pool_case("MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    "maxpool_ceil": pool_case("MaxPool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    "maxpool_same_upper": pool_case("MaxPool", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    "avgpool_k2s2": pool_case("AveragePool", kernel_shape=[2, 2], strides=[2, 2]),
+    "avgpool_pad_exclude": pool_case("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    "avgpool_pad_include": pool_case("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 2],
+                                     count_include_pad=1),
+    "avgpool_ceil": pool_case("AveragePool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    "avgpool_ceil_pad_include": pool_case("AveragePool", kernel_shape=[3, 3], strides=[2, 2],
+                                          pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+    "global_avgpool": unary_case("GlobalAveragePool"),
+    "batchnorm_4d": bn_case(IMG),
+    "batchnorm_2d": bn_case((9,)),
+    "flatten_1": flatten_case(1),
+    "flatten_neg3": flatten_case(-3),
+    "flatten_2_single_channel": flatten_case(2, in_shape=(1, 5, 4)),
+    "reshape_1_m1": reshape_case([1, -1]),
+    "reshape_0_m1": reshape_case([0, -1]),
+    "reshape_m1_168": reshape_case([-1, 168]),
+    "reshape_0_keep": reshape_case([0, 0, 42]),
+    "reshape_1_split": reshape_case([1, 2, 2, 42]),
+    "reshape_free_batch": reshape_case([0, 8, 21], batch="N"),
+    "reshape_allowzero": reshape_case([-1, 4, 42], opset=14, allowzero=1),
+    "dropout_11": dropout_case(11),
+    "dropout_13": dropout_case(13),
+    "softmax_13_axis1": softmax_case(1, 13),
+    "softmax_13_default": softmax_case(None, 13),
+    "softmax_13_axis2": softmax_case(2, 13),
+    "softmax_11_axis1": softmax_case(1, 11),
+    "softmax_11_axis2": softmax_case(2, 11),
+    "softmax_11_vector": softmax_case(None, 11, in_shape=(10,)),
+    "concat_channels": concat_case(1),
+    "concat_width": concat_case(-1),
+    "concat_vectors": concat_vec_case(),
+    "constants_and_cast": constant_nodes_case(),
+    "shape_subgraph_11": shape_subgraph_case(11),
+    "shape_subgraph_13": shape_subgraph_case(13),
+    "folding": folding_case(),
+}
+
+
+@pytest.mark.parametrize("case", OP_CASES.values(), ids=OP_CASES.keys())
+def test_op_matches_onnxruntime(case: tuple) -> None:
+    nodes, in_shape, inits, *rest = case
+    kw = rest[0] if rest else {}
+    check(make_model(nodes, in_shape, inits=inits, **kw), in_shape, per_sample=kw.get("batch") == 1)
+
+
+@pytest.mark.parametrize("opset", range(11, 22))
+def test_small_cnn_across_opsets(opset: int) -> None:
+    """One small network written in each opset's own syntax (Clip bounds and Dropout ratio as inputs from 12)."""
+    c = IMG[0]
+    dropout = (oh.make_node("Dropout", ["f"], ["d"], ratio=0.2) if opset < 12
+               else oh.make_node("Dropout", ["f", "ratio"], ["d"]))
+    nodes = [
+        oh.make_node("Sub", ["x", "mean"], ["n0"]),
+        oh.make_node("Div", ["n0", "std"], ["n1"]),
+        oh.make_node("Conv", ["n1", "w", "b"], ["c1"], pads=[1, 1, 1, 1]),
+        oh.make_node("BatchNormalization", ["c1", "g", "bt", "m", "v"], ["bn"]),
+        oh.make_node("Clip", ["bn", "lo", "hi"], ["r1"]),
+        oh.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        oh.make_node("AveragePool", ["p1"], ["p2"], kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
+        oh.make_node("Flatten", ["p2"], ["f"]),
+        dropout,
+        oh.make_node("Gemm", ["d", "B", "C"], ["l"], transB=1),
+        oh.make_node("Softmax", ["l"], ["y"], axis=1),
+    ]
+    inits = {"mean": np.float32(0.1), "std": rand(c, 1, 1, seed=40) ** 2 + 0.5, "w": rand(c, c, 3, 3, seed=41),
+             "b": rand(c, seed=42), "g": rand(c, seed=43), "bt": rand(c, seed=44), "m": rand(c, seed=45),
+             "v": rand(c, seed=46) ** 2 + 0.5, "lo": np.float32(0.0), "hi": np.float32(1.5),
+             "ratio": np.float32(0.2), "B": rand(10, c * 4 * 3, seed=47), "C": rand(10, seed=48)}
+    check(make_model(nodes, IMG, inits=inits, opset=opset), IMG)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.sampled_from([1, 2]), cin=st.integers(1, 3), cout=st.integers(1, 3), hw=st.tuples(
+        st.integers(3, 9), st.integers(3, 9)), k=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dil=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    pads=st.tuples(*[st.integers(0, 2)] * 4), bias=st.booleans(), seed=st.integers(0, 99),
+)
+def test_conv_attributes(groups, cin, cout, hw, k, stride, dil, pads, bias, seed) -> None:
+    for i in range(2):
+        assume(hw[i] + pads[i] + pads[i + 2] >= dil[i] * (k[i] - 1) + 1)
+    in_shape = (cin * groups, *hw)
+    inits = {"w": rand(cout * groups, cin, *k, seed=seed)}
+    if bias:
+        inits["b"] = rand(cout * groups, seed=seed + 1)
+    node = oh.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["y"], group=groups, strides=list(stride),
+                        dilations=list(dil), pads=list(pads))
+    check(make_model([node], in_shape, inits=inits), in_shape, n=2, seed=seed)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    op=st.sampled_from(["MaxPool", "AveragePool"]), hw=st.tuples(st.integers(3, 9), st.integers(3, 9)),
+    k=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    pads=st.tuples(*[st.integers(0, 2)] * 4), ceil_mode=st.booleans(), include=st.booleans(),
+    seed=st.integers(0, 99),
+)
+def test_pool_attributes(op, hw, k, stride, pads, ceil_mode, include, seed) -> None:
+    for i in range(2):
+        assume(pads[i] < k[i] and pads[i + 2] < k[i])  # onnxruntime refuses a pad as large as the kernel
+        assume(hw[i] + pads[i] + pads[i + 2] >= k[i])
+    attrs = {"kernel_shape": list(k), "strides": list(stride), "pads": list(pads), "ceil_mode": int(ceil_mode)}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(include)
+    in_shape = (2, *hw)
+    check(make_model([oh.make_node(op, ["x"], ["y"], **attrs)], in_shape), in_shape, n=2, seed=seed)
+
+
+def test_batchnorm_becomes_per_channel_affine() -> None:
+    nodes, in_shape, inits = bn_case(IMG)
+    graph = load_onnx(make_model(nodes, in_shape, inits=inits))
+    (affine,) = graph.of_type(o.Affine)
+    assert affine.op.scale.shape == affine.op.shift.shape == (4, 1, 1)
+    assert affine.op.scale.dtype == np.float32
+    nodes, in_shape, inits = bn_case((9,))
+    (affine,) = load_onnx(make_model(nodes, in_shape, inits=inits)).of_type(o.Affine)
+    assert affine.op.scale.shape == (9,)
+
+
+def test_graph_structure_and_names() -> None:
+    nodes, in_shape, inits = residual_case()
+    graph = load_onnx(make_model(nodes, in_shape, inits=inits))
+    assert [type(n.op).__name__ for n in graph] == ["Input", "Conv", "Add", "Relu"]
+    assert graph.input.op.shape == IMG
+    assert graph.outputs == ("y",)
+    assert graph["s"].inputs == ("c", "x")
+    assert isinstance(graph["c"].op.weight, np.ndarray) and graph["c"].op.weight.dtype == np.float32
+
+
+def test_local_functions_are_inlined() -> None:
+    fn = oh.make_function("local", "ScaledRelu", ["a"], ["b"],
+                          [oh.make_node("Constant", [], ["k"], value_float=2.0), oh.make_node("Mul", ["a", "k"], ["t"]),
+                           oh.make_node("Relu", ["t"], ["b"])], [oh.make_opsetid("", 17)])
+    graph = oh.make_graph([oh.make_node("ScaledRelu", ["x"], ["y"], domain="local")], "t",
+                          [oh.make_tensor_value_info("x", FLOAT, ["N", *IMG])],
+                          [oh.make_tensor_value_info("y", FLOAT, ["N", *IMG])])
+    opsets = [oh.make_opsetid("", 17), oh.make_opsetid("local", 1)]
+    model = oh.make_model(graph, opset_imports=opsets, functions=[fn], ir_version=8)
+    assert check(model, IMG).op_counts() == {"Input": 1, "Affine": 1, "Relu": 1}
+
+
+def test_supported_ops_listed() -> None:
+    assert list(SUPPORTED_OPS) == sorted(set(SUPPORTED_OPS))
+    required = {"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Relu", "Clip", "MaxPool", "AveragePool",
+                "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Dropout", "Identity", "Softmax",
+                "Sigmoid", "Tanh", "Concat", "Constant", "Shape", "Gather", "Unsqueeze"}
+    assert required <= set(SUPPORTED_OPS)
+
+
+# --- (b) whole models exported by torch ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch_net():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.5, 0.4, 0.3]).reshape(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.2, 0.25, 0.3]).reshape(1, 3, 1, 1))
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1, groups=2)
+            self.bn2 = nn.BatchNorm2d(16)
+            self.drop = nn.Dropout(0.3)
+            self.fc1 = nn.Linear(16 * 3 * 3, 32)
+            self.fc2 = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = (x - self.mean) / self.std
+            x = torch.relu(self.bn1(self.conv1(x)))
+            x = nn.functional.max_pool2d(x, 2)
+            x = torch.relu(self.bn2(self.conv2(x)))
+            x = nn.functional.avg_pool2d(x, 2, ceil_mode=True)
+            x = x.view(x.size(0), -1)
+            x = self.drop(torch.relu(self.fc1(x)))
+            return self.fc2(x)
+
+    torch.manual_seed(0)
+    net = Net()
+    with torch.no_grad():  # non-trivial running statistics, so BatchNorm is not an identity
+        for bn in (net.bn1, net.bn2):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+EXPORTS = {
+    "torchscript_opset13": {"dynamo": False, "opset_version": 13},
+    "torchscript_opset13_unfolded": {"dynamo": False, "opset_version": 13, "do_constant_folding": False},
+    "torchscript_init_as_inputs": {"dynamo": False, "opset_version": 13, "keep_initializers_as_inputs": True,
+                                   "export_params": True, "do_constant_folding": False},
+    "torchscript_dynamic_batch": {"dynamo": False, "opset_version": 11, "do_constant_folding": False,
+                                  "dynamic_axes": {"x": {0: "N"}}},
+    "dynamo_opset18": {"dynamo": True, "opset_version": 18},
+    "dynamo_opset18_unoptimized": {"dynamo": True, "opset_version": 18, "optimize": False},
+}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation noise
+@pytest.mark.parametrize("kw", EXPORTS.values(), ids=EXPORTS.keys())
+def test_torch_export_matches(torch_net, kw: dict, tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(torch_net, (torch.randn(1, 3, 12, 12),), str(path), input_names=["x"],
+                      output_names=["logits"], **kw)
+    x = rand(5, 3, 12, 12, seed=30)
+    graph = load_onnx(path)
+    got = run_logits(graph, x)
+    np.testing.assert_allclose(got, ort_run(str(path), x, per_sample=True), **TOL)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, torch_net(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
+    assert graph.outputs == ("logits",) and graph.input.op.shape == (3, 12, 12)
+    if not kw.get("do_constant_folding", True) or kw.get("optimize") is False:
+        assert "BatchNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert len(graph.of_type(o.Affine)) == 4  # normalization (2) + BatchNorm (2)
+
+
+# --- (c) bad input ----------------------------------------------------------------------------------------
+
+
+def small_model(opset: int = 17) -> onnx.ModelProto:
+    nodes, in_shape, inits = conv_case(pads=[1, 1, 1, 1])
+    return make_model(nodes, in_shape, inits=inits, opset=opset)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.onnx"
+    with pytest.raises(ModelError, match=f"^model file not found: {path}$"):
+        load_onnx(path)
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a file"):
+        load_onnx(tmp_path)
+    with pytest.raises(ModelError, match="expected a model path"):
+        load_onnx(b"bytes")
+
+
+@pytest.mark.parametrize("content", [b"this is a text file, not ONNX\n" * 20, b""], ids=["text", "empty"])
+def test_not_onnx(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=str(path)) as err:
+        load_onnx(str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_truncated(tmp_path: Path) -> None:
+    data = small_model().SerializeToString()
+    path = tmp_path / "half.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=str(path)) as err:
+        load_onnx(path)
+    assert "\n" not in str(err.value)
+
+
+def test_checker_failure(tmp_path: Path) -> None:
+    model = make_model([oh.make_node("Relu", ["undefined"], ["y"])], IMG)
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match="checker") as err:
+        load_onnx(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("op", ["Erf", "LRN"])
+def test_unsupported_op_names_op_and_node(op: str) -> None:
+    attrs = {"size": 3} if op == "LRN" else {}
+    nodes = [oh.make_node("Relu", ["x"], ["r"], name="relu0"), oh.make_node(op, ["r"], ["y"], name="bad0", **attrs)]
+    with pytest.raises(UnsupportedOpError, match=f"{op}.*'bad0'") as err:
+        load_onnx(make_model(nodes, IMG))
+    assert (err.value.op_type, err.value.node) == (op, "bad0")
+    nameless = [oh.make_node("Relu", ["x"], ["r"]), oh.make_node(op, ["r"], ["y"], **attrs)]
+    with pytest.raises(UnsupportedOpError) as err:
+        load_onnx(make_model(nameless, IMG))
+    assert err.value.node == f"{op}#1"
+
+
+UNSUPPORTED = {
+    "mul_two_tensors": ([oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Mul", ["x", "r"], ["y"])], IMG, {},
+                        "Mul"),
+    "div_const_by_tensor": ([oh.make_node("Div", ["c", "x"], ["y"])], IMG, {"c": np.float32(2.0)}, "Div"),
+    "gemm_transA": ([oh.make_node("Gemm", ["x", "B"], ["y"], transA=1)], (12,), {"B": rand(1, 5)}, "Gemm"),
+    "maxpool_dilation": ([oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])], IMG, {},
+                         "MaxPool"),
+    "softmax_batch_axis": ([oh.make_node("Softmax", ["x"], ["y"], axis=0)], IMG, {}, "Softmax"),
+    "concat_batch_axis": ([oh.make_node("Concat", ["x", "x"], ["y"], axis=0)], IMG, {}, "Concat"),
+    "concat_with_constant": ([oh.make_node("Concat", ["x", "c"], ["y"], axis=1)], IMG,
+                             {"c": rand(1, 1, 7, 6)}, "Concat"),
+    "conv_weight_from_data": ([oh.make_node("Conv", ["x", "x"], ["y"])], IMG, {}, "Conv"),
+    "reshape_moves_batch": ([oh.make_node("Reshape", ["x", "s"], ["y"])], IMG,
+                            {"s": np.array([2, -1], dtype=np.int64)}, "Reshape"),
+    "shape_arithmetic_on_batch": ([oh.make_node("Shape", ["x"], ["s"]),
+                                   oh.make_node("Mul", ["s", "two"], ["s2"]),
+                                   oh.make_node("Slice", ["s2", "z", "one"], ["n2"]),
+                                   oh.make_node("Concat", ["n2", "m1"], ["t"], axis=0),
+                                   oh.make_node("Reshape", ["x", "t"], ["y"])], IMG,
+                                  {"two": np.array([2], dtype=np.int64), "z": np.array([0], dtype=np.int64),
+                                   "one": np.array([1], dtype=np.int64), "m1": np.array([-1], dtype=np.int64)},
+                                  "Mul"),
+    "dropout_training": ([oh.make_node("Dropout", ["x", "r", "t"], ["y"])], IMG,
+                         {"r": np.float32(0.5), "t": np.bool_(True)}, "Dropout"),
+    "batchnorm_training_output": ([oh.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y", "rm", "rv"],
+                                                training_mode=1)], IMG,
+                                  {k: np.ones(4, np.float32) for k in "gbmv"}, "BatchNormalization"),
+}
+
+
+@pytest.mark.parametrize("case", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
+def test_unsupported_variant(case: tuple) -> None:
+    nodes, in_shape, inits, op = case
+    with pytest.raises(UnsupportedOpError, match=f"unsupported op {op} ") as err:
+        load_onnx(make_model(nodes, in_shape, inits=inits, batch=1))
+    assert err.value.op_type == op
+    assert "\n" not in str(err.value)
+
+
+def test_unused_unsupported_node_is_ignored() -> None:
+    nodes = [oh.make_node("Relu", ["x"], ["y"]), oh.make_node("Erf", ["x"], ["dead"])]
+    graph = load_onnx(make_model(nodes, IMG))
+    assert graph.op_counts() == {"Input": 1, "Relu": 1}
+
+
+def test_two_data_inputs() -> None:
+    extra = oh.make_tensor_value_info("x2", FLOAT, ["N", *IMG])
+    model = make_model([oh.make_node("Add", ["x", "x2"], ["y"])], IMG, inputs_extra=(extra,))
+    with pytest.raises(ModelError, match="exactly one data input.*'x'.*'x2'"):
+        load_onnx(model)
+
+
+def test_initializer_listed_as_input_is_not_data() -> None:
+    nodes, in_shape, inits = conv_case(pads=[1, 1, 1, 1])
+    extra = tuple(oh.make_tensor_value_info(k, FLOAT, v.shape) for k, v in inits.items())
+    check(make_model(nodes, in_shape, inits=inits, inputs_extra=extra), in_shape)
+
+
+def test_symbolic_feature_dim_is_refused() -> None:
+    graph = oh.make_graph([oh.make_node("Relu", ["img"], ["y"])], "t",
+                          [oh.make_tensor_value_info("img", FLOAT, ["N", 3, "H", 8])],
+                          [oh.make_tensor_value_info("y", FLOAT, None)])
+    model = onnx.shape_inference.infer_shapes(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]))
+    with pytest.raises(ModelError, match="'img'.*'H'"):
+        load_onnx(model)
+
+
+def test_fixed_batch_model_runs_any_batch() -> None:
+    nodes, in_shape, inits, _ = reshape_case([1, -1])
+    graph = load_onnx(make_model(nodes, in_shape, inits=inits, batch=1))
+    assert run_logits(graph, rand(7, *IMG)).shape == (7, int(np.prod(IMG)))
+
+
+def test_batch_keyword_names_the_exported_batch() -> None:
+    nodes, in_shape, inits, _ = reshape_case([4, -1])
+    model = make_model(nodes, in_shape, inits=inits, batch="N")
+    with pytest.raises(UnsupportedOpError, match="batch"):
+        load_onnx(model)
+    graph = load_onnx(model, batch=4)
+    assert graph.input.op.shape == IMG and run_logits(graph, rand(3, *IMG)).shape == (3, int(np.prod(IMG)))
+
+
+# --- external data ----------------------------------------------------------------------------------------
+
+
+def save_external(model: onnx.ModelProto, folder: Path, location: str = "weights.bin") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+    return path
+
+
+def relocate(path: Path, location: str) -> None:
+    model = onnx.load(str(path), load_external_data=False)
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save(model, str(path))
+
+
+def test_external_data_inside_folder(tmp_path: Path) -> None:
+    path = save_external(small_model(), tmp_path / "m", location="sub_weights.bin")
+    assert any(t.data_location == TensorProto.EXTERNAL
+               for t in onnx.load(str(path), load_external_data=False).graph.initializer)
+    x = rand(2, *IMG)
+    np.testing.assert_allclose(run_logits(load_onnx(path), x), ort_run(str(path), x), **TOL)
+
+
+@pytest.fixture
+def opened_files(monkeypatch) -> list[str]:
+    """Every path the process opens through `open` while the test runs."""
+    seen: list[str] = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):
+        if isinstance(file, str | bytes | os.PathLike):
+            seen.append(os.path.realpath(os.fsdecode(file)))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    return seen
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_external_data_outside_folder_is_refused(tmp_path: Path, how: str, opened_files: list[str]) -> None:
+    path = save_external(small_model(), tmp_path / "m")
+    outside = tmp_path / "outside.bin"
+    (tmp_path / "m" / "weights.bin").rename(outside)  # valid bytes: only the check can stop the import
+    if how == "dotdot":
+        relocate(path, "../outside.bin")
+    elif how == "absolute":
+        relocate(path, str(outside))
+    else:
+        (tmp_path / "m" / "link.bin").symlink_to(outside)
+        relocate(path, "link.bin")
+    opened_files.clear()
+    with pytest.raises(ModelError, match="outside the model's folder"):
+        load_onnx(path)
+    assert os.path.realpath(outside) not in opened_files
+
+
+def test_external_data_in_memory_model_is_refused(tmp_path: Path) -> None:
+    path = save_external(small_model(), tmp_path)
+    with pytest.raises(ModelError, match="external data"):
+        load_onnx(onnx.load(str(path), load_external_data=False))
+
+
+def test_external_data_truncated(tmp_path: Path) -> None:
+    path = save_external(small_model(), tmp_path)
+    data = (tmp_path / "weights.bin").read_bytes()
+    (tmp_path / "weights.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError):
+        load_onnx(path)
