@@ -86,9 +86,10 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     trace: list[PassRecord] = []
     exact = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"], trace)
     calib = dataset.x_train if calib_samples is None else dataset.x_train[:calib_samples]
-    teacher_nodes = [n.name for n in exact.of_type(o.CoreOp) if not n.op.fixed]
-    teacher_calib = run_float(exact, calib, keep=teacher_nodes)
-    teacher_test = run_float(exact, dataset.x_test, keep=teacher_nodes)
+    # tuning needs the activations of the cores it trains (not the exact max-pooling trees) on the
+    # calibration data; the per-layer error report needs every core's on the test data
+    teacher_calib = run_float(exact, calib, keep=[n.name for n in exact.of_type(o.CoreOp) if not n.op.fixed])
+    teacher_test = run_float(exact, dataset.x_test, keep=[n.name for n in exact.of_type(o.CoreOp)])
     original = run_float(graph, dataset.x_test)[graph.outputs[0]].numpy()
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.as_tensor(calib),

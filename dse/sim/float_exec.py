@@ -151,7 +151,10 @@ def run_float(
 ) -> dict[str, Tensor]:
     """Run `graph` on the batch `x`; return the outputs, plus the nodes named in `keep` ('*' keeps all)."""
     keep_set = set(graph.outputs) | (set(n.name for n in graph) if keep == "*" else set(keep or ()))
-    x = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(dtype)
+    if not isinstance(x, Tensor):
+        x = np.asarray(x)
+        x = torch.as_tensor(x if x.flags.writeable else x.copy())
+    x = x.to(dtype)
     parts: dict[str, list[Tensor]] = {k: [] for k in keep_set}
     last_use = {}
     for i, node in enumerate(graph):

@@ -1,0 +1,43 @@
+"""What every command-line entry point shares: compose the config, turn user mistakes into one line.
+
+A user mistake (a DseError) prints ``error: <what is wrong>`` on stderr and exits with status 2, without a
+traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from dse.errors import DseError
+
+EXIT_USAGE = 2
+
+
+def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
+            help_text: str = "") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text)
+        return 0
+    logging.basicConfig(level=os.environ.get("DSE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from dse.explore.config import compose_config
+
+        bad = [a for a in argv if a.startswith("-")]
+        if bad:
+            raise DseError(f"unknown option {bad[0]} (arguments are Hydra overrides such as hardware=chip_a)")
+        cfg = compose_config(config_name, argv)
+        run_dir = Path(str(cfg.hydra.run.dir))
+        return int(main(cfg, run_dir) or 0)
+    except DseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

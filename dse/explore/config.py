@@ -1,0 +1,115 @@
+"""Hydra structured configs (schemas) and their conversion into the library's typed objects.
+
+The schemas make a typo in a key, or a value of the wrong type, fail at composition with the key's name.
+The hardware schema is generated from `HardwareSpec` itself, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dse.errors import ConfigError
+from dse.hardware.spec import HardwareSpec
+from dse.tune.multiphase import TuneOptions
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def _unfrozen(cls: type, cache: dict[type, type] | None = None) -> type:
+    """A mutable mirror of a frozen dataclass (nested ones too): Hydra cannot override read-only nodes."""
+    cache = {} if cache is None else cache
+    if cls in cache:
+        return cache[cls]
+    specs = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            sub = _unfrozen(type(default), cache)
+            specs.append((f.name, sub, field(default_factory=sub)))
+        else:
+            specs.append((f.name, f.type, field(default=default)))
+    mirror = dataclasses.make_dataclass(f"{cls.__name__}Config", specs)
+    cache[cls] = mirror
+    return mirror
+
+
+HardwareConfig = _unfrozen(HardwareSpec)
+TuningConfig = _unfrozen(TuneOptions)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # the embedded model's name, or the report's name for a user model
+    onnx: str | None = None  # path to a user's ONNX file; None = the embedded model `name`
+    dataset: str = "mnist"
+    calib_samples: int | None = None  # train images used for tuning; None = all
+
+
+@dataclass
+class StrategyConfig:
+    name: str = "split"
+
+
+@dataclass
+class CompileConfig:
+    model: ModelConfig = MISSING
+    hardware: Any = MISSING
+    strategy: StrategyConfig = MISSING
+    tuning: Any = MISSING
+    progress: bool = True
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="compile_schema", node=CompileConfig)
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="hardware", name="schema", node=HardwareConfig)
+    cs.store(group="strategy", name="schema", node=StrategyConfig)
+    cs.store(group="tuning", name="schema", node=TuningConfig)
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with command-line overrides; any mistake is one ConfigError line."""
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            return compose(config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise ConfigError(_one_line(exc)) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's message, with the cause that names the bad value, on one line."""
+    parts = [str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__]
+    available = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("\t") and "provider=" not in ln]
+    if "Available options" in str(exc) and available:
+        parts.append("available: " + ", ".join(a for a in available if a != "schema"))
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause).strip():
+        first = str(cause).strip().splitlines()[0]
+        if first not in parts[0]:
+            parts.append(first)
+    return "; ".join(parts).replace("To append to your config use", "unknown key; to add it use")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def hardware_from(cfg: DictConfig) -> HardwareSpec:
+    return HardwareSpec.from_dict(to_container(cfg))
+
+
+def tuning_from(cfg: DictConfig) -> TuneOptions:
+    data = to_container(cfg)
+    data["round_fractions"] = tuple(data["round_fractions"])
+    return TuneOptions(**data)

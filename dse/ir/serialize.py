@@ -1,0 +1,85 @@
+"""Save and load a Graph as one `.npz` file: the structure as JSON, every array as an entry of its own.
+
+No pickle: a compiled network from someone else loads without running their code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dse.errors import ModelError
+from dse.ir import ops as o
+from dse.ir.graph import Graph, Node
+
+FORMAT = "dse-graph/1"
+_OPS = {cls.__name__: cls for cls in o.ALL_OPS}
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, o.CoreQuant):
+        return {"__quant__": {f.name: _encode(getattr(value, f.name), arrays) for f in dataclasses.fields(value)}}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, arrays) for v in value]}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _decode(value: Any, arrays: Any) -> Any:
+    if isinstance(value, dict) and "__array__" in value:
+        return arrays[value["__array__"]]
+    if isinstance(value, dict) and "__quant__" in value:
+        return o.CoreQuant(**{k: _decode(v, arrays) for k, v in value["__quant__"].items()})
+    if isinstance(value, dict) and "__tuple__" in value:
+        return tuple(_decode(v, arrays) for v in value["__tuple__"])
+    return value
+
+
+def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write atomically: a crash leaves the old file or none, never half a file."""
+    arrays: dict[str, np.ndarray] = {}
+    nodes = [
+        {
+            "name": n.name, "op": type(n.op).__name__, "inputs": list(n.inputs), "block": n.block,
+            "fields": {f.name: _encode(getattr(n.op, f.name), arrays) for f in dataclasses.fields(n.op)},
+        }
+        for n in graph
+    ]
+    doc = {"format": FORMAT, "nodes": nodes, "outputs": list(graph.outputs), "meta": meta or {}}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, __graph__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_graph(path: str | Path) -> tuple[Graph, dict[str, Any]]:
+    """The graph and the metadata saved with it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            doc = json.loads(bytes(data["__graph__"]).decode())
+            if doc.get("format") != FORMAT:
+                raise ModelError(f"{path}: not a dse graph file (format {doc.get('format')!r})")
+            arrays = {k: data[k] for k in data.files if k != "__graph__"}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot read a dse graph file ({exc})") from None
+    nodes = []
+    for n in doc["nodes"]:
+        op = _OPS[n["op"]](**{k: _decode(v, arrays) for k, v in n["fields"].items()})
+        nodes.append(Node(n["name"], op, tuple(n["inputs"]), n["block"]))
+    return Graph(tuple(nodes), tuple(doc["outputs"])), doc["meta"]
