@@ -22,7 +22,7 @@ import torch
 
 from dse.cost.resources import depth, layer_resources, total_resources
 from dse.data.datasets import Dataset, load_dataset
-from dse.errors import ConfigError, DataError, DseError
+from dse.errors import ConfigError, DataError
 from dse.hardware.legality import check
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -92,7 +92,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     teacher_test = run_float(exact, dataset.x_test, keep=[n.name for n in exact.of_type(o.CoreOp)])
     original = run_float(graph, dataset.x_test)[graph.outputs[0]].numpy()
     return Prepared(
-        name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.as_tensor(calib),
+        name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
         teacher_calib=teacher_calib, teacher_test=teacher_test, trace=trace,
         seconds=time.perf_counter() - start,
