@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,10 +139,11 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     blocks: list[BlockReport] = []
     t0 = time.perf_counter()
     bar = _progress(fitted, progress)
-    compiled = tune_graph(
-        fitted, hw, prepared.calib_x, prepared.teacher_calib.__getitem__, tuning,
-        value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
-    )
+    with torch_threads(1):
+        compiled = tune_graph(
+            fitted, hw, prepared.calib_x, prepared.teacher_calib.__getitem__, tuning,
+            value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
+        )
     trace.append(PassRecord("tune", time.perf_counter() - t0, len(fitted), len(compiled)))
     compile_seconds = time.perf_counter() - start
 
@@ -191,6 +194,18 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     }
     return CompileResult(compiled, report, layers, violations, trace,
                          {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Tuning runs many small matrix products: one thread is as fast as two on an idle machine and several
+    times faster on a busy one (OpenMP workers spin against each other), and a sweep runs trials side by side."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _progress(graph: Graph, enabled: bool):

@@ -68,13 +68,75 @@ class CompileConfig:
     progress: bool = True
 
 
+# --- the design-space-exploration sweep (python -m dse.sweep) --------------------------------------------
+
+
+@dataclass
+class SearchConfig:
+    """The search space. Keys are dotted config paths (the command-line override and the results column)."""
+
+    space: dict[str, list[Any]] = field(default_factory=dict)  # path -> the values it takes
+    # path -> the searched path whose value it copies (a square crossbar: cols follows rows)
+    tied: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StudyConfig:
+    name: str = MISSING  # names the results folder, results/<name>/<time>/; the same name resumes the study
+    sampler: str = "grid"  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
+    objectives: list[str] = field(default_factory=lambda: ["accuracy_delta_pp", "crossbars"])  # all minimized
+    n_trials: int | None = None  # nsga2: trials in all, resumed ones included; grid: None = the whole grid
+    population_size: int = 16  # nsga2
+    seed: int = 0
+    resume: bool = True  # False: always start a new run folder
+
+
+@dataclass
+class RunnerConfig:
+    kind: str = "ray"  # ray: trials as Ray tasks; local: one after the other in this process
+    address: str | None = None  # join this Ray cluster ("host:port" or "auto"); None = start a local instance
+    num_cpus: int | None = None  # CPUs of the local Ray instance; None = the machine's
+    max_concurrent: int | None = None  # trials in flight at once; None = one per CPU of the cluster
+    torch_threads: int = 1  # per trial: two trials on two cores must not fight over them
+
+
+@dataclass
+class FigureConfig:
+    """A sensitivity figure: `y` (one panel each) against swept parameter `x`, one line per value of `by`."""
+
+    x: str = MISSING
+    y: list[str] = field(default_factory=lambda: ["accuracy_delta_pp"])
+    by: str | None = None
+    # the other swept parameters: "reference" = fixed at the preset's value (the nearest searched one),
+    # "best" = the lowest y over them (for searches that are not grids)
+    others: str = "reference"
+    name: str | None = None  # file name without suffix; None = sensitivity_<x>
+
+
+@dataclass
+class SweepConfig:
+    model: ModelConfig = MISSING
+    hardware: Any = MISSING
+    strategy: StrategyConfig = MISSING
+    tuning: Any = MISSING
+    search: SearchConfig = MISSING
+    study: StudyConfig = MISSING
+    runner: RunnerConfig = MISSING
+    figures: list[FigureConfig] = field(default_factory=list)  # empty: one per swept number
+    progress: bool = True
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="compile_schema", node=CompileConfig)
+    cs.store(name="sweep_schema", node=SweepConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="hardware", name="schema", node=HardwareConfig)
     cs.store(group="strategy", name="schema", node=StrategyConfig)
     cs.store(group="tuning", name="schema", node=TuningConfig)
+    cs.store(group="search", name="schema", node=SearchConfig)
+    cs.store(group="study", name="schema", node=StudyConfig)
+    cs.store(group="runner", name="schema", node=RunnerConfig)
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:

@@ -1,0 +1,70 @@
+"""Where trials run. The study driver keeps up to `capacity` trials in flight and collects them as they end.
+
+`LocalExecutor` runs them one after the other in this process; `RayExecutor` (dse.explore.ray_executor, the
+only module that imports Ray) runs them as Ray tasks.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from dse.compile import Prepared
+from dse.explore.trial import TrialOutcome, TrialSpec, run_trial_threads
+
+
+class Executor(Protocol):
+    @property
+    def capacity(self) -> int:
+        """Trials worth keeping in flight."""
+        ...
+
+    def start(self) -> None:
+        """Connect or start; a bad address raises ConfigError before any work is done."""
+
+    def share(self, prepared: Prepared) -> None:
+        """Make the prepared network available to every trial, once."""
+
+    def submit(self, spec: TrialSpec) -> None: ...
+
+    def wait(self) -> list[TrialOutcome]:
+        """Block until at least one submitted trial ends; return those that ended."""
+        ...
+
+    @property
+    def pending(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """In-process, one trial at a time: no parallelism, nothing to start, exact tracebacks."""
+
+    def __init__(self, torch_threads: int | None = 1) -> None:
+        self.torch_threads = torch_threads
+        self._prepared: Prepared | None = None
+        self._queue: deque[TrialSpec] = deque()
+
+    @property
+    def capacity(self) -> int:
+        return 1
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        pass
+
+    def share(self, prepared: Prepared) -> None:
+        self._prepared = prepared
+
+    def submit(self, spec: TrialSpec) -> None:
+        self._queue.append(spec)
+
+    def wait(self) -> list[TrialOutcome]:
+        assert self._prepared is not None, "share() the prepared network first"
+        return [run_trial_threads(self._prepared, self._queue.popleft(), self.torch_threads)]
+
+    def close(self) -> None:
+        self._queue.clear()

@@ -1,0 +1,148 @@
+"""The search space: dotted config paths and the values each takes, checked against the composed config.
+
+A search parameter is a dotted config path such as ``hardware.weights.bits``: the same string is the
+command-line override and the results column. A *tied* path copies a searched path's value (the ADC bits
+follow the DAC bits, a square crossbar's cols follow its rows), so one knob moves both.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dse.errors import ConfigError
+
+# The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
+SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    params: dict[str, tuple[Any, ...]]  # searched path -> its values, in the order given
+    tied: dict[str, str]  # path -> the searched path it copies
+
+    @property
+    def columns(self) -> list[str]:
+        """Every path a trial sets: the results columns of the parameters."""
+        return [*self.params, *self.tied]
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for values in self.params.values():
+            n *= len(values)
+        return n
+
+    def grid(self) -> Iterator[dict[str, Any]]:
+        """Every point, the last parameter varying fastest."""
+        keys = list(self.params)
+        for combo in itertools.product(*self.params.values()):
+            yield dict(zip(keys, combo, strict=True))
+
+    def settings(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """Every path a point sets, the tied ones included."""
+        values = {k: point[k] for k in self.params}
+        values.update({path: point[source] for path, source in self.tied.items()})
+        return values
+
+    def apply(self, cfg: DictConfig, point: Mapping[str, Any]) -> DictConfig:
+        """A copy of `cfg` with the point's values set; a value of the wrong type raises ConfigError."""
+        out = copy.deepcopy(cfg)
+        for path, value in self.settings(point).items():
+            _set(out, path, value)
+        return out
+
+
+def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None = None,
+                pinned: Sequence[str] = ()) -> SearchSpace:
+    """The space of `cfg.search`, with command-line sweeps added and pinned paths taken out; checked.
+
+    `cli_sweeps` (``hardware.weights.bits=2,4,8`` on the command line) add a parameter or replace its values;
+    `pinned` paths (``hardware.weights.bits=4``) were set to one value by the user, so they leave the space.
+    """
+    params: dict[str, list[Any]] = {k: list(v) for k, v in OmegaConf.to_container(cfg.search.space).items()}
+    tied: dict[str, str] = dict(OmegaConf.to_container(cfg.search.tied))
+    for path in pinned:
+        params.pop(path, None)
+        tied.pop(path, None)
+    for path, values in (cli_sweeps or {}).items():
+        params[path] = list(values)
+        tied.pop(path, None)  # sweeping a tied path on its own unties it
+    tied = {p: s for p, s in tied.items() if s in params}  # the source was pinned: the tie goes with it
+    if not params:
+        raise ConfigError(
+            "the search space is empty: choose one (search=chip_a) or sweep a field, "
+            "e.g. search=custom hardware.weights.bits=2,4,8"
+        )
+    for path in [*params, *tied]:
+        check_path(cfg, path)
+    for path, values in params.items():
+        if not values:
+            raise ConfigError(f"search parameter {path} has no values")
+        if len({repr(v) for v in values}) != len(values):
+            raise ConfigError(f"search parameter {path} lists a value twice: {values}")
+        probe = copy.deepcopy(cfg)
+        for value in values:
+            _set(probe, path, value)
+            for follower in (p for p, s in tied.items() if s == path):
+                _set(probe, follower, value)
+            _check_alone(probe, path, value)
+    return SearchSpace({k: tuple(v) for k, v in params.items()}, tied)
+
+
+def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:
+    """A value that is wrong whatever the other parameters are fails now, not in every trial.
+
+    Only errors that name `path` count: a value that is wrong only together with another one (8-bit weights
+    on a crossbar too narrow for them) is a failed trial, recorded with its reason.
+    """
+    from dse.explore.config import hardware_from, tuning_from
+    from dse.passes.fit_crossbar import STRATEGIES
+
+    if path == "strategy.name" and value not in STRATEGIES:
+        raise ConfigError(f"search parameter strategy.name: {value!r} is not a strategy ({', '.join(STRATEGIES)})")
+    build = {"hardware": hardware_from, "tuning": tuning_from}.get(path.split(".", 1)[0])
+    if build is None:
+        return
+    try:
+        build(cfg[path.split(".", 1)[0]])
+    except ConfigError as exc:
+        if path in str(exc):
+            raise ConfigError(f"search parameter {path}: {exc}") from None
+
+
+def check_path(cfg: DictConfig, path: str) -> None:
+    """Raise ConfigError unless `path` names a searchable leaf of the config."""
+    root = path.split(".", 1)[0]
+    if root not in SEARCHABLE_ROOTS:
+        raise ConfigError(
+            f"search parameter {path} cannot be searched: only {', '.join(r + '.*' for r in SEARCHABLE_ROOTS)} "
+            "can vary within a sweep (the network is prepared once)"
+        )
+    node: Any = cfg
+    walked = []
+    for part in path.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            where = ".".join(walked) or "the config"
+            known = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else "none, it is a value"
+            raise ConfigError(f"search parameter {path} is not a config path: no key {part!r} in {where} "
+                              f"(keys: {known})")
+        walked.append(part)
+        node = node._get_node(part)
+    if isinstance(node, DictConfig):
+        raise ConfigError(f"search parameter {path} is a config group or section, not a field: "
+                          f"sweep one of its fields ({', '.join(f'{path}.{k}' for k in node)})")
+
+
+def _set(cfg: DictConfig, path: str, value: Any) -> None:
+    try:
+        OmegaConf.update(cfg, path, value, merge=False)
+    except OmegaConfBaseException as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"search parameter {path}: bad value {value!r}: {first}") from None

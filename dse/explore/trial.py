@@ -1,0 +1,99 @@
+"""One trial: compile the shared, prepared network for one point of the space and flatten what it measured.
+
+This is the only code that runs on a worker. It sees no config objects: the driver turns a point into a
+`TrialSpec` (plain typed objects), and the worker returns a `TrialOutcome` (plain values), so both travel
+through Ray's object store as small pickles.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from dse.compile import Prepared, compile
+from dse.errors import DseError
+from dse.hardware.spec import HardwareSpec
+from dse.tune.multiphase import TuneOptions
+
+log = logging.getLogger(__name__)
+
+# What every trial row holds besides its parameters and resources, in column order.
+METRICS = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement", "logits_rel_error")
+STATUS = ("legal", "violations", "state", "error_message", "compile_seconds", "evaluate_seconds")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    number: int  # the Optuna trial number
+    params: dict[str, Any]  # every path the point sets (tied ones included), by dotted name
+    hardware: HardwareSpec
+    strategy: str
+    tuning: TuneOptions
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: str  # "complete" or "fail"
+    record: dict[str, Any] = field(default_factory=dict)  # metrics, flattened resources, status
+    error_message: str = ""
+
+
+def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
+    """Compile and measure; a failure (no strategy meets the constraints, a bug) is an outcome, not a raise."""
+    start = time.perf_counter()
+    try:
+        result = compile(prepared, spec.hardware, strategy=spec.strategy, tuning=spec.tuning)
+    except DseError as exc:
+        return _failed(spec, f"{type(exc).__name__}: {exc}", start)
+    except Exception as exc:  # noqa: BLE001 - one broken point must not stop the sweep; the log keeps the trace
+        log.error("trial %d (%s) crashed:\n%s", spec.number, spec.params, traceback.format_exc())
+        return _failed(spec, f"{type(exc).__name__}: {exc}", start)
+    return TrialOutcome(spec.number, "complete", flatten_report(result.report))
+
+
+def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
+    """One flat row: the metrics, every resource field (nested ones as dotted names), the status."""
+    row: dict[str, Any] = {k: report[k] for k in METRICS if k in report}
+    row.update(_flatten(report.get("resources", {})))
+    row["legal"] = bool(report["legal"])
+    row["violations"] = len(report.get("violations", []))
+    row["state"] = "complete"
+    row["error_message"] = "; ".join(report.get("violations", []))[:500]
+    row["compile_seconds"] = float(report.get("compile_seconds", float("nan")))
+    row["evaluate_seconds"] = float(report.get("evaluate_seconds", float("nan")))
+    return row
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _failed(spec: TrialSpec, message: str, start: float) -> TrialOutcome:
+    record = {"legal": False, "state": "fail", "error_message": message,
+              "compile_seconds": time.perf_counter() - start}
+    return TrialOutcome(spec.number, "fail", record, message)
+
+
+def run_trial_threads(prepared: Prepared, spec: TrialSpec, threads: int | None) -> TrialOutcome:
+    """`run_trial` on `threads` torch threads: two trials side by side on two cores must not oversubscribe
+    them, and a fixed thread count keeps float reductions, and so the results, the same on every runner."""
+    import torch
+
+    if threads is None:
+        return run_trial(prepared, spec)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return run_trial(prepared, spec)
+    finally:
+        torch.set_num_threads(before)
