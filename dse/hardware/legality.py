@@ -24,7 +24,7 @@ def _feeds_core(graph: Graph) -> dict[str, bool]:
 def check(graph: Graph, hw: HardwareSpec) -> list[str]:
     """Every violation of `hw`'s constraints in `graph`; empty means the chip can run it."""
     bad: list[str] = []
-    quantized = hw.weights.bits is not None
+    quantized = hw.quantized
     feeds = _feeds_core(graph)
     for node in graph:
         op, name = node.op, node.name
@@ -32,8 +32,8 @@ def check(graph: Graph, hw: HardwareSpec) -> list[str]:
             bad.append(f"node {name}: {type(op).__name__} is not a core-op, wiring, or host op")
             continue
         if isinstance(op, o.Input):
-            if quantized and (op.bits is None or op.bits > hw.io.input_bits):
-                bad.append(f"input {name}: encoded with {op.bits} bits, the chip takes {hw.io.input_bits}")
+            if quantized and (op.code_max is None or op.code_max > hw.input_code_max):
+                bad.append(f"input {name}: encoded with codes up to {op.code_max}, the chip takes {hw.input_code_max}")
         if isinstance(op, o.Pad) and np.any(np.asarray(op.value) != 0):
             if not isinstance(graph[node.inputs[0]].op, o.Input):
                 bad.append(f"node {name}: a non-zero pad inside the chip (only the host may pad with a constant)")
@@ -62,12 +62,10 @@ def check(graph: Graph, hw: HardwareSpec) -> list[str]:
             bad.append(f"core {name}: a weight on a pruned synapse")
         if hw.weights.scale == "per_crossbar" and not np.allclose(q.weight_scale, q.weight_scale[0], rtol=0, atol=0):
             bad.append(f"core {name}: one weight scale per column, the chip has one per crossbar")
-        limit = hw.edge_bits(to_core=feeds[name])
-        if q.out_bits > limit:
+        limit = hw.code_max(to_core=feeds[name])
+        if q.out_max > limit:
             where = "another core" if feeds[name] else "the host"
-            bad.append(f"core {name}: emits {q.out_bits}-bit codes to {where}, the chip carries {limit}")
-        if hw.neuron.model != "relu":
-            bad.append(f"core {name}: a ReLU neuron, the chip's neuron is {hw.neuron.model}")
+            bad.append(f"core {name}: emits codes up to {q.out_max} to {where}, the chip carries up to {limit}")
     for out in graph.outputs:
         if isinstance(graph[out].op, o.Input):
             bad.append(f"output {out}: the network input is not computed by the chip")

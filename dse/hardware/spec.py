@@ -131,6 +131,29 @@ class HardwareSpec:
         return out if inp is None else min(out, inp)
 
     @property
+    def spiking(self) -> bool:
+        return self.neuron.model in ("if", "lif")
+
+    def code_max(self, *, to_core: bool) -> int | None:
+        """Largest code a core emits: ``2**bits - 1`` behind an ADC, or `T` spikes in a window of T steps."""
+        if self.spiking:
+            return self.neuron.timesteps
+        bits = self.edge_bits(to_core=to_core)
+        return None if bits is None else 2**bits - 1
+
+    @property
+    def input_code_max(self) -> int | None:
+        """Largest code the host sends into the chip (DAC levels, or spikes per window)."""
+        if self.spiking:
+            return self.neuron.timesteps
+        return None if self.io.input_bits is None else 2**self.io.input_bits - 1
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the chip computes on integer codes (everything but the ideal chip)."""
+        return self.weights.bits is not None
+
+    @property
     def is_ideal(self) -> bool:
         return (
             self.crossbar.rows is None

@@ -31,13 +31,14 @@ class Op:
 class Input(Op):
     """The network input, per-sample `shape`.
 
-    On a chip, the host encodes the input as unsigned codes: ``code = clamp(round(x / scale), 0, 2**bits - 1)``.
-    `bits` is None for a float input (no encoding).
+    On a chip, the host encodes the input as unsigned codes: ``code = clamp(round(x / scale), 0, code_max)``
+    (``2**bits - 1`` for a DAC of `bits` bits, `T` for a spike count over `T` time steps). `code_max` is None
+    for a float input (no encoding).
     """
 
     shape: tuple[int, ...]
     scale: float = 1.0
-    bits: int | None = None
+    code_max: int | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,10 +192,12 @@ class CoreQuant:
 
     The core reads input codes ``c_in`` (their value is ``in_scale[c] * c_in``), computes the integer
     accumulator ``acc = conv(c_in, weight_int) + bias_int`` and its neurons emit
-    ``c_out = clamp(round(acc * weight_scale / out_scale), 0, 2**out_bits - 1)``, whose value is
+    ``c_out = clamp(round(acc * weight_scale / out_scale), 0, out_max)``, whose value is
     ``out_scale * c_out``. The weights act on codes, so inputs of different scales (a merge of partial
     sums, a residual add) need no rescaling: the ratio lives in the integer weights. `weight_scale` is per
-    output channel (equal across a layer when the chip's scale is per crossbar).
+    output channel (equal across a layer when the chip's scale is per crossbar). `out_max` is ``2**b - 1``
+    for a ReLU neuron behind a `b`-bit ADC, and `T` for a spiking neuron counting spikes over `T` steps (its
+    threshold is ``out_scale / weight_scale``, its bias current per step ``bias_int / T``).
     """
 
     weight_int: np.ndarray  # int64, shape of CoreOp.weight
@@ -202,11 +205,12 @@ class CoreQuant:
     bias_int: np.ndarray  # int64 (O,), in accumulator units
     in_scale: np.ndarray  # (C_in,): the value of one input code, per input channel
     out_scale: float
-    out_bits: int
+    out_max: int
 
     @property
-    def out_max(self) -> int:
-        return 2**self.out_bits - 1
+    def out_bits(self) -> int:
+        """Bits that hold one output code."""
+        return int(self.out_max).bit_length()
 
 
 @dataclass(frozen=True, eq=False)

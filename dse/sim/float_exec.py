@@ -54,9 +54,9 @@ def _core(op: o.CoreOp, xs: list[Tensor]) -> Tensor:
 
 def _input(op: o.Input, xs: list[Tensor]) -> Tensor:
     x = xs[0]
-    if op.bits is None:
+    if op.code_max is None:
         return x
-    return torch.clamp(torch.round(x / op.scale), 0, 2**op.bits - 1) * op.scale
+    return torch.clamp(torch.round(x / op.scale), 0, op.code_max) * op.scale
 
 
 def _readout(op: o.Readout, xs: list[Tensor]) -> Tensor:

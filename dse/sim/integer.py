@@ -56,9 +56,9 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
             op = node.op
             ins = [codes[s] for s in node.inputs]
             if isinstance(op, o.Input):
-                if op.bits is None:
+                if op.code_max is None:
                     raise NotIntegerGraph("the input is not encoded")
-                codes[node.name] = torch.clamp(torch.round(xb / op.scale), 0, 2**op.bits - 1)
+                codes[node.name] = torch.clamp(torch.round(xb / op.scale), 0, op.code_max)
                 scales[node.name] = op.scale
             elif isinstance(op, o.Pad):
                 step = scales[node.inputs[0]]

@@ -100,11 +100,11 @@ def _weight_in_scale(op: o.CoreOp, in_scale: Tensor) -> Tensor:
 class QCore(nn.Module):
     """A core-op in training. Phase 1 works on real values, phases 2-3 on codes (weights in grid units)."""
 
-    def __init__(self, op: o.CoreOp, in_scale: Tensor, out_bits: int, wmax: int, per_column: bool,
+    def __init__(self, op: o.CoreOp, in_scale: Tensor, out_max: int, wmax: int, per_column: bool,
                  patch: bool = False) -> None:
         super().__init__()
         self.patch = patch  # inputs are rows of patches (N, fan-in): the conv is a matrix product
-        self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, 2**out_bits - 1, wmax, per_column
+        self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, out_max, wmax, per_column
         self.mask = torch.as_tensor(op.synapse_mask(), dtype=torch.float32)
         self.weight = nn.Parameter(torch.as_tensor(op.weight, dtype=torch.float32) * self.mask)
         self.bias = nn.Parameter(torch.as_tensor(op.bias, dtype=torch.float32).clone())
@@ -205,7 +205,7 @@ class QCore(nn.Module):
                 bias_int=torch.round(self.bias / self.ws).to(torch.int64).numpy(),
                 in_scale=self.in_scale.double().numpy(),
                 out_scale=float(self.scale),
-                out_bits=int(np.log2(self.qmax + 1)),
+                out_max=self.qmax,
             )
         op = self.op
         weight = (w_int * q.weight_scale.reshape(-1, 1, 1, 1) / _weight_in_scale(op, self.in_scale).double().numpy())
@@ -213,7 +213,7 @@ class QCore(nn.Module):
                         op.padding, op.groups, op.dense, op.mask, q, op.fixed)
 
 
-def fixed_core(op: o.CoreOp, in_scale: Tensor, out_bits: int) -> o.CoreOp:
+def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:
     """A max-pooling core: +-1 weights on codes of one scale pass codes through exactly."""
     s = float(in_scale[0])
     if not torch.allclose(in_scale, in_scale[:1].expand_as(in_scale)):
@@ -224,7 +224,7 @@ def fixed_core(op: o.CoreOp, in_scale: Tensor, out_bits: int) -> o.CoreOp:
         bias_int=np.zeros(op.out_channels, np.int64),
         in_scale=in_scale.double().numpy(),
         out_scale=s,
-        out_bits=out_bits,
+        out_max=out_max,
     )
     return o.CoreOp(op.weight, op.bias, op.stride, op.padding, op.groups, op.dense, op.mask, q, True)
 
@@ -232,8 +232,8 @@ def fixed_core(op: o.CoreOp, in_scale: Tensor, out_bits: int) -> o.CoreOp:
 # --- the walk over the graph ----------------------------------------------------------------------------
 
 
-def _out_bits(graph: Graph, hw: HardwareSpec) -> dict[str, int]:
-    """Bits of each core's output codes: the edge to another core must fit both ADC and DAC."""
+def _out_max(graph: Graph, hw: HardwareSpec) -> dict[str, int]:
+    """Largest output code of each core: an edge to another core must fit both ADC and DAC."""
     wiring = (o.Slice, o.Concat, o.Reshape, o.Pad)
     feeds_core: dict[str, bool] = {}
     for node in reversed(graph.nodes):
@@ -242,12 +242,16 @@ def _out_bits(graph: Graph, hw: HardwareSpec) -> dict[str, int]:
             isinstance(u.op, o.CoreOp) or (isinstance(u.op, wiring) and feeds_core[u.name]) for u in users
         )
     return {
-        n.name: hw.edge_bits(to_core=feeds_core[n.name]) for n in graph if isinstance(n.op, o.CoreOp)
+        n.name: hw.code_max(to_core=feeds_core[n.name]) for n in graph if isinstance(n.op, o.CoreOp)
     }
 
 
 def check_quantizable(hw: HardwareSpec) -> None:
     bits = (hw.weights.bits, hw.io.input_bits, hw.io.output_bits)
+    if hw.spiking:  # values travel as spike counts: the I/O bits play no part
+        if hw.weights.bits is None:
+            raise ConfigError("hardware.weights.bits must be set for a spiking chip")
+        return
     if any(b is None for b in bits) and not all(b is None for b in bits):
         raise ConfigError(
             "hardware.weights.bits, hardware.io.input_bits and hardware.io.output_bits must be all set or all null"
@@ -276,7 +280,7 @@ def tune_graph(
     from dse.ir.shapes import infer_shapes
 
     shapes = infer_shapes(graph)
-    out_bits = _out_bits(graph, hw)
+    out_max = _out_max(graph, hw)
     wmax = hw.weight_max
     per_column = hw.weights.scale == "per_column"
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
@@ -284,22 +288,22 @@ def tune_graph(
     scales: dict[str, Tensor] = {}
     new_ops: dict[str, o.Op] = {}
     done_blocks: set[str] = set()
-    in_bits = hw.io.input_bits
+    in_max = hw.input_code_max
     lo, hi = value_range
     if lo < 0:
         raise ConfigError(f"the input range starts below 0 ({lo}); chip inputs are unsigned codes")
-    in_step = (hi - lo) / (2**in_bits - 1) if hi > 0 else 1.0
+    in_step = (hi - lo) / in_max if hi > 0 else 1.0
 
     for i, node in enumerate(graph):
         op = node.op
         if isinstance(op, o.Input):
-            new_ops[node.name] = o.Input(op.shape, in_step, in_bits)
+            new_ops[node.name] = o.Input(op.shape, in_step, in_max)
             acts[node.name] = FLOAT_EXEC[o.Input](new_ops[node.name], [calib_x])
             scales[node.name] = torch.full((op.shape[0],), in_step)
         elif isinstance(op, o.Pad):
             scale = scales[node.inputs[0]]
             values = np.broadcast_to(np.asarray(op.value), (len(scale),)) / scale.numpy()
-            codes = np.clip(np.rint(values), 0, 2**in_bits - 1) * scale.numpy()
+            codes = np.clip(np.rint(values), 0, in_max) * scale.numpy()
             new_ops[node.name] = o.Pad(op.padding, tuple(float(v) for v in codes))
         elif isinstance(op, o.Readout):
             new_ops[node.name] = op
@@ -311,7 +315,7 @@ def tune_graph(
             done_blocks.add(node.block_name)
             if progress:
                 progress(node.block_name)
-            _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax, per_column,
+            _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, per_column,
                         teacher, options, reports)
         else:
             new_ops[node.name] = op
@@ -375,7 +379,7 @@ def _sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, g
     return torch.cat(xs), t, kernel[0] * kernel[1]
 
 
-def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax, per_column, teacher,
+def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, per_column, teacher,
                 options, reports) -> None:
     names = {n.name for n in block}
     out_name = block[-1].name  # the merge core (or the core itself) carries the block's name
@@ -396,7 +400,7 @@ def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax,
 
     if len(block) == 1 and block[0].op.fixed:
         n = block[0]
-        new_ops[n.name] = fixed_core(n.op, in_scale_of(n), out_bits[n.name])
+        new_ops[n.name] = fixed_core(n.op, in_scale_of(n), out_max[n.name])
         acts[n.name] = FLOAT_EXEC[o.CoreOp](new_ops[n.name], [acts[n.inputs[0]]])
         scales[n.name] = torch.full((n.op.out_channels,), new_ops[n.name].quant.out_scale)
         return
@@ -434,7 +438,7 @@ def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_bits, wmax,
     vals = {s: x_ext[s][sample] for s in ext}
     for n in block:
         if isinstance(n.op, o.CoreOp):
-            core = QCore(n.op, in_scale_of(n), out_bits[n.name], wmax, per_column, patch=geometry is not None)
+            core = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, patch=geometry is not None)
             cores[n.name] = core
             with torch.no_grad():
                 y = torch.relu(core.pre(vals[n.inputs[0]]))
