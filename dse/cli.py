@@ -20,7 +20,12 @@ EXIT_USAGE = 2
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
-            help_text: str = "") -> int:
+            help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None) -> int:
+    """Compose `conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
+
+    `preprocess` may take overrides out before composition (the sweep's ``path=a,b,c``), raising DseError for
+    a bad one like any other user mistake.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(help_text)
@@ -32,6 +37,8 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         bad = [a for a in argv if a.startswith("-")]
         if bad:
             raise DseError(f"unknown option {bad[0]} (arguments are Hydra overrides such as hardware=chip_a)")
+        if preprocess is not None:
+            argv = preprocess(argv)
         cfg = compose_config(config_name, argv)
         run_dir = Path(str(cfg.hydra.run.dir))
         return int(main(cfg, run_dir) or 0)

@@ -34,6 +34,7 @@ from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import compare, relative_error
 from dse.sim.float_exec import run_float
 from dse.sim.integer import run_integer
+from dse.sim.spiking import run_spiking
 from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tune_graph
 
 # the passes register themselves on import
@@ -130,8 +131,6 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     hw.validate()
     check_quantizable(hw)
-    if hw.neuron.model != "relu":
-        raise ConfigError(f"hardware.neuron.model={hw.neuron.model}: spiking targets are not supported yet")
     start = time.perf_counter()
     trace = list(prepared.trace)
     fitted = run_pipeline(prepared.exact, hw, [("fit_crossbar", {"strategy": strategy})], trace)
@@ -149,30 +148,39 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
 
     t0 = time.perf_counter()
     violations = check(compiled, hw)
-    quantized = hw.weights.bits is not None
     tuned_values = run_float(compiled, prepared.test_x, keep=list(prepared.teacher_test))
     tuned_logits = tuned_values[compiled.outputs[0]].numpy()
-    if quantized:
-        logits, _ = run_integer(compiled, prepared.test_x)
-    else:
-        logits = tuned_logits
-    metrics = compare(prepared.original_test_logits, logits, prepared.test_y)
+    integer_logits = run_integer(compiled, prepared.test_x)[0] if hw.quantized else tuned_logits
     verify = {
-        "integer_vs_quantized_agreement": float((logits.argmax(1) == tuned_logits.argmax(1)).mean()),
-        "integer_vs_quantized_max_abs": float(np.abs(logits - tuned_logits).max()),
+        "integer_vs_quantized_agreement": _agree(integer_logits, tuned_logits),
+        "integer_vs_quantized_max_abs": float(np.abs(integer_logits - tuned_logits).max()),
     }
+    chip_values = {k: v.numpy() for k, v in tuned_values.items()}
+    spike_report = None
+    if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
+        logits, stats, counts = run_spiking(compiled, hw.neuron, prepared.test_x, seed=tuning.seed,
+                                            keep=tuple(k for k in prepared.teacher_test
+                                                      if k in compiled and isinstance(compiled[k].op, o.CoreOp)))
+        chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}
+        verify["spiking_vs_integer_agreement"] = _agree(logits, integer_logits)
+        spike_report = _spike_report(stats, hw, depth(compiled))
+    else:
+        logits = integer_logits
+    metrics = compare(prepared.original_test_logits, logits, prepared.test_y)
     layer_res = layer_resources(compiled, hw)
     totals = total_resources(layer_res, hw)
     totals["depth"] = depth(compiled)
     block_err = {
-        name: relative_error(tuned_values[name].numpy(), prepared.teacher_test[name].numpy())
+        name: relative_error(chip_values[name], prepared.teacher_test[name].numpy())
         for name in prepared.teacher_test
-        if name in tuned_values
+        if name in chip_values
     }
     layers = []
     for lr in layer_res:
         row = lr.as_dict()
         row["error_vs_original"] = block_err.get(lr.name, block_err.get(lr.block))
+        if spike_report is not None:
+            row["firing_rate"] = spike_report["firing_rate"].get(lr.name)
         layers.append(row)
     eval_seconds = time.perf_counter() - t0
     report = {
@@ -187,6 +195,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "legal": not violations,
         "violations": violations,
         "verify": verify,
+        **({"spiking": {k: v for k, v in spike_report.items() if k != "firing_rate"}} if spike_report else {}),
         "compile_seconds": compile_seconds,
         "prepare_seconds": prepared.seconds,
         "evaluate_seconds": eval_seconds,
@@ -194,6 +203,23 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     }
     return CompileResult(compiled, report, layers, violations, trace,
                          {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
+
+
+def _spike_report(stats, hw: HardwareSpec, core_depth: int) -> dict[str, Any]:
+    """Activity per inference. Latency: T steps of input, plus one step of synaptic delay per core layer."""
+    per = max(stats.samples, 1)
+    steps = hw.neuron.timesteps
+    return {
+        "timesteps": steps,
+        "spikes_per_inference": sum(stats.spikes.values()) / per,
+        "synaptic_events_per_inference": sum(stats.events.values()) / per,
+        "latency_steps": steps + core_depth - 1,
+        "firing_rate": {k: v / per / steps / stats.neurons[k] for k, v in stats.spikes.items()},
+    }
 
 
 @contextmanager

@@ -56,7 +56,9 @@ def _input(op: o.Input, xs: list[Tensor]) -> Tensor:
     x = xs[0]
     if op.code_max is None:
         return x
-    return torch.clamp(torch.round(x / op.scale), 0, op.code_max) * op.scale
+    # encode in float64 as the integer simulator does: in float32, x / scale can land on the other side of a
+    # rounding tie (a digits pixel of 8/16 at a step of 1/15 is exactly 7.5 codes)
+    return torch.clamp(torch.round(x.double() / op.scale), 0, op.code_max).to(x.dtype) * op.scale
 
 
 def _readout(op: o.Readout, xs: list[Tensor]) -> Tensor:

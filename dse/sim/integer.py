@@ -49,7 +49,7 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
     codes_all: dict[str, list[np.ndarray]] = {}
     out_name = graph.outputs[0]
     for start in range(0, len(x), batch_size):
-        xb = torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float64)
+        xb = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float64))  # a copy: x may be read-only
         codes: dict[str, torch.Tensor] = {}
         scales: dict[str, float] = {}
         for node in graph:

@@ -32,8 +32,11 @@ from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
+from dse.sim import spiking
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
+from dse.tune.patches import patch_geometry, sample_patches
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
+from dse.tune.spiking import tune_spiking
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -48,6 +51,7 @@ class TuneOptions:
     round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
     round_steps: int = 30  # steps after each rounding round
     batch_size: int = 256  # samples per step (x16 rows when training on conv patches)
+    spike_steps: int = 60  # spiking chips: steps tuning thresholds and biases on the real dynamics
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
     lr: float = 1e-3  # Adam, real-valued weights (phase 1)
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
@@ -258,6 +262,56 @@ def check_quantizable(hw: HardwareSpec) -> None:
         )
 
 
+@dataclass
+class _Walk:
+    """State of the walk over the graph: what the chip computes so far on the calibration data."""
+
+    graph: Graph
+    hw: HardwareSpec
+    options: TuneOptions
+    teacher: Callable[[str], Tensor]
+    reports: list[BlockReport] | None
+    shapes: dict[str, tuple[int, ...]]
+    out_max: dict[str, int]
+    acts: dict[str, Tensor] = field(default_factory=dict)  # real values (code x scale)
+    trains: dict[str, Tensor] = field(default_factory=dict)  # spiking chips: bool spike trains (N, T, ...)
+    scales: dict[str, Tensor] = field(default_factory=dict)  # value of one code, per channel
+    new_ops: dict[str, o.Op] = field(default_factory=dict)
+
+    @property
+    def spiking(self) -> bool:
+        return self.hw.spiking
+
+    def commit(self, node: Node, op: o.Op) -> None:
+        """Record the node's final op and what it computes on the calibration data (on a spiking chip: by
+        running the real dynamics, so the next block sees the real spike counts)."""
+        self.new_ops[node.name] = op
+        if isinstance(op, o.Readout):
+            return
+        ins = [self.acts[s] for s in node.inputs]
+        if not self.spiking:
+            self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+            return
+        neuron = self.hw.neuron
+        if isinstance(op, o.CoreOp):
+            src = self.trains[node.inputs[0]]
+            chunks = [spiking.core_trains(op, src[i : i + 128].float(), neuron).bool() for i in range(0, len(src), 128)]
+            self.trains[node.name] = torch.cat(chunks)
+            counts = self.trains[node.name].sum(dim=1, dtype=torch.float32)
+            self.acts[node.name] = counts * op.quant.out_scale
+        elif isinstance(op, o.Pad):
+            step = float(self.scales[node.inputs[0]][0])
+            self.trains[node.name] = spiking.pad_trains(self.trains[node.inputs[0]].float(), op, step, neuron).bool()
+            self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+        else:
+            self.trains[node.name] = spiking.wire(op, [self.trains[s] for s in node.inputs])
+            self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+
+    def forget(self, name: str) -> None:
+        self.acts.pop(name, None)
+        self.trains.pop(name, None)
+
+
 def tune_graph(
     graph: Graph,
     hw: HardwareSpec,
@@ -274,19 +328,13 @@ def tune_graph(
     `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`.
     """
     check_quantizable(hw)
-    if hw.weights.bits is None:
+    if not hw.quantized:
         return graph  # an unconstrained chip computes the float graph itself
     torch.manual_seed(options.seed)
     from dse.ir.shapes import infer_shapes
 
-    shapes = infer_shapes(graph)
-    out_max = _out_max(graph, hw)
-    wmax = hw.weight_max
-    per_column = hw.weights.scale == "per_column"
+    walk = _Walk(graph, hw, options, teacher, reports, infer_shapes(graph), _out_max(graph, hw))
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
-    acts: dict[str, Tensor] = {}
-    scales: dict[str, Tensor] = {}
-    new_ops: dict[str, o.Op] = {}
     done_blocks: set[str] = set()
     in_max = hw.input_code_max
     lo, hi = value_range
@@ -297,17 +345,14 @@ def tune_graph(
     for i, node in enumerate(graph):
         op = node.op
         if isinstance(op, o.Input):
-            new_ops[node.name] = o.Input(op.shape, in_step, in_max)
-            acts[node.name] = FLOAT_EXEC[o.Input](new_ops[node.name], [calib_x])
-            scales[node.name] = torch.full((op.shape[0],), in_step)
-        elif isinstance(op, o.Pad):
-            scale = scales[node.inputs[0]]
-            values = np.broadcast_to(np.asarray(op.value), (len(scale),)) / scale.numpy()
-            codes = np.clip(np.rint(values), 0, in_max) * scale.numpy()
-            new_ops[node.name] = o.Pad(op.padding, tuple(float(v) for v in codes))
-        elif isinstance(op, o.Readout):
-            new_ops[node.name] = op
-            continue
+            new = o.Input(op.shape, in_step, in_max)
+            walk.new_ops[node.name] = new
+            walk.acts[node.name] = FLOAT_EXEC[o.Input](new, [calib_x])
+            walk.scales[node.name] = torch.full((op.shape[0],), in_step)
+            if walk.spiking:
+                codes = torch.round(walk.acts[node.name] / in_step)
+                walk.trains[node.name] = spiking.encode(codes, hw.neuron.timesteps, hw.neuron.encoding,
+                                                        torch.Generator().manual_seed(options.seed)).bool()
         elif isinstance(op, o.CoreOp):
             if node.block_name in done_blocks:
                 continue
@@ -315,72 +360,25 @@ def tune_graph(
             done_blocks.add(node.block_name)
             if progress:
                 progress(node.block_name)
-            _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, per_column,
-                        teacher, options, reports)
+            _tune_block(walk, block)
         else:
-            new_ops[node.name] = op
-        if node.name not in acts and not isinstance(op, o.CoreOp):
-            ins = [acts[s] for s in node.inputs]
-            acts[node.name] = FLOAT_EXEC[type(op)](new_ops[node.name], ins)
-            scales[node.name] = _channel_scales(op, [scales[s] for s in node.inputs],
-                                                [shapes[s] for s in node.inputs])
+            if isinstance(op, o.Pad):  # the host pads with the code nearest to the normalized zero
+                scale = walk.scales[node.inputs[0]].numpy()
+                values = np.broadcast_to(np.asarray(op.value), (len(scale),)) / scale
+                op = o.Pad(op.padding, tuple(float(v) for v in np.clip(np.rint(values), 0, in_max) * scale))
+            walk.commit(node, op)
+            if not isinstance(op, o.Readout):
+                walk.scales[node.name] = _channel_scales(op, [walk.scales[s] for s in node.inputs],
+                                                         [walk.shapes[s] for s in node.inputs])
         for src in node.inputs:  # free calibration activations no later node reads
-            if last_use.get(src, -1) <= i and src in acts:
-                del acts[src]
-    return graph.replace_nodes(Node(n.name, new_ops[n.name], n.inputs, n.block) for n in graph)
+            if last_use.get(src, -1) <= i:
+                walk.forget(src)
+    return graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
 
 
-def _patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
-    """If the whole block is a function of one input patch per output position, its kernel geometry.
-
-    A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
-    then training can sample (image, position) pairs as rows of a matrix instead of running whole feature
-    maps, which is what makes tuning fast. A grouped (depthwise) core keeps the feature-map path.
-    """
-    if len(ext) != 1:
-        return None
-    reads_ext = {ext[0]} | {n.name for n in block if isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]}
-    geometry = set()
-    for n in block:
-        if isinstance(n.op, o.CoreOp):
-            if n.op.groups != 1:
-                return None
-            if n.inputs[0] in reads_ext:
-                geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
-            elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):
-                return None
-        elif not isinstance(n.op, (o.Slice, o.Concat)):
-            return None
-    return geometry.pop() if len(geometry) == 1 else None
-
-
-def _sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator
-                    ) -> tuple[Tensor, Tensor, int]:
-    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel."""
-    kernel, stride, padding, dense = geometry
-    if dense:
-        return x, target, 1
-    top, left, bottom, right = padding
-    n, out_c = target.shape[:2]
-    positions = target.shape[2] * target.shape[3]
-    total = n * positions
-    pick = torch.randperm(total, generator=gen)[: min(max_rows, total)] if total > max_rows else torch.arange(total)
-    img, pos = pick // positions, pick % positions
-    xs, chunk = [], 256
-    order = torch.argsort(img)
-    img, pos = img[order], pos[order]
-    for lo in range(0, n, chunk):
-        sel = (img >= lo) & (img < lo + chunk)
-        if not sel.any():
-            continue
-        cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
-        xs.append(cols[img[sel] - lo, :, pos[sel]])
-    t = target.reshape(n, out_c, positions)[img, :, pos]
-    return torch.cat(xs), t, kernel[0] * kernel[1]
-
-
-def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, per_column, teacher,
-                options, reports) -> None:
+def _tune_block(walk: _Walk, block: list[Node]) -> None:
+    hw, options, acts, scales, shapes = walk.hw, walk.options, walk.acts, walk.scales, walk.shapes
+    wmax, per_column, out_max, teacher = hw.weight_max, hw.weights.scale == "per_column", walk.out_max, walk.teacher
     names = {n.name for n in block}
     out_name = block[-1].name  # the merge core (or the core itself) carries the block's name
     ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
@@ -400,17 +398,16 @@ def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, 
 
     if len(block) == 1 and block[0].op.fixed:
         n = block[0]
-        new_ops[n.name] = fixed_core(n.op, in_scale_of(n), out_max[n.name])
-        acts[n.name] = FLOAT_EXEC[o.CoreOp](new_ops[n.name], [acts[n.inputs[0]]])
-        scales[n.name] = torch.full((n.op.out_channels,), new_ops[n.name].quant.out_scale)
+        walk.commit(n, fixed_core(n.op, in_scale_of(n), out_max[n.name]))
+        scales[n.name] = torch.full((n.op.out_channels,), walk.new_ops[n.name].quant.out_scale)
         return
 
     gen = torch.Generator().manual_seed(options.seed)
-    geometry = _patch_geometry(block, ext)
+    geometry = patch_geometry(block, ext)
     target = teacher(out_name)
     taps = 1
     if geometry is not None:
-        x, target, taps = _sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen)
+        x, target, taps = sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen)
         x_ext = {ext[0]: x}
     else:
         x_ext = {s: acts[s] for s in ext}
@@ -509,22 +506,23 @@ def _tune_block(block, graph, shapes, hw, acts, scales, new_ops, out_max, wmax, 
     for c in cores.values():
         c.round_more(1.0)
 
-    # commit: the integer ops, and their real outputs on the calibration set, exactly as the chip computes
+    if walk.spiking and options.mode == "multiphase" and options.spike_steps > 0:
+        tune_spiking(walk, block, ext, cores, target_full=teacher(out_name), geometry=geometry, report=report)
+        for n in block:  # thresholds moved: scales inside the block follow
+            if n.name in cores:
+                cores[n.name].in_scale = in_scale_of(n)
+            propagate(n)
+
+    # commit: the integer ops, and their outputs on the calibration set, exactly as the chip computes them
     for n in block:
-        if isinstance(n.op, o.CoreOp):
-            new_ops[n.name] = cores[n.name].quantized()
-            ins = [acts[n.inputs[0]]]
-        else:
-            new_ops[n.name] = n.op
-            ins = [acts[s] for s in n.inputs]
-        acts[n.name] = FLOAT_EXEC[type(n.op)](new_ops[n.name], ins)
+        walk.commit(n, cores[n.name].quantized() if isinstance(n.op, o.CoreOp) else n.op)
         scales[n.name] = local_scales[n.name]
     with torch.no_grad():
         full = teacher(out_name)
         err = float(F.mse_loss(acts[out_name], full) / (full.var() + 1e-12))
     report.losses["final"] = err
-    if reports is not None:
-        reports.append(report)
+    if walk.reports is not None:
+        walk.reports.append(report)
     log.debug("block %s: %s", out_name, report.losses)
 
 

@@ -1,0 +1,97 @@
+"""Everything a sweep leaves in its run folder besides the study: tables, the Pareto set, figures.
+
+Data step, then render step: the frames come from dse.explore.pareto, the figures only draw them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dse.explore.latex import latex_table
+from dse.explore.pareto import pareto_front, sensitivity, usable
+from dse.explore.records import atomic_write, write_table
+from dse.explore.space import SearchSpace
+
+log = logging.getLogger(__name__)
+# the series a curve is split by, in order of preference: the issue's "one line per strategy or neuron model"
+CATEGORICAL_FIRST = ("strategy.name", "hardware.neuron.model", "tuning.mode")
+
+
+@dataclass(frozen=True)
+class Figure:
+    x: str
+    y: tuple[str, ...]
+    by: str | None
+    others: str  # reference | best
+    name: str
+
+
+def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
+    """One sensitivity figure per swept number: one line per swept category (strategy, neuron model,
+    tuning) if there is one, else per value of the next swept number (error vs weight bits per I/O bits)."""
+    numeric = [p for p, values in space.params.items() if all(_is_number(v) for v in values) and len(values) > 1]
+    categories = [p for p in CATEGORICAL_FIRST if p in space.params]
+    categories += [p for p in space.params if p not in numeric and p not in categories]
+    figures = []
+    for i, x in enumerate(numeric):
+        others_numeric = numeric[i + 1:] + numeric[:i]
+        by = categories[0] if categories else (others_numeric[0] if others_numeric else None)
+        figures.append(Figure(x, (error,), by, "reference" if grid else "best", figure_name(x)))
+    return figures
+
+
+def figure_name(x: str) -> str:
+    root, _, rest = x.partition(".")
+    return "sensitivity_" + (rest if root == "hardware" and rest else x).replace(".", "_")
+
+
+def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objectives: Sequence[str],
+                  figures: Sequence[Figure], reference: Mapping[str, Any], *, title: str = "") -> dict[str, Any]:
+    """Write trials.{parquet,csv}, pareto.{csv,tex} and the figures; return the Pareto frame and the paths."""
+    files = write_table(trials, run_dir / "trials")
+    front = pareto_front(trials, objectives)
+    atomic_write(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
+    files.append(run_dir / "pareto.csv")
+    table_cols = [*space.params, *objectives]
+    if "accuracy_compiled" not in table_cols:
+        table_cols.append("accuracy_compiled")
+    tex = latex_table(front, table_cols, caption=f"Pareto set of {title or 'the sweep'}: non-dominated legal "
+                      f"trials ({', '.join(objectives)}, all minimized).", ref="tab:pareto", tied=space.tied)
+    atomic_write(run_dir / "pareto.tex", lambda p: Path(p).write_text(tex))
+    files.append(run_dir / "pareto.tex")
+    files += render_figures(run_dir, trials, space, objectives, figures, reference)
+    return {"pareto": front, "files": files}
+
+
+def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objectives: Sequence[str],
+                   figures: Sequence[Figure], reference: Mapping[str, Any]) -> list[Path]:
+    from dse.explore.plots import plot_pareto, plot_sensitivity
+
+    files: list[Path] = []
+    error, resources = objectives[0], list(objectives[1:])
+    categories = [p for p in CATEGORICAL_FIRST if p in space.params]
+    by = categories[0] if categories else None
+    for resource in resources:
+        pair = [error, resource]
+        name = "pareto_front" if len(resources) == 1 else f"pareto_front_{resource}"
+        files += plot_pareto(usable(trials, pair), pareto_front(trials, pair), error=error, resource=resource,
+                             by=by, path=run_dir / name)
+    for fig in figures:
+        data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=reference,
+                           others=fig.others)
+        if data.empty:
+            log.warning("figure %s: no usable trial to draw", fig.name)
+        atomic_write(run_dir / f"{fig.name}.csv", lambda p, d=data: d.to_csv(p, index=False))
+        files.append(run_dir / f"{fig.name}.csv")
+        files += plot_sensitivity(data, x=fig.x, y=fig.y, by=fig.by, path=run_dir / fig.name, tied=space.tied)
+    return files
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -1,0 +1,130 @@
+"""Trials as Ray tasks, on a local Ray instance sized to the machine or on a cluster. The only module that
+imports Ray.
+
+The prepared network (the imported graph, the teachers' activations: hundreds of MB) goes into the object
+store once with `ray.put`; each worker process fetches and unpickles it once and keeps it for the trials it
+runs after, so no trial pays for it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+from dse.compile import Prepared
+from dse.errors import ConfigError
+from dse.explore.trial import TrialOutcome, TrialSpec, run_trial_threads
+
+log = logging.getLogger(__name__)
+
+# per worker process: the prepared network of the sweep it serves, by object id
+_PREPARED: dict[str, Prepared] = {}
+
+
+def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None) -> TrialOutcome:
+    # the reference travels inside a list so that Ray does not resolve (unpickle) it for every task
+    import ray
+
+    ref = boxed_ref[0]
+    key = ref.hex()
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = ray.get(ref)
+    return run_trial_threads(_PREPARED[key], spec, threads)
+
+
+class RayExecutor:
+    def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
+                 max_concurrent: int | None = None, torch_threads: int | None = 1) -> None:
+        self.address, self.num_cpus, self.max_concurrent = address, num_cpus, max_concurrent
+        self.torch_threads = torch_threads
+        self._owns = False
+        self._ref: Any = None
+        self._futures: dict[Any, TrialSpec] = {}
+        self._task: Any = None
+        self._capacity = 1
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def start(self) -> None:
+        import ray
+
+        if ray.is_initialized():  # a caller's instance (a test session's): use it, leave it running
+            log.info("using the Ray instance already connected")
+        else:
+            if self.address not in (None, "auto"):
+                check_reachable(self.address)
+            try:
+                # "local" always starts a new instance: plain ray.init() would join a `ray start` cluster
+                # found on this machine, which is not what runner.address=null promises
+                ray.init(
+                    address=self.address or "local",
+                    num_cpus=self.num_cpus if self.address is None else None,
+                    include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"runner.address={self.address}" if self.address else "a local Ray instance"
+                raise ConfigError(f"{where}: cannot start or join Ray: {str(exc).strip().splitlines()[0]}") from None
+            self._owns = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self._capacity = max(1, self.max_concurrent or cpus)
+        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
+        log.info("Ray: %d CPUs, up to %d trials at once", cpus, self._capacity)
+
+    def share(self, prepared: Prepared) -> None:
+        import ray
+
+        self._ref = ray.put(prepared)
+
+    def submit(self, spec: TrialSpec) -> None:
+        future = self._task.remote([self._ref], spec, self.torch_threads)
+        self._futures[future] = spec
+
+    def wait(self) -> list[TrialOutcome]:
+        import ray
+
+        ready, _ = ray.wait(list(self._futures), num_returns=1)
+        more, _ = ray.wait([f for f in self._futures if f not in ready], num_returns=len(self._futures) - 1,
+                           timeout=0) if len(self._futures) > 1 else ([], [])
+        outcomes = []
+        for future in [*ready, *more]:
+            spec = self._futures.pop(future)
+            try:
+                outcomes.append(ray.get(future))
+            except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory)
+                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                outcomes.append(TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail",
+                                                                    "error_message": message}, message))
+        return outcomes
+
+    def close(self) -> None:
+        import ray
+
+        for future in self._futures:
+            ray.cancel(future, force=True)
+        self._futures.clear()
+        self._ref = None
+        if self._owns:
+            ray.shutdown()
+            self._owns = False
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at host:port (ray.init would wait a long time)."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"runner.address={address}: expected host:port (or auto)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise ConfigError(f"runner.address={address}: cannot reach a Ray cluster there ({reason})") from None

@@ -1,0 +1,116 @@
+"""The run folder of a study: where it is, whether it holds the same study, and who may write to it.
+
+Resume rule. The default run folder is ``results/<study.name>/<time>/``. Running a sweep looks in
+``results/<study.name>/`` for the newest run folder whose study was started with the same configuration
+(the *fingerprint*: model, hardware, strategy, tuning, search space, sampler, objectives, seed) and resumes
+it; if there is none, or ``study.resume=false``, it starts a new time-stamped folder. So running the same
+command again resumes, and changing the configuration under the same name never mixes two studies. An
+explicit folder (``hydra.run.dir=DIR``, no time stamp) is used as it is: it resumes the study inside if the
+configuration is the same, and refuses with exit status 2 if it is not.
+
+A lock file keeps a second sweep from running the same study at the same time (the lock is released by the
+kernel when a sweep dies, SIGKILL included).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dse.errors import ConfigError
+
+STUDY_DB = "study.db"
+FINGERPRINT = "study.json"
+LOCK = ".lock"
+
+
+def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], resume: bool) -> Path:
+    """The folder this sweep works in. Reads only; creates nothing."""
+    if not timestamped:
+        stored = read_fingerprint(run_dir)
+        if stored is not None and stored != fingerprint:
+            raise ConfigError(
+                f"{run_dir} holds a study with another configuration ({describe_difference(stored, fingerprint)}); "
+                "choose another hydra.run.dir or study.name"
+            )
+        return run_dir
+    if resume and run_dir.parent.is_dir():
+        candidates = sorted(run_dir.parent.glob(f"*/{FINGERPRINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in candidates:
+            if read_fingerprint(path.parent) == fingerprint:
+                return path.parent
+    return run_dir
+
+
+def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / FINGERPRINT
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_fingerprint(run_dir: Path, fingerprint: dict[str, Any], study_name: str) -> None:
+    path = run_dir / FINGERPRINT
+    if path.exists():
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"study": study_name, "fingerprint": fingerprint}, indent=2))
+    os.replace(tmp, path)
+
+
+def normalize(data: Any) -> Any:
+    """JSON round trip: tuples become lists, so a stored and a fresh fingerprint compare equal."""
+    return json.loads(json.dumps(data, default=str))
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
+    a, b = _flat(old), _flat(new)
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    parts = [f"{k}: {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} now" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts) or "unreadable"
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+class StudyLock:
+    """An exclusive, non-blocking lock on a run folder, held for the whole sweep."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> StudyLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(f"{self.path.parent} is in use by another sweep (pid {owner}); wait for it to end"
+                              ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,223 @@
+"""`run_study`: one sweep from a composed config to a run folder full of results.
+
+Every check of the user's input (the search space, the study and runner settings, the model, the run folder,
+the Ray address) happens before anything is written, so a mistake ends in one ConfigError line and never
+touches an existing study. Then: the network is imported and prepared once (the teachers' activations on the
+calibration and test data), shared with every trial, the study is driven to completion, and the outputs are
+written from the whole study (resumed trials included).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dse.errors import ConfigError, DseError
+from dse.explore.config import hardware_from, to_container, tuning_from
+from dse.explore.executors import Executor, LocalExecutor
+from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
+from dse.explore.pareto import reference_point
+from dse.explore.progress import progress_bar
+from dse.explore.records import atomic_write, trials_frame
+from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fingerprint
+from dse.explore.space import SearchSpace, build_space
+from dse.explore.study import SAMPLERS, DriveStats, StudyOptions, drive, open_study
+from dse.explore.trial import METRICS, TrialOutcome, TrialSpec
+
+log = logging.getLogger(__name__)
+RUNNERS = ("ray", "local")
+
+
+@dataclass
+class SweepResult:
+    run_dir: Path
+    trials: pd.DataFrame
+    pareto: pd.DataFrame
+    stats: DriveStats
+    objectives: tuple[str, ...]
+    files: list[Path] = field(default_factory=list)
+    prepare_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def run_study(
+    cfg: DictConfig,
+    run_dir: Path,
+    *,
+    timestamped: bool = False,
+    cli_sweeps: Mapping[str, Sequence[Any]] | None = None,
+    pinned: Sequence[str] = (),
+    progress: bool = False,
+    executor: Executor | None = None,
+) -> SweepResult:
+    """Run (or resume) the sweep `cfg` describes in `run_dir` (see dse.explore.rundir for the resume rule).
+
+    `cli_sweeps` and `pinned` are the command line's sweeps (``path=a,b,c``) and single-value overrides of
+    searched paths; `executor` replaces the one `cfg.runner` names (tests, benchmarks).
+    """
+    start = time.perf_counter()
+    # --- every check first: nothing is started or written before these pass --------------------------------
+    space = build_space(cfg, cli_sweeps, pinned)
+    options = study_options(cfg)
+    figures = figures_from(cfg, space, options)
+    fingerprint = make_fingerprint(cfg, space, options)
+    run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
+    if executor is None:
+        executor = executor_from(cfg.runner)
+    graph, data, name = _load(cfg)
+    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning"])
+
+    executor.start()  # joining a cluster that is not there fails here, still before any write
+    try:
+        with StudyLock(run_dir):
+            log.info("run folder %s", run_dir)
+            _write_config(cfg, space, run_dir)
+            write_fingerprint(run_dir, fingerprint, options.name)
+            study = open_study(run_dir / STUDY_DB, options, space)
+
+            from dse.compile import prepare
+
+            prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples)
+            executor.share(prepared)
+            on_result, close_bar = progress_bar(progress, desc=options.name)
+            try:
+                stats = drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p),
+                              on_result=on_result)
+            finally:
+                close_bar()
+            trials = trials_frame(study, space)
+            reference = reference_point(space.params, _base_values(cfg, space))
+            out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=options.name)
+    finally:
+        executor.close()
+    return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, out["files"],
+                       prepared.seconds, time.perf_counter() - start)
+
+
+# --- config to typed settings, with the checks -----------------------------------------------------------
+
+
+def study_options(cfg: DictConfig) -> StudyOptions:
+    s = cfg.study
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)} (got {s.sampler!r})")
+    objectives = tuple(s.objectives)
+    if not objectives:
+        raise ConfigError("study.objectives is empty: name at least one result column to minimize")
+    known = known_columns(cfg)
+    for k in objectives:
+        if k not in known:
+            raise ConfigError(f"study.objectives: {k!r} is not a result column (one of {', '.join(known)})")
+    if s.n_trials is not None and s.n_trials < 1:
+        raise ConfigError(f"study.n_trials must be >= 1 (got {s.n_trials})")
+    if s.sampler == "nsga2" and s.population_size < 2:
+        raise ConfigError(f"study.population_size must be >= 2 (got {s.population_size})")
+    return StudyOptions(name=str(s.name), sampler=s.sampler, objectives=objectives, n_trials=s.n_trials,
+                        population_size=s.population_size, seed=s.seed)
+
+
+def known_columns(cfg: DictConfig) -> list[str]:
+    """The metric and resource columns a trial produces: resource names come from the resource model itself,
+    so a field added there (a cost model's energy) is known here at once."""
+    from dse.cost.resources import total_resources
+
+    names = [*METRICS, "compile_seconds", "evaluate_seconds"]
+    try:
+        names += [k for k in total_resources([], hardware_from(cfg.hardware)) if k not in names]
+    except DseError:
+        names += ["crossbars", "cells_used", "utilization", "neurons", "synapses", "core_ops", "depth"]
+    return names
+
+
+def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> list[Figure]:
+    if not cfg.figures:
+        return default_figures(space, options.objectives[0], grid=options.sampler == "grid")
+    known = known_columns(cfg)
+    out = []
+    for i, f in enumerate(cfg.figures):
+        where = f"figures[{i}]"
+        if f.x not in space.params:
+            raise ConfigError(f"{where}.x={f.x} is not a searched parameter ({', '.join(space.params)})")
+        if f.by is not None and f.by not in space.params:
+            raise ConfigError(f"{where}.by={f.by} is not a searched parameter ({', '.join(space.params)})")
+        for y in f.y:
+            if y not in known:
+                raise ConfigError(f"{where}.y: {y!r} is not a result column (one of {', '.join(known)})")
+        if f.others not in ("reference", "best"):
+            raise ConfigError(f"{where}.others must be reference or best (got {f.others!r})")
+        out.append(Figure(f.x, tuple(f.y), f.by, f.others, f.name or figure_name(f.x)))
+    return out
+
+
+def executor_from(runner: DictConfig) -> Executor:
+    if runner.kind not in RUNNERS:
+        raise ConfigError(f"runner.kind must be one of {', '.join(RUNNERS)} (got {runner.kind!r})")
+    if runner.torch_threads is not None and runner.torch_threads < 1:
+        raise ConfigError(f"runner.torch_threads must be >= 1 (got {runner.torch_threads})")
+    if runner.kind == "local":
+        if runner.address is not None:
+            raise ConfigError("runner.address needs runner=ray")
+        return LocalExecutor(torch_threads=runner.torch_threads)
+    if runner.num_cpus is not None and runner.num_cpus < 1:
+        raise ConfigError(f"runner.num_cpus must be >= 1 (got {runner.num_cpus})")
+    if runner.max_concurrent is not None and runner.max_concurrent < 1:
+        raise ConfigError(f"runner.max_concurrent must be >= 1 (got {runner.max_concurrent})")
+    from dse.explore.ray_executor import RayExecutor  # only this path needs Ray
+
+    return RayExecutor(address=runner.address, num_cpus=runner.num_cpus, max_concurrent=runner.max_concurrent,
+                       torch_threads=runner.torch_threads)
+
+
+def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:
+    """What makes two runs the same study. Left out: how it runs (runner, progress), n_trials (asking for
+    more trials extends a study) and the figures (drawn again from the study every time)."""
+    return normalize({
+        "model": to_container(cfg.model), "hardware": to_container(cfg.hardware),
+        "strategy": to_container(cfg.strategy), "tuning": to_container(cfg.tuning),
+        "search": {"space": {k: list(v) for k, v in space.params.items()}, "tied": space.tied},
+        "study": {"name": options.name, "sampler": options.sampler, "objectives": list(options.objectives),
+                  "population_size": options.population_size, "seed": options.seed},
+    })
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def _load(cfg: DictConfig):
+    from dse.compile import load_model
+
+    onnx = cfg.model.onnx if cfg.model.onnx is not None else cfg.model.name
+    name = Path(cfg.model.onnx).stem if cfg.model.onnx is not None else cfg.model.name
+    graph, data = load_model(onnx, cfg.model.dataset)
+    return graph, data, name
+
+
+def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[str, Any]) -> TrialSpec | TrialOutcome:
+    try:
+        c = space.apply(base, point)
+        hw, tuning = hardware_from(c.hardware), tuning_from(c.tuning)
+    except DseError as exc:  # this combination is not a chip (8-bit weights on too few columns): a failed trial
+        message = f"{type(exc).__name__}: {exc}"
+        return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": message}, message)
+    return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning)
+
+
+def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:
+    return {p: OmegaConf.select(cfg, p) for p in space.params}
+
+
+def _write_config(cfg: DictConfig, space: SearchSpace, run_dir: Path) -> None:
+    """The resolved config, with the search space this run really used (command-line sweeps included)."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    with open_dict(job):
+        job.search.space = {k: list(v) for k, v in space.params.items()}
+        job.search.tied = dict(space.tied)
+    text = OmegaConf.to_yaml(job, resolve=True)
+    atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))

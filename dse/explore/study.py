@@ -1,0 +1,171 @@
+"""The study driver: Optuna ask/tell in our code, trials on an executor, every result stored as it arrives.
+
+The study lives in SQLite (``study.db`` in the run folder) and each trial is told the moment it ends, so a
+sweep killed at any point loses no finished trial. On resume:
+
+- finished trials (complete or failed) are kept and not run again;
+- trials the killed sweep had started (still ``RUNNING`` in the database) run again under their own trial
+  number, with their own parameters (for the grid, their own grid point), so each point appears once;
+- only then are new trials asked for, until the grid is covered or ``study.n_trials`` is reached.
+
+A trial that fails (constraints no strategy can meet, a worker that died) is told ``FAIL`` with its reason in
+the trial's ``record`` and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from dse.explore.executors import Executor
+from dse.explore.space import SearchSpace
+from dse.explore.trial import TrialOutcome, TrialSpec
+
+log = logging.getLogger(__name__)
+SAMPLERS = ("grid", "nsga2")
+# Optuna's own attribute names; ours: the trial's flat row, and the constraint NSGA-II reads
+RECORD, CONSTRAINT = "record", "constraint"
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    name: str
+    sampler: str = "grid"
+    objectives: tuple[str, ...] = ("accuracy_delta_pp", "crossbars")
+    n_trials: int | None = None
+    population_size: int = 16
+    seed: int = 0
+
+
+@dataclass
+class DriveStats:
+    ran: int = 0  # trials run by this call
+    failed: int = 0  # of which failed
+    resumed: int = 0  # interrupted trials run again
+    kept: int = 0  # finished trials found in the study and kept
+    kept_failed: int = 0  # of which failed
+    total: int = 0  # trials the study holds when complete
+    seconds: float = 0.0  # from the first submission to the last result
+
+
+def open_study(path: Path, options: StudyOptions, space: SearchSpace) -> optuna.Study:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    return optuna.create_study(
+        study_name=options.name, storage=storage, sampler=make_sampler(options, space),
+        directions=["minimize"] * len(options.objectives), load_if_exists=True,
+    )
+
+
+def make_sampler(options: StudyOptions, space: SearchSpace) -> optuna.samplers.BaseSampler:
+    if options.sampler == "grid":
+        return optuna.samplers.GridSampler({k: list(v) for k, v in space.params.items()}, seed=options.seed)
+    if options.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            population_size=options.population_size, seed=options.seed, constraints_func=_constraint,
+        )
+    raise ValueError(f"unknown sampler {options.sampler}")
+
+
+def _constraint(trial: FrozenTrial) -> list[float]:
+    """NSGA-II prefers legal trials: > 0 is infeasible (the number of violations)."""
+    return [float(trial.user_attrs.get(CONSTRAINT, 0.0))]
+
+
+def target_trials(options: StudyOptions, space: SearchSpace) -> int:
+    if options.sampler == "grid":
+        return space.size if options.n_trials is None else min(options.n_trials, space.size)
+    return options.n_trials if options.n_trials is not None else space.size
+
+
+def drive(
+    study: optuna.Study,
+    space: SearchSpace,
+    options: StudyOptions,
+    executor: Executor,
+    build: Callable[[int, dict[str, Any]], TrialSpec | TrialOutcome],
+    *,
+    on_result: Callable[[DriveStats, TrialOutcome | None], None] | None = None,
+) -> DriveStats:
+    """Run the study's missing trials on `executor`. `build` turns a point into a TrialSpec, or into a
+    failed TrialOutcome when the point cannot even be built (an illegal hardware combination)."""
+    trials = study.get_trials(deepcopy=False)
+    stale = [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    stats = DriveStats(kept=sum(t.state.is_finished() for t in trials),
+                       kept_failed=sum(t.state == TrialState.FAIL for t in trials), resumed=len(stale),
+                       total=max(target_trials(options, space), len(trials)))
+    budget = stats.total - len(trials)  # new trials to ask for
+    if on_result:
+        on_result(stats, None)
+    running: dict[int, Trial] = {}
+    start = time.perf_counter()
+    while True:
+        while len(running) < executor.capacity and (stale or budget > 0):
+            if stale:
+                frozen = stale.pop(0)
+                trial = Trial(study, frozen._trial_id)
+                log.info("trial %d was interrupted: running it again", frozen.number)
+            else:
+                trial = study.ask()
+                budget -= 1
+            point = {k: trial.suggest_categorical(k, list(v)) for k, v in space.params.items()}
+            job = build(trial.number, point)
+            if isinstance(job, TrialOutcome):
+                _tell(study, trial, job, options, stats, on_result)
+            else:
+                running[trial.number] = trial
+                executor.submit(job)
+        if not running:
+            break
+        for outcome in executor.wait():
+            _tell(study, running.pop(outcome.number), outcome, options, stats, on_result)
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: StudyOptions, stats: DriveStats,
+          on_result: Callable[[DriveStats, TrialOutcome | None], None] | None) -> None:
+    record = _plain(outcome.record)
+    values = None
+    if outcome.state == "complete":
+        missing = [k for k in options.objectives if not _finite(record.get(k))]
+        if missing:
+            record.update(state="fail", error_message=f"objective {', '.join(missing)} is not a finite result "
+                                                      f"column (have: {', '.join(record)})")
+        else:
+            values = [float(record[k]) for k in options.objectives]
+    trial.set_user_attr(RECORD, record)
+    trial.set_user_attr(CONSTRAINT, 0 if record.get("legal") else max(1, int(record.get("violations") or 1)))
+    if values is None:
+        outcome.state = "fail"
+        log.warning("trial %d failed: %s", trial.number, record.get("error_message", ""))
+        study.tell(trial, state=TrialState.FAIL)
+        stats.failed += 1
+    else:
+        study.tell(trial, values)
+    stats.ran += 1
+    if on_result:
+        on_result(stats, outcome)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe values (numpy scalars to Python) for Optuna's storage."""
+    out = {}
+    for k, v in record.items():
+        if hasattr(v, "item") and callable(v.item):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out

@@ -1,0 +1,112 @@
+"""`python -m dse.sweep`: the design-space-exploration suite (DESIGN.md section 5).
+
+    python -m dse.sweep hardware=chip_a strategy=split
+    python -m dse.sweep study=pareto study.n_trials=40
+    python -m dse.sweep search=custom hardware.weights.bits=2,4,8 strategy.name=split,prune runner=local
+    python -m dse.sweep experiment=split_vs_prune
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dse.cli import run_app
+
+HELP = """usage: python -m dse.sweep [OVERRIDE ...]
+
+Sweep chip parameters and strategies around a hardware preset: compile the network for every point, write
+the error-versus-resource trade-off as tables and figures into the run folder
+(default results/<study.name>/<time>/; hydra.run.dir=DIR to choose it).
+
+Config groups (conf/):  model=lenet_mnist|mlp_mnist|cnn3_mnist|mlp_digits   hardware=chip_a|ideal
+                        strategy=split|prune   tuning=multiphase|none
+                        search=<hardware preset>|custom   (default: the preset's own space)
+                        study=grid|pareto   runner=ray|local   experiment=<conf/experiment/NAME>
+Search parameters:      a dotted config path; the same string is the override and the results column.
+                        path=a,b,c or path=range(start,stop,step) sweeps it (adds it to the space);
+                        path=value pins it (takes it out of the space). Searchable: hardware.*, strategy.*,
+                        tuning.*, e.g. hardware.weights.bits=2,4,8 strategy.name=split,prune
+Study:                  study.name=NAME (the same name resumes the newest run folder of the same
+                        configuration; study.resume=false starts a new one), study.n_trials=N (pareto),
+                        study.objectives=[accuracy_delta_pp,crossbars]
+Runner:                 runner=ray (local Ray sized to the machine), runner.address=HOST:PORT (a cluster),
+                        runner.num_cpus=N, runner.max_concurrent=N, runner=local (in this process)
+
+Writes: config.yaml, study.db (Optuna, SQLite), trials.parquet, trials.csv, pareto.csv, pareto.tex,
+        pareto_front.{png,pdf}, sensitivity_*.{png,pdf,csv}.
+Exit status: 0 done, 1 no trial compiled to a legal network, 2 bad input (one line on stderr)."""
+
+
+class SweepCommand:
+    """Holds what the command line swept between the preprocessing and main()."""
+
+    def __init__(self) -> None:
+        self.sweeps: dict[str, list] = {}
+        self.pinned: list[str] = []
+
+    def preprocess(self, argv: list[str]) -> list[str]:
+        from dse.explore.config import split_sweeps
+
+        cmd = split_sweeps(argv)
+        self.sweeps, self.pinned = cmd.sweeps, cmd.pinned
+        return cmd.overrides
+
+    def main(self, cfg: DictConfig, run_dir: Path) -> int:
+        import optuna
+
+        from dse.explore.runner import run_study
+
+        optuna.logging.disable_default_handler()  # Optuna's records go through our logging, not its own handler
+        optuna.logging.enable_propagation()
+        pattern = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
+        result = run_study(cfg, run_dir, timestamped="${now:" in Path(str(pattern)).name, cli_sweeps=self.sweeps,
+                           pinned=self.pinned, progress=bool(cfg.progress))
+        _summary(result)
+        usable = result.trials[(result.trials["state"] == "complete") & result.trials["legal"]]
+        return 0 if len(usable) else 1
+
+
+def _summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dse.explore.labels import label
+
+    t, s = result.trials, result.stats
+    console = Console(stderr=False)
+    front = result.pareto
+    table = Table(title=f"Pareto set ({len(front)} of {len(t)} trials)")
+    params = [c for c in t.columns if "." in c and c in front.columns][:6]
+    cols = [*params, *result.objectives]
+    for c in cols:
+        table.add_column(label(c), justify="right")
+    for _, row in front.head(15).iterrows():
+        table.add_row(*[_fmt(row[c]) for c in cols])
+    console.print(table)
+    failed = int((t["state"] == "fail").sum())
+    console.print(
+        f"{len(t)} trials: {len(t) - failed} compiled ({int(t['legal'].sum())} legal), {failed} failed; "
+        f"{s.ran} run now, {s.kept} kept from before, {s.resumed} interrupted ones run again; "
+        f"{result.seconds:.0f} s"
+    )
+    for reason in t.loc[t["state"] == "fail", "error_message"].value_counts().head(3).index:
+        console.print(f"[red]failed[/red] {reason}")
+    console.print(f"written to {result.run_dir}")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}" if not v.is_integer() else str(int(v))
+    return str(v)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    command = SweepCommand()
+    return run_app("sweep", command.main, argv=argv, help_text=HELP, preprocess=command.preprocess)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

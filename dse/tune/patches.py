@@ -1,0 +1,60 @@
+"""Training rows for a block: input patches at sampled (image, position) pairs, with their targets."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dse.ir import ops as o
+from dse.ir.graph import Node
+
+Tensor = torch.Tensor
+
+
+def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
+    """If the whole block is a function of one input patch per output position, its kernel geometry.
+
+    A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
+    then training can sample (image, position) pairs as rows of a matrix instead of running whole feature
+    maps, which is what makes tuning fast. A grouped (depthwise) core keeps the feature-map path.
+    """
+    if len(ext) != 1:
+        return None
+    reads_ext = {ext[0]} | {n.name for n in block if isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]}
+    geometry = set()
+    for n in block:
+        if isinstance(n.op, o.CoreOp):
+            if n.op.groups != 1:
+                return None
+            if n.inputs[0] in reads_ext:
+                geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
+            elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):
+                return None
+        elif not isinstance(n.op, (o.Slice, o.Concat)):
+            return None
+    return geometry.pop() if len(geometry) == 1 else None
+
+
+def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator
+                    ) -> tuple[Tensor, Tensor, int]:
+    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel."""
+    kernel, stride, padding, dense = geometry
+    if dense:
+        return x, target, 1
+    top, left, bottom, right = padding
+    n, out_c = target.shape[:2]
+    positions = target.shape[2] * target.shape[3]
+    total = n * positions
+    pick = torch.randperm(total, generator=gen)[: min(max_rows, total)] if total > max_rows else torch.arange(total)
+    img, pos = pick // positions, pick % positions
+    xs, chunk = [], 256
+    order = torch.argsort(img)
+    img, pos = img[order], pos[order]
+    for lo in range(0, n, chunk):
+        sel = (img >= lo) & (img < lo + chunk)
+        if not sel.any():
+            continue
+        cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
+        xs.append(cols[img[sel] - lo, :, pos[sel]])
+    t = target.reshape(n, out_c, positions)[img, :, pos]
+    return torch.cat(xs), t, kernel[0] * kernel[1]
