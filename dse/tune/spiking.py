@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from dse.ir import ops as o
 from dse.sim.float_exec import FLOAT_EXEC
-from dse.sim.spiking import integrate
+from dse.sim.spiking import integrate, wire
 from dse.tune.patches import sample_patches
 from dse.tune.quantizers import round_ste
 
@@ -78,10 +78,11 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
                 a, b = n.op.start * taps, n.op.stop * taps
                 v[n.name] = (v[ext[0]][0][:, :, a:b], v[ext[0]][1][:, a:b])
             elif isinstance(n.op, o.Concat):
-                v[n.name] = (torch.cat([v[s][0] for s in n.inputs], dim=2), torch.cat([v[s][1] for s in n.inputs], 1))
+                ins = [v[s] for s in n.inputs]
+                v[n.name] = (wire(n.op, [t for t, _ in ins]), FLOAT_EXEC[o.Concat](n.op, [c for _, c in ins]))
             else:
                 src = v[n.inputs[0]]
-                v[n.name] = (src[0], FLOAT_EXEC[type(n.op)](n.op, [src[1]]))
+                v[n.name] = (wire(n.op, [src[0]]), FLOAT_EXEC[type(n.op)](n.op, [src[1]]))
         return F.mse_loss(v[out_name][1] * cores[out_name].scale, target[idx]) / norm
 
     params = []
