@@ -56,10 +56,12 @@ class Neuron:
 
     `relu`: a clipped, quantized ReLU. `if` / `lif`: (leaky) integrate-and-fire over `timesteps` steps, the
     membrane multiplied by `leak` in (0, 1] every step (1 = no leak), reset by `subtract`-ing the threshold
-    or to `zero`; inputs enter as spikes by a deterministic `rate` code or a `poisson` one.
+    or to `zero`; inputs enter as spikes by a deterministic `rate` code or a `poisson` one. `offered` lists
+    the models the chip can be configured with (a sweep may choose among them, nothing else).
     """
 
     model: str = "relu"
+    offered: tuple[str, ...] = NEURON_MODELS
     timesteps: int = 1
     leak: float = 1.0
     reset: str = "subtract"
@@ -184,7 +186,12 @@ class HardwareSpec:
         _choice("hardware.weights.scale", w.scale, SCALE_MODES)
         _positive("hardware.io.input_bits", io.input_bits)
         _positive("hardware.io.output_bits", io.output_bits)
-        _choice("hardware.neuron.model", n.model, NEURON_MODELS)
+        for offered in n.offered:
+            _choice("hardware.neuron.offered", offered, NEURON_MODELS)
+        if n.model not in n.offered:
+            raise ConfigError(
+                f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} (offered: {', '.join(n.offered)})"
+            )
         _choice("hardware.neuron.reset", n.reset, RESETS)
         _choice("hardware.neuron.encoding", n.encoding, ENCODINGS)
         _positive("hardware.neuron.timesteps", n.timesteps)
@@ -230,5 +237,5 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}.{name} must be a mapping (got {value!r})")
             value = _build(type(default), value, f"{path}.{name}")
-        kwargs[name] = value
+        kwargs[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
