@@ -61,11 +61,11 @@ class Neuron:
     """
 
     model: str = "relu"
-    offered: tuple[str, ...] = NEURON_MODELS
     timesteps: int = 1
     leak: float = 1.0
     reset: str = "subtract"
     encoding: str = "rate"
+    offered: tuple[str, ...] = NEURON_MODELS
 
 
 @dataclass(frozen=True)
@@ -189,9 +189,8 @@ class HardwareSpec:
         for offered in n.offered:
             _choice("hardware.neuron.offered", offered, NEURON_MODELS)
         if n.model not in n.offered:
-            raise ConfigError(
-                f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} (offered: {', '.join(n.offered)})"
-            )
+            offered = ", ".join(n.offered)
+            raise ConfigError(f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} (offered: {offered})")
         _choice("hardware.neuron.reset", n.reset, RESETS)
         _choice("hardware.neuron.encoding", n.encoding, ENCODINGS)
         _positive("hardware.neuron.timesteps", n.timesteps)
