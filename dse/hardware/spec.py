@@ -190,7 +190,8 @@ class HardwareSpec:
             _choice("hardware.neuron.offered", offered, NEURON_MODELS)
         if n.model not in n.offered:
             offered = ", ".join(n.offered)
-            raise ConfigError(f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} (offered: {offered})")
+            raise ConfigError(f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} "
+                              f"(offered: {offered})")
         _choice("hardware.neuron.reset", n.reset, RESETS)
         _choice("hardware.neuron.encoding", n.encoding, ENCODINGS)
         _positive("hardware.neuron.timesteps", n.timesteps)
