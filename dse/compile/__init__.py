@@ -84,11 +84,18 @@ class Prepared:
     seconds: float
 
 
-def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None) -> Prepared:
+def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
+            approximator_width: int = 8) -> Prepared:
+    """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks."""
     start = time.perf_counter()
     trace: list[PassRecord] = []
-    exact = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"], trace)
     calib = dataset.x_train if calib_samples is None else dataset.x_train[:calib_samples]
+    canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
+    # the approximator places its knots where the values reaching each such function really are
+    feeds = [n.inputs[0] for n in canonical.of_type(o.Sigmoid, o.Tanh)]
+    samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds).items() if k in feeds}
+    exact = run_pipeline(canonical, HardwareSpec(),
+                         [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
     # tuning needs the activations of the cores it trains (not the exact max-pooling trees) on the
     # calibration data; the per-layer error report needs every core's on the test data
     teacher_calib = run_float(exact, calib, keep=[n.name for n in exact.of_type(o.CoreOp) if not n.op.fixed])

@@ -55,15 +55,26 @@ def channel_chunks(mask: np.ndarray, rows: int) -> list[tuple[int, int]]:
     return chunks
 
 
-def _pair_half(op: o.CoreOp) -> int | None:
-    """If the core emits a signed pair [s; -s] (rows O/2.. negate rows ..O/2), return O/2."""
-    half = op.out_channels // 2
-    if op.out_channels % 2 or op.mask is not None:
-        return None
-    w, b = op.weight, op.bias
-    if np.array_equal(w[half:], -w[:half]) and np.array_equal(b[half:], -b[:half]):
-        return half
-    return None
+def shared_rows(weight: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outputs whose weight rows are equal up to sign share their partial sums.
+
+    A signed pair [s; -s], or the hinge units relu(s - t_k) of an approximator, read the same linear form
+    with different biases: computing s once per group and letting the merge apply sign and bias saves most of
+    the partial-sum cores. Returns the distinct rows (their masks), and per output its row index and sign.
+    """
+    flat = weight.reshape(weight.shape[0], -1)
+    live = mask.reshape(mask.shape[0], -1)
+    first = np.argmax(flat != 0, axis=1)
+    sign = np.sign(flat[np.arange(len(flat)), first])
+    sign[sign == 0] = 1.0
+    canon = np.concatenate([flat * sign[:, None], live], axis=1)  # same row and same synapses
+    _, base, index = np.unique(canon, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(base)  # keep the distinct rows in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    index = index.reshape(-1)
+    relative = sign * sign[base[index]]  # each distinct row is kept as it first appears
+    return weight[base[order]], mask[base[order]], np.stack([rank[index], relative], axis=1)
 
 
 class _Fitter:
@@ -100,9 +111,7 @@ class _Fitter:
     # --- split-and-merge -----------------------------------------------------------------------------------
     def split(self, name: str, op: o.CoreOp, src: str, block: str) -> str:
         weight, mask = _dense(op)
-        half = _pair_half(op)
-        base_w = weight[:half] if half else weight  # a signed pair shares its partial sums
-        base_m = mask[:half] if half else mask
+        base_w, base_m, rows_of = shared_rows(weight, mask)
         n_base = base_w.shape[0]
         chunks = channel_chunks(base_m, self.rows)
         partials = []
@@ -116,16 +125,21 @@ class _Fitter:
             )
             partials.append(self.add(f"{name}_part", core, (part_in,), block))
         merged = self.add(f"{name}_partials", o.Concat(0), tuple(partials), block) if len(partials) > 1 else partials[0]
-        # merge: output j reads (pos, neg) of its base row in every group: +1, -1 (times the pair's sign)
+        # merge: output j reads (pos, neg) of its base row in every group: +1, -1 (times the row's sign)
         n_out, n_groups = op.out_channels, len(partials)
         w_merge = np.zeros((n_out, 2 * n_base * n_groups, 1, 1), np.float32)
         for j in range(n_out):
-            r, sign = (j, 1.0) if not half or j < half else (j - half, -1.0)
+            r, sign = int(rows_of[j, 0]), float(rows_of[j, 1])
             for g in range(n_groups):
                 w_merge[j, g * 2 * n_base + r] = sign
                 w_merge[j, g * 2 * n_base + n_base + r] = -sign
         merge = o.CoreOp(w_merge, op.bias, (1, 1), (0, 0, 0, 0), 1, op.dense, w_merge != 0)
         if int(merge.fan_in().max()) > self.rows:
+            if int(merge.fan_in().max()) >= int(op.fan_in().max()):  # each level must shrink, or it never ends
+                raise ConstraintError(
+                    f"core-op {name}: merging its partial sums needs crossbars of at least 4 rows to converge, "
+                    f"the chip has {self.rows}"
+                )
             return self.split(name, merge, merged, block)
         return self.add(name, merge, (merged,), block, exact_name=True)
 

@@ -27,6 +27,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 from dse.ir.shapes import SHAPE_RULES, Shape
+from dse.passes.approximator import FUNCTIONS, fit_hinges
 from dse.passes.registry import register
 
 
@@ -59,6 +60,7 @@ class LinearSpec:
     padding: o.Pads
     groups: int
     dense: bool
+    mask: np.ndarray | None = None  # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ Value = Terms | Pending
 
 
 class _Reformer:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, samples: dict[str, np.ndarray], width: int) -> None:
         self.src = graph
+        self.samples, self.width = samples, width
         self.b = GraphBuilder()
         self.shapes: dict[str, Shape] = {}
         self.values: dict[str, Value] = {}
@@ -102,7 +105,10 @@ class _Reformer:
             nodes = list(dict.fromkeys(t.node for t in src.terms))
             offsets = np.cumsum([0] + [self.shapes[n][0] for n in nodes])
             inp = nodes[0] if len(nodes) == 1 else self.add(f"{base}_in", o.Concat(0), *nodes)
-            w_one, m_one = expand_groups(weight, groups) if groups > 1 else (weight, np.ones(weight.shape, bool))
+            if groups > 1:
+                w_one, m_one = expand_groups(weight, groups)
+            else:
+                w_one, m_one = weight, np.ones(weight.shape, bool) if lin.mask is None else lin.mask
             full = np.zeros((weight.shape[0], offsets[-1], *weight.shape[2:]))
             mask = np.zeros(full.shape, dtype=bool)
             for t in src.terms:
@@ -125,11 +131,7 @@ class _Reformer:
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
-        pair = LinearSpec(
-            np.concatenate([lin.weight, -lin.weight]), np.concatenate([lin.bias, -lin.bias]),
-            lin.stride, lin.padding, lin.groups, lin.dense,
-        )
-        node = self.core(base, pair, v.src)
+        node = self.core(base, stacked(lin, -1.0, -lin.bias), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
     def relu(self, base: str, v: Value) -> Terms:
@@ -152,11 +154,7 @@ class _Reformer:
         if hi is None:
             return self.relu(base, v)
         lin, n_out = p.lin, p.lin.weight.shape[0]
-        both = LinearSpec(
-            np.concatenate([lin.weight, lin.weight]), np.concatenate([lin.bias, lin.bias - hi]),
-            lin.stride, lin.padding, lin.groups, lin.dense,
-        )
-        node = self.core(base, both, p.src)
+        node = self.core(base, stacked(lin, 1.0, lin.bias - hi), p.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
     def shape_of(self, v: Terms) -> Shape:
@@ -224,11 +222,24 @@ class _Reformer:
             ))
         if isinstance(op, o.Concat):
             return self.concat(name, op, [self.signed(v) for v in ins])
-        if isinstance(op, (o.Sigmoid, o.Tanh, o.Softmax)):
-            raise UnsupportedOpError(
-                type(op).__name__, name, "the chip's only non-linearity is a ReLU and no approximator is available"
-            )
+        if isinstance(op, (o.Sigmoid, o.Tanh)):
+            return self.approximate(name, type(op).__name__, ins[0], node.inputs[0])
+        if isinstance(op, o.Softmax):
+            raise UnsupportedOpError("Softmax", name, "only a Softmax at the output is supported (it is dropped)")
         raise UnsupportedOpError(type(op).__name__, name, "no core-op form")
+
+    def approximate(self, name: str, fn_name: str, v: Value, src: str) -> Terms:
+        """f(s) as hinge units relu(s - t_k) (one core-op, k-major channels) plus an always-on unit."""
+        fit = fit_hinges(FUNCTIONS[fn_name], self.samples.get(src), self.width)
+        p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
+        lin, n_out = p.lin, p.lin.weight.shape[0]
+        width = len(fit.knots)
+        weight = np.concatenate([lin.weight] * width + [np.zeros_like(lin.weight)])
+        bias = np.concatenate([lin.bias - t for t in fit.knots] + [np.ones(n_out)])
+        hidden = LinearSpec(weight, bias, lin.stride, lin.padding, lin.groups, lin.dense)
+        node = self.core(f"{name}_hidden", hidden, p.src)
+        terms = [Term(node, k * n_out, n_out, float(a)) for k, a in enumerate(fit.coeffs) if a != 0.0]
+        return Terms((*terms, Term(node, width * n_out, n_out, fit.const)))
 
     def concat(self, name: str, op: o.Concat, vs: list[Terms]) -> Terms:
         if op.axis != 0:
@@ -237,7 +248,12 @@ class _Reformer:
         if all(len(v.terms) == 1 and v.terms[0].coeff == 1.0 for v in vs):
             node = self.add(name, op, *(self.whole(v.terms[0]) for v in vs))
             return Terms((Term(node, 0, self.shapes[node][0], 1.0),))
-        pairs = [self.signed(Pending(identity(self.shape_of(v)), v, f"{name}_part")) for v in vs]
+        pairs = []
+        for v in vs:  # each part as a pair [relu(s); relu(-s)], even one >= 0 (its negative half is then 0), so
+            # that the positive and the negative concat line up channel for channel
+            lin = identity(self.shape_of(v))
+            node, c = self.core(f"{name}_part", stacked(lin, -1.0, -lin.bias), v), lin.weight.shape[0]
+            pairs.append(Terms((Term(node, 0, c, 1.0), Term(node, c, c, -1.0))))
         pos = self.add(f"{name}_pos", op, *(self.whole(p.terms[0]) for p in pairs))
         neg = self.add(f"{name}_neg", op, *(self.whole(p.terms[-1]) for p in pairs))
         c = self.shapes[pos][0]
@@ -308,8 +324,23 @@ def identity(shape: Shape) -> LinearSpec:
 
 def shift(p: Pending, delta: float) -> Pending:
     lin = p.lin
-    moved = LinearSpec(lin.weight, lin.bias + delta, lin.stride, lin.padding, lin.groups, lin.dense)
+    moved = LinearSpec(lin.weight, lin.bias + delta, lin.stride, lin.padding, lin.groups, lin.dense, lin.mask)
     return Pending(moved, p.src, p.name)
+
+
+def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray) -> LinearSpec:
+    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs.
+
+    Stacked on the output axis, a grouped op's groups would shift (the second half would read other input
+    channels than the first), so a grouped op is expanded to a dense one whose mask keeps its real synapses.
+    """
+    weight, mask = lin.weight, lin.mask
+    if lin.groups > 1:
+        weight, mask = expand_groups(weight, lin.groups)
+    return LinearSpec(
+        np.concatenate([weight, sign * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
+        lin.dense, None if mask is None else np.concatenate([mask, mask]),
+    )
 
 
 def expand_groups(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -367,5 +398,8 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
 
 
 @register("reform")
-def reform(graph: Graph, hw: HardwareSpec | None = None) -> Graph:
-    return _Reformer(graph).run()
+def reform(graph: Graph, hw: HardwareSpec | None = None, *, samples: dict[str, np.ndarray] | None = None,
+           approximator_width: int = 8) -> Graph:
+    """`samples`: values that reach each element-wise function the chip lacks (keyed by the node that feeds
+    it), to place the approximator's knots; `approximator_width`: its hidden units per value."""
+    return _Reformer(graph, samples or {}, approximator_width).run()

@@ -1,0 +1,58 @@
+"""The MLP universal approximator: an element-wise function the chip lacks, as one hidden layer of ReLUs.
+
+``f(s) ~ c + sum_k a_k relu(s - t_k)``: a continuous piecewise-linear function with `width` hinges at the
+knots `t_k`, placed at quantiles of the values that really reach the function (so resolution goes where the
+data is), its coefficients fitted by least squares on those values plus a uniform grid over their range (so
+the fit holds between samples). The constant `c` is carried by one always-on neuron per channel, so a zero
+padding downstream still sees zero, as in the original network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "Tanh": np.tanh,
+}
+DEFAULT_RANGE = (-8.0, 8.0)  # used when no sample of the input is known
+
+
+@dataclass(frozen=True)
+class HingeFit:
+    knots: np.ndarray  # (width,)
+    coeffs: np.ndarray  # (width,)
+    const: float
+    max_error: float  # on the fitting points
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        return self.const + (np.maximum(s[..., None] - self.knots, 0.0) * self.coeffs).sum(axis=-1)
+
+
+def fit_hinges(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray | None, width: int) -> HingeFit:
+    if width < 2:
+        raise ValueError("the approximator needs at least 2 hidden units")
+    if samples is None or samples.size == 0:
+        lo, hi = DEFAULT_RANGE
+        data = np.linspace(lo, hi, 4001)
+    else:
+        data = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if data.size > 200_000:
+            data = np.random.default_rng(0).choice(data, 200_000, replace=False)
+        lo, hi = np.quantile(data, [0.0005, 0.9995])
+        if hi - lo < 1e-6:
+            lo, hi = lo - 1.0, hi + 1.0
+    # the first knot sits at the bottom of the range: below it the fit is the constant, as a saturating f is
+    knots = np.unique(np.concatenate([[lo], np.quantile(np.clip(data, lo, hi), np.linspace(0, 1, width + 1)[1:-1])]))
+    while knots.size < width:  # ties in the data: fill with evenly spaced knots
+        knots = np.unique(np.concatenate([knots, np.linspace(lo, hi, width - knots.size + 2)[1:-1]]))
+    knots = np.sort(knots)[:width]
+    points = np.concatenate([np.clip(data, lo, hi), np.linspace(lo, hi, 2001)])
+    basis = np.concatenate([np.ones((points.size, 1)), np.maximum(points[:, None] - knots, 0.0)], axis=1)
+    target = fn(points)
+    solution, *_ = np.linalg.lstsq(basis, target, rcond=None)
+    fit = HingeFit(knots, solution[1:], float(solution[0]), 0.0)
+    return HingeFit(knots, solution[1:], float(solution[0]), float(np.abs(fit(points) - target).max()))
