@@ -32,7 +32,7 @@ from dse.ir.graph import Graph
 from dse.passes import PassRecord, run_pipeline
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import compare, relative_error
-from dse.sim.float_exec import run_float
+from dse.sim.float_exec import decode_population, run_float
 from dse.sim.integer import run_integer
 from dse.sim.spiking import run_spiking
 from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tune_graph
@@ -41,6 +41,7 @@ from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tun
 from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
 from dse.passes import reform as _reform  # noqa: F401  isort: skip
 from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
+from dse.passes import reencode as _reencode  # noqa: F401  isort: skip
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -130,6 +131,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     *,
     strategy: str = "split",
     tuning: TuneOptions | None = None,
+    reencode_k: int = 1,
     progress: bool = False,
 ) -> CompileResult:
     """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip."""
@@ -140,7 +142,8 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     start = time.perf_counter()
     trace = list(prepared.trace)
-    fitted = run_pipeline(prepared.exact, hw, [("fit_crossbar", {"strategy": strategy})], trace)
+    fitted = run_pipeline(prepared.exact, hw, [("reencode", {"k": reencode_k}),
+                                               ("fit_crossbar", {"strategy": strategy})], trace)
 
     blocks: list[BlockReport] = []
     t0 = time.perf_counter()
@@ -162,13 +165,13 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "integer_vs_quantized_agreement": _agree(integer_logits, tuned_logits),
         "integer_vs_quantized_max_abs": float(np.abs(integer_logits - tuned_logits).max()),
     }
-    chip_values = {k: v.numpy() for k, v in tuned_values.items()}
+    chip_values = {k: decode_population(v, _population(compiled, k)).numpy() for k, v in tuned_values.items()}
     spike_report = None
     if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
         logits, stats, counts = run_spiking(compiled, hw.neuron, prepared.test_x, seed=tuning.seed,
                                             keep=tuple(k for k in prepared.teacher_test
                                                       if k in compiled and isinstance(compiled[k].op, o.CoreOp)))
-        chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}
+        chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}  # no population here
         verify["spiking_vs_integer_agreement"] = _agree(logits, integer_logits)
         spike_report = _spike_report(stats, hw, depth(compiled))
     else:
@@ -195,6 +198,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "dataset": prepared.dataset.name,
         "hardware": hw.to_dict(),
         "strategy": strategy,
+        "reencode_k": reencode_k,
         "tuning": tuning.mode,
         **metrics,
         "test_samples": len(prepared.test_y),
@@ -210,6 +214,11 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     }
     return CompileResult(compiled, report, layers, violations, trace,
                          {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
+
+
+def _population(graph: Graph, name: str) -> int:
+    op = graph[name].op
+    return op.population if isinstance(op, o.CoreOp) else 1
 
 
 def _agree(a: np.ndarray, b: np.ndarray) -> float:

@@ -39,6 +39,7 @@ class Input(Op):
     shape: tuple[int, ...]
     scale: float = 1.0
     code_max: int | None = None
+    population: int = 1  # > 1: the host sends that many thermometer copies of each channel (see CoreOp)
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,8 +47,11 @@ class Readout(Op):
     """Host-side decoding of a differential output: ``y = x[:, :C] - x[:, C:]``.
 
     A chip whose only neuron is a ReLU cannot emit a negative value, so a signed output `s` leaves the chip as
-    the pair ``relu(s), relu(-s)`` stacked on axis 1, and the host subtracts them.
+    the pair ``relu(s), relu(-s)`` stacked on axis 1, and the host subtracts them. When the output is carried by
+    a population code of `population` copies (copy-major on axis 1), the host first sums the copies.
     """
+
+    population: int = 1
 
 
 # --- network ops (from the importer) -----------------------------------------------------------------------
@@ -223,6 +227,10 @@ class CoreOp(Op):
     `quant` is set once the op is in integer form; then it, not `weight`/`bias`, defines the op.
     `fixed` marks a core whose weights are exact small integers acting on codes of one scale (the ReLU
     max-pooling tree): it is exact on any chip, so tuning keeps it as it is.
+    `population` > 1: the output channels are that many copies (copy-major) of ``O / population`` neurons whose
+    thresholds are staggered by one full code range each (a thermometer population code): copy i emits
+    ``clamp(y - i * out_max * step, 0, out_max * step)``, so the copies sum to y over a range `population`
+    times wider at the same step. Consumers read every copy with the same weight (the decoder folded in).
     """
 
     weight: np.ndarray  # (O, I / groups, kh, kw)
@@ -234,6 +242,7 @@ class CoreOp(Op):
     mask: np.ndarray | None = None
     quant: CoreQuant | None = None
     fixed: bool = False
+    population: int = 1
 
     @property
     def out_channels(self) -> int:

@@ -63,11 +63,11 @@ def _pad(op: o.Pad, ins: list[Shape]) -> Shape:
 
 
 def _readout(op: o.Readout, ins: list[Shape]) -> Shape:
-    return (ins[0][0] // 2, *ins[0][1:])
+    return (ins[0][0] // 2 // op.population, *ins[0][1:])
 
 
 SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
-    o.Input: lambda op, ins: tuple(op.shape),
+    o.Input: lambda op, ins: (op.shape[0] * op.population, *op.shape[1:]),
     o.Readout: _readout,
     o.CoreOp: _core,
     o.Reshape: lambda op, ins: tuple(op.shape),

@@ -133,7 +133,8 @@ class _Fitter:
             for g in range(n_groups):
                 w_merge[j, g * 2 * n_base + r] = sign
                 w_merge[j, g * 2 * n_base + n_base + r] = -sign
-        merge = o.CoreOp(w_merge, op.bias, (1, 1), (0, 0, 0, 0), 1, op.dense, w_merge != 0)
+        merge = o.CoreOp(w_merge, op.bias, (1, 1), (0, 0, 0, 0), 1, op.dense, w_merge != 0,
+                         population=op.population)
         if int(merge.fan_in().max()) > self.rows:
             if int(merge.fan_in().max()) >= int(op.fan_in().max()):  # each level must shrink, or it never ends
                 raise ConstraintError(
@@ -165,7 +166,7 @@ class _Fitter:
                     used += cost[c]
         return o.CoreOp(
             (weight * new_mask).astype(np.float32), op.bias, op.stride, op.padding, 1, op.dense, new_mask,
-            fixed=op.fixed,
+            fixed=op.fixed, population=op.population,
         )
 
 

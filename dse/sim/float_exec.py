@@ -52,18 +52,36 @@ def _core(op: o.CoreOp, xs: list[Tensor]) -> Tensor:
     return torch.clamp(torch.round(acc * mult), 0, q.out_max) * q.out_scale
 
 
+def input_codes(op: o.Input, x: Tensor) -> Tensor:
+    """The host's encoding of real inputs as codes; with a population, thermometer copies (copy-major)."""
+    if op.code_max is None:
+        raise ValueError("the input has no encoding")
+    # encode in float64 as the integer simulator does: in float32, x / scale can land on the other side of a
+    # rounding tie (a digits pixel of 8/16 at a step of 1/15 is exactly 7.5 codes)
+    codes = torch.clamp(torch.round(x.double() / op.scale), 0, op.code_max * op.population)
+    if op.population > 1:
+        codes = torch.cat([torch.clamp(codes - i * op.code_max, 0, op.code_max) for i in range(op.population)], 1)
+    return codes
+
+
 def _input(op: o.Input, xs: list[Tensor]) -> Tensor:
     x = xs[0]
     if op.code_max is None:
         return x
-    # encode in float64 as the integer simulator does: in float32, x / scale can land on the other side of a
-    # rounding tie (a digits pixel of 8/16 at a step of 1/15 is exactly 7.5 codes)
-    return torch.clamp(torch.round(x.double() / op.scale), 0, op.code_max).to(x.dtype) * op.scale
+    return input_codes(op, x).to(x.dtype) * op.scale
+
+
+def decode_population(x: Tensor, population: int) -> Tensor:
+    """Sum the copies of a population code (copy-major on axis 1)."""
+    if population == 1:
+        return x
+    return x.reshape(x.shape[0], population, x.shape[1] // population, *x.shape[2:]).sum(dim=1)
 
 
 def _readout(op: o.Readout, xs: list[Tensor]) -> Tensor:
-    c = xs[0].shape[1] // 2
-    return xs[0][:, :c] - xs[0][:, c:]
+    x = decode_population(xs[0], op.population)
+    c = x.shape[1] // 2
+    return x[:, :c] - x[:, c:]
 
 
 def pad_values(x: Tensor, op: o.Pad) -> Tensor:

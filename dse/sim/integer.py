@@ -13,7 +13,7 @@ import torch
 
 from dse.ir import ops as o
 from dse.ir.graph import Graph
-from dse.sim.float_exec import conv_core, pad_values
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, input_codes, pad_values
 
 EXACT_LIMIT = 2.0**53
 
@@ -48,17 +48,20 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
     outs: list[np.ndarray] = []
     codes_all: dict[str, list[np.ndarray]] = {}
     out_name = graph.outputs[0]
+    # Free each node's codes after its last reader (unless every node's codes are wanted): float64 codes of
+    # every node of a large graph do not fit in memory (ResNet-50 after split: ~0.8 GB per image).
+    last_use = {src: i for i, node in enumerate(graph) for src in node.inputs}
     for start in range(0, len(x), batch_size):
         xb = torch.from_numpy(np.array(x[start : start + batch_size], dtype=np.float64))  # a copy: x may be read-only
         codes: dict[str, torch.Tensor] = {}
         scales: dict[str, float] = {}
-        for node in graph:
+        for i, node in enumerate(graph):
             op = node.op
             ins = [codes[s] for s in node.inputs]
             if isinstance(op, o.Input):
                 if op.code_max is None:
                     raise NotIntegerGraph("the input is not encoded")
-                codes[node.name] = torch.clamp(torch.round(xb / op.scale), 0, op.code_max)
+                codes[node.name] = input_codes(op, xb)
                 scales[node.name] = op.scale
             elif isinstance(op, o.Pad):
                 step = scales[node.inputs[0]]
@@ -69,8 +72,7 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
                 codes[node.name] = _core_codes(op, ins[0])
                 scales[node.name] = op.quant.out_scale
             elif isinstance(op, o.Readout):
-                c = ins[0].shape[1] // 2
-                codes[node.name] = (ins[0][:, :c] - ins[0][:, c:])
+                codes[node.name] = FLOAT_EXEC[o.Readout](op, ins)  # sums and differences of codes stay exact
                 scales[node.name] = scales[node.inputs[0]]
             elif isinstance(op, o.Slice):
                 codes[node.name] = ins[0][:, op.start : op.stop]
@@ -82,6 +84,10 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
                 raise NotIntegerGraph(f"node {node.name!r}: {type(op).__name__} is not a chip op")
             if node.name not in scales and node.inputs:
                 scales[node.name] = scales[node.inputs[0]]  # wiring: a single-scale view is enough to decode
+            if not keep_codes:
+                for src in node.inputs:
+                    if last_use[src] == i and src != out_name:
+                        codes.pop(src, None)  # pop: a node may read the same input twice
         outs.append((codes[out_name] * scales[out_name]).numpy())
         if keep_codes:
             for k, v in codes.items():

@@ -33,7 +33,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.sim import spiking
-from dse.sim.float_exec import FLOAT_EXEC, conv_core
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population
 from dse.tune.patches import patch_geometry, sample_patches
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
 from dse.tune.spiking import tune_spiking
@@ -108,6 +108,11 @@ class QCore(nn.Module):
                  patch: bool = False) -> None:
         super().__init__()
         self.patch = patch  # inputs are rows of patches (N, fan-in): the conv is a matrix product
+        self.full_op, self.k = op, op.population
+        if self.k > 1:  # a population code: train one copy, the others are its thresholds staggered
+            base = op.out_channels // self.k
+            op = o.CoreOp(op.weight[:base], op.bias[:base], op.stride, op.padding, op.groups, op.dense,
+                          None if op.mask is None else op.mask[:base])
         self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, out_max, wmax, per_column
         self.mask = torch.as_tensor(op.synapse_mask(), dtype=torch.float32)
         self.weight = nn.Parameter(torch.as_tensor(op.weight, dtype=torch.float32) * self.mask)
@@ -123,7 +128,7 @@ class QCore(nn.Module):
 
     def init_scale(self, y: Tensor) -> None:
         with torch.no_grad():
-            self.log_scale.fill_(float(np.log(best_act_scale(y, self.qmax))))
+            self.log_scale.fill_(float(np.log(best_act_scale(y, self.qmax * self.k))))
 
     def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
         w = self.weight * self.mask
@@ -141,7 +146,21 @@ class QCore(nn.Module):
         return (acc + (bias if flat else bias.reshape(-1, 1, 1))) * ws
 
     def forward(self, x: Tensor) -> Tensor:
-        y = torch.relu(self.pre(x))
+        if self.k == 1:
+            y = torch.relu(self.pre(x))
+        else:  # copy i's threshold sits i full code ranges higher
+            flat = self.patch or self.op.dense
+            acc = self._linear(x, None)
+            scale = self.scale if self.domain == "real" else self.scale.detach()
+            if self.domain == "code":
+                acc = acc * (self.ws if flat else self.ws.reshape(-1, 1, 1))
+            copies = []
+            for i in range(self.k):
+                bias = self.bias - i * self.qmax * scale
+                if self.domain == "code":
+                    bias = round_ste(bias / self.ws) * self.ws
+                copies.append(torch.relu(acc + (bias if flat else bias.reshape(-1, 1, 1))))
+            y = torch.cat(copies, dim=1)
         if self.domain == "real":
             return fake_quant_act(y, self.scale, self.qmax)
         return torch.clamp(round_ste(y / self.scale.detach()), 0, self.qmax)  # codes
@@ -158,7 +177,7 @@ class QCore(nn.Module):
     def round_naive(self, y: Tensor) -> None:
         """The baseline: activation step from the output's max, weight step from max |weight|, round."""
         with torch.no_grad():
-            self.log_scale.fill_(float(np.log(max(float(y.max()), 1e-12) / self.qmax)))
+            self.log_scale.fill_(float(np.log(max(float(y.max()), 1e-12) / (self.qmax * self.k))))
             w_code = self.weight * _weight_in_scale(self.op, self.in_scale)
             top = w_code.abs().reshape(w_code.shape[0], -1).amax(dim=1)
             if not self.per_column:
@@ -202,19 +221,22 @@ class QCore(nn.Module):
         with torch.no_grad():
             if self.ws is None:
                 self.to_code_domain()
+            k, step = self.k, float(self.scale)
             w_int = (torch.round(self.weight) * self.mask).to(torch.int64).numpy()
+            bias = torch.cat([torch.round((self.bias - i * self.qmax * step) / self.ws) for i in range(k)])
             q = o.CoreQuant(
-                weight_int=w_int,
-                weight_scale=self.ws.double().numpy(),
-                bias_int=torch.round(self.bias / self.ws).to(torch.int64).numpy(),
+                weight_int=np.concatenate([w_int] * k),
+                weight_scale=np.concatenate([self.ws.double().numpy()] * k),
+                bias_int=bias.to(torch.int64).numpy(),
                 in_scale=self.in_scale.double().numpy(),
-                out_scale=float(self.scale),
+                out_scale=step,
                 out_max=self.qmax,
             )
-        op = self.op
-        weight = (w_int * q.weight_scale.reshape(-1, 1, 1, 1) / _weight_in_scale(op, self.in_scale).double().numpy())
+        op = self.full_op
+        in_scale = _weight_in_scale(op, self.in_scale).double().numpy()
+        weight = q.weight_int * q.weight_scale.reshape(-1, 1, 1, 1) / in_scale
         return o.CoreOp(weight.astype(np.float32), (q.bias_int * q.weight_scale).astype(np.float32), op.stride,
-                        op.padding, op.groups, op.dense, op.mask, q, op.fixed)
+                        op.padding, op.groups, op.dense, op.mask, q, op.fixed, op.population)
 
 
 def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:
@@ -230,7 +252,7 @@ def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:
         out_scale=s,
         out_max=out_max,
     )
-    return o.CoreOp(op.weight, op.bias, op.stride, op.padding, op.groups, op.dense, op.mask, q, True)
+    return o.CoreOp(op.weight, op.bias, op.stride, op.padding, op.groups, op.dense, op.mask, q, True, op.population)
 
 
 # --- the walk over the graph ----------------------------------------------------------------------------
@@ -345,10 +367,11 @@ def tune_graph(
     for i, node in enumerate(graph):
         op = node.op
         if isinstance(op, o.Input):
-            new = o.Input(op.shape, in_step, in_max)
+            in_step /= op.population  # a population spreads the range over its copies at a finer step
+            new = o.Input(op.shape, in_step, in_max, op.population)
             walk.new_ops[node.name] = new
             walk.acts[node.name] = FLOAT_EXEC[o.Input](new, [calib_x])
-            walk.scales[node.name] = torch.full((op.shape[0],), in_step)
+            walk.scales[node.name] = torch.full((op.shape[0] * op.population,), in_step)
             if walk.spiking:
                 codes = torch.round(walk.acts[node.name] / in_step)
                 walk.trains[node.name] = spiking.encode(codes, hw.neuron.timesteps, hw.neuron.encoding,
@@ -363,9 +386,14 @@ def tune_graph(
             _tune_block(walk, block)
         else:
             if isinstance(op, o.Pad):  # the host pads with the code nearest to the normalized zero
+                src = walk.new_ops[node.inputs[0]]
+                k = src.population if isinstance(src, o.Input) else 1
                 scale = walk.scales[node.inputs[0]].numpy()
-                values = np.broadcast_to(np.asarray(op.value), (len(scale),)) / scale
-                op = o.Pad(op.padding, tuple(float(v) for v in np.clip(np.rint(values), 0, in_max) * scale))
+                channels = len(scale) // k
+                codes = np.clip(np.rint(np.broadcast_to(np.asarray(op.value), (channels,)) / scale[:channels]),
+                                0, in_max * k)
+                codes = np.concatenate([np.clip(codes - i * in_max, 0, in_max) for i in range(k)])  # copies
+                op = o.Pad(op.padding, tuple(float(v) for v in codes * scale))
             walk.commit(node, op)
             if not isinstance(op, o.Readout):
                 walk.scales[node.name] = _channel_scales(op, [walk.scales[s] for s in node.inputs],
@@ -463,7 +491,7 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
                 out = run_block({s: x_ext[s][idx] for s in ext}, lambda c, x: c(x))[out_name]
             else:
                 out = run_block(ext_codes(idx), lambda c, x: c(x))[out_name] * cores[out_name].scale.detach()
-            return F.mse_loss(out, target[idx]) / norm
+            return F.mse_loss(decode_population(out, cores[out_name].k), target[idx]) / norm
 
         def train(steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
             if steps <= 0:
@@ -519,7 +547,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         scales[n.name] = local_scales[n.name]
     with torch.no_grad():
         full = teacher(out_name)
-        err = float(F.mse_loss(acts[out_name], full) / (full.var() + 1e-12))
+        got = decode_population(acts[out_name], cores[out_name].k)
+        err = float(F.mse_loss(got, full) / (full.var() + 1e-12))
     report.losses["final"] = err
     if walk.reports is not None:
         walk.reports.append(report)
