@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import run_app
 
+if TYPE_CHECKING:
+    from dse.hardware.spec import HardwareSpec
+    from dse.ir.graph import Graph
+
 HELP = """usage: python -m dse.compile [OVERRIDE ...]
 
-Compile a trained network (ONNX) for a chip; write report.json, layers.csv, compiled.npz and config.yaml
-into the run folder (hydra.run.dir=DIR, default results/compile/<model>_<chip>_<strategy>/<time>/).
+Compile a trained network (ONNX) for a chip; write report.json, layers.csv, compiled.npz, config.yaml and,
+for a spiking chip, compiled.nir (a NIR graph) into the run folder (hydra.run.dir=DIR, default
+results/compile/<model>_<chip>_<strategy>/<time>/).
 
 Config groups (conf/):  model=lenet_mnist|mlp_mnist|cnn3_mnist|mlp_digits   hardware=chip_a|ideal
                         strategy=split|prune   tuning=multiphase|none
@@ -58,6 +65,8 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     _write(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
     save_graph(result.graph, run_dir / "compiled.npz", meta={"report": result.report})
     _write(run_dir / "layers.csv", _csv(result.layers))
+    if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
+        _write_nir(result.graph, hw, run_dir / "compiled.nir")
     _write(run_dir / "report.json", json.dumps(result.report, indent=2, default=float))  # last: marks success
     _summary(result, run_dir)
     return 0 if result.legal else 1
@@ -71,6 +80,17 @@ def _csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def _write_nir(graph: Graph, hw: HardwareSpec, path: Path) -> None:
+    """Atomic, like `_write`. A graph NIR cannot say (wiring it lacks) costs the file, not the compiled chip."""
+    from dse.errors import UnsupportedOpError
+    from dse.frontends.nir_export import write_nir
+
+    try:
+        write_nir(graph, hw, path)
+    except UnsupportedOpError as e:
+        logging.getLogger(__name__).warning("compiled.nir not written: %s", e)
 
 
 def _write(path: Path, text: str) -> None:

@@ -234,9 +234,11 @@ class _Reformer:
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         lin, n_out = p.lin, p.lin.weight.shape[0]
         width = len(fit.knots)
-        weight = np.concatenate([lin.weight] * width + [np.zeros_like(lin.weight)])
+        # stacked copies of a grouped op would read the wrong groups (see `stacked`): expand it, mask kept
+        weight, mask = expand_groups(lin.weight, lin.groups) if lin.groups > 1 else (lin.weight, lin.mask)
         bias = np.concatenate([lin.bias - t for t in fit.knots] + [np.ones(n_out)])
-        hidden = LinearSpec(weight, bias, lin.stride, lin.padding, lin.groups, lin.dense)
+        hidden = LinearSpec(np.concatenate([weight] * width + [np.zeros_like(weight)]), bias, lin.stride,
+                            lin.padding, 1, lin.dense, None if mask is None else np.concatenate([mask] * (width + 1)))
         node = self.core(f"{name}_hidden", hidden, p.src)
         terms = [Term(node, k * n_out, n_out, float(a)) for k, a in enumerate(fit.coeffs) if a != 0.0]
         return Terms((*terms, Term(node, width * n_out, n_out, fit.const)))

@@ -1,0 +1,467 @@
+"""NIR export: a compiled spiking network as a Neuromorphic Intermediate Representation graph.
+
+`export_nir(graph, hw)` maps a compiled graph (every core-op in integer form, a chip whose neuron is `if` or
+`lif`) onto NIR nodes so that a consumer stepping the graph in discrete time (dt = 1 time step) reproduces
+`dse.sim.spiking` exactly. The conventions, one per line of our dynamics
+(``v <- leak * v + I_t``; spike when ``v >= theta``; reset; ``v_0 = theta / 2``):
+
+- **Input.** `nir.Input` of the per-sample frame the host sends. The consumer is fed spike trains, one 0/1
+  tensor per step: the rate (or Poisson) code of ``clamp(round(x / scale), 0, T)`` that `dse.sim.spiking`
+  sends; `input_trains` computes them. A host-side pad with a non-zero value (an input normalization folded
+  into a padded convolution) is part of that frame: the host sends the pad value's trains around the image,
+  so the exported input shape is the padded one.
+- **Core-op.** A weight node then a neuron node. The weight node is `nir.Affine` (dense core) or
+  `nir.Conv2d` (stride, symmetric padding; groups written out as a block-diagonal weight, see `_ungroup`)
+  holding the integer weights as float32 (exact: they are small integers) and the per-step
+  bias current ``bias_int / T`` as its bias, so its output at step t is the core's current
+  ``I_t = conv(s_t, weight_int) + bias_int / T`` in accumulator units. A core reading several sources (a merge
+  of partial sums, a residual add) gets one weight node per source, all feeding the neuron node: NIR sums
+  the edges that enter a node. Sibling cores concatenated into one value (column splits, the partial-sum
+  cores of a split) are fused into one NIR layer, which keeps the graph a chain where the network is one:
+  some consumers run a graph depth first (nirtorch 2.0.2, under sinabs) and cannot join branches of
+  different depth.
+- **Neuron.** `nir.IF` (``r = 1``: the step's current moves v by I_t) or `nir.LIF` with ``v_leak = 0``,
+  ``tau = -1 / ln(leak)`` (the membrane decays by exactly `leak` over one step of dt = 1) and ``r = tau``
+  (the charge of one step moves v by I_t, as for IF). ``v_threshold = out_scale / weight_scale`` per
+  neuron, as float32 (the precision the simulator runs in, so a float32 consumer repeats its arithmetic).
+  A consumer that discretizes with forward Euler (``beta = 1 - dt / tau``) gets a slightly different leak;
+  the exact `leak` is in the node's metadata.
+- **Reset, firing, initial state** (NIR 1.0.4's text: spike when ``v > v_thr``, reset by subtracting
+  ``v_thr``). We fire at ``v >= theta``: the two differ only when v lands exactly on the threshold. A chip that
+  resets to zero cannot be said in NIR 1.0.4's IF/LIF; its neuron nodes say so in metadata ``reset``. NIR
+  has no initial state, and ours is not zero: v starts at half the threshold (so that a constant current
+  gives the rounded count). Every neuron node carries ``metadata["v_init"]`` (= v_threshold / 2, same shape);
+  a consumer must start its membrane there. It cannot be folded into the graph: a bias acts at every step,
+  and NIR has no one-step input.
+- **Wiring.** A flattening `Reshape` is `nir.Flatten`; `Slice` and `Concat` (along channels/features) are
+  folded into the weight nodes of the cores that read them (a slice is a block of zero weights); a zero
+  `Pad` is folded into the padding of the convolution that reads it; an output gathered from several
+  ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. Other reshapes and asymmetric padding have no
+  NIR form: `UnsupportedOpError`.
+- **Readout.** The graph's output is the spike trains of the last core(s): a signed value leaves the chip as
+  a (positive, negative) pair of channels, and the host computes ``y = (count[:C] - count[C:]) * out_scale``
+  over the T steps (the graph's metadata says so per output: ``<output>_decode``, ``<output>_scale``).
+
+Where each dse core lives in the NIR graph is in the neuron nodes' metadata (``dse_cores``,
+``dse_core_channels``), so a test can compare every core's counts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+
+from dse.errors import ConfigError, UnsupportedOpError
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
+
+__all__ = ["export_nir", "input_trains", "write_nir"]
+
+F32 = np.float32
+NO_PAD: o.Pads = (0, 0, 0, 0)
+
+SEMANTICS = (
+    "dse spiking core-ops, discrete time, dt = 1 step, T steps per inference. Input: spike trains (0/1 per "
+    "step) of the host's rate/poisson code. Weight nodes output the step's current I_t (integer weights on "
+    "spikes plus bias_int/T). Neuron: v <- leak*v + I_t; spike when v >= v_threshold; reset per metadata "
+    "'reset' (subtract v_threshold, or to zero); v starts at metadata 'v_init' (= v_threshold/2). Output: "
+    "spike counts over T steps; a Readout output is decoded by the host as (count[:C] - count[C:]) * out_scale."
+)
+
+
+@dataclass(frozen=True)
+class _Term:
+    """A contiguous range [start, stop) of axis 0 (channels or features) of the NIR node `src`, with the
+    zero padding still to apply to its spatial axes (folded into the convolution that reads it)."""
+
+    src: str
+    start: int
+    stop: int
+    pad: o.Pads = NO_PAD
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def _dse_version() -> str:
+    try:
+        return importlib_metadata.version("dse")
+    except importlib_metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
+def _merge(terms: list[_Term]) -> list[_Term]:
+    """Join neighbouring ranges of one source, so a concatenation of a whole layer reads as that layer."""
+    out: list[_Term] = []
+    for t in terms:
+        if out and out[-1].src == t.src and out[-1].stop == t.start and out[-1].pad == t.pad:
+            out[-1] = replace(out[-1], stop=t.stop)
+        else:
+            out.append(t)
+    return out
+
+
+def _slice(terms: list[_Term], start: int, stop: int) -> list[_Term]:
+    out, offset = [], 0
+    for t in terms:
+        lo, hi = max(start, offset), min(stop, offset + t.size)
+        if lo < hi:
+            out.append(replace(t, start=t.start + lo - offset, stop=t.start + hi - offset))
+        offset += t.size
+    return out
+
+
+class _Exporter:
+    def __init__(self, graph: Graph, hw: HardwareSpec) -> None:
+        self.graph, self.hw = graph, hw
+        self.shapes = infer_shapes(graph)
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.nir_shapes: dict[str, tuple[int, ...]] = {}
+        self.values: dict[str, list[_Term]] = {}
+        self.scales: dict[str, float] = {}
+        self.flattened: dict[str, str] = {}  # NIR source -> its Flatten node
+        self.names: set[str] = set()
+        self.output_names: list[str] = []
+        self.output_meta: dict[str, Any] = {}
+
+    # --- naming ------------------------------------------------------------------------------------------
+    def _fresh(self, base: str) -> str:
+        # consumers turn node names into torch module names: keep them identifiers
+        base = re.sub(r"\W", "_", base) or "node"
+        name, i = base, 1
+        while name in self.names:
+            name, i = f"{base}_{i}", i + 1
+        self.names.add(name)
+        return name
+
+    def _add(self, base: str, node: nir.NIRNode, shape: tuple[int, ...], *inputs: str) -> str:
+        name = self._fresh(base)
+        self.nodes[name] = node
+        self.nir_shapes[name] = shape
+        self.edges.extend((src, name) for src in inputs)
+        return name
+
+    # --- the walk ----------------------------------------------------------------------------------------
+    def run(self) -> nir.NIRGraph:
+        if not self.hw.spiking:
+            raise ConfigError(
+                f"NIR export needs a spiking chip (hardware.neuron.model if or lif, got {self.hw.neuron.model!r})"
+            )
+        host_pad = self._host_pad()
+        fused = self._fusable_concats()
+        deferred = {core for cores in fused.values() for core in cores}
+        for node in self.graph:
+            op = node.op
+            if isinstance(op, o.Input):
+                self._input(node.name, op, host_pad)
+            elif isinstance(op, o.CoreOp):
+                if op.quant is None:
+                    raise UnsupportedOpError("CoreOp", node.name, "not in integer form (export a compiled graph)")
+                if node.name not in deferred:
+                    self._layer(node.name, [node.name])
+            elif node.name in fused and self._agree_on_padding(fused[node.name]):
+                self._layer(node.name, fused[node.name])
+            elif node.name in fused:  # cannot fuse after all: emit the cores one by one, then join them
+                for core in fused[node.name]:
+                    self._layer(core, [core])
+                self.values[node.name] = _merge([t for src in node.inputs for t in self.values[src]])
+                self.scales[node.name] = self.scales[node.inputs[0]]
+            elif isinstance(op, o.Pad):
+                self._pad(node.name, op, node.inputs[0], host_pad)
+            elif isinstance(op, o.Reshape):
+                self._reshape(node.name, op, node.inputs[0])
+            elif isinstance(op, o.Slice):
+                self.values[node.name] = _slice(self.values[node.inputs[0]], op.start, op.stop)
+                self.scales[node.name] = self.scales[node.inputs[0]]
+            elif isinstance(op, o.Concat):
+                if op.axis != 0:
+                    raise UnsupportedOpError("Concat", node.name, f"axis {op.axis}: NIR export joins channels only")
+                self.values[node.name] = _merge([t for src in node.inputs for t in self.values[src]])
+                self.scales[node.name] = self.scales[node.inputs[0]]
+            elif isinstance(op, o.Readout):  # the host decodes: the chip's output is the pair of trains
+                self.values[node.name] = self.values[node.inputs[0]]
+                self.scales[node.name] = self.scales[node.inputs[0]]
+            else:
+                raise UnsupportedOpError(type(op).__name__, node.name, "not a chip op (export a compiled graph)")
+        for i, out in enumerate(self.graph.outputs):
+            self._output(out, "output" if i == 0 else f"output_{out}")
+        return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=self._graph_metadata(host_pad))
+
+    def _graph_metadata(self, host_pad: o.Pad | None) -> dict[str, Any]:
+        n, inp = self.hw.neuron, self.graph.input.op
+        assert isinstance(inp, o.Input)
+        meta: dict[str, Any] = {
+            "generator": "dse", "dse_version": _dse_version(), "semantics": SEMANTICS, "chip": self.hw.name,
+            "neuron_model": n.model, "timesteps": int(n.timesteps), "leak": float(n.leak), "reset": n.reset,
+            "encoding": n.encoding, "input_scale": float(inp.scale), "input_code_max": int(n.timesteps),
+            "outputs": ",".join(self.output_names),
+            **self.output_meta,
+        }
+        if host_pad is not None:
+            meta["host_pad"] = np.asarray(host_pad.padding, dtype=np.int64)  # top, left, bottom, right
+            meta["host_pad_value"] = np.asarray(host_pad.value, dtype=np.float64)
+        return meta
+
+    # --- host side ---------------------------------------------------------------------------------------
+    def _host_pad(self) -> o.Pad | None:
+        """A non-zero Pad right after the Input is sent by the host (it is the trains of the pad value's code):
+        it belongs to the input frame, not to the chip."""
+        inp = self.graph.input.name
+        pads = [n for n in self.graph.consumers(inp) if isinstance(n.op, o.Pad) and any(n.op.value)]
+        if not pads:
+            return None
+        if len(self.graph.consumers(inp)) != 1:
+            raise UnsupportedOpError("Pad", pads[0].name, "a host-side pad must be the input's only reader")
+        assert isinstance(pads[0].op, o.Pad)
+        return pads[0].op
+
+    def _input(self, name: str, op: o.Input, host_pad: o.Pad | None) -> None:
+        shape = tuple(int(s) for s in op.shape)
+        if host_pad is not None:
+            top, left, bottom, right = host_pad.padding
+            shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
+        self.nodes["input"] = nir.Input(input_type={"input": np.array(shape)})  # encoding: graph metadata
+        self.names.add("input")
+        self.nir_shapes["input"] = shape
+        self.values[name] = [_Term("input", 0, shape[0])]
+        self.scales[name] = float(op.scale)
+
+    def _output(self, name: str, base: str) -> None:
+        terms = self.values[name]
+        shape = tuple(int(s) for s in self.shapes[name])
+        if isinstance(self.graph[name].op, o.Readout):
+            shape = (2 * shape[0], *shape[1:])  # the chip emits both halves; the host subtracts
+        whole = len(terms) == 1 and terms[0].start == 0 and terms[0].pad == NO_PAD \
+            and terms[0].stop == self.nir_shapes[terms[0].src][0]
+        if whole:
+            sources = [terms[0].src]
+        else:  # gather the ranges with fixed 0/1 weight nodes; the Output sums them
+            sources = self._placements(name, terms, shape)
+        out = self._add(base, nir.Output(output_type={"output": np.array(shape)}), shape)
+        self.edges.extend((src, out) for src in sources)
+        # NIR 1.0.4's Output holds no metadata: the graph's says how the host decodes each output
+        self.output_names.append(out)
+        self.output_meta[f"{out}_dse_node"] = name
+        self.output_meta[f"{out}_scale"] = float(self.scales[name])
+        self.output_meta[f"{out}_decode"] = (
+            "(count[:C] - count[C:]) * scale" if isinstance(self.graph[name].op, o.Readout) else "count * scale")
+
+    def _placements(self, name: str, terms: list[_Term], shape: tuple[int, ...]) -> list[str]:
+        names, offset = [], 0
+        for t in terms:
+            src_shape = self.nir_shapes[t.src]
+            if t.pad != NO_PAD or src_shape[1:] != shape[1:]:
+                raise UnsupportedOpError(type(self.graph[name].op).__name__, name, "cannot gather this output")
+            w = np.zeros((shape[0], src_shape[0]), dtype=F32)
+            w[offset + np.arange(t.size), t.start + np.arange(t.size)] = 1.0
+            if len(shape) == 1:
+                node: nir.NIRNode = nir.Affine(weight=w, bias=np.zeros(shape[0], dtype=F32))
+            else:
+                node = nir.Conv2d(input_shape=tuple(src_shape[1:]), weight=w.reshape(*w.shape, 1, 1), stride=(1, 1),
+                                  padding=(0, 0), dilation=(1, 1), groups=1, bias=np.zeros(shape[0], dtype=F32))
+            names.append(self._add(f"{name}_gather", node, shape, t.src))
+            offset += t.size
+        return names
+
+    # --- wiring ------------------------------------------------------------------------------------------
+    def _pad(self, name: str, op: o.Pad, src: str, host_pad: o.Pad | None) -> None:
+        self.scales[name] = self.scales[src]
+        if op is host_pad:  # already in the input frame
+            self.values[name] = self.values[src]
+            return
+        if any(op.value):
+            raise UnsupportedOpError("Pad", name, "a non-zero pad value is only exportable on the host's input")
+        self.values[name] = [replace(t, pad=tuple(a + b for a, b in zip(t.pad, op.padding, strict=True)))
+                             for t in self.values[src]]
+
+    def _reshape(self, name: str, op: o.Reshape, src: str) -> None:
+        self.scales[name] = self.scales[src]
+        before, after = tuple(self.shapes[src]), tuple(op.shape)
+        if before == after:
+            self.values[name] = self.values[src]
+            return
+        if len(after) != 1:
+            raise UnsupportedOpError("Reshape", name, f"{before} -> {after}: NIR export flattens only")
+        terms = []
+        for t in self.values[src]:
+            src_shape = self.nir_shapes[t.src]
+            if len(src_shape) == 1:
+                terms.append(t)
+                continue
+            if t.pad != NO_PAD:
+                raise UnsupportedOpError("Reshape", name, "flattening a padded value")
+            if t.src not in self.flattened:
+                flat = nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=0, end_dim=-1)
+                self.flattened[t.src] = self._add(f"{t.src}_flatten", flat, (int(np.prod(src_shape)),), t.src)
+            per_channel = int(np.prod(src_shape[1:]))
+            terms.append(_Term(self.flattened[t.src], t.start * per_channel, t.stop * per_channel))
+        self.values[name] = _merge(terms)
+
+    # --- cores -------------------------------------------------------------------------------------------
+    def _fusable_concats(self) -> dict[str, list[str]]:
+        """Concats of sibling cores read by nothing else, all dense or all convolutions of one geometry: each
+        becomes one NIR layer (whether their inputs agree is checked when the concat is reached)."""
+        fused = {}
+        outputs = set(self.graph.outputs)
+        for node in self.graph.of_type(o.Concat):
+            cores = [self.graph[s] for s in node.inputs]
+            if node.op.axis != 0 or len(cores) < 2 or len(set(node.inputs)) != len(cores):
+                continue
+            if not all(isinstance(c.op, o.CoreOp) and c.name not in outputs
+                       and [n.name for n in self.graph.consumers(c.name)] == [node.name] for c in cores):
+                continue
+            ops = [c.op for c in cores]
+            first = ops[0]
+            if all(op.dense for op in ops) or all(
+                not op.dense and op.kernel == first.kernel and op.stride == first.stride and op.padding == first.padding
+                and self.shapes[c.inputs[0]][1:] == self.shapes[cores[0].inputs[0]][1:]
+                for c, op in zip(cores, ops, strict=True)
+            ):
+                fused[node.name] = list(node.inputs)
+        return fused
+
+    def _agree_on_padding(self, cores: list[str]) -> bool:
+        """Whether fused convolutions read every source with one padding (one weight node per source)."""
+        pads: dict[str, o.Pads] = {}
+        return all(pads.setdefault(t.src, t.pad) == t.pad
+                   for core in cores for t in self.values[self.graph[core].inputs[0]])
+
+    def _layer(self, name: str, cores: list[str]) -> None:
+        """One NIR layer (weight nodes, then one neuron node) for `cores` side by side along channels."""
+        ops = [self.graph[c].op for c in cores]
+        assert all(isinstance(op, o.CoreOp) and op.quant is not None for op in ops)
+        steps = self.hw.neuron.timesteps
+        dense = ops[0].dense
+        sizes = [op.out_channels for op in ops]
+        total = sum(sizes)
+        out_shape = (total, *self.shapes[cores[0]][1:])
+        weights: dict[str, np.ndarray] = {}  # NIR source -> (total, C_src, kh, kw) or (total, F_src)
+        pads: dict[str, o.Pads] = {}  # NIR source -> the zero padding still to apply to it
+        row = 0
+        for core, op in zip(cores, ops, strict=True):
+            w = _ungroup(np.asarray(op.quant.weight_int, dtype=F32), 1 if dense else op.groups)
+            col = 0
+            for t in self.values[self.graph[core].inputs[0]]:
+                src_shape = self.nir_shapes[t.src]
+                if dense:
+                    if t.pad != NO_PAD or len(src_shape) != 1:
+                        raise UnsupportedOpError("CoreOp", core, f"a dense core reads a {src_shape} value")
+                    block = weights.setdefault(t.src, np.zeros((total, src_shape[0]), dtype=F32))
+                    block[row : row + op.out_channels, t.start : t.stop] += w.reshape(op.out_channels, -1)[
+                        :, col : col + t.size]
+                else:
+                    if pads.setdefault(t.src, t.pad) != t.pad:
+                        raise UnsupportedOpError("CoreOp", core, f"reads {t.src} with two different paddings")
+                    block = weights.setdefault(t.src, np.zeros((total, src_shape[0], *w.shape[2:]), dtype=F32))
+                    block[row : row + op.out_channels, t.start : t.stop] += w[:, col : col + t.size]
+                col += t.size
+            row += op.out_channels
+        bias = np.concatenate([np.asarray(op.quant.bias_int / steps, dtype=F32) for op in ops])
+        threshold = np.concatenate([np.asarray(op.quant.out_scale / op.quant.weight_scale, dtype=F32) for op in ops])
+        threshold = np.broadcast_to(threshold.reshape(-1, *[1] * (len(out_shape) - 1)), out_shape).copy()
+
+        weight_nodes = []
+        for i, (src, w) in enumerate(weights.items()):
+            b = bias if i == 0 else np.zeros_like(bias)  # the bias current enters once
+            base = f"{name}_weight" if len(weights) == 1 else f"{name}_weight_{i}"
+            if dense:
+                node: nir.NIRNode = nir.Affine(weight=w, bias=b)
+            else:
+                op = ops[0]
+                top, left, bottom, right = (a + p for a, p in zip(op.padding, pads[src], strict=True))
+                if top != bottom or left != right:
+                    raise UnsupportedOpError("CoreOp", name, "asymmetric padding (NIR pads both sides alike)")
+                node = nir.Conv2d(input_shape=tuple(int(s) for s in self.nir_shapes[src][1:]), weight=w,
+                                  stride=tuple(int(s) for s in op.stride), padding=(int(top), int(left)),
+                                  dilation=(1, 1), groups=1, bias=b)
+            weight_nodes.append(self._add(base, node, out_shape, src))
+
+        bounds = np.cumsum([0, *sizes]).astype(np.int64)
+        neuron = self._add(name, self._neuron(threshold, cores, bounds), out_shape, *weight_nodes)
+        for core, start, stop in zip(cores, bounds[:-1], bounds[1:], strict=True):
+            self.values[core] = [_Term(neuron, int(start), int(stop))]
+            self.scales[core] = float(self.graph[core].op.quant.out_scale)
+        if name not in cores:  # a fused concat: its value is the whole layer
+            self.values[name] = [_Term(neuron, 0, total)]
+            self.scales[name] = self.scales[cores[0]]
+
+    def _neuron(self, threshold: np.ndarray, cores: list[str], bounds: np.ndarray) -> nir.NIRNode:
+        n = self.hw.neuron
+        meta = {
+            "v_init": (threshold / 2).astype(F32),  # dse starts the membrane at half the threshold
+            "reset": n.reset,  # 'subtract' (v -= v_threshold) or 'zero' (v = 0)
+            "fire": "v >= v_threshold",
+            "leak": float(n.leak),
+            "dse_cores": ",".join(cores),
+            "dse_core_channels": bounds,  # core i holds channels bounds[i]:bounds[i+1]
+        }
+        if n.leak == 1.0:  # the simulator leaks by `leak` whatever the model is called
+            return nir.IF(r=np.ones_like(threshold), v_threshold=threshold, metadata=meta)
+        tau = np.full_like(threshold, -1.0 / math.log(n.leak), dtype=np.float64)
+        return nir.LIF(tau=tau, r=tau.copy(), v_leak=np.zeros_like(tau), v_threshold=threshold, metadata=meta)
+
+
+def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
+    """(O, C/g, kh, kw) -> the equal block-diagonal (O, C, kh, kw). NIR's Conv2d has `groups`, but not every
+    consumer reads it right (sinabs 3.1 builds its Conv2d with in_channels = weight.shape[1]); a dense weight
+    means the same to all of them, at g times the size (small: grouped cores are the max-pooling trees)."""
+    if groups == 1:
+        return weight
+    out_c, per_group = weight.shape[:2]
+    full = np.zeros((out_c, per_group * groups, *weight.shape[2:]), dtype=weight.dtype)
+    out_per_group = out_c // groups
+    for g in range(groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        full[rows, g * per_group : (g + 1) * per_group] = weight[rows]
+    return full
+
+
+def export_nir(graph: Graph, hw: HardwareSpec) -> nir.NIRGraph:
+    """The NIR graph of a compiled spiking network (see the module docstring for the conventions)."""
+    return _Exporter(graph, hw).run()
+
+
+def write_nir(graph: Graph, hw: HardwareSpec, path: str | Path) -> None:
+    """Write `export_nir(graph, hw)` to `path` (HDF5, `nir.write`) atomically: a reader never sees half a file."""
+    path = Path(path)
+    nir_graph = export_nir(graph, hw)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        nir.write(tmp, nir_graph)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def input_trains(graph: Graph, hw: HardwareSpec, x: np.ndarray, *, seed: int = 0, dtype: Any = None) -> Any:
+    """The spike trains (N, T, *input shape of the NIR graph) the host sends for real inputs `x`: exactly what
+    `dse.sim.spiking.run_spiking` feeds the chip (same encoder, same seed, one batch), host-side pad included.
+    """
+    # the trains are defined by the simulator's encoder: import it rather than restate it
+    import torch
+
+    from dse.sim.spiking import encode, pad_trains
+
+    dtype = torch.float32 if dtype is None else dtype
+    inp = graph.input.op
+    assert isinstance(inp, o.Input)
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.clamp(torch.round(torch.as_tensor(np.array(x), dtype=dtype) / inp.scale), 0, inp.code_max)
+    trains = encode(codes, hw.neuron.timesteps, hw.neuron.encoding, gen)
+    pad = _Exporter(graph, hw)._host_pad()
+    return trains if pad is None else pad_trains(trains, pad, inp.scale, hw.neuron)
