@@ -56,8 +56,10 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     onnx = cfg.model.onnx if cfg.model.onnx is not None else cfg.model.name
     name = Path(cfg.model.onnx).stem if cfg.model.onnx is not None else cfg.model.name
     graph, data = load_model(onnx, cfg.model.dataset)
-    prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples)
-    result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, progress=cfg.progress and
+    prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
+                       approximator_width=cfg.strategy.approximator_width)
+    result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
+                     progress=cfg.progress and
                      sys.stderr.isatty())
 
     run_dir.mkdir(parents=True, exist_ok=True)

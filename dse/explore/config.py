@@ -56,7 +56,9 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = "split"
+    name: str = "split"  # split (split-and-merge) or prune: how a fan-in too big for the crossbar is met
+    reencode_k: int = 1  # neurons carrying each value (population code for few I/O bits); 1 = off
+    approximator_width: int = 8  # hidden units of the MLP replacing each Sigmoid/Tanh the chip lacks
 
 
 @dataclass
@@ -84,7 +86,9 @@ class SearchConfig:
 class StudyConfig:
     name: str = MISSING  # names the results folder, results/<name>/<time>/; the same name resumes the study
     sampler: str = "grid"  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
-    objectives: list[str] = field(default_factory=lambda: ["accuracy_delta_pp", "crossbars"])  # all minimized
+    # result columns to minimize; None = the error and the preset's headline resource: energy (a *_pj column)
+    # or area (*_mm2) where its cost model gives them, else crossbars
+    objectives: list[str] | None = None
     n_trials: int | None = None  # nsga2: trials in all, resumed ones included; grid: None = the whole grid
     population_size: int = 16  # nsga2
     seed: int = 0
@@ -206,6 +210,7 @@ def split_sweeps(argv: list[str]) -> CommandLine:
             cmd.overrides.append(line)
             if o.type != OverrideType.DEL:
                 cmd.pinned.append(key)
+                cmd.sweeps.pop(key, None)  # the last word on a path wins, as in Hydra
             continue
         if key.startswith("hydra") or (CONF_DIR / key).is_dir():
             raise ConfigError(f"{line}: config group {key} cannot be swept; sweep one of its fields "
@@ -214,4 +219,6 @@ def split_sweeps(argv: list[str]) -> CommandLine:
             raise ConfigError(f"{line}: a continuous interval cannot be searched; list the values (a,b,c) or "
                               "use range(start,stop,step)")
         cmd.sweeps[key] = list(o.sweep_iterator())
+        if key in cmd.pinned:
+            cmd.pinned.remove(key)
     return cmd
