@@ -52,6 +52,7 @@ class TuneOptions:
     round_steps: int = 30  # steps after each rounding round
     batch_size: int = 256  # samples per step (x16 rows when training on conv patches)
     spike_steps: int = 60  # spiking chips: steps tuning thresholds and biases on the real dynamics
+    spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
     lr: float = 1e-3  # Adam, real-valued weights (phase 1)
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
@@ -352,6 +353,10 @@ def tune_graph(
     check_quantizable(hw)
     if not hw.quantized:
         return graph  # an unconstrained chip computes the float graph itself
+    if hw.spiking and len(calib_x) > options.spike_calib_samples:
+        n = options.spike_calib_samples  # every layer's spike trains are simulated: fewer images, same method
+        calib_x, full_teacher = calib_x[:n], teacher
+        teacher = lambda name: full_teacher(name)[:n]  # noqa: E731
     torch.manual_seed(options.seed)
     from dse.ir.shapes import infer_shapes
 
