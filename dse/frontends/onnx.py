@@ -57,9 +57,13 @@ _RANDOM = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "Rando
 _SUB_BYTE_TYPES = frozenset({"INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2"})
 
 _FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+# Float types a Cast on the data path may target: the IR computes in float32, so a cast to one of these changes
+# no value. A cast to FLOAT16 or BFLOAT16 rounds, which the IR cannot express.
+_EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 
-# Ops whose job is only to compute constants (shape subgraphs); they are folded, never on the data path.
-_FOLD_OPS = ("Constant", "ConstantOfShape", "Gather", "Slice", "Squeeze", "Unsqueeze")
+# Ops that only ever make constants; they are folded. (Shape subgraphs also fold Gather, Slice, Squeeze and
+# Unsqueeze, which have data-path conversions as well.)
+_FOLD_OPS = ("Constant", "ConstantOfShape")
 
 
 def _one_line(text: object) -> str:
@@ -136,8 +140,9 @@ def _expected_bytes(tensor: TensorProto) -> int | None:
     return math.prod(tensor.dims) * itemsize
 
 
-def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) -> None:
-    """Read external tensor data into the tensors, after checking where it lives."""
+def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) -> int:
+    """Read external tensor data into the tensors, after checking where it lives; return how many."""
+    loaded = 0
     for tensor in _iter_tensors(model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
@@ -165,11 +170,14 @@ def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) ->
         tensor.raw_data = data
         del tensor.external_data[:]
         tensor.data_location = TensorProto.DEFAULT
+        loaded += 1
+    return loaded
 
 
 def _read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProto, str]:
     if not isinstance(path_or_model, ModelProto | str | os.PathLike):
         raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
+    path: Path | None = None
     if isinstance(path_or_model, ModelProto):
         model, base_dir, label = ModelProto(), None, "<in-memory model>"
         model.CopyFrom(path_or_model)  # external data is written into the tensors: leave the caller's alone
@@ -185,9 +193,11 @@ def _read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelPro
         except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
             raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {_one_line(e)})") from e
         base_dir = path.parent
-    _load_external_data(model, base_dir, label)
+    external = _load_external_data(model, base_dir, label)
     try:
-        onnx.checker.check_model(model)
+        # From the file when it is the whole model: checking a ModelProto serializes it first, a copy of the
+        # weights and a third of the import time of a VGG-16.
+        onnx.checker.check_model(str(path) if path is not None and not external else model)
     except Exception as e:
         raise ModelError(f"{label} fails the ONNX checker: {_one_line(e)}") from e
     if model.functions:
@@ -257,9 +267,12 @@ class _Importer:
         return self.consts[tensor]
 
     def only_first_output(self, node: NodeProto, name: str) -> None:
+        # The extra outputs (BatchNorm's running statistics, Dropout's mask, MaxPool's argmax indices) are
+        # training state or integer/boolean tensors; the IR has one float value per op.
         for extra in node.output[1:]:
             if extra and extra in self.used:
-                raise UnsupportedOpError(node.op_type, name, f"output {extra!r} is only defined in training")
+                raise UnsupportedOpError(node.op_type, name, f"output {extra!r} is used: only the op's first "
+                                         "output is supported (the others are training state, masks or indices)")
 
     def bind(self, node: NodeProto, ir_name: str) -> None:
         self.values[node.output[0]] = ir_name
@@ -275,6 +288,9 @@ class _Importer:
                 self.consts[t.name] = onnx.numpy_helper.to_array(t)
             except Exception as e:  # wrong byte count for its shape, an exotic type
                 raise ModelError(f"model {self.label}: initializer {t.name!r} is unreadable: {_one_line(e)}") from e
+            # The array holds its own copy of the bytes and the proto is ours (read from the file, or a copy
+            # of the caller's): drop the proto's copy, so a large model is not held twice.
+            t.ClearField("raw_data")
         sparse = {s.values.name for s in g.sparse_initializer}
         data_inputs = [i for i in g.input if i.name not in self.consts and i.name not in sparse]
         if len(data_inputs) != 1:
@@ -316,7 +332,8 @@ class _Importer:
             raise ModelError(f"model {self.label}: input {vi.name!r} is not a tensor")
         if tt.elem_type not in _FLOAT_TYPES:
             raise ModelError(f"model {self.label}: input {vi.name!r} has element type "
-                             f"{TensorProto.DataType.Name(tt.elem_type)}, expected a float type")
+                             f"{TensorProto.DataType.Name(tt.elem_type)}, expected a float type "
+                             "(FLOAT, DOUBLE, FLOAT16 or BFLOAT16)")
         if not tt.HasField("shape") or len(tt.shape.dim) == 0:
             raise ModelError(f"model {self.label}: input {vi.name!r} declares no shape with a batch axis")
         dims = list(tt.shape.dim)
@@ -467,17 +484,18 @@ class _Importer:
         B = self.const(node, name, 1, "B")
         if B.ndim != 2:
             raise ModelError(f"node {name!r}: Gemm B must be 2-D, got {B.shape}")
-        w = np.asarray(B, dtype=np.float64)
-        w = w if int(attrs.get("transB", 0)) else w.T  # IR weight is (out, in)
-        weight = float(attrs.get("alpha", 1.0)) * w
-        self._vector_input(node, name, x, w.shape[1])
+        alpha = float(attrs.get("alpha", 1.0))
+        # alpha = 1 (what exporters write) needs no arithmetic: no float64 copy of a 100-M-weight layer
+        w = np.asarray(B) if alpha == 1.0 else alpha * np.asarray(B, dtype=np.float64)
+        weight = w if int(attrs.get("transB", 0)) else w.T  # IR weight is (out, in)
+        self._vector_input(node, name, x, weight.shape[1])
         c = self.const(node, name, 2, "C", optional=True)
         bias = None
         if c is not None:
             c = np.asarray(c, dtype=np.float64)
             if c.ndim > 2 or (c.ndim == 2 and c.shape[0] != 1):
                 raise UnsupportedOpError("Gemm", name, f"C of shape {c.shape} varies along the batch axis")
-            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (w.shape[0],))
+            bias = float(attrs.get("beta", 1.0)) * np.broadcast_to(c.reshape(-1), (weight.shape[0],))
         op = o.Linear(weight=_f32(weight), bias=None if bias is None else _f32(bias))
         self.bind(node, self.emit(node.output[0], op, x))
 
@@ -672,8 +690,11 @@ class _Importer:
 
     def _cast(self, node: NodeProto, name: str) -> None:
         to = int(_attrs(node).get("to", 0))
-        if to not in _FLOAT_TYPES:
-            raise UnsupportedOpError("Cast", name, f"cast of the data to {TensorProto.DataType.Name(to)}")
+        if to not in _EXACT_CAST_TYPES:
+            narrow = TensorProto.DataType.Name(to).startswith(("FLOAT", "BFLOAT"))
+            detail = "rounds to a narrower float type" if narrow else "leaves the float types"
+            raise UnsupportedOpError("Cast", name, f"cast of the data to {TensorProto.DataType.Name(to)} {detail}; "
+                                     "the IR computes in float32")
         self.unary(node, name, o.Identity())  # the IR computes in one float type
 
     def _softmax(self, node: NodeProto, name: str) -> None:
@@ -709,6 +730,156 @@ class _Importer:
                 raise ModelError(f"node {name!r}: Concat inputs {per} and {s} do not fit on axis {axis}")
         self.bind(node, self.emit(node.output[0], o.Concat(axis=axis - 1), *xs))
 
+    # --- data-path forms of the shape ops (mostly met folded, on constants) -------------------------------
+    def _axes(self, node: NodeProto, name: str, since_input: int, rank: int, *,
+              optional: bool = True) -> list[int] | None:
+        """The `axes` of a node, an attribute before opset `since_input` and input 1 from it, each made
+        non-negative against `rank` (the batched rank); None when absent or empty (both mean "every axis" to
+        Squeeze and the Reduce ops)."""
+        if self.opset < since_input:
+            raw = _attrs(node).get("axes")
+        else:
+            raw = self.const(node, name, 1, "axes", optional=optional)
+        if raw is None or np.asarray(raw).size == 0:
+            return None
+        axes = [int(a) for a in np.asarray(raw).reshape(-1)]
+        if any(not -rank <= a < rank for a in axes):
+            raise ModelError(f"node {name!r} ({node.op_type}): axes {axes} out of range for rank {rank}")
+        out = [a + rank if a < 0 else a for a in axes]
+        if len(set(out)) != len(out):
+            raise ModelError(f"node {name!r} ({node.op_type}): repeated axes {axes}")
+        return out
+
+    def _squeeze(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        axes = self._axes(node, name, 13, len(per) + 1)
+        if axes is None:  # "every axis of size 1": whether the batch is one of them depends on the batch size
+            raise UnsupportedOpError("Squeeze", name, "without axes it would squeeze a batch of 1; give the axes")
+        if 0 in axes:
+            raise UnsupportedOpError("Squeeze", name, "squeezes the batch axis")
+        if any(per[a - 1] != 1 for a in axes):
+            raise ModelError(f"node {name!r}: Squeeze axes {axes} are not all of size 1 in {per}")
+        self.unary(node, name, o.Reshape(shape=tuple(d for i, d in enumerate(per, start=1) if i not in axes)))
+
+    def _unsqueeze(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        raw = _attrs(node).get("axes") if self.opset < 13 else self.const(node, name, 1, "axes")
+        n_axes = 0 if raw is None else int(np.asarray(raw).size)
+        axes = self._axes(node, name, 13, len(per) + 1 + n_axes, optional=False)  # against the output's rank
+        if axes is None:
+            raise ModelError(f"node {name!r}: Unsqueeze lacks its axes")
+        if 0 in axes:
+            raise UnsupportedOpError("Unsqueeze", name, "inserts an axis before the batch axis")
+        rest = iter(per)
+        out = tuple(1 if i in axes else next(rest) for i in range(1, len(per) + 1 + len(axes)))
+        self.unary(node, name, o.Reshape(shape=out))
+
+    def _slice(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        full = (None, *per)  # the batch size is free
+        if self.opset < 10:
+            attrs = _attrs(node)
+            starts, ends = attrs.get("starts"), attrs.get("ends")
+            axes_raw, steps_raw = attrs.get("axes"), None
+            if starts is None or ends is None:
+                raise ModelError(f"node {name!r}: Slice lacks starts or ends")
+        else:
+            starts = self.const(node, name, 1, "starts")
+            ends = self.const(node, name, 2, "ends")
+            axes_raw = self.const(node, name, 3, "axes", optional=True)
+            steps_raw = self.const(node, name, 4, "steps", optional=True)
+        starts = [int(v) for v in np.asarray(starts).reshape(-1)]
+        ends = [int(v) for v in np.asarray(ends).reshape(-1)]
+        rank = len(full)
+        axes = list(range(len(starts))) if axes_raw is None else [int(a) for a in np.asarray(axes_raw).reshape(-1)]
+        steps = [1] * len(starts) if steps_raw is None else [int(v) for v in np.asarray(steps_raw).reshape(-1)]
+        if not len(starts) == len(ends) == len(axes) == len(steps) or any(not -rank <= a < rank for a in axes):
+            raise ModelError(f"node {name!r}: Slice starts/ends/axes/steps do not fit rank {rank}")
+        if 0 in steps:
+            raise ModelError(f"node {name!r}: Slice step 0")
+        cut: tuple[int, int] | None = None
+        for a, start, end, step in zip(axes, starts, ends, steps, strict=True):
+            a = a + rank if a < 0 else a
+            if a == 0:
+                # Only `x[0:]` keeps every sample whatever the batch size.
+                if step != 1 or start not in (0, -(2**63)) or end < 2**31 - 1:
+                    raise UnsupportedOpError("Slice", name, "slices the batch axis")
+                continue
+            size = full[a]
+            assert size is not None
+            if step > 0:
+                lo, hi = (min(max(v + size if v < 0 else v, 0), size) for v in (start, end))
+            else:
+                lo, hi = (min(max(v + size if v < 0 else v, -1), size - 1) for v in (start, end))
+            if step == 1 and (lo, hi) == (0, size):
+                continue  # the whole axis: nothing to do
+            if a != 1 or step != 1:
+                raise UnsupportedOpError("Slice", name, f"axis {a} step {step}: the IR slices only a contiguous "
+                                         "range of the channel (feature) axis")
+            if hi <= lo:
+                raise UnsupportedOpError("Slice", name, "the slice is empty")
+            cut = (lo, hi)
+        self.unary(node, name, o.Slice(*cut) if cut is not None else o.Identity())
+
+    def _gather(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        indices = np.asarray(self.const(node, name, 1, "indices"))
+        per = self.shapes[x]
+        rank = len(per) + 1
+        axis = int(_attrs(node).get("axis", 0))
+        if not -rank <= axis < rank:
+            raise ModelError(f"node {name!r}: Gather axis {axis} out of range for rank {rank}")
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise UnsupportedOpError("Gather", name, "gathers along the batch axis")
+        if axis != 1:
+            raise UnsupportedOpError("Gather", name, f"axis {axis}: the IR selects only along the channel "
+                                     "(feature) axis")
+        size = per[0]
+        flat = [int(i) for i in indices.reshape(-1)]
+        if not flat or any(not -size <= i < size for i in flat):
+            raise ModelError(f"node {name!r}: Gather indices {indices.tolist()} out of range for size {size}")
+        flat = [i + size if i < 0 else i for i in flat]
+        # Runs of consecutive indices become one Slice each, concatenated on the channel axis.
+        runs: list[list[int]] = []
+        for i in flat:
+            if runs and i == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, i + 1])
+        base = node.output[0]
+        parts = [x if (lo, hi) == (0, size) else self.emit(f"{base}_take{k}", o.Slice(lo, hi), x)
+                 for k, (lo, hi) in enumerate(runs)]
+        y = parts[0] if len(parts) == 1 else self.emit(f"{base}_cat", o.Concat(axis=0), *parts)
+        shape = (*indices.shape, *per[1:])
+        if self.shapes[y] != shape:
+            y = self.emit(base, o.Reshape(shape=shape), y)
+        elif y == x:
+            y = self.emit(base, o.Identity(), x)
+        self.values[node.output[0]] = y
+
+    def _reduce_mean(self, node: NodeProto, name: str) -> None:
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        attrs = _attrs(node)
+        axes = self._axes(node, name, 18, len(per) + 1)
+        if axes is None and self.opset >= 18 and int(attrs.get("noop_with_empty_axes", 0)):
+            self.unary(node, name, o.Identity())
+            return
+        if len(per) != 3 or axes is None or sorted(axes) != [2, 3]:
+            shown = "all axes" if axes is None else f"axes {axes}"
+            raise UnsupportedOpError("ReduceMean", name, f"over {shown} of per-sample shape {per}: only the mean "
+                                     "over the two spatial axes of a (C, H, W) image (global average pooling) "
+                                     "is supported")
+        pooled = self.emit(node.output[0] if int(attrs.get("keepdims", 1)) else f"{node.output[0]}_pool",
+                           o.GlobalAvgPool(), x)
+        if not int(attrs.get("keepdims", 1)):
+            pooled = self.emit(node.output[0], o.Reshape(shape=(per[0],)), pooled)
+        self.values[node.output[0]] = pooled
+
 
 _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,
@@ -735,6 +906,11 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Softmax": _Importer._softmax,
     "Concat": _Importer._concat,
     "Shape": _Importer._shape,
+    "Squeeze": _Importer._squeeze,
+    "Unsqueeze": _Importer._unsqueeze,
+    "Slice": _Importer._slice,
+    "Gather": _Importer._gather,
+    "ReduceMean": _Importer._reduce_mean,
 }
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS)))

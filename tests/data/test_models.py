@@ -25,11 +25,16 @@ from dse.data.train_models import (
     train,
 )
 from dse.errors import DataError, ModelError
+from dse.frontends.onnx import load_onnx
+from dse.sim.float_exec import run_logits
 
 # Lowest acceptable held-out accuracy; the committed files sit 1 to 3 points above these.
-FLOORS = {"lenet_mnist": 0.97, "mlp_mnist": 0.95, "mlp_digits": 0.95, "cnn3_mnist": 0.97}
+FLOORS = {"lenet_mnist": 0.97, "mlp_mnist": 0.95, "mlp_digits": 0.95, "cnn3_mnist": 0.97, "resnet_mnist": 0.97,
+          "mlp_sigmoid_mnist": 0.95}
 # The only op types the exporter should emit for these models (the importer's contract).
 ALLOWED_OPS = {"Sub", "Div", "Conv", "Relu", "MaxPool", "Reshape", "Gemm"}
+# Ops a model exists to exercise: they must be in its file (BatchNorm not folded away by the exporter).
+REQUIRED_OPS = {"resnet_mnist": {"BatchNormalization", "Add", "GlobalAveragePool"}, "mlp_sigmoid_mnist": {"Sigmoid"}}
 
 
 def test_floors_cover_every_model() -> None:
@@ -49,7 +54,9 @@ def test_file_is_small_self_contained_and_valid(name: str) -> None:
     assert [i.name for i in proto.graph.input] == ["input"]
     assert [o.name for o in proto.graph.output] == ["logits"]
     ops = {n.op_type for n in proto.graph.node}
-    assert ops <= ALLOWED_OPS, ops - ALLOWED_OPS
+    required = REQUIRED_OPS.get(name, set())
+    assert ops <= ALLOWED_OPS | required, ops - ALLOWED_OPS - required
+    assert required <= ops, required - ops
     # no Constant nodes, no initializers posing as graph inputs: every constant is an initializer
     initializers = {t.name for t in proto.graph.initializer}
     assert not initializers & {i.name for i in proto.graph.input}
@@ -77,6 +84,47 @@ def test_load_trained_reproduces_onnxruntime(name: str) -> None:
     with torch.no_grad():
         got = model(torch.from_numpy(np.array(x))).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_importer_and_float_executor_match_onnxruntime(name: str) -> None:
+    """The compiler's view of each committed model (import, then the float executor) is the model."""
+    ds = load_dataset(RECIPES[name].dataset)
+    expected = onnx_logits(model_path(name), ds.x_test)
+    graph = load_onnx(model_path(name))
+    np.testing.assert_allclose(run_logits(graph, ds.x_test), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_residual_model_graph_has_branches() -> None:
+    """resnet_mnist: every BatchNorm is its own node, and the residual Adds read two computed tensors."""
+    graph = load_onnx(model_path("resnet_mnist"))
+    counts = graph.op_counts()
+    assert counts["Add"] == 3 and counts["GlobalAvgPool"] == 1 and counts["Conv"] == 9
+    # 9 BatchNorms + the normalization's Sub and Div: the folding is the compiler's job, not the exporter's
+    assert counts["Affine"] == 11
+    assert all(len(n.inputs) == 2 for n in graph if type(n.op).__name__ == "Add")
+
+
+def test_export_keeps_batchnorm_and_round_trips(tmp_path: Path) -> None:
+    """The exporter would fold BatchNorm into the convolutions under the convs' names; export_onnx keeps it,
+    so the weights load back into torch exactly (running statistics included)."""
+    torch.manual_seed(1)
+    model = build_model("resnet_mnist")
+    with torch.no_grad():  # distinct, non-trivial statistics (identical initializers would be deduplicated)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    path = export_onnx(model, "resnet_mnist", tmp_path / "resnet_mnist.onnx", metadata={"dataset": "mnist"})
+    proto = onnx.load(str(path))
+    assert sum(n.op_type == "BatchNormalization" for n in proto.graph.node) == 9
+    x = torch.from_numpy(np.array(load_dataset("mnist").x_test[:8]))
+    with torch.no_grad():
+        np.testing.assert_allclose(load_trained("resnet_mnist", path)(x).numpy(), model(x).numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(onnx_logits(path, x.numpy()), model(x).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_batch_dimension_is_free() -> None:

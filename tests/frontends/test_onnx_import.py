@@ -225,6 +225,52 @@ def folding_case() -> tuple:
     return nodes, IMG, inits, {"out_shape": ["N", 4, 42]}
 
 
+def reduce_mean_case(axes: list[int], keepdims: int, opset: int) -> tuple:
+    """The exporter's form of AdaptiveAvgPool2d(1) (+ flatten when keepdims=0), then an FC layer."""
+    nodes = [oh.make_node("ReduceMean", ["x", "ax"] if opset >= 18 else ["x"], ["m"], keepdims=keepdims,
+                          **({} if opset >= 18 else {"axes": axes})),
+             oh.make_node("Flatten", ["m"], ["f"]), oh.make_node("Gemm", ["f", "B"], ["y"], transB=1)]
+    inits = {"B": rand(3, IMG[0], seed=30)}
+    if opset >= 18:
+        inits["ax"] = np.array(axes, dtype=np.int64)
+    return nodes, IMG, inits, {"opset": opset}
+
+
+def squeeze_case(opset: int) -> tuple:
+    """Unsqueeze a vector to (C, 1, 1), scale it, squeeze it back: axes as attributes, then as inputs."""
+    if opset < 13:
+        unsq = oh.make_node("Unsqueeze", ["x"], ["u"], axes=[2, -1])
+        sq = oh.make_node("Squeeze", ["s"], ["y"], axes=[-1, 2])
+    else:
+        unsq = oh.make_node("Unsqueeze", ["x", "ua"], ["u"])
+        sq = oh.make_node("Squeeze", ["s", "sa"], ["y"])
+    nodes = [unsq, oh.make_node("Mul", ["u", "k"], ["s"]), sq]
+    inits = {"k": rand(6, 1, 1, seed=31), "ua": np.array([2, -1], dtype=np.int64),
+             "sa": np.array([-1, 2], dtype=np.int64)}
+    if opset < 13:
+        del inits["ua"], inits["sa"]
+    return nodes, (6,), inits, {"opset": opset}
+
+
+def slice_case(starts: list[int], ends: list[int], axes: list[int] | None = None,
+               steps: list[int] | None = None) -> tuple:
+    inits = {"st": np.array(starts, dtype=np.int64), "en": np.array(ends, dtype=np.int64)}
+    ins = ["x", "st", "en"]
+    if axes is not None:
+        inits["ax"] = np.array(axes, dtype=np.int64)
+        ins.append("ax")
+    if steps is not None:
+        inits["sp"] = np.array(steps, dtype=np.int64)
+        ins.append("sp")
+    nodes = [oh.make_node("Slice", ins, ["s"]), oh.make_node("Relu", ["s"], ["y"])]
+    return nodes, IMG, inits
+
+
+def gather_case(indices: object, in_shape: tuple = IMG) -> tuple:
+    nodes = [oh.make_node("Gather", ["x", "i"], ["y"], axis=1)]
+    return nodes, in_shape, {"i": np.array(indices, dtype=np.int64)}
+
+
 OP_CASES = {
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
@@ -302,6 +348,18 @@ OP_CASES = {
     "shape_subgraph_11": shape_subgraph_case(11),
     "shape_subgraph_13": shape_subgraph_case(13),
     "folding": folding_case(),
+    "reduce_mean_hw_keepdims_13": reduce_mean_case([2, 3], 1, 13),
+    "reduce_mean_hw_flat_18": reduce_mean_case([-1, -2], 0, 18),
+    "squeeze_unsqueeze_11": squeeze_case(11),
+    "squeeze_unsqueeze_13": squeeze_case(13),
+    "slice_channels": slice_case([1], [3], [1]),
+    "slice_channels_negative_open_end": slice_case([-3, 0], [2**62, 2**31 - 1], [1, 0]),
+    "slice_whole_spatial_axes": slice_case([0, 1], [100, 4], [2, 1], [1, 1]),
+    "gather_scalar_channel": gather_case(2),
+    "gather_channel_runs": gather_case([3, 0, 1, -1]),
+    "gather_2d_indices_vector": gather_case([[0, 2], [5, 4]], in_shape=(6,)),
+    "cast_to_double_and_back": ([oh.make_node("Cast", ["x"], ["d"], to=TensorProto.DOUBLE),
+                                 oh.make_node("Cast", ["d"], ["y"], to=FLOAT)], IMG, {}),
 }
 
 
@@ -575,6 +633,30 @@ UNSUPPORTED = {
                                   "Mul"),
     "dropout_training": ([oh.make_node("Dropout", ["x", "r", "t"], ["y"])], IMG,
                          {"r": np.float32(0.5), "t": np.bool_(True)}, "Dropout"),
+    "reduce_mean_channels": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[1])], IMG, {}, "ReduceMean"),
+    "reduce_mean_all_axes": ([oh.make_node("ReduceMean", ["x"], ["y"])], IMG, {}, "ReduceMean"),
+    "squeeze_batch_axis": ([oh.make_node("Squeeze", ["x", "a"], ["y"])], (1, 7, 6),
+                           {"a": np.array([0, 1], dtype=np.int64)}, "Squeeze"),
+    "squeeze_without_axes": ([oh.make_node("Squeeze", ["x"], ["y"])], (1, 7, 6), {}, "Squeeze"),
+    "unsqueeze_before_batch": ([oh.make_node("Unsqueeze", ["x", "a"], ["y"])], IMG,
+                               {"a": np.array([0], dtype=np.int64)}, "Unsqueeze"),
+    "slice_batch_axis": ([oh.make_node("Slice", ["x", "s", "e"], ["y"])], IMG,
+                         {"s": np.array([0], dtype=np.int64), "e": np.array([1], dtype=np.int64)}, "Slice"),
+    "slice_spatial_axis": ([oh.make_node("Slice", ["x", "s", "e", "a"], ["y"])], IMG,
+                           {"s": np.array([1], dtype=np.int64), "e": np.array([3], dtype=np.int64),
+                            "a": np.array([2], dtype=np.int64)}, "Slice"),
+    "slice_channel_step2": ([oh.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])], IMG,
+                            {"s": np.array([0], dtype=np.int64), "e": np.array([4], dtype=np.int64),
+                             "a": np.array([1], dtype=np.int64), "p": np.array([2], dtype=np.int64)}, "Slice"),
+    "gather_batch_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=0)], IMG,
+                          {"i": np.array([0], dtype=np.int64)}, "Gather"),
+    "gather_spatial_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=2)], IMG,
+                            {"i": np.array([0], dtype=np.int64)}, "Gather"),
+    "cast_to_float16": ([oh.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+                         oh.make_node("Cast", ["h"], ["y"], to=FLOAT)], IMG, {}, "Cast"),
+    "maxpool_indices_used": ([oh.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2]),
+                              oh.make_node("Cast", ["i"], ["f"], to=FLOAT), oh.make_node("Add", ["p", "f"], ["y"])],
+                             IMG, {}, "MaxPool"),
     "batchnorm_training_output": ([oh.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y", "rm", "rv"],
                                                 training_mode=1)], IMG,
                                   {k: np.ones(4, np.float32) for k in "gbmv"}, "BatchNormalization"),

@@ -1,0 +1,311 @@
+"""ONNX conformance: the backend node test cases shipped with the ``onnx`` package, through our importer and
+float executor.
+
+Every node test case whose model uses only ops the importer claims (`SUPPORTED_OPS`) is selected. The onnx
+package builds those cases in memory (`onnx.backend.test.loader.load_model_tests(kind="node")`; older
+releases shipped them as ``data/node/<case>/model.onnx`` plus ``test_data_set_0/*.pb``, which the loader
+reads too). Each case is imported with `load_onnx`, run with `run_float`, and compared to the case's expected
+outputs with its own tolerances (rtol 1e-3, atol 1e-7 unless the case says otherwise).
+
+Our IR has one float data input whose axis 0 is the batch. The cases feed every operand as a graph input,
+so the first input is the data and every other input (weights, bias, shapes, bounds, indices) becomes an
+initializer holding the case's value: the form exporters write. A case the importer cannot express must be
+listed in `REJECTED` under a documented reason; the test then asserts that the importer refuses it with a
+typed one-line error (`UnsupportedOpError` or `ModelError`) matching that reason, never a crash. Every other
+selected case must pass.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from dse.errors import DseError, ModelError, UnsupportedOpError
+from dse.frontends.onnx import SUPPORTED_OPS, load_onnx
+from dse.sim.float_exec import run_float
+
+# The onnx release the REJECTED lists were written against: another release adds, renames or drops cases.
+WRITTEN_FOR_ONNX = "1.23.2"
+
+# reason -> (why, error type, pattern the importer's message must match)
+REASONS: dict[str, tuple[str, type[DseError], str]] = {
+    "dtype": ("the data input is not FLOAT, DOUBLE, FLOAT16 or BFLOAT16 (integers, float8, float4, int4...): the "
+              "IR computes on float tensors", ModelError, r"element type \w+, expected a float type"),
+    "cast": ("a Cast of the data to a type other than FLOAT or DOUBLE: it would round (FLOAT16, BFLOAT16, float8) "
+             "or leave the float types, and the IR computes in float32", UnsupportedOpError,
+             r"cast of the data to"),
+    "batch_constant": ("the second operand is a batch-sized tensor: the IR has one data input, and as a constant "
+                       "it differs from sample to sample", UnsupportedOpError, r"varies along the batch"),
+    "tensor_operand": ("Concat or Sum of the data with a second tensor (a second data input, or a state input): "
+                       "the IR has one data input, and these ops take no constant operand", UnsupportedOpError,
+                       r"concatenating a tensor with a constant|must be the data tensor, not a constant"),
+    "batch_axis": ("the op reduces, moves, slices or merges the batch axis (axis 0), which the IR keeps free: "
+                   "Softmax/Flatten/Gather/Slice/Squeeze/Unsqueeze on axis 0, a Reshape that does not keep the "
+                   "batch, Gemm transA", UnsupportedOpError, r"batch"),
+    "not_2d": ("1-D or 3-D pooling: the IR's pooling is 2-D", UnsupportedOpError, r"only 2-D is supported"),
+    "dilated_pool": ("dilated pooling", UnsupportedOpError, r"dilated pooling"),
+    "training": ("training mode (BatchNormalization or Dropout with training_mode=1)", UnsupportedOpError,
+                 r"training_mode"),
+    "extra_output": ("a second output is used (Dropout mask, MaxPool argmax indices): the IR has one float "
+                     "output per op", UnsupportedOpError, r"only the op's first output"),
+    "matmul_nd": ("MatMul by a constant that is not a 2-D matrix (batched or 1-D operands)", UnsupportedOpError,
+                  r"is not a matrix"),
+    "no_data_path": ("the output does not depend on a float data input (Shape of the input, Constant)",
+                     ModelError, r"does not depend on the data input|exactly one data input, found 0"),
+    "not_tensor": ("the input is a sequence or an optional, not a tensor", ModelError, r"is not a tensor"),
+    "reduce_axes": ("ReduceMean over axes other than the two spatial axes of an image (only global average "
+                    "pooling is supported)", UnsupportedOpError, r"only the mean over the two spatial axes"),
+    "empty": ("the result is an empty tensor", UnsupportedOpError, r"the slice is empty"),
+}
+
+# Every selected case the importer refuses, by reason (see REASONS).
+REJECTED: dict[str, tuple[str, ...]] = {
+    "dtype": (
+        "test_add_int16", "test_add_int8", "test_add_uint16", "test_add_uint32", "test_add_uint64",
+        "test_add_uint8", "test_cast_FLOAT4E2M1_to_FLOAT", "test_cast_FLOAT4E2M1_to_FLOAT16",
+        "test_cast_FLOAT8E4M3FNUZ_to_FLOAT", "test_cast_FLOAT8E4M3FNUZ_to_FLOAT16",
+        "test_cast_FLOAT8E4M3FN_to_FLOAT", "test_cast_FLOAT8E4M3FN_to_FLOAT16",
+        "test_cast_FLOAT8E5M2FNUZ_to_FLOAT", "test_cast_FLOAT8E5M2FNUZ_to_FLOAT16",
+        "test_cast_FLOAT8E5M2_to_FLOAT", "test_cast_FLOAT8E5M2_to_FLOAT16", "test_cast_INT2_to_FLOAT",
+        "test_cast_INT2_to_FLOAT16", "test_cast_INT2_to_INT8", "test_cast_INT4_to_FLOAT",
+        "test_cast_INT4_to_FLOAT16", "test_cast_INT4_to_INT8", "test_cast_UINT2_to_FLOAT",
+        "test_cast_UINT2_to_FLOAT16", "test_cast_UINT2_to_UINT8", "test_cast_UINT4_to_FLOAT",
+        "test_cast_UINT4_to_FLOAT16", "test_cast_UINT4_to_UINT8", "test_cast_e8m0_FLOAT8E8M0_to_FLOAT",
+        "test_cast_e8m0_FLOAT8E8M0_to_FLOAT16", "test_castlike_FLOAT4E2M1_to_FLOAT16_expanded",
+        "test_castlike_FLOAT4E2M1_to_FLOAT_expanded", "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT_expanded", "test_castlike_FLOAT8E4M3FN_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E4M3FN_to_FLOAT_expanded", "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT_expanded", "test_castlike_FLOAT8E5M2_to_FLOAT16_expanded",
+        "test_castlike_FLOAT8E5M2_to_FLOAT_expanded", "test_castlike_INT2_to_FLOAT16_expanded",
+        "test_castlike_INT2_to_FLOAT_expanded", "test_castlike_INT2_to_INT8_expanded",
+        "test_castlike_INT4_to_FLOAT16_expanded", "test_castlike_INT4_to_FLOAT_expanded",
+        "test_castlike_INT4_to_INT8_expanded", "test_castlike_UINT2_to_FLOAT16_expanded",
+        "test_castlike_UINT2_to_FLOAT_expanded", "test_castlike_UINT2_to_UINT8_expanded",
+        "test_castlike_UINT4_to_FLOAT16_expanded", "test_castlike_UINT4_to_FLOAT_expanded",
+        "test_castlike_UINT4_to_UINT8_expanded", "test_clip_default_int8_inbounds",
+        "test_clip_default_int8_inbounds_expanded", "test_clip_default_int8_max", "test_clip_default_int8_min",
+        "test_constantofshape_float_ones", "test_constantofshape_int_shape_zero", "test_constantofshape_int_zeros",
+        "test_div_int16", "test_div_int32_trunc", "test_div_int8", "test_div_uint16", "test_div_uint32",
+        "test_div_uint64", "test_div_uint8", "test_maxpool_2d_uint8", "test_mul_int16", "test_mul_int8",
+        "test_mul_uint16", "test_mul_uint32", "test_mul_uint64", "test_mul_uint8", "test_sub_int16",
+        "test_sub_int8", "test_sub_uint16", "test_sub_uint32", "test_sub_uint64", "test_sub_uint8",
+    ),
+    "cast": (
+        "test_cast_DOUBLE_to_FLOAT16", "test_cast_FLOAT16_to_FLOAT4E2M1", "test_cast_FLOAT16_to_FLOAT8E4M3FN",
+        "test_cast_FLOAT16_to_FLOAT8E4M3FNUZ", "test_cast_FLOAT16_to_FLOAT8E5M2",
+        "test_cast_FLOAT16_to_FLOAT8E5M2FNUZ", "test_cast_FLOAT16_to_INT2", "test_cast_FLOAT16_to_INT4",
+        "test_cast_FLOAT16_to_UINT2", "test_cast_FLOAT16_to_UINT4", "test_cast_FLOAT_to_BFLOAT16",
+        "test_cast_FLOAT_to_FLOAT16", "test_cast_FLOAT_to_FLOAT4E2M1", "test_cast_FLOAT_to_FLOAT8E4M3FN",
+        "test_cast_FLOAT_to_FLOAT8E4M3FNUZ", "test_cast_FLOAT_to_FLOAT8E5M2", "test_cast_FLOAT_to_FLOAT8E5M2FNUZ",
+        "test_cast_FLOAT_to_INT2", "test_cast_FLOAT_to_INT4", "test_cast_FLOAT_to_UINT2",
+        "test_cast_FLOAT_to_UINT4", "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0", "test_cast_e8m0_FLOAT_to_FLOAT8E8M0",
+        "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FN", "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ",
+        "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2", "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ",
+        "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FN", "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ",
+        "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2", "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ",
+        "test_castlike_DOUBLE_to_FLOAT16_expanded", "test_castlike_FLOAT16_to_FLOAT4E2M1_expanded",
+        "test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ_expanded", "test_castlike_FLOAT16_to_FLOAT8E4M3FN_expanded",
+        "test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ_expanded", "test_castlike_FLOAT16_to_FLOAT8E5M2_expanded",
+        "test_castlike_FLOAT16_to_INT2_expanded", "test_castlike_FLOAT16_to_INT4_expanded",
+        "test_castlike_FLOAT16_to_UINT2_expanded", "test_castlike_FLOAT16_to_UINT4_expanded",
+        "test_castlike_FLOAT_to_BFLOAT16_expanded", "test_castlike_FLOAT_to_FLOAT16_expanded",
+        "test_castlike_FLOAT_to_FLOAT4E2M1_expanded", "test_castlike_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_FLOAT_to_FLOAT8E4M3FN_expanded", "test_castlike_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_FLOAT_to_FLOAT8E5M2_expanded", "test_castlike_FLOAT_to_INT2_expanded",
+        "test_castlike_FLOAT_to_INT4_expanded", "test_castlike_FLOAT_to_UINT2_expanded",
+        "test_castlike_FLOAT_to_UINT4_expanded", "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+        "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded",
+    ),
+    "batch_constant": (
+        "test_add", "test_div", "test_div_example", "test_gemm_default_matrix_bias", "test_mul",
+        "test_mul_example", "test_sub", "test_sub_example",
+    ),
+    "tensor_operand": (
+        "test_causal_conv_with_state_decode_step_expanded",
+        "test_causal_conv_with_state_with_bias_and_past_state_expanded",
+        "test_causal_conv_with_state_with_past_state_expanded", "test_concat_1d_axis_0",
+        "test_concat_1d_axis_negative_1", "test_concat_2d_axis_0", "test_concat_2d_axis_1",
+        "test_concat_2d_axis_negative_1", "test_concat_2d_axis_negative_2", "test_concat_3d_axis_0",
+        "test_concat_3d_axis_1", "test_concat_3d_axis_2", "test_concat_3d_axis_negative_1",
+        "test_concat_3d_axis_negative_2", "test_concat_3d_axis_negative_3", "test_sum_example",
+        "test_sum_two_inputs",
+    ),
+    "batch_axis": (
+        "test_flatten_axis0", "test_flatten_axis2", "test_flatten_axis3", "test_flatten_negative_axis1",
+        "test_flatten_negative_axis2", "test_flatten_negative_axis4", "test_gather_0",
+        "test_gather_negative_indices", "test_gemm_all_attributes", "test_gemm_transposeA",
+        "test_reshape_allowzero_reordered", "test_reshape_negative_extended_dims", "test_reshape_one_dim",
+        "test_reshape_reordered_all_dims", "test_slice", "test_slice_default_axes", "test_slice_default_steps",
+        "test_slice_neg_steps", "test_slice_negative_axes", "test_softmax_axis_0", "test_squeeze",
+        "test_unsqueeze_axis_0",
+    ),
+    "not_2d": (
+        "test_averagepool_1d_default", "test_averagepool_3d_default",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
+        "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+        "test_averagepool_3d_dilations_small", "test_maxpool_1d_default", "test_maxpool_3d_default",
+        "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
+        "test_maxpool_3d_dilations_use_ref_impl_large",
+    ),
+    "dilated_pool": (
+        "test_averagepool_2d_dilations", "test_maxpool_2d_dilations",
+    ),
+    "training": (
+        "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode", "test_training_dropout",
+        "test_training_dropout_default", "test_training_dropout_zero_ratio",
+    ),
+    "extra_output": (
+        "test_dropout_default_mask", "test_dropout_default_mask_ratio",
+        "test_maxpool_with_argmax_2d_precomputed_pads", "test_maxpool_with_argmax_2d_precomputed_strides",
+        "test_training_dropout_default_mask", "test_training_dropout_mask",
+        "test_training_dropout_zero_ratio_mask",
+    ),
+    "matmul_nd": (
+        "test_matmul_1d_1d", "test_matmul_1d_3d", "test_matmul_3d", "test_matmul_4d", "test_matmul_4d_1d",
+        "test_matmul_bcast",
+    ),
+    "no_data_path": (
+        "test_constant", "test_shape", "test_shape_clip_end", "test_shape_clip_start", "test_shape_end_1",
+        "test_shape_end_negative_1", "test_shape_example", "test_shape_start_1", "test_shape_start_1_end_2",
+        "test_shape_start_1_end_negative_1", "test_shape_start_greater_than_end", "test_shape_start_negative_1",
+    ),
+    "not_tensor": (
+        "test_identity_opt", "test_identity_sequence",
+    ),
+    "reduce_axes": (
+        "test_reduce_mean_default_axes_keepdims_example", "test_reduce_mean_default_axes_keepdims_random",
+        "test_reduce_mean_do_not_keepdims_example", "test_reduce_mean_do_not_keepdims_random",
+        "test_reduce_mean_keepdims_example", "test_reduce_mean_keepdims_random",
+        "test_reduce_mean_negative_axes_keepdims_example", "test_reduce_mean_negative_axes_keepdims_random",
+    ),
+    "empty": (
+        "test_slice_start_out_of_bounds",
+    ),
+}
+
+REJECTED_CASES: dict[str, str] = {case: reason for reason, cases in REJECTED.items() for case in cases}
+
+
+def _array(value: object) -> np.ndarray:
+    return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+
+
+def _read_pb(path: str) -> np.ndarray:
+    tensor = onnx.TensorProto()
+    with open(path, "rb") as f:
+        tensor.ParseFromString(f.read())
+    return numpy_helper.to_array(tensor)
+
+
+@functools.cache
+def _selected_cases() -> dict[str, tuple[onnx.ModelProto, list, list, float, float]]:
+    """name -> (model, inputs, expected outputs, rtol, atol) for every node case made only of claimed ops."""
+    from onnx.backend.test.loader import load_model_tests
+
+    claimed = set(SUPPORTED_OPS)
+    cases = {}
+    for case in load_model_tests(kind="node"):
+        if case.model is not None:
+            model, (inputs, outputs) = case.model, case.data_sets[0]
+        elif case.model_dir is not None:  # older onnx: the cases live on disk
+            model = onnx.load(os.path.join(case.model_dir, "model.onnx"))
+            data_set = os.path.join(case.model_dir, "test_data_set_0")
+            inputs = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data_set, "input_*.pb")))]
+            outputs = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data_set, "output_*.pb")))]
+        else:
+            continue
+        if all(node.op_type in claimed for node in model.graph.node):
+            cases[case.name] = (model, list(inputs), list(outputs), case.rtol, case.atol)
+    return cases
+
+
+def _as_single_input(model: onnx.ModelProto, inputs: Sequence[object]) -> onnx.ModelProto:
+    """The case with its first input as the data and every other tensor input as an initializer."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    if not graph.input:
+        return out
+    keep = [graph.input[0]]
+    for vi, value in zip(list(graph.input)[1:], list(inputs)[1:], strict=False):
+        if value is None or isinstance(value, list | tuple):  # an optional or a sequence: left as it is
+            keep.append(vi)
+            continue
+        tensor = numpy_helper.from_array(_array(value), vi.name)
+        graph.initializer.append(tensor)
+    del graph.input[:]
+    graph.input.extend(keep)
+    return out
+
+
+CASE_NAMES = sorted(_selected_cases())
+
+
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_node_case(name: str) -> None:
+    model, inputs, outputs, rtol, atol = _selected_cases()[name]
+    single = _as_single_input(model, inputs)
+    reason = REJECTED_CASES.get(name)
+    if reason is not None:
+        _, error, pattern = REASONS[reason]
+        with pytest.raises(error, match=pattern) as err:
+            load_onnx(single)
+        assert "\n" not in str(err.value)  # one clear line, as the CLI prints it
+        return
+    graph = load_onnx(single)
+    # The IR computes in float32; torch cannot take numpy's bfloat16, so hand it float32 (exact for any
+    # FLOAT16/BFLOAT16 data).
+    x = _array(inputs[0]).astype(np.float32)
+    got = run_float(graph, x)
+    assert len(graph.outputs) == len(outputs)
+    for out_name, expected in zip(graph.outputs, outputs, strict=True):
+        want = _array(expected).astype(np.float64)
+        have = got[out_name].numpy().astype(np.float64)
+        assert have.shape == want.shape
+        np.testing.assert_allclose(have, want, rtol=rtol, atol=atol)
+
+
+def test_rejected_cases_are_selected_and_explained() -> None:
+    """The lists stay honest: no case twice, every reason documented and used, every entry a selected case."""
+    listed = [case for cases in REJECTED.values() for case in cases]
+    assert len(listed) == len(set(listed))
+    assert set(REJECTED) == set(REASONS)
+    assert all(REJECTED.values())
+    stale = set(listed) - set(CASE_NAMES)
+    if stale and onnx.__version__ != WRITTEN_FOR_ONNX:
+        pytest.skip(f"onnx {onnx.__version__} lacks {len(stale)} cases the lists name (written for "
+                    f"{WRITTEN_FOR_ONNX})")
+    assert not stale
+
+
+# Claimed ops no backend case can exercise on our data path; tests/frontends/test_onnx_import.py covers them
+# against onnxruntime instead.
+NO_PASSING_CASE = {
+    "Constant": "its cases have no data input",
+    "ConstantOfShape": "its cases take an INT64 shape as the only input",
+    "Shape": "its output is a constant (the input's shape), never data",
+    "Concat": "every case concatenates two or three input tensors (the IR has one data input)",
+    "ReduceMean": "every case reduces a (3, 2, 2) tensor over non-spatial axes or all axes",
+}
+
+
+def test_selection_covers_the_claimed_data_path_ops() -> None:
+    """Every claimed op has at least one case that runs and passes, or is listed in NO_PASSING_CASE."""
+    passing = [name for name in CASE_NAMES if name not in REJECTED_CASES]
+    covered = {node.op_type for name in passing for node in _selected_cases()[name][0].graph.node}
+    assert set(SUPPORTED_OPS) - covered == set(NO_PASSING_CASE)
