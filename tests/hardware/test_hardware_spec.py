@@ -1,0 +1,108 @@
+"""HardwareSpec: validation names the bad field; derived quantities follow their closed forms."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from dse.errors import ConfigError
+from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
+
+
+def spec(**parts: dict[str, Any]) -> HardwareSpec:
+    return HardwareSpec.from_dict({"name": "t", **parts})
+
+
+BAD_VALUES = [
+    ("crossbar", "rows", 1),
+    ("crossbar", "rows", 0),
+    ("crossbar", "rows", -256),
+    ("crossbar", "rows", 2.5),
+    ("crossbar", "rows", "many"),
+    ("crossbar", "rows", True),
+    ("crossbar", "cols", 1),
+    ("crossbar", "cell_bits", 0),
+    ("weights", "bits", 0),
+    ("weights", "bits", -4),
+    ("weights", "scale", "per_row"),
+    ("io", "input_bits", 0),
+    ("io", "output_bits", -1),
+    ("neuron", "model", "sigmoid"),
+    ("neuron", "reset", "never"),
+    ("neuron", "encoding", "phase"),
+    ("neuron", "timesteps", 0),
+    ("neuron", "leak", 0.0),
+    ("neuron", "leak", 1.5),
+    ("mapping", "reuse", "sometimes"),
+    ("mapping", "cores_per_chip", 0),
+    ("cost", "crossbar_activation_pj", -1.0),
+]
+
+
+@pytest.mark.parametrize(("part", "key", "value"), BAD_VALUES, ids=lambda v: str(v))
+def test_a_bad_value_is_a_config_error_naming_the_field(part: str, key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=rf"hardware\.{part}\.{key}\b"):
+        spec(**{part: {key: value}})
+
+
+def test_an_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key hardware\.crossbar\.size"):
+        spec(crossbar={"size": 256})
+    with pytest.raises(ConfigError, match=r"hardware\.io must be a mapping"):
+        spec(io=8)
+
+
+def test_one_bit_weights_need_differential_columns() -> None:
+    assert spec(weights={"bits": 1}, crossbar={"differential": True}).weight_max == 1
+    with pytest.raises(ConfigError, match=r"hardware\.weights\.bits"):
+        spec(weights={"bits": 1}, crossbar={"differential": False})
+
+
+def test_a_crossbar_too_narrow_for_one_weight_is_refused() -> None:
+    """8-bit differential weights on 1-bit cells take 2 x 7 = 14 columns."""
+    with pytest.raises(ConfigError, match=r"hardware\.crossbar\.cols=8 cannot hold one 8-bit weight"):
+        spec(crossbar={"cols": 8, "cell_bits": 1}, weights={"bits": 8})
+    assert spec(crossbar={"cols": 14, "cell_bits": 1}, weights={"bits": 8}).logical_cols == 1
+
+
+def test_unconstrained_fields_are_allowed() -> None:
+    ideal = spec(crossbar={"rows": None, "cols": None}, weights={"bits": None}, io={"input_bits": None,
+                                                                                   "output_bits": None})
+    assert ideal.is_ideal and not ideal.quantized
+    assert ideal.weight_max is None and ideal.logical_cols is None and ideal.input_code_max is None
+
+
+# 1-bit weights exist only as differential pairs (validation refuses the rest, tested above)
+WEIGHT_LAYOUTS = [(b, c, d) for b in (1, 2, 3, 4, 5, 7, 8, 12, 16) for c in (1, 2, 3, 4, 8) for d in (True, False)
+                  if d or b > 1]
+
+
+@pytest.mark.parametrize(("bits", "cell_bits", "differential"), WEIGHT_LAYOUTS)
+def test_columns_per_weight_closed_form(bits: int, cell_bits: int, differential: bool) -> None:
+    """Differential: two unsigned magnitudes of b - 1 bits, each ceil((b - 1) / c) cells; else ceil(b / c)."""
+    hw = HardwareSpec(crossbar=Crossbar(256, 256, cell_bits, differential), weights=Weights(bits))
+    expected = 2 * math.ceil(max(bits - 1, 1) / cell_bits) if differential else math.ceil(bits / cell_bits)
+    assert hw.columns_per_weight == expected
+    assert hw.logical_cols == 256 // expected
+    assert hw.weight_max == max(2 ** (bits - 1) - 1, 1)
+
+
+def test_chip_a_numbers() -> None:
+    """chip_a: 8-bit differential weights on 4-bit cells: 2 slices x 2 columns, 64 neurons per crossbar."""
+    hw = HardwareSpec(crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))
+    assert hw.columns_per_weight == 4 and hw.logical_cols == 64 and hw.weight_max == 127
+    assert hw.edge_bits(to_core=True) == 6 and hw.edge_bits(to_core=False) == 8
+    assert hw.code_max(to_core=True) == 63 and hw.code_max(to_core=False) == 255 and hw.input_code_max == 63
+
+
+def test_float_weights_take_one_column_pair() -> None:
+    assert HardwareSpec(weights=Weights(None)).columns_per_weight == 2
+    assert HardwareSpec(crossbar=Crossbar(differential=False), weights=Weights(None)).columns_per_weight == 1
+
+
+def test_to_dict_round_trips() -> None:
+    hw = spec(crossbar={"rows": 64, "cols": 128}, weights={"bits": 4, "scale": "per_column"},
+              io={"input_bits": 4, "output_bits": 5})
+    assert HardwareSpec.from_dict(hw.to_dict()) == hw

@@ -1,0 +1,374 @@
+"""reform: network ops become ReLU core-ops (still float) and nothing changes on the ideal chip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from compiler_helpers import (
+    F32,
+    assert_graphs_equal,
+    assert_same_function,
+    core_ops,
+    images,
+    only_chip_ops,
+    rand,
+    run64,
+    run_pass,
+)
+
+from dse.errors import UnsupportedOpError
+from dse.ir import ops as o
+from dse.ir.graph import Graph, GraphBuilder
+
+
+def reform(g: Graph) -> Graph:
+    return run_pass("reform", g)
+
+
+def check(before: Graph, x: np.ndarray) -> Graph:
+    """Reform `before`; the result holds only chip ops and computes the same function."""
+    after = reform(before)
+    assert only_chip_ops(after), after.op_counts()
+    assert_same_function(before, after, x)
+    return after
+
+
+def dense_core(w: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> o.CoreOp:
+    return o.CoreOp(w.reshape(*w.shape, 1, 1).astype(F32), b.astype(F32), dense=True, mask=mask)
+
+
+# --- a signed output leaves the chip as a pair, and the host subtracts it ---------------------------------------
+
+
+def test_signed_output_is_a_pair_and_a_readout() -> None:
+    w, bias = rand(3, 5, seed=1), rand(3, seed=2)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((5,)))
+    before = b.build([b.add("fc", o.Linear(w, bias), x)])
+
+    e = GraphBuilder()
+    x = e.add("x", o.Input((5,)))
+    y = e.add("fc", dense_core(np.concatenate([w, -w]), np.concatenate([bias, -bias])), x)
+    expected = e.build([e.add("fc_readout", o.Readout(), y)])
+    after = check(before, images(6, 5))
+    assert_graphs_equal(after, expected)
+
+
+def test_relu_output_needs_no_readout() -> None:
+    w, bias = rand(3, 5, seed=3), rand(3, seed=4)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((5,)))
+    y = b.add("fc", o.Linear(w, bias), x)
+    before = b.build([b.add("relu", o.Relu(), y)])
+
+    e = GraphBuilder()
+    x = e.add("x", o.Input((5,)))
+    expected = e.build([e.add("relu", dense_core(w, bias), x)])  # the core is named after the value it makes
+    assert_graphs_equal(check(before, images(6, 5)), expected)
+
+
+def test_pair_feeding_a_layer_folds_its_difference_into_the_weights() -> None:
+    """A signed hidden value (no activation) costs no extra core: the consumer reads both halves."""
+    w1, b1, w2, b2 = rand(4, 3, seed=5), rand(4, seed=6), rand(2, 4, seed=7), rand(2, seed=8)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3,)))
+    y = b.add("fc1", o.Linear(w1, b1), x)
+    y = b.add("fc2", o.Linear(w2, b2), y)
+    before = b.build([b.add("relu", o.Relu(), y)])
+
+    e = GraphBuilder()
+    x = e.add("x", o.Input((3,)))
+    y = e.add("fc1", dense_core(np.concatenate([w1, -w1]), np.concatenate([b1, -b1])), x)
+    expected = e.build([e.add("relu", dense_core(np.concatenate([w2, -w2], axis=1), b2), y)])
+    assert_graphs_equal(check(before, images(6, 3)), expected)
+
+
+# --- Clip -------------------------------------------------------------------------------------------------------
+
+
+def test_clip_zero_hi_is_the_difference_of_two_relus() -> None:
+    """clip(s, 0, hi) = relu(s) - relu(s - hi): one core emits both, the consumer subtracts."""
+    w1, b1, w2, b2, hi = rand(3, 4, seed=9, scale=2), rand(3, seed=10), rand(2, 3, seed=11), rand(2, seed=12), 0.5
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    y = b.add("fc", o.Linear(w1, b1), x)
+    y = b.add("clip", o.Clip(0.0, hi), y)
+    before = b.build([b.add("fc2", o.Linear(w2, b2), y)])
+
+    e = GraphBuilder()
+    x = e.add("x", o.Input((4,)))
+    y = e.add("clip", dense_core(np.concatenate([w1, w1]), np.concatenate([b1, b1 - hi])), x)
+    w_both = np.concatenate([w2, -w2], axis=1)  # reads relu(s) with +w2, relu(s - hi) with -w2
+    y = e.add("fc2", dense_core(np.concatenate([w_both, -w_both]), np.concatenate([b2, -b2])), y)
+    expected = e.build([e.add("fc2_readout", o.Readout(), y)])
+    xs = images(64, 4) * 3  # wide enough to hit both bounds
+    after = check(before, xs)
+    assert_graphs_equal(after, expected)
+    clipped = run64(before, xs, keep=["clip"])["clip"]
+    assert (clipped == 0).any() and (clipped == hi).any()
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(None, 0.7), (0.0, None), (None, None)])
+def test_clip_with_a_missing_bound_is_exact(lo: float | None, hi: float | None) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    y = b.add("fc", o.Linear(rand(3, 4, seed=13, scale=2), rand(3, seed=14)), x)
+    y = b.add("clip", o.Clip(lo, hi), y)
+    before = b.build([b.add("fc2", o.Linear(rand(2, 3, seed=15), rand(2, seed=16)), y)])
+    check(before, images(64, 4) * 3)
+
+
+def test_clip_with_a_nonzero_lower_bound_is_refused_naming_the_node() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    y = b.add("fc", o.Linear(rand(3, 4), None), x)
+    before = b.build([b.add("clip6", o.Clip(-1.0, 6.0), y)])
+    with pytest.raises(UnsupportedOpError, match=r"Clip.*clip6"):
+        reform(before)
+
+
+# --- max pooling: an exact tree of fixed ReLU cores ---------------------------------------------------------
+
+
+def conv_relu(b: GraphBuilder, x: str, out_c: int, in_c: int, seed: int, k: int = 3) -> str:
+    y = b.add("conv", o.Conv(rand(out_c, in_c, k, k, seed=seed), rand(out_c, seed=seed + 1)), x)
+    return b.add("relu", o.Relu(), y)
+
+
+def test_maxpool_2x2_tree_expected_graph() -> None:
+    """max(a, b, c, d): stage 1 relu(a-b), b, relu(c-d), d; stage 2 relu(max(a,b) - max(c,d)), max(c,d);
+    stage 3 their sum. Weights of +-1 on codes of one scale, marked fixed."""
+    channels = 2
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 6, 6)))
+    y = conv_relu(b, x, channels, 1, seed=17)
+    before = b.build([b.add("pool", o.MaxPool((2, 2), (2, 2)), y)])
+
+    stage1 = np.array([[1, -1, 0, 0], [0, 1, 0, 0], [0, 0, 1, -1], [0, 0, 0, 1]], F32).reshape(4, 1, 2, 2)
+    stage2 = np.array([[1, 1, -1, -1], [0, 0, 1, 1]], F32).reshape(2, 4, 1, 1)
+    stage3 = np.array([[1, 1]], F32).reshape(1, 2, 1, 1)
+
+    def fixed(w: np.ndarray, stride: tuple[int, int] = (1, 1)) -> o.CoreOp:
+        w = np.tile(w, (channels, 1, 1, 1))
+        return o.CoreOp(w, np.zeros(len(w), F32), stride, (0, 0, 0, 0), channels, fixed=True)
+
+    conv = before["conv"].op
+    e = GraphBuilder()
+    x = e.add("x", o.Input((1, 6, 6)))
+    y = e.add("relu", o.CoreOp(conv.weight, conv.bias), x)
+    y = e.add("pool_max", fixed(stage1, (2, 2)), y)
+    y = e.add("pool_max_1", fixed(stage2), y)
+    expected = e.build([e.add("pool_max_2", fixed(stage3), y)])
+    after = check(before, images(4, 1, 6, 6))
+    assert_graphs_equal(after, expected)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding"),
+    [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)), ((3, 2), (1, 2), (0, 1, 0, 0)),
+     ((1, 1), (1, 1), (0, 0, 0, 0)), ((5, 5), (1, 1), (2, 2, 2, 2))],
+)
+def test_maxpool_tree_is_exact_with_ties(kernel: tuple[int, int], stride: tuple[int, int], padding: o.Pads) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 7, 7)))
+    y = b.add("relu", o.Relu(), b.add("id", o.Conv(np.eye(2, dtype=F32).reshape(2, 2, 1, 1), None), x))
+    before = b.build([b.add("pool", o.MaxPool(kernel, stride, padding), y)])
+    xs = np.random.default_rng(0).integers(0, 3, size=(16, 2, 7, 7)).astype(np.float64)  # many equal values
+    after = reform(before)
+    np.testing.assert_array_equal(run64(after, xs)[after.outputs[0]], run64(before, xs)["pool"])
+    tree = [op for op in core_ops(after) if op.fixed]
+    assert tree, "the pooling became no fixed core"
+    for op in tree:
+        assert set(np.unique(op.weight)) <= {-1.0, 0.0, 1.0}
+        assert not np.any(op.bias)
+        assert op.groups == 2  # depthwise: a channel never reads another
+
+
+def test_maxpool_of_a_signed_value_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 6, 6)))
+    y = b.add("conv", o.Conv(rand(2, 1, 3, 3), None), x)
+    before = b.build([b.add("pool", o.MaxPool((2, 2), (2, 2)), y)])
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool.*pool"):
+        reform(before)
+
+
+# --- residual add, concat ----------------------------------------------------------------------------------
+
+
+def test_residual_add_concatenates_terms_into_one_core() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    c1 = b.add("c1", o.Conv(rand(2, 2, 3, 3, seed=18), rand(2, seed=19), padding=(1, 1, 1, 1)), x)
+    r1 = b.add("r1", o.Relu(), c1)
+    c2 = b.add("c2", o.Conv(rand(2, 2, 3, 3, seed=20), rand(2, seed=21), padding=(1, 1, 1, 1)), r1)
+    add = b.add("add", o.Add(), c2, r1)
+    before = b.build([b.add("r2", o.Relu(), add)])
+    after = check(before, images(4, 2, 5, 5))
+    assert [type(n.op) for n in after] == [o.Input, o.CoreOp, o.CoreOp, o.Concat, o.CoreOp]
+    merge = after["r2"].op  # relu(pos(c2) - neg(c2) + r1): a 1x1 core over (pair of c2, r1)
+    assert merge.kernel == (1, 1) and merge.weight.shape[:2] == (2, 6)
+    assert set(np.unique(merge.weight)) == {-1.0, 0.0, 1.0}
+
+
+def test_residual_add_of_three_tensors() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3,)))
+    ys = [b.add(f"fc{i}", o.Linear(rand(4, 3, seed=22 + i), rand(4, seed=30 + i)), x) for i in range(3)]
+    add = b.add("add", o.Add(), *ys)
+    before = b.build([b.add("relu", o.Relu(), add)])
+    check(before, images(8, 3))
+
+
+def test_concat_of_relu_outputs_is_wiring() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    r1 = b.add("r1", o.Relu(), b.add("c1", o.Conv(rand(2, 2, 3, 3, seed=40), rand(2, seed=41)), x))
+    r2 = b.add("r2", o.Relu(), b.add("c2", o.Conv(rand(3, 2, 3, 3, seed=42), rand(3, seed=43)), x))
+    cat = b.add("cat", o.Concat(0), r1, r2)
+    before = b.build([b.add("r3", o.Relu(), b.add("c3", o.Conv(rand(4, 5, 1, 1, seed=44), None), cat))])
+    after = check(before, images(4, 2, 5, 5))
+    assert [type(n.op) for n in after] == [o.Input, o.CoreOp, o.CoreOp, o.Concat, o.CoreOp]
+
+
+def test_concat_of_signed_values_is_exact() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    c1 = b.add("c1", o.Conv(rand(2, 2, 3, 3, seed=45), rand(2, seed=46)), x)
+    c2 = b.add("c2", o.Conv(rand(3, 2, 3, 3, seed=47), rand(3, seed=48)), x)
+    cat = b.add("cat", o.Concat(0), c1, c2)
+    before = b.build([b.add("r", o.Relu(), cat)])
+    check(before, images(4, 2, 5, 5))
+
+
+def test_concat_along_a_spatial_axis_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 4, 4)))
+    r = b.add("r", o.Relu(), b.add("c", o.Conv(rand(1, 1, 1, 1), None), x))
+    before = b.build([b.add("cat_h", o.Concat(1), r, r)])
+    with pytest.raises(UnsupportedOpError, match=r"Concat.*cat_h"):
+        reform(before)
+
+
+# --- average pooling --------------------------------------------------------------------------------------------
+
+
+def test_avgpool_and_global_avgpool_become_depthwise_cores() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("r1", o.Relu(), b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=50), rand(3, seed=51)), x))
+    y = b.add("ap", o.AvgPool((2, 2), (2, 2)), y)
+    y = b.add("gap", o.GlobalAvgPool(), y)
+    y = b.add("flat", o.Reshape((3,)), y)
+    before = b.build([b.add("fc", o.Linear(rand(2, 3, seed=52), rand(2, seed=53)), y)])
+    after = check(before, images(4, 2, 6, 6))
+    ap, gap = after["ap"].op, after["gap"].op
+    assert isinstance(ap, o.CoreOp) and ap.groups == 3 and ap.kernel == (2, 2) and ap.stride == (2, 2)
+    np.testing.assert_allclose(ap.weight, 0.25)
+    assert isinstance(gap, o.CoreOp) and gap.groups == 3 and gap.kernel == (2, 2)  # the whole 2x2 map
+    np.testing.assert_allclose(gap.weight, 0.25)
+    assert not np.any(ap.bias) and not np.any(gap.bias)
+
+
+def test_avgpool_of_a_signed_value_and_counted_padding_is_exact() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=54), rand(3, seed=55)), x)
+    y = b.add("ap", o.AvgPool((3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=True), y)
+    before = b.build([b.add("relu", o.Relu(), y)])
+    check(before, images(4, 2, 6, 6))
+
+
+def test_avgpool_with_a_varying_border_divisor_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 6, 6)))
+    y = b.add("r", o.Relu(), b.add("c", o.Conv(rand(1, 1, 1, 1), None), x))
+    before = b.build([b.add("ap", o.AvgPool((3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=False), y)])
+    with pytest.raises(UnsupportedOpError, match=r"AveragePool.*ap"):
+        reform(before)
+
+
+def test_an_inner_softmax_is_refused_naming_op_and_node() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3,)))
+    y = b.add("attn", o.Softmax(0), b.add("fc", o.Linear(rand(3, 3), None), x))
+    before = b.build([b.add("fc2", o.Linear(rand(2, 3), None), y)])
+    with pytest.raises(UnsupportedOpError, match=r"Softmax.*'attn'"):
+        reform(before)
+
+
+def test_every_core_is_named_after_a_network_value() -> None:
+    """Tuning looks up each core's teacher by name: the cores realizing network values keep their names."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 8, 8)))
+    y = conv_relu(b, x, 3, 1, seed=60)
+    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), y)
+    y = b.add("flat", o.Reshape((27,)), y)
+    y = b.add("hidden", o.Relu(), b.add("fc1", o.Linear(rand(8, 27, seed=61), rand(8, seed=62)), y))
+    before = b.build([b.add("logits", o.Linear(rand(4, 8, seed=63), rand(4, seed=64)), y)])
+    after = check(before, images(4, 1, 8, 8))
+    assert {"relu", "hidden", "logits"} <= {n.name for n in after if isinstance(n.op, o.CoreOp)}
+    assert after.outputs == ("logits_readout",)
+
+
+# --- grouped (depthwise) ops whose value is signed or clipped: regression of a pair built on shifted groups ------
+
+
+def test_signed_output_of_a_residual_sum_is_exact() -> None:
+    """An output that is a sum of terms goes through an identity (depthwise) core emitting a pair."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3,)))
+    ys = [b.add(f"fc{i}", o.Linear(rand(4, 3, seed=70 + i), rand(4, seed=80 + i)), x) for i in range(2)]
+    before = b.build([b.add("add", o.Add(), *ys)])
+    check(before, images(8, 3))
+
+
+def test_clip_of_an_average_pool_of_a_signed_value_is_exact() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=90), rand(3, seed=91)), x)
+    y = b.add("ap", o.AvgPool((2, 2), (2, 2)), y)
+    y = b.add("clip", o.Clip(0.0, 0.5), y)
+    before = b.build([b.add("fc", o.Linear(rand(2, 12, seed=92), None), b.add("flat", o.Reshape((12,)), y))])
+    check(before, images(8, 2, 6, 6) * 2)
+
+
+def test_a_per_channel_affine_at_the_output_is_exact() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 4, 4)))
+    r = b.add("r", o.Relu(), b.add("c", o.Conv(rand(3, 3, 1, 1, seed=93), rand(3, seed=94)), x))
+    before = b.build([b.add("aff", o.Affine(np.array([-1.5, 2.0, 0.5], F32).reshape(3, 1, 1),
+                                            np.array([0.1, -0.2, 0.3], F32).reshape(3, 1, 1)), r),
+                      ])
+    after = check(before, images(4, 3, 4, 4))
+    pair = after[after[after.outputs[0]].inputs[0]].op  # the core the readout reads
+    assert int(pair.fan_in().max()) == 1  # still one synapse per neuron: the grouping became a mask
+
+
+def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
+    """Regression: the part >= 0 had no negative half, so the negative concat took its positive one."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 4, 4)))
+    r = b.add("relu", o.Relu(), b.add("conv", o.Conv(rand(1, 2, 1, 1, seed=95), rand(1, seed=96)), x))
+    s = b.add("conv_1", o.Conv(rand(1, 2, 1, 1, seed=97), rand(1, seed=98)), x)
+    cat = b.add("concat", o.Concat(0), r, s)
+    before = b.build([b.add("logits", o.Linear(rand(3, 32, seed=99), rand(3, seed=100)),
+                            b.add("flatten", o.Reshape((32,)), cat))])
+    check(before, images(6, 2, 4, 4))
+
+
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh()], ids=["Sigmoid", "Tanh"])
+def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
+    """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
+    made a core whose weights did not fit its inputs."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    y = b.add("relu", o.Relu(), b.add("fc", o.Linear(rand(6, 4, seed=101, scale=2), rand(6, seed=102)), x))
+    y = b.add("act", op, y)
+    before = b.build([b.add("fc2", o.Linear(rand(3, 6, seed=103), rand(3, seed=104)), y)])
+    xs = images(200, 4)
+    after = run_pass("reform", before, samples={"relu": run64(before, xs, keep=["relu"])["relu"]})
+    assert only_chip_ops(after)
+    reference = run64(before, xs)["fc2"]
+    error = np.abs(run64(after, xs)[after.outputs[0]] - reference).max()
+    assert error < 0.05 * np.abs(reference).max()  # an approximation, not exact

@@ -1,0 +1,240 @@
+"""`python -m dse.compile` end to end, in a subprocess: the run folder it writes, and every kind of bad input
+ending in one line on stderr, exit status 2, no traceback and no report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from omegaconf import OmegaConf
+from onnx import TensorProto, numpy_helper
+from onnx import helper as oh
+
+from dse.data import model_path
+from dse.ir import ops as o
+from dse.ir.serialize import load_graph
+
+FAST = ["tuning.free_steps=30", "tuning.range_steps=10", "tuning.round_steps=5", "progress=false"]
+REPORT_KEYS = {"model", "hardware", "strategy", "tuning", "accuracy_original", "accuracy_compiled",
+               "accuracy_delta_pp", "agreement", "resources", "legal", "violations", "compile_seconds"}
+RESOURCE_KEYS = {"crossbars", "cells_used", "utilization", "neurons", "synapses"}
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    run_dir: Path
+
+
+def run_cli(args: list[str], run_dir: Path, timeout: float = 300) -> Run:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONWARNINGS": "default"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "dse.compile", *args, f"hydra.run.dir={run_dir}"],
+        capture_output=True, text=True, timeout=timeout, cwd=run_dir.parent, env=env,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr, run_dir)
+
+
+# --- a successful run ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_cli(["model=mlp_digits", *FAST], tmp_path_factory.mktemp("good") / "run")
+
+
+def test_a_compile_exits_0_and_prints_a_summary(good_run: Run) -> None:
+    assert good_run.returncode == 0, good_run.stderr
+    assert "Traceback" not in good_run.stderr and "Warning" not in good_run.stderr, good_run.stderr
+    assert "mlp_digits on chip_a" in good_run.stdout and "written to" in good_run.stdout
+
+
+def test_report_json_has_every_required_key(good_run: Run) -> None:
+    report = json.loads((good_run.run_dir / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert RESOURCE_KEYS <= set(report["resources"])
+    assert report["model"] == "mlp_digits" and report["strategy"] == "split" and report["tuning"] == "multiphase"
+    assert report["hardware"]["name"] == "chip_a" and report["hardware"]["weights"]["bits"] == 8
+    assert report["legal"] is True and report["violations"] == []
+    assert 0.9 < report["accuracy_original"] <= 1.0 and 0.9 < report["accuracy_compiled"] <= 1.0
+    assert report["accuracy_delta_pp"] == pytest.approx(
+        100 * (report["accuracy_original"] - report["accuracy_compiled"]), abs=1e-6)
+    assert 0.95 <= report["agreement"] <= 1.0
+    assert report["resources"]["crossbars"] >= 3 and 0 < report["resources"]["utilization"] <= 1
+    assert report["compile_seconds"] > 0
+
+
+def test_layers_csv_has_one_row_per_core(good_run: Run) -> None:
+    with open(good_run.run_dir / "layers.csv") as f:
+        rows = list(csv.DictReader(f))
+    graph, _ = load_graph(good_run.run_dir / "compiled.npz")
+    cores = [n.name for n in graph if isinstance(n.op, o.CoreOp)]
+    assert [r["name"] for r in rows] == cores
+    for r in rows:
+        assert {"crossbars", "cells_used", "utilization", "neurons", "synapses", "fan_in"} <= set(r)
+        assert int(r["fan_in"]) <= 256 and int(r["crossbars"]) >= 1
+
+
+def test_compiled_npz_is_the_integer_network(good_run: Run) -> None:
+    from dse.data import load_dataset
+    from dse.sim.integer import run_integer
+
+    graph, meta = load_graph(good_run.run_dir / "compiled.npz")
+    report = json.loads((good_run.run_dir / "report.json").read_text())
+    assert meta["report"]["accuracy_compiled"] == report["accuracy_compiled"]
+    data = load_dataset("digits")
+    logits, _ = run_integer(graph, data.x_test)
+    assert float((logits.argmax(1) == data.y_test).mean()) == report["accuracy_compiled"]
+
+
+def test_config_yaml_is_the_resolved_config(good_run: Run) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(good_run.run_dir / "config.yaml"))
+    assert cfg["model"]["name"] == "mlp_digits" and cfg["hardware"]["name"] == "chip_a"
+    assert cfg["tuning"]["free_steps"] == 30 and cfg["strategy"]["name"] == "split"
+    assert "hydra" not in cfg
+
+
+def test_help_lists_the_imported_ops(tmp_path: Path) -> None:
+    run = run_cli(["--help"], tmp_path / "run")
+    assert run.returncode == 0 and "Conv" in run.stdout and "hardware=" in run.stdout
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+
+def erf_model(path: Path) -> None:
+    """A digits-shaped model with an Erf on the data path."""
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    inits = [numpy_helper.from_array(np.ones((10, 64), np.float32), "w"),
+             numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")]
+    nodes = [oh.make_node("Erf", ["x"], ["e"], name="my_erf"), oh.make_node("Reshape", ["e", "shape"], ["f"]),
+             oh.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    onnx.save(oh.make_model(oh.make_graph(nodes, "erf", [x], [y], inits),
+                            opset_imports=[oh.make_opsetid("", 17)]), str(path))
+
+
+def external_outside_model(folder: Path) -> Path:
+    """A model whose weight lives in ../secret.bin, outside its own folder."""
+    (folder / "secret.bin").write_bytes(np.ones(640, np.float32).tobytes())
+    inner = folder / "model"
+    inner.mkdir()
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    w = numpy_helper.from_array(np.ones((10, 64), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../secret.bin"), ("offset", "0"), ("length", "2560")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    nodes = [oh.make_node("Reshape", ["x", "shape"], ["f"]), oh.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    graph = oh.make_graph(nodes, "ext", [x], [y], [w, numpy_helper.from_array(np.array([-1, 64], np.int64),
+                                                                               "shape")])
+    path = inner / "model.onnx"
+    path.write_bytes(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]).SerializeToString())
+    return path
+
+
+def bad_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
+    """The bad inputs of the acceptance list: name -> (overrides, what the one line must say)."""
+    (folder / "text.onnx").write_text("this is not a protobuf\n")
+    lenet = model_path("lenet_mnist").read_bytes()
+    (folder / "truncated.onnx").write_bytes(lenet[: len(lenet) // 2])
+    erf_model(folder / "erf.onnx")
+    outside = external_outside_model(folder)
+    return {
+        "missing model file": ([f"model.onnx={folder / 'nope.onnx'}"], r"model file not found: .*nope\.onnx"),
+        "not ONNX": ([f"model.onnx={folder / 'text.onnx'}"], r"text\.onnx is not a readable ONNX model"),
+        "truncated ONNX": ([f"model.onnx={folder / 'truncated.onnx'}"], r"truncated\.onnx is not a readable ONNX"),
+        "unsupported op": ([f"model.onnx={folder / 'erf.onnx'}", "model.dataset=digits"],
+                           r"unsupported op Erf at node 'my_erf'"),
+        "external data outside": ([f"model.onnx={outside}", "model.dataset=digits"],
+                                  r"tensor 'w' refers to external data '\.\./secret\.bin' outside the model's folder"),
+        "input does not fit": (["model=mlp_digits", "model.dataset=mnist"],
+                               r"model input shape \(1, 8, 8\).*does not fit dataset mnist"),
+        "weight bits 0": (["hardware.weights.bits=0"], r"hardware\.weights\.bits must be an integer >= 1 \(got 0\)"),
+        "rows 1": (["hardware.crossbar.rows=1"], r"hardware\.crossbar\.rows must be an integer >= 2 \(got 1\)"),
+        "unknown neuron": (["hardware.neuron.model=izhikevich"], r"hardware\.neuron\.model.*izhikevich"),
+        "no strategy: 5x5 conv on 8 rows, split": (["hardware.crossbar.rows=8", "model.calib_samples=64"],
+                                                   r"5x5 taps needs 25 rows.*8 rows"),
+        "no strategy: 5x5 conv on 8 rows, prune": (["hardware.crossbar.rows=8", "strategy=prune",
+                                                    "model.calib_samples=64"], r"needs 25 rows, more than 8"),
+    }
+
+
+# the case names, known at collection; a test keeps this list and `bad_cases` the same
+BAD = ["missing model file", "not ONNX", "truncated ONNX", "unsupported op", "external data outside",
+       "input does not fit", "weight bits 0", "rows 1", "unknown neuron", "no strategy: 5x5 conv on 8 rows, split",
+       "no strategy: 5x5 conv on 8 rows, prune"]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Run, str]]:
+    folder = tmp_path_factory.mktemp("bad")
+    cases = bad_cases(folder)
+    with ThreadPoolExecutor(max_workers=3) as pool:  # each run is mostly interpreter start-up
+        futures = {name: pool.submit(run_cli, [*args, *FAST], folder / re.sub(r"\W+", "_", name))
+                   for name, (args, _) in cases.items()}
+        return {name: (f.result(), cases[name][1]) for name, f in futures.items()}
+
+
+def test_the_bad_case_list_is_complete(tmp_path: Path) -> None:
+    assert set(BAD) == set(bad_cases(tmp_path))
+
+
+def assert_one_line_error(returncode: int, stdout: str, stderr: str, pattern: str) -> None:
+    lines = stderr.strip().splitlines()
+    assert returncode == 2, (returncode, stderr[-2000:])
+    assert "Traceback" not in stderr + stdout
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2_no_traceback_no_report(bad_runs: dict[str, tuple[Run, str]],
+                                                             case: str) -> None:
+    run, pattern = bad_runs[case]
+    assert_one_line_error(run.returncode, run.stdout, run.stderr, pattern)
+    assert not (run.run_dir / "report.json").exists()
+
+
+# more user mistakes, run in-process (the same entry point, without paying an interpreter start each)
+MORE = {
+    "input bits -1": (["hardware.io.input_bits=-1"], r"hardware\.io\.input_bits must be an integer >= 1"),
+    "cell bits 0": (["hardware.crossbar.cell_bits=0"], r"hardware\.crossbar\.cell_bits"),
+    "weight bits not a number": (["hardware.weights.bits=eight"], r"hardware\.weights\.bits"),
+    "leak above 1": (["hardware.neuron.leak=2"], r"hardware\.neuron\.leak must be in \(0, 1\]"),
+    "unknown hardware key": (["+hardware.crossbar.size=4"], r"hardware\.crossbar\.size"),
+    "unknown strategy": (["strategy=merge"], r"strategy/merge.*available: prune, split"),
+    "unknown model": (["model=alexnet"], r"model/alexnet"),
+    "unknown dataset": (["model.dataset=cifar"], r"unknown dataset 'cifar'"),
+    "unknown tuning mode": (["tuning.mode=retrain"], r"tuning\.mode must be one of"),
+    "an option": (["--fast"], r"unknown option --fast"),
+    "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
+    "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE))
+def test_more_bad_input_in_process(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    args, pattern = MORE[case]
+    code = run_app("compile", main, [*args, *FAST, f"hydra.run.dir={tmp_path / 'run'}"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, pattern)
+    assert not (tmp_path / "run" / "report.json").exists()

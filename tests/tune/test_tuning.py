@@ -1,0 +1,136 @@
+"""Tuning on mlp_digits (small and fast): legal integer weights within range, better than rounding, and an
+integer graph that survives serialization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dse.compile import CompileResult, Prepared, compile, load_model, prepare
+from dse.errors import ConfigError
+from dse.hardware.legality import check
+from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
+from dse.ir import ops as o
+from dse.ir.serialize import load_graph, save_graph
+from dse.sim.integer import run_integer
+from dse.tune.multiphase import TuneOptions, check_quantizable
+
+TUNED = TuneOptions(free_steps=60, range_steps=20, round_steps=10)
+NAIVE = TuneOptions(mode="none")
+
+
+def chip(weight_bits: int, io_bits: int = 4, scale: str = "per_crossbar") -> HardwareSpec:
+    return HardwareSpec(name=f"w{weight_bits}", crossbar=Crossbar(256, 256, 4, True),
+                        weights=Weights(weight_bits, scale), io=IO(io_bits, io_bits))
+
+
+@pytest.fixture(scope="module")
+def prepared() -> Prepared:
+    graph, data = load_model("mlp_digits", "digits")
+    return prepare(graph, data, name="mlp_digits")
+
+
+@pytest.fixture(scope="module")
+def results(prepared: Prepared) -> dict[str, CompileResult]:
+    return {
+        "tuned4": compile(prepared, chip(4), tuning=TUNED),
+        "naive4": compile(prepared, chip(4), tuning=NAIVE),
+        "tuned2": compile(prepared, chip(2), tuning=TUNED),
+        "naive2": compile(prepared, chip(2), tuning=NAIVE),
+    }
+
+
+@pytest.mark.parametrize("case", ["tuned4", "naive4", "tuned2", "naive2"])
+def test_every_weight_is_an_integer_code_within_range(results: dict[str, CompileResult], case: str) -> None:
+    result = results[case]
+    hw = chip(4 if case.endswith("4") else 2)
+    assert result.legal, result.violations
+    assert check(result.graph, hw) == []
+    cores = [n.op for n in result.graph if isinstance(n.op, o.CoreOp)]
+    assert cores and all(op.quant is not None for op in cores)
+    for op in cores:
+        q = op.quant
+        assert q.weight_int.dtype == np.int64 and q.bias_int.dtype == np.int64
+        assert np.abs(q.weight_int).max() <= hw.weight_max  # 7 at 4 bits, 1 (ternary) at 2 bits
+        assert np.all(q.weight_scale == q.weight_scale[0])  # one scale per crossbar
+        assert q.out_max <= 15
+    assert result.graph.input.op.code_max == 15
+
+
+def test_two_bit_weights_are_ternary(results: dict[str, CompileResult]) -> None:
+    values = set()
+    for n in results["tuned2"].graph:
+        if isinstance(n.op, o.CoreOp):
+            values |= set(np.unique(n.op.quant.weight_int).tolist())
+    assert values <= {-1, 0, 1} and len(values) == 3
+
+
+def test_tuning_beats_rounding_at_4_bits(results: dict[str, CompileResult]) -> None:
+    tuned, naive = results["tuned4"].report, results["naive4"].report
+    assert tuned["logits_rel_error"] < naive["logits_rel_error"]
+    assert tuned["accuracy_delta_pp"] <= naive["accuracy_delta_pp"]
+    assert tuned["agreement"] >= naive["agreement"]
+
+
+def test_tuning_beats_rounding_by_far_at_2_bits(results: dict[str, CompileResult]) -> None:
+    """Ternary weights with max-abs steps lose most of the network; tuning keeps it."""
+    tuned, naive = results["tuned2"].report, results["naive2"].report
+    assert naive["accuracy_delta_pp"] > 20
+    assert tuned["accuracy_delta_pp"] < naive["accuracy_delta_pp"] / 3
+    assert tuned["logits_rel_error"] < naive["logits_rel_error"] / 2
+
+
+def test_every_block_reports_its_phases(results: dict[str, CompileResult]) -> None:
+    blocks = results["tuned4"].blocks
+    assert [b.name for b in blocks] == [n.name for n in results["tuned4"].graph if isinstance(n.op, o.CoreOp)]
+    for b in blocks:
+        assert {"init", "free", "range", "final"} <= set(b.losses)
+        assert all(np.isfinite(v) and v >= 0 for v in b.losses.values())
+
+
+def test_the_integer_graph_round_trips_through_serialize(results: dict[str, CompileResult], prepared: Prepared,
+                                                         tmp_path: Path) -> None:
+    result = results["tuned4"]
+    path = tmp_path / "compiled.npz"
+    save_graph(result.graph, path, meta={"report": {"accuracy_compiled": result.report["accuracy_compiled"]}})
+    loaded, meta = load_graph(path)
+    assert meta["report"]["accuracy_compiled"] == result.report["accuracy_compiled"]
+    assert check(loaded, chip(4)) == []
+    before, codes_before = run_integer(result.graph, prepared.test_x, keep_codes=True)
+    after, codes_after = run_integer(loaded, prepared.test_x, keep_codes=True)
+    np.testing.assert_array_equal(after, before)
+    for name, codes in codes_before.items():
+        np.testing.assert_array_equal(codes_after[name], codes)
+    accuracy = float((after.argmax(1) == prepared.test_y).mean())
+    assert accuracy == result.report["accuracy_compiled"]
+
+
+def test_tuning_is_deterministic(prepared: Prepared, results: dict[str, CompileResult]) -> None:
+    again = compile(prepared, chip(4), tuning=TUNED)
+    for a, b in zip(again.graph, results["tuned4"].graph, strict=True):
+        if isinstance(a.op, o.CoreOp):
+            np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
+
+
+def test_per_column_scales_are_used_when_the_chip_has_them(prepared: Prepared) -> None:
+    result = compile(prepared, chip(4, scale="per_column"), tuning=NAIVE)
+    assert result.legal
+    scales = [n.op.quant.weight_scale for n in result.graph if isinstance(n.op, o.CoreOp)]
+    assert any(len(np.unique(s)) > 1 for s in scales)
+
+
+def test_the_ideal_chip_is_not_tuned(prepared: Prepared) -> None:
+    ideal = HardwareSpec(name="ideal", crossbar=Crossbar(None, None), weights=Weights(None), io=IO(None, None))
+    result = compile(prepared, ideal)
+    assert result.legal and result.report["agreement"] == 1.0
+    assert result.report["logits_rel_error"] < 1e-5
+    assert all(n.op.quant is None for n in result.graph if isinstance(n.op, o.CoreOp))
+
+
+def test_bad_tuning_options_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="tuning.mode"):
+        TuneOptions(mode="retrain")
+    with pytest.raises(ConfigError, match="all set or all null"):
+        check_quantizable(HardwareSpec(weights=Weights(4), io=IO(None, 8)))
