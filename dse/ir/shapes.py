@@ -56,6 +56,12 @@ def _affine(op: o.Affine, ins: list[Shape]) -> Shape:
     return tuple(np.broadcast_shapes(ins[0], op.scale.shape, op.shift.shape))
 
 
+def _input(op: o.Input, ins: list[Shape]) -> Shape:
+    if op.population == 1:
+        return tuple(op.shape)
+    return (op.shape[0] * op.population, *op.shape[1:])  # copies of the channels, copy-major
+
+
 def _pad(op: o.Pad, ins: list[Shape]) -> Shape:
     top, left, bottom, right = op.padding
     c, h, w = ins[0]
@@ -67,7 +73,7 @@ def _readout(op: o.Readout, ins: list[Shape]) -> Shape:
 
 
 SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
-    o.Input: lambda op, ins: (op.shape[0] * op.population, *op.shape[1:]),
+    o.Input: _input,
     o.Readout: _readout,
     o.CoreOp: _core,
     o.Reshape: lambda op, ins: tuple(op.shape),
