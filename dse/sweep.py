@@ -59,7 +59,9 @@ class SweepCommand:
 
         from dse.explore.runner import run_study
 
-        optuna.logging.disable_default_handler()  # Optuna's records go through our logging, not its own handler
+        # Optuna's records go through our logging (warnings only), not its own handler
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.disable_default_handler()
         optuna.logging.enable_propagation()
         pattern = OmegaConf.to_container(cfg.hydra.run, resolve=False)["dir"]
         result = run_study(cfg, run_dir, timestamped="${now:" in Path(str(pattern)).name, cli_sweeps=self.sweeps,
@@ -79,7 +81,7 @@ def _summary(result) -> None:
     console = Console(stderr=False)
     front = result.pareto
     table = Table(title=f"Pareto set ({len(front)} of {len(t)} trials)")
-    params = [c for c in t.columns if "." in c and c in front.columns][:6]
+    params = result.params[:6]
     cols = [*params, *result.objectives]
     for c in cols:
         table.add_column(label(c), justify="right")

@@ -19,8 +19,11 @@ class Executor(Protocol):
         """Trials worth keeping in flight."""
         ...
 
+    def check(self) -> None:
+        """Cheap checks of the settings (is a cluster address answering?); ConfigError if not."""
+
     def start(self) -> None:
-        """Connect or start; a bad address raises ConfigError before any work is done."""
+        """Connect or start (only when there are trials to run)."""
 
     def share(self, prepared: Prepared) -> None:
         """Make the prepared network available to every trial, once."""
@@ -52,6 +55,9 @@ class LocalExecutor:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    def check(self) -> None:
+        pass
 
     def start(self) -> None:
         pass

@@ -16,7 +16,7 @@ LABELS = {
     "accuracy_delta_pp": "accuracy loss (pp)",
     "accuracy_compiled": "compiled accuracy (fraction)",
     "agreement": "top-1 agreement (fraction)",
-    "logits_rel_error": "relative logit error",
+    "logits_rel_error": "relative logit error (fraction)",
     "crossbars": "crossbars (count)",
     "cells_used": "cells used (count)",
     "utilization": "cell utilization (fraction)",

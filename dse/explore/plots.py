@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only, never a window: sweeps run on servers and R
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from dse.explore.labels import label  # noqa: E402
 
@@ -33,6 +33,8 @@ STYLE = {
 }
 # Okabe & Ito (2008), colour-blind safe
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+# counts that span orders of magnitude across a sweep: drawn on a log axis when they do
+RESOURCE_COUNTS = ("crossbars", "cells_used", "neurons", "synapses", "core_ops", "chips")
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # categories that mean the same thing in every figure keep one colour everywhere
 FIXED = {"split": 0, "prune": 1, "multiphase": 0, "none": 1, "relu": 0, "if": 2, "lif": 3}
@@ -43,7 +45,9 @@ def series_styles(values: Sequence[Any]) -> dict[Any, tuple[str, str]]:
     free = [i for i in range(len(PALETTE)) if i not in index.values()] or list(range(len(PALETTE)))
     for k, v in enumerate(v for v in ordered if v not in index):
         index[v] = free[k % len(free)]
-    return {v: (PALETTE[i], MARKERS[i % len(MARKERS)]) for v, i in index.items()}
+    order = sorted(index, key=lambda v: (index[v] if isinstance(v, str) and v in FIXED else len(PALETTE),
+                                         ordered.index(v)))
+    return {v: (PALETTE[index[v]], MARKERS[index[v] % len(MARKERS)]) for v in order}  # in legend order
 
 
 def _fmt(v: Any) -> str:
@@ -54,19 +58,26 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _x_axis(ax: plt.Axes, values: Sequence[Any]) -> None:
-    """Ticks at the swept values; a log2 axis when they span a wide range (crossbar sizes)."""
+def _x_axis(ax: plt.Axes, values: Sequence[Any], column: str) -> None:
+    """Ticks at the swept values; a log2 axis when sizes span a wide range (crossbars of 32 to 256), a linear
+    one for precisions (bits read as a linear scale)."""
     nums = sorted({float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if not nums:
         return
-    if nums[0] > 0 and nums[-1] / nums[0] >= 4:
+    if nums[0] > 0 and nums[-1] / nums[0] >= 4 and not column.endswith("bits"):
         ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(nums))
     ax.xaxis.set_minor_locator(NullLocator())
-    fmt = ScalarFormatter()
-    fmt.set_scientific(False)
-    ax.xaxis.set_major_formatter(fmt)
-    ax.set_xticks(nums, [_fmt(v) for v in nums])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt(v)))
+
+
+def _log_axis(axis: Any, lo: float, hi: float) -> None:
+    """A log2 axis labelled with plain numbers at powers of two (counts read better than 2^k or 10^k)."""
+    axis.axes.set_xscale("log", base=2) if axis is axis.axes.xaxis else axis.axes.set_yscale("log", base=2)
+    ticks = [2.0**k for k in range(int(np.floor(np.log2(lo))), int(np.ceil(np.log2(hi))) + 1)]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
@@ -85,8 +96,8 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(len(y), 1, figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN * len(y)), sharex=True,
                                  squeeze=False)
-        groups = list(data[by].unique()) if by and not data.empty else [None]
-        styles = series_styles(groups)
+        styles = series_styles(list(data[by].unique()) if by and not data.empty else [None])
+        groups = list(styles)
         for ax, col in zip(axes[:, 0], y, strict=True):
             for g in groups:
                 part = data if g is None or by is None else data[data[by].map(lambda v, g=g: v == g)]
@@ -95,8 +106,11 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
                         label=_fmt(g) if by else None)
             if col == "accuracy_delta_pp":
                 ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
+            ys = pd.to_numeric(data[col], errors="coerce").dropna()
+            if col in RESOURCE_COUNTS and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
+                _log_axis(ax.yaxis, ys.min(), ys.max())
             ax.set_ylabel(label(col))
-            _x_axis(ax, data[x].tolist())
+            _x_axis(ax, data[x].tolist(), x)
         axes[-1, 0].set_xlabel(label(x, tied))
         if by and len(groups) > 1:
             axes[0, 0].legend(title=label(by, tied), loc="best")
@@ -110,13 +124,13 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
     """Every usable trial (by series) and the Pareto front (the staircase of non-dominated trials)."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.2))
-        groups = list(points[by].unique()) if by and not points.empty else [None]
-        styles = series_styles(groups)
+        styles = series_styles(list(points[by].unique()) if by and not points.empty else [None])
+        groups = list(styles)
         for g in groups:
             part = points if g is None or by is None else points[points[by].map(lambda v, g=g: v == g)]
             colour, marker = styles[g]
             ax.scatter(part[resource].astype(float), part[error].astype(float), s=14, color=colour, marker=marker,
-                       alpha=0.55, linewidths=0, label=(f"{label(by)}: {_fmt(g)}" if by else "trials"))
+                       alpha=0.55, linewidths=0, label=(f"{label(by)}: {_fmt(g)}" if by else "legal trials"))
         if not front.empty:
             f = front.sort_values(resource)
             ax.step(f[resource].astype(float), f[error].astype(float), where="post", color="black", lw=1.0,
@@ -125,7 +139,7 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
                        edgecolors="black", linewidths=0.9, zorder=4, label="Pareto front")
         values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
-            ax.set_xscale("log")
+            _log_axis(ax.xaxis, values.min(), values.max())
         if error == "accuracy_delta_pp":
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(label(resource))

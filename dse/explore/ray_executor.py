@@ -53,14 +53,17 @@ class RayExecutor:
     def pending(self) -> int:
         return len(self._futures)
 
+    def check(self) -> None:
+        if self.address not in (None, "auto"):
+            check_reachable(self.address)
+
     def start(self) -> None:
         import ray
 
+        self.check()
         if ray.is_initialized():  # a caller's instance (a test session's): use it, leave it running
             log.info("using the Ray instance already connected")
         else:
-            if self.address not in (None, "auto"):
-                check_reachable(self.address)
             try:
                 # "local" always starts a new instance: plain ray.init() would join a `ray start` cluster
                 # found on this machine, which is not what runner.address=null promises
@@ -105,12 +108,15 @@ class RayExecutor:
         return outcomes
 
     def close(self) -> None:
+        if self._task is None:  # never started
+            return
         import ray
 
         for future in self._futures:
             ray.cancel(future, force=True)
         self._futures.clear()
         self._ref = None
+        self._task = None
         if self._owns:
             ray.shutdown()
             self._owns = False

@@ -28,7 +28,7 @@ from dse.explore.progress import progress_bar
 from dse.explore.records import atomic_write, trials_frame
 from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fingerprint
 from dse.explore.space import SearchSpace, build_space
-from dse.explore.study import SAMPLERS, DriveStats, StudyOptions, drive, open_study
+from dse.explore.study import SAMPLERS, DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import METRICS, TrialOutcome, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class SweepResult:
     pareto: pd.DataFrame
     stats: DriveStats
     objectives: tuple[str, ...]
+    params: list[str] = field(default_factory=list)  # the searched parameters (tied ones left out)
     files: list[Path] = field(default_factory=list)
     prepare_seconds: float = 0.0
     seconds: float = 0.0
@@ -74,31 +75,37 @@ def run_study(
     graph, data, name = _load(cfg)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning"])
 
-    executor.start()  # joining a cluster that is not there fails here, still before any write
-    try:
-        with StudyLock(run_dir):
-            log.info("run folder %s", run_dir)
-            _write_config(cfg, space, run_dir)
-            write_fingerprint(run_dir, fingerprint, options.name)
-            study = open_study(run_dir / STUDY_DB, options, space)
+    executor.check()  # a cluster address nobody answers at fails here, before any write
 
-            from dse.compile import prepare
+    with StudyLock(run_dir):
+        log.info("run folder %s", run_dir)
+        _write_config(cfg, space, run_dir)
+        write_fingerprint(run_dir, fingerprint, options.name)
+        study = open_study(run_dir / STUDY_DB, options, space)
+        prepare_seconds = 0.0
+        work = missing_trials(study, options, space) > 0
+        try:
+            if work:  # a finished study is only drawn again: no Ray, no prepare
+                executor.start()
+                from dse.compile import prepare
 
-            prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples)
-            executor.share(prepared)
-            on_result, close_bar = progress_bar(progress, desc=options.name)
+                prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
+                                   approximator_width=cfg.strategy.approximator_width)
+                prepare_seconds = prepared.seconds
+                executor.share(prepared)
+            on_result, close_bar = progress_bar(progress and work, desc=options.name)
             try:
                 stats = drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p),
                               on_result=on_result)
             finally:
                 close_bar()
-            trials = trials_frame(study, space)
-            reference = reference_point(space.params, _base_values(cfg, space))
-            out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=options.name)
-    finally:
-        executor.close()
-    return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, out["files"],
-                       prepared.seconds, time.perf_counter() - start)
+        finally:
+            executor.close()
+        trials = trials_frame(study, space)
+        reference = reference_point(space.params, _base_values(cfg, space))
+        out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=options.name)
+    return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, list(space.params), out["files"],
+                       prepare_seconds, time.perf_counter() - start)
 
 
 # --- config to typed settings, with the checks -----------------------------------------------------------
@@ -108,10 +115,10 @@ def study_options(cfg: DictConfig) -> StudyOptions:
     s = cfg.study
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)} (got {s.sampler!r})")
-    objectives = tuple(s.objectives)
+    known = known_columns(cfg)
+    objectives = tuple(s.objectives) if s.objectives is not None else default_objectives(known)
     if not objectives:
         raise ConfigError("study.objectives is empty: name at least one result column to minimize")
-    known = known_columns(cfg)
     for k in objectives:
         if k not in known:
             raise ConfigError(f"study.objectives: {k!r} is not a result column (one of {', '.join(known)})")
@@ -123,12 +130,21 @@ def study_options(cfg: DictConfig) -> StudyOptions:
                         population_size=s.population_size, seed=s.seed)
 
 
+def default_objectives(known: Sequence[str]) -> tuple[str, ...]:
+    """The error, and energy where the preset's cost model gives it, else area, else crossbars."""
+    for suffix in ("_pj", "_mm2"):
+        for k in known:
+            if k.endswith(suffix):
+                return ("accuracy_delta_pp", k)
+    return ("accuracy_delta_pp", "crossbars")
+
+
 def known_columns(cfg: DictConfig) -> list[str]:
     """The metric and resource columns a trial produces: resource names come from the resource model itself,
     so a field added there (a cost model's energy) is known here at once."""
     from dse.cost.resources import total_resources
 
-    names = [*METRICS, "compile_seconds", "evaluate_seconds"]
+    names = [*METRICS, "compile_seconds", "evaluate_seconds", "cpu_seconds"]
     try:
         names += [k for k in total_resources([], hardware_from(cfg.hardware)) if k not in names]
     except DseError:
@@ -206,7 +222,7 @@ def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[s
     except DseError as exc:  # this combination is not a chip (8-bit weights on too few columns): a failed trial
         message = f"{type(exc).__name__}: {exc}"
         return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": message}, message)
-    return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning)
+    return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning, int(c.strategy.reencode_k))
 
 
 def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:

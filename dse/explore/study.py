@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,25 +64,34 @@ def open_study(path: Path, options: StudyOptions, space: SearchSpace) -> optuna.
     )
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its stopping rule: it calls `study.stop()`, which only works inside
+    `study.optimize`; our driver counts the grid itself."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        pass
+
+
 def make_sampler(options: StudyOptions, space: SearchSpace) -> optuna.samplers.BaseSampler:
     if options.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in space.params.items()}, seed=options.seed)
+        return GridSampler({k: list(v) for k, v in space.params.items()}, seed=options.seed)
     if options.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            population_size=options.population_size, seed=options.seed, constraints_func=_constraint,
-        )
+        return optuna.samplers.NSGAIISampler(population_size=options.population_size, seed=options.seed)
     raise ValueError(f"unknown sampler {options.sampler}")
-
-
-def _constraint(trial: FrozenTrial) -> list[float]:
-    """NSGA-II prefers legal trials: > 0 is infeasible (the number of violations)."""
-    return [float(trial.user_attrs.get(CONSTRAINT, 0.0))]
 
 
 def target_trials(options: StudyOptions, space: SearchSpace) -> int:
     if options.sampler == "grid":
         return space.size if options.n_trials is None else min(options.n_trials, space.size)
     return options.n_trials if options.n_trials is not None else space.size
+
+
+def missing_trials(study: optuna.Study, options: StudyOptions, space: SearchSpace) -> int:
+    """Trials still to run: interrupted ones and those never asked for."""
+    trials = study.get_trials(deepcopy=False)
+    stale = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
+    return stale + max(0, target_trials(options, space) - len(trials))
 
 
 def drive(
@@ -105,6 +114,8 @@ def drive(
     if on_result:
         on_result(stats, None)
     running: dict[int, Trial] = {}
+    # NSGA-II proposes points it has already seen; the compile is deterministic, so their result is reused
+    seen = {_key(t.params): t.user_attrs[RECORD] for t in trials if t.state.is_finished() and RECORD in t.user_attrs}
     start = time.perf_counter()
     while True:
         while len(running) < executor.capacity and (stale or budget > 0):
@@ -116,6 +127,12 @@ def drive(
                 trial = study.ask()
                 budget -= 1
             point = {k: trial.suggest_categorical(k, list(v)) for k, v in space.params.items()}
+            if _key(point) in seen:
+                record = dict(seen[_key(point)])
+                log.info("trial %d repeats an evaluated point: its result is reused", trial.number)
+                _tell(study, trial, TrialOutcome(trial.number, str(record.get("state", "complete")), record),
+                      options, stats, on_result)
+                continue
             job = build(trial.number, point)
             if isinstance(job, TrialOutcome):
                 _tell(study, trial, job, options, stats, on_result)
@@ -125,13 +142,15 @@ def drive(
         if not running:
             break
         for outcome in executor.wait():
-            _tell(study, running.pop(outcome.number), outcome, options, stats, on_result)
+            trial = running.pop(outcome.number)
+            seen[_key(trial.params)] = _tell(study, trial, outcome, options, stats, on_result)
     stats.seconds = time.perf_counter() - start
     return stats
 
 
 def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: StudyOptions, stats: DriveStats,
-          on_result: Callable[[DriveStats, TrialOutcome | None], None] | None) -> None:
+          on_result: Callable[[DriveStats, TrialOutcome | None], None] | None) -> dict[str, Any]:
+    """Store the trial's record and tell Optuna; returns the record as stored."""
     record = _plain(outcome.record)
     values = None
     if outcome.state == "complete":
@@ -142,7 +161,8 @@ def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: Stu
         else:
             values = [float(record[k]) for k in options.objectives]
     trial.set_user_attr(RECORD, record)
-    trial.set_user_attr(CONSTRAINT, 0 if record.get("legal") else max(1, int(record.get("violations") or 1)))
+    # NSGA-II prefers legal trials: a value > 0 is infeasible (the number of violations)
+    trial.set_constraint(CONSTRAINT, 0.0 if record.get("legal") else float(max(1, int(record.get("violations") or 1))))
     if values is None:
         outcome.state = "fail"
         log.warning("trial %d failed: %s", trial.number, record.get("error_message", ""))
@@ -153,6 +173,11 @@ def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: Stu
     stats.ran += 1
     if on_result:
         on_result(stats, outcome)
+    return record
+
+
+def _key(point: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in point.items()))
 
 
 def _finite(value: Any) -> bool:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # What every trial row holds besides its parameters and resources, in column order.
 METRICS = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement", "logits_rel_error")
-STATUS = ("legal", "violations", "state", "error_message", "compile_seconds", "evaluate_seconds")
+STATUS = ("legal", "violations", "state", "error_message", "compile_seconds", "evaluate_seconds", "cpu_seconds")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class TrialSpec:
     hardware: HardwareSpec
     strategy: str
     tuning: TuneOptions
+    reencode_k: int = 1
 
 
 @dataclass
@@ -45,20 +46,28 @@ class TrialOutcome:
 def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
     """Compile and measure; a failure (no strategy meets the constraints, a bug) is an outcome, not a raise."""
     start = time.perf_counter()
+    cpu = time.process_time()
     try:
-        result = compile(prepared, spec.hardware, strategy=spec.strategy, tuning=spec.tuning)
+        result = compile(prepared, spec.hardware, strategy=spec.strategy, tuning=spec.tuning,
+                         reencode_k=spec.reencode_k)
     except DseError as exc:
         return _failed(spec, f"{type(exc).__name__}: {exc}", start)
     except Exception as exc:  # noqa: BLE001 - one broken point must not stop the sweep; the log keeps the trace
         log.error("trial %d (%s) crashed:\n%s", spec.number, spec.params, traceback.format_exc())
         return _failed(spec, f"{type(exc).__name__}: {exc}", start)
-    return TrialOutcome(spec.number, "complete", flatten_report(result.report))
+    record = flatten_report(result.report)
+    # CPU time of the whole trial: unlike wall time, it does not grow when other work shares the cores
+    record["cpu_seconds"] = time.process_time() - cpu
+    return TrialOutcome(spec.number, "complete", record)
 
 
 def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
     """One flat row: the metrics, every resource field (nested ones as dotted names), the status."""
     row: dict[str, Any] = {k: report[k] for k in METRICS if k in report}
     row.update(_flatten(report.get("resources", {})))
+    for section in ("cost", "spiking"):  # when the compiler reports them: energy, area; spike activity
+        if isinstance(report.get(section), dict):
+            row.update(_flatten(report[section], f"{section}."))
     row["legal"] = bool(report["legal"])
     row["violations"] = len(report.get("violations", []))
     row["state"] = "complete"

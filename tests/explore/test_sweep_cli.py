@@ -1,0 +1,110 @@
+"""`python -m dse.sweep` end to end on a small grid (runner=local), and its answers to bad input."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sweep_helpers import FAST
+from test_sweep_pareto import brute_force_front
+
+from dse.explore.trial import METRICS
+from dse.sweep import cli
+
+GRID = ["runner=local", "search=custom", "hardware.weights.bits=2,4", "hardware.crossbar.rows=32,64",
+        "strategy.name=split,prune"]
+RESOURCES = ["crossbars", "cells_used", "utilization", "neurons", "synapses", "core_ops", "depth"]
+STATUS = ["legal", "state", "error_message", "compile_seconds"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sweep") / "run"
+    argv = [*FAST, *GRID, f"hydra.run.dir={run_dir}"]
+    assert cli(argv) == 0
+    return run_dir, argv
+
+
+def test_trials_table_has_one_row_per_point_and_every_column(sweep):
+    run_dir, _ = sweep
+    trials = pd.read_csv(run_dir / "trials.csv")
+    params = ["hardware.weights.bits", "hardware.crossbar.rows", "strategy.name", "hardware.crossbar.cols"]
+    for column in [*params, *METRICS, *RESOURCES, *STATUS]:
+        assert column in trials.columns, column
+    assert len(trials) == 8
+    assert len(trials.drop_duplicates(params[:3])) == 8
+    assert (trials["hardware.crossbar.cols"] == trials["hardware.crossbar.rows"]).all()
+    assert set(trials.state) == {"complete"} and trials.legal.all()
+    np.testing.assert_allclose(trials.accuracy_delta_pp,
+                               (trials.accuracy_original - trials.accuracy_compiled) * 100, atol=1e-4)
+    parquet = pd.read_parquet(run_dir / "trials.parquet")
+    assert list(parquet.columns) == list(trials.columns)
+    for frame in (parquet, trials):
+        frame["error_message"] = frame.error_message.fillna("")
+    pd.testing.assert_frame_equal(parquet, trials, check_dtype=False)
+
+
+def test_pareto_csv_holds_exactly_the_non_dominated_legal_trials(sweep):
+    run_dir, _ = sweep
+    trials = pd.read_csv(run_dir / "trials.csv")
+    legal = trials[(trials.state == "complete") & trials.legal].reset_index(drop=True)
+    expected = {int(legal.trial[i]) for i in brute_force_front(legal[["accuracy_delta_pp", "crossbars"]].to_numpy())}
+    assert set(pd.read_csv(run_dir / "pareto.csv").trial) == expected
+    tex = (run_dir / "pareto.tex").read_text()
+    assert tex.count(r"\\") - 1 == len(expected) and r"\toprule" in tex
+
+
+def test_every_output_file_is_there(sweep):
+    run_dir, _ = sweep
+    names = ["config.yaml", "study.db", "trials.parquet", "trials.csv", "pareto.csv", "pareto.tex"]
+    figures = ["pareto_front", "sensitivity_weights_bits", "sensitivity_crossbar_rows"]
+    for name in names + [f + s for f in figures for s in (".png", ".pdf")]:
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "pareto_front.pdf").read_bytes()[:5] == b"%PDF-"
+    config = (run_dir / "config.yaml").read_text()
+    assert "hardware.weights.bits:\n    - 2\n    - 4" in config  # the search space the run really used
+
+
+def test_running_the_same_command_again_resumes_and_runs_nothing(sweep, capsys):
+    run_dir, argv = sweep
+    before = pd.read_csv(run_dir / "trials.csv")
+    assert cli(argv) == 0
+    assert "0 run now, 8 kept from before" in " ".join(capsys.readouterr().out.split())
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "trials.csv"), before)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["study.nmae=x"], "study.nmae"),  # an unknown key
+        (["runner=cloud"], "runner/cloud"),  # an unknown group option
+        (["hardware.weigths.bits=2,4"], "hardware.weigths.bits is not a config path"),
+        (["search=custom", "~strategy.name"], None),  # (placeholder replaced below)
+        (["runner=ray", "runner.address=127.0.0.1:9"], "runner.address=127.0.0.1:9: cannot reach"),
+        (["hardware.crossbar.cell_bits=2"], "another configuration"),  # same folder, another study
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(sweep, capsys, extra, message):
+    run_dir, argv = sweep
+    if message is None:  # the empty search space: pin every searched parameter
+        extra, message = ["hardware.weights.bits=2", "hardware.crossbar.rows=32", "strategy.name=split"], "empty"
+        argv = [a for a in argv if "=" not in a or a.split("=")[0] not in {e.split("=")[0] for e in extra}]
+    before = digest(run_dir)
+    assert cli([*argv, *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert message in err, err
+    assert digest(run_dir) == before
+
+
+def test_help_lists_the_groups(capsys):
+    assert cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "study=grid|pareto" in out and "runner=ray|local" in out

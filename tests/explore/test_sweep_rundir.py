@@ -1,0 +1,55 @@
+"""Where a sweep works: resuming the newest run folder of the same configuration, refusing a foreign one."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from dse.errors import ConfigError
+from dse.explore.rundir import StudyLock, locate, read_fingerprint, write_fingerprint
+
+A = {"hardware": {"weights": {"bits": 8}}, "study": {"name": "s"}}
+B = {"hardware": {"weights": {"bits": 4}}, "study": {"name": "s"}}
+
+
+def make_run(folder, fingerprint, age_s: float = 0.0):
+    folder.mkdir(parents=True)
+    write_fingerprint(folder, fingerprint, "s")
+    if age_s:
+        t = time.time() - age_s
+        os.utime(folder / "study.json", (t, t))
+    return folder
+
+
+def test_explicit_folder_is_used_as_it_is(tmp_path):
+    assert locate(tmp_path / "new", timestamped=False, fingerprint=A, resume=True) == tmp_path / "new"
+    run = make_run(tmp_path / "run", A)
+    assert locate(run, timestamped=False, fingerprint=A, resume=True) == run
+
+
+def test_explicit_folder_of_another_study_is_refused(tmp_path):
+    run = make_run(tmp_path / "run", A)
+    with pytest.raises(ConfigError, match=r"another configuration \(hardware.weights.bits: 8 there, 4 now\)"):
+        locate(run, timestamped=False, fingerprint=B, resume=True)
+    assert read_fingerprint(run) == A
+
+
+def test_time_stamped_default_resumes_the_newest_run_of_the_same_configuration(tmp_path):
+    old_a = make_run(tmp_path / "s" / "2026-01-01_00-00-00", A, age_s=100)
+    newer_a = make_run(tmp_path / "s" / "2026-01-02_00-00-00", A, age_s=50)
+    make_run(tmp_path / "s" / "2026-01-03_00-00-00", B, age_s=10)
+    fresh = tmp_path / "s" / "2026-01-04_00-00-00"
+    assert locate(fresh, timestamped=True, fingerprint=A, resume=True) == newer_a != old_a
+    assert locate(fresh, timestamped=True, fingerprint={"other": 1}, resume=True) == fresh
+    assert locate(fresh, timestamped=True, fingerprint=A, resume=False) == fresh
+
+
+def test_a_second_sweep_cannot_take_a_locked_folder(tmp_path):
+    with StudyLock(tmp_path):
+        with pytest.raises(ConfigError, match=f"in use by another sweep \\(pid {os.getpid()}\\)"):
+            with StudyLock(tmp_path):
+                pass
+    with StudyLock(tmp_path):  # released
+        pass

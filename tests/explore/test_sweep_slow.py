@@ -1,0 +1,143 @@
+"""Long checks (pytest -m slow): a sweep killed with SIGKILL resumes without losing a trial, and a sweep on a
+two-node Ray cluster started with `ray start` gives the in-process runner's results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sweep_helpers import FAST
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+GRID = ["search=custom", "hardware.weights.bits=2,3,4,5,6,8", "hardware.crossbar.rows=32,64"]  # 12 trials
+METRICS = ["accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement", "logits_rel_error",
+           "crossbars", "cells_used", "neurons", "synapses", "legal"]
+
+
+def sweep_command(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "dse.sweep", *overrides]
+
+
+def finished(db: Path) -> dict[int, tuple[str, str]]:
+    """Trial number -> (state, completion time) of the finished trials in a study database."""
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            rows = con.execute("SELECT number, state, datetime_complete FROM trials "
+                               "WHERE state IN ('COMPLETE', 'FAIL')").fetchall()
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return {}
+    return {n: (s, t) for n, s, t in rows}
+
+
+def test_sigkill_halfway_then_the_same_command_finishes_the_set(tmp_path):
+    run_dir = tmp_path / "run"
+    # full tuning steps: trials long enough (a second or more) to kill the sweep between them
+    cmd = sweep_command("model=mlp_digits", "progress=false", *GRID, "runner.num_cpus=2", f"hydra.run.dir={run_dir}")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while len(finished(run_dir / "study.db")) < 4:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = finished(run_dir / "study.db")
+    assert 4 <= len(before) < 12, "killed too late to test anything"
+
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = finished(run_dir / "study.db")
+    assert len(after) == 12
+    for number, state_time in before.items():  # kept as they were, not run again
+        assert after[number] == state_time
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 12 and trials.trial.is_unique
+    assert len(trials.drop_duplicates(["hardware.weights.bits", "hardware.crossbar.rows"])) == 12
+    with sqlite3.connect(run_dir / "study.db") as con:
+        assert con.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 12  # each point once
+    assert f"{12 - len(before)} run now, {len(before)} kept from before" in " ".join(done.stdout.split())
+
+
+def free_port() -> int:
+    """A free port below Ray's worker port range (10002-19999)."""
+    for port in range(6400, 9999):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def ray_node(*args: str) -> subprocess.Popen:
+    """`ray start --block` in a process group of its own: ending the group ends that node and nothing else
+    (`ray stop` would stop every Ray instance on the machine)."""
+    ray = Path(sys.executable).parent / "ray"
+    return subprocess.Popen([str(ray), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
+                            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def stop(node: subprocess.Popen) -> None:
+    try:
+        os.killpg(node.pid, signal.SIGTERM)
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_nodes(address: str, n: int, timeout_s: float = 120) -> None:
+    probe = (f"import ray, time\nray.init(address={address!r}, logging_level='ERROR')\n"
+             f"t = time.time()\nwhile len([x for x in ray.nodes() if x['Alive']]) < {n}:\n"
+             f"    assert time.time() - t < {timeout_s}, ray.nodes()\n    time.sleep(1)\n")
+    subprocess.run([sys.executable, "-c", probe], env=ENV, check=True, timeout=timeout_s + 60)
+
+
+def test_two_node_ray_cluster_gives_the_local_results(tmp_path):
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = ray_node("--head", f"--port={port}", "--include-dashboard=false")
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "the head node did not start"
+                time.sleep(1)
+        nodes.append(ray_node(f"--address={address}"))
+        wait_for_nodes(address, 2)
+        common = [*FAST, *GRID[:2], "hardware.crossbar.rows=32", "strategy.name=split,prune"]  # 12 trials
+        on_cluster = subprocess.run(sweep_command(*common, f"runner.address={address}",
+                                                  f"hydra.run.dir={tmp_path / 'cluster'}"),
+                                    cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+        assert on_cluster.returncode == 0, on_cluster.stdout + on_cluster.stderr
+    finally:
+        for node in reversed(nodes):
+            stop(node)
+    local = subprocess.run(sweep_command(*common, "runner=local", f"hydra.run.dir={tmp_path / 'local'}"),
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stdout + local.stderr
+    keys = ["hardware.weights.bits", "strategy.name"]
+    a = pd.read_csv(tmp_path / "cluster" / "trials.csv").sort_values(keys).reset_index(drop=True)
+    b = pd.read_csv(tmp_path / "local" / "trials.csv").sort_values(keys).reset_index(drop=True)
+    assert len(a) == 12
+    pd.testing.assert_frame_equal(a[keys + METRICS], b[keys + METRICS])

@@ -1,0 +1,113 @@
+"""The search space: dotted config paths checked against the composed config, command-line sweeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from dse.errors import ConfigError
+from dse.explore.config import compose_config, split_sweeps
+from dse.explore.space import build_space
+
+
+def space_of(*overrides: str, **kwargs):
+    cmd = split_sweeps(list(overrides))
+    cfg = compose_config("sweep", cmd.overrides)
+    return build_space(cfg, cmd.sweeps, cmd.pinned, **kwargs), cfg
+
+
+def test_default_space_of_chip_a_sweeps_weights_io_and_crossbar():
+    space, _ = space_of("hardware=chip_a")
+    assert set(space.params) >= {"hardware.weights.bits", "hardware.io.input_bits", "hardware.crossbar.rows"}
+    assert space.tied == {"hardware.io.output_bits": "hardware.io.input_bits",
+                          "hardware.crossbar.cols": "hardware.crossbar.rows"}
+    assert space.size >= 24
+    point = next(space.grid())
+    settings = space.settings(point)
+    assert settings["hardware.io.output_bits"] == settings["hardware.io.input_bits"]
+    assert settings["hardware.crossbar.cols"] == settings["hardware.crossbar.rows"]
+
+
+def test_chip_b_space_sweeps_the_neuron_model_and_time_steps():
+    space, _ = space_of("hardware=chip_b")
+    assert {"hardware.neuron.model", "hardware.neuron.timesteps"} <= set(space.params)
+
+
+def test_apply_sets_every_path_and_keeps_types():
+    space, cfg = space_of("search=custom", "hardware.weights.bits=2,4", "strategy.name=split,prune")
+    assert space.size == 4
+    c = space.apply(cfg, {"hardware.weights.bits": 2, "strategy.name": "prune"})
+    assert c.hardware.weights.bits == 2 and c.strategy.name == "prune"
+    assert cfg.hardware.weights.bits == 8  # the base is untouched
+
+
+def test_command_line_sweep_replaces_values_and_pin_removes_a_parameter():
+    space, _ = space_of("hardware.weights.bits=3,5", "hardware.crossbar.rows=128")
+    assert space.params["hardware.weights.bits"] == (3, 5)
+    assert "hardware.crossbar.rows" not in space.params
+    assert "hardware.crossbar.cols" not in space.tied  # its source was pinned: the tie goes
+
+
+def test_sweeping_a_tied_path_unties_it():
+    space, _ = space_of("hardware.io.output_bits=8,10")
+    assert "hardware.io.output_bits" in space.params and "hardware.io.output_bits" not in space.tied
+
+
+def test_range_sweep():
+    space, _ = space_of("search=custom", "hardware.crossbar.rows=range(64,257,64)")
+    assert space.params["hardware.crossbar.rows"] == (64, 128, 192, 256)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hardware.weights.bitz=2,4"], "hardware.weights.bitz is not a config path"),
+        (["search=custom", "hardware.crossbar=1,2"], "is a config group or section"),
+        (["model.name=mlp_mnist,lenet_mnist"], "cannot be searched"),
+        (["search=custom"], "search space is empty"),
+        (["hardware.weights.bits=two,four"], "hardware.weights.bits: bad value 'two'"),
+        (["hardware.weights.bits=0,4"], "hardware.weights.bits must be an integer >= 1"),
+        (["strategy.name=split,shrink"], "'shrink' is not a strategy"),
+        (["hardware.weights.bits=4,4"], "lists a value twice"),
+    ],
+)
+def test_bad_search_parameters_fail_with_the_path(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("'", "'")):
+        space_of(*overrides)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("strategy=split,prune", "config group strategy cannot be swept"),
+     ("hardware.weights.bits=interval(2,8)", "continuous interval")],
+)
+def test_unsweepable_command_line(line, message):
+    with pytest.raises(ConfigError, match=message):
+        split_sweeps([line])
+
+
+def test_split_sweeps_keeps_plain_overrides():
+    cmd = split_sweeps(["hardware=chip_a", "hardware.weights.bits=2,4", "tuning.free_steps=10"])
+    assert cmd.overrides == ["hardware=chip_a", "tuning.free_steps=10"]
+    assert cmd.sweeps == {"hardware.weights.bits": [2, 4]}
+    assert cmd.pinned == ["hardware", "tuning.free_steps"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [(["study.n_trails=3"], "n_trails"), (["runner=cloud"], "runner/cloud"), (["study.n_trials=many"], "n_trials"),
+     (["experiment=nope"], "experiment/nope")],
+)
+def test_schema_rejects_typos_and_wrong_types(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose_config("sweep", overrides)
+
+
+def test_every_experiment_composes_with_a_valid_space():
+    from dse.explore.config import CONF_DIR
+
+    names = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    assert len(names) >= 3
+    for name in names:
+        space, cfg = space_of(f"experiment={name}")
+        assert space.size >= 2, name
+        assert cfg.study.name == name

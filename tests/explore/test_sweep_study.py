@@ -1,0 +1,121 @@
+"""The study driver: ask/tell over a grid or NSGA-II, failures recorded, interrupted studies resumed.
+
+A fake executor stands in for compile() so that these run in milliseconds; the end-to-end tests compile.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from optuna.trial import TrialState
+
+from dse.explore.records import trials_frame
+from dse.explore.space import SearchSpace
+from dse.explore.study import RECORD, StudyOptions, drive, open_study
+from dse.explore.trial import TrialOutcome, TrialSpec
+from dse.hardware.spec import HardwareSpec
+from dse.tune.multiphase import TuneOptions
+
+SPACE = SearchSpace({"hardware.weights.bits": (2, 4, 8), "hardware.crossbar.rows": (64, 256)},
+                    {"hardware.crossbar.cols": "hardware.crossbar.rows"})
+
+
+class FakeExecutor:
+    """Two trials in flight; the 'compile' is a formula; optionally dies after `die_after` results."""
+
+    def __init__(self, capacity: int = 2, die_after: int | None = None, fail_bits: int | None = None) -> None:
+        self.capacity, self.die_after, self.fail_bits = capacity, die_after, fail_bits
+        self.queue: list[TrialSpec] = []
+        self.done = 0
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    def submit(self, spec: TrialSpec) -> None:
+        self.queue.append(spec)
+
+    def wait(self) -> list[TrialOutcome]:
+        if self.die_after is not None and self.done >= self.die_after:
+            raise KeyboardInterrupt  # the sweep dies with trials in flight
+        spec = self.queue.pop(0)
+        self.done += 1
+        bits, rows = spec.params["hardware.weights.bits"], spec.params["hardware.crossbar.rows"]
+        if bits == self.fail_bits:
+            return [TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": "boom"},
+                                 "boom")]
+        record = {"accuracy_delta_pp": 8.0 / bits + rows / 1000, "crossbars": 4096 // rows, "legal": True,
+                  "violations": 0, "state": "complete", "error_message": "", "compile_seconds": 0.1}
+        return [TrialOutcome(spec.number, "complete", record)]
+
+
+def build(number: int, point: dict) -> TrialSpec | TrialOutcome:
+    return TrialSpec(number, SPACE.settings(point), HardwareSpec(), "split", TuneOptions())
+
+
+def points(frame) -> Counter:
+    return Counter(zip(frame["hardware.weights.bits"], frame["hardware.crossbar.rows"], strict=True))
+
+
+GRID = StudyOptions(name="t", sampler="grid")
+
+
+def test_grid_runs_every_point_once_and_records_failures(tmp_path):
+    study = open_study(tmp_path / "s.db", GRID, SPACE)
+    stats = drive(study, SPACE, GRID, FakeExecutor(fail_bits=4), build)
+    frame = trials_frame(study, SPACE)
+    assert stats.ran == 6 and stats.failed == 2
+    assert points(frame) == Counter({(b, r): 1 for b in (2, 4, 8) for r in (64, 256)})
+    assert (frame["hardware.crossbar.cols"] == frame["hardware.crossbar.rows"]).all()
+    failed = frame[frame.state == "fail"]
+    assert set(failed["hardware.weights.bits"]) == {4} and set(failed.error_message) == {"boom"}
+
+
+def test_a_point_that_cannot_be_built_is_a_failed_trial(tmp_path):
+    def bad_build(number: int, point: dict) -> TrialSpec | TrialOutcome:
+        if point["hardware.crossbar.rows"] == 64:
+            return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": "too narrow"})
+        return build(number, point)
+
+    study = open_study(tmp_path / "s.db", GRID, SPACE)
+    drive(study, SPACE, GRID, FakeExecutor(), bad_build)
+    frame = trials_frame(study, SPACE)
+    assert len(frame) == 6
+    assert set(frame.loc[frame.state == "fail", "error_message"]) == {"too narrow"}
+
+
+def test_resume_keeps_finished_trials_and_reruns_interrupted_ones_under_their_number(tmp_path):
+    path = tmp_path / "s.db"
+    study = open_study(path, GRID, SPACE)
+    with pytest.raises(KeyboardInterrupt):
+        drive(study, SPACE, GRID, FakeExecutor(die_after=3), build)
+    before = {t.number: t for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    running = [t.number for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert len(before) == 3 and running
+
+    study = open_study(path, GRID, SPACE)  # a new process opens the same database
+    stats = drive(study, SPACE, GRID, FakeExecutor(), build)
+    assert stats.kept == 3 and stats.resumed == len(running) and stats.ran == 3
+    frame = trials_frame(study, SPACE)
+    assert len(frame) == 6 and set(frame.state) == {"complete"}
+    assert points(frame) == Counter({(b, r): 1 for b in (2, 4, 8) for r in (64, 256)})
+    after = {t.number: t for t in study.get_trials()}
+    for number, t in before.items():  # not run again
+        assert after[number].datetime_complete == t.datetime_complete
+        assert after[number].user_attrs[RECORD] == t.user_attrs[RECORD]
+    assert set(running) <= set(after)
+
+    again = drive(open_study(path, GRID, SPACE), SPACE, GRID, FakeExecutor(), build)
+    assert again.ran == 0 and again.kept == 6
+
+
+def test_nsga2_runs_n_trials_and_extends_on_resume(tmp_path):
+    options = StudyOptions(name="p", sampler="nsga2", n_trials=8, population_size=4)
+    study = open_study(tmp_path / "p.db", options, SPACE)
+    stats = drive(study, SPACE, options, FakeExecutor(), build)
+    assert stats.ran == 8
+    more = StudyOptions(name="p", sampler="nsga2", n_trials=11, population_size=4)
+    stats = drive(open_study(tmp_path / "p.db", more, SPACE), SPACE, more, FakeExecutor(), build)
+    assert stats.ran == 3 and stats.kept == 8
+    assert len(trials_frame(study, SPACE)) == 11
