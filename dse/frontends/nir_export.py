@@ -404,13 +404,13 @@ class _Exporter:
             "v_init": (threshold / 2).astype(F32),  # dse starts the membrane at half the threshold
             "reset": n.reset,  # 'subtract' (v -= v_threshold) or 'zero' (v = 0)
             "fire": "v >= v_threshold",
-            "leak": float(n.leak),
+            "leak": float(n.decay),
             "dse_cores": ",".join(cores),
             "dse_core_channels": bounds,  # core i holds channels bounds[i]:bounds[i+1]
         }
-        if n.leak == 1.0:  # the simulator leaks by `leak` whatever the model is called
+        if n.decay == 1.0:  # an IF neuron, or a LIF one that does not leak
             return nir.IF(r=np.ones_like(threshold), v_threshold=threshold, metadata=meta)
-        tau = np.full_like(threshold, -1.0 / math.log(n.leak), dtype=np.float64)
+        tau = np.full_like(threshold, -1.0 / math.log(n.decay), dtype=np.float64)
         return nir.LIF(tau=tau, r=tau.copy(), v_leak=np.zeros_like(tau), v_threshold=threshold, metadata=meta)
 
 

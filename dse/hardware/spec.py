@@ -67,6 +67,11 @@ class Neuron:
     encoding: str = "rate"
     offered: tuple[str, ...] = NEURON_MODELS
 
+    @property
+    def decay(self) -> float:
+        """The membrane's factor per step: `leak` for a LIF neuron; an IF neuron does not leak."""
+        return self.leak if self.model == "lif" else 1.0
+
 
 @dataclass(frozen=True)
 class Mapping:

@@ -46,8 +46,8 @@ def integrate(current: Tensor, threshold: Tensor, neuron: Neuron) -> Tensor:
     spikes = torch.empty_like(current)
     threshold = threshold.expand_as(v)
     for t in range(current.shape[1]):
-        if neuron.leak != 1.0:
-            v.mul_(neuron.leak)
+        if neuron.decay != 1.0:
+            v.mul_(neuron.decay)
         v.add_(current[:, t])
         fired = v >= threshold
         spikes[:, t] = fired
