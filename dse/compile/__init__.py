@@ -263,10 +263,3 @@ def _progress(graph: Graph, enabled: bool):
         bar.update(1)
 
     return step
-
-
-def compile_onnx(onnx: str | Path, dataset: str, hw: HardwareSpec, **kwargs) -> CompileResult:
-    """One-shot convenience: import, prepare, compile."""
-    graph, data = load_model(onnx, dataset)
-    return compile(prepare(graph, data, name=Path(onnx).stem), hw, **kwargs)
-

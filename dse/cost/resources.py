@@ -99,7 +99,7 @@ def _tile_crossbars(op: o.CoreOp, members: np.ndarray, in_channels: int, out_hw:
     best = ho * wo
     for th in range(1, ho + 1):
         for tw in range(1, wo + 1):
-            need_rows = in_channels * min((th - 1) * sh + kh, 10**9) * ((tw - 1) * sw + kw)
+            need_rows = in_channels * ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
             need_cols = th * tw * len(members) * cpw
             if (rows is not None and need_rows > rows) or (cols is not None and need_cols > cols):
                 continue

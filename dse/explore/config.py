@@ -118,16 +118,13 @@ class FigureConfig:
 
 
 @dataclass
-class SweepConfig:
-    model: ModelConfig = MISSING
-    hardware: Any = MISSING
-    strategy: StrategyConfig = MISSING
-    tuning: Any = MISSING
+class SweepConfig(CompileConfig):
+    """A compile's config (what every trial compiles), plus the search and how it runs."""
+
     search: SearchConfig = MISSING
     study: StudyConfig = MISSING
     runner: RunnerConfig = MISSING
     figures: list[FigureConfig] = field(default_factory=list)  # empty: one per swept number
-    progress: bool = True
 
 
 def register_schemas() -> None:
