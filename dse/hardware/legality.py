@@ -8,14 +8,13 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 
-WIRING = (o.Slice, o.Concat, o.Reshape, o.Pad)
 
-
-def _feeds_core(graph: Graph) -> dict[str, bool]:
+def feeds_core(graph: Graph) -> dict[str, bool]:
+    """Per node, whether its value reaches a core-op (through wiring only), rather than only the host."""
     feeds: dict[str, bool] = {}
     for node in reversed(graph.nodes):
         feeds[node.name] = any(
-            isinstance(u.op, o.CoreOp) or (isinstance(u.op, WIRING) and feeds[u.name])
+            isinstance(u.op, o.CoreOp) or (isinstance(u.op, o.WIRING_OPS) and feeds[u.name])
             for u in graph.consumers(node.name)
         )
     return feeds
@@ -25,7 +24,7 @@ def check(graph: Graph, hw: HardwareSpec) -> list[str]:
     """Every violation of `hw`'s constraints in `graph`; empty means the chip can run it."""
     bad: list[str] = []
     quantized = hw.quantized
-    feeds = _feeds_core(graph)
+    feeds = feeds_core(graph)
     for node in graph:
         op, name = node.op, node.name
         if not isinstance(op, o.CHIP_OPS):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dse.errors import ConfigError
+from dse.hardware.legality import feeds_core
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
@@ -261,16 +262,8 @@ def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:
 
 def _out_max(graph: Graph, hw: HardwareSpec) -> dict[str, int]:
     """Largest output code of each core: an edge to another core must fit both ADC and DAC."""
-    wiring = (o.Slice, o.Concat, o.Reshape, o.Pad)
-    feeds_core: dict[str, bool] = {}
-    for node in reversed(graph.nodes):
-        users = graph.consumers(node.name)
-        feeds_core[node.name] = any(
-            isinstance(u.op, o.CoreOp) or (isinstance(u.op, wiring) and feeds_core[u.name]) for u in users
-        )
-    return {
-        n.name: hw.code_max(to_core=feeds_core[n.name]) for n in graph if isinstance(n.op, o.CoreOp)
-    }
+    feeds = feeds_core(graph)
+    return {n.name: hw.code_max(to_core=feeds[n.name]) for n in graph if isinstance(n.op, o.CoreOp)}
 
 
 def check_quantizable(hw: HardwareSpec) -> None:
