@@ -43,41 +43,45 @@ class LayerResources:
         return asdict(self)
 
 
-def _row_sets(op: o.CoreOp) -> np.ndarray:
-    """(O, rows) boolean: which input rows (channel, tap) each output neuron reads."""
-    mask = op.synapse_mask()
-    out_c, in_g = mask.shape[:2]
-    if op.groups == 1:
-        return mask.reshape(out_c, -1)
-    per_group = out_c // op.groups
-    taps = mask.shape[2] * mask.shape[3]
-    rows = np.zeros((out_c, in_g * op.groups * taps), dtype=bool)
-    for j in range(out_c):
-        g = j // per_group
-        rows[j, g * in_g * taps : (g + 1) * in_g * taps] = mask[j].reshape(-1)
-    return rows
+def pack_columns(row_sets: np.ndarray, rows: int | None, logical_cols: int | None,
+                 groups: int = 1) -> list[np.ndarray]:
+    """Greedy packing of neurons onto crossbars; returns, per crossbar, the neuron indices it holds.
 
-
-def pack_columns(row_sets: np.ndarray, rows: int | None, logical_cols: int | None) -> list[np.ndarray]:
-    """Greedy packing of neurons onto crossbars; returns, per crossbar, the neuron indices it holds."""
+    `row_sets` (O, R): the rows each neuron reads. With `groups` > 1 they are rows of the neuron's own group
+    (a grouped op: neurons of different groups read disjoint inputs), so a crossbar's rows are the sum over
+    its groups of each group's union; this keeps a merge of thousands of neurons at O x (its fan-in), never
+    O x (all inputs).
+    """
     n = row_sets.shape[0]
     if rows is None and logical_cols is None:
         return [np.arange(n)]
-    groups: list[np.ndarray] = []
+    per_group = n // groups
+    crossbars: list[np.ndarray] = []
     current: list[int] = []
+    closed = 0  # rows of the current crossbar taken by groups before the current neuron's
     union = np.zeros(row_sets.shape[1], dtype=bool)
     for j in range(n):
+        if j % per_group == 0 and current:  # a new group: its rows are new rows
+            closed += int(union.sum())
+            union = np.zeros_like(union)
         new_union = union | row_sets[j]
-        fits_rows = rows is None or int(new_union.sum()) <= rows
+        fits_rows = rows is None or closed + int(new_union.sum()) <= rows
         fits_cols = logical_cols is None or len(current) < logical_cols
         if current and not (fits_rows and fits_cols):
-            groups.append(np.array(current))
-            current, new_union = [], row_sets[j].copy()
+            crossbars.append(np.array(current))
+            current, closed, new_union = [], 0, row_sets[j].copy()
         current.append(j)
         union = new_union
     if current:
-        groups.append(np.array(current))
-    return groups
+        crossbars.append(np.array(current))
+    return crossbars
+
+
+def _channels_read(op: o.CoreOp, members: np.ndarray) -> int:
+    """Distinct input channels the neurons `members` read (summed over their groups)."""
+    use = op.synapse_mask()[members].any(axis=(2, 3))  # (members, C/groups)
+    group = members // (op.out_channels // op.groups)
+    return int(sum(use[group == g].any(axis=0).sum() for g in np.unique(group)))
 
 
 def _valid_synapses(op: o.CoreOp, in_shape: tuple[int, ...]) -> int:
@@ -119,15 +123,12 @@ def layer_resources(graph: Graph, hw: HardwareSpec) -> list[LayerResources]:
         out_shape = shapes[node.name]
         in_shape = shapes[node.inputs[0]]
         positions = 1 if op.dense else out_shape[1] * out_shape[2]
-        row_sets = _row_sets(op)
-        groups = pack_columns(row_sets, hw.crossbar.rows, hw.logical_cols)
-        n_syn = int(op.synapse_mask().sum())
+        mask = op.synapse_mask()
+        groups = pack_columns(mask.reshape(op.out_channels, -1), hw.crossbar.rows, hw.logical_cols, op.groups)
+        n_syn = int(mask.sum())
         if expanded and not op.dense:
-            taps = op.kernel[0] * op.kernel[1]
-            crossbars = 0
-            for members in groups:
-                used_rows = row_sets[members].any(axis=0).reshape(-1, taps).any(axis=1)
-                crossbars += _tile_crossbars(op, members, int(used_rows.sum()), out_shape[1:], hw)
+            crossbars = sum(_tile_crossbars(op, members, _channels_read(op, members), out_shape[1:], hw)
+                            for members in groups)
             neurons = op.out_channels * positions
             synapses = _valid_synapses(op, in_shape)
         else:

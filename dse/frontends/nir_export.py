@@ -33,9 +33,9 @@
   gives the rounded count). Every neuron node carries ``metadata["v_init"]`` (= v_threshold / 2, same shape);
   a consumer must start its membrane there. It cannot be folded into the graph: a bias acts at every step,
   and NIR has no one-step input.
-- **Wiring.** A flattening `Reshape` is `nir.Flatten`; `Slice` and `Concat` (along channels/features) are
-  folded into the weight nodes of the cores that read them (a slice is a block of zero weights); a zero
-  `Pad` is folded into the padding of the convolution that reads it; an output gathered from several
+- **Wiring.** A flattening `Reshape` is `nir.Flatten`; `Slice`, `Gather` and `Concat` (along
+  channels/features) are folded into the weight nodes of the cores that read them (a slice is a block of zero
+  weights); a zero `Pad` is folded into the padding of the convolution that reads it; an output gathered from several
   ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. Other reshapes and asymmetric padding have no
   NIR form: `UnsupportedOpError`.
 - **Readout.** The graph's output is the spike trains of the last core(s): a signed value leaves the chip as
@@ -185,6 +185,10 @@ class _Exporter:
                 self._reshape(node.name, op, node.inputs[0])
             elif isinstance(op, o.Slice):
                 self.values[node.name] = _slice(self.values[node.inputs[0]], op.start, op.stop)
+                self.scales[node.name] = self.scales[node.inputs[0]]
+            elif isinstance(op, o.Gather):  # one range per routed channel; a weight node sums repeats
+                src = self.values[node.inputs[0]]
+                self.values[node.name] = _merge([t for i in op.index for t in _slice(src, int(i), int(i) + 1)])
                 self.scales[node.name] = self.scales[node.inputs[0]]
             elif isinstance(op, o.Concat):
                 if op.axis != 0:

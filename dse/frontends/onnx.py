@@ -500,12 +500,62 @@ class _Importer:
         self.bind(node, self.emit(node.output[0], op, x))
 
     def _matmul(self, node: NodeProto, name: str) -> None:
+        """``x @ w`` by a constant. A vector's features (N, K) by a (K, J) matrix is a Linear, by a (K,) vector a
+        Linear of one output whose axis is then dropped. A tensor (N, ..., M, K) has its last axis contracted
+        with every (K, J) matrix of `w` (numpy's broadcasting over the leading axes): each of its rows of K
+        values is one channel of a (rows, 1, K) image, and a grouped Conv with a (1, K) kernel gives every row
+        its own J outputs (the matrix that broadcasting pairs it with)."""
         x = self.data(node, name, 0)
-        w = self.const(node, name, 1, "right operand")
-        if w.ndim != 2:
-            raise UnsupportedOpError("MatMul", name, f"constant operand of shape {w.shape} is not a matrix")
-        self._vector_input(node, name, x, w.shape[0])
-        self.bind(node, self.emit(node.output[0], o.Linear(weight=_f32(w.T), bias=None), x))
+        w = np.asarray(self.const(node, name, 1, "right operand"))
+        per, base = self.shapes[x], node.output[0]
+        if w.ndim == 0:
+            raise ModelError(f"node {name!r}: MatMul by a scalar")
+        if not per:
+            raise UnsupportedOpError("MatMul", name, "the data is 1-D: its only axis is the batch, which MatMul "
+                                     "would contract")
+        if len(per) == 1:
+            if w.ndim > 2:
+                raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape}: the result would not keep "
+                                         "the batch on axis 0")
+            self._vector_input(node, name, x, w.shape[0])
+            if w.ndim == 2:
+                self.bind(node, self.emit(base, o.Linear(weight=_f32(w.T), bias=None), x))
+                return
+            dot = self.emit(f"{base}_dot", o.Linear(weight=_f32(w.reshape(1, -1)), bias=None), x)
+            self.bind(node, self.emit(base, o.Reshape(shape=()), dot))
+            return
+        if len(per) > 3:
+            raise UnsupportedOpError("MatMul", name, f"data of per-sample shape {per}: only a vector (F,), rows "
+                                     "(M, K) or an image (C, H, W) is supported")
+        *lead, m, k = per
+        mats = w.reshape(-1, 1) if w.ndim == 1 else w
+        stack = mats.shape[:-2]
+        if mats.shape[-2] != k:
+            raise ModelError(f"node {name!r}: MatMul of per-sample shape {per} by {w.shape}: sizes do not fit")
+        if len(stack) > len(lead) + 1:
+            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} adds axes before the batch")
+        if len(stack) == len(lead) + 1:  # its first axis faces the batch
+            if stack[0] != 1:
+                raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} varies along the batch")
+            mats, stack = mats[0], stack[1:]
+        try:
+            out_lead = tuple(int(d) for d in np.broadcast_shapes(tuple(lead), stack))
+        except ValueError as e:
+            raise ModelError(f"node {name!r}: MatMul of per-sample shape {per} by {w.shape} does not "
+                             "broadcast") from e
+        image = (math.prod(lead) * m, 1, k)
+        rows = x if per == image else self.emit(f"{base}_rows", o.Reshape(shape=image), x)
+        # the data row each output row reads: leading axes of size 1 repeat (broadcast) against the constant's
+        source = np.broadcast_to(np.arange(math.prod(lead)).reshape(lead), out_lead).reshape(-1)
+        picked = [int(p) * m + i for p in source for i in range(m)]
+        if picked != list(range(self.shapes[rows][0])):
+            rows = self._pick_channels(f"{base}_rows", rows, picked)
+        j, count = mats.shape[-1], math.prod(out_lead)
+        per_row = np.broadcast_to(mats, (*out_lead, k, j)).reshape(count, k, j).transpose(0, 2, 1)  # (rows, J, K)
+        weight = np.broadcast_to(per_row[:, None], (count, m, j, k)).reshape(count * m * j, 1, 1, k)
+        dot = self.emit(f"{base}_dot", o.Conv(weight=_f32(weight), bias=None, groups=count * m), rows)
+        shape = (*out_lead, m) if w.ndim == 1 else (*out_lead, m, j)
+        self.bind(node, self.emit(base, o.Reshape(shape=shape), dot))
 
     def _per_sample_const(self, node: NodeProto, name: str, c: np.ndarray, x: str) -> np.ndarray:
         """A constant broadcast against a batched tensor, as one broadcast against the per-sample shape."""
@@ -586,21 +636,32 @@ class _Importer:
         attrs = _attrs(node)
         if "kernel_shape" not in attrs:
             raise ModelError(f"node {name!r}: {node.op_type} lacks kernel_shape")
+        base = node.output[0]
+        one_d = len(attrs["kernel_shape"]) == 1 and len(per) == 2
+        if one_d:  # 1-D pooling of a (C, L) signal is 2-D pooling of the (C, 1, L) image
+            attrs = {**attrs, **{k: [1, *attrs[k]] for k in ("kernel_shape", "strides", "dilations") if k in attrs}}
+            if "pads" in attrs:
+                attrs["pads"] = [0, attrs["pads"][0], 0, *attrs["pads"][1:]]
         kernel = self._pair(node, name, attrs, "kernel_shape")
-        if len(per) != 3:
+        if len(per) != 3 and not one_d:
             raise UnsupportedOpError(node.op_type, name, f"input {per} is not an image (C, H, W)")
         stride = self._pair(node, name, attrs, "strides")
-        if self._pair(node, name, attrs, "dilations") != (1, 1):
-            raise UnsupportedOpError(node.op_type, name, "dilated pooling is not supported")
-        pads = self._spatial_pads(node, name, attrs, per[1:], kernel, stride, (1, 1))
+        dilation = self._pair(node, name, attrs, "dilations")
+        hw = (1, per[1]) if one_d else per[1:]
+        pads = self._spatial_pads(node, name, attrs, hw, kernel, stride, dilation)
         ceil_mode = bool(int(attrs.get("ceil_mode", 0)))
         self.only_first_output(node, name)
         if node.op_type == "MaxPool":
-            op: o.Op = o.MaxPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode)
+            op: o.Op = o.MaxPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation)
         else:
-            op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode,
+            op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
                            count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
-        self.bind(node, self.emit(node.output[0], op, x))
+        if not one_d:
+            self.bind(node, self.emit(base, op, x))
+            return
+        pooled = self.emit(f"{base}_pool", op, self.emit(f"{base}_2d", o.Reshape(shape=(per[0], 1, per[1])), x))
+        c, _, length = self.shapes[pooled]
+        self.bind(node, self.emit(base, o.Reshape(shape=(c, length)), pooled))
 
     def _global_avg_pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -824,6 +885,20 @@ class _Importer:
             cut = (lo, hi)
         self.unary(node, name, o.Slice(*cut) if cut is not None else o.Identity())
 
+    def _pick_channels(self, base: str, x: str, index: list[int]) -> str:
+        """Channels `index` (non-negative) of axis 1 of `x`, in that order: each run of consecutive indices is
+        one Slice, and the runs are concatenated on the channel axis."""
+        size = self.shapes[x][0]
+        runs: list[list[int]] = []
+        for i in index:
+            if runs and i == runs[-1][1]:
+                runs[-1][1] += 1
+            else:
+                runs.append([i, i + 1])
+        parts = [x if (lo, hi) == (0, size) else self.emit(f"{base}_take{k}", o.Slice(lo, hi), x)
+                 for k, (lo, hi) in enumerate(runs)]
+        return parts[0] if len(parts) == 1 else self.emit(f"{base}_cat", o.Concat(axis=0), *parts)
+
     def _gather(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
         indices = np.asarray(self.const(node, name, 1, "indices"))
@@ -843,17 +918,8 @@ class _Importer:
         if not flat or any(not -size <= i < size for i in flat):
             raise ModelError(f"node {name!r}: Gather indices {indices.tolist()} out of range for size {size}")
         flat = [i + size if i < 0 else i for i in flat]
-        # Runs of consecutive indices become one Slice each, concatenated on the channel axis.
-        runs: list[list[int]] = []
-        for i in flat:
-            if runs and i == runs[-1][1]:
-                runs[-1][1] += 1
-            else:
-                runs.append([i, i + 1])
         base = node.output[0]
-        parts = [x if (lo, hi) == (0, size) else self.emit(f"{base}_take{k}", o.Slice(lo, hi), x)
-                 for k, (lo, hi) in enumerate(runs)]
-        y = parts[0] if len(parts) == 1 else self.emit(f"{base}_cat", o.Concat(axis=0), *parts)
+        y = self._pick_channels(base, x, flat)
         shape = (*indices.shape, *per[1:])
         if self.shapes[y] != shape:
             y = self.emit(base, o.Reshape(shape=shape), y)
@@ -861,7 +927,17 @@ class _Importer:
             y = self.emit(base, o.Identity(), x)
         self.values[node.output[0]] = y
 
+    def _chain(self, base: str, x: str, steps: list[tuple[str, o.Op]]) -> str:
+        """Emit `steps` one after the other from `x`; the last is named `base` (the ONNX value it realizes),
+        the others `base` plus their suffix."""
+        for i, (suffix, op) in enumerate(steps):
+            x = self.emit(base if i == len(steps) - 1 else f"{base}_{suffix}", op, x)
+        return x
+
     def _reduce_mean(self, node: NodeProto, name: str) -> None:
+        """The mean over per-sample axes, as ops the compiler maps to core-ops: a Linear of weights 1/F over a
+        vector's features; over an image's channels a 1x1 Conv of weights 1/C, over its rows, columns or both
+        an AvgPool with an (H, 1) or (1, W) window or a GlobalAvgPool. A (C, L) signal is the (C, 1, L) image."""
         x = self.data(node, name, 0)
         per = self.shapes[x]
         attrs = _attrs(node)
@@ -869,17 +945,36 @@ class _Importer:
         if axes is None and self.opset >= 18 and int(attrs.get("noop_with_empty_axes", 0)):
             self.unary(node, name, o.Identity())
             return
-        if len(per) != 3 or axes is None or sorted(axes) != [2, 3]:
+        if axes is None or 0 in axes:
             shown = "all axes" if axes is None else f"axes {axes}"
-            raise UnsupportedOpError("ReduceMean", name, f"over {shown} of per-sample shape {per}: only the mean "
-                                     "over the two spatial axes of a (C, H, W) image (global average pooling) "
-                                     "is supported")
-        pooled = self.emit(node.output[0] if int(attrs.get("keepdims", 1)) else f"{node.output[0]}_pool",
-                           o.GlobalAvgPool(), x)
-        if not int(attrs.get("keepdims", 1)):
-            pooled = self.emit(node.output[0], o.Reshape(shape=(per[0],)), pooled)
-        self.values[node.output[0]] = pooled
-
+            raise UnsupportedOpError("ReduceMean", name, f"over {shown}: it averages over the batch axis, which "
+                                     "the IR keeps free")
+        if not 1 <= len(per) <= 3:
+            raise UnsupportedOpError("ReduceMean", name, f"of per-sample shape {per}: only a vector (F,), a signal "
+                                     "(C, L) or an image (C, H, W) is supported")
+        keep = bool(int(attrs.get("keepdims", 1)))
+        out = tuple(1 if a in axes else d for a, d in enumerate(per, start=1) if keep or a not in axes)
+        steps: list[tuple[str, o.Op]] = []
+        if len(per) == 1:
+            steps.append(("mean", o.Linear(weight=np.full((1, per[0]), 1.0 / per[0], np.float32), bias=None)))
+            reduced: Shape = (1,)
+        else:
+            image = per if len(per) == 3 else (per[0], 1, per[1])
+            if len(per) == 2:
+                steps.append(("2d", o.Reshape(shape=image)))
+            image_axes = {a - 1 for a in axes} if len(per) == 3 else {2 * (a - 1) for a in axes}  # C=0, H=1, W=2
+            c, h, w = image
+            if {1, 2} <= image_axes:
+                steps.append(("pool", o.GlobalAvgPool()))
+            elif image_axes & {1, 2}:
+                window = (h, 1) if 1 in image_axes else (1, w)
+                steps.append(("pool", o.AvgPool(kernel=window, stride=(1, 1))))
+            if 0 in image_axes:
+                steps.append(("mean", o.Conv(weight=np.full((1, c, 1, 1), 1.0 / c, np.float32), bias=None)))
+            reduced = tuple(1 if i in image_axes else d for i, d in enumerate(image))
+        if reduced != out:
+            steps.append(("flat", o.Reshape(shape=out)))
+        self.bind(node, self._chain(node.output[0], x, steps))
 
 _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,

@@ -10,6 +10,7 @@ from dse.ir.ops import (
     Conv,
     CoreOp,
     CoreQuant,
+    Gather,
     GlobalAvgPool,
     Identity,
     Input,
@@ -27,7 +28,7 @@ from dse.ir.ops import (
 )
 
 __all__ = [
-    "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "GlobalAvgPool", "Graph",
+    "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
     "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
     "Softmax", "Tanh",
 ]

@@ -5,7 +5,7 @@ per-sample shape). Image tensors are (N, C, H, W); vectors are (N, F).
 
 Two families live here. The *network ops* are what the ONNX importer produces (Conv, Linear, Relu, ...).
 The *chip ops* are what a compiled network may contain: `CoreOp` (the only thing that computes), wiring that
-only routes values between cores (`Reshape`, `Slice`, `Concat`), and the host's encoder (`Input`) and
+only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`), and the host's encoder (`Input`) and
 decoder (`Readout`). Behaviour lives in tables keyed by op type (`dse.ir.shapes`, `dse.sim.float_exec`, ...),
 not in methods, so that a test can check every op is covered by every table.
 """
@@ -123,24 +123,27 @@ class Softmax(Op):
 
 @dataclass(frozen=True, eq=False)
 class MaxPool(Op):
-    """``y[n, c, h, w] = max_{u, v} pad_{-inf}(x)[n, c, s*h + u, s*w + v]``."""
+    """``y[n, c, h, w] = max_{u, v} pad_{-inf}(x)[n, c, s*h + d*u, s*w + d*v]`` (`d` the dilation)."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: Pads = (0, 0, 0, 0)
     ceil_mode: bool = False
+    dilation: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True, eq=False)
 class AvgPool(Op):
-    """``y[n, c, h, w] = mean_{u, v} pad_0(x)[n, c, s*h + u, s*w + v]``; the divisor counts the padding
-    only when `count_include_pad`."""
+    """``y[n, c, h, w] = mean_{u, v} pad_0(x)[n, c, s*h + d*u, s*w + d*v]`` (`d` the dilation); the divisor
+    counts the padding only when `count_include_pad`, and never the taps of a `ceil_mode` window that fall
+    beyond the padding."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: Pads = (0, 0, 0, 0)
     count_include_pad: bool = False
     ceil_mode: bool = False
+    dilation: tuple[int, int] = (1, 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +172,16 @@ class Slice(Op):
 
     start: int
     stop: int
+
+
+@dataclass(frozen=True, eq=False)
+class Gather(Op):
+    """``y = x[:, index]``: channels (or features) of axis 1 picked by `index`, in any order, any number of
+    times. It routes each neuron's output to the crossbar rows that read it, e.g. all partial sums of one
+    output next to each other, so that a merge is a grouped core-op (a few rows per neuron) rather than a
+    dense, mostly-zero matrix."""
+
+    index: np.ndarray  # int64 (C_out,)
 
 
 @dataclass(frozen=True, eq=False)
@@ -266,6 +279,6 @@ class CoreOp(Op):
 NETWORK_OPS: tuple[type[Op], ...] = (
     Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
-WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Concat, Pad)
+WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)
 ALL_OPS: tuple[type[Op], ...] = (*CHIP_OPS, *NETWORK_OPS)

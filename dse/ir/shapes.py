@@ -39,7 +39,7 @@ def _core(op: o.CoreOp, ins: list[Shape]) -> Shape:
 
 
 def _pool(op: o.MaxPool | o.AvgPool, ins: list[Shape]) -> Shape:
-    return (ins[0][0], *_spatial(ins[0], op.kernel, op.stride, op.padding, op.ceil_mode))
+    return (ins[0][0], *_spatial(ins[0], op.kernel, op.stride, op.padding, op.ceil_mode, op.dilation))
 
 
 def _concat(op: o.Concat, ins: list[Shape]) -> Shape:
@@ -78,6 +78,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.CoreOp: _core,
     o.Reshape: lambda op, ins: tuple(op.shape),
     o.Slice: lambda op, ins: (op.stop - op.start, *ins[0][1:]),
+    o.Gather: lambda op, ins: (len(op.index), *ins[0][1:]),
     o.Concat: _concat,
     o.Pad: _pad,
     o.Conv: _conv,

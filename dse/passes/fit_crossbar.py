@@ -36,45 +36,61 @@ def _dense(op: o.CoreOp) -> tuple[np.ndarray, np.ndarray]:
     return op.weight, op.synapse_mask()
 
 
-def channel_chunks(mask: np.ndarray, rows: int) -> list[tuple[int, int]]:
-    """Contiguous input-channel ranges such that every neuron's fan-in inside a range is <= rows."""
-    per_channel = mask.reshape(mask.shape[0], mask.shape[1], -1).sum(axis=2)  # (O, C)
+def channel_chunks(shape: tuple[int, ...], mask: np.ndarray | None, rows: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of the input channels of one group such that every neuron's fan-in inside a range is
+    <= rows, for a weight of `shape` (O, C/groups, kh, kw) whose real synapses are `mask` (None: all); a
+    grouped op's groups are cut alike (the same channels of every group)."""
+    out_c, in_g, kh, kw = shape
+    if mask is None:  # every channel costs every neuron kh*kw rows: equal chunks (no (O, C) table)
+        if kh * kw > rows:
+            raise ConstraintError(
+                f"a kernel of {kh}x{kw} taps needs {kh * kw} rows on one input channel, more than the crossbar's "
+                f"{rows} rows"
+            )
+        step = rows // (kh * kw)
+        return [(a, min(a + step, in_g)) for a in range(0, in_g, step)]
+    per_channel = mask.reshape(out_c, in_g, -1).sum(axis=2, dtype=np.int32)  # (O, C)
     if per_channel.max(initial=0) > rows:
         raise ConstraintError(
-            f"a kernel of {mask.shape[2]}x{mask.shape[3]} taps needs {int(per_channel.max())} rows on one input "
-            f"channel, more than the crossbar's {rows} rows"
+            f"a kernel of {kh}x{kw} taps needs {int(per_channel.max())} rows on one input channel, more than the "
+            f"crossbar's {rows} rows"
         )
     chunks, start = [], 0
-    load = np.zeros(mask.shape[0], dtype=np.int64)
-    for c in range(mask.shape[1]):
+    load = np.zeros(out_c, dtype=np.int32)
+    for c in range(in_g):
         if np.any(load + per_channel[:, c] > rows):
             chunks.append((start, c))
             start, load = c, np.zeros_like(load)
         load += per_channel[:, c]
-    chunks.append((start, mask.shape[1]))
+    chunks.append((start, in_g))
     return chunks
 
 
-def shared_rows(weight: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def shared_rows(weight: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Outputs whose weight rows are equal up to sign share their partial sums.
 
     A signed pair [s; -s], or the hinge units relu(s - t_k) of an approximator, read the same linear form
     with different biases: computing s once per group and letting the merge apply sign and bias saves most of
-    the partial-sum cores. Returns the distinct rows (their masks), and per output its row index and sign.
+    the partial-sum cores. Returns the distinct rows (their masks), in order of first appearance, and per
+    output its row index and sign (relative to the kept row).
     """
     flat = weight.reshape(weight.shape[0], -1)
-    live = mask.reshape(mask.shape[0], -1)
+    live = None if mask is None else mask.reshape(mask.shape[0], -1)
     first = np.argmax(flat != 0, axis=1)
-    sign = np.sign(flat[np.arange(len(flat)), first])
+    sign = np.sign(flat[np.arange(len(flat)), first]).astype(np.float64)
     sign[sign == 0] = 1.0
-    canon = np.concatenate([flat * sign[:, None], live], axis=1)  # same row and same synapses
-    _, base, index = np.unique(canon, axis=0, return_index=True, return_inverse=True)
-    order = np.argsort(base)  # keep the distinct rows in order of first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    index = index.reshape(-1)
-    relative = sign * sign[base[index]]  # each distinct row is kept as it first appears
-    return weight[base[order]], mask[base[order]], np.stack([rank[index], relative], axis=1)
+    seen: dict[bytes, int] = {}  # a row's bytes (sign made positive, its synapses) -> its distinct index
+    base, rows_of = [], np.zeros((len(flat), 2))
+    for j in range(len(flat)):
+        row = flat[j] if sign[j] > 0 else -flat[j]
+        key = row.astype(np.float32).tobytes() + (b"" if live is None else np.packbits(live[j]).tobytes())
+        if key not in seen:
+            seen[key] = len(base)
+            base.append(j)
+        r = seen[key]
+        rows_of[j] = (r, sign[j] * sign[base[r]])
+    keep = np.asarray(base)
+    return weight[keep], None if mask is None else mask[keep], rows_of
 
 
 class _Fitter:
@@ -83,6 +99,8 @@ class _Fitter:
         self.rows = hw.crossbar.rows
         self.b = GraphBuilder()
         self.shapes: dict[str, Shape] = {}
+        self.ops: dict[str, o.Op] = {}  # the new graph's ops and first inputs, to compose Gathers
+        self.inputs: dict[str, str] = {}
 
     def add(self, name: str, op: o.Op, inputs: tuple[str, ...], block: str, exact_name: bool = False) -> str:
         if exact_name:
@@ -91,6 +109,8 @@ class _Fitter:
         else:
             name = self.b.add(name, op, *inputs, block=block)
         self.shapes[name] = SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs])
+        self.ops[name] = op
+        self.inputs[name] = inputs[0] if inputs else ""
         return name
 
     def run(self) -> Graph:
@@ -106,43 +126,64 @@ class _Fitter:
                 self.split(node.name, op, node.inputs[0], node.block_name)
             else:
                 self.add(node.name, self.prune(node.name, op), node.inputs, node.block, exact_name=True)
-        return self.b.build(self.g.outputs)
+        return self.b.build(self.g.outputs).prune_dead()  # a Gather composed away is dead
 
     # --- split-and-merge -----------------------------------------------------------------------------------
+    def gather(self, src: str, index: np.ndarray, block: str) -> str:
+        """A Gather of `src` (composed with `src`'s own Gather, so chains of merges route in one step)."""
+        prev = self.ops.get(src)
+        if isinstance(prev, o.Gather):
+            index, src = prev.index[index], self.inputs[src]
+        if np.array_equal(index, np.arange(self.shapes[src][0])):
+            return src
+        return self.add(f"{block}_route", o.Gather(np.asarray(index, dtype=np.int64)), (src,), block)
+
     def split(self, name: str, op: o.CoreOp, src: str, block: str) -> str:
-        weight, mask = _dense(op)
-        base_w, base_m, rows_of = shared_rows(weight, mask)
-        n_base = base_w.shape[0]
-        chunks = channel_chunks(base_m, self.rows)
+        """Cut the input channels of every group into chunks that fit; one partial-sum core-op per chunk
+        (grouped like `op`) emits its sums as pairs; one merge neuron per output reads its 2 x chunks sums,
+        routed next to each other by a Gather, as a grouped core-op."""
+        groups, (out_c, in_g, kh, kw) = op.groups, op.weight.shape
+        per_group = out_c // groups
+        if groups == 1:
+            base_w, base_m, rows_of = shared_rows(op.weight, op.mask)
+        else:  # rows of different groups read different inputs: nothing to share
+            base_w, base_m = op.weight, op.mask
+            rows_of = np.stack([np.arange(out_c) % per_group, np.ones(out_c)], axis=1)
+        n_base = base_w.shape[0] // groups  # distinct rows per group
         partials = []
-        for a, b in chunks:
-            part_in = self.add(f"{name}_in", o.Slice(a, b), (src,), block) if (a, b) != (0, weight.shape[1]) else src
-            w = base_w[:, a:b]
-            m = base_m[:, a:b]
-            core = o.CoreOp(
-                np.concatenate([w, -w]), np.zeros(2 * n_base, np.float32), op.stride, op.padding, 1, op.dense,
-                None if m.all() else np.concatenate([m, m]),
-            )
+        for a, b in channel_chunks(base_w.shape, base_m, self.rows):
+            if (a, b) == (0, in_g):
+                part_in = src
+            elif groups == 1:
+                part_in = self.add(f"{name}_in", o.Slice(a, b), (src,), block)
+            else:
+                part_in = self.gather(src, (np.arange(groups)[:, None] * in_g + np.arange(a, b)).reshape(-1), block)
+            w = base_w[:, a:b].reshape(groups, n_base, b - a, kh, kw)
+            w = np.concatenate([w, -w], axis=1).reshape(groups * 2 * n_base, b - a, kh, kw)
+            m = None
+            if base_m is not None and not base_m[:, a:b].all():
+                m = base_m[:, a:b].reshape(groups, n_base, b - a, kh, kw)
+                m = np.concatenate([m, m], axis=1).reshape(w.shape)
+            core = o.CoreOp(w, np.zeros(len(w), np.float32), op.stride, op.padding, groups, op.dense, m)
             partials.append(self.add(f"{name}_part", core, (part_in,), block))
         merged = self.add(f"{name}_partials", o.Concat(0), tuple(partials), block) if len(partials) > 1 else partials[0]
-        # merge: output j reads (pos, neg) of its base row in every group: +1, -1 (times the row's sign)
-        n_out, n_groups = op.out_channels, len(partials)
-        w_merge = np.zeros((n_out, 2 * n_base * n_groups, 1, 1), np.float32)
-        for j in range(n_out):
-            r, sign = int(rows_of[j, 0]), float(rows_of[j, 1])
-            for g in range(n_groups):
-                w_merge[j, g * 2 * n_base + r] = sign
-                w_merge[j, g * 2 * n_base + n_base + r] = -sign
-        merge = o.CoreOp(w_merge, op.bias, (1, 1), (0, 0, 0, 0), 1, op.dense, w_merge != 0,
+        # output j (group k, distinct row r, sign) reads (pos, neg) of row r of group k in every partial
+        width, n_parts = groups * 2 * n_base, len(partials)
+        pos = (np.arange(n_parts)[None, :] * width + (np.arange(out_c) // per_group)[:, None] * 2 * n_base
+               + rows_of[:, :1].astype(np.int64))
+        index = np.stack([pos, pos + n_base], axis=2).reshape(-1)  # per output: pos, neg of each partial
+        w_merge = (np.tile([1.0, -1.0], n_parts)[None, :] * rows_of[:, 1:]).astype(np.float32)
+        merge = o.CoreOp(w_merge.reshape(out_c, 2 * n_parts, 1, 1), op.bias, (1, 1), (0, 0, 0, 0), out_c, op.dense,
                          population=op.population)
-        if int(merge.fan_in().max()) > self.rows:
-            if int(merge.fan_in().max()) >= int(op.fan_in().max()):  # each level must shrink, or it never ends
+        routed = self.gather(merged, index, block)
+        if 2 * n_parts > self.rows:
+            if 2 * n_parts >= int(op.fan_in().max()):  # each level must shrink, or it never ends
                 raise ConstraintError(
                     f"core-op {name}: merging its partial sums needs crossbars of at least 4 rows to converge, "
                     f"the chip has {self.rows}"
                 )
-            return self.split(name, merge, merged, block)
-        return self.add(name, merge, (merged,), block, exact_name=True)
+            return self.split(name, merge, routed, block)
+        return self.add(name, merge, (routed,), block, exact_name=True)
 
     # --- pruning -------------------------------------------------------------------------------------------
     def prune(self, name: str, op: o.CoreOp) -> o.CoreOp:

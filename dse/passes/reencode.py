@@ -80,6 +80,10 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1) -> Graph:
             population[node.name] = pop_in
         elif isinstance(op, o.Readout):
             new = o.Readout(pop_in)
+        elif isinstance(op, o.Gather):  # route every copy alike (copy-major in, copy-major out)
+            per_copy = shapes[ins[0]][0]
+            new = o.Gather(np.concatenate([i * per_copy + op.index for i in range(pop_in)]))
+            population[node.name] = pop_in
         elif isinstance(op, (o.Slice, o.Concat)) and any(population.get(i, 1) > 1 for i in ins):
             raise ConstraintError(f"re-encoding: {type(op).__name__} {node.name} of a population code is not supported")
         else:

@@ -18,6 +18,7 @@ realizes, so its activation here is the teacher of tuning.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from dse.errors import UnsupportedOpError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
-from dse.ir.shapes import SHAPE_RULES, Shape
+from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
 from dse.passes.approximator import FUNCTIONS, fit_hinges
 from dse.passes.registry import register
 
@@ -78,6 +79,7 @@ Value = Terms | Pending
 class _Reformer:
     def __init__(self, graph: Graph, samples: dict[str, np.ndarray], width: int) -> None:
         self.src = graph
+        self.src_shapes = infer_shapes(graph)
         self.samples, self.width = samples, width
         self.b = GraphBuilder()
         self.shapes: dict[str, Shape] = {}
@@ -105,18 +107,23 @@ class _Reformer:
             nodes = list(dict.fromkeys(t.node for t in src.terms))
             offsets = np.cumsum([0] + [self.shapes[n][0] for n in nodes])
             inp = nodes[0] if len(nodes) == 1 else self.add(f"{base}_in", o.Concat(0), *nodes)
-            if groups > 1:
-                w_one, m_one = expand_groups(weight, groups)
+            if groups > 1:  # a residual add, or a pooling of a sum: stays grouped, each group reading its
+                # channels of every term, routed next to each other (a dense form would be mostly zeros)
+                in_g = weight.shape[1]
+                per_group = np.arange(groups)[:, None] * in_g + np.arange(in_g)[None, :]  # (groups, in_g)
+                index = np.stack([offsets[nodes.index(t.node)] + t.start + per_group for t in src.terms], axis=1)
+                inp = self.add(f"{base}_route", o.Gather(index.reshape(-1).astype(np.int64)), inp)
+                weight = np.concatenate([t.coeff * weight for t in src.terms], axis=1)
             else:
-                w_one, m_one = weight, np.ones(weight.shape, bool) if lin.mask is None else lin.mask
-            full = np.zeros((weight.shape[0], offsets[-1], *weight.shape[2:]))
-            mask = np.zeros(full.shape, dtype=bool)
-            for t in src.terms:
-                at = offsets[nodes.index(t.node)] + t.start
-                full[:, at : at + t.count] += t.coeff * w_one
-                mask[:, at : at + t.count] |= m_one
-            weight, groups = full, 1
-            mask = None if mask.all() else mask
+                real = np.ones(weight.shape, bool) if lin.mask is None else lin.mask
+                full = np.zeros((weight.shape[0], offsets[-1], *weight.shape[2:]))
+                mask = np.zeros(full.shape, dtype=bool)
+                for t in src.terms:
+                    at = offsets[nodes.index(t.node)] + t.start
+                    full[:, at : at + t.count] += t.coeff * weight
+                    mask[:, at : at + t.count] |= real
+                weight = full
+                mask = None if mask.all() else mask
         op = o.CoreOp(
             weight.astype(np.float32), lin.bias.astype(np.float32), lin.stride, lin.padding, groups,
             lin.dense, mask, fixed=fixed,
@@ -187,6 +194,11 @@ class _Reformer:
     def convert(self, node) -> Value:  # noqa: C901 - one branch per op type
         op, name = node.op, node.name
         ins = [self.values[i] for i in node.inputs]
+        rank = len(self.src_shapes[name])
+        if rank not in (1, 3) and not isinstance(op, (o.Input, o.Reshape, o.Slice, o.Concat, o.Identity)):
+            # a core-op computes on features (F,) or images (C, H, W)
+            raise UnsupportedOpError(type(op).__name__, name, f"a value of per-sample shape "
+                                     f"{self.src_shapes[name]} (the chip computes on (F,) or (C, H, W) values)")
         if isinstance(op, o.Input):
             self.b._names.add(name)
             self.b.nodes.append(type(self.src[name])(name, op, ()))
@@ -267,9 +279,9 @@ class _Reformer:
         Stage 1 is a depthwise convolution over the window; every later stage a depthwise 1x1. Each value
         of the tree is a sum of neuron outputs ("parts"); a pair (a, b) becomes relu(a - b), relu(b).
         """
-        if op.ceil_mode:
-            raise UnsupportedOpError("MaxPool", name, "ceil_mode=1")
         src = self.whole(v.terms[0])
+        if overhangs(op, self.shapes[src]):
+            raise UnsupportedOpError("MaxPool", name, "ceil_mode=1 with a last window past the padding")
         channels = self.shapes[src][0]
         kh, kw = op.kernel
         n = kh * kw
@@ -286,7 +298,7 @@ class _Reformer:
             last[n - 1] = 1.0
             values.append([len(rows)])
             rows.append(last)
-        weight = np.stack(rows).reshape(len(rows), 1, kh, kw)
+        weight = dilate(np.stack(rows).reshape(len(rows), 1, kh, kw), op.dilation)
         stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, src,
                                 stride=op.stride, padding=op.padding)
         parts_per = len(rows)
@@ -358,6 +370,24 @@ def expand_groups(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarr
     return dense, mask
 
 
+def dilate(weight: np.ndarray, dilation: tuple[int, int]) -> np.ndarray:
+    """A kernel (..., kh, kw) with dilation as the bigger kernel it covers, zero between its taps."""
+    if tuple(dilation) == (1, 1):
+        return weight
+    dh, dw = dilation
+    kh, kw = weight.shape[-2:]
+    big = np.zeros((*weight.shape[:-2], (kh - 1) * dh + 1, (kw - 1) * dw + 1), dtype=weight.dtype)
+    big[..., ::dh, ::dw] = weight
+    return big
+
+
+def overhangs(op: o.MaxPool | o.AvgPool, in_shape: Shape) -> bool:
+    """Whether `ceil_mode` adds a last window that reaches past the padding (it has fewer taps than the
+    others); when it adds none, the op is the same as without it."""
+    rule = SHAPE_RULES[type(op)]
+    return op.ceil_mode and rule(op, [in_shape]) != rule(dataclasses.replace(op, ceil_mode=False), [in_shape])
+
+
 def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     """A linear network op as core-op parameters."""
     f64 = np.float64
@@ -366,23 +396,17 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
         b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
         return LinearSpec(w.reshape(*w.shape, 1, 1), b, (1, 1), (0, 0, 0, 0), 1, True)
     if isinstance(op, o.Conv):
-        w = np.asarray(op.weight, f64)
-        if op.dilation != (1, 1):  # a dilated kernel is a bigger kernel with zero taps
-            dh, dw = op.dilation
-            kh, kw = w.shape[2:]
-            big = np.zeros((*w.shape[:2], (kh - 1) * dh + 1, (kw - 1) * dw + 1))
-            big[:, :, ::dh, ::dw] = w
-            w = big
+        w = dilate(np.asarray(op.weight, f64), op.dilation)
         b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
         return LinearSpec(w, b, tuple(op.stride), tuple(op.padding), op.groups, False)
     if isinstance(op, o.AvgPool):
-        if op.ceil_mode or (any(op.padding) and not op.count_include_pad):
+        if overhangs(op, in_shape) or (any(op.padding) and not op.count_include_pad):
             # windows that overhang the border average fewer values: not one weight per tap
             raise UnsupportedOpError("AveragePool", name, "border windows with a varying divisor")
         c = in_shape[0]
         kh, kw = op.kernel
-        return LinearSpec(np.full((c, 1, kh, kw), 1.0 / (kh * kw)), np.zeros(c), tuple(op.stride),
-                          tuple(op.padding), c, False)
+        return LinearSpec(dilate(np.full((c, 1, kh, kw), 1.0 / (kh * kw)), op.dilation), np.zeros(c),
+                          tuple(op.stride), tuple(op.padding), c, False)
     if isinstance(op, o.GlobalAvgPool):
         c, h, w = in_shape
         return LinearSpec(np.full((c, 1, h, w), 1.0 / (h * w)), np.zeros(c), (1, 1), (0, 0, 0, 0), c, False)

@@ -30,10 +30,22 @@ def _pad(x: Tensor, padding: o.Pads, value: float = 0.0) -> Tensor:
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
+def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+    """``x @ W.T + b`` for (N, F) rows and a grouped weight (O, F / groups): group g's outputs read only
+    features g*F/g .. (g+1)*F/g (a merge core: each neuron reads its own few partial sums)."""
+    w = weight.reshape(weight.shape[0], -1)
+    if groups == 1:
+        return F.linear(x, w, bias)
+    out_c, in_g = w.shape
+    y = torch.einsum("ngi,goi->ngo", x.reshape(x.shape[0], groups, in_g), w.reshape(groups, out_c // groups, in_g))
+    y = y.reshape(x.shape[0], out_c)
+    return y if bias is None else y + bias
+
+
 def conv_core(x: Tensor, weight: Tensor, bias: Tensor | None, op: o.CoreOp | o.Conv) -> Tensor:
     """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op."""
     if isinstance(op, o.CoreOp) and op.dense:
-        return F.linear(x, weight.reshape(weight.shape[0], -1), bias)
+        return grouped_linear(x, weight, bias, op.groups)
     dilation = op.dilation if isinstance(op, o.Conv) else (1, 1)
     return F.conv2d(_pad(x, op.padding), weight, bias, stride=op.stride, dilation=dilation, groups=op.groups)
 
@@ -112,11 +124,36 @@ def _crop_pool(op: o.MaxPool | o.AvgPool, x: Tensor, y: Tensor) -> Tensor:
 
 def _maxpool(op: o.MaxPool, xs: list[Tensor]) -> Tensor:
     x = _pad(xs[0], op.padding, value=float("-inf"))
-    return _crop_pool(op, xs[0], F.max_pool2d(x, op.kernel, op.stride, ceil_mode=op.ceil_mode))
+    y = F.max_pool2d(x, op.kernel, op.stride, dilation=op.dilation, ceil_mode=op.ceil_mode)
+    return _crop_pool(op, xs[0], y)
+
+
+def _dilated_avgpool(op: o.AvgPool, x: Tensor) -> Tensor:
+    """Average pooling with a dilated window (torch's avg_pool2d has no dilation): the sum over the taps is a
+    depthwise convolution with a dilated kernel of ones, and so is the divisor, over a map of the taps that
+    count (the input, plus the padding when `count_include_pad`; never the overhang of a `ceil_mode` window)."""
+    _, h_out, w_out = SHAPE_RULES[type(op)](op, [tuple(x.shape[1:])])
+    top, left, bottom, right = op.padding
+    over_h, over_w = (  # zeros past the bottom/right padding, so that the last (ceil_mode) window fits
+        max(0, (out - 1) * s + (k - 1) * d + 1 - (size + p0 + p1))
+        for out, size, k, s, d, p0, p1 in zip((h_out, w_out), x.shape[2:], op.kernel, op.stride, op.dilation,
+                                              (top, left), (bottom, right), strict=True)
+    )
+    ones = torch.ones((1, 1, *x.shape[2:]), dtype=x.dtype)
+    taps = F.pad(ones, (left, right, top, bottom), value=1.0 if op.count_include_pad else 0.0)
+    taps = F.pad(taps, (0, over_w, 0, over_h))
+    kernel = torch.ones((1, 1, *op.kernel), dtype=x.dtype)
+    padded = F.pad(x, (left, right + over_w, top, bottom + over_h))
+    sums = F.conv2d(padded, kernel.expand(x.shape[1], 1, *op.kernel), stride=op.stride, dilation=op.dilation,
+                    groups=x.shape[1])
+    counts = F.conv2d(taps, kernel, stride=op.stride, dilation=op.dilation)
+    return (sums / counts)[..., :h_out, :w_out]
 
 
 def _avgpool(op: o.AvgPool, xs: list[Tensor]) -> Tensor:
     x = xs[0]
+    if op.dilation != (1, 1):
+        return _dilated_avgpool(op, x)
     if op.count_include_pad:
         y = F.avg_pool2d(_pad(x, op.padding), op.kernel, op.stride, ceil_mode=op.ceil_mode)
         return _crop_pool(op, x, y)
@@ -142,6 +179,7 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.CoreOp: _core,
     o.Reshape: lambda op, xs: xs[0].reshape(xs[0].shape[0], *op.shape),
     o.Slice: lambda op, xs: xs[0][:, op.start : op.stop],
+    o.Gather: lambda op, xs: xs[0][:, torch.as_tensor(op.index)],
     o.Concat: lambda op, xs: torch.cat(xs, dim=op.axis + 1),
     o.Pad: lambda op, xs: pad_values(xs[0], op),
     o.Conv: _conv,
@@ -187,7 +225,7 @@ def run_float(
             values[node.name] = FLOAT_EXEC[type(node.op)](node.op, xs)
             for src in node.inputs:  # free what no later node reads, unless kept
                 if last_use[src] == i and src not in keep_set:
-                    del values[src]
+                    values.pop(src, None)  # pop: a node may read the same input twice (Concat(x, x))
         for k in keep_set:
             parts[k].append(values[k])
     return {k: torch.cat(v) for k, v in parts.items()}

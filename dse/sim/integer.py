@@ -76,6 +76,8 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep_codes: bool = False, batch_
                 scales[node.name] = scales[node.inputs[0]]
             elif isinstance(op, o.Slice):
                 codes[node.name] = ins[0][:, op.start : op.stop]
+            elif isinstance(op, o.Gather):
+                codes[node.name] = ins[0][:, torch.as_tensor(op.index)]
             elif isinstance(op, o.Concat):
                 codes[node.name] = torch.cat(ins, dim=op.axis + 1)
             elif isinstance(op, o.Reshape):

@@ -95,6 +95,8 @@ def wire(op: o.Op, ins: list[Tensor]) -> Tensor:
     """Wiring on trains (axis 1 is time, so channel axes shift by one)."""
     if isinstance(op, o.Slice):
         return ins[0][:, :, op.start : op.stop]
+    if isinstance(op, o.Gather):
+        return ins[0][:, :, torch.as_tensor(op.index)]
     if isinstance(op, o.Concat):
         return torch.cat(ins, dim=op.axis + 2)
     if isinstance(op, o.Reshape):

@@ -34,7 +34,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.sim import spiking
-from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
 from dse.tune.patches import patch_geometry, sample_patches
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
 from dse.tune.spiking import tune_spiking
@@ -81,6 +81,8 @@ def _channel_scales(op: o.Op, ins: list[Tensor], in_shapes: list[tuple[int, ...]
         return ins[0]
     if isinstance(op, o.Slice):
         return ins[0][op.start : op.stop]
+    if isinstance(op, o.Gather):
+        return ins[0][torch.as_tensor(op.index)]
     if isinstance(op, o.Concat):
         return torch.cat(ins)
     if isinstance(op, o.Reshape):
@@ -135,7 +137,7 @@ class QCore(nn.Module):
     def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
         w = self.weight * self.mask
         if self.patch:
-            return F.linear(x, w.reshape(w.shape[0], -1), bias)
+            return grouped_linear(x, w, bias, self.op.groups)
         return conv_core(x, w, bias, self.op)
 
     def pre(self, x: Tensor) -> Tensor:

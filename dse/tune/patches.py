@@ -16,7 +16,8 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
 
     A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
     then training can sample (image, position) pairs as rows of a matrix instead of running whole feature
-    maps, which is what makes tuning fast. A grouped (depthwise) core keeps the feature-map path.
+    maps, which is what makes tuning fast. A grouped core that reads the input (a depthwise op) keeps the
+    feature-map path; a grouped 1x1 merge behind the partial sums is a grouped matrix product on the rows.
     """
     if len(ext) != 1:
         return None
@@ -24,13 +25,14 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
     geometry = set()
     for n in block:
         if isinstance(n.op, o.CoreOp):
-            if n.op.groups != 1:
-                return None
             if n.inputs[0] in reads_ext:
+                if n.op.groups != 1:
+                    return None
                 geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
             elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):
                 return None
-        elif not isinstance(n.op, (o.Slice, o.Concat)):
+        elif not isinstance(n.op, (o.Slice, o.Concat, o.Gather)) or (
+                isinstance(n.op, o.Gather) and n.inputs[0] in reads_ext):
             return None
     return geometry.pop() if len(geometry) == 1 else None
 

@@ -14,12 +14,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
+from onnx.reference import ReferenceEvaluator
 
 from dse.errors import ModelError, UnsupportedOpError
 from dse.frontends import SUPPORTED_OPS, load_onnx
+from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.shapes import infer_shapes
+from dse.passes import run_pipeline
 from dse.sim.float_exec import run_logits
+
+# the passes register themselves on import
+from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
+from dse.passes import reform as _reform  # noqa: F401  isort: skip
 
 FLOAT = TensorProto.FLOAT
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -271,6 +278,25 @@ def gather_case(indices: object, in_shape: tuple = IMG) -> tuple:
     return nodes, in_shape, {"i": np.array(indices, dtype=np.int64)}
 
 
+def mean_case(in_shape: tuple, axes: list[int], keepdims: int, opset: int = 18) -> tuple:
+    """ReduceMean alone over `axes` (batched numbering): axes as an input from opset 18, an attribute before."""
+    if opset >= 18:
+        node = oh.make_node("ReduceMean", ["x", "ax"], ["y"], keepdims=keepdims)
+        return [node], in_shape, {"ax": np.array(axes, dtype=np.int64)}, {"opset": opset}
+    return [oh.make_node("ReduceMean", ["x"], ["y"], keepdims=keepdims, axes=axes)], in_shape, {}, {"opset": opset}
+
+
+SIGNAL = (4, 11)  # C, L: a 1-D signal
+
+
+def pool_1d_case(op: str, **attrs) -> tuple:
+    return [oh.make_node(op, ["x"], ["y"], **attrs)], SIGNAL, {}, {"opset": 19}  # AveragePool dilations: 19
+
+
+def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
+    return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
+
+
 OP_CASES = {
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
@@ -360,6 +386,43 @@ OP_CASES = {
     "gather_2d_indices_vector": gather_case([[0, 2], [5, 4]], in_shape=(6,)),
     "cast_to_double_and_back": ([oh.make_node("Cast", ["x"], ["d"], to=TensorProto.DOUBLE),
                                  oh.make_node("Cast", ["d"], ["y"], to=FLOAT)], IMG, {}),
+    # ReduceMean over other axes than (H, W): a 1x1 Conv over channels, an (H, 1)/(1, W) AvgPool over rows or
+    # columns, a Linear over a vector's features; a (C, L) signal as the (C, 1, L) image
+    "reduce_mean_channels_18": mean_case(IMG, [1], 1),
+    "reduce_mean_channels_flat_13": mean_case(IMG, [-3], 0, opset=13),
+    "reduce_mean_rows_18": mean_case(IMG, [2], 1),
+    "reduce_mean_cols_flat_18": mean_case(IMG, [3], 0),
+    "reduce_mean_channels_rows_flat_18": mean_case(IMG, [2, 1], 0),
+    "reduce_mean_channels_cols_18": mean_case(IMG, [1, -1], 1),
+    "reduce_mean_chw_18": mean_case(IMG, [1, 2, 3], 1),
+    "reduce_mean_chw_flat_11": mean_case(IMG, [1, 2, 3], 0, opset=11),
+    "reduce_mean_vector_18": mean_case((9,), [1], 1),
+    "reduce_mean_vector_flat_18": mean_case((9,), [-1], 0),
+    "reduce_mean_signal_channels_18": mean_case(SIGNAL, [1], 1),
+    "reduce_mean_signal_length_flat_18": mean_case(SIGNAL, [2], 0),
+    "reduce_mean_signal_both_18": mean_case(SIGNAL, [1, 2], 1),
+    # 1-D pooling of (N, C, L) as 2-D pooling of (N, C, 1, L)
+    "maxpool_1d_k3s2p1": pool_1d_case("MaxPool", kernel_shape=[3], strides=[2], pads=[1, 1]),
+    "maxpool_1d_dilated_ceil": pool_1d_case("MaxPool", kernel_shape=[2], strides=[2], dilations=[3], pads=[1, 0],
+                                            ceil_mode=1),
+    "avgpool_1d_k2": pool_1d_case("AveragePool", kernel_shape=[2]),
+    "avgpool_1d_pad_exclude": pool_1d_case("AveragePool", kernel_shape=[3], strides=[2], pads=[2, 1]),
+    "avgpool_1d_dilated_include_pad": pool_1d_case("AveragePool", kernel_shape=[3], dilations=[2], pads=[1, 2],
+                                                   count_include_pad=1),
+    "avgpool_1d_same_upper": pool_1d_case("AveragePool", kernel_shape=[4], strides=[3], auto_pad="SAME_UPPER"),
+    # 2-D pooling with dilations
+    "maxpool_dilated": pool_case("MaxPool", kernel_shape=[2, 3], dilations=[2, 2], pads=[1, 0, 1, 2]),
+    "avgpool_dilated_ceil": (*pool_case("AveragePool", kernel_shape=[2, 2], strides=[2, 2], dilations=[2, 3],
+                                        ceil_mode=1), {"opset": 19}),
+    "avgpool_dilated_pad_include": (*pool_case("AveragePool", kernel_shape=[3, 2], dilations=[2, 2],
+                                               pads=[2, 1, 1, 1], count_include_pad=1), {"opset": 19}),
+    # MatMul by a constant: (N, K) by a vector; (N, ..., M, K) by a vector, a matrix or a stack of them
+    "matmul_vector_by_vector": matmul_const_case((12,), (12,)),
+    "matmul_image_by_vector": matmul_const_case(IMG, (6,)),
+    "matmul_rows_by_matrix": matmul_const_case((5, 12), (12, 3)),
+    "matmul_image_by_stack": matmul_const_case(IMG, (4, 6, 3)),
+    "matmul_image_by_stack_batch_1": matmul_const_case(IMG, (1, 4, 6, 2)),
+    "matmul_broadcast_data": matmul_const_case((1, 7, 6), (3, 6, 2)),
 }
 
 
@@ -368,6 +431,28 @@ def test_op_matches_onnxruntime(case: tuple) -> None:
     nodes, in_shape, inits, *rest = case
     kw = rest[0] if rest else {}
     check(make_model(nodes, in_shape, inits=inits, **kw), in_shape, per_sample=kw.get("batch") == 1)
+
+
+# ReduceMean, 1-D and dilated pooling, MatMul of tensors: imported as ops the compiler already maps to core-ops
+COMPILED_CASES = (
+    "reduce_mean_channels_18", "reduce_mean_channels_flat_13", "reduce_mean_rows_18", "reduce_mean_cols_flat_18",
+    "reduce_mean_channels_rows_flat_18", "reduce_mean_chw_18", "reduce_mean_vector_18",
+    "reduce_mean_signal_length_flat_18", "reduce_mean_signal_both_18", "maxpool_1d_k3s2p1",
+    "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
+    "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
+    "matmul_broadcast_data",
+)
+
+
+@pytest.mark.parametrize("name", COMPILED_CASES)
+def test_new_import_paths_reform_into_core_ops(name: str) -> None:
+    """canonicalize and reform accept the imported graph, which then computes the same in float."""
+    nodes, in_shape, inits, *rest = OP_CASES[name]
+    graph = load_onnx(make_model(nodes, in_shape, inits=inits, **(rest[0] if rest else {})))
+    chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])
+    assert all(isinstance(n.op, o.CHIP_OPS) for n in chip), chip.op_counts()
+    x = np.random.default_rng(34).random((3, *in_shape)).astype(np.float32)  # >= 0, as the host sends
+    np.testing.assert_allclose(run_logits(chip, x), run_logits(graph, x), **TOL)
 
 
 @pytest.mark.parametrize("opset", range(11, 22))
@@ -431,6 +516,38 @@ def test_pool_attributes(op, hw, k, stride, pads, ceil_mode, include, seed) -> N
         attrs["count_include_pad"] = int(include)
     in_shape = (2, *hw)
     check(make_model([oh.make_node(op, ["x"], ["y"], **attrs)], in_shape), in_shape, n=2, seed=seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    op=st.sampled_from(["MaxPool", "AveragePool"]), hw=st.tuples(st.integers(3, 9), st.integers(3, 9)),
+    k=st.tuples(st.integers(1, 3), st.integers(1, 3)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dil=st.tuples(st.integers(1, 3), st.integers(1, 3)), pads=st.tuples(*[st.integers(0, 2)] * 4),
+    ceil_mode=st.booleans(), include=st.booleans(), seed=st.integers(0, 99),
+)
+def test_dilated_pool_attributes(op, hw, k, stride, dil, pads, ceil_mode, include, seed) -> None:
+    for i in range(2):
+        assume(pads[i] < k[i] and pads[i + 2] < k[i])  # onnxruntime refuses a pad as large as the kernel
+        assume(hw[i] + pads[i] + pads[i + 2] >= dil[i] * (k[i] - 1) + 1)
+    attrs = {"kernel_shape": list(k), "strides": list(stride), "dilations": list(dil), "pads": list(pads),
+             "ceil_mode": int(ceil_mode)}
+    if op == "AveragePool":
+        attrs["count_include_pad"] = int(include)
+    in_shape = (2, *hw)
+    model = make_model([oh.make_node(op, ["x"], ["y"], **attrs)], in_shape, opset=19)  # AveragePool dilations: 19
+    check(model, in_shape, n=2, seed=seed)
+
+
+def test_dilated_pool_same_padding_follows_the_spec() -> None:
+    """SAME padding covers the dilated window (ceil(7 / 2) = 4 rows out), as the ONNX spec and its reference
+    evaluator say; onnxruntime sizes it with the undilated kernel (3 rows), so the reference is the judge."""
+    node = oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2], dilations=[2, 1],
+                        auto_pad="SAME_UPPER")
+    model = make_model([node], IMG)
+    x = rand(3, *IMG, seed=33)
+    ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert ref.shape == (3, 4, 4, 3)
+    np.testing.assert_allclose(run_logits(load_onnx(model), x), ref, **TOL)
 
 
 def test_batchnorm_becomes_per_channel_affine() -> None:
@@ -614,8 +731,7 @@ UNSUPPORTED = {
                         "Mul"),
     "div_const_by_tensor": ([oh.make_node("Div", ["c", "x"], ["y"])], IMG, {"c": np.float32(2.0)}, "Div"),
     "gemm_transA": ([oh.make_node("Gemm", ["x", "B"], ["y"], transA=1)], (12,), {"B": rand(1, 5)}, "Gemm"),
-    "maxpool_dilation": ([oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2])], IMG, {},
-                         "MaxPool"),
+    "maxpool_3d": ([oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2])], (2, 4, 4, 4), {}, "MaxPool"),
     "softmax_batch_axis": ([oh.make_node("Softmax", ["x"], ["y"], axis=0)], IMG, {}, "Softmax"),
     "concat_batch_axis": ([oh.make_node("Concat", ["x", "x"], ["y"], axis=0)], IMG, {}, "Concat"),
     "concat_with_constant": ([oh.make_node("Concat", ["x", "c"], ["y"], axis=1)], IMG,
@@ -633,8 +749,15 @@ UNSUPPORTED = {
                                   "Mul"),
     "dropout_training": ([oh.make_node("Dropout", ["x", "r", "t"], ["y"])], IMG,
                          {"r": np.float32(0.5), "t": np.bool_(True)}, "Dropout"),
-    "reduce_mean_channels": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[1])], IMG, {}, "ReduceMean"),
     "reduce_mean_all_axes": ([oh.make_node("ReduceMean", ["x"], ["y"])], IMG, {}, "ReduceMean"),
+    "reduce_mean_batch_axis": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[0, 1])], IMG, {}, "ReduceMean"),
+    "reduce_mean_rank_4": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[1])], (2, *IMG), {}, "ReduceMean"),
+    "matmul_1d_data": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (), {"W": rand(1, 3)}, "MatMul"),
+    "matmul_vector_by_stack": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (12,), {"W": rand(2, 12, 3)},
+                               "MatMul"),
+    "matmul_stack_along_batch": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (3, 4), {"W": rand(2, 4, 3)},
+                                 "MatMul"),
+    "matmul_rank_4": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (2, 1, 3, 5), {"W": rand(5, 2)}, "MatMul"),
     "squeeze_batch_axis": ([oh.make_node("Squeeze", ["x", "a"], ["y"])], (1, 7, 6),
                            {"a": np.array([0, 1], dtype=np.int64)}, "Squeeze"),
     "squeeze_without_axes": ([oh.make_node("Squeeze", ["x"], ["y"])], (1, 7, 6), {}, "Squeeze"),

@@ -60,7 +60,8 @@ def core_depth(g: Graph) -> int:
 
 
 def test_split_expected_graph() -> None:
-    """6 inputs on 4 rows: two partial cores emit (relu(s_g), relu(-s_g)); the merge adds them, + bias, ReLU."""
+    """6 inputs on 4 rows: two partial cores emit (relu(s_g), relu(-s_g)); a Gather routes each output's four
+    sums next to each other; the merge, one group of 4 rows per neuron, adds them, + bias, ReLU."""
     before = dense_net(6, 2, seed=1)
     w = before["fc"].op.weight[:, :, 0, 0]
     bias = before["fc"].op.bias
@@ -69,17 +70,14 @@ def test_split_expected_graph() -> None:
         wg = w[:, cols]
         return o.CoreOp(np.concatenate([wg, -wg])[:, :, None, None], np.zeros(4, F32), dense=True)
 
-    merge = np.zeros((2, 8), F32)
-    for j in range(2):
-        for g in range(2):
-            merge[j, 4 * g + j], merge[j, 4 * g + 2 + j] = 1.0, -1.0
+    merge = np.tile(np.array([1.0, -1.0, 1.0, -1.0], F32), (2, 1))  # pos, neg of partial 1, then of partial 2
     e = GraphBuilder()
     x = e.add("x", o.Input((6,)))
     p1 = e.add("fc_part", part(slice(0, 4)), e.add("fc_in", o.Slice(0, 4), x, block="fc"), block="fc")
     p2 = e.add("fc_part", part(slice(4, 6)), e.add("fc_in", o.Slice(4, 6), x, block="fc"), block="fc")
     cat = e.add("fc_partials", o.Concat(0), p1, p2, block="fc")
-    expected = e.build([e.add("fc", o.CoreOp(merge[:, :, None, None], bias, dense=True,
-                                             mask=merge[:, :, None, None] != 0), cat, block="fc")])
+    route = e.add("fc_route", o.Gather(np.array([0, 2, 4, 6, 1, 3, 5, 7])), cat, block="fc")
+    expected = e.build([e.add("fc", o.CoreOp(merge[:, :, None, None], bias, groups=2, dense=True), route, block="fc")])
     after = fit(before, rows=4)
     assert_graphs_equal(after, expected)
     assert {n.block for n in after if n.name != "x"} == {"fc"}  # tuned as one block
@@ -151,7 +149,7 @@ def test_a_kernel_larger_than_the_crossbar_cannot_be_met(strategy: str) -> None:
 
 def test_channel_chunks_cover_every_channel_once_within_rows() -> None:
     mask = np.random.default_rng(0).random((6, 20, 3, 3)) < 0.6
-    chunks = channel_chunks(mask, rows=20)
+    chunks = channel_chunks(mask.shape, mask, rows=20)
     assert chunks[0][0] == 0 and chunks[-1][1] == 20
     assert all(a < b for a, b in chunks) and all(chunks[i][1] == chunks[i + 1][0] for i in range(len(chunks) - 1))
     per_channel = mask.sum(axis=(2, 3))

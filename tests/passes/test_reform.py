@@ -193,6 +193,42 @@ def test_maxpool_of_a_signed_value_is_refused() -> None:
         reform(before)
 
 
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation"),
+    [((2, 2), (1, 1), (0, 0, 0, 0), (2, 2)), ((3, 2), (2, 1), (1, 1, 1, 0), (2, 3)),
+     ((1, 3), (1, 2), (0, 2, 0, 2), (1, 2))],
+)
+def test_dilated_maxpool_tree_reads_a_dilated_window(kernel, stride, padding, dilation) -> None:
+    """Stage 1 of the tree reads the window's taps only: its kernel is the dilated one, zero between taps."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 9, 8)))
+    y = b.add("relu", o.Relu(), b.add("id", o.Conv(np.eye(2, dtype=F32).reshape(2, 2, 1, 1), None), x))
+    before = b.build([b.add("pool", o.MaxPool(kernel, stride, padding, dilation=dilation), y)])
+    xs = np.random.default_rng(1).integers(0, 3, size=(16, 2, 9, 8)).astype(np.float64)  # many equal values
+    after = reform(before)
+    np.testing.assert_array_equal(run64(after, xs)[after.outputs[0]], run64(before, xs)["pool"])
+    stage1 = after["pool_max"].op
+    (kh, kw), (dh, dw) = kernel, dilation
+    assert stage1.kernel == ((kh - 1) * dh + 1, (kw - 1) * dw + 1) and stage1.stride == stride
+    taps = np.zeros(stage1.kernel, dtype=bool)
+    taps[::dh, ::dw] = True
+    assert not np.any(stage1.weight[..., ~taps])
+
+
+def test_maxpool_ceil_mode_is_refused_only_when_a_window_overhangs() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 7, 7)))
+    y = conv_relu(b, x, 2, 1, seed=19, k=1)
+    exact = b.build([b.add("pool", o.MaxPool((3, 3), (2, 2), ceil_mode=True), y)])  # (7 - 3) / 2: no overhang
+    check(exact, images(4, 1, 7, 7))
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1, 6, 6)))
+    y = conv_relu(b, x, 2, 1, seed=19, k=1)
+    overhang = b.build([b.add("pool", o.MaxPool((3, 3), (2, 2), ceil_mode=True), y)])
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool.*'pool'.*ceil_mode"):
+        reform(overhang)
+
+
 # --- residual add, concat ----------------------------------------------------------------------------------
 
 
@@ -205,10 +241,12 @@ def test_residual_add_concatenates_terms_into_one_core() -> None:
     add = b.add("add", o.Add(), c2, r1)
     before = b.build([b.add("r2", o.Relu(), add)])
     after = check(before, images(4, 2, 5, 5))
-    assert [type(n.op) for n in after] == [o.Input, o.CoreOp, o.CoreOp, o.Concat, o.CoreOp]
-    merge = after["r2"].op  # relu(pos(c2) - neg(c2) + r1): a 1x1 core over (pair of c2, r1)
-    assert merge.kernel == (1, 1) and merge.weight.shape[:2] == (2, 6)
-    assert set(np.unique(merge.weight)) == {-1.0, 0.0, 1.0}
+    assert [type(n.op) for n in after] == [o.Input, o.CoreOp, o.CoreOp, o.Concat, o.Gather, o.CoreOp]
+    merge = after["r2"].op  # relu(pos(c2) - neg(c2) + r1): a grouped 1x1 core, 3 rows per channel
+    assert merge.kernel == (1, 1) and merge.groups == 2 and merge.weight.shape[:2] == (2, 3)
+    np.testing.assert_array_equal(merge.weight[:, :, 0, 0], [[1.0, -1.0, 1.0]] * 2)
+    # channel c reads pos(c2)[c], neg(c2)[c], r1[c] of the concatenation (c2 pair: 4 channels, then r1)
+    np.testing.assert_array_equal(after[after["r2"].inputs[0]].op.index, [0, 2, 4, 1, 3, 5])
 
 
 def test_residual_add_of_three_tensors() -> None:
@@ -286,6 +324,22 @@ def test_avgpool_with_a_varying_border_divisor_is_refused() -> None:
     before = b.build([b.add("ap", o.AvgPool((3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=False), y)])
     with pytest.raises(UnsupportedOpError, match=r"AveragePool.*ap"):
         reform(before)
+
+
+def test_dilated_avgpool_is_a_core_with_a_dilated_kernel() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 8, 9)))
+    y = b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=56), rand(3, seed=57)), x)  # signed: the pool's terms are a pair
+    y = b.add("ap", o.AvgPool((2, 3), (1, 2), (1, 0, 1, 2), count_include_pad=True, dilation=(3, 2)), y)
+    before = b.build([b.add("relu", o.Relu(), y)])
+    after = check(before, images(4, 2, 8, 9))
+    pool = after["relu"].op
+    assert isinstance(pool, o.CoreOp) and pool.kernel == (4, 5) and pool.stride == (1, 2)
+    taps = np.zeros((4, 5), dtype=bool)
+    taps[::3, ::2] = True
+    assert not np.any(pool.weight[..., ~taps])
+    w = pool.weight[..., taps]  # the conv's pair read back: +-1/6 on each of the 2x3 taps
+    np.testing.assert_allclose(np.abs(w[w != 0]), 1 / 6, rtol=1e-6)
 
 
 def test_an_inner_softmax_is_refused_naming_op_and_node() -> None:
@@ -372,3 +426,12 @@ def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> N
     reference = run64(before, xs)["fc2"]
     error = np.abs(run64(after, xs)[after.outputs[0]] - reference).max()
     assert error < 0.05 * np.abs(reference).max()  # an approximation, not exact
+
+
+def test_a_value_of_rank_two_is_refused_by_name() -> None:
+    """A (C, L) value has no core-op form: a typed one-line error naming the op and node, not a crash."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4, 11)))
+    before = b.build([b.add("act", o.Relu(), x)])
+    with pytest.raises(UnsupportedOpError, match=r"Relu at node 'act'.*\(4, 11\)"):
+        reform(before)

@@ -29,6 +29,7 @@ SAMPLES: dict[type[o.Op], tuple[o.Op, list[tuple[int, ...]]]] = {
     o.CoreOp: (o.CoreOp(W, np.ones(4, np.float32), (2, 1), (1, 0, 1, 2), 1, False, W > 0, QUANT, False), [IMG]),
     o.Reshape: (o.Reshape((108,)), [IMG]),
     o.Slice: (o.Slice(1, 3), [IMG]),
+    o.Gather: (o.Gather(np.array([2, 0, 0, 1])), [IMG]),
     o.Concat: (o.Concat(0), [IMG, (2, 6, 6)]),
     o.Pad: (o.Pad((1, 0, 2, 1), (0.5, 0.0, 0.25)), [IMG]),
     o.Conv: (o.Conv(W[:3, :1], None, (2, 2), (1, 1, 1, 1), (2, 1), 3), [IMG]),
