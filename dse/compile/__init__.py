@@ -3,10 +3,11 @@
 Two steps, so that a sweep pays for the shared part once:
 
 - `prepare(graph, dataset)`: canonicalize and reform the network into exact float core-ops, and compute the
-  original network's logits and the exact graph's activations (the teachers of tuning) on the calibration
-  and test data. Independent of the chip.
-- `compile(prepared, hw, strategy=..., tuning=...)`: fit the crossbar, tune into integer form, check legality,
-  simulate the chip exactly on the test data, and count resources.
+  original network's logits on the test data. Independent of the chip.
+- `compile(prepared, hw, strategy=..., tuning=...)`: fit the crossbar, tune into integer form against the
+  exact graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once
+  do not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
+  batches that bound memory), and count resources.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.passes import PassRecord, run_pipeline
 from dse.passes.fit_crossbar import STRATEGIES
-from dse.sim.evaluate import compare, relative_error
-from dse.sim.float_exec import decode_population, run_float
-from dse.sim.integer import run_integer
-from dse.sim.spiking import run_spiking
+from dse.sim.evaluate import compare, evaluate_chip
+from dse.sim.float_exec import LazyForward, run_float
 from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tune_graph
 
 # the passes register themselves on import
@@ -79,8 +78,6 @@ class Prepared:
     test_x: np.ndarray
     test_y: np.ndarray
     original_test_logits: np.ndarray
-    teacher_calib: dict[str, torch.Tensor]
-    teacher_test: dict[str, torch.Tensor]
     trace: list[PassRecord]
     seconds: float
 
@@ -97,15 +94,11 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds).items() if k in feeds}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
-    # tuning needs the activations of the cores it trains (not the exact max-pooling trees) on the
-    # calibration data; the per-layer error report needs every core's on the test data
-    teacher_calib = run_float(exact, calib, keep=[n.name for n in exact.of_type(o.CoreOp) if not n.op.fixed])
-    teacher_test = run_float(exact, dataset.x_test, keep=[n.name for n in exact.of_type(o.CoreOp)])
     original = run_float(graph, dataset.x_test)[graph.outputs[0]].numpy()
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
-        teacher_calib=teacher_calib, teacher_test=teacher_test, trace=trace,
+        trace=trace,
         seconds=time.perf_counter() - start,
     )
 
@@ -148,9 +141,10 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     blocks: list[BlockReport] = []
     t0 = time.perf_counter()
     bar = _progress(fitted, progress)
-    with torch_threads(1):
+    # training runs many small products (one thread); the baseline a few large ones (every thread)
+    with torch_threads(1 if tuning.mode == "multiphase" else torch.get_num_threads()):
         compiled = tune_graph(
-            fitted, hw, prepared.calib_x, prepared.teacher_calib.__getitem__, tuning,
+            fitted, hw, prepared.calib_x, LazyForward(prepared.exact, prepared.calib_x), tuning,
             value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
         )
     trace.append(PassRecord("tune", time.perf_counter() - t0, len(fitted), len(compiled)))
@@ -158,33 +152,13 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
 
     t0 = time.perf_counter()
     violations = check(compiled, hw)
-    tuned_values = run_float(compiled, prepared.test_x, keep=list(prepared.teacher_test))
-    tuned_logits = tuned_values[compiled.outputs[0]].numpy()
-    integer_logits = run_integer(compiled, prepared.test_x)[0] if hw.quantized else tuned_logits
-    verify = {
-        "integer_vs_quantized_agreement": _agree(integer_logits, tuned_logits),
-        "integer_vs_quantized_max_abs": float(np.abs(integer_logits - tuned_logits).max()),
-    }
-    chip_values = {k: decode_population(v, _population(compiled, k)).numpy() for k, v in tuned_values.items()}
-    spike_report = None
-    if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
-        logits, stats, counts = run_spiking(compiled, hw.neuron, prepared.test_x, seed=tuning.seed,
-                                            keep=tuple(k for k in prepared.teacher_test
-                                                      if k in compiled and isinstance(compiled[k].op, o.CoreOp)))
-        chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}  # no population here
-        verify["spiking_vs_integer_agreement"] = _agree(logits, integer_logits)
-        spike_report = _spike_report(stats, hw, depth(compiled))
-    else:
-        logits = integer_logits
-    metrics = compare(prepared.original_test_logits, logits, prepared.test_y)
+    ev = evaluate_chip(prepared.exact, compiled, hw, prepared.test_x, seed=tuning.seed)
+    metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
+    spike_report = _spike_report(ev.stats, hw, depth(compiled)) if hw.spiking else None
     layer_res = layer_resources(compiled, hw)
     totals = total_resources(layer_res, hw)
     totals["depth"] = depth(compiled)
-    block_err = {
-        name: relative_error(chip_values[name], prepared.teacher_test[name].numpy())
-        for name in prepared.teacher_test
-        if name in chip_values
-    }
+    block_err = ev.layer_errors()
     layers = []
     for lr in layer_res:
         row = lr.as_dict()
@@ -205,7 +179,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "resources": totals,
         "legal": not violations,
         "violations": violations,
-        "verify": verify,
+        "verify": ev.verify,
         **({"spiking": {k: v for k, v in spike_report.items() if k != "firing_rate"}} if spike_report else {}),
         "compile_seconds": compile_seconds,
         "prepare_seconds": prepared.seconds,
@@ -214,15 +188,6 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     }
     return CompileResult(compiled, report, layers, violations, trace,
                          {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
-
-
-def _population(graph: Graph, name: str) -> int:
-    op = graph[name].op
-    return op.population if isinstance(op, o.CoreOp) else 1
-
-
-def _agree(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
 
 
 def _spike_report(stats, hw: HardwareSpec, core_depth: int) -> dict[str, Any]:

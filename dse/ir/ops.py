@@ -217,7 +217,7 @@ class CoreQuant:
     threshold is ``out_scale / weight_scale``, its bias current per step ``bias_int / T``).
     """
 
-    weight_int: np.ndarray  # int64, shape of CoreOp.weight
+    weight_int: np.ndarray  # integers (the smallest type that holds the chip's codes), shape of CoreOp.weight
     weight_scale: np.ndarray  # (O,)
     bias_int: np.ndarray  # int64 (O,), in accumulator units
     in_scale: np.ndarray  # (C_in,): the value of one input code, per input channel

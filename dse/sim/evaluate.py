@@ -1,8 +1,21 @@
-"""Error against the original network, on held-out data."""
+"""Error against the original network, on held-out data, and the chip's run on it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
+import torch
+
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
+from dse.sim.float_exec import decode_population, run_float
+from dse.sim.integer import run_integer
+from dse.sim.spiking import SpikeStats, run_spiking
+
+EVAL_BATCH_FLOATS = 2**27  # values kept per batch of each graph (512 MB of float32)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -22,7 +35,76 @@ def compare(original: np.ndarray, compiled: np.ndarray, labels: np.ndarray) -> d
     }
 
 
-def relative_error(value: np.ndarray, reference: np.ndarray) -> float:
-    """||value - reference|| / ||reference||."""
-    denom = float(np.linalg.norm(reference))
-    return float(np.linalg.norm(value - reference) / denom) if denom else float(np.linalg.norm(value))
+
+
+def _agree(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean())
+
+
+@dataclass
+class ChipEvaluation:
+    """The chip's outputs on held-out data, how its simulators agree, and each core's error against the
+    exact graph (accumulated over batches as squared norms)."""
+
+    logits: np.ndarray
+    verify: dict[str, float]
+    stats: SpikeStats = field(default_factory=SpikeStats)
+    sq_err: dict[str, float] = field(default_factory=dict)
+    sq_ref: dict[str, float] = field(default_factory=dict)
+
+    def layer_errors(self) -> dict[str, float]:
+        """Per core of the exact graph: ||chip - exact|| / ||exact|| (||chip|| where the exact value is 0)."""
+        return {k: float(np.sqrt(e / self.sq_ref[k])) if self.sq_ref[k] else float(np.sqrt(e))
+                for k, e in self.sq_err.items()}
+
+
+def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray, *, seed: int = 0,
+                  batch_size: int | None = None) -> ChipEvaluation:
+    """Run the compiled network as the chip does (integer simulator; spiking simulator on a spiking chip) on
+    `x`, and compare every core with the exact graph's.
+
+    The integer simulator is checked against the quantized float path on the first batch. Batches hold every
+    core's values of both graphs for `batch_size` samples (default: as many as fit `EVAL_BATCH_FLOATS`: the
+    whole test set of a small network, a few images of an ImageNet-size one).
+    """
+    names = [n.name for n in exact.of_type(o.CoreOp) if n.name in compiled]
+    shapes = infer_shapes(exact)
+    per_sample = max(sum(int(np.prod(shapes[k])) for k in names), 1)
+    batch = batch_size or int(np.clip(EVAL_BATCH_FLOATS // per_sample, 1, max(len(x), 1)))
+    out = compiled.outputs[0]
+    pop = {k: compiled[k].op.population for k in names}
+    chip, integer = [], []
+    ev = ChipEvaluation(np.zeros(0), {}, sq_err=dict.fromkeys(names, 0.0), sq_ref=dict.fromkeys(names, 0.0))
+    for start in range(0, len(x), batch):
+        xb = x[start : start + batch]
+        teacher = run_float(exact, xb, keep=names)
+        if not hw.quantized:  # an unconstrained chip computes the float graph
+            values = run_float(compiled, xb, keep=names)
+            integer.append(values[out].numpy())
+            chip_values = {k: decode_population(values[k], pop[k]).numpy() for k in names}
+        else:
+            logits, codes = run_integer(compiled, xb, keep=names)
+            integer.append(logits)
+            chip_values = {k: decode_population(torch.from_numpy(codes[k]), pop[k]).numpy()
+                           * compiled[k].op.quant.out_scale for k in names}
+            if start == 0:
+                tuned = run_float(compiled, xb)[out].numpy()
+                ev.verify = {"integer_vs_quantized_agreement": _agree(logits, tuned),
+                             "integer_vs_quantized_max_abs": float(np.abs(logits - tuned).max()),
+                             "verified_samples": len(xb)}
+        if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
+            logits, stats, counts = run_spiking(compiled, hw.neuron, xb, seed=seed + start, keep=tuple(names))
+            chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}  # no population here
+            ev.stats.add(stats)
+            chip.append(logits)
+        else:
+            chip.append(integer[-1])
+        for k, v in chip_values.items():
+            ref = teacher[k].numpy()
+            ev.sq_err[k] += float(np.sum((v - ref) ** 2, dtype=np.float64))
+            ev.sq_ref[k] += float(np.sum(ref.astype(np.float64) ** 2))
+        del teacher, chip_values
+    ev.logits = np.concatenate(chip)
+    if hw.spiking:
+        ev.verify["spiking_vs_integer_agreement"] = _agree(ev.logits, np.concatenate(integer))
+    return ev

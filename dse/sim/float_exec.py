@@ -42,18 +42,37 @@ def grouped_linear(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) 
     return y if bias is None else y + bias
 
 
+def _pair_half(weight: Tensor, groups: int) -> Tensor | None:
+    """The first half of a weight that is ``[w; -w]`` (a signed pair: partial sums of a split, a signed
+    output), else None. Not for a weight in training: its second half would get no gradient."""
+    out_c = weight.shape[0]
+    if groups != 1 or out_c % 2 or weight.requires_grad:
+        return None
+    half = weight[: out_c // 2]
+    return half if torch.equal(weight[out_c // 2 :], -half) else None
+
+
 def conv_core(x: Tensor, weight: Tensor, bias: Tensor | None, op: o.CoreOp | o.Conv) -> Tensor:
-    """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op."""
+    """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op. A signed pair
+    is one product, negated for its second half (exact: negation does not round)."""
+    half = _pair_half(weight, op.groups)
+    if half is not None:
+        y = conv_core(x, half, None, op)
+        y = torch.cat([y, -y], dim=1)
+        return y if bias is None else y + (bias if y.dim() == 2 else bias.reshape(-1, 1, 1))
     if isinstance(op, o.CoreOp) and op.dense:
         return grouped_linear(x, weight, bias, op.groups)
     dilation = op.dilation if isinstance(op, o.Conv) else (1, 1)
+    top, left, bottom, right = op.padding
+    if top == bottom and left == right:  # the convolution pads by itself (no padded copy of the input)
+        return F.conv2d(x, weight, bias, stride=op.stride, padding=(top, left), dilation=dilation, groups=op.groups)
     return F.conv2d(_pad(x, op.padding), weight, bias, stride=op.stride, dilation=dilation, groups=op.groups)
 
 
 def _core(op: o.CoreOp, xs: list[Tensor]) -> Tensor:
     x = xs[0]
-    w = _t(op.weight if op.mask is None else op.weight * op.mask, x)
     if op.quant is None:
+        w = _t(op.weight if op.mask is None else op.weight * op.mask, x)
         return torch.relu(conv_core(x, w, _t(op.bias, x), op))
     q = op.quant
     in_scale = _t(q.in_scale, x)
@@ -234,3 +253,46 @@ def run_float(
 def run_logits(graph: Graph, x: np.ndarray | Tensor, **kw) -> np.ndarray:
     """The first output of `graph` as a numpy array."""
     return run_float(graph, x, **kw)[graph.outputs[0]].numpy()
+
+
+class LazyForward:
+    """The values of `graph`'s nodes on the batch `x`, computed on demand in topological order.
+
+    Tuning asks for the exact network's activations block after block, in graph order; holding all of them at
+    once is what does not fit for an ImageNet-size network (ResNet-50: about 100 MB per image). This runs the
+    graph only as far as asked and keeps only the values a later node still reads, plus the last one served.
+    Asking for a value already dropped reruns the graph from the start (correct, only slower).
+    """
+
+    def __init__(self, graph: Graph, x: np.ndarray | Tensor, dtype: torch.dtype = torch.float32) -> None:
+        self.graph = graph
+        self.x = torch.as_tensor(np.array(x) if isinstance(x, np.ndarray) and not x.flags.writeable else x).to(dtype)
+        self.last_use = {src: i for i, node in enumerate(graph) for src in node.inputs}
+        self.position = {node.name: i for i, node in enumerate(graph)}
+        self._restart()
+
+    def _restart(self) -> None:
+        self.values: dict[str, Tensor] = {}
+        self.next = 0
+        self.served: tuple[str, Tensor] | None = None
+
+    @torch.no_grad()
+    def __call__(self, name: str) -> Tensor:
+        if self.served is not None and self.served[0] == name:
+            return self.served[1]
+        if name not in self.values and self.position[name] < self.next:
+            self._restart()
+        while name not in self.values:
+            i, node = self.next, self.graph.nodes[self.next]
+            xs = [self.values[s] for s in node.inputs] if node.inputs else [self.x]
+            self.values[node.name] = FLOAT_EXEC[type(node.op)](node.op, xs)
+            for src in set(node.inputs):
+                if self.last_use[src] == i and src != name:
+                    del self.values[src]
+            self.next += 1
+        value = self.values[name]
+        if self.last_use.get(name, -1) < self.next:  # no later node reads it: only `served` holds it now
+            del self.values[name]
+        self.served = (name, value)
+        return value
+

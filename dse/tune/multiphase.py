@@ -55,6 +55,9 @@ class TuneOptions:
     spike_steps: int = 60  # spiking chips: steps tuning thresholds and biases on the real dynamics
     spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
+    tie_pairs_above: int = 1_000_000  # a signed pair core with more weights trains one tensor for both halves
+    step_macs: int = 250_000_000  # forward multiply-adds of one step at most (fewer rows for a big block)
+    min_batch: int = 8  # rows per step at least
     lr: float = 1e-3  # Adam, real-valued weights (phase 1)
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
     seed: int = 0
@@ -105,11 +108,27 @@ def _weight_in_scale(op: o.CoreOp, in_scale: Tensor) -> Tensor:
 # --- one trainable core ---------------------------------------------------------------------------------
 
 
+def _signed_pair(op: o.CoreOp) -> bool:
+    """Whether the op emits ``[s; -s]`` of one linear form (a partial sum of a split, a signed output)."""
+    out_c = op.out_channels
+    if op.groups != 1 or out_c % 2:
+        return False
+    half = out_c // 2
+    w = op.weight.reshape(out_c, -1)
+    same_mask = op.mask is None or np.array_equal(op.mask[:half], op.mask[half:])
+    return same_mask and bool(np.any(w[:half])) and np.array_equal(w[half:], -w[:half])
+
+
 class QCore(nn.Module):
-    """A core-op in training. Phase 1 works on real values, phases 2-3 on codes (weights in grid units)."""
+    """A core-op in training. Phase 1 works on real values, phases 2-3 on codes (weights in grid units).
+
+    A signed pair (`_signed_pair`) of more than `tie_above` weights trains one weight tensor for both halves
+    (``tied``; biases stay separate): half the memory of weights, gradients and optimizer state, and half the
+    work. Smaller pairs keep two tensors: the chip holds two columns anyway, and they may differ.
+    """
 
     def __init__(self, op: o.CoreOp, in_scale: Tensor, out_max: int, wmax: int, per_column: bool,
-                 patch: bool = False) -> None:
+                 patch: bool = False, tie_above: int | None = None) -> None:
         super().__init__()
         self.patch = patch  # inputs are rows of patches (N, fan-in): the conv is a matrix product
         self.full_op, self.k = op, op.population
@@ -118,13 +137,31 @@ class QCore(nn.Module):
             op = o.CoreOp(op.weight[:base], op.bias[:base], op.stride, op.padding, op.groups, op.dense,
                           None if op.mask is None else op.mask[:base])
         self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, out_max, wmax, per_column
-        self.mask = torch.as_tensor(op.synapse_mask(), dtype=torch.float32)
-        self.weight = nn.Parameter(torch.as_tensor(op.weight, dtype=torch.float32) * self.mask)
+        self.tied = tie_above is not None and op.weight.size > tie_above and _signed_pair(op)
+        rows = op.out_channels // 2 if self.tied else op.out_channels
+        # None: every synapse exists (no mask tensor as large as the weights)
+        self.mask = None if op.mask is None else torch.as_tensor(op.mask[:rows], dtype=torch.float32)
+        # a copy: the op's weights belong to a graph a sweep shares between compiles
+        self.weight = nn.Parameter(self._masked(torch.tensor(op.weight[:rows], dtype=torch.float32)))
         self.bias = nn.Parameter(torch.as_tensor(op.bias, dtype=torch.float32).clone())
         self.log_scale = nn.Parameter(torch.zeros(()))
         self.domain = "real"
-        self.ws: Tensor | None = None
-        self.frozen = torch.zeros_like(self.mask, dtype=torch.bool)
+        self.ws: Tensor | None = None  # weight step per output channel (both halves of a pair)
+        self.frozen = torch.zeros(self.weight.shape, dtype=torch.bool)
+
+    def _masked(self, w: Tensor) -> Tensor:
+        return w if self.mask is None else w * self.mask
+
+    def _live(self) -> Tensor:
+        return torch.ones_like(self.frozen) if self.mask is None else self.mask.bool()
+
+    def _rows(self, per_output: Tensor) -> Tensor:
+        """A per-output-channel tensor cut to the trained weight rows."""
+        return per_output[: self.weight.shape[0]]
+
+    def _outputs(self, per_row: Tensor) -> Tensor:
+        """A per-trained-row tensor extended to every output channel."""
+        return torch.cat([per_row, per_row]) if self.tied else per_row
 
     @property
     def scale(self) -> Tensor:
@@ -135,10 +172,16 @@ class QCore(nn.Module):
             self.log_scale.fill_(float(np.log(best_act_scale(y, self.qmax * self.k))))
 
     def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
-        w = self.weight * self.mask
+        w = self._masked(self.weight)
         if self.patch:
-            return grouped_linear(x, w, bias, self.op.groups)
-        return conv_core(x, w, bias, self.op)
+            y = grouped_linear(x, w, None, self.op.groups)
+        else:
+            y = conv_core(x, w, None, self.op)
+        if self.tied:
+            y = torch.cat([y, -y], dim=1)
+        if bias is None:
+            return y
+        return y + (bias if y.dim() == 2 else bias.reshape(-1, 1, 1))
 
     def pre(self, x: Tensor) -> Tensor:
         if self.domain == "real":
@@ -178,16 +221,21 @@ class QCore(nn.Module):
             scale = scale.repeat_interleave(self.op.kernel[0] * self.op.kernel[1])
         return self(x / (scale if x.dim() == 2 else scale.reshape(-1, 1, 1))) * self.scale
 
+    def _code_weight(self) -> Tensor:
+        """The trained weights acting on input codes (their real values times each input's step)."""
+        return self.weight * self._rows(_weight_in_scale(self.op, self.in_scale))
+
     def round_naive(self, y: Tensor) -> None:
         """The baseline: activation step from the output's max, weight step from max |weight|, round."""
         with torch.no_grad():
             self.log_scale.fill_(float(np.log(max(float(y.max()), 1e-12) / (self.qmax * self.k))))
-            w_code = self.weight * _weight_in_scale(self.op, self.in_scale)
+            w_code = self._code_weight()
             top = w_code.abs().reshape(w_code.shape[0], -1).amax(dim=1)
             if not self.per_column:
                 top = top.max().expand_as(top)
-            self.ws = torch.where(top > 0, top / self.wmax, torch.ones_like(top)).clone()
-            self.weight.copy_(torch.clamp(torch.round(w_code / self.ws.reshape(-1, 1, 1, 1)), -self.wmax, self.wmax))
+            ws = torch.where(top > 0, top / self.wmax, torch.ones_like(top)).clone()
+            self.weight.copy_(torch.clamp(torch.round(w_code / ws.reshape(-1, 1, 1, 1)), -self.wmax, self.wmax))
+            self.ws = self._outputs(ws)
             self.frozen[:] = True
         self.log_scale.requires_grad_(False)
         self.domain = "code"
@@ -195,10 +243,10 @@ class QCore(nn.Module):
     def to_code_domain(self) -> None:
         """Fix the output step; express weights in grid units of a least-squares weight step."""
         with torch.no_grad():
-            w_code = self.weight * _weight_in_scale(self.op, self.in_scale)
-            self.ws = best_weight_scale(w_code, self.wmax, self.per_column)
-            grid = w_code / self.ws.reshape(-1, 1, 1, 1)
-            self.weight.copy_(torch.clamp(grid, -self.wmax, self.wmax))
+            w_code = self._code_weight()
+            ws = best_weight_scale(w_code, self.wmax, self.per_column)
+            self.weight.copy_(torch.clamp(w_code / ws.reshape(-1, 1, 1, 1), -self.wmax, self.wmax))
+            self.ws = self._outputs(ws)
         self.log_scale.requires_grad_(False)
         self.domain = "code"
 
@@ -210,7 +258,7 @@ class QCore(nn.Module):
     def round_more(self, fraction: float) -> None:
         """Round and freeze the weights closest to the grid until `fraction` of the synapses are frozen."""
         with torch.no_grad():
-            live = self.mask.bool()
+            live = self._live()
             target = int(round(fraction * int(live.sum())))
             dist = (self.weight - torch.round(self.weight)).abs()
             dist = torch.where(self.frozen | ~live, torch.full_like(dist, -1.0), dist)
@@ -226,10 +274,12 @@ class QCore(nn.Module):
             if self.ws is None:
                 self.to_code_domain()
             k, step = self.k, float(self.scale)
-            w_int = (torch.round(self.weight) * self.mask).to(torch.int64).numpy()
+            # int8 holds every code up to 8 bits: a quarter of the memory of int64 for VGG-size layers
+            w_int = self._masked(torch.round(self.weight)).to(torch.int8 if self.wmax <= 127 else torch.int32)
+            w_int = torch.cat([w_int, -w_int]) if self.tied else w_int
             bias = torch.cat([torch.round((self.bias - i * self.qmax * step) / self.ws) for i in range(k)])
             q = o.CoreQuant(
-                weight_int=np.concatenate([w_int] * k),
+                weight_int=np.concatenate([w_int.numpy()] * k),
                 weight_scale=np.concatenate([self.ws.double().numpy()] * k),
                 bias_int=bias.to(torch.int64).numpy(),
                 in_scale=self.in_scale.double().numpy(),
@@ -238,8 +288,8 @@ class QCore(nn.Module):
             )
         op = self.full_op
         in_scale = _weight_in_scale(op, self.in_scale).double().numpy()
-        weight = q.weight_int * q.weight_scale.reshape(-1, 1, 1, 1) / in_scale
-        return o.CoreOp(weight.astype(np.float32), (q.bias_int * q.weight_scale).astype(np.float32), op.stride,
+        weight = q.weight_int * (q.weight_scale.reshape(-1, 1, 1, 1) / in_scale).astype(np.float32)  # float32
+        return o.CoreOp(weight, (q.bias_int * q.weight_scale).astype(np.float32), op.stride,
                         op.padding, op.groups, op.dense, op.mask, q, op.fixed, op.population)
 
 
@@ -366,7 +416,9 @@ def tune_graph(
 
     for i, node in enumerate(graph):
         op = node.op
-        if isinstance(op, o.Input):
+        if node.block_name in done_blocks:
+            pass  # committed with its block
+        elif isinstance(op, o.Input):
             in_step /= op.population  # a population spreads the range over its copies at a finer step
             new = o.Input(op.shape, in_step, in_max, op.population)
             walk.new_ops[node.name] = new
@@ -377,8 +429,6 @@ def tune_graph(
                 walk.trains[node.name] = spiking.encode(codes, hw.neuron.timesteps, hw.neuron.encoding,
                                                         torch.Generator().manual_seed(options.seed)).bool()
         elif isinstance(op, o.CoreOp):
-            if node.block_name in done_blocks:
-                continue
             block = [n for n in graph if n.block_name == node.block_name]
             done_blocks.add(node.block_name)
             if progress:
@@ -430,6 +480,21 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         scales[n.name] = torch.full((n.op.out_channels,), walk.new_ops[n.name].quant.out_scale)
         return
 
+    if options.mode == "none":  # the baseline: each core's step from its largest output, in one pass
+        for n in block:
+            if isinstance(n.op, o.CoreOp):
+                core = cores[n.name] = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, tie_above=0)
+                with torch.no_grad():
+                    core.round_naive(torch.relu(core.pre(acts[n.inputs[0]])))
+                walk.commit(n, core.quantized())
+            else:
+                walk.commit(n, n.op)
+            propagate(n)
+            scales[n.name] = local_scales[n.name]
+        if walk.reports is not None:
+            walk.reports.append(BlockReport(out_name, len(cores)))
+        return
+
     gen = torch.Generator().manual_seed(options.seed)
     geometry = patch_geometry(block, ext)
     target = teacher(out_name)
@@ -459,20 +524,16 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         return out
 
     # init: walk the block once on (a sample of) the quantized inputs; each core's step from its own output
-    sample = slice(0, min(4096, target.shape[0]))
+    sample = slice(0, min(4096, len(x_ext[ext[0]])))
     vals = {s: x_ext[s][sample] for s in ext}
     for n in block:
         if isinstance(n.op, o.CoreOp):
-            core = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, patch=geometry is not None)
+            core = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, patch=geometry is not None,
+                         tie_above=options.tie_pairs_above)
             cores[n.name] = core
             with torch.no_grad():
-                y = torch.relu(core.pre(vals[n.inputs[0]]))
-            if options.mode == "none":
-                core.round_naive(y)
-            else:
-                core.init_scale(y)
-            with torch.no_grad():
-                vals[n.name] = core(vals[n.inputs[0]]) if core.domain == "real" else core.value(vals[n.inputs[0]])
+                core.init_scale(torch.relu(core.pre(vals[n.inputs[0]])))
+                vals[n.name] = core(vals[n.inputs[0]])
         elif geometry is not None and isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]:
             vals[n.name] = vals[n.inputs[0]][:, n.op.start * taps : n.op.stop * taps]
         else:
@@ -481,60 +542,64 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     del vals
     report = BlockReport(out_name, len(cores))
 
-    if options.mode == "multiphase":
-        norm = float(target.var()) + 1e-12
-        n_samples = target.shape[0]
-        batch = options.batch_size * (16 if geometry is not None and taps > 1 else 1)
+    norm = float(target.var()) + 1e-12
+    n_samples = target.shape[0]
+    batch = options.batch_size * (16 if geometry is not None and taps > 1 else 1)
+    # an ImageNet-size block costs millions of MACs per row: fewer rows per step keep a step's work bounded
+    per_row = sum(c.weight.numel() * (1 if geometry is not None or c.op.dense else
+                                      int(np.prod(shapes[name][1:]))) for name, c in cores.items())
+    batch = int(np.clip(options.step_macs // max(per_row, 1), min(options.min_batch, batch), batch))
+    measure = torch.arange(min(n_samples, 8192, 4 * batch))  # rows the loss after each phase is measured on
 
-        def loss_of(idx: Tensor, domain: str) -> Tensor:
-            if domain == "real":
-                out = run_block({s: x_ext[s][idx] for s in ext}, lambda c, x: c(x))[out_name]
-            else:
-                out = run_block(ext_codes(idx), lambda c, x: c(x))[out_name] * cores[out_name].scale.detach()
-            return F.mse_loss(decode_population(out, cores[out_name].k), target[idx]) / norm
+    def loss_of(idx: Tensor, domain: str) -> Tensor:
+        if domain == "real":
+            out = run_block({s: x_ext[s][idx] for s in ext}, lambda c, x: c(x))[out_name]
+        else:
+            out = run_block(ext_codes(idx), lambda c, x: c(x))[out_name] * cores[out_name].scale.detach()
+        return F.mse_loss(decode_population(out, cores[out_name].k), target[idx]) / norm
 
-        def train(steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
-            if steps <= 0:
-                return
-            opt = torch.optim.Adam(lr_groups)
-            for _ in range(steps):
-                idx = torch.randint(0, n_samples, (min(batch, n_samples),), generator=gen)
-                loss = loss_of(idx, domain)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if domain == "code":
-                    for c in cores.values():
-                        if c.weight.grad is not None:
-                            c.weight.grad[c.frozen] = 0
-                opt.step()
-                if domain == "code":
-                    for c in cores.values():
-                        c.project()
-            with torch.no_grad():
-                report.losses[phase] = float(loss_of(torch.arange(min(n_samples, 8192)), domain))
-
+    def train(steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
+        if steps <= 0:
+            return
+        opt = torch.optim.Adam(lr_groups)
+        for _ in range(steps):
+            idx = torch.randint(0, n_samples, (min(batch, n_samples),), generator=gen)
+            loss = loss_of(idx, domain)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if domain == "code":
+                for c in cores.values():
+                    if c.weight.grad is not None:
+                        c.weight.grad[c.frozen] = 0
+            opt.step()
+            if domain == "code":
+                for c in cores.values():
+                    c.project()
         with torch.no_grad():
-            report.losses["init"] = float(loss_of(torch.arange(min(n_samples, 8192)), "real"))
-        params = [{"params": [c.weight for c in cores.values()], "lr": options.lr},
-                  {"params": [c.bias for c in cores.values()], "lr": options.lr},
-                  {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
-        train(options.free_steps, params, "real", "free")
-        for n in block:  # steps are final now: inputs to internal cores have known scales
-            if n.name in cores:
-                cores[n.name].in_scale = in_scale_of(n)
-                cores[n.name].to_code_domain()
-            propagate(n)
-        grid = [{"params": [c.weight for c in cores.values()], "lr": options.grid_lr * max(wmax, 1) ** 0.5},
-                {"params": [c.bias for c in cores.values()], "lr": options.lr}]
-        train(options.range_steps, grid, "code", "range")
-        for frac in options.round_fractions:
-            for c in cores.values():
-                c.round_more(frac)
-            train(options.round_steps if frac < 1.0 else 0, grid, "code", f"round{frac:g}")
+            report.losses[phase] = float(loss_of(measure, domain))
+
+    with torch.no_grad():
+        report.losses["init"] = float(loss_of(measure, "real"))
+    params = [{"params": [c.weight for c in cores.values()], "lr": options.lr},
+              {"params": [c.bias for c in cores.values()], "lr": options.lr},
+              {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
+    train(options.free_steps, params, "real", "free")
+    for n in block:  # steps are final now: inputs to internal cores have known scales
+        if n.name in cores:
+            cores[n.name].in_scale = in_scale_of(n)
+            cores[n.name].to_code_domain()
+        propagate(n)
+    grid = [{"params": [c.weight for c in cores.values()], "lr": options.grid_lr * max(wmax, 1) ** 0.5},
+            {"params": [c.bias for c in cores.values()], "lr": options.lr}]
+    train(options.range_steps, grid, "code", "range")
+    for frac in options.round_fractions:
+        for c in cores.values():
+            c.round_more(frac)
+        train(options.round_steps if frac < 1.0 else 0, grid, "code", f"round{frac:g}")
     for c in cores.values():
         c.round_more(1.0)
 
-    if walk.spiking and options.mode == "multiphase" and options.spike_steps > 0:
+    if walk.spiking and options.spike_steps > 0:
         tune_spiking(walk, block, ext, cores, target_full=teacher(out_name), geometry=geometry, report=report)
         for n in block:  # thresholds moved: scales inside the block follow
             if n.name in cores:
@@ -548,8 +613,7 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     with torch.no_grad():
         full = teacher(out_name)
         got = decode_population(acts[out_name], cores[out_name].k)
-        err = float(F.mse_loss(got, full) / (full.var() + 1e-12))
-    report.losses["final"] = err
+        report.losses["final"] = float(F.mse_loss(got, full) / (full.var() + 1e-12))
     if walk.reports is not None:
         walk.reports.append(report)
     log.debug("block %s: %s", out_name, report.losses)

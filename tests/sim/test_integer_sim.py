@@ -94,7 +94,7 @@ def compiled() -> dict[str, tuple[Graph, np.ndarray]]:
 @pytest.mark.parametrize("case", CASES)
 def test_integer_codes_equal_the_quantized_float_path(compiled: dict, case: str) -> None:
     graph, x = compiled[case]
-    logits_int, codes = run_integer(graph, x, keep_codes=True)
+    logits_int, codes = run_integer(graph, x, keep="*")
     values = run_float(graph, x, keep="*")
     checked = 0
     for node in graph:
@@ -118,7 +118,7 @@ def test_integer_codes_equal_the_quantized_float_path(compiled: dict, case: str)
 @pytest.mark.parametrize("case", CASES)
 def test_codes_stay_within_the_chip_range(compiled: dict, case: str) -> None:
     graph, x = compiled[case]
-    _, codes = run_integer(graph, x, keep_codes=True)
+    _, codes = run_integer(graph, x, keep="*")
     for node in graph:
         if isinstance(node.op, o.CoreOp):
             c = codes[node.name]
@@ -135,7 +135,7 @@ def test_the_input_tie_encodes_like_the_integer_simulator() -> None:
                                       np.zeros(3, np.int64), np.full(3, 1 / 15), 1 / 15, 15))
     graph = g.build([g.add("id", core, x)])
     pixels = np.array([[0.5, 0.25, 0.9375]], np.float32)
-    _, codes = run_integer(graph, pixels, keep_codes=True)
+    _, codes = run_integer(graph, pixels, keep="*")
     floats = run_float(graph, pixels, keep="*")
     np.testing.assert_array_equal(np.rint(floats["x"].double().numpy() * 15), codes["x"])
     assert check(graph, chip(8, 4)) == []
@@ -164,3 +164,25 @@ def test_an_accumulator_beyond_exact_float64_integers_is_refused() -> None:
                                          quant=q), x)])
     with pytest.raises(NotIntegerGraph, match="exceeds exact"):
         run_integer(graph, np.full((1, 2), 2.0**14))
+
+
+@pytest.mark.parametrize("code_max, weight", [(15, 7), (2**14 - 1, 2**10)])  # accumulators below / above 2**24
+def test_accumulators_are_exact_in_float32_and_float64(code_max: int, weight: int) -> None:
+    """A dense core against int64 arithmetic: small accumulators run in float32, large ones in float64, and
+    both give exactly the integer result."""
+    rng = np.random.default_rng(5)
+    w_int = rng.integers(-weight, weight + 1, size=(6, 300)).astype(np.int32)
+    bias = rng.integers(-1000, 1000, size=6)
+    scale = 1.0 / (300 * weight * code_max)  # maps the accumulator range into 0..255-ish codes
+    quant = o.CoreQuant(w_int.reshape(6, 300, 1, 1), np.full(6, scale), bias.astype(np.int64),
+                        np.full(300, 1.0), 1.0 / 4096, 2**16)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((300,), 1.0, code_max))
+    core = b.add("core", o.CoreOp(w_int.reshape(6, 300, 1, 1).astype(np.float32), np.zeros(6, np.float32),
+                                  dense=True, quant=quant), x)
+    graph = b.build([core])
+    codes_in = rng.integers(0, code_max + 1, size=(20, 300))
+    _, codes = run_integer(graph, codes_in.astype(np.float64), keep=["core"])
+    acc = codes_in.astype(np.int64) @ w_int.T.astype(np.int64) + bias
+    expected = np.clip(np.round(acc * (scale * 4096)), 0, 2**16)
+    np.testing.assert_array_equal(codes["core"], expected)

@@ -52,7 +52,7 @@ def test_every_weight_is_an_integer_code_within_range(results: dict[str, Compile
     assert cores and all(op.quant is not None for op in cores)
     for op in cores:
         q = op.quant
-        assert q.weight_int.dtype == np.int64 and q.bias_int.dtype == np.int64
+        assert np.issubdtype(q.weight_int.dtype, np.integer) and q.bias_int.dtype == np.int64
         assert np.abs(q.weight_int).max() <= hw.weight_max  # 7 at 4 bits, 1 (ternary) at 2 bits
         assert np.all(q.weight_scale == q.weight_scale[0])  # one scale per crossbar
         assert q.out_max <= 15
@@ -98,8 +98,8 @@ def test_the_integer_graph_round_trips_through_serialize(results: dict[str, Comp
     loaded, meta = load_graph(path)
     assert meta["report"]["accuracy_compiled"] == result.report["accuracy_compiled"]
     assert check(loaded, chip(4)) == []
-    before, codes_before = run_integer(result.graph, prepared.test_x, keep_codes=True)
-    after, codes_after = run_integer(loaded, prepared.test_x, keep_codes=True)
+    before, codes_before = run_integer(result.graph, prepared.test_x, keep="*")
+    after, codes_after = run_integer(loaded, prepared.test_x, keep="*")
     np.testing.assert_array_equal(after, before)
     for name, codes in codes_before.items():
         np.testing.assert_array_equal(codes_after[name], codes)
@@ -134,3 +134,47 @@ def test_bad_tuning_options_are_config_errors() -> None:
         TuneOptions(mode="retrain")
     with pytest.raises(ConfigError, match="all set or all null"):
         check_quantizable(HardwareSpec(weights=Weights(4), io=IO(None, 8)))
+
+
+def test_evaluation_in_batches_equals_one_batch(prepared: Prepared, results: dict[str, CompileResult]) -> None:
+    """Batches bound the memory of the evaluation (every core's values of two graphs); they change nothing."""
+    from dse.sim.evaluate import evaluate_chip
+
+    compiled = results["tuned4"].graph
+    whole = evaluate_chip(prepared.exact, compiled, chip(4), prepared.test_x)
+    parts = evaluate_chip(prepared.exact, compiled, chip(4), prepared.test_x, batch_size=7)
+    np.testing.assert_array_equal(parts.logits, whole.logits)
+    assert whole.verify["verified_samples"] == len(prepared.test_x) and parts.verify["verified_samples"] == 7
+    assert whole.verify["integer_vs_quantized_agreement"] == parts.verify["integer_vs_quantized_agreement"] == 1.0
+    errors, batched = whole.layer_errors(), parts.layer_errors()
+    assert errors.keys() == batched.keys() and errors
+    for name, err in errors.items():
+        assert batched[name] == pytest.approx(err, rel=1e-6, abs=1e-12)  # float32 sums per batch
+    reported = {row["name"]: row["error_vs_original"] for row in results["tuned4"].layers}
+    assert all(reported[k] == pytest.approx(v) for k, v in errors.items() if k in reported)
+
+
+def test_a_tied_signed_pair_computes_what_two_tensors_do() -> None:
+    """A big signed pair [s; -s] trains one tensor for both halves: same outputs, and its integer form is
+    again an exact pair (the chip holds both columns)."""
+    import torch
+
+    from dse.tune.multiphase import QCore
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((5, 7, 1, 1)).astype(np.float32)
+    op = o.CoreOp(np.concatenate([w, -w]), rng.standard_normal(10).astype(np.float32), dense=True)
+    in_scale = torch.full((7,), 0.1)
+    tied = QCore(op, in_scale, 15, 7, per_column=True, tie_above=0)
+    free = QCore(op, in_scale, 15, 7, per_column=True)
+    assert tied.tied and not free.tied and tied.weight.shape[0] == 5
+    x = torch.rand(32, 7)
+    for core in (tied, free):
+        core.init_scale(torch.relu(core.pre(x)))
+    torch.testing.assert_close(tied(x), free(x))
+    tied.to_code_domain()
+    tied.round_more(1.0)
+    q = tied.quantized().quant
+    np.testing.assert_array_equal(q.weight_int[5:], -q.weight_int[:5])
+    np.testing.assert_array_equal(q.weight_scale[5:], q.weight_scale[:5])
+    assert np.abs(q.weight_int).max() <= 7
