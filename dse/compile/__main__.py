@@ -30,8 +30,7 @@ Compile a trained network (ONNX) for a chip; write report.json, layers.csv, comp
 for a spiking chip, compiled.nir (a NIR graph) into the run folder (hydra.run.dir=DIR, default
 results/compile/<model>_<chip>_<strategy>/<time>/).
 
-Config groups (conf/):  model=lenet_mnist|mlp_mnist|cnn3_mnist|mlp_digits   hardware=chip_a|ideal
-                        strategy=split|prune   tuning=multiphase|none
+Config groups (conf/):  {groups}
 A user model:           model.onnx=PATH model.dataset=mnist|digits
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
@@ -41,9 +40,13 @@ Exit status: 0 compiled and legal, 1 compiled but not legal, 2 bad input (one li
 
 
 def _help() -> str:
+    from dse.explore.config import CONF_DIR
     from dse.frontends.onnx import SUPPORTED_OPS
 
-    return HELP.format(ops=", ".join(SUPPORTED_OPS))
+    options = {g: "|".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "schema"))
+               for g in ("model", "hardware", "strategy", "tuning")}
+    groups = "\n                        ".join(f"{g}={v}" for g, v in options.items())
+    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=groups)
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:

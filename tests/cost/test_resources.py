@@ -113,3 +113,13 @@ def test_pack_columns_stacks_disjoint_rows_and_shares_common_rows() -> None:
     shared = np.ones((6, 30), dtype=bool)
     assert [len(g) for g in pack_columns(shared, rows=30, logical_cols=4)] == [4, 2]
     assert [len(g) for g in pack_columns(shared, rows=None, logical_cols=None)] == [6]
+
+
+def test_pack_columns_of_a_grouped_op_stacks_the_rows_of_its_groups() -> None:
+    """A grouped op's row sets are local to each group: two neurons of one group share their 10 rows, neurons
+    of different groups stack theirs. 3 groups x 10 rows on 25 rows: two groups per crossbar fit (20), the
+    third does not."""
+    local = np.ones((6, 10), dtype=bool)  # 3 groups of 2 neurons, each reading its group's 10 inputs
+    assert [list(g) for g in pack_columns(local, rows=25, logical_cols=64, groups=3)] == [[0, 1, 2, 3], [4, 5]]
+    assert [len(g) for g in pack_columns(local, rows=30, logical_cols=64, groups=3)] == [6]
+    assert [len(g) for g in pack_columns(local, rows=30, logical_cols=3, groups=3)] == [3, 3]
