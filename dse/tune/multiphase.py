@@ -42,6 +42,7 @@ from dse.tune.spiking import tune_spiking
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
+BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
 
 
 @dataclass(frozen=True)
@@ -379,6 +380,44 @@ class _Walk:
         self.acts.pop(name, None)
         self.trains.pop(name, None)
 
+    def run_block(self, block: list[Node], ops: dict[str, o.Op], keep: set[str] = frozenset(), *,
+                  peak: str | None = None) -> tuple[dict[str, Tensor], float]:
+        """Run `block` with `ops` on the calibration values of its inputs, a few images at a time; return the
+        values of the nodes in `keep`, and the largest value of node `peak` (0.0 without one).
+
+        A block's internal values (partial sums, their concatenation and routing) are several times its
+        output: for 32 images of 224x224 they do not fit at once, a few images at a time they do.
+        """
+        names = {n.name for n in block}
+        ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
+        per_image = sum(int(np.prod(self.shapes[n.name])) for n in block)
+        n_images = len(self.acts[ext[0]])
+        chunk = max(1, min(n_images, BLOCK_FLOATS // max(per_image, 1)))
+        parts: dict[str, list[Tensor]] = {k: [] for k in keep}
+        top = 0.0
+        for lo in range(0, n_images, chunk):
+            v = {s: self.acts[s][lo : lo + chunk] for s in ext}
+            for n in block:
+                v[n.name] = FLOAT_EXEC[type(ops[n.name])](ops[n.name], [v[s] for s in n.inputs])
+            for k in keep:
+                parts[k].append(v[k])
+            if peak is not None:
+                top = max(top, float(v[peak].max()))
+        return {k: p[0] if len(p) == 1 else torch.cat(p) for k, p in parts.items()}, top
+
+    def commit_block(self, block: list[Node], ops: dict[str, o.Op]) -> None:
+        """Commit every node of a block at once (see `commit`); only values read after the block are kept."""
+        if self.spiking:  # spike trains of a whole layer: small chips, small networks
+            for n in block:
+                self.commit(n, ops[n.name])
+            return
+        names = {n.name for n in block}
+        keep = {n.name for n in block if n.name in self.graph.outputs
+                or any(c.name not in names for c in self.graph.consumers(n.name))}
+        for n in block:
+            self.new_ops[n.name] = ops[n.name]
+        self.acts.update(self.run_block(block, ops, keep)[0])
+
 
 def tune_graph(
     graph: Graph,
@@ -454,6 +493,18 @@ def tune_graph(
     return graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
 
 
+def _ancestors(block: list[Node], node: Node) -> list[Node]:
+    """The nodes of `block` that `node` depends on, and `node`, in block order."""
+    inside = {n.name: n for n in block}
+    needed, todo = set(), [node.name]
+    while todo:
+        name = todo.pop()
+        if name in inside and name not in needed:
+            needed.add(name)
+            todo.extend(inside[name].inputs)
+    return [n for n in block if n.name in needed]
+
+
 def _tune_block(walk: _Walk, block: list[Node]) -> None:
     hw, options, acts, scales, shapes = walk.hw, walk.options, walk.acts, walk.scales, walk.shapes
     wmax, per_column, out_max, teacher = hw.weight_max, hw.weights.scale == "per_column", walk.out_max, walk.teacher
@@ -480,16 +531,24 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         scales[n.name] = torch.full((n.op.out_channels,), walk.new_ops[n.name].quant.out_scale)
         return
 
-    if options.mode == "none":  # the baseline: each core's step from its largest output, in one pass
+    if options.mode == "none":  # the baseline: each core's step from its largest output
+        ops: dict[str, o.Op] = {n.name: n.op for n in block}
         for n in block:
             if isinstance(n.op, o.CoreOp):
                 core = cores[n.name] = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, tie_above=0)
-                with torch.no_grad():
-                    core.round_naive(torch.relu(core.pre(acts[n.inputs[0]])))
-                walk.commit(n, core.quantized())
-            else:
-                walk.commit(n, n.op)
+                if walk.spiking:  # committed node by node: the inputs' spike counts are there
+                    with torch.no_grad():
+                        top = torch.relu(core.pre(acts[n.inputs[0]])).max()
+                else:  # the float core over the calibration data, the block's cores before it in integer form
+                    top = torch.tensor(walk.run_block(_ancestors(block, n), ops, peak=n.name)[1])
+                core.round_naive(top)
+                ops[n.name] = core.quantized()
+            if walk.spiking:
+                walk.commit(n, ops[n.name])
             propagate(n)
+        if not walk.spiking:
+            walk.commit_block(block, ops)
+        for n in block:
             scales[n.name] = local_scales[n.name]
         if walk.reports is not None:
             walk.reports.append(BlockReport(out_name, len(cores)))
@@ -607,8 +666,9 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
             propagate(n)
 
     # commit: the integer ops, and their outputs on the calibration set, exactly as the chip computes them
+    walk.commit_block(block, {n.name: cores[n.name].quantized() if isinstance(n.op, o.CoreOp) else n.op
+                              for n in block})
     for n in block:
-        walk.commit(n, cores[n.name].quantized() if isinstance(n.op, o.CoreOp) else n.op)
         scales[n.name] = local_scales[n.name]
     with torch.no_grad():
         full = teacher(out_name)

@@ -49,7 +49,9 @@ def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, ge
     total = n * positions
     pick = torch.randperm(total, generator=gen)[: min(max_rows, total)] if total > max_rows else torch.arange(total)
     img, pos = pick // positions, pick % positions
-    xs, chunk = [], 256
+    # unfold a few images at a time: one 224x224 image of 64 channels and a 3x3 kernel is 115 MB of patches
+    fan_in = x.shape[1] * kernel[0] * kernel[1]
+    xs, chunk = [], max(1, min(256, 2**26 // max(fan_in * positions, 1)))
     order = torch.argsort(img)
     img, pos = img[order], pos[order]
     for lo in range(0, n, chunk):
