@@ -273,6 +273,8 @@ class CoreOp(Op):
 
     def fan_in(self) -> np.ndarray:
         """Per output channel, how many inputs (crossbar rows) the neuron reads."""
+        if self.mask is None:
+            return np.full(self.out_channels, int(np.prod(self.weight.shape[1:])))
         return self.synapse_mask().reshape(self.out_channels, -1).sum(axis=1)
 
 

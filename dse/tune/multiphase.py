@@ -53,7 +53,8 @@ class TuneOptions:
     round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
     round_steps: int = 30  # steps after each rounding round
     batch_size: int = 256  # samples per step (x16 rows when training on conv patches)
-    spike_steps: int = 60  # spiking chips: steps tuning thresholds and biases on the real dynamics
+    spike_steps: int = 60  # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics
+    spike_weights: bool = True  # spiking chips: those steps also move the integer weights (see dse/tune/spiking.py)
     spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
     tie_pairs_above: int = 1_000_000  # a signed pair core with more weights trains one tensor for both halves
@@ -676,6 +677,7 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         report.losses["final"] = float(F.mse_loss(got, full) / (full.var() + 1e-12))
     if walk.reports is not None:
         walk.reports.append(report)
-    log.debug("block %s: %s", out_name, report.losses)
+    log.info("tuned block %s (%d cores, %d rows per step): %s", out_name, len(cores), batch,
+             {k: round(v, 4) for k, v in report.losses.items()})
 
 

@@ -123,3 +123,15 @@ def test_pack_columns_of_a_grouped_op_stacks_the_rows_of_its_groups() -> None:
     assert [list(g) for g in pack_columns(local, rows=25, logical_cols=64, groups=3)] == [[0, 1, 2, 3], [4, 5]]
     assert [len(g) for g in pack_columns(local, rows=30, logical_cols=64, groups=3)] == [6]
     assert [len(g) for g in pack_columns(local, rows=30, logical_cols=3, groups=3)] == [3, 3]
+
+
+@pytest.mark.parametrize("groups, per_group, group_rows, rows, cols", [
+    (1, 100, 200, 256, 64), (1, 7, 300, 256, 4), (3, 2, 10, 25, 64), (3, 2, 10, 30, 3), (50, 1, 6, 256, 64),
+    (8, 4, 40, 100, 5), (5, 3, 7, None, 4), (5, 3, 7, 20, None), (4, 2, 9, None, None),
+])
+def test_pack_uniform_equals_the_general_packing(groups: int, per_group: int, group_rows: int, rows, cols) -> None:
+    from dse.cost.resources import pack_uniform
+
+    row_sets = np.ones((groups * per_group, group_rows), dtype=bool)
+    general = [len(g) for g in pack_columns(row_sets, rows, cols, groups)]
+    assert pack_uniform(groups, per_group, group_rows, rows, cols) == general
