@@ -40,6 +40,7 @@ MAX_ROWS = 8192  # (image, position) rows sampled per block, each T steps long
 MAX_SAMPLES = 2048  # whole samples, for a block that does not work position by position
 SAMPLE_FLOATS = 2**26  # and at most this many input values over the T steps (256 MB)
 EVAL_ROWS = 2048  # rows the loss is measured on to keep the best parameters
+MIN_ROWS = 128  # rows per step at least
 CHECKS = 4  # times the loss is measured during training (the best parameters win)
 
 
@@ -193,7 +194,12 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
         groups.append({"params": weights, "lr": options.grid_lr})
     opt = torch.optim.Adam(groups)
     checks = {round(options.spike_steps * (i + 1) / CHECKS) for i in range(CHECKS)}
-    batch = min(options.batch_size * (4 if rows else 1), n_rows)
+    # a step runs T times the rows of a ReLU-model step: the same bound on its work (`step_macs`) as there
+    per_row = neuron.timesteps * sum(
+        c.weight.numel() * (1 if rows or c.op.dense else int(torch.tensor(walk.shapes[name][1:]).prod()))
+        for name, c in cores.items())
+    batch = int(min(options.batch_size * (4 if rows else 1), n_rows,
+                    max(options.step_macs // max(per_row, 1), min(MIN_ROWS, n_rows))))
     for step in range(1, options.spike_steps + 1):
         idx = torch.randint(0, n_rows, (batch,), generator=gen)
         loss = loss_of(idx)
