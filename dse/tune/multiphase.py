@@ -134,9 +134,13 @@ class QCore(nn.Module):
         super().__init__()
         self.patch = patch  # inputs are rows of patches (N, fan-in): the conv is a matrix product
         self.full_op, self.k = op, op.population
+        self.copy_inputs: int | None = None  # a grouped copy reads only its own groups' input channels
         if self.k > 1:  # a population code: train one copy, the others are its thresholds staggered
             base = op.out_channels // self.k
-            op = o.CoreOp(op.weight[:base], op.bias[:base], op.stride, op.padding, op.groups, op.dense,
+            groups = op.groups // self.k if op.groups > 1 else 1  # copy-major: copy 0 holds the first groups
+            if op.groups > 1:
+                self.copy_inputs = groups * op.weight.shape[1]
+            op = o.CoreOp(op.weight[:base], op.bias[:base], op.stride, op.padding, groups, op.dense,
                           None if op.mask is None else op.mask[:base])
         self.op, self.in_scale, self.qmax, self.wmax, self.per_column = op, in_scale, out_max, wmax, per_column
         self.tied = tie_above is not None and op.weight.size > tie_above and _signed_pair(op)
@@ -175,6 +179,8 @@ class QCore(nn.Module):
 
     def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
         w = self._masked(self.weight)
+        if self.copy_inputs is not None:
+            x = x[:, : self.copy_inputs]
         if self.patch:
             y = grouped_linear(x, w, None, self.op.groups)
         else:

@@ -199,7 +199,7 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
         c.weight.numel() * (1 if rows or c.op.dense else int(torch.tensor(walk.shapes[name][1:]).prod()))
         for name, c in cores.items())
     batch = int(min(options.batch_size * (4 if rows else 1), n_rows,
-                    max(options.step_macs // max(per_row, 1), min(MIN_ROWS, n_rows))))
+                    max(options.step_macs // max(per_row, 1), min(MIN_ROWS if rows else options.min_batch, n_rows))))
     for step in range(1, options.spike_steps + 1):
         idx = torch.randint(0, n_rows, (batch,), generator=gen)
         loss = loss_of(idx)

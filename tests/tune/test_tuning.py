@@ -194,3 +194,15 @@ def test_running_blocks_a_few_images_at_a_time_changes_nothing(prepared: Prepare
                 np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
                 np.testing.assert_array_equal(a.op.quant.bias_int, b.op.quant.bias_int)
         assert chunked.report["accuracy_compiled"] == results[case].report["accuracy_compiled"]
+
+
+def test_a_population_code_through_split_and_merge(prepared: Prepared) -> None:
+    """Re-encoding (k copies per value) on crossbars so small that every layer is split: each merge is a
+    grouped core whose copies read their own routed partial sums; it compiles legal and exact."""
+    hw = HardwareSpec(name="small", crossbar=Crossbar(32, 256, 4, True), weights=Weights(4), io=IO(2, 2))
+    result = compile(prepared, hw, tuning=TUNED, reencode_k=2)
+    assert result.legal, result.violations[:3]
+    merges = [n.op for n in result.graph if isinstance(n.op, o.CoreOp) and n.op.population == 2 and n.op.groups > 1]
+    assert merges, "no population merge was made"
+    assert result.report["verify"]["integer_vs_quantized_agreement"] == 1.0
+    assert result.report["accuracy_delta_pp"] < 50  # it computes the network, not noise
