@@ -356,7 +356,7 @@ class _Exporter:
         pads: dict[str, o.Pads] = {}  # NIR source -> the zero padding still to apply to it
         row = 0
         for core, op in zip(cores, ops, strict=True):
-            w = _ungroup(np.asarray(op.quant.weight_int, dtype=F32), 1 if dense else op.groups)
+            w = _ungroup(np.asarray(op.quant.weight_int, dtype=F32), op.groups)  # a merge is grouped, dense or not
             col = 0
             for t in self.values[self.graph[core].inputs[0]]:
                 src_shape = self.nir_shapes[t.src]
@@ -421,7 +421,8 @@ class _Exporter:
 def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
     """(O, C/g, kh, kw) -> the equal block-diagonal (O, C, kh, kw). NIR's Conv2d has `groups`, but not every
     consumer reads it right (sinabs 3.1 builds its Conv2d with in_channels = weight.shape[1]); a dense weight
-    means the same to all of them, at g times the size (small: grouped cores are the max-pooling trees)."""
+    means the same to all of them, at g times the size (small: max-pooling trees, and merges of the small
+    networks a spiking chip runs)."""
     if groups == 1:
         return weight
     out_c, per_group = weight.shape[:2]

@@ -112,10 +112,11 @@ def _expect(agree: float, neuron: Neuron) -> None:
 
 @pytest.fixture(scope="module")
 def compiled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m dse.compile` of mlp_digits for chip_b, with short tuning (its accuracy is not the point)."""
+    """`python -m dse.compile` of mlp_digits for chip_b, with short tuning (its accuracy is not the point), on
+    crossbars of 32 rows: every layer is split, so the export holds grouped merges behind routed sums."""
     run_dir = tmp_path_factory.mktemp("compile") / "run"
     cmd = [sys.executable, "-m", "dse.compile", "model=mlp_digits", "hardware=chip_b", "tuning.free_steps=30",
-           "tuning.range_steps=10", "tuning.round_steps=5", "tuning.spike_steps=10", f"hydra.run.dir={run_dir}"]
+           "hardware.crossbar.rows=32", "tuning.range_steps=10", "tuning.round_steps=5", "tuning.spike_steps=10", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
