@@ -34,7 +34,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.sim import spiking
-from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, core_accumulator, core_output, decode_population, grouped_linear
 from dse.tune.patches import patch_geometry, sample_patches
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
 from dse.tune.spiking import tune_spiking
@@ -235,8 +235,12 @@ class QCore(nn.Module):
 
     def round_naive(self, y: Tensor) -> None:
         """The baseline: activation step from the output's max, weight step from max |weight|, round."""
+        self.round_weights()
+        self.set_step(float(y.max()))
+
+    def round_weights(self) -> None:
+        """The baseline's weights: a step from max |weight| (per column or per crossbar), rounded to it."""
         with torch.no_grad():
-            self.log_scale.fill_(float(np.log(max(float(y.max()), 1e-12) / (self.qmax * self.k))))
             w_code = self._code_weight()
             top = w_code.abs().reshape(w_code.shape[0], -1).amax(dim=1)
             if not self.per_column:
@@ -247,6 +251,11 @@ class QCore(nn.Module):
             self.frozen[:] = True
         self.log_scale.requires_grad_(False)
         self.domain = "code"
+
+    def set_step(self, top: float) -> None:
+        """The baseline's output step: the largest output (`top`, of one copy) is the largest code."""
+        with torch.no_grad():
+            self.log_scale.fill_(float(np.log(max(top, 1e-12) / (self.qmax * self.k))))
 
     def to_code_domain(self) -> None:
         """Fix the output step; express weights in grid units of a least-squares weight step."""
@@ -266,6 +275,10 @@ class QCore(nn.Module):
     def round_more(self, fraction: float) -> None:
         """Round and freeze the weights closest to the grid until `fraction` of the synapses are frozen."""
         with torch.no_grad():
+            if fraction >= 1.0:  # everything: no ordering needed (an argsort of VGG's FC1 takes seconds)
+                self.frozen[:] = True
+                self.project()
+                return
             live = self._live()
             target = int(round(fraction * int(live.sum())))
             dist = (self.weight - torch.round(self.weight)).abs()
@@ -276,6 +289,20 @@ class QCore(nn.Module):
                 candidates = order[(dist.flatten()[order] >= 0)][:n_new]
                 self.frozen.view(-1)[candidates] = True
             self.project()
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything training changes, copied (see `restore`)."""
+        return {"weight": self.weight.detach().clone(), "bias": self.bias.detach().clone(),
+                "log_scale": self.log_scale.detach().clone(), "frozen": self.frozen.clone(), "domain": self.domain,
+                "ws": None if self.ws is None else self.ws.clone(), "in_scale": self.in_scale,
+                "scale_grad": self.log_scale.requires_grad}
+
+    def restore(self, snap: dict[str, object]) -> None:
+        with torch.no_grad():
+            for name in ("weight", "bias", "log_scale"):
+                getattr(self, name).copy_(snap[name])
+        self.frozen, self.domain, self.ws, self.in_scale = snap["frozen"], snap["domain"], snap["ws"], snap["in_scale"]
+        self.log_scale.requires_grad_(snap["scale_grad"])
 
     def quantized(self) -> o.CoreOp:
         with torch.no_grad():
@@ -388,29 +415,38 @@ class _Walk:
         self.trains.pop(name, None)
 
     def run_block(self, block: list[Node], ops: dict[str, o.Op], keep: set[str] = frozenset(), *,
-                  peak: str | None = None) -> tuple[dict[str, Tensor], float]:
+                  peaks: dict[str, Callable[[Tensor], Tensor]] | None = None) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Run `block` with `ops` on the calibration values of its inputs, a few images at a time; return the
-        values of the nodes in `keep`, and the largest value of node `peak` (0.0 without one).
+        values of the nodes in `keep`, and for each core in `peaks` the largest value its function takes of
+        the core's integer accumulator (`core_accumulator`: those cores' outputs are their accumulators).
 
         A block's internal values (partial sums, their concatenation and routing) are several times its
         output: for 32 images of 224x224 they do not fit at once, a few images at a time they do.
         """
+        peaks = peaks or {}
         names = {n.name for n in block}
         ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
         per_image = sum(int(np.prod(self.shapes[n.name])) for n in block)
         n_images = len(self.acts[ext[0]])
         chunk = max(1, min(n_images, BLOCK_FLOATS // max(per_image, 1)))
         parts: dict[str, list[Tensor]] = {k: [] for k in keep}
-        top = 0.0
+        top = dict.fromkeys(peaks, -np.inf)
         for lo in range(0, n_images, chunk):
             v = {s: self.acts[s][lo : lo + chunk] for s in ext}
             for n in block:
-                v[n.name] = FLOAT_EXEC[type(ops[n.name])](ops[n.name], [v[s] for s in n.inputs])
+                op, ins = ops[n.name], [v[s] for s in n.inputs]
+                v[n.name] = core_accumulator(op, ins[0]) if n.name in peaks else FLOAT_EXEC[type(op)](op, ins)
             for k in keep:
                 parts[k].append(v[k])
-            if peak is not None:
-                top = max(top, float(v[peak].max()))
+            for k, fn in peaks.items():
+                top[k] = max(top[k], float(fn(v[k])))
         return {k: p[0] if len(p) == 1 else torch.cat(p) for k, p in parts.items()}, top
+
+    def read_after(self, block: list[Node]) -> set[str]:
+        """The nodes of `block` that something after it reads (or that are graph outputs)."""
+        names = {n.name for n in block}
+        return {n.name for n in block if n.name in self.graph.outputs
+                or any(c.name not in names for c in self.graph.consumers(n.name))}
 
     def commit_block(self, block: list[Node], ops: dict[str, o.Op]) -> None:
         """Commit every node of a block at once (see `commit`); only values read after the block are kept."""
@@ -418,12 +454,9 @@ class _Walk:
             for n in block:
                 self.commit(n, ops[n.name])
             return
-        names = {n.name for n in block}
-        keep = {n.name for n in block if n.name in self.graph.outputs
-                or any(c.name not in names for c in self.graph.consumers(n.name))}
         for n in block:
             self.new_ops[n.name] = ops[n.name]
-        self.acts.update(self.run_block(block, ops, keep)[0])
+        self.acts.update(self.run_block(block, ops, self.read_after(block))[0])
 
 
 def tune_graph(
@@ -512,6 +545,72 @@ def _ancestors(block: list[Node], node: Node) -> list[Node]:
     return [n for n in block if n.name in needed]
 
 
+def _round_block_spiking(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCore],
+                         propagate: Callable[[Node], None]) -> None:
+    """The baseline on a spiking chip, node by node: each node's input spike counts are committed first."""
+    for n in block:
+        if isinstance(n.op, o.CoreOp):
+            core = new_core(n)
+            with torch.no_grad():
+                core.round_naive(torch.relu(core.pre(walk.acts[n.inputs[0]])))
+            walk.commit(n, core.quantized())
+        else:
+            walk.commit(n, n.op)
+        propagate(n)
+
+
+def _round_block(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCore],
+                 propagate: Callable[[Node], None]) -> None:
+    """The baseline, level by level: a core's weights are rounded as soon as its input steps are known, its
+    integer accumulator (which does not depend on its own step) gives its largest output, hence its step.
+    A split costs one pass over the calibration data per level of cores (partial sums, then the merge), and
+    the last level's accumulators give the block's output without another pass."""
+    level: dict[str, int] = {}  # cores on the longest path inside the block up to the node (0: wiring on inputs)
+    for n in block:
+        up = max((level[s] for s in n.inputs if s in level), default=0)
+        level[n.name] = up + isinstance(n.op, o.CoreOp)
+    cores: dict[str, QCore] = {}
+    ops: dict[str, o.Op] = {n.name: n.op for n in block}
+    for n in block:
+        if level[n.name] == 0:
+            propagate(n)
+    last = max(level.values())
+    read_after = walk.read_after(block)
+    accs: dict[str, Tensor] = {}
+    reuse = False
+    for lvl in range(1, last + 1):
+        now = [n for n in block if isinstance(n.op, o.CoreOp) and level[n.name] == lvl]
+        peaks = {}
+        for n in now:
+            core = cores[n.name] = new_core(n)
+            core.round_weights()
+            core.set_step(1.0)  # provisional: the accumulator does not depend on it
+            ops[n.name] = core.quantized()
+            base = core.op.out_channels  # one copy of a population code
+            ws = core.ws[:base].reshape(-1, *([1] * (len(walk.shapes[n.name]) - 1)))
+            peaks[n.name] = lambda acc, ws=ws, base=base: (acc[:, :base] * ws).max()
+        # the last level keeps its accumulators when they are all the block hands on (and no copy's bias
+        # depends on the step, as a population's does)
+        reuse = lvl == last and read_after <= set(peaks) and all(cores[n].k == 1 for n in peaks)
+        needed = {m.name for n in now for m in _ancestors(block, n)}
+        needed = [n for n in block if n.name in needed]
+        kept, tops = walk.run_block(needed, ops, read_after if reuse else set(), peaks=peaks)
+        accs.update(kept)
+        for n in now:
+            cores[n.name].set_step(max(tops[n.name], 0.0))
+            ops[n.name] = cores[n.name].quantized()
+        for n in block:
+            if level[n.name] == lvl:
+                propagate(n)
+    if reuse:
+        for n in block:
+            walk.new_ops[n.name] = ops[n.name]
+        for name, acc in accs.items():
+            walk.acts[name] = core_output(ops[name], acc)
+    else:
+        walk.commit_block(block, ops)
+
+
 def _tune_block(walk: _Walk, block: list[Node]) -> None:
     hw, options, acts, scales, shapes = walk.hw, walk.options, walk.acts, walk.scales, walk.shapes
     wmax, per_column, out_max, teacher = hw.weight_max, hw.weights.scale == "per_column", walk.out_max, walk.teacher
@@ -539,22 +638,11 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         return
 
     if options.mode == "none":  # the baseline: each core's step from its largest output
-        ops: dict[str, o.Op] = {n.name: n.op for n in block}
-        for n in block:
-            if isinstance(n.op, o.CoreOp):
-                core = cores[n.name] = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, tie_above=0)
-                if walk.spiking:  # committed node by node: the inputs' spike counts are there
-                    with torch.no_grad():
-                        top = torch.relu(core.pre(acts[n.inputs[0]])).max()
-                else:  # the float core over the calibration data, the block's cores before it in integer form
-                    top = torch.tensor(walk.run_block(_ancestors(block, n), ops, peak=n.name)[1])
-                core.round_naive(top)
-                ops[n.name] = core.quantized()
-            if walk.spiking:
-                walk.commit(n, ops[n.name])
-            propagate(n)
-        if not walk.spiking:
-            walk.commit_block(block, ops)
+        def new_core(n: Node) -> QCore:  # once its input steps are known
+            cores[n.name] = QCore(n.op, in_scale_of(n), out_max[n.name], wmax, per_column, tie_above=0)
+            return cores[n.name]
+
+        (_round_block_spiking if walk.spiking else _round_block)(walk, block, new_core, propagate)
         for n in block:
             scales[n.name] = local_scales[n.name]
         if walk.reports is not None:
@@ -610,12 +698,17 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
 
     norm = float(target.var()) + 1e-12
     n_samples = target.shape[0]
-    batch = options.batch_size * (16 if geometry is not None and taps > 1 else 1)
+    nominal = min(options.batch_size * (16 if geometry is not None and taps > 1 else 1), n_samples)
     # an ImageNet-size block costs millions of MACs per row: fewer rows per step keep a step's work bounded
     per_row = sum(c.weight.numel() * (1 if geometry is not None or c.op.dense else
                                       int(np.prod(shapes[name][1:]))) for name, c in cores.items())
-    batch = int(np.clip(options.step_macs // max(per_row, 1), min(options.min_batch, batch), batch))
-    measure = torch.arange(min(n_samples, 8192, 4 * batch))  # rows the loss after each phase is measured on
+    batch = int(np.clip(options.step_macs // max(per_row, 1), min(options.min_batch, nominal), nominal))
+    # a smaller step is a noisier one: Adam's steps shrink with the square root of the rows (1 at full size)
+    lr_factor = (batch / nominal) ** 0.5
+    # weights train only where the calibration data determine them: VGG's FC1 (103 M weights) against 32
+    # images x 4096 outputs would be fitted to noise; there only biases and steps move, weights are rounded
+    weights_train = n_samples * int(np.prod(target.shape[1:])) >= sum(c.weight.numel() for c in cores.values())
+    measure = torch.arange(min(n_samples, 8192, max(4 * batch, 1024)))  # rows each phase's loss is measured on
 
     def loss_of(idx: Tensor, domain: str) -> Tensor:
         if domain == "real":
@@ -627,9 +720,9 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     def train(steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
         if steps <= 0:
             return
-        opt = torch.optim.Adam(lr_groups)
+        opt = torch.optim.Adam([{**g, "lr": g["lr"] * lr_factor} for g in lr_groups if g["params"]])
         for _ in range(steps):
-            idx = torch.randint(0, n_samples, (min(batch, n_samples),), generator=gen)
+            idx = torch.randint(0, n_samples, (batch,), generator=gen)
             loss = loss_of(idx, domain)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -644,26 +737,58 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         with torch.no_grad():
             report.losses[phase] = float(loss_of(measure, domain))
 
+    def to_code_domain() -> None:
+        for n in block:  # steps are final now: inputs to internal cores have known scales
+            if n.name in cores:
+                cores[n.name].in_scale = in_scale_of(n)
+                cores[n.name].to_code_domain()
+            propagate(n)
+
     with torch.no_grad():
         report.losses["init"] = float(loss_of(measure, "real"))
-    params = [{"params": [c.weight for c in cores.values()], "lr": options.lr},
+    start = {name: c.snapshot() for name, c in cores.items()}
+    weights = [c.weight for c in cores.values()] if weights_train else []
+    for c in cores.values():
+        c.weight.requires_grad_(weights_train)
+    params = [{"params": weights, "lr": options.lr},
               {"params": [c.bias for c in cores.values()], "lr": options.lr},
               {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
     train(options.free_steps, params, "real", "free")
-    for n in block:  # steps are final now: inputs to internal cores have known scales
-        if n.name in cores:
-            cores[n.name].in_scale = in_scale_of(n)
-            cores[n.name].to_code_domain()
-        propagate(n)
-    grid = [{"params": [c.weight for c in cores.values()], "lr": options.grid_lr * max(wmax, 1) ** 0.5},
+    to_code_domain()
+    grid = [{"params": weights, "lr": options.grid_lr * max(wmax, 1) ** 0.5},
             {"params": [c.bias for c in cores.values()], "lr": options.lr}]
     train(options.range_steps, grid, "code", "range")
-    for frac in options.round_fractions:
+    for frac in options.round_fractions if weights_train else (1.0,):
         for c in cores.values():
             c.round_more(frac)
         train(options.round_steps if frac < 1.0 else 0, grid, "code", f"round{frac:g}")
     for c in cores.values():
         c.round_more(1.0)
+
+    # a block never leaves tuning worse than its start rounded as it is (training on a few rows per step can
+    # wander off): measured on the same rows, the better of the two is kept
+    with torch.no_grad():
+        tuned_loss = report.losses["tuned"] = float(loss_of(measure, "code"))
+        tuned = {name: c.snapshot() for name, c in cores.items()}
+        for name, c in cores.items():
+            c.restore(start[name])
+        for n in block:
+            propagate(n)
+        to_code_domain()
+        for c in cores.values():
+            c.round_more(1.0)
+        rounded_loss = report.losses["rounded_start"] = float(loss_of(measure, "code"))
+        if not tuned_loss <= rounded_loss:  # NaN too: a step size blown up by training
+            log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
+                     out_name, rounded_loss, tuned_loss)
+        else:
+            for name, c in cores.items():
+                c.restore(tuned[name])
+            for n in block:
+                propagate(n)
+    del start, tuned
+    for c in cores.values():
+        c.weight.requires_grad_(True)
 
     if walk.spiking and options.spike_steps > 0:
         tune_spiking(walk, block, ext, cores, target_full=teacher(out_name), geometry=geometry, report=report)
@@ -683,7 +808,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         report.losses["final"] = float(F.mse_loss(got, full) / (full.var() + 1e-12))
     if walk.reports is not None:
         walk.reports.append(report)
-    log.info("tuned block %s (%d cores, %d rows per step): %s", out_name, len(cores), batch,
+    log.info("tuned block %s (%d cores, %d rows per step%s): %s", out_name, len(cores), batch,
+             "" if weights_train else ", weights rounded (too few calibration values to train them)",
              {k: round(v, 4) for k, v in report.losses.items()})
 
 

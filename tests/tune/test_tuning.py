@@ -206,3 +206,31 @@ def test_a_population_code_through_split_and_merge(prepared: Prepared) -> None:
     assert merges, "no population merge was made"
     assert result.report["verify"]["integer_vs_quantized_agreement"] == 1.0
     assert result.report["accuracy_delta_pp"] < 50  # it computes the network, not noise
+
+
+def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prepared) -> None:
+    """Learning rates a thousand times too large wreck every block's training; each block then keeps its
+    start, rounded, which is exactly what no training at all gives."""
+    untrained = compile(prepared, chip(4), tuning=TuneOptions(free_steps=0, range_steps=0, round_steps=0))
+    wrecked = compile(prepared, chip(4), tuning=TuneOptions(free_steps=20, range_steps=5, round_steps=3, lr=3.0,
+                                                            grid_lr=30.0))
+    for b in wrecked.blocks:
+        assert not b.losses["tuned"] <= b.losses["rounded_start"], b  # worse, or NaN
+    for a, b in zip(untrained.graph, wrecked.graph, strict=True):
+        if isinstance(a.op, o.CoreOp):
+            np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
+            np.testing.assert_array_equal(a.op.quant.bias_int, b.op.quant.bias_int)
+    assert wrecked.report["accuracy_compiled"] == untrained.report["accuracy_compiled"]
+
+
+def test_weights_train_only_where_the_calibration_data_determine_them(prepared: Prepared) -> None:
+    """16 calibration images x 64 outputs cannot fit 64 x 64 weights: the weights are rounded as they start,
+    only biases and steps are tuned (and the block still ends no worse than rounding)."""
+    few = prepare(prepared.original, prepared.dataset, name="mlp_digits", calib_samples=16)
+    tuned = compile(few, chip(4), tuning=TUNED)
+    untrained = compile(few, chip(4), tuning=TuneOptions(free_steps=0, range_steps=0, round_steps=0))
+    for a, b in zip(untrained.graph, tuned.graph, strict=True):
+        if isinstance(a.op, o.CoreOp):
+            np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
+    assert all(b.losses["final"] <= 1.5 * untrained_b.losses["final"] + 1e-6
+               for b, untrained_b in zip(tuned.blocks, untrained.blocks, strict=True))
