@@ -234,3 +234,15 @@ def test_weights_train_only_where_the_calibration_data_determine_them(prepared: 
             np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
     assert all(b.losses["final"] <= 1.5 * untrained_b.losses["final"] + 1e-6
                for b, untrained_b in zip(tuned.blocks, untrained.blocks, strict=True))
+
+
+def test_the_baseline_maps_each_cores_largest_output_to_its_largest_code(prepared: Prepared) -> None:
+    """tuning=none: on the calibration data the chip computes, every core (partial sums and merges of a
+    split included) reaches its largest code and never more: its step is its largest output."""
+    hw = HardwareSpec(name="small", crossbar=Crossbar(32, 256, 4, True), weights=Weights(4), io=IO(4, 4))
+    result = compile(prepared, hw, tuning=NAIVE)
+    _, codes = run_integer(result.graph, prepared.calib_x.numpy(), keep="*")
+    cores = [n for n in result.graph if isinstance(n.op, o.CoreOp)]
+    assert sum(n.op.groups > 1 for n in cores) >= 2  # merges: the first two layers are split
+    for n in cores:
+        assert codes[n.name].max() == n.op.quant.out_max, n.name
