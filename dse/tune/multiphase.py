@@ -42,6 +42,7 @@ from dse.tune.spiking import tune_spiking
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
+KEEP_MARGIN = 0.05  # a tuned block whose loss ends this much (relative) above its rounded start is dropped
 BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
 
 
@@ -754,6 +755,9 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
               {"params": [c.bias for c in cores.values()], "lr": options.lr},
               {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
     train(options.free_steps, params, "real", "free")
+    if options.free_steps > 0 and not report.losses["free"] * (1 - KEEP_MARGIN) <= report.losses["init"]:
+        for name, c in cores.items():  # free training made it worse: the later phases start from the start
+            c.restore(start[name])
     to_code_domain()
     grid = [{"params": weights, "lr": options.grid_lr * max(wmax, 1) ** 0.5},
             {"params": [c.bias for c in cores.values()], "lr": options.lr}]
@@ -766,7 +770,9 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         c.round_more(1.0)
 
     # a block never leaves tuning worse than its start rounded as it is (training on a few rows per step can
-    # wander off): measured on the same rows, the better of the two is kept
+    # wander off): measured on the same rows, the rounded start is kept where it is clearly better (by more
+    # than `KEEP_MARGIN`: a closer call is within the noise of the sampled rows, and the tuned block has
+    # learned to correct its real inputs)
     with torch.no_grad():
         tuned_loss = report.losses["tuned"] = float(loss_of(measure, "code"))
         tuned = {name: c.snapshot() for name, c in cores.items()}
@@ -778,7 +784,7 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         for c in cores.values():
             c.round_more(1.0)
         rounded_loss = report.losses["rounded_start"] = float(loss_of(measure, "code"))
-        if not tuned_loss <= rounded_loss:  # NaN too: a step size blown up by training
+        if not tuned_loss * (1 - KEEP_MARGIN) <= rounded_loss:  # NaN too: a step size blown up by training
             log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
                      out_name, rounded_loss, tuned_loss)
         else:
