@@ -186,3 +186,25 @@ def test_accumulators_are_exact_in_float32_and_float64(code_max: int, weight: in
     acc = codes_in.astype(np.int64) @ w_int.T.astype(np.int64) + bias
     expected = np.clip(np.round(acc * (scale * 4096)), 0, 2**16)
     np.testing.assert_array_equal(codes["core"], expected)
+
+
+@pytest.mark.parametrize("out_max", [15, 255, 2**16 - 1])
+def test_requantization_next_to_a_rounding_tie_matches_the_integer_simulator(out_max: int) -> None:
+    """Each neuron's accumulator times its multiplier lands within 1e-7 (relative) of a rounding tie, on
+    either side: float32 alone puts about a fifth of them on the wrong side; the float path must give the
+    integer simulator's codes for every one."""
+    rng = np.random.default_rng(7)
+    n = 400
+    acc = rng.integers(1, 4000, size=n)
+    tie = rng.integers(0, out_max, size=n) + 0.5
+    mult = tie * (1 + rng.choice([-1, 1], size=n) * rng.uniform(1e-9, 1e-7, size=n)) / acc
+    quant = o.CoreQuant(np.eye(n, dtype=np.int64).reshape(n, n, 1, 1), mult, np.zeros(n, np.int64),
+                        np.ones(n), 1.0, out_max)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((n,), 1.0, 4000))
+    graph = b.build([b.add("core", o.CoreOp(np.eye(n, dtype=np.float32).reshape(n, n, 1, 1), np.zeros(n, np.float32),
+                                            dense=True, quant=quant), x)])
+    _, codes = run_integer(graph, acc[None].astype(np.float64), keep=["core"])
+    floats = run_float(graph, acc[None].astype(np.float32), keep=["core"])["core"].double().numpy()
+    np.testing.assert_array_equal(codes["core"], np.clip(np.round(acc * mult), 0, out_max)[None])
+    np.testing.assert_array_equal(floats, codes["core"])
