@@ -125,6 +125,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     strategy: str = "split",
     tuning: TuneOptions | None = None,
     reencode_k: int = 1,
+    readout_k: int = 1,
     progress: bool = False,
 ) -> CompileResult:
     """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip."""
@@ -135,7 +136,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     start = time.perf_counter()
     trace = list(prepared.trace)
-    fitted = run_pipeline(prepared.exact, hw, [("reencode", {"k": reencode_k}),
+    fitted = run_pipeline(prepared.exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
                                                ("fit_crossbar", {"strategy": strategy})], trace)
 
     blocks: list[BlockReport] = []
@@ -173,6 +174,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "hardware": hw.to_dict(),
         "strategy": strategy,
         "reencode_k": reencode_k,
+        "readout_k": readout_k,
         "tuning": tuning.mode,
         **metrics,
         "test_samples": len(prepared.test_y),

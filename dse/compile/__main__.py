@@ -62,6 +62,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
                        approximator_width=cfg.strategy.approximator_width)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
+                     readout_k=cfg.strategy.readout_k,
                      progress=cfg.progress and
                      sys.stderr.isatty())
 

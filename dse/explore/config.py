@@ -58,6 +58,7 @@ class ModelConfig:
 class StrategyConfig:
     name: str = "split"  # split (split-and-merge) or prune: how a fan-in too big for the crossbar is met
     reencode_k: int = 1  # neurons carrying each value (population code for few I/O bits); 1 = off
+    readout_k: int = 1  # neurons carrying each output the host reads (finer logits; spiking chips too); 1 = off
     approximator_width: int = 8  # hidden units of the MLP replacing each Sigmoid/Tanh the chip lacks
 
 

@@ -222,7 +222,8 @@ def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[s
     except DseError as exc:  # this combination is not a chip (8-bit weights on too few columns): a failed trial
         message = f"{type(exc).__name__}: {exc}"
         return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": message}, message)
-    return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning, int(c.strategy.reencode_k))
+    return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning, int(c.strategy.reencode_k),
+                     int(c.strategy.readout_k))
 
 
 def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:

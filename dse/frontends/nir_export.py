@@ -40,7 +40,8 @@
   NIR form: `UnsupportedOpError`.
 - **Readout.** The graph's output is the spike trains of the last core(s): a signed value leaves the chip as
   a (positive, negative) pair of channels, and the host computes ``y = (count[:C] - count[C:]) * out_scale``
-  over the T steps (the graph's metadata says so per output: ``<output>_decode``, ``<output>_scale``).
+  over the T steps, after summing the k copies of a population readout (`strategy.readout_k`; the graph's
+  metadata says so per output: ``<output>_copies``, ``<output>_decode``, ``<output>_scale``).
 
 Where each dse core lives in the NIR graph is in the neuron nodes' metadata (``dse_cores``,
 ``dse_core_channels``), so a test can compare every core's counts.
@@ -246,8 +247,9 @@ class _Exporter:
     def _output(self, name: str, base: str) -> None:
         terms = self.values[name]
         shape = tuple(int(s) for s in self.shapes[name])
-        if isinstance(self.graph[name].op, o.Readout):
-            shape = (2 * shape[0], *shape[1:])  # the chip emits both halves; the host subtracts
+        readout = self.graph[name].op if isinstance(self.graph[name].op, o.Readout) else None
+        if readout is not None:  # the chip emits both halves (k copies of them); the host sums and subtracts
+            shape = (2 * readout.population * shape[0], *shape[1:])
         whole = len(terms) == 1 and terms[0].start == 0 and terms[0].pad == NO_PAD \
             and terms[0].stop == self.nir_shapes[terms[0].src][0]
         if whole:
@@ -260,8 +262,9 @@ class _Exporter:
         self.output_names.append(out)
         self.output_meta[f"{out}_dse_node"] = name
         self.output_meta[f"{out}_scale"] = float(self.scales[name])
-        self.output_meta[f"{out}_decode"] = (
-            "(count[:C] - count[C:]) * scale" if isinstance(self.graph[name].op, o.Readout) else "count * scale")
+        # a population readout: the host first sums the copies (copy-major) of the output's channels
+        self.output_meta[f"{out}_copies"] = readout.population if readout is not None else 1
+        self.output_meta[f"{out}_decode"] = "(count[:C] - count[C:]) * scale" if readout is not None else "count * scale"
 
     def _placements(self, name: str, terms: list[_Term], shape: tuple[int, ...]) -> list[str]:
         names, offset = [], 0

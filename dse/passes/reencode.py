@@ -10,6 +10,11 @@ laid out (weights tiled, `population` set) and tuning ties their biases to the s
 A max-pooling tree needs no decoder: each copy is a monotone function of the value, so the max of the
 values is copy by copy the max of the copies; the tree just runs on k times the channels. The host sums the
 copies of the outputs (`Readout.population`).
+
+`readout_k` re-encodes only the values the host reads (the network's outputs). On a spiking chip a value is
+a spike count of 0..T; the logits of a classifier carried by one pair of neurons each take 2T + 1 values, and
+on resnet_mnist at T = 16 one test image in a hundred had two classes tied for the top. k copies give the
+host k T + 1 levels per half for a few more neurons, and nothing else in the network changes.
 """
 
 from __future__ import annotations
@@ -39,17 +44,33 @@ def _tile_inputs(op: o.CoreOp, k: int, per_copy: int) -> o.CoreOp:
                     op.quant, op.fixed, op.population)
 
 
+def _read_out(graph: Graph) -> set[str]:
+    """The cores only the host reads (through a Readout, or as a graph output)."""
+    readers: dict[str, list[Node]] = {n.name: [] for n in graph}
+    for n in graph:
+        for s in n.inputs:
+            readers[s].append(n)
+    return {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed
+            and (readers[n.name] or n.name in graph.outputs)
+            and all(isinstance(r.op, o.Readout) for r in readers[n.name])}
+
+
 @register("reencode")
-def reencode(graph: Graph, hw: HardwareSpec, k: int = 1) -> Graph:
+def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> Graph:
+    """`k` copies of every value crossing a core boundary; `readout_k` copies of the values the host reads
+    (the network's outputs: finer logits, at the cost of a few neurons; with `k` > 1, the larger of the two)."""
     if k < 1:
         raise ConstraintError(f"strategy.reencode_k must be >= 1 (got {k})")
-    if k == 1:
+    if readout_k < 1:
+        raise ConstraintError(f"strategy.readout_k must be >= 1 (got {readout_k})")
+    if k == 1 and readout_k == 1:
         return graph
-    if hw.spiking:
+    if hw.spiking and k > 1:
         raise ConstraintError("strategy.reencode_k > 1: a spiking chip counts spikes, re-encoding is for I/O bits")
     from dse.ir.shapes import infer_shapes
 
     shapes = infer_shapes(graph)
+    read_out = _read_out(graph)
     population: dict[str, int] = {}  # node -> copies its output carries
     nodes = []
     for node in graph:
@@ -63,16 +84,17 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1) -> Graph:
             else:
                 if pop_in > 1:
                     op = _tile_inputs(op, pop_in, shapes[ins[0]][0])
-                new = o.CoreOp(np.concatenate([op.weight] * k), np.concatenate([op.bias] * k), op.stride,
+                copies = max(k, readout_k) if node.name in read_out else k
+                new = o.CoreOp(np.concatenate([op.weight] * copies), np.concatenate([op.bias] * copies), op.stride,
                                op.padding, op.groups, op.dense,
-                               None if op.mask is None else np.concatenate([op.mask] * k), None, False, k)
-                population[node.name] = k
+                               None if op.mask is None else np.concatenate([op.mask] * copies), None, False, copies)
+                population[node.name] = copies
         elif isinstance(op, o.Reshape):
             new = o.Reshape((op.shape[0] * pop_in, *op.shape[1:]))
             if pop_in > 1 and len(shapes[ins[0]]) > 1 and len(op.shape) > 1:
                 raise ConstraintError(f"re-encoding: reshape {node.name} of a population code keeps no channel axis")
             population[node.name] = pop_in
-        elif isinstance(op, o.Input):  # the host sends the input as a population too
+        elif isinstance(op, o.Input) and k > 1:  # the host sends the input as a population too
             new = o.Input(op.shape, op.scale, op.code_max, k)
             population[node.name] = k
         elif isinstance(op, o.Pad):

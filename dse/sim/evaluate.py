@@ -94,7 +94,8 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
                              "verified_samples": len(xb)}
         if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
             logits, stats, counts = run_spiking(compiled, hw.neuron, xb, seed=seed + start, keep=tuple(names))
-            chip_values = {k: v * compiled[k].op.quant.out_scale for k, v in counts.items()}  # no population here
+            chip_values = {k: decode_population(torch.from_numpy(v), pop[k]).numpy() * compiled[k].op.quant.out_scale
+                           for k, v in counts.items()}
             ev.stats.add(stats)
             chip.append(logits)
         else:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from dse.hardware.spec import Neuron
 from dse.ir import ops as o
-from dse.sim.float_exec import FLOAT_EXEC, conv_core, grouped_linear
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
 from dse.sim.spiking import integrate, wire
 from dse.tune.quantizers import round_ste
 
@@ -117,29 +117,37 @@ def _linear(core: QCore, x: Tensor, rows: bool) -> Tensor:
     """The core's accumulator on codes (or spikes) for weights on the integer grid (rounded forward, straight
     through backward)."""
     w = core._masked(torch.clamp(round_ste(core.weight), -core.wmax, core.wmax))
+    if core.copy_inputs is not None:  # a population's grouped copy: its own groups' inputs
+        x = x[:, : core.copy_inputs]
     y = grouped_linear(x, w, None, core.op.groups) if rows or core.op.dense else conv_core(x, w, None, core.op)
     return torch.cat([y, -y], dim=1) if core.tied else y
 
 
 def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: bool) -> tuple[Tensor, Tensor]:
-    """One core on trains (B, T, ...) and counts (B, ...): real spikes forward, the model's gradient back."""
-    steps = neuron.timesteps
+    """One core on trains (B, T, ...) and counts (B, ...): real spikes forward, the model's gradient back.
+    A population's copies (copy-major) share the accumulator; copy i's bias is one full count range lower."""
+    steps, k = neuron.timesteps, core.k
     b = trains.shape[0]
     flat_out = rows or core.op.dense
-    ws = core.ws if flat_out else core.ws.reshape(-1, 1, 1)
-    bias = round_ste(core.bias / core.ws) * core.ws
-    bias = bias if flat_out else bias.reshape(-1, 1, 1)
     scale = core.scale
+    ws = core.ws.repeat(k)
+    bias = torch.cat([round_ste((core.bias - i * core.qmax * scale) / core.ws) * core.ws for i in range(k)])
+    if not flat_out:
+        ws, bias = ws.reshape(-1, 1, 1), bias.reshape(-1, 1, 1)
+
+    def copies(acc: Tensor) -> Tensor:  # (..., C, *) -> (..., k C, *)
+        return acc if k == 1 else torch.cat([acc] * k, dim=1)
+
     if _exact_model(neuron):
-        acc = _linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows)
+        acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
         current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
         model = running_max_counts(current, scale, core.qmax)
         current = current.detach()
     else:
-        pre = _linear(core, counts, rows) * ws + bias  # the ReLU model on counts: the current summed over steps
+        pre = copies(_linear(core, counts, rows)) * ws + bias  # the ReLU model on counts: the current over steps
         model = torch.clamp(round_ste(torch.relu(pre) / scale), 0, core.qmax)
         with torch.no_grad():
-            acc = _linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows)
+            acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
             current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
     with torch.no_grad():
         spikes = integrate(current, scale.detach(), neuron)
@@ -171,7 +179,8 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
             else:
                 ins = [v[s] for s in n.inputs]
                 v[n.name] = (wire(n.op, [t for t, _ in ins]), FLOAT_EXEC[type(n.op)](n.op, [c for _, c in ins]))
-        return F.mse_loss(v[out_name][1] * cores[out_name].scale, target[idx]) / norm
+        got = decode_population(v[out_name][1], cores[out_name].k) * cores[out_name].scale
+        return F.mse_loss(got, target[idx]) / norm
 
     n_rows = target.shape[0]
     measure = torch.arange(min(n_rows, EVAL_ROWS))

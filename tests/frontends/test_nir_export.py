@@ -88,6 +88,8 @@ def _compare(graph: Graph, hw: HardwareSpec, x: np.ndarray, nir_graph: nir.NIRGr
     agree = sum(int((theirs[c] == ours[c]).sum()) for c in cores) / sum(ours[c].size for c in cores)
     meta = nir_graph.metadata
     assert _text(meta["outputs"]) == "output"
+    copies = int(meta["output_copies"])  # a population readout: sum the copies (copy-major) first
+    out_counts = out_counts.reshape(len(out_counts), copies, -1).sum(axis=1)
     half = out_counts.shape[1] // 2
     if _text(meta["output_decode"]).startswith("(count[:C]"):
         host = (out_counts[:, :half] - out_counts[:, half:]) * float(meta["output_scale"])
@@ -113,10 +115,12 @@ def _expect(agree: float, neuron: Neuron) -> None:
 @pytest.fixture(scope="module")
 def compiled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`python -m dse.compile` of mlp_digits for chip_b, with short tuning (its accuracy is not the point), on
-    crossbars of 32 rows: every layer is split, so the export holds grouped merges behind routed sums."""
+    crossbars of 32 rows: every layer is split, so the export holds grouped merges behind routed sums; its
+    logits leave the chip as 2 copies (`strategy.readout_k=2`), which the host sums."""
     run_dir = tmp_path_factory.mktemp("compile") / "run"
     cmd = [sys.executable, "-m", "dse.compile", "model=mlp_digits", "hardware=chip_b", "tuning.free_steps=30",
-           "hardware.crossbar.rows=32", "tuning.range_steps=10", "tuning.round_steps=5", "tuning.spike_steps=10", f"hydra.run.dir={run_dir}"]
+           "hardware.crossbar.rows=32", "tuning.range_steps=10", "tuning.round_steps=5", "tuning.spike_steps=10",
+           "strategy.readout_k=2", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
