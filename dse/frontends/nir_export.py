@@ -264,7 +264,7 @@ class _Exporter:
         self.output_meta[f"{out}_scale"] = float(self.scales[name])
         # a population readout: the host first sums the copies (copy-major) of the output's channels
         self.output_meta[f"{out}_copies"] = readout.population if readout is not None else 1
-        self.output_meta[f"{out}_decode"] = "(count[:C] - count[C:]) * scale" if readout is not None else "count * scale"
+        self.output_meta[f"{out}_decode"] = "count * scale" if readout is None else "(count[:C] - count[C:]) * scale"
 
     def _placements(self, name: str, terms: list[_Term], shape: tuple[int, ...]) -> list[str]:
         names, offset = [], 0

@@ -46,13 +46,13 @@ def _tile_inputs(op: o.CoreOp, k: int, per_copy: int) -> o.CoreOp:
 
 def _read_out(graph: Graph) -> set[str]:
     """The cores only the host reads (through a Readout, or as a graph output)."""
-    readers: dict[str, list[Node]] = {n.name: [] for n in graph}
+    out = set()
     for n in graph:
-        for s in n.inputs:
-            readers[s].append(n)
-    return {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed
-            and (readers[n.name] or n.name in graph.outputs)
-            and all(isinstance(r.op, o.Readout) for r in readers[n.name])}
+        if isinstance(n.op, o.CoreOp) and not n.op.fixed:
+            readers = graph.consumers(n.name)
+            if (readers or n.name in graph.outputs) and all(isinstance(r.op, o.Readout) for r in readers):
+                out.add(n.name)
+    return out
 
 
 @register("reencode")

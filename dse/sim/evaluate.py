@@ -73,6 +73,12 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
     batch = batch_size or int(np.clip(EVAL_BATCH_FLOATS // per_sample, 1, max(len(x), 1)))
     out = compiled.outputs[0]
     pop = {k: compiled[k].op.population for k in names}
+
+    def decoded(counts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Codes (or spike counts) of each core as real values, a population's copies summed."""
+        return {k: decode_population(torch.from_numpy(counts[k]), pop[k]).numpy() * compiled[k].op.quant.out_scale
+                for k in names}
+
     chip, integer = [], []
     ev = ChipEvaluation(np.zeros(0), {}, sq_err=dict.fromkeys(names, 0.0), sq_ref=dict.fromkeys(names, 0.0))
     for start in range(0, len(x), batch):
@@ -85,8 +91,7 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
         else:
             logits, codes = run_integer(compiled, xb, keep=names)
             integer.append(logits)
-            chip_values = {k: decode_population(torch.from_numpy(codes[k]), pop[k]).numpy()
-                           * compiled[k].op.quant.out_scale for k in names}
+            chip_values = decoded(codes)
             if start == 0:
                 tuned = run_float(compiled, xb)[out].numpy()
                 ev.verify = {"integer_vs_quantized_agreement": _agree(logits, tuned),
@@ -94,8 +99,7 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
                              "verified_samples": len(xb)}
         if hw.spiking:  # the chip is the spiking simulator; the integer one is its constant-current model
             logits, stats, counts = run_spiking(compiled, hw.neuron, xb, seed=seed + start, keep=tuple(names))
-            chip_values = {k: decode_population(torch.from_numpy(v), pop[k]).numpy() * compiled[k].op.quant.out_scale
-                           for k, v in counts.items()}
+            chip_values = decoded(counts)
             ev.stats.add(stats)
             chip.append(logits)
         else:

@@ -24,7 +24,7 @@ import torch
 from dse.hardware.spec import Neuron
 from dse.ir import ops as o
 from dse.ir.graph import Graph
-from dse.sim.float_exec import conv_core
+from dse.sim.float_exec import FLOAT_EXEC, conv_core
 
 Tensor = torch.Tensor
 
@@ -161,11 +161,8 @@ def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int 
                 batch.spikes[node.name] = float(trains[node.name].sum())
                 batch.events[node.name] = synaptic_events(op, ins[0].sum(dim=1))
                 batch.neurons[node.name] = int(np.prod(trains[node.name].shape[2:]))
-            elif isinstance(op, o.Readout):  # the host sums a population's copies, then takes pos - neg
-                pair, k = ins[0], op.population
-                pair = pair.reshape(*pair.shape[:2], k, pair.shape[2] // k).sum(dim=2) if k > 1 else pair
-                c = pair.shape[2] // 2
-                trains[node.name] = pair[:, :, :c] - pair[:, :, c:]
+            elif isinstance(op, o.Readout):  # the host's decoding (copies summed, pos - neg), step by step
+                trains[node.name] = FLOAT_EXEC[o.Readout](op, [ins[0].transpose(1, 2)]).transpose(1, 2)
                 scales[node.name] = scales[node.inputs[0]]
             else:
                 trains[node.name] = wire(op, ins)

@@ -42,7 +42,7 @@ from dse.tune.spiking import tune_spiking
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
-KEEP_MARGIN = 0.05  # a tuned block whose loss ends this much (relative) above its rounded start is dropped
+KEEP_MARGIN = 0.05  # a phase (or the whole tuning) ending this much (relative) above its start is undone
 BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
 
 
@@ -416,7 +416,8 @@ class _Walk:
         self.trains.pop(name, None)
 
     def run_block(self, block: list[Node], ops: dict[str, o.Op], keep: set[str] = frozenset(), *,
-                  peaks: dict[str, Callable[[Tensor], Tensor]] | None = None) -> tuple[dict[str, Tensor], dict[str, float]]:
+                  peaks: dict[str, Callable[[Tensor], Tensor]] | None = None
+                  ) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Run `block` with `ops` on the calibration values of its inputs, a few images at a time; return the
         values of the nodes in `keep`, and for each core in `peaks` the largest value its function takes of
         the core's integer accumulator (`core_accumulator`: those cores' outputs are their accumulators).
@@ -593,8 +594,8 @@ def _round_block(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCor
         # the last level keeps its accumulators when they are all the block hands on (and no copy's bias
         # depends on the step, as a population's does)
         reuse = lvl == last and read_after <= set(peaks) and all(cores[n].k == 1 for n in peaks)
-        needed = {m.name for n in now for m in _ancestors(block, n)}
-        needed = [n for n in block if n.name in needed]
+        upstream = {m.name for n in now for m in _ancestors(block, n)}
+        needed = [n for n in block if n.name in upstream]
         kept, tops = walk.run_block(needed, ops, read_after if reuse else set(), peaks=peaks)
         accs.update(kept)
         for n in now:
@@ -778,8 +779,6 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         tuned = {name: c.snapshot() for name, c in cores.items()}
         for name, c in cores.items():
             c.restore(start[name])
-        for n in block:
-            propagate(n)
         to_code_domain()
         for c in cores.values():
             c.round_more(1.0)

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 from compiler_helpers import run_pass
 
-from dse.compile import CompileResult, Prepared, compile, load_model, prepare
+from dse.compile import CompileResult, Prepared, compile
 from dse.errors import ConstraintError
 from dse.explore.config import compose_config, hardware_from
 from dse.hardware.legality import check
 from dse.ir import ops as o
-
 from dse.tune.multiphase import TuneOptions
 
 SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=30)
@@ -23,12 +22,6 @@ SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=3
 
 def chip(name: str):
     return hardware_from(compose_config("compile", [f"hardware={name}"]).hardware)
-
-
-@pytest.fixture(scope="module")
-def prepared() -> Prepared:
-    graph, data = load_model("mlp_digits", "digits")
-    return prepare(graph, data, name="mlp_digits")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dse.compile import CompileResult, Prepared, compile, load_model, prepare
+from dse.compile import CompileResult, Prepared, compile, prepare
 from dse.errors import ConfigError
 from dse.hardware.legality import check
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
@@ -24,12 +24,6 @@ NAIVE = TuneOptions(mode="none")
 def chip(weight_bits: int, io_bits: int = 4, scale: str = "per_crossbar") -> HardwareSpec:
     return HardwareSpec(name=f"w{weight_bits}", crossbar=Crossbar(256, 256, 4, True),
                         weights=Weights(weight_bits, scale), io=IO(io_bits, io_bits))
-
-
-@pytest.fixture(scope="module")
-def prepared() -> Prepared:
-    graph, data = load_model("mlp_digits", "digits")
-    return prepare(graph, data, name="mlp_digits")
 
 
 @pytest.fixture(scope="module")
