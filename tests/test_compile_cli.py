@@ -222,6 +222,7 @@ MORE = {
     "unknown model": (["model=alexnet"], r"model/alexnet"),
     "unknown dataset": (["model.dataset=cifar"], r"unknown dataset 'cifar'"),
     "unknown tuning mode": (["tuning.mode=retrain"], r"tuning\.mode must be one of"),
+    "unknown output loss": (["tuning.output_loss=ce"], r"tuning\.output_loss must be one of .*\(got 'ce'\)"),
     "an option": (["--fast"], r"unknown option --fast"),
     "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
     "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),

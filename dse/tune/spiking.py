@@ -33,6 +33,7 @@ from dse.sim.spiking import integrate, wire
 from dse.tune.quantizers import round_ste
 
 if TYPE_CHECKING:
+    from dse.tune.losses import BlockLoss
     from dse.tune.multiphase import BlockReport, QCore, _Walk
 
 Tensor = torch.Tensor
@@ -158,14 +159,13 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
 
 
 def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCore], *, target_full: Tensor,
-                 geometry: tuple | None, report: BlockReport) -> None:
+                 geometry: tuple | None, report: BlockReport, loss: BlockLoss) -> None:
     """Tune the block's integer weights, biases and output steps on the real dynamics (see the module
-    docstring); the parameters with the lowest measured spiking loss are kept."""
+    docstring) to minimize `loss`; the parameters with the lowest measured loss are kept."""
     options, neuron = walk.options, walk.hw.neuron
     gen = torch.Generator().manual_seed(options.seed + 1)
     x, target, taps, rows = _rows(walk, block, ext, target_full, geometry, gen)
     out_name = block[-1].name
-    norm = float(target.var()) + 1e-12
     patch = geometry is not None and not geometry[3]
 
     def loss_of(idx: Tensor) -> Tensor:
@@ -180,7 +180,7 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
                 ins = [v[s] for s in n.inputs]
                 v[n.name] = (wire(n.op, [t for t, _ in ins]), FLOAT_EXEC[type(n.op)](n.op, [c for _, c in ins]))
         got = decode_population(v[out_name][1], cores[out_name].k) * cores[out_name].scale
-        return F.mse_loss(got, target[idx]) / norm
+        return loss(got, target[idx])
 
     n_rows = target.shape[0]
     measure = torch.arange(min(n_rows, EVAL_ROWS))
@@ -202,18 +202,19 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
     if options.spike_weights and weights:
         groups.append({"params": weights, "lr": options.grid_lr})
     opt = torch.optim.Adam(groups)
-    checks = {round(options.spike_steps * (i + 1) / CHECKS) for i in range(CHECKS)}
+    steps = options.output_spike_steps if loss.output else options.spike_steps
+    checks = {round(steps * (i + 1) / CHECKS) for i in range(CHECKS)}
     # a step runs T times the rows of a ReLU-model step: the same bound on its work (`step_macs`) as there
     per_row = neuron.timesteps * sum(
         c.weight.numel() * (1 if rows or c.op.dense else int(torch.tensor(walk.shapes[name][1:]).prod()))
         for name, c in cores.items())
     batch = int(min(options.batch_size * (4 if rows else 1), n_rows,
                     max(options.step_macs // max(per_row, 1), min(MIN_ROWS if rows else options.min_batch, n_rows))))
-    for step in range(1, options.spike_steps + 1):
+    for step in range(1, steps + 1):
         idx = torch.randint(0, n_rows, (batch,), generator=gen)
-        loss = loss_of(idx)
+        value = loss_of(idx)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         with torch.no_grad():
             for c in cores.values():
