@@ -2,4 +2,4 @@
 
 # mlp_digits (8x8 digits) with tuning cut short: a trial compiles in well under a second
 FAST = ["model=mlp_digits", "tuning.free_steps=10", "tuning.range_steps=5", "tuning.round_steps=3",
-        "tuning.spike_steps=5", "progress=false"]
+        "tuning.spike_steps=5", "tuning.output_spike_steps=5", "progress=false"]

@@ -120,7 +120,7 @@ def compiled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("compile") / "run"
     cmd = [sys.executable, "-m", "dse.compile", "model=mlp_digits", "hardware=chip_b", "tuning.free_steps=30",
            "hardware.crossbar.rows=32", "tuning.range_steps=10", "tuning.round_steps=5", "tuning.spike_steps=10",
-           "strategy.readout_k=2", f"hydra.run.dir={run_dir}"]
+           "tuning.output_spike_steps=10", "strategy.readout_k=2", f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return run_dir
