@@ -36,6 +36,7 @@ Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardwar
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 
 ONNX ops imported: {ops}
+  (in a network of one float data input whose axis 0 is the batch, and one output)
 Exit status: 0 compiled and legal, 1 compiled but not legal, 2 bad input (one line on stderr)."""
 
 
