@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dse.ir.ops import Input, Op
+from dse.ir.ops import Input, Op, Readout
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,12 @@ class Graph:
 
     def consumers(self, name: str) -> list[Node]:
         return [n for n in self.nodes if name in n.inputs]
+
+    def read_by_host(self, name: str) -> bool:
+        """Whether only the host reads node `name`: it is a graph output, or only `Readout`s (the host's
+        decoding of a signed pair) read it."""
+        readers = self.consumers(name)
+        return (bool(readers) or name in self.outputs) and all(isinstance(r.op, Readout) for r in readers)
 
     def of_type(self, *types: type[Op]) -> list[Node]:
         return [n for n in self.nodes if isinstance(n.op, types)]

@@ -44,17 +44,6 @@ def _tile_inputs(op: o.CoreOp, k: int, per_copy: int) -> o.CoreOp:
                     op.quant, op.fixed, op.population)
 
 
-def _read_out(graph: Graph) -> set[str]:
-    """The cores only the host reads (through a Readout, or as a graph output)."""
-    out = set()
-    for n in graph:
-        if isinstance(n.op, o.CoreOp) and not n.op.fixed:
-            readers = graph.consumers(n.name)
-            if (readers or n.name in graph.outputs) and all(isinstance(r.op, o.Readout) for r in readers):
-                out.add(n.name)
-    return out
-
-
 @register("reencode")
 def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> Graph:
     """`k` copies of every value crossing a core boundary; `readout_k` copies of the values the host reads
@@ -70,7 +59,7 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> 
     from dse.ir.shapes import infer_shapes
 
     shapes = infer_shapes(graph)
-    read_out = _read_out(graph)
+    read_out = {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed and graph.read_by_host(n.name)}
     population: dict[str, int] = {}  # node -> copies its output carries
     nodes = []
     for node in graph:

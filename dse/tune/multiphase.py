@@ -56,8 +56,9 @@ class TuneOptions:
     round_steps: int = 30  # steps after each rounding round
     batch_size: int = 256  # samples per step (x16 rows when training on conv patches)
     spike_steps: int = 60  # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics
-    # spiking chips: steps for the block that computes the network's output (small, and its loss decides the
-    # accuracy: resnet_mnist's logits on chip_b reach top-1 0.979 after 60 steps, 0.984 after 600)
+    # spiking chips: steps for the block that computes the network's output in place of `spike_steps` (small, and
+    # its loss decides the accuracy: resnet_mnist's logits on chip_b reach top-1 0.979 after 60 steps, 0.984
+    # after 600); `spike_steps=0` turns the spike-aware steps off for every block
     output_spike_steps: int = 600
     spike_weights: bool = True  # spiking chips: those steps also move the integer weights (see dse/tune/spiking.py)
     spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)

@@ -26,8 +26,8 @@ def chip(name: str):
 
 @pytest.fixture(scope="module")
 def spiking(prepared: Prepared) -> dict[int, CompileResult]:
-    # the default tuning: the copies' thresholds are fitted to the dynamics in the spike-aware steps; the logits
-    # match the original's values (finer values are what the copies are for), not only its class probabilities
+    # the default tuning but for the output loss: the copies' thresholds are fitted to the dynamics in the
+    # spike-aware steps, and the logits match the original's values (finer values are what the copies are for)
     return {k: compile(prepared, chip("chip_b"), tuning=TuneOptions(output_loss="mse"), readout_k=k) for k in (1, 4)}
 
 
