@@ -12,6 +12,7 @@ Two steps, so that a sweep pays for the shared part once:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -25,11 +26,13 @@ import torch
 
 from dse.cost.resources import depth, layer_resources, total_resources
 from dse.data.datasets import Dataset, load_dataset
+from dse.data.images import Preprocess
 from dse.errors import ConfigError, DataError
 from dse.hardware.legality import check
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
 from dse.passes import PassRecord, run_pipeline
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import compare, evaluate_chip
@@ -44,26 +47,36 @@ from dse.passes import reencode as _reencode  # noqa: F401  isort: skip
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
+LOGITS_BATCH = 1000  # test samples read (and run through the original network) at once
 
 __all__ = ["CompileResult", "Prepared", "compile", "load_model", "prepare"]
 
 
-def load_model(onnx: str | Path, dataset: str) -> tuple[Graph, Dataset]:
-    """Import an ONNX model (a path, or the name of an embedded model) and check it fits the dataset."""
+def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None = None,
+               calib_samples: int | None = None, test_samples: int | None = None) -> tuple[Graph, Dataset]:
+    """Import an ONNX model (a path, or the name of an embedded model) and the samples of `dataset` it is
+    compiled with (`Dataset.select`), and check that they fit each other: the per-sample shape, and the labels
+    within the network's outputs. An image folder's channels default to the network input's."""
     from dse.frontends.onnx import load_onnx
 
     path = Path(onnx)
     if not path.suffix and not path.exists() and (MODELS_DIR / f"{onnx}.onnx").exists():
         path = MODELS_DIR / f"{onnx}.onnx"
-    data = load_dataset(dataset)
     graph = load_onnx(path)
     shape = tuple(graph.input.op.shape)
+    if preprocess is not None and preprocess.channels is None and Path(dataset).is_dir() and shape[0] in (1, 3):
+        preprocess = dataclasses.replace(preprocess, channels=shape[0])
+    data = load_dataset(dataset, preprocess)
     if shape != tuple(data.input_shape):
         raise DataError(
             f"model input shape {shape} (batch left out) does not fit dataset {dataset} samples "
             f"{tuple(data.input_shape)}"
         )
-    return graph, data
+    outputs = int(np.prod(infer_shapes(graph)[graph.outputs[0]]))
+    if data.num_classes is not None and data.num_classes > outputs:
+        raise DataError(f"dataset {dataset} has labels up to {data.num_classes - 1} but model {path.name} has "
+                        f"{outputs} outputs")
+    return graph, data.select(calib_samples, test_samples)
 
 
 @dataclass
@@ -75,8 +88,8 @@ class Prepared:
     exact: Graph  # canonical, reformed: float core-ops, equal to the original
     dataset: Dataset
     calib_x: torch.Tensor
-    test_x: np.ndarray
-    test_y: np.ndarray
+    test_x: Any  # float32 (N, *input shape): an array or Samples, read in slices
+    test_y: np.ndarray | None  # None: no test labels (agreement and logit error only)
     original_test_logits: np.ndarray
     trace: list[PassRecord]
     seconds: float
@@ -84,17 +97,23 @@ class Prepared:
 
 def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
             approximator_width: int = 8) -> Prepared:
-    """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks."""
+    """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks.
+
+    The calibration samples (the first `calib_samples` of ``dataset.x_train``) are read into memory; the test
+    samples are read batch by batch, here and when the chip is evaluated."""
     start = time.perf_counter()
     trace: list[PassRecord] = []
-    calib = dataset.x_train if calib_samples is None else dataset.x_train[:calib_samples]
+    dataset = dataset.select(calib_samples)
+    calib = np.asarray(dataset.x_train[:])
     canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
     # the approximator places its knots where the values reaching each such function really are
     feeds = [n.inputs[0] for n in canonical.of_type(o.Sigmoid, o.Tanh)]
     samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds).items() if k in feeds}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
-    original = run_float(graph, dataset.x_test)[graph.outputs[0]].numpy()
+    x = dataset.x_test
+    original = np.concatenate([run_float(graph, x[s : s + LOGITS_BATCH])[graph.outputs[0]].numpy()
+                               for s in range(0, len(x), LOGITS_BATCH)])
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
@@ -177,7 +196,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "readout_k": readout_k,
         "tuning": tuning.mode,
         **metrics,
-        "test_samples": len(prepared.test_y),
+        "test_samples": len(prepared.test_x),
         "resources": totals,
         "legal": not violations,
         "violations": violations,

@@ -26,12 +26,16 @@ if TYPE_CHECKING:
 
 HELP = """usage: python -m dse.compile [OVERRIDE ...]
 
-Compile a trained network (ONNX) for a chip; write report.json, layers.csv, compiled.npz, config.yaml and,
-for a spiking chip, compiled.nir (a NIR graph) into the run folder (hydra.run.dir=DIR, default
+Compile a trained network (ONNX) for a chip; write report.json, layers.csv, compiled.npz, config.yaml,
+samples.json (which samples calibrated and which tested it) and, for a spiking chip, compiled.nir (a NIR
+graph) into the run folder (hydra.run.dir=DIR, default
 results/compile/<model>_<chip>_<strategy>/<time>/).
 
 Config groups (conf/):  {groups}
-A user model:           model.onnx=PATH model.dataset=mnist|digits
+A user model:           model.onnx=PATH (named after the file; model.name=NAME to choose)
+Data (docs/data.md):    model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|module:function
+                        model.calib_samples=N model.test_samples=N
+                        model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 
@@ -52,16 +56,16 @@ def _help() -> str:
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import compile, load_model, prepare
-    from dse.explore.config import hardware_from, tuning_from
+    from dse.explore.config import hardware_from, preprocess_from, tuning_from
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
-    onnx = cfg.model.onnx if cfg.model.onnx is not None else cfg.model.name
-    name = Path(cfg.model.onnx).stem if cfg.model.onnx is not None else cfg.model.name
-    graph, data = load_model(onnx, cfg.model.dataset)
-    prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
-                       approximator_width=cfg.strategy.approximator_width)
+    m = cfg.model
+    graph, data = load_model(m.onnx if m.onnx is not None else m.name, m.dataset,
+                             preprocess=preprocess_from(m.preprocess), calib_samples=m.calib_samples,
+                             test_samples=m.test_samples)
+    prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
                      readout_k=cfg.strategy.readout_k,
                      progress=cfg.progress and
@@ -72,6 +76,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     _write(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
     save_graph(result.graph, run_dir / "compiled.npz", meta={"report": result.report})
     _write(run_dir / "layers.csv", _csv(result.layers))
+    _write(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
     if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
         _write_nir(result.graph, hw, run_dir / "compiled.nir")
     _write(run_dir / "report.json", json.dumps(result.report, indent=2, default=float))  # last: marks success
@@ -117,10 +122,15 @@ def _summary(result, run_dir: Path) -> None:
     table = Table(title=f"{r['model']} on {r['hardware']['name']} ({r['strategy']}, tuning={r['tuning']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if r["accuracy_compiled"] is None:
+        accuracy = [("accuracy", f"n/a ({r['accuracy_note']})"),
+                    ("relative logit error", f"{r['logits_rel_error']:.4f}")]
+    else:
+        accuracy = [("accuracy, original", f"{r['accuracy_original']:.4f}"),
+                    ("accuracy, compiled", f"{r['accuracy_compiled']:.4f}"),
+                    ("delta (pp)", f"{r['accuracy_delta_pp']:.2f}")]
     rows = [
-        ("accuracy, original", f"{r['accuracy_original']:.4f}"),
-        ("accuracy, compiled", f"{r['accuracy_compiled']:.4f}"),
-        ("delta (pp)", f"{r['accuracy_delta_pp']:.2f}"),
+        *accuracy,
         ("top-1 agreement", f"{r['agreement']:.4f}"),
         ("crossbars", str(res["crossbars"])),
         ("cells used", str(res["cells_used"])),

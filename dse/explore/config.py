@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dse.data.images import Preprocess
 from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
 from dse.tune.multiphase import TuneOptions
@@ -47,11 +48,27 @@ TuningConfig = _unfrozen(TuneOptions)
 
 
 @dataclass
+class PreprocessConfig:
+    """How an image folder's images become the network's input (dse.data.images.Preprocess)."""
+
+    resize: int | None = None  # the shorter side to this many pixels (aspect kept); None = as is
+    crop: int | None = None  # the centre crop x crop square; None = none
+    channels: int | None = None  # 1 (grayscale) or 3 (RGB); None = the network input's channels
+    scale: bool = True  # pixels / 255 into [0, 1]; false = 0..255
+    mean: list[float] | None = None  # per channel, (x - mean) / std after scaling; None = none
+    std: list[float] | None = None
+
+
+@dataclass
 class ModelConfig:
-    name: str = MISSING  # the embedded model's name, or the report's name for a user model
+    # the embedded model's name, or the report's, run folder's and study's name for a user model (by default
+    # the stem of model.onnx)
+    name: str = MISSING
     onnx: str | None = None  # path to a user's ONNX file; None = the embedded model `name`
-    dataset: str = "mnist"
-    calib_samples: int | None = None  # train images used for tuning; None = all
+    dataset: str = "mnist"  # mnist, digits, a .npz file, an image folder or module:function (docs/data.md)
+    calib_samples: int | None = None  # samples of the calibration part used; None = all
+    test_samples: int | None = None  # samples of the test part used; None = all
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
 @dataclass
@@ -146,9 +163,19 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     register_schemas()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            return compose(config_name, overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_one_line(exc)) from None
+    _name_user_model(cfg, overrides)
+    return cfg
+
+
+def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
+    """A user's model (model.onnx) is named after its file unless model.name says otherwise: the report, the
+    run folder and the study carry that name, not the default model's (they interpolate ${model.name})."""
+    named = any(o.split("=", 1)[0].lstrip("+~") == "model.name" for o in overrides)
+    if "model" in cfg and cfg.model.onnx is not None and not named:
+        cfg.model.name = Path(str(cfg.model.onnx)).stem
 
 
 def _one_line(exc: BaseException) -> str:
@@ -167,6 +194,13 @@ def _one_line(exc: BaseException) -> str:
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def preprocess_from(cfg: DictConfig) -> Preprocess:
+    data = to_container(cfg)
+    for key in ("mean", "std"):
+        data[key] = None if data[key] is None else tuple(float(v) for v in data[key])
+    return Preprocess(**data)
 
 
 def hardware_from(cfg: DictConfig) -> HardwareSpec:

@@ -9,6 +9,7 @@ written from the whole study (resumed trials included).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from dse.explore.records import atomic_write, trials_frame
 from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fingerprint
 from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import SAMPLERS, DriveStats, StudyOptions, drive, missing_trials, open_study
-from dse.explore.trial import METRICS, TrialOutcome, TrialSpec
+from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
 
 log = logging.getLogger(__name__)
 RUNNERS = ("ray", "local")
@@ -66,13 +67,14 @@ def run_study(
     start = time.perf_counter()
     # --- every check first: nothing is started or written before these pass --------------------------------
     space = build_space(cfg, cli_sweeps, pinned)
-    options = study_options(cfg)
-    figures = figures_from(cfg, space, options)
+    graph, data = _load(cfg)
+    labelled = data.y_test is not None
+    options = study_options(cfg, labelled)
+    figures = figures_from(cfg, space, options, labelled)
     fingerprint = make_fingerprint(cfg, space, options)
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
-    graph, data, name = _load(cfg)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning"])
 
     executor.check()  # a cluster address nobody answers at fails here, before any write
@@ -81,6 +83,8 @@ def run_study(
         log.info("run folder %s", run_dir)
         _write_config(cfg, space, run_dir)
         write_fingerprint(run_dir, fingerprint, options.name)
+        samples = json.dumps(data.samples_record())
+        atomic_write(run_dir / "samples.json", lambda p: Path(p).write_text(samples))
         study = open_study(run_dir / STUDY_DB, options, space)
         prepare_seconds = 0.0
         work = missing_trials(study, options, space) > 0
@@ -89,8 +93,7 @@ def run_study(
                 executor.start()
                 from dse.compile import prepare
 
-                prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
-                                   approximator_width=cfg.strategy.approximator_width)
+                prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width)
                 prepare_seconds = prepared.seconds
                 executor.share(prepared)
             on_result, close_bar = progress_bar(progress and work, desc=options.name)
@@ -111,17 +114,18 @@ def run_study(
 # --- config to typed settings, with the checks -----------------------------------------------------------
 
 
-def study_options(cfg: DictConfig) -> StudyOptions:
+def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
+    """`labelled`: the test data has labels (else the accuracy columns are null, and the default error is the
+    logit error)."""
     s = cfg.study
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)} (got {s.sampler!r})")
-    known = known_columns(cfg)
+    known = known_columns(cfg, labelled)
     objectives = tuple(s.objectives) if s.objectives is not None else default_objectives(known)
     if not objectives:
         raise ConfigError("study.objectives is empty: name at least one result column to minimize")
     for k in objectives:
-        if k not in known:
-            raise ConfigError(f"study.objectives: {k!r} is not a result column (one of {', '.join(known)})")
+        _check_column("study.objectives", k, known, cfg)
     if s.n_trials is not None and s.n_trials < 1:
         raise ConfigError(f"study.n_trials must be >= 1 (got {s.n_trials})")
     if s.sampler == "nsga2" and s.population_size < 2:
@@ -131,20 +135,24 @@ def study_options(cfg: DictConfig) -> StudyOptions:
 
 
 def default_objectives(known: Sequence[str]) -> tuple[str, ...]:
-    """The error, and energy where the preset's cost model gives it, else area, else crossbars."""
+    """The error (the accuracy loss; the logit error where the test data has no labels), and energy where
+    the preset's cost model gives it, else area, else crossbars."""
+    error = "accuracy_delta_pp" if "accuracy_delta_pp" in known else "logits_rel_error"
     for suffix in ("_pj", "_mm2"):
         for k in known:
             if k.endswith(suffix):
-                return ("accuracy_delta_pp", k)
-    return ("accuracy_delta_pp", "crossbars")
+                return (error, k)
+    return (error, "crossbars")
 
 
-def known_columns(cfg: DictConfig) -> list[str]:
+def known_columns(cfg: DictConfig, labelled: bool = True) -> list[str]:
     """The metric and resource columns a trial produces: resource names come from the resource model itself,
-    so a field added there (a cost model's energy) is known here at once."""
+    so a field added there (a cost model's energy) is known here at once. Without test labels the accuracy
+    columns are null, so no figure or objective can use them."""
     from dse.cost.resources import total_resources
 
-    names = [*METRICS, "compile_seconds", "evaluate_seconds", "cpu_seconds"]
+    names = [k for k in (*METRICS, "compile_seconds", "evaluate_seconds", "cpu_seconds")
+             if labelled or k not in ACCURACY]
     try:
         names += [k for k in total_resources([], hardware_from(cfg.hardware)) if k not in names]
     except DseError:
@@ -152,10 +160,18 @@ def known_columns(cfg: DictConfig) -> list[str]:
     return names
 
 
-def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> list[Figure]:
+def _check_column(where: str, k: str, known: Sequence[str], cfg: DictConfig) -> None:
+    if k in ACCURACY and k not in known:
+        raise ConfigError(f"{where}: {k} needs test labels and dataset {cfg.model.dataset} has none; use "
+                          "logits_rel_error or agreement")
+    if k not in known:
+        raise ConfigError(f"{where}: {k!r} is not a result column (one of {', '.join(known)})")
+
+
+def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, labelled: bool = True) -> list[Figure]:
     if not cfg.figures:
         return default_figures(space, options.objectives[0], grid=options.sampler == "grid")
-    known = known_columns(cfg)
+    known = known_columns(cfg, labelled)
     out = []
     for i, f in enumerate(cfg.figures):
         where = f"figures[{i}]"
@@ -164,8 +180,7 @@ def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> 
         if f.by is not None and f.by not in space.params:
             raise ConfigError(f"{where}.by={f.by} is not a searched parameter ({', '.join(space.params)})")
         for y in f.y:
-            if y not in known:
-                raise ConfigError(f"{where}.y: {y!r} is not a result column (one of {', '.join(known)})")
+            _check_column(f"{where}.y", y, known, cfg)
         if f.others not in ("reference", "best"):
             raise ConfigError(f"{where}.others must be reference or best (got {f.others!r})")
         out.append(Figure(f.x, tuple(f.y), f.by, f.others, f.name or figure_name(f.x)))
@@ -208,11 +223,11 @@ def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions)
 
 def _load(cfg: DictConfig):
     from dse.compile import load_model
+    from dse.explore.config import preprocess_from
 
-    onnx = cfg.model.onnx if cfg.model.onnx is not None else cfg.model.name
-    name = Path(cfg.model.onnx).stem if cfg.model.onnx is not None else cfg.model.name
-    graph, data = load_model(onnx, cfg.model.dataset)
-    return graph, data, name
+    m = cfg.model
+    return load_model(m.onnx if m.onnx is not None else m.name, m.dataset, preprocess=preprocess_from(m.preprocess),
+                      calib_samples=m.calib_samples, test_samples=m.test_samples)
 
 
 def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[str, Any]) -> TrialSpec | TrialOutcome:

@@ -21,7 +21,9 @@ from dse.tune.multiphase import TuneOptions
 log = logging.getLogger(__name__)
 
 # What every trial row holds besides its parameters and resources, in column order.
-METRICS = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement", "logits_rel_error")
+# The accuracies are None (null) where the test data has no labels.
+ACCURACY = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp")
+METRICS = (*ACCURACY, "agreement", "logits_rel_error")
 STATUS = ("legal", "violations", "state", "error_message", "compile_seconds", "evaluate_seconds", "cpu_seconds")
 
 
