@@ -103,7 +103,8 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     samples are read batch by batch, here and when the chip is evaluated."""
     start = time.perf_counter()
     trace: list[PassRecord] = []
-    dataset = dataset.select(calib_samples)
+    if calib_samples is not None or dataset.value_range is None:  # not yet selected (load_model selects)
+        dataset = dataset.select(calib_samples)
     calib = np.asarray(dataset.x_train[:])
     canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
     # the approximator places its knots where the values reaching each such function really are

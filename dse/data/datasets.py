@@ -84,8 +84,6 @@ class Dataset:
     def select(self, calib_samples: int | None = None, test_samples: int | None = None) -> Dataset:
         """The first `calib_samples` of the train split and `test_samples` of the test split (None: all),
         checked readable (image headers), with the input range of the data used when it was not known."""
-        if calib_samples is None and test_samples is None and self.value_range is not None:
-            return self
         for key, n, part in (("calib_samples", calib_samples, self.x_train), ("test_samples", test_samples,
                                                                              self.x_test)):
             if n is not None and n < 1:

@@ -126,7 +126,8 @@ def split(name: str, source: Any, y: np.ndarray | None, value_range: tuple[float
         raise DataError(f"{name} has {n} sample; at least 2 are needed (one to calibrate, one to test)")
     train, test = split_indices(n)
     return Dataset(name, Samples(source, train), None if y is None else y[train], Samples(source, test),
-                   None if y is None else y[test], source.sample_shape, value_range, num_classes, train, test)
+                   None if y is None else y[test], source.sample_shape, value_range, num_classes, source.ids(train),
+                   source.ids(test))
 
 
 def _labels(name: str, key: str, y: Any, n: int) -> np.ndarray | None:

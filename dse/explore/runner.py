@@ -106,7 +106,9 @@ def run_study(
             executor.close()
         trials = trials_frame(study, space)
         reference = reference_point(space.params, _base_values(cfg, space))
-        out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=options.name)
+        # the table's caption names the model, also where an experiment names the study
+        title = options.name if cfg.model.name in options.name else f"{options.name} ({cfg.model.name})"
+        out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title)
     return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, list(space.params), out["files"],
                        prepare_seconds, time.perf_counter() - start)
 

@@ -1,0 +1,190 @@
+"""The user's own data (dse.data.user_data, images, samples): the documented split and sample order, lazy
+reading, preprocessing against closed forms, and every kind of bad data refused in one line."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dse.data import load_dataset
+from dse.data.datasets import split_indices
+from dse.data.images import Preprocess
+from dse.data.samples import Samples
+from dse.errors import ConfigError, DataError
+
+RNG = np.random.default_rng(0)
+
+
+def _npz(path: Path, compressed: bool = False, **arrays: np.ndarray) -> str:
+    (np.savez_compressed if compressed else np.savez)(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_npz_x_is_split_by_the_documented_permutation(tmp_path: Path, compressed: bool) -> None:
+    x = RNG.random((23, 2, 5), dtype=np.float32)
+    y = RNG.integers(0, 4, 23)
+    ds = load_dataset(_npz(tmp_path / "d.npz", compressed, x=x, y=y))
+    train, test = split_indices(23)
+    assert len(test) == 5  # ceil(23 / 5)
+    assert isinstance(ds.x_train, Samples) and ds.x_train.shape == (18, 2, 5) and ds.input_shape == (2, 5)
+    np.testing.assert_array_equal(ds.x_train[:], x[train])
+    np.testing.assert_array_equal(ds.x_test[1:4], x[test[1:4]])
+    np.testing.assert_array_equal(ds.y_test, y[test])
+    assert ds.x_test[:].dtype == np.float32 and ds.num_classes == int(y.max()) + 1
+    assert list(ds.train_ids) == train.tolist() and list(ds.test_ids) == test.tolist()
+    # memory-mapped from the zip file where it is stored uncompressed
+    assert isinstance(ds.x_train.source.array, np.memmap) != compressed
+
+
+def test_builtin_split_is_the_same_rule() -> None:
+    mnist = load_dataset("mnist")
+    train, test = split_indices(5000)
+    assert list(mnist.test_ids) == test.tolist() and len(mnist.x_test) == 1000
+
+
+def test_explicit_splits_are_not_split_and_labels_are_optional(tmp_path: Path) -> None:
+    calib, test = RNG.random((7, 3), dtype=np.float32), RNG.random((4, 3), dtype=np.float32)
+    ds = load_dataset(_npz(tmp_path / "d.npz", x_calib=calib, x_test=test))
+    np.testing.assert_array_equal(ds.x_train[:], calib)
+    np.testing.assert_array_equal(ds.x_test[:], test)
+    assert ds.y_test is None and ds.num_classes is None and list(ds.test_ids) == [0, 1, 2, 3]
+
+
+def test_select_takes_the_first_samples_and_the_range_of_the_calibration_data(tmp_path: Path) -> None:
+    x = RNG.random((50, 4), dtype=np.float32) * 3
+    ds = load_dataset(_npz(tmp_path / "d.npz", x=x)).select(calib_samples=6, test_samples=2)
+    train, test = split_indices(50)
+    assert list(ds.train_ids) == train[:6].tolist() and list(ds.test_ids) == test[:2].tolist()
+    assert ds.value_range == (0.0, float(x[train[:6]].max()))
+    given = load_dataset(_npz(tmp_path / "r.npz", x=x, value_range=np.array([0.0, 4.0]))).select(6, 2)
+    assert given.value_range == (0.0, 4.0)
+
+
+def make_arrays() -> dict[str, np.ndarray]:
+    return {"x": np.arange(40, dtype=np.float32).reshape(10, 4), "y": np.arange(10) % 3}
+
+
+class Arrays:
+    x = np.ones((6, 2), np.float32)
+
+
+def test_module_function_returning_a_dict_or_an_object() -> None:
+    ds = load_dataset(f"{__name__}:make_arrays")
+    train, _ = split_indices(10)
+    np.testing.assert_array_equal(ds.x_train[:], make_arrays()["x"][train])
+    assert ds.num_classes == 3
+    sys.modules[__name__].make_object = lambda: Arrays()
+    assert load_dataset(f"{__name__}:make_object").y_test is None
+
+
+def test_npz_samples_pickle_as_their_path(tmp_path: Path) -> None:
+    x = RNG.random((1000, 64), dtype=np.float32)
+    ds = load_dataset(_npz(tmp_path / "d.npz", x=x))
+    blob = pickle.dumps(ds.x_test)
+    assert len(blob) < 10_000  # the indices and the path, not the 256 KB of samples
+    np.testing.assert_array_equal(pickle.loads(blob)[:5], ds.x_test[:5])
+
+
+# --- image folders ---------------------------------------------------------------------------------------
+
+
+def _png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_image_folder_order_labels_and_scaling(tmp_path: Path) -> None:
+    pixels = {}
+    for cls in ("dog", "cat", "bird"):
+        for i in range(4):
+            a = RNG.integers(0, 256, (6, 5), dtype=np.uint8)
+            pixels[f"{cls}/{i}.png"] = a
+            _png(tmp_path / cls / f"{i}.png", a)
+    ds = load_dataset(str(tmp_path), Preprocess(channels=1))
+    order = sorted(pixels)  # bird/0.png ... cat/ ... dog/
+    train, test = split_indices(12)
+    assert list(ds.test_ids) == [order[i] for i in test]
+    assert ds.input_shape == (1, 6, 5) and ds.num_classes == 3 and ds.value_range == (0.0, 1.0)
+    np.testing.assert_array_equal(ds.y_test, [["bird", "cat", "dog"].index(order[i].split("/")[0]) for i in test])
+    expected = np.stack([(pixels[order[i]] / 255.0).astype(np.float32)[None] for i in train])
+    np.testing.assert_array_equal(ds.x_train[:], expected)
+
+
+def test_classes_txt_maps_folders_to_outputs(tmp_path: Path) -> None:
+    for cls in ("a", "b"):
+        for i in range(3):
+            _png(tmp_path / cls / f"{i}.png", np.zeros((4, 4), np.uint8))
+    (tmp_path / "classes.txt").write_text("z\nb\na\n")
+    ds = load_dataset(str(tmp_path), Preprocess(channels=1))
+    labels = dict(zip([*ds.train_ids, *ds.test_ids], [*ds.y_train, *ds.y_test], strict=True))
+    assert {k.split("/")[0]: int(v) for k, v in labels.items()} == {"a": 2, "b": 1} and ds.num_classes == 3
+
+
+def test_resize_crop_rgb_and_normalization(tmp_path: Path) -> None:
+    # one colour per image: resizing keeps it, so every output value has a closed form
+    colours = [(255, 0, 51), (102, 204, 0), (0, 0, 255), (10, 20, 30), (40, 50, 60)]
+    for i, c in enumerate(colours):
+        _png(tmp_path / f"{i}.png", np.broadcast_to(np.array(c, np.uint8), (20 + i, 40, 3)).copy())
+    mean, std = (0.5, 0.25, 0.0), (0.5, 0.5, 1.0)
+    p = Preprocess(resize=10, crop=8, channels=3, mean=mean, std=std)
+    ds = load_dataset(str(tmp_path), p)
+    assert ds.y_test is None and ds.input_shape == (3, 8, 8)
+    x = ds.x_train[:]
+    for k, i in enumerate(ds.train_ids):
+        want = (np.array(colours[int(i[0])]) / 255.0 - mean) / std
+        np.testing.assert_allclose(x[k], np.broadcast_to(want[:, None, None], (3, 8, 8)), atol=1e-6)
+    assert ds.value_range == (-1.0, 1.5)  # (0 - 0.5) / 0.5 and (1 - 0.25) / 0.5
+    assert Preprocess(resize=10).out_size(40, 20) == (20, 10) and Preprocess(resize=10).out_size(15, 20) == (10, 13)
+
+
+# --- bad data --------------------------------------------------------------------------------------------
+
+
+def raises_value_error() -> None:
+    raise ValueError("the archive is corrupt\nsecond line")
+
+
+def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
+    x = np.zeros((10, 3), np.float32)
+    mixed = tmp_path / "mixed"
+    _png(mixed / "a" / "0.png", np.zeros((4, 4), np.uint8))
+    _png(mixed / "a" / "1.png", np.zeros((5, 4), np.uint8))
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
+    return {
+        "no x": (_npz(tmp_path / "a.npz", y=np.zeros(3, int)), None, r"holds no array 'x'.*it has: y"),
+        "label count": (_npz(tmp_path / "b.npz", x=x, y=np.zeros(9, int)), None, r"y of .* has 9 labels for 10"),
+        "float labels": (_npz(tmp_path / "c.npz", x=x, y=np.zeros(10)), None, r"integer class label"),
+        "unknown array": (_npz(tmp_path / "d.npz", x=x, z=x), None, r"unknown array 'z'"),
+        "x and x_test": (_npz(tmp_path / "e.npz", x=x, x_test=x), None, r"not both"),
+        "1-d x": (_npz(tmp_path / "f.npz", x=np.zeros(10)), None, r"must be \(samples, \*per-sample shape\)"),
+        "missing npz": (str(tmp_path / "nope.npz"), None, r"dataset file not found"),
+        "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
+        "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
+        "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
+        "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
+        "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
+        "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
+    }
+
+
+BAD = ["no x", "label count", "float labels", "unknown array", "x and x_test", "1-d x", "missing npz", "no images",
+       "mixed sizes", "no module", "no function", "raises", "preprocess on npz"]
+
+
+def test_the_bad_list_is_complete(tmp_path: Path) -> None:
+    assert set(_bad(tmp_path)) == set(BAD)
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_data_is_one_line(tmp_path: Path, case: str) -> None:
+    spec, preprocess, pattern = _bad(tmp_path)[case]
+    with pytest.raises((DataError, ConfigError), match=pattern) as info:
+        load_dataset(spec, preprocess).select()
+    assert "\n" not in str(info.value)
