@@ -239,3 +239,61 @@ def test_more_bad_input_in_process(case: str, tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr()
     assert_one_line_error(code, out.out, out.err, pattern)
     assert not (tmp_path / "run" / "report.json").exists()
+
+
+# the user's data gone wrong: each one line naming the problem, exit status 2, no run folder at all
+def data_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
+    from PIL import Image
+
+    x = np.zeros((10, 1, 28, 28), np.float32)
+    np.savez(folder / "no_x.npz", images=x)
+    np.savez(folder / "short_y.npz", x=x, y=np.zeros(9, np.int64))
+    np.savez(folder / "label_11.npz", x=x, y=np.arange(10) + 2)
+    np.savez(folder / "cifar.npz", x=np.zeros((10, 3, 32, 32), np.float32))
+    (folder / "empty" / "cat").mkdir(parents=True)
+    for name, size in (("a.png", (28, 28)), ("b.png", (30, 28))):
+        (folder / "mixed" / "cat").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(folder / "mixed" / "cat" / name)
+    (folder / "user_loader.py").write_text("def load():\n    raise KeyError('images')\n")
+    return {
+        "npz without x": ([f"model.dataset={folder / 'no_x.npz'}"], r"no_x\.npz holds no array 'x'.*it has: images"),
+        "labels do not match samples": ([f"model.dataset={folder / 'short_y.npz'}"],
+                                        r"y of .*short_y\.npz has 9 labels for 10 samples"),
+        "image folder without images": ([f"model.dataset={folder / 'empty'}"], r"empty holds no images"),
+        "images of mixed sizes": ([f"model.dataset={folder / 'mixed'}"],
+                                  r"mixed sizes.*a\.png is 28x28, cat/b\.png is 30x28; set model\.preprocess\.resize"),
+        "function cannot be imported": (["model.dataset=no_such_loader:load"],
+                                        r"cannot import dataset function no_such_loader:load: No module named"),
+        "function raises": (["model.dataset=user_loader:load"],
+                            r"dataset function user_loader:load raised KeyError: 'images'"),
+        "labels beyond the outputs": ([f"model.dataset={folder / 'label_11.npz'}"],
+                                      r"labels up to 11 but model lenet_mnist\.onnx has 10 outputs"),
+        "samples do not fit the network": ([f"model.dataset={folder / 'cifar.npz'}"],
+                                           r"model input shape \(1, 28, 28\).*does not fit.*samples \(3, 32, 32\)"),
+        "preprocess on a .npz": ([f"model.dataset={folder / 'cifar.npz'}", "model.preprocess.resize=28"],
+                                 r"model\.preprocess applies to an image folder"),
+        "no test sample": (["model.test_samples=0"], r"model\.test_samples must be >= 1 \(got 0\)"),
+    }
+
+
+DATA = ["npz without x", "labels do not match samples", "image folder without images", "images of mixed sizes",
+        "function cannot be imported", "function raises", "labels beyond the outputs",
+        "samples do not fit the network", "preprocess on a .npz", "no test sample"]
+
+
+def test_the_bad_data_list_is_complete(tmp_path: Path) -> None:
+    assert set(DATA) == set(data_cases(tmp_path))
+
+
+@pytest.mark.parametrize("case", DATA)
+def test_bad_data_in_process(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    monkeypatch.syspath_prepend(str(tmp_path))  # user_loader.py, as `python -m` finds it in the working folder
+    args, pattern = data_cases(tmp_path)[case]
+    code = run_app("compile", main, [*args, *FAST, f"hydra.run.dir={tmp_path / 'run'}"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, pattern)
+    assert not (tmp_path / "run").exists()

@@ -88,6 +88,8 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
     """A dataset from the arrays of ``ARRAYS`` (numpy arrays, array-likes or NpzMembers)."""
     where = where or f"dataset function {name} returned"
     arrays = {k: v for k, v in arrays.items() if v is not None}
+    if "x" not in arrays and ("x_calib" not in arrays or "x_test" not in arrays):
+        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {', '.join(arrays) or 'none'}")
     unknown = [k for k in arrays if k not in ARRAYS]
     if unknown:
         raise DataError(f"{where} unknown array {unknown[0]!r} (known: {', '.join(ARRAYS)})")
@@ -105,8 +107,6 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
             raise DataError(f"{name}: y_test goes with x_test; the labels of x are y")
         y = _labels(name, "y", arrays.get("y"), len(src["x"].array))
         return split(name, src["x"], y, value_range, None if y is None else int(y.max()) + 1)
-    if "x_calib" not in src or "x_test" not in src:
-        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {', '.join(arrays) or 'none'}")
     if "y" in arrays:
         raise DataError(f"{name}: y goes with x; the labels of x_test are y_test")
     calib, test = src["x_calib"], src["x_test"]
