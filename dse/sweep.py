@@ -25,6 +25,9 @@ Config groups (conf/):  model=lenet_mnist|mlp_mnist|cnn3_mnist|mlp_digits   hard
                         strategy=split|prune   tuning=multiphase|none
                         search=<hardware preset>|custom   (default: the preset's own space)
                         study=grid|pareto   runner=ray|local   experiment=<conf/experiment/NAME>
+A user model and data:  model.onnx=PATH (named after the file) model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|
+                        module:function  model.calib_samples=N model.test_samples=N model.preprocess.*
+                        (docs/data.md; without test labels the default error objective is logits_rel_error)
 Search parameters:      a dotted config path; the same string is the override and the results column.
                         path=a,b,c or path=range(start,stop,step) sweeps it (adds it to the space);
                         path=value pins it (takes it out of the space). Searchable: hardware.*, strategy.*,
