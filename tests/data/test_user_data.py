@@ -155,6 +155,10 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     mixed = tmp_path / "mixed"
     _png(mixed / "a" / "0.png", np.zeros((4, 4), np.uint8))
     _png(mixed / "a" / "1.png", np.zeros((5, 4), np.uint8))
+    unlisted = tmp_path / "unlisted"
+    _png(unlisted / "a" / "0.png", np.zeros((4, 4), np.uint8))
+    _png(unlisted / "b" / "0.png", np.zeros((4, 4), np.uint8))
+    (unlisted / "classes.txt").write_text("a\n")
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
     return {
@@ -167,6 +171,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "missing npz": (str(tmp_path / "nope.npz"), None, r"dataset file not found"),
         "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
         "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
+        "folder not in classes.txt": (str(unlisted), Preprocess(channels=1), r"class folder 'b' .*not listed"),
+        "smaller than the crop": (str(mixed), Preprocess(channels=1, crop=5), r"a/0\.png is 4x4, smaller than .*crop=5"),
         "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
@@ -175,7 +181,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 
 BAD = ["no x", "label count", "float labels", "unknown array", "x and x_test", "1-d x", "missing npz", "no images",
-       "mixed sizes", "no module", "no function", "raises", "preprocess on npz"]
+       "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module", "no function", "raises", "preprocess on npz"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
