@@ -272,12 +272,11 @@ class _Importer:
             return x
         return self.emit(base, o.Reshape(shape=tuple(shape)), x)
 
-    # A 1-D signal (C, L) is computed on as the (C, 1, L) image (an IR Conv, pooling or Pad is 2-D): `image`
-    # gives that image, and `signal` the (C, L) view of a result, a Reshape that the next 1-D op reads through.
-    def is_signal_view(self, x: str) -> bool:
-        op, inputs = self.made[x]
-        src = self.shapes[inputs[0]] if inputs else ()
-        return isinstance(op, o.Reshape) and len(src) == 3 and src[1] == 1 and self.shapes[x] == (src[0], src[2])
+    # A 1-D signal (C, L) is computed on as the (C, 1, L) image (an IR Conv, pooling or Pad is 2-D, and a chip
+    # computes on (F,) or (C, H, W) values): `image` gives that image, and `signal` the (C, L) view of a result,
+    # a Reshape that the next op reads through. Element-wise ops of a signal run on its image too.
+    def is_signal(self, x: str) -> bool:
+        return len(self.shapes[x]) == 2
 
     def image(self, x: str) -> str:
         if len(self.shapes[x]) == 3:  # already the image
@@ -294,8 +293,8 @@ class _Importer:
         self.bind(node, self.signal(node.output[0], self.emit(node.output[0], op, self.image(x))))
 
     def bind_result(self, node: NodeProto, op: o.Op, x: str) -> None:
-        """Emit `op` on `x` for the node's output; on a signal view, on its image (so 1-D ops meet no Reshape)."""
-        if self.is_signal_view(x):
+        """Emit `op` on `x` for the node's output; on a (C, L) signal, on its image (so 1-D ops meet no Reshape)."""
+        if self.is_signal(x):
             self.bind_on_image(node, op, x)
         else:
             self.bind(node, self.emit(node.output[0], op, x))
@@ -648,7 +647,7 @@ class _Importer:
                 return
             if op == "Div":
                 raise UnsupportedOpError(op, name, "the quotient of two tensors is not supported")
-            one_d = self.is_signal_view(xa) and self.is_signal_view(xb)
+            one_d = self.is_signal(xa) and self.is_signal(xb)
             if one_d:  # a 1-D residual: add the images
                 xa, xb = self.image(xa), self.image(xb)
             if self.shapes[xa] != self.shapes[xb]:
@@ -676,7 +675,7 @@ class _Importer:
             with np.errstate(divide="ignore"):
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
-        if self.is_signal_view(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
+        if self.is_signal(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
             scale, shift = (v.reshape((1,) * (2 - v.ndim) + v.shape)[:, None, :] if v.ndim else v
                             for v in (scale, shift))
             self.bind_on_image(node, o.Affine(scale=_f32(scale), shift=_f32(shift)), x)
@@ -704,7 +703,7 @@ class _Importer:
         attrs = _attrs(node)
         alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
         x = self.data(node, name, 0)
-        one_d = self.is_signal_view(x)
+        one_d = self.is_signal(x)
         lin = o.Affine(scale=np.array(alpha, np.float32), shift=np.array(beta, np.float32))
         y = self.emit(node.output[0], o.Clip(lo=0.0, hi=1.0),
                       self.emit(f"{node.output[0]}_lin", lin, self.image(x) if one_d else x))
