@@ -17,6 +17,7 @@ from dse.data.train_models import (
     RECIPES,
     _random_shift,
     build_model,
+    export_module,
     export_onnx,
     load_trained,
     onnx_accuracy,
@@ -26,6 +27,7 @@ from dse.data.train_models import (
 )
 from dse.errors import DataError, ModelError
 from dse.frontends.onnx import load_onnx
+from dse.passes.canonicalize import canonicalize
 from dse.sim.float_exec import run_logits
 
 # Lowest acceptable held-out accuracy; the committed files sit 1 to 3 points above these.
@@ -212,3 +214,18 @@ def test_retraining_from_trained_weights_keeps_accuracy() -> None:
     with torch.no_grad():
         acc = float((model(torch.from_numpy(np.array(ds.x_test))).argmax(1).numpy() == ds.y_test).mean())
     assert acc >= FLOORS["lenet_mnist"] - 0.01
+
+
+@pytest.mark.parametrize("name", ["mobilenet_mnist", "conv1d_mnist"])
+def test_both_exporters_import_to_the_same_graph(name: str, tmp_path: Path) -> None:
+    """The committed TorchScript export (Pad sub-graph, Constant nodes, Flatten) and a dynamo export of the same
+    weights (the exporter's optimizer folds the Pad into the Conv) canonicalize to the same graph, and both
+    compute what onnxruntime computes on the committed file."""
+    data = load_dataset(RECIPES[name].dataset)
+    dynamo = export_module(load_trained(name), data.input_shape, tmp_path / f"{name}.onnx", exporter="dynamo")
+    graphs = [canonicalize(load_onnx(path)) for path in (model_path(name), dynamo)]
+    assert graphs[0].op_counts() == graphs[1].op_counts()
+    x = data.x_test[:200]
+    expected = onnx_logits(model_path(name), x)
+    for graph in graphs:
+        np.testing.assert_allclose(run_logits(graph, x), expected, rtol=1e-4, atol=1e-5)
