@@ -25,7 +25,6 @@ column (`per_column`: a scale register and a multiplier behind each column's ADC
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -149,18 +148,6 @@ def _tile_crossbars(op: o.CoreOp, members: np.ndarray, in_channels: int, out_hw:
     return best
 
 
-def _largest_fitting(ceiling: int, limit: float, cost: Callable[[int], float]) -> int:
-    """The largest t in 1..ceiling with cost(t) <= limit (cost increasing in t), or 0 when none."""
-    lo, hi = 0, ceiling
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if cost(mid) <= limit:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def _expanded_uniform(op: o.CoreOp, out_hw: tuple[int, int], hw: HardwareSpec) -> int:
     """Crossbars for an expanded core-op without a mask: the fewest over the neurons one crossbar holds (part
     of a group, or whole groups) and the tile of positions that share it.
@@ -185,10 +172,10 @@ def _expanded_uniform(op: o.CoreOp, out_hw: tuple[int, int], hw: HardwareSpec) -
     best = math.inf
     for sets, channels, neurons in choices:
         for th in range(1, ho + 1):
-            span_h = (th - 1) * sh + kh
-            tw = _largest_fitting(wo, 0, lambda t: max(channels * span_h * ((t - 1) * sw + kw) - rows,
-                                                        neurons * th * t * hw.columns_per_weight - cols))
-            if tw:
+            span_w = rows // (channels * ((th - 1) * sh + kh))  # widest receptive field the rows hold
+            tw = min(wo, (span_w - kw) // sw + 1 if span_w >= kw else 0,
+                     cols // (neurons * th * hw.columns_per_weight))
+            if tw >= 1:
                 best = min(best, sets * math.ceil(ho / th) * math.ceil(wo / tw))
     return int(best) if best < math.inf else op.out_channels * ho * wo
 
