@@ -1,4 +1,5 @@
-"""Issue 2's acceptance table, measured on lenet_mnist and its 1,000 held-out test images (slow).
+"""Issue 2's acceptance table, measured on lenet_mnist and its 1,000 held-out test images, and issue 11's rows
+for the embedded MobileNet-style and 1-D convolutional models, run as the command line a user types (slow).
 
 Every chip is composed from `conf/` with the same overrides a user types, then compiled through the library's
 front door. Each test prints its figures (run with ``-s`` to see them):
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +148,40 @@ def test_embedded_cnn3_on_chip_a() -> None:
     f = figures("cnn3_mnist chip_a", result)
     assert f["legal"] and f["accuracy_delta_pp"] <= 0.5
     assert any(n.name.endswith("_partials") for n in result.graph)  # conv3 was split and merged
+
+
+# ------------------------------------------------------------------ issue 11: embedded workloads like real ones
+
+
+@cache
+def cli_report(*overrides: str) -> dict:
+    """report.json of `python -m dse.compile OVERRIDES`, the exact command issue 11's acceptance names."""
+    run_dir = Path(tempfile.mkdtemp(prefix="dse-acceptance-"))
+    proc = subprocess.run([sys.executable, "-m", "dse.compile", *overrides, f"hydra.run.dir={run_dir}"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-2000:]  # 1: compiled but not legal (asserted by the caller)
+    report = json.loads((run_dir / "report.json").read_text())
+    print("ACCEPTANCE " + json.dumps({
+        "overrides": overrides, "legal": report["legal"], "accuracy_original": report["accuracy_original"],
+        "accuracy_compiled": report["accuracy_compiled"], "accuracy_delta_pp": report["accuracy_delta_pp"],
+        "crossbars": report["resources"]["crossbars"], "compile_seconds": round(report["compile_seconds"], 1),
+        "prepare_seconds": round(report["prepare_seconds"], 1)}))
+    return report
+
+
+def test_mobilenet_on_chip_a() -> None:
+    """Depthwise-separable convs, ReLU6, explicit stride-2 Pads and a HardSwish, TorchScript-exported."""
+    tuned = cli_report("model=mobilenet_mnist", "hardware=chip_a")
+    naive = cli_report("model=mobilenet_mnist", "hardware=chip_a", "tuning=none")
+    assert tuned["legal"] and tuned["accuracy_delta_pp"] <= 0.5
+    assert naive["legal"] and isinstance(naive["accuracy_delta_pp"], float)  # reported; no bound in the table
+
+
+def test_conv1d_on_chip_a() -> None:
+    r = cli_report("model=conv1d_mnist", "hardware=chip_a")
+    assert r["legal"] and r["accuracy_delta_pp"] <= 0.5
+
+
+def test_conv1d_on_chip_b() -> None:
+    r = cli_report("model=conv1d_mnist", "hardware=chip_b")
+    assert r["legal"] and r["accuracy_delta_pp"] <= 1.5

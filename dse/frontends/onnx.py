@@ -65,6 +65,9 @@ _EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 # Unsqueeze, which have data-path conversions as well.)
 _FOLD_OPS = ("Constant", "ConstantOfShape")
 
+# Element-wise ops: on a (C, L) signal they run on its (C, 1, L) image, next to the 1-D convolution they follow.
+_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Identity)
+
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
@@ -219,6 +222,15 @@ def _attrs(node: NodeProto) -> dict[str, object]:
     return out
 
 
+def _lift_1d(attrs: dict[str, object]) -> dict[str, object]:
+    """The attributes of a 1-D Conv or pooling as those of the 2-D op on a (C, 1, L) image."""
+    out = {**attrs, **{k: [1, *attrs[k]] for k in ("kernel_shape", "strides", "dilations") if k in attrs}}
+    if "pads" in attrs:
+        begin, end = attrs["pads"]
+        out["pads"] = [0, begin, 0, end]
+    return out
+
+
 def _f32(a: np.ndarray) -> np.ndarray:
     # Always a fresh, writable array: initializers are read-only views of the protobuf's bytes, which torch
     # warns about, and a pass editing weights in place must not reach back into the model.
@@ -240,12 +252,53 @@ class _Importer:
         self.shapes: dict[str, Shape] = {}  # IR node name -> per-sample shape
         self.batch = batch
         self.used: set[str] = set()
+        self.made: dict[str, tuple[o.Op, tuple[str, ...]]] = {}  # IR node name -> (op, inputs)
+        self.producer: dict[str, NodeProto] = {}  # ONNX tensor name -> the node that computes it
 
     # --- helpers --------------------------------------------------------------------------------------
     def emit(self, base: str, op: o.Op, *inputs: str) -> str:
         name = self.b.add(_sanitize(base), op, *inputs)
         self.shapes[name] = tuple(int(d) for d in SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs]))
+        self.made[name] = (op, inputs)
         return name
+
+    def reshape(self, base: str, x: str, shape: Shape) -> str:
+        """`x` reshaped to per-sample `shape`: a Reshape of a Reshape reads the first one's input, and a
+        reshape back to that input's shape is that input itself (no node)."""
+        op, inputs = self.made[x]
+        if isinstance(op, o.Reshape):
+            x = inputs[0]
+        if self.shapes[x] == tuple(shape):
+            return x
+        return self.emit(base, o.Reshape(shape=tuple(shape)), x)
+
+    # A 1-D signal (C, L) is computed on as the (C, 1, L) image (an IR Conv, pooling or Pad is 2-D): `image`
+    # gives that image, and `signal` the (C, L) view of a result, a Reshape that the next 1-D op reads through.
+    def is_signal_view(self, x: str) -> bool:
+        op, inputs = self.made[x]
+        src = self.shapes[inputs[0]] if inputs else ()
+        return isinstance(op, o.Reshape) and len(src) == 3 and src[1] == 1 and self.shapes[x] == (src[0], src[2])
+
+    def image(self, x: str) -> str:
+        if len(self.shapes[x]) == 3:  # already the image
+            return x
+        c, length = self.shapes[x]
+        return self.reshape(f"{x}_2d", x, (c, 1, length))
+
+    def signal(self, base: str, img: str) -> str:
+        c, _, length = self.shapes[img]
+        return self.emit(f"{base}_1d", o.Reshape(shape=(c, length)), img)
+
+    def bind_on_image(self, node: NodeProto, op: o.Op, x: str) -> None:
+        """Emit `op` on the image of (C, L) signal `x`; the node's output is the (C, L') view of the result."""
+        self.bind(node, self.signal(node.output[0], self.emit(node.output[0], op, self.image(x))))
+
+    def bind_result(self, node: NodeProto, op: o.Op, x: str) -> None:
+        """Emit `op` on `x` for the node's output; on a signal view, on its image (so 1-D ops meet no Reshape)."""
+        if self.is_signal_view(x):
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def is_data(self, tensor: str) -> bool:
         return tensor in self.values
@@ -278,7 +331,14 @@ class _Importer:
         self.values[node.output[0]] = ir_name
 
     def unary(self, node: NodeProto, name: str, op: o.Op) -> None:
-        self.bind(node, self.emit(node.output[0], op, self.data(node, name, 0)))
+        x = self.data(node, name, 0)
+        if isinstance(op, _ELEMENTWISE):
+            self.bind_result(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
+
+    def bind_reshape(self, node: NodeProto, x: str, shape: Shape) -> None:
+        self.bind(node, self.reshape(node.output[0], x, shape))
 
     # --- top level ------------------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -300,6 +360,7 @@ class _Importer:
         self._add_input(data_inputs[0])
 
         live = self._live_nodes()
+        self.producer = {t: node for node in g.node for t in node.output if t}
         for idx, node in enumerate(g.node):
             if idx not in live:
                 continue
@@ -452,10 +513,14 @@ class _Importer:
         x = self.data(node, name, 0)
         w = _f32(self.const(node, name, 1, "weight"))
         b = self.const(node, name, 2, "bias", optional=True)
+        attrs = _attrs(node)
+        one_d = w.ndim == 3 and len(self.shapes[x]) == 2
+        if one_d:  # a 1-D convolution of a (C, L) signal is the 2-D one of the (C, 1, L) image, kernel (1, k)
+            w, attrs, x = w[:, :, None, :], _lift_1d(attrs), self.image(x)
         per = self.shapes[x]
         if w.ndim != 4 or len(per) != 3:
-            raise UnsupportedOpError("Conv", name, f"only 2-D convolution is supported (weight {w.shape})")
-        attrs = _attrs(node)
+            raise UnsupportedOpError("Conv", name, f"only 1-D and 2-D convolutions are supported (weight "
+                                     f"{w.shape}, input {per})")
         kernel = (int(w.shape[2]), int(w.shape[3]))
         if "kernel_shape" in attrs and tuple(attrs["kernel_shape"]) != kernel:
             raise ModelError(f"node {name!r}: kernel_shape {attrs['kernel_shape']} disagrees with the weight")
@@ -469,7 +534,7 @@ class _Importer:
         if bias is not None and bias.shape != (w.shape[0],):
             raise ModelError(f"node {name!r}: bias {b.shape} does not match {w.shape[0]} output channels")
         op = o.Conv(weight=w, bias=bias, stride=stride, padding=pads, dilation=dilation, groups=groups)
-        self.bind(node, self.emit(node.output[0], op, x))
+        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -578,15 +643,22 @@ class _Importer:
         a, b = node.input[0], node.input[1]
         if self.is_data(a) and self.is_data(b):
             xa, xb = self.values[a], self.values[b]
-            if op not in ("Add", "Sub"):
-                raise UnsupportedOpError(op, name, "the product or quotient of two tensors is not supported")
+            if op == "Mul":
+                self._mul_tensors(node, name)
+                return
+            if op == "Div":
+                raise UnsupportedOpError(op, name, "the quotient of two tensors is not supported")
+            one_d = self.is_signal_view(xa) and self.is_signal_view(xb)
+            if one_d:  # a 1-D residual: add the images
+                xa, xb = self.image(xa), self.image(xb)
             if self.shapes[xa] != self.shapes[xb]:
                 raise UnsupportedOpError(op, name, f"shapes {self.shapes[xa]} and {self.shapes[xb]} differ "
                                          "(broadcasting between tensors is not supported)")
             if op == "Sub":  # a - b = a + (-1) * b
                 neg = np.array(-1.0, dtype=np.float32)
                 xb = self.emit(f"{node.output[0]}_neg", o.Affine(scale=neg, shift=np.zeros_like(neg)), xb)
-            self.bind(node, self.emit(node.output[0], o.Add(), xa, xb))
+            y = self.emit(node.output[0], o.Add(), xa, xb)
+            self.bind(node, self.signal(node.output[0], y) if one_d else y)
             return
         data_left = self.is_data(a)
         x = self.values[a] if data_left else self.values[b]
@@ -604,7 +676,39 @@ class _Importer:
             with np.errstate(divide="ignore"):
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
+        if self.is_signal_view(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
+            scale, shift = (v.reshape((1,) * (2 - v.ndim) + v.shape)[:, None, :] if v.ndim else v
+                            for v in (scale, shift))
+            self.bind_on_image(node, o.Affine(scale=_f32(scale), shift=_f32(shift)), x)
+            return
         self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
+
+    def _mul_tensors(self, node: NodeProto, name: str) -> None:
+        """``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: how exporters before opset 14 write HardSwish) is a
+        HardSwish; any other product of two data tensors is refused."""
+        for x, gate in (node.input[:2], node.input[1::-1]):
+            hs = self.producer.get(gate)
+            if hs is not None and hs.op_type == "HardSigmoid" and hs.input[0] == x:
+                attrs = _attrs(hs)
+                if math.isclose(float(attrs.get("alpha", 0.2)), 1 / 6, rel_tol=1e-6) and \
+                        math.isclose(float(attrs.get("beta", 0.5)), 0.5, rel_tol=1e-6):
+                    self.bind_result(node, o.HardSwish(), self.values[x])
+                    return
+        raise UnsupportedOpError("Mul", name, "a product of two data tensors (squeeze-and-excitation gating, "
+                                 "attention): a crossbar computes weighted sums of its inputs, not products of two "
+                                 "activations")
+
+    def _hard_sigmoid(self, node: NodeProto, name: str) -> None:
+        """``max(0, min(1, alpha * x + beta))``: piecewise linear, so exact as an Affine and a Clip(0, 1) (two ReLU
+        outputs on a chip), not approximated."""
+        attrs = _attrs(node)
+        alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+        x = self.data(node, name, 0)
+        one_d = self.is_signal_view(x)
+        lin = o.Affine(scale=np.array(alpha, np.float32), shift=np.array(beta, np.float32))
+        y = self.emit(node.output[0], o.Clip(lo=0.0, hi=1.0),
+                      self.emit(f"{node.output[0]}_lin", lin, self.image(x) if one_d else x))
+        self.bind(node, self.signal(node.output[0], y) if one_d else y)
 
     def _sum(self, node: NodeProto, name: str) -> None:
         xs = [self.data(node, name, i) for i in range(len(node.input))]
@@ -632,23 +736,19 @@ class _Importer:
 
     def _pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
-        per = self.shapes[x]
         attrs = _attrs(node)
         if "kernel_shape" not in attrs:
             raise ModelError(f"node {name!r}: {node.op_type} lacks kernel_shape")
-        base = node.output[0]
-        one_d = len(attrs["kernel_shape"]) == 1 and len(per) == 2
+        one_d = len(attrs["kernel_shape"]) == 1 and len(self.shapes[x]) == 2
         if one_d:  # 1-D pooling of a (C, L) signal is 2-D pooling of the (C, 1, L) image
-            attrs = {**attrs, **{k: [1, *attrs[k]] for k in ("kernel_shape", "strides", "dilations") if k in attrs}}
-            if "pads" in attrs:
-                attrs["pads"] = [0, attrs["pads"][0], 0, *attrs["pads"][1:]]
+            attrs, x = _lift_1d(attrs), self.image(x)
+        per = self.shapes[x]
         kernel = self._pair(node, name, attrs, "kernel_shape")
-        if len(per) != 3 and not one_d:
+        if len(per) != 3:
             raise UnsupportedOpError(node.op_type, name, f"input {per} is not an image (C, H, W)")
         stride = self._pair(node, name, attrs, "strides")
         dilation = self._pair(node, name, attrs, "dilations")
-        hw = (1, per[1]) if one_d else per[1:]
-        pads = self._spatial_pads(node, name, attrs, hw, kernel, stride, dilation)
+        pads = self._spatial_pads(node, name, attrs, per[1:], kernel, stride, dilation)
         ceil_mode = bool(int(attrs.get("ceil_mode", 0)))
         self.only_first_output(node, name)
         if node.op_type == "MaxPool":
@@ -656,17 +756,16 @@ class _Importer:
         else:
             op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
                            count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
-        if not one_d:
-            self.bind(node, self.emit(base, op, x))
-            return
-        pooled = self.emit(f"{base}_pool", op, self.emit(f"{base}_2d", o.Reshape(shape=(per[0], 1, per[1])), x))
-        c, _, length = self.shapes[pooled]
-        self.bind(node, self.emit(base, o.Reshape(shape=(c, length)), pooled))
+        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
 
     def _global_avg_pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
-        if len(self.shapes[x]) != 3:
-            raise UnsupportedOpError("GlobalAveragePool", name, f"input {self.shapes[x]} is not (C, H, W)")
+        per = self.shapes[x]
+        if len(per) == 2:  # a (C, L) signal: the mean over L, as the (C, 1) signal
+            self.bind_on_image(node, o.GlobalAvgPool(), x)
+            return
+        if len(per) != 3:
+            raise UnsupportedOpError("GlobalAveragePool", name, f"input {per} is not (C, L) or (C, H, W)")
         self.unary(node, name, o.GlobalAvgPool())
 
     def _batchnorm(self, node: NodeProto, name: str) -> None:
@@ -685,9 +784,57 @@ class _Importer:
             raise ModelError(f"node {name!r}: BatchNormalization parameters do not match input {per}")
         scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
         shift = beta - mean * scale
+        if len(per) == 2:  # a (C, L) signal: on its (C, 1, L) image, like the convolution before it
+            op = o.Affine(scale=_f32(scale.reshape(-1, 1, 1)), shift=_f32(shift.reshape(-1, 1, 1)))
+            self.bind_on_image(node, op, x)
+            return
         shape = (channels,) + (1,) * (len(per) - 1)  # (C, 1, 1) for images, (C,) for vectors
         op = o.Affine(scale=_f32(scale.reshape(shape)), shift=_f32(shift.reshape(shape)))
         self.bind(node, self.emit(node.output[0], op, x))
+
+    def _pad(self, node: NodeProto, name: str) -> None:
+        """A zero constant pad of the spatial axes: an IR Pad, which canonicalize folds into the convolution or
+        pooling that reads it. Other modes, values, crops and pads of the batch or channel axis are refused."""
+        x = self.data(node, name, 0)
+        per, attrs = self.shapes[x], _attrs(node)
+        rank = len(per) + 1
+        mode = attrs.get("mode", "constant")
+        if mode != "constant":
+            raise UnsupportedOpError("Pad", name, f"mode {mode!r}: only constant zero padding is supported (it folds "
+                                     "into the next convolution or pooling)")
+        if self.opset < 11:
+            raw, value, axes = attrs.get("pads"), float(attrs.get("value", 0.0)), None
+            if raw is None:
+                raise ModelError(f"node {name!r}: Pad lacks its pads")
+        else:
+            raw = self.const(node, name, 1, "pads")
+            v = self.const(node, name, 2, "constant_value", optional=True)
+            value = 0.0 if v is None or np.asarray(v).size == 0 else float(np.asarray(v).reshape(-1)[0])
+            axes = self._axes(node, name, 18, rank, index=3)
+        axes = list(range(rank)) if axes is None else axes
+        pads = [int(p) for p in np.asarray(raw).reshape(-1)]
+        if len(pads) != 2 * len(axes):
+            raise ModelError(f"node {name!r}: Pad has {len(pads)} pads for {len(axes)} axes")
+        begin = dict.fromkeys(range(rank), 0) | dict(zip(axes, pads[: len(axes)], strict=True))
+        end = dict.fromkeys(range(rank), 0) | dict(zip(axes, pads[len(axes) :], strict=True))
+        if any(begin[a] or end[a] for a in (0, 1)):
+            raise UnsupportedOpError("Pad", name, f"pads {pads} pad the batch or channel axis: only the spatial "
+                                     "axes can be padded")
+        if min(pads) < 0:
+            raise UnsupportedOpError("Pad", name, f"negative pads {pads} (a crop) are not supported")
+        if not any(pads):
+            self.unary(node, name, o.Identity())
+            return
+        if value != 0.0:
+            raise UnsupportedOpError("Pad", name, f"constant value {value}: only zero padding is supported (it "
+                                     "folds into the next convolution or pooling)")
+        if len(per) == 2:  # a (C, L) signal: pad L of its (C, 1, L) image
+            self.bind_on_image(node, o.Pad(padding=(0, begin[2], 0, end[2])), x)
+        elif len(per) == 3:
+            self.bind(node, self.emit(node.output[0], o.Pad(padding=(begin[2], begin[3], end[2], end[3])), x))
+        else:
+            raise UnsupportedOpError("Pad", name, f"data of per-sample shape {per}: only a signal (C, L) or an "
+                                     "image (C, H, W) is padded")
 
     def _flatten(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -697,7 +844,7 @@ class _Importer:
         # Flatten keeps the batch apart only when everything between the batch and `axis` is of size 1.
         if axis < 1 or math.prod(per[: axis - 1]) != 1:
             raise UnsupportedOpError("Flatten", name, f"axis {axis} would merge per-sample axes into the batch")
-        self.unary(node, name, o.Reshape(shape=(math.prod(per),)))
+        self.bind_reshape(node, x, (math.prod(per),))
 
     def _reshape(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -705,7 +852,7 @@ class _Importer:
         if target.ndim != 1 or not np.issubdtype(target.dtype, np.integer):
             raise ModelError(f"node {name!r}: Reshape shape must be a 1-D integer tensor")
         allowzero = int(_attrs(node).get("allowzero", 0))
-        self.unary(node, name, o.Reshape(shape=self._reshape_target(node, name, x, target, allowzero)))
+        self.bind_reshape(node, x, self._reshape_target(node, name, x, target, allowzero))
 
     def _reshape_target(self, node: NodeProto, name: str, x: str, target: np.ndarray,
                         allowzero: int) -> tuple[int, ...]:
@@ -793,14 +940,14 @@ class _Importer:
 
     # --- data-path forms of the shape ops (mostly met folded, on constants) -------------------------------
     def _axes(self, node: NodeProto, name: str, since_input: int, rank: int, *,
-              optional: bool = True) -> list[int] | None:
-        """The `axes` of a node, an attribute before opset `since_input` and input 1 from it, each made
+              optional: bool = True, index: int = 1) -> list[int] | None:
+        """The `axes` of a node, an attribute before opset `since_input` and input `index` from it, each made
         non-negative against `rank` (the batched rank); None when absent or empty (both mean "every axis" to
         Squeeze and the Reduce ops)."""
         if self.opset < since_input:
             raw = _attrs(node).get("axes")
         else:
-            raw = self.const(node, name, 1, "axes", optional=optional)
+            raw = self.const(node, name, index, "axes", optional=optional)
         if raw is None or np.asarray(raw).size == 0:
             return None
         axes = [int(a) for a in np.asarray(raw).reshape(-1)]
@@ -821,7 +968,7 @@ class _Importer:
             raise UnsupportedOpError("Squeeze", name, "squeezes the batch axis")
         if any(per[a - 1] != 1 for a in axes):
             raise ModelError(f"node {name!r}: Squeeze axes {axes} are not all of size 1 in {per}")
-        self.unary(node, name, o.Reshape(shape=tuple(d for i, d in enumerate(per, start=1) if i not in axes)))
+        self.bind_reshape(node, x, tuple(d for i, d in enumerate(per, start=1) if i not in axes))
 
     def _unsqueeze(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -835,7 +982,7 @@ class _Importer:
             raise UnsupportedOpError("Unsqueeze", name, "inserts an axis before the batch axis")
         rest = iter(per)
         out = tuple(1 if i in axes else next(rest) for i in range(1, len(per) + 1 + len(axes)))
-        self.unary(node, name, o.Reshape(shape=out))
+        self.bind_reshape(node, x, out)
 
     def _slice(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -986,6 +1133,9 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Div": _Importer._arith,
     "Sum": _Importer._sum,
     "Relu": lambda self, node, name: self.unary(node, name, o.Relu()),
+    "HardSigmoid": _Importer._hard_sigmoid,
+    "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
+    "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),
     "Tanh": lambda self, node, name: self.unary(node, name, o.Tanh()),
     "Clip": _Importer._clip,

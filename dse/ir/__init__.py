@@ -12,6 +12,7 @@ from dse.ir.ops import (
     CoreQuant,
     Gather,
     GlobalAvgPool,
+    HardSwish,
     Identity,
     Input,
     Linear,
@@ -29,6 +30,6 @@ from dse.ir.ops import (
 
 __all__ = [
     "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
-    "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
+    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
     "Softmax", "Tanh",
 ]

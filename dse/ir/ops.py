@@ -115,6 +115,11 @@ class Tanh(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class HardSwish(Op):
+    """``y = x * min(max(x / 6 + 1/2, 0), 1)``: 0 below -3, x above 3, quadratic between (MobileNetV3)."""
+
+
+@dataclass(frozen=True, eq=False)
 class Softmax(Op):
     """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
 
@@ -279,7 +284,7 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
+    Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

@@ -89,6 +89,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Clip: _same,
     o.Sigmoid: _same,
     o.Tanh: _same,
+    o.HardSwish: _same,
     o.Softmax: _same,
     o.MaxPool: _pool,
     o.AvgPool: _pool,

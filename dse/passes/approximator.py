@@ -14,9 +14,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "Tanh": np.tanh,
+from dse.ir import ops as o
+
+# The element-wise ops the chip lacks, by IR op type, as numpy functions. (HardSigmoid is piecewise linear and
+# imports exactly as an Affine and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3].)
+FUNCTIONS: dict[type[o.Op], Callable[[np.ndarray], np.ndarray]] = {
+    o.Sigmoid: lambda x: 1.0 / (1.0 + np.exp(-x)),
+    o.Tanh: np.tanh,
+    o.HardSwish: lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
 }
 DEFAULT_RANGE = (-8.0, 8.0)  # used when no sample of the input is known
 

@@ -4,6 +4,11 @@ Rules, applied until none fires (each is exact):
 - Identity (and Dropout, which imports as Identity) is removed.
 - A Softmax that is a graph output is removed: argmax does not change.
 - MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool tree sees values >= 0.
+- A zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the convolutions and
+  poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in its divisor
+  (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as zeros only when
+  its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that does not fold
+  stays, as wiring on the chip.
 - Two Affines in a row merge; an Affine commutes past a Reshape.
 - An Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
 - An Affine before Conv/Linear consumers (input normalization) folds into their weights. A padded
@@ -14,12 +19,15 @@ Whatever Affine is left becomes a core-op in `reform`.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
-from dse.ir.shapes import infer_shapes
+from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
 from dse.passes.registry import register
 
 
@@ -130,6 +138,8 @@ def _step(g: Graph) -> Graph | None:
             r.set_op(name, o.Relu(), node.inputs)
             r.set_op(relu.name, op, (name,))
             return r.result()
+        if isinstance(op, o.Pad) and _fold_pad(r, g, node, users):
+            return r.result()
         if not isinstance(op, o.Affine):
             continue
         src = node.inputs[0]
@@ -193,6 +203,79 @@ def _step(g: Graph) -> Graph | None:
             del r.nodes[name]
             return r.result()
     return None
+
+
+def _add_pads(a: o.Pads, b: o.Pads) -> o.Pads:
+    return tuple(int(x) + int(y) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+def _every_window_reads_data(op: o.MaxPool, in_shape: Shape) -> bool:
+    """Whether each window of `op` on an input of `in_shape` covers at least one input element (not only pads)."""
+    out = SHAPE_RULES[o.MaxPool](op, [in_shape])
+    for axis in (0, 1):
+        size, k, s, d, begin = in_shape[axis + 1], op.kernel[axis], op.stride[axis], op.dilation[axis], \
+            op.padding[axis]
+        taps = np.arange(out[axis + 1])[:, None] * s - begin + d * np.arange(k)[None, :]
+        if not np.all(((taps >= 0) & (taps < size)).any(axis=1)):
+            return False
+    return True
+
+
+def _nonneg(g: Graph, name: str) -> bool:
+    """Whether node `name`'s value is >= 0 by construction (a ReLU, a Clip at 0 or above, and wiring of those)."""
+    op = g[name].op
+    if isinstance(op, (o.Relu, o.Sigmoid)):
+        return True
+    if isinstance(op, o.Clip):
+        return op.lo is not None and op.lo >= 0
+    if isinstance(op, (o.MaxPool, o.Pad, o.Reshape, o.Slice)):
+        return (not isinstance(op, o.Pad) or not any(op.value)) and _nonneg(g, g[name].inputs[0])
+    return False
+
+
+def _conv_absorbs(op: o.Conv, pads: o.Pads, nonneg: bool, shape: Shape) -> o.Op | None:
+    return dataclasses.replace(op, padding=_add_pads(op.padding, pads))
+
+
+def _avg_pool_absorbs(op: o.AvgPool, pads: o.Pads, nonneg: bool, shape: Shape) -> o.Op | None:
+    if any(op.padding) and not op.count_include_pad:  # its own pads are left out of the divisor, the zeros not
+        return None
+    return dataclasses.replace(op, padding=_add_pads(op.padding, pads), count_include_pad=True)
+
+
+def _max_pool_absorbs(op: o.MaxPool, pads: o.Pads, nonneg: bool, shape: Shape) -> o.Op | None:
+    new = dataclasses.replace(op, padding=_add_pads(op.padding, pads))
+    return new if nonneg and _every_window_reads_data(new, shape) else None
+
+
+# consumer op type -> (consumer, zero pads of its input, whether that input is >= 0, its unpadded shape) -> the
+# consumer reading the unpadded input, or None when that would change its value
+PAD_ABSORBERS: dict[type[o.Op], Callable[..., o.Op | None]] = {
+    o.Conv: _conv_absorbs,
+    o.AvgPool: _avg_pool_absorbs,
+    o.MaxPool: _max_pool_absorbs,
+}
+
+
+def _fold_pad(r: _Rewriter, g: Graph, node: Node, users: list[Node]) -> bool:
+    """Fold zero Pad `node` into every reader, if each can take it with its value unchanged."""
+    op = node.op
+    assert isinstance(op, o.Pad)
+    if any(op.value) or not users or node.name in g.outputs:
+        return False
+    src = node.inputs[0]
+    shape, nonneg = r.shapes[src], _nonneg(g, src)
+    folded = []
+    for u in users:
+        absorb = PAD_ABSORBERS.get(type(u.op))
+        new = None if absorb is None or u.inputs != (node.name,) else absorb(u.op, op.padding, nonneg, shape)
+        if new is None or SHAPE_RULES[type(new)](new, [shape]) != r.shapes[u.name]:  # (a ceil_mode window)
+            return False
+        folded.append(new)
+    for u, new in zip(users, folded, strict=True):
+        r.set_op(u.name, new)
+    r.bypass(node.name)
+    return True
 
 
 def users_of(r: _Rewriter, name: str, exclude: str) -> list[str]:

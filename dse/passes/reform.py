@@ -6,7 +6,10 @@ GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights abso
 *pending* until we know what follows it:
 
 - a Relu turns it into one ReLU core-op;
-- a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip);
+- a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
+  and HardSigmoid (imported as an Affine and a Clip(0, 1));
+- an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
+  hidden layer of the MLP approximator;
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
 
@@ -19,6 +22,7 @@ realizes, so its activation here is the teacher of tuning.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,9 +212,14 @@ class _Reformer:
             self.shapes[name] = tuple(op.shape)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
         if isinstance(op, o.Pad):
-            if not isinstance(self.src[node.inputs[0]].op, o.Input):
-                raise UnsupportedOpError("Pad", name, "a constant pad is only supported on the network input")
-            return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
+            if isinstance(self.src[node.inputs[0]].op, o.Input):  # the host pads what it sends
+                return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
+            if any(op.value):
+                raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
+                                         "pads, and only the input)")
+            # a zero pad that did not fold into its reader: wiring, term by term (pad(sum) = sum of pads)
+            return Terms(tuple(Term(self.add(name, op, self.whole(t)), 0, t.count, t.coeff)
+                               for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
             src = self.signed(ins[0])
             return Pending(linear_spec(op, self.shape_of(src), name), src, name)
@@ -237,15 +246,15 @@ class _Reformer:
             ))
         if isinstance(op, o.Concat):
             return self.concat(name, op, [self.signed(v) for v in ins])
-        if isinstance(op, (o.Sigmoid, o.Tanh)):
-            return self.approximate(name, type(op).__name__, ins[0], node.inputs[0])
+        if type(op) in FUNCTIONS:
+            return self.approximate(name, FUNCTIONS[type(op)], ins[0], node.inputs[0])
         if isinstance(op, o.Softmax):
             raise UnsupportedOpError("Softmax", name, "only a Softmax at the output is supported (it is dropped)")
         raise UnsupportedOpError(type(op).__name__, name, "no core-op form")
 
-    def approximate(self, name: str, fn_name: str, v: Value, src: str) -> Terms:
+    def approximate(self, name: str, fn: Callable[[np.ndarray], np.ndarray], v: Value, src: str) -> Terms:
         """f(s) as hinge units relu(s - t_k) (one core-op, k-major channels) plus an always-on unit."""
-        fit = fit_hinges(FUNCTIONS[fn_name], self.samples.get(src), self.width)
+        fit = fit_hinges(fn, self.samples.get(src), self.width)
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         lin, n_out = p.lin, p.lin.weight.shape[0]
         width = len(fit.knots)

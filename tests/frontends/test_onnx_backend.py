@@ -61,6 +61,8 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
                      ModelError, r"does not depend on the data input|exactly one data input, found 0"),
     "not_tensor": ("the input is a sequence or an optional, not a tensor", ModelError, r"is not a tensor"),
     "empty": ("the result is an empty tensor", UnsupportedOpError, r"the slice is empty"),
+    "pad_value": ("a constant Pad with a non-zero value: only a zero pad folds into the convolution or pooling "
+                  "that reads it", UnsupportedOpError, r"only zero padding is supported"),
 }
 
 # Every selected case the importer refuses, by reason (see REASONS).
@@ -91,9 +93,9 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_clip_default_int8_inbounds_expanded", "test_clip_default_int8_max", "test_clip_default_int8_min",
         "test_constantofshape_float_ones", "test_constantofshape_int_shape_zero", "test_constantofshape_int_zeros",
         "test_div_int16", "test_div_int32_trunc", "test_div_int8", "test_div_uint16", "test_div_uint32",
-        "test_div_uint64", "test_div_uint8", "test_maxpool_2d_uint8", "test_mul_int16", "test_mul_int8",
-        "test_mul_uint16", "test_mul_uint32", "test_mul_uint64", "test_mul_uint8", "test_sub_int16",
-        "test_sub_int8", "test_sub_uint16", "test_sub_uint32", "test_sub_uint64", "test_sub_uint8",
+        "test_div_uint64", "test_div_uint8", "test_edge_pad", "test_maxpool_2d_uint8", "test_mul_int16", "test_mul_int8",
+        "test_mul_uint16", "test_mul_uint32", "test_mul_uint64", "test_mul_uint8", "test_reflect_pad", "test_sub_int16",
+        "test_sub_int8", "test_sub_uint16", "test_sub_uint32", "test_sub_uint64", "test_sub_uint8", "test_wrap_pad",
     ),
     "cast": (
         "test_cast_DOUBLE_to_FLOAT16", "test_cast_FLOAT16_to_FLOAT4E2M1", "test_cast_FLOAT16_to_FLOAT8E4M3FN",
@@ -181,6 +183,9 @@ REJECTED: dict[str, tuple[str, ...]] = {
     ),
     "empty": (
         "test_slice_start_out_of_bounds",
+    ),
+    "pad_value": (
+        "test_constant_pad", "test_constant_pad_axes", "test_constant_pad_negative_axes",
     ),
 }
 
@@ -286,6 +291,7 @@ NO_PASSING_CASE = {
     "ConstantOfShape": "its cases take an INT64 shape as the only input",
     "Shape": "its output is a constant (the input's shape), never data",
     "Concat": "every case concatenates two or three input tensors (the IR has one data input)",
+    "Pad": "its float cases pad with a non-zero value (1.2), the others pad INT32 data",
 }
 
 
