@@ -22,6 +22,7 @@ from dse.sim.float_exec import run_float
 from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
 from dse.passes import reform as _reform  # noqa: F401  isort: skip
 from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
+from dse.passes import equalize as _equalize  # noqa: F401  isort: skip
 
 F32 = np.float32
 

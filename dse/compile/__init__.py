@@ -44,6 +44,7 @@ from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tun
 from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
 from dse.passes import reform as _reform  # noqa: F401  isort: skip
 from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
+from dse.passes import equalize as _equalize  # noqa: F401  isort: skip
 from dse.passes import reencode as _reencode  # noqa: F401  isort: skip
 
 log = logging.getLogger(__name__)
@@ -157,8 +158,10 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     start = time.perf_counter()
     trace = list(prepared.trace)
-    fitted = run_pipeline(prepared.exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
-                                               ("fit_crossbar", {"strategy": strategy})], trace)
+    # equalized, the exact graph computes the same function with other per-channel ranges: it is the teacher
+    exact = run_pipeline(prepared.exact, hw, ["equalize"], trace) if tuning.equalize else prepared.exact
+    fitted = run_pipeline(exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
+                                      ("fit_crossbar", {"strategy": strategy})], trace)
 
     blocks: list[BlockReport] = []
     t0 = time.perf_counter()
@@ -166,7 +169,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     # training runs many small products (one thread); the baseline a few large ones (every thread)
     with torch_threads(1 if tuning.mode == "multiphase" else torch.get_num_threads()):
         compiled = tune_graph(
-            fitted, hw, prepared.calib_x, LazyForward(prepared.exact, prepared.calib_x), tuning,
+            fitted, hw, prepared.calib_x, LazyForward(exact, prepared.calib_x), tuning,
             value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
         )
     trace.append(PassRecord("tune", time.perf_counter() - t0, len(fitted), len(compiled)))
@@ -174,7 +177,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
 
     t0 = time.perf_counter()
     violations = check(compiled, hw)
-    ev = evaluate_chip(prepared.exact, compiled, hw, prepared.test_x, seed=tuning.seed)
+    ev = evaluate_chip(exact, compiled, hw, prepared.test_x, seed=tuning.seed)
     metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
     spike_report = _spike_report(ev.stats, hw, depth(compiled)) if hw.spiking else None
     layer_res = layer_resources(compiled, hw)
@@ -197,6 +200,8 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "reencode_k": reencode_k,
         "readout_k": readout_k,
         "tuning": tuning.mode,
+        "equalize": tuning.equalize,
+        "bias_correction": tuning.bias_correction,
         **metrics,
         "test_samples": len(prepared.test_x),
         "resources": totals,

@@ -22,18 +22,9 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder, Node
 from dse.ir.shapes import SHAPE_RULES, Shape
-from dse.passes.reform import expand_groups
 from dse.passes.registry import register
 
 STRATEGIES = ("split", "prune")
-
-
-def _dense(op: o.CoreOp) -> tuple[np.ndarray, np.ndarray]:
-    """Weight and mask with groups expanded (groups == 1)."""
-    if op.groups > 1:
-        w, m = expand_groups(op.weight, op.groups)
-        return w, m if op.mask is None else m & expand_groups(op.mask.astype(float), op.groups)[0].astype(bool)
-    return op.weight, op.synapse_mask()
 
 
 def channel_chunks(shape: tuple[int, ...], mask: np.ndarray | None, rows: int) -> list[tuple[int, int]]:
@@ -187,7 +178,21 @@ class _Fitter:
 
     # --- pruning -------------------------------------------------------------------------------------------
     def prune(self, name: str, op: o.CoreOp) -> o.CoreOp:
-        weight, mask = _dense(op)
+        """Each group's neurons choose their inputs among that group's channels: a grouped op stays grouped."""
+        per_group = op.out_channels // op.groups
+        mask = op.synapse_mask()
+        new_mask = np.zeros_like(mask)
+        for g in range(op.groups):
+            rows = slice(g * per_group, (g + 1) * per_group)
+            new_mask[rows] = self.keep_inputs(name, op.weight[rows], mask[rows])
+        return o.CoreOp(
+            (op.weight * new_mask).astype(np.float32), op.bias, op.stride, op.padding, op.groups, op.dense,
+            new_mask, fixed=op.fixed, population=op.population,
+        )
+
+    def keep_inputs(self, name: str, weight: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The synapses kept: per block of neurons that share a crossbar, the most important input channels
+        whose rows fit."""
         out_c, in_c = weight.shape[:2]
         taps = mask.reshape(out_c, in_c, -1).sum(axis=2)  # rows each channel costs each neuron
         importance = (np.abs(weight) * mask).reshape(out_c, in_c, -1).sum(axis=2)
@@ -205,10 +210,7 @@ class _Fitter:
                 if cost[c] and used + cost[c] <= self.rows:
                     new_mask[block, c] = mask[block, c]
                     used += cost[c]
-        return o.CoreOp(
-            (weight * new_mask).astype(np.float32), op.bias, op.stride, op.padding, 1, op.dense, new_mask,
-            fixed=op.fixed, population=op.population,
-        )
+        return new_mask
 
 
 @register("fit_crossbar")

@@ -66,6 +66,7 @@ class LinearSpec:
     groups: int
     dense: bool
     mask: np.ndarray | None = None  # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1)
+    order: np.ndarray | None = None  # a grouped op's outputs are put in this order by a Gather (see `stacked`)
 
 
 @dataclass(frozen=True)
@@ -132,17 +133,19 @@ class _Reformer:
             weight.astype(np.float32), lin.bias.astype(np.float32), lin.stride, lin.padding, groups,
             lin.dense, mask, fixed=fixed,
         )
-        return self.add(base, op, inp)
+        node = self.add(base, op, inp)
+        return node if lin.order is None else self.add(f"{base}_order", o.Gather(lin.order), node)
 
     # --- value materialization ---------------------------------------------------------------------------
-    def signed(self, v: Value) -> Terms:
-        """A value as terms, materializing a pending linear op (as a pair unless provably >= 0)."""
+    def signed(self, v: Value, *, for_host: bool = False) -> Terms:
+        """A value as terms, materializing a pending linear op (as a pair unless provably >= 0). `for_host`:
+        the host reads the pair, so it must be a core's own output (no reordering Gather after it)."""
         if isinstance(v, Terms):
             return v
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
-        node = self.core(base, stacked(lin, -1.0, -lin.bias), v.src)
+        node = self.core(base, stacked(lin, -1.0, -lin.bias, keep_groups=not for_host), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
     def relu(self, base: str, v: Value) -> Terms:
@@ -178,7 +181,7 @@ class _Reformer:
             self.values[node.name] = self.convert(node)
         outputs = []
         for out in self.src.outputs:
-            v = self.signed(self.values[out])
+            v = self.signed(self.values[out], for_host=True)
             outputs.append(self.output(out, v))
         return self.b.build(outputs).prune_dead()
 
@@ -191,7 +194,7 @@ class _Reformer:
             and pos.start == 0 and neg.start == pos.count == neg.count == self.shapes[pos.node][0] // 2
         )
         if not is_pair:
-            v = self.signed(Pending(identity(self.shape_of(v)), v, name))
+            v = self.signed(Pending(identity(self.shape_of(v)), v, name), for_host=True)
             pos = v.terms[0]
         return self.add(f"{name}_readout", o.Readout(), pos.node)
 
@@ -351,13 +354,27 @@ def shift(p: Pending, delta: float) -> Pending:
     return Pending(moved, p.src, p.name)
 
 
-def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray) -> LinearSpec:
+def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray, *, keep_groups: bool = True) -> LinearSpec:
     """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs.
 
     Stacked on the output axis, a grouped op's groups would shift (the second half would read other input
-    channels than the first), so a grouped op is expanded to a dense one whose mask keeps its real synapses.
+    channels than the first). A grouped op therefore stays grouped with each group's two halves next to each
+    other (the pair of an output reads the same rows: block-diagonal packing, no dense form of mostly zeros),
+    and a Gather (`order`) routes its outputs into the two halves. Without `keep_groups` (the host reads the
+    pair, and a readout reads a core itself) it is expanded to a dense op whose mask keeps its real synapses.
     """
     weight, mask = lin.weight, lin.mask
+    if lin.groups > 1 and keep_groups:
+        out_c, groups = weight.shape[0], lin.groups
+        per = out_c // groups
+        w = weight.reshape(groups, per, *weight.shape[1:])
+        b = np.stack([lin.bias.reshape(groups, per), np.asarray(bias2).reshape(groups, per)], axis=1)
+        # group g holds outputs [g's lin; g's signed]: output j of half h sits at g * 2 per + h * per + j % per
+        j = np.arange(out_c)
+        first = (j // per) * 2 * per + j % per
+        return LinearSpec(np.concatenate([w, sign * w], axis=1).reshape(2 * out_c, *weight.shape[1:]),
+                          b.reshape(-1), lin.stride, lin.padding, groups, lin.dense, None,
+                          np.concatenate([first, first + per]))
     if lin.groups > 1:
         weight, mask = expand_groups(weight, lin.groups)
     return LinearSpec(

@@ -69,6 +69,11 @@ class TuneOptions:
     lr: float = 1e-3  # Adam, real-valued weights (phase 1)
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
     output_loss: str = "kd"  # the output block's loss: kd (class probabilities), mse (values), or both (losses.py)
+    # cross-layer equalization of the float graph before fitting (dse/passes/equalize.py)
+    equalize: bool = False
+    # empirical bias correction of rounded weights: bias -= E[(W_q - W) x] over the calibration data; the
+    # baseline applies it to every core, the tuner offers it as a second rounded start (see `_tune_block`)
+    bias_correction: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -164,6 +169,7 @@ class QCore(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(()))
         self.domain = "real"
         self.ws: Tensor | None = None  # weight step per output channel (both halves of a pair)
+        self.target: Tensor | None = None  # weights in grid units before rounding (see `correct_bias`)
         self.frozen = torch.zeros(self.weight.shape, dtype=torch.bool)
 
     def _masked(self, w: Tensor) -> Tensor:
@@ -244,19 +250,16 @@ class QCore(nn.Module):
         """The trained weights acting on input codes (their real values times each input's step)."""
         return self.weight * self._rows(_weight_in_scale(self.op, self.in_scale))
 
-    def round_naive(self, y: Tensor) -> None:
-        """The baseline: activation step from the output's max, weight step from max |weight|, round."""
-        self.round_weights()
-        self.set_step(float(y.max()))
-
-    def round_weights(self) -> None:
-        """The baseline's weights: a step from max |weight| (per column or per crossbar), rounded to it."""
+    def round_weights(self, keep_target: bool = False) -> None:
+        """The baseline's weights: a step from max |weight| (per column or per crossbar), rounded to it.
+        `keep_target`: remember the unrounded weights for `correct_bias`."""
         with torch.no_grad():
             w_code = self._code_weight()
             top = w_code.abs().reshape(w_code.shape[0], -1).amax(dim=1)
             if not self.per_column:
                 top = top.max().expand_as(top)
             ws = torch.where(top > 0, top / self.wmax, torch.ones_like(top)).clone()
+            self.target = w_code / ws.reshape(-1, 1, 1, 1) if keep_target else None
             self.weight.copy_(torch.clamp(torch.round(w_code / ws.reshape(-1, 1, 1, 1)), -self.wmax, self.wmax))
             self.ws = self._outputs(ws)
             self.frozen[:] = True
@@ -268,16 +271,32 @@ class QCore(nn.Module):
         with torch.no_grad():
             self.log_scale.fill_(float(np.log(max(top, 1e-12) / (self.qmax * self.k))))
 
-    def to_code_domain(self) -> None:
-        """Fix the output step; express weights in grid units of a least-squares weight step."""
+    def to_code_domain(self, keep_target: bool = False) -> None:
+        """Fix the output step; express weights in grid units of a least-squares weight step. `keep_target`:
+        remember them before clipping, for `correct_bias` after they are rounded."""
         with torch.no_grad():
             w_code = self._code_weight()
             ws = best_weight_scale(w_code, self.wmax, self.per_column)
+            self.target = w_code / ws.reshape(-1, 1, 1, 1) if keep_target else None
             self.weight.copy_(torch.clamp(w_code / ws.reshape(-1, 1, 1, 1), -self.wmax, self.wmax))
             self.ws = self._outputs(ws)
         self.log_scale.requires_grad_(False)
         self.domain = "code"
 
+    def correct_bias(self, x_mean: Tensor) -> None:
+        """Empirical bias correction (Nagel et al., ICCV 2019; Finkelstein et al., 2019): rounding and clipping
+        the weights (from `target`, kept by `round_weights` or `to_code_domain`) shifts output j by
+        ``E[((W_q - W) x)_j]`` over the calibration inputs. That is linear in x: the error weights applied to
+        the inputs' mean `x_mean` (one real-valued sample, (1, C, H, W) or (1, F)), averaged over the output
+        positions. The bias takes it back (it is rounded to the weight grid when the op is made integer)."""
+        with torch.no_grad():
+            scale = self.in_scale if x_mean.dim() == 2 else self.in_scale.reshape(-1, 1, 1)
+            codes = (x_mean / scale)[:, : self.copy_inputs] if self.copy_inputs else x_mean / scale
+            err = conv_core(codes, self._masked(self.weight - self.target), None, self.op)
+            err = err.reshape(err.shape[0], err.shape[1], -1).mean(dim=2)[0]
+            err = torch.cat([err, -err]) if self.tied else err
+            self.bias -= err * self.ws
+            self.target = None
     def project(self) -> None:
         with torch.no_grad():
             w = torch.clamp(self.weight, -self.wmax, self.wmax)
@@ -557,14 +576,42 @@ def _ancestors(block: list[Node], node: Node) -> list[Node]:
     return [n for n in block if n.name in needed]
 
 
+def _input_means(walk: _Walk, block: list[Node]) -> Callable[[Node], Tensor | None]:
+    """The calibration mean of what a block's core reads (one real-valued sample), for `correct_bias`: the
+    mean of a committed value, carried through the block's wiring (linear per channel: a Gather, Slice,
+    Concat or Pad of the mean is the mean of theirs); None behind another core of the block (a merge), whose
+    input is not linear in the block's inputs."""
+    inside = {n.name: n for n in block}
+    means: dict[str, Tensor | None] = {}
+
+    def mean_of(name: str) -> Tensor | None:
+        if name not in means:
+            node = inside.get(name)
+            if node is None:
+                means[name] = walk.acts[name].mean(dim=0, keepdim=True)
+            elif isinstance(node.op, o.CoreOp):
+                means[name] = None
+            else:
+                ins = [mean_of(s) for s in node.inputs]
+                means[name] = None if any(m is None for m in ins) else FLOAT_EXEC[type(node.op)](node.op, ins)
+        return means[name]
+
+    return lambda node: mean_of(node.inputs[0])
+
+
 def _round_block_spiking(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCore],
                          propagate: Callable[[Node], None]) -> None:
     """The baseline on a spiking chip, node by node: each node's input spike counts are committed first."""
     for n in block:
         if isinstance(n.op, o.CoreOp):
             core = new_core(n)
-            with torch.no_grad():
-                core.round_naive(torch.relu(core.pre(walk.acts[n.inputs[0]])))
+            x = walk.acts[n.inputs[0]]
+            with torch.no_grad():  # the baseline: the step from the float output's max, weights rounded
+                top = float(torch.relu(core.pre(x)).max())
+                core.round_weights(keep_target=walk.options.bias_correction)
+                if walk.options.bias_correction:
+                    core.correct_bias(x.mean(dim=0, keepdim=True))
+                core.set_step(top)
             walk.commit(n, core.quantized())
         else:
             walk.commit(n, n.op)
@@ -590,12 +637,16 @@ def _round_block(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCor
     read_after = walk.read_after(block)
     accs: dict[str, Tensor] = {}
     reuse = False
+    mean_input = _input_means(walk, block)
     for lvl in range(1, last + 1):
         now = [n for n in block if isinstance(n.op, o.CoreOp) and level[n.name] == lvl]
         peaks = {}
         for n in now:
             core = cores[n.name] = new_core(n)
-            core.round_weights()
+            x_mean = mean_input(n) if walk.options.bias_correction else None
+            core.round_weights(keep_target=x_mean is not None)
+            if x_mean is not None:
+                core.correct_bias(x_mean)
             core.set_step(1.0)  # provisional: the accumulator does not depend on it
             ops[n.name] = core.quantized()
             base = core.op.out_channels  # one copy of a population code
@@ -749,12 +800,22 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         with torch.no_grad():
             report.losses[phase] = float(loss_of(measure, domain))
 
-    def to_code_domain() -> None:
+    def to_code_domain(keep_target: bool = False) -> None:
         for n in block:  # steps are final now: inputs to internal cores have known scales
             if n.name in cores:
                 cores[n.name].in_scale = in_scale_of(n)
-                cores[n.name].to_code_domain()
+                cores[n.name].to_code_domain(keep_target)
             propagate(n)
+
+    def correct_biases() -> None:
+        """Bias correction of every core whose input mean is known (the cores that read the block's inputs)."""
+        mean_input = _input_means(walk, block)
+        for n in block:
+            x_mean = mean_input(n) if n.name in cores else None
+            if x_mean is not None:
+                cores[n.name].correct_bias(x_mean)
+        for c in cores.values():
+            c.target = None
 
     with torch.no_grad():
         report.losses["init"] = float(loss_of(measure, "real"))
@@ -789,10 +850,19 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
         tuned = {name: c.snapshot() for name, c in cores.items()}
         for name, c in cores.items():
             c.restore(start[name])
-        to_code_domain()
+        to_code_domain(keep_target=options.bias_correction)
         for c in cores.values():
             c.round_more(1.0)
         rounded_loss = report.losses["rounded_start"] = float(loss_of(measure, "code"))
+        if options.bias_correction:  # the rounded start with its biases corrected, where that is better
+            plain = {name: c.snapshot() for name, c in cores.items()}
+            correct_biases()
+            corrected = report.losses["rounded_start_bias_corrected"] = float(loss_of(measure, "code"))
+            if corrected < rounded_loss:
+                rounded_loss = corrected
+            else:
+                for name, c in cores.items():
+                    c.restore(plain[name])
         if not tuned_loss * (1 - KEEP_MARGIN) <= rounded_loss:  # NaN too: a step size blown up by training
             log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
                      out_name, rounded_loss, tuned_loss)

@@ -135,3 +135,55 @@ def test_pack_uniform_equals_the_general_packing(groups: int, per_group: int, gr
     row_sets = np.ones((groups * per_group, group_rows), dtype=bool)
     general = [len(g) for g in pack_columns(row_sets, rows, cols, groups)]
     assert pack_uniform(groups, per_group, group_rows, rows, cols) == general
+
+
+def depthwise_layer(channels: int, multiplier: int, size: int, stride: int = 1) -> Graph:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((channels, size, size)))
+    w = np.ones((channels * multiplier, 1, 3, 3), np.float32)
+    op = o.CoreOp(w, np.zeros(len(w), np.float32), (stride, stride), (1, 1, 1, 1), groups=channels)
+    return b.build([b.add("dw", op, x)])
+
+
+@pytest.mark.parametrize("channels, multiplier", [(40, 1), (40, 2), (100, 1), (16, 8)])
+def test_a_depthwise_layer_is_packed_block_diagonally(channels: int, multiplier: int) -> None:
+    """Time multiplexed, 256 x 256 cells, 4 cells per weight (64 neurons per crossbar): a group of
+    `multiplier` neurons reads its own 9 rows, so a crossbar holds floor(256 / 9) = 28 groups, or fewer when
+    their neurons exceed 64 columns: ceil(C / min(28, floor(64 / multiplier))) crossbars. The cells used are
+    C x multiplier x 9 synapses x 4 cells, only on the diagonal blocks."""
+    [layer] = layer_resources(depthwise_layer(channels, multiplier, 8), CHIP)
+    per_crossbar = min(256 // 9, NEURONS_PER_XBAR // multiplier)
+    crossbars = math.ceil(channels / per_crossbar)
+    cells = channels * multiplier * 9 * CELLS_PER_WEIGHT
+    assert (layer.kind, layer.groups, layer.fan_in) == ("grouped", channels, 9)
+    assert layer.crossbars == crossbars
+    assert layer.cells_used == cells and layer.utilization == pytest.approx(cells / (crossbars * 256 * 256))
+    total = total_resources([layer], CHIP)
+    assert total["grouped_crossbars"] == crossbars
+    assert total["grouped_utilization"] == pytest.approx(layer.utilization)
+
+
+@pytest.mark.parametrize("channels, multiplier, size, stride", [(16, 1, 28, 1), (32, 1, 28, 2), (8, 2, 12, 1)])
+def test_an_expanded_depthwise_layer_takes_the_best_channels_and_tile(channels, multiplier, size, stride) -> None:
+    """Expanded (chip_b's 256 x 256 cores, 1 column per 4-bit weight): c groups over a tile of th x tw
+    positions need c (th-1)s+3 x (tw-1)s+3 rows and c multiplier th tw columns; the count is the least of
+    ceil(C / c) ceil(Ho / th) ceil(Wo / tw) over every c, th, tw that fit (brute force here)."""
+    hw = HardwareSpec(name="b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4), io=IO(None, None),
+                      mapping=Mapping("expanded"))
+    [layer] = layer_resources(depthwise_layer(channels, multiplier, size, stride), hw)
+    out = (size + 2 - 3) // stride + 1
+    best = min(
+        math.ceil(channels / c) * math.ceil(out / th) * math.ceil(out / tw)
+        for c in range(1, channels + 1) for th in range(1, out + 1) for tw in range(1, out + 1)
+        if c * ((th - 1) * stride + 3) * ((tw - 1) * stride + 3) <= 256 and c * multiplier * th * tw <= 256
+    )
+    assert layer.crossbars == best
+    assert layer.neurons == channels * multiplier * out * out
+
+
+@pytest.mark.parametrize("scale", ["per_crossbar", "per_column"])
+def test_weight_scales_are_one_per_crossbar_or_one_per_column(scale: str) -> None:
+    hw = HardwareSpec(name="t", crossbar=CHIP.crossbar, weights=Weights(8, scale), io=CHIP.io)
+    [layer] = layer_resources(dense_layer(200, 100), hw)
+    assert layer.weight_scales == (2 if scale == "per_crossbar" else 100)
+    assert total_resources([layer], hw)["weight_scales"] == layer.weight_scales

@@ -216,3 +216,17 @@ def test_split_on_fewer_than_four_rows_cannot_merge_and_says_so(rows: int) -> No
         fit(before, rows=rows)
     pruned = fit(before, rows=rows, strategy="prune")  # pruning has no merge: it still fits
     assert max_fan_in(pruned) <= rows
+
+
+def test_prune_of_a_grouped_conv_stays_grouped() -> None:
+    """2 groups of 8 input channels, 3x3 (fan-in 72) on 30 rows: each group's neurons keep 3 of their own
+    group's channels (27 rows); the op keeps its groups (no dense form of mostly zeros)."""
+    before = conv_net(16, 4, 3, groups=2)
+    op = fit(before, rows=30, strategy="prune")["conv"].op
+    assert op.groups == 2 and op.weight.shape == (4, 8, 3, 3)
+    assert int(op.fan_in().max()) == 27
+    w = before["conv"].op.weight
+    for g in range(2):  # the group's most important channels, by summed |weight| of its neurons
+        block = slice(2 * g, 2 * g + 2)
+        best = np.argsort(-np.abs(w[block]).sum(axis=(0, 2, 3)), kind="stable")[:3]
+        assert set(np.flatnonzero(op.mask[2 * g].any(axis=(1, 2)))) == set(best)
