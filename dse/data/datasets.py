@@ -10,10 +10,6 @@
     The same images and split as ``mnist``, each read as 28 signals (its rows) of 28 samples: shaped
     ``(N, 28, 28)``, channels x length, for 1-D convolutional networks (a stand-in for keyword spotting).
 
-``mnist_rows``
-    The same images and split as ``mnist``, each read as 28 signals (its rows) of 28 samples: shaped
-    ``(N, 28, 28)``, channels x length, for 1-D convolutional networks (a stand-in for keyword spotting).
-
 ``digits``
     scikit-learn's ``load_digits()``: 1,797 8x8 images with values 0..16, scaled to float32 in [0, 1] and
     shaped ``(N, 1, 8, 8)``.
@@ -201,7 +197,8 @@ def _load_mnist_rows() -> Dataset:
     shaped ``(N, 28, 28)`` (channels x length) for 1-D convolutional networks."""
     mnist = load_dataset("mnist")
     arrays = [a.reshape(len(a), 28, 28) for a in (mnist.x_train, mnist.x_test)]  # read-only views
-    return dataclasses.replace(mnist, name="mnist_rows", x_train=arrays[0], x_test=arrays[1], input_shape=(28, 28))
+    return dataclasses.replace(mnist, name="mnist_rows", x_train=arrays[0], x_test=arrays[1],
+                               input_shape=(28, 28))
 
 
 #: Known datasets by name.
