@@ -178,3 +178,33 @@ def test_a_sweep_of_an_unlabeled_user_model(tmp_path: Path) -> None:
     assert r"Pareto set of cifar\_cnn-chip\_a-split-grid" in (run / "pareto.tex").read_text()
     assert "logits_rel_error" in pd.read_csv(run / "sensitivity_weights_bits.csv").columns
     assert json.loads((run / "samples.json").read_text())["test"] == split_indices(100)[1].tolist()
+
+
+def test_an_rgb_folder_with_mean_and_std_compiles_for_chip_a(tmp_path: Path) -> None:
+    """ImageNet-style preprocessing (mean/std outside the network): the chip gets the pixels in [0, 1] and the
+    normalization folds into the padded first convolution; the original's figures are those of onnxruntime on
+    the normalized images."""
+    rng = np.random.default_rng(4)
+    for i in range(60):
+        a = rng.integers(0, 256, (40, 36 + i % 3, 3), dtype=np.uint8)  # mixed sizes: resize and crop needed
+        path = tmp_path / "images" / ("ab"[i % 2]) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(path)
+    cifar_cnn(tmp_path / "cifar_cnn.onnx")
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    run = tmp_path / "run"
+    assert compile_cli([f"model.onnx={tmp_path / 'cifar_cnn.onnx'}", f"model.dataset={tmp_path / 'images'}",
+                        "model.preprocess.resize=34", "model.preprocess.crop=32", f"model.preprocess.mean={mean}",
+                        f"model.preprocess.std={std}", "tuning=none", "progress=false"], run) == 0
+    report = json.loads((run / "report.json").read_text())
+    test = json.loads((run / "samples.json").read_text())["test"]
+    from dse.data.images import Preprocess
+
+    p = Preprocess(resize=34, crop=32, channels=3)
+    pixels = np.stack([p.apply(Image.open(tmp_path / "images" / f)) for f in test])
+    normalized = (pixels - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+    logits = ort.InferenceSession(str(tmp_path / "cifar_cnn.onnx")).run(None, {"x": normalized})[0]
+    labels = np.array(["ab".index(f[0]) for f in test])
+    assert report["test_samples"] == 12 and report["legal"]
+    assert report["accuracy_original"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
+    assert report["agreement"] >= 0.9 and report["logits_rel_error"] < 0.1
