@@ -208,3 +208,25 @@ def test_an_rgb_folder_with_mean_and_std_compiles_for_chip_a(tmp_path: Path) -> 
     assert report["test_samples"] == 12 and report["legal"]
     assert report["accuracy_original"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
     assert report["agreement"] >= 0.9 and report["logits_rel_error"] < 0.1
+
+
+@pytest.mark.parametrize("case", ["no x", "accuracy objective without labels"])
+def test_a_sweep_refuses_bad_data_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 case: str) -> None:
+    from dse.sweep import cli
+
+    cifar_cnn(tmp_path / "cifar_cnn.onnx")
+    np.savez(tmp_path / "no_x.npz", images=np.zeros((4, 3, 32, 32), np.float32))
+    np.savez(tmp_path / "inputs.npz", x=np.zeros((20, 3, 32, 32), np.float32))
+    args, message = {
+        "no x": ([f"model.dataset={tmp_path / 'no_x.npz'}"], "no_x.npz holds no array 'x'"),
+        "accuracy objective without labels": ([f"model.dataset={tmp_path / 'inputs.npz'}",
+                                               "study.objectives=[accuracy_delta_pp,crossbars]"],
+                                              "accuracy_delta_pp needs test labels"),
+    }[case]
+    run = tmp_path / "sweep"
+    assert cli([f"model.onnx={tmp_path / 'cifar_cnn.onnx'}", *args, "runner=local", "tuning=none",
+                "progress=false", f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not run.exists()
