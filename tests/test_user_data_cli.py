@@ -178,3 +178,55 @@ def test_a_sweep_of_an_unlabeled_user_model(tmp_path: Path) -> None:
     assert r"Pareto set of cifar\_cnn-chip\_a-split-grid" in (run / "pareto.tex").read_text()
     assert "logits_rel_error" in pd.read_csv(run / "sensitivity_weights_bits.csv").columns
     assert json.loads((run / "samples.json").read_text())["test"] == split_indices(100)[1].tolist()
+
+
+def test_an_rgb_folder_with_mean_and_std_compiles_for_chip_a(tmp_path: Path) -> None:
+    """ImageNet-style preprocessing (mean/std outside the network): the chip gets the pixels in [0, 1] and the
+    normalization folds into the padded first convolution; the original's figures are those of onnxruntime on
+    the normalized images."""
+    rng = np.random.default_rng(4)
+    for i in range(60):
+        a = rng.integers(0, 256, (40, 36 + i % 3, 3), dtype=np.uint8)  # mixed sizes: resize and crop needed
+        path = tmp_path / "images" / ("ab"[i % 2]) / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(path)
+    cifar_cnn(tmp_path / "cifar_cnn.onnx")
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    run = tmp_path / "run"
+    assert compile_cli([f"model.onnx={tmp_path / 'cifar_cnn.onnx'}", f"model.dataset={tmp_path / 'images'}",
+                        "model.preprocess.resize=34", "model.preprocess.crop=32", f"model.preprocess.mean={mean}",
+                        f"model.preprocess.std={std}", "tuning=none", "progress=false"], run) == 0
+    report = json.loads((run / "report.json").read_text())
+    test = json.loads((run / "samples.json").read_text())["test"]
+    from dse.data.images import Preprocess
+
+    p = Preprocess(resize=34, crop=32, channels=3)
+    pixels = np.stack([p.apply(Image.open(tmp_path / "images" / f)) for f in test])
+    normalized = (pixels - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+    logits = ort.InferenceSession(str(tmp_path / "cifar_cnn.onnx")).run(None, {"x": normalized})[0]
+    labels = np.array(["ab".index(f[0]) for f in test])
+    assert report["test_samples"] == 12 and report["legal"]
+    assert report["accuracy_original"] == pytest.approx(float((logits.argmax(1) == labels).mean()))
+    assert report["agreement"] >= 0.9 and report["logits_rel_error"] < 0.1
+
+
+@pytest.mark.parametrize("case", ["no x", "accuracy objective without labels"])
+def test_a_sweep_refuses_bad_data_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 case: str) -> None:
+    from dse.sweep import cli
+
+    cifar_cnn(tmp_path / "cifar_cnn.onnx")
+    np.savez(tmp_path / "no_x.npz", images=np.zeros((4, 3, 32, 32), np.float32))
+    np.savez(tmp_path / "inputs.npz", x=np.zeros((20, 3, 32, 32), np.float32))
+    args, message = {
+        "no x": ([f"model.dataset={tmp_path / 'no_x.npz'}"], "no_x.npz holds no array 'x'"),
+        "accuracy objective without labels": ([f"model.dataset={tmp_path / 'inputs.npz'}",
+                                               "study.objectives=[accuracy_delta_pp,crossbars]"],
+                                              "accuracy_delta_pp needs test labels"),
+    }[case]
+    run = tmp_path / "sweep"
+    assert cli([f"model.onnx={tmp_path / 'cifar_cnn.onnx'}", *args, "runner=local", "tuning=none",
+                "progress=false", f"hydra.run.dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not run.exists()

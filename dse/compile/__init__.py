@@ -26,7 +26,7 @@ import torch
 
 from dse.cost.resources import depth, layer_resources, total_resources
 from dse.data.datasets import Dataset, load_dataset
-from dse.data.images import Preprocess
+from dse.data.images import Preprocess, normalize_in_graph
 from dse.errors import ConfigError, DataError
 from dse.hardware.legality import check
 from dse.hardware.spec import HardwareSpec
@@ -69,6 +69,8 @@ def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None 
     if preprocess is not None and preprocess.channels is None and Path(dataset).is_dir() and shape[0] in (1, 3):
         preprocess = dataclasses.replace(preprocess, channels=shape[0])
     data = load_dataset(dataset, preprocess)
+    if preprocess is not None:
+        graph = normalize_in_graph(graph, preprocess)  # the chip reads the pixels unnormalized
     if shape != tuple(data.input_shape):
         raise DataError(
             f"model input shape {shape} (batch left out) does not fit dataset {dataset} samples "

@@ -16,8 +16,11 @@ Preprocessing, in this order (:class:`Preprocess`, ``model.preprocess`` on the c
    (truncated to an integer), bilinear with Pillow's antialiasing; None = as is;
 3. ``crop``: the centre ``crop x crop`` square (offsets rounded as torchvision's CenterCrop); None = none;
 4. ``scale``: True = pixels / 255 into [0, 1] (computed in float64, then float32); False = 0..255;
-5. ``mean`` / ``std`` (one value per channel, both or neither): ``(x - mean) / std``; None = none, as for a
-   network that normalizes inside its graph.
+5. ``mean`` / ``std`` (one value per channel, both or neither): the normalization ``(x - mean) / std`` the
+   network expects; None = none, as for a network that normalizes inside its graph. It is not applied to the
+   data: :func:`normalize_in_graph` puts it at the head of the network, where the compiler folds it into the
+   first layer, so that the chip receives the pixels as they are scaled, unsigned (a chip's input codes start
+   at 0; normalized pixels do not). The original network's results are those of the normalized data.
 
 Every image must come out the same size: without ``resize`` and ``crop`` they must all be the same size, and
 one image that does not fit is named.
@@ -32,8 +35,10 @@ from typing import Any
 import numpy as np
 
 from dse.errors import ConfigError, DataError
+from dse.ir import ops as o
+from dse.ir.graph import Graph, Node
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSource", "Preprocess", "image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSource", "Preprocess", "image_folder", "normalize_in_graph"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CLASSES_FILE = "classes.txt"
@@ -68,12 +73,8 @@ class Preprocess:
                 raise ConfigError(f"model.preprocess.std must be > 0 (got {list(self.std)})")
 
     def value_range(self) -> tuple[float, float]:
-        """(lo, hi) of every value this preprocessing can produce."""
-        top = 1.0 if self.scale else 255.0
-        if self.mean is None:
-            return (0.0, top)
-        m, s = np.asarray(self.mean, dtype=np.float64), np.asarray(self.std, dtype=np.float64)
-        return (float(np.min((0.0 - m) / s)), float(np.max((top - m) / s)))
+        """(lo, hi) of every value this preprocessing gives the network's input (mean/std act inside it)."""
+        return (0.0, 1.0 if self.scale else 255.0)
 
     def out_size(self, w: int, h: int) -> tuple[int, int]:
         """(width, height) an image of `w` x `h` has after resizing and cropping."""
@@ -96,11 +97,24 @@ class Preprocess:
             img = img.crop((left, top, left + self.crop, top + self.crop))
         a = np.asarray(img)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        x = (a / 255.0 if self.scale else a).astype(np.float32)
-        if self.mean is not None:
-            c = (-1, 1, 1)
-            x = (x - np.asarray(self.mean, np.float32).reshape(c)) / np.asarray(self.std, np.float32).reshape(c)
-        return x
+        return (a / 255.0 if self.scale else a).astype(np.float32)
+
+
+def normalize_in_graph(graph: Graph, preprocess: Preprocess) -> Graph:
+    """`graph` reading unnormalized pixels: an Affine ``(x - mean) / std`` between its Input and the rest."""
+    if preprocess.mean is None:
+        return graph
+    inp = graph.input.name
+    name = next(f"{inp}_normalize{i or ''}" for i in range(len(graph) + 1) if f"{inp}_normalize{i or ''}" not in graph)
+    std = np.asarray(preprocess.std, np.float64).reshape(-1, 1, 1)
+    affine = o.Affine((1.0 / std).astype(np.float32), (-np.asarray(preprocess.mean).reshape(-1, 1, 1) / std)
+                      .astype(np.float32))
+    nodes = []
+    for n in graph:
+        nodes.append(Node(n.name, n.op, tuple(name if s == inp else s for s in n.inputs), n.block))
+        if n.name == inp:
+            nodes.append(Node(name, affine, (inp,)))
+    return graph.replace_nodes(nodes, [name if s == inp else s for s in graph.outputs])
 
 
 class ImageSource:

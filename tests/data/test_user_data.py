@@ -13,7 +13,7 @@ from PIL import Image
 
 from dse.data import load_dataset
 from dse.data.datasets import split_indices
-from dse.data.images import Preprocess
+from dse.data.images import Preprocess, normalize_in_graph
 from dse.data.samples import Samples
 from dse.errors import ConfigError, DataError
 
@@ -126,21 +126,34 @@ def test_classes_txt_maps_folders_to_outputs(tmp_path: Path) -> None:
     assert {k.split("/")[0]: int(v) for k, v in labels.items()} == {"a": 2, "b": 1} and ds.num_classes == 3
 
 
-def test_resize_crop_rgb_and_normalization(tmp_path: Path) -> None:
+def test_resize_crop_and_rgb(tmp_path: Path) -> None:
     # one colour per image: resizing keeps it, so every output value has a closed form
     colours = [(255, 0, 51), (102, 204, 0), (0, 0, 255), (10, 20, 30), (40, 50, 60)]
     for i, c in enumerate(colours):
         _png(tmp_path / f"{i}.png", np.broadcast_to(np.array(c, np.uint8), (20 + i, 40, 3)).copy())
-    mean, std = (0.5, 0.25, 0.0), (0.5, 0.5, 1.0)
-    p = Preprocess(resize=10, crop=8, channels=3, mean=mean, std=std)
-    ds = load_dataset(str(tmp_path), p)
+    ds = load_dataset(str(tmp_path), Preprocess(resize=10, crop=8, channels=3, mean=(0.5, 0.2, 0), std=(1, 2, 3)))
     assert ds.y_test is None and ds.input_shape == (3, 8, 8)
     x = ds.x_train[:]
-    for k, i in enumerate(ds.train_ids):
-        want = (np.array(colours[int(i[0])]) / 255.0 - mean) / std
+    for k, i in enumerate(ds.train_ids):  # mean/std are not applied to the data (normalize_in_graph)
+        want = np.array(colours[int(i[0])]) / 255.0
         np.testing.assert_allclose(x[k], np.broadcast_to(want[:, None, None], (3, 8, 8)), atol=1e-6)
-    assert ds.value_range == (-1.0, 1.5)  # (0 - 0.5) / 0.5 and (1 - 0.25) / 0.5
+    assert ds.value_range == (0.0, 1.0)
     assert Preprocess(resize=10).out_size(40, 20) == (20, 10) and Preprocess(resize=10).out_size(15, 20) == (10, 13)
+
+
+def test_the_normalization_heads_the_network() -> None:
+    """The network on unnormalized pixels, with the Affine in front, is the network on normalized pixels."""
+    from dse.compile import load_model
+    from dse.sim.float_exec import run_float
+
+    graph, _ = load_model("lenet_mnist", "mnist", test_samples=8)
+    p = Preprocess(channels=1, mean=(0.1307,), std=(0.3081,))
+    normalized = normalize_in_graph(graph, p)
+    x = RNG.random((8, 1, 28, 28), dtype=np.float32)
+    want = run_float(graph, (x - 0.1307) / 0.3081)[graph.outputs[0]].numpy()
+    got = run_float(normalized, x)[normalized.outputs[0]].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert len(normalized) == len(graph) + 1 and normalize_in_graph(graph, Preprocess(channels=1)) is graph
 
 
 # --- bad data --------------------------------------------------------------------------------------------
@@ -172,7 +185,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
         "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
         "folder not in classes.txt": (str(unlisted), Preprocess(channels=1), r"class folder 'b' .*not listed"),
-        "smaller than the crop": (str(mixed), Preprocess(channels=1, crop=5), r"a/0\.png is 4x4, smaller than .*crop=5"),
+        "smaller than the crop": (str(mixed), Preprocess(channels=1, crop=5),
+                                  r"a/0\.png is 4x4, smaller than .*crop=5"),
         "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
@@ -181,7 +195,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 
 BAD = ["no x", "label count", "float labels", "unknown array", "x and x_test", "1-d x", "missing npz", "no images",
-       "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module", "no function", "raises", "preprocess on npz"]
+       "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module", "no function", "raises",
+       "preprocess on npz"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
