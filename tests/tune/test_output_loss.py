@@ -70,15 +70,16 @@ def test_an_unknown_output_loss_is_refused() -> None:
 def test_each_output_loss_gets_the_logits_closer_in_what_it_measures(prepared: Prepared) -> None:
     """mlp_digits at 4-bit weights and I/O, on the images it is tuned on: distilled logits give class
     probabilities closer to the original's (KL divergence), value-matched logits values closer to the original's.
-    (On this small network neither is better on the test images; resnet_mnist on chip_b: see losses.py.)"""
+    (On this small network neither is better on the test images; resnet_mnist on chip_b: see losses.py.)
+    The default steps: with 60/20/10 the two KL divergences came out within 1 % of each other at seed 0
+    (0.0069 and 0.0069), against 0.0027 and 0.0068 with the defaults (0.0025 and 0.0086 at seed 1)."""
     hw = HardwareSpec(name="w4", crossbar=Crossbar(256, 256, 4, True), weights=Weights(4, "per_crossbar"),
                       io=IO(4, 4))
-    short = dict(free_steps=60, range_steps=20, round_steps=10)
     x = prepared.calib_x.numpy()
     original = run_float(prepared.original, x)[prepared.original.outputs[0]].numpy().astype(np.float64)
     kl, err = {}, {}
     for loss in ("kd", "mse"):
-        result = compile(prepared, hw, tuning=TuneOptions(**short, output_loss=loss))
+        result = compile(prepared, hw, tuning=TuneOptions(output_loss=loss))
         logits = run_float(result.graph, x)[result.graph.outputs[0]].numpy().astype(np.float64)
         p, q = softmax(original), softmax(logits)
         kl[loss] = float((p * (np.log(p + 1e-300) - np.log(q + 1e-300))).sum(axis=1).mean())
