@@ -209,12 +209,11 @@ class _Reformer:
             self.shapes[name] = tuple(op.shape)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
         if isinstance(op, o.Pad):
-            if isinstance(self.src[node.inputs[0]].op, o.Input):  # the host pads what it sends
-                return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
-            if any(op.value):
+            if any(op.value) and not self.src.host_input(node.inputs[0]):
                 raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
                                          "pads, and only the input)")
-            # a zero pad that did not fold into its reader: wiring, term by term (pad(sum) = sum of pads)
+            # the host's pad of the input, or a zero pad that did not fold into its reader: wiring, term by term
+            # (a zero pad of a sum is the sum of the pads)
             return Terms(tuple(Term(self.add(name, op, self.whole(t)), 0, t.count, t.coeff)
                                for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
