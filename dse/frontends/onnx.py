@@ -231,6 +231,13 @@ def _lift_1d(attrs: dict[str, object]) -> dict[str, object]:
     return out
 
 
+def _on_image(c: np.ndarray) -> np.ndarray:
+    """A constant broadcast against a (C, L) signal, as one broadcast against its (C, 1, L) image: a (C, L),
+    (C, 1) or (L,) constant gets a unit H axis; a scalar stays."""
+    c = np.asarray(c)
+    return c.reshape((1,) * (2 - c.ndim) + c.shape)[:, None, :] if c.ndim else c
+
+
 def _f32(a: np.ndarray) -> np.ndarray:
     # Always a fresh, writable array: initializers are read-only views of the protobuf's bytes, which torch
     # warns about, and a pass editing weights in place must not reach back into the model.
@@ -675,12 +682,22 @@ class _Importer:
             with np.errstate(divide="ignore"):
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
-        if self.is_signal(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
-            scale, shift = (v.reshape((1,) * (2 - v.ndim) + v.shape)[:, None, :] if v.ndim else v
-                            for v in (scale, shift))
-            self.bind_on_image(node, o.Affine(scale=_f32(scale), shift=_f32(shift)), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.Affine(scale=_f32(_on_image(scale)), shift=_f32(_on_image(shift))), x)
             return
         self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
+
+    def _prelu(self, node: NodeProto, name: str) -> None:
+        """PRelu (a constant slope) and LeakyRelu (the scalar `alpha`): ``x if x >= 0 else slope * x``."""
+        x = self.data(node, name, 0)
+        if node.op_type == "LeakyRelu":
+            slope = np.array(float(_attrs(node).get("alpha", 0.01)), dtype=np.float64)
+        else:
+            slope = self._per_sample_const(node, name, self.const(node, name, 1, "slope"), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.PRelu(slope=_f32(_on_image(slope))), x)
+            return
+        self.bind(node, self.emit(node.output[0], o.PRelu(slope=_f32(slope)), x))
 
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
         """``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: how exporters before opset 14 write HardSwish) is a
@@ -1133,6 +1150,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Sum": _Importer._sum,
     "Relu": lambda self, node, name: self.unary(node, name, o.Relu()),
     "HardSigmoid": _Importer._hard_sigmoid,
+    "LeakyRelu": _Importer._prelu,
+    "PRelu": _Importer._prelu,
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),

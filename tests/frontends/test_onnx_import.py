@@ -545,6 +545,13 @@ OP_CASES = {
     "hard_swish": unary_case("HardSwish"),
     "hard_swish_1d": unary_case("HardSwish", SIGNAL),
     "hard_swish_expanded": hard_swish_expanded_case(),
+    # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
+    "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
+    "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
+    "prelu_channels": ([oh.make_node("PRelu", ["x", "a"], ["y"])], IMG,
+                       {"a": np.array([0.1, 0.0, 0.5, 2.0], np.float32).reshape(4, 1, 1)}),
+    "prelu_1d": ([oh.make_node("PRelu", ["x", "a"], ["y"])], SIGNAL,
+                 {"a": np.array([0.1, 0.2, 0.5, 0.3], np.float32).reshape(4, 1)}),
     "conv_depthwise_multiplier_1": (lambda: ([oh.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3],
                                                            strides=[2, 2], pads=[1, 1, 1, 1])],
                                              IMG, {"w": rand(4, 1, 3, 3, seed=46)}))(),
@@ -567,7 +574,8 @@ COMPILED_CASES = (
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
     "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18", "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
-    "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1",
+    "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
+    "prelu_channels",
 )
 
 

@@ -473,3 +473,23 @@ def test_a_depthwise_convolution_is_a_grouped_core(channels: int, multiplier: in
     core = after["relu"].op
     assert core.groups == channels and core.weight.shape == (channels * multiplier, 1, 3, 3)
     assert int(core.fan_in().max()) == 9  # one channel's 3x3 window: no dense, mostly-zero matrix
+
+
+@pytest.mark.parametrize("slope", [np.float32(0.1), np.array([0.2, 0.0, 1.5], np.float32).reshape(3, 1, 1),
+                                   np.array([-0.5, -1.0, -0.25], np.float32).reshape(3, 1, 1)],
+                         ids=["leaky", "per_channel", "negative"])
+def test_a_prelu_is_one_core_of_two_halves(slope: np.ndarray) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    y = b.add("act", o.PRelu(slope), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=115), rand(3, seed=116)), x))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=117), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 2, 5, 5))
+    assert after["act"].op.out_channels == 6  # relu(s) and relu(-|a| s) of the three channels
+
+
+def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 4, 4)))
+    before = b.build([b.add("act", o.PRelu(np.array([0.5, -0.5], np.float32).reshape(2, 1, 1)), x)])
+    with pytest.raises(UnsupportedOpError, match=r"PRelu at node 'act': slopes of both signs"):
+        reform(before)
