@@ -730,7 +730,16 @@ class _Importer:
         xs = [self.data(node, name, i) for i in range(len(node.input))]
         if len({self.shapes[x] for x in xs}) != 1:
             raise UnsupportedOpError("Sum", name, "inputs of different shapes (broadcasting is not supported)")
-        self.bind(node, self.emit(node.output[0], o.Add() if len(xs) > 1 else o.Identity(), *xs))
+        self.bind_joined(node, o.Add() if len(xs) > 1 else o.Identity(), xs)
+
+    def bind_joined(self, node: NodeProto, op: o.Op, xs: list[str], image_op: o.Op | None = None) -> None:
+        """Emit `op` reading `xs` for the node's output; when they are all (C, L) signals, `image_op` (by default
+        `op`) on their images, viewed back."""
+        if all(self.is_signal(x) for x in xs):
+            y = self.emit(node.output[0], image_op or op, *(self.image(x) for x in xs))
+            self.bind(node, self.signal(node.output[0], y))
+        else:
+            self.bind(node, self.emit(node.output[0], op, *xs))
 
     def _clip(self, node: NodeProto, name: str) -> None:
         def bound(v: object) -> float | None:
@@ -952,7 +961,8 @@ class _Importer:
             if len(s) != len(per) or any(a != b for i, (a, b) in enumerate(zip(s, per, strict=True))
                                          if i != axis - 1):
                 raise ModelError(f"node {name!r}: Concat inputs {per} and {s} do not fit on axis {axis}")
-        self.bind(node, self.emit(node.output[0], o.Concat(axis=axis - 1), *xs))
+        # signals (C, L) join on their images' C or L axis
+        self.bind_joined(node, o.Concat(axis=axis - 1), xs, o.Concat(axis=2 * (axis - 1)))
 
     # --- data-path forms of the shape ops (mostly met folded, on constants) -------------------------------
     def _axes(self, node: NodeProto, name: str, since_input: int, rank: int, *,

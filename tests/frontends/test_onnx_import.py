@@ -539,6 +539,11 @@ OP_CASES = {
     "batchnorm_1d": bn_case(SIGNAL),
     "global_avgpool_1d": unary_case("GlobalAveragePool", SIGNAL),
     "signal_net": signal_net_case(),
+    "signal_join": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Mul", ["x", "h"], ["b"]),
+                     oh.make_node("Sum", ["a", "b", "x"], ["s"]), oh.make_node("Concat", ["s", "a"], ["c"], axis=1),
+                     oh.make_node("Flatten", ["c"], ["y"])], SIGNAL, {"h": np.float32(0.5)}),
+    "signal_concat_length": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Concat", ["a", "x"], ["y"], axis=-1)],
+                             SIGNAL, {}),
     # HardSigmoid exactly (Affine + Clip), HardSwish (approximated on a chip), also written as x * HardSigmoid(x)
     "hard_sigmoid": unary_case("HardSigmoid", alpha=0.3, beta=0.4),
     "hard_sigmoid_default": unary_case("HardSigmoid", SIGNAL),
@@ -575,7 +580,7 @@ COMPILED_CASES = (
     "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18", "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
-    "prelu_channels",
+    "prelu_channels", "signal_join",
 )
 
 
