@@ -10,6 +10,13 @@ of 1 into the model (input shape, Reshape targets such as ``[1, -1]``); the impo
 per-sample shapes, so the graph runs on any batch size. ``Shape`` of a data tensor yields a constant whose
 batch entry is a sentinel, so ``x.view(x.size(0), -1)`` folds to a Reshape with a free batch as well.
 
+A 1-D signal (N, C, L) is computed on as the image (N, C, 1, L): 1-D convolutions, pooling, pads, BatchNorm
+and element-wise ops act on that image (kernel (1, k)), and a Reshape views it as (C, L) again where an op
+needs that shape; the model's input keeps its (C, L) shape. A zero Pad becomes an IR `Pad`, which
+canonicalize folds into the convolution or pooling that reads it. HardSigmoid is exact (an Affine and a
+Clip(0, 1)); HardSwish, also when written as ``x * HardSigmoid(x)``, is an IR op the chip approximates. See
+docs/importer.md for every accepted form and what is refused.
+
 Security: external tensor data is read only from files inside the model's folder; a location that is
 absolute, contains ``..`` or resolves (through symlinks) outside that folder is refused before anything is
 opened.
