@@ -77,6 +77,7 @@ class Pending:
     lin: LinearSpec
     src: Terms
     name: str
+    pool: bool = False  # an average pooling (the same window on every channel, weights >= 0, no bias)
 
 
 Value = Terms | Pending
@@ -144,34 +145,22 @@ class _Reformer:
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
-        pooled = self.pool_terms(v)
-        if pooled is not None:
-            return pooled
+        if v.pool:
+            return self.pool_terms(v)
         node = self.core(base, stacked(lin, -1.0, -lin.bias), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
-    def pool_terms(self, v: Pending) -> Terms | None:
-        """A pooling (a depthwise op of weights >= 0, no bias) of a signed sum of terms, term by term: each node
-        the terms read is pooled by one depthwise core (its values are >= 0, so are their averages: no pair),
-        and the coefficients carry over to the pooled channels. Its fan-in is then the window, not the window
-        times the number of terms (the pair's 2, an approximated function's hinges plus one, before a 7x7
-        global pool). None when the op is no pooling, or two terms would need different weights on one
-        channel of a node."""
-        lin, n_out = v.lin, v.lin.weight.shape[0]
-        if lin.dense or lin.mask is not None or lin.groups != n_out or lin.weight.shape[1] != 1 \
-                or np.any(lin.weight < 0) or np.any(lin.bias != 0):
-            return None
-        weights: dict[str, np.ndarray] = {}
-        for t in v.src.terms:
-            w = weights.setdefault(t.node, np.full((self.shapes[t.node][0], *lin.weight.shape[1:]), np.nan))
-            at = w[t.start : t.start + t.count]
-            if not np.all(np.isnan(at) | (at == lin.weight)):
-                return None
-            at[...] = lin.weight
+    def pool_terms(self, v: Pending) -> Terms:
+        """An average pooling of a signed sum of terms, term by term: each node the terms read is pooled by one
+        depthwise core (its values are >= 0, so are their averages: no pair), and the coefficients carry over
+        to the pooled channels. Its fan-in is then the window, not the window times the number of terms (the
+        pair's 2, an approximated function's hinges plus one, before a 7x7 global pool)."""
+        window = v.lin.weight[:1]  # the same on every channel
         pooled = {}
-        for node, w in weights.items():
-            spec = LinearSpec(np.nan_to_num(w), np.zeros(len(w)), lin.stride, lin.padding, len(w), False)
-            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, len(w), 1.0),)))
+        for node in dict.fromkeys(t.node for t in v.src.terms):
+            c = self.shapes[node][0]
+            spec = LinearSpec(np.repeat(window, c, axis=0), np.zeros(c), v.lin.stride, v.lin.padding, c, False)
+            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, c, 1.0),)))
         return Terms(tuple(Term(pooled[t.node], t.start, t.count, t.coeff) for t in v.src.terms))
 
     def relu(self, base: str, v: Value) -> Terms:
@@ -262,7 +251,8 @@ class _Reformer:
                                for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
             src = self.signed(ins[0])
-            return Pending(linear_spec(op, self.shape_of(src), name), src, name)
+            pool = isinstance(op, (o.AvgPool, o.GlobalAvgPool))
+            return Pending(linear_spec(op, self.shape_of(src), name), src, name, pool)
         if isinstance(op, o.Relu):
             return self.relu(name, ins[0])
         if isinstance(op, o.Clip):
