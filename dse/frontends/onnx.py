@@ -72,6 +72,7 @@ _EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 # Unsqueeze, which have data-path conversions as well.)
 _FOLD_OPS = ("Constant", "ConstantOfShape")
 
+
 def _hard_swish_gate(attrs: dict[str, object]) -> o.Op | None:
     alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
     return o.HardSwish() if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and math.isclose(beta, 0.5) else None
@@ -558,7 +559,10 @@ class _Importer:
         if bias is not None and bias.shape != (w.shape[0],):
             raise ModelError(f"node {name!r}: bias {b.shape} does not match {w.shape[0]} output channels")
         op = o.Conv(weight=w, bias=bias, stride=stride, padding=pads, dilation=dilation, groups=groups)
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -798,7 +802,10 @@ class _Importer:
         else:
             op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
                            count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _global_avg_pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
