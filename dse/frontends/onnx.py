@@ -10,6 +10,13 @@ of 1 into the model (input shape, Reshape targets such as ``[1, -1]``); the impo
 per-sample shapes, so the graph runs on any batch size. ``Shape`` of a data tensor yields a constant whose
 batch entry is a sentinel, so ``x.view(x.size(0), -1)`` folds to a Reshape with a free batch as well.
 
+A 1-D signal (N, C, L) is computed on as the image (N, C, 1, L): 1-D convolutions, pooling, pads, BatchNorm
+and element-wise ops act on that image (kernel (1, k)), and a Reshape views it as (C, L) again where an op
+needs that shape; the model's input keeps its (C, L) shape. A zero Pad becomes an IR `Pad`, which
+canonicalize folds into the convolution or pooling that reads it. HardSigmoid is exact (an Affine and a
+Clip(0, 1)); HardSwish, also when written as ``x * HardSigmoid(x)``, is an IR op the chip approximates. See
+docs/importer.md for every accepted form and what is refused.
+
 Security: external tensor data is read only from files inside the model's folder; a location that is
 absolute, contains ``..`` or resolves (through symlinks) outside that folder is refused before anything is
 opened.
@@ -65,8 +72,20 @@ _EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 # Unsqueeze, which have data-path conversions as well.)
 _FOLD_OPS = ("Constant", "ConstantOfShape")
 
+
+def _hard_swish_gate(attrs: dict[str, object]) -> o.Op | None:
+    alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    return o.HardSwish() if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and math.isclose(beta, 0.5) else None
+
+
+# gate op type of ``x * gate(x)`` -> (the gate's attributes) -> the element-wise op the product is, or None
+_GATED: dict[str, Callable[[dict[str, object]], o.Op | None]] = {
+    "HardSigmoid": _hard_swish_gate,  # x * HardSigmoid(x) with alpha 1/6, beta 1/2: HardSwish
+    "Sigmoid": lambda attrs: o.Silu(),  # x * Sigmoid(x): SiLU (Swish)
+}
+
 # Element-wise ops: on a (C, L) signal they run on its (C, 1, L) image, next to the 1-D convolution they follow.
-_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Identity)
+_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Identity)
 
 
 def _one_line(text: object) -> str:
@@ -229,6 +248,13 @@ def _lift_1d(attrs: dict[str, object]) -> dict[str, object]:
         begin, end = attrs["pads"]
         out["pads"] = [0, begin, 0, end]
     return out
+
+
+def _on_image(c: np.ndarray) -> np.ndarray:
+    """A constant broadcast against a (C, L) signal, as one broadcast against its (C, 1, L) image: a (C, L),
+    (C, 1) or (L,) constant gets a unit H axis; a scalar stays."""
+    c = np.asarray(c)
+    return c.reshape((1,) * (2 - c.ndim) + c.shape)[:, None, :] if c.ndim else c
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
@@ -533,7 +559,10 @@ class _Importer:
         if bias is not None and bias.shape != (w.shape[0],):
             raise ModelError(f"node {name!r}: bias {b.shape} does not match {w.shape[0]} output channels")
         op = o.Conv(weight=w, bias=bias, stride=stride, padding=pads, dilation=dilation, groups=groups)
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -675,23 +704,32 @@ class _Importer:
             with np.errstate(divide="ignore"):
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
-        if self.is_signal(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
-            scale, shift = (v.reshape((1,) * (2 - v.ndim) + v.shape)[:, None, :] if v.ndim else v
-                            for v in (scale, shift))
-            self.bind_on_image(node, o.Affine(scale=_f32(scale), shift=_f32(shift)), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.Affine(scale=_f32(_on_image(scale)), shift=_f32(_on_image(shift))), x)
             return
         self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
 
+    def _prelu(self, node: NodeProto, name: str) -> None:
+        """PRelu (a constant slope) and LeakyRelu (the scalar `alpha`): ``x if x >= 0 else slope * x``."""
+        x = self.data(node, name, 0)
+        if node.op_type == "LeakyRelu":
+            slope = np.array(float(_attrs(node).get("alpha", 0.01)), dtype=np.float64)
+        else:
+            slope = self._per_sample_const(node, name, self.const(node, name, 1, "slope"), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.PRelu(slope=_f32(_on_image(slope))), x)
+            return
+        self.bind(node, self.emit(node.output[0], o.PRelu(slope=_f32(slope)), x))
+
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
-        """``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: how exporters before opset 14 write HardSwish) is a
-        HardSwish; any other product of two data tensors is refused."""
+        """``x * g(x)`` with `g` a gate of the same x (`_GATED`: how exporters write HardSwish before opset 14,
+        and SiLU/Swish) is that one element-wise op; any other product of two data tensors is refused."""
         for x, gate in (node.input[:2], node.input[1::-1]):
-            hs = self.producer.get(gate)
-            if hs is not None and hs.op_type == "HardSigmoid" and hs.input[0] == x:
-                attrs = _attrs(hs)
-                if math.isclose(float(attrs.get("alpha", 0.2)), 1 / 6, rel_tol=1e-6) and \
-                        math.isclose(float(attrs.get("beta", 0.5)), 0.5, rel_tol=1e-6):
-                    self.bind_result(node, o.HardSwish(), self.values[x])
+            g = self.producer.get(gate)
+            if g is not None and g.op_type in _GATED and g.input[0] == x:
+                op = _GATED[g.op_type](_attrs(g))
+                if op is not None:
+                    self.bind_result(node, op, self.values[x])
                     return
         raise UnsupportedOpError("Mul", name, "a product of two data tensors (squeeze-and-excitation gating, "
                                  "attention): a crossbar computes weighted sums of its inputs, not products of two "
@@ -713,7 +751,16 @@ class _Importer:
         xs = [self.data(node, name, i) for i in range(len(node.input))]
         if len({self.shapes[x] for x in xs}) != 1:
             raise UnsupportedOpError("Sum", name, "inputs of different shapes (broadcasting is not supported)")
-        self.bind(node, self.emit(node.output[0], o.Add() if len(xs) > 1 else o.Identity(), *xs))
+        self.bind_joined(node, o.Add() if len(xs) > 1 else o.Identity(), xs)
+
+    def bind_joined(self, node: NodeProto, op: o.Op, xs: list[str], image_op: o.Op | None = None) -> None:
+        """Emit `op` reading `xs` for the node's output; when they are all (C, L) signals, `image_op` (by default
+        `op`) on their images, viewed back."""
+        if all(self.is_signal(x) for x in xs):
+            y = self.emit(node.output[0], image_op or op, *(self.image(x) for x in xs))
+            self.bind(node, self.signal(node.output[0], y))
+        else:
+            self.bind(node, self.emit(node.output[0], op, *xs))
 
     def _clip(self, node: NodeProto, name: str) -> None:
         def bound(v: object) -> float | None:
@@ -755,7 +802,10 @@ class _Importer:
         else:
             op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
                            count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _global_avg_pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -935,7 +985,8 @@ class _Importer:
             if len(s) != len(per) or any(a != b for i, (a, b) in enumerate(zip(s, per, strict=True))
                                          if i != axis - 1):
                 raise ModelError(f"node {name!r}: Concat inputs {per} and {s} do not fit on axis {axis}")
-        self.bind(node, self.emit(node.output[0], o.Concat(axis=axis - 1), *xs))
+        # signals (C, L) join on their images' C or L axis
+        self.bind_joined(node, o.Concat(axis=axis - 1), xs, o.Concat(axis=2 * (axis - 1)))
 
     # --- data-path forms of the shape ops (mostly met folded, on constants) -------------------------------
     def _axes(self, node: NodeProto, name: str, since_input: int, rank: int, *,
@@ -1133,6 +1184,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Sum": _Importer._sum,
     "Relu": lambda self, node, name: self.unary(node, name, o.Relu()),
     "HardSigmoid": _Importer._hard_sigmoid,
+    "LeakyRelu": _Importer._prelu,
+    "PRelu": _Importer._prelu,
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),

@@ -19,10 +19,12 @@ from dse.ir.ops import (
     MaxPool,
     Op,
     Pad,
+    PRelu,
     Readout,
     Relu,
     Reshape,
     Sigmoid,
+    Silu,
     Slice,
     Softmax,
     Tanh,
@@ -30,6 +32,7 @@ from dse.ir.ops import (
 
 __all__ = [
     "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
-    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
+    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
+    "Sigmoid", "Silu", "Slice",
     "Softmax", "Tanh",
 ]

@@ -97,6 +97,14 @@ class Relu(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class PRelu(Op):
+    """``y = x if x >= 0 else slope * x``, `slope` broadcast against the per-sample shape (ONNX PRelu, and
+    LeakyRelu with one scalar slope)."""
+
+    slope: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Clip(Op):
     """``y = min(max(x, lo), hi)``; either bound may be None (unbounded)."""
 
@@ -117,6 +125,11 @@ class Tanh(Op):
 @dataclass(frozen=True, eq=False)
 class HardSwish(Op):
     """``y = x * min(max(x / 6 + 1/2, 0), 1)``: 0 below -3, x above 3, quadratic between (MobileNetV3)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Silu(Op):
+    """``y = x * sigmoid(x)`` (SiLU, Swish: EfficientNet, YOLO)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -284,7 +297,8 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
+    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Softmax, MaxPool, AvgPool,
+    GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

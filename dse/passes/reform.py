@@ -5,7 +5,7 @@ since the neuron is a ReLU) times constant coefficients. A linear op (Conv, Line
 GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
 *pending* until we know what follows it:
 
-- a Relu turns it into one ReLU core-op;
+- a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as an Affine and a Clip(0, 1));
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
@@ -13,7 +13,9 @@ GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights abso
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
 
-Add of tensors concatenates terms (free). Max pooling of values >= 0 is an exact tree of ReLU core-ops:
+Add of tensors concatenates terms (free). A signed average pooling that no activation follows pools each
+term's node (a depthwise core whose fan-in is the window) and keeps the coefficients. Max pooling of values
+>= 0 is an exact tree of ReLU core-ops:
 ``max(a, b) = relu(a - b) + relu(b)``, with weights of +-1 on codes of one scale (marked `fixed`).
 Reshape/Flatten/Concat/Slice are wiring. Every core-op is named after the network node whose value it
 realizes, so its activation here is the teacher of tuning.
@@ -76,6 +78,7 @@ class Pending:
     lin: LinearSpec
     src: Terms
     name: str
+    pool: bool = False  # an average pooling (the same window on every channel, weights >= 0, no bias)
 
 
 Value = Terms | Pending
@@ -145,8 +148,23 @@ class _Reformer:
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
+        if v.pool:
+            return self.pool_terms(v)
         node = self.core(base, stacked(lin, -1.0, -lin.bias, keep_groups=not for_host), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+
+    def pool_terms(self, v: Pending) -> Terms:
+        """An average pooling of a signed sum of terms, term by term: each node the terms read is pooled by one
+        depthwise core (its values are >= 0, so are their averages: no pair), and the coefficients carry over
+        to the pooled channels. Its fan-in is then the window, not the window times the number of terms (the
+        pair's 2, an approximated function's hinges plus one, before a 7x7 global pool)."""
+        window = v.lin.weight[:1]  # the same on every channel
+        pooled = {}
+        for node in dict.fromkeys(t.node for t in v.src.terms):
+            c = self.shapes[node][0]
+            spec = LinearSpec(np.repeat(window, c, axis=0), np.zeros(c), v.lin.stride, v.lin.padding, c, False)
+            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, c, 1.0),)))
+        return Terms(tuple(Term(pooled[t.node], t.start, t.count, t.coeff) for t in v.src.terms))
 
     def relu(self, base: str, v: Value) -> Terms:
         if isinstance(v, Pending):
@@ -170,6 +188,24 @@ class _Reformer:
         lin, n_out = p.lin, p.lin.weight.shape[0]
         node = self.core(base, stacked(lin, 1.0, lin.bias - hi), p.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+
+    def prelu(self, name: str, v: Value, op: o.PRelu) -> Terms:
+        """``relu(s) - a * relu(-s)``: a core-op of ``relu(s)`` and one of ``relu(-|a| s)`` (the slope's magnitude
+        folded into its weights, per output channel, its sign into the term's coefficient), reading the same
+        inputs; a grouped op stays grouped in both."""
+        p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
+        shape = self.src_shapes[name]
+        per = np.broadcast_to(np.asarray(op.slope, np.float64), shape).reshape(shape[0], -1)
+        if not np.all(per == per[:, :1]):
+            raise UnsupportedOpError("PRelu", name, "a slope that varies within a channel")
+        slope = per[:, 0]
+        if np.any(slope > 0) and np.any(slope < 0):
+            raise UnsupportedOpError("PRelu", name, "slopes of both signs (one sign for all channels is supported)")
+        lin, n_out = p.lin, p.lin.weight.shape[0]
+        neg = dataclasses.replace(lin, weight=-np.abs(slope).reshape(-1, 1, 1, 1) * lin.weight,
+                                  bias=-np.abs(slope) * lin.bias)
+        pos_node, neg_node = self.core(name, lin, p.src), self.core(f"{name}_neg", neg, p.src)
+        return Terms((Term(pos_node, 0, n_out, 1.0), Term(neg_node, 0, n_out, 1.0 if np.any(slope < 0) else -1.0)))
 
     def shape_of(self, v: Terms) -> Shape:
         t = v.terms[0]
@@ -212,21 +248,23 @@ class _Reformer:
             self.shapes[name] = tuple(op.shape)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
         if isinstance(op, o.Pad):
-            if isinstance(self.src[node.inputs[0]].op, o.Input):  # the host pads what it sends
-                return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
-            if any(op.value):
+            if any(op.value) and not self.src.host_input(node.inputs[0]):
                 raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
                                          "pads, and only the input)")
-            # a zero pad that did not fold into its reader: wiring, term by term (pad(sum) = sum of pads)
+            # the host's pad of the input, or a zero pad that did not fold into its reader: wiring, term by term
+            # (a zero pad of a sum is the sum of the pads)
             return Terms(tuple(Term(self.add(name, op, self.whole(t)), 0, t.count, t.coeff)
                                for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
             src = self.signed(ins[0])
-            return Pending(linear_spec(op, self.shape_of(src), name), src, name)
+            pool = isinstance(op, (o.AvgPool, o.GlobalAvgPool))
+            return Pending(linear_spec(op, self.shape_of(src), name), src, name, pool)
         if isinstance(op, o.Relu):
             return self.relu(name, ins[0])
         if isinstance(op, o.Clip):
             return self.clip(name, ins[0], op.lo, op.hi, name)
+        if isinstance(op, o.PRelu):
+            return self.prelu(name, ins[0], op)
         if isinstance(op, o.Add):
             return Terms(tuple(t for v in ins for t in self.signed(v).terms))
         if isinstance(op, o.MaxPool):

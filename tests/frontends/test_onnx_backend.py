@@ -93,7 +93,8 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_clip_default_int8_inbounds_expanded", "test_clip_default_int8_max", "test_clip_default_int8_min",
         "test_constantofshape_float_ones", "test_constantofshape_int_shape_zero", "test_constantofshape_int_zeros",
         "test_div_int16", "test_div_int32_trunc", "test_div_int8", "test_div_uint16", "test_div_uint32",
-        "test_div_uint64", "test_div_uint8", "test_edge_pad", "test_maxpool_2d_uint8", "test_mul_int16", "test_mul_int8",
+        "test_div_uint64", "test_div_uint8", "test_edge_pad", "test_maxpool_2d_uint8", "test_mul_int16",
+        "test_mul_int8",
         "test_mul_uint16", "test_mul_uint32", "test_mul_uint64", "test_mul_uint8", "test_reflect_pad", "test_sub_int16",
         "test_sub_int8", "test_sub_uint16", "test_sub_uint32", "test_sub_uint64", "test_sub_uint8", "test_wrap_pad",
     ),
@@ -131,7 +132,7 @@ REJECTED: dict[str, tuple[str, ...]] = {
     ),
     "batch_constant": (
         "test_add", "test_div", "test_div_example", "test_gemm_default_matrix_bias", "test_matmul_3d", "test_mul",
-        "test_mul_example", "test_sub", "test_sub_example",
+        "test_mul_example", "test_prelu_example", "test_sub", "test_sub_example",
     ),
     "tensor_operand": (
         "test_causal_conv_with_state_decode_step_expanded",

@@ -232,6 +232,43 @@ def folding_case() -> tuple:
     return nodes, IMG, inits, {"out_shape": ["N", 4, 42]}
 
 
+def same_pad_subgraph_case() -> tuple:
+    """TF-style "same" padding of a stride-2 3x3 Conv computed from the input's size, as exporters write it:
+    Shape, Slice of the shape, Cast, Div, Ceil, Mul, Sub, Max, Range, Equal, Where, ConstantOfShape, Concat,
+    then a Pad; all of it folds, and the Pad folds into the Conv."""
+    i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    f32 = lambda *v: np.array(v, dtype=np.float32)  # noqa: E731
+    nodes = [
+        oh.make_node("Relu", ["x"], ["r"]),
+        oh.make_node("Shape", ["r"], ["s"]),
+        oh.make_node("Slice", ["s", "two", "four"], ["hw"]),  # (H, W): the batch entry stays behind
+        oh.make_node("Cast", ["hw"], ["hwf"], to=FLOAT),
+        oh.make_node("Div", ["hwf", "stride"], ["q"]),
+        oh.make_node("Ceil", ["q"], ["out"]),
+        oh.make_node("Mul", ["out", "stride"], ["span0"]),
+        oh.make_node("Add", ["span0", "one_f"], ["span"]),  # (out - 1) * s + k = out * s + (k - s)
+        oh.make_node("Sub", ["span", "hwf"], ["tot0"]),
+        oh.make_node("Max", ["tot0", "zero_f"], ["tot"]),
+        oh.make_node("Cast", ["tot"], ["total"], to=TensorProto.INT64),
+        oh.make_node("Div", ["total", "two_i"], ["begin"]),
+        oh.make_node("Sub", ["total", "begin"], ["end"]),
+        oh.make_node("Range", ["zero_i", "four_s", "one_i"], ["idx"]),
+        oh.make_node("Equal", ["idx", "three_i"], ["last"]),
+        oh.make_node("Where", ["last", "one_i", "zero_i"], ["mask"]),  # (0, 0, 0, 1): unused but folded
+        oh.make_node("ConstantOfShape", ["two"], ["zeros"], value=numpy_helper.from_array(i64(0))),
+        oh.make_node("Concat", ["zeros", "begin", "zeros", "end"], ["pads"], axis=0),
+        oh.make_node("Pad", ["r", "pads"], ["p"]),
+        oh.make_node("Conv", ["p", "w"], ["c"], strides=[2, 2]),
+        oh.make_node("ReduceSum", ["mask"], ["nmask"], keepdims=0),
+        oh.make_node("Cast", ["nmask"], ["fmask"], to=FLOAT),
+        oh.make_node("Mul", ["c", "fmask"], ["y"]),
+    ]
+    inits = {"two": i64(2), "four": i64(4), "stride": f32(2.0), "one_f": f32(1.0), "zero_f": f32(0.0),
+             "two_i": i64(2), "zero_i": np.int64(0), "four_s": np.int64(4), "one_i": np.int64(1),
+             "three_i": np.int64(3), "w": rand(5, IMG[0], 3, 3, seed=47)}
+    return nodes, IMG, inits
+
+
 def reduce_mean_case(axes: list[int], keepdims: int, opset: int) -> tuple:
     """The exporter's form of AdaptiveAvgPool2d(1) (+ flatten when keepdims=0), then an FC layer."""
     nodes = [oh.make_node("ReduceMean", ["x", "ax"] if opset >= 18 else ["x"], ["m"], keepdims=keepdims,
@@ -491,6 +528,7 @@ OP_CASES = {
     "pad_maxpool_13": pad_case([0, 0, 0, 0, 0, 0, 1, 1], then="MaxPool", opset=13),
     "pad_avgpool_21": pad_case([0, 0, 1, 1, 0, 0, 0, 0], then="AveragePool", opset=21),
     "pad_zero_pads": pad_case([0] * 8, then="Relu"),
+    "pad_from_same_padding_subgraph": same_pad_subgraph_case(),
     "pad_conv_1d": pad_case([0, 0, 2, 0, 0, 1], in_shape=SIGNAL),
     "pad_conv_1d_axes_18": pad_case([1, 0], axes=[2], in_shape=SIGNAL, opset=18),
     # 1-D convolutions of (N, C, L) as 2-D ones of (N, C, 1, L)
@@ -501,12 +539,26 @@ OP_CASES = {
     "batchnorm_1d": bn_case(SIGNAL),
     "global_avgpool_1d": unary_case("GlobalAveragePool", SIGNAL),
     "signal_net": signal_net_case(),
+    "signal_join": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Mul", ["x", "h"], ["b"]),
+                     oh.make_node("Sum", ["a", "b", "x"], ["s"]), oh.make_node("Concat", ["s", "a"], ["c"], axis=1),
+                     oh.make_node("Flatten", ["c"], ["y"])], SIGNAL, {"h": np.float32(0.5)}),
+    "signal_concat_length": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Concat", ["a", "x"], ["y"], axis=-1)],
+                             SIGNAL, {}),
     # HardSigmoid exactly (Affine + Clip), HardSwish (approximated on a chip), also written as x * HardSigmoid(x)
     "hard_sigmoid": unary_case("HardSigmoid", alpha=0.3, beta=0.4),
     "hard_sigmoid_default": unary_case("HardSigmoid", SIGNAL),
     "hard_swish": unary_case("HardSwish"),
     "hard_swish_1d": unary_case("HardSwish", SIGNAL),
     "hard_swish_expanded": hard_swish_expanded_case(),
+    "silu_expanded": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["x", "g"], ["y"])], IMG, {}),
+    "silu_1d": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["g", "x"], ["y"])], SIGNAL, {}),
+    # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
+    "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
+    "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
+    "prelu_channels": ([oh.make_node("PRelu", ["x", "a"], ["y"])], IMG,
+                       {"a": np.array([0.1, 0.0, 0.5, 2.0], np.float32).reshape(4, 1, 1)}),
+    "prelu_1d": ([oh.make_node("PRelu", ["x", "a"], ["y"])], SIGNAL,
+                 {"a": np.array([0.1, 0.2, 0.5, 0.3], np.float32).reshape(4, 1)}),
     "conv_depthwise_multiplier_1": (lambda: ([oh.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3],
                                                            strides=[2, 2], pads=[1, 1, 1, 1])],
                                              IMG, {"w": rand(4, 1, 3, 3, seed=46)}))(),
@@ -527,9 +579,11 @@ COMPILED_CASES = (
     "reduce_mean_signal_length_flat_18", "reduce_mean_signal_both_18", "maxpool_1d_k3s2p1",
     "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
-    "matmul_broadcast_data", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18", "pad_maxpool_13", "pad_avgpool_21",
+    "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
+    "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
-    "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1",
+    "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
+    "prelu_channels", "signal_join",
 )
 
 

@@ -240,6 +240,20 @@ def test_canonicalize_is_idempotent_on_a_whole_network() -> None:
     np.testing.assert_allclose(run64(once, xs)["fc"], run64(before, xs, keep=["fc"])["fc"], rtol=1e-5, atol=1e-5)
 
 
+def test_a_signals_normalization_on_a_padded_conv_moves_the_padding_to_the_host() -> None:
+    """A (C, L) signal's 1-D convolution reads its (C, 1, L) view: the host pads that view with the raw value."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 9)))
+    y = b.add("norm", o.Affine(np.float32(1 / 0.3), np.float32(-0.1 / 0.3)), x)
+    y = b.add("x_2d", o.Reshape((3, 1, 9)), y)
+    before = b.build([b.add("conv", o.Conv(rand(4, 3, 1, 3, seed=15), rand(4, seed=16), padding=(0, 1, 0, 2)), y)])
+    after = canon(before)
+    assert [type(n.op) for n in after] == [o.Input, o.Reshape, o.Pad, o.Conv]
+    assert after.of_type(o.Pad)[0].op.padding == (0, 1, 0, 2)
+    np.testing.assert_allclose(after.of_type(o.Pad)[0].op.value, 0.1, rtol=1e-6)
+    assert_same_function(before, after, rand(3, 3, 9, seed=17))
+
+
 # --- a zero Pad folds into the convolution or pooling that reads it --------------------------------------------
 
 
@@ -292,7 +306,8 @@ def test_zero_pad_that_would_change_its_reader_stays(reader: o.Op, pads: o.Pads,
 def test_zero_pad_read_by_two_convolutions_folds_into_both() -> None:
     b = GraphBuilder()
     y = b.add("pad", o.Pad((1, 0, 1, 0)), b.add("x", o.Input((2, 5, 5))))
-    before = b.build([b.add("a", conv(3, 2, 3, seed=12), y), b.add("b", conv(3, 2, 1, seed=13, padding=(0, 1, 0, 1)), y)])
+    before = b.build([b.add("a", conv(3, 2, 3, seed=12), y),
+                      b.add("b", conv(3, 2, 1, seed=13, padding=(0, 1, 0, 1)), y)])
     after = canon(before)
     assert not after.of_type(o.Pad)
     assert after["a"].op.padding == (1, 0, 1, 0) and after["b"].op.padding == (1, 1, 1, 1)

@@ -411,7 +411,8 @@ def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
     check(before, images(6, 2, 4, 4))
 
 
-@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish()], ids=["Sigmoid", "Tanh", "HardSwish"])
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu()],
+                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu"])
 def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
     """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
     made a core whose weights did not fit its inputs."""
@@ -473,3 +474,59 @@ def test_a_depthwise_convolution_is_a_grouped_core(channels: int, multiplier: in
     core = after["relu"].op
     assert core.groups == channels and core.weight.shape == (channels * multiplier, 1, 3, 3)
     assert int(core.fan_in().max()) == 9  # one channel's 3x3 window: no dense, mostly-zero matrix
+
+
+@pytest.mark.parametrize("slope", [np.float32(0.1), np.array([0.2, 0.0, 1.5], np.float32).reshape(3, 1, 1),
+                                   np.array([-0.5, -1.0, -0.25], np.float32).reshape(3, 1, 1)],
+                         ids=["leaky", "per_channel", "negative"])
+def test_a_prelu_is_two_cores_on_the_same_inputs(slope: np.ndarray) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    y = b.add("act", o.PRelu(slope), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=115), rand(3, seed=116)), x))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=117), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 2, 5, 5))
+    assert after["act"].op.out_channels == after["act_neg"].op.out_channels == 3  # relu(s); relu(-|a| s)
+
+
+def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 4, 4)))
+    before = b.build([b.add("act", o.PRelu(np.array([0.5, -0.5], np.float32).reshape(2, 1, 1)), x)])
+    with pytest.raises(UnsupportedOpError, match=r"PRelu at node 'act': slopes of both signs"):
+        reform(before)
+
+
+def test_a_global_pool_of_an_approximated_function_pools_each_hinge() -> None:
+    """HardSwish before a global average pool (MobileNetV3): the pool reads 9 hinge outputs per channel. Pooled
+    term by term, its core's fan-in is the 7x7 window, not 9 x 49; the Linear after it takes the coefficients."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 7, 7)))
+    y = b.add("act", o.HardSwish(), b.add("conv", o.Conv(rand(4, 3, 1, 1, seed=118, scale=3), rand(4, seed=119)), x))
+    y = b.add("flat", o.Reshape((4,)), b.add("gap", o.GlobalAvgPool(), y))
+    before = b.build([b.add("fc", o.Linear(rand(2, 4, seed=120), rand(2, seed=121)), y)])
+    xs = images(64, 3, 7, 7)
+    after = run_pass("reform", before, samples={"conv": run64(before, xs, keep=["conv"])["conv"]})
+    assert only_chip_ops(after)
+    pool = after["gap_part"].op
+    assert pool.groups == pool.out_channels == 4 * 9 and int(pool.fan_in().max()) == 49  # 8 hinges + the constant
+    reference = run64(before, xs)["fc"]
+    assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_an_average_pool_of_a_signed_pair_pools_the_pair() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("pool", o.AvgPool((2, 2), (2, 2)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=122), None), x))
+    before = b.build([b.add("fc", o.Linear(rand(2, 12, seed=123), None), b.add("flat", o.Reshape((12,)), y))])
+    after = check(before, images(4, 2, 6, 6))
+    assert int(after["pool_part"].op.fan_in().max()) == 4  # the window, once: both halves pooled alike
+
+
+def test_a_prelu_after_a_depthwise_convolution_stays_depthwise() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 5, 5)))
+    dw = o.Conv(rand(3, 1, 3, 3, seed=124), rand(3, seed=125), groups=3)
+    y = b.add("act", o.PRelu(np.array([0.1, 0.3, 0.2], np.float32).reshape(3, 1, 1)), b.add("dw", dw, x))
+    before = b.build([b.add("fc", o.Linear(rand(2, 27, seed=126), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 3, 5, 5))
+    assert after["act"].op.groups == after["act_neg"].op.groups == 3
