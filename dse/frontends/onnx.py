@@ -10,6 +10,13 @@ of 1 into the model (input shape, Reshape targets such as ``[1, -1]``); the impo
 per-sample shapes, so the graph runs on any batch size. ``Shape`` of a data tensor yields a constant whose
 batch entry is a sentinel, so ``x.view(x.size(0), -1)`` folds to a Reshape with a free batch as well.
 
+A 1-D signal (N, C, L) is computed on as the image (N, C, 1, L): 1-D convolutions, pooling, pads, BatchNorm
+and element-wise ops act on that image (kernel (1, k)), and a Reshape views it as (C, L) again where an op
+needs that shape; the model's input keeps its (C, L) shape. A zero Pad becomes an IR `Pad`, which
+canonicalize folds into the convolution or pooling that reads it. HardSigmoid is exact (an Affine and a
+Clip(0, 1)); HardSwish, also when written as ``x * HardSigmoid(x)``, is an IR op the chip approximates. See
+docs/importer.md for every accepted form and what is refused.
+
 Security: external tensor data is read only from files inside the model's folder; a location that is
 absolute, contains ``..`` or resolves (through symlinks) outside that folder is refused before anything is
 opened.
@@ -231,6 +238,13 @@ def _lift_1d(attrs: dict[str, object]) -> dict[str, object]:
     return out
 
 
+def _on_image(c: np.ndarray) -> np.ndarray:
+    """A constant broadcast against a (C, L) signal, as one broadcast against its (C, 1, L) image: a (C, L),
+    (C, 1) or (L,) constant gets a unit H axis; a scalar stays."""
+    c = np.asarray(c)
+    return c.reshape((1,) * (2 - c.ndim) + c.shape)[:, None, :] if c.ndim else c
+
+
 def _f32(a: np.ndarray) -> np.ndarray:
     # Always a fresh, writable array: initializers are read-only views of the protobuf's bytes, which torch
     # warns about, and a pass editing weights in place must not reach back into the model.
@@ -272,12 +286,11 @@ class _Importer:
             return x
         return self.emit(base, o.Reshape(shape=tuple(shape)), x)
 
-    # A 1-D signal (C, L) is computed on as the (C, 1, L) image (an IR Conv, pooling or Pad is 2-D): `image`
-    # gives that image, and `signal` the (C, L) view of a result, a Reshape that the next 1-D op reads through.
-    def is_signal_view(self, x: str) -> bool:
-        op, inputs = self.made[x]
-        src = self.shapes[inputs[0]] if inputs else ()
-        return isinstance(op, o.Reshape) and len(src) == 3 and src[1] == 1 and self.shapes[x] == (src[0], src[2])
+    # A 1-D signal (C, L) is computed on as the (C, 1, L) image (an IR Conv, pooling or Pad is 2-D, and a chip
+    # computes on (F,) or (C, H, W) values): `image` gives that image, and `signal` the (C, L) view of a result,
+    # a Reshape that the next op reads through. Element-wise ops of a signal run on its image too.
+    def is_signal(self, x: str) -> bool:
+        return len(self.shapes[x]) == 2
 
     def image(self, x: str) -> str:
         if len(self.shapes[x]) == 3:  # already the image
@@ -294,8 +307,8 @@ class _Importer:
         self.bind(node, self.signal(node.output[0], self.emit(node.output[0], op, self.image(x))))
 
     def bind_result(self, node: NodeProto, op: o.Op, x: str) -> None:
-        """Emit `op` on `x` for the node's output; on a signal view, on its image (so 1-D ops meet no Reshape)."""
-        if self.is_signal_view(x):
+        """Emit `op` on `x` for the node's output; on a (C, L) signal, on its image (so 1-D ops meet no Reshape)."""
+        if self.is_signal(x):
             self.bind_on_image(node, op, x)
         else:
             self.bind(node, self.emit(node.output[0], op, x))
@@ -648,7 +661,7 @@ class _Importer:
                 return
             if op == "Div":
                 raise UnsupportedOpError(op, name, "the quotient of two tensors is not supported")
-            one_d = self.is_signal_view(xa) and self.is_signal_view(xb)
+            one_d = self.is_signal(xa) and self.is_signal(xb)
             if one_d:  # a 1-D residual: add the images
                 xa, xb = self.image(xa), self.image(xb)
             if self.shapes[xa] != self.shapes[xb]:
@@ -676,12 +689,22 @@ class _Importer:
             with np.errstate(divide="ignore"):
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
-        if self.is_signal_view(x):  # on the (C, 1, L) image: constants of (C, L), (L,) or () get a unit H axis
-            scale, shift = (v.reshape((1,) * (2 - v.ndim) + v.shape)[:, None, :] if v.ndim else v
-                            for v in (scale, shift))
-            self.bind_on_image(node, o.Affine(scale=_f32(scale), shift=_f32(shift)), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.Affine(scale=_f32(_on_image(scale)), shift=_f32(_on_image(shift))), x)
             return
         self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
+
+    def _prelu(self, node: NodeProto, name: str) -> None:
+        """PRelu (a constant slope) and LeakyRelu (the scalar `alpha`): ``x if x >= 0 else slope * x``."""
+        x = self.data(node, name, 0)
+        if node.op_type == "LeakyRelu":
+            slope = np.array(float(_attrs(node).get("alpha", 0.01)), dtype=np.float64)
+        else:
+            slope = self._per_sample_const(node, name, self.const(node, name, 1, "slope"), x)
+        if self.is_signal(x):
+            self.bind_on_image(node, o.PRelu(slope=_f32(_on_image(slope))), x)
+            return
+        self.bind(node, self.emit(node.output[0], o.PRelu(slope=_f32(slope)), x))
 
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
         """``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: how exporters before opset 14 write HardSwish) is a
@@ -704,7 +727,7 @@ class _Importer:
         attrs = _attrs(node)
         alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
         x = self.data(node, name, 0)
-        one_d = self.is_signal_view(x)
+        one_d = self.is_signal(x)
         lin = o.Affine(scale=np.array(alpha, np.float32), shift=np.array(beta, np.float32))
         y = self.emit(node.output[0], o.Clip(lo=0.0, hi=1.0),
                       self.emit(f"{node.output[0]}_lin", lin, self.image(x) if one_d else x))
@@ -714,7 +737,16 @@ class _Importer:
         xs = [self.data(node, name, i) for i in range(len(node.input))]
         if len({self.shapes[x] for x in xs}) != 1:
             raise UnsupportedOpError("Sum", name, "inputs of different shapes (broadcasting is not supported)")
-        self.bind(node, self.emit(node.output[0], o.Add() if len(xs) > 1 else o.Identity(), *xs))
+        self.bind_joined(node, o.Add() if len(xs) > 1 else o.Identity(), xs)
+
+    def bind_joined(self, node: NodeProto, op: o.Op, xs: list[str], image_op: o.Op | None = None) -> None:
+        """Emit `op` reading `xs` for the node's output; when they are all (C, L) signals, `image_op` (by default
+        `op`) on their images, viewed back."""
+        if all(self.is_signal(x) for x in xs):
+            y = self.emit(node.output[0], image_op or op, *(self.image(x) for x in xs))
+            self.bind(node, self.signal(node.output[0], y))
+        else:
+            self.bind(node, self.emit(node.output[0], op, *xs))
 
     def _clip(self, node: NodeProto, name: str) -> None:
         def bound(v: object) -> float | None:
@@ -936,7 +968,8 @@ class _Importer:
             if len(s) != len(per) or any(a != b for i, (a, b) in enumerate(zip(s, per, strict=True))
                                          if i != axis - 1):
                 raise ModelError(f"node {name!r}: Concat inputs {per} and {s} do not fit on axis {axis}")
-        self.bind(node, self.emit(node.output[0], o.Concat(axis=axis - 1), *xs))
+        # signals (C, L) join on their images' C or L axis
+        self.bind_joined(node, o.Concat(axis=axis - 1), xs, o.Concat(axis=2 * (axis - 1)))
 
     # --- data-path forms of the shape ops (mostly met folded, on constants) -------------------------------
     def _axes(self, node: NodeProto, name: str, since_input: int, rank: int, *,
@@ -1134,6 +1167,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Sum": _Importer._sum,
     "Relu": lambda self, node, name: self.unary(node, name, o.Relu()),
     "HardSigmoid": _Importer._hard_sigmoid,
+    "LeakyRelu": _Importer._prelu,
+    "PRelu": _Importer._prelu,
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),

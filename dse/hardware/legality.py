@@ -34,7 +34,7 @@ def check(graph: Graph, hw: HardwareSpec) -> list[str]:
             if quantized and (op.code_max is None or op.code_max > hw.input_code_max):
                 bad.append(f"input {name}: encoded with codes up to {op.code_max}, the chip takes {hw.input_code_max}")
         if isinstance(op, o.Pad) and np.any(np.asarray(op.value) != 0):
-            if not isinstance(graph[node.inputs[0]].op, o.Input):
+            if not graph.host_input(node.inputs[0]):
                 bad.append(f"node {name}: a non-zero pad inside the chip (only the host may pad with a constant)")
         if isinstance(op, o.Readout):
             if name not in graph.outputs:

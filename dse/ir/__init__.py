@@ -19,6 +19,7 @@ from dse.ir.ops import (
     MaxPool,
     Op,
     Pad,
+    PRelu,
     Readout,
     Relu,
     Reshape,
@@ -30,6 +31,6 @@ from dse.ir.ops import (
 
 __all__ = [
     "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
-    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
+    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
     "Softmax", "Tanh",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from dse.ir.ops import Input, Op, Readout
+from dse.ir.ops import Input, Op, Readout, Reshape
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,14 @@ class Graph:
         decoding of a signed pair) read it."""
         readers = self.consumers(name)
         return (bool(readers) or name in self.outputs) and all(isinstance(r.op, Readout) for r in readers)
+
+    def host_input(self, name: str) -> bool:
+        """Whether node `name` is the network input as the host sends it: the Input, or a Reshape of it (a (C, L)
+        signal read as the (C, 1, L) image), so that a constant pad of it is the host's to send."""
+        node = self[name]
+        while isinstance(node.op, Reshape):
+            node = self[node.inputs[0]]
+        return isinstance(node.op, Input)
 
     def of_type(self, *types: type[Op]) -> list[Node]:
         return [n for n in self.nodes if isinstance(n.op, types)]

@@ -97,6 +97,14 @@ class Relu(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class PRelu(Op):
+    """``y = x if x >= 0 else slope * x``, `slope` broadcast against the per-sample shape (ONNX PRelu, and
+    LeakyRelu with one scalar slope)."""
+
+    slope: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
 class Clip(Op):
     """``y = min(max(x, lo), hi)``; either bound may be None (unbounded)."""
 
@@ -284,7 +292,7 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
+    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

@@ -86,6 +86,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Affine: _affine,
     o.Add: _same,
     o.Relu: _same,
+    o.PRelu: _same,
     o.Clip: _same,
     o.Sigmoid: _same,
     o.Tanh: _same,

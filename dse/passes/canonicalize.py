@@ -12,8 +12,9 @@ Rules, applied until none fires (each is exact):
 - Two Affines in a row merge; an Affine commutes past a Reshape.
 - An Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
 - An Affine before Conv/Linear consumers (input normalization) folds into their weights. A padded
-  convolution pads with zero in the normalized space, so when the Affine reads the network input the padding
-  moves onto the host as a `Pad` with value ``-shift / scale`` (the raw value that normalizes to zero).
+  convolution pads with zero in the normalized space, so when the Affine reads the network input (or a 1-D
+  signal's (C, 1, L) view of it) the padding moves onto the host as a `Pad` with value ``-shift / scale`` (the
+  raw value that normalizes to zero).
 Whatever Affine is left becomes a core-op in `reform`.
 """
 
@@ -184,7 +185,7 @@ def _step(g: Graph) -> Graph | None:
             r.bypass(name)
             return r.result()
         if users and name not in g.outputs and all(isinstance(u.op, (o.Conv, o.Linear)) for u in users):
-            from_input = isinstance(producer, o.Input)
+            from_input = g.host_input(src)
             padded_shift = [
                 u for u in users if isinstance(u.op, o.Conv) and any(u.op.padding) and np.any(shift != 0)
             ]

@@ -5,7 +5,7 @@ since the neuron is a ReLU) times constant coefficients. A linear op (Conv, Line
 GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
 *pending* until we know what follows it:
 
-- a Relu turns it into one ReLU core-op;
+- a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into one emitting ``relu(s)`` and ``relu(-a s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as an Affine and a Clip(0, 1));
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
@@ -168,6 +168,21 @@ class _Reformer:
         node = self.core(base, stacked(lin, 1.0, lin.bias - hi), p.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
+    def prelu(self, name: str, v: Value, op: o.PRelu) -> Terms:
+        """``relu(s) - a * relu(-s)``, one core-op emitting ``relu(s)`` and ``relu(-|a| s)`` per channel (the
+        slope's magnitude folded into the second half's weights, its sign into the term's coefficient)."""
+        p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
+        shape = self.src_shapes[name]
+        per = np.broadcast_to(np.asarray(op.slope, np.float64), shape).reshape(shape[0], -1)
+        if not np.all(per == per[:, :1]):
+            raise UnsupportedOpError("PRelu", name, "a slope that varies within a channel")
+        slope = per[:, 0]
+        if np.any(slope > 0) and np.any(slope < 0):
+            raise UnsupportedOpError("PRelu", name, "slopes of both signs (one sign for all channels is supported)")
+        lin, n_out = p.lin, p.lin.weight.shape[0]
+        node = self.core(name, stacked(lin, -np.abs(slope), -np.abs(slope) * lin.bias), p.src)
+        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, 1.0 if np.any(slope < 0) else -1.0)))
+
     def shape_of(self, v: Terms) -> Shape:
         t = v.terms[0]
         return (t.count, *self.shapes[t.node][1:])
@@ -209,12 +224,11 @@ class _Reformer:
             self.shapes[name] = tuple(op.shape)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
         if isinstance(op, o.Pad):
-            if isinstance(self.src[node.inputs[0]].op, o.Input):  # the host pads what it sends
-                return Terms((Term(self.add(name, op, node.inputs[0]), 0, self.shapes[node.inputs[0]][0], 1.0),))
-            if any(op.value):
+            if any(op.value) and not self.src.host_input(node.inputs[0]):
                 raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
                                          "pads, and only the input)")
-            # a zero pad that did not fold into its reader: wiring, term by term (pad(sum) = sum of pads)
+            # the host's pad of the input, or a zero pad that did not fold into its reader: wiring, term by term
+            # (a zero pad of a sum is the sum of the pads)
             return Terms(tuple(Term(self.add(name, op, self.whole(t)), 0, t.count, t.coeff)
                                for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
@@ -224,6 +238,8 @@ class _Reformer:
             return self.relu(name, ins[0])
         if isinstance(op, o.Clip):
             return self.clip(name, ins[0], op.lo, op.hi, name)
+        if isinstance(op, o.PRelu):
+            return self.prelu(name, ins[0], op)
         if isinstance(op, o.Add):
             return Terms(tuple(t for v in ins for t in self.signed(v).terms))
         if isinstance(op, o.MaxPool):
@@ -351,8 +367,9 @@ def shift(p: Pending, delta: float) -> Pending:
     return Pending(moved, p.src, p.name)
 
 
-def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray) -> LinearSpec:
-    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs.
+def stacked(lin: LinearSpec, sign: float | np.ndarray, bias2: np.ndarray) -> LinearSpec:
+    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, a clip's two ReLUs, or a
+    PRelu's halves (`sign` then one factor per output channel).
 
     Stacked on the output axis, a grouped op's groups would shift (the second half would read other input
     channels than the first), so a grouped op is expanded to a dense one whose mask keeps its real synapses.
@@ -360,8 +377,9 @@ def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray) -> LinearSpec:
     weight, mask = lin.weight, lin.mask
     if lin.groups > 1:
         weight, mask = expand_groups(weight, lin.groups)
+    factor = np.asarray(sign, dtype=np.float64).reshape(-1, 1, 1, 1)
     return LinearSpec(
-        np.concatenate([weight, sign * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
+        np.concatenate([weight, factor * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
         lin.dense, None if mask is None else np.concatenate([mask, mask]),
     )
 

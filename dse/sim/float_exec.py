@@ -228,6 +228,7 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.Affine: _affine,
     o.Add: lambda op, xs: sum(xs[1:], xs[0]),
     o.Relu: lambda op, xs: torch.relu(xs[0]),
+    o.PRelu: lambda op, xs: torch.where(xs[0] >= 0, xs[0], xs[0] * _t(op.slope, xs[0])),
     o.Clip: _clip,
     o.Sigmoid: lambda op, xs: torch.sigmoid(xs[0]),
     o.Tanh: lambda op, xs: torch.tanh(xs[0]),

@@ -131,7 +131,7 @@ REJECTED: dict[str, tuple[str, ...]] = {
     ),
     "batch_constant": (
         "test_add", "test_div", "test_div_example", "test_gemm_default_matrix_bias", "test_matmul_3d", "test_mul",
-        "test_mul_example", "test_sub", "test_sub_example",
+        "test_mul_example", "test_prelu_example", "test_sub", "test_sub_example",
     ),
     "tensor_operand": (
         "test_causal_conv_with_state_decode_step_expanded",

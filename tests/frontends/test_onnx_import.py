@@ -232,6 +232,43 @@ def folding_case() -> tuple:
     return nodes, IMG, inits, {"out_shape": ["N", 4, 42]}
 
 
+def same_pad_subgraph_case() -> tuple:
+    """TF-style "same" padding of a stride-2 3x3 Conv computed from the input's size, as exporters write it:
+    Shape, Slice of the shape, Cast, Div, Ceil, Mul, Sub, Max, Range, Equal, Where, ConstantOfShape, Concat,
+    then a Pad; all of it folds, and the Pad folds into the Conv."""
+    i64 = lambda *v: np.array(v, dtype=np.int64)  # noqa: E731
+    f32 = lambda *v: np.array(v, dtype=np.float32)  # noqa: E731
+    nodes = [
+        oh.make_node("Relu", ["x"], ["r"]),
+        oh.make_node("Shape", ["r"], ["s"]),
+        oh.make_node("Slice", ["s", "two", "four"], ["hw"]),  # (H, W): the batch entry stays behind
+        oh.make_node("Cast", ["hw"], ["hwf"], to=FLOAT),
+        oh.make_node("Div", ["hwf", "stride"], ["q"]),
+        oh.make_node("Ceil", ["q"], ["out"]),
+        oh.make_node("Mul", ["out", "stride"], ["span0"]),
+        oh.make_node("Add", ["span0", "one_f"], ["span"]),  # (out - 1) * s + k = out * s + (k - s)
+        oh.make_node("Sub", ["span", "hwf"], ["tot0"]),
+        oh.make_node("Max", ["tot0", "zero_f"], ["tot"]),
+        oh.make_node("Cast", ["tot"], ["total"], to=TensorProto.INT64),
+        oh.make_node("Div", ["total", "two_i"], ["begin"]),
+        oh.make_node("Sub", ["total", "begin"], ["end"]),
+        oh.make_node("Range", ["zero_i", "four_s", "one_i"], ["idx"]),
+        oh.make_node("Equal", ["idx", "three_i"], ["last"]),
+        oh.make_node("Where", ["last", "one_i", "zero_i"], ["mask"]),  # (0, 0, 0, 1): unused but folded
+        oh.make_node("ConstantOfShape", ["two"], ["zeros"], value=numpy_helper.from_array(i64(0))),
+        oh.make_node("Concat", ["zeros", "begin", "zeros", "end"], ["pads"], axis=0),
+        oh.make_node("Pad", ["r", "pads"], ["p"]),
+        oh.make_node("Conv", ["p", "w"], ["c"], strides=[2, 2]),
+        oh.make_node("ReduceSum", ["mask"], ["nmask"], keepdims=0),
+        oh.make_node("Cast", ["nmask"], ["fmask"], to=FLOAT),
+        oh.make_node("Mul", ["c", "fmask"], ["y"]),
+    ]
+    inits = {"two": i64(2), "four": i64(4), "stride": f32(2.0), "one_f": f32(1.0), "zero_f": f32(0.0),
+             "two_i": i64(2), "zero_i": np.int64(0), "four_s": np.int64(4), "one_i": np.int64(1),
+             "three_i": np.int64(3), "w": rand(5, IMG[0], 3, 3, seed=47)}
+    return nodes, IMG, inits
+
+
 def reduce_mean_case(axes: list[int], keepdims: int, opset: int) -> tuple:
     """The exporter's form of AdaptiveAvgPool2d(1) (+ flatten when keepdims=0), then an FC layer."""
     nodes = [oh.make_node("ReduceMean", ["x", "ax"] if opset >= 18 else ["x"], ["m"], keepdims=keepdims,
@@ -291,6 +328,67 @@ SIGNAL = (4, 11)  # C, L: a 1-D signal
 
 def pool_1d_case(op: str, **attrs) -> tuple:
     return [oh.make_node(op, ["x"], ["y"], **attrs)], SIGNAL, {}, {"opset": 19}  # AveragePool dilations: 19
+
+
+def pad_case(pads: list[int], *, opset: int = 17, axes: list[int] | None = None, then: str = "Conv",
+             in_shape: tuple = IMG, **attrs) -> tuple:
+    """Relu -> zero Pad -> a reader (a 3x3 Conv, a 3x3 MaxPool or AveragePool of stride 2, or a 1-D Conv of a
+    signal): the pads of opset 11+ are an input (with `axes` from 18), before it an attribute."""
+    one_d = len(in_shape) == 2
+    if opset < 11:
+        pad = oh.make_node("Pad", ["r"], ["p"], pads=pads, **attrs)
+        inits = {}
+    else:
+        ins = ["r", "pads", "v", *(["axes"] if axes is not None else [])]
+        pad = oh.make_node("Pad", ins, ["p"], **attrs)
+        inits = {"pads": np.array(pads, np.int64), "v": np.float32(0.0),
+                 **({"axes": np.array(axes, np.int64)} if axes is not None else {})}
+    k = [3] if one_d else [3, 3]
+    out = "c" if one_d else "y"  # a signal is flattened: a network's output is a vector or an image
+    if then == "Conv":
+        reader = oh.make_node("Conv", ["p", "w"], [out], strides=[2] * len(k))
+        inits["w"] = rand(5, in_shape[0], *k, seed=35)
+    elif then == "Relu":
+        reader = oh.make_node("Relu", ["p"], [out])
+    else:
+        reader = oh.make_node(then, ["p"], [out], kernel_shape=k, strides=[2] * len(k))
+    flat = [oh.make_node("Flatten", ["c"], ["y"])] if one_d else []
+    return [oh.make_node("Relu", ["x"], ["r"]), pad, reader, *flat], in_shape, inits, {"opset": opset}
+
+
+def conv_1d_case(**attrs) -> tuple:
+    groups = attrs.get("group", 1)
+    w = rand(6, SIGNAL[0] // groups, 3, seed=36)
+    nodes = [oh.make_node("Conv", ["x", "w", "b"], ["c"], **attrs), oh.make_node("Flatten", ["c"], ["y"])]
+    return nodes, SIGNAL, {"w": w, "b": rand(len(w), seed=37)}
+
+
+def signal_net_case() -> tuple:
+    """A 1-D network as exporters write it: Conv, BatchNorm, Relu, a depthwise Conv, a residual Add, MaxPool, Mul
+    by a constant, HardSigmoid, GlobalAveragePool, Flatten, Gemm."""
+    c = SIGNAL[0]
+    nodes = [oh.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1]),
+             oh.make_node("BatchNormalization", ["c1", "g", "bt", "m", "v"], ["n1"]),
+             oh.make_node("Relu", ["n1"], ["r1"]),
+             oh.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1], group=c),
+             oh.make_node("Add", ["c2", "r1"], ["a"]),
+             oh.make_node("Relu", ["a"], ["r2"]),
+             oh.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2], strides=[2]),
+             oh.make_node("Mul", ["p", "s"], ["sc"]),
+             oh.make_node("HardSigmoid", ["sc"], ["h"]),
+             oh.make_node("GlobalAveragePool", ["h"], ["gap"]),
+             oh.make_node("Flatten", ["gap"], ["f"]),
+             oh.make_node("Gemm", ["f", "B"], ["y"], transB=1)]
+    inits = {"w1": rand(c, c, 3, seed=38), "b1": rand(c, seed=39), "g": rand(c, seed=40), "bt": rand(c, seed=41),
+             "m": rand(c, seed=42), "v": np.full(c, 0.8, np.float32), "w2": rand(c, 1, 3, seed=43),
+             "s": rand(c, 1, seed=44), "B": rand(3, c, seed=45)}
+    return nodes, SIGNAL, inits
+
+
+def hard_swish_expanded_case(alpha: float = 1 / 6) -> tuple:
+    """x * HardSigmoid(x): how exporters before opset 14 write HardSwish."""
+    return [oh.make_node("HardSigmoid", ["x"], ["g"], alpha=alpha, beta=0.5), oh.make_node("Mul", ["g", "x"], ["y"])], \
+        IMG, {}, {"opset": 13}
 
 
 def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
@@ -423,6 +521,45 @@ OP_CASES = {
     "matmul_image_by_stack": matmul_const_case(IMG, (4, 6, 3)),
     "matmul_image_by_stack_batch_1": matmul_const_case(IMG, (1, 4, 6, 2)),
     "matmul_broadcast_data": matmul_const_case((1, 7, 6), (3, 6, 2)),
+    # a zero Pad (explicit "same" padding), folded into the reader by canonicalize
+    "pad_conv_10": pad_case([0, 0, 0, 1, 0, 0, 1, 0], opset=10),
+    "pad_conv_13": pad_case([0, 0, 1, 0, 0, 0, 0, 2], opset=13),
+    "pad_conv_axes_18": pad_case([1, 0, 2, 1], axes=[-1, 2], opset=18),
+    "pad_maxpool_13": pad_case([0, 0, 0, 0, 0, 0, 1, 1], then="MaxPool", opset=13),
+    "pad_avgpool_21": pad_case([0, 0, 1, 1, 0, 0, 0, 0], then="AveragePool", opset=21),
+    "pad_zero_pads": pad_case([0] * 8, then="Relu"),
+    "pad_from_same_padding_subgraph": same_pad_subgraph_case(),
+    "pad_conv_1d": pad_case([0, 0, 2, 0, 0, 1], in_shape=SIGNAL),
+    "pad_conv_1d_axes_18": pad_case([1, 0], axes=[2], in_shape=SIGNAL, opset=18),
+    # 1-D convolutions of (N, C, L) as 2-D ones of (N, C, 1, L)
+    "conv_1d_pads": conv_1d_case(pads=[1, 2]),
+    "conv_1d_stride_dilation": conv_1d_case(strides=[2], dilations=[2], pads=[2, 0]),
+    "conv_1d_same_upper": conv_1d_case(auto_pad="SAME_UPPER", strides=[2]),
+    "conv_1d_grouped": conv_1d_case(group=2, pads=[1, 1]),
+    "batchnorm_1d": bn_case(SIGNAL),
+    "global_avgpool_1d": unary_case("GlobalAveragePool", SIGNAL),
+    "signal_net": signal_net_case(),
+    "signal_join": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Mul", ["x", "h"], ["b"]),
+                     oh.make_node("Sum", ["a", "b", "x"], ["s"]), oh.make_node("Concat", ["s", "a"], ["c"], axis=1),
+                     oh.make_node("Flatten", ["c"], ["y"])], SIGNAL, {"h": np.float32(0.5)}),
+    "signal_concat_length": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Concat", ["a", "x"], ["y"], axis=-1)],
+                             SIGNAL, {}),
+    # HardSigmoid exactly (Affine + Clip), HardSwish (approximated on a chip), also written as x * HardSigmoid(x)
+    "hard_sigmoid": unary_case("HardSigmoid", alpha=0.3, beta=0.4),
+    "hard_sigmoid_default": unary_case("HardSigmoid", SIGNAL),
+    "hard_swish": unary_case("HardSwish"),
+    "hard_swish_1d": unary_case("HardSwish", SIGNAL),
+    "hard_swish_expanded": hard_swish_expanded_case(),
+    # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
+    "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
+    "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
+    "prelu_channels": ([oh.make_node("PRelu", ["x", "a"], ["y"])], IMG,
+                       {"a": np.array([0.1, 0.0, 0.5, 2.0], np.float32).reshape(4, 1, 1)}),
+    "prelu_1d": ([oh.make_node("PRelu", ["x", "a"], ["y"])], SIGNAL,
+                 {"a": np.array([0.1, 0.2, 0.5, 0.3], np.float32).reshape(4, 1)}),
+    "conv_depthwise_multiplier_1": (lambda: ([oh.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3],
+                                                           strides=[2, 2], pads=[1, 1, 1, 1])],
+                                             IMG, {"w": rand(4, 1, 3, 3, seed=46)}))(),
 }
 
 
@@ -440,7 +577,10 @@ COMPILED_CASES = (
     "reduce_mean_signal_length_flat_18", "reduce_mean_signal_both_18", "maxpool_1d_k3s2p1",
     "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
-    "matmul_broadcast_data",
+    "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18", "pad_maxpool_13", "pad_avgpool_21",
+    "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
+    "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
+    "prelu_channels", "signal_join",
 )
 
 
@@ -780,6 +920,15 @@ UNSUPPORTED = {
     "maxpool_indices_used": ([oh.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2]),
                               oh.make_node("Cast", ["i"], ["f"], to=FLOAT), oh.make_node("Add", ["p", "f"], ["y"])],
                              IMG, {}, "MaxPool"),
+    "pad_reflect": ([oh.make_node("Pad", ["x", "p"], ["y"], mode="reflect")], IMG,
+                    {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, "Pad"),
+    "pad_channel_axis": ([oh.make_node("Pad", ["x", "p"], ["y"])], IMG,
+                         {"p": np.array([0, 1, 0, 0, 0, 0, 0, 0], np.int64)}, "Pad"),
+    "pad_negative_crop": ([oh.make_node("Pad", ["x", "p"], ["y"])], IMG,
+                          {"p": np.array([0, 0, -1, 0, 0, 0, 0, 0], np.int64)}, "Pad"),
+    "pad_nonzero_value": ([oh.make_node("Pad", ["x", "p", "v"], ["y"])], IMG,
+                          {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "v": np.float32(0.5)}, "Pad"),
+    "mul_not_a_hard_swish": hard_swish_expanded_case(alpha=0.2)[:3] + ("Mul",),
     "batchnorm_training_output": ([oh.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["y", "rm", "rv"],
                                                 training_mode=1)], IMG,
                                   {k: np.ones(4, np.float32) for k in "gbmv"}, "BatchNormalization"),
@@ -793,6 +942,22 @@ def test_unsupported_variant(case: tuple) -> None:
         load_onnx(make_model(nodes, in_shape, inits=inits, batch=1))
     assert err.value.op_type == op
     assert "\n" not in str(err.value)
+
+
+REFUSALS = {  # case -> what the one-line reason must say
+    "mul_two_tensors": r"Mul at node 'Mul#1': a product of two data tensors \(squeeze-and-excitation gating",
+    "pad_reflect": r"mode 'reflect': only constant zero padding",
+    "pad_channel_axis": r"pad the batch or channel axis",
+    "pad_negative_crop": r"negative pads .* \(a crop\)",
+    "pad_nonzero_value": r"constant value 0.5: only zero padding",
+}
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_refusal_names_its_reason(name: str) -> None:
+    nodes, in_shape, inits, _ = UNSUPPORTED[name]
+    with pytest.raises(UnsupportedOpError, match=REFUSALS[name]):
+        load_onnx(make_model(nodes, in_shape, inits=inits))
 
 
 def test_unused_unsupported_node_is_ignored() -> None:

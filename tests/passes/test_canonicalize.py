@@ -238,3 +238,76 @@ def test_canonicalize_is_idempotent_on_a_whole_network() -> None:
     assert [type(n.op) for n in once] == [o.Input, o.Pad, o.Conv, o.Relu, o.MaxPool, o.Reshape, o.Linear]
     xs = images(8, 1, 8, 8)
     np.testing.assert_allclose(run64(once, xs)["fc"], run64(before, xs, keep=["fc"])["fc"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_signals_normalization_on_a_padded_conv_moves_the_padding_to_the_host() -> None:
+    """A (C, L) signal's 1-D convolution reads its (C, 1, L) view: the host pads that view with the raw value."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 9)))
+    y = b.add("norm", o.Affine(np.float32(1 / 0.3), np.float32(-0.1 / 0.3)), x)
+    y = b.add("x_2d", o.Reshape((3, 1, 9)), y)
+    before = b.build([b.add("conv", o.Conv(rand(4, 3, 1, 3, seed=15), rand(4, seed=16), padding=(0, 1, 0, 2)), y)])
+    after = canon(before)
+    assert [type(n.op) for n in after] == [o.Input, o.Reshape, o.Pad, o.Conv]
+    assert after.of_type(o.Pad)[0].op.padding == (0, 1, 0, 2)
+    np.testing.assert_allclose(after.of_type(o.Pad)[0].op.value, 0.1, rtol=1e-6)
+    assert_same_function(before, after, rand(3, 3, 9, seed=17))
+
+
+# --- a zero Pad folds into the convolution or pooling that reads it --------------------------------------------
+
+
+def padded(reader: o.Op, pads: o.Pads, *, relu: bool = True, in_shape=(2, 7, 6)) -> Graph:
+    """x -> Conv -> [Relu] -> Pad(pads) -> reader."""
+    b = GraphBuilder()
+    y = b.add("c", conv(in_shape[0], in_shape[0], 1, seed=7), b.add("x", o.Input(in_shape)))
+    y = b.add("pad", o.Pad(pads), b.add("r", o.Relu(), y) if relu else y)
+    return b.build([b.add("reader", reader, y)])
+
+
+FOLDS = {  # reader, pads -> the reader's padding after the fold (and AvgPool's count_include_pad)
+    "conv_asymmetric": (conv(3, 2, 3, seed=8, stride=(2, 2), padding=(1, 0, 0, 1)), (0, 1, 1, 0), (1, 1, 1, 1)),
+    "grouped_conv": (o.Conv(rand(4, 1, 3, 3, seed=9), None, (2, 2), groups=2), (0, 0, 1, 1), (0, 0, 1, 1)),
+    "avgpool_unpadded": (o.AvgPool((3, 3), (2, 2)), (1, 1, 1, 1), (1, 1, 1, 1)),
+    "avgpool_counting_its_pads": (o.AvgPool((3, 3), (2, 2), (1, 0, 0, 1), count_include_pad=True), (0, 1, 1, 0),
+                                  (1, 1, 1, 1)),
+    "maxpool_after_relu": (o.MaxPool((3, 3), (2, 2)), (0, 0, 1, 1), (0, 0, 1, 1)),
+}
+
+
+@pytest.mark.parametrize(("reader", "pads", "folded"), FOLDS.values(), ids=FOLDS.keys())
+def test_zero_pad_folds_into_its_reader(reader: o.Op, pads: o.Pads, folded: o.Pads) -> None:
+    before = padded(reader, pads)
+    after = canon(before)
+    assert not after.of_type(o.Pad) and after["reader"].inputs == ("r",)
+    assert after["reader"].op.padding == folded
+    if isinstance(reader, o.AvgPool):
+        assert after["reader"].op.count_include_pad  # the zeros were data: the divisor counts them
+    assert_same_function(before, after, rand(3, 2, 7, 6, seed=10))
+
+
+STAYS = {  # the fold would change the value: the Pad stays (and becomes wiring in reform)
+    "avgpool_not_counting_its_pads": (o.AvgPool((3, 3), (1, 1), (1, 1, 1, 1)), (0, 0, 1, 1), True),
+    "maxpool_of_a_signed_value": (o.MaxPool((2, 2), (2, 2)), (1, 1, 1, 1), False),
+    "maxpool_window_only_on_pads": (o.MaxPool((2, 2), (2, 2)), (2, 0, 0, 0), True),
+    "maxpool_ceil_window_moves": (o.MaxPool((2, 2), (2, 2), ceil_mode=True), (0, 0, 1, 1), True),
+    "relu_reader": (o.Relu(), (1, 1, 1, 1), True),
+}
+
+
+@pytest.mark.parametrize(("reader", "pads", "relu"), STAYS.values(), ids=STAYS.keys())
+def test_zero_pad_that_would_change_its_reader_stays(reader: o.Op, pads: o.Pads, relu: bool) -> None:
+    before = padded(reader, pads, relu=relu)
+    after = canon(before)
+    assert len(after.of_type(o.Pad)) == 1
+    assert_same_function(before, after, rand(3, 2, 7, 6, seed=11))
+
+
+def test_zero_pad_read_by_two_convolutions_folds_into_both() -> None:
+    b = GraphBuilder()
+    y = b.add("pad", o.Pad((1, 0, 1, 0)), b.add("x", o.Input((2, 5, 5))))
+    before = b.build([b.add("a", conv(3, 2, 3, seed=12), y), b.add("b", conv(3, 2, 1, seed=13, padding=(0, 1, 0, 1)), y)])
+    after = canon(before)
+    assert not after.of_type(o.Pad)
+    assert after["a"].op.padding == (1, 0, 1, 0) and after["b"].op.padding == (1, 1, 1, 1)
+    assert_same_function(before, after, rand(3, 2, 5, 5, seed=14))

@@ -411,7 +411,7 @@ def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
     check(before, images(6, 2, 4, 4))
 
 
-@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh()], ids=["Sigmoid", "Tanh"])
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish()], ids=["Sigmoid", "Tanh", "HardSwish"])
 def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
     """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
     made a core whose weights did not fit its inputs."""
@@ -434,4 +434,62 @@ def test_a_value_of_rank_two_is_refused_by_name() -> None:
     x = b.add("x", o.Input((4, 11)))
     before = b.build([b.add("act", o.Relu(), x)])
     with pytest.raises(UnsupportedOpError, match=r"Relu at node 'act'.*\(4, 11\)"):
+        reform(before)
+
+
+# --- a zero Pad that did not fold into its reader is wiring; a non-zero one inside the network is refused --------
+
+
+def test_a_zero_pad_of_a_signed_value_is_wiring_of_its_terms() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    y = b.add("pad", o.Pad((1, 0, 0, 2)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=110), rand(3, seed=111)), x))
+    before = b.build([b.add("relu", o.Relu(), y)])  # a Relu cannot take the padding: the Pad stays
+    after = check(before, images(4, 2, 5, 5))
+    pads = after.of_type(o.Pad)
+    assert len(pads) == 2 and all(n.op.padding == (1, 0, 0, 2) for n in pads)  # each half of the signed pair
+
+
+def test_a_nonzero_pad_inside_the_network_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    y = b.add("pad", o.Pad((1, 1, 1, 1), (0.5,)), b.add("relu", o.Relu(), x))
+    before = b.build([b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=112), None), y)])
+    with pytest.raises(UnsupportedOpError, match=r"Pad at node 'pad': a non-zero constant pad inside"):
+        reform(before)
+
+
+# --- depthwise and grouped convolutions stay grouped ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("channels", "multiplier"), [(4, 1), (3, 2)])
+def test_a_depthwise_convolution_is_a_grouped_core(channels: int, multiplier: int) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((channels, 6, 6)))
+    dw = o.Conv(rand(channels * multiplier, 1, 3, 3, seed=113), rand(channels * multiplier, seed=114), (2, 2),
+                (0, 0, 1, 1), groups=channels)
+    before = b.build([b.add("relu", o.Relu(), b.add("dw", dw, x))])
+    after = check(before, images(4, channels, 6, 6))
+    core = after["relu"].op
+    assert core.groups == channels and core.weight.shape == (channels * multiplier, 1, 3, 3)
+    assert int(core.fan_in().max()) == 9  # one channel's 3x3 window: no dense, mostly-zero matrix
+
+
+@pytest.mark.parametrize("slope", [np.float32(0.1), np.array([0.2, 0.0, 1.5], np.float32).reshape(3, 1, 1),
+                                   np.array([-0.5, -1.0, -0.25], np.float32).reshape(3, 1, 1)],
+                         ids=["leaky", "per_channel", "negative"])
+def test_a_prelu_is_one_core_of_two_halves(slope: np.ndarray) -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    y = b.add("act", o.PRelu(slope), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=115), rand(3, seed=116)), x))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=117), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 2, 5, 5))
+    assert after["act"].op.out_channels == 6  # relu(s) and relu(-|a| s) of the three channels
+
+
+def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 4, 4)))
+    before = b.build([b.add("act", o.PRelu(np.array([0.5, -0.5], np.float32).reshape(2, 1, 1)), x)])
+    with pytest.raises(UnsupportedOpError, match=r"PRelu at node 'act': slopes of both signs"):
         reform(before)

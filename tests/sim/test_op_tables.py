@@ -37,6 +37,7 @@ SAMPLES: dict[type[o.Op], tuple[o.Op, list[tuple[int, ...]]]] = {
     o.Affine: (o.Affine(np.full((3, 1, 1), 2.0, np.float32), np.zeros((3, 1, 1), np.float32)), [IMG]),
     o.Add: (o.Add(), [IMG, IMG]),
     o.Relu: (o.Relu(), [IMG]),
+    o.PRelu: (o.PRelu(np.array([0.1, -0.5, 2.0], np.float32).reshape(3, 1, 1)), [IMG]),
     o.Clip: (o.Clip(0.0, 0.5), [IMG]),
     o.Sigmoid: (o.Sigmoid(), [IMG]),
     o.Tanh: (o.Tanh(), [IMG]),
