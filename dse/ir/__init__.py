@@ -31,6 +31,7 @@ from dse.ir.ops import (
 
 __all__ = [
     "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
-    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape", "Sigmoid", "Slice",
+    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
+    "Sigmoid", "Slice",
     "Softmax", "Tanh",
 ]

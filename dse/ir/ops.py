@@ -292,7 +292,8 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
+    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool,
+    Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

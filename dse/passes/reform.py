@@ -13,7 +13,9 @@ GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights abso
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
 
-Add of tensors concatenates terms (free). Max pooling of values >= 0 is an exact tree of ReLU core-ops:
+Add of tensors concatenates terms (free). A signed average pooling that no activation follows pools each
+term's node (a depthwise core whose fan-in is the window) and keeps the coefficients. Max pooling of values
+>= 0 is an exact tree of ReLU core-ops:
 ``max(a, b) = relu(a - b) + relu(b)``, with weights of +-1 on codes of one scale (marked `fixed`).
 Reshape/Flatten/Concat/Slice are wiring. Every core-op is named after the network node whose value it
 realizes, so its activation here is the teacher of tuning.
@@ -142,8 +144,35 @@ class _Reformer:
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
+        pooled = self.pool_terms(v)
+        if pooled is not None:
+            return pooled
         node = self.core(base, stacked(lin, -1.0, -lin.bias), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+
+    def pool_terms(self, v: Pending) -> Terms | None:
+        """A pooling (a depthwise op of weights >= 0, no bias) of a signed sum of terms, term by term: each node
+        the terms read is pooled by one depthwise core (its values are >= 0, so are their averages: no pair),
+        and the coefficients carry over to the pooled channels. Its fan-in is then the window, not the window
+        times the number of terms (the pair's 2, an approximated function's hinges plus one, before a 7x7
+        global pool). None when the op is no pooling, or two terms would need different weights on one
+        channel of a node."""
+        lin, n_out = v.lin, v.lin.weight.shape[0]
+        if lin.dense or lin.mask is not None or lin.groups != n_out or lin.weight.shape[1] != 1 \
+                or np.any(lin.weight < 0) or np.any(lin.bias != 0):
+            return None
+        weights: dict[str, np.ndarray] = {}
+        for t in v.src.terms:
+            w = weights.setdefault(t.node, np.full((self.shapes[t.node][0], *lin.weight.shape[1:]), np.nan))
+            at = w[t.start : t.start + t.count]
+            if not np.all(np.isnan(at) | (at == lin.weight)):
+                return None
+            at[...] = lin.weight
+        pooled = {}
+        for node, w in weights.items():
+            spec = LinearSpec(np.nan_to_num(w), np.zeros(len(w)), lin.stride, lin.padding, len(w), False)
+            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, len(w), 1.0),)))
+        return Terms(tuple(Term(pooled[t.node], t.start, t.count, t.coeff) for t in v.src.terms))
 
     def relu(self, base: str, v: Value) -> Terms:
         if isinstance(v, Pending):

@@ -306,7 +306,8 @@ def test_zero_pad_that_would_change_its_reader_stays(reader: o.Op, pads: o.Pads,
 def test_zero_pad_read_by_two_convolutions_folds_into_both() -> None:
     b = GraphBuilder()
     y = b.add("pad", o.Pad((1, 0, 1, 0)), b.add("x", o.Input((2, 5, 5))))
-    before = b.build([b.add("a", conv(3, 2, 3, seed=12), y), b.add("b", conv(3, 2, 1, seed=13, padding=(0, 1, 0, 1)), y)])
+    before = b.build([b.add("a", conv(3, 2, 3, seed=12), y),
+                      b.add("b", conv(3, 2, 1, seed=13, padding=(0, 1, 0, 1)), y)])
     after = canon(before)
     assert not after.of_type(o.Pad)
     assert after["a"].op.padding == (1, 0, 1, 0) and after["b"].op.padding == (1, 1, 1, 1)

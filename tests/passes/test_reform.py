@@ -493,3 +493,29 @@ def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
     before = b.build([b.add("act", o.PRelu(np.array([0.5, -0.5], np.float32).reshape(2, 1, 1)), x)])
     with pytest.raises(UnsupportedOpError, match=r"PRelu at node 'act': slopes of both signs"):
         reform(before)
+
+
+def test_a_global_pool_of_an_approximated_function_pools_each_hinge() -> None:
+    """HardSwish before a global average pool (MobileNetV3): the pool reads 9 hinge outputs per channel. Pooled
+    term by term, its core's fan-in is the 7x7 window, not 9 x 49; the Linear after it takes the coefficients."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 7, 7)))
+    y = b.add("act", o.HardSwish(), b.add("conv", o.Conv(rand(4, 3, 1, 1, seed=118, scale=3), rand(4, seed=119)), x))
+    y = b.add("flat", o.Reshape((4,)), b.add("gap", o.GlobalAvgPool(), y))
+    before = b.build([b.add("fc", o.Linear(rand(2, 4, seed=120), rand(2, seed=121)), y)])
+    xs = images(64, 3, 7, 7)
+    after = run_pass("reform", before, samples={"conv": run64(before, xs, keep=["conv"])["conv"]})
+    assert only_chip_ops(after)
+    pool = after["gap_part"].op
+    assert pool.groups == pool.out_channels == 4 * 9 and int(pool.fan_in().max()) == 49  # 8 hinges + the constant
+    reference = run64(before, xs)["fc"]
+    assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_an_average_pool_of_a_signed_pair_pools_the_pair() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("pool", o.AvgPool((2, 2), (2, 2)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=122), None), x))
+    before = b.build([b.add("fc", o.Linear(rand(2, 12, seed=123), None), b.add("flat", o.Reshape((12,)), y))])
+    after = check(before, images(4, 2, 6, 6))
+    assert int(after["pool_part"].op.fan_in().max()) == 4  # the window, once: both halves pooled alike
