@@ -72,8 +72,20 @@ _EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
 # Unsqueeze, which have data-path conversions as well.)
 _FOLD_OPS = ("Constant", "ConstantOfShape")
 
+
+def _hard_swish_gate(attrs: dict[str, object]) -> o.Op | None:
+    alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
+    return o.HardSwish() if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and math.isclose(beta, 0.5) else None
+
+
+# gate op type of ``x * gate(x)`` -> (the gate's attributes) -> the element-wise op the product is, or None
+_GATED: dict[str, Callable[[dict[str, object]], o.Op | None]] = {
+    "HardSigmoid": _hard_swish_gate,  # x * HardSigmoid(x) with alpha 1/6, beta 1/2: HardSwish
+    "Sigmoid": lambda attrs: o.Silu(),  # x * Sigmoid(x): SiLU (Swish)
+}
+
 # Element-wise ops: on a (C, L) signal they run on its (C, 1, L) image, next to the 1-D convolution they follow.
-_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Identity)
+_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Identity)
 
 
 def _one_line(text: object) -> str:
@@ -547,7 +559,10 @@ class _Importer:
         if bias is not None and bias.shape != (w.shape[0],):
             raise ModelError(f"node {name!r}: bias {b.shape} does not match {w.shape[0]} output channels")
         op = o.Conv(weight=w, bias=bias, stride=stride, padding=pads, dilation=dilation, groups=groups)
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -707,15 +722,14 @@ class _Importer:
         self.bind(node, self.emit(node.output[0], o.PRelu(slope=_f32(slope)), x))
 
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
-        """``x * HardSigmoid(x)`` (alpha 1/6, beta 1/2: how exporters before opset 14 write HardSwish) is a
-        HardSwish; any other product of two data tensors is refused."""
+        """``x * g(x)`` with `g` a gate of the same x (`_GATED`: how exporters write HardSwish before opset 14,
+        and SiLU/Swish) is that one element-wise op; any other product of two data tensors is refused."""
         for x, gate in (node.input[:2], node.input[1::-1]):
-            hs = self.producer.get(gate)
-            if hs is not None and hs.op_type == "HardSigmoid" and hs.input[0] == x:
-                attrs = _attrs(hs)
-                if math.isclose(float(attrs.get("alpha", 0.2)), 1 / 6, rel_tol=1e-6) and \
-                        math.isclose(float(attrs.get("beta", 0.5)), 0.5, rel_tol=1e-6):
-                    self.bind_result(node, o.HardSwish(), self.values[x])
+            g = self.producer.get(gate)
+            if g is not None and g.op_type in _GATED and g.input[0] == x:
+                op = _GATED[g.op_type](_attrs(g))
+                if op is not None:
+                    self.bind_result(node, op, self.values[x])
                     return
         raise UnsupportedOpError("Mul", name, "a product of two data tensors (squeeze-and-excitation gating, "
                                  "attention): a crossbar computes weighted sums of its inputs, not products of two "
@@ -788,7 +802,10 @@ class _Importer:
         else:
             op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
                            count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
-        self.bind_on_image(node, op, x) if one_d else self.bind(node, self.emit(node.output[0], op, x))
+        if one_d:
+            self.bind_on_image(node, op, x)
+        else:
+            self.bind(node, self.emit(node.output[0], op, x))
 
     def _global_avg_pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)

@@ -24,6 +24,7 @@ from dse.ir.ops import (
     Relu,
     Reshape,
     Sigmoid,
+    Silu,
     Slice,
     Softmax,
     Tanh,
@@ -32,6 +33,6 @@ from dse.ir.ops import (
 __all__ = [
     "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
     "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
-    "Sigmoid", "Slice",
+    "Sigmoid", "Silu", "Slice",
     "Softmax", "Tanh",
 ]

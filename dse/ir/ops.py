@@ -128,6 +128,11 @@ class HardSwish(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class Silu(Op):
+    """``y = x * sigmoid(x)`` (SiLU, Swish: EfficientNet, YOLO)."""
+
+
+@dataclass(frozen=True, eq=False)
 class Softmax(Op):
     """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
 
@@ -292,8 +297,8 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Softmax, MaxPool, AvgPool, GlobalAvgPool,
-    Identity,
+    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Softmax, MaxPool, AvgPool,
+    GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

@@ -17,11 +17,13 @@ import numpy as np
 from dse.ir import ops as o
 
 # The element-wise ops the chip lacks, by IR op type, as numpy functions. (HardSigmoid is piecewise linear and
-# imports exactly as an Affine and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3].)
+# imports exactly as an Affine and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3]; Silu is
+# x * Sigmoid(x).)
 FUNCTIONS: dict[type[o.Op], Callable[[np.ndarray], np.ndarray]] = {
     o.Sigmoid: lambda x: 1.0 / (1.0 + np.exp(-x)),
     o.Tanh: np.tanh,
     o.HardSwish: lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    o.Silu: lambda x: x / (1.0 + np.exp(-x)),
 }
 DEFAULT_RANGE = (-8.0, 8.0)  # used when no sample of the input is known
 

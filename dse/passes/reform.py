@@ -5,7 +5,7 @@ since the neuron is a ReLU) times constant coefficients. A linear op (Conv, Line
 GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
 *pending* until we know what follows it:
 
-- a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into one emitting ``relu(s)`` and ``relu(-a s)``;
+- a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as an Affine and a Clip(0, 1));
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
@@ -77,6 +77,7 @@ class Pending:
     lin: LinearSpec
     src: Terms
     name: str
+    pool: bool = False  # an average pooling (the same window on every channel, weights >= 0, no bias)
 
 
 Value = Terms | Pending
@@ -144,34 +145,22 @@ class _Reformer:
         base, lin, n_out = v.name, v.lin, v.lin.weight.shape[0]
         if v.src.nonneg and np.all(lin.weight >= 0) and np.all(lin.bias >= 0):
             return Terms((Term(self.core(base, lin, v.src), 0, n_out, 1.0),))
-        pooled = self.pool_terms(v)
-        if pooled is not None:
-            return pooled
+        if v.pool:
+            return self.pool_terms(v)
         node = self.core(base, stacked(lin, -1.0, -lin.bias), v.src)
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
-    def pool_terms(self, v: Pending) -> Terms | None:
-        """A pooling (a depthwise op of weights >= 0, no bias) of a signed sum of terms, term by term: each node
-        the terms read is pooled by one depthwise core (its values are >= 0, so are their averages: no pair),
-        and the coefficients carry over to the pooled channels. Its fan-in is then the window, not the window
-        times the number of terms (the pair's 2, an approximated function's hinges plus one, before a 7x7
-        global pool). None when the op is no pooling, or two terms would need different weights on one
-        channel of a node."""
-        lin, n_out = v.lin, v.lin.weight.shape[0]
-        if lin.dense or lin.mask is not None or lin.groups != n_out or lin.weight.shape[1] != 1 \
-                or np.any(lin.weight < 0) or np.any(lin.bias != 0):
-            return None
-        weights: dict[str, np.ndarray] = {}
-        for t in v.src.terms:
-            w = weights.setdefault(t.node, np.full((self.shapes[t.node][0], *lin.weight.shape[1:]), np.nan))
-            at = w[t.start : t.start + t.count]
-            if not np.all(np.isnan(at) | (at == lin.weight)):
-                return None
-            at[...] = lin.weight
+    def pool_terms(self, v: Pending) -> Terms:
+        """An average pooling of a signed sum of terms, term by term: each node the terms read is pooled by one
+        depthwise core (its values are >= 0, so are their averages: no pair), and the coefficients carry over
+        to the pooled channels. Its fan-in is then the window, not the window times the number of terms (the
+        pair's 2, an approximated function's hinges plus one, before a 7x7 global pool)."""
+        window = v.lin.weight[:1]  # the same on every channel
         pooled = {}
-        for node, w in weights.items():
-            spec = LinearSpec(np.nan_to_num(w), np.zeros(len(w)), lin.stride, lin.padding, len(w), False)
-            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, len(w), 1.0),)))
+        for node in dict.fromkeys(t.node for t in v.src.terms):
+            c = self.shapes[node][0]
+            spec = LinearSpec(np.repeat(window, c, axis=0), np.zeros(c), v.lin.stride, v.lin.padding, c, False)
+            pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, c, 1.0),)))
         return Terms(tuple(Term(pooled[t.node], t.start, t.count, t.coeff) for t in v.src.terms))
 
     def relu(self, base: str, v: Value) -> Terms:
@@ -198,8 +187,9 @@ class _Reformer:
         return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
 
     def prelu(self, name: str, v: Value, op: o.PRelu) -> Terms:
-        """``relu(s) - a * relu(-s)``, one core-op emitting ``relu(s)`` and ``relu(-|a| s)`` per channel (the
-        slope's magnitude folded into the second half's weights, its sign into the term's coefficient)."""
+        """``relu(s) - a * relu(-s)``: a core-op of ``relu(s)`` and one of ``relu(-|a| s)`` (the slope's magnitude
+        folded into its weights, per output channel, its sign into the term's coefficient), reading the same
+        inputs; a grouped op stays grouped in both."""
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         shape = self.src_shapes[name]
         per = np.broadcast_to(np.asarray(op.slope, np.float64), shape).reshape(shape[0], -1)
@@ -209,8 +199,10 @@ class _Reformer:
         if np.any(slope > 0) and np.any(slope < 0):
             raise UnsupportedOpError("PRelu", name, "slopes of both signs (one sign for all channels is supported)")
         lin, n_out = p.lin, p.lin.weight.shape[0]
-        node = self.core(name, stacked(lin, -np.abs(slope), -np.abs(slope) * lin.bias), p.src)
-        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, 1.0 if np.any(slope < 0) else -1.0)))
+        neg = dataclasses.replace(lin, weight=-np.abs(slope).reshape(-1, 1, 1, 1) * lin.weight,
+                                  bias=-np.abs(slope) * lin.bias)
+        pos_node, neg_node = self.core(name, lin, p.src), self.core(f"{name}_neg", neg, p.src)
+        return Terms((Term(pos_node, 0, n_out, 1.0), Term(neg_node, 0, n_out, 1.0 if np.any(slope < 0) else -1.0)))
 
     def shape_of(self, v: Terms) -> Shape:
         t = v.terms[0]
@@ -262,7 +254,8 @@ class _Reformer:
                                for t in self.signed(ins[0]).terms))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
             src = self.signed(ins[0])
-            return Pending(linear_spec(op, self.shape_of(src), name), src, name)
+            pool = isinstance(op, (o.AvgPool, o.GlobalAvgPool))
+            return Pending(linear_spec(op, self.shape_of(src), name), src, name, pool)
         if isinstance(op, o.Relu):
             return self.relu(name, ins[0])
         if isinstance(op, o.Clip):
@@ -396,9 +389,8 @@ def shift(p: Pending, delta: float) -> Pending:
     return Pending(moved, p.src, p.name)
 
 
-def stacked(lin: LinearSpec, sign: float | np.ndarray, bias2: np.ndarray) -> LinearSpec:
-    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, a clip's two ReLUs, or a
-    PRelu's halves (`sign` then one factor per output channel).
+def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray) -> LinearSpec:
+    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs.
 
     Stacked on the output axis, a grouped op's groups would shift (the second half would read other input
     channels than the first), so a grouped op is expanded to a dense one whose mask keeps its real synapses.
@@ -406,9 +398,8 @@ def stacked(lin: LinearSpec, sign: float | np.ndarray, bias2: np.ndarray) -> Lin
     weight, mask = lin.weight, lin.mask
     if lin.groups > 1:
         weight, mask = expand_groups(weight, lin.groups)
-    factor = np.asarray(sign, dtype=np.float64).reshape(-1, 1, 1, 1)
     return LinearSpec(
-        np.concatenate([weight, factor * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
+        np.concatenate([weight, sign * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
         lin.dense, None if mask is None else np.concatenate([mask, mask]),
     )
 

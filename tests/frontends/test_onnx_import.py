@@ -550,6 +550,8 @@ OP_CASES = {
     "hard_swish": unary_case("HardSwish"),
     "hard_swish_1d": unary_case("HardSwish", SIGNAL),
     "hard_swish_expanded": hard_swish_expanded_case(),
+    "silu_expanded": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["x", "g"], ["y"])], IMG, {}),
+    "silu_1d": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["g", "x"], ["y"])], SIGNAL, {}),
     # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
     "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
     "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),

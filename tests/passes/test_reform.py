@@ -411,7 +411,8 @@ def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
     check(before, images(6, 2, 4, 4))
 
 
-@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish()], ids=["Sigmoid", "Tanh", "HardSwish"])
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu()],
+                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu"])
 def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
     """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
     made a core whose weights did not fit its inputs."""
@@ -478,13 +479,13 @@ def test_a_depthwise_convolution_is_a_grouped_core(channels: int, multiplier: in
 @pytest.mark.parametrize("slope", [np.float32(0.1), np.array([0.2, 0.0, 1.5], np.float32).reshape(3, 1, 1),
                                    np.array([-0.5, -1.0, -0.25], np.float32).reshape(3, 1, 1)],
                          ids=["leaky", "per_channel", "negative"])
-def test_a_prelu_is_one_core_of_two_halves(slope: np.ndarray) -> None:
+def test_a_prelu_is_two_cores_on_the_same_inputs(slope: np.ndarray) -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 5, 5)))
     y = b.add("act", o.PRelu(slope), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=115), rand(3, seed=116)), x))
     before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=117), None), b.add("flat", o.Reshape((27,)), y))])
     after = check(before, images(4, 2, 5, 5))
-    assert after["act"].op.out_channels == 6  # relu(s) and relu(-|a| s) of the three channels
+    assert after["act"].op.out_channels == after["act_neg"].op.out_channels == 3  # relu(s); relu(-|a| s)
 
 
 def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
@@ -519,3 +520,13 @@ def test_an_average_pool_of_a_signed_pair_pools_the_pair() -> None:
     before = b.build([b.add("fc", o.Linear(rand(2, 12, seed=123), None), b.add("flat", o.Reshape((12,)), y))])
     after = check(before, images(4, 2, 6, 6))
     assert int(after["pool_part"].op.fan_in().max()) == 4  # the window, once: both halves pooled alike
+
+
+def test_a_prelu_after_a_depthwise_convolution_stays_depthwise() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 5, 5)))
+    dw = o.Conv(rand(3, 1, 3, 3, seed=124), rand(3, seed=125), groups=3)
+    y = b.add("act", o.PRelu(np.array([0.1, 0.3, 0.2], np.float32).reshape(3, 1, 1)), b.add("dw", dw, x))
+    before = b.build([b.add("fc", o.Linear(rand(2, 27, seed=126), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 3, 5, 5))
+    assert after["act"].op.groups == after["act_neg"].op.groups == 3
