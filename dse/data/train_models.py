@@ -8,13 +8,18 @@ quantization-aware retraining from exactly the weights the compiler sees.
 
 Export choices, and why:
 
-- ``torch.onnx.export(..., dynamo=True)``, opset 18: the graph is only Sub, Div, Conv, Relu, MaxPool, Reshape
-  and Gemm (plus BatchNormalization, Add and GlobalAveragePool in ``resnet_mnist``, Sigmoid in
-  ``mlp_sigmoid_mnist``), with every constant stored as an initializer (no ``Constant`` nodes, no
-  initializers listed as graph inputs) and the weights under their torch names (``conv1.weight``), which
-  :func:`load_trained` relies on. The legacy exporter emits ``Constant`` nodes and ``Flatten`` instead.
-- Two rewrites of the exporter's optimizer are switched off (:func:`_keep_torch_layout`): folding BatchNorm
-  into the convolutions (the compiler's job, and it would store folded weights under the convs' names) and
+- ``torch.onnx.export(..., dynamo=True)``, opset 18, for the textbook models: the graph is only Sub, Div,
+  Conv, Relu, MaxPool, Reshape and Gemm (plus BatchNormalization, Add and GlobalAveragePool in
+  ``resnet_mnist``, Sigmoid in ``mlp_sigmoid_mnist``), with every constant stored as an initializer (no
+  ``Constant`` nodes, no initializers listed as graph inputs) and the weights under their torch names
+  (``conv1.weight``), which :func:`load_trained` relies on. The legacy exporter emits ``Constant`` nodes and
+  ``Flatten`` instead.
+- ``mobilenet_mnist`` and ``conv1d_mnist`` stand for networks as people export them, so they take the
+  TorchScript exporter (``dynamo=False``, the recipe's ``exporter``): constants as ``Constant`` nodes, each
+  ``ZeroPad2d`` as a Pad whose pads a shape sub-graph computes, ReLU6 as Clip, ``Flatten``. Its one
+  non-default is ``training=PRESERVE``, which keeps BatchNorm as its own op under the torch names.
+- Two rewrites of the dynamo exporter's optimizer are switched off (:func:`_keep_torch_layout`): folding
+  BatchNorm into the convolutions (the compiler's job, and it would store folded weights under the convs' names) and
   merging initializers of equal value (it would drop torch names). ``AdaptiveAvgPool2d(1)`` is written as
   GlobalAveragePool rather than ReduceMean (:func:`_global_average_pool`).
 - The batch dimension is symbolic (``batch``) so one onnxruntime call evaluates a whole split; the flatten

@@ -229,3 +229,12 @@ def test_both_exporters_import_to_the_same_graph(name: str, tmp_path: Path) -> N
     expected = onnx_logits(model_path(name), x)
     for graph in graphs:
         np.testing.assert_allclose(run_logits(graph, x), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_mnist", "conv1d_mnist"])
+def test_torchscript_export_is_reproducible(name: str, tmp_path: Path) -> None:
+    """Re-exporting the committed weights writes the committed graph byte for byte: the file is what the
+    script makes (Pad sub-graph, Clip bounds and BatchNorm included), and load_trained reads all of it."""
+    path = export_onnx(load_trained(name), name, tmp_path / f"{name}.onnx")
+    again, committed = (onnx.load(str(p)).graph.SerializeToString() for p in (path, model_path(name)))
+    assert again == committed
