@@ -20,7 +20,7 @@ no training.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
 KEEP_MARGIN = 0.05  # a phase (or the whole tuning) ending this much (relative) above its start is undone
+BIAS_CORRECTION_IMAGES = 64  # calibration images per step of `QCore.correct_bias`
 BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
 
 
@@ -283,20 +284,37 @@ class QCore(nn.Module):
         self.log_scale.requires_grad_(False)
         self.domain = "code"
 
-    def correct_bias(self, x_mean: Tensor) -> None:
-        """Empirical bias correction (Nagel et al., ICCV 2019; Finkelstein et al., 2019): rounding and clipping
-        the weights (from `target`, kept by `round_weights` or `to_code_domain`) shifts output j by
-        ``E[((W_q - W) x)_j]`` over the calibration inputs. That is linear in x: the error weights applied to
-        the inputs' mean `x_mean` (one real-valued sample, (1, C, H, W) or (1, F)), averaged over the output
-        positions. The bias takes it back (it is rounded to the weight grid when the op is made integer)."""
+    def correct_bias(self, chunks: Iterable[Tensor]) -> None:
+        """Empirical bias correction (Nagel et al., ICCV 2019; Finkelstein et al., 2019), where the neuron is
+        active. Rounding and clipping the weights (from `target`, kept by `round_weights` or `to_code_domain`)
+        moves output j by ``e_j(x) = ((W_q - W) x)_j``. Behind a ReLU only the inputs on which the float neuron
+        is active (pre-activation > 0) show that error, so the bias takes back the mean of e_j over those
+        (every image and position of the calibration data, real-valued inputs in `chunks`); a neuron that is
+        never active takes back the plain mean ``E[e_j]``. The plain mean over every input, for every neuron,
+        moves a unit that is active on few inputs (an approximator's hinge, a clip's upper half) by errors it
+        never shows: on mobilenet_mnist at 4-bit weights it doubled the baseline's loss (docs/quantization.md).
+        """
         with torch.no_grad():
-            scale = self.in_scale if x_mean.dim() == 2 else self.in_scale.reshape(-1, 1, 1)
-            codes = (x_mean / scale)[:, : self.copy_inputs] if self.copy_inputs else x_mean / scale
-            err = conv_core(codes, self._masked(self.weight - self.target), None, self.op)
-            err = err.reshape(err.shape[0], err.shape[1], -1).mean(dim=2)[0]
-            err = torch.cat([err, -err]) if self.tied else err
-            self.bias -= err * self.ws
+            n_out = self.bias.shape[0]
+            err_w, float_w = self._masked(self.weight - self.target), self._masked(self.target)
+            bias_grid = (self.bias / self.ws).double()[:, None]
+            on_sum, on_count, all_sum, all_count = (torch.zeros(n_out, dtype=torch.float64) for _ in range(4))
+            for x in chunks:
+                scale = self.in_scale if x.dim() == 2 else self.in_scale.reshape(-1, 1, 1)
+                codes = (x / scale)[:, : self.copy_inputs] if self.copy_inputs else x / scale
+                err, lin = (conv_core(codes, w, None, self.op) for w in (err_w, float_w))
+                if self.tied:
+                    err, lin = torch.cat([err, -err], dim=1), torch.cat([lin, -lin], dim=1)
+                err = err.transpose(0, 1).reshape(n_out, -1).double()
+                on = lin.transpose(0, 1).reshape(n_out, -1).double() + bias_grid > 0
+                on_sum += (err * on).sum(dim=1)
+                on_count += on.sum(dim=1)
+                all_sum += err.sum(dim=1)
+                all_count += err.shape[1]
+            shift = torch.where(on_count > 0, on_sum / on_count.clamp(min=1), all_sum / all_count.clamp(min=1))
+            self.bias -= shift.float() * self.ws
             self.target = None
+
     def project(self) -> None:
         with torch.no_grad():
             w = torch.clamp(self.weight, -self.wmax, self.wmax)
@@ -576,27 +594,36 @@ def _ancestors(block: list[Node], node: Node) -> list[Node]:
     return [n for n in block if n.name in needed]
 
 
-def _input_means(walk: _Walk, block: list[Node]) -> Callable[[Node], Tensor | None]:
-    """The calibration mean of what a block's core reads (one real-valued sample), for `correct_bias`: the
-    mean of a committed value, carried through the block's wiring (linear per channel: a Gather, Slice,
-    Concat or Pad of the mean is the mean of theirs); None behind another core of the block (a merge), whose
-    input is not linear in the block's inputs."""
+def _core_inputs(walk: _Walk, block: list[Node]) -> Callable[[Node], Callable[[], Iterator[Tensor]] | None]:
+    """For `correct_bias`: per core of a block, the calibration values it reads, `BIAS_CORRECTION_IMAGES` at a
+    time: committed values, carried through the block's wiring; None behind another core of the block (a
+    merge), whose input is not known before that core is final."""
     inside = {n.name: n for n in block}
-    means: dict[str, Tensor | None] = {}
 
-    def mean_of(name: str) -> Tensor | None:
-        if name not in means:
-            node = inside.get(name)
-            if node is None:
-                means[name] = walk.acts[name].mean(dim=0, keepdim=True)
-            elif isinstance(node.op, o.CoreOp):
-                means[name] = None
-            else:
-                ins = [mean_of(s) for s in node.inputs]
-                means[name] = None if any(m is None for m in ins) else FLOAT_EXEC[type(node.op)](node.op, ins)
-        return means[name]
+    def source(name: str) -> str | None:
+        """A committed value the node's value is wired from, or None when a core of the block is on the way."""
+        node = inside.get(name)
+        if node is None:
+            return name
+        if isinstance(node.op, o.CoreOp):
+            return None
+        found = [source(s) for s in node.inputs]
+        return None if any(f is None for f in found) else found[0]
 
-    return lambda node: mean_of(node.inputs[0])
+    def value(name: str, lo: int, hi: int) -> Tensor:
+        node = inside.get(name)
+        if node is None:
+            return walk.acts[name][lo:hi]
+        return FLOAT_EXEC[type(node.op)](node.op, [value(s, lo, hi) for s in node.inputs])
+
+    def inputs(node: Node) -> Callable[[], Iterator[Tensor]] | None:
+        src = source(node.inputs[0])
+        if src is None:
+            return None
+        n, step = len(walk.acts[src]), BIAS_CORRECTION_IMAGES
+        return lambda: (value(node.inputs[0], lo, lo + step) for lo in range(0, n, step))
+
+    return inputs
 
 
 def _round_block_spiking(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCore],
@@ -610,7 +637,8 @@ def _round_block_spiking(walk: _Walk, block: list[Node], new_core: Callable[[Nod
                 top = float(torch.relu(core.pre(x)).max())
                 core.round_weights(keep_target=walk.options.bias_correction)
                 if walk.options.bias_correction:
-                    core.correct_bias(x.mean(dim=0, keepdim=True))
+                    core.correct_bias(x[lo : lo + BIAS_CORRECTION_IMAGES]
+                                      for lo in range(0, len(x), BIAS_CORRECTION_IMAGES))
                 core.set_step(top)
             walk.commit(n, core.quantized())
         else:
@@ -637,16 +665,16 @@ def _round_block(walk: _Walk, block: list[Node], new_core: Callable[[Node], QCor
     read_after = walk.read_after(block)
     accs: dict[str, Tensor] = {}
     reuse = False
-    mean_input = _input_means(walk, block)
+    core_inputs = _core_inputs(walk, block)
     for lvl in range(1, last + 1):
         now = [n for n in block if isinstance(n.op, o.CoreOp) and level[n.name] == lvl]
         peaks = {}
         for n in now:
             core = cores[n.name] = new_core(n)
-            x_mean = mean_input(n) if walk.options.bias_correction else None
-            core.round_weights(keep_target=x_mean is not None)
-            if x_mean is not None:
-                core.correct_bias(x_mean)
+            x = core_inputs(n) if walk.options.bias_correction else None
+            core.round_weights(keep_target=x is not None)
+            if x is not None:
+                core.correct_bias(x())
             core.set_step(1.0)  # provisional: the accumulator does not depend on it
             ops[n.name] = core.quantized()
             base = core.op.out_channels  # one copy of a population code
@@ -808,12 +836,12 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
             propagate(n)
 
     def correct_biases() -> None:
-        """Bias correction of every core whose input mean is known (the cores that read the block's inputs)."""
-        mean_input = _input_means(walk, block)
+        """Bias correction of every core whose input is known (the cores that read the block's inputs)."""
+        core_inputs = _core_inputs(walk, block)
         for n in block:
-            x_mean = mean_input(n) if n.name in cores else None
-            if x_mean is not None:
-                cores[n.name].correct_bias(x_mean)
+            x = core_inputs(n) if n.name in cores else None
+            if x is not None:
+                cores[n.name].correct_bias(x())
         for c in cores.values():
             c.target = None
 
