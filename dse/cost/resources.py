@@ -241,8 +241,8 @@ def total_resources(layers: list[LayerResources], hw: HardwareSpec) -> dict:
         "cells_used": cells,
         "utilization": cells / capacity if capacity else 1.0,
         "grouped_crossbars": sum(x.crossbars for x in grouped),
-        # None: no grouped layer (or an unbounded crossbar), so no such figure
-        "grouped_utilization": sum(x.cells_used for x in grouped) / grouped_capacity if grouped_capacity else None,
+        # 0 when no grouped layer takes a crossbar (a number always: a results column has one type)
+        "grouped_utilization": sum(x.cells_used for x in grouped) / grouped_capacity if grouped_capacity else 0.0,
         "weight_scales": sum(x.weight_scales for x in layers),
         "neurons": sum(x.neurons for x in layers),
         "synapses": sum(x.synapses for x in layers),
