@@ -32,6 +32,8 @@ results/compile/<model>_<chip>_<strategy>/<time>/).
 
 Config groups (conf/):  {groups}
 A user model:           model.onnx=PATH model.dataset=mnist|digits
+Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
+                        refused before it starts)
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 
@@ -51,7 +53,7 @@ def _help() -> str:
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
-    from dse.compile import compile, load_model, prepare
+    from dse.compile import check_memory, compile, load_model, prepare
     from dse.explore.config import hardware_from, tuning_from
     from dse.ir.serialize import save_graph
 
@@ -60,10 +62,12 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     onnx = cfg.model.onnx if cfg.model.onnx is not None else cfg.model.name
     name = Path(cfg.model.onnx).stem if cfg.model.onnx is not None else cfg.model.name
     graph, data = load_model(onnx, cfg.model.dataset)
+    bound = cfg.compile.max_memory_gb
+    check_memory(graph, data, calib_samples=cfg.model.calib_samples, tuning=tuning, max_memory_gb=bound)
     prepared = prepare(graph, data, name=name, calib_samples=cfg.model.calib_samples,
-                       approximator_width=cfg.strategy.approximator_width)
+                       approximator_width=cfg.strategy.approximator_width, max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
-                     readout_k=cfg.strategy.readout_k,
+                     readout_k=cfg.strategy.readout_k, max_memory_gb=bound,
                      progress=cfg.progress and
                      sys.stderr.isatty())
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
 KEEP_MARGIN = 0.05  # a phase (or the whole tuning) ending this much (relative) above its start is undone
-BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
+CHUNK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
 
 
 @dataclass(frozen=True)
@@ -387,6 +387,7 @@ class _Walk:
     reports: list[BlockReport] | None
     shapes: dict[str, tuple[int, ...]]
     out_max: dict[str, int]
+    chunk_floats: int  # values of a block's nodes held at once while it runs on the calibration data
     acts: dict[str, Tensor] = field(default_factory=dict)  # real values (code x scale)
     trains: dict[str, Tensor] = field(default_factory=dict)  # spiking chips: bool spike trains (N, T, ...)
     scales: dict[str, Tensor] = field(default_factory=dict)  # value of one code, per channel
@@ -440,7 +441,7 @@ class _Walk:
         ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
         per_image = sum(int(np.prod(self.shapes[n.name])) for n in block)
         n_images = len(self.acts[ext[0]])
-        chunk = max(1, min(n_images, BLOCK_FLOATS // max(per_image, 1)))
+        chunk = max(1, min(n_images, self.chunk_floats // max(per_image, 1)))
         parts: dict[str, list[Tensor]] = {k: [] for k in keep}
         top = dict.fromkeys(peaks, -np.inf)
         for lo in range(0, n_images, chunk):
@@ -481,10 +482,13 @@ def tune_graph(
     value_range: tuple[float, float] = (0.0, 1.0),
     reports: list[BlockReport] | None = None,
     progress: Callable[[str], None] | None = None,
+    chunk_floats: int = CHUNK_FLOATS,
 ) -> Graph:
     """Return `graph` with every core-op in integer form, the input encoded, for chip `hw`.
 
-    `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`.
+    `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`. A block runs over the
+    calibration data (and its training rows are gathered) a few images at a time, holding about
+    `chunk_floats` values at once (the result does not depend on it).
     """
     check_quantizable(hw)
     if not hw.quantized:
@@ -496,7 +500,8 @@ def tune_graph(
     torch.manual_seed(options.seed)
     from dse.ir.shapes import infer_shapes
 
-    walk = _Walk(graph, hw, options, teacher, reports, infer_shapes(graph), _out_max(graph, hw))
+    walk = _Walk(graph, hw, options, teacher, reports, infer_shapes(graph), _out_max(graph, hw),
+                 chunk_floats)
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
     done_blocks: set[str] = set()
     in_max = hw.input_code_max
@@ -666,7 +671,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     target = teacher(out_name)
     taps = 1
     if geometry is not None:
-        x, target, taps = sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen)
+        x, target, taps = sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen,
+                                          walk.chunk_floats)
         x_ext = {ext[0]: x}
     else:
         x_ext = {s: acts[s] for s in ext}
