@@ -106,7 +106,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     # the approximator places its knots where the values reaching each such function really are
     feeds = [n.inputs[0] for n in canonical.of_type(o.Sigmoid, o.Tanh)]
     samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds, batch_size=batch).items()
-               if k in feeds}
+               if k in feeds} if feeds else {}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
     original = run_float(graph, dataset.x_test, batch_size=batch)[graph.outputs[0]].numpy()

@@ -442,18 +442,23 @@ class _Walk:
         per_image = sum(int(np.prod(self.shapes[n.name])) for n in block)
         n_images = len(self.acts[ext[0]])
         chunk = max(1, min(n_images, self.chunk_floats // max(per_image, 1)))
-        parts: dict[str, list[Tensor]] = {k: [] for k in keep}
+        out: dict[str, Tensor] = {}
         top = dict.fromkeys(peaks, -np.inf)
         for lo in range(0, n_images, chunk):
             v = {s: self.acts[s][lo : lo + chunk] for s in ext}
             for n in block:
                 op, ins = ops[n.name], [v[s] for s in n.inputs]
                 v[n.name] = core_accumulator(op, ins[0]) if n.name in peaks else FLOAT_EXEC[type(op)](op, ins)
-            for k in keep:
-                parts[k].append(v[k])
+            for k in keep:  # written in place: joining the chunks would hold the block's outputs twice
+                if chunk >= n_images:
+                    out[k] = v[k]
+                    continue
+                if k not in out:
+                    out[k] = torch.empty((n_images, *v[k].shape[1:]), dtype=v[k].dtype)
+                out[k][lo : lo + chunk] = v[k]
             for k, fn in peaks.items():
                 top[k] = max(top[k], float(fn(v[k])))
-        return {k: p[0] if len(p) == 1 else torch.cat(p) for k, p in parts.items()}, top
+        return out, top
 
     def read_after(self, block: list[Node]) -> set[str]:
         """The nodes of `block` that something after it reads (or that are graph outputs)."""
