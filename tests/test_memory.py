@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dse.compile import check_memory, compile, load_model, prepare
-from dse.compile.memory import FLOAT, GB, plan_memory
+from dse.compile.memory import CHUNK_COPIES, FLOAT, GB, plan_memory
 from dse.errors import ResourceError
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
@@ -61,7 +61,7 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
         default = plan_memory(graph, calib_samples=200, test_samples=len(data.x_test), tuning=tuning,
                               max_memory_gb=None)
         fixed = default.estimate - default.parts["chunk"]
-        tight_gb = (fixed + 5 * default.sample_floats * FLOAT) / GB  # chunks of about 5 samples
+        tight_gb = (fixed + 5 * CHUNK_COPIES * default.sample_floats * FLOAT) / GB  # chunks of about 5 samples
         results = []
         for bound in (None, tight_gb):
             prepared = prepare(graph, data, name="lenet", calib_samples=200, max_memory_gb=bound)

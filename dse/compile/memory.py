@@ -40,7 +40,8 @@ GB = 2**30
 FLOAT = 4  # bytes of a float32 value
 DEFAULT_FRACTION = 0.5  # of the machine's memory, when no bound is set
 RUNTIME_BYTES = int(0.4 * GB)  # the interpreter, torch and onnx, before any data
-MAX_CHUNK_FLOATS = 2**27  # the largest chunk (512 MB): beyond it, larger chunks are no faster
+MAX_CHUNK_FLOATS = 2**25  # the largest chunk (128 MB of values): beyond it, larger chunks are no faster
+CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (codes, products, rounding)
 WEIGHT_COPIES = 6  # original, exact, fitted (a split's signed pairs: twice), compiled (float32 + codes)
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
 CALIB_COPIES = 5  # tuner and teacher values at the widest point, and the copy joining a block's chunks
@@ -138,16 +139,16 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     # the smallest chunk: one sample through the evaluation (every core of both graphs, and the chip's integer
     # values: about three times the network's values per sample); a float run holds less, the live values
     per_sample = 3 * sum(int(np.prod(s)) for s in shapes.values())
-    chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // FLOAT))
+    chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // (CHUNK_COPIES * FLOAT)))
     if chunk_floats < per_sample:
-        parts["chunk"] = per_sample * FLOAT
+        parts["chunk"] = CHUNK_COPIES * per_sample * FLOAT
         top = max((k for k in parts if k != "runtime"), key=parts.get)
         raise ResourceError(
             f"estimated peak memory {sum(parts.values()) / GB:.2f} GB exceeds the bound compile.max_memory_gb="
             f"{bound / GB:.3g} GB (largest part: {top} {parts[top] / GB:.2f} GB, for {calib_samples} calibration "
             f"samples); raise the bound or use fewer calibration samples (model.calib_samples) or tuning rows "
             f"(tuning.max_rows)")
-    parts["chunk"] = chunk_floats * FLOAT
+    parts["chunk"] = CHUNK_COPIES * chunk_floats * FLOAT
     return MemoryPlan(bound, parts, chunk_floats,
                       forward_batch=int(np.clip(chunk_floats // max(live, 1), 1, max(calib_samples, test_samples, 1))),
                       eval_batch=int(np.clip(chunk_floats // per_sample, 1, max(test_samples, 1))),

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
 KEEP_MARGIN = 0.05  # a phase (or the whole tuning) ending this much (relative) above its start is undone
-CHUNK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
+CHUNK_FLOATS = 2**25  # values of one block's nodes held at once while it runs on the calibration data (128 MB)
 
 
 @dataclass(frozen=True)
