@@ -1,21 +1,21 @@
 """Memory: the bound a compile runs under, the estimate that refuses a run that cannot fit before it starts,
 the batch sizes that keep the peak under the bound, and the time and peak memory of each step.
 
-What a compile holds at its peak, per part (bytes, float32 values):
+What a compile holds at its peak, by part (bytes; values are float32):
 
-- ``weights``: the network's weights in its four forms (original, exact, fitted, compiled);
-- ``calibration``: the tuner's activations on the calibration images, its own and the teacher's, at the
-  point of the graph where the most values are alive at once (a block's input and output, a skip
-  connection), both graphs, plus the copy a block's output makes when its chunks are joined;
-- ``tuning_rows``: the (image, position) rows a conv block trains on, ``tuning.max_rows`` x fan-in, twice
-  while they are gathered;
-- ``training``: a block's weights while it trains (weights, gradient, two Adam moments, two snapshots);
-- ``chunk``: the values of one chunk of images run through a block, one batch of a float run (prepare) or
-  of the chip evaluation (both graphs, every core). Batch sizes are chosen so that this part fits what the
-  others leave; everything else is fixed by the network, the calibration images and `tuning.max_rows`.
+- ``runtime``: the interpreter, torch and onnx, before any data;
+- ``weights``: the network's weights in its forms (original, exact, fitted, compiled);
+- the tuner's data at the node of the graph where they are largest (`_working_set`): ``calibration``, the
+  values of the calibration images alive there, the tuner's own and the teacher's; ``tuning_rows``, the
+  (image, position) rows a convolution trains on (`tuning.max_rows` x (fan-in + outputs)); ``training``, the
+  layer's weights while they train (value, gradient, two Adam moments, two snapshots);
+- ``chunk``: a chunk of images run through a block, with the temporaries its ops make.
 
-The estimate is meant as an upper bound of the peak resident memory (the Python interpreter and torch add
-about 0.4 GB on top, counted in ``runtime``); `docs/scale.md` compares it with measured peaks.
+The evaluation comes after tuning, when the calibration data are gone: it holds the weights and a batch of
+test samples (every core's values of both graphs). The chunk and the batches are what the bound chooses;
+everything else is fixed by the network, the calibration images and `tuning.max_rows`, and a run whose
+estimate exceeds the bound even one sample at a time is refused before it starts. `docs/scale.md` compares
+the estimate with measured peaks.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MAX_CHUNK_FLOATS = 2**25  # the largest chunk (128 MB of values): beyond it, lar
 CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (codes, products, rounding)
 WEIGHT_COPIES = 6  # original, exact, fitted (a split's signed pairs: twice), compiled (float32 + codes)
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
-CALIB_COPIES = 5  # tuner and teacher values at the widest point, and the copy joining a block's chunks
+MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
 
 
 def machine_memory_bytes() -> int:
@@ -70,89 +70,88 @@ class MemoryPlan:
     chunk_floats: int  # values held per chunk of images when a block runs over the calibration data
     forward_batch: int  # images per batch of a float run of the original network (prepare)
     eval_batch: int  # test images per batch of the chip evaluation
-    sample_floats: int  # values one sample holds in the evaluation: the smallest chunk
+    sample_floats: int  # values one test sample holds in the evaluation
+    evaluation: int  # bytes held during the evaluation (after tuning: the calibration data are gone)
 
     @property
     def estimate(self) -> int:
-        return sum(self.parts.values())
+        """The estimated peak: tuning's (the parts together), or the evaluation's where it is larger."""
+        return max(sum(self.parts.values()), self.evaluation)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bound_gb": round(self.bound / GB, 3), "estimate_gb": round(self.estimate / GB, 3),
                 "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()},
+                "evaluation_gb": round(self.evaluation / GB, 3),
                 "chunk_floats": self.chunk_floats, "forward_batch": self.forward_batch,
                 "eval_batch": self.eval_batch}
 
 
-def _live_floats(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> int:
-    """The most values per sample alive at once when the graph runs node by node (what a later node still
-    reads, and the node being computed)."""
+def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, tuning: TuneOptions | None
+                 ) -> tuple[dict[str, int], str]:
+    """The tuner's data at the node where they are largest (bytes by part), and that node.
+
+    At a node, the calibration images' values alive (what a later node still reads, and the node's output)
+    plus its output once more (the tuner holds its own values and the teacher's); at a convolution, the
+    training rows (`tuning.max_rows` (image, position) pairs x (fan-in + outputs)); at a layer with weights,
+    `TRAINING_COPIES` of them."""
+    tuned = tuning is not None and tuning.mode == "multiphase"
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
     size = {n.name: int(np.prod(shapes[n.name])) for n in graph}
     alive: dict[str, int] = {}
-    top = 0
+    best: tuple[dict[str, int], str] = ({"calibration": 0, "tuning_rows": 0, "training": 0}, "")
     for i, n in enumerate(graph):
         alive[n.name] = size[n.name]
-        top = max(top, sum(alive.values()))
+        rows = weights = 0
+        if tuned and isinstance(n.op, o.Conv):
+            pairs = min(tuning.max_rows, calib * int(np.prod(shapes[n.name][1:])))
+            rows = pairs * (int(np.prod(n.op.weight.shape[1:])) + shapes[n.name][0])
+        if tuned and isinstance(n.op, (o.Conv, o.Linear)):
+            weights = TRAINING_COPIES * int(np.size(n.op.weight))
+        here = {"calibration": calib * (sum(alive.values()) + size[n.name]) * FLOAT, "tuning_rows": rows * FLOAT,
+                "training": weights * FLOAT}
+        if sum(here.values()) > sum(best[0].values()):
+            best = here, n.name
         for src in set(n.inputs):
             if last_use[src] == i and src != n.name:
                 alive.pop(src, None)
-    return top
-
-
-def _weights(graph: Graph) -> tuple[int, int]:
-    """Weights of the whole graph, and of its largest layer (values)."""
-    sizes = [int(np.size(n.op.weight)) for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp))]
-    return sum(sizes, 0), max(sizes, default=0)
-
-
-def _tuning_rows(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, max_rows: int) -> int:
-    """Values of the largest set of training rows: (image, position) pairs x (fan-in + outputs)."""
-    top = 0
-    for n in graph:
-        if isinstance(n.op, o.Conv):
-            fan_in = int(np.prod(n.op.weight.shape[1:]))
-            out = shapes[n.name]
-            rows = min(max_rows, calib * int(np.prod(out[1:])))
-            top = max(top, rows * (fan_in + out[0]))
-    return top
+    return best
 
 
 def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: TuneOptions | None,
                 max_memory_gb: float | None) -> MemoryPlan:
     """Estimate the peak of compiling `graph` (the network as imported) with `calib_samples` calibration and
     `test_samples` test samples and `tuning` (None: only what `prepare` holds), and choose batch sizes under
-    the bound. Raises ResourceError, naming the estimate, the bound and the largest part, when even the
-    smallest batches do not fit."""
+    the bound. Raises ResourceError, naming the estimate, the bound and the largest part, when even one
+    sample at a time does not fit."""
     bound = memory_bound(max_memory_gb)
-    tuned = tuning is not None and tuning.mode == "multiphase"
-    max_rows = tuning.max_rows if tuned else 0
     shapes = infer_shapes(graph)
-    live = _live_floats(graph, shapes)
-    weights, largest = _weights(graph)
-    parts = {
-        "runtime": RUNTIME_BYTES,
-        "weights": WEIGHT_COPIES * weights * FLOAT,
-        "calibration": CALIB_COPIES * calib_samples * live * FLOAT,
-        "tuning_rows": 2 * _tuning_rows(graph, shapes, calib_samples, max_rows) * FLOAT if tuned else 0,
-        "training": TRAINING_COPIES * largest * FLOAT if tuned else 0,
-    }
-    # the smallest chunk: one sample through the evaluation (every core of both graphs, and the chip's integer
-    # values: about three times the network's values per sample); a float run holds less, the live values
-    per_sample = 3 * sum(int(np.prod(s)) for s in shapes.values())
+    sizes = [int(np.prod(s)) for s in shapes.values()]
+    weights = sum(int(np.size(n.op.weight)) for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp)))
+    working, node = _working_set(graph, shapes, calib_samples, tuning)
+    parts = {"runtime": RUNTIME_BYTES, "weights": WEIGHT_COPIES * weights * FLOAT, **working}
+    # a block runs over the calibration data a chunk of images at a time: one image at least (a block's nodes:
+    # a few times its largest)
     chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // (CHUNK_COPIES * FLOAT)))
-    if chunk_floats < per_sample:
-        parts["chunk"] = CHUNK_COPIES * per_sample * FLOAT
-        top = max((k for k in parts if k != "runtime"), key=parts.get)
-        raise ResourceError(
-            f"estimated peak memory {sum(parts.values()) / GB:.2f} GB exceeds the bound compile.max_memory_gb="
-            f"{bound / GB:.3g} GB (largest part: {top} {parts[top] / GB:.2f} GB, for {calib_samples} calibration "
-            f"samples); raise the bound or use fewer calibration samples (model.calib_samples) or tuning rows "
-            f"(tuning.max_rows)")
+    chunk_floats = max(chunk_floats, 4 * max(sizes))
     parts["chunk"] = CHUNK_COPIES * chunk_floats * FLOAT
-    return MemoryPlan(bound, parts, chunk_floats,
-                      forward_batch=int(np.clip(chunk_floats // max(live, 1), 1, max(calib_samples, test_samples, 1))),
-                      eval_batch=int(np.clip(chunk_floats // per_sample, 1, max(test_samples, 1))),
-                      sample_floats=per_sample)
+    # the evaluation holds, per test sample, every core's values of both graphs and the chip's integer values
+    # (about three times the network's values), beside the weights: the calibration data are gone by then
+    sample_floats = 3 * sum(sizes)
+    eval_room = bound - parts["runtime"] - parts["weights"]
+    eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
+    evaluation = parts["runtime"] + parts["weights"] + eval_batch * sample_floats * FLOAT
+    plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
+                      evaluation=evaluation,
+                      forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
+    if plan.estimate > bound:
+        top = max((k for k in parts if k != "runtime"), key=parts.get)
+        where = f" at node {node!r}" if top in working else ""
+        raise ResourceError(
+            f"estimated peak memory {plan.estimate / GB:.2f} GB exceeds the bound compile.max_memory_gb="
+            f"{bound / GB:.3g} GB (largest part: {top} {parts[top] / GB:.2f} GB{where}, with {calib_samples} "
+            f"calibration samples); raise the bound or use fewer calibration samples (model.calib_samples) or "
+            f"tuning rows (tuning.max_rows)")
+    return plan
 
 
 # --- what each step took ----------------------------------------------------------------------------------
