@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dse.errors import ConfigError
@@ -555,6 +554,21 @@ def tune_graph(
     return graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
 
 
+def _relative_mse(got: Tensor, ref: Tensor, chunk_floats: int) -> float:
+    """``mse(got, ref) / var(ref)`` over a few images at a time: at once, the differences and the variance's
+    temporaries of an ImageNet-size layer on the calibration images would take more than the layer itself."""
+    rows = max(1, chunk_floats // max(ref[0].numel(), 1))
+    sq_err = total = sq_total = 0.0
+    for lo in range(0, len(ref), rows):
+        g, r = got[lo : lo + rows], ref[lo : lo + rows]
+        sq_err += float(((g - r) ** 2).sum(dtype=torch.float64))
+        total += float(r.sum(dtype=torch.float64))
+        sq_total += float((r.double() ** 2).sum())
+    n = ref.numel()
+    var = (sq_total - total * total / n) / max(n - 1, 1)  # unbiased, as torch's var
+    return sq_err / n / (var + 1e-12)
+
+
 def _ancestors(block: list[Node], node: Node) -> list[Node]:
     """The nodes of `block` that `node` depends on, and `node`, in block order."""
     inside = {n.name: n for n in block}
@@ -830,9 +844,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     for n in block:
         scales[n.name] = local_scales[n.name]
     with torch.no_grad():
-        full = teacher(out_name)
         got = decode_population(acts[out_name], cores[out_name].k)
-        report.losses["final"] = float(F.mse_loss(got, full) / (full.var() + 1e-12))
+        report.losses["final"] = _relative_mse(got, teacher(out_name), walk.chunk_floats)
     if walk.reports is not None:
         walk.reports.append(report)
     log.info("tuned block %s (%d cores, %d rows per step%s): %s", out_name, len(cores), batch,
