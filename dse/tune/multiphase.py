@@ -403,8 +403,9 @@ class _Walk:
         if isinstance(op, o.Readout):
             return
         ins = [self.acts[s] for s in node.inputs]
-        if not self.spiking:
-            self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+        if not self.spiking:  # a core (a max-pooling one) a chunk of images at a time, as a block
+            self.acts[node.name] = (self.run_block([node], {node.name: op}, {node.name})[0][node.name]
+                                    if isinstance(op, o.CoreOp) else FLOAT_EXEC[type(op)](op, ins))
             return
         neuron = self.hw.neuron
         if isinstance(op, o.CoreOp):
