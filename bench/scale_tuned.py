@@ -1,9 +1,13 @@
-"""Scale benchmark: compile an ImageNet-size VGG-16-like graph for chip_a with full multi-phase tuning on
-32 calibration images, and report time, peak memory and error on 16 held-out images.
+"""Scale benchmark: compile an ImageNet-size graph (VGG-16-like by default, ``--model resnet50`` for the
+ResNet-50-like one) for chip_a with full multi-phase tuning on 64 calibration images, and report time and
+peak memory of each step, the memory bound and estimate, and the error on 16 held-out images.
 
-    python -m bench.scale_tuned            # acceptance: <= 15 min on 2 cores, peak memory <= 8 GB
+    python -m bench.scale_tuned --model vgg16 --max-memory-gb 6       # acceptance: peak memory <= 6 GB
+    python -m bench.scale_tuned --model resnet50 --max-memory-gb 6
+    python -m bench.scale_tuned --set free_steps=50 --set range_steps=20 --set round_steps=10   # shorter
 
-Same JSON record as `bench.scale_resources` (see there for what each field means).
+Same JSON record as `bench.scale_resources` (see there for what each field means); docs/scale.md gives
+the measured figures.
 """
 
 from __future__ import annotations
@@ -11,4 +15,4 @@ from __future__ import annotations
 from bench.scale_resources import main
 
 if __name__ == "__main__":
-    raise SystemExit(main(default_model="vgg16", default_tuning="multiphase"))
+    raise SystemExit(main(default_model="vgg16", default_tuning="multiphase", default_calib=64))

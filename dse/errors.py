@@ -28,3 +28,7 @@ class ConfigError(DseError):
 
 class DataError(DseError):
     """The dataset does not fit the model (shape, range)."""
+
+
+class ResourceError(DseError):
+    """The run cannot fit the machine: its estimated memory exceeds the bound (compile.max_memory_gb)."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
 from dse.cost.resources import depth, layer_resources, total_resources
 from dse.data.datasets import Dataset, load_dataset
 from dse.data.images import Preprocess, normalize_in_graph
@@ -49,9 +50,8 @@ from dse.passes import reencode as _reencode  # noqa: F401  isort: skip
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
-LOGITS_BATCH = 1000  # test samples read (and run through the original network) at once
 
-__all__ = ["CompileResult", "Prepared", "compile", "load_model", "prepare"]
+__all__ = ["CompileResult", "Prepared", "check_memory", "compile", "load_model", "prepare"]
 
 
 def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None = None,
@@ -83,6 +83,16 @@ def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None 
     return graph, data.select(calib_samples, test_samples)
 
 
+def check_memory(graph: Graph, dataset: Dataset, *, calib_samples: int | None = None,
+                 tuning: TuneOptions | None = None, max_memory_gb: float | None = None) -> MemoryPlan:
+    """The memory plan of preparing `graph` on `dataset` and, given `tuning`, compiling it (see
+    `dse.compile.memory`). The command lines call it before any work: a run that cannot fit is refused
+    (ResourceError) before it starts."""
+    n_calib = len(dataset.x_train) if calib_samples is None else min(calib_samples, len(dataset.x_train))
+    return plan_memory(graph, calib_samples=n_calib, test_samples=len(dataset.x_test), tuning=tuning,
+                       max_memory_gb=max_memory_gb)
+
+
 @dataclass
 class Prepared:
     """Everything about a network that does not depend on the chip, computed once and shared."""
@@ -100,25 +110,29 @@ class Prepared:
 
 
 def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
-            approximator_width: int = 8) -> Prepared:
+            approximator_width: int = 8, max_memory_gb: float | None = None) -> Prepared:
     """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks.
 
     The calibration samples (the first `calib_samples` of ``dataset.x_train``) are read into memory; the test
-    samples are read batch by batch, here and when the chip is evaluated."""
+    samples are read batch by batch, here and when the chip is evaluated. The float runs go in batches that
+    keep memory under `max_memory_gb` (see `dse.compile.memory`); a network whose calibration alone cannot fit
+    is refused (ResourceError) before any work."""
     start = time.perf_counter()
     trace: list[PassRecord] = []
     if calib_samples is not None or dataset.value_range is None:  # not yet selected (load_model selects)
         dataset = dataset.select(calib_samples)
+    batch = check_memory(graph, dataset, max_memory_gb=max_memory_gb).forward_batch
     calib = np.asarray(dataset.x_train[:])
     canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
     # the approximator places its knots where the values reaching each such function really are
     feeds = [n.inputs[0] for n in canonical.of_type(*FUNCTIONS)]
-    samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds).items() if k in feeds}
+    samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds, batch_size=batch).items()
+               if k in feeds} if feeds else {}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
-    x = dataset.x_test
-    original = np.concatenate([run_float(graph, x[s : s + LOGITS_BATCH])[graph.outputs[0]].numpy()
-                               for s in range(0, len(x), LOGITS_BATCH)])
+    x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
+    original = np.concatenate([run_float(graph, x[s : s + batch], batch_size=batch)[graph.outputs[0]].numpy()
+                               for s in range(0, len(x), batch)])
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
@@ -151,49 +165,41 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     reencode_k: int = 1,
     readout_k: int = 1,
     progress: bool = False,
+    max_memory_gb: float | None = None,
 ) -> CompileResult:
-    """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip."""
+    """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip, and
+    a ResourceError, before any work, when its memory estimate exceeds `max_memory_gb` (see
+    `dse.compile.memory`; None: half the machine's memory)."""
     tuning = tuning or TuneOptions()
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     hw.validate()
     check_quantizable(hw)
-    start = time.perf_counter()
+    plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
+                       tuning=tuning, max_memory_gb=max_memory_gb)
+    meter = StepMeter()
     trace = list(prepared.trace)
     # equalized, the exact graph computes the same function with other per-channel ranges: it is the teacher
     exact = run_pipeline(prepared.exact, hw, ["equalize"], trace) if tuning.equalize else prepared.exact
-    fitted = run_pipeline(exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
-                                      ("fit_crossbar", {"strategy": strategy})], trace)
+    with meter.step("fit"):
+        fitted = run_pipeline(exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
+                                          ("fit_crossbar", {"strategy": strategy})], trace)
 
     blocks: list[BlockReport] = []
-    t0 = time.perf_counter()
     bar = _progress(fitted, progress)
     # training runs many small products (one thread); the baseline a few large ones (every thread)
-    with torch_threads(1 if tuning.mode == "multiphase" else torch.get_num_threads()):
+    with meter.step("tune"), torch_threads(1 if tuning.mode == "multiphase" else torch.get_num_threads()):
         compiled = tune_graph(
             fitted, hw, prepared.calib_x, LazyForward(exact, prepared.calib_x), tuning,
-            value_range=prepared.dataset.value_range, reports=blocks, progress=bar,
+            value_range=prepared.dataset.value_range, reports=blocks, progress=bar, chunk_floats=plan.chunk_floats,
         )
-    trace.append(PassRecord("tune", time.perf_counter() - t0, len(fitted), len(compiled)))
-    compile_seconds = time.perf_counter() - start
-
-    t0 = time.perf_counter()
-    violations = check(compiled, hw)
-    ev = evaluate_chip(exact, compiled, hw, prepared.test_x, seed=tuning.seed)
-    metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
-    spike_report = _spike_report(ev.stats, hw, depth(compiled)) if hw.spiking else None
-    layer_res = layer_resources(compiled, hw)
-    totals = total_resources(layer_res, hw)
-    totals["depth"] = depth(compiled)
-    block_err = ev.layer_errors()
-    layers = []
-    for lr in layer_res:
-        row = lr.as_dict()
-        row["error_vs_original"] = block_err.get(lr.name, block_err.get(lr.block))
-        if spike_report is not None:
-            row["firing_rate"] = spike_report["firing_rate"].get(lr.name)
-        layers.append(row)
-    eval_seconds = time.perf_counter() - t0
+    trace.append(PassRecord("tune", meter.steps["tune"]["wall_s"], len(fitted), len(compiled)))
+    with meter.step("evaluate"):
+        violations = check(compiled, hw)
+        ev = evaluate_chip(exact, compiled, hw, prepared.test_x, seed=tuning.seed, batch_size=plan.eval_batch)
+        metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
+        spike_report = _spike_report(ev.stats, hw, depth(compiled)) if hw.spiking else None
+        layers, totals = _resources(compiled, hw, ev.layer_errors(), spike_report)
     report = {
         "model": prepared.name,
         "dataset": prepared.dataset.name,
@@ -211,13 +217,31 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
         "violations": violations,
         "verify": ev.verify,
         **({"spiking": {k: v for k, v in spike_report.items() if k != "firing_rate"}} if spike_report else {}),
-        "compile_seconds": compile_seconds,
+        "compile_seconds": meter.seconds("fit", "tune"),
         "prepare_seconds": prepared.seconds,
-        "evaluate_seconds": eval_seconds,
+        "evaluate_seconds": meter.seconds("evaluate"),
+        "steps": meter.steps,
+        "memory": plan.as_dict(),
         "passes": [r.__dict__ for r in trace],
     }
     return CompileResult(compiled, report, layers, violations, trace,
-                         {"compile": compile_seconds, "evaluate": eval_seconds}, blocks)
+                         {"compile": report["compile_seconds"], "evaluate": report["evaluate_seconds"]}, blocks)
+
+
+def _resources(compiled: Graph, hw: HardwareSpec, block_err: dict[str, float],
+               spike_report: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each layer's resources, error against the original and firing rate; the totals."""
+    layer_res = layer_resources(compiled, hw)
+    totals = total_resources(layer_res, hw)
+    totals["depth"] = depth(compiled)
+    layers = []
+    for lr in layer_res:
+        row = lr.as_dict()
+        row["error_vs_original"] = block_err.get(lr.name, block_err.get(lr.block))
+        if spike_report is not None:
+            row["firing_rate"] = spike_report["firing_rate"].get(lr.name)
+        layers.append(row)
+    return layers, totals
 
 
 def _spike_report(stats, hw: HardwareSpec, core_depth: int) -> dict[str, Any]:

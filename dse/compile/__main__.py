@@ -36,6 +36,8 @@ A user model:           model.onnx=PATH (named after the file; model.name=NAME t
 Data (docs/data.md):    model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|module:function
                         model.calib_samples=N model.test_samples=N
                         model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
+Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
+                        refused before it starts)
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 
@@ -55,7 +57,7 @@ def _help() -> str:
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
-    from dse.compile import compile, load_model, prepare
+    from dse.compile import check_memory, compile, load_model, prepare
     from dse.explore.config import hardware_from, preprocess_from, tuning_from
     from dse.ir.serialize import save_graph
 
@@ -65,9 +67,12 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     graph, data = load_model(m.onnx if m.onnx is not None else m.name, m.dataset,
                              preprocess=preprocess_from(m.preprocess), calib_samples=m.calib_samples,
                              test_samples=m.test_samples)
-    prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width)
+    bound = cfg.compile.max_memory_gb
+    check_memory(graph, data, tuning=tuning, max_memory_gb=bound)
+    prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width,
+                       max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
-                     readout_k=cfg.strategy.readout_k,
+                     readout_k=cfg.strategy.readout_k, max_memory_gb=bound,
                      progress=cfg.progress and
                      sys.stderr.isatty())
 

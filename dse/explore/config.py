@@ -80,11 +80,19 @@ class StrategyConfig:
 
 
 @dataclass
+class LimitsConfig:
+    # the compile's memory bound (GB): batch sizes are chosen to stay under it, and a run whose estimate
+    # exceeds it is refused before it starts (docs/scale.md); None = half the machine's memory
+    max_memory_gb: float | None = None
+
+
+@dataclass
 class CompileConfig:
     model: ModelConfig = MISSING
     hardware: Any = MISSING
     strategy: StrategyConfig = MISSING
     tuning: Any = MISSING
+    compile: LimitsConfig = field(default_factory=LimitsConfig)
     progress: bool = True
 
 

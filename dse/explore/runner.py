@@ -75,7 +75,11 @@ def run_study(
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
-    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning"])
+    bound = cfg.compile.max_memory_gb  # per trial: a runner that runs n trials side by side needs n times it
+    from dse.compile import check_memory
+
+    check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
+    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile"])
 
     executor.check()  # a cluster address nobody answers at fails here, before any write
 
@@ -93,7 +97,8 @@ def run_study(
                 executor.start()
                 from dse.compile import prepare
 
-                prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width)
+                prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
+                                   max_memory_gb=bound)
                 prepare_seconds = prepared.seconds
                 executor.share(prepared)
             on_result, close_bar = progress_bar(progress and work, desc=options.name)
@@ -240,7 +245,7 @@ def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[s
         message = f"{type(exc).__name__}: {exc}"
         return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": message}, message)
     return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning, int(c.strategy.reencode_k),
-                     int(c.strategy.readout_k))
+                     int(c.strategy.readout_k), c.compile.max_memory_gb)
 
 
 def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class TrialSpec:
     tuning: TuneOptions
     reencode_k: int = 1
     readout_k: int = 1
+    max_memory_gb: float | None = None  # the compile's memory bound (compile.max_memory_gb)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
     cpu = time.process_time()
     try:
         result = compile(prepared, spec.hardware, strategy=spec.strategy, tuning=spec.tuning,
-                         reencode_k=spec.reencode_k, readout_k=spec.readout_k)
+                         reencode_k=spec.reencode_k, readout_k=spec.readout_k, max_memory_gb=spec.max_memory_gb)
     except DseError as exc:
         return _failed(spec, f"{type(exc).__name__}: {exc}", start)
     except Exception as exc:  # noqa: BLE001 - one broken point must not stop the sweep; the log keeps the trace

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dse.ir import ops as o
 from dse.ir.graph import Graph
-from dse.ir.shapes import SHAPE_RULES
+from dse.ir.shapes import SHAPE_RULES, infer_shapes
 
 Tensor = torch.Tensor
 
@@ -280,6 +280,9 @@ def run_logits(graph: Graph, x: np.ndarray | Tensor, **kw) -> np.ndarray:
     return run_float(graph, x, **kw)[graph.outputs[0]].numpy()
 
 
+LAZY_CHUNK_FLOATS = 2**26  # a node's output larger than this (256 MB) is computed a few images at a time
+
+
 class LazyForward:
     """The values of `graph`'s nodes on the batch `x`, computed on demand in topological order.
 
@@ -287,6 +290,12 @@ class LazyForward:
     once is what does not fit for an ImageNet-size network (ResNet-50: about 100 MB per image). This runs the
     graph only as far as asked and keeps only the values a later node still reads, plus the last one served.
     Asking for a value already dropped reruns the graph from the start (correct, only slower).
+
+    A node whose output over all images exceeds `LAZY_CHUNK_FLOATS` values runs a few images at a time into
+    its output (torch's convolution of 64 images of 224x224 holds several times its output in temporaries).
+    The chunk depends only on the node's size, not on any memory bound, so the values are the same in every
+    run (a convolution sums in an order that depends on the batch: chunking at all may move them by float32
+    rounding).
     """
 
     def __init__(self, graph: Graph, x: np.ndarray | Tensor, dtype: torch.dtype = torch.float32) -> None:
@@ -294,7 +303,21 @@ class LazyForward:
         self.x = torch.as_tensor(np.array(x) if isinstance(x, np.ndarray) and not x.flags.writeable else x).to(dtype)
         self.last_use = {src: i for i, node in enumerate(graph) for src in node.inputs}
         self.position = {node.name: i for i, node in enumerate(graph)}
+        self.sizes = {k: int(np.prod(v)) for k, v in infer_shapes(graph).items()}
         self._restart()
+
+    def _run(self, node, xs: list[Tensor]) -> Tensor:
+        fn, n = FLOAT_EXEC[type(node.op)], len(self.x)
+        rows = max(1, LAZY_CHUNK_FLOATS // max(self.sizes[node.name], 1))
+        if rows >= n:
+            return fn(node.op, xs)
+        out = None
+        for lo in range(0, n, rows):
+            y = fn(node.op, [x[lo : lo + rows] for x in xs])
+            if out is None:
+                out = torch.empty((n, *y.shape[1:]), dtype=y.dtype)
+            out[lo : lo + rows] = y
+        return out
 
     def _restart(self) -> None:
         self.values: dict[str, Tensor] = {}
@@ -310,7 +333,7 @@ class LazyForward:
         while name not in self.values:
             i, node = self.next, self.graph.nodes[self.next]
             xs = [self.values[s] for s in node.inputs] if node.inputs else [self.x]
-            self.values[node.name] = FLOAT_EXEC[type(node.op)](node.op, xs)
+            self.values[node.name] = self._run(node, xs)
             for src in set(node.inputs):
                 if self.last_use[src] == i and src != name:
                     del self.values[src]

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dse.errors import ConfigError
@@ -45,7 +44,7 @@ Tensor = torch.Tensor
 TUNING_MODES = ("multiphase", "none")
 KEEP_MARGIN = 0.05  # a phase (or the whole tuning) ending this much (relative) above its start is undone
 BIAS_CORRECTION_IMAGES = 64  # calibration images per step of `QCore.correct_bias`
-BLOCK_FLOATS = 2**27  # values of one block's nodes held at once while it runs on the calibration data (512 MB)
+CHUNK_FLOATS = 2**25  # values of one block's nodes held at once while it runs on the calibration data (128 MB)
 
 
 @dataclass(frozen=True)
@@ -426,6 +425,7 @@ class _Walk:
     reports: list[BlockReport] | None
     shapes: dict[str, tuple[int, ...]]
     out_max: dict[str, int]
+    chunk_floats: int  # values of a block's nodes held at once while it runs on the calibration data
     acts: dict[str, Tensor] = field(default_factory=dict)  # real values (code x scale)
     trains: dict[str, Tensor] = field(default_factory=dict)  # spiking chips: bool spike trains (N, T, ...)
     scales: dict[str, Tensor] = field(default_factory=dict)  # value of one code, per channel
@@ -442,8 +442,9 @@ class _Walk:
         if isinstance(op, o.Readout):
             return
         ins = [self.acts[s] for s in node.inputs]
-        if not self.spiking:
-            self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+        if not self.spiking:  # a core (a max-pooling one) a chunk of images at a time, as a block
+            self.acts[node.name] = (self.run_block([node], {node.name: op}, {node.name})[0][node.name]
+                                    if isinstance(op, o.CoreOp) else FLOAT_EXEC[type(op)](op, ins))
             return
         neuron = self.hw.neuron
         if isinstance(op, o.CoreOp):
@@ -479,19 +480,24 @@ class _Walk:
         ext = list(dict.fromkeys(s for n in block for s in n.inputs if s not in names))
         per_image = sum(int(np.prod(self.shapes[n.name])) for n in block)
         n_images = len(self.acts[ext[0]])
-        chunk = max(1, min(n_images, BLOCK_FLOATS // max(per_image, 1)))
-        parts: dict[str, list[Tensor]] = {k: [] for k in keep}
+        chunk = max(1, min(n_images, self.chunk_floats // max(per_image, 1)))
+        out: dict[str, Tensor] = {}
         top = dict.fromkeys(peaks, -np.inf)
         for lo in range(0, n_images, chunk):
             v = {s: self.acts[s][lo : lo + chunk] for s in ext}
             for n in block:
                 op, ins = ops[n.name], [v[s] for s in n.inputs]
                 v[n.name] = core_accumulator(op, ins[0]) if n.name in peaks else FLOAT_EXEC[type(op)](op, ins)
-            for k in keep:
-                parts[k].append(v[k])
+            for k in keep:  # written in place: joining the chunks would hold the block's outputs twice
+                if chunk >= n_images:
+                    out[k] = v[k]
+                    continue
+                if k not in out:
+                    out[k] = torch.empty((n_images, *v[k].shape[1:]), dtype=v[k].dtype)
+                out[k][lo : lo + chunk] = v[k]
             for k, fn in peaks.items():
                 top[k] = max(top[k], float(fn(v[k])))
-        return {k: p[0] if len(p) == 1 else torch.cat(p) for k, p in parts.items()}, top
+        return out, top
 
     def read_after(self, block: list[Node]) -> set[str]:
         """The nodes of `block` that something after it reads (or that are graph outputs)."""
@@ -520,10 +526,13 @@ def tune_graph(
     value_range: tuple[float, float] = (0.0, 1.0),
     reports: list[BlockReport] | None = None,
     progress: Callable[[str], None] | None = None,
+    chunk_floats: int = CHUNK_FLOATS,
 ) -> Graph:
     """Return `graph` with every core-op in integer form, the input encoded, for chip `hw`.
 
-    `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`.
+    `teacher(name)` returns the exact graph's activation of core-op `name` on `calib_x`. A block runs over the
+    calibration data (and its training rows are gathered) a few images at a time, holding about
+    `chunk_floats` values at once (the result does not depend on it).
     """
     check_quantizable(hw)
     if not hw.quantized:
@@ -535,7 +544,8 @@ def tune_graph(
     torch.manual_seed(options.seed)
     from dse.ir.shapes import infer_shapes
 
-    walk = _Walk(graph, hw, options, teacher, reports, infer_shapes(graph), _out_max(graph, hw))
+    walk = _Walk(graph, hw, options, teacher, reports, infer_shapes(graph), _out_max(graph, hw),
+                 chunk_floats)
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
     done_blocks: set[str] = set()
     in_max = hw.input_code_max
@@ -582,6 +592,21 @@ def tune_graph(
             if last_use.get(src, -1) <= i:
                 walk.forget(src)
     return graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
+
+
+def _relative_mse(got: Tensor, ref: Tensor, chunk_floats: int) -> float:
+    """``mse(got, ref) / var(ref)`` over a few images at a time: at once, the differences and the variance's
+    temporaries of an ImageNet-size layer on the calibration images would take more than the layer itself."""
+    rows = max(1, chunk_floats // max(ref[0].numel(), 1))
+    sq_err = total = sq_total = 0.0
+    for lo in range(0, len(ref), rows):
+        g, r = got[lo : lo + rows], ref[lo : lo + rows]
+        sq_err += float(((g - r) ** 2).sum(dtype=torch.float64))
+        total += float(r.sum(dtype=torch.float64))
+        sq_total += float((r.double() ** 2).sum())
+    n = ref.numel()
+    var = (sq_total - total * total / n) / max(n - 1, 1)  # unbiased, as torch's var
+    return sq_err / n / (var + 1e-12)
 
 
 def _ancestors(block: list[Node], node: Node) -> list[Node]:
@@ -747,7 +772,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     target = teacher(out_name)
     taps = 1
     if geometry is not None:
-        x, target, taps = sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen)
+        x, target, taps = sample_patches(acts[ext[0]], target, geometry, options.max_rows, gen,
+                                          walk.chunk_floats)
         x_ext = {ext[0]: x}
     else:
         x_ext = {s: acts[s] for s in ext}
@@ -919,9 +945,8 @@ def _tune_block(walk: _Walk, block: list[Node]) -> None:
     for n in block:
         scales[n.name] = local_scales[n.name]
     with torch.no_grad():
-        full = teacher(out_name)
         got = decode_population(acts[out_name], cores[out_name].k)
-        report.losses["final"] = float(F.mse_loss(got, full) / (full.var() + 1e-12))
+        report.losses["final"] = _relative_mse(got, teacher(out_name), walk.chunk_floats)
     if walk.reports is not None:
         walk.reports.append(report)
     log.info("tuned block %s (%d cores, %d rows per step%s): %s", out_name, len(cores), batch,

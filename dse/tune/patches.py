@@ -37,9 +37,10 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
     return geometry.pop() if len(geometry) == 1 else None
 
 
-def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator
-                    ) -> tuple[Tensor, Tensor, int]:
-    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel."""
+def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator,
+                   chunk_floats: int) -> tuple[Tensor, Tensor, int]:
+    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel.
+    The patches of a few images are unfolded at a time (about `chunk_floats` values)."""
     kernel, stride, padding, dense = geometry
     if dense:
         return x, target, 1
@@ -51,14 +52,15 @@ def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, ge
     img, pos = pick // positions, pick % positions
     # unfold a few images at a time: one 224x224 image of 64 channels and a 3x3 kernel is 115 MB of patches
     fan_in = x.shape[1] * kernel[0] * kernel[1]
-    xs, chunk = [], max(1, min(256, 2**26 // max(fan_in * positions, 1)))
+    chunk = max(1, min(256, chunk_floats // max(fan_in * positions, 1)))
     order = torch.argsort(img)
     img, pos = img[order], pos[order]
+    rows = torch.empty((len(img), fan_in), dtype=x.dtype)  # filled in place: no second copy of the rows
     for lo in range(0, n, chunk):
-        sel = (img >= lo) & (img < lo + chunk)
-        if not sel.any():
+        sel = ((img >= lo) & (img < lo + chunk)).nonzero().flatten()
+        if not len(sel):
             continue
         cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
-        xs.append(cols[img[sel] - lo, :, pos[sel]])
+        rows[sel] = cols[img[sel] - lo, :, pos[sel]]
     t = target.reshape(n, out_c, positions)[img, :, pos]
-    return torch.cat(xs), t, kernel[0] * kernel[1]
+    return rows, t, kernel[0] * kernel[1]

@@ -176,22 +176,6 @@ def test_a_tied_signed_pair_computes_what_two_tensors_do() -> None:
     assert np.abs(q.weight_int).max() <= 7
 
 
-def test_running_blocks_a_few_images_at_a_time_changes_nothing(prepared: Prepared, results: dict[str, CompileResult],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks run on the calibration data in chunks when their values would not fit at once (ImageNet
-    sizes); the compiled network is the same as in one piece."""
-    import dse.tune.multiphase as multiphase
-
-    monkeypatch.setattr(multiphase, "BLOCK_FLOATS", 2_000)  # a handful of images per chunk
-    for case, tuning in (("naive4", NAIVE), ("tuned4", TUNED)):
-        chunked = compile(prepared, chip(4), tuning=tuning)
-        for a, b in zip(chunked.graph, results[case].graph, strict=True):
-            if isinstance(a.op, o.CoreOp):
-                np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
-                np.testing.assert_array_equal(a.op.quant.bias_int, b.op.quant.bias_int)
-        assert chunked.report["accuracy_compiled"] == results[case].report["accuracy_compiled"]
-
-
 def test_a_population_code_through_split_and_merge(prepared: Prepared) -> None:
     """Re-encoding (k copies per value) on crossbars so small that every layer is split: each merge is a
     grouped core whose copies read their own routed partial sums; it compiles legal and exact."""

@@ -1,0 +1,202 @@
+"""Memory: the bound a compile runs under, the estimate that refuses a run that cannot fit before it starts,
+the batch sizes that keep the peak under the bound, and the time and peak memory of each step.
+
+What a compile holds at its peak, by part (bytes; values are float32):
+
+- ``runtime``: the interpreter, torch and onnx, before any data;
+- ``weights``: the network's weights in its forms (original, exact, fitted, compiled);
+- the tuner's data at the node of the graph where they are largest (`_working_set`): ``calibration``, the
+  values of the calibration images alive there, the tuner's own and the teacher's; ``tuning_rows``, the
+  (image, position) rows a convolution trains on (`tuning.max_rows` x (fan-in + outputs)); ``training``, the
+  layer's weights while they train (value, gradient, two Adam moments, two snapshots);
+- ``chunk``: a chunk of images run through a block, with the temporaries its ops make.
+
+The evaluation comes after tuning, when the calibration data are gone: it holds the weights and a batch of
+test samples (every core's values of both graphs). The chunk and the batches are what the bound chooses;
+everything else is fixed by the network, the calibration images and `tuning.max_rows`, and a run whose
+estimate exceeds the bound even one sample at a time is refused before it starts. `docs/scale.md` compares
+the estimate with measured peaks.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dse.errors import ResourceError
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
+from dse.tune.multiphase import TuneOptions
+
+GB = 2**30
+FLOAT = 4  # bytes of a float32 value
+DEFAULT_FRACTION = 0.5  # of the machine's memory, when no bound is set
+RUNTIME_BYTES = int(0.4 * GB)  # the interpreter, torch and onnx, before any data
+MAX_CHUNK_FLOATS = 2**25  # the largest chunk (128 MB of values): beyond it, larger chunks are no faster
+CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (codes, products, rounding)
+WEIGHT_COPIES = 6  # original, exact, fitted (a split's signed pairs: twice), compiled (float32 + codes)
+TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
+MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory of this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_bound(max_memory_gb: float | None) -> int:
+    """The bound in bytes: `max_memory_gb`, or `DEFAULT_FRACTION` of the machine's memory."""
+    if max_memory_gb is None:
+        return int(DEFAULT_FRACTION * machine_memory_bytes())
+    if not max_memory_gb > 0:
+        raise ResourceError(f"compile.max_memory_gb must be > 0 (got {max_memory_gb})")
+    return int(max_memory_gb * GB)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The bound, the estimated peak by part, and the batch sizes chosen to stay under the bound."""
+
+    bound: int  # bytes
+    parts: dict[str, int]  # estimated bytes held at the peak, by part (see the module's docstring)
+    chunk_floats: int  # values held per chunk of images when a block runs over the calibration data
+    forward_batch: int  # images per batch of a float run of the original network (prepare)
+    eval_batch: int  # test images per batch of the chip evaluation
+    sample_floats: int  # values one test sample holds in the evaluation
+    evaluation: int  # bytes held during the evaluation (after tuning: the calibration data are gone)
+
+    @property
+    def estimate(self) -> int:
+        """The estimated peak: tuning's (the parts together), or the evaluation's where it is larger."""
+        return max(sum(self.parts.values()), self.evaluation)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bound_gb": round(self.bound / GB, 3), "estimate_gb": round(self.estimate / GB, 3),
+                "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()},
+                "evaluation_gb": round(self.evaluation / GB, 3),
+                "chunk_floats": self.chunk_floats, "forward_batch": self.forward_batch,
+                "eval_batch": self.eval_batch}
+
+
+def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, tuning: TuneOptions | None
+                 ) -> tuple[dict[str, int], str]:
+    """The tuner's data at the node where they are largest (bytes by part), and that node.
+
+    At a node, the calibration images' values alive (what a later node still reads, and the node's output)
+    plus its output once more (the tuner holds its own values and the teacher's); at a convolution, the
+    training rows (`tuning.max_rows` (image, position) pairs x (fan-in + outputs)); at a layer with weights,
+    `TRAINING_COPIES` of them."""
+    tuned = tuning is not None and tuning.mode == "multiphase"
+    last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
+    size = {n.name: int(np.prod(shapes[n.name])) for n in graph}
+    alive: dict[str, int] = {}
+    best: tuple[dict[str, int], str] = ({"calibration": 0, "tuning_rows": 0, "training": 0}, "")
+    for i, n in enumerate(graph):
+        alive[n.name] = size[n.name]
+        rows = weights = 0
+        if tuned and isinstance(n.op, o.Conv):
+            pairs = min(tuning.max_rows, calib * int(np.prod(shapes[n.name][1:])))
+            rows = pairs * (int(np.prod(n.op.weight.shape[1:])) + shapes[n.name][0])
+        if tuned and isinstance(n.op, (o.Conv, o.Linear)):
+            weights = TRAINING_COPIES * int(np.size(n.op.weight))
+        here = {"calibration": calib * (sum(alive.values()) + size[n.name]) * FLOAT, "tuning_rows": rows * FLOAT,
+                "training": weights * FLOAT}
+        if sum(here.values()) > sum(best[0].values()):
+            best = here, n.name
+        for src in set(n.inputs):
+            if last_use[src] == i and src != n.name:
+                alive.pop(src, None)
+    return best
+
+
+def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: TuneOptions | None,
+                max_memory_gb: float | None) -> MemoryPlan:
+    """Estimate the peak of compiling `graph` (the network as imported) with `calib_samples` calibration and
+    `test_samples` test samples and `tuning` (None: only what `prepare` holds), and choose batch sizes under
+    the bound. Raises ResourceError, naming the estimate, the bound and the largest part, when even one
+    sample at a time does not fit."""
+    bound = memory_bound(max_memory_gb)
+    shapes = infer_shapes(graph)
+    sizes = [int(np.prod(s)) for s in shapes.values()]
+    weights = sum(int(np.size(n.op.weight)) for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp)))
+    working, node = _working_set(graph, shapes, calib_samples, tuning)
+    parts = {"runtime": RUNTIME_BYTES, "weights": WEIGHT_COPIES * weights * FLOAT, **working}
+    # a block runs over the calibration data a chunk of images at a time: one image at least (a block's nodes:
+    # a few times its largest)
+    chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // (CHUNK_COPIES * FLOAT)))
+    chunk_floats = max(chunk_floats, 4 * max(sizes))
+    parts["chunk"] = CHUNK_COPIES * chunk_floats * FLOAT
+    # the evaluation holds, per test sample, every core's values of both graphs and the chip's integer values
+    # (about three times the network's values), beside the weights: the calibration data are gone by then
+    sample_floats = 3 * sum(sizes)
+    eval_room = bound - parts["runtime"] - parts["weights"]
+    eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
+    evaluation = parts["runtime"] + parts["weights"] + eval_batch * sample_floats * FLOAT
+    plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
+                      evaluation=evaluation,
+                      forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
+    if plan.estimate > bound:
+        top = max((k for k in parts if k != "runtime"), key=parts.get)
+        where = f" at node {node!r}" if top in working else ""
+        raise ResourceError(
+            f"estimated peak memory {plan.estimate / GB:.2f} GB exceeds the bound compile.max_memory_gb="
+            f"{bound / GB:.3g} GB (largest part: {top} {parts[top] / GB:.2f} GB{where}, with {calib_samples} "
+            f"calibration samples); raise the bound or use fewer calibration samples (model.calib_samples) or "
+            f"tuning rows (tuning.max_rows)")
+    return plan
+
+
+# --- what each step took ----------------------------------------------------------------------------------
+
+
+def _reset_peak() -> bool:
+    """Restart the kernel's count of this process's peak resident memory (Linux: VmHWM); False where the
+    kernel does not offer it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # since the start of the process
+
+
+@dataclass
+class StepMeter:
+    """Wall seconds, CPU seconds and peak resident memory of each step of a compile, in order."""
+
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Measure the enclosed step. Its peak is the process's, restarted at the step's start on Linux (so
+        a step's figure is its own); elsewhere it is the peak since the process started."""
+        own = _reset_peak()
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.steps[name] = {"wall_s": round(time.perf_counter() - wall, 3),
+                                "cpu_s": round(time.process_time() - cpu, 3),
+                                "peak_rss_gb": round(_peak_bytes() / GB, 3), "own_peak": own}
+
+    def seconds(self, *names: str) -> float:
+        return sum(self.steps[n]["wall_s"] for n in names if n in self.steps)

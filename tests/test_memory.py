@@ -1,0 +1,84 @@
+"""The memory bound (compile.max_memory_gb): a run that cannot fit is refused before it starts, and a tight
+bound makes every batch smaller without changing a number of the result."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dse.compile import check_memory, compile, load_model, prepare
+from dse.compile.memory import CHUNK_COPIES, FLOAT, GB, plan_memory
+from dse.errors import ResourceError
+from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
+from dse.ir import ops as o
+from dse.tune.multiphase import TuneOptions
+
+SHORT = TuneOptions(free_steps=20, range_steps=5, round_steps=3)
+CHIP = HardwareSpec(name="small", crossbar=Crossbar(64, 64, 4, True), weights=Weights(4), io=IO(4, 4))
+
+
+@pytest.mark.parametrize("bound, pattern", [
+    ("0.001", r"^error: estimated peak memory \d+\.\d+ GB exceeds the bound compile\.max_memory_gb=0\.001 GB "
+              r"\(largest part: \w+"),
+    ("0", r"^error: compile\.max_memory_gb must be > 0 \(got 0"),
+])
+def test_a_run_that_cannot_fit_is_refused_before_it_starts(bound: str, pattern: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    code = run_app("compile", main, [f"compile.max_memory_gb={bound}", "progress=false",
+                                     f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_estimate_grows_with_the_calibration_images_and_the_tuning_rows() -> None:
+    graph, data = load_model("lenet_mnist", "mnist")
+    small = check_memory(graph, data, calib_samples=100)  # what prepare holds: no tuning rows, no training
+    large = check_memory(graph, data, calib_samples=1000)
+    assert large.parts["calibration"] == 10 * small.parts["calibration"] > 0
+    assert large.parts["tuning_rows"] == large.parts["training"] == 0
+    rows = check_memory(graph, data, calib_samples=1000, tuning=TuneOptions(max_rows=1_000_000))
+    few = check_memory(graph, data, calib_samples=1000, tuning=TuneOptions(max_rows=1_000))
+    assert rows.estimate > few.estimate >= large.estimate
+    with pytest.raises(ResourceError, match=r"at node '.*'.*model\.calib_samples"):
+        check_memory(graph, data, calib_samples=1000, tuning=SHORT, max_memory_gb=few.estimate / 2 / GB)
+
+
+def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
+    """Blocks run over the calibration data, the float runs and the chip evaluation go a few images at a
+    time under a tight bound. The chip's network and its outputs stay the same to the bit (tuning works on
+    codes, whose sums are exact, and on the teacher's values over all calibration images at once); the float
+    runs of the original network agree to float32 rounding (torch's convolution and matrix kernels sum in an
+    order that depends on the batch size: lenet's logits move by up to 2e-6 between batches of 8 and 1000)."""
+    graph, data = load_model("lenet_mnist", "mnist")
+    for tuning in (SHORT, TuneOptions(mode="none")):
+        default = plan_memory(graph, calib_samples=200, test_samples=len(data.x_test), tuning=tuning,
+                              max_memory_gb=None)
+        fixed = default.estimate - default.parts["chunk"]
+        tight_gb = (fixed + 5 * CHUNK_COPIES * default.sample_floats * FLOAT) / GB  # chunks of about 5 samples
+        results = []
+        for bound in (None, tight_gb):
+            prepared = prepare(graph, data, name="lenet", calib_samples=200, max_memory_gb=bound)
+            results.append((prepared, compile(prepared, CHIP, tuning=tuning, max_memory_gb=bound)))
+        (p_default, r_default), (p_tight, r_tight) = results
+        tight, default = r_tight.report["memory"], r_default.report["memory"]
+        # lenet's first block holds about 3500 values x its cores per image: a few chunks for 200 images
+        assert tight["chunk_floats"] < 100 * 3500 < default["chunk_floats"]
+        for batch in ("eval_batch", "forward_batch"):
+            assert tight[batch] < default[batch] == len(data.x_test), batch
+        np.testing.assert_allclose(p_tight.original_test_logits, p_default.original_test_logits, rtol=0, atol=1e-5)
+        for a, b in zip(r_tight.graph, r_default.graph, strict=True):
+            if isinstance(a.op, o.CoreOp):
+                np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
+                np.testing.assert_array_equal(a.op.quant.bias_int, b.op.quant.bias_int)
+                assert a.op.quant.out_scale == b.op.quant.out_scale
+        # (`verify` differs: it checks the first batch, whose size is what the bound changes)
+        for key in ("accuracy_original", "accuracy_compiled", "agreement"):
+            assert r_tight.report[key] == r_default.report[key], key
+        assert r_tight.report["logits_rel_error"] == pytest.approx(r_default.report["logits_rel_error"], rel=1e-5)
