@@ -48,3 +48,12 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def group_options(*groups: str) -> str:
+    """``group=a|b|c`` for each config group, the options read from conf/ (for --help: never a stale list)."""
+    from dse.explore.config import CONF_DIR
+
+    options = {g: "|".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "schema"))
+               for g in groups}
+    return "\n                        ".join(f"{g}={v}" for g, v in options.items())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import run_app
+from dse.cli import group_options, run_app
 
 HELP = """usage: python -m dse.sweep [OVERRIDE ...]
 
@@ -21,10 +21,8 @@ Sweep chip parameters and strategies around a hardware preset: compile the netwo
 the error-versus-resource trade-off as tables and figures into the run folder
 (default results/<study.name>/<time>/; hydra.run.dir=DIR to choose it).
 
-Config groups (conf/):  model=lenet_mnist|mlp_mnist|cnn3_mnist|mlp_digits   hardware=chip_a|ideal
-                        strategy=split|prune   tuning=multiphase|none
+Config groups (conf/):  {groups}
                         search=<hardware preset>|custom   (default: the preset's own space)
-                        study=grid|pareto   runner=ray|local   experiment=<conf/experiment/NAME>
 A user model and data:  model.onnx=PATH (named after the file) model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|
                         module:function  model.calib_samples=N model.test_samples=N model.preprocess.*
                         (docs/data.md; without test labels the default error objective is logits_rel_error)
@@ -38,8 +36,8 @@ Study:                  study.name=NAME (the same name resumes the newest run fo
 Runner:                 runner=ray (local Ray sized to the machine), runner.address=HOST:PORT (a cluster),
                         runner.num_cpus=N, runner.max_concurrent=N, runner=local (in this process)
 
-Writes: config.yaml, study.db (Optuna, SQLite), trials.parquet, trials.csv, pareto.csv, pareto.tex,
-        pareto_front.{png,pdf}, sensitivity_*.{png,pdf,csv}.
+Writes: config.yaml, samples.json, study.db (Optuna, SQLite), trials.parquet, trials.csv, pareto.csv, pareto.tex,
+        pareto_front.{{png,pdf}}, sensitivity_*.{{png,pdf,csv}}.
 Exit status: 0 done, 1 no trial compiled to a legal network, 2 bad input (one line on stderr)."""
 
 
@@ -110,7 +108,9 @@ def _fmt(v) -> str:
 
 def cli(argv: list[str] | None = None) -> int:
     command = SweepCommand()
-    return run_app("sweep", command.main, argv=argv, help_text=HELP, preprocess=command.preprocess)
+    help_text = HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "study", "runner",
+                                                 "experiment"))
+    return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from dse.sim.integer import run_integer
 
 FAST = ["tuning.free_steps=30", "tuning.range_steps=10", "tuning.round_steps=5", "progress=false"]
 FEW = ["model.calib_samples=200", "model.test_samples=200"]
-TIMING = {"dataset", "compile_seconds", "prepare_seconds", "evaluate_seconds", "passes"}
+TIMING = {"dataset", "compile_seconds", "prepare_seconds", "evaluate_seconds", "passes", "steps"}  # vary by run
 
 
 def compile_cli(args: list[str], run_dir: Path) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import run_app
+from dse.cli import group_options, run_app
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -47,13 +47,9 @@ Exit status: 0 compiled and legal, 1 compiled but not legal, 2 bad input (one li
 
 
 def _help() -> str:
-    from dse.explore.config import CONF_DIR
     from dse.frontends.onnx import SUPPORTED_OPS
 
-    options = {g: "|".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "schema"))
-               for g in ("model", "hardware", "strategy", "tuning")}
-    groups = "\n                        ".join(f"{g}={v}" for g, v in options.items())
-    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=groups)
+    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"))
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
