@@ -16,8 +16,10 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
 
     A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
     then training can sample (image, position) pairs as rows of a matrix instead of running whole feature
-    maps, which is what makes tuning fast. A grouped core that reads the input (a depthwise op) keeps the
-    feature-map path; a grouped 1x1 merge behind the partial sums is a grouped matrix product on the rows.
+    maps, which is what makes tuning fast. A grouped core that reads the input with a larger kernel (a
+    depthwise op) keeps the feature-map path; a grouped 1x1 core is a grouped matrix product on the rows,
+    behind the partial sums (a split's merge) or on the input itself (a residual Add's merge, which on the
+    feature-map path ran every calibration image of a 56x56x1024 input through each training step).
     """
     if len(ext) != 1:
         return None
@@ -26,7 +28,8 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
     for n in block:
         if isinstance(n.op, o.CoreOp):
             if n.inputs[0] in reads_ext:
-                if n.op.groups != 1:
+                pointwise = n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding)
+                if n.op.groups != 1 and not pointwise:
                     return None
                 geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
             elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):

@@ -1,0 +1,37 @@
+"""Training rows of a block whose core reads the block's input through a grouped 1x1 kernel (a residual
+Add's merge): the rows path computes what the feature-map path does, at the sampled positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dse.ir import ops as o
+from dse.ir.graph import Node
+from dse.tune.multiphase import QCore
+from dse.tune.patches import patch_geometry, sample_patches
+
+
+def _core(kernel: int, groups: int, c_in: int = 8, c_out: int = 4, seed: int = 0) -> o.CoreOp:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(c_out, c_in // groups, kernel, kernel)).astype(np.float32)
+    pad = kernel // 2
+    return o.CoreOp(w, rng.normal(size=c_out).astype(np.float32), padding=(pad,) * 4, groups=groups)
+
+
+def test_a_grouped_1x1_core_on_the_input_trains_on_rows_a_depthwise_3x3_does_not() -> None:
+    assert patch_geometry([Node("merge", _core(1, 4), ("x",))], ["x"]) == ((1, 1), (1, 1), (0, 0, 0, 0), False)
+    assert patch_geometry([Node("dw", _core(3, 8, c_out=8), ("x",))], ["x"]) is None
+
+
+def test_rows_of_a_grouped_1x1_core_equal_its_feature_map_at_the_sampled_positions() -> None:
+    op = _core(1, 4)
+    x = torch.rand(3, 8, 5, 6)
+    maps = QCore(op, torch.ones(8), out_max=15, wmax=7, per_column=False)
+    rows = QCore(op, torch.ones(8), out_max=15, wmax=7, per_column=False, patch=True)
+    with torch.no_grad():
+        target = maps(x)  # (3, 4, 5, 6): sample_patches returns it at the rows' positions
+        geometry = patch_geometry([Node("merge", op, ("x",))], ["x"])
+        patches, at_rows, taps = sample_patches(x, target, geometry, 40, torch.Generator().manual_seed(0), 2**20)
+        assert taps == 1 and patches.shape == (40, 8)
+        torch.testing.assert_close(rows(patches), at_rows)
