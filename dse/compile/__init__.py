@@ -194,6 +194,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
             value_range=prepared.dataset.value_range, reports=blocks, progress=bar, chunk_floats=plan.chunk_floats,
         )
     trace.append(PassRecord("tune", meter.steps["tune"]["wall_s"], len(fitted), len(compiled)))
+    del fitted  # its float weights (a split's signed pairs: twice the network's) are not read again
     with meter.step("evaluate"):
         violations = check(compiled, hw)
         ev = evaluate_chip(exact, compiled, hw, prepared.test_x, seed=tuning.seed, batch_size=plan.eval_batch)

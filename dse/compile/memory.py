@@ -8,7 +8,9 @@ What a compile holds at its peak, by part (bytes; values are float32):
 - the tuner's data at the node of the graph where they are largest (`_working_set`): ``calibration``, the
   values of the calibration images alive there, the tuner's own and the teacher's; ``tuning_rows``, the
   (image, position) rows a convolution trains on (`tuning.max_rows` x (fan-in + outputs)); ``training``, the
-  layer's weights while they train (value, gradient, two Adam moments, two snapshots);
+  layer's weights while they train (value, gradient, two Adam moments, two snapshots); at a residual Add,
+  the merge core's input (each term a signed pair, concatenated and routed: `MERGE_COPIES` x 4 x the Add's
+  values for two terms) and its training rows;
 - ``chunk``: a chunk of images run through a block, with the temporaries its ops make.
 
 The evaluation comes after tuning, when the calibration data are gone: it holds the weights and a batch of
@@ -42,7 +44,11 @@ DEFAULT_FRACTION = 0.5  # of the machine's memory, when no bound is set
 RUNTIME_BYTES = int(0.4 * GB)  # the interpreter, torch and onnx, before any data
 MAX_CHUNK_FLOATS = 2**25  # the largest chunk (128 MB of values): beyond it, larger chunks are no faster
 CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (codes, products, rounding)
-WEIGHT_COPIES = 6  # original, exact, fitted (a split's signed pairs: twice), compiled (float32 + codes)
+# original, exact, fitted (a split's signed pairs: twice), compiled (float32; its int8 codes are a quarter
+# more, but a layer is compiled only once tuned, after the full-resolution blocks where the peak is): 5,
+# calibrated on VGG-16 (docs/scale.md: measured peaks against the estimate)
+WEIGHT_COPIES = 5
+MERGE_COPIES = 2  # a residual Add's terms as the merge core reads them: concatenated, and routed by a Gather
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
 MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
 
@@ -107,8 +113,14 @@ def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, t
             rows = pairs * (int(np.prod(n.op.weight.shape[1:])) + shapes[n.name][0])
         if tuned and isinstance(n.op, (o.Conv, o.Linear)):
             weights = TRAINING_COPIES * int(np.size(n.op.weight))
-        here = {"calibration": calib * (sum(alive.values()) + size[n.name]) * FLOAT, "tuning_rows": rows * FLOAT,
-                "training": weights * FLOAT}
+        merge = 0
+        if isinstance(n.op, o.Add):  # on the chip each term arrives as a signed pair: 2 x terms x its channels
+            merge = MERGE_COPIES * 2 * len(n.inputs) * size[n.name]
+            if tuned and len(shapes[n.name]) == 3:  # the merge trains on (image, position) rows of that input
+                pairs = min(tuning.max_rows, calib * int(np.prod(shapes[n.name][1:])))
+                rows = pairs * (2 * len(n.inputs) + 1) * shapes[n.name][0]
+        here = {"calibration": calib * (sum(alive.values()) + size[n.name] + merge) * FLOAT,
+                "tuning_rows": rows * FLOAT, "training": weights * FLOAT}
         if sum(here.values()) > sum(best[0].values()):
             best = here, n.name
         for src in set(n.inputs):
