@@ -50,6 +50,7 @@ CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (cod
 WEIGHT_COPIES = 5
 MERGE_COPIES = 2  # a residual Add's terms as the merge core reads them: concatenated, and routed by a Gather
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
+EVAL_COPIES = 4  # a test sample's values in the evaluation, in network values (VGG-16-like: about 3.7 measured)
 MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
 
 
@@ -146,9 +147,9 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // (CHUNK_COPIES * FLOAT)))
     chunk_floats = max(chunk_floats, 4 * max(sizes))
     parts["chunk"] = CHUNK_COPIES * chunk_floats * FLOAT
-    # the evaluation holds, per test sample, every core's values of both graphs and the chip's integer values
-    # (about three times the network's values), beside the weights: the calibration data are gone by then
-    sample_floats = 3 * sum(sizes)
+    # the evaluation holds, per test sample, every core's values of both graphs and the chip's integer values,
+    # and a split's partial sums while a layer runs, beside the weights: the calibration data are gone by then
+    sample_floats = EVAL_COPIES * sum(sizes)
     eval_room = bound - parts["runtime"] - parts["weights"]
     eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
     evaluation = parts["runtime"] + parts["weights"] + eval_batch * sample_floats * FLOAT
