@@ -29,7 +29,7 @@ from dse.compile import compile, prepare  # noqa: E402
 from dse.data import load_dataset  # noqa: E402
 from dse.explore.config import compose_config, hardware_from  # noqa: E402
 from dse.frontends.onnx import load_onnx  # noqa: E402
-from dse.tune.multiphase import TuneOptions  # noqa: E402
+from dse.tune.options import TuneOptions  # noqa: E402
 
 
 class Separable(nn.Module):

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import json
 
 from dse.compile import compile, load_model, prepare
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 OFFERED = ("if", "lif")
 SETTINGS = [

@@ -14,7 +14,7 @@ from dse.compile.memory import CHUNK_COPIES, FLOAT, GB, plan_memory
 from dse.errors import ResourceError
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 SHORT = TuneOptions(free_steps=20, range_steps=5, round_steps=3)
 CHIP = HardwareSpec(name="small", crossbar=Crossbar(64, 64, 4, True), weights=Weights(4), io=IO(4, 4))

@@ -39,7 +39,7 @@ from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import compare, evaluate_chip
 from dse.sim.float_exec import LazyForward, run_float
-from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable, tune_graph
+from dse.tune import BlockReport, TuneOptions, check_quantizable, tune_graph
 
 # the passes register themselves on import
 from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip

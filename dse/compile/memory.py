@@ -36,7 +36,7 @@ from dse.errors import ResourceError
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 GB = 2**30
 FLOAT = 4  # bytes of a float32 value

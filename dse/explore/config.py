@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dse.data.images import Preprocess
 from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 

@@ -16,7 +16,7 @@ from typing import Any
 from dse.compile import Prepared, compile
 from dse.errors import DseError
 from dse.hardware.spec import HardwareSpec
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 log = logging.getLogger(__name__)
 

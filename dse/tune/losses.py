@@ -23,7 +23,7 @@ mlp_sigmoid_mnist chip_a 0.2 / 0.1 / -0.2.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -62,3 +62,28 @@ def block_loss(graph: Graph, out_name: str, target: Tensor, output_loss: str) ->
     kd = "kd" in terms and target.dim() == 2  # class probabilities: of (N, classes) logits
     return BlockLoss(norm, output=True, mse=not kd or "mse" in terms, kd=kd,
                      signed_pair=bool(graph.consumers(out_name)))  # read through a Readout
+
+
+@dataclass
+class BlockReport:
+    """What tuning did to one block: its loss after each phase (MSE over the teacher's variance; for the block
+    that computes the network's output, `tuning.output_loss`), and as `final` the MSE of what it commits."""
+
+    name: str
+    cores: int
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+def relative_mse(got: Tensor, ref: Tensor, chunk_floats: int) -> float:
+    """``mse(got, ref) / var(ref)`` over a few images at a time: at once, the differences and the variance's
+    temporaries of an ImageNet-size layer on the calibration images would take more than the layer itself."""
+    rows = max(1, chunk_floats // max(ref[0].numel(), 1))
+    sq_err = total = sq_total = 0.0
+    for lo in range(0, len(ref), rows):
+        g, r = got[lo : lo + rows], ref[lo : lo + rows]
+        sq_err += float(((g - r) ** 2).sum(dtype=torch.float64))
+        total += float(r.sum(dtype=torch.float64))
+        sq_total += float((r.double() ** 2).sum())
+    n = ref.numel()
+    var = (sq_total - total * total / n) / max(n - 1, 1)  # unbiased, as torch's var
+    return sq_err / n / (var + 1e-12)

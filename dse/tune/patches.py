@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +13,21 @@ from dse.ir.graph import Node
 Tensor = torch.Tensor
 
 
-def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
+class PatchGeometry(NamedTuple):
+    """How a block reads its input patch: the kernel geometry every core reading the input shares."""
+
+    kernel: tuple[int, int]  # (height, width) in input positions
+    stride: tuple[int, int]  # (vertical, horizontal) in input positions
+    padding: tuple[int, int, int, int]  # (top, left, bottom, right) in input positions
+    dense: bool  # a dense core: a row is the whole input vector (no patches)
+
+    @property
+    def taps(self) -> int:
+        """Patch columns per input channel."""
+        return self.kernel[0] * self.kernel[1]
+
+
+def patch_geometry(block: list[Node], ext: list[str]) -> PatchGeometry | None:
     """If the whole block is a function of one input patch per output position, its kernel geometry.
 
     A split block (partial-sum cores on channel slices of one input, a 1x1 merge) and a plain core-op are;
@@ -31,7 +47,7 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
                 pointwise = n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding)
                 if n.op.groups != 1 and not pointwise:
                     return None
-                geometry.add((n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
+                geometry.add(PatchGeometry(n.op.kernel, n.op.stride, n.op.padding, n.op.dense))
             elif not (n.op.dense or (n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding))):
                 return None
         elif not isinstance(n.op, (o.Slice, o.Concat, o.Gather)) or (
@@ -40,12 +56,12 @@ def patch_geometry(block: list[Node], ext: list[str]) -> tuple | None:
     return geometry.pop() if len(geometry) == 1 else None
 
 
-def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, gen: torch.Generator,
+def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows: int, gen: torch.Generator,
                    chunk_floats: int) -> tuple[Tensor, Tensor, int]:
     """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel.
     The patches of a few images are unfolded at a time (about `chunk_floats` values)."""
-    kernel, stride, padding, dense = geometry
-    if dense:
+    kernel, stride, padding = geometry.kernel, geometry.stride, geometry.padding
+    if geometry.dense:
         return x, target, 1
     top, left, bottom, right = padding
     n, out_c = target.shape[:2]
@@ -66,4 +82,4 @@ def sample_patches(x: Tensor, target: Tensor, geometry: tuple, max_rows: int, ge
         cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
         rows[sel] = cols[img[sel] - lo, :, pos[sel]]
     t = target.reshape(n, out_c, positions)[img, :, pos]
-    return rows, t, kernel[0] * kernel[1]
+    return rows, t, geometry.taps

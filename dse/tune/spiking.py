@@ -21,8 +21,6 @@ reset to zero) keep the ReLU model of the counts as their gradient.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
@@ -30,19 +28,16 @@ from dse.hardware.spec import Neuron
 from dse.ir import ops as o
 from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
 from dse.sim.spiking import integrate, wire
+from dse.tune.block import BlockProblem, Samples
+from dse.tune.losses import BlockLoss, BlockReport
+from dse.tune.options import TuneOptions
+from dse.tune.patches import PatchGeometry
+from dse.tune.qcore import QCore
 from dse.tune.quantizers import round_ste
-
-if TYPE_CHECKING:
-    from dse.tune.losses import BlockLoss
-    from dse.tune.multiphase import BlockReport, QCore, _Walk
+from dse.tune.walk import TuneWalk
 
 Tensor = torch.Tensor
-MAX_ROWS = 8192  # (image, position) rows sampled per block, each T steps long
-MAX_SAMPLES = 2048  # whole samples, for a block that does not work position by position
-SAMPLE_FLOATS = 2**26  # and at most this many input values over the T steps (256 MB)
-EVAL_ROWS = 2048  # rows the loss is measured on to keep the best parameters
-MIN_ROWS = 128  # rows per step at least
-CHECKS = 4  # times the loss is measured during training (the best parameters win)
+Pair = tuple[Tensor, Tensor]  # a value on the real dynamics: spike trains (B, T, ...) and spike counts (B, ...)
 
 
 # --- the neuron's differentiable model ------------------------------------------------------------------
@@ -64,20 +59,21 @@ def _exact_model(neuron: Neuron) -> bool:
 # --- sampling the block's input trains -------------------------------------------------------------------
 
 
-def _pointwise(block: list, ext: list[str], shapes: dict) -> bool:
+def _pointwise(problem: BlockProblem) -> bool:
     """Whether every output position of the block depends on the same position of its inputs only (1x1
     cores of stride 1 on maps of one size: a residual add, a merge), so (image, position) rows suffice."""
-    spatial = {tuple(shapes[s][1:]) for s in ext} | {tuple(shapes[block[-1].name][1:])}
+    shapes = problem.shapes
+    spatial = {tuple(shapes[s][1:]) for s in problem.ext} | {tuple(shapes[problem.out_name][1:])}
     if len(spatial) != 1 or len(next(iter(spatial))) != 2:
         return False
     return all(n.op.kernel == (1, 1) and n.op.stride == (1, 1) and not any(n.op.padding) and not n.op.dense
-               for n in block if isinstance(n.op, o.CoreOp))
+               for n in problem.nodes if isinstance(n.op, o.CoreOp))
 
 
-def _patches(trains: Tensor, img: Tensor, ys: Tensor, xs: Tensor, geometry: tuple) -> Tensor:
+def _patches(trains: Tensor, img: Tensor, ys: Tensor, xs: Tensor, geometry: PatchGeometry) -> Tensor:
     """Input patches (rows, T, C * kh * kw) of bool trains (N, T, C, H, W), unfold's feature order, without
     unfolding whole maps (T times the memory of the activations)."""
-    kernel, stride, padding, _ = geometry
+    kernel, stride, padding = geometry.kernel, geometry.stride, geometry.padding
     top, left, bottom, right = padding
     padded = F.pad(trains, (left, right, top, bottom)) if any(padding) else trains
     taps = []
@@ -87,28 +83,29 @@ def _patches(trains: Tensor, img: Tensor, ys: Tensor, xs: Tensor, geometry: tupl
     return torch.stack(taps, dim=-1).reshape(len(img), trains.shape[1], -1)
 
 
-def _rows(walk: _Walk, block: list, ext: list[str], target: Tensor, geometry: tuple | None,
-          gen: torch.Generator) -> tuple[dict[str, Tensor], Tensor, int, bool]:
+def spike_samples(walk: TuneWalk, problem: BlockProblem, target: Tensor, gen: torch.Generator) -> Samples:
     """The block's input trains as float tensors, with the matching targets, sampled like the ReLU phases
-    sample patches; also the taps per channel and whether the values are rows (N, T, F) for a matrix product."""
+    sample patches: (image, position) rows (patches of a conv block, positions of a pointwise one), else whole
+    samples (the rows of a dense block)."""
+    options, geometry, ext = walk.options, problem.geometry, problem.ext
     trains = {s: walk.trains[s] for s in ext}
     n = trains[ext[0]].shape[0]
-    patch = geometry is not None and not geometry[3]
-    if patch or (geometry is None and _pointwise(block, ext, walk.shapes)):
+    patch = geometry is not None and not geometry.dense
+    if patch or (geometry is None and _pointwise(problem)):
         h, w = target.shape[2:]
         total = n * h * w
-        pick = torch.randperm(total, generator=gen)[: min(MAX_ROWS, total)]
+        pick = torch.randperm(total, generator=gen)[: min(options.spike_rows, total)]
         img, pos = pick // (h * w), pick % (h * w)
         ys, xs = pos // w, pos % w
         t = target[img, :, ys, xs]
         if patch:
-            taps = geometry[0][0] * geometry[0][1]
-            return {ext[0]: _patches(trains[ext[0]], img, ys, xs, geometry).float()}, t, taps, True
-        return {s: tr[img, :, :, ys, xs].float() for s, tr in trains.items()}, t, 1, True
+            return Samples({ext[0]: _patches(trains[ext[0]], img, ys, xs, geometry).float()}, t, geometry.taps, True)
+        return Samples({s: tr[img, :, :, ys, xs].float() for s, tr in trains.items()}, t, 1, True)
     per_sample = sum(tr[0].numel() for tr in trains.values())
-    pick = torch.randperm(n, generator=gen)[: max(1, min(n, MAX_SAMPLES, SAMPLE_FLOATS // per_sample))]
+    keep = max(1, min(n, options.spike_samples, options.spike_sample_floats // per_sample))
+    pick = torch.randperm(n, generator=gen)[:keep]
     dense = geometry is not None  # a dense block: rows already
-    return {s: tr[pick].float() for s, tr in trains.items()}, target[pick], 1, dense
+    return Samples({s: tr[pick].float() for s, tr in trains.items()}, target[pick], 1, dense)
 
 
 # --- one core on trains ------------------------------------------------------------------------------------
@@ -117,7 +114,7 @@ def _rows(walk: _Walk, block: list, ext: list[str], target: Tensor, geometry: tu
 def _linear(core: QCore, x: Tensor, rows: bool) -> Tensor:
     """The core's accumulator on codes (or spikes) for weights on the integer grid (rounded forward, straight
     through backward)."""
-    w = core._masked(torch.clamp(round_ste(core.weight), -core.wmax, core.wmax))
+    w = core.masked(torch.clamp(round_ste(core.weight), -core.wmax, core.wmax))
     if core.copy_inputs is not None:  # a population's grouped copy: its own groups' inputs
         x = x[:, : core.copy_inputs]
     y = grouped_linear(x, w, None, core.op.groups) if rows or core.op.dense else conv_core(x, w, None, core.op)
@@ -158,61 +155,74 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
 # --- the block ---------------------------------------------------------------------------------------------
 
 
-def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCore], *, target_full: Tensor,
-                 geometry: tuple | None, report: BlockReport, loss: BlockLoss) -> None:
+def _spike_loss(problem: BlockProblem, samples: Samples, neuron: Neuron, loss: BlockLoss, idx: Tensor) -> Tensor:
+    """`loss` of the block's output on the real dynamics, at rows `idx` of `samples`."""
+    x, cores = samples.inputs, problem.cores
+    v = problem.run({s: (x[s][idx], x[s][idx].sum(dim=1)) for s in problem.ext}, samples.taps,
+                    core=lambda n, tc: _core(cores[n.name], *tc, neuron, samples.rows), wire=_wire_pair,
+                    columns=lambda tc, a, b: (tc[0][:, :, a:b], tc[1][:, a:b]))
+    got = decode_population(v[problem.out_name][1], problem.out_core.k) * problem.out_core.scale
+    return loss(got, samples.target[idx])
+
+
+def _wire_pair(op: o.Op, ins: list[Pair]) -> Pair:
+    return wire(op, [t for t, _ in ins]), FLOAT_EXEC[type(op)](op, [c for _, c in ins])
+
+
+def _state(cores: dict[str, QCore]) -> list[Tensor]:
+    return [p.detach().clone() for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
+
+
+def _groups(options: TuneOptions, cores: dict[str, QCore]) -> list[dict]:
+    """Adam's groups: biases and output steps, and (`tuning.spike_weights`) the weights in grid units."""
+    weights = [c.weight for c in cores.values() if not c.op.fixed]
+    lr = options.lr * options.spike_lr_factor
+    groups = [{"params": [c.bias for c in cores.values()], "lr": lr},
+              {"params": [c.log_scale for c in cores.values()], "lr": lr}]
+    if options.spike_weights and weights:
+        groups.append({"params": weights, "lr": options.grid_lr})
+    return groups
+
+
+def _keep(cores: dict[str, QCore], best: list[Tensor]) -> None:
+    """The best parameters, weights rounded onto the grid and frozen, steps fixed."""
+    with torch.no_grad():
+        params = [p for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
+        for p, b in zip(params, best, strict=True):
+            p.copy_(b)
+        for c in cores.values():
+            c.weight.copy_(torch.clamp(torch.round(c.weight), -c.wmax, c.wmax))
+            c.frozen[:] = True
+            c.log_scale.requires_grad_(False)
+
+
+def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss: BlockLoss) -> None:
     """Tune the block's integer weights, biases and output steps on the real dynamics (see the module
     docstring) to minimize `loss`; the parameters with the lowest measured loss are kept."""
-    options, neuron = walk.options, walk.hw.neuron
+    options, neuron, cores = walk.options, walk.hw.neuron, problem.cores
     gen = torch.Generator().manual_seed(options.seed + 1)
-    x, target, taps, rows = _rows(walk, block, ext, target_full, geometry, gen)
-    out_name = block[-1].name
-    patch = geometry is not None and not geometry[3]
-
-    def loss_of(idx: Tensor) -> Tensor:
-        v = {s: (x[s][idx], x[s][idx].sum(dim=1)) for s in ext}
-        for n in block:
-            if isinstance(n.op, o.CoreOp):
-                v[n.name] = _core(cores[n.name], *v[n.inputs[0]], neuron, rows)
-            elif patch and isinstance(n.op, o.Slice) and n.inputs[0] == ext[0]:
-                a, b = n.op.start * taps, n.op.stop * taps
-                v[n.name] = (v[ext[0]][0][:, :, a:b], v[ext[0]][1][:, a:b])
-            else:
-                ins = [v[s] for s in n.inputs]
-                v[n.name] = (wire(n.op, [t for t, _ in ins]), FLOAT_EXEC[type(n.op)](n.op, [c for _, c in ins]))
-        got = decode_population(v[out_name][1], cores[out_name].k) * cores[out_name].scale
-        return loss(got, target[idx])
-
-    n_rows = target.shape[0]
-    measure = torch.arange(min(n_rows, EVAL_ROWS))
+    samples = spike_samples(walk, problem, walk.teacher(problem.out_name), gen)
+    measure = torch.arange(min(len(samples), options.spike_loss_rows))
 
     def measured() -> float:
         with torch.no_grad():
-            return float(loss_of(measure))
-
-    def state() -> list[Tensor]:
-        return [p.detach().clone() for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
+            return float(_spike_loss(problem, samples, neuron, loss, measure))
 
     for c in cores.values():
         c.log_scale.requires_grad_(True)
     best_loss = report.losses["spike_init"] = measured()
-    best = state()
-    weights = [c.weight for c in cores.values() if not c.op.fixed]
-    groups = [{"params": [c.bias for c in cores.values()], "lr": options.lr * 10},
-              {"params": [c.log_scale for c in cores.values()], "lr": options.lr * 10}]
-    if options.spike_weights and weights:
-        groups.append({"params": weights, "lr": options.grid_lr})
-    opt = torch.optim.Adam(groups)
+    best = _state(cores)
+    opt = torch.optim.Adam(_groups(options, cores))
     steps = options.output_spike_steps if loss.output else options.spike_steps
-    checks = {round(steps * (i + 1) / CHECKS) for i in range(CHECKS)}
+    checks = {round(steps * (i + 1) / options.spike_checks) for i in range(options.spike_checks)}
     # a step runs T times the rows of a ReLU-model step: the same bound on its work (`step_macs`) as there
-    per_row = neuron.timesteps * sum(
-        c.weight.numel() * (1 if rows or c.op.dense else int(torch.tensor(walk.shapes[name][1:]).prod()))
-        for name, c in cores.items())
-    batch = int(min(options.batch_size * (4 if rows else 1), n_rows,
-                    max(options.step_macs // max(per_row, 1), min(MIN_ROWS if rows else options.min_batch, n_rows))))
+    n_rows, rows = len(samples), samples.rows
+    batch = problem.step_rows(rows, min(options.batch_size * (options.spike_batch_factor if rows else 1), n_rows),
+                              min(options.spike_min_rows if rows else options.min_batch, n_rows), options.step_macs,
+                              factor=neuron.timesteps)
     for step in range(1, steps + 1):
         idx = torch.randint(0, n_rows, (batch,), generator=gen)
-        value = loss_of(idx)
+        value = _spike_loss(problem, samples, neuron, loss, idx)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
@@ -222,13 +232,6 @@ def tune_spiking(walk: _Walk, block: list, ext: list[str], cores: dict[str, QCor
         if step in checks:
             now = measured()
             if now < best_loss:
-                best_loss, best = now, state()
-    with torch.no_grad():
-        params = [p for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
-        for p, b in zip(params, best, strict=True):
-            p.copy_(b)
-        for c in cores.values():
-            c.weight.copy_(torch.clamp(torch.round(c.weight), -c.wmax, c.wmax))
-            c.frozen[:] = True
-            c.log_scale.requires_grad_(False)
+                best_loss, best = now, _state(cores)
+    _keep(cores, best)
     report.losses["spike"] = best_loss

@@ -15,7 +15,7 @@ from dse.explore.space import SearchSpace
 from dse.explore.study import RECORD, StudyOptions, drive, open_study
 from dse.explore.trial import TrialOutcome, TrialSpec
 from dse.hardware.spec import HardwareSpec
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 SPACE = SearchSpace({"hardware.weights.bits": (2, 4, 8), "hardware.crossbar.rows": (64, 256)},
                     {"hardware.crossbar.cols": "hardware.crossbar.rows"})

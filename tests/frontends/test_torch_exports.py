@@ -177,7 +177,7 @@ def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> Non
     from dse.compile import compile, prepare
     from dse.data import load_dataset
     from dse.explore.config import compose_config, hardware_from
-    from dse.tune.multiphase import TuneOptions
+    from dse.tune.options import TuneOptions
 
     graph = load_onnx(export(name, False, 17, tmp_path))
     shape = MODELS[name][1]

@@ -21,7 +21,7 @@ from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 from dse.sim.float_exec import run_float
 from dse.sim.integer import NotIntegerGraph, run_integer
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 SHORT = TuneOptions(free_steps=20, range_steps=10, round_steps=5, round_fractions=(0.5, 1.0), max_rows=20_000)
 

@@ -15,7 +15,7 @@ from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
 from dse.sim.float_exec import run_float
 from dse.tune.losses import block_loss
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import torch
 
 from dse.ir import ops as o
 from dse.ir.graph import Node
-from dse.tune.multiphase import QCore
+from dse.tune.qcore import QCore
 from dse.tune.patches import patch_geometry, sample_patches
 
 

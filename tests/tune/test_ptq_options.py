@@ -10,7 +10,8 @@ import torch
 from dse.compile import Prepared, compile
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
-from dse.tune.multiphase import QCore, TuneOptions
+from dse.tune import TuneOptions
+from dse.tune.qcore import QCore
 
 
 @pytest.mark.parametrize("dense", [True, False])

@@ -15,7 +15,7 @@ from dse.errors import ConstraintError
 from dse.explore.config import compose_config, hardware_from
 from dse.hardware.legality import check
 from dse.ir import ops as o
-from dse.tune.multiphase import TuneOptions
+from dse.tune.options import TuneOptions
 
 SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=30)
 

@@ -15,7 +15,7 @@ from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
 from dse.ir.serialize import load_graph, save_graph
 from dse.sim.integer import run_integer
-from dse.tune.multiphase import TuneOptions, check_quantizable
+from dse.tune import TuneOptions, check_quantizable
 
 # the logits' values are compared here: their block matches them (the default, `kd`, matches the class
 # probabilities instead; tests/tune/test_output_loss.py)
@@ -155,7 +155,7 @@ def test_a_tied_signed_pair_computes_what_two_tensors_do() -> None:
     again an exact pair (the chip holds both columns)."""
     import torch
 
-    from dse.tune.multiphase import QCore
+    from dse.tune.qcore import QCore
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((5, 7, 1, 1)).astype(np.float32)

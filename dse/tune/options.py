@@ -1,0 +1,67 @@
+"""`TuneOptions`: every setting of tuning, with its meaning and unit (the Hydra schema `tuning` mirrors it, so a
+sweep can vary each one and the resume check sees each one)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dse.errors import ConfigError
+from dse.tune.losses import OUTPUT_LOSSES
+
+TUNING_MODES = ("multiphase", "none")
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    mode: str = "multiphase"  # multiphase (dse/tune/multiphase.py) or none: the round-to-nearest baseline
+    free_steps: int = 150  # phase 1: training steps on float weights
+    range_steps: int = 50  # phase 2: training steps on clipped weights in grid units
+    round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
+    round_steps: int = 30  # phase 3: steps after each rounding round
+    batch_size: int = 256  # rows per step (samples, or (image, position) rows of a dense block)
+    patch_batch_factor: int = 16  # a block trained on conv patches (kernel > 1x1) takes this many times the rows
+    init_rows: int = 4096  # rows the cores' first output steps are chosen on (the head of the training rows)
+    loss_rows: int = 8192  # rows a phase's loss is measured on, at most (the head of the training rows) ...
+    loss_rows_min: int = 1024  # ... at least this many (or every row) ...
+    loss_batches: int = 4  # ... and at least this many steps' worth of rows
+    spike_steps: int = 60  # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics
+    # spiking chips: steps for the block that computes the network's output in place of `spike_steps` (small, and
+    # its loss decides the accuracy: resnet_mnist's logits on chip_b reach top-1 0.979 after 60 steps, 0.984
+    # after 600); `spike_steps=0` turns the spike-aware steps off for every block
+    output_spike_steps: int = 600
+    spike_weights: bool = True  # spiking chips: those steps also move the integer weights (see dse/tune/spiking.py)
+    spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)
+    spike_rows: int = 8192  # spiking chips: (image, position) rows sampled per block for those steps, each T long
+    spike_samples: int = 2048  # spiking chips: whole images sampled for a block not trained position by position
+    spike_sample_floats: int = 2**26  # ... and at most this many input values over the T steps (4 bytes each)
+    spike_batch_factor: int = 4  # spiking chips: a block trained on rows takes this many times `batch_size` rows
+    spike_min_rows: int = 128  # spiking chips: rows per step at least, for a block trained on rows
+    spike_loss_rows: int = 2048  # spiking chips: rows the loss is measured on to keep the best parameters
+    spike_checks: int = 4  # spiking chips: times the loss is measured during those steps (the best one is kept)
+    spike_lr_factor: float = 10.0  # spiking chips: biases and output steps learn at `lr` times this
+    spike_chunk_images: int = 128  # spiking chips: images simulated at once to commit a core (memory only)
+    max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
+    tie_pairs_above: int = 1_000_000  # a signed pair core with more weights trains one tensor for both halves
+    step_macs: int = 250_000_000  # forward multiply-adds of one step at most (fewer rows for a big block)
+    min_batch: int = 8  # rows per step at least
+    lr: float = 1e-3  # Adam, real-valued weights and biases (phase 1), biases (phases 2-3)
+    step_lr_factor: float = 10.0  # Adam, phase 1: the output steps (their logarithm) learn at `lr` times this
+    grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
+    # a phase (or the whole tuning) ending this much (relative, of its loss) above its start is undone
+    keep_margin: float = 0.05
+    output_loss: str = "kd"  # the output block's loss: kd (class probabilities), mse (values), or both (losses.py)
+    # cross-layer equalization of the float graph before fitting (dse/passes/equalize.py)
+    equalize: bool = False
+    # empirical bias correction of rounded weights: bias -= E[(W_q - W) x] over the calibration inputs on which
+    # the neuron is active (`QCore.correct_bias`); the baseline applies it to every core whose input is known,
+    # the tuner weighs it as a second rounded start (see `dse.tune.phases.keep_better_start`)
+    bias_correction: bool = False
+    bias_correction_images: int = 64  # calibration images per step of the bias correction's sums
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in TUNING_MODES:
+            raise ConfigError(f"tuning.mode must be one of {', '.join(TUNING_MODES)} (got {self.mode!r})")
+        if self.output_loss not in OUTPUT_LOSSES:
+            raise ConfigError(f"tuning.output_loss must be one of {', '.join(OUTPUT_LOSSES)} "
+                              f"(got {self.output_loss!r})")
