@@ -13,8 +13,12 @@ in phases:
 3. rounding tuning: the weights closest to the integer grid are rounded and frozen, the rest tuned, in rounds,
    until every weight is an integer code.
 
-`mode="none"` is the naive baseline: round to nearest with max-abs weight steps and max activation steps,
-no training.
+On a spiking chip a fourth phase tunes on the real dynamics (dse/tune/spiking.py). `mode="none"` is the naive
+baseline: round to nearest with max-abs weight steps and max activation steps, no training (dse/tune/baseline.py).
+
+This module is the driver: `tune_graph` walks the graph (`TuneWalk`, dse/tune/walk.py), and `tune_block` makes
+each block a `BlockProblem` (dse/tune/block.py) and runs the phases on it (dse/tune/phases.py); the settings are
+`TuneOptions` (dse/tune/options.py), a core in training a `QCore` (dse/tune/qcore.py).
 """
 
 from __future__ import annotations

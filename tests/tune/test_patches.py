@@ -8,8 +8,8 @@ import torch
 
 from dse.ir import ops as o
 from dse.ir.graph import Node
-from dse.tune.qcore import QCore
 from dse.tune.patches import patch_geometry, sample_patches
+from dse.tune.qcore import QCore
 
 
 def _core(kernel: int, groups: int, c_in: int = 8, c_out: int = 4, seed: int = 0) -> o.CoreOp:
