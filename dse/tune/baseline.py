@@ -12,17 +12,9 @@ from dse.ir.graph import Node
 from dse.sim.float_exec import core_output
 from dse.tune.bias_correction import core_inputs, in_chunks
 from dse.tune.block import BlockProblem
-from dse.tune.qcore import QCore
 from dse.tune.walk import TuneWalk
 
 Tensor = torch.Tensor
-
-
-def baseline_core(walk: TuneWalk, problem: BlockProblem, node: Node) -> QCore:
-    """The node's core, once its input steps are known."""
-    core = problem.cores[node.name] = QCore(node.op, problem.in_scale(node), walk.out_max[node.name],
-                                            walk.hw.weight_max, walk.hw.weights.scale == "per_column", tie_above=0)
-    return core
 
 
 def round_block(walk: TuneWalk, problem: BlockProblem) -> None:
@@ -71,7 +63,7 @@ def _round_core(walk: TuneWalk, problem: BlockProblem, node: Node,
                 ops: dict[str, o.Op]) -> Callable[[Tensor], Tensor]:
     """Round the node's core (its biases corrected where its input is known), with a provisional step: the
     accumulator does not depend on it. Returns its largest output as a function of its accumulator."""
-    core = baseline_core(walk, problem, node)
+    core = problem.new_core(walk, node, tie_above=0)
     x = inputs(node) if walk.options.bias_correction else None
     core.round_weights(keep_target=x is not None)
     if x is not None:
@@ -88,7 +80,7 @@ def round_block_spiking(walk: TuneWalk, problem: BlockProblem) -> None:
     options = walk.options
     for n in problem.nodes:
         if isinstance(n.op, o.CoreOp):
-            core = baseline_core(walk, problem, n)
+            core = problem.new_core(walk, n, tie_above=0)
             x = walk.acts[n.inputs[0]]
             with torch.no_grad():  # the baseline: the step from the float output's max, weights rounded
                 top = float(torch.relu(core.pre(x)).max())

@@ -74,6 +74,13 @@ class BlockProblem:
     def out_core(self) -> QCore:
         return self.cores[self.out_name]
 
+    def new_core(self, walk: TuneWalk, node: Node, *, patch: bool = False, tie_above: int | None = None) -> QCore:
+        """The node's core in training (see `QCore`), once its input steps are known."""
+        hw = walk.hw
+        core = self.cores[node.name] = QCore(node.op, self.in_scale(node), walk.out_max[node.name], hw.weight_max,
+                                             hw.weights.scale == "per_column", patch=patch, tie_above=tie_above)
+        return core
+
     def in_scale(self, node: Node) -> Tensor:
         return self.scales[node.inputs[0]]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dse.ir.graph import Node
 from dse.sim.float_exec import decode_population
 from dse.tune.bias_correction import correct_biases
 from dse.tune.block import BlockProblem, Samples, float_wire
@@ -100,13 +101,11 @@ class Fit:
 def create_cores(walk: TuneWalk, problem: BlockProblem, samples: Samples) -> None:
     """The block's cores, each with its output step from its own output: the block walked once on (the head of)
     its training rows, on the chip's quantized inputs."""
-    options, hw = walk.options, walk.hw
+    options = walk.options
     head = slice(0, min(options.init_rows, len(samples.inputs[problem.ext[0]])))
 
-    def first(n, x: Tensor) -> Tensor:
-        core = problem.cores[n.name] = QCore(n.op, problem.in_scale(n), walk.out_max[n.name], hw.weight_max,
-                                             hw.weights.scale == "per_column", patch=samples.rows,
-                                             tie_above=options.tie_pairs_above)
+    def first(n: Node, x: Tensor) -> Tensor:
+        core = problem.new_core(walk, n, patch=samples.rows, tie_above=options.tie_pairs_above)
         with torch.no_grad():
             core.init_scale(torch.relu(core.pre(x)))
             return core(x)
