@@ -5,7 +5,7 @@ of every compiled core's integer form. A change meant to keep the numbers (a ref
 identical; run it before and after and diff (about 11 minutes on one thread; case numbers as arguments pick
 cases):
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/tune_fingerprint.py > before.txt
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.tune_fingerprint > before.txt
 """
 
 from __future__ import annotations
