@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from dse.ir.ops import Input, Op, Readout, Reshape
+from dse.ir.shapes import SHAPE_RULES, Shape
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,30 @@ class Graph:
 
 
 class GraphBuilder:
-    """Appends nodes in topological order and hands out fresh names."""
+    """Appends nodes in topological order, hands out fresh names, and knows each node's shape.
+
+    `add` names a node after a base, made unique (``conv``, ``conv_1``, ...); `add_exact` keeps a name as it
+    is (a pass that keeps a node's name, so the trace and the report still find it); `reserve` keeps names
+    that a later `add_exact` will take from being handed out before. Shapes are inferred on demand."""
 
     def __init__(self) -> None:
-        self.nodes: list[Node] = []
-        self._names: set[str] = set()
+        self._nodes: list[Node] = []
+        self._index: dict[str, Node] = {}
+        self._names: set[str] = set()  # taken or reserved
+        self._shapes: dict[str, Shape] = {}  # of the first len(_shapes) nodes
+
+    def __getitem__(self, name: str) -> Node:
+        return self._index[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Names that `fresh` never hands out (`add_exact` may still take them)."""
+        self._names.update(names)
 
     def fresh(self, base: str) -> str:
         name, i = base, 1
@@ -131,10 +151,28 @@ class GraphBuilder:
         return name
 
     def add(self, base: str, op: Op, *inputs: str, block: str = "") -> str:
-        name = self.fresh(base)
+        """Append a node named after `base` (made unique); returns its name."""
+        return self.add_exact(self.fresh(base), op, *inputs, block=block)
+
+    def add_exact(self, name: str, op: Op, *inputs: str, block: str = "") -> str:
+        """Append a node named exactly `name` (free or reserved, not yet a node)."""
+        if name in self._index:
+            raise GraphError(f"duplicate node name {name!r}")
+        node = Node(name, op, tuple(inputs), block)
         self._names.add(name)
-        self.nodes.append(Node(name, op, tuple(inputs), block))
+        self._index[name] = node
+        self._nodes.append(node)
         return name
 
+    def append(self, node: Node) -> str:
+        """Append `node` as it is (its name exactly)."""
+        return self.add_exact(node.name, node.op, *node.inputs, block=node.block)
+
+    def shape(self, name: str) -> Shape:
+        """The per-sample shape of node `name` (batch left out)."""
+        for node in self._nodes[len(self._shapes):]:
+            self._shapes[node.name] = SHAPE_RULES[type(node.op)](node.op, [self._shapes[i] for i in node.inputs])
+        return self._shapes[name]
+
     def build(self, outputs: Iterable[str]) -> Graph:
-        return Graph(tuple(self.nodes), tuple(outputs))
+        return Graph(tuple(self._nodes), tuple(outputs))
