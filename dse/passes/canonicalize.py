@@ -283,7 +283,7 @@ def users_of(r: _Rewriter, name: str, exclude: str) -> list[str]:
     return [n for n in r.order if n != exclude and name in r.nodes[n].inputs]
 
 
-@register("canonicalize")
+@register("canonicalize", exact=True)
 def canonicalize(graph: Graph, hw: HardwareSpec | None = None) -> Graph:
     while (nxt := _step(graph)) is not None:
         graph = nxt

@@ -487,7 +487,7 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     raise UnsupportedOpError(type(op).__name__, name, "not linear")
 
 
-@register("reform")
+@register("reform", exact=True)
 def reform(graph: Graph, hw: HardwareSpec | None = None, *, samples: dict[str, np.ndarray] | None = None,
            approximator_width: int = 8) -> Graph:
     """`samples`: values that reach each element-wise function the chip lacks (keyed by the node that feeds
