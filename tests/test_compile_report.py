@@ -110,5 +110,6 @@ def test_importing_the_package_registers_every_step_and_tuning_imports_no_pass()
 
 def test_layers_rows_carry_each_cores_error(prepared) -> None:
     result = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none"))
-    assert [row["name"] for row in result.layers] == [lr.name for lr in layer_resources(result.graph, result.report.hardware)]
+    names = [lr.name for lr in layer_resources(result.graph, result.report.hardware)]
+    assert [row["name"] for row in result.layers] == names
     assert all(np.isfinite(row["error_vs_original"]) for row in result.layers)
