@@ -4,10 +4,12 @@ Two steps, so that a sweep pays for the shared part once:
 
 - `prepare(graph, dataset)`: canonicalize and reform the network into exact float core-ops, and compute the
   original network's logits on the test data. Independent of the chip.
-- `compile(prepared, hw, strategy=..., tuning=...)`: fit the crossbar, tune into integer form against the
-  exact graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once
-  do not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
-  batches that bound memory), and count resources.
+- `compile(prepared, hw, strategy=..., tuning=...)`: run the steps of `compile_steps` on a `CompileState`
+  (`dse.passes`): equalize (if asked), reencode and fit the crossbar, tune into integer form against the exact
+  graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once do
+  not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
+  batches that bound memory), and count resources. Every step is a registered pass, in the trace
+  (report.json's "passes") with its seconds; the result carries a typed `CompileReport` (`dse.compile.report`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from dse.tune.multiphase import BlockReport, TuneOptions, check_quantizable
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
-__all__ = ["CompileResult", "Prepared", "check_memory", "compile", "load_model", "prepare"]
+__all__ = ["CompileReport", "CompileResult", "Prepared", "check_memory", "compile", "compile_steps", "load_model",
+           "prepare"]
 
 
 def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None = None,

@@ -1,17 +1,22 @@
 """Canonicalize: fold constant scales into neighbouring weights and drop what inference does not need.
 
-Rules, applied until none fires (each is exact):
-- Identity (and Dropout, which imports as Identity) is removed.
-- A Softmax that is a graph output is removed: argmax does not change.
-- MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool tree sees values >= 0.
-- A zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the convolutions and
-  poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in its divisor
-  (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as zeros only when
-  its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that does not fold
-  stays, as wiring on the chip.
-- Two Affines in a row merge; an Affine commutes past a Reshape.
-- An Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
-- An Affine before Conv/Linear consumers (input normalization) folds into their weights. A padded
+The rules are small functions ``(builder, node) -> bool``: each looks at one node and, when its condition holds,
+rewrites the graph in place (`GraphBuilder`'s edits) and returns True. `RULES` lists them by the op type of the
+node they start from, in the order they are tried. `canonicalize` walks the nodes in order, applies the first
+rule that fires, drops what no output reads, and walks again until no rule fires (each rule is exact):
+- `drop_identity`: Identity (and Dropout, which imports as Identity) is removed.
+- `drop_output_softmax`: a Softmax that is a graph output is removed: argmax does not change.
+- `relu_before_max_pool`: MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool
+  tree sees values >= 0.
+- `fold_zero_pad`: a zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the
+  convolutions and poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in
+  its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
+  zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
+  does not fold stays, as wiring on the chip.
+- `merge_affines`: two Affines in a row merge; `affine_past_reshape`: an Affine commutes past a Reshape.
+- `fold_affine_into_producer`: an Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
+- `fold_affine_into_consumers`: an Affine before Conv/Linear consumers (input normalization) folds into their
+  weights. A padded
   convolution pads with zero in the normalized space, so when the Affine reads the network input (or a 1-D
   signal's (C, 1, L) view of it) the padding moves onto the host as a `Pad` with value ``-shift / scale`` (the
   raw value that normalizes to zero).
