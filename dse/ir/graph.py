@@ -7,7 +7,7 @@ pipeline can be kept for the trace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dse.ir.ops import Input, Op, Readout, Reshape
@@ -109,12 +109,17 @@ class Graph:
 
     def prune_dead(self) -> Graph:
         """Drop nodes no output depends on (the Input always stays)."""
-        live = set(self.outputs)
-        for node in reversed(self.nodes):
-            if node.name in live:
-                live.update(node.inputs)
-        kept = [n for n in self.nodes if n.name in live or isinstance(n.op, Input)]
-        return self.replace_nodes(kept)
+        live = live_names(self.nodes, self.outputs)
+        return self.replace_nodes(n for n in self.nodes if n.name in live or isinstance(n.op, Input))
+
+
+def live_names(nodes: Sequence[Node], outputs: Iterable[str]) -> set[str]:
+    """The names of the `nodes` (in topological order) that some output depends on."""
+    live = set(outputs)
+    for node in reversed(nodes):
+        if node.name in live:
+            live.update(node.inputs)
+    return live
 
 
 class GraphBuilder:
@@ -263,10 +268,7 @@ class GraphBuilder:
 
     def prune_dead(self) -> None:
         """Remove the nodes no output depends on (the Input always stays)."""
-        live = set(self.outputs)
-        for name in reversed(self._order):
-            if name in live:
-                live.update(self._index[name].inputs)
+        live = live_names([self._index[n] for n in self._order], self.outputs)
         for name in reversed(self.names()):  # readers first: a dead node's readers are dead
             if name not in live and not isinstance(self._index[name].op, Input):
                 self.remove(name)
