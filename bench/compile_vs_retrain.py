@@ -60,7 +60,7 @@ def compile_default() -> dict:
     result = compile(prepared, hardware_from(cfg.hardware), strategy=cfg.strategy.name,
                      tuning=tuning_from(cfg.tuning))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    r = result.report
+    r = result.report.to_dict()
     return {
         "seconds": wall - r["evaluate_seconds"],  # load + prepare + compile, without the test-set report
         "cpu_seconds": cpu,  # all threads, and the test-set report too: an upper bound

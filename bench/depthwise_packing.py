@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         hw = hardware_from(compose_config("compile", [f"hardware={chip}"]).hardware)
         result = compile(prepared, hw, tuning=TuneOptions(mode="none"))
         keys = ("name", "kind", "groups", "fan_in", "fan_out", "positions", "crossbars", "cells_used", "utilization")
-        out["chips"][chip] = {"legal": result.legal, "resources": result.report["resources"],
+        out["chips"][chip] = {"legal": result.legal, "resources": result.report.resources.to_dict(),
                               "layers": [{k: lr[k] for k in keys} for lr in result.layers]}
     print(json.dumps(out, indent=1))
     return 0

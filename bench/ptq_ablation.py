@@ -41,7 +41,7 @@ def run_one(prepared, overrides: list[str]) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     result = compile(prepared, hardware_from(cfg.hardware), strategy=cfg.strategy.name,
                      tuning=tuning_from(cfg.tuning))
-    r = result.report
+    r = result.report.to_dict()
     return {
         "accuracy_delta_pp": r["accuracy_delta_pp"],
         "agreement": r["agreement"],

@@ -110,7 +110,7 @@ def run(model: str, *, tuning: TuneOptions, chip: str = "chip_a", strategy: str 
     record["exact_graph"] = {"nodes": len(prepared.exact), "ops": prepared.exact.op_counts()}
 
     result = compile_graph(prepared, hw, strategy=strategy, tuning=tuning, max_memory_gb=max_memory_gb)
-    rep = result.report
+    rep = result.report.to_dict()
     for name, step in rep["steps"].items():
         _stage(name, step)
     steps = {**meter.steps, **rep["steps"]}

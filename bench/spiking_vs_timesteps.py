@@ -29,7 +29,7 @@ def main() -> None:
     chip = dict(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4), io=IO(None, None),
                 mapping=Mapping("expanded"))
     for label, neuron, mode in SETTINGS:
-        r = compile(prepared, HardwareSpec(neuron=neuron, **chip), tuning=TuneOptions(mode=mode)).report
+        r = compile(prepared, HardwareSpec(neuron=neuron, **chip), tuning=TuneOptions(mode=mode)).report.to_dict()
         print(json.dumps({"setting": label, "delta_pp": r["accuracy_delta_pp"], "agreement": r["agreement"],
                           "legal": r["legal"], "compile_seconds": round(r["compile_seconds"], 1),
                           "crossbars": r["resources"]["crossbars"], **r["spiking"]}), flush=True)

@@ -18,12 +18,6 @@ from dse.ir.graph import Graph
 from dse.passes import PASSES
 from dse.sim.float_exec import run_float
 
-# the passes register themselves on import
-from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
-from dse.passes import reform as _reform  # noqa: F401  isort: skip
-from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
-from dse.passes import equalize as _equalize  # noqa: F401  isort: skip
-
 F32 = np.float32
 
 

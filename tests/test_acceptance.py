@@ -54,7 +54,7 @@ def compiled(row: str, model: str = "lenet_mnist") -> CompileResult:
 
 
 def figures(row: str, result: CompileResult) -> dict:
-    r = result.report
+    r = result.report.to_dict()
     out = {
         "row": row, "model": r["model"], "legal": r["legal"], "accuracy_original": r["accuracy_original"],
         "accuracy_compiled": r["accuracy_compiled"], "accuracy_delta_pp": r["accuracy_delta_pp"],
@@ -95,7 +95,7 @@ def test_chip_a_64x64_split() -> None:
 
 def test_chip_a_64x64_prune_uses_fewer_crossbars_than_split() -> None:
     prune = figures("chip_a 64x64 prune", compiled("chip_a 64x64 prune"))
-    split = compiled("chip_a 64x64 split").report["resources"]["crossbars"]
+    split = compiled("chip_a 64x64 split").report.resources.crossbars
     assert prune["legal"]
     assert prune["crossbars"] < split
     assert isinstance(prune["accuracy_delta_pp"], float)  # reported; no bound in the table
@@ -103,7 +103,7 @@ def test_chip_a_64x64_prune_uses_fewer_crossbars_than_split() -> None:
 
 def test_tuning_cuts_the_naive_error_to_a_third() -> None:
     naive = figures("chip_a w4 io4 tuning=none", compiled("chip_a w4 io4 tuning=none"))
-    tuned = compiled("chip_a w4 io4").report["accuracy_delta_pp"]
+    tuned = compiled("chip_a w4 io4").report.metrics.accuracy_delta_pp
     assert naive["legal"]
     assert tuned <= naive["accuracy_delta_pp"] / 3
 
@@ -132,10 +132,10 @@ def test_compile_time_of_chip_a_defaults(monkeypatch: pytest.MonkeyPatch) -> Non
     result = compile(prep, hw, strategy=cfg.strategy.name, tuning=tuning)
     assert cpu_at_check, "compile() no longer calls legality.check after tuning; update this measurement"
     cpu = cpu_at_check[0] - cpu_start
-    wall = result.report["compile_seconds"]
+    wall = result.report.compile_seconds
     print("ACCEPTANCE " + json.dumps({
         "row": "compile time, chip_a defaults", "cpus": os.cpu_count(), "wall_seconds": round(wall, 2),
-        "cpu_seconds_calling_thread": round(cpu, 2), "prepare_seconds": round(result.report["prepare_seconds"], 2),
+        "cpu_seconds_calling_thread": round(cpu, 2), "prepare_seconds": round(result.report.prepare_seconds, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }))
     assert result.legal

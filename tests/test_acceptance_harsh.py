@@ -32,7 +32,7 @@ def compiled(model: str, *overrides: str) -> CompileResult:
     result = compile(prepared, hardware_from(cfg.hardware), strategy=cfg.strategy.name,
                      tuning=tuning_from(cfg.tuning), reencode_k=cfg.strategy.reencode_k,
                      readout_k=cfg.strategy.readout_k)
-    r = result.report
+    r = result.report.to_dict()
     print("ACCEPTANCE " + json.dumps({
         "model": model, "overrides": overrides, "legal": r["legal"], "accuracy_original": r["accuracy_original"],
         "accuracy_compiled": r["accuracy_compiled"], "accuracy_delta_pp": r["accuracy_delta_pp"],
@@ -41,8 +41,8 @@ def compiled(model: str, *overrides: str) -> CompileResult:
 
 
 def test_reencoding_at_2_bit_io() -> None:
-    k4 = compiled("lenet_mnist", *IO2, "strategy.reencode_k=4").report
-    k1 = compiled("lenet_mnist", *IO2, "strategy.reencode_k=1").report
+    k4 = compiled("lenet_mnist", *IO2, "strategy.reencode_k=4").report.to_dict()
+    k1 = compiled("lenet_mnist", *IO2, "strategy.reencode_k=1").report.to_dict()
     assert k4["legal"] and k1["legal"]
     assert k4["accuracy_delta_pp"] <= 1.0
     assert k4["accuracy_delta_pp"] < k1["accuracy_delta_pp"]
@@ -50,15 +50,15 @@ def test_reencoding_at_2_bit_io() -> None:
 
 
 def test_sigmoid_units_on_chip_a() -> None:
-    r = compiled("mlp_sigmoid_mnist").report
+    r = compiled("mlp_sigmoid_mnist").report.to_dict()
     assert r["legal"] and r["accuracy_delta_pp"] <= 1.0
 
 
 def test_residual_cnn_on_chip_a() -> None:
-    r = compiled("resnet_mnist").report
+    r = compiled("resnet_mnist").report.to_dict()
     assert r["legal"] and r["accuracy_delta_pp"] <= 0.5
 
 
 def test_residual_cnn_on_chip_b() -> None:
-    r = compiled("resnet_mnist", "hardware=chip_b").report
+    r = compiled("resnet_mnist", "hardware=chip_b").report.to_dict()
     assert r["legal"] and r["accuracy_delta_pp"] <= 1.0

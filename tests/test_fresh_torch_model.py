@@ -77,7 +77,7 @@ def test_fresh_export_imports_exactly_and_compiles_exactly_for_ideal(tmp_path: P
     assert not prep.exact.of_type(o.Pad) or all(  # the normalization folded: the host pads with the raw mean
         np.allclose(n.op.value, 0.1307, atol=1e-6) for n in prep.exact.of_type(o.Pad))
     ideal = compile(prep, hardware_from(compose_config("compile", ["hardware=ideal"]).hardware))
-    assert ideal.legal and ideal.report["agreement"] == 1.0 and ideal.report["logits_rel_error"] < 1e-4
+    assert ideal.legal and ideal.report.metrics.agreement == 1.0 and ideal.report.metrics.logits_rel_error < 1e-4
     conv_fan_in = max(int(n.op.fan_in().max()) for n in prep.exact.of_type(o.CoreOp) if not n.op.dense)
     assert conv_fan_in == 288  # conv3 (and fc1, 576): more than chip_a's 256 rows, chip_a needs split-and-merge
 
@@ -85,7 +85,7 @@ def test_fresh_export_imports_exactly_and_compiles_exactly_for_ideal(tmp_path: P
 def compile_for_chip_a(path: Path, label: str) -> dict:
     graph, data = load_model(str(path), "mnist")
     result = compile(prepare(graph, data, name=label), hardware_from(compose_config("compile", []).hardware))
-    r = result.report
+    r = result.report.to_dict()
     figures = {"row": label, "legal": r["legal"], "accuracy_original": r["accuracy_original"],
                "accuracy_compiled": r["accuracy_compiled"], "accuracy_delta_pp": r["accuracy_delta_pp"],
                "crossbars": r["resources"]["crossbars"], "compile_seconds": round(r["compile_seconds"], 2)}

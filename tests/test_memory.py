@@ -67,7 +67,7 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
             prepared = prepare(graph, data, name="lenet", calib_samples=200, max_memory_gb=bound)
             results.append((prepared, compile(prepared, CHIP, tuning=tuning, max_memory_gb=bound)))
         (p_default, r_default), (p_tight, r_tight) = results
-        tight, default = r_tight.report["memory"], r_default.report["memory"]
+        tight, default = r_tight.report.memory.as_dict(), r_default.report.memory.as_dict()
         # lenet's first block holds about 3500 values x its cores per image: a few chunks for 200 images
         assert tight["chunk_floats"] < 100 * 3500 < default["chunk_floats"]
         for batch in ("eval_batch", "forward_batch"):
@@ -80,5 +80,6 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
                 assert a.op.quant.out_scale == b.op.quant.out_scale
         # (`verify` differs: it checks the first batch, whose size is what the bound changes)
         for key in ("accuracy_original", "accuracy_compiled", "agreement"):
-            assert r_tight.report[key] == r_default.report[key], key
-        assert r_tight.report["logits_rel_error"] == pytest.approx(r_default.report["logits_rel_error"], rel=1e-5)
+            assert getattr(r_tight.report.metrics, key) == getattr(r_default.report.metrics, key), key
+        tight_m, default_m = r_tight.report.metrics, r_default.report.metrics
+        assert tight_m.logits_rel_error == pytest.approx(default_m.logits_rel_error, rel=1e-5)

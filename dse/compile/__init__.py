@@ -4,10 +4,12 @@ Two steps, so that a sweep pays for the shared part once:
 
 - `prepare(graph, dataset)`: canonicalize and reform the network into exact float core-ops, and compute the
   original network's logits on the test data. Independent of the chip.
-- `compile(prepared, hw, strategy=..., tuning=...)`: fit the crossbar, tune into integer form against the
-  exact graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once
-  do not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
-  batches that bound memory), and count resources.
+- `compile(prepared, hw, strategy=..., tuning=...)`: run the steps of `compile_steps` on a `CompileState`
+  (`dse.passes`): equalize (if asked), reencode and fit the crossbar, tune into integer form against the exact
+  graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once do
+  not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
+  batches that bound memory), and count resources. Every step is a registered pass, in the trace
+  (report.json's "passes") with its seconds; the result carries a typed `CompileReport` (`dse.compile.report`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +27,25 @@ import numpy as np
 import torch
 
 from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
-from dse.cost.resources import depth, layer_resources, total_resources
+from dse.compile.report import CompileReport, Metrics, Resources, SpikingReport, Verify, firing_rates, layer_rows
 from dse.data.datasets import Dataset, load_dataset
 from dse.data.images import Preprocess, normalize_in_graph
 from dse.errors import ConfigError, DataError
-from dse.hardware.legality import check
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
-from dse.passes import PassRecord, run_pipeline
+from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline, run_steps
 from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
-from dse.sim.evaluate import compare, evaluate_chip
-from dse.sim.float_exec import LazyForward, run_float
-from dse.tune import BlockReport, TuneOptions, check_quantizable, tune_graph
-
-# the passes register themselves on import
-from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
-from dse.passes import reform as _reform  # noqa: F401  isort: skip
-from dse.passes import fit_crossbar as _fit  # noqa: F401  isort: skip
-from dse.passes import equalize as _equalize  # noqa: F401  isort: skip
-from dse.passes import reencode as _reencode  # noqa: F401  isort: skip
+from dse.sim.float_exec import run_float
+from dse.tune import BlockReport, TuneOptions, check_quantizable
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
-__all__ = ["CompileResult", "Prepared", "check_memory", "compile", "load_model", "prepare"]
+__all__ = ["CompileReport", "CompileResult", "Prepared", "check_memory", "compile", "compile_steps", "load_model",
+           "prepare"]
 
 
 def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None = None,
@@ -144,8 +138,8 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
 @dataclass
 class CompileResult:
     graph: Graph
-    report: dict[str, Any]
-    layers: list[dict[str, Any]]
+    report: CompileReport
+    layers: list[dict[str, Any]]  # layers.csv: per core-op, its resources, error and firing rate
     violations: list[str]
     trace: list[PassRecord]
     timings: dict[str, float] = field(default_factory=dict)
@@ -154,6 +148,22 @@ class CompileResult:
     @property
     def legal(self) -> bool:
         return not self.violations
+
+
+def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k: int
+                  ) -> list[tuple[str | None, Step]]:
+    """The steps of `compile`, in order, each with the measured phase it belongs to (report.json's "steps";
+    None: not measured on its own). Equalized, the exact graph computes the same function with other
+    per-channel ranges: it is then the teacher."""
+    return [
+        *([(None, "equalize")] if tuning.equalize else []),
+        ("fit", ("reencode", {"k": reencode_k, "readout_k": readout_k})),
+        ("fit", ("fit_crossbar", {"strategy": strategy})),
+        ("tune", "tune"),
+        ("evaluate", "check"),
+        ("evaluate", "evaluate"),
+        ("evaluate", "resources"),
+    ]
 
 
 def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
@@ -167,9 +177,9 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     progress: bool = False,
     max_memory_gb: float | None = None,
 ) -> CompileResult:
-    """Compile the prepared network for chip `hw`. Raises a DseError when no strategy can meet the chip, and
-    a ResourceError, before any work, when its memory estimate exceeds `max_memory_gb` (see
-    `dse.compile.memory`; None: half the machine's memory)."""
+    """Compile the prepared network for chip `hw`: run `compile_steps` on it. Raises a DseError when no
+    strategy can meet the chip, and a ResourceError, before any work, when its memory estimate exceeds
+    `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory)."""
     tuning = tuning or TuneOptions()
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
@@ -177,97 +187,35 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
                        tuning=tuning, max_memory_gb=max_memory_gb)
+    data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
+                       prepared.original_test_logits)
+    state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
+                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress))
     meter = StepMeter()
     trace = list(prepared.trace)
-    # equalized, the exact graph computes the same function with other per-channel ranges: it is the teacher
-    exact = run_pipeline(prepared.exact, hw, ["equalize"], trace) if tuning.equalize else prepared.exact
-    with meter.step("fit"):
-        fitted = run_pipeline(exact, hw, [("reencode", {"k": reencode_k, "readout_k": readout_k}),
-                                          ("fit_crossbar", {"strategy": strategy})], trace)
-
-    blocks: list[BlockReport] = []
-    bar = _progress(fitted, progress)
-    # training runs many small products (one thread); the baseline a few large ones (every thread)
-    with meter.step("tune"), torch_threads(1 if tuning.mode == "multiphase" else torch.get_num_threads()):
-        compiled = tune_graph(
-            fitted, hw, prepared.calib_x, LazyForward(exact, prepared.calib_x), tuning,
-            value_range=prepared.dataset.value_range, reports=blocks, progress=bar, chunk_floats=plan.chunk_floats,
-        )
-    trace.append(PassRecord("tune", meter.steps["tune"]["wall_s"], len(fitted), len(compiled)))
-    del fitted  # its float weights (a split's signed pairs: twice the network's) are not read again
-    with meter.step("evaluate"):
-        violations = check(compiled, hw)
-        ev = evaluate_chip(exact, compiled, hw, prepared.test_x, seed=tuning.seed, batch_size=plan.eval_batch)
-        metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
-        spike_report = _spike_report(ev.stats, hw, depth(compiled)) if hw.spiking else None
-        layers, totals = _resources(compiled, hw, ev.layer_errors(), spike_report)
-    report = {
-        "model": prepared.name,
-        "dataset": prepared.dataset.name,
-        "hardware": hw.to_dict(),
-        "strategy": strategy,
-        "reencode_k": reencode_k,
-        "readout_k": readout_k,
-        "tuning": tuning.mode,
-        "equalize": tuning.equalize,
-        "bias_correction": tuning.bias_correction,
-        **metrics,
-        "test_samples": len(prepared.test_x),
-        "resources": totals,
-        "legal": not violations,
-        "violations": violations,
-        "verify": ev.verify,
-        **({"spiking": {k: v for k, v in spike_report.items() if k != "firing_rate"}} if spike_report else {}),
-        "compile_seconds": meter.seconds("fit", "tune"),
-        "prepare_seconds": prepared.seconds,
-        "evaluate_seconds": meter.seconds("evaluate"),
-        "steps": meter.steps,
-        "memory": plan.as_dict(),
-        "passes": [r.__dict__ for r in trace],
-    }
-    return CompileResult(compiled, report, layers, violations, trace,
-                         {"compile": report["compile_seconds"], "evaluate": report["evaluate_seconds"]}, blocks)
+    for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
+        with meter.step(phase) if phase else nullcontext():
+            run_steps(state, [step for _, step in steps], trace)
+    report = _report(prepared, state, strategy, reencode_k, readout_k, meter, plan, trace)
+    rates = firing_rates(state.evaluation.stats, hw) if hw.spiking else None
+    layers = layer_rows(state.layers, state.evaluation.layer_errors(), rates)
+    return CompileResult(state.graph, report, layers, report.violations, trace,
+                         {"compile": report.compile_seconds, "evaluate": report.evaluate_seconds}, state.blocks)
 
 
-def _resources(compiled: Graph, hw: HardwareSpec, block_err: dict[str, float],
-               spike_report: dict[str, Any] | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each layer's resources, error against the original and firing rate; the totals."""
-    layer_res = layer_resources(compiled, hw)
-    totals = total_resources(layer_res, hw)
-    totals["depth"] = depth(compiled)
-    layers = []
-    for lr in layer_res:
-        row = lr.as_dict()
-        row["error_vs_original"] = block_err.get(lr.name, block_err.get(lr.block))
-        if spike_report is not None:
-            row["firing_rate"] = spike_report["firing_rate"].get(lr.name)
-        layers.append(row)
-    return layers, totals
-
-
-def _spike_report(stats, hw: HardwareSpec, core_depth: int) -> dict[str, Any]:
-    """Activity per inference. Latency: T steps of input, plus one step of synaptic delay per core layer."""
-    per = max(stats.samples, 1)
-    steps = hw.neuron.timesteps
-    return {
-        "timesteps": steps,
-        "spikes_per_inference": sum(stats.spikes.values()) / per,
-        "synaptic_events_per_inference": sum(stats.events.values()) / per,
-        "latency_steps": steps + core_depth - 1,
-        "firing_rate": {k: v / per / steps / stats.neurons[k] for k, v in stats.spikes.items()},
-    }
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Tuning runs many small matrix products: one thread is as fast as two on an idle machine and several
-    times faster on a busy one (OpenMP workers spin against each other), and a sweep runs trials side by side."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: int, readout_k: int,
+            meter: StepMeter, plan: MemoryPlan, trace: list[PassRecord]) -> CompileReport:
+    hw, tuning = state.hw, state.tuning
+    return CompileReport(
+        model=prepared.name, dataset=prepared.dataset.name, hardware=hw, strategy=strategy,
+        reencode_k=reencode_k, readout_k=readout_k, tuning=tuning.mode, equalize=tuning.equalize,
+        bias_correction=tuning.bias_correction, metrics=Metrics(**state.metrics),
+        test_samples=len(prepared.test_x), resources=Resources(**{**state.totals, "depth": state.depth}),
+        violations=state.violations, verify=Verify(**state.evaluation.verify),
+        spiking=SpikingReport.of(state.evaluation.stats, hw, state.depth) if hw.spiking else None,
+        compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
+        evaluate_seconds=meter.seconds("evaluate"), steps=meter.steps, memory=plan, passes=trace,
+    )
 
 
 def _progress(graph: Graph, enabled: bool):

@@ -75,12 +75,13 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     _write(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
-    save_graph(result.graph, run_dir / "compiled.npz", meta={"report": result.report})
+    report = result.report.to_dict()
+    save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
     _write(run_dir / "layers.csv", _csv(result.layers))
     _write(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
     if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
         _write_nir(result.graph, hw, run_dir / "compiled.nir")
-    _write(run_dir / "report.json", json.dumps(result.report, indent=2, default=float))  # last: marks success
+    _write(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
     _summary(result, run_dir)
     return 0 if result.legal else 1
 
@@ -119,32 +120,32 @@ def _summary(result, run_dir: Path) -> None:
     from rich.table import Table
 
     r = result.report
-    res = r["resources"]
-    table = Table(title=f"{r['model']} on {r['hardware']['name']} ({r['strategy']}, tuning={r['tuning']})")
+    m, res = r.metrics, r.resources
+    table = Table(title=f"{r.model} on {r.hardware.name} ({r.strategy}, tuning={r.tuning})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    if r["accuracy_compiled"] is None:
-        accuracy = [("accuracy", f"n/a ({r['accuracy_note']})"),
-                    ("relative logit error", f"{r['logits_rel_error']:.4f}")]
+    if m.accuracy_compiled is None:
+        accuracy = [("accuracy", f"n/a ({m.accuracy_note})"),
+                    ("relative logit error", f"{m.logits_rel_error:.4f}")]
     else:
-        accuracy = [("accuracy, original", f"{r['accuracy_original']:.4f}"),
-                    ("accuracy, compiled", f"{r['accuracy_compiled']:.4f}"),
-                    ("delta (pp)", f"{r['accuracy_delta_pp']:.2f}")]
+        accuracy = [("accuracy, original", f"{m.accuracy_original:.4f}"),
+                    ("accuracy, compiled", f"{m.accuracy_compiled:.4f}"),
+                    ("delta (pp)", f"{m.accuracy_delta_pp:.2f}")]
     rows = [
         *accuracy,
-        ("top-1 agreement", f"{r['agreement']:.4f}"),
-        ("crossbars", str(res["crossbars"])),
-        ("cells used", str(res["cells_used"])),
-        ("utilization", f"{res['utilization']:.3f}"),
-        ("neurons / synapses", f"{res['neurons']} / {res['synapses']}"),
-        ("legal", str(r["legal"])),
-        ("compile time (s)", f"{r['compile_seconds']:.1f}"),
+        ("top-1 agreement", f"{m.agreement:.4f}"),
+        ("crossbars", str(res.crossbars)),
+        ("cells used", str(res.cells_used)),
+        ("utilization", f"{res.utilization:.3f}"),
+        ("neurons / synapses", f"{res.neurons} / {res.synapses}"),
+        ("legal", str(r.legal)),
+        ("compile time (s)", f"{r.compile_seconds:.1f}"),
     ]
     for row in rows:
         table.add_row(*row)
     console = Console()
     console.print(table)
-    for v in r["violations"]:
+    for v in r.violations:
         console.print(f"[red]violation[/red] {v}")
     console.print(f"written to {run_dir}")
 

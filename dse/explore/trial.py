@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dse.compile import Prepared, compile
+from dse.compile.report import CompileReport
 from dse.errors import DseError
 from dse.hardware.spec import HardwareSpec
 from dse.tune.options import TuneOptions
@@ -65,19 +66,19 @@ def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
     return TrialOutcome(spec.number, "complete", record)
 
 
-def flatten_report(report: dict[str, Any]) -> dict[str, Any]:
-    """One flat row: the metrics, every resource field (nested ones as dotted names), the status."""
-    row: dict[str, Any] = {k: report[k] for k in METRICS if k in report}
-    row.update(_flatten(report.get("resources", {})))
-    for section in ("cost", "spiking"):  # when the compiler reports them: energy, area; spike activity
-        if isinstance(report.get(section), dict):
-            row.update(_flatten(report[section], f"{section}."))
-    row["legal"] = bool(report["legal"])
-    row["violations"] = len(report.get("violations", []))
+def flatten_report(report: CompileReport) -> dict[str, Any]:
+    """One flat row: the metrics, every resource field, the spike activity (dotted names), the status."""
+    metrics = report.metrics.to_dict()
+    row: dict[str, Any] = {k: metrics[k] for k in METRICS}
+    row.update(_flatten(report.resources.to_dict()))
+    if report.spiking is not None:
+        row.update(_flatten(report.spiking.to_dict(), "spiking."))
+    row["legal"] = report.legal
+    row["violations"] = len(report.violations)
     row["state"] = "complete"
-    row["error_message"] = "; ".join(report.get("violations", []))[:500]
-    row["compile_seconds"] = float(report.get("compile_seconds", float("nan")))
-    row["evaluate_seconds"] = float(report.get("evaluate_seconds", float("nan")))
+    row["error_message"] = "; ".join(report.violations)[:500]
+    row["compile_seconds"] = float(report.compile_seconds)
+    row["evaluate_seconds"] = float(report.evaluate_seconds)
     return row
 
 

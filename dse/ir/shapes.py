@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dse.ir import ops as o
-from dse.ir.graph import Graph
+
+if TYPE_CHECKING:
+    from dse.ir.graph import Graph
 
 Shape = tuple[int, ...]
 

@@ -1,17 +1,22 @@
 """Canonicalize: fold constant scales into neighbouring weights and drop what inference does not need.
 
-Rules, applied until none fires (each is exact):
-- Identity (and Dropout, which imports as Identity) is removed.
-- A Softmax that is a graph output is removed: argmax does not change.
-- MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool tree sees values >= 0.
-- A zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the convolutions and
-  poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in its divisor
-  (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as zeros only when
-  its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that does not fold
-  stays, as wiring on the chip.
-- Two Affines in a row merge; an Affine commutes past a Reshape.
-- An Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
-- An Affine before Conv/Linear consumers (input normalization) folds into their weights. A padded
+The rules are small functions ``(builder, node) -> bool``: each looks at one node and, when its condition holds,
+rewrites the graph in place (`GraphBuilder`'s edits) and returns True. `RULES` lists them by the op type of the
+node they start from, in the order they are tried. `canonicalize` walks the nodes in order, applies the first
+rule that fires, drops what no output reads, and walks again until no rule fires (each rule is exact):
+- `drop_identity`: Identity (and Dropout, which imports as Identity) is removed.
+- `drop_output_softmax`: a Softmax that is a graph output is removed: argmax does not change.
+- `relu_before_max_pool`: MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool
+  tree sees values >= 0.
+- `fold_zero_pad`: a zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the
+  convolutions and poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in
+  its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
+  zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
+  does not fold stays, as wiring on the chip.
+- `merge_affines`: two Affines in a row merge; `affine_past_reshape`: an Affine commutes past a Reshape.
+- `fold_affine_into_producer`: an Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
+- `fold_affine_into_consumers`: an Affine before Conv/Linear consumers (input normalization) folds into their
+  weights. A padded
   convolution pads with zero in the normalized space, so when the Affine reads the network input (or a 1-D
   signal's (C, 1, L) view of it) the padding moves onto the host as a `Pad` with value ``-shift / scale`` (the
   raw value that normalizes to zero).
@@ -27,8 +32,8 @@ import numpy as np
 
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
-from dse.ir.graph import Graph, Node
-from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
+from dse.ir.graph import Graph, GraphBuilder, Node
+from dse.ir.shapes import SHAPE_RULES, Shape
 from dse.passes.registry import register
 
 
@@ -82,128 +87,153 @@ def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np
     )
 
 
-class _Rewriter:
-    """One rewrite step over a mutable copy of the graph's nodes."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.graph = graph
-        self.nodes = {n.name: n for n in graph}
-        self.order = [n.name for n in graph]
-        self.outputs = list(graph.outputs)
-        self.shapes = infer_shapes(graph)
-
-    def consumers(self, name: str) -> list[Node]:
-        return [self.nodes[n] for n in self.order if name in self.nodes[n].inputs]
-
-    def bypass(self, name: str) -> None:
-        """Remove a single-input node; its readers read its input."""
-        src = self.nodes[name].inputs[0]
-        for n in self.order:
-            node = self.nodes[n]
-            if name in node.inputs:
-                self.nodes[n] = Node(n, node.op, tuple(src if i == name else i for i in node.inputs), node.block)
-        self.outputs = [src if x == name else x for x in self.outputs]
-        self.order.remove(name)
-        del self.nodes[name]
-
-    def set_op(self, name: str, op: o.Op, inputs: tuple[str, ...] | None = None) -> None:
-        node = self.nodes[name]
-        self.nodes[name] = Node(name, op, node.inputs if inputs is None else inputs, node.block)
-
-    def insert_before(self, before: str, name: str, op: o.Op, inputs: tuple[str, ...]) -> str:
-        base, i = name, 1
-        while name in self.nodes:
-            name, i = f"{base}_{i}", i + 1
-        self.nodes[name] = Node(name, op, inputs)
-        self.order.insert(self.order.index(before), name)
-        return name
-
-    def result(self) -> Graph:
-        return Graph(tuple(self.nodes[n] for n in self.order), tuple(self.outputs)).prune_dead()
+# --- the rules: each reads the graph at one node and, if it applies, rewrites it and says so -------------------
+Rule = Callable[[GraphBuilder, Node], bool]
 
 
-def _step(g: Graph) -> Graph | None:
-    r = _Rewriter(g)
-    for node in g:
-        op, name = node.op, node.name
-        users = r.consumers(name)
-        if isinstance(op, o.Identity):
-            r.bypass(name)
-            return r.result()
-        if isinstance(op, o.Softmax) and name in g.outputs and not users:
-            r.bypass(name)
-            return r.result()
-        if isinstance(op, o.MaxPool) and len(users) == 1 and isinstance(users[0].op, o.Relu):
-            relu = users[0]
-            # x -> MaxPool -> Relu  becomes  x -> Relu -> MaxPool (relu and max commute)
-            r.set_op(name, o.Relu(), node.inputs)
-            r.set_op(relu.name, op, (name,))
-            return r.result()
-        if isinstance(op, o.Pad) and _fold_pad(r, g, node, users):
-            return r.result()
-        if not isinstance(op, o.Affine):
-            continue
-        src = node.inputs[0]
-        in_shape = r.shapes[src]
-        producer = g[src].op
-        if len(users) == 1 and isinstance(users[0].op, o.Affine):
-            nxt = users[0].op
-            scale = np.asarray(nxt.scale, np.float64) * np.asarray(op.scale, np.float64)
-            shift = np.asarray(op.shift, np.float64) * np.asarray(nxt.scale, np.float64) + np.asarray(nxt.shift)
-            r.set_op(users[0].name, o.Affine(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
-            r.bypass(name)
-            return r.result()
-        if len(users) == 1 and isinstance(users[0].op, o.Reshape):
-            reshape = users[0]
-            out_shape = r.shapes[reshape.name]
-            full = np.broadcast_shapes(in_shape, np.shape(op.scale), np.shape(op.shift))
-            if tuple(full) == tuple(in_shape):
-                scale = np.broadcast_to(op.scale, in_shape).reshape(out_shape)
-                shift = np.broadcast_to(op.shift, in_shape).reshape(out_shape)
-                r.set_op(reshape.name, reshape.op, node.inputs)
-                r.set_op(name, o.Affine(scale.copy(), shift.copy()), (reshape.name,))
-                # the Affine now follows the Reshape: move it after it in the order
-                r.order.remove(name)
-                r.order.insert(r.order.index(reshape.name) + 1, name)
-                for u in users_of(r, reshape.name, exclude=name):
-                    r.set_op(u, r.nodes[u].op, tuple(name if i == reshape.name else i for i in r.nodes[u].inputs))
-                r.outputs = [name if x == reshape.name else x for x in r.outputs]
-                return r.result()
-        out_shape = r.shapes[name]
-        if tuple(out_shape) != tuple(in_shape):
-            continue  # the constants broadcast the tensor to a bigger shape: leave it to reform
-        vec = per_channel(op, tuple(in_shape))
-        if vec is None:
-            continue
-        scale, shift = vec
-        if (
-            isinstance(producer, (o.Conv, o.Linear))
-            and len(r.consumers(src)) == 1
-            and src not in g.outputs
-        ):
-            r.set_op(src, fold_into_producer(producer, scale, shift))
-            r.bypass(name)
-            return r.result()
-        if users and name not in g.outputs and all(isinstance(u.op, (o.Conv, o.Linear)) for u in users):
-            from_input = g.host_input(src)
-            padded_shift = [
-                u for u in users if isinstance(u.op, o.Conv) and any(u.op.padding) and np.any(shift != 0)
-            ]
-            if padded_shift and not (from_input and np.all(scale != 0)):
-                continue
-            for u in users:
-                new = fold_into_consumer(u.op, scale, shift)
-                inputs = (src,)
-                if u in padded_shift:
-                    pad_value = tuple(float(v) for v in (-shift / scale))
-                    pad = r.insert_before(u.name, f"{u.name}_pad", o.Pad(u.op.padding, pad_value), (src,))
-                    new = o.Conv(new.weight, new.bias, new.stride, (0, 0, 0, 0), new.dilation, new.groups)
-                    inputs = (pad,)
-                r.set_op(u.name, new, inputs)
-            r.order.remove(name)
-            del r.nodes[name]
-            return r.result()
-    return None
+def drop_identity(b: GraphBuilder, node: Node) -> bool:
+    """Identity (and Dropout, which imports as Identity) is removed."""
+    b.bypass(node.name)
+    return True
+
+
+def drop_output_softmax(b: GraphBuilder, node: Node) -> bool:
+    """A Softmax that only the host reads (a graph output) is removed: argmax does not change."""
+    if node.name not in b.outputs or b.readers(node.name):
+        return False
+    b.bypass(node.name)
+    return True
+
+
+def relu_before_max_pool(b: GraphBuilder, node: Node) -> bool:
+    """x -> MaxPool -> Relu becomes x -> Relu -> MaxPool (relu and max commute): the max-pool tree sees values
+    >= 0. Each node keeps its name."""
+    users = b.readers(node.name)
+    if len(users) != 1 or not isinstance(users[0].op, o.Relu):
+        return False
+    b.replace(node.name, o.Relu(), node.inputs)
+    b.replace(users[0].name, node.op, (node.name,))
+    return True
+
+
+def fold_zero_pad(b: GraphBuilder, node: Node) -> bool:
+    """A zero Pad folds into every reader, if each can take it with its value unchanged (`PAD_ABSORBERS`)."""
+    op, users = node.op, b.readers(node.name)
+    assert isinstance(op, o.Pad)
+    if any(op.value) or not users or node.name in b.outputs:
+        return False
+    src = node.inputs[0]
+    shape, nonneg = b.shape(src), _nonneg(b, src)
+    folded = []
+    for u in users:
+        absorb = PAD_ABSORBERS.get(type(u.op))
+        new = None if absorb is None or u.inputs != (node.name,) else absorb(u.op, op.padding, nonneg, shape)
+        if new is None or SHAPE_RULES[type(new)](new, [shape]) != b.shape(u.name):  # (a ceil_mode window)
+            return False
+        folded.append(new)
+    for u, new in zip(users, folded, strict=True):
+        b.replace(u.name, new)
+    b.bypass(node.name)
+    return True
+
+
+def merge_affines(b: GraphBuilder, node: Node) -> bool:
+    """Two Affines in a row become one (in the second's place)."""
+    users = b.readers(node.name)
+    if len(users) != 1 or not isinstance(users[0].op, o.Affine):
+        return False
+    op, nxt = node.op, users[0].op
+    scale = np.asarray(nxt.scale, np.float64) * np.asarray(op.scale, np.float64)
+    shift = np.asarray(op.shift, np.float64) * np.asarray(nxt.scale, np.float64) + np.asarray(nxt.shift)
+    b.replace(users[0].name, o.Affine(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
+    b.bypass(node.name)
+    return True
+
+
+def affine_past_reshape(b: GraphBuilder, node: Node) -> bool:
+    """An Affine read only by a Reshape moves after it (its constants reshaped), towards the Conv/Linear it
+    may fold into."""
+    users, op = b.readers(node.name), node.op
+    if len(users) != 1 or not isinstance(users[0].op, o.Reshape):
+        return False
+    reshape, in_shape = users[0], b.shape(node.inputs[0])
+    if tuple(np.broadcast_shapes(in_shape, np.shape(op.scale), np.shape(op.shift))) != tuple(in_shape):
+        return False  # the constants broadcast the tensor to a bigger shape
+    out_shape = b.shape(reshape.name)
+    scale = np.broadcast_to(op.scale, in_shape).reshape(out_shape)
+    shift = np.broadcast_to(op.shift, in_shape).reshape(out_shape)
+    b.replace(reshape.name, reshape.op, node.inputs)
+    b.replace(node.name, o.Affine(scale.copy(), shift.copy()), (reshape.name,))
+    b.move_after(node.name, reshape.name)
+    b.redirect(reshape.name, node.name, keep=node.name)
+    return True
+
+
+def _channel_affine(b: GraphBuilder, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
+    """The Affine's (scale, shift) per channel, if it scales each channel by one constant and keeps the shape."""
+    in_shape = b.shape(node.inputs[0])
+    if tuple(b.shape(node.name)) != tuple(in_shape):
+        return None  # the constants broadcast the tensor to a bigger shape: left to reform
+    return per_channel(node.op, tuple(in_shape))
+
+
+def fold_affine_into_producer(b: GraphBuilder, node: Node) -> bool:
+    """An Affine after a Conv/Linear that nothing else reads (BatchNorm, a constant scale) folds into its
+    weights."""
+    src = node.inputs[0]
+    producer = b[src].op
+    if not isinstance(producer, (o.Conv, o.Linear)) or len(b.readers(src)) != 1 or src in b.outputs:
+        return False
+    vec = _channel_affine(b, node)
+    if vec is None:
+        return False
+    b.replace(src, fold_into_producer(producer, *vec))
+    b.bypass(node.name)
+    return True
+
+
+def fold_affine_into_consumers(b: GraphBuilder, node: Node) -> bool:
+    """An Affine read only by Conv/Linear ops (input normalization) folds into their weights. A padded
+    convolution pads with zero in the normalized space, so when the Affine reads the network input the padding
+    moves onto the host as a `Pad` with value ``-shift / scale`` (the raw value that normalizes to zero)."""
+    users, src = b.readers(node.name), node.inputs[0]
+    if not users or node.name in b.outputs or not all(isinstance(u.op, (o.Conv, o.Linear)) for u in users):
+        return False
+    vec = _channel_affine(b, node)
+    if vec is None:
+        return False
+    scale, shift = vec
+    padded_shift = {u.name for u in users if isinstance(u.op, o.Conv) and any(u.op.padding) and np.any(shift != 0)}
+    if padded_shift and not (b.host_input(src) and np.all(scale != 0)):
+        return False
+    for u in users:
+        new, inputs = fold_into_consumer(u.op, scale, shift), (src,)
+        if u.name in padded_shift:
+            pad_value = tuple(float(v) for v in (-shift / scale))
+            inputs = (b.insert_before(u.name, f"{u.name}_pad", o.Pad(u.op.padding, pad_value), src),)
+            new = o.Conv(new.weight, new.bias, new.stride, (0, 0, 0, 0), new.dilation, new.groups)
+        b.replace(u.name, new, inputs)
+    b.remove(node.name)
+    return True
+
+
+# op type -> its rules, tried in this order at each node
+RULES: dict[type[o.Op], tuple[Rule, ...]] = {
+    o.Identity: (drop_identity,),
+    o.Softmax: (drop_output_softmax,),
+    o.MaxPool: (relu_before_max_pool,),
+    o.Pad: (fold_zero_pad,),
+    o.Affine: (merge_affines, affine_past_reshape, fold_affine_into_producer, fold_affine_into_consumers),
+}
+
+
+def _rewrite_once(b: GraphBuilder) -> bool:
+    """Apply the first rule that fires at the first node where one does (nodes in order); whether one did."""
+    for name in b.names():
+        node = b[name]
+        if any(rule(b, node) for rule in RULES.get(type(node.op), ())):
+            return True
+    return False
 
 
 def _add_pads(a: o.Pads, b: o.Pads) -> o.Pads:
@@ -222,7 +252,7 @@ def _every_window_reads_data(op: o.MaxPool, in_shape: Shape) -> bool:
     return True
 
 
-def _nonneg(g: Graph, name: str) -> bool:
+def _nonneg(g: GraphBuilder, name: str) -> bool:
     """Whether node `name`'s value is >= 0 by construction (a ReLU, a Clip at 0 or above, and wiring of those)."""
     op = g[name].op
     if isinstance(op, (o.Relu, o.Sigmoid)):
@@ -258,33 +288,11 @@ PAD_ABSORBERS: dict[type[o.Op], Callable[..., o.Op | None]] = {
 }
 
 
-def _fold_pad(r: _Rewriter, g: Graph, node: Node, users: list[Node]) -> bool:
-    """Fold zero Pad `node` into every reader, if each can take it with its value unchanged."""
-    op = node.op
-    assert isinstance(op, o.Pad)
-    if any(op.value) or not users or node.name in g.outputs:
-        return False
-    src = node.inputs[0]
-    shape, nonneg = r.shapes[src], _nonneg(g, src)
-    folded = []
-    for u in users:
-        absorb = PAD_ABSORBERS.get(type(u.op))
-        new = None if absorb is None or u.inputs != (node.name,) else absorb(u.op, op.padding, nonneg, shape)
-        if new is None or SHAPE_RULES[type(new)](new, [shape]) != r.shapes[u.name]:  # (a ceil_mode window)
-            return False
-        folded.append(new)
-    for u, new in zip(users, folded, strict=True):
-        r.set_op(u.name, new)
-    r.bypass(node.name)
-    return True
-
-
-def users_of(r: _Rewriter, name: str, exclude: str) -> list[str]:
-    return [n for n in r.order if n != exclude and name in r.nodes[n].inputs]
-
-
-@register("canonicalize")
+@register("canonicalize", exact=True)
 def canonicalize(graph: Graph, hw: HardwareSpec | None = None) -> Graph:
-    while (nxt := _step(graph)) is not None:
-        graph = nxt
-    return graph.prune_dead()
+    """Apply `RULES` until none fires; what no output reads is dropped after each rewrite."""
+    b = GraphBuilder.from_graph(graph)
+    while _rewrite_once(b):
+        b.prune_dead()
+    b.prune_dead()
+    return b.build()

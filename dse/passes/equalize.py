@@ -189,7 +189,7 @@ class _Equalizer:
         )
 
 
-@register("equalize")
+@register("equalize", exact=True)
 def equalize(graph: Graph, hw: HardwareSpec | None = None, *, sweeps: int = 20, tolerance: float = 1e-3) -> Graph:
     """Cross-layer equalization of a float core-op graph (before fitting: whole layers, no partial sums)."""
     return _Equalizer(graph).run(sweeps, tolerance)

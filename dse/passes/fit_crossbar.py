@@ -20,8 +20,7 @@ import numpy as np
 from dse.errors import ConstraintError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
-from dse.ir.graph import Graph, GraphBuilder, Node
-from dse.ir.shapes import SHAPE_RULES, Shape
+from dse.ir.graph import Graph, GraphBuilder
 from dse.passes.registry import register
 
 STRATEGIES = ("split", "prune")
@@ -89,30 +88,22 @@ class _Fitter:
         self.g, self.hw, self.strategy = graph, hw, strategy
         self.rows = hw.crossbar.rows
         self.b = GraphBuilder()
-        self.shapes: dict[str, Shape] = {}
         self.ops: dict[str, o.Op] = {}  # the new graph's ops and first inputs, to compose Gathers
         self.inputs: dict[str, str] = {}
 
     def add(self, name: str, op: o.Op, inputs: tuple[str, ...], block: str, exact_name: bool = False) -> str:
-        if exact_name:
-            self.b._names.add(name)
-            self.b.nodes.append(Node(name, op, inputs, block))
-        else:
-            name = self.b.add(name, op, *inputs, block=block)
-        self.shapes[name] = SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs])
+        name = (self.b.add_exact if exact_name else self.b.add)(name, op, *inputs, block=block)
         self.ops[name] = op
         self.inputs[name] = inputs[0] if inputs else ""
         return name
 
     def run(self) -> Graph:
-        for node in self.g:  # reserve every original name so new nodes never take one
-            self.b._names.add(node.name)
+        self.b.reserve(n.name for n in self.g)  # so that new nodes never take an original name
         for node in self.g:
             op = node.op
             oversized = isinstance(op, o.CoreOp) and self.rows is not None and int(op.fan_in().max()) > self.rows
             if not oversized:
-                self.b.nodes.append(node)
-                self.shapes[node.name] = SHAPE_RULES[type(op)](op, [self.shapes[i] for i in node.inputs])
+                self.b.append(node)
             elif self.strategy == "split":
                 self.split(node.name, op, node.inputs[0], node.block_name)
             else:
@@ -125,7 +116,7 @@ class _Fitter:
         prev = self.ops.get(src)
         if isinstance(prev, o.Gather):
             index, src = prev.index[index], self.inputs[src]
-        if np.array_equal(index, np.arange(self.shapes[src][0])):
+        if np.array_equal(index, np.arange(self.b.shape(src)[0])):
             return src
         return self.add(f"{block}_route", o.Gather(np.asarray(index, dtype=np.int64)), (src,), block)
 

@@ -90,18 +90,15 @@ class _Reformer:
         self.src_shapes = infer_shapes(graph)
         self.samples, self.width = samples, width
         self.b = GraphBuilder()
-        self.shapes: dict[str, Shape] = {}
         self.values: dict[str, Value] = {}
 
     # --- chip graph construction -------------------------------------------------------------------------
     def add(self, base: str, op: o.Op, *inputs: str) -> str:
-        name = self.b.add(base, op, *inputs)
-        self.shapes[name] = SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs])
-        return name
+        return self.b.add(base, op, *inputs)
 
     def whole(self, t: Term) -> str:
         """The term's slice as a node of its own (a Slice when it is not the whole node)."""
-        if t.start == 0 and t.count == self.shapes[t.node][0]:
+        if t.start == 0 and t.count == self.b.shape(t.node)[0]:
             return t.node
         return self.add(f"{t.node}_slice", o.Slice(t.start, t.start + t.count), t.node)
 
@@ -113,7 +110,7 @@ class _Reformer:
             inp, weight = self.whole(t), weight * t.coeff
         else:
             nodes = list(dict.fromkeys(t.node for t in src.terms))
-            offsets = np.cumsum([0] + [self.shapes[n][0] for n in nodes])
+            offsets = np.cumsum([0] + [self.b.shape(n)[0] for n in nodes])
             inp = nodes[0] if len(nodes) == 1 else self.add(f"{base}_in", o.Concat(0), *nodes)
             if groups > 1:  # a residual add, or a pooling of a sum: stays grouped, each group reading its
                 # channels of every term, routed next to each other (a dense form would be mostly zeros)
@@ -166,7 +163,7 @@ class _Reformer:
         window = v.lin.weight[:1]  # the same on every channel
         pooled = {}
         for node in dict.fromkeys(t.node for t in v.src.terms):
-            c = self.shapes[node][0]
+            c = self.b.shape(node)[0]
             spec = LinearSpec(np.repeat(window, c, axis=0), np.zeros(c), v.lin.stride, v.lin.padding, c, False)
             pooled[node] = self.core(f"{v.name}_part", spec, Terms((Term(node, 0, c, 1.0),)))
         return Terms(tuple(Term(pooled[t.node], t.start, t.count, t.coeff) for t in v.src.terms))
@@ -214,7 +211,7 @@ class _Reformer:
 
     def shape_of(self, v: Terms) -> Shape:
         t = v.terms[0]
-        return (t.count, *self.shapes[t.node][1:])
+        return (t.count, *self.b.shape(t.node)[1:])
 
     # --- ops ---------------------------------------------------------------------------------------------
     def run(self) -> Graph:
@@ -232,7 +229,7 @@ class _Reformer:
         pos, neg = v.terms if len(v.terms) == 2 else (None, None)
         is_pair = (
             pos is not None and pos.node == neg.node and pos.coeff == 1.0 and neg.coeff == -1.0
-            and pos.start == 0 and neg.start == pos.count == neg.count == self.shapes[pos.node][0] // 2
+            and pos.start == 0 and neg.start == pos.count == neg.count == self.b.shape(pos.node)[0] // 2
         )
         if not is_pair:
             v = self.signed(Pending(identity(self.shape_of(v)), v, name), for_host=True)
@@ -248,9 +245,7 @@ class _Reformer:
             raise UnsupportedOpError(type(op).__name__, name, f"a value of per-sample shape "
                                      f"{self.src_shapes[name]} (the chip computes on (F,) or (C, H, W) values)")
         if isinstance(op, o.Input):
-            self.b._names.add(name)
-            self.b.nodes.append(type(self.src[name])(name, op, ()))
-            self.shapes[name] = tuple(op.shape)
+            self.b.add_exact(name, op)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
         if isinstance(op, o.Pad):
             if any(op.value) and not self.src.host_input(node.inputs[0]):
@@ -316,7 +311,7 @@ class _Reformer:
             raise UnsupportedOpError("Concat", name, f"axis {op.axis + 1} (only the channel axis is supported)")
         if all(len(v.terms) == 1 and v.terms[0].coeff == 1.0 for v in vs):
             node = self.add(name, op, *(self.whole(v.terms[0]) for v in vs))
-            return Terms((Term(node, 0, self.shapes[node][0], 1.0),))
+            return Terms((Term(node, 0, self.b.shape(node)[0], 1.0),))
         pairs = []
         for v in vs:  # each part as a pair [relu(s); relu(-s)], even one >= 0 (its negative half is then 0), so
             # that the positive and the negative concat line up channel for channel
@@ -325,7 +320,7 @@ class _Reformer:
             pairs.append(Terms((Term(node, 0, c, 1.0), Term(node, c, c, -1.0))))
         pos = self.add(f"{name}_pos", op, *(self.whole(p.terms[0]) for p in pairs))
         neg = self.add(f"{name}_neg", op, *(self.whole(p.terms[-1]) for p in pairs))
-        c = self.shapes[pos][0]
+        c = self.b.shape(pos)[0]
         return Terms((Term(pos, 0, c, 1.0), Term(neg, 0, c, -1.0)))
 
     def maxpool(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
@@ -335,9 +330,9 @@ class _Reformer:
         of the tree is a sum of neuron outputs ("parts"); a pair (a, b) becomes relu(a - b), relu(b).
         """
         src = self.whole(v.terms[0])
-        if overhangs(op, self.shapes[src]):
+        if overhangs(op, self.b.shape(src)):
             raise UnsupportedOpError("MaxPool", name, "ceil_mode=1 with a last window past the padding")
-        channels = self.shapes[src][0]
+        channels = self.b.shape(src)[0]
         kh, kw = op.kernel
         n = kh * kw
         # stage 1: window elements -> parts; values are lists of part indices into the stage output
@@ -492,7 +487,7 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     raise UnsupportedOpError(type(op).__name__, name, "not linear")
 
 
-@register("reform")
+@register("reform", exact=True)
 def reform(graph: Graph, hw: HardwareSpec | None = None, *, samples: dict[str, np.ndarray] | None = None,
            approximator_width: int = 8) -> Graph:
     """`samples`: values that reach each element-wise function the chip lacks (keyed by the node that feeds

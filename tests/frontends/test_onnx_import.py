@@ -24,10 +24,6 @@ from dse.ir.shapes import infer_shapes
 from dse.passes import run_pipeline
 from dse.sim.float_exec import run_logits
 
-# the passes register themselves on import
-from dse.passes import canonicalize as _canonicalize  # noqa: F401  isort: skip
-from dse.passes import reform as _reform  # noqa: F401  isort: skip
-
 FLOAT = TensorProto.FLOAT
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

@@ -58,9 +58,9 @@ SHORT = dict(free_steps=20, range_steps=5, round_steps=3, output_loss="mse")
 def test_every_option_together_compiles_legal_and_is_recorded(prepared: Prepared, tuning: TuneOptions) -> None:
     result = compile(prepared, chip("per_column"), tuning=tuning)
     assert result.legal, result.violations[:3]
-    assert result.report["equalize"] and result.report["bias_correction"]
-    assert result.report["verify"]["integer_vs_quantized_agreement"] == 1.0
-    assert result.report["resources"]["weight_scales"] == sum(lr["neurons"] for lr in result.layers)
+    assert result.report.equalize and result.report.bias_correction
+    assert result.report.verify.integer_vs_quantized_agreement == 1.0
+    assert result.report.resources.weight_scales == sum(lr["neurons"] for lr in result.layers)
     if tuning.mode == "multiphase":  # the tuner weighed the rounded start with its biases corrected
         assert all("rounded_start_bias_corrected" in b.losses for b in result.blocks)
 

@@ -63,12 +63,12 @@ def test_a_population_readout_gives_a_spiking_chip_finer_logits(spiking: dict[in
     np.testing.assert_allclose(bias[0] - bias[3], 3 * 16 * step, atol=1.0)
     # the logits the host decodes are closer to the original's (the block's error over the calibration set)
     assert four.blocks[-1].losses["final"] < 0.85 * one.blocks[-1].losses["final"]
-    assert four.report["logits_rel_error"] < one.report["logits_rel_error"]
-    assert four.report["resources"]["crossbars"] == one.report["resources"]["crossbars"]  # 60 neurons more
+    assert four.report.metrics.logits_rel_error < one.report.metrics.logits_rel_error
+    assert four.report.resources.crossbars == one.report.resources.crossbars  # 60 neurons more
 
 
 def test_a_population_readout_on_a_quantized_chip_is_exact(prepared: Prepared) -> None:
     hw = dataclasses.replace(chip("chip_a"))
     result = compile(prepared, hw, tuning=SHORT, readout_k=2)
-    assert result.legal and result.report["verify"]["integer_vs_quantized_agreement"] == 1.0
-    assert result.report["accuracy_delta_pp"] < 3
+    assert result.legal and result.report.verify.integer_vs_quantized_agreement == 1.0
+    assert result.report.metrics.accuracy_delta_pp < 3

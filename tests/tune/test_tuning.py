@@ -64,18 +64,18 @@ def test_two_bit_weights_are_ternary(results: dict[str, CompileResult]) -> None:
 
 
 def test_tuning_beats_rounding_at_4_bits(results: dict[str, CompileResult]) -> None:
-    tuned, naive = results["tuned4"].report, results["naive4"].report
-    assert tuned["logits_rel_error"] < naive["logits_rel_error"]
-    assert tuned["accuracy_delta_pp"] <= naive["accuracy_delta_pp"]
-    assert tuned["agreement"] >= naive["agreement"]
+    tuned, naive = results["tuned4"].report.metrics, results["naive4"].report.metrics
+    assert tuned.logits_rel_error < naive.logits_rel_error
+    assert tuned.accuracy_delta_pp <= naive.accuracy_delta_pp
+    assert tuned.agreement >= naive.agreement
 
 
 def test_tuning_beats_rounding_by_far_at_2_bits(results: dict[str, CompileResult]) -> None:
     """Ternary weights with max-abs steps lose most of the network; tuning keeps it."""
-    tuned, naive = results["tuned2"].report, results["naive2"].report
-    assert naive["accuracy_delta_pp"] > 20
-    assert tuned["accuracy_delta_pp"] < naive["accuracy_delta_pp"] / 3
-    assert tuned["logits_rel_error"] < naive["logits_rel_error"] / 2
+    tuned, naive = results["tuned2"].report.metrics, results["naive2"].report.metrics
+    assert naive.accuracy_delta_pp > 20
+    assert tuned.accuracy_delta_pp < naive.accuracy_delta_pp / 3
+    assert tuned.logits_rel_error < naive.logits_rel_error / 2
 
 
 def test_every_block_reports_its_phases(results: dict[str, CompileResult]) -> None:
@@ -90,9 +90,9 @@ def test_the_integer_graph_round_trips_through_serialize(results: dict[str, Comp
                                                          tmp_path: Path) -> None:
     result = results["tuned4"]
     path = tmp_path / "compiled.npz"
-    save_graph(result.graph, path, meta={"report": {"accuracy_compiled": result.report["accuracy_compiled"]}})
+    save_graph(result.graph, path, meta={"report": {"accuracy_compiled": result.report.metrics.accuracy_compiled}})
     loaded, meta = load_graph(path)
-    assert meta["report"]["accuracy_compiled"] == result.report["accuracy_compiled"]
+    assert meta["report"]["accuracy_compiled"] == result.report.metrics.accuracy_compiled
     assert check(loaded, chip(4)) == []
     before, codes_before = run_integer(result.graph, prepared.test_x, keep="*")
     after, codes_after = run_integer(loaded, prepared.test_x, keep="*")
@@ -100,7 +100,7 @@ def test_the_integer_graph_round_trips_through_serialize(results: dict[str, Comp
     for name, codes in codes_before.items():
         np.testing.assert_array_equal(codes_after[name], codes)
     accuracy = float((after.argmax(1) == prepared.test_y).mean())
-    assert accuracy == result.report["accuracy_compiled"]
+    assert accuracy == result.report.metrics.accuracy_compiled
 
 
 def test_tuning_is_deterministic(prepared: Prepared, results: dict[str, CompileResult]) -> None:
@@ -120,8 +120,8 @@ def test_per_column_scales_are_used_when_the_chip_has_them(prepared: Prepared) -
 def test_the_ideal_chip_is_not_tuned(prepared: Prepared) -> None:
     ideal = HardwareSpec(name="ideal", crossbar=Crossbar(None, None), weights=Weights(None), io=IO(None, None))
     result = compile(prepared, ideal)
-    assert result.legal and result.report["agreement"] == 1.0
-    assert result.report["logits_rel_error"] < 1e-5
+    assert result.legal and result.report.metrics.agreement == 1.0
+    assert result.report.metrics.logits_rel_error < 1e-5
     assert all(n.op.quant is None for n in result.graph if isinstance(n.op, o.CoreOp))
 
 
@@ -184,8 +184,8 @@ def test_a_population_code_through_split_and_merge(prepared: Prepared) -> None:
     assert result.legal, result.violations[:3]
     merges = [n.op for n in result.graph if isinstance(n.op, o.CoreOp) and n.op.population == 2 and n.op.groups > 1]
     assert merges, "no population merge was made"
-    assert result.report["verify"]["integer_vs_quantized_agreement"] == 1.0
-    assert result.report["accuracy_delta_pp"] < 50  # it computes the network, not noise
+    assert result.report.verify.integer_vs_quantized_agreement == 1.0
+    assert result.report.metrics.accuracy_delta_pp < 50  # it computes the network, not noise
 
 
 def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prepared) -> None:
@@ -200,7 +200,7 @@ def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prep
         if isinstance(a.op, o.CoreOp):
             np.testing.assert_array_equal(a.op.quant.weight_int, b.op.quant.weight_int)
             np.testing.assert_array_equal(a.op.quant.bias_int, b.op.quant.bias_int)
-    assert wrecked.report["accuracy_compiled"] == untrained.report["accuracy_compiled"]
+    assert wrecked.report.metrics.accuracy_compiled == untrained.report.metrics.accuracy_compiled
 
 
 def test_weights_train_only_where_the_calibration_data_determine_them(prepared: Prepared) -> None:

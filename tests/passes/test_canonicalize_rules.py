@@ -1,0 +1,140 @@
+"""canonicalize's rules one at a time: each rule, applied once at one node of a `before` graph, gives the
+`expected` graph and changes no output; where its condition does not hold it leaves the graph alone. Every
+rule of `RULES` has a case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from compiler_helpers import F32, assert_graphs_equal, assert_same_function, images, out64, rand
+
+from dse.ir import ops as o
+from dse.ir.graph import Graph, GraphBuilder
+from dse.passes import canonicalize as c
+
+
+@dataclass(frozen=True)
+class Case:
+    rule: c.Rule
+    at: str  # the node the rule is applied at
+    before: Callable[[], Graph]
+    expected: Callable[[], Graph] | None  # None: the rule does not fire
+    shape: tuple[int, ...]  # per-sample input shape
+    argmax_only: bool = False  # the rewrite keeps the top-1 class, not the values (a final Softmax)
+
+
+def chain(shape: tuple[int, ...], *layers: tuple[str, o.Op]) -> Graph:
+    """x -> layer -> layer ..., the last one the output."""
+    b = GraphBuilder()
+    y = b.add("x", o.Input(shape))
+    for name, op in layers:
+        y = b.add(name, op, y)
+    return b.build([y])
+
+
+CONV = o.Conv(rand(3, 2, 3, 3, seed=1), rand(3, seed=2))
+PADDED = o.Conv(rand(3, 2, 3, 3, seed=1), rand(3, seed=2), padding=(1, 1, 1, 1))
+FC = o.Linear(rand(4, 18, seed=3), rand(4, seed=4))
+SCALE, SHIFT = rand(3, 1, 1, seed=5) ** 2 + 0.5, rand(3, 1, 1, seed=6)
+NORM = o.Affine(np.full((2, 1, 1), 2.0, F32), np.full((2, 1, 1), -0.5, F32))
+POOL = o.MaxPool((2, 2), (2, 2))
+
+
+def folded_bn() -> o.Conv:
+    s = SCALE.reshape(3).astype(np.float64)
+    return o.Conv((CONV.weight * s[:, None, None, None]).astype(F32), (CONV.bias * s + SHIFT.reshape(3)).astype(F32))
+
+
+def folded_norm(conv: o.Conv, padding: o.Pads = (0, 0, 0, 0)) -> o.Conv:
+    w = conv.weight.astype(np.float64)
+    return o.Conv((w * 2.0).astype(F32), (conv.bias + (w * -0.5).sum(axis=(1, 2, 3))).astype(F32), padding=padding)
+
+
+def host_padded_norm() -> Graph:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 5, 5)))
+    p = b.add("conv_pad", o.Pad((1, 1, 1, 1), (0.25, 0.25)), x)
+    return b.build([b.add("conv", folded_norm(PADDED), p)])
+
+
+def affine_after_reshape() -> Graph:
+    scale, shift = rand(2, 3, 3, seed=7), rand(2, 3, 3, seed=8)
+    return chain((2, 3, 3), ("norm", o.Affine(scale, shift)), ("flat", o.Reshape((18,))), ("fc", FC))
+
+
+CASES = [
+    Case(c.drop_identity, "id", lambda: chain((2, 5, 5), ("id", o.Identity()), ("conv", CONV)),
+         lambda: chain((2, 5, 5), ("conv", CONV)), (2, 5, 5)),
+    Case(c.drop_output_softmax, "sm", lambda: chain((18,), ("fc", FC), ("sm", o.Softmax(0))),
+         lambda: chain((18,), ("fc", FC)), (18,), argmax_only=True),
+    Case(c.drop_output_softmax, "sm", lambda: chain((18,), ("sm", o.Softmax(0)), ("fc", FC)), None, (18,)),
+    Case(c.relu_before_max_pool, "pool", lambda: chain((2, 6, 6), ("pool", POOL), ("relu", o.Relu())),
+         lambda: chain((2, 6, 6), ("pool", o.Relu()), ("relu", POOL)), (2, 6, 6)),
+    Case(c.relu_before_max_pool, "pool", lambda: chain((2, 6, 6), ("pool", POOL), ("conv", CONV)), None, (2, 6, 6)),
+    Case(c.fold_zero_pad, "pad", lambda: chain((2, 5, 5), ("pad", o.Pad((1, 1, 1, 1), (0.0, 0.0))), ("conv", CONV)),
+         lambda: chain((2, 5, 5), ("conv", PADDED)), (2, 5, 5)),
+    Case(c.fold_zero_pad, "pad",  # a max-pool pads with -inf: zeros are the same only on values >= 0
+         lambda: chain((2, 6, 6), ("pad", o.Pad((1, 1, 1, 1), (0.0, 0.0))), ("pool", POOL)), None, (2, 6, 6)),
+    Case(c.merge_affines, "a1",
+         lambda: chain((3, 4, 4), ("a1", o.Affine(SCALE, SHIFT)), ("a2", o.Affine(SCALE, SHIFT))),
+         lambda: chain((3, 4, 4), ("a2", o.Affine((SCALE.astype(np.float64) ** 2).astype(F32),
+                                                  (SHIFT * SCALE.astype(np.float64) + SHIFT).astype(F32)))),
+         (3, 4, 4)),
+    Case(c.affine_past_reshape, "norm", affine_after_reshape,
+         lambda: chain((2, 3, 3), ("flat", o.Reshape((18,))),
+                       ("norm", o.Affine(rand(2, 3, 3, seed=7).reshape(18), rand(2, 3, 3, seed=8).reshape(18))),
+                       ("fc", FC)), (2, 3, 3)),
+    Case(c.fold_affine_into_producer, "bn", lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.Affine(SCALE, SHIFT))),
+         lambda: chain((2, 5, 5), ("conv", folded_bn())), (2, 5, 5)),
+    Case(c.fold_affine_into_producer, "bn",  # the Affine follows no Conv/Linear
+         lambda: chain((3, 5, 5), ("relu", o.Relu()), ("bn", o.Affine(SCALE, SHIFT))), None, (3, 5, 5)),
+    Case(c.fold_affine_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", CONV)),
+         lambda: chain((2, 5, 5), ("conv", folded_norm(CONV))), (2, 5, 5)),
+    Case(c.fold_affine_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", PADDED)),
+         host_padded_norm, (2, 5, 5)),
+    Case(c.fold_affine_into_consumers, "norm",  # inside the network a padded conv's zeros cannot move to the host
+         lambda: chain((2, 5, 5), ("relu", o.Relu()), ("norm", NORM), ("conv", PADDED)), None, (2, 5, 5)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda k: f"{k.rule.__name__}-{'fires' if k.expected else 'stays'}")
+def test_a_rule_at_one_node(case: Case) -> None:
+    before = case.before()
+    b = GraphBuilder.from_graph(before)
+    fired = case.rule(b, b[case.at])
+    assert fired is (case.expected is not None)
+    b.prune_dead()
+    after = b.build()
+    assert_graphs_equal(after, case.expected() if case.expected else before)
+    x = images(16, *case.shape)
+    if case.argmax_only:
+        np.testing.assert_array_equal(out64(after, x).argmax(1), out64(before, x).argmax(1))
+    else:
+        assert_same_function(before, after, x)
+
+
+def test_every_rule_has_a_case_that_fires_and_the_table_holds_only_rules() -> None:
+    fired = {case.rule for case in CASES if case.expected is not None}
+    for op_type, rules in c.RULES.items():
+        assert issubclass(op_type, o.Op)
+        for rule in rules:
+            assert rule in fired, f"{rule.__name__} has no before/expected case"
+    assert fired == {rule for rules in c.RULES.values() for rule in rules}
+
+
+def test_graph_builder_edits_keep_readers_and_outputs() -> None:
+    g = chain((2, 5, 5), ("a", o.Relu()), ("b", o.Identity()), ("c", o.Relu()))
+    b = GraphBuilder.from_graph(g)
+    b.bypass("b")
+    assert [n.name for n in b.readers("a")] == ["c"] and b.outputs == ["c"]
+    pad = b.insert_before("c", "a", o.Pad((1, 1, 1, 1), (0.0, 0.0)), "a")
+    assert pad == "a_1" and b.names() == ["x", "a", "a_1", "c"] and b.shape(pad) == (2, 7, 7)
+    b.replace("c", o.Relu(), (pad,))
+    assert b.shape("c") == (2, 7, 7) and [n.name for n in b.readers("a")] == ["a_1"]
+    b.bypass("c")
+    assert b.outputs == ["a_1"]
+    b.move_after("a_1", "a")
+    assert b.build().outputs == ("a_1",)

@@ -1,0 +1,115 @@
+"""The compile pipeline and its typed report: one list of steps, all in the trace; `CompileReport.to_dict()` is
+report.json with the keys and values the lower layers compute."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dse.compile import compile, load_model, prepare
+from dse.cost.resources import depth, layer_resources, total_resources
+from dse.hardware.legality import check
+from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
+from dse.passes import CompileState, PassError, register_step, run_steps
+from dse.passes.registry import STEPS
+from dse.sim.evaluate import compare, evaluate_chip
+from dse.tune.multiphase import TuneOptions
+
+# report.json's keys in order, as `compile` wrote them before the report was typed (spiking: a spiking chip's)
+KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",
+        "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement",
+        "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking",
+        "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
+CHIPS = {  # chip_a and chip_b (conf/hardware), a crossbar chip and a spiking one
+    "chip_a": HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8)),
+    "chip_b": HardwareSpec(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4),
+                           io=IO(None, None), neuron=Neuron("if", 16, 0.9, "subtract", "rate", ("if", "lif")),
+                           mapping=Mapping("expanded")),
+}
+RESOURCE_KEYS = ["crossbars", "cells_used", "utilization", "grouped_crossbars", "grouped_utilization",
+                 "weight_scales", "neurons", "synapses", "core_ops", "depth"]
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    graph, data = load_model("mlp_digits", "digits", calib_samples=200, test_samples=100)
+    return prepare(graph, data, name="mlp_digits")
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
+def test_report_dict_is_report_json(prepared, chip: str) -> None:
+    hw = CHIPS[chip]
+    result = compile(prepared, hw, tuning=TuneOptions(mode="none", equalize=True))
+    report = result.report.to_dict()
+    assert list(report) == [k for k in KEYS if hw.spiking or k != "spiking"]
+    assert list(report["resources"]) == RESOURCE_KEYS
+    plain = {k: v for k, v in report.items() if k != "hardware"}  # (the spec's tuples are JSON lists)
+    assert json.loads(json.dumps(plain)) == plain  # plain JSON values
+    # each value is what the layer below computes on the compiled graph
+    assert report["hardware"] == hw.to_dict()
+    totals = total_resources(layer_resources(result.graph, hw), hw)
+    assert report["resources"] == {**totals, "depth": depth(result.graph)}
+    assert report["violations"] == check(result.graph, hw) and report["legal"] is (not report["violations"])
+    ev = evaluate_chip(_teacher(prepared, hw),
+                       result.graph, hw, prepared.test_x, batch_size=result.report.memory.eval_batch)
+    metrics = compare(prepared.original_test_logits, ev.logits, prepared.test_y)
+    assert {k: report[k] for k in metrics} == metrics
+    assert report["verify"] == ev.verify
+    assert (report["model"], report["dataset"], report["test_samples"]) == ("mlp_digits", "digits", 100)
+    assert (report["tuning"], report["equalize"], report["bias_correction"]) == ("none", True, False)
+    assert report["memory"] == result.report.memory.as_dict()
+    if hw.spiking:
+        steps = hw.neuron.timesteps
+        assert report["spiking"]["timesteps"] == steps
+        assert report["spiking"]["latency_steps"] == steps + depth(result.graph) - 1
+        assert report["spiking"]["spikes_per_inference"] == sum(ev.stats.spikes.values()) / ev.stats.samples
+
+
+def _teacher(prepared, hw: HardwareSpec):
+    """The teacher `compile` evaluates against: the exact graph, equalized (as `TuneOptions(equalize=True)`)."""
+    from dse.passes import run_pipeline
+
+    return run_pipeline(prepared.exact, hw, ["equalize"])
+
+
+def test_the_trace_shows_every_step(prepared) -> None:
+    result = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none"))
+    names = [r.name for r in result.report.passes]
+    assert names == ["canonicalize", "reform", "reencode", "fit_crossbar", "tune", "check", "evaluate", "resources"]
+    assert all(r.seconds >= 0 for r in result.report.passes)
+    assert list(result.report.steps) == ["fit", "tune", "evaluate"]
+    equalized = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none", equalize=True))
+    assert [r.name for r in equalized.report.passes][2:4] == ["equalize", "reencode"]
+
+
+def test_a_failing_step_is_named_with_what_ran_before(prepared) -> None:
+    @register_step("test_broken_step")
+    def broken(state: CompileState) -> None:
+        raise RuntimeError("boom")
+
+    try:
+        state = CompileState(HardwareSpec(), prepared.exact, prepared.exact)
+        with pytest.raises(PassError, match=r"pass 'test_broken_step' failed \(after: reencode\): RuntimeError: boom"):
+            run_steps(state, ["reencode", "test_broken_step"])
+    finally:
+        del STEPS["test_broken_step"]
+
+
+def test_importing_the_package_registers_every_step_and_tuning_imports_no_pass() -> None:
+    code = ("import sys, dse.tune.multiphase; assert not any(m.startswith(('dse.passes', 'dse.compile')) "
+            "for m in sys.modules), 'dse.tune imports upward'; import dse.passes as p; "
+            "print(sorted(p.PASSES), sorted(p.STEPS))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["['canonicalize',", "'equalize',", "'fit_crossbar',", "'reencode',", "'reform']",
+                           "['check',", "'evaluate',", "'resources',", "'tune']"]
+
+
+def test_layers_rows_carry_each_cores_error(prepared) -> None:
+    result = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none"))
+    names = [lr.name for lr in layer_resources(result.graph, result.report.hardware)]
+    assert [row["name"] for row in result.layers] == names
+    assert all(np.isfinite(row["error_vs_original"]) for row in result.layers)
