@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
             help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None) -> int:
-    """Compose `conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
+    """Compose `dse/conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
 
     `preprocess` may take overrides out before composition (the sweep's ``path=a,b,c``), raising DseError for
     a bad one like any other user mistake.
@@ -32,7 +32,7 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return 0
     logging.basicConfig(level=os.environ.get("DSE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        from dse.explore.config import compose_config
+        from dse.config import compose_config
 
         bad = [a for a in argv if a.startswith("-")]
         if bad:
@@ -51,9 +51,8 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
 
 
 def group_options(*groups: str) -> str:
-    """``group=a|b|c`` for each config group, the options read from conf/ (for --help: never a stale list)."""
-    from dse.explore.config import CONF_DIR
+    """``group=a|b|c`` for each config group, the options read from dse/conf/ (for --help: never a stale list)."""
+    from dse.config import presets
 
-    options = {g: "|".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "schema"))
-               for g in groups}
+    options = {g: "|".join(presets(g)) for g in groups}
     return "\n                        ".join(f"{g}={v}" for g, v in options.items())

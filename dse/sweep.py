@@ -49,7 +49,7 @@ class SweepCommand:
         self.pinned: list[str] = []
 
     def preprocess(self, argv: list[str]) -> list[str]:
-        from dse.explore.config import split_sweeps
+        from dse.config import split_sweeps
 
         cmd = split_sweeps(argv)
         self.sweeps, self.pinned = cmd.sweeps, cmd.pinned

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dse.compile import CompileResult, Prepared, compile, load_model, prepare
-from dse.explore.config import compose_config, hardware_from, tuning_from
+from dse.config import compose_config, hardware_from, tuning_from
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from functools import cache
 import pytest
 
 from dse.compile import CompileResult, compile, load_model, prepare
-from dse.explore.config import compose_config, hardware_from, tuning_from
+from dse.config import compose_config, hardware_from, tuning_from
 
 pytestmark = pytest.mark.slow
 

@@ -54,7 +54,7 @@ def _help() -> str:
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model, prepare
-    from dse.explore.config import hardware_from, preprocess_from, tuning_from
+    from dse.config import hardware_from, preprocess_from, tuning_from
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
