@@ -50,9 +50,31 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return 130
 
 
+INDENT = "\n" + " " * 24  # the column the help texts' second and later lines start in
+
+
 def group_options(*groups: str) -> str:
     """``group=a|b|c`` for each config group, the options read from dse/conf/ (for --help: never a stale list)."""
     from dse.config import presets
 
-    options = {g: "|".join(presets(g)) for g in groups}
-    return "\n                        ".join(f"{g}={v}" for g, v in options.items())
+    return INDENT.join(f"{g}={'|'.join(presets(g))}" for g in groups)
+
+
+def schema_fields(prefix: str, schema: type) -> str:
+    """``prefix.field`` for every field of a schema dataclass, ``=a|b`` for a Literal one (for --help)."""
+    import dataclasses
+    import textwrap
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    hints = get_type_hints(schema)
+    words = [f"{prefix}.{f.name}" + ("=" + "|".join(get_args(hints[f.name]))
+                                     if get_origin(hints[f.name]) is Literal else "")
+             for f in dataclasses.fields(schema)]
+    return INDENT.join(textwrap.wrap(" ".join(words), 88))
+
+
+def dataset_names() -> str:
+    """The built-in datasets' names, ``a|b|c``."""
+    from dse.data.datasets import DATASETS
+
+    return "|".join(DATASETS)
