@@ -15,10 +15,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dse.config.schemas import register_schemas
+from dse.config.schemas import CompileConfig, SweepConfig, check_choices, register_schemas
 from dse.errors import ConfigError
 
 CONF_PACKAGE = "dse.conf"
+SCHEMAS = {"compile": CompileConfig, "sweep": SweepConfig}  # the schema of each command's config
 
 
 def conf_dir() -> Traversable:
@@ -44,6 +45,7 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(one_line(exc)) from None
+    check_choices(SCHEMAS[config_name], cfg)
     _name_user_model(cfg, overrides)
     return cfg
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from dse.choices import check_choice
 from dse.data.images import Preprocess
 from dse.hardware.spec import HardwareSpec
 from dse.passes.fit_crossbar import Strategy
@@ -192,6 +193,31 @@ def register_schemas() -> None:
     cs.store(name="sweep_schema", node=omegaconf_schema(SweepConfig))
     for group, schema in GROUP_SCHEMAS.items():
         cs.store(group=group, name="schema", node=omegaconf_schema(schema))
+
+
+def check_choices(schema: type, node: Any, path: str = "") -> None:
+    """Check every Literal field of a composed config against its values (OmegaConf sees them as `str`), so a
+    bad choice is refused at composition, naming its key; a config group's node (hardware, tuning: `Any` in the
+    top schema) is checked against its own schema."""
+    hints = get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key, kind = f"{path}{f.name}", hints[f.name]
+        value = node[f.name] if f.name in node else None
+        if kind is Any and f.name in GROUP_SCHEMAS:
+            kind = GROUP_SCHEMAS[f.name]
+        if value is None:
+            continue
+        if get_origin(kind) is Literal:
+            check_choice(key, value, kind)
+        elif dataclasses.is_dataclass(kind):
+            check_choices(kind, value, f"{key}.")
+        elif get_origin(kind) in (list, tuple) and get_args(kind):
+            item = get_args(kind)[0]
+            for i, v in enumerate(value):
+                if get_origin(item) is Literal:
+                    check_choice(key, v, item)
+                elif dataclasses.is_dataclass(item):
+                    check_choices(item, v, f"{key}[{i}].")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
