@@ -43,9 +43,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dse.compile import compile, load_model, prepare  # noqa: E402
+from dse.config import compose_config, hardware_from, tuning_from  # noqa: E402
 from dse.data import load_dataset  # noqa: E402
 from dse.data.train_models import LeNet5, load_trained  # noqa: E402
-from dse.explore.config import compose_config, hardware_from, tuning_from  # noqa: E402
 
 OVERRIDES = ["model=lenet_mnist", "hardware=chip_a", "hardware.weights.bits=4", "hardware.io.input_bits=4",
              "hardware.io.output_bits=4", "strategy=split", "tuning=multiphase"]

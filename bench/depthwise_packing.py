@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dse.compile import compile, prepare  # noqa: E402
+from dse.config import compose_config, hardware_from  # noqa: E402
 from dse.data import load_dataset  # noqa: E402
-from dse.explore.config import compose_config, hardware_from  # noqa: E402
 from dse.frontends.onnx import load_onnx  # noqa: E402
 from dse.tune.options import TuneOptions  # noqa: E402
 

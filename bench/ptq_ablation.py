@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dse.compile import compile, load_model, prepare  # noqa: E402
-from dse.explore.config import compose_config, hardware_from, tuning_from  # noqa: E402
+from dse.config import compose_config, hardware_from, tuning_from  # noqa: E402
 
 SETTINGS = {  # name -> overrides on top of the baseline (each technique on its own, then all of them)
     "baseline": [],

@@ -47,7 +47,7 @@ def _stage(name: str, step: dict[str, Any]) -> None:
 
 
 def _chip(name: str) -> Any:
-    from dse.explore.config import compose_config, hardware_from
+    from dse.config import compose_config, hardware_from
 
     return hardware_from(compose_config("compile", [f"hardware={name}"]).hardware)
 

@@ -30,7 +30,7 @@ SCALING_SWEEP = ["hardware=chip_a", "strategy=split", "search=custom", "hardware
 
 
 def scaling(workers: int, folder: Path) -> dict:
-    from dse.explore.config import compose_config, split_sweeps
+    from dse.config import compose_config, split_sweeps
     from dse.explore.ray_executor import RayExecutor
     from dse.explore.runner import run_study
 

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from dse.compile import compile, load_model, prepare
-from dse.explore.config import compose_config, hardware_from
+from dse.config import compose_config, hardware_from
 from dse.ir import ops as o
 from dse.tune import TuneOptions
 

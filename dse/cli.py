@@ -21,7 +21,7 @@ EXIT_USAGE = 2
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
             help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None) -> int:
-    """Compose `conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
+    """Compose `dse/conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
 
     `preprocess` may take overrides out before composition (the sweep's ``path=a,b,c``), raising DseError for
     a bad one like any other user mistake.
@@ -32,7 +32,7 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return 0
     logging.basicConfig(level=os.environ.get("DSE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
-        from dse.explore.config import compose_config
+        from dse.config import compose_config
 
         bad = [a for a in argv if a.startswith("-")]
         if bad:
@@ -50,10 +50,31 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return 130
 
 
-def group_options(*groups: str) -> str:
-    """``group=a|b|c`` for each config group, the options read from conf/ (for --help: never a stale list)."""
-    from dse.explore.config import CONF_DIR
+INDENT = "\n" + " " * 24  # the column the help texts' second and later lines start in
 
-    options = {g: "|".join(sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml") if p.stem != "schema"))
-               for g in groups}
-    return "\n                        ".join(f"{g}={v}" for g, v in options.items())
+
+def group_options(*groups: str) -> str:
+    """``group=a|b|c`` for each config group, the options read from dse/conf/ (for --help: never a stale list)."""
+    from dse.config import presets
+
+    return INDENT.join(f"{g}={'|'.join(presets(g))}" for g in groups)
+
+
+def schema_fields(prefix: str, schema: type) -> str:
+    """``prefix.field`` for every field of a schema dataclass, ``=a|b`` for a Literal one (for --help)."""
+    import dataclasses
+    import textwrap
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    hints = get_type_hints(schema)
+    words = [f"{prefix}.{f.name}" + ("=" + "|".join(get_args(hints[f.name]))
+                                     if get_origin(hints[f.name]) is Literal else "")
+             for f in dataclasses.fields(schema)]
+    return INDENT.join(textwrap.wrap(" ".join(words), 88))
+
+
+def dataset_names() -> str:
+    """The built-in datasets' names, ``a|b|c``."""
+    from dse.data.datasets import DATASETS
+
+    return "|".join(DATASETS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import group_options, run_app
+from dse.cli import dataset_names, group_options, run_app, schema_fields
 
 HELP = """usage: python -m dse.sweep [OVERRIDE ...]
 
@@ -21,23 +21,28 @@ Sweep chip parameters and strategies around a hardware preset: compile the netwo
 the error-versus-resource trade-off as tables and figures into the run folder
 (default results/<study.name>/<time>/; hydra.run.dir=DIR to choose it).
 
-Config groups (conf/):  {groups}
-                        search=<hardware preset>|custom   (default: the preset's own space)
-A user model and data:  model.onnx=PATH (named after the file) model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|
-                        module:function  model.calib_samples=N model.test_samples=N model.preprocess.*
+Presets (dse/conf/):    {groups}
+                        (search: default the hardware preset's own space; custom = empty, fill it below)
+Your own presets:       hydra.searchpath=[file:///DIR] (DIR laid out like dse/conf/: DIR/hardware/my_chip.yaml)
+A user model and data:  model.onnx=PATH (named after the file)
+                        model.dataset={datasets}|DATA.npz|IMAGE_FOLDER|module:function
+                        model.calib_samples=N model.test_samples=N model.preprocess.*
                         (docs/data.md; without test labels the default error objective is logits_rel_error)
 Search parameters:      a dotted config path; the same string is the override and the results column.
                         path=a,b,c or path=range(start,stop,step) sweeps it (adds it to the space);
                         path=value pins it (takes it out of the space). Searchable: hardware.*, strategy.*,
                         tuning.*, e.g. hardware.weights.bits=2,4,8 strategy.name=split,prune
-Study:                  study.name=NAME (the same name resumes the newest run folder of the same
-                        configuration; study.resume=false starts a new one), study.n_trials=N (pareto),
-                        study.objectives=[accuracy_delta_pp,crossbars]
-Runner:                 runner=ray (local Ray sized to the machine), runner.address=HOST:PORT (a cluster),
-                        runner.num_cpus=N, runner.max_concurrent=N, runner=local (in this process)
+Study:                  {study}
+                        (the same study.name resumes the newest run folder of the same configuration;
+                        study.resume=false starts a new one; study.objectives=[accuracy_delta_pp,crossbars])
+Runner:                 {runner}
+                        (runner=ray: a local Ray instance sized to the machine, or runner.address=HOST:PORT;
+                        runner=local: one trial after the other in this process)
+Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the machine's)
 
-Writes: config.yaml, samples.json, study.db (Optuna, SQLite), trials.parquet, trials.csv, pareto.csv, pareto.tex,
-        pareto_front.{{png,pdf}}, sensitivity_*.{{png,pdf,csv}}.
+Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what resuming compares),
+        trials.parquet, trials.csv, pareto.csv, pareto.tex, pareto_front.{{png,pdf}} (pareto_front_<resource>
+        for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>).
 Exit status: 0 done, 1 no trial compiled to a legal network, 2 bad input (one line on stderr)."""
 
 
@@ -49,7 +54,7 @@ class SweepCommand:
         self.pinned: list[str] = []
 
     def preprocess(self, argv: list[str]) -> list[str]:
-        from dse.explore.config import split_sweeps
+        from dse.config import split_sweeps
 
         cmd = split_sweeps(argv)
         self.sweeps, self.pinned = cmd.sweeps, cmd.pinned
@@ -107,9 +112,13 @@ def _fmt(v) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    from dse.config.schemas import RunnerConfig, StudyConfig
+
     command = SweepCommand()
-    help_text = HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "study", "runner",
-                                                 "experiment"))
+    help_text = HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "search", "study",
+                                                 "runner", "experiment"),
+                            datasets=dataset_names(), study=schema_fields("study", StudyConfig),
+                            runner=schema_fields("runner", RunnerConfig))
     return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess)
 
 

@@ -1,7 +1,7 @@
 """Issue 2's acceptance table, measured on lenet_mnist and its 1,000 held-out test images, and issue 11's rows
 for the embedded MobileNet-style and 1-D convolutional models, run as the command line a user types (slow).
 
-Every chip is composed from `conf/` with the same overrides a user types, then compiled through the library's
+Every chip is composed from `dse/conf/` with the same overrides a user types, then compiled through the library's
 front door. Each test prints its figures (run with ``-s`` to see them):
 
     .venv/bin/python -m pytest -m slow tests/test_acceptance.py -s
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dse.compile import CompileResult, Prepared, compile, load_model, prepare
-from dse.explore.config import compose_config, hardware_from, tuning_from
+from dse.config import compose_config, hardware_from, tuning_from
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Acceptance of the harsh-constraints issue on the embedded MNIST models, 1,000 held-out test images (slow).
 
 Re-encoding at 2-bit I/O, the universal approximator for sigmoid units, and a residual CNN on chip_a and on the
-spiking chip_b (about 6 minutes alone), each composed from `conf/` with the overrides a user types. Each test
+spiking chip_b (about 6 minutes alone), each composed from `dse/conf/` with the overrides a user types. Each test
 prints its figures:
 
     .venv/bin/python -m pytest -m slow tests/test_acceptance_harsh.py -s
@@ -17,7 +17,7 @@ from functools import cache
 import pytest
 
 from dse.compile import CompileResult, compile, load_model, prepare
-from dse.explore.config import compose_config, hardware_from, tuning_from
+from dse.config import compose_config, hardware_from, tuning_from
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from dse.compile import compile, load_model, prepare
+from dse.config import compose_config, hardware_from
 from dse.data import load_dataset
 from dse.data.train_models import load_trained
-from dse.explore.config import compose_config, hardware_from
 from dse.frontends.onnx import load_onnx
 from dse.ir import ops as o
 from dse.sim.float_exec import run_logits

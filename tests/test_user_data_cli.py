@@ -152,7 +152,7 @@ def test_vectors_and_signals_compile(tmp_path: Path, shape: list[int]) -> None:
 
 
 def test_a_user_model_is_named_after_its_file() -> None:
-    from dse.explore.config import compose_config
+    from dse.config import compose_config
 
     cfg = compose_config("compile", ["model.onnx=/data/my_net.onnx"])
     assert cfg.model.name == "my_net" and str(cfg.hydra.run.dir).startswith("results/compile/my_net_chip_a_split/")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
+import types
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -28,8 +30,9 @@ import torch
 
 from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
 from dse.compile.report import CompileReport, Metrics, Resources, SpikingReport, Verify, firing_rates, layer_rows
-from dse.data.datasets import Dataset, load_dataset
+from dse.data.datasets import Dataset
 from dse.data.images import Preprocess, normalize_in_graph
+from dse.data.loading import load_dataset
 from dse.errors import ConfigError, DataError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -231,3 +234,15 @@ def _progress(graph: Graph, enabled: bool):
         bar.update(1)
 
     return step
+
+
+class _FrontDoor(types.ModuleType):
+    """`dse.compile` names both this package and its front door (the import system binds the package to that
+    name in `dse`): calling the package calls `compile`, so ``dse.compile(prepared, hw)`` works whichever was
+    imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> CompileResult:
+        return compile(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _FrontDoor

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import group_options, run_app
+from dse.cli import dataset_names, group_options, run_app
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -31,9 +31,10 @@ samples.json (which samples calibrated and which tested it) and, for a spiking c
 graph) into the run folder (hydra.run.dir=DIR, default
 results/compile/<model>_<chip>_<strategy>/<time>/).
 
-Config groups (conf/):  {groups}
+Presets (dse/conf/):    {groups}
+Your own presets:       hydra.searchpath=[file:///DIR] (DIR laid out like dse/conf/: DIR/hardware/my_chip.yaml)
 A user model:           model.onnx=PATH (named after the file; model.name=NAME to choose)
-Data (docs/data.md):    model.dataset=mnist|digits|DATA.npz|IMAGE_FOLDER|module:function
+Data (docs/data.md):    model.dataset={datasets}|DATA.npz|IMAGE_FOLDER|module:function
                         model.calib_samples=N model.test_samples=N
                         model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
 Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
@@ -49,12 +50,13 @@ Exit status: 0 compiled and legal, 1 compiled but not legal, 2 bad input (one li
 def _help() -> str:
     from dse.frontends.onnx import SUPPORTED_OPS
 
-    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"))
+    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"),
+                       datasets=dataset_names())
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model, prepare
-    from dse.explore.config import hardware_from, preprocess_from, tuning_from
+    from dse.config import hardware_from, preprocess_from, tuning_from
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)

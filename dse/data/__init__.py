@@ -6,7 +6,8 @@ scikit-learn. Training code (torch) lives in :mod:`dse.data.train_models` and is
 
 from pathlib import Path
 
-from dse.data.datasets import DATASETS, Dataset, load_dataset
+from dse.data.datasets import DATASETS, Dataset
+from dse.data.loading import load_dataset
 
 #: Folder holding the committed default models, ``<name>.onnx``.
 MODELS_DIR = Path(__file__).resolve().parent / "models"

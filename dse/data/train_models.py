@@ -52,7 +52,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from dse.data import MODELS_DIR, model_path
-from dse.data.datasets import Dataset, load_dataset
+from dse.data.datasets import Dataset
+from dse.data.loading import load_dataset
 from dse.errors import DataError, ModelError
 
 __all__ = [

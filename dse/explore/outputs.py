@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from dse.config.schemas import FigureOthers
 from dse.explore.latex import latex_table
 from dse.explore.pareto import pareto_front, sensitivity, usable
 from dse.explore.records import atomic_write, write_table
@@ -28,7 +29,7 @@ class Figure:
     x: str
     y: tuple[str, ...]
     by: str | None
-    others: str  # reference | best
+    others: FigureOthers
     name: str
 
 

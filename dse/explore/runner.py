@@ -20,8 +20,10 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dse.choices import check_choice
+from dse.config import hardware_from, to_container, tuning_from
+from dse.config.schemas import FigureOthers, RunnerKind, Sampler
 from dse.errors import ConfigError, DseError
-from dse.explore.config import hardware_from, to_container, tuning_from
 from dse.explore.executors import Executor, LocalExecutor
 from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
 from dse.explore.pareto import reference_point
@@ -29,11 +31,10 @@ from dse.explore.progress import progress_bar
 from dse.explore.records import atomic_write, trials_frame
 from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fingerprint
 from dse.explore.space import SearchSpace, build_space
-from dse.explore.study import SAMPLERS, DriveStats, StudyOptions, drive, missing_trials, open_study
+from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
 
 log = logging.getLogger(__name__)
-RUNNERS = ("ray", "local")
 
 
 @dataclass
@@ -125,8 +126,7 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
     """`labelled`: the test data has labels (else the accuracy columns are null, and the default error is the
     logit error)."""
     s = cfg.study
-    if s.sampler not in SAMPLERS:
-        raise ConfigError(f"study.sampler must be one of {', '.join(SAMPLERS)} (got {s.sampler!r})")
+    check_choice("study.sampler", s.sampler, Sampler)
     known = known_columns(cfg, labelled)
     objectives = tuple(s.objectives) if s.objectives is not None else default_objectives(known)
     if not objectives:
@@ -188,15 +188,13 @@ def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, lab
             raise ConfigError(f"{where}.by={f.by} is not a searched parameter ({', '.join(space.params)})")
         for y in f.y:
             _check_column(f"{where}.y", y, known, cfg)
-        if f.others not in ("reference", "best"):
-            raise ConfigError(f"{where}.others must be reference or best (got {f.others!r})")
+        check_choice(f"{where}.others", f.others, FigureOthers)
         out.append(Figure(f.x, tuple(f.y), f.by, f.others, f.name or figure_name(f.x)))
     return out
 
 
 def executor_from(runner: DictConfig) -> Executor:
-    if runner.kind not in RUNNERS:
-        raise ConfigError(f"runner.kind must be one of {', '.join(RUNNERS)} (got {runner.kind!r})")
+    check_choice("runner.kind", runner.kind, RunnerKind)
     if runner.torch_threads is not None and runner.torch_threads < 1:
         raise ConfigError(f"runner.torch_threads must be >= 1 (got {runner.torch_threads})")
     if runner.kind == "local":
@@ -230,7 +228,7 @@ def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions)
 
 def _load(cfg: DictConfig):
     from dse.compile import load_model
-    from dse.explore.config import preprocess_from
+    from dse.config import preprocess_from
 
     m = cfg.model
     return load_model(m.onnx if m.onnx is not None else m.name, m.dataset, preprocess=preprocess_from(m.preprocess),

@@ -102,7 +102,7 @@ def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:
     Only errors that name `path` count: a value that is wrong only together with another one (8-bit weights
     on a crossbar too narrow for them) is a failed trial, recorded with its reason.
     """
-    from dse.explore.config import hardware_from, tuning_from
+    from dse.config import hardware_from, tuning_from
     from dse.passes.fit_crossbar import STRATEGIES
 
     if path == "strategy.name" and value not in STRATEGIES:

@@ -25,12 +25,12 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from dse.config.schemas import Sampler
 from dse.explore.executors import Executor
 from dse.explore.space import SearchSpace
 from dse.explore.trial import TrialOutcome, TrialSpec
 
 log = logging.getLogger(__name__)
-SAMPLERS = ("grid", "nsga2")
 # Optuna's own attribute names; ours: the trial's flat row, and the constraint NSGA-II reads
 RECORD, CONSTRAINT = "record", "constraint"
 
@@ -38,7 +38,7 @@ RECORD, CONSTRAINT = "record", "constraint"
 @dataclass(frozen=True)
 class StudyOptions:
     name: str
-    sampler: str = "grid"
+    sampler: Sampler = "grid"
     objectives: tuple[str, ...] = ("accuracy_delta_pp", "crossbars")
     n_trials: int | None = None
     population_size: int = 16

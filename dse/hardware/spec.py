@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, Literal
 
+from dse.choices import check_choice, choices
 from dse.errors import ConfigError
 
-NEURON_MODELS = ("relu", "if", "lif")
-RESETS = ("subtract", "zero")
-REUSE_MODES = ("time_multiplexed", "expanded")
-SCALE_MODES = ("per_crossbar", "per_column")
-ENCODINGS = ("rate", "poisson")
+NeuronModel = Literal["relu", "if", "lif"]
+Reset = Literal["subtract", "zero"]
+Reuse = Literal["time_multiplexed", "expanded"]
+ScaleMode = Literal["per_crossbar", "per_column"]
+Encoding = Literal["rate", "poisson"]
+NEURON_MODELS: tuple[NeuronModel, ...] = choices(NeuronModel)
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Weights:
     shared `per_crossbar` (one scale for a layer's crossbars) or `per_column` (one per output neuron)."""
 
     bits: int | None = 8
-    scale: str = "per_crossbar"
+    scale: ScaleMode = "per_crossbar"
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,12 @@ class Neuron:
     the models the chip can be configured with (a sweep may choose among them, nothing else).
     """
 
-    model: str = "relu"
+    model: NeuronModel = "relu"
     timesteps: int = 1
     leak: float = 1.0
-    reset: str = "subtract"
-    encoding: str = "rate"
-    offered: tuple[str, ...] = NEURON_MODELS
+    reset: Reset = "subtract"
+    encoding: Encoding = "rate"
+    offered: tuple[NeuronModel, ...] = NEURON_MODELS
 
     @property
     def decay(self) -> float:
@@ -79,21 +81,8 @@ class Mapping:
     `expanded`: every output position has neurons of its own (spatial neuromorphic chips).
     `cores_per_chip`: how many cores one chip holds (None: count no chips)."""
 
-    reuse: str = "time_multiplexed"
+    reuse: Reuse = "time_multiplexed"
     cores_per_chip: int | None = None
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Optional analytical cost model; None leaves a figure out of the report. Every default in a preset
-    cites its source in the preset file."""
-
-    crossbar_activation_pj: float | None = None  # energy of one crossbar read (one input vector)
-    adc_conversion_pj: float | None = None  # energy of one ADC conversion (one column read)
-    synaptic_event_pj: float | None = None  # energy of one synaptic operation (spiking chips)
-    routing_hop_pj: float | None = None  # energy of moving one value one mesh hop
-    core_area_mm2: float | None = None  # area of one core including periphery
-    cycle_ns: float | None = None  # time of one crossbar read or one time step
 
 
 @dataclass(frozen=True)
@@ -104,7 +93,6 @@ class HardwareSpec:
     io: IO = field(default_factory=IO)
     neuron: Neuron = field(default_factory=Neuron)
     mapping: Mapping = field(default_factory=Mapping)
-    cost: Cost = field(default_factory=Cost)
 
     # --- derived quantities ------------------------------------------------------------------------------
     @property
@@ -188,31 +176,27 @@ class HardwareSpec:
         _positive("hardware.crossbar.cols", c.cols, minimum=2)
         _positive("hardware.crossbar.cell_bits", c.cell_bits)
         _positive("hardware.weights.bits", w.bits, minimum=2 if c.differential is False else 1)
-        _choice("hardware.weights.scale", w.scale, SCALE_MODES)
+        check_choice("hardware.weights.scale", w.scale, ScaleMode)
         _positive("hardware.io.input_bits", io.input_bits)
         _positive("hardware.io.output_bits", io.output_bits)
         for offered in n.offered:
-            _choice("hardware.neuron.offered", offered, NEURON_MODELS)
+            check_choice("hardware.neuron.offered", offered, NeuronModel)
         if n.model not in n.offered:
             offered = ", ".join(n.offered)
             raise ConfigError(f"hardware.neuron.model={n.model!r} is not offered by chip {self.name} "
                               f"(offered: {offered})")
-        _choice("hardware.neuron.reset", n.reset, RESETS)
-        _choice("hardware.neuron.encoding", n.encoding, ENCODINGS)
+        check_choice("hardware.neuron.reset", n.reset, Reset)
+        check_choice("hardware.neuron.encoding", n.encoding, Encoding)
         _positive("hardware.neuron.timesteps", n.timesteps)
         if not 0.0 < n.leak <= 1.0:
             raise ConfigError(f"hardware.neuron.leak must be in (0, 1] (got {n.leak})")
-        _choice("hardware.mapping.reuse", m.reuse, REUSE_MODES)
+        check_choice("hardware.mapping.reuse", m.reuse, Reuse)
         _positive("hardware.mapping.cores_per_chip", m.cores_per_chip)
         if c.cols is not None and self.columns_per_weight > c.cols:
             raise ConfigError(
                 f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
                 f"({self.columns_per_weight} columns with {c.cell_bits}-bit cells)"
             )
-        for f in fields(self.cost):
-            v = getattr(self.cost, f.name)
-            if v is not None and v < 0:
-                raise ConfigError(f"hardware.cost.{f.name} must be >= 0 (got {v})")
 
 
 def _positive(key: str, value: int | None, minimum: int = 1) -> None:
@@ -220,11 +204,6 @@ def _positive(key: str, value: int | None, minimum: int = 1) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum} (got {value!r})")
-
-
-def _choice(key: str, value: str, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ConfigError(f"{key} must be one of {', '.join(options)} (got {value!r})")
 
 
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:

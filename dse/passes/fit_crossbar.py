@@ -15,15 +15,19 @@ Every core of a split keeps the original core-op's name as its `block`, so they 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
+from dse.choices import choices
 from dse.errors import ConstraintError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 from dse.passes.registry import register
 
-STRATEGIES = ("split", "prune")
+Strategy = Literal["split", "prune"]  # how a fan-in too big for the crossbar is met: split-and-merge, or pruning
+STRATEGIES: tuple[Strategy, ...] = choices(Strategy)
 
 
 def channel_chunks(shape: tuple[int, ...], mask: np.ndarray | None, rows: int) -> list[tuple[int, int]]:
@@ -84,7 +88,7 @@ def shared_rows(weight: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray
 
 
 class _Fitter:
-    def __init__(self, graph: Graph, hw: HardwareSpec, strategy: str) -> None:
+    def __init__(self, graph: Graph, hw: HardwareSpec, strategy: Strategy) -> None:
         self.g, self.hw, self.strategy = graph, hw, strategy
         self.rows = hw.crossbar.rows
         self.b = GraphBuilder()
@@ -205,7 +209,7 @@ class _Fitter:
 
 
 @register("fit_crossbar")
-def fit_crossbar(graph: Graph, hw: HardwareSpec, strategy: str = "split") -> Graph:
+def fit_crossbar(graph: Graph, hw: HardwareSpec, strategy: Strategy = "split") -> Graph:
     if strategy not in STRATEGIES:
         raise ConstraintError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
     return _Fitter(graph, hw, strategy).run()

@@ -102,6 +102,15 @@ class _Reformer:
             return t.node
         return self.add(f"{t.node}_slice", o.Slice(t.start, t.start + t.count), t.node)
 
+    def wire_terms(self, name: str, op: o.Op, v: Terms) -> Terms:
+        """A wiring op applied term by term (the wiring of a sum is the sum of the wirings), each term's slice
+        wired whole."""
+        out = []
+        for t in v.terms:
+            node = self.add(name, op, self.whole(t))
+            out.append(Term(node, 0, self.shapes[node][0], t.coeff))
+        return Terms(tuple(out))
+
     def core(self, base: str, lin: LinearSpec, src: Terms, *, fixed: bool = False) -> str:
         """One ReLU core-op computing relu(lin(src)) over the concatenation of the terms' nodes."""
         weight, groups, mask = lin.weight, lin.groups, None
@@ -176,7 +185,7 @@ class _Reformer:
         return self.relu(base, Pending(identity(self.shape_of(v)), v, base))
 
     def clip(self, base: str, v: Value, lo: float | None, hi: float | None, name: str) -> Terms:
-        if lo is not None and lo > 0 or lo is not None and lo < 0:
+        if lo is not None and lo != 0:
             raise UnsupportedOpError("Clip", name, f"a lower bound of {lo} (only 0 or none is supported)")
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, base)
         if lo is None:  # min(s, hi) = s - relu(s - hi)
@@ -247,14 +256,12 @@ class _Reformer:
         if isinstance(op, o.Input):
             self.b.add_exact(name, op)
             return Terms((Term(name, 0, op.shape[0], 1.0),))
-        if isinstance(op, o.Pad):
-            if any(op.value) and not self.src.host_input(node.inputs[0]):
-                raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
-                                         "pads, and only the input)")
-            # the host's pad of the input, or a zero pad that did not fold into its reader: wiring, term by term
-            # (a zero pad of a sum is the sum of the pads)
-            return Terms(tuple(Term(self.add(name, op, self.whole(t)), 0, t.count, t.coeff)
-                               for t in self.signed(ins[0]).terms))
+        if isinstance(op, o.Pad) and any(op.value) and not self.src.host_input(node.inputs[0]):
+            raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
+                                     "pads, and only the input)")
+        if isinstance(op, (o.Pad, o.Reshape)):
+            # the host's pad of the input, a zero pad that did not fold into its reader, a reshape
+            return self.wire_terms(name, op, self.signed(ins[0]))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
             src = self.signed(ins[0])
             pool = isinstance(op, (o.AvgPool, o.GlobalAvgPool))
@@ -272,11 +279,6 @@ class _Reformer:
             if not (len(v.terms) == 1 and v.nonneg):
                 raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU (may be < 0)")
             return self.maxpool(name, op, v)
-        if isinstance(op, o.Reshape):
-            v = self.signed(ins[0])
-            return Terms(tuple(
-                Term(self.add(name, op, self.whole(t)), 0, op.shape[0], t.coeff) for t in v.terms
-            ))
         if isinstance(op, o.Slice):
             v = self.signed(ins[0])
             return Terms(tuple(

@@ -108,5 +108,5 @@ def test_help_lists_the_groups(capsys):
     assert cli(["--help"]) == 0
     out = capsys.readouterr().out
     assert "study=grid|pareto" in out and "runner=local|ray" in out
-    # read from conf/, so every embedded model is listed (the hand-written list had four of eight)
+    # read from dse/conf/, so every embedded model is listed (the hand-written list had four of eight)
     assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=io_bits_tuning|" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sweep_helpers import FAST
 
-from dse.explore.config import compose_config, split_sweeps
+from dse.config import compose_config, split_sweeps
 from dse.explore.executors import LocalExecutor
 from dse.explore.runner import run_study
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dse.config import compose_config, split_sweeps
 from dse.errors import ConfigError
-from dse.explore.config import compose_config, split_sweeps
 from dse.explore.space import build_space
 
 
@@ -103,9 +103,9 @@ def test_schema_rejects_typos_and_wrong_types(overrides, message):
 
 
 def test_every_experiment_composes_with_a_valid_space():
-    from dse.explore.config import CONF_DIR
+    from dse.config import presets
 
-    names = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+    names = presets("experiment")
     assert len(names) >= 3
     for name in names:
         space, cfg = space_of(f"experiment={name}")

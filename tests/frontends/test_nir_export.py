@@ -28,7 +28,7 @@ import sinabs
 import torch
 from sinabs.activation import MembraneReset, MembraneSubtract, SingleSpike
 
-from dse.data.datasets import load_dataset
+from dse.data.loading import load_dataset
 from dse.errors import ConfigError, UnsupportedOpError
 from dse.frontends.nir_export import export_nir, input_trains, write_nir
 from dse.hardware.spec import HardwareSpec, Neuron

@@ -172,8 +172,8 @@ def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> Non
     signals of 28 samples, with the model's input shape (28, 28) as the data's. Random weights, so the check is
     that the chip agrees with the original network, not an accuracy."""
     from dse.compile import compile, prepare
+    from dse.config import compose_config, hardware_from
     from dse.data import load_dataset
-    from dse.explore.config import compose_config, hardware_from
     from dse.tune.options import TuneOptions
 
     graph = load_onnx(export(name, False, 17, tmp_path))

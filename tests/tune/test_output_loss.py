@@ -9,8 +9,8 @@ import torch
 from compiler_helpers import run_pass
 
 from dse.compile import Prepared, compile
+from dse.config import compose_config, hardware_from
 from dse.errors import ConfigError
-from dse.explore.config import compose_config, hardware_from
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
 from dse.sim.float_exec import run_float

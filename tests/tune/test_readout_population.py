@@ -11,8 +11,8 @@ import pytest
 from compiler_helpers import run_pass
 
 from dse.compile import CompileResult, Prepared, compile
+from dse.config import compose_config, hardware_from
 from dse.errors import ConstraintError
-from dse.explore.config import compose_config, hardware_from
 from dse.hardware.legality import check
 from dse.ir import ops as o
 from dse.tune.options import TuneOptions

@@ -1,50 +1,77 @@
 """Hydra structured configs (schemas) and their conversion into the library's typed objects.
 
 The schemas make a typo in a key, or a value of the wrong type, fail at composition with the key's name.
-The hardware schema is generated from `HardwareSpec` itself, so the two cannot drift apart.
+The hardware and tuning schemas are generated from `HardwareSpec` and `TuneOptions` themselves, so the two
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
+from dse.choices import check_choice
 from dse.data.images import Preprocess
-from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
+from dse.passes.fit_crossbar import Strategy
 from dse.tune.options import TuneOptions
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+Sampler = Literal["grid", "nsga2"]  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
+RunnerKind = Literal["ray", "local"]  # ray: trials as Ray tasks; local: one after the other in this process
+# a figure's other swept parameters: held at the preset's value, or the best y over them
+FigureOthers = Literal["reference", "best"]
+
+_MIRRORS: dict[type, type] = {}  # one mirror per class: Hydra merges a group's node only into its own type
 
 
-def _unfrozen(cls: type, cache: dict[type, type] | None = None) -> type:
-    """A mutable mirror of a frozen dataclass (nested ones too): Hydra cannot override read-only nodes."""
-    cache = {} if cache is None else cache
-    if cls in cache:
-        return cache[cls]
+def omegaconf_schema(cls: type) -> type:
+    """The class Hydra stores for dataclass `cls`: mutable (Hydra cannot override read-only nodes), nested
+    dataclasses mirrored alike, and every `Literal` field typed as its values' type, which OmegaConf 2.3 knows
+    (it refuses Literal; the owner of the setting checks the value with `dse.choices.check_choice`)."""
+    if cls in _MIRRORS:
+        return _MIRRORS[cls]
+    hints = get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kind = _plain(hints[f.name])
         if dataclasses.is_dataclass(default):
-            sub = _unfrozen(type(default), cache)
-            specs.append((f.name, sub, field(default_factory=sub)))
+            specs.append((f.name, kind, field(default_factory=omegaconf_schema(type(default)))))
+        elif isinstance(default, (list, dict)):
+            specs.append((f.name, kind, field(default_factory=f.default_factory)))
         else:
-            specs.append((f.name, f.type, field(default=default)))
-    mirror = dataclasses.make_dataclass(f"{cls.__name__}Config", specs)
-    cache[cls] = mirror
+            specs.append((f.name, kind, field(default=default)))
+    mirror = dataclasses.make_dataclass(cls.__name__ if cls.__name__.endswith("Config") else f"{cls.__name__}Config",
+                                        specs)
+    _MIRRORS[cls] = mirror
     return mirror
 
 
-HardwareConfig = _unfrozen(HardwareSpec)
-TuningConfig = _unfrozen(TuneOptions)
+def _plain(kind: Any) -> Any:
+    """`kind` with Literal[...] replaced by the type of its values and dataclasses by their mirrors."""
+    if get_origin(kind) is Literal:
+        return type(get_args(kind)[0])
+    if dataclasses.is_dataclass(kind):
+        return omegaconf_schema(kind)
+    args = get_args(kind)
+    if not args:
+        return kind
+    plain = tuple(a if a is Ellipsis else _plain(a) for a in args)
+    origin = get_origin(kind)
+    if origin in (list, tuple, dict):
+        return origin[plain]
+    return kind if plain == args else _union(plain)
+
+
+def _union(members: tuple[Any, ...]) -> Any:
+    out = members[0]
+    for m in members[1:]:
+        out = out | m
+    return out
 
 
 @dataclass
@@ -73,7 +100,7 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    name: str = "split"  # split (split-and-merge) or prune: how a fan-in too big for the crossbar is met
+    name: Strategy = "split"  # split (split-and-merge) or prune: how a fan-in too big for the crossbar is met
     reencode_k: int = 1  # neurons carrying each value (population code for few I/O bits); 1 = off
     readout_k: int = 1  # neurons carrying each output the host reads (finer logits; spiking chips too); 1 = off
     approximator_width: int = 8  # hidden units of the MLP replacing each Sigmoid/Tanh the chip lacks
@@ -111,7 +138,7 @@ class SearchConfig:
 @dataclass
 class StudyConfig:
     name: str = MISSING  # names the results folder, results/<name>/<time>/; the same name resumes the study
-    sampler: str = "grid"  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
+    sampler: Sampler = "grid"
     # result columns to minimize; None = the error and the preset's headline resource: energy (a *_pj column)
     # or area (*_mm2) where its cost model gives them, else crossbars
     objectives: list[str] | None = None
@@ -123,7 +150,7 @@ class StudyConfig:
 
 @dataclass
 class RunnerConfig:
-    kind: str = "ray"  # ray: trials as Ray tasks; local: one after the other in this process
+    kind: RunnerKind = "ray"
     address: str | None = None  # join this Ray cluster ("host:port" or "auto"); None = start a local instance
     num_cpus: int | None = None  # CPUs of the local Ray instance; None = the machine's
     max_concurrent: int | None = None  # trials in flight at once; None = one per CPU of the cluster
@@ -139,7 +166,7 @@ class FigureConfig:
     by: str | None = None
     # the other swept parameters: "reference" = fixed at the preset's value (the nearest searched one),
     # "best" = the lowest y over them (for searches that are not grids)
-    others: str = "reference"
+    others: FigureOthers = "reference"
     name: str | None = None  # file name without suffix; None = sensitivity_<x>
 
 
@@ -153,51 +180,44 @@ class SweepConfig(CompileConfig):
     figures: list[FigureConfig] = field(default_factory=list)  # empty: one per swept number
 
 
+# the schema of each config group's options (dse/conf/<group>/*.yaml name `schema` in their defaults)
+GROUP_SCHEMAS: dict[str, type] = {
+    "model": ModelConfig, "hardware": HardwareSpec, "strategy": StrategyConfig, "tuning": TuneOptions,
+    "search": SearchConfig, "study": StudyConfig, "runner": RunnerConfig,
+}
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
-    cs.store(name="compile_schema", node=CompileConfig)
-    cs.store(name="sweep_schema", node=SweepConfig)
-    cs.store(group="model", name="schema", node=ModelConfig)
-    cs.store(group="hardware", name="schema", node=HardwareConfig)
-    cs.store(group="strategy", name="schema", node=StrategyConfig)
-    cs.store(group="tuning", name="schema", node=TuningConfig)
-    cs.store(group="search", name="schema", node=SearchConfig)
-    cs.store(group="study", name="schema", node=StudyConfig)
-    cs.store(group="runner", name="schema", node=RunnerConfig)
+    cs.store(name="compile_schema", node=omegaconf_schema(CompileConfig))
+    cs.store(name="sweep_schema", node=omegaconf_schema(SweepConfig))
+    for group, schema in GROUP_SCHEMAS.items():
+        cs.store(group=group, name="schema", node=omegaconf_schema(schema))
 
 
-def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose `conf/<config_name>.yaml` with command-line overrides; any mistake is one ConfigError line."""
-    register_schemas()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(_one_line(exc)) from None
-    _name_user_model(cfg, overrides)
-    return cfg
-
-
-def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
-    """A user's model (model.onnx) is named after its file unless model.name says otherwise: the report, the
-    run folder and the study carry that name, not the default model's (they interpolate ${model.name})."""
-    named = any(o.split("=", 1)[0].lstrip("+~") == "model.name" for o in overrides)
-    if "model" in cfg and cfg.model.onnx is not None and not named:
-        cfg.model.name = Path(str(cfg.model.onnx)).stem
-
-
-def _one_line(exc: BaseException) -> str:
-    """Hydra's message, with the cause that names the bad value, on one line."""
-    parts = [str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__]
-    available = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("\t") and "provider=" not in ln]
-    if "Available options" in str(exc) and available:
-        parts.append("available: " + ", ".join(a for a in available if a != "schema"))
-    cause = exc.__cause__ or exc.__context__
-    if cause is not None and str(cause).strip():
-        first = str(cause).strip().splitlines()[0]
-        if first not in parts[0]:
-            parts.append(first)
-    return "; ".join(parts).replace("To append to your config use", "unknown key; to add it use")
+def check_choices(schema: type, node: Any, path: str = "") -> None:
+    """Check every Literal field of a composed config against its values (OmegaConf sees them as `str`), so a
+    bad choice is refused at composition, naming its key; a config group's node (hardware, tuning: `Any` in the
+    top schema) is checked against its own schema."""
+    hints = get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key, kind = f"{path}{f.name}", hints[f.name]
+        value = node[f.name] if f.name in node else None
+        if kind is Any and f.name in GROUP_SCHEMAS:
+            kind = GROUP_SCHEMAS[f.name]
+        if value is None:
+            continue
+        if get_origin(kind) is Literal:
+            check_choice(key, value, kind)
+        elif dataclasses.is_dataclass(kind):
+            check_choices(kind, value, f"{key}.")
+        elif get_origin(kind) in (list, tuple) and get_args(kind):
+            item = get_args(kind)[0]
+            for i, v in enumerate(value):
+                if get_origin(item) is Literal:
+                    check_choice(key, v, item)
+                elif dataclasses.is_dataclass(item):
+                    check_choices(item, v, f"{key}[{i}].")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
@@ -221,44 +241,3 @@ def tuning_from(cfg: DictConfig) -> TuneOptions:
     return TuneOptions(**data)
 
 
-# --- the sweep's command line -----------------------------------------------------------------------------
-
-
-@dataclass
-class CommandLine:
-    """A sweep's command line split in three: what Hydra composes, the sweeps, the single-value overrides."""
-
-    overrides: list[str]
-    sweeps: dict[str, list[Any]]  # path=a,b,c (Hydra's sweep syntax): search parameters
-    pinned: list[str]  # every path set to one value: it leaves the search space
-
-
-def split_sweeps(argv: list[str]) -> CommandLine:
-    """Take Hydra sweep overrides (``hardware.weights.bits=2,4,8``, ``range(64,257,64)``, ``choice(...)``) out
-    of the command line: compose() refuses them, and in a sweep they name the search space."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType, ValueType
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(argv)
-    except HydraException as exc:
-        raise ConfigError(_one_line(exc)) from None
-    cmd = CommandLine([], {}, [])
-    for line, o in zip(argv, parsed, strict=True):
-        key = o.key_or_group
-        if not o.is_sweep_override():
-            cmd.overrides.append(line)
-            if o.type != OverrideType.DEL:
-                cmd.pinned.append(key)
-                cmd.sweeps.pop(key, None)  # the last word on a path wins, as in Hydra
-            continue
-        if key.startswith("hydra") or (CONF_DIR / key).is_dir():
-            raise ConfigError(f"{line}: config group {key} cannot be swept; sweep one of its fields "
-                              f"(strategy.name=split,prune, hardware.weights.bits=2,4,8)")
-        if o.value_type == ValueType.INTERVAL_SWEEP:
-            raise ConfigError(f"{line}: a continuous interval cannot be searched; list the values (a,b,c) or "
-                              "use range(start,stop,step)")
-        cmd.sweeps[key] = list(o.sweep_iterator())
-        if key in cmd.pinned:
-            cmd.pinned.remove(key)
-    return cmd

@@ -1,0 +1,37 @@
+"""The presets ship inside the package (dse/conf/, Hydra's pkg://dse.conf), and a user's own preset folder
+joins them with hydra.searchpath, as `--help` says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dse.config import compose_config, hardware_from, presets
+
+MY_CHIP = """\
+defaults:
+  - schema
+  - _self_
+name: my_chip
+crossbar: {rows: 128, cols: 128, cell_bits: 2, differential: true}
+weights: {bits: 4}
+io: {input_bits: 4, output_bits: 6}
+neuron: {model: relu, offered: [relu]}
+"""
+
+
+def test_the_presets_are_read_from_the_package() -> None:
+    import dse.conf
+
+    conf = Path(dse.conf.__file__).parent
+    assert presets("hardware") == sorted(p.stem for p in (conf / "hardware").glob("*.yaml"))
+    assert {"chip_a", "chip_b", "ideal"} <= set(presets("hardware"))
+
+
+def test_a_users_preset_folder_joins_the_shipped_ones(tmp_path: Path) -> None:
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "my_chip.yaml").write_text(MY_CHIP)
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    hw = hardware_from(compose_config("compile", [searchpath, "hardware=my_chip"]).hardware)
+    assert (hw.name, hw.crossbar.rows, hw.weights.bits, hw.io.output_bits) == ("my_chip", 128, 4, 6)
+    # the shipped presets stay reachable next to it
+    assert compose_config("compile", [searchpath, "hardware=chip_b"]).hardware.name == "chip_b"
