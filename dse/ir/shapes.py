@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 
 from dse.ir import ops as o
 
-if TYPE_CHECKING:
-    from dse.ir.graph import Graph
 
 Shape = tuple[int, ...]
 
@@ -103,7 +101,14 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
 }
 
 
-def infer_shapes(graph: Graph) -> dict[str, Shape]:
+class _NodeLike(Protocol):  # dse.ir.graph.Node; named structurally so that graph.py may import this module
+    name: str
+    op: o.Op
+    inputs: tuple[str, ...]
+
+
+def infer_shapes(graph: Iterable[_NodeLike]) -> dict[str, Shape]:
+    """The shape (batch left out) of every node of `graph` (a Graph, or its nodes in topological order)."""
     shapes: dict[str, Shape] = {}
     for node in graph:
         shapes[node.name] = SHAPE_RULES[type(node.op)](node.op, [shapes[i] for i in node.inputs])

@@ -108,7 +108,7 @@ class _Reformer:
         out = []
         for t in v.terms:
             node = self.add(name, op, self.whole(t))
-            out.append(Term(node, 0, self.shapes[node][0], t.coeff))
+            out.append(Term(node, 0, self.b.shape(node)[0], t.coeff))
         return Terms(tuple(out))
 
     def core(self, base: str, lin: LinearSpec, src: Terms, *, fixed: bool = False) -> str:
