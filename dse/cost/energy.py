@@ -11,10 +11,11 @@ visits (1 when expanded or dense), reads = crossbars x V x S):
   latency of a layer = V x S x t_slice; layers pipelined: an inference takes the longest path of layer times and
   a new one starts every max(layer time).
 Spiking (per layer, per inference; T time steps):
-  synapses = events x E_event   neurons = neurons x T x E_update   spikes = spikes x E_spike
+  synapses = events x E_event   neurons = neurons x L x E_update   spikes = spikes x E_spike
   noc = east-west hops x E_hop_x + north-south hops x E_hop_y   static = cores x P_static x latency
-  a time step lasts barrier + the busiest core's work ((events x t_event + neurons x T x t_update +
-  spikes x t_spike) / cores / T); latency = (T + depth - 1) steps; one inference at a time.
+  L = T + depth - 1 steps (one step of synaptic delay per core layer), every neuron updated every step; a time
+  step lasts barrier + the busiest core's work ((events x t_event + spikes x t_spike) / T + neurons x t_update,
+  over its cores); latency = L steps; one inference at a time.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SPIKING_AREA = ("cores",)
 class LayerCost:
     name: str
     energy_pj: dict[str, float]  # per inference, by component
-    latency_ns: float  # time the layer's cores compute per inference
+    latency_ns: float  # PIM: the layer's time per inference; spiking: one of its cores' work over the T steps
     area_mm2: dict[str, float]
     ops: float  # 2 x multiply-accumulates of the layer per inference
 
@@ -151,25 +152,24 @@ def _pim_cost(graph: Graph, hw: HardwareSpec, c: PimCost, layers: list[LayerReso
 def _spiking_cost(graph: Graph, hw: HardwareSpec, c: SpikingCost, layers: list[LayerResources], stats: SpikeStats,
                   routes: Routes) -> tuple[list[LayerCost], float, float, dict[str, float]]:
     steps, per = hw.neuron.timesteps, stats.samples
-    busy = {}  # ns one core of the layer works per inference
-    for lr in layers:
-        work = (stats.events[lr.name] / per * c.synaptic_event_ns + stats.neurons[lr.name] * steps * c.neuron_update_ns
-                + stats.spikes[lr.name] / per * c.spike_ns)
-        busy[lr.name] = work / lr.crossbars
-    step_ns = c.barrier_ns + max(busy.values()) / steps
-    latency_steps = steps + depth(graph) - 1
+    latency_steps = steps + depth(graph) - 1  # one step of synaptic delay per core layer
+    # ns one core of a layer works in a time step: its share of the window's events and spikes, its neurons' updates
+    step_work = {lr.name: ((stats.events[lr.name] / per * c.synaptic_event_ns + stats.spikes[lr.name] / per
+                            * c.spike_ns) / steps + stats.neurons[lr.name] * c.neuron_update_ns) / lr.crossbars
+                 for lr in layers}
+    step_ns = c.barrier_ns + max(step_work.values())
     latency = latency_steps * step_ns
     rows = []
     for i, lr in enumerate(layers):
         energy = {
             "synapses": stats.events[lr.name] / per * c.synaptic_event_pj,
-            "neurons": stats.neurons[lr.name] * steps * c.neuron_update_pj,
+            "neurons": stats.neurons[lr.name] * latency_steps * c.neuron_update_pj,
             "spikes": stats.spikes[lr.name] / per * c.spike_pj,
             "noc": routes.hops_x[i] * c.hop_x_pj_per_spike + routes.hops_y[i] * c.hop_y_pj_per_spike,
             "static": lr.crossbars * c.static_mw_per_core * latency,  # mW x ns = pJ
         }
         area = {"cores": lr.crossbars * hw.crossbar.rows * hw.crossbar.cols * c.synapse_um2 * 1e-6}
-        rows.append(LayerCost(lr.name, energy, busy[lr.name], area, 2.0 * _macs(lr, hw)))
+        rows.append(LayerCost(lr.name, energy, step_work[lr.name] * steps, area, 2.0 * _macs(lr, hw)))
     return rows, latency, 1e9 / latency, {"latency_steps": latency_steps, "step_ns": step_ns}
 
 
