@@ -13,9 +13,10 @@ visits (1 when expanded or dense), reads = crossbars x V x S):
 Spiking (per layer, per inference; T time steps):
   synapses = events x E_event   neurons = neurons x L x E_update   spikes = spikes x E_spike
   noc = east-west hops x E_hop_x + north-south hops x E_hop_y   static = cores x P_static x latency
-  L = T + depth - 1 steps (one step of synaptic delay per core layer), every neuron updated every step; a time
-  step lasts barrier + the busiest core's work ((events x t_event + spikes x t_spike) / T + neurons x t_update,
-  over its cores); latency = L steps; one inference at a time.
+  L = T + depth - 1 steps (one step of synaptic delay per core layer), every neuron updated every step. A time
+  step lasts barrier + the busiest core's work in it: neurons x t_update every step, plus, in the T steps of the
+  layer's window (from its level in the graph on), (events x t_event + spikes x t_spike) / T, over its cores;
+  latency = the sum over the L steps; one inference at a time.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ SPIKING_AREA = ("cores",)
 class LayerCost:
     name: str
     energy_pj: dict[str, float]  # per inference, by component
-    latency_ns: float  # PIM: the layer's time per inference; spiking: one of its cores' work over the T steps
+    latency_ns: float  # PIM: the layer's time per inference; spiking: one of its cores' work per inference
     area_mm2: dict[str, float]
     ops: float  # 2 x multiply-accumulates of the layer per inference
 
@@ -149,16 +150,29 @@ def _pim_cost(graph: Graph, hw: HardwareSpec, c: PimCost, layers: list[LayerReso
     return rows, latency, 1e9 / max(stage.values()), {}
 
 
+def _core_levels(graph: Graph) -> dict[str, int]:
+    """Per core-op, the core-ops on the longest path from the input to it, itself included (1: the first layer)."""
+    level: dict[str, int] = {}
+    for node in graph:
+        level[node.name] = max((level[s] for s in node.inputs), default=0) + isinstance(node.op, o.CoreOp)
+    return level
+
+
 def _spiking_cost(graph: Graph, hw: HardwareSpec, c: SpikingCost, layers: list[LayerResources], stats: SpikeStats,
                   routes: Routes) -> tuple[list[LayerCost], float, float, dict[str, float]]:
     steps, per = hw.neuron.timesteps, stats.samples
     latency_steps = steps + depth(graph) - 1  # one step of synaptic delay per core layer
-    # ns one core of a layer works in a time step: its share of the window's events and spikes, its neurons' updates
-    step_work = {lr.name: ((stats.events[lr.name] / per * c.synaptic_event_ns + stats.spikes[lr.name] / per
-                            * c.spike_ns) / steps + stats.neurons[lr.name] * c.neuron_update_ns) / lr.crossbars
-                 for lr in layers}
-    step_ns = c.barrier_ns + max(step_work.values())
-    latency = latency_steps * step_ns
+    level = _core_levels(graph)
+    # per time step, ns one core of a layer works: its neurons' updates (every step), and in the T steps of its
+    # window (from its level on) its share of the window's synaptic events and spikes
+    update = np.array([stats.neurons[lr.name] * c.neuron_update_ns / lr.crossbars for lr in layers])
+    window = np.array([(stats.events[lr.name] * c.synaptic_event_ns + stats.spikes[lr.name] * c.spike_ns)
+                       / per / steps / lr.crossbars for lr in layers])
+    first = np.array([level[lr.name] - 1 for lr in layers])
+    step = np.arange(latency_steps)[:, None]
+    active = (step >= first[None]) & (step < first[None] + steps)
+    step_ns = c.barrier_ns + (update[None] + active * window[None]).max(axis=1)  # the busiest core sets the pace
+    latency = float(step_ns.sum())
     rows = []
     for i, lr in enumerate(layers):
         energy = {
@@ -169,8 +183,9 @@ def _spiking_cost(graph: Graph, hw: HardwareSpec, c: SpikingCost, layers: list[L
             "static": lr.crossbars * c.static_mw_per_core * latency,  # mW x ns = pJ
         }
         area = {"cores": lr.crossbars * hw.crossbar.rows * hw.crossbar.cols * c.synapse_um2 * 1e-6}
-        rows.append(LayerCost(lr.name, energy, step_work[lr.name] * steps, area, 2.0 * _macs(lr, hw)))
-    return rows, latency, 1e9 / latency, {"latency_steps": latency_steps, "step_ns": step_ns}
+        busy = update[i] * latency_steps + window[i] * steps
+        rows.append(LayerCost(lr.name, energy, float(busy), area, 2.0 * _macs(lr, hw)))
+    return rows, latency, 1e9 / latency, {"latency_steps": latency_steps, "step_ns_max": float(step_ns.max())}
 
 
 def _noc_summary(routes: Routes, hw: HardwareSpec, c: CostModel) -> dict[str, float]:

@@ -55,26 +55,22 @@ class Traffic:
         return len(self.layer_of)
 
 
-def _host_ids(shape: tuple[int, ...]) -> torch.Tensor:
-    return torch.full((1, *shape), -1.0, dtype=torch.float64)
-
-
-def _sources(graph: Graph, hw: HardwareSpec, offsets: dict[str, int]) -> dict[str, torch.Tensor]:
-    """For every node, the global core that produced each of its values (-1: the host's), through the wiring."""
+def wired_labels(graph: Graph, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """For every node, the label of the core-op output each of its values is (`labels[core-op]`, shaped as its
+    per-sample output), carried through the wiring; -1 for a value the host sends. Batch axis of 1."""
     shapes = infer_shapes(graph)
-    ids: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for node in graph:
         op = node.op
         if isinstance(op, o.CoreOp):
-            local = core_assignment(op, shapes[node.name], hw)
-            ids[node.name] = torch.as_tensor(local + offsets[node.name], dtype=torch.float64)[None]
-        elif isinstance(op, o.Input) or graph.host_input(node.name) or isinstance(op, o.Readout):
-            ids[node.name] = _host_ids(shapes[node.name])
+            out[node.name] = torch.as_tensor(labels[node.name], dtype=torch.float64)[None]
+        elif isinstance(op, (o.Input, o.Readout)) or graph.host_input(node.name):
+            out[node.name] = torch.full((1, *shapes[node.name]), -1.0, dtype=torch.float64)
         elif isinstance(op, o.Pad):  # a pad the host sends
-            ids[node.name] = FLOAT_EXEC[o.Pad](o.Pad(op.padding, (-1.0,)), [ids[node.inputs[0]]])
+            out[node.name] = FLOAT_EXEC[o.Pad](o.Pad(op.padding, (-1.0,)), [out[node.inputs[0]]])
         else:
-            ids[node.name] = FLOAT_EXEC[type(op)](op, [ids[s] for s in node.inputs])
-    return ids
+            out[node.name] = FLOAT_EXEC[type(op)](op, [out[s] for s in node.inputs])
+    return out
 
 
 def _reads(op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray, cores: np.ndarray) -> np.ndarray:
@@ -102,7 +98,8 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
         rate = np.array([stats.spikes[lr.name] / stats.samples / stats.neurons[lr.name] for lr in layers])
     else:
         rate = np.ones(len(layers))
-    ids = _sources(graph, hw, offsets)
+    ids = wired_labels(graph, {lr.name: core_assignment(graph[lr.name].op, shapes[lr.name], hw) + offsets[lr.name]
+                               for lr in layers})
     rows, cols, vals = [], [], []
     for lr in layers:
         node = graph[lr.name]
