@@ -38,7 +38,7 @@ def spike_trains(graph: Graph, hw: HardwareSpec, x: np.ndarray) -> dict[str, tor
     for node in graph:
         op, ins = node.op, [trains[s] for s in node.inputs]
         if isinstance(op, o.Input):
-            codes = torch.clamp(torch.round(torch.as_tensor(x[None], dtype=torch.float32) / op.scale), 0, op.code_max)
+            codes = torch.clamp(torch.round(torch.tensor(np.array(x[None]), dtype=torch.float32) / op.scale), 0, op.code_max)
             trains[node.name], scales[node.name] = encode(codes, hw.neuron.timesteps, hw.neuron.encoding), op.scale
         elif isinstance(op, o.Pad):
             scales[node.name] = scales[node.inputs[0]]
