@@ -117,9 +117,12 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
             rows.append(coo.col)
             cols.append(coo.row + offsets[lr.name] + chunk[0])
             vals.append(coo.data)
-    cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-    matrix = sp.csr_matrix((cat(vals, np.float64), (cat(rows, np.int64), cat(cols, np.int64))), shape=(start, start))
+    matrix = sp.csr_matrix((_cat(vals, np.float64), (_cat(rows, np.int64), _cat(cols, np.int64))), shape=(start, start))
     return Traffic(matrix, layer_of, tuple(lr.name for lr in layers))
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
+import yaml
 
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
+
+PRESETS = Path(__file__).resolve().parents[2] / "conf" / "hardware"
 
 # 128 x 128 cells of 2 bits, 4-bit signed weights as differential pairs: 2 cells x 2 columns -> 32 neurons a crossbar
 PIM_CHIP = HardwareSpec(name="pim", crossbar=Crossbar(128, 128, 2, True), weights=Weights(4), io=IO(4, 8))
@@ -48,3 +54,12 @@ def one_conv(in_c: int = 2, size: int = 6, out_c: int = 4, k: int = 3, *, out_ma
     b = GraphBuilder()
     x = b.add("input", o.Input((in_c, size, size), code_max=out_max))
     return b.build([b.add("conv", core(ints(out_c, in_c, k, k), dense=False, out_max=out_max), x)])
+
+
+def preset(name: str, cores_per_chip: int | None = None) -> HardwareSpec:
+    """A hardware preset from conf/hardware (its `cost:` block left out), with `cores_per_chip` cores a chip."""
+    data = yaml.safe_load((PRESETS / f"{name}.yaml").read_text())
+    for key in ("defaults", "cost"):
+        data.pop(key, None)
+    hw = HardwareSpec.from_dict(data)
+    return dataclasses.replace(hw, mapping=dataclasses.replace(hw.mapping, cores_per_chip=cores_per_chip))

@@ -38,7 +38,8 @@ def spike_trains(graph: Graph, hw: HardwareSpec, x: np.ndarray) -> dict[str, tor
     for node in graph:
         op, ins = node.op, [trains[s] for s in node.inputs]
         if isinstance(op, o.Input):
-            codes = torch.clamp(torch.round(torch.tensor(np.array(x[None]), dtype=torch.float32) / op.scale), 0, op.code_max)
+            values = torch.tensor(np.array(x[None]), dtype=torch.float32)
+            codes = torch.clamp(torch.round(values / op.scale), 0, op.code_max)
             trains[node.name], scales[node.name] = encode(codes, hw.neuron.timesteps, hw.neuron.encoding), op.scale
         elif isinstance(op, o.Pad):
             scales[node.name] = scales[node.inputs[0]]
@@ -73,9 +74,10 @@ def synapses(op: o.CoreOp, in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.nd
 def _arch_yaml(mesh: Mesh, c: SpikingCost) -> str:
     """A mesh of tiles, one per dse core, with dse's coefficients (SANA-FE takes joules and seconds)."""
     pj, ns = 1e-12, 1e-9
-    hops = (f"energy_north_hop: {c.hop_y_pj_per_spike * pj}\n        energy_south_hop: {c.hop_y_pj_per_spike * pj}\n"
-            f"        energy_east_hop: {c.hop_x_pj_per_spike * pj}\n        energy_west_hop: {c.hop_x_pj_per_spike * pj}\n")
-    soma = (f"model: input\n                energy_access_neuron: {{e}}\n                latency_access_neuron: {{t}}\n"
+    x_hop, y_hop = c.hop_x_pj_per_spike * pj, c.hop_y_pj_per_spike * pj
+    hops = (f"energy_north_hop: {y_hop}\n        energy_south_hop: {y_hop}\n"
+            f"        energy_east_hop: {x_hop}\n        energy_west_hop: {x_hop}\n")
+    soma = ("model: input\n                energy_access_neuron: {e}\n                latency_access_neuron: {t}\n"
             "                energy_update_neuron: 0.0\n                latency_update_neuron: 0.0\n"
             "                energy_spike_out: {s}\n                latency_spike_out: {u}\n")
     replay = soma.format(e=c.neuron_update_pj * pj, t=c.neuron_update_ns * ns, s=c.spike_pj * pj, u=c.spike_ns * ns)

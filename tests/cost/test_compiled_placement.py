@@ -3,33 +3,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import numpy as np
 import pytest
-import yaml
+from cost_graphs import preset
 
 from dse.compile import compile as compile_network
 from dse.compile import load_model, prepare
 from dse.cost.placement import build_mesh, core_traffic, place
 from dse.cost.resources import layer_resources
-from dse.hardware.spec import HardwareSpec
 from dse.sim.evaluate import evaluate_chip
 from dse.tune.multiphase import TuneOptions
 
-PRESET = Path(__file__).resolve().parents[2] / "conf" / "hardware" / "chip_b.yaml"
-
-
-def chip_b(cores_per_chip: int) -> HardwareSpec:
-    preset = yaml.safe_load(PRESET.read_text())
-    preset.pop("defaults", None)
-    hw = HardwareSpec.from_dict(preset)
-    return dataclasses.replace(hw, mapping=dataclasses.replace(hw.mapping, cores_per_chip=cores_per_chip))
-
 
 def placements(model: str, test_samples: int) -> tuple[dict, int]:
-    hw = chip_b(16)
+    hw = preset("chip_b", cores_per_chip=16)
     graph, data = load_model(model, "mnist", calib_samples=64, test_samples=test_samples)
     prepared = prepare(graph, data, name=model)
     compiled = compile_network(prepared, hw, tuning=TuneOptions(mode="none")).graph

@@ -12,21 +12,22 @@ agree exactly; docs/cost.md). SANA-FE has no static power: the comparison leaves
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 pytest.importorskip("sanafe")
 
-from cost_graphs import SPIKING_CHIP, two_dense  # noqa: E402
+from cost_graphs import SPIKING_CHIP, preset, two_dense  # noqa: E402
 from sanafe_replay import run_sanafe  # noqa: E402
 
+from dse.compile import compile as compile_network  # noqa: E402
+from dse.compile import load_model, prepare  # noqa: E402
 from dse.cost.energy import network_cost  # noqa: E402
 from dse.cost.model import SpikingCost  # noqa: E402
 from dse.cost.placement import build_mesh, core_traffic, place  # noqa: E402
 from dse.cost.resources import depth, layer_resources  # noqa: E402
 from dse.sim.spiking import run_spiking  # noqa: E402
+from dse.tune.multiphase import TuneOptions  # noqa: E402
 
 PJ = 1e-12
 
@@ -59,26 +60,16 @@ def test_a_two_layer_network_against_sanafe() -> None:
 @pytest.mark.slow
 def test_lenet_on_chip_b_against_sanafe() -> None:
     """Issue 12's acceptance: energy and latency within 10 %."""
-    from dse.compile import compile as compile_network
-    from dse.compile import load_model, prepare
-    from dse.tune.multiphase import TuneOptions
-
-    from dse.hardware.spec import HardwareSpec  # noqa: I001
-    import yaml
-    from pathlib import Path
-
-    preset = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "hardware" / "chip_b.yaml").read_text())
-    preset.pop("defaults", None)
-    hw = HardwareSpec.from_dict(preset)
-    hw = dataclasses.replace(hw, mapping=dataclasses.replace(hw.mapping, cores_per_chip=16))
+    hw = preset("chip_b", cores_per_chip=16)
     graph, data = load_model("lenet_mnist", "mnist", calib_samples=64, test_samples=1)
     compiled = compile_network(prepare(graph, data, name="lenet_mnist"), hw, tuning=TuneOptions(mode="none")).graph
     cost, result = against_sanafe(compiled, hw, np.asarray(data.x_test[0:1])[0])
     ours = cost.energy_pj()
     dynamic = ours["total"] - ours["static"]
-    print(f"lenet_mnist chip_b, one image: dse {dynamic:.0f} pJ (no static), SANA-FE {result['energy']['total'] / PJ:.0f}"
-          f" pJ; NoC dse {ours['noc']:.0f} pJ, SANA-FE {result['energy']['network'] / PJ:.0f} pJ; latency dse "
-          f"{cost.latency_ns:.0f} ns, SANA-FE {result['sim_time'] * 1e9:.0f} ns")
+    theirs = result["energy"]
+    print(f"lenet_mnist chip_b, one image: dse {dynamic:.0f} pJ (no static), SANA-FE {theirs['total'] / PJ:.0f} pJ; "
+          f"NoC dse {ours['noc']:.0f} pJ, SANA-FE {theirs['network'] / PJ:.0f} pJ; "
+          f"latency dse {cost.latency_ns:.0f} ns, SANA-FE {result['sim_time'] * 1e9:.0f} ns")
     assert result["energy"]["synapse"] / PJ == pytest.approx(ours["synapses"], rel=1e-9)
     assert result["energy"]["soma"] / PJ == pytest.approx(ours["neurons"] + ours["spikes"], rel=1e-9)
     assert result["energy"]["total"] / PJ == pytest.approx(dynamic, rel=0.10)

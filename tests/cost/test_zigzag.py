@@ -70,8 +70,8 @@ def zigzag_layers(tmp: Path) -> list:
     try:
         main = MainStage(list_of_callables=stages, accelerator=str(tmp / "accelerator.yaml"),
                          workload=str(tmp / "workload.yaml"), mapping=str(inputs / "mapping" / "default_imc.yaml"),
-                         dump_folder=str(tmp / "out"), loma_lpf_limit=6, loma_show_progress_bar=False,
-                         nb_mappings_generated=3, enable_mix_spatial_mapping_generation=True,
+                         dump_folder=str(tmp / "out"), loma_lpf_limit=2, loma_show_progress_bar=False,
+                         nb_mappings_generated=1, enable_mix_spatial_mapping_generation=True,
                          access_same_data_considered_as_no_access=True,
                          temporal_mapping_type=TemporalMappingType("uneven"))
         [(_, per_layer)] = main.run()
