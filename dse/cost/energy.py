@@ -140,8 +140,6 @@ def _longest_path_ns(graph: Graph, layer_ns: dict[str, float]) -> float:
 
 def _pim_cost(graph: Graph, hw: HardwareSpec, c: PimCost, layers: list[LayerResources], routes: Routes
               ) -> tuple[list[LayerCost], float, float, dict[str, float]]:
-    if hw.crossbar.rows is None or hw.crossbar.cols is None:
-        raise ConfigError(f"a PIM cost model needs hardware.crossbar.rows and cols (chip {hw.name})")
     shapes = infer_shapes(graph)
     rows = [_pim_layer(lr, graph[lr.name].op, int(np.prod(shapes[graph[lr.name].inputs[0]])), hw, c, routes, i)
             for i, lr in enumerate(layers)]
@@ -207,6 +205,8 @@ def network_cost(graph: Graph, hw: HardwareSpec, coeffs: CostModel, layers: list
     kind = chip_kind(hw)
     if not isinstance(coeffs, {"pim": PimCost, "spiking": SpikingCost}[kind]):
         raise ConfigError(f"chip {hw.name} is a {kind} chip but its cost model is {type(coeffs).__name__}")
+    if hw.crossbar.rows is None or hw.crossbar.cols is None:
+        raise ConfigError(f"a cost model needs hardware.crossbar.rows and cols (chip {hw.name} has none)")
     traffic = traffic or core_traffic(graph, hw, layers, stats)
     grid = build_mesh(traffic.cores, hw.mapping.cores_per_chip, *(mesh or (None, None)))
     routed = {p: place(traffic, grid, p, seed) for p in PLACEMENTS}

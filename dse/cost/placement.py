@@ -38,7 +38,7 @@ from dse.sim.float_exec import FLOAT_EXEC, conv_core
 from dse.sim.spiking import SpikeStats
 
 PLACEMENTS = ("in_order", "partitioned")
-_READ_CHUNK = 64  # consumer cores whose receptive fields are computed at once
+_READ_FLOATS = 2**24  # consumer cores x inputs whose receptive fields are computed at once (64 MB)
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,8 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
         onehot = sp.csr_matrix((weight[from_core], (np.flatnonzero(from_core), src[from_core])),
                                shape=(len(src), start))
         owner = core_assignment(node.op, shapes[lr.name], hw)
-        for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / _READ_CHUNK)):
+        per_chunk = max(1, _READ_FLOATS // len(src))
+        for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / per_chunk)):
             sent = sp.csr_matrix(_reads(node.op, shapes[node.inputs[0]], owner, chunk).astype(np.float64)) @ onehot
             coo = sent.tocoo()
             rows.append(coo.col)
