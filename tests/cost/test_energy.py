@@ -121,3 +121,10 @@ def test_the_cost_model_must_fit_the_chip_kind() -> None:
         network_cost(graph, PIM_CHIP, SPIKING, layer_resources(graph, PIM_CHIP))
     with pytest.raises(ConfigError, match="needs the simulator's spike counts"):
         network_cost(graph, SPIKING_CHIP, SPIKING, layer_resources(graph, SPIKING_CHIP))
+
+
+def test_a_chip_without_a_crossbar_size_has_no_cost() -> None:
+    graph = two_dense()
+    unbounded = dataclasses.replace(PIM_CHIP, crossbar=dataclasses.replace(PIM_CHIP.crossbar, rows=None, cols=None))
+    with pytest.raises(ConfigError, match="a cost model needs hardware.crossbar.rows and cols"):
+        network_cost(graph, unbounded, PIM, layer_resources(graph, unbounded))
