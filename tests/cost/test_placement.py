@@ -19,9 +19,15 @@ from dse.cost.placement import (
     place_in_order,
     route,
 )
-from dse.cost.resources import layer_resources
+from dse.cost.resources import core_assignment, layer_resources
 from dse.errors import ConfigError
+from dse.hardware.spec import Crossbar
+from dse.ir import ops as o
+from dse.ir.graph import Graph, GraphBuilder
+from dse.ir.shapes import infer_shapes
 from dse.sim.spiking import SpikeStats
+
+SMALL_EXPANDED = dataclasses.replace(SPIKING_CHIP, crossbar=Crossbar(32, 32, 4, False))  # tiles of few positions
 
 
 def test_traffic_follows_the_wiring() -> None:
@@ -110,3 +116,28 @@ def test_the_totals_charge_the_placement_with_fewer_hops() -> None:
     assert set(cost.noc) == {"in_order", "partitioned"}
     assert cost.noc[cost.placement]["hops"] == min(x["hops"] for x in cost.noc.values())
     assert cost.energy_pj()["noc"] == pytest.approx(cost.noc[cost.placement]["noc_energy_pj"])
+
+
+def _conv_graph(in_c: int, out_c: int, k: int, size: int, groups: int = 1, masked: bool = False) -> Graph:
+    weight = np.ones((out_c, in_c // groups, k, k), dtype=np.float32)
+    mask = (np.random.default_rng(0).random(weight.shape) < 0.5) if masked else None
+    b = GraphBuilder()
+    x = b.add("input", o.Input((in_c, size, size)))
+    op = o.CoreOp(weight, np.zeros(out_c, np.float32), groups=groups, mask=mask)
+    return b.build([b.add("conv", op, x)])
+
+
+@pytest.mark.parametrize("chip", [PIM_CHIP, SPIKING_CHIP, SMALL_EXPANDED], ids=["time_multiplexed", "expanded",
+                                                                             "expanded_small"])
+@pytest.mark.parametrize(("in_c", "out_c", "k", "size", "groups", "masked"),
+                         [(3, 16, 3, 12, 1, False), (8, 8, 3, 14, 8, False), (8, 16, 3, 14, 8, False),
+                          (4, 6, 3, 10, 1, True)])
+def test_core_assignment_gives_the_counted_crossbars(chip, in_c, out_c, k, size, groups, masked) -> None:
+    graph = _conv_graph(in_c, out_c, k, size, groups, masked)
+    [layer] = layer_resources(graph, chip)
+    node = graph["conv"]
+    owner = core_assignment(node.op, infer_shapes(graph)["conv"], chip)
+    assert sorted(np.unique(owner)) == list(range(layer.crossbars))
+    # a crossbar holds at most its logical columns of neurons: channels when it serves every position in turn
+    neurons = owner[:, 0, 0] if chip.mapping.reuse == "time_multiplexed" else owner.ravel()
+    assert np.bincount(neurons).max() <= chip.logical_cols
