@@ -68,7 +68,7 @@ class NetworkCost:
     inferences_per_s: float
     noc: dict[str, dict[str, float]]  # per placement: hops, chip crossings, chips, NoC energy
     placement: str  # the placement whose NoC energy the totals hold (the one with fewer hops)
-    extra: dict[str, float] = field(default_factory=dict)  # latency_steps, step_ns (spiking)
+    extra: dict[str, float] = field(default_factory=dict)  # spiking: latency_steps, step_ns_max
 
     def energy_pj(self) -> dict[str, float]:
         out = {k: float(sum(x.energy_pj[k] for x in self.layers)) for k in self.layers[0].energy_pj}
