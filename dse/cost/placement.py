@@ -215,7 +215,18 @@ def _bisect(adj: sp.csr_matrix, first: int, seed: int) -> np.ndarray:
     return ~part
 
 
+def _pull(adj: sp.csr_matrix, part: np.ndarray, cells: np.ndarray, out: np.ndarray) -> float:
+    """Traffic x distance from the centre of `cells` to the cores already placed that the cores `part` talk to."""
+    placed = out[:, 0] >= 0
+    if not placed.any():
+        return 0.0
+    traffic = np.asarray(adj[part][:, placed].sum(axis=0)).ravel()
+    return float(traffic @ np.abs(out[placed] - cells.mean(axis=0)).sum(axis=1))
+
+
 def _place_recursive(adj: sp.csr_matrix, nodes: np.ndarray, cells: np.ndarray, out: np.ndarray, seed: int) -> None:
+    """Bisect `nodes` onto the two halves of `cells` (cut across their longer extent), each half of the nodes on
+    the side nearer the cores it talks to that are already placed (terminal propagation), and recurse."""
     if len(nodes) == 0:
         return
     if len(nodes) == 1 or len(cells) == 1:
@@ -226,8 +237,13 @@ def _place_recursive(adj: sp.csr_matrix, nodes: np.ndarray, cells: np.ndarray, o
     half = len(cells) // 2
     first = int(np.clip(round(len(nodes) * half / len(cells)), len(nodes) - (len(cells) - half), half))
     in_first = _bisect(adj[nodes][:, nodes], first, seed)
-    _place_recursive(adj, nodes[in_first], cells[:half], out, seed)
-    _place_recursive(adj, nodes[~in_first], cells[half:], out, seed)
+    a, b = nodes[in_first], nodes[~in_first]
+    low, high = cells[:half], cells[half:]
+    if len(a) <= len(high) and len(b) <= len(low) and (
+            _pull(adj, a, high, out) + _pull(adj, b, low, out) < _pull(adj, a, low, out) + _pull(adj, b, high, out)):
+        low, high = high, low
+    _place_recursive(adj, a, low, out, seed)
+    _place_recursive(adj, b, high, out, seed)
 
 
 def place_partitioned(traffic: Traffic, mesh: Mesh, seed: int = 0) -> np.ndarray:
@@ -235,7 +251,7 @@ def place_partitioned(traffic: Traffic, mesh: Mesh, seed: int = 0) -> np.ndarray
     sym = (traffic.matrix + traffic.matrix.T).tocsr()
     sym.setdiag(0)
     sym.eliminate_zeros()
-    out = np.zeros((traffic.cores, 2), dtype=np.int64)
+    out = np.full((traffic.cores, 2), -1, dtype=np.int64)
     _place_recursive(sym, np.arange(traffic.cores), _cells_of_used_chips(traffic.cores, mesh), out, seed)
     return out
 
