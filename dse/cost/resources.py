@@ -18,6 +18,9 @@ only on the diagonal blocks: a depthwise 3x3 layer on 256 x 256 cells with 4 cel
 groups x 9 rows x 4 cells = 1,008 of 65,536 cells (1.5 %), with 252 of its 256 rows in use. The report gives
 `grouped_utilization` (cells used over the cells of the crossbars grouped layers take) to show it.
 
+`core_assignment` maps each output of a core-op to the crossbar that computes it, by the same packing and tiling
+(the cost model's traffic and placement read it).
+
 `weight_scales`: the weight scales the periphery holds, one per crossbar (`per_crossbar`) or one per neuron
 column (`per_column`: a scale register and a multiplier behind each column's ADC).
 """
