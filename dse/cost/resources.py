@@ -18,6 +18,9 @@ only on the diagonal blocks: a depthwise 3x3 layer on 256 x 256 cells with 4 cel
 groups x 9 rows x 4 cells = 1,008 of 65,536 cells (1.5 %), with 252 of its 256 rows in use. The report gives
 `grouped_utilization` (cells used over the cells of the crossbars grouped layers take) to show it.
 
+`core_assignment` maps each output of a core-op to the crossbar that computes it, by the same packing and tiling
+(the cost model's traffic and placement read it).
+
 `weight_scales`: the weight scales the periphery holds, one per crossbar (`per_crossbar`) or one per neuron
 column (`per_column`: a scale register and a multiplier behind each column's ADC).
 """
@@ -131,26 +134,31 @@ def _valid_synapses(op: o.CoreOp, in_shape: tuple[int, ...]) -> int:
 
 
 def _tile_crossbars(op: o.CoreOp, members: np.ndarray, in_channels: int, out_hw: tuple[int, int],
-                    hw: HardwareSpec) -> int:
-    """Crossbars for one channel group of an expanded conv: the best tile of positions sharing a crossbar."""
+                    hw: HardwareSpec) -> tuple[int, tuple[int, int]]:
+    """Crossbars for one channel group of an expanded conv, and the best tile (th, tw) of positions sharing a
+    crossbar."""
     rows, cols, cpw = hw.crossbar.rows, hw.crossbar.cols, hw.columns_per_weight
     ho, wo = out_hw
     kh, kw = op.kernel
     sh, sw = op.stride
-    best = ho * wo
+    best, tile = ho * wo, (1, 1)
     for th in range(1, ho + 1):
         for tw in range(1, wo + 1):
             need_rows = in_channels * ((th - 1) * sh + kh) * ((tw - 1) * sw + kw)
             need_cols = th * tw * len(members) * cpw
             if (rows is not None and need_rows > rows) or (cols is not None and need_cols > cols):
                 continue
-            best = min(best, math.ceil(ho / th) * math.ceil(wo / tw))
-    return best
+            count = math.ceil(ho / th) * math.ceil(wo / tw)
+            if count < best:
+                best, tile = count, (th, tw)
+    return best, tile
 
 
-def _expanded_uniform(op: o.CoreOp, out_hw: tuple[int, int], hw: HardwareSpec) -> int:
+def _expanded_uniform(op: o.CoreOp, out_hw: tuple[int, int], hw: HardwareSpec
+                      ) -> tuple[int, np.ndarray, tuple[int, int]]:
     """Crossbars for an expanded core-op without a mask: the fewest over the neurons one crossbar holds (part
-    of a group, or whole groups) and the tile of positions that share it.
+    of a group, or whole groups) and the tile of positions that share it. Returns the count, the set of channels
+    each output channel is in (O,), and the tile (th, tw).
 
     A crossbar holding `c` whole groups (or `m` neurons of one group) over a tile of th x tw positions needs
     ``c * in_g * ((th-1)*sh + kh) * ((tw-1)*sw + kw)`` rows (in_g: input channels per group) and
@@ -164,24 +172,72 @@ def _expanded_uniform(op: o.CoreOp, out_hw: tuple[int, int], hw: HardwareSpec) -
     sh, sw = op.stride
     ho, wo = out_hw
     per_group = out_c // op.groups
-    # (sets of neurons on one crossbar, input channels they read, neurons): distinct counts only
-    choices = {(op.groups * math.ceil(per_group / m), in_g, m) for m in
+    channel = np.arange(out_c)
+    # (sets of neurons on one crossbar, input channels they read, neurons, set of each channel): distinct counts
+    choices = {(op.groups * math.ceil(per_group / m), in_g, m, ("part", m)) for m in
                {math.ceil(per_group / k) for k in range(1, per_group + 1)}}
-    choices |= {(math.ceil(op.groups / c), c * in_g, c * per_group) for c in
+    choices |= {(math.ceil(op.groups / c), c * in_g, c * per_group, ("whole", c)) for c in
                 {math.ceil(op.groups / k) for k in range(1, op.groups + 1)}}
-    best = math.inf
-    for sets, channels, neurons in choices:
+    best, pick = math.inf, (("whole", 1), (1, 1))
+    for sets, channels, neurons, packing in sorted(choices):
         for th in range(1, ho + 1):
             span_w = rows // (channels * ((th - 1) * sh + kh))  # widest receptive field the rows hold
             tw = min(wo, (span_w - kw) // sw + 1 if span_w >= kw else 0,
                      cols // (neurons * th * hw.columns_per_weight))
-            if tw >= 1:
-                best = min(best, sets * math.ceil(ho / th) * math.ceil(wo / tw))
-    return int(best) if best < math.inf else op.out_channels * ho * wo
+            if tw >= 1 and sets * math.ceil(ho / th) * math.ceil(wo / tw) < best:
+                best, pick = sets * math.ceil(ho / th) * math.ceil(wo / tw), (packing, (th, tw))
+    (how, k), tile = pick
+    if best == math.inf:  # nothing fits: one neuron per crossbar
+        return op.out_channels * ho * wo, channel, (1, 1)
+    group = channel // per_group
+    sets_of = (group * math.ceil(per_group / k) + (channel % per_group) // k) if how == "part" else group // k
+    return int(best), sets_of, tile
 
 
 def _kind(op: o.CoreOp) -> str:
     return "dense" if op.dense else "grouped" if op.groups > 1 else "conv"
+
+
+def channel_crossbars(op: o.CoreOp, hw: HardwareSpec) -> list[np.ndarray]:
+    """The output channels each crossbar of `op` holds, packed greedily (`pack_uniform`, `pack_columns`)."""
+    if op.mask is None:
+        sizes = pack_uniform(op.groups, op.out_channels // op.groups, int(np.prod(op.weight.shape[1:])),
+                             hw.crossbar.rows, hw.logical_cols)
+        return np.split(np.arange(op.out_channels), np.cumsum(sizes)[:-1])
+    return pack_columns(op.mask.reshape(op.out_channels, -1).astype(bool), hw.crossbar.rows, hw.logical_cols,
+                        op.groups)
+
+
+def _tiled(sets_of: np.ndarray, tile: tuple[int, int], out_hw: tuple[int, int]) -> np.ndarray:
+    """Crossbar of each output (O, Ho, Wo) when channel set s and the tile of positions t share crossbar
+    ``s * tiles + t`` (tiles numbered row-major)."""
+    (th, tw), (ho, wo) = tile, out_hw
+    tile_of = (np.arange(ho)[:, None] // th) * math.ceil(wo / tw) + np.arange(wo)[None, :] // tw
+    return sets_of[:, None, None] * (math.ceil(ho / th) * math.ceil(wo / tw)) + tile_of[None]
+
+
+def core_assignment(op: o.CoreOp, out_shape: tuple[int, ...], hw: HardwareSpec) -> np.ndarray:
+    """The crossbar (0 .. crossbars-1 of the layer, as `layer_resources` counts them) that computes each output
+    of `op`, shaped as its per-sample output: which core sends each value, and which core reads it."""
+    groups = channel_crossbars(op, hw)
+    by_channel = np.empty(op.out_channels, dtype=np.int64)
+    for i, members in enumerate(groups):
+        by_channel[members] = i
+    if op.dense:
+        return by_channel
+    out_hw = (int(out_shape[1]), int(out_shape[2]))
+    if hw.mapping.reuse != "expanded":  # one crossbar serves every position
+        return np.broadcast_to(by_channel[:, None, None], (op.out_channels, *out_hw)).copy()
+    if op.mask is None:
+        _, sets_of, tile = _expanded_uniform(op, out_hw, hw)
+        return _tiled(sets_of, tile, out_hw)
+    out = np.empty((op.out_channels, *out_hw), dtype=np.int64)
+    offset = 0
+    for members in groups:
+        count, tile = _tile_crossbars(op, members, _channels_read(op, members), out_hw, hw)
+        out[members] = offset + _tiled(np.zeros(len(members), dtype=np.int64), tile, out_hw)
+        offset += count
+    return out
 
 
 def layer_resources(graph: Graph, hw: HardwareSpec) -> list[LayerResources]:
@@ -196,19 +252,13 @@ def layer_resources(graph: Graph, hw: HardwareSpec) -> list[LayerResources]:
         out_shape = shapes[node.name]
         in_shape = shapes[node.inputs[0]]
         positions = 1 if op.dense else out_shape[1] * out_shape[2]
-        if op.mask is None:
-            sizes = pack_uniform(op.groups, op.out_channels // op.groups, int(np.prod(op.weight.shape[1:])),
-                                 hw.crossbar.rows, hw.logical_cols)
-            groups = np.split(np.arange(op.out_channels), np.cumsum(sizes)[:-1])
-        else:
-            groups = pack_columns(op.mask.reshape(op.out_channels, -1).astype(bool), hw.crossbar.rows,
-                                  hw.logical_cols, op.groups)
+        groups = channel_crossbars(op, hw)
         n_syn = int(op.weight.size if op.mask is None else op.mask.astype(bool).sum())
         if expanded and not op.dense:
             if op.mask is None:
-                crossbars = _expanded_uniform(op, out_shape[1:], hw)
+                crossbars = _expanded_uniform(op, out_shape[1:], hw)[0]
             else:
-                crossbars = sum(_tile_crossbars(op, members, _channels_read(op, members), out_shape[1:], hw)
+                crossbars = sum(_tile_crossbars(op, members, _channels_read(op, members), out_shape[1:], hw)[0]
                                 for members in groups)
             neurons = op.out_channels * positions
             synapses = _valid_synapses(op, in_shape)

@@ -1,0 +1,297 @@
+"""Cores on a 2-D mesh: the traffic between them, two placements, XY routing and its hops.
+
+Traffic. Every crossbar of a compiled graph is a core (`core_assignment` says which core computes each output).
+A value a core emits travels once to every other core that reads it (a consumer core buffers it for all the
+positions it serves): on a PIM chip one value (of the chip's edge bits) per output per inference; on a spiking
+chip the output's spikes, each layer's measured spikes spread evenly over its neurons. The host's input and pads
+and the outputs the host reads are not mesh traffic.
+
+Mesh. A chip is a grid of ``chip_width x chip_height = cores_per_chip`` cores (the squarest factorization),
+chips are tiled into a near-square grid, and the system is one mesh of cores across chip boundaries.
+
+Placements. `in_order`: cores in graph order fill chip after chip, row-major within a chip. `partitioned`:
+recursive bisection of the core graph (METIS through pymetis, weights: traffic both ways) onto halves of the
+cells the in-order placement uses (split across their longer extent), so that cores that talk a lot end up
+close; it uses the same chips.
+
+Routing: XY (dimension order), a packet from (x0, y0) to (x1, y1) takes |x1-x0| east-west and |y1-y0|
+north-south hops; `chip_crossings` counts the chip boundaries on the way (charged as ordinary hops).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pymetis
+import scipy.sparse as sp
+import torch
+
+from dse.cost.resources import LayerResources, core_assignment
+from dse.errors import ConfigError
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.ir.graph import Graph
+from dse.ir.shapes import infer_shapes
+from dse.sim.float_exec import FLOAT_EXEC, conv_core
+from dse.sim.spiking import SpikeStats
+
+PLACEMENTS = ("in_order", "partitioned")
+_READ_FLOATS = 2**24  # consumer cores x inputs whose receptive fields are computed at once (64 MB)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """`matrix[p, c]`: values (PIM) or spikes (spiking) core p sends core c per inference; `layer_of[c]`: the
+    index (in `layers`) of the layer core c belongs to."""
+
+    matrix: sp.csr_matrix
+    layer_of: np.ndarray
+    layers: tuple[str, ...]
+
+    @property
+    def cores(self) -> int:
+        return len(self.layer_of)
+
+
+def wired_labels(graph: Graph, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """For every node, the label of the core-op output each of its values is (`labels[core-op]`, shaped as its
+    per-sample output), carried through the wiring; -1 for a value the host sends. Batch axis of 1."""
+    shapes = infer_shapes(graph)
+    out: dict[str, torch.Tensor] = {}
+    for node in graph:
+        op = node.op
+        if isinstance(op, o.CoreOp):
+            out[node.name] = torch.as_tensor(labels[node.name], dtype=torch.float64)[None]
+        elif isinstance(op, (o.Input, o.Readout)) or graph.host_input(node.name):
+            out[node.name] = torch.full((1, *shapes[node.name]), -1.0, dtype=torch.float64)
+        elif isinstance(op, o.Pad):  # a pad the host sends
+            out[node.name] = FLOAT_EXEC[o.Pad](o.Pad(op.padding, (-1.0,)), [out[node.inputs[0]]])
+        else:
+            out[node.name] = FLOAT_EXEC[type(op)](op, [out[s] for s in node.inputs])
+    return out
+
+
+def _reads(op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray, cores: np.ndarray) -> np.ndarray:
+    """(len(cores), inputs): which of its inputs each core (local index) reads through a live synapse."""
+    live = op.synapse_mask() if op.quant is None else op.quant.weight_int != 0
+    w = torch.as_tensor(live, dtype=torch.float32)
+    x = torch.zeros((len(cores), *in_shape), requires_grad=True)
+    ind = torch.as_tensor(owner[None] == cores.reshape(-1, *([1] * owner.ndim)), dtype=torch.float32)
+    (conv_core(x, w, None, op) * ind).sum().backward()
+    return (x.grad > 0).reshape(len(cores), -1).numpy()
+
+
+def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], stats: SpikeStats | None = None
+                 ) -> Traffic:
+    """Traffic between the cores of compiled `graph` per inference; `stats` (the spiking simulator's activity)
+    is required on a spiking chip."""
+    if hw.spiking and (stats is None or not stats.samples):
+        raise ConfigError("the traffic of a spiking chip needs the simulator's spike counts")
+    shapes = infer_shapes(graph)
+    offsets, start = {}, 0
+    for lr in layers:
+        offsets[lr.name], start = start, start + lr.crossbars
+    layer_of = np.repeat(np.arange(len(layers)), [lr.crossbars for lr in layers])
+    if hw.spiking:  # spikes per output per inference, each layer's spread evenly
+        rate = np.array([stats.spikes[lr.name] / stats.samples / stats.neurons[lr.name] for lr in layers])
+    else:
+        rate = np.ones(len(layers))
+    ids = wired_labels(graph, {lr.name: core_assignment(graph[lr.name].op, shapes[lr.name], hw) + offsets[lr.name]
+                               for lr in layers})
+    rows, cols, vals = [], [], []
+    for lr in layers:
+        node = graph[lr.name]
+        src = ids[node.inputs[0]][0].numpy().reshape(-1).astype(np.int64)
+        from_core = src >= 0
+        if not from_core.any():
+            continue
+        weight = np.where(from_core, rate[layer_of[np.maximum(src, 0)]], 0.0)
+        onehot = sp.csr_matrix((weight[from_core], (np.flatnonzero(from_core), src[from_core])),
+                               shape=(len(src), start))
+        owner = core_assignment(node.op, shapes[lr.name], hw)
+        per_chunk = max(1, _READ_FLOATS // len(src))
+        for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / per_chunk)):
+            sent = sp.csr_matrix(_reads(node.op, shapes[node.inputs[0]], owner, chunk).astype(np.float64)) @ onehot
+            coo = sent.tocoo()
+            rows.append(coo.col)
+            cols.append(coo.row + offsets[lr.name] + chunk[0])
+            vals.append(coo.data)
+    matrix = sp.csr_matrix((_cat(vals, np.float64), (_cat(rows, np.int64), _cat(cols, np.int64))), shape=(start, start))
+    return Traffic(matrix, layer_of, tuple(lr.name for lr in layers))
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """`width x height` cores in all; chips of `chip_width x chip_height` cores."""
+
+    width: int
+    height: int
+    chip_width: int
+    chip_height: int
+
+    @property
+    def size(self) -> int:
+        return self.width * self.height
+
+    def chip_of(self, xy: np.ndarray) -> np.ndarray:
+        """(N, 2) chip grid coordinates of cores at `xy`."""
+        return xy // np.array([self.chip_width, self.chip_height])
+
+
+def chip_shape(cores_per_chip: int) -> tuple[int, int]:
+    """The squarest ``width x height = cores_per_chip`` (width >= height): 16 -> 4 x 4, 128 -> 16 x 8."""
+    h = max(d for d in range(1, math.isqrt(cores_per_chip) + 1) if cores_per_chip % d == 0)
+    return cores_per_chip // h, h
+
+
+def build_mesh(cores: int, cores_per_chip: int | None = None, width: int | None = None,
+               height: int | None = None) -> Mesh:
+    """The mesh for a network of `cores` cores: `width x height` when given (a multiple of the chip's shape),
+    else chips in a near-square grid, as few as hold the cores."""
+    if (width is None) != (height is None):
+        raise ConfigError("give both mesh width and height, or neither")
+    if cores_per_chip is None:
+        side = math.isqrt(max(cores - 1, 0)) + 1
+        cw, ch = (width, height) if width is not None else (side, math.ceil(cores / side))
+    else:
+        cw, ch = chip_shape(cores_per_chip)
+    if width is not None:
+        if width % cw or height % ch:
+            raise ConfigError(f"mesh {width} x {height} is not a whole number of chips of {cw} x {ch} cores")
+        mesh = Mesh(width, height, cw, ch)
+    else:
+        chips = math.ceil(cores / (cw * ch))
+        across = math.isqrt(max(chips - 1, 0)) + 1
+        mesh = Mesh(across * cw, math.ceil(chips / across) * ch, cw, ch)
+    if mesh.size < cores:
+        raise ConfigError(f"the network needs {cores} cores but the mesh of {mesh.width} x {mesh.height} holds "
+                          f"{mesh.size}")
+    return mesh
+
+
+def place_in_order(cores: int, mesh: Mesh) -> np.ndarray:
+    """(cores, 2) x, y: core i on chip i // cores_per_chip (chips row-major), row-major within the chip."""
+    per_chip = mesh.chip_width * mesh.chip_height
+    i = np.arange(cores)
+    chip, within = i // per_chip, i % per_chip
+    chips_across = mesh.width // mesh.chip_width
+    x = (chip % chips_across) * mesh.chip_width + within % mesh.chip_width
+    y = (chip // chips_across) * mesh.chip_height + within // mesh.chip_width
+    return np.stack([x, y], axis=1)
+
+
+def _cells_of_used_chips(cores: int, mesh: Mesh) -> np.ndarray:
+    """Every cell of the chips the in-order placement uses."""
+    per_chip = mesh.chip_width * mesh.chip_height
+    return place_in_order(math.ceil(cores / per_chip) * per_chip, mesh)
+
+
+def _bisect(adj: sp.csr_matrix, first: int, seed: int) -> np.ndarray:
+    """Boolean: the vertices of the part of exactly `first` vertices (METIS, then the fewest moves)."""
+    n = adj.shape[0]
+    if first in (0, n):
+        return np.full(n, first == n)
+    if adj.nnz == 0:
+        part = np.arange(n) >= first
+    else:
+        weights = np.maximum(np.rint(adj.data / adj.data.max() * 10_000), 1).astype(np.int64)
+        _, labels = pymetis.part_graph(2, xadj=adj.indptr, adjncy=adj.indices, eweights=weights,
+                                       tpwgts=[first / n, 1 - first / n], options=pymetis.Options(seed=seed))
+        part = np.asarray(labels, dtype=bool)  # True: the second part
+    # move the vertices tied least to their side until the first part holds exactly `first`
+    while (~part).sum() != first:
+        grow_first = (~part).sum() < first
+        side = part if grow_first else ~part
+        gain = np.asarray(adj @ (~side).astype(np.float64) - adj @ side.astype(np.float64)).ravel()
+        candidates = np.flatnonzero(side)
+        move = candidates[np.argmax(gain[candidates])]
+        part[move] = not grow_first
+    return ~part
+
+
+def _pull(adj: sp.csr_matrix, part: np.ndarray, cells: np.ndarray, out: np.ndarray) -> float:
+    """Traffic x distance from the centre of `cells` to the cores already placed that the cores `part` talk to."""
+    placed = out[:, 0] >= 0
+    if not placed.any():
+        return 0.0
+    traffic = np.asarray(adj[part][:, placed].sum(axis=0)).ravel()
+    return float(traffic @ np.abs(out[placed] - cells.mean(axis=0)).sum(axis=1))
+
+
+def _place_recursive(adj: sp.csr_matrix, nodes: np.ndarray, cells: np.ndarray, out: np.ndarray, seed: int) -> None:
+    """Bisect `nodes` onto the two halves of `cells` (cut across their longer extent), each half of the nodes on
+    the side nearer the cores it talks to that are already placed (terminal propagation), and recurse."""
+    if len(nodes) == 0:
+        return
+    if len(nodes) == 1 or len(cells) == 1:
+        out[nodes] = cells[: len(nodes)]
+        return
+    axis = 0 if np.ptp(cells[:, 0]) >= np.ptp(cells[:, 1]) else 1
+    cells = cells[np.lexsort((cells[:, 1 - axis], cells[:, axis]))]
+    half = len(cells) // 2
+    first = int(np.clip(round(len(nodes) * half / len(cells)), len(nodes) - (len(cells) - half), half))
+    in_first = _bisect(adj[nodes][:, nodes], first, seed)
+    a, b = nodes[in_first], nodes[~in_first]
+    low, high = cells[:half], cells[half:]
+    if len(a) <= len(high) and len(b) <= len(low) and (
+            _pull(adj, a, high, out) + _pull(adj, b, low, out) < _pull(adj, a, low, out) + _pull(adj, b, high, out)):
+        low, high = high, low
+    _place_recursive(adj, a, low, out, seed)
+    _place_recursive(adj, b, high, out, seed)
+
+
+def place_partitioned(traffic: Traffic, mesh: Mesh, seed: int = 0) -> np.ndarray:
+    """(cores, 2) x, y by recursive bisection of the traffic graph onto the cells of the in-order chips."""
+    sym = (traffic.matrix + traffic.matrix.T).tocsr()
+    sym.setdiag(0)
+    sym.eliminate_zeros()
+    out = np.full((traffic.cores, 2), -1, dtype=np.int64)
+    _place_recursive(sym, np.arange(traffic.cores), _cells_of_used_chips(traffic.cores, mesh), out, seed)
+    return out
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Traffic routed XY on one placement, per inference."""
+
+    placement: str
+    xy: np.ndarray  # (cores, 2)
+    hops_x: np.ndarray  # per layer: values/spikes x east-west hops the layer's cores send
+    hops_y: np.ndarray  # per layer: north-south
+    chip_crossings: float  # values/spikes x chip boundaries crossed
+    chips: int
+
+    @property
+    def hops(self) -> float:
+        """Hop-weighted traffic: sum over packets of their hops."""
+        return float(self.hops_x.sum() + self.hops_y.sum())
+
+
+def route(traffic: Traffic, mesh: Mesh, xy: np.ndarray, placement: str) -> Routes:
+    coo = traffic.matrix.tocoo()
+    dx = np.abs(xy[coo.row, 0] - xy[coo.col, 0])
+    dy = np.abs(xy[coo.row, 1] - xy[coo.col, 1])
+    chip = mesh.chip_of(xy)
+    crossings = np.abs(chip[coo.row] - chip[coo.col]).sum(axis=1)
+    n = len(traffic.layers)
+    layer = traffic.layer_of[coo.row]
+    return Routes(placement, xy, np.bincount(layer, coo.data * dx, minlength=n),
+                  np.bincount(layer, coo.data * dy, minlength=n), float((coo.data * crossings).sum()),
+                  len(np.unique(chip[:, 0] * (mesh.width // mesh.chip_width + 1) + chip[:, 1])))
+
+
+def place(traffic: Traffic, mesh: Mesh, placement: str, seed: int = 0) -> Routes:
+    """Place the cores (`in_order` or `partitioned`) and route their traffic."""
+    if placement == "in_order":
+        xy = place_in_order(traffic.cores, mesh)
+    elif placement == "partitioned":
+        xy = place_partitioned(traffic, mesh, seed)
+    else:
+        raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)} (got {placement!r})")
+    return route(traffic, mesh, xy, placement)
