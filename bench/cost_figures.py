@@ -11,19 +11,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 import yaml
 
 from dse.compile import compile, load_model, prepare
+from dse.config import conf_dir
 from dse.cost.energy import network_cost
 from dse.cost.model import cost_from_dict
 from dse.cost.resources import layer_resources
 from dse.hardware.spec import HardwareSpec
 from dse.sim.evaluate import evaluate_chip
-from dse.tune.multiphase import TuneOptions
+from dse.tune import TuneOptions
 
-PRESETS = Path(__file__).resolve().parent.parent / "conf" / "hardware"
+PRESETS = conf_dir() / "hardware"
 
 
 def main() -> None:

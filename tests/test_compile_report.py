@@ -17,7 +17,7 @@ from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weigh
 from dse.passes import CompileState, PassError, register_step, run_steps
 from dse.passes.registry import STEPS
 from dse.sim.evaluate import compare, evaluate_chip
-from dse.tune.multiphase import TuneOptions
+from dse.tune import TuneOptions
 
 # report.json's keys in order, as `compile` wrote them before the report was typed (spiking: a spiking chip's)
 KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",

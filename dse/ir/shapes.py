@@ -9,7 +9,6 @@ import numpy as np
 
 from dse.ir import ops as o
 
-
 Shape = tuple[int, ...]
 
 

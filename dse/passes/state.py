@@ -18,7 +18,8 @@ from dse.cost.resources import LayerResources
 from dse.hardware.spec import HardwareSpec
 from dse.ir.graph import Graph
 from dse.sim.evaluate import ChipEvaluation
-from dse.tune.multiphase import CHUNK_FLOATS, BlockReport, TuneOptions
+from dse.tune import BlockReport, TuneOptions
+from dse.tune.walk import CHUNK_FLOATS
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 from dse.passes.registry import register_step
 from dse.passes.state import CompileState
 from dse.sim.float_exec import LazyForward
-from dse.tune.multiphase import tune_graph
+from dse.tune import tune_graph
 
 
 @register_step("tune")

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import yaml
 
+from dse.config import conf_dir
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 
-PRESETS = Path(__file__).resolve().parents[2] / "conf" / "hardware"
+PRESETS = conf_dir() / "hardware"
 
 # 128 x 128 cells of 2 bits, 4-bit signed weights as differential pairs: 2 cells x 2 columns -> 32 neurons a crossbar
 PIM_CHIP = HardwareSpec(name="pim", crossbar=Crossbar(128, 128, 2, True), weights=Weights(4), io=IO(4, 8))

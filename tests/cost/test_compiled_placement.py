@@ -12,7 +12,7 @@ from dse.compile import load_model, prepare
 from dse.cost.placement import build_mesh, core_traffic, place
 from dse.cost.resources import layer_resources
 from dse.sim.evaluate import evaluate_chip
-from dse.tune.multiphase import TuneOptions
+from dse.tune import TuneOptions
 
 
 def placements(model: str, test_samples: int) -> tuple[dict, int]:

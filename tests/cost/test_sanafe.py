@@ -27,7 +27,7 @@ from dse.cost.model import SpikingCost  # noqa: E402
 from dse.cost.placement import build_mesh, core_traffic, place  # noqa: E402
 from dse.cost.resources import depth, layer_resources  # noqa: E402
 from dse.sim.spiking import run_spiking  # noqa: E402
-from dse.tune.multiphase import TuneOptions  # noqa: E402
+from dse.tune import TuneOptions  # noqa: E402
 
 PJ = 1e-12
 
