@@ -9,13 +9,13 @@ Rules, applied until none fires (each is exact):
   (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as zeros only when
   its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that does not fold
   stays, as wiring on the chip.
-- Two Affines in a row merge; an Affine commutes past a Reshape.
-- An Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
-- An Affine before Conv/Linear consumers (input normalization) folds into their weights. A padded
-  convolution pads with zero in the normalized space, so when the Affine reads the network input (or a 1-D
+- Two ScaleShifts in a row merge; a ScaleShift commutes past a Reshape.
+- A ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
+- A ScaleShift before Conv/Linear consumers (input normalization) folds into their weights. A padded
+  convolution pads with zero in the normalized space, so when the ScaleShift reads the network input (or a 1-D
   signal's (C, 1, L) view of it) the padding moves onto the host as a `Pad` with value ``-shift / scale`` (the
   raw value that normalizes to zero).
-Whatever Affine is left becomes a core-op in `reform`.
+Whatever ScaleShift is left becomes a core-op in `reform`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
 from dse.passes.registry import register
 
 
-def per_channel(op: o.Affine, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The Affine's (scale, shift) as vectors over axis 0 of `shape`, or None if they vary along other axes."""
+def per_channel(op: o.ScaleShift, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ScaleShift's (scale, shift) as vectors over axis 0 of `shape`, or None if they vary along other axes."""
     scale = np.broadcast_to(op.scale, shape).reshape(shape[0], -1)
     shift = np.broadcast_to(op.shift, shape).reshape(shape[0], -1)
     if np.all(scale == scale[:, :1]) and np.all(shift == shift[:, :1]):
@@ -70,7 +70,7 @@ def fold_into_consumer(
 
 
 def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np.ndarray) -> o.Op:
-    """Affine(producer(x)) as one op."""
+    """ScaleShift(producer(x)) as one op."""
     w = np.asarray(producer.weight, dtype=np.float64)
     new_w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
     new_b = _bias(producer) * scale + shift
@@ -141,16 +141,16 @@ def _step(g: Graph) -> Graph | None:
             return r.result()
         if isinstance(op, o.Pad) and _fold_pad(r, g, node, users):
             return r.result()
-        if not isinstance(op, o.Affine):
+        if not isinstance(op, o.ScaleShift):
             continue
         src = node.inputs[0]
         in_shape = r.shapes[src]
         producer = g[src].op
-        if len(users) == 1 and isinstance(users[0].op, o.Affine):
+        if len(users) == 1 and isinstance(users[0].op, o.ScaleShift):
             nxt = users[0].op
             scale = np.asarray(nxt.scale, np.float64) * np.asarray(op.scale, np.float64)
             shift = np.asarray(op.shift, np.float64) * np.asarray(nxt.scale, np.float64) + np.asarray(nxt.shift)
-            r.set_op(users[0].name, o.Affine(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
+            r.set_op(users[0].name, o.ScaleShift(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
             r.bypass(name)
             return r.result()
         if len(users) == 1 and isinstance(users[0].op, o.Reshape):
@@ -161,8 +161,8 @@ def _step(g: Graph) -> Graph | None:
                 scale = np.broadcast_to(op.scale, in_shape).reshape(out_shape)
                 shift = np.broadcast_to(op.shift, in_shape).reshape(out_shape)
                 r.set_op(reshape.name, reshape.op, node.inputs)
-                r.set_op(name, o.Affine(scale.copy(), shift.copy()), (reshape.name,))
-                # the Affine now follows the Reshape: move it after it in the order
+                r.set_op(name, o.ScaleShift(scale.copy(), shift.copy()), (reshape.name,))
+                # the ScaleShift now follows the Reshape: move it after it in the order
                 r.order.remove(name)
                 r.order.insert(r.order.index(reshape.name) + 1, name)
                 for u in users_of(r, reshape.name, exclude=name):
