@@ -116,16 +116,6 @@ def _merge(terms: list[_Term]) -> list[_Term]:
     return out
 
 
-def _slice(terms: list[_Term], start: int, stop: int) -> list[_Term]:
-    out, offset = [], 0
-    for t in terms:
-        lo, hi = max(start, offset), min(stop, offset + t.size)
-        if lo < hi:
-            out.append(replace(t, start=t.start + lo - offset, stop=t.start + hi - offset))
-        offset += t.size
-    return out
-
-
 class _Exporter:
     def __init__(self, graph: Graph, hw: HardwareSpec) -> None:
         self.graph, self.hw = graph, hw
@@ -139,6 +129,9 @@ class _Exporter:
         self.names: set[str] = set()
         self.output_names: list[str] = []
         self.output_meta: dict[str, Any] = {}
+        self.host_pad: o.Pad | None = None  # set by `run` (see `_host_pad`), as are:
+        self.fused: dict[str, list[str]] = {}  # concat -> the sibling cores it fuses into one layer
+        self.deferred: set[str] = set()  # cores emitted with the concat that fuses them
 
     # --- naming ------------------------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:

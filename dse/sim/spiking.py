@@ -24,7 +24,7 @@ import torch
 
 from dse.hardware.spec import Neuron
 from dse.ir import ops as o
-from dse.ir.graph import Graph
+from dse.ir.graph import Graph, Node
 from dse.ir.wiring import WIRING, pad_with
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
 
@@ -133,17 +133,19 @@ class _Batch:
     stats: SpikeStats
 
 
-SpikingRule = Callable[[str, o.Op, list[Tensor], list[float], _Batch], tuple[Tensor, float]]
-"""A chip op on spike trains: (node name, op, its inputs' trains (N, T, ...), the value of one spike count of
-each, the batch) -> (its trains, the value of one of its counts). The input node is given the real inputs."""
+SpikingRule = Callable[[Node, list[Tensor], list[float], _Batch], tuple[Tensor, float]]
+"""A chip op on spike trains: (its node, its inputs' trains (N, T, ...), the value of one spike count of each,
+the batch) -> (its trains, the value of one of its counts). The input node is given the real inputs."""
 
 
-def _input(name: str, op: o.Input, xs: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+def _input(node: Node, xs: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    op = node.op
     codes = torch.clamp(torch.round(xs[0] / op.scale), 0, op.code_max)
     return encode(codes, batch.neuron.timesteps, batch.neuron.encoding, batch.generator), op.scale
 
 
-def _core(name: str, op: o.CoreOp, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+def _core(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    name, op = node.name, node.op
     out = core_trains(op, trains[0], batch.neuron)
     batch.stats.spikes[name] = float(out.sum())
     batch.stats.events[name] = synaptic_events(op, trains[0].sum(dim=1))
@@ -151,19 +153,18 @@ def _core(name: str, op: o.CoreOp, trains: list[Tensor], steps: list[float], bat
     return out, op.quant.out_scale
 
 
-def _readout(name: str, op: o.Readout, trains: list[Tensor], steps: list[float], batch: _Batch
-             ) -> tuple[Tensor, float]:
+def _readout(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
     """The host's decoding (copies summed, pos - neg), step by step."""
-    return FLOAT_EXEC[o.Readout](op, [trains[0].transpose(1, 2)]).transpose(1, 2), steps[0]
+    return FLOAT_EXEC[o.Readout](node.op, [trains[0].transpose(1, 2)]).transpose(1, 2), steps[0]
 
 
-def _pad(name: str, op: o.Pad, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
-    return pad_trains(trains[0], op, steps[0], batch.neuron), steps[0]
+def _pad(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    return pad_trains(trains[0], node.op, steps[0], batch.neuron), steps[0]
 
 
-def route(name: str, op: o.Op, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+def route(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
     """A wiring op moves trains; one step for the whole value is enough to decode it (the first input's)."""
-    return wire(op, trains), steps[0]
+    return wire(node.op, trains), steps[0]
 
 
 SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
@@ -200,8 +201,7 @@ def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int 
             rule = SPIKING_EXEC.get(type(node.op))
             if rule is None:
                 raise TypeError(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
-            trains[node.name], scales[node.name] = rule(node.name, node.op, ins, [scales[s] for s in node.inputs],
-                                                        batch)
+            trains[node.name], scales[node.name] = rule(node, ins, [scales[s] for s in node.inputs], batch)
         outs.append((trains[out_name].sum(dim=1) * scales[out_name]).numpy())
         for k in keep:
             kept[k].append(trains[k].sum(dim=1).numpy())
