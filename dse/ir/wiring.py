@@ -1,7 +1,7 @@
 """Routing of the wiring ops: one table, keyed by op type, that every consumer of wiring reads.
 
 A wiring op only moves values along the channel axis (or reshapes them); it computes nothing. Every part of
-the compiler needs the same two facts about it, in its own units:
+the compiler needs the same facts about it, in its own units:
 
 - `move(op, xs, lead)`: the op applied to tensors whose channel axis comes after `lead` leading axes (1: the
   batch, as the float and integer executors hold values and codes; 2: batch and time, as the spiking
@@ -16,8 +16,13 @@ the compiler needs the same two facts about it, in its own units:
   scale with their channel (equalization must not rescale them; spike trains cannot carry them, the host
   sends their trains).
 
-Adding a wiring op: its dataclass in `dse.ir.ops` (and `WIRING_OPS`), its entry here, and the executor entries
-listed in docs/architecture.md; `tests/sim/test_op_tables.py` names any table that lacks it.
+Adding a wiring op: its dataclass in `dse.ir.ops` (listed in `WIRING_OPS`), its entry here and in
+`dse.ir.shapes.SHAPE_RULES`, and the generic wiring rule in each executor's table: `FLOAT_EXEC`
+(`dse.sim.float_exec.route`), `INTEGER_EXEC` (`dse.sim.integer.route`), `SPIKING_EXEC` (`dse.sim.spiking.route`),
+`dse.passes.equalize.CHANNEL_RULES` (`route`) and `dse.frontends.nir_export.NIR_EXPORT` (`route_channels`, for an
+op that routes whole channels). Tuning reads this table directly; `dse.ir.serialize.OP_TYPES` takes every op of
+`ALL_OPS`. `tests/sim/test_op_tables.py` names any table that lacks it, and shows it for an op defined in the
+test.
 """
 
 from __future__ import annotations

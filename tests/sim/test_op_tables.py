@@ -1,4 +1,8 @@
-"""Behaviour lives in tables keyed by op type: every table covers every op, and the tables agree."""
+"""Behaviour lives in tables keyed by op type: every table covers every op, and the tables agree.
+
+`missing_entries` is the coverage check; a wiring op defined here (`Roll`) shows what adding one takes: one
+entry per table makes it equalize, tune and run on every executor as the `Gather` it equals, and each entry
+left out is named by the check."""
 
 from __future__ import annotations
 
