@@ -197,11 +197,7 @@ CHANNEL_RULES: dict[type[o.Op], Callable[[_Equalizer, Node, list[np.ndarray]], n
     o.Input: _input,
     o.Readout: _readout,
     o.CoreOp: _core,
-    o.Reshape: route,
-    o.Slice: route,
-    o.Gather: route,
-    o.Concat: route,
-    o.Pad: route,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad), route),
 }
 
 

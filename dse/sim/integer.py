@@ -79,11 +79,8 @@ INTEGER_EXEC: dict[type[o.Op], IntegerRule] = {
     o.Input: _input,
     o.CoreOp: _core,
     o.Readout: _readout,
-    o.Reshape: route,
-    o.Slice: route,
-    o.Gather: route,
-    o.Concat: route,
-    o.Pad: _pad,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
+    o.Pad: _pad,  # the pad value, in codes
 }
 
 

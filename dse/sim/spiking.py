@@ -171,11 +171,8 @@ SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
     o.Input: _input,
     o.CoreOp: _core,
     o.Readout: _readout,
-    o.Reshape: route,
-    o.Slice: route,
-    o.Gather: route,
-    o.Concat: route,
-    o.Pad: _pad,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
+    o.Pad: _pad,  # the host sends the trains of a non-zero pad value
 }
 
 
