@@ -101,19 +101,19 @@ class Preprocess:
 
 
 def normalize_in_graph(graph: Graph, preprocess: Preprocess) -> Graph:
-    """`graph` reading unnormalized pixels: an Affine ``(x - mean) / std`` between its Input and the rest."""
+    """`graph` reading unnormalized pixels: a ScaleShift ``(x - mean) / std`` between its Input and the rest."""
     if preprocess.mean is None:
         return graph
     inp = graph.input.name
     name = next(f"{inp}_normalize{i or ''}" for i in range(len(graph) + 1) if f"{inp}_normalize{i or ''}" not in graph)
     std = np.asarray(preprocess.std, np.float64).reshape(-1, 1, 1)
-    affine = o.Affine((1.0 / std).astype(np.float32), (-np.asarray(preprocess.mean).reshape(-1, 1, 1) / std)
-                      .astype(np.float32))
+    scale_shift = o.ScaleShift((1.0 / std).astype(np.float32),
+                               (-np.asarray(preprocess.mean).reshape(-1, 1, 1) / std).astype(np.float32))
     nodes = []
     for n in graph:
         nodes.append(Node(n.name, n.op, tuple(name if s == inp else s for s in n.inputs), n.block))
         if n.name == inp:
-            nodes.append(Node(name, affine, (inp,)))
+            nodes.append(Node(name, scale_shift, (inp,)))
     return graph.replace_nodes(nodes, [name if s == inp else s for s in graph.outputs])
 
 

@@ -53,6 +53,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -64,8 +65,9 @@ import numpy as np
 from dse.errors import ConfigError, UnsupportedOpError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
-from dse.ir.graph import Graph
+from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
+from dse.ir.wiring import WIRING
 
 __all__ = ["export_nir", "input_trains", "write_nir"]
 
@@ -114,16 +116,6 @@ def _merge(terms: list[_Term]) -> list[_Term]:
     return out
 
 
-def _slice(terms: list[_Term], start: int, stop: int) -> list[_Term]:
-    out, offset = [], 0
-    for t in terms:
-        lo, hi = max(start, offset), min(stop, offset + t.size)
-        if lo < hi:
-            out.append(replace(t, start=t.start + lo - offset, stop=t.start + hi - offset))
-        offset += t.size
-    return out
-
-
 class _Exporter:
     def __init__(self, graph: Graph, hw: HardwareSpec) -> None:
         self.graph, self.hw = graph, hw
@@ -137,6 +129,9 @@ class _Exporter:
         self.names: set[str] = set()
         self.output_names: list[str] = []
         self.output_meta: dict[str, Any] = {}
+        self.host_pad: o.Pad | None = None  # set by `run` (see `_host_pad`), as are:
+        self.fused: dict[str, list[str]] = {}  # concat -> the sibling cores it fuses into one layer
+        self.deferred: set[str] = set()  # cores emitted with the concat that fuses them
 
     # --- naming ------------------------------------------------------------------------------------------
     def _fresh(self, base: str) -> str:
@@ -161,49 +156,17 @@ class _Exporter:
             raise ConfigError(
                 f"NIR export needs a spiking chip (hardware.neuron.model if or lif, got {self.hw.neuron.model!r})"
             )
-        host_pad = self._host_pad()
-        fused = self._fusable_concats()
-        deferred = {core for cores in fused.values() for core in cores}
+        self.host_pad = self._host_pad()
+        self.fused = self._fusable_concats()
+        self.deferred = {core for cores in self.fused.values() for core in cores}
         for node in self.graph:
-            op = node.op
-            if isinstance(op, o.Input):
-                self._input(node.name, op, host_pad)
-            elif isinstance(op, o.CoreOp):
-                if op.quant is None:
-                    raise UnsupportedOpError("CoreOp", node.name, "not in integer form (export a compiled graph)")
-                if node.name not in deferred:
-                    self._layer(node.name, [node.name])
-            elif node.name in fused and self._agree_on_padding(fused[node.name]):
-                self._layer(node.name, fused[node.name])
-            elif node.name in fused:  # cannot fuse after all: emit the cores one by one, then join them
-                for core in fused[node.name]:
-                    self._layer(core, [core])
-                self.values[node.name] = _merge([t for src in node.inputs for t in self.values[src]])
-                self.scales[node.name] = self.scales[node.inputs[0]]
-            elif isinstance(op, o.Pad):
-                self._pad(node.name, op, node.inputs[0], host_pad)
-            elif isinstance(op, o.Reshape):
-                self._reshape(node.name, op, node.inputs[0])
-            elif isinstance(op, o.Slice):
-                self.values[node.name] = _slice(self.values[node.inputs[0]], op.start, op.stop)
-                self.scales[node.name] = self.scales[node.inputs[0]]
-            elif isinstance(op, o.Gather):  # one range per routed channel; a weight node sums repeats
-                src = self.values[node.inputs[0]]
-                self.values[node.name] = _merge([t for i in op.index for t in _slice(src, int(i), int(i) + 1)])
-                self.scales[node.name] = self.scales[node.inputs[0]]
-            elif isinstance(op, o.Concat):
-                if op.axis != 0:
-                    raise UnsupportedOpError("Concat", node.name, f"axis {op.axis}: NIR export joins channels only")
-                self.values[node.name] = _merge([t for src in node.inputs for t in self.values[src]])
-                self.scales[node.name] = self.scales[node.inputs[0]]
-            elif isinstance(op, o.Readout):  # the host decodes: the chip's output is the pair of trains
-                self.values[node.name] = self.values[node.inputs[0]]
-                self.scales[node.name] = self.scales[node.inputs[0]]
-            else:
-                raise UnsupportedOpError(type(op).__name__, node.name, "not a chip op (export a compiled graph)")
+            rule = NIR_EXPORT.get(type(node.op))
+            if rule is None:
+                raise UnsupportedOpError(type(node.op).__name__, node.name, "not a chip op (export a compiled graph)")
+            rule(self, node)
         for i, out in enumerate(self.graph.outputs):
             self._output(out, "output" if i == 0 else f"output_{out}")
-        return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=self._graph_metadata(host_pad))
+        return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=self._graph_metadata(self.host_pad))
 
     def _graph_metadata(self, host_pad: o.Pad | None) -> dict[str, Any]:
         n, inp = self.hw.neuron, self.graph.input.op
@@ -233,10 +196,11 @@ class _Exporter:
         assert isinstance(pads[0].op, o.Pad)
         return pads[0].op
 
-    def _input(self, name: str, op: o.Input, host_pad: o.Pad | None) -> None:
+    def _input(self, node: Node) -> None:
+        name, op = node.name, node.op
         shape = tuple(int(s) for s in op.shape)
-        if host_pad is not None:
-            top, left, bottom, right = host_pad.padding
+        if self.host_pad is not None:
+            top, left, bottom, right = self.host_pad.padding
             shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
         self.nodes["input"] = nir.Input(input_type={"input": np.array(shape)})  # encoding: graph metadata
         self.names.add("input")
@@ -283,10 +247,28 @@ class _Exporter:
             offset += t.size
         return names
 
+    def _readout(self, node: Node) -> None:
+        """The host decodes: the chip's output is the pair of trains."""
+        self.values[node.name] = self.values[node.inputs[0]]
+        self.scales[node.name] = self.scales[node.inputs[0]]
+
     # --- wiring ------------------------------------------------------------------------------------------
-    def _pad(self, name: str, op: o.Pad, src: str, host_pad: o.Pad | None) -> None:
+    def _concat(self, node: Node) -> None:
+        if node.name not in self.fused:
+            if node.op.axis != 0:
+                raise UnsupportedOpError("Concat", node.name, f"axis {node.op.axis}: NIR export joins channels only")
+            route_channels(self, node)
+        elif self._agree_on_padding(self.fused[node.name]):
+            self._layer(node.name, self.fused[node.name])
+        else:  # cannot fuse after all: emit the cores one by one, then join them
+            for core in self.fused[node.name]:
+                self._layer(core, [core])
+            route_channels(self, node)
+
+    def _pad(self, node: Node) -> None:
+        name, op, src = node.name, node.op, node.inputs[0]
         self.scales[name] = self.scales[src]
-        if op is host_pad:  # already in the input frame
+        if op is self.host_pad:  # already in the input frame
             self.values[name] = self.values[src]
             return
         if any(op.value):
@@ -294,7 +276,8 @@ class _Exporter:
         self.values[name] = [replace(t, pad=tuple(a + b for a, b in zip(t.pad, op.padding, strict=True)))
                              for t in self.values[src]]
 
-    def _reshape(self, name: str, op: o.Reshape, src: str) -> None:
+    def _reshape(self, node: Node) -> None:
+        name, op, src = node.name, node.op, node.inputs[0]
         self.scales[name] = self.scales[src]
         before, after = tuple(self.shapes[src]), tuple(op.shape)
         if before == after:
@@ -318,6 +301,12 @@ class _Exporter:
         self.values[name] = _merge(terms)
 
     # --- cores -------------------------------------------------------------------------------------------
+    def _core(self, node: Node) -> None:
+        if node.op.quant is None:
+            raise UnsupportedOpError("CoreOp", node.name, "not in integer form (export a compiled graph)")
+        if node.name not in self.deferred:  # a core of a fused concat is emitted with the concat
+            self._layer(node.name, [node.name])
+
     def _fusable_concats(self) -> dict[str, list[str]]:
         """Concats of sibling cores read by nothing else, all dense or all convolutions of one geometry: each
         becomes one NIR layer (whether their inputs agree is checked when the concat is reached)."""
@@ -419,6 +408,35 @@ class _Exporter:
             return nir.IF(r=np.ones_like(threshold), v_threshold=threshold, metadata=meta)
         tau = np.full_like(threshold, -1.0 / math.log(n.decay), dtype=np.float64)
         return nir.LIF(tau=tau, r=tau.copy(), v_leak=np.zeros_like(tau), v_threshold=threshold, metadata=meta)
+
+
+def route_channels(ex: _Exporter, node: Node) -> None:
+    """A wiring op that routes channels (`dse.ir.wiring`): its value is the channels of its inputs' NIR ranges
+    that the routing picks, joined back into ranges (a repeated channel is read twice by the weight node)."""
+    channels = [(t.src, ch, t.pad) for s in node.inputs for t in ex.values[s] for ch in range(t.start, t.stop)]
+    ids, offset = [], 0
+    for s in node.inputs:
+        ids.append(np.arange(offset, offset + ex.shapes[s][0]))
+        offset += ex.shapes[s][0]
+    picked, mixed = WIRING[type(node.op)].channels(node.op, ids, [ex.shapes[s] for s in node.inputs],
+                                                   ex.shapes[node.name])
+    if mixed.any():
+        raise UnsupportedOpError(type(node.op).__name__, node.name, "mixes channels (NIR export routes whole ones)")
+    ex.values[node.name] = _merge([_Term(src, ch, ch + 1, pad) for src, ch, pad in (channels[i] for i in picked)])
+    ex.scales[node.name] = ex.scales[node.inputs[0]]
+
+
+NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
+    o.Input: _Exporter._input,
+    o.CoreOp: _Exporter._core,
+    o.Readout: _Exporter._readout,
+    o.Reshape: _Exporter._reshape,
+    o.Slice: route_channels,
+    o.Gather: route_channels,
+    o.Concat: _Exporter._concat,
+    o.Pad: _Exporter._pad,
+}
+"""How each chip op becomes NIR nodes (or NIR ranges of the values it routes), keyed by op type."""
 
 
 def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:

@@ -13,7 +13,7 @@ batch entry is a sentinel, so ``x.view(x.size(0), -1)`` folds to a Reshape with 
 A 1-D signal (N, C, L) is computed on as the image (N, C, 1, L): 1-D convolutions, pooling, pads, BatchNorm
 and element-wise ops act on that image (kernel (1, k)), and a Reshape views it as (C, L) again where an op
 needs that shape; the model's input keeps its (C, L) shape. A zero Pad becomes an IR `Pad`, which
-canonicalize folds into the convolution or pooling that reads it. HardSigmoid is exact (an Affine and a
+canonicalize folds into the convolution or pooling that reads it. HardSigmoid is exact (a ScaleShift and a
 Clip(0, 1)); HardSwish, also when written as ``x * HardSigmoid(x)``, is an IR op the chip approximates. See
 docs/importer.md for every accepted form and what is refused.
 
@@ -684,7 +684,7 @@ class _Importer:
                                          "(broadcasting between tensors is not supported)")
             if op == "Sub":  # a - b = a + (-1) * b
                 neg = np.array(-1.0, dtype=np.float32)
-                xb = self.emit(f"{node.output[0]}_neg", o.Affine(scale=neg, shift=np.zeros_like(neg)), xb)
+                xb = self.emit(f"{node.output[0]}_neg", o.ScaleShift(scale=neg, shift=np.zeros_like(neg)), xb)
             y = self.emit(node.output[0], o.Add(), xa, xb)
             self.bind(node, self.signal(node.output[0], y) if one_d else y)
             return
@@ -705,9 +705,9 @@ class _Importer:
                 scale, shift = 1.0 / c, zero
         scale, shift = np.broadcast_arrays(scale, shift)  # same shape: simpler for the passes that fold them
         if self.is_signal(x):
-            self.bind_on_image(node, o.Affine(scale=_f32(_on_image(scale)), shift=_f32(_on_image(shift))), x)
+            self.bind_on_image(node, o.ScaleShift(scale=_f32(_on_image(scale)), shift=_f32(_on_image(shift))), x)
             return
-        self.bind(node, self.emit(node.output[0], o.Affine(scale=_f32(scale), shift=_f32(shift)), x))
+        self.bind(node, self.emit(node.output[0], o.ScaleShift(scale=_f32(scale), shift=_f32(shift)), x))
 
     def _prelu(self, node: NodeProto, name: str) -> None:
         """PRelu (a constant slope) and LeakyRelu (the scalar `alpha`): ``x if x >= 0 else slope * x``."""
@@ -736,13 +736,13 @@ class _Importer:
                                  "activations")
 
     def _hard_sigmoid(self, node: NodeProto, name: str) -> None:
-        """``max(0, min(1, alpha * x + beta))``: piecewise linear, so exact as an Affine and a Clip(0, 1) (two ReLU
+        """``max(0, min(1, alpha * x + beta))``: piecewise linear, so exact as a ScaleShift and a Clip(0, 1) (two ReLU
         outputs on a chip), not approximated."""
         attrs = _attrs(node)
         alpha, beta = float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5))
         x = self.data(node, name, 0)
         one_d = self.is_signal(x)
-        lin = o.Affine(scale=np.array(alpha, np.float32), shift=np.array(beta, np.float32))
+        lin = o.ScaleShift(scale=np.array(alpha, np.float32), shift=np.array(beta, np.float32))
         y = self.emit(node.output[0], o.Clip(lo=0.0, hi=1.0),
                       self.emit(f"{node.output[0]}_lin", lin, self.image(x) if one_d else x))
         self.bind(node, self.signal(node.output[0], y) if one_d else y)
@@ -834,11 +834,11 @@ class _Importer:
         scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
         shift = beta - mean * scale
         if len(per) == 2:  # a (C, L) signal: on its (C, 1, L) image, like the convolution before it
-            op = o.Affine(scale=_f32(scale.reshape(-1, 1, 1)), shift=_f32(shift.reshape(-1, 1, 1)))
+            op = o.ScaleShift(scale=_f32(scale.reshape(-1, 1, 1)), shift=_f32(shift.reshape(-1, 1, 1)))
             self.bind_on_image(node, op, x)
             return
         shape = (channels,) + (1,) * (len(per) - 1)  # (C, 1, 1) for images, (C,) for vectors
-        op = o.Affine(scale=_f32(scale.reshape(shape)), shift=_f32(shift.reshape(shape)))
+        op = o.ScaleShift(scale=_f32(scale.reshape(shape)), shift=_f32(shift.reshape(shape)))
         self.bind(node, self.emit(node.output[0], op, x))
 
     def _pad(self, node: NodeProto, name: str) -> None:

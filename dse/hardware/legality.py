@@ -7,6 +7,7 @@ import numpy as np
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
+from dse.ir.wiring import WIRING
 
 
 def feeds_core(graph: Graph) -> dict[str, bool]:
@@ -14,7 +15,7 @@ def feeds_core(graph: Graph) -> dict[str, bool]:
     feeds: dict[str, bool] = {}
     for node in reversed(graph.nodes):
         feeds[node.name] = any(
-            isinstance(u.op, o.CoreOp) or (isinstance(u.op, o.WIRING_OPS) and feeds[u.name])
+            isinstance(u.op, o.CoreOp) or (type(u.op) in WIRING and feeds[u.name])
             for u in graph.consumers(node.name)
         )
     return feeds

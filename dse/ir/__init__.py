@@ -3,7 +3,6 @@
 from dse.ir.graph import Graph, Node
 from dse.ir.ops import (
     Add,
-    Affine,
     AvgPool,
     Clip,
     Concat,
@@ -23,6 +22,7 @@ from dse.ir.ops import (
     Readout,
     Relu,
     Reshape,
+    ScaleShift,
     Sigmoid,
     Silu,
     Slice,
@@ -31,8 +31,8 @@ from dse.ir.ops import (
 )
 
 __all__ = [
-    "Add", "Affine", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
+    "Add", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
     "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
-    "Sigmoid", "Silu", "Slice",
+    "ScaleShift", "Sigmoid", "Silu", "Slice",
     "Softmax", "Tanh",
 ]

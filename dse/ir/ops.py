@@ -5,9 +5,10 @@ per-sample shape). Image tensors are (N, C, H, W); vectors are (N, F).
 
 Two families live here. The *network ops* are what the ONNX importer produces (Conv, Linear, Relu, ...).
 The *chip ops* are what a compiled network may contain: `CoreOp` (the only thing that computes), wiring that
-only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`), and the host's encoder (`Input`) and
-decoder (`Readout`). Behaviour lives in tables keyed by op type (`dse.ir.shapes`, `dse.sim.float_exec`, ...),
-not in methods, so that a test can check every op is covered by every table.
+only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`, `Pad`: their routing is
+`dse.ir.wiring.WIRING`), and the host's encoder (`Input`) and decoder (`Readout`). Behaviour lives in tables
+keyed by op type (`dse.ir.shapes`, `dse.ir.wiring`, `dse.sim.float_exec`, ...), not in methods, so that a test
+can check every op is covered by every table (tests/sim/test_op_tables.py).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ class Linear(Op):
 
 
 @dataclass(frozen=True, eq=False)
-class Affine(Op):
-    """``y = x * scale + shift``, both broadcast against the per-sample shape (BatchNorm, Mul/Add/Sub/Div by
-    constants, input normalization)."""
+class ScaleShift(Op):
+    """``y = x * scale + shift``, element-wise, both broadcast against the per-sample shape (BatchNorm, Mul/Add/
+    Sub/Div by constants, input normalization). Not NIR's Affine, which is ``W x + b`` (a `Linear`). Files
+    written before the rename call it Affine (`dse.ir.serialize` reads both)."""
 
     scale: np.ndarray
     shift: np.ndarray
@@ -297,7 +299,7 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, Affine, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Softmax, MaxPool, AvgPool,
+    Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Softmax, MaxPool, AvgPool,
     GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)

@@ -18,8 +18,13 @@ from dse.errors import ModelError
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 
-FORMAT = "dse-graph/1"
-_OPS = {cls.__name__: cls for cls in o.ALL_OPS}
+FORMAT = "dse-graph/2"
+OP_TYPES: dict[str, type[o.Op]] = {cls.__name__: cls for cls in o.ALL_OPS}
+"""The op type a file's node names (its class name); a new op type is readable once it is here."""
+RENAMED: dict[str, dict[str, str]] = {  # per readable format, the old names of op types renamed since
+    "dse-graph/1": {"Affine": "ScaleShift"},
+    FORMAT: {},
+}
 
 
 def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -73,13 +78,16 @@ def load_graph(path: str | Path) -> tuple[Graph, dict[str, Any]]:
     try:
         with np.load(path, allow_pickle=False) as data:
             doc = json.loads(bytes(data["__graph__"]).decode())
-            if doc.get("format") != FORMAT:
+            if doc.get("format") not in RENAMED:
                 raise ModelError(f"{path}: not a dse graph file (format {doc.get('format')!r})")
             arrays = {k: data[k] for k in data.files if k != "__graph__"}
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"{path}: cannot read a dse graph file ({exc})") from None
     nodes = []
     for n in doc["nodes"]:
-        op = _OPS[n["op"]](**{k: _decode(v, arrays) for k, v in n["fields"].items()})
+        op_type = OP_TYPES.get(RENAMED[doc["format"]].get(n["op"], n["op"]))
+        if op_type is None:
+            raise ModelError(f"{path}: node {n['name']!r} has an unknown op type {n['op']!r}")
+        op = op_type(**{k: _decode(v, arrays) for k, v in n["fields"].items()})
         nodes.append(Node(n["name"], op, tuple(n["inputs"]), n["block"]))
     return Graph(tuple(nodes), tuple(doc["outputs"])), doc["meta"]

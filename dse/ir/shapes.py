@@ -52,7 +52,7 @@ def _same(op: o.Op, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
-def _affine(op: o.Affine, ins: list[Shape]) -> Shape:
+def _scale_shift(op: o.ScaleShift, ins: list[Shape]) -> Shape:
     return tuple(np.broadcast_shapes(ins[0], op.scale.shape, op.shift.shape))
 
 
@@ -83,7 +83,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Pad: _pad,
     o.Conv: _conv,
     o.Linear: lambda op, ins: (op.weight.shape[0],),
-    o.Affine: _affine,
+    o.ScaleShift: _scale_shift,
     o.Add: _same,
     o.Relu: _same,
     o.PRelu: _same,

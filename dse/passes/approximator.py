@@ -17,7 +17,7 @@ import numpy as np
 from dse.ir import ops as o
 
 # The element-wise ops the chip lacks, by IR op type, as numpy functions. (HardSigmoid is piecewise linear and
-# imports exactly as an Affine and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3]; Silu is
+# imports exactly as a ScaleShift and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3]; Silu is
 # x * Sigmoid(x).)
 FUNCTIONS: dict[type[o.Op], Callable[[np.ndarray], np.ndarray]] = {
     o.Sigmoid: lambda x: 1.0 / (1.0 + np.exp(-x)),

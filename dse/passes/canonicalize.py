@@ -13,14 +13,14 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
-- `merge_affines`: two Affines in a row merge; `affine_past_reshape`: an Affine commutes past a Reshape.
-- `fold_affine_into_producer`: an Affine after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
-- `fold_affine_into_consumers`: an Affine before Conv/Linear consumers (input normalization) folds into their
+- `merge_scale_shifts`: two ScaleShifts in a row merge; `scale_shift_past_reshape`: a ScaleShift commutes past a Reshape.
+- `fold_scale_shift_into_producer`: a ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
+- `fold_scale_shift_into_consumers`: a ScaleShift before Conv/Linear consumers (input normalization) folds into their
   weights. A padded
-  convolution pads with zero in the normalized space, so when the Affine reads the network input (or a 1-D
+  convolution pads with zero in the normalized space, so when the ScaleShift reads the network input (or a 1-D
   signal's (C, 1, L) view of it) the padding moves onto the host as a `Pad` with value ``-shift / scale`` (the
   raw value that normalizes to zero).
-Whatever Affine is left becomes a core-op in `reform`.
+Whatever ScaleShift is left becomes a core-op in `reform`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from dse.ir.shapes import SHAPE_RULES, Shape
 from dse.passes.registry import register
 
 
-def per_channel(op: o.Affine, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The Affine's (scale, shift) as vectors over axis 0 of `shape`, or None if they vary along other axes."""
+def per_channel(op: o.ScaleShift, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ScaleShift's (scale, shift) as vectors over axis 0 of `shape`, or None if they vary along other axes."""
     scale = np.broadcast_to(op.scale, shape).reshape(shape[0], -1)
     shift = np.broadcast_to(op.shift, shape).reshape(shape[0], -1)
     if np.all(scale == scale[:, :1]) and np.all(shift == shift[:, :1]):
@@ -75,7 +75,7 @@ def fold_into_consumer(
 
 
 def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np.ndarray) -> o.Op:
-    """Affine(producer(x)) as one op."""
+    """ScaleShift(producer(x)) as one op."""
     w = np.asarray(producer.weight, dtype=np.float64)
     new_w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
     new_b = _bias(producer) * scale + shift
@@ -137,21 +137,21 @@ def fold_zero_pad(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
-def merge_affines(b: GraphBuilder, node: Node) -> bool:
-    """Two Affines in a row become one (in the second's place)."""
+def merge_scale_shifts(b: GraphBuilder, node: Node) -> bool:
+    """Two ScaleShifts in a row become one (in the second's place)."""
     users = b.readers(node.name)
-    if len(users) != 1 or not isinstance(users[0].op, o.Affine):
+    if len(users) != 1 or not isinstance(users[0].op, o.ScaleShift):
         return False
     op, nxt = node.op, users[0].op
     scale = np.asarray(nxt.scale, np.float64) * np.asarray(op.scale, np.float64)
     shift = np.asarray(op.shift, np.float64) * np.asarray(nxt.scale, np.float64) + np.asarray(nxt.shift)
-    b.replace(users[0].name, o.Affine(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
+    b.replace(users[0].name, o.ScaleShift(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
     b.bypass(node.name)
     return True
 
 
-def affine_past_reshape(b: GraphBuilder, node: Node) -> bool:
-    """An Affine read only by a Reshape moves after it (its constants reshaped), towards the Conv/Linear it
+def scale_shift_past_reshape(b: GraphBuilder, node: Node) -> bool:
+    """A ScaleShift read only by a Reshape moves after it (its constants reshaped), towards the Conv/Linear it
     may fold into."""
     users, op = b.readers(node.name), node.op
     if len(users) != 1 or not isinstance(users[0].op, o.Reshape):
@@ -163,22 +163,22 @@ def affine_past_reshape(b: GraphBuilder, node: Node) -> bool:
     scale = np.broadcast_to(op.scale, in_shape).reshape(out_shape)
     shift = np.broadcast_to(op.shift, in_shape).reshape(out_shape)
     b.replace(reshape.name, reshape.op, node.inputs)
-    b.replace(node.name, o.Affine(scale.copy(), shift.copy()), (reshape.name,))
+    b.replace(node.name, o.ScaleShift(scale.copy(), shift.copy()), (reshape.name,))
     b.move_after(node.name, reshape.name)
     b.redirect(reshape.name, node.name, keep=node.name)
     return True
 
 
 def _channel_affine(b: GraphBuilder, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """The Affine's (scale, shift) per channel, if it scales each channel by one constant and keeps the shape."""
+    """The ScaleShift's (scale, shift) per channel, if it scales each channel by one constant and keeps the shape."""
     in_shape = b.shape(node.inputs[0])
     if tuple(b.shape(node.name)) != tuple(in_shape):
         return None  # the constants broadcast the tensor to a bigger shape: left to reform
     return per_channel(node.op, tuple(in_shape))
 
 
-def fold_affine_into_producer(b: GraphBuilder, node: Node) -> bool:
-    """An Affine after a Conv/Linear that nothing else reads (BatchNorm, a constant scale) folds into its
+def fold_scale_shift_into_producer(b: GraphBuilder, node: Node) -> bool:
+    """A ScaleShift after a Conv/Linear that nothing else reads (BatchNorm, a constant scale) folds into its
     weights."""
     src = node.inputs[0]
     producer = b[src].op
@@ -192,9 +192,9 @@ def fold_affine_into_producer(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
-def fold_affine_into_consumers(b: GraphBuilder, node: Node) -> bool:
-    """An Affine read only by Conv/Linear ops (input normalization) folds into their weights. A padded
-    convolution pads with zero in the normalized space, so when the Affine reads the network input the padding
+def fold_scale_shift_into_consumers(b: GraphBuilder, node: Node) -> bool:
+    """A ScaleShift read only by Conv/Linear ops (input normalization) folds into their weights. A padded
+    convolution pads with zero in the normalized space, so when the ScaleShift reads the network input the padding
     moves onto the host as a `Pad` with value ``-shift / scale`` (the raw value that normalizes to zero)."""
     users, src = b.readers(node.name), node.inputs[0]
     if not users or node.name in b.outputs or not all(isinstance(u.op, (o.Conv, o.Linear)) for u in users):
@@ -223,7 +223,7 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.Softmax: (drop_output_softmax,),
     o.MaxPool: (relu_before_max_pool,),
     o.Pad: (fold_zero_pad,),
-    o.Affine: (merge_affines, affine_past_reshape, fold_affine_into_producer, fold_affine_into_consumers),
+    o.ScaleShift: (merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer, fold_scale_shift_into_consumers),
 }
 
 

@@ -27,6 +27,7 @@ Exactness on the chip's terms:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
+from dse.ir.wiring import WIRING
 from dse.passes.fit_crossbar import shared_rows
 from dse.passes.registry import register
 
@@ -59,24 +61,6 @@ class _Core:
         return self.node.op
 
 
-def _wire(op: o.Op, ins: list[np.ndarray], in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]
-          ) -> np.ndarray:
-    """The channel ids of a wiring op's output from its inputs' (one id per channel, axis 0)."""
-    if isinstance(op, o.Slice):
-        return ins[0][op.start : op.stop]
-    if isinstance(op, o.Gather):
-        return ins[0][np.asarray(op.index)]
-    if isinstance(op, o.Concat):
-        return np.concatenate(ins)
-    if isinstance(op, o.Pad):  # a pad of zeros scales with its channel; a constant pad would not
-        return ins[0] if not np.any(np.asarray(op.value) != 0) else np.full_like(ins[0], MIXED)
-    if isinstance(op, o.Reshape):
-        full = np.broadcast_to(ins[0].reshape(-1, *([1] * (len(in_shapes[0]) - 1))), in_shapes[0])
-        per = full.reshape(out_shape[0], -1)
-        return np.where(np.all(per == per[:, :1], axis=1), per[:, 0], MIXED)
-    raise TypeError(f"no channel rule for {type(op).__name__}")
-
-
 def _in_index(op: o.CoreOp) -> np.ndarray:
     """For each (output, local input) pair of the weight, the input channel it reads: (O, I/groups)."""
     out_c, in_g = op.weight.shape[:2]
@@ -97,37 +81,21 @@ class _Equalizer:
         self.shapes = infer_shapes(graph)
         self.cores: dict[str, _Core] = {}
         self.owner: list[tuple[str, int]] = []  # global id -> (core, channel)
+        self.tainted: set[int] = set()  # channels that keep scale 1
         ids: dict[str, np.ndarray] = {}
-        tainted: set[int] = set()
         for node in graph:
-            op = node.op
-            ins = [ids[s] for s in node.inputs]
-            if isinstance(op, o.Input):
-                ids[node.name] = np.full(self.shapes[node.name][0], UNKNOWN)
-            elif isinstance(op, o.Readout):
-                tainted.update(int(i) for i in ins[0])
-            elif isinstance(op, o.CoreOp) and op.fixed:  # +-1 on one channel's values: the scale passes through
-                per_group = op.out_channels // op.groups
-                group_ids = ins[0].reshape(op.groups, -1)
-                uniform = np.all(group_ids == group_ids[:, :1], axis=1)
-                tainted.update(int(i) for i in group_ids[~uniform].reshape(-1))
-                ids[node.name] = np.repeat(np.where(uniform, group_ids[:, 0], MIXED), per_group)
-            elif isinstance(op, o.CoreOp):
-                ids[node.name] = self._add_core(node)
-                self._add_reader(node.name, ins[0])
-            else:
-                ids[node.name] = _wire(op, ins, [self.shapes[s] for s in node.inputs], self.shapes[node.name])
-                if np.any(ids[node.name] == MIXED):  # the channels it mixed keep scale 1
-                    tainted.update(int(i) for i in np.concatenate(ins))
+            ids[node.name] = CHANNEL_RULES[type(node.op)](self, node, [ids[s] for s in node.inputs])
         for out in graph.outputs:
-            if out in ids:
-                tainted.update(int(i) for i in ids[out])
-        for i in tainted:
+            self.taint(ids[out])
+        for i in self.tainted:
             if i >= 0:
                 name, ch = self.owner[i]
                 self.cores[name].pinned[ch] = True
 
-    def _add_core(self, node: Node) -> np.ndarray:
+    def taint(self, ids: np.ndarray) -> None:
+        self.tainted.update(int(i) for i in ids.reshape(-1))
+
+    def add_core(self, node: Node) -> np.ndarray:
         op = node.op
         first = len(self.owner)
         self.owner += [(node.name, i) for i in range(op.out_channels)]
@@ -138,7 +106,7 @@ class _Equalizer:
                                       pinned=np.zeros(op.out_channels, dtype=bool))
         return np.arange(first, first + op.out_channels)
 
-    def _add_reader(self, reader: str, in_ids: np.ndarray) -> None:
+    def add_reader(self, reader: str, in_ids: np.ndarray) -> None:
         """Record, for every core whose channels `reader` reads, which input channels read which."""
         known = np.flatnonzero(in_ids >= 0)
         by_core: dict[str, list[int]] = {}
@@ -187,6 +155,50 @@ class _Equalizer:
                  if n.name in self.cores else n.op, n.inputs, n.block)
             for n in self.g
         )
+
+
+# --- the channel ids of each node's output (one id per channel), by op type ------------------------------
+
+
+def _input(eq: _Equalizer, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    return np.full(eq.shapes[node.name][0], UNKNOWN)
+
+
+def _readout(eq: _Equalizer, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    eq.taint(ins[0])  # the host reads these channels
+    return np.full(eq.shapes[node.name][0], UNKNOWN)
+
+
+def _core(eq: _Equalizer, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    op = node.op
+    if op.fixed:  # +-1 on one channel's values: the scale passes through
+        per_group = op.out_channels // op.groups
+        group_ids = ins[0].reshape(op.groups, -1)
+        uniform = np.all(group_ids == group_ids[:, :1], axis=1)
+        eq.taint(group_ids[~uniform])
+        return np.repeat(np.where(uniform, group_ids[:, 0], MIXED), per_group)
+    ids = eq.add_core(node)
+    eq.add_reader(node.name, ins[0])
+    return ids
+
+
+def route(eq: _Equalizer, node: Node, ins: list[np.ndarray]) -> np.ndarray:
+    """A wiring op routes channel ids (`dse.ir.wiring`); a channel it mixes with others, or fills with constants
+    that do not scale with it, is MIXED, and the channels it mixed keep scale 1."""
+    op, routing = node.op, WIRING[type(node.op)]
+    values, mixed = routing.channels(op, ins, [eq.shapes[s] for s in node.inputs], eq.shapes[node.name])
+    out = np.where(mixed | (not routing.homogeneous(op)), MIXED, values)
+    if np.any(out == MIXED):
+        eq.taint(np.concatenate(ins))
+    return out
+
+
+CHANNEL_RULES: dict[type[o.Op], Callable[[_Equalizer, Node, list[np.ndarray]], np.ndarray]] = {
+    o.Input: _input,
+    o.Readout: _readout,
+    o.CoreOp: _core,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad), route),
+}
 
 
 @register("equalize", exact=True)

@@ -2,12 +2,12 @@
 
 Every value of the network is carried on the chip as a *sum of terms*: slices of core-op outputs (all >= 0,
 since the neuron is a ReLU) times constant coefficients. A linear op (Conv, Linear, AvgPool,
-GlobalAvgPool, Affine) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
+GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights absorb the coefficients; it stays
 *pending* until we know what follows it:
 
 - a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
-  and HardSigmoid (imported as an Affine and a Clip(0, 1));
+  and HardSigmoid (imported as a ScaleShift and a Clip(0, 1));
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
   hidden layer of the MLP approximator;
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
@@ -262,7 +262,7 @@ class _Reformer:
         if isinstance(op, (o.Pad, o.Reshape)):
             # the host's pad of the input, a zero pad that did not fold into its reader, a reshape
             return self.wire_terms(name, op, self.signed(ins[0]))
-        if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.Affine)):
+        if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.ScaleShift)):
             src = self.signed(ins[0])
             pool = isinstance(op, (o.AvgPool, o.GlobalAvgPool))
             return Pending(linear_spec(op, self.shape_of(src), name), src, name, pool)
@@ -476,7 +476,7 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     if isinstance(op, o.GlobalAvgPool):
         c, h, w = in_shape
         return LinearSpec(np.full((c, 1, h, w), 1.0 / (h * w)), np.zeros(c), (1, 1), (0, 0, 0, 0), c, False)
-    if isinstance(op, o.Affine):
+    if isinstance(op, o.ScaleShift):
         from dse.passes.canonicalize import per_channel
 
         vec = per_channel(op, in_shape)

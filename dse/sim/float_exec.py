@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import SHAPE_RULES, infer_shapes
+from dse.ir.wiring import WIRING
 
 Tensor = torch.Tensor
 
@@ -137,14 +138,9 @@ def _readout(op: o.Readout, xs: list[Tensor]) -> Tensor:
     return x[:, :c] - x[:, c:]
 
 
-def pad_values(x: Tensor, op: o.Pad) -> Tensor:
-    """Pad the spatial axes with one constant per channel (or one for all)."""
-    top, left, bottom, right = op.padding
-    value = torch.as_tensor(op.value, dtype=x.dtype).reshape(1, -1, 1, 1)
-    n, c, h, w = x.shape
-    out = value.expand(n, c, h + top + bottom, w + left + right).clone()
-    out[:, :, top : top + h, left : left + w] = x
-    return out
+def route(op: o.Op, xs: list[Tensor]) -> Tensor:
+    """A wiring op on values (batch first): its routing (`dse.ir.wiring`)."""
+    return WIRING[type(op)].move(op, xs, 1)
 
 
 def _conv(op: o.Conv, xs: list[Tensor]) -> Tensor:
@@ -210,7 +206,7 @@ def _clip(op: o.Clip, xs: list[Tensor]) -> Tensor:
     return torch.clamp(xs[0], op.lo, op.hi)
 
 
-def _affine(op: o.Affine, xs: list[Tensor]) -> Tensor:
+def _scale_shift(op: o.ScaleShift, xs: list[Tensor]) -> Tensor:
     return xs[0] * _t(op.scale, xs[0]) + _t(op.shift, xs[0])
 
 
@@ -218,14 +214,10 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.Input: _input,
     o.Readout: _readout,
     o.CoreOp: _core,
-    o.Reshape: lambda op, xs: xs[0].reshape(xs[0].shape[0], *op.shape),
-    o.Slice: lambda op, xs: xs[0][:, op.start : op.stop],
-    o.Gather: lambda op, xs: xs[0][:, torch.as_tensor(op.index)],
-    o.Concat: lambda op, xs: torch.cat(xs, dim=op.axis + 1),
-    o.Pad: lambda op, xs: pad_values(xs[0], op),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad), route),
     o.Conv: _conv,
     o.Linear: lambda op, xs: F.linear(xs[0], _t(op.weight, xs[0]), _t(op.bias, xs[0])),
-    o.Affine: _affine,
+    o.ScaleShift: _scale_shift,
     o.Add: lambda op, xs: sum(xs[1:], xs[0]),
     o.Relu: lambda op, xs: torch.relu(xs[0]),
     o.PRelu: lambda op, xs: torch.where(xs[0] >= 0, xs[0], xs[0] * _t(op.slope, xs[0])),

@@ -8,14 +8,15 @@ It must agree with the quantized float path of `dse.sim.float_exec` (checked by 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 
 from dse.ir import ops as o
 from dse.ir.graph import Graph
-from dse.sim.float_exec import FLOAT_EXEC, conv_core, input_codes, pad_values
+from dse.ir.wiring import WIRING
+from dse.sim.float_exec import FLOAT_EXEC, conv_core, input_codes
 
 EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly
 EXACT_LIMIT_F32 = 2.0**24  # and float32 every integer below this: 2-4x faster convolutions where it suffices
@@ -44,6 +45,45 @@ def _core_codes(op: o.CoreOp, codes: torch.Tensor) -> torch.Tensor:
     return torch.clamp(torch.round(acc.double() * mult), 0, q.out_max).float()
 
 
+IntegerRule = Callable[[o.Op, list[torch.Tensor], list[float]], tuple[torch.Tensor, float]]
+"""A chip op on codes: (op, its inputs' codes, the value of one code of each) -> (its codes, the value of one of
+them). The input node is given the real inputs and no step."""
+
+
+def _input(op: o.Input, xs: list[torch.Tensor], steps: list[float]) -> tuple[torch.Tensor, float]:
+    if op.code_max is None:
+        raise NotIntegerGraph("the input is not encoded")
+    return input_codes(op, xs[0]).float(), op.scale
+
+
+def _core(op: o.CoreOp, codes: list[torch.Tensor], steps: list[float]) -> tuple[torch.Tensor, float]:
+    return _core_codes(op, codes[0]), op.quant.out_scale
+
+
+def _readout(op: o.Readout, codes: list[torch.Tensor], steps: list[float]) -> tuple[torch.Tensor, float]:
+    return FLOAT_EXEC[o.Readout](op, codes), steps[0]  # sums and differences of codes stay exact
+
+
+def _pad(op: o.Pad, codes: list[torch.Tensor], steps: list[float]) -> tuple[torch.Tensor, float]:
+    """The pad value in codes of the padded value's step (the host's pad of the input: the code nearest to it)."""
+    code_op = o.Pad(op.padding, tuple(float(np.rint(v / steps[0])) for v in op.value))
+    return WIRING[o.Pad].move(code_op, codes, 1), steps[0]
+
+
+def route(op: o.Op, codes: list[torch.Tensor], steps: list[float]) -> tuple[torch.Tensor, float]:
+    """A wiring op moves codes; one step for the whole value is enough to decode it (the first input's)."""
+    return WIRING[type(op)].move(op, codes, 1), steps[0]
+
+
+INTEGER_EXEC: dict[type[o.Op], IntegerRule] = {
+    o.Input: _input,
+    o.CoreOp: _core,
+    o.Readout: _readout,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
+    o.Pad: _pad,  # the pad value, in codes
+}
+
+
 @torch.no_grad()
 def run_integer(graph: Graph, x: np.ndarray, *, keep: Iterable[str] | str = (), batch_size: int = 500
                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -64,36 +104,11 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep: Iterable[str] | str = (), 
         codes: dict[str, torch.Tensor] = {}
         scales: dict[str, float] = {}
         for i, node in enumerate(graph):
-            op = node.op
-            ins = [codes[s] for s in node.inputs]
-            if isinstance(op, o.Input):
-                if op.code_max is None:
-                    raise NotIntegerGraph("the input is not encoded")
-                codes[node.name] = input_codes(op, xb).float()
-                scales[node.name] = op.scale
-            elif isinstance(op, o.Pad):
-                step = scales[node.inputs[0]]
-                code_op = o.Pad(op.padding, tuple(float(np.rint(v / step)) for v in op.value))
-                codes[node.name] = pad_values(ins[0], code_op)
-                scales[node.name] = step
-            elif isinstance(op, o.CoreOp):
-                codes[node.name] = _core_codes(op, ins[0])
-                scales[node.name] = op.quant.out_scale
-            elif isinstance(op, o.Readout):
-                codes[node.name] = FLOAT_EXEC[o.Readout](op, ins)  # sums and differences of codes stay exact
-                scales[node.name] = scales[node.inputs[0]]
-            elif isinstance(op, o.Slice):
-                codes[node.name] = ins[0][:, op.start : op.stop]
-            elif isinstance(op, o.Gather):
-                codes[node.name] = ins[0][:, torch.as_tensor(op.index)]
-            elif isinstance(op, o.Concat):
-                codes[node.name] = torch.cat(ins, dim=op.axis + 1)
-            elif isinstance(op, o.Reshape):
-                codes[node.name] = ins[0].reshape(ins[0].shape[0], *op.shape)
-            else:
-                raise NotIntegerGraph(f"node {node.name!r}: {type(op).__name__} is not a chip op")
-            if node.name not in scales and node.inputs:
-                scales[node.name] = scales[node.inputs[0]]  # wiring: a single-scale view is enough to decode
+            rule = INTEGER_EXEC.get(type(node.op))
+            if rule is None:
+                raise NotIntegerGraph(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
+            ins = [codes[s] for s in node.inputs] if node.inputs else [xb]
+            codes[node.name], scales[node.name] = rule(node.op, ins, [scales[s] for s in node.inputs])
             for src in node.inputs:
                 if last_use[src] == i and src != out_name and src not in keep_set:
                     codes.pop(src, None)  # pop: a node may read the same input twice

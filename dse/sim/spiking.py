@@ -16,6 +16,7 @@ that tuning then compensates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +24,8 @@ import torch
 
 from dse.hardware.spec import Neuron
 from dse.ir import ops as o
-from dse.ir.graph import Graph
+from dse.ir.graph import Graph, Node
+from dse.ir.wiring import WIRING, pad_with
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
 
 Tensor = torch.Tensor
@@ -82,26 +84,19 @@ def core_trains(op: o.CoreOp, trains: Tensor, neuron: Neuron) -> Tensor:
 
 def pad_trains(trains: Tensor, op: o.Pad, step: float, neuron: Neuron) -> Tensor:
     """Pad the spatial axes with the trains of the pad value's code (the host sends them)."""
-    top, left, bottom, right = op.padding
-    n, steps, c, h, w = trains.shape
+    steps, c = trains.shape[1:3]
     codes = torch.as_tensor(np.rint(np.broadcast_to(np.asarray(op.value), (c,)) / step), dtype=trains.dtype)
     border = encode(codes.reshape(1, c), neuron.timesteps).reshape(1, steps, c, 1, 1)  # rate code, as the host
-    out = border.expand(n, steps, c, h + top + bottom, w + left + right).clone()
-    out[:, :, :, top : top + h, left : left + w] = trains
-    return out
+    return pad_with(trains, op.padding, border)
 
 
 def wire(op: o.Op, ins: list[Tensor]) -> Tensor:
-    """Wiring on trains (axis 1 is time, so channel axes shift by one)."""
-    if isinstance(op, o.Slice):
-        return ins[0][:, :, op.start : op.stop]
-    if isinstance(op, o.Gather):
-        return ins[0][:, :, torch.as_tensor(op.index)]
-    if isinstance(op, o.Concat):
-        return torch.cat(ins, dim=op.axis + 2)
-    if isinstance(op, o.Reshape):
-        return ins[0].reshape(ins[0].shape[0], ins[0].shape[1], *op.shape)
-    raise TypeError(f"{type(op).__name__} is not wiring")
+    """A wiring op on trains (axis 1 is time): its routing (`dse.ir.wiring`). Spike trains carry no constant:
+    a pad of non-zero values is the host's (`pad_trains`)."""
+    routing = WIRING[type(op)]
+    if not routing.homogeneous(op):
+        raise TypeError(f"{type(op).__name__} adds constants: not wiring on spike trains")
+    return routing.move(op, ins, 2)
 
 
 @dataclass
@@ -128,6 +123,59 @@ def synaptic_events(op: o.CoreOp, counts: Tensor) -> float:
     return float(conv_core(counts, live, None, op).sum())
 
 
+@dataclass
+class _Batch:
+    """What a node's rule sees besides its op and inputs: the chip's neuron, the input encoder's random
+    generator, and the batch's activity it adds to."""
+
+    neuron: Neuron
+    generator: torch.Generator
+    stats: SpikeStats
+
+
+SpikingRule = Callable[[Node, list[Tensor], list[float], _Batch], tuple[Tensor, float]]
+"""A chip op on spike trains: (its node, its inputs' trains (N, T, ...), the value of one spike count of each,
+the batch) -> (its trains, the value of one of its counts). The input node is given the real inputs."""
+
+
+def _input(node: Node, xs: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    op = node.op
+    codes = torch.clamp(torch.round(xs[0] / op.scale), 0, op.code_max)
+    return encode(codes, batch.neuron.timesteps, batch.neuron.encoding, batch.generator), op.scale
+
+
+def _core(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    name, op = node.name, node.op
+    out = core_trains(op, trains[0], batch.neuron)
+    batch.stats.spikes[name] = float(out.sum())
+    batch.stats.events[name] = synaptic_events(op, trains[0].sum(dim=1))
+    batch.stats.neurons[name] = int(np.prod(out.shape[2:]))
+    return out, op.quant.out_scale
+
+
+def _readout(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    """The host's decoding (copies summed, pos - neg), step by step."""
+    return FLOAT_EXEC[o.Readout](node.op, [trains[0].transpose(1, 2)]).transpose(1, 2), steps[0]
+
+
+def _pad(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    return pad_trains(trains[0], node.op, steps[0], batch.neuron), steps[0]
+
+
+def route(node: Node, trains: list[Tensor], steps: list[float], batch: _Batch) -> tuple[Tensor, float]:
+    """A wiring op moves trains; one step for the whole value is enough to decode it (the first input's)."""
+    return wire(node.op, trains), steps[0]
+
+
+SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
+    o.Input: _input,
+    o.CoreOp: _core,
+    o.Readout: _readout,
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
+    o.Pad: _pad,  # the host sends the trains of a non-zero pad value
+}
+
+
 @torch.no_grad()
 def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int = 100, seed: int = 0,
                 keep: tuple[str, ...] = (), dtype: torch.dtype = torch.float32,
@@ -144,31 +192,15 @@ def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int 
         xb = torch.as_tensor(np.array(x[start : start + batch_size]), dtype=dtype)
         trains: dict[str, Tensor] = {}
         scales: dict[str, float] = {}
-        batch = SpikeStats(samples=len(xb))
+        batch = _Batch(neuron, gen, SpikeStats(samples=len(xb)))
         for node in graph:
-            op = node.op
-            ins = [trains[s] for s in node.inputs]
-            if isinstance(op, o.Input):
-                codes = torch.clamp(torch.round(xb / op.scale), 0, op.code_max)
-                trains[node.name] = encode(codes, neuron.timesteps, neuron.encoding, gen)
-                scales[node.name] = op.scale
-            elif isinstance(op, o.Pad):
-                scales[node.name] = scales[node.inputs[0]]
-                trains[node.name] = pad_trains(ins[0], op, scales[node.name], neuron)
-            elif isinstance(op, o.CoreOp):
-                trains[node.name] = core_trains(op, ins[0], neuron)
-                scales[node.name] = op.quant.out_scale
-                batch.spikes[node.name] = float(trains[node.name].sum())
-                batch.events[node.name] = synaptic_events(op, ins[0].sum(dim=1))
-                batch.neurons[node.name] = int(np.prod(trains[node.name].shape[2:]))
-            elif isinstance(op, o.Readout):  # the host's decoding (copies summed, pos - neg), step by step
-                trains[node.name] = FLOAT_EXEC[o.Readout](op, [ins[0].transpose(1, 2)]).transpose(1, 2)
-                scales[node.name] = scales[node.inputs[0]]
-            else:
-                trains[node.name] = wire(op, ins)
-                scales[node.name] = scales[node.inputs[0]]
+            ins = [trains[s] for s in node.inputs] if node.inputs else [xb]
+            rule = SPIKING_EXEC.get(type(node.op))
+            if rule is None:
+                raise TypeError(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
+            trains[node.name], scales[node.name] = rule(node, ins, [scales[s] for s in node.inputs], batch)
         outs.append((trains[out_name].sum(dim=1) * scales[out_name]).numpy())
         for k in keep:
             kept[k].append(trains[k].sum(dim=1).numpy())
-        stats.add(batch)
+        stats.add(batch.stats)
     return np.concatenate(outs), stats, {k: np.concatenate(v) for k, v in kept.items()}

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from dse.errors import ConfigError
 from dse.ir import ops as o
+from dse.ir.shapes import SHAPE_RULES
+from dse.ir.wiring import WIRING
 
 Tensor = torch.Tensor
 
 
 def _channel_scales(op: o.Op, ins: list[Tensor], in_shapes: list[tuple[int, ...]]) -> Tensor:
-    if isinstance(op, (o.Pad,)):
-        return ins[0]
-    if isinstance(op, o.Slice):
-        return ins[0][op.start : op.stop]
-    if isinstance(op, o.Gather):
-        return ins[0][torch.as_tensor(op.index)]
-    if isinstance(op, o.Concat):
-        return torch.cat(ins)
-    if isinstance(op, o.Reshape):
-        full = ins[0].reshape(-1, *([1] * (len(in_shapes[0]) - 1))).expand(in_shapes[0]).reshape(op.shape)
-        per = full.reshape(op.shape[0], -1)
-        if not torch.all(per == per[:, :1]):
-            raise ConfigError("a reshape mixes channels of different scales; the compiler cannot encode it")
-        return per[:, 0].contiguous()
-    raise TypeError(f"no scale rule for {type(op).__name__}")
+    out_shape = SHAPE_RULES[type(op)](op, in_shapes)
+    scales, mixed = WIRING[type(op)].channels(op, [s.numpy() for s in ins], in_shapes, out_shape)
+    if mixed.any():
+        raise ConfigError(f"a {type(op).__name__} mixes channels of different scales; the compiler cannot encode it")
+    return torch.from_numpy(np.ascontiguousarray(scales))
 
 
 def wired_scales(op: o.Op, inputs: Sequence[str], scales: Mapping[str, Tensor],

@@ -133,7 +133,7 @@ def test_residual_model_graph_has_branches() -> None:
     counts = graph.op_counts()
     assert counts["Add"] == 3 and counts["GlobalAvgPool"] == 1 and counts["Conv"] == 9
     # 9 BatchNorms + the normalization's Sub and Div: the folding is the compiler's job, not the exporter's
-    assert counts["Affine"] == 11
+    assert counts["ScaleShift"] == 11
     assert all(len(n.inputs) == 2 for n in graph if type(n.op).__name__ == "Add")
 
 

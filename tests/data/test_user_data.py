@@ -142,7 +142,7 @@ def test_resize_crop_and_rgb(tmp_path: Path) -> None:
 
 
 def test_the_normalization_heads_the_network() -> None:
-    """The network on unnormalized pixels, with the Affine in front, is the network on normalized pixels."""
+    """The network on unnormalized pixels, with the ScaleShift in front, is the network on normalized pixels."""
     from dse.compile import load_model
     from dse.sim.float_exec import run_float
 

@@ -210,7 +210,7 @@ def shape_subgraph_case(opset: int) -> tuple:
 
 
 def folding_case() -> tuple:
-    """Slice, Squeeze, Cast and ConstantOfShape folded into a Reshape target and an Affine scale."""
+    """Slice, Squeeze, Cast and ConstantOfShape folded into a Reshape target and a ScaleShift scale."""
     nodes = [
         oh.make_node("Shape", ["x"], ["s"]),
         oh.make_node("Slice", ["s", "st", "en"], ["head0"]),
@@ -540,7 +540,7 @@ OP_CASES = {
                      oh.make_node("Flatten", ["c"], ["y"])], SIGNAL, {"h": np.float32(0.5)}),
     "signal_concat_length": ([oh.make_node("Relu", ["x"], ["a"]), oh.make_node("Concat", ["a", "x"], ["y"], axis=-1)],
                              SIGNAL, {}),
-    # HardSigmoid exactly (Affine + Clip), HardSwish (approximated on a chip), also written as x * HardSigmoid(x)
+    # HardSigmoid exactly (ScaleShift + Clip), HardSwish (approximated on a chip), also written as x * HardSigmoid(x)
     "hard_sigmoid": unary_case("HardSigmoid", alpha=0.3, beta=0.4),
     "hard_sigmoid_default": unary_case("HardSigmoid", SIGNAL),
     "hard_swish": unary_case("HardSwish"),
@@ -692,11 +692,11 @@ def test_dilated_pool_same_padding_follows_the_spec() -> None:
 def test_batchnorm_becomes_per_channel_affine() -> None:
     nodes, in_shape, inits = bn_case(IMG)
     graph = load_onnx(make_model(nodes, in_shape, inits=inits))
-    (affine,) = graph.of_type(o.Affine)
+    (affine,) = graph.of_type(o.ScaleShift)
     assert affine.op.scale.shape == affine.op.shift.shape == (4, 1, 1)
     assert affine.op.scale.dtype == np.float32
     nodes, in_shape, inits = bn_case((9,))
-    (affine,) = load_onnx(make_model(nodes, in_shape, inits=inits)).of_type(o.Affine)
+    (affine,) = load_onnx(make_model(nodes, in_shape, inits=inits)).of_type(o.ScaleShift)
     assert affine.op.scale.shape == (9,)
 
 
@@ -719,7 +719,7 @@ def test_local_functions_are_inlined() -> None:
                           [oh.make_tensor_value_info("y", FLOAT, ["N", *IMG])])
     opsets = [oh.make_opsetid("", 17), oh.make_opsetid("local", 1)]
     model = oh.make_model(graph, opset_imports=opsets, functions=[fn], ir_version=8)
-    assert check(model, IMG).op_counts() == {"Input": 1, "Affine": 1, "Relu": 1}
+    assert check(model, IMG).op_counts() == {"Input": 1, "ScaleShift": 1, "Relu": 1}
 
 
 def test_supported_ops_listed() -> None:
@@ -801,7 +801,7 @@ def test_torch_export_matches(torch_net, kw: dict, tmp_path: Path) -> None:
     assert graph.outputs == ("logits",) and graph.input.op.shape == (3, 12, 12)
     if not kw.get("do_constant_folding", True) or kw.get("optimize") is False:
         assert "BatchNormalization" in {n.op_type for n in onnx.load(str(path)).graph.node}
-        assert len(graph.of_type(o.Affine)) == 4  # normalization (2) + BatchNorm (2)
+        assert len(graph.of_type(o.ScaleShift)) == 4  # normalization (2) + BatchNorm (2)
 
 
 # --- (c) bad input ----------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def check(before: Graph, expected: Graph, x: np.ndarray, *, names: bool = True) 
     return after
 
 
-# --- BatchNorm (an Affine after a Conv/Linear) folds into the producer ---------------------------------------
+# --- BatchNorm (a ScaleShift after a Conv/Linear) folds into the producer ---------------------------------------
 
 
 def test_batchnorm_folds_into_conv() -> None:
@@ -34,7 +34,7 @@ def test_batchnorm_folds_into_conv() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 6, 6)))
     y = b.add("conv", c, x)
-    y = b.add("bn", o.Affine(scale, shift), y)
+    y = b.add("bn", o.ScaleShift(scale, shift), y)
     before = b.build([b.add("relu", o.Relu(), y)])
 
     s = scale.reshape(3).astype(np.float64)
@@ -52,7 +52,7 @@ def test_batchnorm_folds_into_linear_without_bias() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((7,)))
     y = b.add("fc", o.Linear(w, None), x)
-    before = b.build([b.add("bn", o.Affine(scale, shift), y)])
+    before = b.build([b.add("bn", o.ScaleShift(scale, shift), y)])
 
     e = GraphBuilder()
     x = e.add("x", o.Input((7,)))
@@ -66,7 +66,7 @@ def test_batchnorm_stays_when_the_conv_has_another_reader() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 5, 5)))
     y = b.add("conv", conv(2, 2, 1, seed=7), x)
-    bn = b.add("bn", o.Affine(rand(2, 1, 1, seed=8), rand(2, 1, 1, seed=9)), y)
+    bn = b.add("bn", o.ScaleShift(rand(2, 1, 1, seed=8), rand(2, 1, 1, seed=9)), y)
     r1 = b.add("r1", o.Relu(), bn)
     r2 = b.add("r2", o.Relu(), y)
     before = b.build([b.add("sum", o.Add(), r1, r2)])
@@ -79,8 +79,8 @@ def test_two_affines_merge_then_fold() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((4,)))
     y = b.add("fc", o.Linear(rand(3, 4, seed=10), rand(3, seed=11)), x)
-    y = b.add("mul", o.Affine(np.full(3, 2.0, F32), np.zeros(3, F32)), y)
-    y = b.add("add", o.Affine(np.ones(3, F32), np.full(3, 0.5, F32)), y)
+    y = b.add("mul", o.ScaleShift(np.full(3, 2.0, F32), np.zeros(3, F32)), y)
+    y = b.add("add", o.ScaleShift(np.ones(3, F32), np.full(3, 0.5, F32)), y)
     before = b.build([b.add("relu", o.Relu(), y)])
     after = canon(before)
     assert [type(n.op) for n in after] == [o.Input, o.Linear, o.Relu]
@@ -95,7 +95,7 @@ def normalized_conv(mean: np.ndarray, std: np.ndarray, padding: o.Pads, channels
     shape = (channels, 1, 1)
     b = GraphBuilder()
     x = b.add("x", o.Input((channels, 7, 7)))
-    n = b.add("norm", o.Affine((1.0 / std).reshape(shape).astype(F32), (-mean / std).reshape(shape).astype(F32)), x)
+    n = b.add("norm", o.ScaleShift((1.0 / std).reshape(shape).astype(F32), (-mean / std).reshape(shape).astype(F32)), x)
     y = b.add("conv", c, n)
     return b.build([b.add("relu", o.Relu(), y)])
 
@@ -140,7 +140,7 @@ def test_input_normalization_commutes_past_flatten_into_a_linear() -> None:
     """The MLP case: (x - m) / s, Flatten, Gemm."""
     b = GraphBuilder()
     x = b.add("x", o.Input((1, 3, 3)))
-    n = b.add("norm", o.Affine(np.array([[[1 / 0.3081]]], F32), np.array([[[-0.1307 / 0.3081]]], F32)), x)
+    n = b.add("norm", o.ScaleShift(np.array([[[1 / 0.3081]]], F32), np.array([[[-0.1307 / 0.3081]]], F32)), x)
     f = b.add("flat", o.Reshape((9,)), n)
     before = b.build([b.add("fc", o.Linear(rand(4, 9, seed=13), rand(4, seed=14)), f)])
     after = canon(before)
@@ -224,9 +224,9 @@ def test_maxpool_read_twice_is_not_swapped() -> None:
 def test_canonicalize_is_idempotent_on_a_whole_network() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((1, 8, 8)))
-    y = b.add("norm", o.Affine(np.array([[[2.0]]], F32), np.array([[[-0.5]]], F32)), x)
+    y = b.add("norm", o.ScaleShift(np.array([[[2.0]]], F32), np.array([[[-0.5]]], F32)), x)
     y = b.add("conv", conv(4, 1, 3, seed=22, padding=(1, 1, 1, 1)), y)
-    y = b.add("bn", o.Affine(rand(4, 1, 1, seed=23) + 2, rand(4, 1, 1, seed=24)), y)
+    y = b.add("bn", o.ScaleShift(rand(4, 1, 1, seed=23) + 2, rand(4, 1, 1, seed=24)), y)
     y = b.add("pool", o.MaxPool((2, 2), (2, 2)), y)
     y = b.add("relu", o.Relu(), y)
     y = b.add("drop", o.Identity(), y)
@@ -244,7 +244,7 @@ def test_a_signals_normalization_on_a_padded_conv_moves_the_padding_to_the_host(
     """A (C, L) signal's 1-D convolution reads its (C, 1, L) view: the host pads that view with the raw value."""
     b = GraphBuilder()
     x = b.add("x", o.Input((3, 9)))
-    y = b.add("norm", o.Affine(np.float32(1 / 0.3), np.float32(-0.1 / 0.3)), x)
+    y = b.add("norm", o.ScaleShift(np.float32(1 / 0.3), np.float32(-0.1 / 0.3)), x)
     y = b.add("x_2d", o.Reshape((3, 1, 9)), y)
     before = b.build([b.add("conv", o.Conv(rand(4, 3, 1, 3, seed=15), rand(4, seed=16), padding=(0, 1, 0, 2)), y)])
     after = canon(before)

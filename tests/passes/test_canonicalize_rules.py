@@ -39,7 +39,7 @@ CONV = o.Conv(rand(3, 2, 3, 3, seed=1), rand(3, seed=2))
 PADDED = o.Conv(rand(3, 2, 3, 3, seed=1), rand(3, seed=2), padding=(1, 1, 1, 1))
 FC = o.Linear(rand(4, 18, seed=3), rand(4, seed=4))
 SCALE, SHIFT = rand(3, 1, 1, seed=5) ** 2 + 0.5, rand(3, 1, 1, seed=6)
-NORM = o.Affine(np.full((2, 1, 1), 2.0, F32), np.full((2, 1, 1), -0.5, F32))
+NORM = o.ScaleShift(np.full((2, 1, 1), 2.0, F32), np.full((2, 1, 1), -0.5, F32))
 POOL = o.MaxPool((2, 2), (2, 2))
 
 
@@ -60,9 +60,9 @@ def host_padded_norm() -> Graph:
     return b.build([b.add("conv", folded_norm(PADDED), p)])
 
 
-def affine_after_reshape() -> Graph:
+def scale_shift_after_reshape() -> Graph:
     scale, shift = rand(2, 3, 3, seed=7), rand(2, 3, 3, seed=8)
-    return chain((2, 3, 3), ("norm", o.Affine(scale, shift)), ("flat", o.Reshape((18,))), ("fc", FC))
+    return chain((2, 3, 3), ("norm", o.ScaleShift(scale, shift)), ("flat", o.Reshape((18,))), ("fc", FC))
 
 
 CASES = [
@@ -78,24 +78,24 @@ CASES = [
          lambda: chain((2, 5, 5), ("conv", PADDED)), (2, 5, 5)),
     Case(c.fold_zero_pad, "pad",  # a max-pool pads with -inf: zeros are the same only on values >= 0
          lambda: chain((2, 6, 6), ("pad", o.Pad((1, 1, 1, 1), (0.0, 0.0))), ("pool", POOL)), None, (2, 6, 6)),
-    Case(c.merge_affines, "a1",
-         lambda: chain((3, 4, 4), ("a1", o.Affine(SCALE, SHIFT)), ("a2", o.Affine(SCALE, SHIFT))),
-         lambda: chain((3, 4, 4), ("a2", o.Affine((SCALE.astype(np.float64) ** 2).astype(F32),
+    Case(c.merge_scale_shifts, "a1",
+         lambda: chain((3, 4, 4), ("a1", o.ScaleShift(SCALE, SHIFT)), ("a2", o.ScaleShift(SCALE, SHIFT))),
+         lambda: chain((3, 4, 4), ("a2", o.ScaleShift((SCALE.astype(np.float64) ** 2).astype(F32),
                                                   (SHIFT * SCALE.astype(np.float64) + SHIFT).astype(F32)))),
          (3, 4, 4)),
-    Case(c.affine_past_reshape, "norm", affine_after_reshape,
+    Case(c.scale_shift_past_reshape, "norm", scale_shift_after_reshape,
          lambda: chain((2, 3, 3), ("flat", o.Reshape((18,))),
-                       ("norm", o.Affine(rand(2, 3, 3, seed=7).reshape(18), rand(2, 3, 3, seed=8).reshape(18))),
+                       ("norm", o.ScaleShift(rand(2, 3, 3, seed=7).reshape(18), rand(2, 3, 3, seed=8).reshape(18))),
                        ("fc", FC)), (2, 3, 3)),
-    Case(c.fold_affine_into_producer, "bn", lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.Affine(SCALE, SHIFT))),
+    Case(c.fold_scale_shift_into_producer, "bn", lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.ScaleShift(SCALE, SHIFT))),
          lambda: chain((2, 5, 5), ("conv", folded_bn())), (2, 5, 5)),
-    Case(c.fold_affine_into_producer, "bn",  # the Affine follows no Conv/Linear
-         lambda: chain((3, 5, 5), ("relu", o.Relu()), ("bn", o.Affine(SCALE, SHIFT))), None, (3, 5, 5)),
-    Case(c.fold_affine_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", CONV)),
+    Case(c.fold_scale_shift_into_producer, "bn",  # the ScaleShift follows no Conv/Linear
+         lambda: chain((3, 5, 5), ("relu", o.Relu()), ("bn", o.ScaleShift(SCALE, SHIFT))), None, (3, 5, 5)),
+    Case(c.fold_scale_shift_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", folded_norm(CONV))), (2, 5, 5)),
-    Case(c.fold_affine_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", PADDED)),
+    Case(c.fold_scale_shift_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", PADDED)),
          host_padded_norm, (2, 5, 5)),
-    Case(c.fold_affine_into_consumers, "norm",  # inside the network a padded conv's zeros cannot move to the host
+    Case(c.fold_scale_shift_into_consumers, "norm",  # inside the network a padded conv's zeros cannot move to the host
          lambda: chain((2, 5, 5), ("relu", o.Relu()), ("norm", NORM), ("conv", PADDED)), None, (2, 5, 5)),
 ]
 

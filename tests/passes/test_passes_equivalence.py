@@ -50,7 +50,7 @@ class NetBuilder:
     def batchnorm(self, x: str) -> str:
         c = self.shapes[x][0]
         scale = (self.rng.random((c, 1, 1)) + 0.5).astype(F32)
-        return self.add("bn", o.Affine(scale, self.rng.standard_normal((c, 1, 1)).astype(F32) * 0.1), x)
+        return self.add("bn", o.ScaleShift(scale, self.rng.standard_normal((c, 1, 1)).astype(F32) * 0.1), x)
 
     def activation(self, x: str) -> tuple[str, bool]:
         """Returns the node and whether its value is a ReLU output (what max pooling needs)."""
@@ -103,7 +103,7 @@ class NetBuilder:
         if self.draw(st.booleans()):
             mean = self.rng.random((c, 1, 1)).astype(F32) * 0.5
             std = (self.rng.random((c, 1, 1)) * 0.5 + 0.2).astype(F32)
-            x = self.add("norm", o.Affine((1 / std).astype(F32), (-mean / std).astype(F32)), x)
+            x = self.add("norm", o.ScaleShift((1 / std).astype(F32), (-mean / std).astype(F32)), x)
         for _ in range(self.draw(st.integers(1, 2))):
             x = self.block(x)
         c, h, w = self.shapes[x]

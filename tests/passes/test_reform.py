@@ -391,7 +391,7 @@ def test_a_per_channel_affine_at_the_output_is_exact() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((3, 4, 4)))
     r = b.add("r", o.Relu(), b.add("c", o.Conv(rand(3, 3, 1, 1, seed=93), rand(3, seed=94)), x))
-    before = b.build([b.add("aff", o.Affine(np.array([-1.5, 2.0, 0.5], F32).reshape(3, 1, 1),
+    before = b.build([b.add("aff", o.ScaleShift(np.array([-1.5, 2.0, 0.5], F32).reshape(3, 1, 1),
                                             np.array([0.1, -0.2, 0.3], F32).reshape(3, 1, 1)), r),
                       ])
     after = check(before, images(4, 3, 4, 4))
