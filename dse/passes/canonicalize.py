@@ -13,8 +13,10 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
-- `merge_scale_shifts`: two ScaleShifts in a row merge; `scale_shift_past_reshape`: a ScaleShift commutes past a Reshape.
-- `fold_scale_shift_into_producer`: a ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into its weights.
+- `merge_scale_shifts`: two ScaleShifts in a row merge.
+- `scale_shift_past_reshape`: a ScaleShift commutes past a Reshape.
+- `fold_scale_shift_into_producer`: a ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into
+  its weights.
 - `fold_scale_shift_into_consumers`: a ScaleShift before Conv/Linear consumers (input normalization) folds into their
   weights. A padded
   convolution pads with zero in the normalized space, so when the ScaleShift reads the network input (or a 1-D
@@ -223,7 +225,8 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.Softmax: (drop_output_softmax,),
     o.MaxPool: (relu_before_max_pool,),
     o.Pad: (fold_zero_pad,),
-    o.ScaleShift: (merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer, fold_scale_shift_into_consumers),
+    o.ScaleShift: (merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
+                   fold_scale_shift_into_consumers),
 }
 
 

@@ -87,7 +87,8 @@ CASES = [
          lambda: chain((2, 3, 3), ("flat", o.Reshape((18,))),
                        ("norm", o.ScaleShift(rand(2, 3, 3, seed=7).reshape(18), rand(2, 3, 3, seed=8).reshape(18))),
                        ("fc", FC)), (2, 3, 3)),
-    Case(c.fold_scale_shift_into_producer, "bn", lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.ScaleShift(SCALE, SHIFT))),
+    Case(c.fold_scale_shift_into_producer, "bn",
+         lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.ScaleShift(SCALE, SHIFT))),
          lambda: chain((2, 5, 5), ("conv", folded_bn())), (2, 5, 5)),
     Case(c.fold_scale_shift_into_producer, "bn",  # the ScaleShift follows no Conv/Linear
          lambda: chain((3, 5, 5), ("relu", o.Relu()), ("bn", o.ScaleShift(SCALE, SHIFT))), None, (3, 5, 5)),
