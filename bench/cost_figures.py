@@ -48,8 +48,8 @@ def main() -> None:
                         stats if hw.spiking else None)
     noc = cost.noc
     print(json.dumps({"model": args.model, "chip": args.chip, "tuning": args.tuning,
-                      "cores_per_chip": args.cores_per_chip, "accuracy": result.report["accuracy_compiled"],
-                      "crossbars": result.report["resources"]["crossbars"], **cost.to_dict(),
+                      "cores_per_chip": args.cores_per_chip, "accuracy": result.report.metrics.accuracy_compiled,
+                      "crossbars": result.report.resources.crossbars, **cost.to_dict(),
                       "partitioned_over_in_order_hops": noc["partitioned"]["hops"] / noc["in_order"]["hops"]},
                      indent=1))
 
