@@ -9,7 +9,7 @@ The public surface, imported on first use (``import dse`` stays cheap: no torch,
     graph, data = dse.load_model("lenet_mnist", "mnist")           # an embedded model or an ONNX path
     prepared = dse.prepare(graph, data, name="lenet_mnist")
     result = dse.compile(prepared, dse.HardwareSpec(), tuning=dse.TuneOptions(mode="none"))
-    print(result.report["accuracy_compiled"], result.legal)
+    print(result.report.metrics.accuracy_compiled, result.legal)   # result.report: a CompileReport
 
     cfg = dse.compose_config("sweep", ["runner=local", "search=custom", "hardware.weights.bits=2,4"])
     sweep = dse.run_study(cfg, Path("results/my_sweep"))               # a SweepResult
@@ -27,6 +27,7 @@ _HOMES = {
     "compile": "dse.compile",
     "Prepared": "dse.compile",
     "CompileResult": "dse.compile",
+    "CompileReport": "dse.compile.report",
     "HardwareSpec": "dse.hardware.spec",
     "TuneOptions": "dse.tune.options",
     "compose_config": "dse.config",

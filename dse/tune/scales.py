@@ -20,7 +20,7 @@ def _channel_scales(op: o.Op, ins: list[Tensor], in_shapes: list[tuple[int, ...]
     scales, mixed = WIRING[type(op)].channels(op, [s.numpy() for s in ins], in_shapes, out_shape)
     if mixed.any():
         raise ConfigError(f"a {type(op).__name__} mixes channels of different scales; the compiler cannot encode it")
-    return torch.from_numpy(np.ascontiguousarray(scales))
+    return torch.from_numpy(np.array(scales))  # a copy: a routed view may be read-only
 
 
 def wired_scales(op: o.Op, inputs: Sequence[str], scales: Mapping[str, Tensor],
