@@ -31,6 +31,7 @@ _HOMES = {
     "HardwareSpec": "dse.hardware.spec",
     "TuneOptions": "dse.tune.options",
     "compose_config": "dse.config",
+    "hardware_from": "dse.config",
     "run_study": "dse.explore.runner",
     "SweepResult": "dse.explore.runner",
 }

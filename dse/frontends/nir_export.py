@@ -63,7 +63,7 @@ import nir
 import numpy as np
 
 from dse.errors import ConfigError, UnsupportedOpError
-from dse.hardware.spec import HardwareSpec
+from dse.hardware.spec import SPIKING_MODELS, HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
@@ -154,7 +154,8 @@ class _Exporter:
     def run(self) -> nir.NIRGraph:
         if not self.hw.spiking:
             raise ConfigError(
-                f"NIR export needs a spiking chip (hardware.neuron.model if or lif, got {self.hw.neuron.model!r})"
+                f"NIR export needs a spiking chip (hardware.neuron.model one of {', '.join(SPIKING_MODELS)}, got "
+                f"{self.hw.neuron.model!r})"
             )
         self.host_pad = self._host_pad()
         self.fused = self._fusable_concats()

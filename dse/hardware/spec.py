@@ -18,6 +18,7 @@ Reuse = Literal["time_multiplexed", "expanded"]
 ScaleMode = Literal["per_crossbar", "per_column"]
 Encoding = Literal["rate", "poisson"]
 NEURON_MODELS: tuple[NeuronModel, ...] = choices(NeuronModel)
+SPIKING_MODELS: tuple[NeuronModel, ...] = ("if", "lif")  # the models whose values travel as spike trains
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ class HardwareSpec:
 
     @property
     def spiking(self) -> bool:
-        return self.neuron.model in ("if", "lif")
+        """Whether values travel as spike trains over `neuron.timesteps` steps (every spiking path reads this)."""
+        return self.neuron.model in SPIKING_MODELS
 
     def code_max(self, *, to_core: bool) -> int | None:
         """Largest code a core emits: ``2**bits - 1`` behind an ADC, or `T` spikes in a window of T steps."""
