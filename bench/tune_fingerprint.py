@@ -62,7 +62,8 @@ def main(only: list[str]) -> None:
         start = time.time()
         options = TuneOptions(**{**FAST, **opts})
         r = compile(prepared[model], hardware_from(cfg.hardware), tuning=options, reencode_k=reencode_k)
-        print(f"CASE {i} {model} {over} {opts} k={reencode_k}: accuracy_compiled={r.report.metrics.accuracy_compiled!r} "
+        accuracy = r.report.metrics.accuracy_compiled
+        print(f"CASE {i} {model} {over} {opts} k={reencode_k}: accuracy_compiled={accuracy!r} "
               f"digest={digest(r.graph)}", flush=True)
         print(f"  ({time.time() - start:.0f} s)", file=sys.stderr)
         for b in r.blocks:
