@@ -284,97 +284,57 @@ class Recipe:
     ``shift_px`` is the largest random translation (each axis, per sample, zero fill) used as augmentation;
     on only 4,000 MNIST images it is worth about a point of test accuracy."""
 
-    dataset: str
     architecture: str
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    shift_px: int
+    dataset: str = "mnist"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    shift_px: int = 2
     exporter: str = "dynamo"  # or "torchscript": torch.onnx.export(dynamo=False), see export_module
 
 
 RECIPES: dict[str, Recipe] = {
     "lenet_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; conv5x5 pad2 6 ReLU maxpool2; conv5x5 16 ReLU maxpool2; "
         "flatten 400; FC 120 ReLU; FC 84 ReLU; FC 10",
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
     ),
     "mlp_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; flatten 784; FC 256 ReLU; FC 128 ReLU; FC 10",
-        epochs=30,
-        batch_size=64,
         lr=1e-3,
-        weight_decay=0.0,
-        shift_px=2,
     ),
     "mlp_digits": Recipe(
         dataset="digits",
         architecture="flatten 64; FC 64 ReLU; FC 32 ReLU; FC 10",
         epochs=100,
         batch_size=32,
-        lr=2e-3,
-        weight_decay=0.0,
         shift_px=0,
     ),
     "cnn3_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; conv3x3 pad1 16 ReLU maxpool2; conv3x3 pad1 32 ReLU maxpool2; "
         "conv3x3 pad1 64 ReLU maxpool2; flatten 576; FC 64 ReLU; FC 10",
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
     ),
     "resnet_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; conv3x3 pad1 16 BN ReLU; basic block 16 (identity shortcut); "
         "basic block 32 stride 2 (1x1 conv + BN shortcut); basic block 64 stride 2 (1x1 conv + BN shortcut); "
         "global average pool; FC 10 (basic block: conv3x3 BN ReLU conv3x3 BN, + shortcut, ReLU)",
         epochs=15,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
     ),
     "mlp_sigmoid_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; flatten 784; FC 128 sigmoid; FC 64 sigmoid; FC 10",
         epochs=60,  # sigmoid units learn slower than ReLUs: 30 epochs stop near 95 %
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
     ),
     "mobilenet_mnist": Recipe(
-        dataset="mnist",
         architecture="(x-0.1307)/0.3081; ZeroPad2d(0,1,0,1) conv3x3 stride 2 16 BN ReLU6; DS block 16->32; "
         "DS block 32->64 stride 2 (ZeroPad2d(0,1,0,1) before the depthwise conv); DS block 64->64 with "
         "HardSwish after the pointwise conv; global average pool; FC 10 (DS block: depthwise conv3x3 "
         "groups=C BN ReLU6, pointwise conv1x1 BN ReLU6)",
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
         exporter="torchscript",
     ),
     "conv1d_mnist": Recipe(
         dataset="mnist_rows",
         architecture="(x-0.1307)/0.3081; input 28 channels (rows) x 28 samples; conv1d k3 pad1 32 BN ReLU "
         "maxpool2; conv1d k3 pad1 64 BN ReLU maxpool2; conv1d k3 pad1 64 BN ReLU; global average pool; FC 10",
-        epochs=30,
-        batch_size=64,
-        lr=2e-3,
-        weight_decay=0.0,
-        shift_px=2,
         exporter="torchscript",
     ),
 }
