@@ -8,8 +8,9 @@ Two steps, so that a sweep pays for the shared part once:
   (`dse.passes`): equalize (if asked), reencode and fit the crossbar, tune into integer form against the exact
   graph's activations (the teachers, computed block by block as tuning reaches them: all of them at once do
   not fit for an ImageNet-size network), check legality, simulate the chip exactly on the test data (in
-  batches that bound memory), and count resources. Every step is a registered pass, in the trace
-  (report.json's "passes") with its seconds; the result carries a typed `CompileReport` (`dse.compile.report`).
+  batches that bound memory), count resources and, on a chip with a cost model, cost energy, latency and
+  area. Every step is a registered pass, in the trace (report.json's "passes") with its seconds; the result
+  carries a typed `CompileReport` (`dse.compile.report`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ import numpy as np
 import torch
 
 from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
-from dse.compile.report import CompileReport, Metrics, Resources, SpikingReport, Verify, firing_rates, layer_rows
+from dse.compile.report import (
+    CompileReport,
+    CostReport,
+    Metrics,
+    Resources,
+    SpikingReport,
+    Verify,
+    firing_rates,
+    layer_rows,
+)
+from dse.cost.model import cost_model
 from dse.data.datasets import Dataset
 from dse.data.images import Preprocess, normalize_in_graph
 from dse.data.loading import load_dataset
@@ -166,6 +177,7 @@ def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k
         ("evaluate", "check"),
         ("evaluate", "evaluate"),
         ("evaluate", "resources"),
+        ("evaluate", "cost"),
     ]
 
 
@@ -187,6 +199,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     hw.validate()
+    cost_model(hw)  # a bad cost coefficient is refused before any work
     check_quantizable(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
                        tuning=tuning, max_memory_gb=max_memory_gb)
@@ -201,7 +214,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
             run_steps(state, [step for _, step in steps], trace)
     report = _report(prepared, state, strategy, reencode_k, readout_k, meter, plan, trace)
     rates = firing_rates(state.evaluation.stats, hw) if hw.spiking else None
-    layers = layer_rows(state.layers, state.evaluation.layer_errors(), rates)
+    layers = layer_rows(state.layers, state.evaluation.layer_errors(), rates, state.cost)
     return CompileResult(state.graph, report, layers, report.violations, trace,
                          {"compile": report.compile_seconds, "evaluate": report.evaluate_seconds}, state.blocks)
 
@@ -216,6 +229,7 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         test_samples=len(prepared.test_x), resources=Resources(**{**state.totals, "depth": state.depth}),
         violations=state.violations, verify=Verify(**state.evaluation.verify),
         spiking=SpikingReport.of(state.evaluation.stats, hw, state.depth) if hw.spiking else None,
+        cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
         evaluate_seconds=meter.seconds("evaluate"), steps=meter.steps, memory=plan, passes=trace,
     )

@@ -140,6 +140,7 @@ def _summary(result, run_dir: Path) -> None:
         ("cells used", str(res.cells_used)),
         ("utilization", f"{res.utilization:.3f}"),
         ("neurons / synapses", f"{res.neurons} / {res.synapses}"),
+        *_cost_rows(r.cost),
         ("legal", str(r.legal)),
         ("compile time (s)", f"{r.compile_seconds:.1f}"),
     ]
@@ -150,6 +151,26 @@ def _summary(result, run_dir: Path) -> None:
     for v in r.violations:
         console.print(f"[red]violation[/red] {v}")
     console.print(f"written to {run_dir}")
+
+
+def _cost_rows(cost) -> list[tuple[str, str]]:
+    """The cost totals per inference, in the unit that reads best (report.json holds pJ, ns, mm^2)."""
+    if cost is None:
+        return []
+    energy = cost.energy_pj["total"]
+    rows = [("energy / inference", _si(energy * 1e-12, "J")), ("latency", _si(cost.latency_ns * 1e-9, "s")),
+            ("area (mm^2)", f"{cost.area_mm2['total']:.4g}"), ("inferences / s", f"{cost.inferences_per_s:,.0f}")]
+    if cost.tops_per_w is not None:
+        rows.append(("TOPS/W", f"{cost.tops_per_w:.3g}"))
+    return rows
+
+
+def _si(value: float, unit: str) -> str:
+    """3 significant digits with an SI prefix: 2.79e-6 J -> '2.79 uJ'."""
+    for factor, prefix in ((1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value / 1e-15:.3g} f{unit}"
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dse.compile.memory import MemoryPlan
+from dse.cost.energy import AREA, ENERGY, NetworkCost
+from dse.cost.placement import PLACEMENTS
 from dse.cost.resources import LayerResources
 from dse.hardware.spec import HardwareSpec
 from dse.passes.registry import PassRecord
@@ -91,6 +93,49 @@ class SpikingReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class CostReport:
+    """Energy, latency and area per inference (`dse.cost.energy.network_cost`; docs/cost.md), on a chip with a
+    cost model."""
+
+    energy_pj: dict[str, float]  # per inference, by component, and "total"
+    latency_ns: float  # one inference, input to output
+    area_mm2: dict[str, float]  # by component, and "total"
+    inferences_per_s: float  # throughput (PIM: layer-pipelined; spiking: one inference at a time)
+    tops_per_w: float | None  # 2 x MACs per pJ; None (left out): a spiking chip, whose work is events
+    placement: str  # the placement whose NoC energy the totals charge (fewer hops)
+    noc: dict[str, dict[str, float]]  # per placement (in_order, partitioned): hops, chip crossings, chips, energy
+    latency_steps: int | None = None  # spiking: time steps of an inference
+    step_ns_max: float | None = None  # spiking: the longest time step (ns)
+
+    @classmethod
+    def of(cls, cost: NetworkCost) -> CostReport:
+        return cls(**cost.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(self)
+
+    def columns(self) -> dict[str, float]:
+        """The numeric columns of a sweep's trial row, named as `cost_columns` names them."""
+        out = {"energy_pj": self.energy_pj["total"]}
+        out.update({f"energy_{k}_pj": v for k, v in self.energy_pj.items() if k != "total"})
+        out["area_mm2"] = self.area_mm2["total"]
+        out.update({f"area_{k}_mm2": v for k, v in self.area_mm2.items() if k != "total"})
+        out.update({"latency_ns": self.latency_ns, "inferences_per_s": self.inferences_per_s})
+        if self.tops_per_w is not None:
+            out["tops_per_w"] = self.tops_per_w
+        out.update({f"noc_hops_{p}": self.noc[p]["hops"] for p in PLACEMENTS})
+        return {k: float(v) for k, v in out.items()}
+
+
+def cost_columns(kind: str) -> list[str]:
+    """The cost columns of a trial row on a chip of `kind` (pim or spiking), in order: known before any trial
+    runs (what `study.objectives` and a figure may name)."""
+    return ["energy_pj", *(f"energy_{k}_pj" for k in ENERGY[kind]), "area_mm2", *(f"area_{k}_mm2" for k in AREA[kind]),
+            "latency_ns", "inferences_per_s", *(["tops_per_w"] if kind == "pim" else []),
+            *(f"noc_hops_{p}" for p in PLACEMENTS)]
+
+
 def firing_rates(stats: SpikeStats, hw: HardwareSpec) -> dict[str, float]:
     """Per core: spikes per neuron per time step, averaged over the test samples."""
     per = max(stats.samples, 1)
@@ -116,6 +161,7 @@ class CompileReport:
     violations: list[str]  # the chip's constraints the compiled graph breaks (`dse.hardware.legality`)
     verify: Verify
     spiking: SpikingReport | None  # None (left out): the chip does not spike
+    cost: CostReport | None  # None (left out): the chip has no cost model
     compile_seconds: float  # wall seconds of fitting and tuning
     prepare_seconds: float  # wall seconds of `prepare` (shared by every compile of a sweep)
     evaluate_seconds: float  # wall seconds of checking, the chip simulation and resource counting
@@ -139,6 +185,7 @@ class CompileReport:
             "violations": list(self.violations),
             "verify": self.verify.to_dict(),
             **({"spiking": self.spiking.to_dict()} if self.spiking is not None else {}),
+            **({"cost": self.cost.to_dict()} if self.cost is not None else {}),
             "compile_seconds": self.compile_seconds,
             "prepare_seconds": self.prepare_seconds,
             "evaluate_seconds": self.evaluate_seconds,
@@ -148,15 +195,17 @@ class CompileReport:
         }
 
 
-def layer_rows(layers: list[LayerResources], errors: dict[str, float], rates: dict[str, float] | None
-               ) -> list[dict[str, Any]]:
+def layer_rows(layers: list[LayerResources], errors: dict[str, float], rates: dict[str, float] | None,
+               cost: NetworkCost | None = None) -> list[dict[str, Any]]:
     """layers.csv: each core-op's resources, its error against the exact graph (its block's, for a core of
-    a split) and, on a spiking chip, its firing rate."""
+    a split), on a spiking chip its firing rate and, with a cost model, its energy (pJ per inference, in total
+    and by component), latency (ns) and area (mm^2, in total and by component)."""
+    costs = cost.layer_rows() if cost is not None else [{} for _ in layers]
     rows = []
-    for lr in layers:
+    for lr, layer_cost in zip(layers, costs, strict=True):
         row = lr.as_dict()
         row["error_vs_original"] = errors.get(lr.name, errors.get(lr.block))
         if rates is not None:
             row["firing_rate"] = rates.get(lr.name)
-        rows.append(row)
+        rows.append({**row, **layer_cost})
     return rows

@@ -15,6 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dse.choices import check_choice
+from dse.cost.model import cost_model
 from dse.data.images import Preprocess
 from dse.hardware.spec import HardwareSpec
 from dse.passes.fit_crossbar import Strategy
@@ -232,7 +233,10 @@ def preprocess_from(cfg: DictConfig) -> Preprocess:
 
 
 def hardware_from(cfg: DictConfig) -> HardwareSpec:
-    return HardwareSpec.from_dict(to_container(cfg))
+    """The chip, validated, its cost coefficients included (a bad one is refused before any work)."""
+    hw = HardwareSpec.from_dict(to_container(cfg))
+    cost_model(hw)
+    return hw
 
 
 def tuning_from(cfg: DictConfig) -> TuneOptions:

@@ -41,6 +41,8 @@ PIM_ENERGY = ("crossbar", "dac", "adc", "shift_add", "buffer", "noc")
 PIM_AREA = ("crossbar", "dac", "adc", "shift_add", "buffer", "router")
 SPIKING_ENERGY = ("synapses", "neurons", "spikes", "noc", "static")
 SPIKING_AREA = ("cores",)
+ENERGY = {"pim": PIM_ENERGY, "spiking": SPIKING_ENERGY}  # the energy components of each chip kind, in order
+AREA = {"pim": PIM_AREA, "spiking": SPIKING_AREA}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Cost coefficients of a chip: one frozen spec per chip kind, every field's unit in its name.
 
 A PIM chip (`hw.spiking` false, chip_a) is costed with `PimCost`, a spiking chip (chip_b) with `SpikingCost`.
-The defaults are the presets' values; each cites its row in `COST_SOURCES.md` (shared with the project) and
-`docs/cost_presets_draft.yaml` holds the same values as the presets' `cost:` blocks (a test keeps them equal).
+The chip's `hardware.cost` (`HardwareSpec.cost`, the preset's `cost:` block) sets them; `cost_model(hw)` builds
+the one its chip kind uses. The defaults are the presets' values (a test keeps them equal); each cites its row in
+`COST_SOURCES.md` (shared with the project), as the presets do on every line.
 
 Choices where published models disagree (docs/cost.md gives the formulas):
 
@@ -111,6 +112,11 @@ COST_KINDS: dict[str, type] = {"pim": PimCost, "spiking": SpikingCost}
 
 def chip_kind(hw: HardwareSpec) -> str:
     return "spiking" if hw.spiking else "pim"
+
+
+def cost_model(hw: HardwareSpec) -> CostModel | None:
+    """The cost coefficients chip `hw` sets (`hw.cost`), validated; None when it has no cost model."""
+    return None if hw.cost is None else cost_from_dict(hw, hw.cost.given())
 
 
 def cost_from_dict(hw: HardwareSpec, data: dict[str, Any] | None) -> CostModel:

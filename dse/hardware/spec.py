@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_type_hints
 
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
@@ -80,10 +80,56 @@ class Neuron:
 class Mapping:
     """`time_multiplexed`: one set of crossbars serves every position of a convolution (PIM).
     `expanded`: every output position has neurons of its own (spatial neuromorphic chips).
-    `cores_per_chip`: how many cores one chip holds (None: count no chips)."""
+    `cores_per_chip`: how many cores one chip holds (None: count no chips). `mesh`: (width, height) in cores
+    of the whole system the cores are placed on, a whole number of chips (None: as few chips as hold the
+    network, in a near-square grid; `dse.cost.placement`)."""
 
     reuse: Reuse = "time_multiplexed"
     cores_per_chip: int | None = None
+    mesh: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The chip's energy, latency and area coefficients, the unit in each name. A chip kind uses one set: a PIM
+    chip (ReLU neurons) `dse.cost.model.PimCost`'s fields, a spiking chip `SpikingCost`'s, whose docstrings and
+    comments give each value's source (a row of COST_SOURCES.md); the presets give every one of them with its
+    row ID. None: not set (the chip kind's default); a field of the other kind that is set is refused.
+    `tests/cost/test_cost_model.py` keeps these fields the union of the two."""
+
+    # PIM (PimCost)
+    dac_bits: int | None = None
+    dac_1b_pj_per_activation: float | None = None
+    dac_1b_um2: float | None = None
+    adc_8b_pj_per_conversion: float | None = None
+    adc_8b_um2: float | None = None
+    adc_ns_per_conversion: float | None = None
+    columns_per_adc: int | None = None
+    crossbar_fj_per_cell_read: float | None = None
+    crossbar_um2_per_cell: float | None = None
+    read_ns: float | None = None
+    shift_add_pj_per_op: float | None = None
+    shift_add_um2: float | None = None
+    buffer_pj_per_bit: float | None = None
+    buffer_mm2_per_kb: float | None = None
+    noc_pj_per_bit_hop: float | None = None
+    router_um2_per_core: float | None = None
+    # spiking (SpikingCost)
+    synaptic_event_pj: float | None = None
+    synaptic_event_ns: float | None = None
+    neuron_update_pj: float | None = None
+    neuron_update_ns: float | None = None
+    spike_pj: float | None = None
+    spike_ns: float | None = None
+    hop_x_pj_per_spike: float | None = None
+    hop_y_pj_per_spike: float | None = None
+    barrier_ns: float | None = None
+    static_mw_per_core: float | None = None
+    synapse_um2: float | None = None
+
+    def given(self) -> dict[str, float]:
+        """The coefficients set, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -94,6 +140,7 @@ class HardwareSpec:
     io: IO = field(default_factory=IO)
     neuron: Neuron = field(default_factory=Neuron)
     mapping: Mapping = field(default_factory=Mapping)
+    cost: Cost | None = None  # None: no cost model (no energy, latency or area in the report)
 
     # --- derived quantities ------------------------------------------------------------------------------
     @property
@@ -163,7 +210,11 @@ class HardwareSpec:
 
     # --- construction -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field; of `cost` only the coefficients set."""
+        out = asdict(self)
+        if self.cost is not None:
+            out["cost"] = self.cost.given()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HardwareSpec:
@@ -194,6 +245,11 @@ class HardwareSpec:
             raise ConfigError(f"hardware.neuron.leak must be in (0, 1] (got {n.leak})")
         check_choice("hardware.mapping.reuse", m.reuse, Reuse)
         _positive("hardware.mapping.cores_per_chip", m.cores_per_chip)
+        if m.mesh is not None:
+            if len(m.mesh) != 2:
+                raise ConfigError(f"hardware.mapping.mesh must be [width, height] in cores (got {list(m.mesh)})")
+            for v in m.mesh:
+                _positive("hardware.mapping.mesh", v)
         if c.cols is not None and self.columns_per_weight > c.cols:
             raise ConfigError(
                 f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
@@ -214,11 +270,15 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         if key not in known:
             raise ConfigError(f"unknown key {path}.{key} (known: {', '.join(known)})")
     kwargs = {}
+    hints = get_type_hints(cls)
     for name, f in known.items():
         if name not in data:
             continue
         value = data[name]
         default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
+        optional_part = next((t for t in get_args(hints[name]) if is_dataclass(t)), None)  # `Cost | None`
+        if optional_part is not None and value is not None:
+            default = optional_part()
         if is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}.{name} must be a mapping (got {value!r})")

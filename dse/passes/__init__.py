@@ -16,8 +16,8 @@ from dse.passes.state import CompileData, CompileState
 
 # the modules that register steps (registry first: they import it)
 from dse.passes import canonicalize, reform, equalize, reencode, fit_crossbar  # noqa: E402,I001  isort: skip
-from dse.passes import tuning, verify, resources  # noqa: E402,I001  isort: skip
+from dse.passes import tuning, verify, resources, cost  # noqa: E402,I001  isort: skip
 
 __all__ = ["PASSES", "STEPS", "CompileData", "CompileState", "PassError", "PassRecord", "Step", "register",
-           "register_step", "run_pipeline", "run_steps", "canonicalize", "equalize", "fit_crossbar", "reencode",
+           "register_step", "run_pipeline", "run_steps", "canonicalize", "cost", "equalize", "fit_crossbar", "reencode",
            "reform", "resources", "tuning", "verify"]

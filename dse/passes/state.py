@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dse.cost.energy import NetworkCost
 from dse.cost.resources import LayerResources
 from dse.hardware.spec import HardwareSpec
 from dse.ir.graph import Graph
@@ -51,6 +52,7 @@ class CompileState:
     layers: list[LayerResources] | None = None  # "resources": each core-op's resources
     totals: dict[str, Any] | None = None  # "resources": the chip's resources in total (`total_resources`)
     depth: int | None = None  # "resources": core-ops on the longest path, input to output
+    cost: NetworkCost | None = None  # "cost": energy, latency, area, placement (None: the chip has no cost model)
 
     def need_data(self, step: str) -> CompileData:
         if self.data is None:

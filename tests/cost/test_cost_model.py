@@ -7,21 +7,21 @@ units) and checks the default coefficient, or the model's figure, against it.
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from dataclasses import fields
 
 import pytest
 import yaml
 
-from dse.cost.model import PimCost, SpikingCost, cost_from_dict
+from dse.config import conf_dir
+from dse.cost.model import PimCost, SpikingCost, cost_from_dict, cost_model
 from dse.errors import ConfigError
-from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
+from dse.hardware.spec import IO, Cost, Crossbar, HardwareSpec, Mapping, Neuron, Weights
 
 PIM = PimCost()
 SPIKING = SpikingCost()
 CHIP_A = HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))
 CHIP_B = HardwareSpec(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4), io=IO(None, None),
                       neuron=Neuron(model="if", timesteps=16), mapping=Mapping(reuse="expanded"))
-DRAFT = Path(__file__).resolve().parents[2] / "docs" / "cost_presets_draft.yaml"
 
 
 def test_a1_a2_adc_energy_is_power_over_sample_rate() -> None:
@@ -93,13 +93,25 @@ def test_b4_b7_b9_d1_spiking_coefficients() -> None:
     assert s.synapse_um2 == pytest.approx(240 * 390 / (256 * 256), abs=0.001)
 
 
-def test_the_draft_preset_blocks_equal_the_defaults_and_cite_a_row_on_every_line() -> None:
-    draft = yaml.safe_load(DRAFT.read_text())
-    assert cost_from_dict(CHIP_A, draft["chip_a"]["cost"]) == PIM
-    assert cost_from_dict(CHIP_B, draft["chip_b"]["cost"]) == SPIKING
-    values = [line for line in DRAFT.read_text().splitlines() if re.match(r"\s{4}\w+: ", line)]
-    assert len(values) == len(draft["chip_a"]["cost"]) + len(draft["chip_b"]["cost"])
+@pytest.mark.parametrize(("chip", "defaults"), [("chip_a", PIM), ("chip_b", SPIKING)])
+def test_the_preset_cost_blocks_equal_the_defaults_and_cite_a_row_on_every_line(chip: str, defaults) -> None:
+    text = (conf_dir() / "hardware" / f"{chip}.yaml").read_text()
+    preset = yaml.safe_load(text)
+    preset.pop("defaults")
+    hw = HardwareSpec.from_dict(preset)
+    assert cost_model(hw) == defaults
+    block = text[text.index("\ncost:\n"):]
+    values = [line for line in block.splitlines() if re.match(r"\s{2}\w+: ", line)]
+    assert len(values) == len(preset["cost"]) == len(fields(defaults))
     assert all(re.search(r"# [ABD]\d+", line) for line in values), [v for v in values if "#" not in v]
+
+
+def test_the_spec_cost_fields_are_those_of_both_chip_kinds() -> None:
+    assert [f.name for f in fields(Cost)] == [f.name for f in (*fields(PimCost), *fields(SpikingCost))]
+
+
+def test_no_cost_block_no_cost_model() -> None:
+    assert cost_model(CHIP_A) is None
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), True, "1"])
