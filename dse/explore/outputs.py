@@ -33,10 +33,11 @@ class Figure:
     name: str
 
 
-def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
-    """One sensitivity figure per swept number: the error (and the logit error) against it, one line per swept
-    category (strategy, neuron model, tuning) if there is one, else per value of the next swept number
-    (error against weight bits, one line per I/O precision)."""
+def default_figures(space: SearchSpace, error: str, grid: bool, cost: str | None = None) -> list[Figure]:
+    """One sensitivity figure per swept number: the error (and the logit error) against it, and its `cost`
+    (energy, where the chip has a cost model) beside them, one line per swept category (strategy, neuron
+    model, tuning) if there is one, else per value of the next swept number (error against weight bits, one
+    line per I/O precision)."""
     numeric = [p for p, values in space.params.items() if all(_is_number(v) for v in values) and len(values) > 1]
     categories = [p for p in CATEGORICAL_FIRST if p in space.params]
     categories += [p for p in space.params if p not in numeric and p not in categories]
@@ -44,6 +45,7 @@ def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
     # (the agreement next to it where there are no labels to measure accuracy with)
     y = {"accuracy_delta_pp": (error, "logits_rel_error"),
          "logits_rel_error": (error, "agreement")}.get(error, (error,))
+    y = (*y, cost) if cost is not None and cost not in y else y
     figures = []
     for i, x in enumerate(numeric):
         others_numeric = numeric[i + 1:] + numeric[:i]
@@ -92,7 +94,7 @@ def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, obje
         pair = [error, resource]
         name = "pareto_front" if len(resources) == 1 else f"pareto_front_{resource}"
         files += plot_pareto(usable(trials, pair), pareto_front(trials, pair), error=error, resource=resource,
-                             by=by, path=run_dir / name)
+                             by=by, path=run_dir / name, params=list(space.params), tied=space.tied)
     for fig in figures:
         data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=reference,
                            others=fig.others)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from dse.explore.labels import label  # noqa: E402
+from dse.explore.labels import configuration, label, scaled  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.5
 PANEL_HEIGHT_IN = 2.3
@@ -80,6 +80,16 @@ def _log_axis(axis: Any, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+def _physical_log_axis(axis: Any, lo: float, hi: float) -> None:
+    """A log10 axis for a physical quantity that spans a wide range, ticks at 1, 2 and 5 times a power of ten."""
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    ticks = [m * 10.0**k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+             for m in (1, 2, 5)]
+    axis.set_major_locator(FixedLocator([t for t in ticks if lo / 2 <= t <= hi * 2]))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
 def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
     out = []
     for suffix in (".png", ".pdf"):
@@ -92,59 +102,102 @@ def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
 
 def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | None, path: Path,
                      title: str = "", tied: dict[str, str] | None = None) -> list[Path]:
-    """`data` from pareto.sensitivity: one panel per y, one line per value of `by`."""
+    """`data` from pareto.sensitivity: one panel per y side by side (the error's, then the cost's), one line per
+    value of `by`; a physical quantity in the unit its values read best in."""
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(y), 1, figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN * len(y)), sharex=True,
-                                 squeeze=False)
+        width = COLUMN_WIDTH_IN if len(y) == 1 else min(2 * COLUMN_WIDTH_IN + 0.2, 2.4 * len(y))
+        fig, axes = plt.subplots(1, len(y), figsize=(width, PANEL_HEIGHT_IN), sharex=True, squeeze=False)
         styles = series_styles(list(data[by].unique()) if by and not data.empty else [None])
         groups = list(styles)
-        for ax, col in zip(axes[:, 0], y, strict=True):
+        for ax, col in zip(axes[0], y, strict=True):
+            ys = pd.to_numeric(data[col], errors="coerce").dropna()
+            factor, ylabel = scaled(col, ys.tolist())
             for g in groups:
                 part = data if g is None or by is None else data[data[by].map(lambda v, g=g: v == g)]
                 colour, marker = styles[g]
-                ax.plot(part[x].astype(float), part[col].astype(float), marker=marker, color=colour,
+                ax.plot(part[x].astype(float), part[col].astype(float) / factor, marker=marker, color=colour,
                         label=_fmt(g) if by else None)
             if col == "accuracy_delta_pp":
                 ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
-            ys = pd.to_numeric(data[col], errors="coerce").dropna()
             if col in RESOURCE_COUNTS and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _log_axis(ax.yaxis, ys.min(), ys.max())
-            ax.set_ylabel(label(col))
+            elif factor != 1.0 and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
+                _physical_log_axis(ax.yaxis, ys.min() / factor, ys.max() / factor)
+            ax.set_ylabel(ylabel)
             _x_axis(ax, data[x].tolist(), x)
-        axes[-1, 0].set_xlabel(label(x, tied))
+            ax.set_xlabel(label(x, tied))
         if by and len(groups) > 1:
             axes[0, 0].legend(title=label(by, tied), loc="best")
         if title:
-            axes[0, 0].set_title(title)
+            fig.suptitle(title)
         return _save(fig, path)
 
 
 def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resource: str, by: str | None,
-                path: Path, title: str = "") -> list[Path]:
-    """Every usable trial (by series) and the Pareto front (the staircase of non-dominated trials)."""
+                path: Path, title: str = "", params: Sequence[str] = (), tied: dict[str, str] | None = None
+                ) -> list[Path]:
+    """Every usable trial (by series) and the Pareto front (the staircase of non-dominated trials), each point of
+    the front named by its configuration (its values of `params`); the resource in its physical unit."""
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.2))
+        fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.6))
+        values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
+        factor, xlabel = scaled(resource, values.tolist())
         styles = series_styles(list(points[by].unique()) if by and not points.empty else [None])
         groups = list(styles)
         for g in groups:
             part = points if g is None or by is None else points[points[by].map(lambda v, g=g: v == g)]
             colour, marker = styles[g]
-            ax.scatter(part[resource].astype(float), part[error].astype(float), s=14, color=colour, marker=marker,
-                       alpha=0.55, linewidths=0, label=(f"{label(by)}: {_fmt(g)}" if by else "legal trials"))
+            ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=14, color=colour,
+                       marker=marker, alpha=0.55, linewidths=0,
+                       label=(f"{label(by)}: {_fmt(g)}" if by else "legal trials"))
         if not front.empty:
             f = front.sort_values(resource)
-            ax.step(f[resource].astype(float), f[error].astype(float), where="post", color="black", lw=1.0,
+            ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
                     zorder=3)
-            ax.scatter(f[resource].astype(float), f[error].astype(float), s=22, facecolors="none",
+            ax.scatter(f[resource].astype(float) / factor, f[error].astype(float), s=22, facecolors="none",
                        edgecolors="black", linewidths=0.9, zorder=4, label="Pareto front")
-        values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
-            _log_axis(ax.xaxis, values.min(), values.max())
+            if factor == 1.0 and resource in RESOURCE_COUNTS:
+                _log_axis(ax.xaxis, values.min(), values.max())
+            else:
+                _physical_log_axis(ax.xaxis, values.min() / factor, values.max() / factor)
         if error == "accuracy_delta_pp":
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
-        ax.set_xlabel(label(resource))
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="best")
+        ax.legend(loc="upper right")
         if title:
             ax.set_title(title)
+        if params and not front.empty:
+            f = front.sort_values(resource)
+            names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
+            # designs that tie in both objectives share one point, named in lines of one label
+            named = names.groupby([f[resource], f[error]], sort=False).agg(lambda n: "\n".join(dict.fromkeys(n)))
+            _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named))
         return _save(fig, path)
+
+
+# where a point's name goes, in points from the point (dx, dy, horizontal alignment), tried in order
+_NAME_SPOTS = [(5, 4, "left"), (5, -9, "left"), (-5, 4, "right"), (-5, -9, "right"), (5, 12, "left"),
+               (-5, 12, "right"), (5, -17, "left"), (-5, -17, "right")]
+
+
+def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> None:
+    """Write each name beside its point at the first spot where it overlaps no name already written, the legend
+    or the axes' edge (the last spot tried if none is free)."""
+    fig = ax.figure
+    fig.canvas.draw()  # lay out the axes so the text's extent is known
+    renderer = fig.canvas.get_renderer()
+    taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    frame = ax.get_window_extent(renderer)
+    for x, y, name in zip(xs, ys, names, strict=True):
+        for dx, dy, ha in _NAME_SPOTS:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=6,
+                               color="0.15", zorder=5)
+            box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(t) for t in taken):
+                break
+            if (dx, dy, ha) != _NAME_SPOTS[-1]:
+                text.remove()
+        taken.append(box)

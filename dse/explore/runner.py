@@ -153,17 +153,27 @@ def default_objectives(known: Sequence[str]) -> tuple[str, ...]:
 
 
 def known_columns(cfg: DictConfig, labelled: bool = True) -> list[str]:
-    """The metric and resource columns a trial produces: resource names come from the resource model itself,
-    so a field added there (a cost model's energy) is known here at once. Without test labels the accuracy
-    columns are null, so no figure or objective can use them."""
+    """The numeric columns a trial produces, known before any runs: the metrics, the resources (their names
+    from the resource model itself), on a spiking chip its activity (`spiking.*`), and with a cost model its
+    energy, area and latency (`cost_columns`). Without test labels the accuracy columns are null, so no figure
+    or objective can use them."""
+    from dataclasses import fields
+
+    from dse.compile.report import SpikingReport, cost_columns
+    from dse.cost.model import chip_kind
     from dse.cost.resources import total_resources
 
     names = [k for k in (*METRICS, "compile_seconds", "evaluate_seconds", "cpu_seconds")
              if labelled or k not in ACCURACY]
     try:
-        names += [k for k in total_resources([], hardware_from(cfg.hardware)) if k not in names]
+        hw = hardware_from(cfg.hardware)
     except DseError:
-        names += ["crossbars", "cells_used", "utilization", "neurons", "synapses", "core_ops", "depth"]
+        return [*names, "crossbars", "cells_used", "utilization", "neurons", "synapses", "core_ops", "depth"]
+    names += [k for k in total_resources([], hw) if k not in names]
+    if hw.spiking:
+        names += [f"spiking.{f.name}" for f in fields(SpikingReport)]
+    if hw.cost is not None:
+        names += cost_columns(chip_kind(hw))
     return names
 
 
@@ -172,13 +182,14 @@ def _check_column(where: str, k: str, known: Sequence[str], cfg: DictConfig) -> 
         raise ConfigError(f"{where}: {k} needs test labels and dataset {cfg.model.dataset} has none; use "
                           "logits_rel_error or agreement")
     if k not in known:
-        raise ConfigError(f"{where}: {k!r} is not a result column (one of {', '.join(known)})")
+        raise ConfigError(f"{where}: {k!r} is not a numeric result column (the numeric columns: {', '.join(known)})")
 
 
 def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, labelled: bool = True) -> list[Figure]:
-    if not cfg.figures:
-        return default_figures(space, options.objectives[0], grid=options.sampler == "grid")
     known = known_columns(cfg, labelled)
+    if not cfg.figures:
+        return default_figures(space, options.objectives[0], grid=options.sampler == "grid",
+                               cost="energy_pj" if "energy_pj" in known else None)
     out = []
     for i, f in enumerate(cfg.figures):
         where = f"figures[{i}]"

@@ -67,12 +67,15 @@ def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
 
 
 def flatten_report(report: CompileReport) -> dict[str, Any]:
-    """One flat row: the metrics, every resource field, the spike activity (dotted names), the status."""
+    """One flat row: the metrics, every resource field, the spike activity (dotted names), the cost (energy,
+    area and latency with their units in the names: `CostReport.columns`), the status."""
     metrics = report.metrics.to_dict()
     row: dict[str, Any] = {k: metrics[k] for k in METRICS}
     row.update(_flatten(report.resources.to_dict()))
     if report.spiking is not None:
         row.update(_flatten(report.spiking.to_dict(), "spiking."))
+    if report.cost is not None:
+        row.update(report.cost.columns())
     row["legal"] = report.legal
     row["violations"] = len(report.violations)
     row["state"] = "complete"
