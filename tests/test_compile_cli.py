@@ -87,6 +87,41 @@ def test_layers_csv_has_one_row_per_core(good_run: Run) -> None:
         assert int(r["fan_in"]) <= 256 and int(r["crossbars"]) >= 1
 
 
+@pytest.fixture(scope="module")
+def spiking_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_cli(["model=mlp_digits", "hardware=chip_b", "tuning.spike_steps=5", "tuning.output_spike_steps=5",
+                    *FAST], tmp_path_factory.mktemp("spiking") / "run")
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
+def test_the_cost_is_in_the_report_per_layer_and_in_the_summary(good_run: Run, spiking_run: Run, chip: str) -> None:
+    run = {"chip_a": good_run, "chip_b": spiking_run}[chip]
+    assert run.returncode == 0, run.stderr
+    cost = json.loads((run.run_dir / "report.json").read_text())["cost"]
+    components = {"chip_a": {"crossbar", "dac", "adc", "shift_add", "buffer", "noc"},
+                  "chip_b": {"synapses", "neurons", "spikes", "noc", "static"}}[chip]
+    assert set(cost["energy_pj"]) == {*components, "total"}
+    assert cost["energy_pj"]["total"] == pytest.approx(sum(v for k, v in cost["energy_pj"].items() if k != "total"))
+    assert cost["latency_ns"] > 0 and cost["area_mm2"]["total"] > 0 and cost["inferences_per_s"] > 0
+    assert ("tops_per_w" in cost) is (chip == "chip_a")
+    assert set(cost["noc"]) == {"in_order", "partitioned"} and cost["placement"] in cost["noc"]
+    with open(run.run_dir / "layers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sum(float(r["energy_pj"]) for r in rows) == pytest.approx(cost["energy_pj"]["total"])
+    assert sum(float(r["area_mm2"]) for r in rows) == pytest.approx(cost["area_mm2"]["total"])
+    assert all(f"energy_{k}_pj" in rows[0] for k in components)
+    for line in ("energy / inference", "latency", "area (mm^2)", "inferences / s"):
+        assert line in run.stdout, run.stdout
+    assert ("TOPS/W" in run.stdout) is (chip == "chip_a")
+
+
+def test_the_ideal_chip_has_no_cost(tmp_path: Path) -> None:
+    run = run_cli(["model=mlp_digits", "hardware=ideal", *FAST], tmp_path / "run")
+    assert run.returncode == 0, run.stderr
+    assert "cost" not in json.loads((run.run_dir / "report.json").read_text())
+    assert "energy" not in run.stdout
+
+
 def test_compiled_npz_is_the_integer_network(good_run: Run) -> None:
     from dse.data import load_dataset
     from dse.sim.integer import run_integer
@@ -226,6 +261,18 @@ MORE = {
     "an option": (["--fast"], r"unknown option --fast"),
     "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
     "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),
+    # the cost model's coefficients and the mesh (issue 12's bad input)
+    "cost coefficient 0": (["hardware.cost.adc_8b_pj_per_conversion=0"],
+                           r"hardware\.cost\.adc_8b_pj_per_conversion must be a positive number \(got 0\.0\)"),
+    "cost coefficient negative": (["hardware=chip_b", "hardware.cost.synaptic_event_pj=-23.6"],
+                                  r"hardware\.cost\.synaptic_event_pj must be a positive number \(got -23\.6\)"),
+    "cost field of the other chip kind": (["hardware.cost.synaptic_event_pj=23.6"],
+                                          r"hardware\.cost\.synaptic_event_pj is a cost of spiking chips; chip "
+                                          r"chip_a is a pim chip"),
+    "unknown cost field": (["hardware.cost.adc_pj=1.56"], r"hardware\.cost\.adc_pj"),
+    "mesh too small": (["model=mlp_digits", "hardware.mapping.mesh=[1,2]"],
+                       r"the network needs 3 cores but the mesh of 1 x 2 holds 2"),
+    "mesh not 2-D": (["hardware.mapping.mesh=[4]"], r"hardware\.mapping\.mesh must be \[width, height\]"),
 }
 
 

@@ -3,6 +3,7 @@ report.json with the keys and values the lower layers compute."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,9 +12,12 @@ import numpy as np
 import pytest
 
 from dse.compile import compile, load_model, prepare
+from dse.compile.report import cost_columns
+from dse.cost.energy import network_cost
+from dse.cost.model import PimCost, SpikingCost, chip_kind, cost_model, cost_to_dict
 from dse.cost.resources import depth, layer_resources, total_resources
 from dse.hardware.legality import check
-from dse.hardware.spec import IO, Crossbar, HardwareSpec, Mapping, Neuron, Weights
+from dse.hardware.spec import IO, Cost, Crossbar, HardwareSpec, Mapping, Neuron, Weights
 from dse.passes import CompileState, PassError, register_step, run_steps
 from dse.passes.registry import STEPS
 from dse.sim.evaluate import compare, evaluate_chip
@@ -22,7 +26,7 @@ from dse.tune import TuneOptions
 # report.json's keys in order, as `compile` wrote them before the report was typed (spiking: a spiking chip's)
 KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",
         "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement",
-        "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking",
+        "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking", "cost",
         "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
 CHIPS = {  # chip_a and chip_b (conf/hardware), a crossbar chip and a spiking one
     "chip_a": HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8)),
@@ -45,7 +49,7 @@ def test_report_dict_is_report_json(prepared, chip: str) -> None:
     hw = CHIPS[chip]
     result = compile(prepared, hw, tuning=TuneOptions(mode="none", equalize=True))
     report = result.report.to_dict()
-    assert list(report) == [k for k in KEYS if hw.spiking or k != "spiking"]
+    assert list(report) == [k for k in KEYS if (hw.spiking or k != "spiking") and k != "cost"]
     assert list(report["resources"]) == RESOURCE_KEYS
     plain = {k: v for k, v in report.items() if k != "hardware"}  # (the spec's tuples are JSON lists)
     assert json.loads(json.dumps(plain)) == plain  # plain JSON values
@@ -79,7 +83,8 @@ def _teacher(prepared, hw: HardwareSpec):
 def test_the_trace_shows_every_step(prepared) -> None:
     result = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none"))
     names = [r.name for r in result.report.passes]
-    assert names == ["canonicalize", "reform", "reencode", "fit_crossbar", "tune", "check", "evaluate", "resources"]
+    assert names == ["canonicalize", "reform", "reencode", "fit_crossbar", "tune", "check", "evaluate", "resources",
+                     "cost"]
     assert all(r.seconds >= 0 for r in result.report.passes)
     assert list(result.report.steps) == ["fit", "tune", "evaluate"]
     equalized = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none", equalize=True))
@@ -105,7 +110,7 @@ def test_importing_the_package_registers_every_step_and_tuning_imports_no_pass()
             "print(sorted(p.PASSES), sorted(p.STEPS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["['canonicalize',", "'equalize',", "'fit_crossbar',", "'reencode',", "'reform']",
-                           "['check',", "'evaluate',", "'resources',", "'tune']"]
+                           "['check',", "'cost',", "'evaluate',", "'resources',", "'tune']"]
 
 
 def test_layers_rows_carry_each_cores_error(prepared) -> None:
@@ -113,3 +118,23 @@ def test_layers_rows_carry_each_cores_error(prepared) -> None:
     names = [lr.name for lr in layer_resources(result.graph, result.report.hardware)]
     assert [row["name"] for row in result.layers] == names
     assert all(np.isfinite(row["error_vs_original"]) for row in result.layers)
+
+
+@pytest.mark.parametrize(("chip", "defaults"), [("chip_a", PimCost()), ("chip_b", SpikingCost())])
+def test_a_chip_with_a_cost_model_reports_its_cost(prepared, chip: str, defaults) -> None:
+    """report.json's "cost" (after "spiking"), layers.csv's cost columns and a trial's cost columns are
+    `network_cost` on the compiled graph (the spiking chip's from the evaluation's spike counts)."""
+    hw = dataclasses.replace(CHIPS[chip], cost=Cost(**cost_to_dict(defaults)),
+                             mapping=dataclasses.replace(CHIPS[chip].mapping, cores_per_chip=2))
+    result = compile(prepared, hw, tuning=TuneOptions(mode="none"))
+    report = result.report.to_dict()
+    assert list(report) == [k for k in KEYS if hw.spiking or k != "spiking"]
+    stats = evaluate_chip(prepared.exact, result.graph, hw, prepared.test_x,
+                          batch_size=result.report.memory.eval_batch).stats if hw.spiking else None
+    layers = layer_resources(result.graph, hw)
+    expected = network_cost(result.graph, hw, cost_model(hw), layers, stats)
+    assert report["cost"] == {k: v for k, v in expected.to_dict().items() if v is not None}
+    assert report["cost"]["noc"]["in_order"]["chips"] == 2  # 3 cores, 2 a chip
+    assert report["cost"]["energy_pj"]["total"] > 0 and report["cost"]["area_mm2"]["total"] > 0
+    assert [{k: row[k] for k in expected.layer_rows()[0]} for row in result.layers] == expected.layer_rows()
+    assert list(result.report.cost.columns()) == cost_columns(chip_kind(hw))

@@ -201,7 +201,8 @@ def _bisect(adj: sp.csr_matrix, first: int, seed: int) -> np.ndarray:
         part = np.arange(n) >= first
     else:
         weights = np.maximum(np.rint(adj.data / adj.data.max() * 10_000), 1).astype(np.int64)
-        _, labels = pymetis.part_graph(2, xadj=adj.indptr, adjncy=adj.indices, eweights=weights,
+        _, labels = pymetis.part_graph(2, pymetis.CSRAdjacency(adj_starts=adj.indptr, adjacent=adj.indices),
+                                       eweights=weights,
                                        tpwgts=[first / n, 1 - first / n], options=pymetis.Options(seed=seed))
         part = np.asarray(labels, dtype=bool)  # True: the second part
     # move the vertices tied least to their side until the first part holds exactly `first`
