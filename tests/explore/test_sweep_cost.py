@@ -1,0 +1,64 @@
+"""The sweep in physical units: objectives among every numeric result column (cost and spiking activity
+included), error and energy by default, figures in physical units with the Pareto points named."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sweep_helpers import FAST
+
+from dse.config import compose_config
+from dse.explore.labels import configuration, scaled
+from dse.explore.runner import known_columns, study_options
+from dse.sweep import cli
+
+
+@pytest.mark.parametrize(("chip", "study", "resource"), [("chip_a", "grid", "energy_pj"),
+                                                         ("chip_b", "pareto", "energy_pj"),
+                                                         ("ideal", "grid", "crossbars")])
+def test_the_default_objectives_are_the_error_and_the_energy(chip: str, study: str, resource: str) -> None:
+    cfg = compose_config("sweep", [f"hardware={chip}", f"study={study}"])
+    assert study_options(cfg).objectives == ("accuracy_delta_pp", resource)
+
+
+def test_the_spiking_and_cost_columns_are_known_before_any_trial() -> None:
+    known = known_columns(compose_config("sweep", ["hardware=chip_b"]))
+    assert {"spiking.spikes_per_inference", "spiking.synaptic_events_per_inference", "energy_pj",
+            "energy_static_pj", "area_mm2", "latency_ns", "noc_hops_partitioned"} <= set(known)
+    assert "tops_per_w" not in known and "energy_adc_pj" not in known  # a PIM chip's
+    assert "energy_adc_pj" in known_columns(compose_config("sweep", ["hardware=chip_a"]))
+
+
+def test_an_objective_that_is_not_a_numeric_column_lists_them(tmp_path, capsys) -> None:
+    code = cli([*FAST, "hardware=chip_b", "runner=local", "study.objectives=[accuracy_delta_pp,energy]",
+                f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "study.objectives: 'energy' is not a numeric result column" in err
+    assert "energy_pj" in err and "spiking.spikes_per_inference" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_spiking_column_can_be_an_objective(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    objectives = "study.objectives=[accuracy_delta_pp,spiking.spikes_per_inference]"
+    assert cli([*FAST, "hardware=chip_b", "runner=local", "search=custom", "hardware.neuron.timesteps=4,8",
+                objectives, f"hydra.run.dir={run_dir}"]) == 0
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert len(trials) == 2 and trials.legal.all()
+    assert (trials["spiking.spikes_per_inference"] > 0).all() and (trials["energy_pj"] > 0).all()
+    front = pd.read_csv(run_dir / "pareto.csv")
+    assert set(front.trial) <= set(trials.trial) and len(front) >= 1
+    sensitivity = pd.read_csv(run_dir / "sensitivity_neuron_timesteps.csv")
+    assert "energy_pj" in sensitivity.columns  # the cost panel beside the error's
+    assert (run_dir / "pareto_front.png").stat().st_size > 0
+
+
+def test_physical_columns_read_in_their_best_unit_and_points_by_their_configuration() -> None:
+    assert scaled("energy_pj", [2.79e6, 1.2e6]) == (1e6, "energy per inference (µJ)")
+    assert scaled("energy_adc_pj", [675.0]) == (1.0, "energy adc (pJ)")
+    assert scaled("latency_ns", [9.3e5]) == (1e3, "latency per inference (µs)")
+    assert scaled("crossbars", [4096]) == (1.0, "crossbars (count)")
+    point = {"hardware.weights.bits": 8, "hardware.io.input_bits": 6.0, "hardware.crossbar.rows": 256}
+    tied = {"hardware.crossbar.cols": "hardware.crossbar.rows"}
+    assert configuration(point, list(point), tied) == "W8 IO6 256x256"
