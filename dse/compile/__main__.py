@@ -26,10 +26,10 @@ if TYPE_CHECKING:
 
 HELP = """usage: python -m dse.compile [OVERRIDE ...]
 
-Compile a trained network (ONNX) for a chip; write report.json, layers.csv, compiled.npz, config.yaml,
-samples.json (which samples calibrated and which tested it) and, for a spiking chip, compiled.nir (a NIR
-graph) into the run folder (hydra.run.dir=DIR, default
-results/compile/<model>_<chip>_<strategy>/<time>/).
+Compile a trained network (ONNX) for a chip; write report.json (with its energy, latency and area where the
+chip has a cost model), layers.csv, compiled.npz, config.yaml, samples.json (which samples calibrated and
+which tested it) and, for a spiking chip, compiled.nir (a NIR graph) into the run folder (hydra.run.dir=DIR,
+default results/compile/<model>_<chip>_<strategy>/<time>/).
 
 Presets (dse/conf/):    {groups}
 Your own presets:       hydra.searchpath=[file:///DIR] (DIR laid out like dse/conf/: DIR/hardware/my_chip.yaml)
@@ -41,6 +41,8 @@ Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; 
                         refused before it starts)
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
+Cost (docs/cost.md):    hardware.cost.adc_8b_pj_per_conversion=0.16 (any coefficient of the preset's cost
+                        block) hardware.mapping.cores_per_chip=16 hardware.mapping.mesh=[8,8]
 
 ONNX ops imported: {ops}
   (in a network of one float data input whose axis 0 is the batch, and one output)

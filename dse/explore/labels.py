@@ -41,13 +41,15 @@ LABELS = {
 }
 # a base unit and its larger units (factor from the base): a figure shows values of 1 to 1000 of one of them
 SCALES = {"pJ": (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9)), "ns": (("ns", 1.0), ("µs", 1e3), ("ms", 1e6))}
-# a searched parameter in a point's name: its format (value in {}), short enough for a figure
-SHORT = {"hardware.weights.bits": "W{}", "hardware.io.input_bits": "IO{}", "hardware.io.output_bits": "ADC{}",
-         "hardware.crossbar.rows": "{}r", "hardware.crossbar.cols": "{}c", "hardware.crossbar.cell_bits": "C{}",
-         "hardware.neuron.timesteps": "T{}", "hardware.neuron.model": "{}", "strategy.name": "{}",
-         "tuning.mode": "{}"}
-UNIT_SUFFIXES = {"_pj": "pJ", "_nj": "nJ", "_mm2": "mm²", "_ns": "ns", "_us": "µs", "_s": "s", "_seconds": "s",
-                 "_bits": "bits", "_steps": "steps"}
+# a searched parameter in a point's name: its format (value in {}), short enough for a figure, and its meaning
+SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: DAC bits"),
+         "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
+         "hardware.crossbar.cols": ("{}c", "c: crossbar columns"), "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"),
+         "hardware.neuron.timesteps": ("T{}", "T: time steps"), "hardware.neuron.model": ("{}", ""),
+         "strategy.name": ("{}", ""), "tuning.mode": ("{}", "")}
+# a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
+TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
+              "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: DAC = ADC bits")}
 
 
 def label(column: str, tied: dict[str, str] | None = None) -> str:
@@ -77,15 +79,24 @@ def scaled(column: str, values: Sequence[float]) -> tuple[float, str]:
 
 
 def configuration(point: Mapping[str, Any], params: Sequence[str], tied: Mapping[str, str] | None = None) -> str:
-    """A point's searched values in a few characters ("W8 IO6 256x256"): a square crossbar as rows x rows."""
-    tied = tied or {}
+    """A point's searched values in a few characters ("W8 IO6 256x256"; `naming_key` says what they are)."""
     parts = []
     for p in params:
         value = point[p]
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if p == "hardware.crossbar.rows" and tied.get("hardware.crossbar.cols") == p:
-            parts.append(f"{value}x{value}")
-        else:
-            parts.append(SHORT.get(p, p.rsplit(".", 1)[-1] + "={}").format(value))
+        parts.append(_short(p, tied)[0].format(value))
     return " ".join(parts)
+
+
+def naming_key(params: Sequence[str], tied: Mapping[str, str] | None = None) -> str:
+    """What the parts of `configuration`'s names stand for ("W: weight bits, IO: DAC = ADC bits, ...")."""
+    return ", ".join(m for m in (_short(p, tied)[1] for p in params) if m)
+
+
+def _short(path: str, tied: Mapping[str, str] | None) -> tuple[str, str]:
+    pair = TIED_SHORT.get(path)
+    if pair is not None and (tied or {}).get(pair[0]) == path:
+        return pair[1], pair[2]
+    name = path.rsplit(".", 1)[-1]
+    return SHORT.get(path, (f"{name}={{}}", ""))

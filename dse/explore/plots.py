@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from dse.explore.labels import configuration, label, scaled  # noqa: E402
+from dse.explore.labels import configuration, label, naming_key, scaled  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.5
 PANEL_HEIGHT_IN = 2.3
@@ -165,7 +165,7 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="upper right")
+        ax.legend(loc="upper right", title=naming_key(params, tied) if params else None)
         if title:
             ax.set_title(title)
         if params and not front.empty:
