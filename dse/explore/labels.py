@@ -50,6 +50,8 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
 TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
               "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: DAC = ADC bits")}
+UNIT_SUFFIXES = {"_pj": "pJ", "_nj": "nJ", "_mm2": "mm²", "_ns": "ns", "_us": "µs", "_s": "s", "_seconds": "s",
+                 "_bits": "bits", "_steps": "steps"}
 
 
 def label(column: str, tied: dict[str, str] | None = None) -> str:

@@ -8,7 +8,7 @@ import pytest
 from sweep_helpers import FAST
 
 from dse.config import compose_config
-from dse.explore.labels import configuration, scaled
+from dse.explore.labels import configuration, naming_key, scaled
 from dse.explore.runner import known_columns, study_options
 from dse.sweep import cli
 
@@ -62,3 +62,5 @@ def test_physical_columns_read_in_their_best_unit_and_points_by_their_configurat
     point = {"hardware.weights.bits": 8, "hardware.io.input_bits": 6.0, "hardware.crossbar.rows": 256}
     tied = {"hardware.crossbar.cols": "hardware.crossbar.rows"}
     assert configuration(point, list(point), tied) == "W8 IO6 256x256"
+    assert naming_key(list(point), tied) == "W: weight bits, IO: DAC bits, crossbar rows x columns"
+    assert configuration(point, list(point)) == "W8 IO6 256r"
