@@ -91,9 +91,16 @@ def configuration(point: Mapping[str, Any], params: Sequence[str], tied: Mapping
     return " ".join(parts)
 
 
-def naming_key(params: Sequence[str], tied: Mapping[str, str] | None = None) -> str:
-    """What the parts of `configuration`'s names stand for ("W: weight bits, IO: DAC = ADC bits, ...")."""
-    return ", ".join(m for m in (_short(p, tied)[1] for p in params) if m)
+def naming_key(params: Sequence[str], tied: Mapping[str, str] | None = None, width: int = 1000) -> str:
+    """What the parts of `configuration`'s names stand for ("W: weight bits, IO: DAC = ADC bits, ..."), in lines
+    of at most `width` characters broken between the parts."""
+    lines: list[str] = []
+    for meaning in (m for m in (_short(p, tied)[1] for p in params) if m):
+        if lines and len(lines[-1]) + 2 + len(meaning) <= width:
+            lines[-1] += f", {meaning}"
+        else:
+            lines.append(meaning)
+    return ",\n".join(lines)
 
 
 def _short(path: str, tied: Mapping[str, str] | None) -> tuple[str, str]:

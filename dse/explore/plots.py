@@ -126,8 +126,10 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
             ax.set_ylabel(ylabel)
             _x_axis(ax, data[x].tolist(), x)
             ax.set_xlabel(label(x, tied))
-        if by and len(groups) > 1:
-            axes[0, 0].legend(title=label(by, tied), loc="best")
+        if by and len(groups) > 1:  # above the panels, clear of every curve
+            handles, names = axes[0, 0].get_legend_handles_labels()
+            fig.legend(handles, names, title=label(by, tied), loc="outside upper center", ncols=len(groups),
+                       title_fontsize=7)
         if title:
             fig.suptitle(title)
         return _save(fig, path)
@@ -165,39 +167,52 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="upper right", title=naming_key(params, tied) if params else None)
-        if title:
-            ax.set_title(title)
+        ax.legend(loc="best")
+        key = naming_key(params, tied, width=60) if params and not front.empty else ""
+        if title or key:
+            ax.set_title("\n".join(t for t in (title, key) if t), fontsize=7 if not title else None, loc="left")
         if params and not front.empty:
             f = front.sort_values(resource)
             names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
             # designs that tie in both objectives share one point, named in lines of one label
             named = names.groupby([f[resource], f[error]], sort=False).agg(lambda n: "\n".join(dict.fromkeys(n)))
-            _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named))
+            _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named),
+                         points=np.column_stack([values / factor, points[error].astype(float)]))
         return _save(fig, path)
 
 
-# where a point's name goes, in points from the point (dx, dy, horizontal alignment), tried in order
-_NAME_SPOTS = [(5, 4, "left"), (5, -9, "left"), (-5, 4, "right"), (-5, -9, "right"), (5, 12, "left"),
-               (-5, 12, "right"), (5, -17, "left"), (-5, -17, "right")]
+# where a point's name goes, in points from the point (dx, dy, horizontal, vertical alignment), tried in order
+_NAME_SPOTS = [(6, 0, "left", "center"), (5, 4, "left", "bottom"), (5, -4, "left", "top"),
+               (-6, 0, "right", "center"), (-5, 4, "right", "bottom"), (-5, -4, "right", "top"),
+               (5, 12, "left", "bottom"), (5, -12, "left", "top"), (-5, 12, "right", "bottom"),
+               (-5, -12, "right", "top")]
 
 
-def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> None:
-    """Write each name beside its point at the first spot where it overlaps no name already written, the legend
-    or the axes' edge (the last spot tried if none is free)."""
+def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str],
+                 points: np.ndarray) -> None:
+    """Write each name beside its point at the first spot where it overlaps nothing (a name already written,
+    a plotted point, the legend) and stays within the axes, else at the spot that overlaps least."""
     fig = ax.figure
     fig.canvas.draw()  # lay out the axes so the text's extent is known
     renderer = fig.canvas.get_renderer()
     taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    dots = ax.transData.transform(points) if len(points) else np.zeros((0, 2))
     frame = ax.get_window_extent(renderer)
     for x, y, name in zip(xs, ys, names, strict=True):
-        for dx, dy, ha in _NAME_SPOTS:
-            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, fontsize=6,
+        best = None
+        for dx, dy, ha, va in _NAME_SPOTS:
+            text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
                                color="0.15", zorder=5)
             box = text.get_window_extent(renderer).expanded(1.05, 1.1)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if inside and not any(box.overlaps(t) for t in taken):
-                break
-            if (dx, dy, ha) != _NAME_SPOTS[-1]:
+            near = box.padded(3)  # a marker's radius, in pixels at the figure's dpi
+            hits = sum(box.overlaps(t) for t in taken) + int(near.count_contains(dots)) + (0 if inside else 100)
+            if best is None or hits < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (hits, text, box)
+            else:
                 text.remove()
-        taken.append(box)
+            if hits == 0:
+                break
+        taken.append(best[2])
