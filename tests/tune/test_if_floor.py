@@ -1,0 +1,23 @@
+"""Tuning on a chip of `if_floor` neurons: no closed form of its counts, so the spike phase falls back to the
+ReLU model of the counts with the real (floored) spikes forward; the compile stays legal and as accurate as
+the same chip with `if` neurons, on mlp_digits with short tuning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dse.compile import Prepared, compile
+from dse.config import compose_config, hardware_from
+from dse.hardware.legality import check
+from dse.tune.options import TuneOptions
+
+SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=30, output_spike_steps=30)
+
+
+def test_if_floor_compiles_legally_and_within_the_if_chips_accuracy(prepared: Prepared) -> None:
+    chip_b = hardware_from(compose_config("compile", ["hardware=chip_b",
+                                                      "hardware.neuron.offered=[if,lif,if_floor]"]).hardware)
+    floor_b = dataclasses.replace(chip_b, neuron=dataclasses.replace(chip_b.neuron, model="if_floor"))
+    plain, floor = compile(prepared, chip_b, tuning=SHORT), compile(prepared, floor_b, tuning=SHORT)
+    assert floor.legal and check(floor.graph, floor_b) == []
+    assert floor.report.metrics.accuracy_delta_pp <= plain.report.metrics.accuracy_delta_pp + 1.5
