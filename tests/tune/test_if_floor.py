@@ -11,7 +11,7 @@ from dse.config import compose_config, hardware_from
 from dse.hardware.legality import check
 from dse.tune.options import TuneOptions
 
-SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=30, output_spike_steps=30)
+SHORT = TuneOptions(free_steps=60, range_steps=20, round_steps=10, spike_steps=10, output_spike_steps=10)
 
 
 def test_if_floor_compiles_legally_and_within_the_if_chips_accuracy(prepared: Prepared) -> None:
