@@ -4,6 +4,7 @@ key, and the allowed values are the Literal's (dse.choices), for every such fiel
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
@@ -41,8 +42,8 @@ def test_the_choices_are_literal_types() -> None:
 @pytest.mark.parametrize("path", sorted(PATHS))
 def test_a_value_outside_the_literal_is_refused_at_composition(path: str) -> None:
     value = f"[{PATHS[path][0]},nope]" if path.endswith("offered") else "nope"
-    with pytest.raises(ConfigError, match=rf"^{path.replace('.', '[.]')} must be one of "
-                                          rf"{', '.join(PATHS[path])} \(got 'nope'\)$"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(path)} must be one of "
+                                          rf"{re.escape(', '.join(PATHS[path]))} \(got 'nope'\)$"):
         compose_config("sweep", ["runner=local", f"{path}={value}"])
 
 

@@ -37,7 +37,7 @@ PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F
 RESOURCE_COUNTS = ("crossbars", "cells_used", "neurons", "synapses", "core_ops", "chips")
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # categories that mean the same thing in every figure keep one colour everywhere
-FIXED = {"split": 0, "prune": 1, "multiphase": 0, "none": 1, "relu": 0, "if": 2, "lif": 3}
+FIXED = {"split": 0, "prune": 1, "multiphase": 0, "none": 1, "relu": 0, "if": 2, "lif": 3, "if_floor": 4}
 def series_styles(values: Sequence[Any]) -> dict[Any, tuple[str, str]]:
     """(colour, marker) per series value: fixed for known categories, by sorted rank for the others."""
     ordered = sorted(set(values), key=lambda v: (v is None, isinstance(v, str), v if v is not None else 0))

@@ -25,7 +25,8 @@
   (the charge of one step moves v by I_t, as for IF). ``v_threshold = out_scale / weight_scale`` per
   neuron, as float32 (the precision the simulator runs in, so a float32 consumer repeats its arithmetic).
   A consumer that discretizes with forward Euler (``beta = 1 - dt / tau``) gets a slightly different leak;
-  the exact `leak` is in the node's metadata.
+  the exact `leak` is in the node's metadata. An `if_floor` neuron (membrane clamped at zero) has no NIR
+  form: `UnsupportedOpError`.
 - **Reset, firing, initial state** (NIR 1.0.4's text: spike when ``v > v_thr``, reset by subtracting
   ``v_thr``). We fire at ``v >= theta``: the two differ only when v lands exactly on the threshold. A chip that
   resets to zero cannot be said in NIR 1.0.4's IF/LIF; its neuron nodes say so in metadata ``reset``. NIR
@@ -397,6 +398,9 @@ class _Exporter:
 
     def _neuron(self, threshold: np.ndarray, cores: list[str], bounds: np.ndarray) -> nir.NIRNode:
         n = self.hw.neuron
+        if n.floor is not None:  # NIR 1.0.4's IF/LIF have no lower bound on the membrane
+            raise UnsupportedOpError("CoreOp", cores[0], f"NIR has no neuron with a membrane floor "
+                                     f"(hardware.neuron.model={n.model})")
         meta = {
             "v_init": (threshold / 2).astype(F32),  # dse starts the membrane at half the threshold
             "reset": n.reset,  # 'subtract' (v -= v_threshold) or 'zero' (v = 0)

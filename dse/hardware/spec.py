@@ -12,13 +12,13 @@ from typing import Any, Literal, get_args, get_type_hints
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
 
-NeuronModel = Literal["relu", "if", "lif"]
+NeuronModel = Literal["relu", "if", "lif", "if_floor"]
 Reset = Literal["subtract", "zero"]
 Reuse = Literal["time_multiplexed", "expanded"]
 ScaleMode = Literal["per_crossbar", "per_column"]
 Encoding = Literal["rate", "poisson"]
 NEURON_MODELS: tuple[NeuronModel, ...] = choices(NeuronModel)
-SPIKING_MODELS: tuple[NeuronModel, ...] = ("if", "lif")  # the models whose values travel as spike trains
+SPIKING_MODELS: tuple[NeuronModel, ...] = ("if", "lif", "if_floor")  # the models whose values travel as spike trains
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,9 @@ class Neuron:
 
     `relu`: a clipped, quantized ReLU. `if` / `lif`: (leaky) integrate-and-fire over `timesteps` steps, the
     membrane multiplied by `leak` in (0, 1] every step (1 = no leak), reset by `subtract`-ing the threshold
-    or to `zero`; inputs enter as spikes by a deterministic `rate` code or a `poisson` one. `offered` lists
+    or to `zero`; inputs enter as spikes by a deterministic `rate` code or a `poisson` one. `if_floor`: `if`
+    on an unsigned membrane register, clamped at zero after every step's update (``v <- max(v, 0)``), so a
+    negative current builds no debt that delays later spikes; it does not leak either. `offered` lists
     the models the chip can be configured with (a sweep may choose among them, nothing else).
     """
 
@@ -74,6 +76,12 @@ class Neuron:
     def decay(self) -> float:
         """The membrane's factor per step: `leak` for a LIF neuron; an IF neuron does not leak."""
         return self.leak if self.model == "lif" else 1.0
+
+    @property
+    def floor(self) -> float | None:
+        """The membrane's lower bound after every step's update (accumulator units): 0 for `if_floor`, whose
+        register is unsigned; None (unbounded) for the others."""
+        return 0.0 if self.model == "if_floor" else None
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,16 @@ host k T + 1 levels per half for a few more neurons, and nothing else in the net
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from dse.errors import ConstraintError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
+from dse.ir.shapes import infer_shapes
 from dse.passes.reform import expand_groups
 from dse.passes.registry import register
 
@@ -44,6 +48,84 @@ def _tile_inputs(op: o.CoreOp, k: int, per_copy: int) -> o.CoreOp:
                     op.quant, op.fixed, op.population)
 
 
+@dataclass
+class _Populations:
+    """What re-encoding knows while it walks the graph: the copies each node's output carries."""
+
+    shapes: dict[str, tuple[int, ...]]
+    k: int
+    readout_k: int
+    read_out: set[str]  # cores whose output the host reads
+    copies: dict[str, int] = field(default_factory=dict)  # node -> copies its output carries (absent: 1)
+
+    def of(self, name: str) -> int:
+        return self.copies.get(name, 1)
+
+
+def _core(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    op = node.op
+    if op.fixed:  # a max-pooling stage: depthwise, so just k times the channels
+        p.copies[node.name] = pop_in
+        return o.CoreOp(np.concatenate([op.weight] * pop_in), np.concatenate([op.bias] * pop_in), op.stride,
+                        op.padding, op.groups * pop_in, op.dense, None, None, True, pop_in)
+    if pop_in > 1:
+        op = _tile_inputs(op, pop_in, p.shapes[node.inputs[0]][0])
+    copies = max(p.k, p.readout_k) if node.name in p.read_out else p.k
+    p.copies[node.name] = copies
+    return o.CoreOp(np.concatenate([op.weight] * copies), np.concatenate([op.bias] * copies), op.stride,
+                    op.padding, op.groups, op.dense, None if op.mask is None else np.concatenate([op.mask] * copies),
+                    None, False, copies)
+
+
+def _reshape(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    op = node.op
+    if pop_in > 1 and len(p.shapes[node.inputs[0]]) > 1 and len(op.shape) > 1:
+        raise ConstraintError(f"re-encoding: reshape {node.name} of a population code keeps no channel axis")
+    p.copies[node.name] = pop_in
+    return o.Reshape((op.shape[0] * pop_in, *op.shape[1:]))
+
+
+def _input(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    if p.k == 1:
+        return node.op
+    p.copies[node.name] = p.k  # the host sends the input as a population too
+    op = node.op
+    return o.Input(op.shape, op.scale, op.code_max, p.k)
+
+
+def _gather(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    """Every copy routed alike (copy-major in, copy-major out)."""
+    per_copy = p.shapes[node.inputs[0]][0]
+    p.copies[node.name] = pop_in
+    return o.Gather(np.concatenate([i * per_copy + node.op.index for i in range(pop_in)]))
+
+
+def _same_copies(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    """An op that acts on every channel alike (a zero pad) carries its input's copies as they are."""
+    p.copies[node.name] = pop_in
+    return node.op
+
+
+def _single_copy(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    if any(p.of(i) > 1 for i in node.inputs):
+        raise ConstraintError(f"re-encoding: {type(node.op).__name__} {node.name} of a population code is not "
+                              "supported")
+    return node.op
+
+
+# how each chip op carries a population code: (state, node, copies its first input carries) -> the new op
+POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = {
+    o.CoreOp: _core,
+    o.Input: _input,
+    o.Readout: lambda p, node, pop_in: o.Readout(pop_in),  # the host sums the copies
+    o.Reshape: _reshape,
+    o.Gather: _gather,
+    o.Pad: _same_copies,
+    o.Slice: _single_copy,
+    o.Concat: _single_copy,
+}
+
+
 @register("reencode")
 def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> Graph:
     """`k` copies of every value crossing a core boundary; `readout_k` copies of the values the host reads
@@ -56,48 +138,10 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> 
         return graph
     if hw.spiking and k > 1:
         raise ConstraintError("strategy.reencode_k > 1: a spiking chip counts spikes, re-encoding is for I/O bits")
-    from dse.ir.shapes import infer_shapes
-
-    shapes = infer_shapes(graph)
     read_out = {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed and graph.read_by_host(n.name)}
-    population: dict[str, int] = {}  # node -> copies its output carries
+    p = _Populations(infer_shapes(graph), k, readout_k, read_out)
     nodes = []
     for node in graph:
-        op, ins = node.op, node.inputs
-        pop_in = population.get(ins[0], 1) if ins else 1
-        if isinstance(op, o.CoreOp):
-            if op.fixed:  # a max-pooling stage: depthwise, so just k times the channels
-                new = o.CoreOp(np.concatenate([op.weight] * pop_in), np.concatenate([op.bias] * pop_in),
-                               op.stride, op.padding, op.groups * pop_in, op.dense, None, None, True, pop_in)
-                population[node.name] = pop_in
-            else:
-                if pop_in > 1:
-                    op = _tile_inputs(op, pop_in, shapes[ins[0]][0])
-                copies = max(k, readout_k) if node.name in read_out else k
-                new = o.CoreOp(np.concatenate([op.weight] * copies), np.concatenate([op.bias] * copies), op.stride,
-                               op.padding, op.groups, op.dense,
-                               None if op.mask is None else np.concatenate([op.mask] * copies), None, False, copies)
-                population[node.name] = copies
-        elif isinstance(op, o.Reshape):
-            new = o.Reshape((op.shape[0] * pop_in, *op.shape[1:]))
-            if pop_in > 1 and len(shapes[ins[0]]) > 1 and len(op.shape) > 1:
-                raise ConstraintError(f"re-encoding: reshape {node.name} of a population code keeps no channel axis")
-            population[node.name] = pop_in
-        elif isinstance(op, o.Input) and k > 1:  # the host sends the input as a population too
-            new = o.Input(op.shape, op.scale, op.code_max, k)
-            population[node.name] = k
-        elif isinstance(op, o.Pad):
-            new = op
-            population[node.name] = pop_in
-        elif isinstance(op, o.Readout):
-            new = o.Readout(pop_in)
-        elif isinstance(op, o.Gather):  # route every copy alike (copy-major in, copy-major out)
-            per_copy = shapes[ins[0]][0]
-            new = o.Gather(np.concatenate([i * per_copy + op.index for i in range(pop_in)]))
-            population[node.name] = pop_in
-        elif isinstance(op, (o.Slice, o.Concat)) and any(population.get(i, 1) > 1 for i in ins):
-            raise ConstraintError(f"re-encoding: {type(op).__name__} {node.name} of a population code is not supported")
-        else:
-            new = op
-        nodes.append(Node(node.name, new, ins, node.block))
+        pop_in = p.of(node.inputs[0]) if node.inputs else 1
+        nodes.append(Node(node.name, POPULATION_RULES[type(node.op)](p, node, pop_in), node.inputs, node.block))
     return graph.replace_nodes(nodes)

@@ -5,7 +5,8 @@ input with a deterministic rate code (a code of c spikes is spread evenly over t
 Each core integrates, every step, the current ``I_t = conv(s_t, weight_int) + bias_int / T`` (in accumulator
 units) into its membrane ``v <- leak * v + I_t``, which starts at half the threshold (so that a constant
 current gives the rounded count), fires when ``v >= threshold`` (``threshold = out_scale / weight_scale``)
-and is reset by subtracting the threshold or to zero. Wiring moves trains; the host decodes the output counts
+and is reset by subtracting the threshold or to zero (an `if_floor` membrane is clamped at zero after each
+update). Wiring moves trains; the host decodes the output counts
 exactly as the integer simulator decodes codes.
 
 Everything is vectorized over batch and time; only the membrane update loops over the T steps. With constant
@@ -43,7 +44,11 @@ def encode(codes: Tensor, timesteps: int, encoding: str = "rate", generator: tor
 
 
 def integrate(current: Tensor, threshold: Tensor, neuron: Neuron) -> Tensor:
-    """Membrane dynamics over axis 1 (time); returns the output trains. `threshold` broadcasts per step."""
+    """Membrane dynamics over axis 1 (time); returns the output trains. `threshold` broadcasts per step.
+
+    Each step: ``v <- decay * v + I_t``; with a floor (`if_floor`) ``v <- max(v, floor)``; fire when
+    ``v >= threshold``; reset by subtracting the threshold or to zero. v starts at half the threshold.
+    """
     v = (threshold / 2).expand_as(current[:, 0]).clone()
     spikes = torch.empty_like(current)
     threshold = threshold.expand_as(v)
@@ -51,6 +56,8 @@ def integrate(current: Tensor, threshold: Tensor, neuron: Neuron) -> Tensor:
         if neuron.decay != 1.0:
             v.mul_(neuron.decay)
         v.add_(current[:, t])
+        if neuron.floor is not None:  # an unsigned register: negative current leaves no debt
+            v.clamp_(min=neuron.floor)
         fired = v >= threshold
         spikes[:, t] = fired
         if neuron.reset == "subtract":

@@ -24,14 +24,17 @@ mlp_sigmoid_mnist chip_a 0.2 / 0.1 / -0.2.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from dse.choices import choices
 from dse.ir.graph import Graph
 
 Tensor = torch.Tensor
-OUTPUT_LOSSES = ("kd", "mse", "mse+kd")
+OutputLoss = Literal["kd", "mse", "mse+kd"]
+OUTPUT_LOSSES: tuple[OutputLoss, ...] = choices(OutputLoss)
 
 
 @dataclass(frozen=True)

@@ -4,16 +4,18 @@ sweep can vary each one and the resume check sees each one)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from dse.errors import ConfigError
-from dse.tune.losses import OUTPUT_LOSSES
+from dse.choices import check_choice, choices
+from dse.tune.losses import OutputLoss
 
-TUNING_MODES = ("multiphase", "none")
+TuningMode = Literal["multiphase", "none"]
+TUNING_MODES: tuple[TuningMode, ...] = choices(TuningMode)
 
 
 @dataclass(frozen=True)
 class TuneOptions:
-    mode: str = "multiphase"  # multiphase (dse/tune/multiphase.py) or none: the round-to-nearest baseline
+    mode: TuningMode = "multiphase"  # multiphase (dse/tune/multiphase.py) or none: the round-to-nearest baseline
     free_steps: int = 150  # phase 1: training steps on float weights
     range_steps: int = 50  # phase 2: training steps on clipped weights in grid units
     round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
@@ -49,7 +51,8 @@ class TuneOptions:
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
     # a phase (or the whole tuning) ending this much (relative, of its loss) above its start is undone
     keep_margin: float = 0.05
-    output_loss: str = "kd"  # the output block's loss: kd (class probabilities), mse (values), or both (losses.py)
+    # the output block's loss: kd (class probabilities), mse (values), or both (dse/tune/losses.py)
+    output_loss: OutputLoss = "kd"
     # cross-layer equalization of the float graph before fitting (dse/passes/equalize.py)
     equalize: bool = False
     # empirical bias correction of rounded weights: bias -= E[(W_q - W) x] over the calibration inputs on which
@@ -60,8 +63,5 @@ class TuneOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in TUNING_MODES:
-            raise ConfigError(f"tuning.mode must be one of {', '.join(TUNING_MODES)} (got {self.mode!r})")
-        if self.output_loss not in OUTPUT_LOSSES:
-            raise ConfigError(f"tuning.output_loss must be one of {', '.join(OUTPUT_LOSSES)} "
-                              f"(got {self.output_loss!r})")
+        check_choice("tuning.mode", self.mode, TuningMode)
+        check_choice("tuning.output_loss", self.output_loss, OutputLoss)

@@ -16,7 +16,7 @@ threshold, that is exact (`running_max_counts`): ``n = clamp(floor(max_t S_t / t
 reaches the synapses through the spikes that arrived *before* the peak, so tuning sees (and can reduce) the
 overshoot that the ReLU model of the final count cannot: on resnet_mnist the running maximum is what most
 neurons of the deeper layers emit (0.3 to 0.6 extra spikes per neuron over 2 to 3). Other neuron models (leak,
-reset to zero) keep the ReLU model of the counts as their gradient.
+reset to zero, a floor) keep the ReLU model of the counts as their gradient.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ def running_max_counts(current: Tensor, threshold: Tensor, timesteps: int) -> Te
 
 
 def _exact_model(neuron: Neuron) -> bool:
-    return neuron.decay == 1.0 and neuron.reset == "subtract"
+    """Whether `running_max_counts` is the neuron's count: IF, reset by subtraction, no floor (a floor
+    forgets the negative current, which the running maximum of the integrated current does not)."""
+    return neuron.decay == 1.0 and neuron.reset == "subtract" and neuron.floor is None
 
 
 # --- sampling the block's input trains -------------------------------------------------------------------

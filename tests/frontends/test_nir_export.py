@@ -304,4 +304,7 @@ def test_export_refuses_what_it_cannot_say() -> None:
     y = b.add("core2", _core(np.random.default_rng(1), 2, 2, 3), y)
     with pytest.raises(UnsupportedOpError, match="asymmetric padding"):
         export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
+    floor = r"no neuron with a membrane floor \(hardware\.neuron\.model=if_floor\)$"
+    with pytest.raises(UnsupportedOpError, match=floor):  # NIR's IF would forget the floor
+        export_nir(graph, _chip(Neuron(model="if_floor", timesteps=STEPS)))
 

@@ -108,3 +108,23 @@ def test_to_dict_round_trips() -> None:
     hw = spec(crossbar={"rows": 64, "cols": 128}, weights={"bits": 4, "scale": "per_column"},
               io={"input_bits": 4, "output_bits": 5})
     assert HardwareSpec.from_dict(hw.to_dict()) == hw
+
+
+@pytest.mark.parametrize(("neuron", "message"), [
+    ({"model": "if_floor", "offered": ["if", "lif"]},
+     r"^hardware\.neuron\.model='if_floor' is not offered by chip t \(offered: if, lif\)$"),
+    ({"model": "if_floor", "reset": "to_floor"}, r"^hardware\.neuron\.reset must be one of subtract, zero "),
+    ({"model": "if_floor", "timesteps": 0}, r"^hardware\.neuron\.timesteps\b"),
+    ({"model": "if_floor", "offered": ["if", "iffloor"]}, r"^hardware\.neuron\.offered must be one of "),
+])
+def test_if_floor_bad_parameters_are_refused_in_one_line(neuron: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as e:
+        spec(neuron=neuron)
+    assert "\n" not in str(e.value)
+
+
+def test_if_floor_spikes_and_has_a_floor_at_zero() -> None:
+    chip = spec(neuron={"model": "if_floor", "timesteps": 8})
+    assert chip.spiking and chip.neuron.floor == 0.0 and chip.neuron.decay == 1.0
+    assert chip.code_max(to_core=True) == 8
+    assert spec(neuron={"model": "if"}).neuron.floor is None

@@ -27,6 +27,7 @@ from dse.ir.shapes import SHAPE_RULES
 from dse.ir.wiring import WIRING, Routing, unmixed
 from dse.passes.equalize import CHANNEL_RULES, equalize
 from dse.passes.equalize import route as equalize_route
+from dse.passes.reencode import POPULATION_RULES
 from dse.sim import float_exec, integer, spiking
 from dse.sim.float_exec import FLOAT_EXEC, LazyForward, run_float
 from dse.sim.integer import INTEGER_EXEC, NotIntegerGraph, run_integer
@@ -98,8 +99,8 @@ def missing_entries(all_ops=o.ALL_OPS, chip_ops=o.CHIP_OPS, wiring_ops=o.WIRING_
                     ) -> list[tuple[str, str]]:
     """(table, op type) for every behaviour table that lacks an op type it must cover: every op has a shape, a
     float behaviour and a file form (a round trip of its sample), every chip op an integer, a spiking, an
-    equalization and a NIR rule, and every wiring op a routing (which the executors' wiring rules and tuning's
-    per-channel scales read)."""
+    equalization, a NIR and a re-encoding rule, and every wiring op a routing (which the executors' wiring rules
+    and tuning's per-channel scales read)."""
     tables = {
         "SHAPE_RULES": (SHAPE_RULES, all_ops),
         "FLOAT_EXEC": (FLOAT_EXEC, all_ops),
@@ -108,6 +109,7 @@ def missing_entries(all_ops=o.ALL_OPS, chip_ops=o.CHIP_OPS, wiring_ops=o.WIRING_
         "WIRING": (WIRING, wiring_ops),
         "equalize.CHANNEL_RULES": (CHANNEL_RULES, chip_ops),
         "NIR_EXPORT": (NIR_EXPORT, chip_ops),
+        "reencode.POPULATION_RULES": (POPULATION_RULES, chip_ops),
         "SAMPLES": (samples, all_ops),
     }
     missing = [(name, t.__name__) for name, (table, types) in tables.items() for t in types if t not in table]
@@ -253,6 +255,7 @@ ROLL_ENTRIES = {  # the one entry per behaviour table a wiring op needs
     )),
     "equalize.CHANNEL_RULES": (CHANNEL_RULES, equalize_route),
     "NIR_EXPORT": (NIR_EXPORT, route_channels),
+    "reencode.POPULATION_RULES": (POPULATION_RULES, POPULATION_RULES[o.Slice]),  # refuses a population code
 }
 WITH_ROLL = {"all_ops": (*o.ALL_OPS, Roll), "chip_ops": (*o.CHIP_OPS, Roll), "wiring_ops": (*o.WIRING_OPS, Roll),
              "samples": {**SAMPLES, Roll: (Roll(1), [IMG])}}

@@ -116,3 +116,50 @@ def test_negative_current_after_spikes_shows_the_timing_effect() -> None:
     current = torch.tensor([[1.0] * 4 + [-1.0] * 4], dtype=torch.float64).reshape(1, steps, 1)
     spikes = integrate(current, torch.tensor(1.0, dtype=torch.float64), Neuron("if", steps))
     assert int(spikes.sum()) == 4  # the integer simulator's code for a net current of 0 would be 0
+
+
+@given(current=st.floats(0.0, 3.0), threshold=st.floats(0.3, 2.0), steps=st.integers(1, 40))
+@settings(max_examples=100, deadline=None)
+def test_if_floor_constant_current_closed_form(current: float, threshold: float, steps: int) -> None:
+    """A non-negative current never reaches the floor: the count is IF's, round(T*I/theta), at most T; a
+    negative one never fires."""
+    theta = torch.tensor(threshold, dtype=torch.float64)
+    i = torch.full((1, steps, 1), current, dtype=torch.float64)
+    count = int(integrate(i, theta, Neuron("if_floor", steps)).sum())
+    expected = min(steps, math.floor(steps * current / threshold + 0.5))
+    tie = abs(steps * current / threshold + 0.5 - round(steps * current / threshold + 0.5)) < 1e-9
+    assert count == expected or (tie and abs(count - expected) <= 1)
+    assert int(integrate(-i - 0.1, theta, Neuron("if_floor", steps)).sum()) == 0
+
+
+def _negative_then_positive_counts(a: float, b: float, k: int, theta: float, steps: int) -> tuple[int, int] | None:
+    """Counts of (if, if_floor) for -a over k steps then +b (<= theta: one spike a step at most) over the
+    rest, from v0 = theta/2. IF carries the debt: round(((T-k) b - k a) / theta), at least 0. The floor
+    forgives it: v_k = max(theta/2 - k a, 0), then floor((v_k + (T-k) b) / theta). None near a tie."""
+    if_value = ((steps - k) * b - k * a) / theta + 0.5
+    floor_value = (max(theta / 2 - k * a, 0.0) + (steps - k) * b) / theta
+    if any(abs(v - round(v)) < 1e-9 for v in (if_value, floor_value)):
+        return None
+    return max(math.floor(if_value), 0), math.floor(floor_value)
+
+
+@given(a=st.floats(0.01, 2.0), b_frac=st.floats(0.05, 1.0), k=st.integers(0, 16), threshold=st.floats(0.3, 2.0))
+@settings(max_examples=100, deadline=None)
+def test_if_floor_forgives_a_negative_current_that_if_remembers(a: float, b_frac: float, k: int,
+                                                                threshold: float) -> None:
+    steps, b = 16, b_frac * threshold
+    expected = _negative_then_positive_counts(a, b, k, threshold, steps)
+    assume(expected is not None)
+    current = torch.tensor([-a] * k + [b] * (steps - k), dtype=torch.float64).reshape(1, steps, 1)
+    theta = torch.tensor(threshold, dtype=torch.float64)
+    got = tuple(int(integrate(current, theta, Neuron(m, steps)).sum()) for m in ("if", "if_floor"))
+    assert got == expected
+
+
+def test_if_floor_example_differs_from_if_by_the_forgiven_debt() -> None:
+    """-1 for 4 steps then +0.5 for 12 (theta 1): IF nets 6 - 4 = 2 thresholds, the floor forgets the debt
+    (and the half threshold it started with) and fires on all 6."""
+    current = torch.tensor([-1.0] * 4 + [0.5] * 12, dtype=torch.float64).reshape(1, 16, 1)
+    theta = torch.tensor(1.0, dtype=torch.float64)
+    assert int(integrate(current, theta, Neuron("if", 16)).sum()) == 2
+    assert int(integrate(current, theta, Neuron("if_floor", 16)).sum()) == 6
