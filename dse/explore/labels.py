@@ -91,6 +91,16 @@ def configuration(point: Mapping[str, Any], params: Sequence[str], tied: Mapping
     return " ".join(parts)
 
 
+def merge_names(names: Sequence[str]) -> str:
+    """One name for designs that share a point: the parts they differ in joined by "/" ("W4 64x64/128x128");
+    names of different shapes one per line."""
+    unique = list(dict.fromkeys(names))
+    parts = [n.split(" ") for n in unique]
+    if len({len(p) for p in parts}) != 1:
+        return "\n".join(unique)
+    return " ".join("/".join(dict.fromkeys(column)) for column in zip(*parts, strict=True))
+
+
 def naming_key(params: Sequence[str], tied: Mapping[str, str] | None = None, width: int = 1000) -> str:
     """What the parts of `configuration`'s names stand for ("W: weight bits, IO: DAC = ADC bits, ..."), in lines
     of at most `width` characters broken between the parts."""

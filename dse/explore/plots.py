@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from dse.explore.labels import configuration, label, naming_key, scaled  # noqa: E402
+from dse.explore.labels import configuration, label, merge_names, naming_key, scaled  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.5
 PANEL_HEIGHT_IN = 2.3
@@ -172,37 +172,50 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
         if title or key:
             ax.set_title("\n".join(t for t in (title, key) if t), fontsize=7 if not title else None, loc="left")
         if params and not front.empty:
-            f = front.sort_values(resource)
+            f = front.sort_values([resource, *params])
             names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
-            # designs that tie in both objectives share one point, named in lines of one label
-            named = names.groupby([f[resource], f[error]], sort=False).agg(lambda n: "\n".join(dict.fromkeys(n)))
+            # designs that tie in both objectives share one point and one name
+            named = names.groupby([f[resource], f[error]], sort=False).agg(merge_names)
+            drawn = np.column_stack([values / factor, points[error].astype(float)])
             _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named),
-                         points=np.column_stack([values / factor, points[error].astype(float)]))
+                         avoid=np.concatenate([drawn, _staircase(f[resource].astype(float) / factor,
+                                                                 f[error].astype(float))]))
         return _save(fig, path)
 
 
-# where a point's name goes, in points from the point (dx, dy, horizontal, vertical alignment), tried in order
+# where a point's name goes, in points from the point (dx, dy, horizontal, vertical alignment), tried in order:
+# beside it, then farther off with a leader line
 _NAME_SPOTS = [(6, 0, "left", "center"), (5, 4, "left", "bottom"), (5, -4, "left", "top"),
                (-6, 0, "right", "center"), (-5, 4, "right", "bottom"), (-5, -4, "right", "top"),
-               (5, 12, "left", "bottom"), (5, -12, "left", "top"), (-5, 12, "right", "bottom"),
-               (-5, -12, "right", "top")]
+               *((dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top")
+                 for r in (16, 28, 40) for dx, dy in ((r, r // 2), (r, -r // 2), (-r, r // 2), (-r, -r // 2)))]
+
+
+def _staircase(xs: pd.Series, ys: pd.Series, samples: int = 24) -> np.ndarray:
+    """Points along the Pareto staircase (ax.step, where="post"), so that names keep off it."""
+    x, y = list(xs), list(ys)
+    corners = [c for i in range(len(x)) for c in ((x[i], y[i]), (x[min(i + 1, len(x) - 1)], y[i]))]
+    out = [np.linspace(a, b, samples) for a, b in zip(corners, corners[1:] + corners[-1:], strict=True)]
+    return np.concatenate(out) if out else np.zeros((0, 2))
 
 
 def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str],
-                 points: np.ndarray) -> None:
+                 avoid: np.ndarray) -> None:
     """Write each name beside its point at the first spot where it overlaps nothing (a name already written,
-    a plotted point, the legend) and stays within the axes, else at the spot that overlaps least."""
+    the legend, any of the data points `avoid`) and stays within the axes, else at the spot that overlaps
+    least."""
     fig = ax.figure
     fig.canvas.draw()  # lay out the axes so the text's extent is known
     renderer = fig.canvas.get_renderer()
     taken = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
-    dots = ax.transData.transform(points) if len(points) else np.zeros((0, 2))
+    dots = ax.transData.transform(avoid) if len(avoid) else np.zeros((0, 2))
     frame = ax.get_window_extent(renderer)
     for x, y, name in zip(xs, ys, names, strict=True):
         best = None
         for dx, dy, ha, va in _NAME_SPOTS:
+            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 6 else None
             text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
-                               color="0.15", zorder=5)
+                               color="0.15", zorder=5, arrowprops=leader)
             box = text.get_window_extent(renderer).expanded(1.05, 1.1)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             near = box.padded(3)  # a marker's radius, in pixels at the figure's dpi

@@ -8,7 +8,7 @@ import pytest
 from sweep_helpers import FAST
 
 from dse.config import compose_config
-from dse.explore.labels import configuration, naming_key, scaled
+from dse.explore.labels import configuration, merge_names, naming_key, scaled
 from dse.explore.runner import known_columns, study_options
 from dse.sweep import cli
 
@@ -64,3 +64,6 @@ def test_physical_columns_read_in_their_best_unit_and_points_by_their_configurat
     assert configuration(point, list(point), tied) == "W8 IO6 256x256"
     assert naming_key(list(point), tied) == "W: weight bits, IO: DAC bits, crossbar rows x columns"
     assert configuration(point, list(point)) == "W8 IO6 256r"
+    assert naming_key(list(point), tied, width=30) == "W: weight bits, IO: DAC bits,\ncrossbar rows x columns"
+    assert merge_names(["if T8 W4 128x128", "if T8 W4 256x256", "if T8 W4 128x128"]) == "if T8 W4 128x128/256x256"
+    assert merge_names(["W4 split", "W4 64r split"]) == "W4 split\nW4 64r split"
