@@ -160,7 +160,8 @@ class RunnerConfig:
 
 @dataclass
 class FigureConfig:
-    """A sensitivity figure: `y` (one panel each) against swept parameter `x`, one line per value of `by`."""
+    """A sensitivity figure: `y` (one panel each, side by side; the energy per inference added where the chip has
+    a cost model and no panel shows an energy) against swept parameter `x`, one line per value of `by`."""
 
     x: str = MISSING
     y: list[str] = field(default_factory=lambda: ["accuracy_delta_pp"])

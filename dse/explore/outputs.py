@@ -33,11 +33,10 @@ class Figure:
     name: str
 
 
-def default_figures(space: SearchSpace, error: str, grid: bool, cost: str | None = None) -> list[Figure]:
-    """One sensitivity figure per swept number: the error (and the logit error) against it, and its `cost`
-    (energy, where the chip has a cost model) beside them, one line per swept category (strategy, neuron
-    model, tuning) if there is one, else per value of the next swept number (error against weight bits, one
-    line per I/O precision)."""
+def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
+    """One sensitivity figure per swept number: the error (and the logit error) against it, one line per swept
+    category (strategy, neuron model, tuning) if there is one, else per value of the next swept number
+    (error against weight bits, one line per I/O precision). (`runner.with_cost_panel` adds the energy.)"""
     numeric = [p for p, values in space.params.items() if all(_is_number(v) for v in values) and len(values) > 1]
     categories = [p for p in CATEGORICAL_FIRST if p in space.params]
     categories += [p for p in space.params if p not in numeric and p not in categories]
@@ -45,7 +44,6 @@ def default_figures(space: SearchSpace, error: str, grid: bool, cost: str | None
     # (the agreement next to it where there are no labels to measure accuracy with)
     y = {"accuracy_delta_pp": (error, "logits_rel_error"),
          "logits_rel_error": (error, "agreement")}.get(error, (error,))
-    y = (*y, cost) if cost is not None and cost not in y else y
     figures = []
     for i, x in enumerate(numeric):
         others_numeric = numeric[i + 1:] + numeric[:i]

@@ -9,6 +9,7 @@ written from the whole study (resumed trials included).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -188,8 +189,8 @@ def _check_column(where: str, k: str, known: Sequence[str], cfg: DictConfig) -> 
 def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, labelled: bool = True) -> list[Figure]:
     known = known_columns(cfg, labelled)
     if not cfg.figures:
-        return default_figures(space, options.objectives[0], grid=options.sampler == "grid",
-                               cost="energy_pj" if "energy_pj" in known else None)
+        return [dataclasses.replace(f, y=with_cost_panel(f.y, known))
+                for f in default_figures(space, options.objectives[0], grid=options.sampler == "grid")]
     out = []
     for i, f in enumerate(cfg.figures):
         where = f"figures[{i}]"
@@ -200,8 +201,16 @@ def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, lab
         for y in f.y:
             _check_column(f"{where}.y", y, known, cfg)
         check_choice(f"{where}.others", f.others, FigureOthers)
-        out.append(Figure(f.x, tuple(f.y), f.by, f.others, f.name or figure_name(f.x)))
+        out.append(Figure(f.x, with_cost_panel(tuple(f.y), known), f.by, f.others, f.name or figure_name(f.x)))
     return out
+
+
+def with_cost_panel(y: tuple[str, ...], known: Sequence[str]) -> tuple[str, ...]:
+    """A sensitivity figure's panels with the energy per inference beside the error's, where the chip has a
+    cost model and no panel shows an energy yet."""
+    if "energy_pj" not in known or any(k.endswith("_pj") for k in y):
+        return y
+    return (*y, "energy_pj")
 
 
 def executor_from(runner: DictConfig) -> Executor:

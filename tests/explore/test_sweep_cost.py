@@ -67,3 +67,21 @@ def test_physical_columns_read_in_their_best_unit_and_points_by_their_configurat
     assert naming_key(list(point), tied, width=30) == "W: weight bits, IO: DAC bits,\ncrossbar rows x columns"
     assert merge_names(["if T8 W4 128x128", "if T8 W4 256x256", "if T8 W4 128x128"]) == "if T8 W4 128x128/256x256"
     assert merge_names(["W4 split", "W4 64r split"]) == "W4 split\nW4 64r split"
+
+
+@pytest.mark.parametrize(("overrides", "panels"), [
+    (["hardware=chip_a"], ("accuracy_delta_pp", "logits_rel_error", "energy_pj")),
+    (["experiment=split_vs_prune"], ("accuracy_delta_pp", "crossbars", "energy_pj")),
+    (["hardware=chip_a", "search=custom", "hardware.weights.bits=2,4", "figures=[{x: hardware.weights.bits, "
+      "y: [accuracy_delta_pp, energy_adc_pj]}]"], ("accuracy_delta_pp", "energy_adc_pj")),
+    (["hardware=ideal"], ("accuracy_delta_pp", "logits_rel_error")),
+])
+def test_every_sensitivity_figure_has_an_energy_panel_where_the_chip_has_a_cost_model(overrides, panels) -> None:
+    from dse.config import split_sweeps
+    from dse.explore.runner import figures_from
+    from dse.explore.space import build_space
+
+    line = split_sweeps(overrides)
+    cfg = compose_config("sweep", line.overrides)
+    figures = figures_from(cfg, build_space(cfg, line.sweeps, line.pinned), study_options(cfg))
+    assert figures and all(f.y == panels for f in figures)
