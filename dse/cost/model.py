@@ -115,8 +115,9 @@ def chip_kind(hw: HardwareSpec) -> str:
 
 
 def cost_model(hw: HardwareSpec) -> CostModel | None:
-    """The cost coefficients chip `hw` sets (`hw.cost`), validated; None when it has no cost model."""
-    return None if hw.cost is None else cost_from_dict(hw, hw.cost.given())
+    """The cost coefficients chip `hw` sets (`hw.cost`), validated; None when it sets none (no cost model)."""
+    given = hw.cost.given()
+    return cost_from_dict(hw, given) if given else None
 
 
 def cost_from_dict(hw: HardwareSpec, data: dict[str, Any] | None) -> CostModel:

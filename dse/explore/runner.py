@@ -173,7 +173,7 @@ def known_columns(cfg: DictConfig, labelled: bool = True) -> list[str]:
     names += [k for k in total_resources([], hw) if k not in names]
     if hw.spiking:
         names += [f"spiking.{f.name}" for f in fields(SpikingReport)]
-    if hw.cost is not None:
+    if hw.cost.given():
         names += cost_columns(chip_kind(hw))
     return names
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal
 
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
@@ -102,7 +102,8 @@ class Cost:
     """The chip's energy, latency and area coefficients, the unit in each name. A chip kind uses one set: a PIM
     chip (ReLU neurons) `dse.cost.model.PimCost`'s fields, a spiking chip `SpikingCost`'s, whose docstrings and
     comments give each value's source (a row of COST_SOURCES.md); the presets give every one of them with its
-    row ID. None: not set (the chip kind's default); a field of the other kind that is set is refused.
+    row ID. None: not set (the chip kind's default); none set: the chip has no cost model; a field of the other
+    kind that is set is refused.
     `tests/cost/test_cost_model.py` keeps these fields the union of the two."""
 
     # PIM (PimCost)
@@ -148,7 +149,7 @@ class HardwareSpec:
     io: IO = field(default_factory=IO)
     neuron: Neuron = field(default_factory=Neuron)
     mapping: Mapping = field(default_factory=Mapping)
-    cost: Cost | None = None  # None: no cost model (no energy, latency or area in the report)
+    cost: Cost = field(default_factory=Cost)  # none set (the ideal chip): no cost model, no cost in the report
 
     # --- derived quantities ------------------------------------------------------------------------------
     @property
@@ -219,10 +220,7 @@ class HardwareSpec:
     # --- construction -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Every field; of `cost` only the coefficients set."""
-        out = asdict(self)
-        if self.cost is not None:
-            out["cost"] = self.cost.given()
-        return out
+        return {**asdict(self), "cost": self.cost.given()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HardwareSpec:
@@ -278,15 +276,11 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
         if key not in known:
             raise ConfigError(f"unknown key {path}.{key} (known: {', '.join(known)})")
     kwargs = {}
-    hints = get_type_hints(cls)
     for name, f in known.items():
         if name not in data:
             continue
         value = data[name]
         default = f.default_factory() if callable(f.default_factory) else None  # type: ignore[misc]
-        optional_part = next((t for t in get_args(hints[name]) if is_dataclass(t)), None)  # `Cost | None`
-        if optional_part is not None and value is not None:
-            default = optional_part()
         if is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}.{name} must be a mapping (got {value!r})")
