@@ -69,6 +69,7 @@ def run_study(
     start = time.perf_counter()
     # --- every check first: nothing is started or written before these pass --------------------------------
     space = build_space(cfg, cli_sweeps, pinned)
+    check_base_chip(cfg, space)
     graph, data = _load(cfg)
     labelled = data.y_test is not None
     options = study_options(cfg, labelled)
@@ -140,6 +141,16 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
         raise ConfigError(f"study.population_size must be >= 2 (got {s.population_size})")
     return StudyOptions(name=str(s.name), sampler=s.sampler, objectives=objectives, n_trials=s.n_trials,
                         population_size=s.population_size, seed=s.seed)
+
+
+def check_base_chip(cfg: DictConfig, space: SearchSpace) -> None:
+    """A chip setting that no searched value changes (a cost coefficient that is not positive) would fail every
+    trial: refuse it now, naming it. An error that names a searched or tied path is left to the trials."""
+    try:
+        hardware_from(cfg.hardware)
+    except ConfigError as exc:
+        if not any(path in str(exc) for path in (*space.params, *space.tied)):
+            raise
 
 
 def default_objectives(known: Sequence[str]) -> tuple[str, ...]:

@@ -39,6 +39,18 @@ def test_an_objective_that_is_not_a_numeric_column_lists_them(tmp_path, capsys) 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["hardware.cost.read_ns=-1"], "hardware.cost.read_ns must be a positive number (got -1.0)"),
+    (["hardware.cost.spike_pj=1.7"], "hardware.cost.spike_pj is a cost of spiking chips; chip chip_a is a pim chip"),
+])
+def test_a_bad_cost_coefficient_is_refused_before_any_trial(tmp_path, capsys, extra, message) -> None:
+    code = cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", *extra,
+                f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {message}"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_spiking_column_can_be_an_objective(tmp_path) -> None:
     run_dir = tmp_path / "run"
     objectives = "study.objectives=[accuracy_delta_pp,spiking.spikes_per_inference]"
