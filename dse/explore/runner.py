@@ -93,17 +93,10 @@ def run_study(
         samples = json.dumps(data.samples_record())
         atomic_write(run_dir / "samples.json", lambda p: Path(p).write_text(samples))
         study = open_study(run_dir / STUDY_DB, options, space)
-        prepare_seconds = 0.0
         work = missing_trials(study, options, space) > 0
         try:
-            if work:  # a finished study is only drawn again: no Ray, no prepare
-                executor.start()
-                from dse.compile import prepare
-
-                prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
-                                   max_memory_gb=bound)
-                prepare_seconds = prepared.seconds
-                executor.share(prepared)
+            # a finished study is only drawn again: no Ray, no prepare
+            prepare_seconds = _start_and_share(executor, cfg, graph, data, bound) if work else 0.0
             on_result, close_bar = progress_bar(progress and work, desc=options.name)
             try:
                 stats = drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p),
@@ -113,12 +106,28 @@ def run_study(
         finally:
             executor.close()
         trials = trials_frame(study, space)
-        reference = reference_point(space.params, _base_values(cfg, space))
-        # the table's caption names the model, also where an experiment names the study
-        title = options.name if cfg.model.name in options.name else f"{options.name} ({cfg.model.name})"
-        out = write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title)
+        out = _write_results(cfg, run_dir, trials, space, options, figures)
     return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, list(space.params), out["files"],
                        prepare_seconds, time.perf_counter() - start)
+
+
+def _start_and_share(executor: Executor, cfg: DictConfig, graph, data, bound: float | None) -> float:
+    """Start the executor and share the prepared network with its trials; the seconds `prepare` took."""
+    executor.start()
+    from dse.compile import prepare
+
+    prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
+                       max_memory_gb=bound)
+    executor.share(prepared)
+    return prepared.seconds
+
+
+def _write_results(cfg: DictConfig, run_dir: Path, trials: pd.DataFrame, space, options, figures) -> dict[str, Any]:
+    """The tables and figures of the run folder, the table's caption naming the model (also where an experiment
+    names the study)."""
+    reference = reference_point(space.params, _base_values(cfg, space))
+    title = options.name if cfg.model.name in options.name else f"{options.name} ({cfg.model.name})"
+    return write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title)
 
 
 # --- config to typed settings, with the checks -----------------------------------------------------------
