@@ -17,6 +17,7 @@ LABELS = {
     "hardware.neuron.model": "neuron model",
     "strategy.name": "strategy",
     "tuning.mode": "tuning",
+    "hardware.cost.adc_8b_pj_per_conversion": "8-bit ADC energy (pJ per conversion)",
     "accuracy_delta_pp": "accuracy loss (pp)",
     "accuracy_compiled": "compiled accuracy (fraction)",
     "agreement": "top-1 agreement (fraction)",
