@@ -104,7 +104,6 @@ def test_schema_rejects_typos_and_wrong_types(overrides, message):
 
 def test_every_experiment_composes_with_a_valid_space():
     from dse.config import presets
-
     from dse.explore.runner import figures_from, study_options
 
     names = presets("experiment")
