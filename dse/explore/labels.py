@@ -17,6 +17,8 @@ LABELS = {
     "hardware.neuron.model": "neuron model",
     "strategy.name": "strategy",
     "tuning.mode": "tuning",
+    "hardware.cost.dac_bits": "DAC width (bits)",
+    "hardware.cost.adc_8b_pj_per_conversion": "8-bit ADC energy (pJ per conversion)",
     "accuracy_delta_pp": "accuracy loss (pp)",
     "accuracy_compiled": "compiled accuracy (fraction)",
     "agreement": "top-1 agreement (fraction)",
@@ -49,7 +51,7 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
          "hardware.neuron.model": ("{}", ""), "strategy.name": ("{}", ""), "tuning.mode": ("{}", "")}
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
 TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
-              "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: DAC = ADC bits")}
+              "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: input = ADC bits")}
 UNIT_SUFFIXES = {"_pj": "pJ", "_nj": "nJ", "_mm2": "mm²", "_ns": "ns", "_us": "µs", "_s": "s", "_seconds": "s",
                  "_bits": "bits", "_steps": "steps"}
 
@@ -58,7 +60,7 @@ def label(column: str, tied: dict[str, str] | None = None) -> str:
     if column == "hardware.crossbar.rows" and tied and tied.get("hardware.crossbar.cols") == column:
         return "crossbar size (rows = columns)"
     if column == "hardware.io.input_bits" and tied and tied.get("hardware.io.output_bits") == column:
-        return "I/O precision (DAC = ADC bits)"
+        return "I/O precision (input = ADC bits)"  # the DACs are hardware.cost.dac_bits wide
     if column in LABELS:
         return LABELS[column]
     name = column.rsplit(".", 1)[-1]
@@ -102,7 +104,7 @@ def merge_names(names: Sequence[str]) -> str:
 
 
 def naming_key(params: Sequence[str], tied: Mapping[str, str] | None = None, width: int = 1000) -> str:
-    """What the parts of `configuration`'s names stand for ("W: weight bits, IO: DAC = ADC bits, ..."), in lines
+    """What the parts of `configuration`'s names stand for ("W: weight bits, IO: input = ADC bits, ..."), in lines
     of at most `width` characters broken between the parts."""
     lines: list[str] = []
     for meaning in (m for m in (_short(p, tied)[1] for p in params) if m):

@@ -109,4 +109,4 @@ def test_help_lists_the_groups(capsys):
     out = capsys.readouterr().out
     assert "study=grid|pareto" in out and "runner=local|ray" in out
     # read from dse/conf/, so every embedded model is listed (the hand-written list had four of eight)
-    assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=io_bits_tuning|" in out
+    assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=adc_dac_bits|adc_energy_range|" in out

@@ -104,10 +104,13 @@ def test_schema_rejects_typos_and_wrong_types(overrides, message):
 
 def test_every_experiment_composes_with_a_valid_space():
     from dse.config import presets
+    from dse.explore.runner import figures_from, study_options
 
     names = presets("experiment")
-    assert len(names) >= 3
+    assert {"split_vs_prune", "adc_energy_range", "crossbar_size_cost"} <= set(names)
     for name in names:
         space, cfg = space_of(f"experiment={name}")
         assert space.size >= 2, name
         assert cfg.study.name == name
+        # its figures name searched parameters and result columns (a typo would fail only after every trial)
+        assert figures_from(cfg, space, study_options(cfg)), name
