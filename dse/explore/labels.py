@@ -3,6 +3,7 @@ physical quantity reads best in, and a short name for one configuration (a point
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
 TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
               "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: input = ADC bits")}
+PARTS = {"adc": "ADC", "dac": "DAC", "noc": "NoC", "shift_add": "shift-and-add"}  # cost components, as written
 UNIT_SUFFIXES = {"_pj": "pJ", "_nj": "nJ", "_mm2": "mm²", "_ns": "ns", "_us": "µs", "_s": "s", "_seconds": "s",
                  "_bits": "bits", "_steps": "steps"}
 
@@ -63,6 +65,11 @@ def label(column: str, tied: dict[str, str] | None = None) -> str:
         return "I/O precision (input = ADC bits)"  # the DACs are hardware.cost.dac_bits wide
     if column in LABELS:
         return LABELS[column]
+    component = re.fullmatch(r"(energy|area)_(\w+)_(pj|mm2)", column)  # a cost component's column
+    if component:
+        kind, part, _ = component.groups()
+        part = PARTS.get(part, part.replace("_", " "))
+        return f"{part} {LABELS[f'{kind}_{component.group(3)}']}"
     name = column.rsplit(".", 1)[-1]
     for suffix, unit in UNIT_SUFFIXES.items():
         if name.endswith(suffix):

@@ -8,7 +8,7 @@ import pytest
 from sweep_helpers import FAST
 
 from dse.config import compose_config
-from dse.explore.labels import configuration, merge_names, naming_key, scaled
+from dse.explore.labels import configuration, label, merge_names, naming_key, scaled
 from dse.explore.runner import known_columns, study_options
 from dse.sweep import cli
 
@@ -68,7 +68,9 @@ def test_a_spiking_column_can_be_an_objective(tmp_path) -> None:
 
 def test_physical_columns_read_in_their_best_unit_and_points_by_their_configuration() -> None:
     assert scaled("energy_pj", [2.79e6, 1.2e6]) == (1e6, "energy per inference (µJ)")
-    assert scaled("energy_adc_pj", [675.0]) == (1.0, "energy adc (pJ)")
+    assert scaled("energy_adc_pj", [675.0]) == (1.0, "ADC energy per inference (pJ)")
+    assert label("energy_shift_add_pj") == "shift-and-add energy per inference (pJ)"
+    assert label("area_router_mm2") == "router area (mm²)"
     assert scaled("latency_ns", [9.3e5]) == (1e3, "latency per inference (µs)")
     assert scaled("crossbars", [4096]) == (1.0, "crossbars (count)")
     point = {"hardware.weights.bits": 8, "hardware.io.input_bits": 6.0, "hardware.crossbar.rows": 256}
