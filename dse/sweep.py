@@ -81,7 +81,7 @@ def _summary(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from dse.explore.labels import label
+    from dse.explore.labels import scaled
 
     t, s = result.trials, result.stats
     console = Console(stderr=False)
@@ -89,10 +89,13 @@ def _summary(result) -> None:
     table = Table(title=f"Pareto set ({len(front)} of {len(t)} trials)")
     params = result.params[:6]
     cols = [*params, *result.objectives]
+    shown = front.head(15)
+    # a physical column in the unit its values read best in (energy in µJ, not 9.6e7 pJ)
+    units = {c: scaled(c, [float(v) for v in shown[c] if isinstance(v, int | float)]) for c in cols}
     for c in cols:
-        table.add_column(label(c), justify="right")
-    for _, row in front.head(15).iterrows():
-        table.add_row(*[_fmt(row[c]) for c in cols])
+        table.add_column(units[c][1], justify="right")
+    for _, row in shown.iterrows():
+        table.add_row(*[_fmt(row[c] / units[c][0] if units[c][0] != 1.0 else row[c]) for c in cols])
     console.print(table)
     failed = int((t["state"] == "fail").sum())
     console.print(

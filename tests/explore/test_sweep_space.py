@@ -107,7 +107,7 @@ def test_every_experiment_composes_with_a_valid_space():
     from dse.explore.runner import figures_from, study_options
 
     names = presets("experiment")
-    assert {"split_vs_prune", "adc_energy_range", "crossbar_size_cost"} <= set(names)
+    assert {"split_vs_prune", "adc_energy_range", "crossbar_size_cost", "spiking_timesteps_energy"} <= set(names)
     for name in names:
         space, cfg = space_of(f"experiment={name}")
         assert space.size >= 2, name
