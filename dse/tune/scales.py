@@ -15,18 +15,16 @@ from dse.ir.wiring import WIRING
 Tensor = torch.Tensor
 
 
-def _channel_scales(op: o.Op, ins: list[Tensor], in_shapes: list[tuple[int, ...]]) -> Tensor:
-    out_shape = SHAPE_RULES[type(op)](op, in_shapes)
-    scales, mixed = WIRING[type(op)].channels(op, [s.numpy() for s in ins], in_shapes, out_shape)
-    if mixed.any():
-        raise ConfigError(f"a {type(op).__name__} mixes channels of different scales; the compiler cannot encode it")
-    return torch.from_numpy(np.array(scales))  # a copy: a routed view may be read-only
-
-
 def wired_scales(op: o.Op, inputs: Sequence[str], scales: Mapping[str, Tensor],
                  shapes: Mapping[str, tuple[int, ...]]) -> Tensor:
-    """The scales of wiring `op`'s output, from those of its inputs (named `inputs`)."""
-    return _channel_scales(op, [scales[s] for s in inputs], [shapes[s] for s in inputs])
+    """The scales of wiring `op`'s output, from those of its inputs (named `inputs`), routed by `WIRING`; a
+    channel that mixes inputs of different scales cannot be encoded."""
+    in_shapes = [shapes[s] for s in inputs]
+    out_shape = SHAPE_RULES[type(op)](op, in_shapes)
+    routed, mixed = WIRING[type(op)].channels(op, [scales[s].numpy() for s in inputs], in_shapes, out_shape)
+    if mixed.any():
+        raise ConfigError(f"a {type(op).__name__} mixes channels of different scales; the compiler cannot encode it")
+    return torch.from_numpy(np.array(routed))  # a copy: a routed view may be read-only
 
 
 def weight_in_scale(op: o.CoreOp, in_scale: Tensor) -> Tensor:
