@@ -12,6 +12,7 @@ import torch
 from dse.ir.graph import Node
 from dse.sim.float_exec import decode_population
 from dse.tune.bias_correction import correct_biases
+from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples, float_wire
 from dse.tune.losses import BlockLoss, BlockReport, block_loss
 from dse.tune.options import TuneOptions
@@ -81,11 +82,11 @@ class Fit:
         """`steps` Adam steps on random rows; the loss measured after them is the phase's."""
         if steps <= 0:
             return
-        opt = torch.optim.Adam([{**g, "lr": g["lr"] * self.lr_factor} for g in lr_groups if g["params"]])
+        opt = Adam([{**g, "lr": g["lr"] * self.lr_factor} for g in lr_groups if g["params"]])
         for _ in range(steps):
             idx = torch.randint(0, len(self.samples), (self.batch,), generator=self.gen)
             loss = self.loss_of(idx, domain)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             if domain == "code":
                 for c in self.cores.values():

@@ -28,6 +28,7 @@ from dse.hardware.spec import Neuron
 from dse.ir import ops as o
 from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
 from dse.sim.spiking import integrate, wire
+from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples
 from dse.tune.losses import BlockLoss, BlockReport
 from dse.tune.options import TuneOptions
@@ -214,7 +215,7 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
         c.log_scale.requires_grad_(True)
     best_loss = report.losses["spike_init"] = measured()
     best = _state(cores)
-    opt = torch.optim.Adam(_groups(options, cores))
+    opt = Adam(_groups(options, cores))
     steps = options.output_spike_steps if loss.output else options.spike_steps
     checks = {round(steps * (i + 1) / options.spike_checks) for i in range(options.spike_checks)}
     # a step runs T times the rows of a ReLU-model step: the same bound on its work (`step_macs`) as there
@@ -225,7 +226,7 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
     for step in range(1, steps + 1):
         idx = torch.randint(0, n_rows, (batch,), generator=gen)
         value = _spike_loss(problem, samples, neuron, loss, idx)
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         value.backward()
         opt.step()
         with torch.no_grad():
