@@ -86,7 +86,8 @@ def test_the_trace_shows_every_step(prepared) -> None:
     assert names == ["canonicalize", "reform", "reencode", "fit_crossbar", "tune", "check", "evaluate", "resources",
                      "cost"]
     assert all(r.seconds >= 0 for r in result.report.passes)
-    assert list(result.report.steps) == ["fit", "tune", "evaluate"]
+    assert list(result.report.steps) == ["prepare", "fit", "tune", "evaluate", "cost"]
+    assert all(step["cpu_s"] >= 0 and step["wall_s"] >= 0 for step in result.report.steps.values())
     equalized = compile(prepared, CHIPS["chip_a"], tuning=TuneOptions(mode="none", equalize=True))
     assert [r.name for r in equalized.report.passes][2:4] == ["equalize", "reencode"]
 

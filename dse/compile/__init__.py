@@ -53,6 +53,7 @@ from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline
 from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.float_exec import run_float
+from dse.sim.threads import compute_threads
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ class Prepared:
     test_y: np.ndarray | None  # None: no test labels (agreement and logit error only)
     original_test_logits: np.ndarray
     trace: list[PassRecord]
-    seconds: float
+    seconds: float  # wall seconds of `prepare`
+    steps: dict[str, dict[str, float]] = field(default_factory=dict)  # "prepare": its StepMeter figures
 
 
 def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
@@ -125,7 +127,13 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     samples are read batch by batch, here and when the chip is evaluated. The float runs go in batches that
     keep memory under `max_memory_gb` (see `dse.compile.memory`); a network whose calibration alone cannot fit
     is refused (ResourceError) before any work."""
-    start = time.perf_counter()
+    start, meter = time.perf_counter(), StepMeter()
+    with meter.step("prepare"), compute_threads():
+        return _prepare(graph, dataset, name, calib_samples, approximator_width, max_memory_gb, start, meter)
+
+
+def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | None, approximator_width: int,
+             max_memory_gb: float | None, start: float, meter: StepMeter) -> Prepared:
     trace: list[PassRecord] = []
     if calib_samples is not None or dataset.value_range is None:  # not yet selected (load_model selects)
         dataset = dataset.select(calib_samples)
@@ -144,8 +152,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
-        trace=trace,
-        seconds=time.perf_counter() - start,
+        trace=trace, seconds=time.perf_counter() - start, steps=meter.steps,  # filled in as `prepare` returns
     )
 
 
@@ -177,7 +184,7 @@ def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k
         ("evaluate", "check"),
         ("evaluate", "evaluate"),
         ("evaluate", "resources"),
-        ("evaluate", "cost"),
+        ("cost", "cost"),
     ]
 
 
@@ -207,11 +214,12 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
                        prepared.original_test_logits)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
                          eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress))
-    meter = StepMeter()
+    meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
-    for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
-        with meter.step(phase) if phase else nullcontext():
-            run_steps(state, [step for _, step in steps], trace)
+    with compute_threads():  # one thread, the caller's for the few big products (dse.sim.threads)
+        for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
+            with meter.step(phase) if phase else nullcontext():
+                run_steps(state, [step for _, step in steps], trace)
     report = _report(prepared, state, strategy, reencode_k, readout_k, meter, plan, trace)
     rates = firing_rates(state.evaluation.stats, hw) if hw.spiking else None
     layers = layer_rows(state.layers, state.evaluation.layer_errors(), rates, state.cost)
@@ -231,7 +239,7 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         spiking=SpikingReport.of(state.evaluation.stats, hw, state.depth) if hw.spiking else None,
         cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
-        evaluate_seconds=meter.seconds("evaluate"), steps=meter.steps, memory=plan, passes=trace,
+        evaluate_seconds=meter.seconds("evaluate", "cost"), steps=meter.steps, memory=plan, passes=trace,
     )
 
 

@@ -164,8 +164,10 @@ class CompileReport:
     cost: CostReport | None  # None (left out): the chip has no cost model
     compile_seconds: float  # wall seconds of fitting and tuning
     prepare_seconds: float  # wall seconds of `prepare` (shared by every compile of a sweep)
-    evaluate_seconds: float  # wall seconds of checking, the chip simulation and resource counting
-    steps: dict[str, dict[str, float]]  # per step (fit, tune, evaluate): wall_s, cpu_s, peak_rss_gb, own_peak
+    evaluate_seconds: float  # wall seconds of checking, the chip simulation, resource counting and cost
+    # per measured phase, in order (prepare, fit, tune, evaluate, cost; `prepare` is shared by a sweep's
+    # compiles): wall_s and cpu_s (seconds; CPU of every thread), peak_rss_gb, own_peak
+    steps: dict[str, dict[str, float]]
     memory: MemoryPlan  # the bound, the estimated peak by part, and the batch sizes chosen
     passes: list[PassRecord]  # the trace: every pass and step run, in order, with its seconds and node counts
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pymetis
-import scipy.sparse as sp
 import torch
 
 from dse.cost.resources import LayerResources, core_assignment
@@ -36,6 +35,9 @@ from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
 from dse.sim.spiking import SpikeStats
+
+if TYPE_CHECKING:  # scipy and pymetis load when traffic is counted, not with the report's types
+    import scipy.sparse as sp
 
 PLACEMENTS = ("in_order", "partitioned")
 _READ_FLOATS = 2**24  # consumer cores x inputs whose receptive fields are computed at once (64 MB)
@@ -89,6 +91,7 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
     is required on a spiking chip."""
     if hw.spiking and (stats is None or not stats.samples):
         raise ConfigError("the traffic of a spiking chip needs the simulator's spike counts")
+    import scipy.sparse as sp
     shapes = infer_shapes(graph)
     offsets, start = {}, 0
     for lr in layers:
@@ -200,6 +203,8 @@ def _bisect(adj: sp.csr_matrix, first: int, seed: int) -> np.ndarray:
     if adj.nnz == 0:
         part = np.arange(n) >= first
     else:
+        import pymetis
+
         weights = np.maximum(np.rint(adj.data / adj.data.max() * 10_000), 1).astype(np.int64)
         _, labels = pymetis.part_graph(2, pymetis.CSRAdjacency(adj_starts=adj.indptr, adjacent=adj.indices),
                                        eweights=weights,

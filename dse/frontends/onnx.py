@@ -38,7 +38,6 @@ import onnx.helper
 import onnx.inliner
 import onnx.numpy_helper
 from onnx import AttributeProto, ModelProto, NodeProto, TensorProto
-from onnx.reference import ReferenceEvaluator
 
 from dse.errors import DseError, ModelError, UnsupportedOpError
 from dse.ir import ops as o
@@ -495,6 +494,8 @@ class _Importer:
              for t, v in feeds.items()],
             [onnx.helper.make_tensor_value_info(t, TensorProto.UNDEFINED, None) for t in node.output if t],
         )
+        from onnx.reference import ReferenceEvaluator  # lazily: 0.5 s of imports, for a few models only
+
         results = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, feeds)
         for t, v in zip([t for t in node.output if t], results, strict=True):
             self.consts[t] = np.asarray(v)

@@ -16,6 +16,7 @@ from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import SHAPE_RULES, infer_shapes
 from dse.ir.wiring import WIRING
+from dse.sim.threads import conv_macs, op_threads
 
 Tensor = torch.Tensor
 
@@ -54,11 +55,18 @@ def _pair_half(weight: Tensor, groups: int) -> Tensor | None:
 
 
 def conv_core(x: Tensor, weight: Tensor, bias: Tensor | None, op: o.CoreOp | o.Conv) -> Tensor:
-    """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op. A signed pair
-    is one product, negated for its second half (exact: negation does not round)."""
+    """The linear part of a (core-)op: convolution, or a matrix product for a dense core-op, on the threads
+    its size earns (`dse.sim.threads`)."""
+    with op_threads(conv_macs(x.shape, weight.shape, getattr(op, "stride", (1, 1)))):
+        return _linear_part(x, weight, bias, op)
+
+
+def _linear_part(x: Tensor, weight: Tensor, bias: Tensor | None, op: o.CoreOp | o.Conv) -> Tensor:
+    """`conv_core`'s product. A signed pair is one product, negated for its second half (exact: negation does
+    not round)."""
     half = _pair_half(weight, op.groups)
     if half is not None:
-        y = conv_core(x, half, None, op)
+        y = _linear_part(x, half, None, op)
         y = torch.cat([y, -y], dim=1)
         return y if bias is None else y + (bias if y.dim() == 2 else bias.reshape(-1, 1, 1))
     if isinstance(op, o.CoreOp) and op.dense:
