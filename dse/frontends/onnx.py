@@ -543,9 +543,12 @@ class _Importer:
                 raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} varies along the batch")
             c = c[0]
         try:
-            np.broadcast_shapes(per, c.shape)
+            out = np.broadcast_shapes(per, c.shape)
         except ValueError as e:
             raise ModelError(f"node {name!r}: constant {c.shape} does not broadcast against {per}") from e
+        if out != per:  # the IR's per-channel ops keep their input's shape
+            raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} would broadcast the data's "
+                                     f"per-sample shape {per} to {out}")
         return c
 
     def _arith(self, node: NodeProto, name: str) -> None:
