@@ -24,7 +24,15 @@ DEFAULT_GENERATED, DEFAULT_MUTATED = 40, 8
 SLOW_GENERATED, SLOW_MUTATED = 16_000, 4_000
 
 
-def fuzz_generated(n: int) -> list[tuple[Outcome, bytes]]:
+def progress(results: list[tuple[Outcome, bytes]], out: Path | None, label: str) -> None:
+    """Every 500 cases, the counts so far into OUT/progress_<label>.json (a long run can be watched)."""
+    if out is not None and len(results) % 500 == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {"cases": len(results), **Counter(o.kind for o, _ in results)}
+        (out / f"progress_{label}.json").write_text(json.dumps(counts))
+
+
+def fuzz_generated(n: int, out: Path | None = None) -> list[tuple[Outcome, bytes]]:
     """`n` generated models (hypothesis, derandomized: the same models every run), each with its outcome."""
     results: list[tuple[Outcome, bytes]] = []
 
@@ -34,12 +42,13 @@ def fuzz_generated(n: int) -> list[tuple[Outcome, bytes]]:
     def case(model: onnx.ModelProto) -> None:
         outcome = run_case(model)
         results.append((outcome, model.SerializeToString() if outcome.failed else b""))
+        progress(results, out, "generated")
 
     case()
     return results
 
 
-def fuzz_mutated(n: int, folder: Path, seed: int = 17) -> list[tuple[Outcome, bytes]]:
+def fuzz_mutated(n: int, folder: Path, seed: int = 17, out: Path | None = None) -> list[tuple[Outcome, bytes]]:
     """`n` byte-level mutants of the committed models (seeded), each with its outcome."""
     rng = np.random.default_rng(seed)
     originals = [p.read_bytes() for p in MODELS]
@@ -50,6 +59,7 @@ def fuzz_mutated(n: int, folder: Path, seed: int = 17) -> list[tuple[Outcome, by
         path.write_bytes(data)
         outcome = run_case(path)
         results.append((outcome, data if outcome.failed else b""))
+        progress(results, out, "mutated")
         path.unlink()
     return results
 
@@ -85,8 +95,8 @@ def test_mutated_models_pass(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_twenty_thousand_models(tmp_path: Path) -> None:
     out = Path(os.environ["FUZZ_OUT"]) if os.environ.get("FUZZ_OUT") else None
-    generated = fuzz_generated(SLOW_GENERATED)
-    mutated = fuzz_mutated(SLOW_MUTATED, tmp_path)
+    generated = fuzz_generated(SLOW_GENERATED, out)
+    mutated = fuzz_mutated(SLOW_MUTATED, tmp_path, out=out)
     counts = {"generated": dict(report(generated, out and out / "generated")),
               "mutated": dict(report(mutated, out and out / "mutated"))}
     print("FUZZ " + json.dumps(counts))
