@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -90,20 +91,34 @@ def fold_budget(largest_tensor_bytes: int) -> int:
 
 @contextmanager
 def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _FoldTimeout in the enclosed code after `seconds`. A timer the caller set (a test's own time
+    limit) keeps running: when it is due first its handler runs then (and this limit is set again), otherwise
+    it is set again on the way out, less the time spent here."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    outer_handler = signal.getsignal(signal.SIGALRM)
+    outer_delay, _ = signal.getitimer(signal.ITIMER_REAL)
+    outer_pending = [0 < outer_delay < seconds]
+    start = time.monotonic()
 
     def expire(signum: int, frame: object) -> None:
-        raise _FoldTimeout
+        if not outer_pending[0]:
+            raise _FoldTimeout
+        outer_pending[0] = False
+        signal.setitimer(signal.ITIMER_REAL, max(seconds - (time.monotonic() - start), 1e-3))
+        if callable(outer_handler):
+            outer_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, outer_delay if outer_pending[0] else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, outer_handler)
+        if outer_delay > 0 and (outer_pending[0] or outer_delay >= seconds):
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3))
 
 
 def _check_before(node: NodeProto, name: str, values: list[np.ndarray], budget: int) -> None:
