@@ -101,10 +101,8 @@ class RayExecutor:
             spec = self._futures.pop(future)
             try:
                 outcomes.append(ray.get(future))
-            except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory)
-                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-                outcomes.append(TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail",
-                                                                    "error_message": message}, message))
+            except ray.exceptions.RayError as exc:
+                outcomes.append(failed_outcome(spec, exc))
         return outcomes
 
     def close(self) -> None:
@@ -120,6 +118,19 @@ class RayExecutor:
         if self._owns:
             ray.shutdown()
             self._owns = False
+
+
+def failed_outcome(spec: TrialSpec, exc: Exception) -> TrialOutcome:
+    """The outcome of a task that returned no result. `run_trial` turns every error of the compile into a
+    failed outcome, so an exception here came from outside the trial: its worker or raylet died (killed, out of
+    memory, a node lost), an object was lost. Such a trial runs again on resume (`TrialOutcome.retry`); only an
+    error raised by our task's own code (RayTaskError: a bug) is the trial's own failure."""
+    import ray
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    message = f"{type(exc).__name__}: {first}"
+    return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message}, message,
+                        retry=not isinstance(exc, ray.exceptions.RayTaskError))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
