@@ -32,3 +32,7 @@ class DataError(DseError):
 
 class ResourceError(DseError):
     """The run cannot fit the machine: its estimated memory exceeds the bound (compile.max_memory_gb)."""
+
+
+class OutputError(DseError):
+    """A result cannot be written where it belongs: the folder is read-only, or its disk is full."""

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dse.errors import OutputError
+
 
 def file_mode() -> int:
     """0666 less the umask: what `open(path, "w")` would create."""
@@ -24,16 +26,20 @@ def file_mode() -> int:
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Call `write(tmp)` to fill a temporary file named like `path` (same suffix: writers such as numpy's and
-    matplotlib's read the format from it), give it the ordinary file mode, rename it to `path`."""
+    matplotlib's read the format from it), give it the ordinary file mode, rename it to `path`. A folder that
+    takes no file (read-only, a full disk) is an OutputError naming the file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 

@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, OutputError
 
 STUDY_DB = "study.db"
 FINGERPRINT = "study.json"
@@ -131,16 +131,17 @@ def check_writable(run_dir: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check.")
         try:
-            os.write(fd, bytes(2**16))
-            os.fsync(fd)
+            with os.fdopen(fd, "wb") as f:  # (a raw os.write may write less and not say why)
+                f.write(bytes(2**16))
+                f.flush()
+                os.fsync(f.fileno())
         finally:
-            os.close(fd)
             os.unlink(probe)
     except OSError as exc:
-        raise ConfigError(f"run folder {run_dir} is not writable ({exc.strerror or exc})") from None
+        raise OutputError(f"run folder {run_dir} is not writable ({exc.strerror or exc})") from None
     free = shutil.disk_usage(run_dir).free
     if free < min_free_bytes:
-        raise ConfigError(f"run folder {run_dir}: its disk has {free / 2**20:.0f} MB free, a sweep needs at least "
+        raise OutputError(f"run folder {run_dir}: its disk has {free / 2**20:.0f} MB free, a sweep needs at least "
                           f"{min_free_bytes / 2**20:.0f} MB")
 
 
