@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dse.errors import ConfigError, OutputError
+from dse.files import atomic_write_text
 
 STUDY_DB = "study.db"
 FINGERPRINT = "study.json"
@@ -69,9 +70,7 @@ def write_fingerprint(run_dir: Path, fingerprint: dict[str, Any], study_name: st
     path = run_dir / FINGERPRINT
     if path.exists():
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"study": study_name, "fingerprint": fingerprint}, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"study": study_name, "fingerprint": fingerprint}, indent=2))
 
 
 def normalize(data: Any) -> Any:
