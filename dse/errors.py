@@ -51,3 +51,7 @@ class NonFiniteError(DseError):
     """The original's or the compiled network's outputs hold NaN or Inf: no metric of such a run means anything."""
 
     exit_status = EXIT_NON_FINITE
+
+
+class OutputError(DseError):
+    """A result cannot be written where it belongs: the folder is read-only, or its disk is full."""

@@ -43,7 +43,12 @@ Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the mac
 Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what resuming compares),
         trials.parquet, trials.csv, pareto.csv, pareto.tex, pareto_front.{{png,pdf}} (pareto_front_<resource>
         for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>).
-Exit status: 0 done, 1 no trial compiled to a legal network, 2 bad input (one line on stderr)."""
+        All result files are written atomically with mode 0644 (under umask 022). Ctrl-C writes the tables
+        and figures of the trials that finished; the same command resumes (infrastructure failures, such as
+        a Ray worker that died, run again; a trial's own failure stays).
+Exit status: 0 done, 1 a bug (traceback), 2 bad input or an unusable run folder or study.db (one line on
+        stderr, nothing changed), 3 no trial compiled to a legal network, 130 interrupted (Ctrl-C)."""
+EXIT_NO_LEGAL_TRIAL = 3
 
 
 class SweepCommand:
@@ -74,7 +79,7 @@ class SweepCommand:
                            pinned=self.pinned, progress=bool(cfg.progress))
         _summary(result)
         usable = result.trials[(result.trials["state"] == "complete") & result.trials["legal"]]
-        return 0 if len(usable) else 1
+        return 0 if len(usable) else EXIT_NO_LEGAL_TRIAL
 
 
 def _summary(result) -> None:
@@ -103,6 +108,9 @@ def _summary(result) -> None:
         f"{s.ran} run now, {s.kept} kept from before, {s.resumed} interrupted ones run again; "
         f"{result.seconds:.0f} s"
     )
+    if s.retry:
+        console.print(f"{s.retry} failed for an infrastructure reason (a Ray worker or node died): run the same "
+                      "command again to run them again")
     for reason in t.loc[t["state"] == "fail", "error_message"].value_counts().head(3).index:
         console.print(f"[red]failed[/red] {reason}")
     console.print(f"written to {result.run_dir}")

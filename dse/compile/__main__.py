@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import dataset_names, group_options, run_app
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
+from dse.files import atomic_write_text
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -80,14 +79,14 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    _write(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
     report = result.report.to_dict()
     save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
-    _write(run_dir / "layers.csv", _csv(result.layers))
-    _write(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
+    atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
+    atomic_write_text(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
     if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
         _write_nir(result.graph, hw, run_dir / "compiled.nir")
-    _write(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
     _summary(result, run_dir)
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
@@ -103,7 +102,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _write_nir(graph: Graph, hw: HardwareSpec, path: Path) -> None:
-    """Atomic, like `_write`. A graph NIR cannot say (wiring it lacks) costs the file, not the compiled chip."""
+    """Atomic (`dse.files`). A graph NIR cannot say (wiring it lacks) costs the file, not the compiled chip."""
     from dse.errors import UnsupportedOpError
     from dse.frontends.nir_export import write_nir
 
@@ -111,14 +110,6 @@ def _write_nir(graph: Graph, hw: HardwareSpec, path: Path) -> None:
         write_nir(graph, hw, path)
     except UnsupportedOpError as e:
         logging.getLogger(__name__).warning("compiled.nir not written: %s", e)
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomic write: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _summary(result, run_dir: Path) -> None:

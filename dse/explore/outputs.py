@@ -16,8 +16,9 @@ import pandas as pd
 from dse.config.schemas import FigureOthers
 from dse.explore.latex import latex_table
 from dse.explore.pareto import pareto_front, sensitivity, usable
-from dse.explore.records import atomic_write, write_table
+from dse.explore.records import write_table
 from dse.explore.space import SearchSpace
+from dse.files import atomic_write
 
 log = logging.getLogger(__name__)
 # the series a curve is split by, in order of preference: the "one line per strategy or neuron model"

@@ -21,6 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from dse.explore.labels import configuration, label, merge_names, naming_key, scaled  # noqa: E402
+from dse.files import atomic_write  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.5
 PANEL_HEIGHT_IN = 2.3
@@ -94,8 +95,7 @@ def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
     out = []
     for suffix in (".png", ".pdf"):
         path = path_without_suffix.with_suffix(suffix)
-        fig.savefig(path)
-        out.append(path)
+        out.append(atomic_write(path, fig.savefig))
     plt.close(fig)
     return out
 

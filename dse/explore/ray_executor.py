@@ -3,7 +3,9 @@ imports Ray.
 
 The prepared network (the imported graph, the teachers' activations: hundreds of MB) goes into the object
 store once with `ray.put`; each worker process fetches and unpickles it once and keeps it for the trials it
-runs after, so no trial pays for it again.
+runs after, so no trial pays for it again. Each worker's one-off imports (torch, the compiler, torch's
+optimizers) run as soon as Ray is up (`_warm_up`), while the driver prepares the network, not on the first
+trial's clock.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ log = logging.getLogger(__name__)
 _PREPARED: dict[str, Prepared] = {}
 
 
+def _warm_up() -> None:
+    """What the first trial of a worker process would otherwise import (seconds of CPU)."""
+    import torch.optim  # noqa: F401  (its first use imports torch._dynamo: about a second)
+
+    import dse.explore.trial  # noqa: F401
+
+
 def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None) -> TrialOutcome:
     # the reference travels inside a list so that Ray does not resolve (unpickle) it for every task
     import ray
@@ -35,6 +44,8 @@ def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None) -> Tr
 
 
 class RayExecutor:
+    task = staticmethod(_ray_trial)  # what a worker runs for one trial
+
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
                  max_concurrent: int | None = None, torch_threads: int | None = 1) -> None:
         self.address, self.num_cpus, self.max_concurrent = address, num_cpus, max_concurrent
@@ -43,6 +54,7 @@ class RayExecutor:
         self._ref: Any = None
         self._futures: dict[Any, TrialSpec] = {}
         self._task: Any = None
+        self._warm: list[Any] = []
         self._capacity = 1
 
     @property
@@ -78,7 +90,9 @@ class RayExecutor:
             self._owns = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self._capacity = max(1, self.max_concurrent or cpus)
-        self._task = ray.remote(num_cpus=1, max_retries=0)(_ray_trial)
+        self._task = ray.remote(num_cpus=1, max_retries=0)(self.task)
+        warm_up = ray.remote(num_cpus=1, max_retries=0)(_warm_up)
+        self._warm = [warm_up.remote() for _ in range(min(self._capacity, cpus))]  # one per worker, not awaited
         log.info("Ray: %d CPUs, up to %d trials at once", cpus, self._capacity)
 
     def share(self, prepared: Prepared) -> None:
@@ -101,10 +115,8 @@ class RayExecutor:
             spec = self._futures.pop(future)
             try:
                 outcomes.append(ray.get(future))
-            except ray.exceptions.RayError as exc:  # the worker died (killed, out of memory)
-                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-                outcomes.append(TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail",
-                                                                    "error_message": message}, message))
+            except ray.exceptions.RayError as exc:
+                outcomes.append(failed_outcome(spec, exc))
         return outcomes
 
     def close(self) -> None:
@@ -112,14 +124,28 @@ class RayExecutor:
             return
         import ray
 
-        for future in self._futures:
+        for future in [*self._futures, *self._warm]:
             ray.cancel(future, force=True)
         self._futures.clear()
+        self._warm = []
         self._ref = None
         self._task = None
         if self._owns:
             ray.shutdown()
             self._owns = False
+
+
+def failed_outcome(spec: TrialSpec, exc: Exception) -> TrialOutcome:
+    """The outcome of a task that returned no result. `run_trial` turns every error of the compile into a
+    failed outcome, so an exception here came from outside the trial: its worker or raylet died (killed, out of
+    memory, a node lost), an object was lost. Such a trial runs again on resume (`TrialOutcome.retry`); only an
+    error raised by our task's own code (RayTaskError: a bug) is the trial's own failure."""
+    import ray
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    message = f"{type(exc).__name__}: {first}"
+    return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message}, message,
+                        retry=not isinstance(exc, ray.exceptions.RayTaskError))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -4,13 +4,13 @@ Columns, in order: ``trial``; every swept parameter under its dotted name (tied 
 (``accuracy_original``, ``accuracy_compiled``, ``accuracy_delta_pp``, ``agreement``, ``logits_rel_error``);
 every field of the compile report's ``resources`` (nested ones as dotted names); then ``legal``,
 ``violations``, ``state`` (complete or fail), ``error_message`` (why it failed, or the violations) and
-``compile_seconds``, ``evaluate_seconds``.
+``compile_seconds``, ``evaluate_seconds``. A trial that failed for an infrastructure reason (left RUNNING in the
+study, to run again on resume) is a ``fail`` row whose message says so; one still running or interrupted has no
+row.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -18,22 +18,28 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from dse.explore.space import SearchSpace
-from dse.explore.study import RECORD
+from dse.explore.study import RECORD, RETRY
 from dse.explore.trial import METRICS, STATUS
+from dse.files import atomic_write
 
 
 def trials_frame(study: optuna.Study, space: SearchSpace) -> pd.DataFrame:
     rows = []
     resource_cols: list[str] = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+    for t in study.get_trials(deepcopy=False):
+        retry = t.state == TrialState.RUNNING and RETRY in t.user_attrs
+        if not (t.state in (TrialState.COMPLETE, TrialState.FAIL) or retry):
+            continue  # still running, or interrupted: it runs (again) on resume
         record = dict(t.user_attrs.get(RECORD, {}))
+        if retry:  # failed for an infrastructure reason
+            record.update(state="fail", legal=False, error_message=f"{t.user_attrs[RETRY]} (runs again on resume)")
         row = {"trial": t.number}
         if all(k in t.params for k in space.params):
             row.update(space.settings(t.params))
         else:  # a point that failed before its parameters were all drawn: keep what is known
             row.update({k: t.params.get(k) for k in space.columns})
         row.update(record)
-        row["state"] = "complete" if t.state == TrialState.COMPLETE else "fail"
+        row["state"] = "complete" if t.state == TrialState.COMPLETE else "fail"  # RUNNING: failed, retried
         row.setdefault("legal", False)
         row.setdefault("error_message", "" if t.state == TrialState.COMPLETE else "no result was recorded")
         for k in record:
@@ -54,14 +60,3 @@ def write_table(frame: pd.DataFrame, path_without_suffix: Path) -> list[Path]:
     atomic_write(csv, lambda p: frame.to_csv(p, index=False))
     atomic_write(parquet, lambda p: frame.to_parquet(p, index=False))
     return [parquet, csv]
-
-
-def atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

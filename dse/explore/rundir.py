@@ -10,6 +10,10 @@ configuration is the same, and refuses with exit status 2 if it is not.
 
 A lock file keeps a second sweep from running the same study at the same time (the lock is released by the
 kernel when a sweep dies, SIGKILL included).
+
+Before anything is written, the folder's study file is checked without changing it (`check_study_file`: a
+damaged, truncated or empty ``study.db`` is an error, never a fresh start) and the folder is checked writable
+with room to spare (`check_writable`), so neither is discovered after the trials have run.
 """
 
 from __future__ import annotations
@@ -17,14 +21,21 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, OutputError
+from dse.files import atomic_write_text
 
 STUDY_DB = "study.db"
 FINGERPRINT = "study.json"
 LOCK = ".lock"
+# free space a run folder needs before trials start: the tables, figures and study file of a sweep take a few MB
+MIN_FREE_BYTES = 64 * 2**20
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], resume: bool) -> Path:
@@ -59,9 +70,7 @@ def write_fingerprint(run_dir: Path, fingerprint: dict[str, Any], study_name: st
     path = run_dir / FINGERPRINT
     if path.exists():
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"study": study_name, "fingerprint": fingerprint}, indent=2))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({"study": study_name, "fingerprint": fingerprint}, indent=2))
 
 
 def normalize(data: Any) -> Any:
@@ -85,6 +94,54 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in data.items():
         out.update(_flat(v, f"{prefix}{k}."))
     return out
+
+
+def check_study_file(path: Path, study_name: str) -> None:
+    """An existing study file must be an SQLite database holding the study `study_name`: ConfigError in one
+    line otherwise. Opened read-only: the file is left exactly as it is."""
+    if not path.exists():
+        return
+    fix = "restore it from a copy, or delete the run folder to start the study afresh"
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path} is empty (0 bytes), not a study: {fix}")
+    with open(path, "rb") as f:
+        if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise ConfigError(f"{path} is not an SQLite database (damaged or overwritten): {fix}")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            check = con.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            found = ("studies" in tables and
+                     con.execute("SELECT COUNT(*) FROM studies WHERE study_name = ?", (study_name,)).fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is damaged ({exc}): {fix}") from None
+    if check != "ok":
+        raise ConfigError(f"{path} is damaged (SQLite: {check}): {fix}")
+    if not found:
+        raise ConfigError(f"{path} holds no study named {study_name!r} (an empty or foreign database): {fix}")
+
+
+def check_writable(run_dir: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """The run folder exists (created if need be), takes a file, and its disk has `min_free_bytes` free."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".write-check.")
+        try:
+            with os.fdopen(fd, "wb") as f:  # (a raw os.write may write less and not say why)
+                f.write(bytes(2**16))
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"run folder {run_dir} is not writable ({exc.strerror or exc})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < min_free_bytes:
+        raise OutputError(f"run folder {run_dir}: its disk has {free / 2**20:.0f} MB free, a sweep needs at least "
+                          f"{min_free_bytes / 2**20:.0f} MB")
 
 
 class StudyLock:

@@ -29,11 +29,20 @@ from dse.explore.executors import Executor, LocalExecutor
 from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
 from dse.explore.pareto import reference_point
 from dse.explore.progress import progress_bar
-from dse.explore.records import atomic_write, trials_frame
-from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fingerprint
+from dse.explore.records import trials_frame
+from dse.explore.rundir import (
+    STUDY_DB,
+    StudyLock,
+    check_study_file,
+    check_writable,
+    locate,
+    normalize,
+    write_fingerprint,
+)
 from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
+from dse.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,9 @@ class SweepResult:
     files: list[Path] = field(default_factory=list)
     prepare_seconds: float = 0.0
     seconds: float = 0.0
+    # wall seconds of each part: setup (imports excepted: checks, data, study), start (Ray), prepare, trials,
+    # close, outputs (tables and figures)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_study(
@@ -84,42 +96,65 @@ def run_study(
     check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile"])
 
+    check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
     executor.check()  # a cluster address nobody answers at fails here, before any write
+    check_writable(run_dir)  # a read-only or full disk fails here, not after the trials
 
     with StudyLock(run_dir):
         log.info("run folder %s", run_dir)
         _write_config(cfg, space, run_dir)
         write_fingerprint(run_dir, fingerprint, options.name)
-        samples = json.dumps(data.samples_record())
-        atomic_write(run_dir / "samples.json", lambda p: Path(p).write_text(samples))
+        atomic_write_text(run_dir / "samples.json", json.dumps(data.samples_record()))
         study = open_study(run_dir / STUDY_DB, options, space)
-        work = missing_trials(study, options, space) > 0
+        timings = {"setup": time.perf_counter() - start}
+        interrupted = False
         try:
-            # a finished study is only drawn again: no Ray, no prepare
-            prepare_seconds = _start_and_share(executor, cfg, graph, data, bound) if work else 0.0
-            on_result, close_bar = progress_bar(progress and work, desc=options.name)
-            try:
-                stats = drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p),
-                              on_result=on_result)
-            finally:
-                close_bar()
-        finally:
-            executor.close()
+            stats = _run_trials(study, space, options, executor, (cfg, graph, data, bound, base), timings, progress)
+        except KeyboardInterrupt:  # Ctrl-C: the finished trials' tables and figures are still written
+            interrupted, stats = True, DriveStats()
+        outputs_start = time.perf_counter()
         trials = trials_frame(study, space)
         out = _write_results(cfg, run_dir, trials, space, options, figures)
+        timings["outputs"] = time.perf_counter() - outputs_start
+    if interrupted:
+        log.warning("interrupted: the tables and figures of the %d finished trials are in %s; run the same "
+                    "command again to resume", len(trials), run_dir)
+        raise KeyboardInterrupt
+    log.info("sweep seconds: %s", {k: round(v, 2) for k, v in timings.items()})
     return SweepResult(run_dir, trials, out["pareto"], stats, options.objectives, list(space.params), out["files"],
-                       prepare_seconds, time.perf_counter() - start)
+                       timings.get("prepare", 0.0), time.perf_counter() - start, timings)
 
 
-def _start_and_share(executor: Executor, cfg: DictConfig, graph, data, bound: float | None) -> float:
-    """Start the executor and share the prepared network with its trials; the seconds `prepare` took."""
-    executor.start()
-    from dse.compile import prepare
+def _run_trials(study, space: SearchSpace, options: StudyOptions, executor: Executor, job: tuple,
+                timings: dict[str, float], progress: bool) -> DriveStats:
+    """Start the executor, prepare and share the network, drive the study; a finished study is only drawn
+    again (no Ray, no prepare). `timings` gets the seconds of each part (the sweep's fixed costs beside its
+    trials')."""
+    cfg, graph, data, bound, base = job
+    if missing_trials(study, options, space) == 0:
+        return drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p))
+    try:
+        start = time.perf_counter()
+        executor.start()
+        timings["start"] = time.perf_counter() - start
+        from dse.compile import prepare
 
-    prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
-                       max_memory_gb=bound)
-    executor.share(prepared)
-    return prepared.seconds
+        prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
+                           max_memory_gb=bound)
+        timings["prepare"] = prepared.seconds
+        executor.share(prepared)
+        on_result, close_bar = progress_bar(progress, desc=options.name)
+        try:
+            stats = drive(study, space, options, executor, lambda n, p: _trial_spec(base, space, n, p),
+                          on_result=on_result)
+        finally:
+            close_bar()
+        timings["trials"] = stats.seconds
+        return stats
+    finally:
+        start = time.perf_counter()
+        executor.close()
+        timings["close"] = time.perf_counter() - start
 
 
 def _write_results(cfg: DictConfig, run_dir: Path, trials: pd.DataFrame, space, options, figures) -> dict[str, Any]:
@@ -297,4 +332,4 @@ def _write_config(cfg: DictConfig, space: SearchSpace, run_dir: Path) -> None:
         job.search.space = {k: list(v) for k, v in space.params.items()}
         job.search.tied = dict(space.tied)
     text = OmegaConf.to_yaml(job, resolve=True)
-    atomic_write(run_dir / "config.yaml", lambda p: Path(p).write_text(text))
+    atomic_write_text(run_dir / "config.yaml", text)

@@ -6,10 +6,13 @@ sweep killed at any point loses no finished trial. On resume:
 - finished trials (complete or failed) are kept and not run again;
 - trials the killed sweep had started (still ``RUNNING`` in the database) run again under their own trial
   number, with their own parameters (for the grid, their own grid point), so each point appears once;
+- trials that failed for a reason outside them (their Ray worker or raylet died: `TrialOutcome.retry`) were
+  left ``RUNNING`` with the reason in their ``retry`` attribute, and run again the same way;
 - only then are new trials asked for, until the grid is covered or ``study.n_trials`` is reached.
 
-A trial that fails (constraints no strategy can meet, a worker that died) is told ``FAIL`` with its reason in
-the trial's ``record`` and the sweep goes on.
+A trial that fails for a reason of its own (constraints no strategy can meet, a crash in the compile,
+non-finite metrics) is told ``FAIL`` with its reason in the trial's ``record``, stays failed on resume, and the
+sweep goes on. The study names its objectives (`Study.set_metric_names`), so optuna-dashboard shows them.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +35,9 @@ from dse.explore.space import SearchSpace
 from dse.explore.trial import TrialOutcome, TrialSpec
 
 log = logging.getLogger(__name__)
-# Optuna's own attribute names; ours: the trial's flat row, and the constraint NSGA-II reads
-RECORD, CONSTRAINT = "record", "constraint"
+# Optuna's own attribute names; ours: the trial's flat row, the constraint NSGA-II reads, and why a trial left
+# RUNNING failed for a reason outside it (it runs again on resume)
+RECORD, CONSTRAINT, RETRY = "record", "constraint", "retry"
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class StudyOptions:
 @dataclass
 class DriveStats:
     ran: int = 0  # trials run by this call
-    failed: int = 0  # of which failed
+    failed: int = 0  # of which failed (for a reason of their own or, `retry`, of the infrastructure)
+    retry: int = 0  # of which failed for an infrastructure reason: they run again on resume
     resumed: int = 0  # interrupted trials run again
     kept: int = 0  # finished trials found in the study and kept
     kept_failed: int = 0  # of which failed
@@ -57,11 +63,17 @@ class DriveStats:
 
 
 def open_study(path: Path, options: StudyOptions, space: SearchSpace) -> optuna.Study:
+    """Create or load the study; `dse.explore.rundir.check_study_file` has checked an existing file."""
     storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=options.name, storage=storage, sampler=make_sampler(options, space),
         directions=["minimize"] * len(options.objectives), load_if_exists=True,
     )
+    if study.metric_names != list(options.objectives):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(options.objectives))
+    return study
 
 
 class GridSampler(optuna.samplers.GridSampler):
@@ -122,7 +134,9 @@ def drive(
             if stale:
                 frozen = stale.pop(0)
                 trial = Trial(study, frozen._trial_id)
-                log.info("trial %d was interrupted: running it again", frozen.number)
+                why = frozen.user_attrs.get(RETRY)
+                log.info("trial %d %s: running it again", frozen.number,
+                         f"failed ({why})" if why else "was interrupted")
             else:
                 trial = study.ask()
                 budget -= 1
@@ -143,28 +157,38 @@ def drive(
             break
         for outcome in executor.wait():
             trial = running.pop(outcome.number)
-            seen[_key(trial.params)] = _tell(study, trial, outcome, options, stats, on_result)
+            record = _tell(study, trial, outcome, options, stats, on_result)
+            if not outcome.retry:
+                seen[_key(trial.params)] = record
     stats.seconds = time.perf_counter() - start
     return stats
 
 
 def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: StudyOptions, stats: DriveStats,
           on_result: Callable[[DriveStats, TrialOutcome | None], None] | None) -> dict[str, Any]:
-    """Store the trial's record and tell Optuna; returns the record as stored."""
+    """Store the trial's record and tell Optuna; returns the record as stored. A trial that failed for an
+    infrastructure reason is not told: it stays RUNNING, with the reason, and runs again on resume."""
     record = _plain(outcome.record)
+    if outcome.retry:
+        trial.set_user_attr(RETRY, outcome.error_message)
+        log.warning("trial %d failed (%s): it runs again when the sweep is resumed", trial.number,
+                    outcome.error_message)
+        stats.ran, stats.failed, stats.retry = stats.ran + 1, stats.failed + 1, stats.retry + 1
+        if on_result:
+            on_result(stats, outcome)
+        return record
     values = None
     if outcome.state == "complete":
-        missing = [k for k in options.objectives if not _finite(record.get(k))]
-        if missing:
-            record.update(state="fail", error_message=f"objective {', '.join(missing)} is not a finite result "
-                                                      f"column (have: {', '.join(record)})")
-        else:
-            values = [float(record[k]) for k in options.objectives]
+        values, reason = _values(outcome.record, options.objectives)
+        if values is None:
+            record.update(state="fail", error_message=reason)
+    if values is None:
+        outcome.state = "fail"
+        record["legal"] = False
     trial.set_user_attr(RECORD, record)
     # NSGA-II prefers legal trials: a value > 0 is infeasible (the number of violations)
     trial.set_constraint(CONSTRAINT, 0.0 if record.get("legal") else float(max(1, int(record.get("violations") or 1))))
     if values is None:
-        outcome.state = "fail"
         log.warning("trial %d failed: %s", trial.number, record.get("error_message", ""))
         study.tell(trial, state=TrialState.FAIL)
         stats.failed += 1
@@ -180,6 +204,29 @@ def _key(point: dict[str, Any]) -> tuple:
     return tuple(sorted((k, repr(v)) for k, v in point.items()))
 
 
+def _values(record: dict[str, Any], objectives: Sequence[str]) -> tuple[list[float] | None, str]:
+    """The objective values of a compiled trial, or None and why it is not a usable result: a NaN or Inf
+    anywhere in its numbers (a network whose outputs are not finite is never a free design), or an objective
+    it does not have."""
+    numbers = {k: _scalar(v) for k, v in record.items() if _is_number(_scalar(v))}
+    bad = [k for k, v in numbers.items() if not math.isfinite(v)]
+    if bad:
+        return None, f"non-finite result ({', '.join(f'{k}={numbers[k]}' for k in bad[:4])}): not a usable trial"
+    missing = [k for k in objectives if not _finite(record.get(k))]
+    if missing:
+        return None, f"objective {', '.join(missing)} is not a finite result column (have: {', '.join(record)})"
+    return [float(record[k]) for k in objectives], ""
+
+
+def _scalar(value: Any) -> Any:
+    """A numpy scalar as the Python value."""
+    return value.item() if hasattr(value, "item") and callable(value.item) else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -188,8 +235,7 @@ def _plain(record: dict[str, Any]) -> dict[str, Any]:
     """JSON-safe values (numpy scalars to Python) for Optuna's storage."""
     out = {}
     for k, v in record.items():
-        if hasattr(v, "item") and callable(v.item):
-            v = v.item()
+        v = _scalar(v)
         if isinstance(v, float) and not math.isfinite(v):
             v = None
         out[k] = v

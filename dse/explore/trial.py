@@ -46,6 +46,8 @@ class TrialOutcome:
     state: str  # "complete" or "fail"
     record: dict[str, Any] = field(default_factory=dict)  # metrics, flattened resources, status
     error_message: str = ""
+    # failed for a reason outside the trial (its Ray worker or raylet died): run it again on resume
+    retry: bool = False
 
 
 def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:

@@ -51,9 +51,7 @@ Where each dse core lives in the NIR graph is in the neuron nodes' metadata (``d
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata as importlib_metadata
@@ -64,6 +62,7 @@ import nir
 import numpy as np
 
 from dse.errors import ConfigError, UnsupportedOpError
+from dse.files import atomic_write
 from dse.hardware.spec import SPIKING_MODELS, HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
@@ -469,14 +468,7 @@ def write_nir(graph: Graph, hw: HardwareSpec, path: str | Path) -> None:
     """Write `export_nir(graph, hw)` to `path` (HDF5, `nir.write`) atomically: a reader never sees half a file."""
     path = Path(path)
     nir_graph = export_nir(graph, hw)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        nir.write(tmp, nir_graph)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: nir.write(tmp, nir_graph))
 
 
 def input_trains(graph: Graph, hw: HardwareSpec, x: np.ndarray, *, seed: int = 0, dtype: Any = None) -> Any:

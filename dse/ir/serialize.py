@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dse.errors import ModelError
+from dse.files import atomic_write
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 
@@ -63,14 +62,8 @@ def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = Non
     ]
     doc = {"format": FORMAT, "nodes": nodes, "outputs": list(graph.outputs), "meta": meta or {}}
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, __graph__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.savez_compressed(
+        tmp, __graph__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays))
 
 
 def load_graph(path: str | Path) -> tuple[Graph, dict[str, Any]]:

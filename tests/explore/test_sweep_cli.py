@@ -110,3 +110,29 @@ def test_help_lists_the_groups(capsys):
     assert "study=grid|pareto" in out and "runner=local|ray" in out
     # read from dse/conf/, so every embedded model is listed (the hand-written list had four of eight)
     assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=adc_dac_bits|adc_energy_range|" in out
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_damaged_study_file_is_one_line_exit_2_and_nothing_is_rewritten(sweep, tmp_path, capsys, damage):
+    import shutil
+
+    run_dir, argv = sweep
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    db = copy / "study.db"
+    data = db.read_bytes()
+    db.write_bytes({"truncate": data[: len(data) // 2], "garbage": bytes(range(256)) * 64, "empty": b""}[damage])
+    before = digest(copy)
+    assert cli([*argv, f"hydra.run.dir={copy}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {db} ") and len(err.splitlines()) == 1, err
+    assert digest(copy) == before  # config.yaml, study.json and the study itself as they were
+
+
+def test_result_files_are_readable_by_others(sweep):
+    import stat
+
+    run_dir, _ = sweep
+    for name in ["trials.csv", "trials.parquet", "pareto.csv", "pareto.tex", "config.yaml", "samples.json",
+                 "study.json", "pareto_front.png", "pareto_front.pdf", "sensitivity_weights_bits.csv"]:
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name  # under umask 022

@@ -7,8 +7,15 @@ import time
 
 import pytest
 
-from dse.errors import ConfigError
-from dse.explore.rundir import StudyLock, locate, read_fingerprint, write_fingerprint
+from dse.errors import ConfigError, OutputError
+from dse.explore.rundir import (
+    StudyLock,
+    check_study_file,
+    check_writable,
+    locate,
+    read_fingerprint,
+    write_fingerprint,
+)
 
 A = {"hardware": {"weights": {"bits": 8}}, "study": {"name": "s"}}
 B = {"hardware": {"weights": {"bits": 4}}, "study": {"name": "s"}}
@@ -53,3 +60,63 @@ def test_a_second_sweep_cannot_take_a_locked_folder(tmp_path):
                 pass
     with StudyLock(tmp_path):  # released
         pass
+
+
+def optuna_db(path, name="s"):
+    import optuna
+
+    optuna.create_study(study_name=name, storage=f"sqlite:///{path}")
+    return path
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def foreign(path):
+    path.unlink()
+    optuna_db(path, name="another")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "is empty \\(0 bytes\\), not a study"),
+        (lambda p: p.write_bytes(b"garbage " * 512), "is not an SQLite database"),
+        (truncate, "is damaged"),
+        (foreign, "holds no study named 's'"),
+    ],
+    ids=["empty", "garbage", "truncated", "foreign"],
+)
+def test_a_damaged_or_empty_study_file_is_refused_and_left_untouched(tmp_path, damage, message):
+    db = optuna_db(tmp_path / "study.db")
+    damage(db)
+    before = db.read_bytes()
+    with pytest.raises(ConfigError, match=message) as info:
+        check_study_file(db, "s")
+    assert len(str(info.value).splitlines()) == 1
+    assert db.read_bytes() == before
+
+
+def test_a_sound_study_file_passes_and_none_is_a_new_study(tmp_path):
+    check_study_file(tmp_path / "study.db", "s")
+    check_study_file(optuna_db(tmp_path / "study.db"), "s")
+
+
+def test_a_full_disk_is_found_before_any_trial(tmp_path):
+    check_writable(tmp_path / "run")
+    with pytest.raises(OutputError, match=r"run folder .*run: its disk has \d+ MB free, a sweep needs at least"):
+        check_writable(tmp_path / "run", min_free_bytes=2**62)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_folder_is_found_before_any_trial(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    run.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match="is not writable .Permission denied"):
+            check_writable(run)
+    finally:
+        run.chmod(0o755)

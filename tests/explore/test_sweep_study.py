@@ -119,3 +119,73 @@ def test_nsga2_runs_n_trials_and_extends_on_resume(tmp_path):
     stats = drive(open_study(tmp_path / "p.db", more, SPACE), SPACE, more, FakeExecutor(), build)
     assert stats.ran == 3 and stats.kept == 8
     assert len(trials_frame(study, SPACE)) == 11
+
+
+class NonFiniteExecutor(FakeExecutor):
+    """Trials at 2-bit weights compile to a network whose outputs are NaN: accuracy at chance, logit error NaN."""
+
+    def wait(self) -> list[TrialOutcome]:
+        [outcome] = super().wait()
+        if outcome.record["accuracy_delta_pp"] > 3.0:  # the 2-bit points
+            outcome.record.update(logits_rel_error=float("nan"), energy_pj=float("inf"))
+        return [outcome]
+
+
+def test_a_trial_with_non_finite_metrics_is_failed_with_its_reason_never_legal(tmp_path):
+    study = open_study(tmp_path / "s.db", GRID, SPACE)
+    stats = drive(study, SPACE, GRID, NonFiniteExecutor(), build)
+    frame = trials_frame(study, SPACE)
+    bad = frame[frame["hardware.weights.bits"] == 2]
+    assert stats.failed == 2 and len(bad) == 2
+    assert set(bad.state) == {"fail"} and not bad.legal.any()
+    assert all(m.startswith("non-finite result (logits_rel_error=nan, energy_pj=inf)") for m in bad.error_message)
+    assert set(frame[frame["hardware.weights.bits"] != 2].state) == {"complete"}
+
+
+class FlakyExecutor(FakeExecutor):
+    """The first trial at 8-bit weights loses its worker (a Ray worker or raylet died); 4-bit ones fail for their
+    own reason; the rest compile."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_bits=4)
+        self.lost = 0
+
+    def wait(self) -> list[TrialOutcome]:
+        spec = self.queue[0]
+        if spec.params["hardware.weights.bits"] == 8 and not self.lost:
+            self.queue.pop(0)
+            self.lost += 1
+            message = "WorkerCrashedError: the worker died unexpectedly"
+            return [TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message},
+                                 message, retry=True)]
+        return super().wait()
+
+
+def test_an_infrastructure_failure_runs_again_on_resume_and_an_own_failure_stays(tmp_path):
+    path = tmp_path / "s.db"
+    study = open_study(path, GRID, SPACE)
+    stats = drive(study, SPACE, GRID, FlakyExecutor(), build)
+    assert stats.retry == 1 and stats.failed == 3
+    frame = trials_frame(study, SPACE)
+    lost = frame[frame.error_message.str.startswith("WorkerCrashedError")]
+    assert len(frame) == 6 and len(lost) == 1 and lost.state.item() == "fail"
+    assert lost.error_message.item().endswith("(runs again on resume)")
+
+    # resume: the lost trial runs again under its own number; a trial that failed for its own reason stays failed
+    study = open_study(path, GRID, SPACE)
+    stats = drive(study, SPACE, GRID, FakeExecutor(fail_bits=4), build)
+    assert stats.resumed == 1 and stats.ran == 1 and stats.kept == 5
+    after = trials_frame(study, SPACE)
+    assert len(after) == 6
+    assert set(after.loc[after["hardware.weights.bits"] == 4, "error_message"]) == {"boom"}
+    assert set(after.loc[after["hardware.weights.bits"] != 4, "state"]) == {"complete"}
+    assert after.set_index("trial").loc[int(lost.trial.item()), "legal"]
+
+
+def test_the_study_names_its_objectives(tmp_path):
+    study = open_study(tmp_path / "s.db", GRID, SPACE)
+    assert study.metric_names == list(GRID.objectives)
+    import optuna
+
+    loaded = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert loaded.metric_names == ["accuracy_delta_pp", "crossbars"]

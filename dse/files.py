@@ -1,0 +1,48 @@
+"""Result files, written the one way every command writes them: atomically and readable by others.
+
+`atomic_write` writes into a temporary file beside the target and renames it over the target, so a reader (or a
+sweep interrupted halfway) sees the old file or the new one, never half of one. The temporary file is created
+private (mode 0600, `tempfile.mkstemp`); before the rename it gets the mode an ordinary new file gets, 0666 less
+the process's umask (0644 under the usual umask 022), so a colleague can read a run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dse.errors import OutputError
+
+
+def file_mode() -> int:
+    """0666 less the umask: what `open(path, "w")` would create."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
+    """Call `write(tmp)` to fill a temporary file named like `path` (same suffix: writers such as numpy's and
+    matplotlib's read the format from it), give it the ordinary file mode, rename it to `path`. A folder that
+    takes no file (read-only, a full disk) is an OutputError naming the file."""
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc})") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: Path(p).write_text(text))

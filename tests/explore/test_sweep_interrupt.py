@@ -1,0 +1,72 @@
+"""A sweep as a user stops it (Ctrl-C halfway) or starves it (a disk that takes no more bytes), as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+# full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two
+SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "runner=local", "search=custom",
+         "hardware.weights.bits=2,4,6,8", "hardware.crossbar.rows=32"]
+
+
+def complete(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return 0
+
+
+def test_ctrl_c_halfway_writes_the_finished_trials_tables_and_figures(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [*SWEEP, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while complete(run_dir / "study.db") < 1:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the sweep made no progress"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "run the same command again to resume" in err, err
+    done = complete(run_dir / "study.db")
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert 1 <= len(trials) == done < 4, "interrupted too late to test anything"
+    assert set(trials.state) == {"complete"}
+    pareto = pd.read_csv(run_dir / "pareto.csv")
+    assert len(pareto) and set(pareto.trial) <= set(trials.trial)
+    for name in ["trials.csv", "trials.parquet", "pareto.csv", "pareto.tex", "config.yaml", "samples.json",
+                 "pareto_front.png", "pareto_front.pdf", "sensitivity_weights_bits.png"]:
+        assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name  # readable by others
+
+
+def almost_full() -> None:
+    """No file of the child grows past 4 KB, as on a disk about full (a write past it fails with EFBIG, not a
+    signal): small probes such as Python's temporary-folder check still pass."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+def test_a_full_disk_is_one_line_exit_2_before_any_trial(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run([*SWEEP, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=300, preexec_fn=almost_full)
+    assert done.returncode == 2, done.stdout + done.stderr
+    err = done.stderr.strip()
+    assert err == f"error: run folder {run_dir} is not writable (File too large)", err
+    assert [p.name for p in run_dir.iterdir()] == []  # nothing written, no trial run
