@@ -134,7 +134,8 @@ def _summary(result, run_dir: Path) -> None:
     else:
         accuracy = [("accuracy, original", f"{m.accuracy_original:.4f}"),
                     ("accuracy, compiled", f"{m.accuracy_compiled:.4f}"),
-                    ("delta (pp)", f"{m.accuracy_delta_pp:.2f}")]
+                    ("delta (pp)", f"{m.accuracy_delta_pp:.2f}"),
+                    ("delta, 95% interval (pp)", "{:.2f} to {:.2f}".format(*m.accuracy_delta_ci95))]
     rows = [
         *accuracy,
         ("top-1 agreement", f"{m.agreement:.4f}"),
