@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import dataset_names, group_options, run_app
+from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -39,6 +39,8 @@ Data (docs/data.md):    model.dataset={datasets}|DATA.npz|IMAGE_FOLDER|module:fu
                         model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
 Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
                         refused before it starts)
+Neuron models:          hardware.neuron.model={neurons}
+{options}
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 Cost (docs/cost.md):    hardware.cost.adc_8b_pj_per_conversion=0.16 (any coefficient of the preset's cost
@@ -53,7 +55,7 @@ def _help() -> str:
     from dse.frontends.onnx import SUPPORTED_OPS
 
     return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"),
-                       datasets=dataset_names())
+                       datasets=dataset_names(), neurons=neuron_models(), options=OPTIONS_HELP)
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
