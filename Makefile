@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export RAY_AUTH_MODE := disabled
 
-.PHONY: install test test-slow sweep lint clean
+.PHONY: install test test-slow sweep studies lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test-slow: install
 
 sweep: install
 	$(BIN)/python -m dse.sweep hardware=chip_a strategy=split
+
+# every study's sweep (resumed where done), figures and README table: python -m dse.studies NAME for one
+studies: install
+	for s in $$(ls dse/conf/experiment | sed 's/\.yaml$$//'); do $(BIN)/python -m dse.studies $$s || exit $$?; done
 
 lint: install
 	$(BIN)/ruff check dse tests bench

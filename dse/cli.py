@@ -6,13 +6,15 @@ non-finite outputs: `dse.errors`), without a traceback; anything else is a bug a
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dse.errors import DseError
 
@@ -28,16 +30,17 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
     if any(a in ("-h", "--help") for a in argv):
         print(help_text)
         return 0
-    logging.basicConfig(level=os.environ.get("DSE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     try:
+        options, argv = _options(argv, config_name)
+        logging.basicConfig(level=options.log_level, format="%(levelname)s %(name)s: %(message)s")
         from dse.config import compose_config
 
-        bad = [a for a in argv if a.startswith("-")]
-        if bad:
-            raise DseError(f"unknown option {bad[0]} (arguments are Hydra overrides such as hardware=chip_a)")
         if preprocess is not None:
             argv = preprocess(argv)
         cfg = compose_config(config_name, argv)
+        if options.show_config:
+            print(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])), end="")
+            return 0
         run_dir = Path(str(cfg.hydra.run.dir))
         return int(main(cfg, run_dir) or 0)
     except DseError as exc:
@@ -46,6 +49,61 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+@dataclass
+class Options:
+    """What the command line's options (the words starting with "-") asked for."""
+
+    log_level: str  # -v: INFO, -vv: DEBUG; else $DSE_LOG (default WARNING)
+    show_config: bool  # --cfg job: print the composed config and stop
+
+
+OPTIONS = ("-h", "--help", "-v", "-vv", "--verbose", "--cfg")
+# Hydra's habits that do not apply here, and what to use instead
+HYDRA_HABITS = {
+    "--info": "--info is Hydra's; use --help (presets and fields) or --cfg job (the composed config)",
+    "--cfg": "--cfg takes job (the composed config); use --cfg job",
+    "-c": "-c is Hydra's; use --cfg job (the composed config)",
+    "--resolve": "the config is printed resolved; use --cfg job",
+    "--package": "use --cfg job (the whole composed config)",
+    "-p": "use --cfg job (the whole composed config)",
+}
+MULTIRUN = {
+    "compile": "-m/--multirun: dse.compile compiles one configuration; sweep several with python -m dse.sweep "
+               "(path=a,b,c)",
+    "sweep": "-m/--multirun is not needed: python -m dse.sweep sweeps path=a,b,c by itself; drop -m",
+}
+
+
+def _options(argv: list[str], config_name: str) -> tuple[Options, list[str]]:
+    """Take the options out of `argv`; a Hydra habit or an unknown option is a DseError naming what to use."""
+    level = os.environ.get("DSE_LOG", "WARNING").upper()
+    show, rest = False, []
+    words = iter(argv)
+    for a in words:
+        if a in ("-v", "--verbose"):
+            level = "DEBUG" if level == "INFO" else "INFO"  # -v -v: DEBUG
+        elif a == "-vv":
+            level = "DEBUG"
+        elif a == "--cfg" or a.startswith("--cfg="):
+            value = a.partition("=")[2] or next(words, "")
+            if value != "job":
+                raise DseError(HYDRA_HABITS["--cfg"])
+            show = True
+        elif a in ("-m", "--multirun"):
+            raise DseError(MULTIRUN[config_name])
+        elif a.split("=", 1)[0] in HYDRA_HABITS:
+            raise DseError(HYDRA_HABITS[a.split("=", 1)[0]])
+        elif a.startswith("-"):
+            near = difflib.get_close_matches(a, OPTIONS, n=1)
+            hint = f"; did you mean {near[0]}?" if near else " (options: -h, -v, --cfg job)"
+            raise DseError(f"unknown option {a}{hint}; the other arguments are overrides such as hardware=chip_a")
+        else:
+            rest.append(a)
+    if level not in logging.getLevelNamesMapping():
+        raise DseError(f"DSE_LOG={level} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return Options(level, show), rest
 
 
 INDENT = "\n" + " " * 24  # the column the help texts' second and later lines start in
@@ -69,6 +127,17 @@ def schema_fields(prefix: str, schema: type) -> str:
                                      if get_origin(hints[f.name]) is Literal else "")
              for f in dataclasses.fields(schema)]
     return INDENT.join(textwrap.wrap(" ".join(words), 88))
+
+
+OPTIONS_HELP = """Options:                -v, --verbose: log what each step does (-v -v: debug); or DSE_LOG=INFO|DEBUG
+                        --cfg job: print the composed config and stop; -h, --help: this text"""
+
+
+def neuron_models() -> str:
+    """The neuron models a chip may name (hardware.neuron.model), ``a|b|c``."""
+    from dse.hardware.spec import NEURON_MODELS
+
+    return "|".join(NEURON_MODELS)
 
 
 def dataset_names() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import dataset_names, group_options, run_app, schema_fields
+from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app, schema_fields
 
 HELP = """usage: python -m dse.sweep [OVERRIDE ...]
 
@@ -39,6 +39,8 @@ Runner:                 {runner}
                         (runner=ray: a local Ray instance sized to the machine, or runner.address=HOST:PORT;
                         runner=local: one trial after the other in this process)
 Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the machine's)
+Neuron models:          hardware.neuron.model={neurons}
+{options}
 
 Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what resuming compares),
         trials.parquet, trials.csv, pareto.csv, pareto.tex, pareto_front.{{png,pdf}} (pareto_front_<resource>
@@ -129,7 +131,8 @@ def cli(argv: list[str] | None = None) -> int:
     help_text = HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "search", "study",
                                                  "runner", "experiment"),
                             datasets=dataset_names(), study=schema_fields("study", StudyConfig),
-                            runner=schema_fields("runner", RunnerConfig))
+                            runner=schema_fields("runner", RunnerConfig), neurons=neuron_models(),
+                            options=OPTIONS_HELP)
     return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess)
 
 

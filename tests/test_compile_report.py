@@ -25,9 +25,9 @@ from dse.tune import TuneOptions
 
 # report.json's keys in order, as `compile` wrote them before the report was typed (spiking: a spiking chip's)
 KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",
-        "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement",
-        "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking", "cost",
-        "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
+        "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "accuracy_delta_ci95",
+        "agreement", "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking",
+        "cost", "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
 CHIPS = {  # chip_a and chip_b (conf/hardware), a crossbar chip and a spiking one
     "chip_a": HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8)),
     "chip_b": HardwareSpec(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4),

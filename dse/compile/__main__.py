@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import dataset_names, group_options, run_app
+from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
 from dse.files import atomic_write_text
 
@@ -39,6 +39,8 @@ Data (docs/data.md):    model.dataset={datasets}|DATA.npz|IMAGE_FOLDER|module:fu
                         model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
 Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
                         refused before it starts)
+Neuron models:          hardware.neuron.model={neurons}
+{options}
 Any field:              hardware.weights.bits=4 hardware.io.input_bits=4 hardware.io.output_bits=4
                         hardware.crossbar.rows=64 hardware.crossbar.cols=64 tuning.free_steps=300 ...
 Cost (docs/cost.md):    hardware.cost.adc_8b_pj_per_conversion=0.16 (any coefficient of the preset's cost
@@ -54,7 +56,7 @@ def _help() -> str:
     from dse.frontends.onnx import SUPPORTED_OPS
 
     return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"),
-                       datasets=dataset_names())
+                       datasets=dataset_names(), neurons=neuron_models(), options=OPTIONS_HELP)
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
@@ -127,7 +129,8 @@ def _summary(result, run_dir: Path) -> None:
     else:
         accuracy = [("accuracy, original", f"{m.accuracy_original:.4f}"),
                     ("accuracy, compiled", f"{m.accuracy_compiled:.4f}"),
-                    ("delta (pp)", f"{m.accuracy_delta_pp:.2f}")]
+                    ("delta (pp)", f"{m.accuracy_delta_pp:.2f}"),
+                    ("delta, 95% interval (pp)", "{:.2f} to {:.2f}".format(*m.accuracy_delta_ci95))]
     rows = [
         *accuracy,
         ("top-1 agreement", f"{m.agreement:.4f}"),

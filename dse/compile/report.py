@@ -28,6 +28,9 @@ class Metrics:
     accuracy_original: float | None  # top-1 accuracy of the original network (fraction; None: no labels)
     accuracy_compiled: float | None  # top-1 accuracy of the chip (fraction; None: no labels)
     accuracy_delta_pp: float | None  # original - compiled, in percentage points (None: no labels)
+    # [low, high] 95 % interval of accuracy_delta_pp, paired bootstrap over the test samples
+    # (dse.sim.evaluate.paired_delta_ci95); None: no labels
+    accuracy_delta_ci95: list[float] | None
     agreement: float  # fraction of test samples whose top-1 class is the original's
     logits_rel_error: float  # ||chip logits - original logits|| / ||original logits|| over the test set
     accuracy_note: str | None = None  # why the accuracies are None ("no test labels")

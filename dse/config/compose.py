@@ -6,6 +6,8 @@ laid out like dse/conf/ (hardware/my_chip.yaml, ...), searched after the package
 
 from __future__ import annotations
 
+import difflib
+import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -15,7 +17,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from dse.config.schemas import CompileConfig, SweepConfig, check_choices, register_schemas
+from dse.config.keys import check_keys, schema_at, suggest
+from dse.config.schemas import GROUP_SCHEMAS, CompileConfig, SweepConfig, check_choices, register_schemas
 from dse.errors import ConfigError
 
 CONF_PACKAGE = "dse.conf"
@@ -44,7 +47,8 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_module(config_module=CONF_PACKAGE, version_base=None):
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
-        raise ConfigError(one_line(exc)) from None
+        raise ConfigError(_unknown_override(config_name, overrides) or one_line(exc)) from None
+    check_keys(SCHEMAS[config_name], cfg, GROUP_SCHEMAS)  # a `+` addition gets past Hydra's own check
     check_choices(SCHEMAS[config_name], cfg)
     _name_user_model(cfg, overrides)
     return cfg
@@ -58,12 +62,30 @@ def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
         cfg.model.name = Path(str(cfg.model.onnx)).stem
 
 
+def _unknown_override(config_name: str, overrides: list[str]) -> str | None:
+    """The first override whose key the schema does not have, with the nearest valid name; None if all are
+    known (the mistake is elsewhere)."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        if key.startswith("hydra") or is_group(key.split(".", 1)[0]) and "." not in key:
+            continue
+        wrong = schema_at(SCHEMAS[config_name], key, GROUP_SCHEMAS)
+        if wrong is not None:
+            prefix, known = wrong
+            bad = key[len(prefix):].split(".", 1)[0]
+            return f"{o}: unknown config key {prefix}{bad}{suggest(bad, known, prefix)}"
+    return None
+
+
 def one_line(exc: BaseException) -> str:
     """Hydra's message, with the cause that names the bad value, on one line."""
     parts = [str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__]
     available = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("\t") and "provider=" not in ln]
     if "Available options" in str(exc) and available:
-        parts.append("available: " + ", ".join(a for a in available if a != "schema"))
+        options = [a for a in available if a != "schema"]
+        missing = re.search(r"Could not find '[^/']+/([^']+)'", str(exc))
+        near = difflib.get_close_matches(missing.group(1), options, n=1) if missing else []
+        parts.append((f"did you mean {near[0]}? " if near else "") + "available: " + ", ".join(options))
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause).strip():
         first = str(cause).strip().splitlines()[0]

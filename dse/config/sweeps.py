@@ -45,7 +45,13 @@ def split_sweeps(argv: list[str]) -> CommandLine:
         if o.value_type == ValueType.INTERVAL_SWEEP:
             raise ConfigError(f"{line}: a continuous interval cannot be searched; list the values (a,b,c) or "
                               "use range(start,stop,step)")
-        cmd.sweeps[key] = list(o.sweep_iterator())
+        try:
+            values = list(o.sweep_iterator())
+        except ValueError as exc:  # range(2,9,0)
+            raise ConfigError(f"{line}: {str(exc).replace('range() arg 3', 'the step of range()')}") from None
+        if not values:
+            raise ConfigError(f"{line}: the sweep has no values (range(start,stop,step) stops before it starts)")
+        cmd.sweeps[key] = values
         if key in cmd.pinned:
             cmd.pinned.remove(key)
     return cmd

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dse.config.keys import suggest
 from dse.errors import ConfigError
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
@@ -130,9 +131,10 @@ def check_path(cfg: DictConfig, path: str) -> None:
     for part in path.split("."):
         if not isinstance(node, DictConfig) or part not in node:
             where = ".".join(walked) or "the config"
-            known = ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else "none, it is a value"
-            raise ConfigError(f"search parameter {path} is not a config path: no key {part!r} in {where} "
-                              f"(keys: {known})")
+            if not isinstance(node, DictConfig):
+                raise ConfigError(f"search parameter {path} is not a config path: {where} is a value")
+            hint = suggest(part, [str(k) for k in node], f"{where}.")
+            raise ConfigError(f"search parameter {path} is not a config path: no key {part!r} in {where}{hint}")
         walked.append(part)
         node = node._get_node(part)
     if isinstance(node, DictConfig):

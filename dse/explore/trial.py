@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 # What every trial row holds besides its parameters and resources, in column order.
 # The accuracies are None (null) where the test data has no labels.
-ACCURACY = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp")
+# accuracy_delta_ci95 (a [low, high] pair in report.json) is two columns, accuracy_delta_ci95_low and _high
+ACCURACY = ("accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "accuracy_delta_ci95_low",
+            "accuracy_delta_ci95_high")
 METRICS = (*ACCURACY, "agreement", "logits_rel_error")
 STATUS = ("legal", "violations", "state", "error_message", "compile_seconds", "evaluate_seconds", "cpu_seconds")
 
@@ -72,6 +74,8 @@ def flatten_report(report: CompileReport) -> dict[str, Any]:
     """One flat row: the metrics, every resource field, the spike activity (dotted names), the cost (energy,
     area and latency with their units in the names: `CostReport.columns`), the status."""
     metrics = report.metrics.to_dict()
+    ci = metrics.pop("accuracy_delta_ci95") or (None, None)
+    metrics.update(accuracy_delta_ci95_low=ci[0], accuracy_delta_ci95_high=ci[1])
     row: dict[str, Any] = {k: metrics[k] for k in METRICS}
     row.update(_flatten(report.resources.to_dict()))
     if report.spiking is not None:

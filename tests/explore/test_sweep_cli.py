@@ -83,9 +83,15 @@ def digest(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["study.nmae=x"], "study.nmae"),  # an unknown key
+        (["study.nmae=x"], "unknown config key study.nmae; did you mean study.name?"),  # an unknown key
+        (["+search.params.hardware.weights.bits=[1,2]"], "unknown config key search.params (valid keys of search"),
+        (["+foo.bar=1"], "unknown config key foo"),
+        (["hardware.weights.bits=range(2,9,0)"], "range(2,9,0): the step of range() must not be zero"),
+        (["hardware.weights.bits=range(9,2)"], "range(9,2): the sweep has no values"),
+        (["-m"], "-m/--multirun is not needed"),
         (["runner=cloud"], "runner/cloud"),  # an unknown group option
-        (["hardware.weigths.bits=2,4"], "hardware.weigths.bits is not a config path"),
+        (["hardware.weigths.bits=2,4"], "hardware.weigths.bits is not a config path: no key 'weigths' in hardware; "
+                                        "did you mean hardware.weights?"),
         (["search=custom", "~strategy.name"], None),  # (placeholder replaced below)
         (["runner=ray", "runner.address=127.0.0.1:9"], "runner.address=127.0.0.1:9: cannot reach"),
         (["hardware.crossbar.cell_bits=2"], "another configuration"),  # same folder, another study
@@ -110,6 +116,7 @@ def test_help_lists_the_groups(capsys):
     assert "study=grid|pareto" in out and "runner=local|ray" in out
     # read from dse/conf/, so every embedded model is listed (the hand-written list had four of eight)
     assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=adc_dac_bits|adc_energy_range|" in out
+    assert "hardware.neuron.model=relu|if|lif|if_floor" in out and "--verbose" in out and "DSE_LOG" in out
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -136,3 +143,10 @@ def test_result_files_are_readable_by_others(sweep):
     for name in ["trials.csv", "trials.parquet", "pareto.csv", "pareto.tex", "config.yaml", "samples.json",
                  "study.json", "pareto_front.png", "pareto_front.pdf", "sensitivity_weights_bits.csv"]:
         assert stat.S_IMODE((run_dir / name).stat().st_mode) == 0o644, name  # under umask 022
+
+
+def test_cfg_job_prints_the_composed_config_and_runs_nothing(capsys, tmp_path):
+    assert cli(["--cfg", "job", "hardware=chip_b", f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    out = capsys.readouterr().out
+    assert "name: chip_b" in out and "hydra" not in out
+    assert not (tmp_path / "run").exists()

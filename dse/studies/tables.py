@@ -1,0 +1,129 @@
+"""Each study's measured table (markdown), from its sweep's trials: one function per study, keyed by name.
+
+A loss is written with its 95 % interval when the trials carry one ("0.1 [-0.2, 0.4]": the paired bootstrap of
+`dse.sim.evaluate.paired_delta_ci95`); "front" marks a design on the error-resource Pareto front."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+from dse.explore.pareto import pareto_front
+
+ROWS, BITS, STRATEGY = "hardware.crossbar.rows", "hardware.io.input_bits", "strategy.name"
+
+
+def loss(r: pd.Series) -> str:
+    """The accuracy loss (pp) with its 95 % interval."""
+    text = f"{r.accuracy_delta_pp:.1f}"
+    if pd.notna(r.get("accuracy_delta_ci95_low")):
+        text += f" [{r.accuracy_delta_ci95_low:.1f}, {r.accuracy_delta_ci95_high:.1f}]"
+    return text
+
+
+def _front(trials: pd.DataFrame, resource: str) -> set[int]:
+    return set(pareto_front(trials, ["accuracy_delta_pp", resource])["trial"])
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else ""
+
+
+def split_vs_prune(trials: pd.DataFrame) -> list[str]:
+    front = _front(trials, "energy_pj")
+    out = ["| crossbar | strategy | loss (pp) [95% interval] | crossbars | depth | energy (uJ) | on the front |",
+           "|---:|---|---:|---:|---:|---:|:---:|"]
+    for _, r in trials.sort_values([ROWS, STRATEGY], ascending=[True, False]).iterrows():
+        n = r[ROWS]
+        out.append(f"| {n}x{n} | {r[STRATEGY]} | {loss(r)} | {r.crossbars} | {r.depth} | {r.energy_pj / 1e6:.2f} "
+                   f"| {_yes(r.trial in front)} |")
+    return out
+
+
+def weight_bits(trials: pd.DataFrame) -> list[str]:
+    w = "hardware.weights.bits"
+    out = ["| weight bits | crossbar | loss (pp) [95% interval] | logit error | crossbars | energy (uJ) |",
+           "|---:|---:|---:|---:|---:|---:|"]
+    for _, r in trials.sort_values([w, ROWS]).iterrows():
+        n = r[ROWS]
+        out.append(f"| {r[w]} | {n}x{n} | {loss(r)} | {r.logits_rel_error:.3f} | {r.crossbars} "
+                   f"| {r.energy_pj / 1e6:.2f} |")
+    return out
+
+
+def io_bits_tuning(trials: pd.DataFrame) -> list[str]:
+    mode = "tuning.mode"
+    out = ["| I/O bits | tuning | loss (pp) [95% interval] | agreement | logit error |", "|---:|---|---:|---:|---:|"]
+    for _, r in trials.sort_values([BITS, mode]).iterrows():
+        out.append(f"| {r[BITS]} | {r[mode]} | {loss(r)} | {r.agreement:.3f} | {r.logits_rel_error:.3f} |")
+    return out
+
+
+def adc_energy_range(trials: pd.DataFrame) -> list[str]:
+    """Each ADC coefficient (a modelling assumption, not a design choice) gets its own front."""
+    coeff = "hardware.cost.adc_8b_pj_per_conversion"
+    out = ["| ADC, 8 bits (pJ/conv.) | I/O bits | loss (pp) [95% interval] | logit error | energy (uJ) | ADC (uJ) "
+           "| ADC share | crossbar + DAC share | on its front |", "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for c, rows in trials.sort_values([coeff, BITS]).groupby(coeff, sort=True):
+        front = _front(rows, "energy_pj")
+        for _, r in rows.iterrows():
+            e = r.energy_pj
+            out.append(f"| {c:g} | {r[BITS]} | {loss(r)} | {r.logits_rel_error:.4f} | {e / 1e6:.2f} "
+                       f"| {r.energy_adc_pj / 1e6:.3f} | {100 * r.energy_adc_pj / e:.0f} % "
+                       f"| {100 * (r.energy_crossbar_pj + r.energy_dac_pj) / e:.0f} % | {_yes(r.trial in front)} |")
+    return out
+
+
+def crossbar_size_cost(trials: pd.DataFrame) -> list[str]:
+    fronts = {k: _front(trials, k) for k in ("energy_pj", "area_mm2")}
+    out = ["| strategy | crossbar | loss (pp) [95% interval] | crossbars | cells (k) | area (mm^2) | arrays | ADC "
+           "| buffer | router | DAC + shift-add | energy (uJ) | crossbar + DAC (uJ) | ADC (uJ) | latency (us) "
+           "| front: energy | front: area |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|"]
+    for _, r in trials.sort_values([STRATEGY, ROWS]).iterrows():
+        n = r[ROWS]
+        out.append(f"| {r[STRATEGY]} | {n}x{n} | {loss(r)} | {r.crossbars} | {r.crossbars * n * n / 1e3:.0f} "
+                   f"| {r.area_mm2:.3f} | {r.area_crossbar_mm2:.4f} | {r.area_adc_mm2:.3f} | {r.area_buffer_mm2:.3f} "
+                   f"| {r.area_router_mm2:.3f} | {r.area_dac_mm2 + r.area_shift_add_mm2:.4f} "
+                   f"| {r.energy_pj / 1e6:.2f} | {(r.energy_crossbar_pj + r.energy_dac_pj) / 1e6:.2f} "
+                   f"| {r.energy_adc_pj / 1e6:.3f} | {r.latency_ns / 1e3:.0f} | {_yes(r.trial in fronts['energy_pj'])} "
+                   f"| {_yes(r.trial in fronts['area_mm2'])} |")
+    return out
+
+
+def adc_dac_bits(trials: pd.DataFrame) -> list[str]:
+    dac = "hardware.cost.dac_bits"
+    fronts = {k: _front(trials, k) for k in ("energy_pj", "area_mm2")}
+    out = ["| DAC bits | I/O bits | bit slices | loss (pp) [95% interval] | logit error | energy (uJ) | crossbar (uJ) "
+           "| DAC (uJ) | ADC (uJ) | area (mm^2) | DAC (mm^2) | ADC (mm^2) | latency (us) | front: energy "
+           "| front: area |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|"]
+    for _, r in trials.sort_values([dac, BITS]).iterrows():
+        out.append(f"| {r[dac]} | {r[BITS]} | {-(-r[BITS] // r[dac])} | {loss(r)} | {r.logits_rel_error:.4f} "
+                   f"| {r.energy_pj / 1e6:.2f} | {r.energy_crossbar_pj / 1e6:.2f} | {r.energy_dac_pj / 1e6:.2f} "
+                   f"| {r.energy_adc_pj / 1e6:.3f} | {r.area_mm2:.4f} | {r.area_dac_mm2:.4f} | {r.area_adc_mm2:.4f} "
+                   f"| {r.latency_ns / 1e3:.0f} | {_yes(r.trial in fronts['energy_pj'])} "
+                   f"| {_yes(r.trial in fronts['area_mm2'])} |")
+    return out
+
+
+def spiking_timesteps_energy(trials: pd.DataFrame) -> list[str]:
+    model, t = "hardware.neuron.model", "hardware.neuron.timesteps"
+    front = _front(trials, "energy_pj")
+    out = ["| neuron | T | loss (pp) [95% interval] | spikes / inference | synaptic events / inference "
+           "| energy (uJ) | static | neurons | synapses | NoC | latency (us) | on the front |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for _, r in trials.sort_values([model, t]).iterrows():
+        e = r.energy_pj
+        share = {k: 100 * r[f"energy_{k}_pj"] / e for k in ("static", "neurons", "synapses", "noc")}
+        out.append(f"| {r[model]} | {r[t]} | {loss(r)} | {r['spiking.spikes_per_inference']:,.0f} "
+                   f"| {r['spiking.synaptic_events_per_inference']:,.0f} | {e / 1e6:.1f} | {share['static']:.0f} % "
+                   f"| {share['neurons']:.0f} % | {share['synapses']:.0f} % | {share['noc']:.1f} % "
+                   f"| {r.latency_ns / 1e3:.0f} | {_yes(r.trial in front)} |")
+    return out
+
+
+TABLES: dict[str, Callable[[pd.DataFrame], list[str]]] = {
+    f.__name__: f for f in (split_vs_prune, weight_bits, io_bits_tuning, adc_energy_range, crossbar_size_cost,
+                            adc_dac_bits, spiking_timesteps_energy)
+}
