@@ -25,10 +25,13 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,79 @@ def _chip(name: str) -> Any:
     return hardware_from(compose_config("compile", [f"hardware={name}"]).hardware)
 
 
+class TunerClock(logging.Handler):
+    """Counts the tuner's training steps (every optimizer step in the process: only the tuner steps one
+    during a compile; a public torch hook, so no change to the compiler) and times each tuned block from the
+    tuner's "tuned block" log line (`dse.tune.multiphase`): steps and seconds per block, also for a run cut
+    short by the time limit."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.steps, self.blocks = 0, []
+        self._last = (time.perf_counter(), time.process_time(), 0)
+
+    def _step(self, *_: Any) -> None:
+        self.steps += 1
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.getMessage().startswith("tuned block"):
+            return
+        wall, cpu, steps = time.perf_counter(), time.process_time(), self.steps
+        self.blocks.append({"block": str(record.args[0]) if record.args else "?", "steps": steps - self._last[2],
+                            "wall_s": round(wall - self._last[0], 2), "cpu_s": round(cpu - self._last[1], 2)})
+        self._last = (wall, cpu, steps)
+
+    @contextmanager
+    def counting(self) -> Iterator["TunerClock"]:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        hook = register_optimizer_step_post_hook(self._step)
+        logger = logging.getLogger("dse.tune.multiphase")
+        level = logger.level
+        logger.addHandler(self)
+        logger.setLevel(min(logging.INFO, level or logging.INFO))
+        self._last = (time.perf_counter(), time.process_time(), 0)
+        try:
+            yield self
+        finally:
+            hook.remove()
+            logger.removeHandler(self)
+            logger.setLevel(level)
+
+    def summary(self, tune_step: dict[str, float] | None) -> dict[str, Any]:
+        """Steps, blocks tuned, and seconds per step (the tune step's time, its set-up and commits included,
+        over its optimizer steps; for a run cut short, the time the blocks that finished took)."""
+        wall = tune_step["wall_s"] if tune_step else sum(b["wall_s"] for b in self.blocks)
+        cpu = tune_step["cpu_s"] if tune_step else sum(b["cpu_s"] for b in self.blocks)
+        done = sum(b["steps"] for b in self.blocks) if tune_step is None else self.steps
+        return {"steps": self.steps, "blocks_tuned": len(self.blocks),
+                "wall_s_per_step": round(wall / done, 4) if done else None,
+                "cpu_s_per_step": round(cpu / done, 4) if done else None, "blocks": self.blocks}
+
+
+class TimeLimit(Exception):
+    """The run reached --time-limit."""
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise TimeLimit in the main thread after `seconds` (None: no limit); torch finishes the op it is in."""
+    if not seconds:
+        yield
+        return
+
+    def expire(*_: Any) -> None:
+        raise TimeLimit
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1.0))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
 def export_in_child(model: str, out_dir: Path, *, seed: int, calib: int, test: int) -> dict[str, Any]:
     """Build and export the network in its own process (its memory does not count here)."""
     start = time.perf_counter()
@@ -69,8 +145,10 @@ def export_in_child(model: str, out_dir: Path, *, seed: int, calib: int, test: i
 
 def run(model: str, *, tuning: TuneOptions, chip: str = "chip_a", strategy: str = "split", seed: int = 0,
         calib: int = 32, test: int = 16, max_memory_gb: float | None = None,
-        workdir: Path | None = None) -> dict[str, Any]:
-    """Export, import, prepare and compile `model`; return the JSON-able record."""
+        workdir: Path | None = None, time_limit_s: float | None = None) -> dict[str, Any]:
+    """Export, import, prepare and compile `model`; return the JSON-able record. A run that reaches
+    `time_limit_s` (seconds from the start of the import) stops there and returns what it got so far
+    (``finished: false``; how far the tuner came under ``tuner``)."""
     from dse.compile import compile as compile_graph
     from dse.compile import prepare
     from dse.compile.memory import StepMeter
@@ -87,6 +165,7 @@ def run(model: str, *, tuning: TuneOptions, chip: str = "chip_a", strategy: str 
     with tempfile.TemporaryDirectory(prefix=f"dse_{model}_") as tmp:
         out = workdir or Path(tmp)
         record["export"] = export_in_child(model, out, seed=seed, calib=calib, test=test)
+        start, cpu_start = time.perf_counter(), time.process_time()
         with meter.step("import"):
             graph = load_onnx(out / f"{model}.onnx")
         _stage("import", meter.steps["import"])
@@ -109,8 +188,21 @@ def run(model: str, *, tuning: TuneOptions, chip: str = "chip_a", strategy: str 
     }
     record["exact_graph"] = {"nodes": len(prepared.exact), "ops": prepared.exact.op_counts()}
 
-    result = compile_graph(prepared, hw, strategy=strategy, tuning=tuning, max_memory_gb=max_memory_gb)
+    clock = TunerClock()
+    try:
+        left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
+        with clock.counting(), time_limit(left):
+            result = compile_graph(prepared, hw, strategy=strategy, tuning=tuning, max_memory_gb=max_memory_gb)
+    except TimeLimit:
+        record.update(finished=False, steps=meter.steps, tuner=clock.summary(None))
+        record.update(wall_s=round(time.perf_counter() - start, 1), cpu_s=round(time.process_time() - cpu_start, 1))
+        print(f"[bench] stopped at the time limit ({time_limit_s} s) after {clock.steps} tuner steps, "
+              f"{len(clock.blocks)} blocks tuned", file=sys.stderr, flush=True)
+        return record
+    record.update(finished=True, wall_s=round(time.perf_counter() - start, 1),
+                  cpu_s=round(time.process_time() - cpu_start, 1))
     rep = result.report.to_dict()
+    record["tuner"] = clock.summary(rep["steps"].get("tune"))
     for name, step in rep["steps"].items():
         _stage(name, step)
     steps = {**meter.steps, **rep["steps"]}
@@ -144,14 +236,19 @@ def main(argv: list[str] | None = None, *, default_model: str = "resnet50", defa
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a tuning option, e.g. --set free_steps=50 (repeatable)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the ONNX file and data here")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                        help="stop the run this long after the import starts and print how far it got")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the compiler's progress to stderr")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
-    fields = {k: int(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    fields = {k: float(v) if "." in v or "e" in v else int(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+    load_before = os.getloadavg()
     record = run(args.model, tuning=TuneOptions(mode=args.tuning, **fields), chip=args.chip, strategy=args.strategy,
                  seed=args.seed, calib=args.calib, test=args.test, max_memory_gb=args.max_memory_gb,
-                 workdir=args.workdir)
+                 workdir=args.workdir, time_limit_s=args.time_limit)
+    record["load_average"] = {"before": [round(x, 2) for x in load_before],
+                              "after": [round(x, 2) for x in os.getloadavg()]}
     print(json.dumps(record, default=float))
     return 0
 
