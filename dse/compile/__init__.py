@@ -53,6 +53,7 @@ from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline
 from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.float_exec import run_float
+from dse.sim.montecarlo import MonteCarlo
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
 log = logging.getLogger(__name__)
@@ -191,22 +192,27 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     readout_k: int = 1,
     progress: bool = False,
     max_memory_gb: float | None = None,
+    evaluate: MonteCarlo | None = None,
 ) -> CompileResult:
     """Compile the prepared network for chip `hw`: run `compile_steps` on it. Raises a DseError when no
     strategy can meet the chip, and a ResourceError, before any work, when its memory estimate exceeds
-    `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory)."""
+    `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory). `evaluate`: the chip instances
+    drawn from `hw.device` the compiled network is also measured on (report.json's `device`)."""
     tuning = tuning or TuneOptions()
+    evaluate = evaluate or MonteCarlo()
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     hw.validate()
     cost_model(hw)  # a bad cost coefficient is refused before any work
     check_quantizable(hw)
+    evaluate.check(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
                        tuning=tuning, max_memory_gb=max_memory_gb)
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
                        prepared.original_test_logits)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
-                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress))
+                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress),
+                         montecarlo=evaluate)
     meter = StepMeter()
     trace = list(prepared.trace)
     for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
@@ -232,6 +238,7 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
         evaluate_seconds=meter.seconds("evaluate"), steps=meter.steps, memory=plan, passes=trace,
+        device=state.device,
     )
 
 
