@@ -87,6 +87,14 @@ class Instances:
     adc_offset: dict[str, Tensor] = field(default_factory=dict)
     threshold: dict[str, Tensor] = field(default_factory=dict)
     read_std: dict[str, float] = field(default_factory=dict)  # read noise, std in weight units per unit input
+    _row_sums: dict[str, float] = field(default_factory=dict)
+
+    def row_sum(self, name: str) -> float:
+        """The largest sum of |weight| over one output's synapses, over the instances (accumulator bounds)."""
+        if name not in self._row_sums:
+            w = self.weights[name]
+            self._row_sums[name] = float(w.abs().reshape(w.shape[0], w.shape[1], -1).sum(-1).max())
+        return self._row_sums[name]
 
 
 def draw_faults(shape: tuple[int, ...], device: Device, rngs: list[np.random.Generator]) -> np.ndarray:
@@ -119,6 +127,8 @@ def perturbed_levels(levels: np.ndarray, layout: CellLayout, device: Device, rng
             ratio = g.sum(axis=axes, keepdims=True) / np.maximum(drifted.sum(axis=axes, keepdims=True), 1e-30)
             drifted = drifted * ratio
         g = drifted
+    if faults is None and not (device.stuck_low or device.stuck_high):
+        return g.astype(np.float32)
     faults = draw_faults(levels.shape, device, rngs) if faults is None else faults
     return np.where(faults == LOW, 0.0, np.where(faults == HIGH, float(top), g)).astype(np.float32)
 
@@ -196,22 +206,16 @@ def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.nd
 
 
 def instance_linear(x: Tensor, w: Tensor, op: o.CoreOp) -> Tensor:
-    """conv(x_i, w_i) for every instance i, the instances inside each sample (sample-major: row n * I + i):
-    x (N*I, C, ...) codes, w (I, *weight shape); returns (N*I, O, ...). A view in, a view out: one grouped
-    convolution of I times the channels."""
-    n_inst, g = w.shape[0], op.groups
+    """conv(x_i, w_i) for every instance i, instance-major (rows i * N + n): x (I*N, C, ...) codes, w (I, *weight
+    shape); returns (I*N, O, ...). A dense core is one batched matrix product; a convolution runs instance by
+    instance on contiguous slices (2-4x faster on CPU than one grouped convolution of I times the channels)."""
+    n_inst = w.shape[0]
+    x = x.reshape(n_inst, -1, *x.shape[1:])
     if op.dense:
-        x = x.reshape(-1, n_inst, g, x.shape[1] // g)
-        wi = w.reshape(n_inst, g, -1, x.shape[-1])
-        return torch.einsum("nige,igoe->nigo", x, wi).reshape(-1, w.shape[1])
-    top, left, bottom, right = op.padding
-    xs = x.reshape(-1, n_inst * x.shape[1], *x.shape[2:])
-    if top == bottom and left == right:
-        y = F.conv2d(xs, w.reshape(-1, *w.shape[2:]), stride=op.stride, padding=(top, left), groups=n_inst * g)
-    else:
-        y = F.conv2d(F.pad(xs, (left, right, top, bottom)), w.reshape(-1, *w.shape[2:]), stride=op.stride,
-                     groups=n_inst * g)
-    return y.reshape(-1, w.shape[1], *y.shape[2:])
+        g = op.groups
+        xi = x.reshape(n_inst, x.shape[1], g, -1)
+        return torch.einsum("inge,igoe->ingo", xi, w.reshape(n_inst, g, -1, xi.shape[-1])).reshape(-1, w.shape[1])
+    return torch.cat([conv_core(x[i], w[i], None, op) for i in range(n_inst)])
 
 
 def read_noise(x: Tensor, op: o.CoreOp, std: float, gen: torch.Generator) -> Tensor:

@@ -61,9 +61,11 @@ class DeviceReport:
 
 
 def _instance_core(inst: Instances, name: str, op: o.CoreOp, x: Tensor, gen: torch.Generator) -> Tensor:
-    """Every instance's accumulator (I*N, O, ...) in accumulator units, read noise included, bias added."""
+    """Every instance's accumulator (I*N, O, ...) in accumulator units, read noise included (bias not)."""
     w = inst.weights[name]
-    bound = float(x.max()) * float(w.abs().reshape(w.shape[0], w.shape[1], -1).sum(-1).max())
+    row_sum = inst.row_sum(name)
+    # float32 where no accumulator can reach 2**24 (as the integer simulator): codes below 2**16 need no look
+    bound = row_sum * (2**16 if row_sum * 2**16 < EXACT_LIMIT_F32 else float(x.max()))
     dtype = torch.float32 if bound < EXACT_LIMIT_F32 else torch.float64
     acc = instance_linear(x.to(dtype), w.to(dtype), op)
     if name in inst.read_std:
@@ -72,8 +74,8 @@ def _instance_core(inst: Instances, name: str, op: o.CoreOp, x: Tensor, gen: tor
 
 
 def _per_instance(values: Tensor, like: Tensor) -> Tensor:
-    """(I, O, ...) per-instance values laid out like `like` (N*I, O, ...), sample-major."""
-    out = values.repeat(like.shape[0] // values.shape[0], *([1] * (values.dim() - 1)))
+    """(I, O, ...) per-instance values laid out like `like` (I*N, O, ...), instance-major."""
+    out = values.repeat_interleave(like.shape[0] // values.shape[0], dim=0)
     return out.reshape(*out.shape, *([1] * (like.dim() - out.dim())))
 
 
@@ -84,17 +86,17 @@ def integer_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:
 
     def _input(op, xs, steps):
         codes, scale = INTEGER_EXEC[o.Input](op, xs, steps)
-        return codes.repeat_interleave(inst.count, dim=0), scale
+        return codes.repeat(inst.count, *([1] * (codes.dim() - 1))), scale
 
     def _core(op, codes, steps):
         name, q = names[id(op)], op.quant
         acc = _instance_core(inst, name, op, codes[0], gen)
-        bias = torch.as_tensor(q.bias_int, dtype=acc.dtype)
-        acc.add_(bias if op.dense else bias.reshape(-1, 1, 1))
-        # in the accumulator's type (float32 unless it could reach 2**24), in place: the converters of I chips
-        # are most of the work; float32 rounds acc * mult differently from float64 only at an exact tie
+        # acc * mult + bias * mult in the accumulator's type (float32 unless it could reach 2**24), in place: the
+        # converters of I chips are most of the work; float32 rounds differently from float64 only at a tie
         mult = torch.as_tensor(q.weight_scale / q.out_scale, dtype=acc.dtype)
-        y = acc.mul_(mult if op.dense else mult.reshape(-1, 1, 1))
+        bias = torch.as_tensor(q.bias_int, dtype=acc.dtype) * mult
+        shape = (-1,) if op.dense else (-1, 1, 1)
+        y = acc.mul_(mult.reshape(shape)).add_(bias.reshape(shape))
         if name in inst.adc_offset:
             y.add_(_per_instance(inst.adc_offset[name].to(y.dtype), y))
         if noise:
@@ -109,21 +111,21 @@ def spiking_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:
 
     def _input(node, xs, steps, batch):
         trains, scale = SPIKING_EXEC[o.Input](node, xs, steps, batch)
-        return trains.repeat_interleave(inst.count, dim=0), scale
+        return trains.repeat(inst.count, *([1] * (trains.dim() - 1))), scale
 
     def _core(node, trains, steps, batch):
         op, q, x, n_inst = node.op, node.op.quant, trains[0], inst.count
-        n, t = x.shape[0] // n_inst, x.shape[1]
-        rows = x.reshape(n, n_inst, *x.shape[1:]).transpose(1, 2).reshape(-1, *x.shape[2:])  # (N*T*I, C, ...)
+        n = x.shape[0] // n_inst
+        rows = x.reshape(-1, *x.shape[2:])  # (I*N*T, C, ...), instance-major
         acc = _instance_core(inst, node.name, op, rows, gen).to(x.dtype)
-        acc = acc.reshape(n, t, n_inst, *acc.shape[1:]).transpose(1, 2).reshape(n * n_inst, t, *acc.shape[1:])
+        acc = acc.reshape(*x.shape[:2], *acc.shape[1:])  # (I*N, T, O, ...)
         bias = torch.as_tensor(q.bias_int / batch.neuron.timesteps, dtype=x.dtype)
         current = acc + (bias if op.dense else bias.reshape(-1, 1, 1))
         th = torch.as_tensor(q.out_scale / q.weight_scale, dtype=x.dtype)
         th = (th if op.dense else th.reshape(-1, 1, 1)).expand(n_inst, *current.shape[2:])
         if node.name in inst.threshold:
             th = th * inst.threshold[node.name].to(x.dtype)
-        return integrate(current, th.repeat(n, *([1] * (th.dim() - 1))), batch.neuron), q.out_scale
+        return integrate(current, th.repeat_interleave(n, dim=0), batch.neuron), q.out_scale
 
     return {**SPIKING_EXEC, o.Input: _input, o.CoreOp: _core}
 
@@ -131,8 +133,7 @@ def spiking_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:
 def run_instances(graph: Graph, hw: HardwareSpec, x, inst: Instances, *, seed: int = 0,
                   batch_size: int = 500) -> np.ndarray:
     """Every instance's decoded outputs on `x`: (instances, samples, outputs). Inside the simulators the
-    instances are stacked sample-major (row n * I + i), so that a core's input is a view of I times the
-    channels and its grouped convolution's output a view of I times the samples."""
+    instances are stacked instance-major (row i * N + n) along the batch axis: wiring moves them as samples."""
     gen = torch.Generator().manual_seed(seed)
     outs = []
     batch_size = max(1, batch_size // inst.count)  # the simulators' tensors as large as one chip's batch
@@ -143,7 +144,7 @@ def run_instances(graph: Graph, hw: HardwareSpec, x, inst: Instances, *, seed: i
                                        table=spiking_table(graph, inst, gen))
         else:
             logits, _ = run_integer(graph, xb, batch_size=len(xb), table=integer_table(graph, inst, gen))
-        outs.append(logits.reshape(len(xb), inst.count, *logits.shape[1:]).swapaxes(0, 1))
+        outs.append(logits.reshape(inst.count, len(xb), *logits.shape[1:]))
     return np.concatenate(outs, axis=1)
 
 

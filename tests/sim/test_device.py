@@ -77,9 +77,13 @@ def conv_graph():
     x = b.add("x", o.Input((4, 6, 6), 1.0, 15))
     conv = b.add("conv", o.CoreOp(w_int.astype(np.float32), np.zeros(4, np.float32), padding=(1, 1, 0, 0), groups=2,
                                   quant=quant), x)
-    flat = b.add("flat", o.Reshape((4 * 5 * 5,)), conv)
-    w2 = rng.integers(-15, 16, size=(3, 100, 1, 1))
-    q2 = o.CoreQuant(w2, np.full(3, 1 / 64), np.zeros(3, np.int64), np.ones(100), 1.0, 63)
+    w_pool = rng.integers(-15, 16, size=(8, 2, 2, 2))  # windows that do not overlap: stride = kernel, grouped
+    q_pool = o.CoreQuant(w_pool, np.full(8, 1 / 8), np.zeros(8, np.int64), np.ones(4), 1.0, 31)
+    pool = b.add("pool", o.CoreOp(w_pool.astype(np.float32), np.zeros(8, np.float32), stride=(2, 2), groups=2,
+                                  quant=q_pool), conv)
+    flat = b.add("flat", o.Reshape((8 * 2 * 2,)), pool)
+    w2 = rng.integers(-15, 16, size=(3, 32, 1, 1))
+    q2 = o.CoreQuant(w2, np.full(3, 1 / 64), np.zeros(3, np.int64), np.ones(32), 1.0, 63)
     return b.build([b.add("fc", o.CoreOp(w2.astype(np.float32), np.zeros(3, np.float32), dense=True, quant=q2), flat)])
 
 
