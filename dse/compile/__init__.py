@@ -165,16 +165,17 @@ class CompileResult:
         return not self.violations
 
 
-def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k: int
-                  ) -> list[tuple[str | None, Step]]:
+def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k: int,
+                  correct_faults: bool = False) -> list[tuple[str | None, Step]]:
     """The steps of `compile`, in order, each with the measured phase it belongs to (report.json's "steps";
     None: not measured on its own). Equalized, the exact graph computes the same function with other
-    per-channel ranges: it is then the teacher."""
+    per-channel ranges: it is then the teacher. `correct_faults`: a known fault map (hardware.device)."""
     return [
         *([(None, "equalize")] if tuning.equalize else []),
         ("fit", ("reencode", {"k": reencode_k, "readout_k": readout_k})),
         ("fit", ("fit_crossbar", {"strategy": strategy})),
         ("tune", "tune"),
+        *([("tune", "fault_correct")] if correct_faults else []),
         ("evaluate", "check"),
         ("evaluate", "evaluate"),
         ("evaluate", "resources"),
@@ -215,7 +216,8 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
                          montecarlo=evaluate)
     meter = StepMeter()
     trace = list(prepared.trace)
-    for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
+    correct = hw.device.fault_map is not None and hw.device.fault_map_known
+    for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k, correct), key=lambda s: s[0]):
         with meter.step(phase) if phase else nullcontext():
             run_steps(state, [step for _, step in steps], trace)
     report = _report(prepared, state, strategy, reencode_k, readout_k, meter, plan, trace)

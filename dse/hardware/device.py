@@ -58,6 +58,9 @@ class Device:
     # an .npz of one chip's stuck cells (`dse.sim.device_noise.save_fault_map`): compile for that chip and
     # simulate it; None = no known chip
     fault_map: str | None = None
+    # true: the compiler knows the fault map (programs each weight's cells around its stuck ones and corrects
+    # the rest of its column and the bias, `dse.passes.faults`); false: it is ignored, the chip only measured
+    fault_map_known: bool = True
 
     @property
     def is_ideal(self) -> bool:

@@ -133,12 +133,46 @@ def perturbed_levels(levels: np.ndarray, layout: CellLayout, device: Device, rng
     return np.where(faults == LOW, 0.0, np.where(faults == HIGH, float(top), g)).astype(np.float32)
 
 
+def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | None) -> np.ndarray:
+    """The levels the chip writes for integer weights `w_int` (slices, columns, *w.shape). Without `faults`
+    (stuck cells unknown) the plain bit slices; with them, each weight that has a stuck cell gets the levels of
+    its free cells whose sum with the stuck ones is nearest to it (the other column of a pair takes back a stuck
+    high cell), fewest levels among equals."""
+    levels = layout.levels(w_int)
+    if faults is None or not faults.any():
+        return levels
+    cells = layout.slices * layout.columns
+    if (layout.top + 1) ** cells > 2**20:
+        return levels  # too many level combinations to search: plain slices
+    grid = np.stack(np.meshgrid(*[np.arange(layout.top + 1)] * cells, indexing="ij"), -1).reshape(-1, cells)
+    flat_f = faults.reshape(cells, -1)
+    flat_l = levels.reshape(cells, -1).copy()
+    target = np.asarray(w_int, np.int64).ravel()
+    hit = np.flatnonzero(flat_f.any(axis=0))
+    patterns, which = np.unique(flat_f[:, hit].T, axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        combos = np.where(pattern == LOW, 0, np.where(pattern == HIGH, layout.top, grid))
+        values = layout.weight(combos.T.reshape(layout.slices, layout.columns, -1).astype(np.float64))
+        order = np.lexsort((combos.sum(axis=1), values))
+        sorted_v = values[order]
+        idx = hit[which.ravel() == p]
+        pos = np.clip(np.searchsorted(sorted_v, target[idx]), 1, len(sorted_v) - 1)
+        left_better = np.abs(sorted_v[pos - 1] - target[idx]) <= np.abs(sorted_v[pos] - target[idx])
+        pick = np.where(left_better, pos - 1, pos)
+        # the first combination of the nearest value: fewest levels (lexsort's second key)
+        first = np.searchsorted(sorted_v, sorted_v[pick])
+        flat_l[:, idx] = combos[order[first]].T
+    return flat_l.reshape(levels.shape)
+
+
 def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
               faults: np.ndarray | None) -> np.ndarray:
-    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream."""
+    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream. With a
+    known fault map the cells are programmed around the stuck ones (`program_levels`)."""
     w_int = np.asarray(op.quant.weight_int)
     gain = layout.gain(w_int)
-    levels = layout.levels(w_int * gain)
+    known = faults is not None and device.fault_map_known
+    levels = program_levels(layout, w_int * gain, faults if known else None)
     g = perturbed_levels(levels, layout, device, rngs, faults)
     w = layout.weight(np.moveaxis(g, 0, 2)) / gain  # (slices, columns, instances, ...) -> (instances, ...)
     if device.weight_mismatch:

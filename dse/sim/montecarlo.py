@@ -59,6 +59,15 @@ class DeviceReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def columns(self) -> dict[str, float]:
+        """The numeric columns of a sweep's trial row (`DEVICE_COLUMNS`), named ``device.<field>``."""
+        return {f"device.{k}": getattr(self, k) for k in DEVICE_COLUMNS}
+
+
+# a trial row's columns from a non-ideal device (what a study's objectives and figures may name)
+DEVICE_COLUMNS = ("accuracy_delta_pp_mean", "accuracy_delta_pp_std", "accuracy_p5", "accuracy_delta_pp_p95",
+                  "agreement_mean")
+
 
 def _instance_core(inst: Instances, name: str, op: o.CoreOp, x: Tensor, gen: torch.Generator) -> Tensor:
     """Every instance's accumulator (I*N, O, ...) in accumulator units, read noise included (bias not)."""

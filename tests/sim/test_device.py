@@ -14,7 +14,17 @@ from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
 from dse.ir.graph import GraphBuilder
-from dse.sim.device_noise import HIGH, LOW, CellLayout, draw_instances, read_noise
+from dse.sim.device_noise import (
+    HIGH,
+    LOW,
+    CellLayout,
+    check_fault_map,
+    draw_fault_map,
+    draw_instances,
+    perturbed_levels,
+    program_levels,
+    read_noise,
+)
 from dse.sim.integer import run_integer
 from dse.sim.montecarlo import MonteCarlo, run_instances
 
@@ -56,7 +66,11 @@ def test_an_instance_with_stuck_cells_and_adc_offsets_matches_a_hand_computed_cr
     faults = np.zeros((2, 2, 2, 3, 1, 1), np.int8)  # (slice, column, out, in, 1, 1)
     faults[1, 0, 0, 2] = HIGH  # w[0, 2] = 0: its positive high slice reads level 3, +3 * 4: w = 12
     faults[0, 1, 1, 0] = LOW  # w[1, 0] = -15 = -(3 * 4 + 3): its negative low slice reads 0: w = -12
-    hw = chip(Device(adc_offset_lsb=1.0))
+    hw = chip(Device(adc_offset_lsb=1.0, fault_map_known=False))  # cells written as plain bit slices
+    known = draw_instances(graph, chip(Device(adc_offset_lsb=1.0)), 1, seed=0, fault_map={"core": faults})
+    # knowing the map, the chip writes the pair's other high cell to 3 too (w[0, 2] = 0 again); w[1, 0] = -15
+    # cannot be reached without its negative low cell: -12 is the nearest
+    np.testing.assert_array_equal(known.weights["core"][0].reshape(2, 3).numpy(), [[5, -3, 0], [-12, 2, 1]])
     inst = draw_instances(graph, hw, 1, seed=0, fault_map={"core": faults})
     inst.adc_offset["core"] = torch.tensor([[0.25, -1.25]], dtype=torch.float64)  # the converters' offsets, given
     np.testing.assert_array_equal(inst.weights["core"][0].reshape(2, 3).numpy(), [[5, -3, 12], [-12, 2, 1]])
@@ -150,3 +164,29 @@ def test_an_ideal_device_leaves_the_chip_as_it_was() -> None:
     assert "device" in dataclasses.replace(HardwareSpec(), device=Device(read_sigma=0.01)).to_dict()
     with pytest.raises(ConfigError, match="evaluate.instances=4 needs a device"):
         MonteCarlo(instances=4).check(HardwareSpec())
+
+
+def test_a_known_stuck_cell_is_programmed_around() -> None:
+    """w = 5 on 2-bit cells, differential: its positive high cell stuck high would read 3 * 4 + 1 = 13; knowing it,
+    the chip writes the negative column's high cell to 3 as well and the low cells to 1 - 0: exactly 5 again."""
+    layout = CellLayout.of(chip())
+    faults = np.zeros((2, 2, 1), np.int8)
+    faults[1, 0, 0] = HIGH
+    w = np.array([5])
+    perturb = perturbed_levels(program_levels(layout, w, faults), layout, Device(), [np.random.default_rng(0)], faults)
+    unaware = perturbed_levels(layout.levels(w), layout, Device(), [np.random.default_rng(0)], faults)
+    assert layout.weight(np.moveaxis(perturb, 0, 2))[0, 0] == 5
+    assert layout.weight(np.moveaxis(unaware, 0, 2))[0, 0] == 13
+
+
+def test_a_fault_map_that_does_not_fit_names_the_crossbar(tmp_path) -> None:
+    graph = conv_graph()
+    hw = chip(Device(stuck_low=0.01))
+    faults = draw_fault_map(graph, hw, seed=0)
+    check_fault_map(graph, hw, faults, "f.npz")
+    faults["pool"] = faults["pool"][:, :, :4]
+    with pytest.raises(ConfigError, match="crossbar 'pool' has cells"):
+        check_fault_map(graph, hw, faults, "f.npz")
+    del faults["pool"]
+    with pytest.raises(ConfigError, match="crossbar 'pool' is missing"):
+        check_fault_map(graph, hw, faults, "f.npz")
