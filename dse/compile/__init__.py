@@ -55,6 +55,7 @@ from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
 from dse.sim.threads import compute_threads
+from dse.sim.montecarlo import MonteCarlo
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
 log = logging.getLogger(__name__)
@@ -174,16 +175,17 @@ class CompileResult:
         return not self.violations
 
 
-def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k: int
-                  ) -> list[tuple[str | None, Step]]:
+def compile_steps(strategy: str, tuning: TuneOptions, reencode_k: int, readout_k: int,
+                  correct_faults: bool = False) -> list[tuple[str | None, Step]]:
     """The steps of `compile`, in order, each with the measured phase it belongs to (report.json's "steps";
     None: not measured on its own). Equalized, the exact graph computes the same function with other
-    per-channel ranges: it is then the teacher."""
+    per-channel ranges: it is then the teacher. `correct_faults`: a known fault map (hardware.device)."""
     return [
         *([(None, "equalize")] if tuning.equalize else []),
         ("fit", ("reencode", {"k": reencode_k, "readout_k": readout_k})),
         ("fit", ("fit_crossbar", {"strategy": strategy})),
         ("tune", "tune"),
+        *([("tune", "fault_correct")] if correct_faults else []),
         ("evaluate", "check"),
         ("evaluate", "evaluate"),
         ("evaluate", "resources"),
@@ -201,26 +203,33 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     readout_k: int = 1,
     progress: bool = False,
     max_memory_gb: float | None = None,
+    evaluate: MonteCarlo | None = None,
 ) -> CompileResult:
     """Compile the prepared network for chip `hw`: run `compile_steps` on it. Raises a DseError when no
     strategy can meet the chip, and a ResourceError, before any work, when its memory estimate exceeds
-    `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory)."""
+    `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory). `evaluate`: the chip instances
+    drawn from `hw.device` the compiled network is also measured on (report.json's `device`)."""
     tuning = tuning or TuneOptions()
+    evaluate = evaluate or MonteCarlo()
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
     hw.validate()
     cost_model(hw)  # a bad cost coefficient is refused before any work
     check_quantizable(hw)
+    evaluate.check(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
                        tuning=tuning, max_memory_gb=max_memory_gb)
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
                        prepared.original_test_logits)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
-                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress))
+                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress),
+                         montecarlo=evaluate)
     meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
+    correct = hw.device.fault_map is not None and hw.device.fault_map_known
     with compute_threads():  # one thread, the caller's for the few big products (dse.sim.threads)
-        for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k), key=lambda s: s[0]):
+        for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k, correct),
+                                    key=lambda s: s[0]):
             with meter.step(phase) if phase else nullcontext():
                 run_steps(state, [step for _, step in steps], trace)
     report = _report(prepared, state, strategy, reencode_k, readout_k, meter, plan, trace)
@@ -243,6 +252,7 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
         evaluate_seconds=meter.seconds("evaluate", "cost"), steps=meter.steps, memory=plan, passes=trace,
+        device=state.device,
     )
 
 

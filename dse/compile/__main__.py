@@ -37,6 +37,10 @@ A user model:           model.onnx=PATH (named after the file; model.name=NAME t
 Data (docs/data.md):    model.dataset={datasets}|DATA.npz|IMAGE_FOLDER|module:function
                         model.calib_samples=N model.test_samples=N
                         model.preprocess.resize=N .crop=N .channels=1|3 .scale=true|false .mean=[..] .std=[..]
+Device (docs/device.md): hardware.device.programming_sigma=0.05 .stuck_low=0.005 .adc_noise_lsb=0.5 ...
+                        evaluate.instances=20 evaluate.seed=0 (chips drawn and simulated)
+                        hardware.device.fault_map=FAULTS.npz (one known chip; write one with
+                        python -m dse.sim.device_noise COMPILED.npz OUT.npz [OVERRIDE ...])
 Memory bound (GB):      compile.max_memory_gb=6   (default: half the machine's; a run that cannot fit is
                         refused before it starts)
 Neuron models:          hardware.neuron.model={neurons}
@@ -61,7 +65,7 @@ def _help() -> str:
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model, prepare
-    from dse.config import hardware_from, preprocess_from, tuning_from
+    from dse.config import hardware_from, montecarlo_from, preprocess_from, tuning_from
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
@@ -76,6 +80,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                        max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
                      readout_k=cfg.strategy.readout_k, max_memory_gb=bound,
+                     evaluate=montecarlo_from(cfg.evaluate),
                      progress=cfg.progress and
                      sys.stderr.isatty())
 
@@ -138,6 +143,7 @@ def _summary(result, run_dir: Path) -> None:
         ("cells used", str(res.cells_used)),
         ("utilization", f"{res.utilization:.3f}"),
         ("neurons / synapses", f"{res.neurons} / {res.synapses}"),
+        *_device_rows(r.device),
         *_cost_rows(r.cost),
         ("legal", str(r.legal)),
         ("compile time (s)", f"{r.compile_seconds:.1f}"),
@@ -149,6 +155,18 @@ def _summary(result, run_dir: Path) -> None:
     for v in r.violations:
         console.print(f"[red]violation[/red] {v}")
     console.print(f"written to {run_dir}")
+
+
+def _device_rows(device) -> list[tuple[str, str]]:
+    """The drawn chips (hardware.device, evaluate.instances): the delta's spread over them."""
+    if device is None:
+        return []
+    if device.accuracy_delta_pp_mean is None:
+        return [(f"agreement, {device.instances} chips (mean)", f"{device.agreement_mean:.4f}")]
+    return [(f"delta over {device.instances} chips (pp)",
+             f"{device.accuracy_delta_pp_mean:.2f} +- {device.accuracy_delta_pp_std:.2f}"),
+            ("accuracy, 5th percentile chip", f"{device.accuracy_p5:.4f}"),
+            ("chips simulated in (s)", f"{device.seconds:.1f}")]
 
 
 def _cost_rows(cost) -> list[tuple[str, str]]:

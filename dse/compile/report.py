@@ -13,6 +13,7 @@ from dse.cost.placement import PLACEMENTS
 from dse.cost.resources import LayerResources
 from dse.hardware.spec import HardwareSpec
 from dse.passes.registry import PassRecord
+from dse.sim.montecarlo import DeviceReport
 from dse.sim.spiking import SpikeStats
 
 
@@ -173,6 +174,7 @@ class CompileReport:
     steps: dict[str, dict[str, float]]
     memory: MemoryPlan  # the bound, the estimated peak by part, and the batch sizes chosen
     passes: list[PassRecord]  # the trace: every pass and step run, in order, with its seconds and node counts
+    device: DeviceReport | None = None  # None (left out): an ideal device; else the drawn chips' accuracy
 
     @property
     def legal(self) -> bool:
@@ -189,6 +191,7 @@ class CompileReport:
             "legal": self.legal,
             "violations": list(self.violations),
             "verify": self.verify.to_dict(),
+            **({"device": self.device.to_dict()} if self.device is not None else {}),
             **({"spiking": self.spiking.to_dict()} if self.spiking is not None else {}),
             **({"cost": self.cost.to_dict()} if self.cost is not None else {}),
             "compile_seconds": self.compile_seconds,

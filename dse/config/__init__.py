@@ -7,8 +7,8 @@ package, `compose_config`), `sweeps` (the sweep's ``path=a,b,c`` overrides).
 """
 
 from dse.config.compose import compose_config, conf_dir, is_group, presets
-from dse.config.schemas import hardware_from, preprocess_from, to_container, tuning_from
+from dse.config.schemas import hardware_from, montecarlo_from, preprocess_from, to_container, tuning_from
 from dse.config.sweeps import CommandLine, split_sweeps
 
-__all__ = ["CommandLine", "compose_config", "conf_dir", "hardware_from", "is_group", "presets",
+__all__ = ["CommandLine", "compose_config", "conf_dir", "hardware_from", "is_group", "montecarlo_from", "presets",
            "preprocess_from", "split_sweeps", "to_container", "tuning_from"]

@@ -19,6 +19,7 @@ from dse.cost.model import cost_model
 from dse.data.images import Preprocess
 from dse.hardware.spec import HardwareSpec
 from dse.passes.fit_crossbar import Strategy
+from dse.sim.montecarlo import MonteCarlo
 from dse.tune.options import TuneOptions
 
 Sampler = Literal["grid", "nsga2"]  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
@@ -121,6 +122,8 @@ class CompileConfig:
     strategy: StrategyConfig = MISSING
     tuning: Any = MISSING
     compile: LimitsConfig = field(default_factory=LimitsConfig)
+    # chip instances drawn from hardware.device the compiled network is measured on (dse.sim.montecarlo)
+    evaluate: omegaconf_schema(MonteCarlo) = field(default_factory=omegaconf_schema(MonteCarlo))  # type: ignore[valid-type]
     progress: bool = True
 
 
@@ -238,6 +241,10 @@ def hardware_from(cfg: DictConfig) -> HardwareSpec:
     hw = HardwareSpec.from_dict(to_container(cfg))
     cost_model(hw)
     return hw
+
+
+def montecarlo_from(cfg: DictConfig) -> MonteCarlo:
+    return MonteCarlo(**to_container(cfg))
 
 
 def tuning_from(cfg: DictConfig) -> TuneOptions:

@@ -22,7 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dse.choices import check_choice
-from dse.config import hardware_from, to_container, tuning_from
+from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
 from dse.errors import ConfigError, DseError
 from dse.explore.executors import Executor, LocalExecutor
@@ -43,6 +43,7 @@ from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
 from dse.files import atomic_write_text
+from dse.sim.montecarlo import DEVICE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,9 @@ def known_columns(cfg: DictConfig, labelled: bool = True) -> list[str]:
         names += [f"spiking.{f.name}" for f in fields(SpikingReport)]
     if hw.cost.given():
         names += cost_columns(chip_kind(hw))
+    searched = cfg.search.space.keys() if "search" in cfg else ()
+    if not hw.device.is_ideal or any(str(p).startswith("hardware.device.") for p in searched):
+        names += [f"device.{k}" for k in DEVICE_COLUMNS]
     return names
 
 
@@ -313,12 +317,12 @@ def _load(cfg: DictConfig):
 def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[str, Any]) -> TrialSpec | TrialOutcome:
     try:
         c = space.apply(base, point)
-        hw, tuning = hardware_from(c.hardware), tuning_from(c.tuning)
+        hw, tuning, evaluate = hardware_from(c.hardware), tuning_from(c.tuning), montecarlo_from(c.evaluate)
     except DseError as exc:  # this combination is not a chip (8-bit weights on too few columns): a failed trial
         message = f"{type(exc).__name__}: {exc}"
         return TrialOutcome(number, "fail", {"legal": False, "state": "fail", "error_message": message}, message)
     return TrialSpec(number, space.settings(point), hw, str(c.strategy.name), tuning, int(c.strategy.reencode_k),
-                     int(c.strategy.readout_k), c.compile.max_memory_gb)
+                     int(c.strategy.readout_k), c.compile.max_memory_gb, evaluate)
 
 
 def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from dse.compile import Prepared, compile
 from dse.compile.report import CompileReport
 from dse.errors import DseError
 from dse.hardware.spec import HardwareSpec
+from dse.sim.montecarlo import MonteCarlo
 from dse.tune.options import TuneOptions
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class TrialSpec:
     reencode_k: int = 1
     readout_k: int = 1
     max_memory_gb: float | None = None  # the compile's memory bound (compile.max_memory_gb)
+    evaluate: MonteCarlo = MonteCarlo()  # the chip instances drawn from hardware.device (evaluate.*)
 
 
 @dataclass
@@ -58,7 +60,8 @@ def run_trial(prepared: Prepared, spec: TrialSpec) -> TrialOutcome:
     cpu = time.process_time()
     try:
         result = compile(prepared, spec.hardware, strategy=spec.strategy, tuning=spec.tuning,
-                         reencode_k=spec.reencode_k, readout_k=spec.readout_k, max_memory_gb=spec.max_memory_gb)
+                         reencode_k=spec.reencode_k, readout_k=spec.readout_k, max_memory_gb=spec.max_memory_gb,
+                         evaluate=spec.evaluate)
     except DseError as exc:
         return _failed(spec, f"{type(exc).__name__}: {exc}", start)
     except Exception as exc:  # noqa: BLE001 - one broken point must not stop the sweep; the log keeps the trace
@@ -82,6 +85,8 @@ def flatten_report(report: CompileReport) -> dict[str, Any]:
         row.update(_flatten(report.spiking.to_dict(), "spiking."))
     if report.cost is not None:
         row.update(report.cost.columns())
+    if report.device is not None:
+        row.update(report.device.columns())
     row["legal"] = report.legal
     row["violations"] = len(report.violations)
     row["state"] = "complete"

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
+from dse.hardware.device import Device
 
 NeuronModel = Literal["relu", "if", "lif", "if_floor"]
 Reset = Literal["subtract", "zero"]
@@ -150,6 +151,7 @@ class HardwareSpec:
     neuron: Neuron = field(default_factory=Neuron)
     mapping: Mapping = field(default_factory=Mapping)
     cost: Cost = field(default_factory=Cost)  # none set (the ideal chip): no cost model, no cost in the report
+    device: Device = field(default_factory=Device)  # cell and converter non-idealities (default: exact)
 
     # --- derived quantities ------------------------------------------------------------------------------
     @property
@@ -219,8 +221,12 @@ class HardwareSpec:
 
     # --- construction -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every field; of `cost` only the coefficients set."""
-        return {**asdict(self), "cost": self.cost.given()}
+        """Every field; of `cost` only the coefficients set; `device` only when it is not ideal (an ideal
+        chip's report reads as it did before the device model existed)."""
+        out = {**asdict(self), "cost": self.cost.given()}
+        if self.device.is_ideal:
+            del out["device"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HardwareSpec:
@@ -231,6 +237,7 @@ class HardwareSpec:
 
     def validate(self) -> None:
         c, w, io, n, m = self.crossbar, self.weights, self.io, self.neuron, self.mapping
+        self.device.validate(spiking=self.spiking, quantized=self.quantized)
         _positive("hardware.crossbar.rows", c.rows, minimum=2)
         _positive("hardware.crossbar.cols", c.cols, minimum=2)
         _positive("hardware.crossbar.cell_bits", c.cell_bits)

@@ -16,7 +16,7 @@ from dse.passes.state import CompileData, CompileState
 
 # the modules that register steps (registry first: they import it)
 from dse.passes import canonicalize, reform, equalize, reencode, fit_crossbar  # noqa: E402,I001  isort: skip
-from dse.passes import tuning, verify, resources, cost  # noqa: E402,I001  isort: skip
+from dse.passes import tuning, verify, faults, resources, cost  # noqa: E402,I001  isort: skip
 
 __all__ = ["PASSES", "STEPS", "CompileData", "CompileState", "PassError", "PassRecord", "Step", "register",
            "register_step", "run_pipeline", "run_steps", "canonicalize", "cost", "equalize", "fit_crossbar", "reencode",

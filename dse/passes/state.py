@@ -19,6 +19,7 @@ from dse.cost.resources import LayerResources
 from dse.hardware.spec import HardwareSpec
 from dse.ir.graph import Graph
 from dse.sim.evaluate import ChipEvaluation
+from dse.sim.montecarlo import DeviceReport, MonteCarlo
 from dse.tune import BlockReport, TuneOptions
 from dse.tune.walk import CHUNK_FLOATS
 
@@ -44,11 +45,13 @@ class CompileState:
     chunk_floats: int = CHUNK_FLOATS  # values a block holds per chunk of calibration images (memory plan)
     eval_batch: int | None = None  # test samples per batch of the evaluation (memory plan)
     progress: Callable[[str], None] | None = None  # called with each block's name as tuning finishes it
+    montecarlo: MonteCarlo = field(default_factory=MonteCarlo)  # chip instances drawn from hw.device
     # --- results -------------------------------------------------------------------------------------------
     blocks: list[BlockReport] = field(default_factory=list)  # "tune": what tuning did to each block
     violations: list[str] | None = None  # "check": the chip's constraints the compiled graph breaks
     evaluation: ChipEvaluation | None = None  # "evaluate": the chip simulated exactly on the test data
     metrics: dict[str, Any] | None = None  # "evaluate": the chip's answers against the original's (`compare`)
+    device: DeviceReport | None = None  # "evaluate": the drawn chips' answers (None: an ideal device)
     layers: list[LayerResources] | None = None  # "resources": each core-op's resources
     totals: dict[str, Any] | None = None  # "resources": the chip's resources in total (`total_resources`)
     depth: int | None = None  # "resources": core-ops on the longest path, input to output

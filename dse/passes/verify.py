@@ -6,7 +6,9 @@ from __future__ import annotations
 from dse.hardware.legality import check as legality_check
 from dse.passes.registry import register_step
 from dse.passes.state import CompileState
+from dse.sim.device_noise import check_fault_map, load_fault_map
 from dse.sim.evaluate import compare, evaluate_chip, require_finite
+from dse.sim.montecarlo import evaluate_instances
 
 
 @register_step("check")
@@ -27,3 +29,16 @@ def evaluate(state: CompileState) -> None:
     require_finite(data.original_logits, "the original network's outputs")
     require_finite(state.evaluation.logits, "the compiled network's outputs")
     state.metrics = compare(data.original_logits, state.evaluation.logits, data.test_y)
+    if not state.hw.device.is_ideal:  # the manufactured chips: the metrics above stay the exact chip's
+        state.device = evaluate_instances(state.graph, state.hw, data.test_x, data.original_logits, data.test_y,
+                                          state.montecarlo, fault_map(state), batch_size=state.eval_batch or 500)
+
+
+def fault_map(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | None
+    """The known chip's stuck cells (`hardware.device.fault_map`), checked against the compiled network."""
+    path = state.hw.device.fault_map
+    if path is None:
+        return None
+    faults = load_fault_map(path)
+    check_fault_map(state.graph, state.hw, faults, path)
+    return faults

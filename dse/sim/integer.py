@@ -8,7 +8,7 @@ It must agree with the quantized float path of `dse.sim.float_exec` (checked by 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -85,12 +85,13 @@ INTEGER_EXEC: dict[type[o.Op], IntegerRule] = {
 
 
 @torch.no_grad()
-def run_integer(graph: Graph, x: np.ndarray, *, keep: Iterable[str] | str = (), batch_size: int = 500
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def run_integer(graph: Graph, x: np.ndarray, *, keep: Iterable[str] | str = (), batch_size: int = 500,
+                table: Mapping[type[o.Op], IntegerRule] = INTEGER_EXEC) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Run the compiled graph on the real-valued inputs `x`.
 
     Returns the first output decoded to real values, and the codes of the nodes named in `keep` ('*': every
-    node). Codes are held as float32 (every code is a small integer).
+    node). Codes are held as float32 (every code is a small integer). `table`: the rules (another chip's:
+    `dse.sim.montecarlo` runs N drawn chip instances at once with its own).
     """
     outs: list[np.ndarray] = []
     keep_set = {n.name for n in graph} if keep == "*" else set(keep)
@@ -104,7 +105,7 @@ def run_integer(graph: Graph, x: np.ndarray, *, keep: Iterable[str] | str = (), 
         codes: dict[str, torch.Tensor] = {}
         scales: dict[str, float] = {}
         for i, node in enumerate(graph):
-            rule = INTEGER_EXEC.get(type(node.op))
+            rule = table.get(type(node.op))
             if rule is None:
                 raise NotIntegerGraph(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
             ins = [codes[s] for s in node.inputs] if node.inputs else [xb]

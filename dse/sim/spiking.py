@@ -17,7 +17,7 @@ that tuning then compensates.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,8 +186,10 @@ SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
 @torch.no_grad()
 def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int = 100, seed: int = 0,
                 keep: tuple[str, ...] = (), dtype: torch.dtype = torch.float32,
+                table: Mapping[type[o.Op], SpikingRule] | None = None,
                 ) -> tuple[np.ndarray, SpikeStats, dict[str, np.ndarray]]:
     """Run `graph` (integer form) on real inputs `x`; return decoded outputs, activity, and kept counts.
+    `table`: the rules (None: `SPIKING_EXEC`; `dse.sim.montecarlo` runs N drawn chip instances with its own).
 
     float32 holds every accumulator exactly (spikes are 0/1 and weights small integers, far below 2**24);
     float64 is there for a test that wants the membrane's fractional part exact too.
@@ -202,7 +204,7 @@ def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int 
         batch = _Batch(neuron, gen, SpikeStats(samples=len(xb)))
         for node in graph:
             ins = [trains[s] for s in node.inputs] if node.inputs else [xb]
-            rule = SPIKING_EXEC.get(type(node.op))
+            rule = (table or SPIKING_EXEC).get(type(node.op))
             if rule is None:
                 raise TypeError(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
             trains[node.name], scales[node.name] = rule(node, ins, [scales[s] for s in node.inputs], batch)

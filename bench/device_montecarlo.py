@@ -1,0 +1,55 @@
+"""Monte-Carlo chip instances (hardware.device, evaluate.instances): what N drawn chips cost against one
+evaluation of the exact chip, and their accuracy delta. Compiles lenet_mnist for chip_a once (tuning as given),
+then times, on the same compiled graph and test set, `evaluate_chip` (the compile's evaluation of one chip: the
+teacher, the integer simulator and its check) and `evaluate_instances` for each N. Prints one JSON line per N.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/device_montecarlo.py [hardware=chip_a] [tuning=none] \
+        [hardware.device.programming_sigma=0.05] [instances=1,20]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from dse.compile import compile, load_model, prepare
+from dse.config import compose_config, hardware_from, tuning_from
+from dse.sim.evaluate import evaluate_chip
+from dse.sim.montecarlo import MonteCarlo, evaluate_instances
+
+
+def timed(fn):  # noqa: ANN001, ANN201
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(args: list[str]) -> None:
+    counts = [1, 20]
+    overrides = []
+    for a in args:
+        if a.startswith("instances="):
+            counts = [int(v) for v in a.split("=", 1)[1].split(",")]
+        else:
+            overrides.append(a)
+    if not any(a.startswith("hardware.device.") for a in overrides):
+        overrides.append("hardware.device.programming_sigma=0.05")
+    cfg = compose_config("compile", overrides)
+    hw, tuning = hardware_from(cfg.hardware), tuning_from(cfg.tuning)
+    graph, data = load_model(cfg.model.name, cfg.model.dataset, test_samples=cfg.model.test_samples)
+    prepared = prepare(graph, data, name=cfg.model.name)
+    result = compile(prepared, hw, tuning=tuning)
+    x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
+    _, wall1, cpu1 = timed(lambda: evaluate_chip(prepared.exact, result.graph, hw, x))
+    for n in counts:
+        r, wall, cpu = timed(lambda n=n: evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0)))
+        print(json.dumps({"instances": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                          "one_evaluation_wall_s": round(wall1, 3), "one_evaluation_cpu_s": round(cpu1, 3),
+                          "ratio_wall": round(wall / wall1, 2), "ratio_cpu": round(cpu / cpu1, 2),
+                          "delta_pp_mean": r.accuracy_delta_pp_mean, "delta_pp_std": r.accuracy_delta_pp_std,
+                          "accuracy_p5": r.accuracy_p5, "test_samples": len(x)}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

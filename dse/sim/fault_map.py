@@ -1,0 +1,62 @@
+"""`python -m dse.sim.fault_map`: write the stuck cells of one drawn chip, for `hardware.device.fault_map`.
+
+    python -m dse.sim.fault_map RUN/compiled.npz faults.npz --stuck-low 0.005 --stuck-high 0.005 [--seed 0]
+
+RUN is a compile's run folder (its compiled.npz names the chip and holds the crossbars). The file holds one
+int8 array per core-op, named by it, of its cells (slices, columns, *weight shape): 0 working, 1 stuck at the
+lowest level, 2 stuck at the highest (`dse.sim.device_noise`). The crossbars depend on the network and the
+chip's crossbar, weights and strategy, not on tuning: the map serves every compile of that network and chip.
+Exit status 2 with one line on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import numpy as np
+
+from dse.errors import DseError
+from dse.hardware.spec import HardwareSpec
+from dse.ir.serialize import load_graph
+from dse.sim.device_noise import HIGH, LOW, draw_fault_map
+
+
+def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float, seed: int) -> dict[str, int]:
+    """Draw and save the map; returns the stuck cells by kind."""
+    try:
+        graph, meta = load_graph(compiled)
+    except (OSError, ValueError, KeyError) as e:
+        raise DseError(f"{compiled}: not a compiled network ({e})") from None
+    hw = HardwareSpec.from_dict(meta["report"]["hardware"])
+    device = dataclasses.replace(hw.device, stuck_low=stuck_low, stuck_high=stuck_high, fault_map=None)
+    hw = dataclasses.replace(hw, device=device)
+    hw.validate()
+    faults = draw_fault_map(graph, hw, seed)
+    np.savez_compressed(out, **faults)
+    cells = sum(f.size for f in faults.values())
+    return {"cells": cells, "stuck_low": int(sum((f == LOW).sum() for f in faults.values())),
+            "stuck_high": int(sum((f == HIGH).sum() for f in faults.values()))}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dse.sim.fault_map", description=__doc__.split("\n")[0])
+    parser.add_argument("compiled", help="a compile's compiled.npz")
+    parser.add_argument("out", help="the fault map to write (.npz)")
+    parser.add_argument("--stuck-low", type=float, default=0.005, help="fraction of cells stuck low (default 0.005)")
+    parser.add_argument("--stuck-high", type=float, default=0.005, help="fraction of cells stuck high (default 0.005)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        counts = write_fault_map(args.compiled, args.out, args.stuck_low, args.stuck_high, args.seed)
+    except DseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {counts['stuck_low']} cells stuck low, {counts['stuck_high']} stuck high "
+          f"of {counts['cells']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
