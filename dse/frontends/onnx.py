@@ -546,7 +546,8 @@ class _Importer:
             out = np.broadcast_shapes(per, c.shape)
         except ValueError as e:
             raise ModelError(f"node {name!r}: constant {c.shape} does not broadcast against {per}") from e
-        if out != per:  # the IR's per-channel ops keep their input's shape
+        if out != per and not len(out) == len(per) == 1:  # only a vector (1,) may grow (to (F,)): the passes
+            # fold a ScaleShift into its neighbours channel by channel, which a grown image or signal breaks
             raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} would broadcast the data's "
                                      f"per-sample shape {per} to {out}")
         return c
