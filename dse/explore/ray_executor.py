@@ -20,6 +20,8 @@ from dse.explore.trial import TrialOutcome, TrialSpec, run_trial_threads
 
 log = logging.getLogger(__name__)
 
+# seconds the driver blocks in one ray.wait: how soon it answers Ctrl-C
+WAIT_SLICE_S = 0.5
 # per worker process: the prepared network of the sweep it serves, by object id
 _PREPARED: dict[str, Prepared] = {}
 
@@ -107,7 +109,9 @@ class RayExecutor:
     def wait(self) -> list[TrialOutcome]:
         import ray
 
-        ready, _ = ray.wait(list(self._futures), num_returns=1)
+        ready: list[Any] = []
+        while not ready:  # in short waits: a blocked ray.wait would not let Ctrl-C (KeyboardInterrupt) through
+            ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=WAIT_SLICE_S)
         more, _ = ray.wait([f for f in self._futures if f not in ready], num_returns=len(self._futures) - 1,
                            timeout=0) if len(self._futures) > 1 else ([], [])
         outcomes = []
