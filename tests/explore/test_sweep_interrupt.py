@@ -66,8 +66,8 @@ def almost_full() -> None:
 
 def test_a_full_disk_is_one_line_exit_2_before_any_trial(tmp_path):
     run_dir = tmp_path / "run"
-    done = subprocess.run([*SWEEP, "runner=local", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=300, preexec_fn=almost_full)
+    done = subprocess.run([*SWEEP, "runner=local", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300, preexec_fn=almost_full)
     assert done.returncode == 2, done.stdout + done.stderr
     err = done.stderr.strip()
     assert err == f"error: run folder {run_dir} is not writable (File too large)", err
