@@ -1,7 +1,7 @@
 """What every command-line entry point shares: compose the config, turn user mistakes into one line.
 
-A user mistake (a DseError) prints ``error: <what is wrong>`` on stderr and exits with status 2, without a
-traceback; anything else is a bug and keeps its traceback.
+A user mistake (a DseError) prints ``error: <what is wrong>`` on stderr and exits with its status (2, or 4 for
+non-finite outputs: `dse.errors`), without a traceback; anything else is a bug and keeps its traceback (1).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dse.errors import DseError
-
-EXIT_USAGE = 2
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
@@ -44,7 +42,7 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return int(main(cfg, run_dir) or 0)
     except DseError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

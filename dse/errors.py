@@ -1,8 +1,21 @@
-"""Typed errors: every user mistake is one of these, and the CLIs turn them into one line and exit status 2."""
+"""Typed errors: every user mistake is one of these, and the CLIs turn them into one line and its exit status.
+
+Exit statuses of the command lines (README, "Exit status"): 0 success; 1 a bug (an uncaught exception, with
+its traceback); 2 bad input (a `DseError`); 3 compiled but not legal for the chip (`python -m dse.compile`);
+4 the network's outputs are not finite (`NonFiniteError`).
+"""
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_NOT_LEGAL = 3
+EXIT_NON_FINITE = 4
 
 
 class DseError(Exception):
     """Base of every error a user can cause; the message is one line naming the problem."""
+
+    exit_status = EXIT_USAGE
 
 
 class ModelError(DseError):
@@ -32,6 +45,12 @@ class DataError(DseError):
 
 class ResourceError(DseError):
     """The run cannot fit the machine: its estimated memory exceeds the bound (compile.max_memory_gb)."""
+
+
+class NonFiniteError(DseError):
+    """The original's or the compiled network's outputs hold NaN or Inf: no metric of such a run means anything."""
+
+    exit_status = EXIT_NON_FINITE
 
 
 class OutputError(DseError):

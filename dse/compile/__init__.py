@@ -52,6 +52,7 @@ from dse.ir.shapes import infer_shapes
 from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline, run_steps
 from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
+from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
@@ -124,7 +125,8 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     The calibration samples (the first `calib_samples` of ``dataset.x_train``) are read into memory; the test
     samples are read batch by batch, here and when the chip is evaluated. The float runs go in batches that
     keep memory under `max_memory_gb` (see `dse.compile.memory`); a network whose calibration alone cannot fit
-    is refused (ResourceError) before any work."""
+    is refused (ResourceError) before any work; one whose outputs on the test data hold NaN or Inf, by a
+    NonFiniteError."""
     start = time.perf_counter()
     trace: list[PassRecord] = []
     if calib_samples is not None or dataset.value_range is None:  # not yet selected (load_model selects)
@@ -141,6 +143,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
     original = np.concatenate([run_float(graph, x[s : s + batch], batch_size=batch)[graph.outputs[0]].numpy()
                                for s in range(0, len(x), batch)])
+    require_finite(original, "the original network's outputs")  # before any chip work: no metric would mean anything
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import dataset_names, group_options, run_app
+from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
 from dse.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ Cost (docs/cost.md):    hardware.cost.adc_8b_pj_per_conversion=0.16 (any coeffic
 
 ONNX ops imported: {ops}
   (in a network of one float data input whose axis 0 is the batch, and one output)
-Exit status: 0 compiled and legal, 1 compiled but not legal, 2 bad input (one line on stderr)."""
+Exit status: 0 compiled and legal, 2 bad input (one line on stderr, nothing written), 3 compiled but not legal,
+             4 the original's or the compiled network's outputs are NaN or Inf (one line), 1 a bug (a traceback)."""
 
 
 def _help() -> str:
@@ -86,7 +88,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
         _write_nir(result.graph, hw, run_dir / "compiled.nir")
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
     _summary(result, run_dir)
-    return 0 if result.legal else 1
+    return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
 
 def _csv(rows: list[dict]) -> str:

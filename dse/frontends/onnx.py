@@ -17,9 +17,10 @@ canonicalize folds into the convolution or pooling that reads it. HardSigmoid is
 Clip(0, 1)); HardSwish, also when written as ``x * HardSigmoid(x)``, is an IR op the chip approximates. See
 docs/importer.md for every accepted form and what is refused.
 
-Security: external tensor data is read only from files inside the model's folder; a location that is
-absolute, contains ``..`` or resolves (through symlinks) outside that folder is refused before anything is
-opened.
+Before any work, the file is read safely (`dse.frontends.onnx_file`: external data only from the model's
+folder, declared sizes checked against the file), every tensor is checked finite and every node's attributes
+against its op's definition (`dse.frontends.onnx_checks`), and constant sub-graphs fold under a size and time
+budget (`dse.frontends.onnx_fold`). Each refusal is one line naming the node and the attribute.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -38,9 +38,11 @@ import onnx.helper
 import onnx.inliner
 import onnx.numpy_helper
 from onnx import AttributeProto, ModelProto, NodeProto, TensorProto
-from onnx.reference import ReferenceEvaluator
 
 from dse.errors import DseError, ModelError, UnsupportedOpError
+from dse.frontends.onnx_checks import ATTRIBUTE_RULES, NodeFacts, check_finite, check_outputs
+from dse.frontends.onnx_file import one_line, read_model
+from dse.frontends.onnx_fold import fold, fold_budget
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder, GraphError
 from dse.ir.shapes import SHAPE_RULES, Shape
@@ -60,8 +62,6 @@ _BATCH_SAFE = frozenset({"Concat", "Gather", "Identity", "Reshape", "Slice", "Sq
 # Never folded: their value is not a function of their inputs.
 _RANDOM = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                      "Bernoulli"})
-
-_SUB_BYTE_TYPES = frozenset({"INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2"})
 
 _FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 # Float types a Cast on the data path may target: the IR computes in float32, so a cast to one of these changes
@@ -88,144 +88,8 @@ _GATED: dict[str, Callable[[dict[str, object]], o.Op | None]] = {
 _ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Identity)
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _sanitize(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_.]+", "_", name).strip("_.") or "t"
-
-
-# --- reading the file -------------------------------------------------------------------------------------
-
-
-def _iter_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    """Every TensorProto of the model: initializers, Constant values, subgraphs, functions."""
-
-    def from_graph(graph: onnx.GraphProto) -> Iterator[TensorProto]:
-        yield from graph.initializer
-        for sparse in graph.sparse_initializer:
-            yield sparse.values
-            yield sparse.indices
-        for node in graph.node:
-            yield from from_nodes([node])
-
-    def from_nodes(nodes: Iterable[NodeProto]) -> Iterator[TensorProto]:
-        for node in nodes:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    yield attr.t
-                yield from attr.tensors
-                if attr.HasField("sparse_tensor"):
-                    yield attr.sparse_tensor.values
-                    yield attr.sparse_tensor.indices
-                if attr.HasField("g"):
-                    yield from from_graph(attr.g)
-                for g in attr.graphs:
-                    yield from from_graph(g)
-
-    yield from from_graph(model.graph)
-    for fn in model.functions:
-        yield from from_nodes(fn.node)
-
-
-def _external_file(location: str, base_dir: Path, label: str, tensor: str) -> Path:
-    """The file an external-data `location` names, refused unless it lies inside `base_dir`."""
-    if not location or "\0" in location:
-        raise ModelError(f"model {label}: tensor {tensor!r} has external data without a valid location")
-    refuse = f"model {label}: tensor {tensor!r} refers to external data {location!r} outside the model's folder"
-    parts = re.split(r"[\\/]", location)
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location) \
-            or ".." in parts:
-        raise ModelError(refuse)
-    try:
-        base = base_dir.resolve()
-        path = (base / location).resolve()  # follows symlinks, so a link pointing outside is caught too
-    except (OSError, RuntimeError) as e:  # a symlink loop, for one
-        raise ModelError(f"model {label}: external data location {location!r} does not resolve: {e}") from e
-    if not path.is_relative_to(base):
-        raise ModelError(refuse)
-    if not path.is_file():
-        raise ModelError(f"model {label}: external data file {location!r} of tensor {tensor!r} not found")
-    return path
-
-
-def _expected_bytes(tensor: TensorProto) -> int | None:
-    if tensor.data_type in (TensorProto.STRING, TensorProto.UNDEFINED):
-        return None
-    try:
-        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    except Exception:  # a type numpy cannot hold: let to_array complain later
-        return None
-    if TensorProto.DataType.Name(tensor.data_type) in _SUB_BYTE_TYPES:
-        return None  # packed several to a byte; to_array checks their size
-    return math.prod(tensor.dims) * itemsize
-
-
-def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) -> int:
-    """Read external tensor data into the tensors, after checking where it lives; return how many."""
-    loaded = 0
-    for tensor in _iter_tensors(model):
-        if tensor.data_location != TensorProto.EXTERNAL:
-            continue
-        if base_dir is None:
-            raise ModelError(f"model {label}: tensor {tensor.name!r} has external data; load the model from its "
-                             "file so the data can be found")
-        info = {e.key: e.value for e in tensor.external_data}
-        path = _external_file(info.get("location", ""), base_dir, label, tensor.name)
-        try:
-            offset = int(info.get("offset", 0))
-            length = int(info["length"]) if "length" in info else _expected_bytes(tensor)
-        except ValueError as e:
-            raise ModelError(f"model {label}: tensor {tensor.name!r} has a malformed external data entry") from e
-        if offset < 0 or (length is not None and length < 0):
-            raise ModelError(f"model {label}: tensor {tensor.name!r} has a negative external data offset/length")
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read() if length is None else f.read(length)
-        except OSError as e:
-            raise ModelError(f"model {label}: cannot read external data of tensor {tensor.name!r}: {e}") from e
-        expected = _expected_bytes(tensor)
-        if (length is not None and len(data) != length) or (expected is not None and len(data) != expected):
-            raise ModelError(f"model {label}: external data of tensor {tensor.name!r} is truncated")
-        tensor.raw_data = data
-        del tensor.external_data[:]
-        tensor.data_location = TensorProto.DEFAULT
-        loaded += 1
-    return loaded
-
-
-def _read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProto, str]:
-    if not isinstance(path_or_model, ModelProto | str | os.PathLike):
-        raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
-    path: Path | None = None
-    if isinstance(path_or_model, ModelProto):
-        model, base_dir, label = ModelProto(), None, "<in-memory model>"
-        model.CopyFrom(path_or_model)  # external data is written into the tensors: leave the caller's alone
-    else:
-        path = Path(path_or_model)
-        label = str(path)
-        if not path.exists():
-            raise ModelError(f"model file not found: {path}")
-        if not path.is_file():
-            raise ModelError(f"model path is not a file: {path}")
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
-            raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {_one_line(e)})") from e
-        base_dir = path.parent
-    external = _load_external_data(model, base_dir, label)
-    try:
-        # From the file when it is the whole model: checking a ModelProto serializes it first, a copy of the
-        # weights and a third of the import time of a VGG-16.
-        onnx.checker.check_model(str(path) if path is not None and not external else model)
-    except Exception as e:
-        raise ModelError(f"{label} fails the ONNX checker: {_one_line(e)}") from e
-    if model.functions:
-        # Exporters may wrap modules in local functions; inlining exposes the standard ops inside.
-        model = onnx.inliner.inline_local_functions(model)
-    return model, label
 
 
 # --- conversion ------------------------------------------------------------------------------------------
@@ -280,11 +144,16 @@ class _Importer:
         self.used: set[str] = set()
         self.made: dict[str, tuple[o.Op, tuple[str, ...]]] = {}  # IR node name -> (op, inputs)
         self.producer: dict[str, NodeProto] = {}  # ONNX tensor name -> the node that computes it
+        self.largest_const = 0  # bytes of the largest tensor the file holds (the constant folder's budget)
 
     # --- helpers --------------------------------------------------------------------------------------
     def emit(self, base: str, op: o.Op, *inputs: str) -> str:
+        shape = tuple(int(d) for d in SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs]))
+        if any(d <= 0 for d in shape):  # an empty tensor: no channel, or a window larger than its input
+            raise ModelError(f"node {base!r} ({type(op).__name__}): its output would have shape {list(shape)}, "
+                             "with an empty axis")
         name = self.b.add(_sanitize(base), op, *inputs)
-        self.shapes[name] = tuple(int(d) for d in SHAPE_RULES[type(op)](op, [self.shapes[i] for i in inputs]))
+        self.shapes[name] = shape
         self.made[name] = (op, inputs)
         return name
 
@@ -368,14 +237,8 @@ class _Importer:
     # --- top level ------------------------------------------------------------------------------------
     def run(self) -> Graph:
         g = self.graph_proto
-        for t in g.initializer:
-            try:
-                self.consts[t.name] = onnx.numpy_helper.to_array(t)
-            except Exception as e:  # wrong byte count for its shape, an exotic type
-                raise ModelError(f"model {self.label}: initializer {t.name!r} is unreadable: {_one_line(e)}") from e
-            # The array holds its own copy of the bytes and the proto is ours (read from the file, or a copy
-            # of the caller's): drop the proto's copy, so a large model is not held twice.
-            t.ClearField("raw_data")
+        check_outputs(g, self.label)
+        self._read_initializers()
         sparse = {s.values.name for s in g.sparse_initializer}
         data_inputs = [i for i in g.input if i.name not in self.consts and i.name not in sparse]
         if len(data_inputs) != 1:
@@ -398,7 +261,7 @@ class _Importer:
                 raise
             except Exception as e:  # numpy/onnx failure on malformed attributes or shapes
                 raise ModelError(f"model {self.label}: cannot convert node {name!r} ({node.op_type}): "
-                                 f"{type(e).__name__}: {_one_line(e)}") from e
+                                 f"{type(e).__name__}: {one_line(e)}") from e
 
         outputs = []
         for out in g.output:
@@ -411,6 +274,19 @@ class _Importer:
             raise ModelError(f"model {self.label}: import produced a malformed graph: {e}") from e
         log.debug("imported %s: %d nodes, opset %d, %s", self.label, len(graph), self.opset, graph.op_counts())
         return graph
+
+    def _read_initializers(self) -> None:
+        for t in self.graph_proto.initializer:
+            try:
+                value = onnx.numpy_helper.to_array(t)
+            except Exception as e:  # wrong byte count for its shape, an exotic type
+                raise ModelError(f"model {self.label}: initializer {t.name!r} is unreadable: {one_line(e)}") from e
+            check_finite(value, f"model {self.label}: initializer {t.name!r}")
+            self.consts[t.name] = value
+            self.largest_const = max(self.largest_const, value.nbytes)
+            # The array holds its own copy of the bytes and the proto is ours (read from the file, or a copy
+            # of the caller's): drop the proto's copy, so a large model is not held twice.
+            t.ClearField("raw_data")
 
     def _add_input(self, vi: onnx.ValueInfoProto) -> None:
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -451,6 +327,7 @@ class _Importer:
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             raise UnsupportedOpError(op, name, f"domain {node.domain!r} is not supported")
+        self._check(node, name)
         if op == "Constant":
             self._constant(node, name)
             return
@@ -462,6 +339,17 @@ class _Importer:
         if converter is None:
             raise UnsupportedOpError(op, name, "no conversion to the IR")
         converter(self, node, name)
+
+    def _check(self, node: NodeProto, name: str) -> None:
+        """The node's attributes and input shapes against its op's definition (`ATTRIBUTE_RULES`)."""
+        rules = ATTRIBUTE_RULES.get(node.op_type, ())
+        if not rules:
+            return
+        inputs = [self.consts[t] if t in self.consts else (1, *self.shapes[self.values[t]]) if t in self.values
+                  else None for t in node.input]
+        facts = NodeFacts(node.op_type, name, _attrs(node), self.opset, inputs)
+        for rule in rules:
+            rule(facts)
 
     # --- constants ------------------------------------------------------------------------------------
     def _constant(self, node: NodeProto, name: str) -> None:
@@ -478,10 +366,12 @@ class _Importer:
             value = np.array(attrs["value_ints"], dtype=np.int64)
         else:
             raise UnsupportedOpError("Constant", name, f"attribute {', '.join(attrs) or '(none)'} not supported")
+        check_finite(value, f"node {name!r} (Constant)")
         self.consts[node.output[0]] = value
+        self.largest_const = max(self.largest_const, value.nbytes)
 
     def _fold(self, node: NodeProto, name: str) -> None:
-        """Evaluate a node whose inputs are all constants, with the ONNX reference evaluator."""
+        """Evaluate a node whose inputs are all constants (`dse.frontends.onnx_fold`, under its budgets)."""
         feeds = {t: self.consts[t] for t in node.input if t}
         carries_batch = any(v.dtype == np.int64 and bool(np.any(v == _BATCH)) for v in feeds.values())
         if carries_batch:
@@ -489,15 +379,7 @@ class _Importer:
             if node.op_type not in _BATCH_SAFE or (node.op_type == "Cast" and to != TensorProto.INT64):
                 raise UnsupportedOpError(node.op_type, name,
                                          "computes with the batch size, which the importer keeps free")
-        graph = onnx.helper.make_graph(
-            [node], "fold",
-            [onnx.helper.make_tensor_value_info(t, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), None)
-             for t, v in feeds.items()],
-            [onnx.helper.make_tensor_value_info(t, TensorProto.UNDEFINED, None) for t in node.output if t],
-        )
-        results = ReferenceEvaluator(graph, opsets={"": self.opset}).run(None, feeds)
-        for t, v in zip([t for t in node.output if t], results, strict=True):
-            self.consts[t] = np.asarray(v)
+        self.consts.update(fold(node, name, feeds, self.opset, fold_budget(self.largest_const)))
 
     def _shape(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -661,9 +543,12 @@ class _Importer:
                 raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} varies along the batch")
             c = c[0]
         try:
-            np.broadcast_shapes(per, c.shape)
+            out = np.broadcast_shapes(per, c.shape)
         except ValueError as e:
             raise ModelError(f"node {name!r}: constant {c.shape} does not broadcast against {per}") from e
+        if out != per:  # the IR's per-channel ops keep their input's shape
+            raise UnsupportedOpError(node.op_type, name, f"constant of shape {c.shape} would broadcast the data's "
+                                     f"per-sample shape {per} to {out}")
         return c
 
     def _arith(self, node: NodeProto, name: str) -> None:
@@ -1229,5 +1114,5 @@ def load_onnx(path_or_model: str | os.PathLike | ModelProto, *, batch: int | Non
     """
     if batch is not None and batch <= 0:
         raise ModelError(f"batch must be a positive int, got {batch}")
-    model, label = _read_model(path_or_model)
+    model, label = read_model(path_or_model)
     return _Importer(model, label, batch).run()

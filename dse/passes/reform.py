@@ -241,6 +241,10 @@ class _Reformer:
             and pos.start == 0 and neg.start == pos.count == neg.count == self.b.shape(pos.node)[0] // 2
         )
         if not is_pair:
+            if len(self.shape_of(v)) not in (1, 3):  # the sum of its terms needs a core, on (F,) or (C, H, W)
+                raise UnsupportedOpError("Output", name, f"an output of per-sample shape {self.shape_of(v)} that "
+                                         "is a sum of values: the chip computes on (F,) or (C, H, W) values; "
+                                         "flatten it")
             v = self.signed(Pending(identity(self.shape_of(v)), v, name), for_host=True)
             pos = v.terms[0]
         return self.add(f"{name}_readout", o.Readout(), pos.node)

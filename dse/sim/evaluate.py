@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from dse.errors import NonFiniteError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
@@ -18,6 +19,16 @@ from dse.sim.spiking import SpikeStats, run_spiking
 EVAL_BATCH_FLOATS = 2**27  # values kept per batch of each graph (512 MB of float32)
 
 
+def require_finite(logits: np.ndarray, what: str) -> None:
+    """Refuse (NonFiniteError) outputs holding NaN or Inf: accuracy, agreement and error computed from them
+    would look like results (a NaN row's argmax is 0) while meaning nothing."""
+    finite = np.isfinite(logits)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.reshape(len(logits), -1).all(axis=1))
+        raise NonFiniteError(f"{what} hold NaN or Inf on {len(rows)} of {len(logits)} test samples (first: sample "
+                             f"{int(rows[0])}); the network overflows or its weights are not finite")
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == labels).mean())
 
@@ -25,7 +36,10 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def compare(original: np.ndarray, compiled: np.ndarray, labels: np.ndarray | None) -> dict[str, float | str | None]:
     """Top-1 accuracy of both, their difference (percentage points), agreement of top-1, logit error.
 
-    Without labels the accuracies are None (JSON null: not measured, not 0) and ``accuracy_note`` says why."""
+    Without labels the accuracies are None (JSON null: not measured, not 0) and ``accuracy_note`` says why. An
+    output of more than one axis per sample is read flattened (its values are the classes, as `load_model`
+    counts them)."""
+    original, compiled = original.reshape(len(original), -1), compiled.reshape(len(compiled), -1)
     denom = float(np.linalg.norm(original)) or 1.0
     out: dict[str, float | str | None] = {
         "accuracy_original": None,

@@ -1,0 +1,51 @@
+"""Issue 17's acceptance: each bad model it names, through `python -m dse.compile model.onnx=BAD.onnx`, ends in
+one line on stderr and its documented exit status (2 bad input, 4 outputs not finite), no traceback, nothing
+written, within 60 s. The default run calls the command's entry point in-process (`run_app`, what ``python -m``
+runs); the slow run starts the command itself for every case."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hostile_models import CASES
+
+from dse.cli import run_app
+from dse.compile.__main__ import main
+
+LIMIT_S = 60
+
+
+def check(name: str, status: int, stderr: str, seconds: float, run_dir: Path) -> None:
+    _, _, expected, words = CASES[name]
+    assert status == expected, stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("error: ") and all(w in stderr for w in words), stderr
+    assert not run_dir.exists()
+    assert seconds < LIMIT_S
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_model_in_process(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build, overrides, _, _ = CASES[name]
+    model, run_dir = build(tmp_path), tmp_path / "run"
+    start = time.perf_counter()
+    status = run_app("compile", main, [f"model.onnx={model}", *overrides, "progress=false",
+                                       f"hydra.run.dir={run_dir}"])
+    check(name, status, capsys.readouterr().err, time.perf_counter() - start, run_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_model_through_the_command(name: str, tmp_path: Path) -> None:
+    build, overrides, _, _ = CASES[name]
+    model, run_dir = build(tmp_path), tmp_path / "run"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "dse.compile", f"model.onnx={model}", *overrides,
+                           f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=LIMIT_S,
+                          cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    check(name, proc.returncode, proc.stderr, time.perf_counter() - start, run_dir)
