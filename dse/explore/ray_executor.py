@@ -86,7 +86,7 @@ class RayExecutor:
                     num_cpus=self.num_cpus if self.address is None else None,
                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                 )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception too (a node that timed out starting)
                 where = f"runner.address={self.address}" if self.address else "a local Ray instance"
                 raise ConfigError(f"{where}: cannot start or join Ray: {str(exc).strip().splitlines()[0]}") from None
             self._owns = True
