@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app, schema_fields
+from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
 
 HELP = """usage: python -m dse.sweep [OVERRIDE ...]
 
@@ -50,7 +51,6 @@ Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what r
         a Ray worker that died, run again; a trial's own failure stays).
 Exit status: 0 done, 1 a bug (traceback), 2 bad input or an unusable run folder or study.db (one line on
         stderr, nothing changed), 3 no trial compiled to a legal network, 130 interrupted (Ctrl-C)."""
-EXIT_NO_LEGAL_TRIAL = 3
 
 
 class SweepCommand:
@@ -81,7 +81,7 @@ class SweepCommand:
                            pinned=self.pinned, progress=bool(cfg.progress))
         _summary(result)
         usable = result.trials[(result.trials["state"] == "complete") & result.trials["legal"]]
-        return 0 if len(usable) else EXIT_NO_LEGAL_TRIAL
+        return EXIT_OK if len(usable) else EXIT_NOT_LEGAL
 
 
 def _summary(result) -> None:

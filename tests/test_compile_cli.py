@@ -61,6 +61,14 @@ def test_a_compile_exits_0_and_prints_a_summary(good_run: Run) -> None:
     assert "mlp_digits on chip_a" in good_run.stdout and "written to" in good_run.stdout
 
 
+def test_result_files_are_readable_by_others(good_run: Run) -> None:
+    import stat
+
+    for name in ["report.json", "layers.csv", "compiled.npz", "config.yaml", "samples.json"]:
+        assert stat.S_IMODE((good_run.run_dir / name).stat().st_mode) == 0o644, name  # under umask 022
+    assert not [p.name for p in good_run.run_dir.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 def test_report_json_has_every_required_key(good_run: Run) -> None:
     report = json.loads((good_run.run_dir / "report.json").read_text())
     assert REPORT_KEYS <= set(report)

@@ -20,6 +20,8 @@ from dse.explore.trial import TrialOutcome, TrialSpec, run_trial_threads
 
 log = logging.getLogger(__name__)
 
+# seconds the driver blocks in one ray.wait: how soon it answers Ctrl-C
+WAIT_SLICE_S = 0.5
 # per worker process: the prepared network of the sweep it serves, by object id
 _PREPARED: dict[str, Prepared] = {}
 
@@ -84,7 +86,7 @@ class RayExecutor:
                     num_cpus=self.num_cpus if self.address is None else None,
                     include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
                 )
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - Ray raises bare Exception too (a node that timed out starting)
                 where = f"runner.address={self.address}" if self.address else "a local Ray instance"
                 raise ConfigError(f"{where}: cannot start or join Ray: {str(exc).strip().splitlines()[0]}") from None
             self._owns = True
@@ -107,7 +109,9 @@ class RayExecutor:
     def wait(self) -> list[TrialOutcome]:
         import ray
 
-        ready, _ = ray.wait(list(self._futures), num_returns=1)
+        ready: list[Any] = []
+        while not ready:  # in short waits: a blocked ray.wait would not let Ctrl-C (KeyboardInterrupt) through
+            ready, _ = ray.wait(list(self._futures), num_returns=1, timeout=WAIT_SLICE_S)
         more, _ = ray.wait([f for f in self._futures if f not in ready], num_returns=len(self._futures) - 1,
                            timeout=0) if len(self._futures) > 1 else ([], [])
         outcomes = []

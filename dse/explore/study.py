@@ -125,22 +125,24 @@ def drive(
     budget = stats.total - len(trials)  # new trials to ask for
     if on_result:
         on_result(stats, None)
+    # NSGA-II draws a trial's point from the trials complete when it is asked: it asks a generation's trials
+    # together, once every earlier trial is told, so that which points it draws never depends on which trial
+    # ended first (the number of workers). The grid's draws depend only on the trials asked before.
+    batch = options.population_size if options.sampler == "nsga2" else 1
+    queue = [_again(study, space, t) for t in stale]
     running: dict[int, Trial] = {}
     # NSGA-II proposes points it has already seen; the compile is deterministic, so their result is reused
     seen = {_key(t.params): t.user_attrs[RECORD] for t in trials if t.state.is_finished() and RECORD in t.user_attrs}
     start = time.perf_counter()
     while True:
-        while len(running) < executor.capacity and (stale or budget > 0):
-            if stale:
-                frozen = stale.pop(0)
-                trial = Trial(study, frozen._trial_id)
-                why = frozen.user_attrs.get(RETRY)
-                log.info("trial %d %s: running it again", frozen.number,
-                         f"failed ({why})" if why else "was interrupted")
-            else:
-                trial = study.ask()
-                budget -= 1
-            point = {k: trial.suggest_categorical(k, list(v)) for k, v in space.params.items()}
+        while len(running) < executor.capacity:
+            if not queue and budget > 0 and not (batch > 1 and running):
+                n = min(batch, budget)
+                budget -= n
+                queue = [_suggest(space, study.ask()) for _ in range(n)]
+            if not queue:
+                break
+            trial, point = queue.pop(0)
             if _key(point) in seen:
                 record = dict(seen[_key(point)])
                 log.info("trial %d repeats an evaluated point: its result is reused", trial.number)
@@ -162,6 +164,17 @@ def drive(
                 seen[_key(trial.params)] = record
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _suggest(space: SearchSpace, trial: Trial) -> tuple[Trial, dict[str, Any]]:
+    return trial, {k: trial.suggest_categorical(k, list(v)) for k, v in space.params.items()}
+
+
+def _again(study: optuna.Study, space: SearchSpace, frozen: FrozenTrial) -> tuple[Trial, dict[str, Any]]:
+    """An interrupted trial (or one whose worker died) under its own number, with its own point."""
+    why = frozen.user_attrs.get(RETRY)
+    log.info("trial %d %s: running it again", frozen.number, f"failed ({why})" if why else "was interrupted")
+    return _suggest(space, Trial(study, frozen._trial_id))
 
 
 def _tell(study: optuna.Study, trial: Trial, outcome: TrialOutcome, options: StudyOptions, stats: DriveStats,

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 # full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two
-SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "runner=local", "search=custom",
+SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "search=custom",
          "hardware.weights.bits=2,4,6,8", "hardware.crossbar.rows=32"]
 
 
@@ -31,9 +32,10 @@ def complete(db: Path) -> int:
         return 0
 
 
-def test_ctrl_c_halfway_writes_the_finished_trials_tables_and_figures(tmp_path):
+@pytest.mark.parametrize("runner", ["runner=local", pytest.param("runner.num_cpus=2", marks=pytest.mark.slow)])
+def test_ctrl_c_halfway_writes_the_finished_trials_tables_and_figures(tmp_path, runner):
     run_dir = tmp_path / "run"
-    cmd = [*SWEEP, f"hydra.run.dir={run_dir}"]
+    cmd = [*SWEEP, runner, f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while complete(run_dir / "study.db") < 1:
@@ -64,8 +66,8 @@ def almost_full() -> None:
 
 def test_a_full_disk_is_one_line_exit_2_before_any_trial(tmp_path):
     run_dir = tmp_path / "run"
-    done = subprocess.run([*SWEEP, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=300, preexec_fn=almost_full)
+    done = subprocess.run([*SWEEP, "runner=local", f"hydra.run.dir={run_dir}"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300, preexec_fn=almost_full)
     assert done.returncode == 2, done.stdout + done.stderr
     err = done.stderr.strip()
     assert err == f"error: run folder {run_dir} is not writable (File too large)", err

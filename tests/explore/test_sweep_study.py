@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
@@ -189,3 +190,23 @@ def test_the_study_names_its_objectives(tmp_path):
 
     loaded = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert loaded.metric_names == ["accuracy_delta_pp", "crossbars"]
+
+
+class LastFirstExecutor(FakeExecutor):
+    """Three trials in flight, the last submitted ending first: another order of results than one worker's."""
+
+    def wait(self) -> list[TrialOutcome]:
+        self.queue.insert(0, self.queue.pop())
+        return super().wait()
+
+
+def test_nsga2_draws_the_same_points_whatever_the_workers_and_the_order_results_arrive(tmp_path):
+    options = StudyOptions(name="p", sampler="nsga2", n_trials=14, population_size=4, seed=3)
+    drawn = []
+    for i, executor in enumerate([FakeExecutor(capacity=1, fail_bits=4), LastFirstExecutor(capacity=3, fail_bits=4)]):
+        study = open_study(tmp_path / f"{i}.db", options, SPACE)
+        drive(study, SPACE, options, executor, build)
+        frame = trials_frame(study, SPACE)
+        drawn.append(frame[["trial", "hardware.weights.bits", "hardware.crossbar.rows", "state"]])
+    assert len(drawn[0]) == 14
+    pd.testing.assert_frame_equal(drawn[0], drawn[1])
