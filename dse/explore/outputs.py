@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from dse.config.schemas import FigureOthers
-from dse.explore.latex import latex_table
 from dse.explore.labels import sensitivity_subtitle
+from dse.explore.latex import latex_table
 from dse.explore.pareto import near_front, pareto_front, sensitivity, usable
 from dse.explore.records import atomic_write, write_table
 from dse.explore.space import REPEAT, SearchSpace
