@@ -265,20 +265,22 @@ def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: 
     for x, y, name in zip(xs, ys, names, strict=True):
         best = None
         for dx, dy, ha, va in _NAME_SPOTS:
-            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 6 or abs(dy) > 8 else None
+            # the name alone is measured (an annotation's extent would include its leader line)
             text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
-                               color="0.15", zorder=5, arrowprops=leader)
+                               color="0.15", zorder=5)
             box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+            text.remove()
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             near = box.padded(3)  # a marker's radius, in pixels at the figure's dpi
-            # another name is the worst to cover (neither can be read), then the frame, then a data point
-            hits = 10 * sum(box.overlaps(t) for t in taken) + int(near.count_contains(dots)) + (0 if inside else 100)
+            # covering another name (neither can be read) or leaving the frame is worse than covering points
+            hits = 1000 * sum(box.overlaps(t) for t in taken) + int(near.count_contains(dots)) + (
+                0 if inside else 500)
             if best is None or hits < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (hits, text, box)
-            else:
-                text.remove()
+                best = (hits, (dx, dy, ha, va), box)
             if hits == 0:
                 break
+        dx, dy, ha, va = best[1]
+        leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 6 or abs(dy) > 8 else None
+        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
+                    color="0.15", zorder=5, arrowprops=leader)
         taken.append(best[2])
