@@ -3,7 +3,8 @@
 It runs (or resumes) the study's sweep, ``python -m dse.sweep experiment=NAME runner=local``, in
 results/studies/NAME/, copies the figures its README shows (PNG, and the PDF beside it) into studies/NAME/
 and writes its measured table (`dse.studies.tables`) into studies/NAME/README.md between the markers below.
-A sweep whose trials are all done is only drawn again, so a second run of the command costs the network's import, not its trials.
+A sweep whose trials are all done is only drawn again, so a second run of the command costs the network's
+import, not its trials.
 """
 
 from __future__ import annotations
