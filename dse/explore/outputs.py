@@ -41,7 +41,7 @@ def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
     numeric = [p for p, values in space.params.items()
                if all(_is_number(v) for v in values) and len(values) > 1 and p != REPEAT]
     categories = [p for p in CATEGORICAL_FIRST if p in space.params]
-    categories += [p for p in space.params if p not in numeric and p not in categories]
+    categories += [p for p in space.params if p not in numeric and p not in categories and p != REPEAT]
     # the logit error moves smoothly where top-1 accuracy (one test image per step) is flat or noisy
     # (the agreement next to it where there are no labels to measure accuracy with)
     y = {"accuracy_delta_pp": (error, "logits_rel_error"),

@@ -26,6 +26,8 @@ def non_dominated(values: np.ndarray) -> np.ndarray:
 def usable(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     """Complete, legal trials with a finite value in every objective: the ones a design can be chosen from."""
     ok = (trials["state"] == "complete") & trials["legal"].astype(bool)
+    if any(k not in trials for k in objectives):  # no trial completed: the column was never written
+        return trials.iloc[:0].assign(**{k: pd.Series(dtype=float) for k in objectives if k not in trials})
     for k in objectives:
         ok &= np.isfinite(pd.to_numeric(trials[k], errors="coerce"))
     return trials[ok]
