@@ -150,7 +150,7 @@ def _nudges(values: Sequence[Any], column: str, series: int):
     nums = sorted({float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
     log = len(nums) > 1 and nums[0] > 0 and nums[-1] / nums[0] >= 4 and not column.endswith("bits")
     gap = min((b - a for a, b in zip(nums, nums[1:], strict=False)), default=1.0)
-    step = 0.06 if log else 0.08 * gap
+    step = 0.15 if log else 0.1 * gap
 
     def nudge(xs: pd.Series, k: int) -> pd.Series:
         offset = (k - (series - 1) / 2) * step
