@@ -133,7 +133,8 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
                 _log_axis(ax.yaxis, ys.min(), ys.max())
             elif factor != 1.0 and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _physical_log_axis(ax.yaxis, ys.min() / factor, ys.max() / factor)
-            ax.set_ylabel(ylabel)
+            # a label longer than the panel is tall would reach into the legend above: in two lines
+            ax.set_ylabel(_two_lines(ylabel) if len(ylabel) > 26 else ylabel)
             _x_axis(ax, data[x].tolist(), x)
             ax.set_xlabel(label(x, tied))
         if by and len(groups) > 1:  # above the panels, clear of every curve
@@ -157,6 +158,13 @@ def _nudges(values: Sequence[Any], column: str, series: int):
         return xs * 2.0**offset if log else xs + offset
 
     return nudge
+
+
+def _two_lines(text: str) -> str:
+    """`text` broken at the space nearest its middle."""
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2), default=None)
+    return text if cut is None else text[:cut] + "\n" + text[cut + 1:]
 
 
 def _caption(fig: plt.Figure, text: str, width_in: float) -> None:
