@@ -59,6 +59,7 @@ def test_a_compile_exits_0_and_prints_a_summary(good_run: Run) -> None:
     assert good_run.returncode == 0, good_run.stderr
     assert "Traceback" not in good_run.stderr and "Warning" not in good_run.stderr, good_run.stderr
     assert "mlp_digits on chip_a" in good_run.stdout and "written to" in good_run.stdout
+    assert "delta, 95% interval (pp)" in good_run.stdout
 
 
 def test_result_files_are_readable_by_others(good_run: Run) -> None:
@@ -79,6 +80,8 @@ def test_report_json_has_every_required_key(good_run: Run) -> None:
     assert 0.9 < report["accuracy_original"] <= 1.0 and 0.9 < report["accuracy_compiled"] <= 1.0
     assert report["accuracy_delta_pp"] == pytest.approx(
         100 * (report["accuracy_original"] - report["accuracy_compiled"]), abs=1e-6)
+    low, high = report["accuracy_delta_ci95"]
+    assert low <= report["accuracy_delta_pp"] <= high
     assert 0.95 <= report["agreement"] <= 1.0
     assert report["resources"]["crossbars"] >= 3 and 0 < report["resources"]["utilization"] <= 1
     assert report["compile_seconds"] > 0

@@ -149,6 +149,9 @@ class StudyConfig:
     n_trials: int | None = None  # nsga2: trials in all, resumed ones included; grid: None = the whole grid
     population_size: int = 16  # nsga2
     seed: int = 0
+    # runs of each configuration, with tuning seeds tuning.seed, +1, ...: a searched parameter of its own
+    # (tuning.seed); the figures draw the mean and one standard deviation over them
+    repeats: int = 1
     resume: bool = True  # False: always start a new run folder
 
 

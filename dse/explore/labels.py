@@ -49,7 +49,8 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
          "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
          "hardware.crossbar.cols": ("{}c", "c: crossbar columns"),
          "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"), "hardware.neuron.timesteps": ("T{}", "T: time steps"),
-         "hardware.neuron.model": ("{}", ""), "strategy.name": ("{}", ""), "tuning.mode": ("{}", "")}
+         "hardware.neuron.model": ("{}", ""), "strategy.name": ("{}", ""), "tuning.mode": ("{}", ""),
+         "hardware.cost.dac_bits": ("D{}", "D: DAC width (bits)"), "tuning.seed": ("s{}", "s: tuning seed")}
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
 TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
               "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: input = ADC bits")}
@@ -128,3 +129,32 @@ def _short(path: str, tied: Mapping[str, str] | None) -> tuple[str, str]:
         return pair[1], pair[2]
     name = path.rsplit(".", 1)[-1]
     return SHORT.get(path, (f"{name}={{}}", ""))
+
+
+def fixed_settings(values: Mapping[str, Any], swept: Sequence[str]) -> str:
+    """The main chip and compile settings a sweep does not vary, named as `configuration` names them, with
+    their key ("W8 IO6 ADC8 256x256 relu split multiphase (W: weight bits, ...)"); a setting that does not
+    apply (None: a float value) or a single time step is left out."""
+    paths = [p for p in SHORT if p not in swept and values.get(p) is not None
+             and not (p == "hardware.neuron.timesteps" and values[p] == 1)]
+    tied = {}
+    for source, (follower, _, _) in TIED_SHORT.items():
+        if source in paths and follower in paths and values[source] == values[follower]:
+            tied[follower] = source
+            paths.remove(follower)
+    key = naming_key(paths, tied)
+    return configuration(values, paths, tied) + (f" ({key.replace(chr(10), ' ')})" if key else "")
+
+
+def sensitivity_subtitle(context: str, held: Sequence[str], reference: Mapping[str, Any], others: str,
+                         bars: str, tied: Mapping[str, str] | None = None) -> str:
+    """What a sensitivity figure holds: the network, chip and fixed settings (`context`), how the other swept
+    parameters `held` are treated (a slice through the preset, or the best over them), what the bars are."""
+    lines = [context] if context else []
+    if held and others == "reference":
+        lines.append(f"slice through the preset: other swept parameters at {configuration(reference, held, tied)}")
+    elif held:
+        lines.append(f"best over the other swept parameters ({', '.join(label(p, dict(tied or {})) for p in held)})")
+    if bars:
+        lines.append(bars)
+    return "\n".join(lines)

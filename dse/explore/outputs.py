@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 
 from dse.config.schemas import FigureOthers
+from dse.explore.labels import sensitivity_subtitle
 from dse.explore.latex import latex_table
-from dse.explore.pareto import pareto_front, sensitivity, usable
+from dse.explore.pareto import near_front, pareto_front, sensitivity, usable
 from dse.explore.records import write_table
-from dse.explore.space import SearchSpace
+from dse.explore.space import REPEAT, SearchSpace
 from dse.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,10 @@ def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
     """One sensitivity figure per swept number: the error (and the logit error) against it, one line per swept
     category (strategy, neuron model, tuning) if there is one, else per value of the next swept number
     (error against weight bits, one line per I/O precision). (`runner.with_cost_panel` adds the energy.)"""
-    numeric = [p for p, values in space.params.items() if all(_is_number(v) for v in values) and len(values) > 1]
+    numeric = [p for p, values in space.params.items()
+               if all(_is_number(v) for v in values) and len(values) > 1 and p != REPEAT]
     categories = [p for p in CATEGORICAL_FIRST if p in space.params]
-    categories += [p for p in space.params if p not in numeric and p not in categories]
+    categories += [p for p in space.params if p not in numeric and p not in categories and p != REPEAT]
     # the logit error moves smoothly where top-1 accuracy (one test image per step) is flat or noisy
     # (the agreement next to it where there are no labels to measure accuracy with)
     y = {"accuracy_delta_pp": (error, "logits_rel_error"),
@@ -59,8 +61,10 @@ def figure_name(x: str) -> str:
 
 
 def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objectives: Sequence[str],
-                  figures: Sequence[Figure], reference: Mapping[str, Any], *, title: str = "") -> dict[str, Any]:
-    """Write trials.{parquet,csv}, pareto.{csv,tex} and the figures; return the Pareto frame and the paths."""
+                  figures: Sequence[Figure], reference: Mapping[str, Any], *, title: str = "",
+                  context: str = "") -> dict[str, Any]:
+    """Write trials.{parquet,csv}, pareto.{csv,tex} and the figures; return the Pareto frame and the paths.
+    `context`: the network, chip and fixed settings, each figure's first subtitle line."""
     files = write_table(trials, run_dir / "trials")
     front = pareto_front(trials, objectives)
     atomic_write(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
@@ -77,12 +81,12 @@ def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objec
                       tied=space.tied)
     atomic_write(run_dir / "pareto.tex", lambda p: Path(p).write_text(tex))
     files.append(run_dir / "pareto.tex")
-    files += render_figures(run_dir, trials, space, objectives, figures, reference)
+    files += render_figures(run_dir, trials, space, objectives, figures, reference, context)
     return {"pareto": front, "files": files}
 
 
 def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objectives: Sequence[str],
-                   figures: Sequence[Figure], reference: Mapping[str, Any]) -> list[Path]:
+                   figures: Sequence[Figure], reference: Mapping[str, Any], context: str = "") -> list[Path]:
     from dse.explore.plots import plot_pareto, plot_sensitivity
 
     files: list[Path] = []
@@ -93,15 +97,23 @@ def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, obje
         pair = [error, resource]
         name = "pareto_front" if len(resources) == 1 else f"pareto_front_{resource}"
         files += plot_pareto(usable(trials, pair), pareto_front(trials, pair), error=error, resource=resource,
-                             by=by, path=run_dir / name, params=list(space.params), tied=space.tied)
+                             by=by, path=run_dir / name, params=list(space.params), tied=space.tied, title=context,
+                             near=near_front(trials, pair))
+    repeat = REPEAT if REPEAT in space.params else None
     for fig in figures:
         data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=reference,
-                           others=fig.others)
+                           others=fig.others, repeat=repeat)
+        held = [p for p in space.params if p not in (fig.x, fig.by, repeat)]
+        bars = (f"bars: ±1 s.d. over {len(space.params[REPEAT])} tuning seeds" if repeat else
+                "bars: 95% interval of the loss (paired bootstrap over the test images)"
+                if any(c.endswith("_low") for c in data.columns) else "")
+        subtitle = sensitivity_subtitle(context, held, reference, fig.others, bars, space.tied)
         if data.empty:
             log.warning("figure %s: no usable trial to draw", fig.name)
         atomic_write(run_dir / f"{fig.name}.csv", lambda p, d=data: d.to_csv(p, index=False))
         files.append(run_dir / f"{fig.name}.csv")
-        files += plot_sensitivity(data, x=fig.x, y=fig.y, by=fig.by, path=run_dir / fig.name, tied=space.tied)
+        files += plot_sensitivity(data, x=fig.x, y=fig.y, by=fig.by, path=run_dir / fig.name, tied=space.tied,
+                                  title=subtitle)
     return files
 
 

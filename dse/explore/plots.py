@@ -103,43 +103,91 @@ def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
 def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | None, path: Path,
                      title: str = "", tied: dict[str, str] | None = None) -> list[Path]:
     """`data` from pareto.sensitivity: one panel per y side by side (the error's, then the cost's), one line per
-    value of `by`; a physical quantity in the unit its values read best in."""
+    value of `by`, each series nudged sideways so that equal values do not hide each other, with its bars
+    (``<y>_low``, ``<y>_high``) where `data` has them; a physical quantity in the unit its values read best in.
+    `title`: the subtitle saying what is held fixed (`labels.sensitivity_subtitle`)."""
     with plt.rc_context(STYLE):
         width = COLUMN_WIDTH_IN if len(y) == 1 else min(2 * COLUMN_WIDTH_IN + 0.2, 2.4 * len(y))
-        fig, axes = plt.subplots(1, len(y), figsize=(width, PANEL_HEIGHT_IN), sharex=True, squeeze=False)
+        fig, axes = plt.subplots(1, len(y), figsize=(width, PANEL_HEIGHT_IN + 0.12 * title.count("\n")),
+                                 sharex=True, squeeze=False)
         styles = series_styles(list(data[by].unique()) if by and not data.empty else [None])
         groups = list(styles)
+        nudge = _nudges(data[x].tolist(), x, len(groups))
         for ax, col in zip(axes[0], y, strict=True):
             ys = pd.to_numeric(data[col], errors="coerce").dropna()
             factor, ylabel = scaled(col, ys.tolist())
-            for g in groups:
+            for k, g in enumerate(groups):
                 part = data if g is None or by is None else data[data[by].map(lambda v, g=g: v == g)]
                 colour, marker = styles[g]
-                ax.plot(part[x].astype(float), part[col].astype(float) / factor, marker=marker, color=colour,
-                        label=_fmt(g) if by else None)
+                xs = nudge(part[x].astype(float), k)
+                mid = part[col].astype(float) / factor
+                bars = None
+                if f"{col}_low" in part:
+                    bars = [mid - part[f"{col}_low"].astype(float) / factor,
+                            part[f"{col}_high"].astype(float) / factor - mid]
+                ax.errorbar(xs, mid, yerr=bars, marker=marker, color=colour, capsize=2, elinewidth=0.7,
+                            label=_fmt(g) if by else None)
             if col == "accuracy_delta_pp":
                 ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
             if col in RESOURCE_COUNTS and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _log_axis(ax.yaxis, ys.min(), ys.max())
             elif factor != 1.0 and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _physical_log_axis(ax.yaxis, ys.min() / factor, ys.max() / factor)
-            ax.set_ylabel(ylabel)
+            # a label longer than the panel is tall would reach into the legend above: in two lines
+            ax.set_ylabel(_two_lines(ylabel) if len(ylabel) > 26 else ylabel)
             _x_axis(ax, data[x].tolist(), x)
             ax.set_xlabel(label(x, tied))
         if by and len(groups) > 1:  # above the panels, clear of every curve
             handles, names = axes[0, 0].get_legend_handles_labels()
             fig.legend(handles, names, title=label(by, tied), loc="outside upper center", ncols=len(groups),
                        title_fontsize=7)
-        if title:
-            fig.suptitle(title)
+        _caption(fig, title, width)
         return _save(fig, path)
 
 
+def _nudges(values: Sequence[Any], column: str, series: int):
+    """f(xs, k): series k's x positions, moved sideways by a small step (a factor on a log axis) so that the
+    markers and bars of series with equal values sit side by side; the middle series stays in place."""
+    nums = sorted({float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    log = len(nums) > 1 and nums[0] > 0 and nums[-1] / nums[0] >= 4 and not column.endswith("bits")
+    gap = min((b - a for a, b in zip(nums, nums[1:], strict=False)), default=1.0)
+    step = 0.15 if log else 0.1 * gap
+
+    def nudge(xs: pd.Series, k: int) -> pd.Series:
+        offset = (k - (series - 1) / 2) * step
+        return xs * 2.0**offset if log else xs + offset
+
+    return nudge
+
+
+def _two_lines(text: str) -> str:
+    """`text` broken at the space nearest its middle."""
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2), default=None)
+    return text if cut is None else text[:cut] + "\n" + text[cut + 1:]
+
+
+def _caption(fig: plt.Figure, text: str, width_in: float) -> None:
+    """What the figure holds fixed and what its marks mean, in small grey type under the panels (the legend
+    keeps the top)."""
+    if text:
+        fig.supxlabel(_wrap(text, width_in), fontsize=6, x=0.01, ha="left", color="0.25", linespacing=1.3)
+
+
+def _wrap(text: str, width_in: float) -> str:
+    """`text` in lines that fit a figure `width_in` wide at 6 pt (about 19 characters per inch)."""
+    import textwrap
+
+    return "\n".join(w for line in text.splitlines() for w in textwrap.wrap(line, int(width_in * 19)))
+
+
 def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resource: str, by: str | None,
-                path: Path, title: str = "", params: Sequence[str] = (), tied: dict[str, str] | None = None
-                ) -> list[Path]:
+                path: Path, title: str = "", params: Sequence[str] = (), tied: dict[str, str] | None = None,
+                near: pd.DataFrame | None = None) -> list[Path]:
     """Every usable trial (by series) and the Pareto front (the staircase of non-dominated trials), each point of
-    the front named by its configuration (its values of `params`); the resource in its physical unit."""
+    the front named by its configuration (its values of `params`); the resource in its physical unit. A point
+    of the front that wins only within the test set's noise (`pareto.noise`) is ringed grey, dashed, and the
+    trials `near` the front within that noise (`pareto.near_front`) are ringed too, with what that means."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.6))
         values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
@@ -156,8 +204,18 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             f = front.sort_values(resource)
             ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
                     zorder=3)
-            ax.scatter(f[resource].astype(float) / factor, f[error].astype(float), s=22, facecolors="none",
-                       edgecolors="black", linewidths=0.9, zorder=4, label="Pareto front")
+            clear = ~f["wins_within_noise"].astype(bool) if "wins_within_noise" in f else np.ones(len(f), bool)
+            ax.scatter(f[resource][clear].astype(float) / factor, f[error][clear].astype(float), s=22,
+                       facecolors="none", edgecolors="black", linewidths=0.9, zorder=4, label="Pareto front")
+            lucky = f[~clear]
+            if len(lucky):
+                ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=22,
+                           facecolors="none", edgecolors="0.45", linewidths=0.9, linestyles=(0, (2, 1)), zorder=4,
+                           label="front, wins within noise")
+        if near is not None and len(near):
+            ax.scatter(near[resource].astype(float) / factor, near[error].astype(float), s=30, marker="D",
+                       facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=4,
+                       label="as good within noise")
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
             if factor == 1.0 and resource in RESOURCE_COUNTS:
                 _log_axis(ax.xaxis, values.min(), values.max())
@@ -167,10 +225,11 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="best")
+        ax.legend(loc="best", fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
-        if title or key:
-            ax.set_title("\n".join(t for t in (title, key) if t), fontsize=7 if not title else None, loc="left")
+        noisy = (near is not None and len(near)) or ("wins_within_noise" in front and front["wins_within_noise"].any())
+        notes = [title, key, "noise: the loss's 95% interval (paired bootstrap over the test images)" if noisy else ""]
+        _caption(fig, "\n".join(t for t in notes if t), COLUMN_WIDTH_IN)
         if params and not front.empty:
             f = front.sort_values([resource, *params])
             names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
@@ -188,7 +247,8 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
 _NAME_SPOTS = [(6, 0, "left", "center"), (5, 4, "left", "bottom"), (5, -4, "left", "top"),
                (-6, 0, "right", "center"), (-5, 4, "right", "bottom"), (-5, -4, "right", "top"),
                *((dx, dy, "left" if dx > 0 else "right", "bottom" if dy > 0 else "top")
-                 for r in (16, 28, 40) for dx, dy in ((r, r // 2), (r, -r // 2), (-r, r // 2), (-r, -r // 2)))]
+                 for r in (16, 28, 40) for dx, dy in ((r, r // 2), (r, -r // 2), (-r, r // 2), (-r, -r // 2))),
+               *((4, dy, "left", "bottom" if dy > 0 else "top") for dy in (16, 28, 40, 52, -16, -28))]
 
 
 def _staircase(xs: pd.Series, ys: pd.Series, samples: int = 24) -> np.ndarray:
@@ -213,19 +273,22 @@ def _name_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: 
     for x, y, name in zip(xs, ys, names, strict=True):
         best = None
         for dx, dy, ha, va in _NAME_SPOTS:
-            leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 6 else None
+            # the name alone is measured (an annotation's extent would include its leader line)
             text = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
-                               color="0.15", zorder=5, arrowprops=leader)
+                               color="0.15", zorder=5)
             box = text.get_window_extent(renderer).expanded(1.05, 1.1)
+            text.remove()
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             near = box.padded(3)  # a marker's radius, in pixels at the figure's dpi
-            hits = sum(box.overlaps(t) for t in taken) + int(near.count_contains(dots)) + (0 if inside else 100)
+            # covering another name (neither can be read) or leaving the frame is worse than covering points
+            hits = 1000 * sum(box.overlaps(t) for t in taken) + int(near.count_contains(dots)) + (
+                0 if inside else 500)
             if best is None or hits < best[0]:
-                if best is not None:
-                    best[1].remove()
-                best = (hits, text, box)
-            else:
-                text.remove()
+                best = (hits, (dx, dy, ha, va), box)
             if hits == 0:
                 break
+        dx, dy, ha, va = best[1]
+        leader = {"arrowstyle": "-", "color": "0.5", "lw": 0.5} if abs(dx) > 6 or abs(dy) > 8 else None
+        ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6,
+                    color="0.15", zorder=5, arrowprops=leader)
         taken.append(best[2])

@@ -163,7 +163,12 @@ def _write_results(cfg: DictConfig, run_dir: Path, trials: pd.DataFrame, space, 
     names the study)."""
     reference = reference_point(space.params, _base_values(cfg, space))
     title = options.name if cfg.model.name in options.name else f"{options.name} ({cfg.model.name})"
-    return write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title)
+    from dse.explore.labels import SHORT, fixed_settings
+
+    fixed = fixed_settings({p: OmegaConf.select(cfg, p) for p in SHORT}, [*space.params, *space.tied])
+    context = f"{cfg.model.name} on {cfg.hardware.name}" + (f"; fixed: {fixed}" if fixed else "")
+    return write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title,
+                         context=context)
 
 
 # --- config to typed settings, with the checks -----------------------------------------------------------

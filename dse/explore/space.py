@@ -21,6 +21,7 @@ from dse.errors import ConfigError
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
+REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
         params[path] = list(values)
         tied.pop(path, None)  # sweeping a tied path on its own unties it
     tied = {p: s for p, s in tied.items() if s in params}  # the source was pinned: the tie goes with it
+    _add_repeats(cfg, params)
     if not params:
         raise ConfigError(
             "the search space is empty: choose one (search=chip_a) or sweep a field, "
@@ -95,6 +97,19 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
                 _set(probe, follower, value)
             _check_alone(probe, path, value)
     return SearchSpace({k: tuple(v) for k, v in params.items()}, tied)
+
+
+def _add_repeats(cfg: DictConfig, params: dict[str, list[Any]]) -> None:
+    """study.repeats=N > 1: every configuration N times, with tuning seeds tuning.seed, +1, ..., +N-1."""
+    repeats = cfg.study.repeats
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"study.repeats must be an integer >= 1 (got {repeats})")
+    if repeats == 1:
+        return
+    if REPEAT in params:
+        raise ConfigError(f"study.repeats={repeats} sets {REPEAT}; it cannot also be searched")
+    first = int(cfg.tuning.seed)
+    params[REPEAT] = list(range(first, first + repeats))
 
 
 def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:

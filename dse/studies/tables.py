@@ -72,6 +72,12 @@ def adc_energy_range(trials: pd.DataFrame) -> list[str]:
             out.append(f"| {c:g} | {r[BITS]} | {loss(r)} | {r.logits_rel_error:.4f} | {e / 1e6:.2f} "
                        f"| {r.energy_adc_pj / 1e6:.3f} | {100 * r.energy_adc_pj / e:.0f} % "
                        f"| {100 * (r.energy_crossbar_pj + r.energy_dac_pj) / e:.0f} % | {_yes(r.trial in front)} |")
+    out.append("")
+    for c, rows in trials.groupby(coeff, sort=True):
+        by_bits = rows.set_index(BITS)
+        e = by_bits.energy_pj
+        out.append(f"- {c:g} pJ: 8-bit I/O costs {e[8] / e[4]:.2f}x the energy of 4-bit I/O "
+                   f"(+{(e[8] - e[4]) / 1e6:.2f} uJ per inference for {by_bits.accuracy_delta_pp[4]:.1f} pp)")
     return out
 
 

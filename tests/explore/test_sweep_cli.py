@@ -150,3 +150,24 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "name: chip_b" in out and "hydra" not in out
     assert not (tmp_path / "run").exists()
+
+
+def test_repeats_run_every_configuration_per_seed_and_draw_the_spread(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", "study.repeats=2",
+                f"hydra.run.dir={run_dir}"]) == 0
+    trials = pd.read_csv(run_dir / "trials.csv")
+    assert sorted(zip(trials["hardware.weights.bits"], trials["tuning.seed"], strict=True)) == [
+        (2, 0), (2, 1), (4, 0), (4, 1)]
+    curve = pd.read_csv(run_dir / "sensitivity_weights_bits.csv")  # the seed is averaged over, never an axis
+    assert list(curve.trials) == [2, 2] and "accuracy_delta_pp_std" in curve
+    mean = trials.groupby("hardware.weights.bits").accuracy_delta_pp.mean()
+    assert np.allclose(curve.accuracy_delta_pp, mean.to_numpy())
+    assert not (run_dir / "sensitivity_seed.png").exists() and (run_dir / "sensitivity_weights_bits.pdf").exists()
+
+
+def test_a_sweep_whose_every_trial_fails_still_writes_its_tables(tmp_path):
+    run_dir = tmp_path / "run"  # the ideal chip's weights cannot be quantized alone: every trial fails
+    assert cli([*FAST, "runner=local", "search=custom", "hardware=ideal", "hardware.weights.bits=2,4",
+                f"hydra.run.dir={run_dir}"]) == 1
+    assert (pd.read_csv(run_dir / "trials.csv").state == "fail").all() and (run_dir / "pareto.csv").exists()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dse.explore.pareto import non_dominated, pareto_front, reference_point, sensitivity
+from dse.explore.pareto import near_front, non_dominated, pareto_front, reference_point, sensitivity
 
 
 def brute_force_front(values: np.ndarray) -> set[int]:
@@ -83,3 +83,38 @@ def test_sensitivity_by_series_and_best():
     with pytest.raises(ValueError):
         sensitivity(frame, x="hardware.weights.bits", y=["accuracy_delta_pp"], by=None, swept=[], reference={},
                     others="mean")
+
+
+def noisy_trials() -> pd.DataFrame:
+    """Three designs: a (cheap, 2.0 pp, interval [0.5, 3.5]), b (dearer, 1.8 pp, [1.5, 2.1]: better than a only
+    within a's noise), c (dearest, 0.0 pp, [-0.1, 0.1]: a clear win); d (dearer than c, 0.1 pp, [-0.3, 0.5]):
+    dominated by c, but as good within noise."""
+    return pd.DataFrame({
+        "trial": [0, 1, 2, 3], "accuracy_delta_pp": [2.0, 1.8, 0.0, 0.1],
+        "accuracy_delta_ci95_low": [0.5, 1.5, -0.1, -0.3], "accuracy_delta_ci95_high": [3.5, 2.1, 0.1, 0.5],
+        "crossbars": [10, 20, 30, 40], "legal": True, "state": "complete"})
+
+
+def test_a_point_of_the_front_that_wins_only_within_noise_is_marked():
+    front = pareto_front(noisy_trials(), ["accuracy_delta_pp", "crossbars"])
+    assert list(front.trial) == [2, 1, 0]
+    # b beats a by 0.2 pp, but a at its interval's low end (0.5 pp) is better than b with fewer crossbars
+    assert dict(zip(front.trial, front.wins_within_noise, strict=True)) == {0: False, 1: True, 2: False}
+    assert list(near_front(noisy_trials(), ["accuracy_delta_pp", "crossbars"]).trial) == [3]
+    # an error without an interval marks nothing
+    assert not pareto_front(noisy_trials(), ["crossbars", "accuracy_delta_pp"]).wins_within_noise.any()
+
+
+def test_sensitivity_carries_the_interval_or_the_spread_over_repeats():
+    frame = noisy_trials().assign(**{"hardware.weights.bits": [2, 4, 8, 8], "tuning.seed": [0, 0, 0, 1]})
+    one = sensitivity(frame[frame["tuning.seed"] == 0], x="hardware.weights.bits", y=["accuracy_delta_pp"],
+                      by=None, swept=["hardware.weights.bits"], reference={})
+    assert list(one.accuracy_delta_pp_low) == [0.5, 1.5, -0.1]
+    assert list(one.accuracy_delta_pp_high) == [3.5, 2.1, 0.1]
+    rep = sensitivity(frame, x="hardware.weights.bits", y=["accuracy_delta_pp"], by=None,
+                      swept=["hardware.weights.bits", "tuning.seed"], reference={"tuning.seed": 0},
+                      repeat="tuning.seed")
+    eight = rep[rep["hardware.weights.bits"] == 8].iloc[0]
+    assert eight.trials == 2 and eight.accuracy_delta_pp == pytest.approx(0.05)
+    assert eight.accuracy_delta_pp_std == pytest.approx(np.std([0.0, 0.1], ddof=1))
+    assert eight.accuracy_delta_pp_high - eight.accuracy_delta_pp == pytest.approx(eight.accuracy_delta_pp_std)

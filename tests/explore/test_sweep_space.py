@@ -114,3 +114,18 @@ def test_every_experiment_composes_with_a_valid_space():
         assert cfg.study.name == name
         # its figures name searched parameters and result columns (a typo would fail only after every trial)
         assert figures_from(cfg, space, study_options(cfg)), name
+
+
+def test_repeats_search_the_tuning_seed_from_the_configured_one():
+    space, _ = space_of("search=custom", "hardware.weights.bits=4,8", "study.repeats=3", "tuning.seed=5")
+    assert space.params["tuning.seed"] == (5, 6, 7) and space.size == 6
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["study.repeats=0"], "study.repeats must be an integer >= 1 (got 0)"),
+    (["study.repeats=2", "tuning.seed=0,1"], "study.repeats=2 sets tuning.seed; it cannot also be searched"),
+])
+def test_bad_repeats(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        space_of("search=custom", "hardware.weights.bits=4,8", *overrides)
+    assert message in str(err.value)
