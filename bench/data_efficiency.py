@@ -93,11 +93,12 @@ def plot(record: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> list[
         ax.set_xlabel("calibration / training samples (images)")
         ax.set_ylabel("test accuracy (%)")
         seeds = sorted({r["seeds"] for r in rows})
-        fixed = ", ".join(o.split("=", 1)[1] if o.startswith("hardware=") else o.replace("hardware.", "")
-                          for o in record["overrides"])
-        ax.set_title(f"{record['model']}, {fixed}\nmedian of {'/'.join(map(str, seeds))} seeds, "
+        short = {"hardware": "", "hardware.weights.bits": "weight bits ", "hardware.io.input_bits": "input bits ",
+                 "hardware.io.output_bits": "output bits "}
+        fixed = ", ".join(short.get(k, k + "=") + v for k, v in (o.split("=", 1) for o in record["overrides"]))
+        ax.set_title(f"{record['model']} on {fixed}\nmedian of {'/'.join(map(str, seeds))} seeds, "
                      "bars: min to max; 1,000 test images", fontsize=7)
-        ax.legend(loc="lower right")
+        ax.legend(loc="best")
         paths = [out.with_suffix(s) for s in (".png", ".pdf")]
         for p in paths:
             fig.savefig(p)
