@@ -32,6 +32,7 @@ class Samples:
     target: Tensor  # the teacher's output at the same rows (N, ...)
     taps: int = 1  # columns of a patch row per input channel (kernel height x width; 1: no patches)
     rows: bool = False  # the values are rows (N, F) for a matrix product, not feature maps
+    owned: bool = False  # the inputs are the block's own copy (conv patches), which tuning may change in place
 
     def __len__(self) -> int:
         return self.target.shape[0]
@@ -128,11 +129,12 @@ class BlockProblem:
 
 
 def value_samples(walk: TuneWalk, problem: BlockProblem, gen: torch.Generator) -> Samples:
-    """The block's training rows on the committed values: patches at random (image, position) pairs when the
-    block is a function of one input patch (`tuning.max_rows` of them), else every calibration sample."""
+    """The block's rows on the committed values, in random order: patches at random (image, position) pairs when
+    the block is a function of one input patch (`tuning.max_rows` of them), else every calibration sample (in
+    the order of the data set's fixed random permutation, dse/data/datasets.py)."""
     target = walk.teacher(problem.out_name)
     if problem.geometry is None:
         return Samples({s: walk.acts[s] for s in problem.ext}, target)
     x, target, taps = sample_patches(walk.acts[problem.ext[0]], target, problem.geometry, walk.options.max_rows,
                                      gen, walk.chunk_floats)
-    return Samples({problem.ext[0]: x}, target, taps, rows=True)
+    return Samples({problem.ext[0]: x}, target, taps, rows=True, owned=not problem.geometry.dense)

@@ -40,7 +40,7 @@ from dse.tune.baseline import round_block, round_block_spiking
 from dse.tune.block import BlockProblem, value_samples
 from dse.tune.losses import BlockReport, relative_mse
 from dse.tune.options import TuneOptions
-from dse.tune.phases import Fit, create_cores, free_phase, keep_better_start, range_phase, round_phase, set_up
+from dse.tune.phases import Fit, create_cores, set_up, train_block
 from dse.tune.qcore import fixed_core
 from dse.tune.scales import wired_scales
 from dse.tune.spiking import spike_phase
@@ -169,12 +169,8 @@ def _multiphase(walk: TuneWalk, problem: BlockProblem) -> Fit:
     gen = torch.Generator().manual_seed(options.seed)
     samples = value_samples(walk, problem, gen)
     create_cores(walk, problem, samples)
-    fit = set_up(walk, problem, samples, gen)
-    start = free_phase(fit)
-    range_phase(fit)
-    round_phase(fit)
-    keep_better_start(fit, walk, start)
-    del start
+    fit = set_up(walk, problem, samples)
+    train_block(fit, walk)
     for c in problem.cores.values():
         c.weight.requires_grad_(True)
     if walk.spiking and options.spike_steps > 0:

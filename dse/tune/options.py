@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dse.choices import check_choice, choices
+from dse.errors import ConfigError
 from dse.tune.losses import OutputLoss
 
 TuningMode = Literal["multiphase", "none"]
@@ -22,10 +23,25 @@ class TuneOptions:
     round_steps: int = 30  # phase 3: steps after each rounding round
     batch_size: int = 256  # rows per step (samples, or (image, position) rows of a dense block)
     patch_batch_factor: int = 16  # a block trained on conv patches (kernel > 1x1) takes this many times the rows
-    init_rows: int = 4096  # rows the cores' first output steps are chosen on (the head of the training rows)
-    loss_rows: int = 8192  # rows a phase's loss is measured on, at most (the head of the training rows) ...
-    loss_rows_min: int = 1024  # ... at least this many (or every row) ...
-    loss_batches: int = 4  # ... and at least this many steps' worth of rows
+    init_rows: int = 4096  # rows the cores' first output steps are chosen on (the head of the block's rows)
+    # a block's held-out rows (its first rows, never trained on): every phase's loss, the stopping rule and the
+    # choice between the tuned block and its rounded start are measured on them (dse/tune/stopping.py)
+    loss_rows: int = 8192  # held-out rows at most ...
+    loss_rows_min: int = 1024  # ... at least this many ...
+    loss_batches: int = 4  # ... or this many steps' worth of rows if more ...
+    holdout_fraction: float = 0.2  # ... but never more than this fraction of the block's rows
+    # the stopping rule of every phase (free, range, each round, spike-aware; dse/tune/stopping.py): the
+    # held-out loss is checked every `check_steps` steps (`spike_check_steps` in the spike-aware phase); a
+    # check improves when it is below (1 - `min_improvement`) times the last improving one; `patience` checks
+    # in a row without improving end the phase (`free_steps`, `range_steps`, `round_steps`, `spike_steps`,
+    # `output_spike_steps` are caps); the parameters of the lowest held-out loss are kept
+    check_steps: int = 10  # training steps between two checks
+    patience: int = 2  # checks without improving that end a phase
+    min_improvement: float = 0.01  # relative improvement of the held-out loss that counts as one
+    # a block whose start, rounded as it is, has a held-out loss at most this many times its quantization floor
+    # (the loss of the teacher's own output quantized to the block's output codes at its best step,
+    # `dse.tune.phases.quantization_floor`) is not trained; 0 trains every block
+    floor_factor: float = 1.1
     spike_steps: int = 60  # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics
     # spiking chips: steps for the block that computes the network's output in place of `spike_steps` (small, and
     # its loss decides the accuracy: resnet_mnist's logits on chip_b reach top-1 0.979 after 60 steps, 0.984
@@ -38,8 +54,8 @@ class TuneOptions:
     spike_sample_floats: int = 2**26  # ... and at most this many input values over the T steps (4 bytes each)
     spike_batch_factor: int = 4  # spiking chips: a block trained on rows takes this many times `batch_size` rows
     spike_min_rows: int = 128  # spiking chips: rows per step at least, for a block trained on rows
-    spike_loss_rows: int = 2048  # spiking chips: rows the loss is measured on to keep the best parameters
-    spike_checks: int = 4  # spiking chips: times the loss is measured during those steps (the best one is kept)
+    spike_loss_rows: int = 2048  # spiking chips: held-out rows of those steps (at most `holdout_fraction`)
+    spike_check_steps: int = 20  # spiking chips: steps between two checks of the stopping rule in those steps
     spike_lr_factor: float = 10.0  # spiking chips: biases and output steps learn at `lr` times this
     spike_chunk_images: int = 128  # spiking chips: images simulated at once to commit a core (memory only)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
@@ -65,3 +81,9 @@ class TuneOptions:
     def __post_init__(self) -> None:
         check_choice("tuning.mode", self.mode, TuningMode)
         check_choice("tuning.output_loss", self.output_loss, OutputLoss)
+        for name in ("check_steps", "spike_check_steps", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tuning.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("holdout_fraction", "min_improvement"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"tuning.{name} must be in [0, 1), got {getattr(self, name)}")

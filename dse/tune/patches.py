@@ -58,7 +58,8 @@ def patch_geometry(block: list[Node], ext: list[str]) -> PatchGeometry | None:
 
 def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows: int, gen: torch.Generator,
                    chunk_floats: int) -> tuple[Tensor, Tensor, int]:
-    """Rows of (input patch, target vector) at random (image, position) pairs; also the taps per channel.
+    """Rows of (input patch, target vector) at random (image, position) pairs, in random order; also the taps per
+    channel.
     The patches of a few images are unfolded at a time (about `chunk_floats` values)."""
     kernel, stride, padding = geometry.kernel, geometry.stride, geometry.padding
     if geometry.dense:
@@ -67,13 +68,11 @@ def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows:
     n, out_c = target.shape[:2]
     positions = target.shape[2] * target.shape[3]
     total = n * positions
-    pick = torch.randperm(total, generator=gen)[: min(max_rows, total)] if total > max_rows else torch.arange(total)
+    pick = torch.randperm(total, generator=gen)[: min(max_rows, total)]  # random order: a step takes a slice
     img, pos = pick // positions, pick % positions
     # unfold a few images at a time: one 224x224 image of 64 channels and a 3x3 kernel is 115 MB of patches
     fan_in = x.shape[1] * kernel[0] * kernel[1]
     chunk = max(1, min(256, chunk_floats // max(fan_in * positions, 1)))
-    order = torch.argsort(img)
-    img, pos = img[order], pos[order]
     rows = torch.empty((len(img), fan_in), dtype=x.dtype)  # filled in place: no second copy of the rows
     for lo in range(0, n, chunk):
         sel = ((img >= lo) & (img < lo + chunk)).nonzero().flatten()

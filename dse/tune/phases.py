@@ -11,11 +11,14 @@ import torch
 
 from dse.ir.graph import Node
 from dse.sim.float_exec import decode_population
+from dse.tune.adam import Adam
 from dse.tune.bias_correction import correct_biases
 from dse.tune.block import BlockProblem, Samples, float_wire
 from dse.tune.losses import BlockLoss, BlockReport, block_loss
 from dse.tune.options import TuneOptions
 from dse.tune.qcore import QCore
+from dse.tune.quantizers import best_act_scale
+from dse.tune.stopping import Patience, train_until_done
 from dse.tune.walk import TuneWalk
 
 log = logging.getLogger(__name__)
@@ -25,47 +28,74 @@ Snapshot = dict[str, dict[str, object]]  # per core, `QCore.snapshot()`
 
 @dataclass
 class Fit:
-    """A block's training set-up, shared by its phases."""
+    """A block's training set-up, shared by its phases. Its rows: the first `held` are held out (every measured
+    loss, the stopping rule and the choice between tuned and rounded start are taken on them), the others are
+    trained on, `batch` consecutive rows a step, cycling (value rows are in random order: `value_samples`)."""
 
     problem: BlockProblem
-    samples: Samples  # its training rows (`value_samples`)
+    samples: Samples  # its rows (`value_samples`)
     options: TuneOptions
     loss: BlockLoss
     report: BlockReport
-    gen: torch.Generator  # the rows of every step
     batch: int  # rows per step
     lr_factor: float  # Adam's rates are scaled by it: a smaller step is a noisier one
-    measure: Tensor  # the rows each phase's loss is measured on
+    held: int  # rows 0..held-1 are held out
     weights_train: bool  # the calibration data determine the weights (else only biases and steps move)
     weight_max: int  # the largest weight code
+    domain: str = "real"  # what `samples.inputs` hold: real values, or codes (after `to_codes`)
+    cursor: int = -1  # the first row of the next step's batch (-1: the first training row)
 
     @property
     def cores(self) -> dict[str, QCore]:
         return self.problem.cores
 
-    def inputs(self, idx: Tensor | slice, domain: str) -> dict[str, Tensor]:
-        """The block's inputs at rows `idx`: real values, or (in the code domain) codes."""
+    def inputs(self, rows: slice, domain: str) -> dict[str, Tensor]:
+        """The block's inputs at `rows`: real values, or (in the code domain) codes."""
         problem, samples = self.problem, self.samples
+        if domain == self.domain:
+            return {s: samples.inputs[s][rows] for s in problem.ext}
         if domain == "real":
-            return {s: samples.inputs[s][idx] for s in problem.ext}
-        out = {}
-        for s in problem.ext:
-            scale = problem.scales[s].repeat_interleave(samples.taps) if samples.rows else problem.scales[s]
-            xs = samples.inputs[s][idx]
-            out[s] = xs / (scale if xs.dim() == 2 else scale.reshape(-1, 1, 1))
-        return out
+            raise RuntimeError("tuning: the real-valued inputs of a block were asked for after its codes")
+        return {s: samples.inputs[s][rows] / self._scale(s) for s in problem.ext}
 
-    def loss_of(self, idx: Tensor, domain: str) -> Tensor:
+    def _scale(self, name: str) -> Tensor:
+        """The value of one code of input `name`, shaped to divide its rows (or maps)."""
+        samples = self.samples
+        scale = self.problem.scales[name]
+        scale = scale.repeat_interleave(samples.taps) if samples.rows else scale
+        return scale if samples.inputs[name].dim() == 2 else scale.reshape(-1, 1, 1)
+
+    def to_codes(self) -> None:
+        """Every row's inputs as codes, once, before the phases that train on codes (in place where the rows are
+        the block's own, else a copy of the committed values); the real values are gone from then on."""
+        if self.domain == "code":
+            return
+        samples = self.samples
+        for s in self.problem.ext:
+            x = samples.inputs[s]
+            samples.inputs[s] = x.div_(self._scale(s)) if samples.owned else x / self._scale(s)
+        self.domain = "code"
+
+    def loss_of(self, rows: slice, domain: str) -> Tensor:
         problem = self.problem
-        out = problem.run(self.inputs(idx, domain), self.samples.taps, core=lambda n, x: self.cores[n.name](x),
+        out = problem.run(self.inputs(rows, domain), self.samples.taps, core=lambda n, x: self.cores[n.name](x),
                           wire=float_wire)[problem.out_name]
         if domain == "code":
             out = out * problem.out_core.scale.detach()
-        return self.loss(decode_population(out, problem.out_core.k), self.samples.target[idx])
+        return self.loss(decode_population(out, problem.out_core.k), self.samples.target[rows])
 
     def measured(self, domain: str) -> float:
+        """The loss on the held-out rows."""
         with torch.no_grad():
-            return float(self.loss_of(self.measure, domain))
+            return float(self.loss_of(slice(0, self.held), domain))
+
+    def next_rows(self) -> slice:
+        """The next step's training rows."""
+        if self.cursor < self.held or self.cursor + self.batch > len(self.samples):
+            self.cursor = self.held
+        rows = slice(self.cursor, self.cursor + self.batch)
+        self.cursor += self.batch
+        return rows
 
     def snapshot(self) -> Snapshot:
         return {name: c.snapshot() for name, c in self.cores.items()}
@@ -78,14 +108,18 @@ class Fit:
         return [c.weight for c in self.cores.values()] if self.weights_train else []
 
     def train(self, steps: int, lr_groups: list[dict], domain: str, phase: str) -> None:
-        """`steps` Adam steps on random rows; the loss measured after them is the phase's."""
+        """At most `steps` Adam steps, ended by the patience rule (dse/tune/stopping.py); the parameters of the
+        lowest held-out loss are kept, and that loss is the phase's."""
         if steps <= 0:
             return
-        opt = torch.optim.Adam([{**g, "lr": g["lr"] * self.lr_factor} for g in lr_groups if g["params"]])
-        for _ in range(steps):
-            idx = torch.randint(0, len(self.samples), (self.batch,), generator=self.gen)
-            loss = self.loss_of(idx, domain)
-            opt.zero_grad(set_to_none=True)
+        options = self.options
+        opt = Adam([{**g, "lr": g["lr"] * self.lr_factor} for g in lr_groups if g["params"]])
+        start = self.measured(domain)
+        rule = Patience(options.patience, options.min_improvement, start, start)
+
+        def step() -> None:
+            loss = self.loss_of(self.next_rows(), domain)
+            opt.zero_grad()
             loss.backward()
             if domain == "code":
                 for c in self.cores.values():
@@ -95,7 +129,10 @@ class Fit:
             if domain == "code":
                 for c in self.cores.values():
                     c.project()
-        self.report.losses[phase] = self.measured(domain)
+
+        self.report.steps[phase] = train_until_done(rule, steps, options.check_steps, step,
+                                                    lambda: self.measured(domain), self.snapshot, self.restore)
+        self.report.losses[phase] = rule.lowest
 
 
 def create_cores(walk: TuneWalk, problem: BlockProblem, samples: Samples) -> None:
@@ -114,37 +151,50 @@ def create_cores(walk: TuneWalk, problem: BlockProblem, samples: Samples) -> Non
                 after=problem.propagate)
 
 
-def set_up(walk: TuneWalk, problem: BlockProblem, samples: Samples, gen: torch.Generator) -> Fit:
-    """The block's loss, rows per step (bounded by `tuning.step_macs`), and whether its weights train."""
+def set_up(walk: TuneWalk, problem: BlockProblem, samples: Samples) -> Fit:
+    """The block's loss, rows per step (bounded by `tuning.step_macs`), held-out rows, and whether its weights
+    train."""
     options, n = walk.options, len(samples)
     loss = block_loss(walk.graph, problem.out_name, samples.target, options.output_loss)
     nominal = min(options.batch_size * (options.patch_batch_factor if samples.taps > 1 else 1), n)
     batch = problem.step_rows(samples.rows, nominal, min(options.min_batch, nominal), options.step_macs)
+    # held out: `tuning.loss_rows` at most, `loss_rows_min` or `loss_batches` steps' worth at least, but never
+    # more than `holdout_fraction` of the rows (a single row is measured and trained on)
+    wanted = min(options.loss_rows, max(options.loss_batches * batch, options.loss_rows_min))
+    held = max(1, min(wanted, int(n * options.holdout_fraction))) if n > 1 else 0
+    batch = max(1, min(batch, n - held))
     # weights train only where the calibration data determine them: VGG's FC1 (103 M weights) against 32
     # images x 4096 outputs would be fitted to noise; there only biases and steps move, weights are rounded
     weights = sum(c.weight.numel() for c in problem.cores.values())
     weights_train = n * int(np.prod(samples.target.shape[1:])) >= weights
-    measure = torch.arange(min(n, options.loss_rows, max(options.loss_batches * batch, options.loss_rows_min)))
     # Adam's steps shrink with the square root of the rows (1 at full size)
-    return Fit(problem, samples, options, loss, BlockReport(problem.out_name, len(problem.cores)), gen, batch,
-               (batch / nominal) ** 0.5, measure, weights_train, walk.hw.weight_max)
+    return Fit(problem, samples, options, loss, BlockReport(problem.out_name, len(problem.cores)), batch,
+               (batch / nominal) ** 0.5, held, weights_train, walk.hw.weight_max)
 
 
-def free_phase(fit: Fit) -> Snapshot:
-    """Phase 1: float weights, biases and output steps (LSQ) under the chip's activation quantization, undone
-    when it ends worse than it started. Returns the start, for `keep_better_start`."""
-    options, cores, losses = fit.options, fit.cores.values(), fit.report.losses
-    losses["init"] = fit.measured("real")
-    start = fit.snapshot()
+def quantization_floor(fit: Fit) -> float:
+    """The block's loss that its output quantization alone gives, on the held-out rows: the loss of the
+    teacher's own output in the block's output codes (0..qmax x population copies, clipped at 0 as the ReLU
+    does) at the step that quantizes it best (`best_act_scale`, the least squared error). Tuning cannot go
+    below it (up to the noise of the rows); a block whose rounded start is within `tuning.floor_factor` of it
+    is not trained (`train_block`)."""
+    core = fit.problem.out_core
+    target = fit.samples.target[: fit.held or len(fit.samples)]
+    qmax = core.qmax * core.k
+    step = best_act_scale(torch.relu(target), qmax)
+    with torch.no_grad():
+        return float(fit.loss(torch.clamp(torch.round(target / step), 0, qmax) * step, target))
+
+
+def free_phase(fit: Fit) -> None:
+    """Phase 1: float weights, biases and output steps (LSQ) under the chip's activation quantization."""
+    options, cores = fit.options, fit.cores.values()
     for c in cores:
         c.weight.requires_grad_(fit.weights_train)
     params = [{"params": fit.weights(), "lr": options.lr},
               {"params": [c.bias for c in cores], "lr": options.lr},
               {"params": [c.log_scale for c in cores], "lr": options.lr * options.step_lr_factor}]
     fit.train(options.free_steps, params, "real", "free")
-    if options.free_steps > 0 and not losses["free"] * (1 - options.keep_margin) <= losses["init"]:
-        fit.restore(start)  # free training made it worse: the later phases start from the start
-    return start
 
 
 def to_code_domain(problem: BlockProblem, keep_target: bool = False) -> None:
@@ -165,6 +215,7 @@ def grid_groups(fit: Fit) -> list[dict]:
 def range_phase(fit: Fit) -> None:
     """Phase 2: weights in the integer range, tuned within it."""
     to_code_domain(fit.problem)
+    fit.to_codes()
     fit.train(fit.options.range_steps, grid_groups(fit), "code", "range")
 
 
@@ -180,29 +231,36 @@ def round_phase(fit: Fit) -> None:
         c.round_more(1.0)
 
 
-def keep_better_start(fit: Fit, walk: TuneWalk, start: Snapshot) -> None:
-    """A block never leaves tuning worse than its start rounded as it is (training on a few rows per step can
-    wander off): measured on the same rows, the rounded start (its biases corrected, where that is better) is
-    kept where it is clearly better (by more than `tuning.keep_margin`: a closer call is within the noise of the
-    sampled rows, and the tuned block has learned to correct its real inputs)."""
-    options, losses, problem = fit.options, fit.report.losses, fit.problem
+def rounded_start(fit: Fit, walk: TuneWalk) -> tuple[float, Snapshot]:
+    """The block's start rounded as it is (weights in grid units of a least-squares step, rounded; its biases
+    corrected where `tuning.bias_correction` and that is better), its held-out loss, and a copy of it."""
     with torch.no_grad():
-        tuned_loss = losses["tuned"] = fit.measured("code")
-        tuned = fit.snapshot()
-        fit.restore(start)
-        to_code_domain(problem, keep_target=options.bias_correction)
+        to_code_domain(fit.problem, keep_target=fit.options.bias_correction)
         for c in fit.cores.values():
             c.round_more(1.0)
-        rounded_loss = losses["rounded_start"] = fit.measured("code")
-        if options.bias_correction:
-            rounded_loss = bias_correction_phase(fit, walk, rounded_loss)
-        if not tuned_loss * (1 - options.keep_margin) <= rounded_loss:  # NaN too: a step blown up by training
-            log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
-                     problem.out_name, rounded_loss, tuned_loss)
-        else:
-            fit.restore(tuned)
-            for n in problem.nodes:
-                problem.propagate(n)
+        loss = fit.report.losses["rounded_start"] = fit.measured("code")
+        if fit.options.bias_correction:
+            loss = bias_correction_phase(fit, walk, loss)
+    return loss, fit.snapshot()
+
+
+def keep_better_start(fit: Fit, rounded_loss: float, rounded: Snapshot) -> None:
+    """A block never leaves tuning worse than its start rounded as it is (training on a few rows per step can
+    wander off): measured on the same held-out rows, the rounded start is kept where it is clearly better (by
+    more than `tuning.keep_margin`: a closer call is within the noise of the rows, and the tuned block has
+    learned to correct its real inputs)."""
+    tuned_loss = fit.report.losses["tuned"] = fit.measured("code")
+    if not tuned_loss * (1 - fit.options.keep_margin) <= rounded_loss:  # NaN too: a step blown up by training
+        log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
+                 fit.problem.out_name, rounded_loss, tuned_loss)
+        set_state(fit, rounded)
+
+
+def set_state(fit: Fit, snap: Snapshot) -> None:
+    """The cores as in `snap`, the block's scales following."""
+    fit.restore(snap)
+    for n in fit.problem.nodes:
+        fit.problem.propagate(n)
 
 
 def bias_correction_phase(fit: Fit, walk: TuneWalk, rounded_loss: float) -> float:
@@ -215,3 +273,23 @@ def bias_correction_phase(fit: Fit, walk: TuneWalk, rounded_loss: float) -> floa
         return corrected
     fit.restore(plain)
     return rounded_loss
+
+
+def train_block(fit: Fit, walk: TuneWalk) -> None:
+    """The phases on the block, from its start (the cores `create_cores` made), unless its start rounded as it
+    is already sits at the floor its output quantization gives (`quantization_floor`, within
+    `tuning.floor_factor`): then that is kept untrained. Its losses go to `fit.report`."""
+    losses = fit.report.losses
+    start = fit.snapshot()
+    losses["init"] = fit.measured("real")
+    rounded_loss, rounded = rounded_start(fit, walk)
+    floor = losses["floor"] = quantization_floor(fit)
+    if rounded_loss <= fit.options.floor_factor * floor:
+        log.info("block %s: its rounded start (loss %.4g) is at its quantization floor (%.4g); not trained",
+                 fit.problem.out_name, rounded_loss, floor)
+        return
+    set_state(fit, start)
+    free_phase(fit)
+    range_phase(fit)
+    round_phase(fit)
+    keep_better_start(fit, rounded_loss, rounded)

@@ -28,12 +28,14 @@ from dse.hardware.spec import Neuron
 from dse.ir import ops as o
 from dse.sim.float_exec import FLOAT_EXEC, conv_core, decode_population, grouped_linear
 from dse.sim.spiking import integrate, wire
+from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples
 from dse.tune.losses import BlockLoss, BlockReport
 from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
 from dse.tune.quantizers import round_ste
+from dse.tune.stopping import Patience, train_until_done
 from dse.tune.walk import TuneWalk
 
 Tensor = torch.Tensor
@@ -157,10 +159,12 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
 # --- the block ---------------------------------------------------------------------------------------------
 
 
-def _spike_loss(problem: BlockProblem, samples: Samples, neuron: Neuron, loss: BlockLoss, idx: Tensor) -> Tensor:
-    """`loss` of the block's output on the real dynamics, at rows `idx` of `samples`."""
+def _spike_loss(problem: BlockProblem, samples: Samples, counts: dict[str, Tensor], neuron: Neuron, loss: BlockLoss,
+                idx: slice) -> Tensor:
+    """`loss` of the block's output on the real dynamics, at rows `idx` of `samples` (whose inputs' spike counts
+    are `counts`)."""
     x, cores = samples.inputs, problem.cores
-    v = problem.run({s: (x[s][idx], x[s][idx].sum(dim=1)) for s in problem.ext}, samples.taps,
+    v = problem.run({s: (x[s][idx], counts[s][idx]) for s in problem.ext}, samples.taps,
                     core=lambda n, tc: _core(cores[n.name], *tc, neuron, samples.rows), wire=_wire_pair,
                     columns=lambda tc, a, b: (tc[0][:, :, a:b], tc[1][:, a:b]))
     got = decode_population(v[problem.out_name][1], problem.out_core.k) * problem.out_core.scale
@@ -186,54 +190,68 @@ def _groups(options: TuneOptions, cores: dict[str, QCore]) -> list[dict]:
     return groups
 
 
-def _keep(cores: dict[str, QCore], best: list[Tensor]) -> None:
-    """The best parameters, weights rounded onto the grid and frozen, steps fixed."""
+def _load(cores: dict[str, QCore], state: list[Tensor]) -> None:
     with torch.no_grad():
         params = [p for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
-        for p, b in zip(params, best, strict=True):
+        for p, b in zip(params, state, strict=True):
             p.copy_(b)
+
+
+def _keep(cores: dict[str, QCore]) -> None:
+    """The parameters as they are, weights rounded onto the grid and frozen, steps fixed."""
+    with torch.no_grad():
         for c in cores.values():
             c.weight.copy_(torch.clamp(torch.round(c.weight), -c.wmax, c.wmax))
             c.frozen[:] = True
             c.log_scale.requires_grad_(False)
 
 
+def _step_rows(walk: TuneWalk, problem: BlockProblem, samples: Samples, n_rows: int) -> int:
+    """Rows per step: a step runs T times the rows of a ReLU-model step, under the same bound on its work
+    (`tuning.step_macs`) as there."""
+    options, rows = walk.options, samples.rows
+    return problem.step_rows(rows, min(options.batch_size * (options.spike_batch_factor if rows else 1), n_rows),
+                             min(options.spike_min_rows if rows else options.min_batch, n_rows), options.step_macs,
+                             factor=walk.hw.neuron.timesteps)
+
+
 def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss: BlockLoss) -> None:
     """Tune the block's integer weights, biases and output steps on the real dynamics (see the module
-    docstring) to minimize `loss`; the parameters with the lowest measured loss are kept."""
+    docstring) to minimize `loss`, until the stopping rule (dse/tune/stopping.py) ends it: the first rows
+    (`tuning.spike_loss_rows`, at most `holdout_fraction` of them) are held out, the others trained on, a slice
+    a step; the parameters with the lowest held-out loss are kept."""
     options, neuron, cores = walk.options, walk.hw.neuron, problem.cores
     gen = torch.Generator().manual_seed(options.seed + 1)
     samples = spike_samples(walk, problem, walk.teacher(problem.out_name), gen)
-    measure = torch.arange(min(len(samples), options.spike_loss_rows))
+    counts = {s: x.sum(dim=1) for s, x in samples.inputs.items()}
+    n = len(samples)
+    held = max(1, min(options.spike_loss_rows, int(n * options.holdout_fraction))) if n > 1 else 0
+    batch = max(1, min(_step_rows(walk, problem, samples, n), n - held))
+    cursor = [n]
 
     def measured() -> float:
         with torch.no_grad():
-            return float(_spike_loss(problem, samples, neuron, loss, measure))
+            return float(_spike_loss(problem, samples, counts, neuron, loss, slice(0, held or n)))
 
-    for c in cores.values():
-        c.log_scale.requires_grad_(True)
-    best_loss = report.losses["spike_init"] = measured()
-    best = _state(cores)
-    opt = torch.optim.Adam(_groups(options, cores))
-    steps = options.output_spike_steps if loss.output else options.spike_steps
-    checks = {round(steps * (i + 1) / options.spike_checks) for i in range(options.spike_checks)}
-    # a step runs T times the rows of a ReLU-model step: the same bound on its work (`step_macs`) as there
-    n_rows, rows = len(samples), samples.rows
-    batch = problem.step_rows(rows, min(options.batch_size * (options.spike_batch_factor if rows else 1), n_rows),
-                              min(options.spike_min_rows if rows else options.min_batch, n_rows), options.step_macs,
-                              factor=neuron.timesteps)
-    for step in range(1, steps + 1):
-        idx = torch.randint(0, n_rows, (batch,), generator=gen)
-        value = _spike_loss(problem, samples, neuron, loss, idx)
-        opt.zero_grad(set_to_none=True)
+    def step() -> None:
+        if cursor[0] + batch > n:
+            cursor[0] = held
+        value = _spike_loss(problem, samples, counts, neuron, loss, slice(cursor[0], cursor[0] + batch))
+        cursor[0] += batch
+        opt.zero_grad()
         value.backward()
         opt.step()
         with torch.no_grad():
             for c in cores.values():
                 c.weight.clamp_(-c.wmax, c.wmax)
-        if step in checks:
-            now = measured()
-            if now < best_loss:
-                best_loss, best = now, _state(cores)
-    _keep(cores, best)
-    report.losses["spike"] = best_loss
+
+    for c in cores.values():
+        c.log_scale.requires_grad_(True)
+    start = report.losses["spike_init"] = measured()
+    opt = Adam(_groups(options, cores))
+    rule = Patience(options.patience, options.min_improvement, start, start)
+    steps = options.output_spike_steps if loss.output else options.spike_steps
+    report.steps["spike"] = train_until_done(rule, steps, options.spike_check_steps, step, measured,
+                                             lambda: _state(cores), lambda state: _load(cores, state))
+    _keep(cores)
+    report.losses["spike"] = rule.lowest
