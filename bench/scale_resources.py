@@ -76,7 +76,7 @@ class TunerClock(logging.Handler):
         self._last = (wall, cpu, steps)
 
     @contextmanager
-    def counting(self) -> Iterator["TunerClock"]:
+    def counting(self) -> Iterator[TunerClock]:
         backward = torch.Tensor.backward
 
         def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> None:
