@@ -91,12 +91,15 @@ def plot(record: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> list[
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("calibration / training samples (images)")
-        ax.set_ylabel("test accuracy (%)")
-        seeds = sorted({r["seeds"] for r in rows})
-        fixed = ", ".join(o.split("=", 1)[1] if o.startswith("hardware=") else o.replace("hardware.", "")
-                          for o in record["overrides"])
-        ax.set_title(f"{record['model']}, {fixed}\nmedian of {'/'.join(map(str, seeds))} seeds, "
-                     "bars: min to max; 1,000 test images", fontsize=7)
+        ax.set_ylabel("test accuracy (%, 1,000 images)")
+        seeds = sorted({r["seeds"] for r in rows}, reverse=True)
+        short = {"hardware": "{}:", "hardware.weights.bits": "{}-bit weights,", "hardware.io.input_bits":
+                 "{}-bit input,", "hardware.io.output_bits": "{}-bit output,"}
+        fixed = " ".join(short.get(k, k + "={},").format(v) for k, v in
+                         (o.split("=", 1) for o in record["overrides"])).rstrip(",")
+        n_seeds = f"{seeds[0]} seeds" + (f" ({seeds[-1]} at some sizes)" if len(seeds) > 1 else "")
+        ax.set_title(f"{record['model']}, {fixed}\nmedian of {n_seeds}, bars min to max",
+                     fontsize=7)
         ax.legend(loc="lower right")
         paths = [out.with_suffix(s) for s in (".png", ".pdf")]
         for p in paths:
@@ -118,9 +121,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"a compile override (repeatable; default {' '.join(DEFAULT_SET)})")
     parser.add_argument("--out", type=Path, default=OUT, help="the JSON; the figure goes next to it")
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="join the runs of these files (runs with seeds split over processes) into --out, "
+                             "the first of a (samples, seed) pair kept, and draw it")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if args.plot_only:
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        seen: dict[tuple[int, int], dict[str, Any]] = {}
+        for part in parts:
+            for r in part["runs"]:
+                seen.setdefault((r["samples"], r["seed"]), r)
+        record = {**parts[0], "runs": sorted(seen.values(), key=lambda r: (r["seed"], r["samples"])),
+                  "load_average_1min": [x for part in parts for x in part["load_average_1min"]]}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=1))
+    elif args.plot_only:
         record = json.loads(args.out.read_text())
     else:
         record = measure(args.sizes, args.seeds, args.big_seeds or args.seeds, args.big_from,
