@@ -34,7 +34,8 @@ from dse.explore.rundir import STUDY_DB, StudyLock, locate, normalize, write_fin
 from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
-from dse.sim.montecarlo import DEVICE_COLUMNS
+from dse.hardware.device import Device
+from dse.sim.montecarlo import DEVICE_COLUMNS, MonteCarlo
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def run_study(
     from dse.compile import check_memory
 
     check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
-    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile"])
+    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
 
     executor.check()  # a cluster address nobody answers at fails here, before any write
 
@@ -257,9 +258,14 @@ def executor_from(runner: DictConfig) -> Executor:
 
 def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:
     """What makes two runs the same study. Left out: how it runs (runner, progress), n_trials (asking for
-    more trials extends a study) and the figures (drawn again from the study every time)."""
+    more trials extends a study) and the figures (drawn again from the study every time). The device and the
+    chips drawn enter only when set (a study run before they existed resumes)."""
+    hardware, evaluate = to_container(cfg.hardware), to_container(cfg.evaluate)
+    if hardware.get("device") == dataclasses.asdict(Device()):
+        del hardware["device"]
     return normalize({
-        "model": to_container(cfg.model), "hardware": to_container(cfg.hardware),
+        "model": to_container(cfg.model), "hardware": hardware,
+        **({"evaluate": evaluate} if evaluate != dataclasses.asdict(MonteCarlo()) else {}),
         "strategy": to_container(cfg.strategy), "tuning": to_container(cfg.tuning),
         "search": {"space": {k: list(v) for k, v in space.params.items()}, "tied": space.tied},
         "study": {"name": options.name, "sampler": options.sampler, "objectives": list(options.objectives),
