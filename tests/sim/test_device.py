@@ -29,9 +29,9 @@ from dse.sim.integer import run_integer
 from dse.sim.montecarlo import MonteCarlo, run_instances
 
 
-def chip(device: Device = Device(), *, bits: int = 5, cell_bits: int = 2, differential: bool = True) -> HardwareSpec:
+def chip(device: Device | None = None, *, bits: int = 5, cell_bits: int = 2, differential: bool = True) -> HardwareSpec:
     return HardwareSpec(crossbar=Crossbar(8, 16, cell_bits, differential), weights=Weights(bits), io=IO(4, 8),
-                        device=device)
+                        device=device or Device())
 
 
 def dense_graph(w_int: np.ndarray, bias: np.ndarray, mult: float, out_max: int = 255):
