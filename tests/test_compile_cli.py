@@ -293,6 +293,13 @@ MORE = {
     "mesh too small": (["model=mlp_digits", "hardware.mapping.mesh=[1,2]"],
                        r"the network needs 3 cores but the mesh of 1 x 2 holds 2"),
     "mesh not 2-D": (["hardware.mapping.mesh=[4]"], r"hardware\.mapping\.mesh must be \[width, height\]"),
+    # device non-idealities (issue 13's bad input; the fault map's shape: tests/test_device_compile.py)
+    "negative variation": (["hardware.device.programming_sigma=-0.05"],
+                           r"hardware\.device\.programming_sigma must be >= 0 \(got -0\.05\)"),
+    "stuck rate above 1": (["hardware.device.stuck_high=1.5"], r"hardware\.device\.stuck_high is a fraction"),
+    "drift time without a drift model": (["hardware.device.drift_seconds=3600"],
+                                         r"drift_seconds=3600\.0 needs a drift model"),
+    "instances on an ideal device": (["evaluate.instances=20"], r"evaluate\.instances=20 needs a device"),
 }
 
 

@@ -111,7 +111,7 @@ def test_importing_the_package_registers_every_step_and_tuning_imports_no_pass()
             "print(sorted(p.PASSES), sorted(p.STEPS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["['canonicalize',", "'equalize',", "'fit_crossbar',", "'reencode',", "'reform']",
-                           "['check',", "'cost',", "'evaluate',", "'resources',", "'tune']"]
+                           "['check',", "'cost',", "'evaluate',", "'fault_correct',", "'resources',", "'tune']"]
 
 
 def test_layers_rows_carry_each_cores_error(prepared) -> None:

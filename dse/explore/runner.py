@@ -43,7 +43,8 @@ from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
 from dse.files import atomic_write_text
-from dse.sim.montecarlo import DEVICE_COLUMNS
+from dse.hardware.device import Device
+from dse.sim.montecarlo import DEVICE_COLUMNS, MonteCarlo
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def run_study(
     from dse.compile import check_memory
 
     check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
-    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile"])
+    base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
 
     check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
     executor.check()  # a cluster address nobody answers at fails here, before any write
@@ -297,9 +298,14 @@ def executor_from(runner: DictConfig) -> Executor:
 
 def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:
     """What makes two runs the same study. Left out: how it runs (runner, progress), n_trials (asking for
-    more trials extends a study) and the figures (drawn again from the study every time)."""
+    more trials extends a study) and the figures (drawn again from the study every time). The device and the
+    chips drawn enter only when set (a study run before they existed resumes)."""
+    hardware, evaluate = to_container(cfg.hardware), to_container(cfg.evaluate)
+    if hardware.get("device") == dataclasses.asdict(Device()):
+        del hardware["device"]
     return normalize({
-        "model": to_container(cfg.model), "hardware": to_container(cfg.hardware),
+        "model": to_container(cfg.model), "hardware": hardware,
+        **({"evaluate": evaluate} if evaluate != dataclasses.asdict(MonteCarlo()) else {}),
         "strategy": to_container(cfg.strategy), "tuning": to_container(cfg.tuning),
         "search": {"space": {k: list(v) for k, v in space.params.items()}, "tied": space.tied},
         "study": {"name": options.name, "sampler": options.sampler, "objectives": list(options.objectives),

@@ -74,9 +74,9 @@ class Device:
 
     @property
     def random(self) -> bool:
-        """Whether instances differ from one another (anything drawn; a fault map alone is one known chip)."""
-        return not (self.is_ideal or (self.fault_map is not None and all(
-            getattr(self, name) == 0.0 for name in _AMOUNTS) and (not self.drift_active or self.drift_nu_sigma == 0)))
+        """Whether drawn chips differ from one another (a fault map alone, or drift with one exponent for every
+        cell, makes every chip the same)."""
+        return any(getattr(self, name) for name in _AMOUNTS) or (self.drift_active and self.drift_nu_sigma > 0)
 
     def validate(self, *, spiking: bool = False, quantized: bool = True) -> None:
         """Refuse a bad value, or an effect the chip has no part for, with one line naming the field."""

@@ -19,5 +19,5 @@ from dse.passes import canonicalize, reform, equalize, reencode, fit_crossbar  #
 from dse.passes import tuning, verify, faults, resources, cost  # noqa: E402,I001  isort: skip
 
 __all__ = ["PASSES", "STEPS", "CompileData", "CompileState", "PassError", "PassRecord", "Step", "register",
-           "register_step", "run_pipeline", "run_steps", "canonicalize", "cost", "equalize", "fit_crossbar", "reencode",
-           "reform", "resources", "tuning", "verify"]
+           "register_step", "run_pipeline", "run_steps", "canonicalize", "cost", "equalize", "faults", "fit_crossbar",
+           "reencode", "reform", "resources", "tuning", "verify"]

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dse.errors import ConfigError
 from dse.hardware.device import DRIFT_T0_S, Device, programming_shape

@@ -21,7 +21,7 @@ from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.sim.device_noise import Instances, draw_instances, instance_linear, read_noise
 from dse.sim.integer import EXACT_LIMIT_F32, INTEGER_EXEC, run_integer
-from dse.sim.spiking import SPIKING_EXEC, encode, integrate, run_spiking
+from dse.sim.spiking import SPIKING_EXEC, integrate, run_spiking
 
 Tensor = torch.Tensor
 
@@ -172,7 +172,8 @@ def evaluate_instances(graph: Graph, hw: HardwareSpec, x, original: np.ndarray, 
     return DeviceReport(
         instances=mc.instances, seed=mc.seed,
         accuracy_delta_pp_mean=None if deltas is None else round(float(deltas.mean()), 6),
-        accuracy_delta_pp_std=None if deltas is None else round(float(deltas.std(ddof=1)) if len(deltas) > 1 else 0.0, 6),
+        accuracy_delta_pp_std=None if deltas is None else round(float(deltas.std(ddof=1)) if len(deltas) > 1 else 0.0,
+                                                                6),
         accuracy_p5=None if acc is None else float(np.percentile(acc, 5)),
         accuracy_delta_pp_p95=None if deltas is None else round(float(np.percentile(deltas, 95)), 6),
         accuracy_delta_pp=None if deltas is None else [round(float(d), 6) for d in deltas],

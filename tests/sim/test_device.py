@@ -29,9 +29,9 @@ from dse.sim.integer import run_integer
 from dse.sim.montecarlo import MonteCarlo, run_instances
 
 
-def chip(device: Device = Device(), *, bits: int = 5, cell_bits: int = 2, differential: bool = True) -> HardwareSpec:
+def chip(device: Device | None = None, *, bits: int = 5, cell_bits: int = 2, differential: bool = True) -> HardwareSpec:
     return HardwareSpec(crossbar=Crossbar(8, 16, cell_bits, differential), weights=Weights(bits), io=IO(4, 8),
-                        device=device)
+                        device=device or Device())
 
 
 def dense_graph(w_int: np.ndarray, bias: np.ndarray, mult: float, out_max: int = 255):
@@ -190,3 +190,17 @@ def test_a_fault_map_that_does_not_fit_names_the_crossbar(tmp_path) -> None:
     del faults["pool"]
     with pytest.raises(ConfigError, match="crossbar 'pool' is missing"):
         check_fault_map(graph, hw, faults, "f.npz")
+
+
+def test_pcm_drift_scales_every_cell_and_global_compensation_takes_it_back() -> None:
+    """One exponent for every cell (nu = 0.05, no spread): after 2000 s each level is (2000 / 20) ** -0.05 of
+    itself, so is each weight; the global compensation rescales the core back to what was programmed."""
+    graph = dense_graph(np.array([[9, -15, 4], [0, 7, -1]]), np.zeros(2), 1.0)
+    w = np.array([[9, -15, 4], [0, 7, -1]], np.float32)
+    drifted = Device(drift_model="pcm", drift_seconds=2000.0, drift_nu=0.05)
+    got = draw_instances(graph, chip(drifted), 1, seed=0).weights["core"][0].reshape(2, 3).numpy()
+    np.testing.assert_allclose(got, w * 100.0**-0.05, rtol=1e-6)
+    compensated = dataclasses.replace(drifted, drift_compensation=True)
+    got = draw_instances(graph, chip(compensated), 1, seed=0).weights["core"][0].reshape(2, 3).numpy()
+    np.testing.assert_allclose(got, w, rtol=1e-6)
+    assert not drifted.random and dataclasses.replace(drifted, drift_nu_sigma=0.01).random

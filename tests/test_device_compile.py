@@ -1,0 +1,79 @@
+"""A compile on a non-ideal device: the ideal device changes no report, drawn chips are reported and
+reproducible, a known fault map is compiled for (and beats the same map ignored), a map that does not fit is
+refused naming the crossbar."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dse.compile import compile, load_model, prepare
+from dse.errors import ConfigError
+from dse.hardware.device import Device
+from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
+from dse.sim.device_noise import draw_fault_map
+from dse.sim.montecarlo import MonteCarlo
+from dse.tune import TuneOptions
+
+CHIP = HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))
+NONE = TuneOptions(mode="none")
+TIMES = ("compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "passes")
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    graph, data = load_model("mlp_digits", "digits", calib_samples=200, test_samples=300)
+    return prepare(graph, data, name="mlp_digits")
+
+
+def _untimed(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in TIMES}
+
+
+def test_an_ideal_device_changes_no_report(prepared) -> None:
+    plain = compile(prepared, CHIP, tuning=NONE).report.to_dict()
+    explicit = compile(prepared, dataclasses.replace(CHIP, device=Device()), tuning=NONE,
+                       evaluate=MonteCarlo(1, 7)).report.to_dict()
+    assert "device" not in plain and "device" not in plain["hardware"]
+    assert _untimed(plain) == _untimed(explicit)
+
+
+def test_drawn_chips_are_reported_and_reproducible(prepared) -> None:
+    hw = dataclasses.replace(CHIP, device=Device(programming_sigma=0.05, adc_noise_lsb=0.5))
+    first = compile(prepared, hw, tuning=NONE, evaluate=MonteCarlo(4, 3)).report
+    again = compile(prepared, hw, tuning=NONE, evaluate=MonteCarlo(4, 3)).report
+    d = first.device
+    assert d.instances == 4 and len(d.accuracy_delta_pp) == 4
+    assert d.accuracy_delta_pp == again.device.accuracy_delta_pp
+    assert d.accuracy_delta_pp_mean == pytest.approx(np.mean(d.accuracy_delta_pp), abs=1e-6)
+    assert d.accuracy_delta_pp_std == pytest.approx(np.std(d.accuracy_delta_pp, ddof=1), abs=1e-6)
+    assert d.accuracy_delta_pp_p95 == pytest.approx(np.percentile(d.accuracy_delta_pp, 95), abs=1e-6)
+    assert first.metrics == again.metrics  # the exact chip's metrics stay as they were
+    assert first.to_dict()["device"]["instances"] == 4 and first.to_dict()["hardware"]["device"]["programming_sigma"]
+
+
+def test_a_known_fault_map_is_compiled_for(prepared, tmp_path) -> None:
+    plain = compile(prepared, CHIP, tuning=NONE)
+    stuck = dataclasses.replace(CHIP, device=Device(stuck_low=0.01, stuck_high=0.01))
+    path = tmp_path / "faults.npz"
+    np.savez(path, **draw_fault_map(plain.graph, stuck, seed=0))
+    deltas = {}
+    for known in (False, True):
+        hw = dataclasses.replace(CHIP, device=Device(fault_map=str(path), fault_map_known=known))
+        report = compile(prepared, hw, tuning=NONE).report
+        assert [p.name for p in report.passes].count("fault_correct") == int(known)
+        deltas[known] = report.device.accuracy_delta_pp_mean
+    assert deltas[True] <= deltas[False] / 2, deltas
+
+
+def test_a_fault_map_that_does_not_fit_is_refused(prepared, tmp_path) -> None:
+    plain = compile(prepared, CHIP, tuning=NONE)
+    faults = draw_fault_map(plain.graph, dataclasses.replace(CHIP, device=Device(stuck_low=0.01)), seed=0)
+    name = next(iter(faults))
+    faults[name] = faults[name][:, :, :-1]
+    np.savez(tmp_path / "bad.npz", **faults)
+    hw = dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "bad.npz")))
+    with pytest.raises(ConfigError, match=f"crossbar {name!r} has cells"):
+        compile(prepared, hw, tuning=NONE)
