@@ -55,7 +55,7 @@ class TuneOptions:
     spike_batch_factor: int = 4  # spiking chips: a block trained on rows takes this many times `batch_size` rows
     spike_min_rows: int = 128  # spiking chips: rows per step at least, for a block trained on rows
     spike_loss_rows: int = 2048  # spiking chips: held-out rows of those steps (at most `holdout_fraction`)
-    spike_check_steps: int = 20  # spiking chips: steps between two checks of the stopping rule in those steps
+    spike_check_steps: int = 30  # spiking chips: steps between two checks of the stopping rule in those steps
     spike_lr_factor: float = 10.0  # spiking chips: biases and output steps learn at `lr` times this
     spike_chunk_images: int = 128  # spiking chips: images simulated at once to commit a core (memory only)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block
