@@ -192,6 +192,6 @@ def _commit(walk: TuneWalk, fit: Fit) -> None:
         report.losses["final"] = relative_mse(got, walk.teacher(out_name), walk.chunk_floats)
     if walk.reports is not None:
         walk.reports.append(report)
-    log.info("tuned block %s (%d cores, %d rows per step%s): %s", out_name, len(cores), fit.batch,
+    log.info("tuned block %s (%d cores, %d rows per step%s): %s, steps %s", out_name, len(cores), fit.batch,
              "" if fit.weights_train else ", weights rounded (too few calibration values to train them)",
-             {k: round(v, 4) for k, v in report.losses.items()})
+             {k: round(v, 4) for k, v in report.losses.items()}, report.steps)

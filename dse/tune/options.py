@@ -17,10 +17,10 @@ TUNING_MODES: tuple[TuningMode, ...] = choices(TuningMode)
 @dataclass(frozen=True)
 class TuneOptions:
     mode: TuningMode = "multiphase"  # multiphase (dse/tune/multiphase.py) or none: the round-to-nearest baseline
-    free_steps: int = 150  # phase 1: training steps on float weights
+    free_steps: int = 150  # phase 1: training steps on float weights, at most (as every step count: a cap)
     range_steps: int = 50  # phase 2: training steps on clipped weights in grid units
     round_fractions: tuple[float, ...] = (0.5, 0.75, 0.9, 0.97, 1.0)  # phase 3: fraction rounded after each round
-    round_steps: int = 30  # phase 3: steps after each rounding round
+    round_steps: int = 30  # phase 3: steps after each rounding round, at most
     batch_size: int = 256  # rows per step (samples, or (image, position) rows of a dense block)
     patch_batch_factor: int = 16  # a block trained on conv patches (kernel > 1x1) takes this many times the rows
     init_rows: int = 4096  # rows the cores' first output steps are chosen on (the head of the block's rows)
@@ -42,10 +42,12 @@ class TuneOptions:
     # (the loss of the teacher's own output quantized to the block's output codes at its best step,
     # `dse.tune.phases.quantization_floor`) is not trained; 0 trains every block
     floor_factor: float = 1.1
-    spike_steps: int = 60  # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics
-    # spiking chips: steps for the block that computes the network's output in place of `spike_steps` (small, and
-    # its loss decides the accuracy: resnet_mnist's logits on chip_b reach top-1 0.979 after 60 steps, 0.984
-    # after 600); `spike_steps=0` turns the spike-aware steps off for every block
+    # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics, at most (the stopping
+    # rule ends them earlier)
+    spike_steps: int = 60
+    # spiking chips: the cap for the block that computes the network's output in place of `spike_steps` (small,
+    # and its loss decides the accuracy: with fixed step counts resnet_mnist's logits on chip_b reached top-1 0.979
+    # after 60 steps, 0.984 after 600); `spike_steps=0` turns the spike-aware steps off for every block
     output_spike_steps: int = 600
     spike_weights: bool = True  # spiking chips: those steps also move the integer weights (see dse/tune/spiking.py)
     spike_calib_samples: int = 2000  # spiking chips: calibration images simulated over T steps (memory, time)
@@ -55,7 +57,7 @@ class TuneOptions:
     spike_batch_factor: int = 4  # spiking chips: a block trained on rows takes this many times `batch_size` rows
     spike_min_rows: int = 128  # spiking chips: rows per step at least, for a block trained on rows
     spike_loss_rows: int = 2048  # spiking chips: held-out rows of those steps (at most `holdout_fraction`)
-    spike_check_steps: int = 20  # spiking chips: steps between two checks of the stopping rule in those steps
+    spike_check_steps: int = 30  # spiking chips: steps between two checks of the stopping rule in those steps
     spike_lr_factor: float = 10.0  # spiking chips: biases and output steps learn at `lr` times this
     spike_chunk_images: int = 128  # spiking chips: images simulated at once to commit a core (memory only)
     max_rows: int = 200_000  # (image, position) pairs sampled once per conv block

@@ -59,8 +59,7 @@ def patch_geometry(block: list[Node], ext: list[str]) -> PatchGeometry | None:
 def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows: int, gen: torch.Generator,
                    chunk_floats: int) -> tuple[Tensor, Tensor, int]:
     """Rows of (input patch, target vector) at random (image, position) pairs, in random order; also the taps per
-    channel.
-    The patches of a few images are unfolded at a time (about `chunk_floats` values)."""
+    channel. The patches of a few images are unfolded at a time (about `chunk_floats` values)."""
     kernel, stride, padding = geometry.kernel, geometry.stride, geometry.padding
     if geometry.dense:
         return x, target, 1
@@ -74,11 +73,15 @@ def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows:
     fan_in = x.shape[1] * kernel[0] * kernel[1]
     chunk = max(1, min(256, chunk_floats // max(fan_in * positions, 1)))
     rows = torch.empty((len(img), fan_in), dtype=x.dtype)  # filled in place: no second copy of the rows
-    for lo in range(0, n, chunk):
-        sel = ((img >= lo) & (img < lo + chunk)).nonzero().flatten()
+    # read image by image (the unfolded patches stay in cache), write each row to its random place
+    order = torch.argsort(img, stable=True)
+    by_img = img[order]
+    bounds = torch.searchsorted(by_img, torch.arange(0, n + chunk, chunk)).tolist()
+    for i, lo in enumerate(range(0, n, chunk)):
+        sel = order[bounds[i] : bounds[i + 1]]
         if not len(sel):
             continue
         cols = F.unfold(F.pad(x[lo : lo + chunk], (left, right, top, bottom)), kernel, stride=stride)  # (b, F, L)
-        rows[sel] = cols[img[sel] - lo, :, pos[sel]]
+        rows.index_copy_(0, sel, cols[img[sel] - lo, :, pos[sel]])
     t = target.reshape(n, out_c, positions)[img, :, pos]
     return rows, t, geometry.taps

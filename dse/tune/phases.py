@@ -124,7 +124,7 @@ class Fit:
             if domain == "code":
                 for c in self.cores.values():
                     if c.weight.grad is not None:
-                        c.weight.grad[c.frozen] = 0
+                        c.weight.grad.masked_fill_(c.frozen, 0)
             opt.step()
             if domain == "code":
                 for c in self.cores.values():

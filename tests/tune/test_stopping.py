@@ -1,0 +1,44 @@
+"""The stopping rule of the tuning phases (dse/tune/stopping.py) on a scripted sequence of held-out losses."""
+
+from __future__ import annotations
+
+import pytest
+
+from dse.errors import ConfigError
+from dse.tune.options import TuneOptions
+from dse.tune.stopping import Patience, train_until_done
+
+
+def run(losses: list[float], max_steps: int, check_steps: int, patience: int, min_improvement: float):
+    """The loss after step i is losses[i - 1]; the 'parameters' are the step count."""
+    state = {"step": 0}
+    rule = Patience(patience, min_improvement, reference=1.0, lowest=1.0)
+
+    def step() -> None:
+        state["step"] += 1
+
+    steps = train_until_done(rule, max_steps, check_steps, step, lambda: losses[state["step"] - 1],
+                             lambda: state["step"], lambda saved: state.update(step=saved))
+    return steps, state["step"], rule.lowest
+
+
+def test_a_phase_ends_after_patience_checks_without_a_relative_improvement() -> None:
+    # checks after steps 2, 4, 6, 8: 0.5 improves; 0.499 and 0.498 improve by less than 1 %: two misses end it
+    losses = [0.9, 0.5, 0.5, 0.499, 0.5, 0.498, 0.1, 0.1, 0.1, 0.1]
+    steps, kept, lowest = run(losses, max_steps=10, check_steps=2, patience=2, min_improvement=0.01)
+    assert steps == 6
+    assert (kept, lowest) == (6, 0.498)  # the lowest measured, though too small a gain to go on for
+
+
+def test_the_start_is_kept_when_no_check_beats_it_and_the_cap_ends_a_phase() -> None:
+    steps, kept, lowest = run([2.0] * 8, max_steps=8, check_steps=3, patience=5, min_improvement=0.0)
+    assert (steps, kept, lowest) == (8, 0, 1.0)  # checks after 3, 6 and the last step (8); the start is kept
+    steps, kept, lowest = run([float("nan")] * 4, max_steps=4, check_steps=1, patience=2, min_improvement=0.0)
+    assert (steps, kept, lowest) == (2, 0, 1.0)  # NaN never improves
+
+
+def test_every_bound_of_the_rule_is_checked() -> None:
+    for field, value in (("patience", 0), ("check_steps", 0), ("spike_check_steps", 0), ("holdout_fraction", 1.0),
+                         ("min_improvement", -0.1)):
+        with pytest.raises(ConfigError, match=f"tuning.{field}"):
+            TuneOptions(**{field: value})
