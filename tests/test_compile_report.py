@@ -27,7 +27,7 @@ from dse.tune import TuneOptions
 KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",
         "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "agreement",
         "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking", "cost",
-        "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
+        "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "blocks", "passes"]
 CHIPS = {  # chip_a and chip_b (conf/hardware), a crossbar chip and a spiking one
     "chip_a": HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8)),
     "chip_b": HardwareSpec(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4),
@@ -66,6 +66,7 @@ def test_report_dict_is_report_json(prepared, chip: str) -> None:
     assert (report["model"], report["dataset"], report["test_samples"]) == ("mlp_digits", "digits", 100)
     assert (report["tuning"], report["equalize"], report["bias_correction"]) == ("none", True, False)
     assert report["memory"] == result.report.memory.as_dict()
+    assert report["blocks"] == [dataclasses.asdict(b) for b in result.blocks] and report["blocks"]
     if hw.spiking:
         steps = hw.neuron.timesteps
         assert report["spiking"]["timesteps"] == steps
