@@ -104,7 +104,8 @@ def step_seconds(cores: list, rows: int, timesteps: int = 1) -> float:
 
     def step() -> None:
         opt.zero_grad()
-        loss = sum(torch.nn.functional.mse_loss(torch.relu(x @ w.T), t) for x, w, t in zip(xs, ws, targets, strict=True))
+        loss = sum(torch.nn.functional.mse_loss(torch.relu(x @ w.T), t)
+                   for x, w, t in zip(xs, ws, targets, strict=True))
         loss.backward()
         opt.step()
 
