@@ -140,3 +140,19 @@ def test_a_chip_with_a_cost_model_reports_its_cost(prepared, chip: str, defaults
     assert report["cost"]["energy_pj"]["total"] > 0 and report["cost"]["area_mm2"]["total"] > 0
     assert [{k: row[k] for k in expected.layer_rows()[0]} for row in result.layers] == expected.layer_rows()
     assert list(result.report.cost.columns()) == cost_columns(chip_kind(hw))
+
+
+@pytest.mark.parametrize(("model", "dataset", "runs_calibration"),
+                         [("mlp_digits", "digits", False), ("mlp_sigmoid_mnist", "mnist", True)])
+def test_prepare_runs_the_calibration_set_only_for_a_function_the_chip_lacks(monkeypatch, model: str, dataset: str,
+                                                                             runs_calibration: bool) -> None:
+    """The approximator of a Sigmoid or Tanh needs the values reaching it; a network without one does not pay
+    for a forward pass over the calibration set."""
+    import dse.compile as front
+
+    graph, data = load_model(model, dataset, calib_samples=50, test_samples=20)
+    calls = []
+    real = front.run_float
+    monkeypatch.setattr(front, "run_float", lambda g, x, **kw: calls.append(len(x)) or real(g, x, **kw))
+    prepare(graph, data, name=model)
+    assert (50 in calls) is runs_calibration and 20 in calls
