@@ -27,7 +27,7 @@ from dse.tune import TuneOptions
 KEYS = ["model", "dataset", "hardware", "strategy", "reencode_k", "readout_k", "tuning", "equalize",
         "bias_correction", "accuracy_original", "accuracy_compiled", "accuracy_delta_pp", "accuracy_delta_ci95",
         "agreement", "logits_rel_error", "test_samples", "resources", "legal", "violations", "verify", "spiking",
-        "cost", "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "passes"]
+        "cost", "compile_seconds", "prepare_seconds", "evaluate_seconds", "steps", "memory", "blocks", "passes"]
 CHIPS = {  # chip_a and chip_b (conf/hardware), a crossbar chip and a spiking one
     "chip_a": HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8)),
     "chip_b": HardwareSpec(name="chip_b", crossbar=Crossbar(256, 256, 4, False), weights=Weights(4),
@@ -66,6 +66,7 @@ def test_report_dict_is_report_json(prepared, chip: str) -> None:
     assert (report["model"], report["dataset"], report["test_samples"]) == ("mlp_digits", "digits", 100)
     assert (report["tuning"], report["equalize"], report["bias_correction"]) == ("none", True, False)
     assert report["memory"] == result.report.memory.as_dict()
+    assert report["blocks"] == [dataclasses.asdict(b) for b in result.blocks] and report["blocks"]
     if hw.spiking:
         steps = hw.neuron.timesteps
         assert report["spiking"]["timesteps"] == steps
@@ -139,3 +140,19 @@ def test_a_chip_with_a_cost_model_reports_its_cost(prepared, chip: str, defaults
     assert report["cost"]["energy_pj"]["total"] > 0 and report["cost"]["area_mm2"]["total"] > 0
     assert [{k: row[k] for k in expected.layer_rows()[0]} for row in result.layers] == expected.layer_rows()
     assert list(result.report.cost.columns()) == cost_columns(chip_kind(hw))
+
+
+@pytest.mark.parametrize(("model", "dataset", "runs_calibration"),
+                         [("mlp_digits", "digits", False), ("mlp_sigmoid_mnist", "mnist", True)])
+def test_prepare_runs_the_calibration_set_only_for_a_function_the_chip_lacks(monkeypatch, model: str, dataset: str,
+                                                                             runs_calibration: bool) -> None:
+    """The approximator of a Sigmoid or Tanh needs the values reaching it; a network without one does not pay
+    for a forward pass over the calibration set."""
+    import dse.compile as front
+
+    graph, data = load_model(model, dataset, calib_samples=50, test_samples=20)
+    calls = []
+    real = front.run_float
+    monkeypatch.setattr(front, "run_float", lambda g, x, **kw: calls.append(len(x)) or real(g, x, **kw))
+    prepare(graph, data, name=model)
+    assert (50 in calls) is runs_calibration and 20 in calls

@@ -251,8 +251,8 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         spiking=SpikingReport.of(state.evaluation.stats, hw, state.depth) if hw.spiking else None,
         cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
-        evaluate_seconds=meter.seconds("evaluate", "cost"), steps=meter.steps, memory=plan, passes=trace,
-        device=state.device,
+        evaluate_seconds=meter.seconds("evaluate", "cost"), steps=meter.steps, memory=plan, blocks=list(state.blocks),
+        passes=trace, device=state.device,
     )
 
 

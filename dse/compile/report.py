@@ -15,6 +15,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.passes.registry import PassRecord
 from dse.sim.montecarlo import DeviceReport
 from dse.sim.spiking import SpikeStats
+from dse.tune.losses import BlockReport
 
 
 def _present(obj: Any) -> dict[str, Any]:
@@ -173,6 +174,9 @@ class CompileReport:
     # compiles): wall_s and cpu_s (seconds; CPU of every thread), peak_rss_gb, own_peak
     steps: dict[str, dict[str, float]]
     memory: MemoryPlan  # the bound, the estimated peak by part, and the batch sizes chosen
+    # per tuned block, in order (`dse.tune.BlockReport`): name, cores, its losses after each phase and, where
+    # tuning records them, the training steps each phase ran (what `bench/compile_floor.py` times)
+    blocks: list[BlockReport]
     passes: list[PassRecord]  # the trace: every pass and step run, in order, with its seconds and node counts
     device: DeviceReport | None = None  # None (left out): an ideal device; else the drawn chips' accuracy
 
@@ -199,6 +203,7 @@ class CompileReport:
             "evaluate_seconds": self.evaluate_seconds,
             "steps": self.steps,
             "memory": self.memory.as_dict(),
+            "blocks": [asdict(b) for b in self.blocks],
             "passes": [asdict(r) for r in self.passes],
         }
 

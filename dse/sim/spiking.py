@@ -52,16 +52,17 @@ def integrate(current: Tensor, threshold: Tensor, neuron: Neuron) -> Tensor:
     v = (threshold / 2).expand_as(current[:, 0]).clone()
     spikes = torch.empty_like(current)
     threshold = threshold.expand_as(v)
+    fired, drop = torch.empty(v.shape, dtype=torch.bool), torch.empty_like(v)  # reused every step
     for t in range(current.shape[1]):
         if neuron.decay != 1.0:
             v.mul_(neuron.decay)
         v.add_(current[:, t])
         if neuron.floor is not None:  # an unsigned register: negative current leaves no debt
             v.clamp_(min=neuron.floor)
-        fired = v >= threshold
+        torch.ge(v, threshold, out=fired)
         spikes[:, t] = fired
         if neuron.reset == "subtract":
-            v.sub_(threshold * fired)
+            v.sub_(torch.mul(threshold, spikes[:, t], out=drop))
         else:
             v.masked_fill_(fired, 0.0)
     return spikes
@@ -76,7 +77,7 @@ def core_current(op: o.CoreOp, trains: Tensor, timesteps: int) -> Tensor:
     acc = conv_core(flat, w, None, op)
     acc = acc.reshape(n, steps, *acc.shape[1:])
     bias = torch.as_tensor(q.bias_int / timesteps, dtype=trains.dtype)
-    return acc + (bias if op.dense else bias.reshape(-1, 1, 1))
+    return acc.add_(bias if op.dense else bias.reshape(-1, 1, 1))  # acc is the product's own tensor
 
 
 def core_threshold(op: o.CoreOp, dtype: torch.dtype) -> Tensor:

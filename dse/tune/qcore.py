@@ -11,7 +11,7 @@ from torch import nn
 
 from dse.errors import ConfigError
 from dse.ir import ops as o
-from dse.sim.float_exec import conv_core, grouped_linear
+from dse.sim.float_exec import conv_core, core_accumulator, grouped_linear
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
 from dse.tune.scales import weight_in_scale
 
@@ -283,3 +283,12 @@ def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:
         out_max=out_max,
     )
     return o.CoreOp(op.weight, op.bias, op.stride, op.padding, op.groups, op.dense, op.mask, q, True, op.population)
+
+
+def fixed_output(op: o.CoreOp, x: Tensor) -> Tensor:
+    """A committed max-pooling core's output on real input `x`: what `FLOAT_EXEC` computes, a third faster.
+    Its weights are +-1 and its output step its input's (`fixed_core`): ``weight_scale / out_scale`` is 1.0
+    exactly, so the accumulator already holds the output codes and only the clamp is left of `core_output`'s
+    requantization."""
+    q = op.quant
+    return core_accumulator(op, x).clamp_(0, q.out_max).mul_(q.out_scale)

@@ -16,6 +16,7 @@ from dse.sim import spiking
 from dse.sim.float_exec import FLOAT_EXEC, core_accumulator
 from dse.tune.losses import BlockReport
 from dse.tune.options import TuneOptions
+from dse.tune.qcore import fixed_output
 
 Tensor = torch.Tensor
 CHUNK_FLOATS = 2**25  # values of one block's nodes held at once while it runs on the calibration data (128 MB)
@@ -68,12 +69,7 @@ class TuneWalk:
             return
         neuron = self.hw.neuron
         if isinstance(op, o.CoreOp):
-            src = self.trains[node.inputs[0]]
-            at_once = self.options.spike_chunk_images
-            chunks = [spiking.core_trains(op, src[i : i + at_once].float(), neuron).bool()
-                      for i in range(0, len(src), at_once)]
-            self.trains[node.name] = torch.cat(chunks)
-            counts = self.trains[node.name].sum(dim=1, dtype=torch.float32)
+            self.trains[node.name], counts = self.core_trains(op, self.trains[node.inputs[0]])
             self.acts[node.name] = counts * op.quant.out_scale
         elif isinstance(op, o.Pad):
             step = float(self.scales[node.inputs[0]][0])
@@ -82,6 +78,22 @@ class TuneWalk:
         else:
             self.trains[node.name] = spiking.wire(op, [self.trains[s] for s in node.inputs])
             self.acts[node.name] = FLOAT_EXEC[type(op)](op, ins)
+
+    def core_trains(self, op: o.CoreOp, src: Tensor) -> tuple[Tensor, Tensor]:
+        """A core's spike trains (bool, N x T x ...) and spike counts (float32) on the calibration data, from
+        its input trains, `spike_chunk_images` images at a time. Both are written in place (joining chunks
+        would hold them twice) and the counts summed over each chunk's float trains (summing the bool trains
+        costs five times as much)."""
+        at_once = self.options.spike_chunk_images
+        trains = counts = None
+        for lo in range(0, len(src), at_once):
+            out = spiking.core_trains(op, src[lo : lo + at_once].float(), self.hw.neuron)
+            if trains is None:
+                trains = torch.empty((len(src), *out.shape[1:]), dtype=torch.bool)
+                counts = torch.empty((len(src), *out.shape[2:]), dtype=out.dtype)
+            trains[lo : lo + at_once] = out
+            counts[lo : lo + at_once] = out.sum(dim=1)
+        return trains, counts
 
     def forget(self, name: str) -> None:
         self.acts.pop(name, None)
@@ -108,7 +120,9 @@ class TuneWalk:
             v = {s: self.acts[s][lo : lo + chunk] for s in ext}
             for n in block:
                 op, ins = ops[n.name], [v[s] for s in n.inputs]
-                v[n.name] = core_accumulator(op, ins[0]) if n.name in peaks else FLOAT_EXEC[type(op)](op, ins)
+                v[n.name] = (core_accumulator(op, ins[0]) if n.name in peaks
+                             else fixed_output(op, ins[0]) if getattr(op, "fixed", False) and op.quant is not None
+                             else FLOAT_EXEC[type(op)](op, ins))
             for k in keep:  # written in place: joining the chunks would hold the block's outputs twice
                 if chunk >= n_images:
                     out[k] = v[k]
