@@ -33,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -96,17 +98,8 @@ def default_sweep(folder: Path) -> dict:
 
 def two_node_cluster(folder: Path, one_worker: dict | None) -> dict:
     """The scaling sweep on a head and a worker node of 1 CPU each, both `ray start` processes here."""
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    nodes = [_ray_node("--head", f"--port={port}", "--include-dashboard=false")]
-    try:
-        _wait_for_port(port, nodes[0])
-        nodes.append(_ray_node(f"--address={address}"))
-        _wait_for_nodes(address, 2)
+    with local_cluster() as address:
         out = scaling("cluster", folder, address=address)
-    finally:
-        for node in reversed(nodes):
-            _stop(node)
     out["address"] = address
     if one_worker:
         out["speedup_over_one_worker"] = round(out["throughput_trials_per_s"] / one_worker["throughput_trials_per_s"],
@@ -115,8 +108,26 @@ def two_node_cluster(folder: Path, one_worker: dict | None) -> dict:
     return out
 
 
+@contextmanager
+def local_cluster(nodes: int = 2) -> Iterator[str]:
+    """A local Ray cluster of `nodes` nodes of 1 CPU each (a head and workers, each a `ray start` process);
+    yields its address and stops every node on exit."""
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    started = [_ray_node("--head", f"--port={port}", "--include-dashboard=false")]
+    try:
+        _wait_for_port(port, started[0])
+        started += [_ray_node(f"--address={address}") for _ in range(nodes - 1)]
+        _wait_for_nodes(address, nodes)
+        yield address
+    finally:
+        for node in reversed(started):
+            _stop(node)
+
+
 def _ray_node(*args: str) -> subprocess.Popen:
-    """`ray start --block` in a process group of its own, so that ending it ends that node and nothing else."""
+    """`ray start --block` in a process group of its own: ending the group ends that node and nothing else
+    (`ray stop` would stop every Ray instance on the machine)."""
     ray = Path(sys.executable).parent / "ray"
     return subprocess.Popen([str(ray), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
                             env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -154,7 +165,7 @@ def _wait_for_port(port: int, head: subprocess.Popen, timeout_s: float = 120) ->
             return
         except OSError:
             if time.monotonic() > deadline or head.poll() is not None:
-                raise SystemExit("the Ray head node did not start") from None
+                raise RuntimeError("the Ray head node did not start") from None
             time.sleep(1)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sweep_helpers import FAST
+
+from bench.sweep_scaling import local_cluster
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,69 +71,13 @@ def test_sigkill_halfway_then_the_same_command_finishes_the_set(tmp_path):
     assert f"{12 - len(before)} run now, {len(before)} kept from before" in " ".join(done.stdout.split())
 
 
-def free_port() -> int:
-    """A free port below Ray's worker port range (10002-19999)."""
-    for port in range(6400, 9999):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def ray_node(*args: str) -> subprocess.Popen:
-    """`ray start --block` in a process group of its own: ending the group ends that node and nothing else
-    (`ray stop` would stop every Ray instance on the machine)."""
-    ray = Path(sys.executable).parent / "ray"
-    return subprocess.Popen([str(ray), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
-                            env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-
-
-def stop(node: subprocess.Popen) -> None:
-    try:
-        os.killpg(node.pid, signal.SIGTERM)
-        node.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)
-        node.wait()
-    except ProcessLookupError:
-        pass
-
-
-def wait_for_nodes(address: str, n: int, timeout_s: float = 120) -> None:
-    probe = (f"import ray, time\nray.init(address={address!r}, logging_level='ERROR')\n"
-             f"t = time.time()\nwhile len([x for x in ray.nodes() if x['Alive']]) < {n}:\n"
-             f"    assert time.time() - t < {timeout_s}, ray.nodes()\n    time.sleep(1)\n")
-    subprocess.run([sys.executable, "-c", probe], env=ENV, check=True, timeout=timeout_s + 60)
-
-
 def test_two_node_ray_cluster_gives_the_local_results(tmp_path):
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = ray_node("--head", f"--port={port}", "--include-dashboard=false")
-    nodes = [head]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and head.poll() is None, "the head node did not start"
-                time.sleep(1)
-        nodes.append(ray_node(f"--address={address}"))
-        wait_for_nodes(address, 2)
-        common = [*FAST, *GRID[:2], "hardware.crossbar.rows=32", "strategy.name=split,prune"]  # 12 trials
+    common = [*FAST, *GRID[:2], "hardware.crossbar.rows=32", "strategy.name=split,prune"]  # 12 trials
+    with local_cluster() as address:  # a head and a worker node, 1 CPU each
         on_cluster = subprocess.run(sweep_command(*common, f"runner.address={address}",
                                                   f"hydra.run.dir={tmp_path / 'cluster'}"),
                                     cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
-        assert on_cluster.returncode == 0, on_cluster.stdout + on_cluster.stderr
-    finally:
-        for node in reversed(nodes):
-            stop(node)
+    assert on_cluster.returncode == 0, on_cluster.stdout + on_cluster.stderr
     local = subprocess.run(sweep_command(*common, "runner=local", f"hydra.run.dir={tmp_path / 'local'}"),
                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert local.returncode == 0, local.stdout + local.stderr
