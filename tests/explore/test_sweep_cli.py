@@ -11,6 +11,7 @@ import pytest
 from sweep_helpers import FAST
 from test_sweep_pareto import brute_force_front
 
+from dse.errors import EXIT_NOT_LEGAL
 from dse.explore.trial import METRICS
 from dse.sweep import cli
 
@@ -169,5 +170,5 @@ def test_repeats_run_every_configuration_per_seed_and_draw_the_spread(tmp_path):
 def test_a_sweep_whose_every_trial_fails_still_writes_its_tables(tmp_path):
     run_dir = tmp_path / "run"  # the ideal chip's weights cannot be quantized alone: every trial fails
     assert cli([*FAST, "runner=local", "search=custom", "hardware=ideal", "hardware.weights.bits=2,4",
-                f"hydra.run.dir={run_dir}"]) == 1
+                f"hydra.run.dir={run_dir}"]) == EXIT_NOT_LEGAL  # no legal trial
     assert (pd.read_csv(run_dir / "trials.csv").state == "fail").all() and (run_dir / "pareto.csv").exists()
