@@ -17,9 +17,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-# full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two
+# full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two;
+# 12 trials, so that two Ray workers cannot finish them all between the first result and the signal
 SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "search=custom",
-         "hardware.weights.bits=2,4,6,8", "hardware.crossbar.rows=32"]
+         "hardware.weights.bits=2,3,4,5,6,8", "hardware.crossbar.rows=32,64"]
+TRIALS = 12
 
 
 def complete(db: Path) -> int:
@@ -48,7 +50,7 @@ def test_ctrl_c_halfway_writes_the_finished_trials_tables_and_figures(tmp_path, 
     assert "interrupted" in err and "run the same command again to resume" in err, err
     done = complete(run_dir / "study.db")
     trials = pd.read_csv(run_dir / "trials.csv")
-    assert 1 <= len(trials) == done < 4, "interrupted too late to test anything"
+    assert 1 <= len(trials) == done < TRIALS, "interrupted too late to test anything"
     assert set(trials.state) == {"complete"}
     pareto = pd.read_csv(run_dir / "pareto.csv")
     assert len(pareto) and set(pareto.trial) <= set(trials.trial)
