@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from dse.errors import OutputError
+from dse.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +50,8 @@ def cached_parse(source: Path, parse: Callable[[Path], np.ndarray], dtype: np.dt
     stored = compact if np.array_equal(compact, array) else array
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        _atomic(entry, lambda f: np.save(f, stored, allow_pickle=False))
-    except OSError as exc:  # a read-only home, a full disk: the parsed array serves anyway
+        atomic_write(entry, lambda tmp: np.save(tmp, stored, allow_pickle=False))
+    except (OSError, OutputError) as exc:  # a read-only home, a full disk: the parsed array serves anyway
         log.debug("cache entry %s not written: %s", entry, exc)
     return array
 
-
-def _atomic(path: Path, write: Callable) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
