@@ -21,12 +21,12 @@ def check(state: CompileState) -> None:
 def evaluate(state: CompileState) -> None:
     """`state.evaluation` (the chip's logits, its simulators' agreement, each core's error against the
     teacher) and `state.metrics` (accuracies, top-1 agreement and logit error against the original network),
-    in batches of `state.eval_batch` test samples. Outputs of either network holding NaN or Inf are a
-    NonFiniteError, never metrics."""
+    in batches of `state.eval_batch` test samples. Compiled outputs holding NaN or Inf are a NonFiniteError,
+    never metrics (the original's were checked by `prepare`)."""
     data = state.need_data("evaluate")
     state.evaluation = evaluate_chip(state.exact, state.graph, state.hw, data.test_x, seed=state.tuning.seed,
                                      batch_size=state.eval_batch)
-    require_finite(data.original_logits, "the original network's outputs")
+    # the original's outputs were checked once, by `prepare`, which made them
     require_finite(state.evaluation.logits, "the compiled network's outputs")
     state.metrics = compare(data.original_logits, state.evaluation.logits, data.test_y)
     if not state.hw.device.is_ideal:  # the manufactured chips: the metrics above stay the exact chip's
