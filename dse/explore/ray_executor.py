@@ -3,8 +3,8 @@ imports Ray.
 
 The prepared network (the imported graph, the teachers' activations: hundreds of MB) goes into the object
 store once with `ray.put`; each worker process fetches and unpickles it once and keeps it for the trials it
-runs after, so no trial pays for it again. Each worker's one-off imports (torch, the compiler, torch's
-optimizers) run as soon as Ray is up (`_warm_up`), while the driver prepares the network, not on the first
+runs after, so no trial pays for it again. Each worker's one-off imports (torch, the compiler) run as soon as
+Ray is up (`_warm_up`), while the driver prepares the network, not on the first
 trial's clock.
 """
 
@@ -27,9 +27,7 @@ _PREPARED: dict[str, Prepared] = {}
 
 
 def _warm_up() -> None:
-    """What the first trial of a worker process would otherwise import (seconds of CPU)."""
-    import torch.optim  # noqa: F401  (its first use imports torch._dynamo: about a second)
-
+    """What the first trial of a worker process would otherwise import (seconds of CPU: torch, the compiler)."""
     import dse.explore.trial  # noqa: F401
 
 
