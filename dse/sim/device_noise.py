@@ -164,11 +164,11 @@ def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | N
     return flat_l.reshape(levels.shape)
 
 
-def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
-              faults: np.ndarray | None) -> np.ndarray:
-    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream. With a
-    known fault map the cells are programmed around the stuck ones (`program_levels`)."""
-    w_int = np.asarray(op.quant.weight_int)
+def drawn_weights(w_int: np.ndarray, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
+                  faults: np.ndarray | None = None) -> np.ndarray:
+    """The effective weights (instances, *w_int.shape) the cells of integer weights `w_int` hold when read, one
+    instance per stream: programmed (around the stuck cells of `faults` where the fault map is known,
+    `program_levels`), perturbed (`perturbed_levels`), and each synapse's weight mismatch."""
     gain = layout.gain(w_int)
     known = faults is not None and device.fault_map_known
     levels = program_levels(layout, w_int * gain, faults if known else None)
@@ -176,6 +176,18 @@ def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.ra
     w = layout.weight(np.moveaxis(g, 0, 2)) / gain  # (slices, columns, instances, ...) -> (instances, ...)
     if device.weight_mismatch:
         w = w * (1.0 + device.weight_mismatch * _normal(rngs, levels.shape[2:]))
+    return w
+
+
+def read_std(layout: CellLayout, device: Device, w_int: np.ndarray) -> float:
+    """The std of each weight's read noise, in units of the integer weights `w_int` (summed over its cells)."""
+    return device.read_sigma * layout.top * layout.read_gain() / layout.gain(w_int)
+
+
+def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
+              faults: np.ndarray | None) -> np.ndarray:
+    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream."""
+    w = drawn_weights(np.asarray(op.quant.weight_int), layout, device, rngs, faults)
     return w if op.mask is None else w * op.mask
 
 
@@ -197,7 +209,7 @@ def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
         if device.threshold_mismatch:
             inst.threshold[name] = torch.as_tensor(1.0 + device.threshold_mismatch * _normal(rngs, shapes[name]))
         if device.read_sigma:
-            inst.read_std[name] = device.read_sigma * layout.top * layout.read_gain() / layout.gain(op.quant.weight_int)
+            inst.read_std[name] = read_std(layout, device, op.quant.weight_int)
     return inst
 
 

@@ -31,6 +31,7 @@ from dse.sim.spiking import integrate, wire
 from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples
 from dse.tune.losses import BlockLoss, BlockReport
+from dse.tune.noise import held_out, injected
 from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
@@ -119,6 +120,8 @@ def _linear(core: QCore, x: Tensor, rows: bool) -> Tensor:
     """The core's accumulator on codes (or spikes) for weights on the integer grid (rounded forward, straight
     through backward)."""
     w = core.masked(torch.clamp(round_ste(core.weight), -core.wmax, core.wmax))
+    if core.noise is not None:
+        w = core.noise.weights(core, w)
     if core.copy_inputs is not None:  # a population's grouped copy: its own groups' inputs
         x = x[:, : core.copy_inputs]
     y = grouped_linear(x, w, None, core.op.groups) if rows or core.op.dense else conv_core(x, w, None, core.op)
@@ -152,7 +155,8 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
             acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
             current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
     with torch.no_grad():
-        spikes = integrate(current, scale.detach(), neuron)
+        spikes = integrate(current, scale.detach() if core.noise is None else
+                           core.noise.thresholds(scale.detach(), current[:, 0].shape), neuron)
     return spikes, model + (spikes.sum(dim=1) - model).detach()
 
 
@@ -231,12 +235,14 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
 
     def measured() -> float:
         with torch.no_grad():
-            return float(_spike_loss(problem, samples, counts, neuron, loss, slice(0, held or n)))
+            return held_out(cores.values(), lambda: float(_spike_loss(problem, samples, counts, neuron, loss,
+                                                                      slice(0, held or n))))
 
     def step() -> None:
         if cursor[0] + batch > n:
             cursor[0] = held
-        value = _spike_loss(problem, samples, counts, neuron, loss, slice(cursor[0], cursor[0] + batch))
+        with injected(cores.values()):  # tuning.noise_aware: a drawn chip's errors, in training only
+            value = _spike_loss(problem, samples, counts, neuron, loss, slice(cursor[0], cursor[0] + batch))
         cursor[0] += batch
         opt.zero_grad()
         value.backward()
