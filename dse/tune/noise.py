@@ -74,6 +74,17 @@ class StepNoise:
             error = core.masked(error * unit)
         return w + error
 
+    def stored(self, codes: Tensor) -> Tensor:
+        """The weights one drawn chip (always the same) holds for integer `codes`: the weight step is chosen
+        on them (`best_weight_scale`), so that it weighs the cells' errors against rounding and clipping."""
+        rng, gen = _streams([*self.key, 2])
+        w_int = codes.to(torch.int64).numpy()
+        held = torch.from_numpy(drawn_weights(w_int, self.layout, self.device, [rng])[0]).to(codes.dtype)
+        if self.device.read_sigma:
+            held += read_std(self.layout, self.device, w_int) * torch.randn(codes.shape, generator=gen,
+                                                                            dtype=codes.dtype)
+        return held
+
     def outputs(self, core: QCore, y: Tensor) -> Tensor:
         """A core's accumulator `y` (N, O, ...) plus its converters' offsets and noise, in LSB of its output."""
         device = self.device

@@ -178,7 +178,8 @@ class QCore(nn.Module):
         remember them before clipping, for `correct_bias` after they are rounded."""
         with torch.no_grad():
             w_code = self._code_weight()
-            ws = best_weight_scale(w_code, self.wmax, self.per_column)
+            ws = best_weight_scale(w_code, self.wmax, self.per_column,
+                                   stored=None if self.noise is None else self.noise.stored)
             self.target = w_code / ws.reshape(-1, 1, 1, 1) if keep_target else None
             self.weight.copy_(torch.clamp(w_code / ws.reshape(-1, 1, 1, 1), -self.wmax, self.wmax))
             self.ws = self._outputs(ws)
