@@ -93,6 +93,10 @@ class TuneOptions:
         for name in ("check_steps", "spike_check_steps", "patience", "noise_checks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be at least 1, got {getattr(self, name)}")
+        if not isinstance(self.noise_aware, bool):
+            raise ConfigError(f"tuning.noise_aware must be true or false, got {self.noise_aware!r}")
+        if self.noise_aware and self.mode == "none":
+            raise ConfigError("tuning.noise_aware=true needs tuning.mode=multiphase (mode=none does not train)")
         for name in ("holdout_fraction", "min_improvement"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be in [0, 1), got {getattr(self, name)}")
