@@ -1,8 +1,9 @@
 """Monte-Carlo evaluation: N manufactured chips (`hardware.device`), simulated at once, against the original.
 
 `evaluate_instances` draws the chips (`dse.sim.device_noise.draw_instances`) and runs them through the
-integer (or spiking) simulator with rules of its own, the N instances stacked along the batch axis: one
-convolution of N times the channels per core instead of N runs, so 20 chips cost a few times one. Its
+integer (or spiking) simulator with rules of its own, the N instances stacked along the batch axis, each core
+one batched product over them where it can (`dse.sim.device_noise.instance_linear`), so 20 chips cost a few
+times one. Its
 `DeviceReport` is report.json's `device` block: the accuracy delta's mean, std and 5th percentile of accuracy
 over the instances.
 """
