@@ -36,9 +36,9 @@ from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
 from dse.sim import spiking
 from dse.sim.float_exec import FLOAT_EXEC, decode_population
+from dse.tune import noise
 from dse.tune.baseline import round_block, round_block_spiking
 from dse.tune.block import BlockProblem, value_samples
-from dse.tune import noise
 from dse.tune.losses import BlockReport, relative_mse
 from dse.tune.options import TuneOptions
 from dse.tune.phases import Fit, create_cores, set_up, train_block

@@ -23,19 +23,32 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
 from dse.sim.device_noise import CellLayout, drawn_weights, read_std
 from dse.tune.scales import weight_in_scale
 
-if TYPE_CHECKING:
-    from dse.tune.qcore import QCore
-
 Tensor = torch.Tensor
+
+
+class QCore(Protocol):
+    """What the noise reads of a `dse.tune.qcore.QCore` (which holds a `StepNoise`: no import back)."""
+
+    op: o.CoreOp
+    domain: str
+    wmax: int
+    per_column: bool
+    in_scale: Tensor
+    ws: Tensor | None
+    scale: Tensor
+    noise: StepNoise | None
+
+    def masked(self, w: Tensor) -> Tensor: ...
 
 
 class StepNoise:
@@ -114,7 +127,7 @@ def _grid_unit(core: QCore, w: Tensor) -> Tensor | float:
     over each weight's input step."""
     if core.domain == "code":
         return 1.0
-    per_input = core._rows(weight_in_scale(core.op, core.in_scale))
+    per_input = weight_in_scale(core.op, core.in_scale)[: w.shape[0]]  # the trained rows' (a tied pair: half)
     top = (w * per_input).abs().reshape(w.shape[0], -1).amax(dim=1)
     if not core.per_column:
         top = top.max().expand_as(top)
