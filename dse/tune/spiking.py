@@ -146,18 +146,25 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
     if _exact_model(neuron):
         acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
         current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
-        model = running_max_counts(current, scale, core.qmax)
+        threshold = _threshold(core, scale, current[:, 0].shape)
+        model = running_max_counts(current, threshold, core.qmax)
         current = current.detach()
     else:
         pre = copies(_linear(core, counts, rows)) * ws + bias  # the ReLU model on counts: the current over steps
-        model = torch.clamp(round_ste(torch.relu(pre) / scale), 0, core.qmax)
+        threshold = _threshold(core, scale, pre.shape)
+        model = torch.clamp(round_ste(torch.relu(pre) / threshold), 0, core.qmax)
         with torch.no_grad():
             acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
             current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
     with torch.no_grad():
-        spikes = integrate(current, scale.detach() if core.noise is None else
-                           core.noise.thresholds(scale.detach(), current[:, 0].shape), neuron)
+        spikes = integrate(current, threshold.detach(), neuron)
     return spikes, model + (spikes.sum(dim=1) - model).detach()
+
+
+def _threshold(core: QCore, scale: Tensor, shape: torch.Size) -> Tensor:
+    """The neurons' threshold for outputs of `shape`: the output step, or (`tuning.noise_aware`, in a training
+    step) times each neuron's drawn mismatch."""
+    return scale if core.noise is None else core.noise.thresholds(scale, shape)
 
 
 # --- the block ---------------------------------------------------------------------------------------------
