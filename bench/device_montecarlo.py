@@ -5,10 +5,19 @@ teacher, the integer simulator and its check) and `evaluate_instances` for each 
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/device_montecarlo.py [hardware=chip_a] [tuning=none] \
         [hardware.device.programming_sigma=0.05] [instances=1,20]
+
+`compare=noise_aware`: plain tuning against noise-aware tuning (`tuning.noise_aware`) on the same drawn chips
+(the same seed: every chip's random streams are the same for both networks). Compiles twice and prints one
+JSON line per tuning for the largest N (delta mean, std, 5th-percentile chip, per-chip deltas) and one with
+their ratio:
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/device_montecarlo.py compare=noise_aware instances=20 \
+        [hardware=chip_b hardware.device.threshold_mismatch=0.1]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -25,12 +34,34 @@ def timed(fn):  # noqa: ANN001, ANN201
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def compare_noise_aware(prepared, hw, tuning, n: int) -> None:  # noqa: ANN001
+    """Plain and noise-aware tuning measured on the same `n` drawn chips."""
+    x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
+    means = {}
+    for aware in (False, True):
+        tuned = dataclasses.replace(tuning, noise_aware=aware)
+        result, wall, cpu = timed(lambda t=tuned: compile(prepared, hw, tuning=t))
+        r = evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0))
+        means[aware] = r.accuracy_delta_pp_mean
+        print(json.dumps({"tuning": "noise_aware" if aware else "plain", "instances": n,
+                          "delta_pp_mean": r.accuracy_delta_pp_mean, "delta_pp_std": r.accuracy_delta_pp_std,
+                          "accuracy_p5": r.accuracy_p5, "delta_pp_p95": r.accuracy_delta_pp_p95,
+                          "exact_chip_delta_pp": result.report.metrics.accuracy_delta_pp,
+                          "compile_wall_s": round(wall, 1), "compile_cpu_s": round(cpu, 1),
+                          "delta_pp": r.accuracy_delta_pp}), flush=True)
+    print(json.dumps({"noise_aware_over_plain": round(means[True] / means[False], 3) if means[False] else None}))
+
+
 def main(args: list[str]) -> None:
-    counts = [1, 20]
+    counts, compare = [1, 20], None
     overrides = []
     for a in args:
         if a.startswith("instances="):
             counts = [int(v) for v in a.split("=", 1)[1].split(",")]
+        elif a.startswith("compare="):
+            compare = a.split("=", 1)[1]
+            if compare != "noise_aware":
+                raise SystemExit(f"compare={compare}: only compare=noise_aware is known")
         else:
             overrides.append(a)
     if not any(a.startswith("hardware.device.") for a in overrides):
@@ -39,6 +70,9 @@ def main(args: list[str]) -> None:
     hw, tuning = hardware_from(cfg.hardware), tuning_from(cfg.tuning)
     graph, data = load_model(cfg.model.name, cfg.model.dataset, test_samples=cfg.model.test_samples)
     prepared = prepare(graph, data, name=cfg.model.name)
+    if compare:
+        compare_noise_aware(prepared, hw, tuning, max(counts))
+        return
     result = compile(prepared, hw, tuning=tuning)
     x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
     _, wall1, cpu1 = timed(lambda: evaluate_chip(prepared.exact, result.graph, hw, x))

@@ -87,6 +87,14 @@ class Instances:
     threshold: dict[str, Tensor] = field(default_factory=dict)
     read_std: dict[str, float] = field(default_factory=dict)  # read noise, std in weight units per unit input
     _row_sums: dict[str, float] = field(default_factory=dict)
+    _converted: dict[tuple[str, torch.dtype], Tensor] = field(default_factory=dict)
+
+    def weights_as(self, name: str, dtype: torch.dtype) -> Tensor:
+        """A core's drawn weights in `dtype`, converted once (every batch reads them)."""
+        key = (name, dtype)
+        if key not in self._converted:
+            self._converted[key] = self.weights[name].to(dtype)
+        return self._converted[key]
 
     def row_sum(self, name: str) -> float:
         """The largest sum of |weight| over one output's synapses, over the instances (accumulator bounds)."""
@@ -164,11 +172,11 @@ def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | N
     return flat_l.reshape(levels.shape)
 
 
-def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
-              faults: np.ndarray | None) -> np.ndarray:
-    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream. With a
-    known fault map the cells are programmed around the stuck ones (`program_levels`)."""
-    w_int = np.asarray(op.quant.weight_int)
+def drawn_weights(w_int: np.ndarray, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
+                  faults: np.ndarray | None = None) -> np.ndarray:
+    """The effective weights (instances, *w_int.shape) the cells of integer weights `w_int` hold when read, one
+    instance per stream: programmed (around the stuck cells of `faults` where the fault map is known,
+    `program_levels`), perturbed (`perturbed_levels`), and each synapse's weight mismatch."""
     gain = layout.gain(w_int)
     known = faults is not None and device.fault_map_known
     levels = program_levels(layout, w_int * gain, faults if known else None)
@@ -176,6 +184,18 @@ def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.ra
     w = layout.weight(np.moveaxis(g, 0, 2)) / gain  # (slices, columns, instances, ...) -> (instances, ...)
     if device.weight_mismatch:
         w = w * (1.0 + device.weight_mismatch * _normal(rngs, levels.shape[2:]))
+    return w
+
+
+def read_std(layout: CellLayout, device: Device, w_int: np.ndarray) -> float:
+    """The std of each weight's read noise, in units of the integer weights `w_int` (summed over its cells)."""
+    return device.read_sigma * layout.top * layout.read_gain() / layout.gain(w_int)
+
+
+def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
+              faults: np.ndarray | None) -> np.ndarray:
+    """Every instance's effective weights of a core (instances, *weight shape), one instance per stream."""
+    w = drawn_weights(np.asarray(op.quant.weight_int), layout, device, rngs, faults)
     return w if op.mask is None else w * op.mask
 
 
@@ -197,7 +217,7 @@ def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
         if device.threshold_mismatch:
             inst.threshold[name] = torch.as_tensor(1.0 + device.threshold_mismatch * _normal(rngs, shapes[name]))
         if device.read_sigma:
-            inst.read_std[name] = device.read_sigma * layout.top * layout.read_gain() / layout.gain(op.quant.weight_int)
+            inst.read_std[name] = read_std(layout, device, op.quant.weight_int)
     return inst
 
 
@@ -238,17 +258,47 @@ def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.nd
 # --- the simulators' rules for N instances at once (instances stacked along the batch axis) -----------------
 
 
-def instance_linear(x: Tensor, w: Tensor, op: o.CoreOp) -> Tensor:
-    """conv(x_i, w_i) for every instance i, instance-major (rows i * N + n): x (I*N, C, ...) codes, w (I, *weight
-    shape); returns (I*N, O, ...). A dense core is one batched matrix product; a convolution runs instance by
-    instance on contiguous slices (2-4x faster on CPU than one grouped convolution of I times the channels)."""
+def instance_linear(x: Tensor, w: Tensor, op: o.CoreOp, shared: bool = False) -> Tensor:
+    """conv(x_i, w_i) for every instance i, instance-major (rows i * N + n): x (I*N, C, ...) codes, or (N, C, ...)
+    the same for every instance (`shared`: the input's, before any core), w (I, *weight shape); returns (I*N, O,
+    ...). A dense core is one batched matrix product; a shared input one convolution with every instance's
+    output channels; a convolution whose kernel tiles its input (stride = kernel, no padding: the max-pooling
+    cores, 1x1 cores) one batched product of its tiles; any other convolution runs instance by instance on
+    contiguous slices (2-4x faster on CPU than one grouped convolution of I times the channels)."""
     n_inst = w.shape[0]
-    x = x.reshape(n_inst, -1, *x.shape[1:])
+    if shared and not op.dense:
+        return _shared_conv(x, w, op)
+    x = x.expand(n_inst, *x.shape) if shared else x.reshape(n_inst, -1, *x.shape[1:])
     if op.dense:
         g = op.groups
         xi = x.reshape(n_inst, x.shape[1], g, -1)
         return torch.einsum("inge,igoe->ingo", xi, w.reshape(n_inst, g, -1, xi.shape[-1])).reshape(-1, w.shape[1])
+    if op.kernel == op.stride and not any(op.padding):
+        return _tiled_conv(x, w, op)
     return torch.cat([conv_core(x[i], w[i], None, op) for i in range(n_inst)])
+
+
+def _shared_conv(x: Tensor, w: Tensor, op: o.CoreOp) -> Tensor:
+    """Every instance's convolution of one input x (N, C, H, W): one convolution, its output channels
+    group-major then instance (what a grouped convolution needs), reordered instance-major."""
+    n_inst, out_c, g = w.shape[0], w.shape[1], op.groups
+    stacked = w.reshape(n_inst, g, out_c // g, *w.shape[2:]).transpose(0, 1).reshape(-1, *w.shape[2:])
+    y = conv_core(x, stacked, None, op)  # (N, g * I * O/g, Ho, Wo)
+    y = y.reshape(len(x), g, n_inst, out_c // g, *y.shape[2:]).permute(2, 0, 1, 3, 4, 5)
+    return y.reshape(n_inst * len(x), out_c, *y.shape[-2:])
+
+
+def _tiled_conv(x: Tensor, w: Tensor, op: o.CoreOp) -> Tensor:
+    """A convolution whose kernel tiles its input, x (I, N, C, H, W): every tile's product with every
+    instance's weights as one batched matrix product (I x groups of them)."""
+    n_inst, n, c, h, wd = x.shape
+    out_c, g, (kh, kw) = w.shape[1], op.groups, op.kernel
+    ho, wo = h // kh, wd // kw
+    tiles = x[..., : ho * kh, : wo * kw].reshape(n_inst, n, g, c // g, ho, kh, wo, kw)
+    tiles = tiles.permute(0, 2, 3, 5, 7, 1, 4, 6).reshape(n_inst * g, -1, n * ho * wo)
+    y = torch.bmm(w.reshape(n_inst * g, out_c // g, -1), tiles)  # (I * g, O/g, N * Ho * Wo)
+    y = y.reshape(n_inst, g, out_c // g, n, ho, wo).permute(0, 3, 1, 2, 4, 5)
+    return y.reshape(n_inst * n, out_c, ho, wo)
 
 
 def read_noise(x: Tensor, op: o.CoreOp, std: float, gen: torch.Generator) -> Tensor:

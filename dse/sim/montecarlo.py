@@ -1,8 +1,9 @@
 """Monte-Carlo evaluation: N manufactured chips (`hardware.device`), simulated at once, against the original.
 
 `evaluate_instances` draws the chips (`dse.sim.device_noise.draw_instances`) and runs them through the
-integer (or spiking) simulator with rules of its own, the N instances stacked along the batch axis: one
-convolution of N times the channels per core instead of N runs, so 20 chips cost a few times one. Its
+integer (or spiking) simulator with rules of its own, the N instances stacked along the batch axis, each core
+one batched product over them where it can (`dse.sim.device_noise.instance_linear`), so 20 chips cost a few
+times one. Its
 `DeviceReport` is report.json's `device` block: the accuracy delta's mean, std and 5th percentile of accuracy
 over the instances.
 """
@@ -69,14 +70,17 @@ DEVICE_COLUMNS = ("accuracy_delta_pp_mean", "accuracy_delta_pp_std", "accuracy_p
                   "agreement_mean")
 
 
-def _instance_core(inst: Instances, name: str, op: o.CoreOp, x: Tensor, gen: torch.Generator) -> Tensor:
-    """Every instance's accumulator (I*N, O, ...) in accumulator units, read noise included (bias not)."""
-    w = inst.weights[name]
+def _instance_core(inst: Instances, name: str, op: o.CoreOp, x: Tensor, gen: torch.Generator,
+                   shared: bool = False) -> Tensor:
+    """Every instance's accumulator (I*N, O, ...) in accumulator units, read noise included (bias not), of x
+    (I*N, C, ...), or (N, C, ...) the same for every instance (`shared`)."""
     row_sum = inst.row_sum(name)
     # float32 where no accumulator can reach 2**24 (as the integer simulator): codes below 2**16 need no look
     bound = row_sum * (2**16 if row_sum * 2**16 < EXACT_LIMIT_F32 else float(x.max()))
     dtype = torch.float32 if bound < EXACT_LIMIT_F32 else torch.float64
-    acc = instance_linear(x.to(dtype), w.to(dtype), op)
+    if shared and name in inst.read_std:  # every instance's reads draw their own noise
+        x, shared = x.repeat(inst.count, *([1] * (x.dim() - 1))), False
+    acc = instance_linear(x.to(dtype), inst.weights_as(name, dtype), op, shared)
     if name in inst.read_std:
         acc = acc + read_noise(x.to(dtype), op, inst.read_std[name], gen)
     return acc
@@ -89,17 +93,28 @@ def _per_instance(values: Tensor, like: Tensor) -> Tensor:
 
 
 def integer_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:
-    """`INTEGER_EXEC` for N instances: the input repeated, every core with its drawn weights and converters."""
+    """`INTEGER_EXEC` for N instances, every core with its drawn weights and converters. The input's codes are
+    the same for every instance: they (and wiring on them alone) stay N rows, every instance's first cores
+    computed at once from them (`instance_linear`); wiring that meets per-instance rows repeats them."""
     names = {id(n.op): n.name for n in graph.of_type(o.CoreOp)}
     noise = inst.device.adc_noise_lsb
+    rows = [0]  # the batch's samples: a tensor of that many rows is the same for every instance
 
     def _input(op, xs, steps):
         codes, scale = INTEGER_EXEC[o.Input](op, xs, steps)
-        return codes.repeat(inst.count, *([1] * (codes.dim() - 1))), scale
+        rows[0] = len(codes)
+        return codes, scale
+
+    def _wire(rule):
+        def run(op, codes, steps):
+            if inst.count > 1 and len({len(c) for c in codes}) > 1:
+                codes = [c.repeat(inst.count, *([1] * (c.dim() - 1))) if len(c) == rows[0] else c for c in codes]
+            return rule(op, codes, steps)
+        return run
 
     def _core(op, codes, steps):
         name, q = names[id(op)], op.quant
-        acc = _instance_core(inst, name, op, codes[0], gen)
+        acc = _instance_core(inst, name, op, codes[0], gen, shared=inst.count > 1 and len(codes[0]) == rows[0])
         # acc * mult + bias * mult in the accumulator's type (float32 unless it could reach 2**24), in place: the
         # converters of I chips are most of the work; float32 rounds differently from float64 only at a tie
         mult = torch.as_tensor(q.weight_scale / q.out_scale, dtype=acc.dtype)
@@ -112,7 +127,7 @@ def integer_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:
             y.add_(torch.randn(y.shape, generator=gen, dtype=y.dtype), alpha=noise)
         return torch.round_(y).clamp_(0, q.out_max).float(), q.out_scale
 
-    return {**INTEGER_EXEC, o.Input: _input, o.CoreOp: _core}
+    return {**{kind: _wire(rule) for kind, rule in INTEGER_EXEC.items()}, o.Input: _input, o.CoreOp: _core}
 
 
 def spiking_table(graph: Graph, inst: Instances, gen: torch.Generator) -> dict:

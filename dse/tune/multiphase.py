@@ -36,6 +36,7 @@ from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
 from dse.sim import spiking
 from dse.sim.float_exec import FLOAT_EXEC, decode_population
+from dse.tune import noise
 from dse.tune.baseline import round_block, round_block_spiking
 from dse.tune.block import BlockProblem, value_samples
 from dse.tune.losses import BlockReport, relative_mse
@@ -169,6 +170,8 @@ def _multiphase(walk: TuneWalk, problem: BlockProblem) -> Fit:
     gen = torch.Generator().manual_seed(options.seed)
     samples = value_samples(walk, problem, gen)
     create_cores(walk, problem, samples)
+    if options.noise_aware and not walk.hw.device.is_ideal:
+        noise.attach(problem.cores.values(), walk.hw, options.seed, problem.out_name, options.noise_checks)
     fit = set_up(walk, problem, samples)
     train_block(fit, walk)
     for c in problem.cores.values():

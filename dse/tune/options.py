@@ -78,14 +78,25 @@ class TuneOptions:
     # the tuner weighs it as a second rounded start (see `dse.tune.phases.keep_better_start`)
     bias_correction: bool = False
     bias_correction_images: int = 64  # calibration images per step of the bias correction's sums
+    # noise-aware tuning (dse/tune/noise.py): every training step of every phase sees one chip freshly drawn
+    # from `hardware.device` (its cells' errors on the weights, its converters' offset and noise on the outputs,
+    # its neurons' threshold mismatch), so the compiled network tolerates them. No effect on an ideal device
+    noise_aware: bool = False
+    # ... and every held-out check (stopping, keeping the lowest, the rounded start) takes the mean loss over
+    # this many chips, drawn once per block (the same chips at every check: parameters compared on equal terms)
+    noise_checks: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_choice("tuning.mode", self.mode, TuningMode)
         check_choice("tuning.output_loss", self.output_loss, OutputLoss)
-        for name in ("check_steps", "spike_check_steps", "patience"):
+        for name in ("check_steps", "spike_check_steps", "patience", "noise_checks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be at least 1, got {getattr(self, name)}")
+        if not isinstance(self.noise_aware, bool):
+            raise ConfigError(f"tuning.noise_aware must be true or false, got {self.noise_aware!r}")
+        if self.noise_aware and self.mode == "none":
+            raise ConfigError("tuning.noise_aware=true needs tuning.mode=multiphase (mode=none does not train)")
         for name in ("holdout_fraction", "min_improvement"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be in [0, 1), got {getattr(self, name)}")

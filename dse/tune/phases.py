@@ -15,6 +15,7 @@ from dse.tune.adam import Adam
 from dse.tune.bias_correction import correct_biases
 from dse.tune.block import BlockProblem, Samples, float_wire
 from dse.tune.losses import BlockLoss, BlockReport, block_loss
+from dse.tune.noise import held_out, injected
 from dse.tune.options import TuneOptions
 from dse.tune.qcore import QCore
 from dse.tune.quantizers import best_act_scale
@@ -87,7 +88,7 @@ class Fit:
     def measured(self, domain: str) -> float:
         """The loss on the held-out rows."""
         with torch.no_grad():
-            return float(self.loss_of(slice(0, self.held), domain))
+            return held_out(self.cores.values(), lambda: float(self.loss_of(slice(0, self.held), domain)))
 
     def next_rows(self) -> slice:
         """The next step's training rows."""
@@ -118,7 +119,8 @@ class Fit:
         rule = Patience(options.patience, options.min_improvement, start, start)
 
         def step() -> None:
-            loss = self.loss_of(self.next_rows(), domain)
+            with injected(self.cores.values()):  # tuning.noise_aware: a drawn chip's errors, in training only
+                loss = self.loss_of(self.next_rows(), domain)
             opt.zero_grad()
             loss.backward()
             if domain == "code":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from dse.ir import ops as o
 from dse.sim.float_exec import conv_core, core_accumulator, grouped_linear
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_clamp_ste, round_ste
 from dse.tune.scales import weight_in_scale
+
+if TYPE_CHECKING:
+    from dse.tune.noise import StepNoise
 
 Tensor = torch.Tensor
 
@@ -63,6 +67,7 @@ class QCore(nn.Module):
         self.ws: Tensor | None = None  # weight step per output channel (both halves of a pair)
         self.target: Tensor | None = None  # weights in grid units before rounding (see `correct_bias`)
         self.frozen = torch.zeros(self.weight.shape, dtype=torch.bool)
+        self.noise: StepNoise | None = None  # tuning.noise_aware: a drawn chip's errors in training steps
 
     def masked(self, w: Tensor) -> Tensor:
         """`w` with the synapses the op lacks at zero."""
@@ -89,6 +94,8 @@ class QCore(nn.Module):
 
     def _linear(self, x: Tensor, bias: Tensor | None) -> Tensor:
         w = self.masked(self.weight)
+        if self.noise is not None:
+            w = self.noise.weights(self, w)
         if self.copy_inputs is not None:
             x = x[:, : self.copy_inputs]
         if self.patch:
@@ -97,6 +104,8 @@ class QCore(nn.Module):
             y = conv_core(x, w, None, self.op)
         if self.tied:
             y = torch.cat([y, -y], dim=1)
+        if self.noise is not None:
+            y = self.noise.outputs(self, y)
         if bias is None:
             return y
         return y + (bias if y.dim() == 2 else bias.reshape(-1, 1, 1))
@@ -169,7 +178,8 @@ class QCore(nn.Module):
         remember them before clipping, for `correct_bias` after they are rounded."""
         with torch.no_grad():
             w_code = self._code_weight()
-            ws = best_weight_scale(w_code, self.wmax, self.per_column)
+            ws = best_weight_scale(w_code, self.wmax, self.per_column,
+                                   stored=None if self.noise is None else self.noise.stored)
             self.target = w_code / ws.reshape(-1, 1, 1, 1) if keep_target else None
             self.weight.copy_(torch.clamp(w_code / ws.reshape(-1, 1, 1, 1), -self.wmax, self.wmax))
             self.ws = self._outputs(ws)

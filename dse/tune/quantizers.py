@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 Tensor = torch.Tensor
@@ -65,8 +67,11 @@ def best_act_scale(y: Tensor, qmax: int, candidates: int = 40) -> float:
 SCALE_SAMPLE = 2**20  # weights the candidate steps are compared on; a larger tensor is sampled by columns
 
 
-def best_weight_scale(w: Tensor, wmax: int, per_column: bool, candidates: int = 40) -> Tensor:
-    """Per-column (or one) weight step minimizing ``|w - s * clamp(round(w / s), -wmax, wmax)|^2``.
+def best_weight_scale(w: Tensor, wmax: int, per_column: bool, candidates: int = 40,
+                      stored: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """Per-column (or one) weight step minimizing ``|w - s * stored(clamp(round(w / s), -wmax, wmax))|^2``;
+    `stored(codes)`: the weights a chip holds for integer codes (noise-aware tuning: one drawn chip, the same
+    for every candidate, `dse.tune.noise`), else the codes themselves.
 
     The candidates are steps of a clip between 0.3 and 1 times the largest |weight| (over the whole tensor);
     their errors are measured on at most `SCALE_SAMPLE` weights, a fixed sample of the columns of a larger
@@ -83,7 +88,8 @@ def best_weight_scale(w: Tensor, wmax: int, per_column: bool, candidates: int = 
     best_err = torch.full_like(top, float("inf"))
     for frac in torch.linspace(0.3, 1.0, candidates, dtype=torch.float64):
         s = top * frac / wmax
-        q = torch.clamp(torch.round(flat / s[:, None]), -wmax, wmax) * s[:, None]
+        q = torch.clamp(torch.round(flat / s[:, None]), -wmax, wmax)
+        q = (q if stored is None else stored(q)) * s[:, None]
         err = ((q - flat) ** 2).sum(dim=1)
         if not per_column:
             err = err.sum().expand_as(err)

@@ -31,6 +31,7 @@ from dse.sim.spiking import integrate, wire
 from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples
 from dse.tune.losses import BlockLoss, BlockReport
+from dse.tune.noise import held_out, injected
 from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
@@ -119,6 +120,8 @@ def _linear(core: QCore, x: Tensor, rows: bool) -> Tensor:
     """The core's accumulator on codes (or spikes) for weights on the integer grid (rounded forward, straight
     through backward)."""
     w = core.masked(round_clamp_ste(core.weight, -core.wmax, core.wmax))
+    if core.noise is not None:
+        w = core.noise.weights(core, w)
     if core.copy_inputs is not None:  # a population's grouped copy: its own groups' inputs
         x = x[:, : core.copy_inputs]
     y = grouped_linear(x, w, None, core.op.groups) if rows or core.op.dense else conv_core(x, w, None, core.op)
@@ -143,17 +146,25 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
     if _exact_model(neuron):
         acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
         current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
-        model = running_max_counts(current, scale, core.qmax)
+        threshold = _threshold(core, scale, current[:, 0].shape)
+        model = running_max_counts(current, threshold, core.qmax)
         current = current.detach()
     else:
         pre = copies(_linear(core, counts, rows)) * ws + bias  # the ReLU model on counts: the current over steps
-        model = round_clamp_ste(torch.relu(pre) / scale, 0, core.qmax)
+        threshold = _threshold(core, scale, pre.shape)
+        model = round_clamp_ste(torch.relu(pre) / threshold, 0, core.qmax)
         with torch.no_grad():
             acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
             current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
     with torch.no_grad():
-        spikes = integrate(current, scale.detach(), neuron)
+        spikes = integrate(current, threshold.detach(), neuron)
     return spikes, model + (spikes.sum(dim=1) - model).detach()
+
+
+def _threshold(core: QCore, scale: Tensor, shape: torch.Size) -> Tensor:
+    """The neurons' threshold for outputs of `shape`: the output step, or (`tuning.noise_aware`, in a training
+    step) times each neuron's drawn mismatch."""
+    return scale if core.noise is None else core.noise.thresholds(scale, shape)
 
 
 # --- the block ---------------------------------------------------------------------------------------------
@@ -231,12 +242,14 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
 
     def measured() -> float:
         with torch.no_grad():
-            return float(_spike_loss(problem, samples, counts, neuron, loss, slice(0, held or n)))
+            return held_out(cores.values(), lambda: float(_spike_loss(problem, samples, counts, neuron, loss,
+                                                                      slice(0, held or n))))
 
     def step() -> None:
         if cursor[0] + batch > n:
             cursor[0] = held
-        value = _spike_loss(problem, samples, counts, neuron, loss, slice(cursor[0], cursor[0] + batch))
+        with injected(cores.values()):  # tuning.noise_aware: a drawn chip's errors, in training only
+            value = _spike_loss(problem, samples, counts, neuron, loss, slice(cursor[0], cursor[0] + batch))
         cursor[0] += batch
         opt.zero_grad()
         value.backward()

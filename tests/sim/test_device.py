@@ -21,10 +21,12 @@ from dse.sim.device_noise import (
     check_fault_map,
     draw_fault_map,
     draw_instances,
+    instance_linear,
     perturbed_levels,
     program_levels,
     read_noise,
 )
+from dse.sim.float_exec import conv_core
 from dse.sim.integer import run_integer
 from dse.sim.montecarlo import MonteCarlo, run_instances
 
@@ -110,6 +112,47 @@ def test_exact_instances_run_as_the_integer_simulator() -> None:
     ref, _ = run_integer(graph, x)
     out = run_instances(graph, hw, x, draw_instances(graph, hw, 3, seed=1), batch_size=6)
     for chip_out in out:
+        np.testing.assert_array_equal(chip_out, ref)
+
+
+@pytest.mark.parametrize(("weight", "groups", "stride", "padding"), [
+    ((6, 1, 3, 3), 1, (1, 1), (1, 1, 1, 1)),  # a convolution: instance by instance (or shared)
+    ((8, 2, 2, 2), 2, (2, 2), (0, 0, 0, 0)),  # kernel = stride: one batched product of its tiles
+    ((6, 2, 2, 2), 3, (2, 2), (0, 0, 0, 0)),  # ... on a map the kernel does not divide (7x7)
+    ((4, 3, 1, 1), 2, (1, 1), (0, 0, 0, 0)),  # 1x1, grouped
+])
+def test_every_instance_computes_its_own_convolution(weight, groups, stride, padding) -> None:
+    """`instance_linear` (batched over instances, or from one input every instance shares) against each
+    instance's own convolution."""
+    rng = np.random.default_rng(0)
+    n_inst, n, c = 3, 4, weight[1] * groups
+    op = o.CoreOp(np.zeros(weight, np.float32), np.zeros(weight[0], np.float32), stride, padding, groups)
+    w = torch.from_numpy(rng.normal(size=(n_inst, *weight)).astype(np.float32))
+    x = torch.from_numpy(rng.integers(0, 16, size=(n_inst * n, c, 7, 7)).astype(np.float32))
+    want = torch.cat([conv_core(x[i * n : (i + 1) * n], w[i], None, op) for i in range(n_inst)])
+    torch.testing.assert_close(instance_linear(x, w, op), want, rtol=1e-6, atol=1e-5)
+    shared = x[:n]
+    want = torch.cat([conv_core(shared, w[i], None, op) for i in range(n_inst)])
+    torch.testing.assert_close(instance_linear(shared, w, op, shared=True), want, rtol=1e-6, atol=1e-5)
+
+
+def test_wiring_that_meets_the_shared_input_and_an_instance_value_runs_as_the_integer_simulator() -> None:
+    """The input's codes are one copy for every instance until wiring meets a per-instance value (a concat of
+    the input and a core's output): exact instances still compute the integer simulator's outputs."""
+    rng = np.random.default_rng(5)
+    w1, w2 = rng.integers(-15, 16, size=(4, 4, 1, 1)), rng.integers(-15, 16, size=(3, 8, 1, 1))
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,), 1.0, 15))
+    q1 = o.CoreQuant(w1, np.full(4, 1 / 16), np.zeros(4, np.int64), np.ones(4), 1.0, 15)
+    c1 = b.add("c1", o.CoreOp(w1.astype(np.float32), np.zeros(4, np.float32), dense=True, quant=q1), x)
+    cat = b.add("cat", o.Concat(), x, c1)
+    q2 = o.CoreQuant(w2, np.full(3, 1 / 16), np.zeros(3, np.int64), np.ones(8), 1.0, 63)
+    graph = b.build([b.add("c2", o.CoreOp(w2.astype(np.float32), np.zeros(3, np.float32), dense=True, quant=q2),
+                           cat)])
+    hw = chip(Device(stuck_low=1e-12), bits=5, cell_bits=2)
+    xs = rng.integers(0, 16, size=(9, 4)).astype(np.float64)
+    ref, _ = run_integer(graph, xs)
+    for chip_out in run_instances(graph, hw, xs, draw_instances(graph, hw, 3, seed=1), batch_size=6):
         np.testing.assert_array_equal(chip_out, ref)
 
 
