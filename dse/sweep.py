@@ -89,12 +89,19 @@ def _summary(result) -> None:
     from rich.table import Table
 
     from dse.explore.labels import scaled
+    from dse.explore.space import REPEAT
 
     t, s = result.trials, result.stats
     console = Console(stderr=False)
     front = result.pareto
-    table = Table(title=f"Pareto set ({len(front)} of {len(t)} trials)")
-    params = result.params[:6]
+    params = [p for p in result.params if p != REPEAT][:6]
+    if len(params) < len(result.params):  # study.repeats: the front's rows are configurations, seeds averaged
+        configurations = t[[p for p in result.params if p != REPEAT]].drop_duplicates()
+        title = (f"Pareto set ({len(front)} of {len(configurations)} configurations, each the mean over "
+                 f"{t[REPEAT].nunique()} tuning seeds)")
+    else:
+        title = f"Pareto set ({len(front)} of {len(t)} trials)"
+    table = Table(title=title)
     cols = [*params, *result.objectives]
     shown = front.head(15)
     # a physical column in the unit its values read best in (energy in µJ, not 9.6e7 pJ)
