@@ -67,6 +67,14 @@ class SweepCommand:
         self.sweeps, self.pinned = cmd.sweeps, cmd.pinned
         return cmd.overrides
 
+    def job_config(self, cfg: DictConfig) -> str:
+        """``--cfg job``: the config with the search space the sweep would run (command-line sweeps and
+        study.repeats' seeds included), as its run folder's config.yaml will hold it."""
+        from dse.explore.runner import job_config
+        from dse.explore.space import build_space
+
+        return job_config(cfg, build_space(cfg, self.sweeps, self.pinned))
+
     def main(self, cfg: DictConfig, run_dir: Path) -> int:
         import optuna
 
@@ -140,7 +148,8 @@ def cli(argv: list[str] | None = None) -> int:
                             datasets=dataset_names(), study=schema_fields("study", StudyConfig),
                             runner=schema_fields("runner", RunnerConfig), neurons=neuron_models(),
                             options=OPTIONS_HELP)
-    return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess)
+    return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess,
+                   job_config=command.job_config)
 
 
 if __name__ == "__main__":

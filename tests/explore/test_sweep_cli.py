@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sweep_helpers import FAST
 from test_sweep_pareto import brute_force_front
 
@@ -150,6 +151,14 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(capsys, tmp_path):
     assert cli(["--cfg", "job", "hardware=chip_b", f"hydra.run.dir={tmp_path / 'run'}"]) == 0
     out = capsys.readouterr().out
     assert "name: chip_b" in out and "hydra" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_cfg_job_shows_the_search_space_the_sweep_would_run(capsys, tmp_path):
+    assert cli(["--cfg", "job", "search=custom", "hardware.weights.bits=2,4", "study.repeats=2",
+                f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    space = yaml.safe_load(capsys.readouterr().out)["search"]["space"]
+    assert space == {"hardware.weights.bits": [2, 4], "tuning.seed": [0, 1]}
     assert not (tmp_path / "run").exists()
 
 
