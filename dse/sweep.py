@@ -45,7 +45,9 @@ Neuron models:          hardware.neuron.model={neurons}
 
 Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what resuming compares),
         trials.parquet, trials.csv, pareto.csv, pareto.tex, pareto_front.{{png,pdf}} (pareto_front_<resource>
-        for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>).
+        for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>); with
+        study.repeats=N, configurations.csv (per configuration: mean, std, min, max over the N seeds), and
+        the Pareto set and figure per configuration.
         All result files are written atomically with mode 0644 (under umask 022). Ctrl-C writes the tables
         and figures of the trials that finished; the same command resumes (infrastructure failures, such as
         a Ray worker that died, run again; a trial's own failure stays).
