@@ -45,7 +45,7 @@ LABELS = {
 # a base unit and its larger units (factor from the base): a figure shows values of 1 to 1000 of one of them
 SCALES = {"pJ": (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9)), "ns": (("ns", 1.0), ("µs", 1e3), ("ms", 1e6))}
 # a searched parameter in a point's name: its format (value in {}), short enough for a figure, and its meaning
-SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: DAC bits"),
+SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: input bits"),
          "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
          "hardware.crossbar.cols": ("{}c", "c: crossbar columns"),
          "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"), "hardware.neuron.timesteps": ("T{}", "T: time steps"),

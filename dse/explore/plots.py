@@ -217,11 +217,15 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
                     zorder=3)
             clear = ~f["wins_within_noise"].astype(bool) if "wins_within_noise" in f else np.ones(len(f), bool)
-            for k, g in enumerate(groups):
+            named = False  # one legend entry, and none when every point of the front is a win within noise
+            for g in groups:
                 part = series(f[clear], g)
+                if part.empty:
+                    continue
                 ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
                            marker=styles[g][1], linewidths=0, zorder=4,
-                           label="Pareto front (filled black)" if k == 0 else None)
+                           label=None if named else "Pareto front (filled black)")
+                named = True
             lucky = f[~clear]
             if len(lucky):
                 ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
