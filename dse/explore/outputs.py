@@ -104,14 +104,25 @@ def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objec
 
 def _pareto_figure(path: Path, points: pd.DataFrame, pair: list[str], space: SearchSpace, params: list[str],
                    context: str, repeats: int) -> list[Path]:
+    """The error-resource Pareto figure, each point with the bars of its error (``<error>_low``, ``_high``):
+    +/-1 s.d. over the tuning seeds with study.repeats, else the loss's 95 % interval, the noise the marks of
+    a win within noise refer to."""
     from dse.explore.plots import plot_pareto
 
-    categories = [p for p in CATEGORICAL_FIRST if p in space.params]
-    noise = ("the loss's 95% interval (paired bootstrap over the test images)" if pair[0] in ERROR_LOW else "")
+    error, categories = pair[0], [p for p in CATEGORICAL_FIRST if p in space.params]
+    interval = "the loss's 95% interval (paired bootstrap over the test images)"
+    low = ERROR_LOW.get(error)
     if repeats:
-        noise = " or ".join(n for n in (noise, f"1 s.d. over the {repeats} tuning seeds") if n)
+        points = points.assign(**{f"{error}_low": points[error] - points[f"{error}_std"],
+                                  f"{error}_high": points[error] + points[f"{error}_std"]})
+        noise = " or ".join(n for n in (interval if low else "", f"1 s.d. over the {repeats} tuning seeds") if n)
         context += f"\npoints: configurations, mean over {repeats} tuning seeds; bars: ±1 s.d. over them"
-    return plot_pareto(usable(points, pair), pareto_front(points, pair), error=pair[0], resource=pair[1],
+    elif low in points and points[low].notna().any():
+        points = points.assign(**{f"{error}_low": points[low], f"{error}_high": points[low.replace("_low", "_high")]})
+        noise, context = "", context + f"\nbars, and the noise of the marks: {interval}"
+    else:
+        noise = ""
+    return plot_pareto(usable(points, pair), pareto_front(points, pair), error=error, resource=pair[1],
                        by=categories[0] if categories else None, path=path, params=params, tied=space.tied,
                        title=context, near=near_front(points, pair), noise=noise)
 

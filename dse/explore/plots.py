@@ -189,8 +189,8 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
     of the front is filled black (its series' marker shape); one that wins only within the noise
     (`pareto.noise`; `noise` says what it is) keeps its colour inside an open black ring, and the points
     `near` the front within that noise (`pareto.near_front`) get a grey diamond: three marks that differ in
-    fill and shape, not only in line style, so they stay apart in print. Points averaged over tuning seeds
-    (`repeats.per_configuration`: a column ``<error>_std``) carry +/-1 s.d. bars."""
+    fill and shape, not only in line style, so they stay apart in print. A point carries bars where `points`
+    has ``<error>_low`` and ``<error>_high``."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.6))
         values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
@@ -204,10 +204,11 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
         for g in groups:
             part = series(points, g)
             colour, marker = styles[g]
-            if f"{error}_std" in part:
-                ax.errorbar(part[resource].astype(float) / factor, part[error].astype(float),
-                            yerr=part[f"{error}_std"].astype(float), fmt="none", ecolor=colour, elinewidth=0.7,
-                            capsize=2, alpha=0.8, zorder=2)
+            if f"{error}_low" in part:
+                mid = part[error].astype(float)
+                ax.errorbar(part[resource].astype(float) / factor, mid, fmt="none", ecolor=colour, elinewidth=0.6,
+                            yerr=[mid - part[f"{error}_low"].astype(float), part[f"{error}_high"].astype(float) - mid],
+                            capsize=1.5, alpha=0.6, zorder=2)
             ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=14, color=colour,
                        marker=marker, alpha=0.55, linewidths=0,
                        label=(f"{label(by)}: {_fmt(g)}" if by else
@@ -244,7 +245,9 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="best", fontsize=6)
+        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars)
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
         noisy = (near is not None and len(near)) or ("wins_within_noise" in front and front["wins_within_noise"].any())
         notes = [title, f"point names: {key}" if key else "", f"noise: {noise}" if noisy and noise else ""]
