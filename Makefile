@@ -26,8 +26,10 @@ sweep: install
 	$(BIN)/python -m dse.sweep hardware=chip_a strategy=split
 
 # every study's sweep (resumed where done), figures and README table: python -m dse.studies NAME for one
+# (an experiment preset without a folder in studies/ is not a study)
 studies: install
-	for s in $$(ls dse/conf/experiment | sed 's/\.yaml$$//'); do $(BIN)/python -m dse.studies $$s || exit $$?; done
+	for s in $$(ls dse/conf/experiment | sed 's/\.yaml$$//'); do [ -d studies/$$s ] || continue; \
+		$(BIN)/python -m dse.studies $$s || exit $$?; done
 
 lint: install
 	$(BIN)/ruff check dse tests bench

@@ -20,11 +20,13 @@ from dse.errors import DseError
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
-            help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None) -> int:
+            help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None,
+            job_config: Callable[[DictConfig], str] | None = None) -> int:
     """Compose `dse/conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
 
     `preprocess` may take overrides out before composition (the sweep's ``path=a,b,c``), raising DseError for
-    a bad one like any other user mistake.
+    a bad one like any other user mistake. `job_config`: what ``--cfg job`` prints (default the composed
+    config as YAML, hydra's section left out).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
@@ -39,7 +41,9 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
             argv = preprocess(argv)
         cfg = compose_config(config_name, argv)
         if options.show_config:
-            print(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])), end="")
+            shown = job_config(cfg) if job_config else OmegaConf.to_yaml(
+                OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            print(shown, end="")
             return 0
         run_dir = Path(str(cfg.hydra.run.dir))
         return int(main(cfg, run_dir) or 0)
@@ -130,7 +134,8 @@ def schema_fields(prefix: str, schema: type) -> str:
 
 
 OPTIONS_HELP = """Options:                -v, --verbose: log what each step does (-v -v: debug); or DSE_LOG=INFO|DEBUG
-                        --cfg job: print the composed config and stop; -h, --help: this text"""
+                        --cfg job: print the composed config (a sweep's with its search space) and stop;
+                        -h, --help: this text"""
 
 
 def neuron_models() -> str:

@@ -45,7 +45,9 @@ Neuron models:          hardware.neuron.model={neurons}
 
 Writes: config.yaml, samples.json, study.db (Optuna, SQLite), study.json (what resuming compares),
         trials.parquet, trials.csv, pareto.csv, pareto.tex, pareto_front.{{png,pdf}} (pareto_front_<resource>
-        for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>).
+        for several resource objectives), <figure>.{{png,pdf,csv}} (default sensitivity_<parameter>); with
+        study.repeats=N, configurations.csv (per configuration: mean, std, min, max over the N seeds), and
+        the Pareto set and figure per configuration.
         All result files are written atomically with mode 0644 (under umask 022). Ctrl-C writes the tables
         and figures of the trials that finished; the same command resumes (infrastructure failures, such as
         a Ray worker that died, run again; a trial's own failure stays).
@@ -66,6 +68,14 @@ class SweepCommand:
         cmd = split_sweeps(argv)
         self.sweeps, self.pinned = cmd.sweeps, cmd.pinned
         return cmd.overrides
+
+    def job_config(self, cfg: DictConfig) -> str:
+        """``--cfg job``: the config with the search space the sweep would run (command-line sweeps and
+        study.repeats' seeds included), as its run folder's config.yaml will hold it."""
+        from dse.explore.runner import job_config
+        from dse.explore.space import build_space
+
+        return job_config(cfg, build_space(cfg, self.sweeps, self.pinned))
 
     def main(self, cfg: DictConfig, run_dir: Path) -> int:
         import optuna
@@ -89,12 +99,19 @@ def _summary(result) -> None:
     from rich.table import Table
 
     from dse.explore.labels import scaled
+    from dse.explore.space import REPEAT
 
     t, s = result.trials, result.stats
     console = Console(stderr=False)
     front = result.pareto
-    table = Table(title=f"Pareto set ({len(front)} of {len(t)} trials)")
-    params = result.params[:6]
+    params = [p for p in result.params if p != REPEAT][:6]
+    if len(params) < len(result.params):  # study.repeats: the front's rows are configurations, seeds averaged
+        configurations = t[[p for p in result.params if p != REPEAT]].drop_duplicates()
+        title = (f"Pareto set ({len(front)} of {len(configurations)} configurations, each the mean over "
+                 f"{t[REPEAT].nunique()} tuning seeds)")
+    else:
+        title = f"Pareto set ({len(front)} of {len(t)} trials)"
+    table = Table(title=title)
     cols = [*params, *result.objectives]
     shown = front.head(15)
     # a physical column in the unit its values read best in (energy in µJ, not 9.6e7 pJ)
@@ -133,7 +150,8 @@ def cli(argv: list[str] | None = None) -> int:
                             datasets=dataset_names(), study=schema_fields("study", StudyConfig),
                             runner=schema_fields("runner", RunnerConfig), neurons=neuron_models(),
                             options=OPTIONS_HELP)
-    return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess)
+    return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess,
+                   job_config=command.job_config)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,22 @@ def test_split_vs_prune_regenerates_its_committed_table(tmp_path, monkeypatch):
 
     assert table(folder / "README.md") == table(STUDIES_DIR / "split_vs_prune" / "README.md")
     assert (folder / "pareto_front.pdf").exists()
+
+
+def test_the_weight_bits_table_gives_each_configuration_over_its_seeds():
+    """study.repeats: one row per configuration, its seeds' mean ± s.d. and range, not one row per seed."""
+    import pandas as pd
+
+    from dse.studies.tables import weight_bits
+
+    trials = pd.DataFrame({
+        "trial": range(4), "hardware.weights.bits": [4, 4, 8, 8], "hardware.crossbar.rows": 64,
+        "hardware.crossbar.cols": 64, "tuning.seed": [0, 1, 0, 1], "accuracy_delta_pp": [0.1, 0.3, 0.0, 0.0],
+        "accuracy_delta_ci95_low": [-0.2, 0.0, -0.3, -0.3], "accuracy_delta_ci95_high": [0.4, 0.6, 0.3, 0.3],
+        "logits_rel_error": [0.06, 0.08, 0.02, 0.02], "crossbars": [121, 121, 189, 189],
+        "energy_pj": [1.04e6, 1.04e6, 1.74e6, 1.74e6], "legal": True, "state": "complete"})
+    rows = [line for line in weight_bits(trials) if line.startswith("| 4 ") or line.startswith("| 8 ")]
+    assert len(rows) == 2 and "over 2 seeds" in weight_bits(trials)[0]
+    assert rows[0].startswith("| 4 | 64x64 | 0.20 ± 0.14 | 0.1 to 0.3 | [-0.1, 0.5] | 0.0700 ± 0.0141 | 121 | 1.04 | yes |")
+    # 0.0 pp for more energy: on the front, but 4 bits at its interval's low end (-0.1 pp) is as good
+    assert rows[1].endswith("| 189 | 1.74 | within noise |")

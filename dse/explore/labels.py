@@ -45,7 +45,7 @@ LABELS = {
 # a base unit and its larger units (factor from the base): a figure shows values of 1 to 1000 of one of them
 SCALES = {"pJ": (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9)), "ns": (("ns", 1.0), ("µs", 1e3), ("ms", 1e6))}
 # a searched parameter in a point's name: its format (value in {}), short enough for a figure, and its meaning
-SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: DAC bits"),
+SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: input bits"),
          "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
          "hardware.crossbar.cols": ("{}c", "c: crossbar columns"),
          "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"), "hardware.neuron.timesteps": ("T{}", "T: time steps"),
@@ -54,6 +54,7 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning
 TIED_SHORT = {"hardware.crossbar.rows": ("hardware.crossbar.cols", "{0}x{0}", "crossbar rows x columns"),
               "hardware.io.input_bits": ("hardware.io.output_bits", "IO{}", "IO: input = ADC bits")}
+STATISTICS = {"std": "s.d.", "min": "min.", "max": "max."}  # a summary over seeds, as a header names it
 PARTS = {"adc": "ADC", "dac": "DAC", "noc": "NoC", "shift_add": "shift-and-add"}  # cost components, as written
 UNIT_SUFFIXES = {"_pj": "pJ", "_nj": "nJ", "_mm2": "mm²", "_ns": "ns", "_us": "µs", "_s": "s", "_seconds": "s",
                  "_bits": "bits", "_steps": "steps"}
@@ -66,6 +67,9 @@ def label(column: str, tied: dict[str, str] | None = None) -> str:
         return "I/O precision (input = ADC bits)"  # the DACs are hardware.cost.dac_bits wide
     if column in LABELS:
         return LABELS[column]
+    spread = re.fullmatch(r"(.+)_(std|min|max)", column)  # a summary over tuning seeds (dse.explore.repeats)
+    if spread and spread.group(1) in LABELS:
+        return f"{STATISTICS[spread.group(2)]} of {LABELS[spread.group(1)]}"
     component = re.fullmatch(r"(energy|area)_(\w+)_(pj|mm2)", column)  # a cost component's column
     if component:
         kind, part, _ = component.groups()

@@ -16,8 +16,9 @@ import pandas as pd
 from dse.config.schemas import FigureOthers
 from dse.explore.labels import sensitivity_subtitle
 from dse.explore.latex import latex_table
-from dse.explore.pareto import near_front, pareto_front, sensitivity, usable
+from dse.explore.pareto import ERROR_LOW, near_front, pareto_front, sensitivity, usable
 from dse.explore.records import write_table
+from dse.explore.repeats import per_configuration
 from dse.explore.space import REPEAT, SearchSpace
 from dse.files import atomic_write
 
@@ -64,48 +65,81 @@ def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objec
                   figures: Sequence[Figure], reference: Mapping[str, Any], *, title: str = "",
                   context: str = "") -> dict[str, Any]:
     """Write trials.{parquet,csv}, pareto.{csv,tex} and the figures; return the Pareto frame and the paths.
-    `context`: the network, chip and fixed settings, each figure's first subtitle line."""
+    `context`: the network, chip and fixed settings, each figure's first subtitle line. With study.repeats
+    (`REPEAT` searched) the Pareto set and its figure are per configuration, its seeds' mean and spread, and
+    configurations.csv holds every configuration's summary (`repeats.per_configuration`)."""
     files = write_table(trials, run_dir / "trials")
-    front = pareto_front(trials, objectives)
+    points, params, repeats = trials, list(space.params), len(space.params.get(REPEAT, ()))
+    if repeats:  # a reader compares configurations, not seeds
+        params = [p for p in space.params if p != REPEAT]
+        points = per_configuration(trials, [p for p in space.columns if p != REPEAT])
+        atomic_write(run_dir / "configurations.csv", lambda p: points.to_csv(p, index=False))
+        files.append(run_dir / "configurations.csv")
+    front = pareto_front(points, objectives)
     atomic_write(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
     files.append(run_dir / "pareto.csv")
-    table_cols = [*space.params, *objectives]
+    table_cols = [*params, *objectives]
+    if repeats:
+        table_cols.insert(len(params) + 1, f"{objectives[0]}_std")
     # the compiled accuracy, or its agreement with the original where the test data has no labels
     extra = "accuracy_compiled" if trials["accuracy_compiled"].notna().any() else "agreement"
     if extra not in table_cols:
         table_cols.append(extra)
-    # a design NSGA-II evaluated twice is one row of the paper's table
-    caption = (f"Pareto set of {title or 'the sweep'}: non-dominated legal trials ({', '.join(objectives)}, "
+    what = (f"configurations, each the mean over {repeats} tuning seeds (s.d.: their standard deviation)"
+            if repeats else "legal trials")
+    caption = (f"Pareto set of {title or 'the sweep'}: non-dominated {what} ({', '.join(objectives)}, "
                "all minimized).")
+    # a design NSGA-II evaluated twice is one row of the paper's table
     tex = latex_table(front.drop_duplicates(table_cols), table_cols, caption=caption, ref="tab:pareto",
                       tied=space.tied)
     atomic_write(run_dir / "pareto.tex", lambda p: Path(p).write_text(tex))
     files.append(run_dir / "pareto.tex")
-    files += render_figures(run_dir, trials, space, objectives, figures, reference, context)
+    for resource in objectives[1:]:
+        pair = [objectives[0], resource]
+        name = "pareto_front" if len(objectives) == 2 else f"pareto_front_{resource}"
+        files += _pareto_figure(run_dir / name, points, pair, space, params, context, repeats)
+    files += render_figures(run_dir, trials, space, figures, reference, context)
     return {"pareto": front, "files": files}
 
 
-def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objectives: Sequence[str],
-                   figures: Sequence[Figure], reference: Mapping[str, Any], context: str = "") -> list[Path]:
-    from dse.explore.plots import plot_pareto, plot_sensitivity
+def _pareto_figure(path: Path, points: pd.DataFrame, pair: list[str], space: SearchSpace, params: list[str],
+                   context: str, repeats: int) -> list[Path]:
+    """The error-resource Pareto figure, each point with the bars of its error (``<error>_low``, ``_high``):
+    +/-1 s.d. over the tuning seeds with study.repeats, else the loss's 95 % interval, the noise the marks of
+    a win within noise refer to."""
+    from dse.explore.plots import plot_pareto
+
+    error, categories = pair[0], [p for p in CATEGORICAL_FIRST if p in space.params]
+    interval = "the loss's 95% interval (paired bootstrap over the test images)"
+    low = ERROR_LOW.get(error)
+    if repeats:
+        points = points.assign(**{f"{error}_low": points[error] - points[f"{error}_std"],
+                                  f"{error}_high": points[error] + points[f"{error}_std"]})
+        noise = " or ".join(n for n in (interval if low else "", f"1 s.d. over the {repeats} tuning seeds") if n)
+        context += f"\npoints: configurations, mean over {repeats} tuning seeds; bars: ±1 s.d. over them"
+    elif low in points and points[low].notna().any():
+        points = points.assign(**{f"{error}_low": points[low], f"{error}_high": points[low.replace("_low", "_high")]})
+        noise, context = "", context + f"\nbars, and the noise of the marks: {interval}"
+    else:
+        noise = ""
+    return plot_pareto(usable(points, pair), pareto_front(points, pair), error=error, resource=pair[1],
+                       by=categories[0] if categories else None, path=path, params=params, tied=space.tied,
+                       title=context, near=near_front(points, pair), noise=noise)
+
+
+def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, figures: Sequence[Figure],
+                   reference: Mapping[str, Any], context: str = "") -> list[Path]:
+    """The sensitivity figures and their data (<name>.csv)."""
+    from dse.explore.plots import plot_sensitivity
 
     files: list[Path] = []
-    error, resources = objectives[0], list(objectives[1:])
-    categories = [p for p in CATEGORICAL_FIRST if p in space.params]
-    by = categories[0] if categories else None
-    for resource in resources:
-        pair = [error, resource]
-        name = "pareto_front" if len(resources) == 1 else f"pareto_front_{resource}"
-        files += plot_pareto(usable(trials, pair), pareto_front(trials, pair), error=error, resource=resource,
-                             by=by, path=run_dir / name, params=list(space.params), tied=space.tied, title=context,
-                             near=near_front(trials, pair))
     repeat = REPEAT if REPEAT in space.params else None
     for fig in figures:
         data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=reference,
                            others=fig.others, repeat=repeat)
         held = [p for p in space.params if p not in (fig.x, fig.by, repeat)]
-        bars = (f"bars: ±1 s.d. over {len(space.params[REPEAT])} tuning seeds" if repeat else
-                "bars: 95% interval of the loss (paired bootstrap over the test images)"
+        bars = (f"points: mean over {len(space.params[REPEAT])} tuning seeds; bars: ±1 s.d. over them" if repeat
+                else "bars: 95% interval of the loss (paired bootstrap over the test images)"
                 if any(c.endswith("_low") for c in data.columns) else "")
         subtitle = sensitivity_subtitle(context, held, reference, fig.others, bars, space.tied)
         if data.empty:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dse.explore.repeats import per_configuration
+
 
 def non_dominated(values: np.ndarray) -> np.ndarray:
     """Mask of the rows no other row dominates (all objectives minimized): row q dominates p when q <= p in
@@ -46,16 +48,30 @@ def pareto_front(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFram
 ERROR_LOW = {"accuracy_delta_pp": "accuracy_delta_ci95_low"}  # an error objective's 95 % interval's low end
 
 
+def error_low(points: pd.DataFrame, error: str) -> np.ndarray | None:
+    """Each point's error at the low end of its noise: its 95 % interval's low end (`ERROR_LOW`: the test
+    set's luck) and, for a configuration averaged over tuning seeds (`repeats.per_configuration`: a column
+    ``<error>_std``), its mean less one standard deviation over the seeds, whichever is lower; None for an
+    error with neither."""
+    lows = []
+    low = ERROR_LOW.get(error)
+    if low is not None and low in points and points[low].notna().any():
+        lows.append(points[low].to_numpy(dtype=float))
+    if f"{error}_std" in points:
+        lows.append((points[error] - points[f"{error}_std"]).to_numpy(dtype=float))
+    return np.fmin.reduce(lows) if lows else None
+
+
 def noise(points: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
-    """Per usable trial: whether another trial, at its error's 95 % interval's low end (as good as the test
-    samples allow it to be), would be at least as good in every objective. True for a point of the front that
-    wins only by what one test set's luck can give; all False for an error without an interval."""
-    low = ERROR_LOW.get(objectives[0])
-    if low is None or low not in points or points[low].isna().all():
+    """Per usable point: whether another one, at its error's low end (`error_low`: as good as the noise allows
+    it to be), would be at least as good in every objective. True for a point of the front that wins only by
+    what one test set's (or one tuning seed's) luck can give; all False for an error without a noise."""
+    low = error_low(points, objectives[0])
+    if low is None:
         return np.zeros(len(points), dtype=bool)
     values = points[list(objectives)].to_numpy(dtype=float)
     lucky = values.copy()
-    lucky[:, 0] = points[low].to_numpy(dtype=float)
+    lucky[:, 0] = low
     out = np.zeros(len(points), dtype=bool)
     for i, p in enumerate(values):
         rivals = np.all(lucky <= p, axis=1) & np.any(values != p, axis=1)
@@ -65,16 +81,16 @@ def noise(points: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
 
 
 def near_front(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
-    """The usable trials off the front that would be on it at their error's 95 % interval's low end: as good
-    as the front within the noise of the test set (empty for an error without an interval)."""
+    """The usable points off the front that would be on it at their error's low end (`error_low`): as good as
+    the front within the noise (empty for an error without one)."""
     ok = usable(trials, objectives)
-    low = ERROR_LOW.get(objectives[0])
-    if ok.empty or low is None or low not in ok or ok[low].isna().all():
+    low = error_low(ok, objectives[0]) if not ok.empty else None
+    if low is None:
         return ok.iloc[:0]
     values = ok[list(objectives)].to_numpy(dtype=float)
     front = non_dominated(values)
     lucky = values.copy()
-    lucky[:, 0] = ok[low].to_numpy(dtype=float)
+    lucky[:, 0] = low
     keep = [not front[i] and not (np.all(values <= q, axis=1) & np.any(values < q, axis=1)).any()
             for i, q in enumerate(lucky)]
     return ok[np.array(keep, dtype=bool)]
@@ -111,10 +127,13 @@ def sensitivity(
     path that only repeats a configuration (the tuning seed of ``study.repeats``): averaged over, never held.
 
     Returns columns [by (when given), x, *y, "trials"], sorted, and the bars to draw, ``<y>_low`` and
-    ``<y>_high``: mean -/+ one standard deviation over the repeats where a point has several (``<y>_std``),
-    else an error's 95 % interval (`ERROR_LOW`). Only usable trials count.
+    ``<y>_high``: with `repeat`, the configuration's mean -/+ one standard deviation over its seeds
+    (``<y>_std``, `repeats.per_configuration`), else an error's 95 % interval (`ERROR_LOW`). Only usable
+    trials count.
     """
     data = usable(trials, y)
+    if repeat is not None:  # one row per configuration: its seeds' mean, <y>_std their spread
+        data = per_configuration(data, [p for p in swept if p != repeat])
     if others == "reference":
         for path in swept:
             if path in (x, by, repeat) or path not in reference:
@@ -125,20 +144,18 @@ def sensitivity(
     keys = [by, x] if by else [x]
     if data.empty:
         return pd.DataFrame(columns=[*keys, *y, "trials"])
-    if others == "best":  # the best configuration, its repeats averaged
-        config = [p for p in swept if p != repeat]
-        means = data.groupby(config, dropna=False, sort=True)
-        best = means[list(y)].mean().reset_index().sort_values(list(y)).groupby(keys, dropna=False).head(1)
-        data = data.merge(best[config], on=config)
+    if others == "best":  # the best configuration (by its seeds' mean where repeated) per point of the curve
+        data = data.sort_values(list(y), kind="stable").groupby(keys, dropna=False).head(1)
     grouped = data.groupby(keys, dropna=False, sort=True)
     out = grouped[list(y)].mean()
-    out["trials"] = grouped.size()
+    out["trials"] = grouped["repeats"].sum() if repeat is not None else grouped.size()
     for col in y:
         low = ERROR_LOW.get(col)
-        if repeat is not None and (out["trials"] > 1).any():
-            spread = grouped[col].std(ddof=1).fillna(0.0)
-            out[f"{col}_std"] = spread
-            out[f"{col}_low"], out[f"{col}_high"] = out[col] - spread, out[col] + spread
+        if repeat is not None:  # a result the seed does not change (the energy of a mapping) has no bars
+            if f"{col}_std" not in data:
+                continue
+            out[f"{col}_std"] = grouped[f"{col}_std"].mean()
+            out[f"{col}_low"], out[f"{col}_high"] = out[col] - out[f"{col}_std"], out[col] + out[f"{col}_std"]
         elif low is not None and low in data and data[low].notna().any():
             out[f"{col}_low"] = grouped[low].mean()
             out[f"{col}_high"] = grouped[low.replace("_low", "_high")].mean()

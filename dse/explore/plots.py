@@ -183,39 +183,59 @@ def _wrap(text: str, width_in: float) -> str:
 
 def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resource: str, by: str | None,
                 path: Path, title: str = "", params: Sequence[str] = (), tied: dict[str, str] | None = None,
-                near: pd.DataFrame | None = None) -> list[Path]:
-    """Every usable trial (by series) and the Pareto front (the staircase of non-dominated trials), each point of
+                near: pd.DataFrame | None = None, noise: str = "") -> list[Path]:
+    """Every usable point (by series) and the Pareto front (the staircase of non-dominated points), each point of
     the front named by its configuration (its values of `params`); the resource in its physical unit. A point
-    of the front that wins only within the test set's noise (`pareto.noise`) is ringed grey, dashed, and the
-    trials `near` the front within that noise (`pareto.near_front`) are ringed too, with what that means."""
+    of the front is filled black (its series' marker shape); one that wins only within the noise
+    (`pareto.noise`; `noise` says what it is) keeps its colour inside an open black ring, and the points
+    `near` the front within that noise (`pareto.near_front`) get a grey diamond: three marks that differ in
+    fill and shape, not only in line style, so they stay apart in print. A point carries bars where `points`
+    has ``<error>_low`` and ``<error>_high``."""
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, PANEL_HEIGHT_IN + 0.6))
         values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
         factor, xlabel = scaled(resource, values.tolist())
         styles = series_styles(list(points[by].unique()) if by and not points.empty else [None])
         groups = list(styles)
+
+        def series(frame: pd.DataFrame, g: Any) -> pd.DataFrame:
+            return frame if g is None or by is None else frame[frame[by].map(lambda v, g=g: v == g)]
+
         for g in groups:
-            part = points if g is None or by is None else points[points[by].map(lambda v, g=g: v == g)]
+            part = series(points, g)
             colour, marker = styles[g]
+            if f"{error}_low" in part:
+                mid = part[error].astype(float)
+                ax.errorbar(part[resource].astype(float) / factor, mid, fmt="none", ecolor=colour, elinewidth=0.6,
+                            yerr=[mid - part[f"{error}_low"].astype(float), part[f"{error}_high"].astype(float) - mid],
+                            capsize=1.5, alpha=0.6, zorder=2)
             ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=14, color=colour,
                        marker=marker, alpha=0.55, linewidths=0,
-                       label=(f"{label(by)}: {_fmt(g)}" if by else "legal trials"))
+                       label=(f"{label(by)}: {_fmt(g)}" if by else
+                              "configurations" if f"{error}_std" in points else "legal trials"))
         if not front.empty:
             f = front.sort_values(resource)
             ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
                     zorder=3)
             clear = ~f["wins_within_noise"].astype(bool) if "wins_within_noise" in f else np.ones(len(f), bool)
-            ax.scatter(f[resource][clear].astype(float) / factor, f[error][clear].astype(float), s=22,
-                       facecolors="none", edgecolors="black", linewidths=0.9, zorder=4, label="Pareto front")
+            named = False  # one legend entry, and none when every point of the front is a win within noise
+            for g in groups:
+                part = series(f[clear], g)
+                if part.empty:
+                    continue
+                ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
+                           marker=styles[g][1], linewidths=0, zorder=4,
+                           label=None if named else "Pareto front (filled black)")
+                named = True
             lucky = f[~clear]
             if len(lucky):
-                ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=22,
-                           facecolors="none", edgecolors="0.45", linewidths=0.9, linestyles=(0, (2, 1)), zorder=4,
-                           label="front, wins within noise")
+                ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
+                           facecolors="none", edgecolors="black", linewidths=0.9, zorder=4,
+                           label="front, wins only within noise (open ring)")
         if near is not None and len(near):
             ax.scatter(near[resource].astype(float) / factor, near[error].astype(float), s=30, marker="D",
                        facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=4,
-                       label="as good within noise")
+                       label="as good as the front within noise")
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
             if factor == 1.0 and resource in RESOURCE_COUNTS:
                 _log_axis(ax.xaxis, values.min(), values.max())
@@ -225,10 +245,12 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        ax.legend(loc="best", fontsize=6)
+        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars)
+        handles, names = ax.get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
         noisy = (near is not None and len(near)) or ("wins_within_noise" in front and front["wins_within_noise"].any())
-        notes = [title, key, "noise: the loss's 95% interval (paired bootstrap over the test images)" if noisy else ""]
+        notes = [title, f"point names: {key}" if key else "", f"noise: {noise}" if noisy and noise else ""]
         _caption(fig, "\n".join(t for t in notes if t), COLUMN_WIDTH_IN)
         if params and not front.empty:
             f = front.sort_values([resource, *params])

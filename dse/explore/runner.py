@@ -104,7 +104,7 @@ def run_study(
 
     with StudyLock(run_dir):
         log.info("run folder %s", run_dir)
-        _write_config(cfg, space, run_dir)
+        atomic_write_text(run_dir / "config.yaml", job_config(cfg, space))
         write_fingerprint(run_dir, fingerprint, options.name)
         atomic_write_text(run_dir / "samples.json", json.dumps(data.samples_record()))
         study = open_study(run_dir / STUDY_DB, options, space)
@@ -340,11 +340,11 @@ def _base_values(cfg: DictConfig, space: SearchSpace) -> dict[str, Any]:
     return {p: OmegaConf.select(cfg, p) for p in space.params}
 
 
-def _write_config(cfg: DictConfig, space: SearchSpace, run_dir: Path) -> None:
-    """The resolved config, with the search space this run really used (command-line sweeps included)."""
+def job_config(cfg: DictConfig, space: SearchSpace) -> str:
+    """The resolved config as YAML, with the search space this run really uses (command-line sweeps and
+    study.repeats' tuning seeds included): the run folder's config.yaml, and what ``--cfg job`` prints."""
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     with open_dict(job):
         job.search.space = {k: list(v) for k, v in space.params.items()}
         job.search.tied = dict(space.tied)
-    text = OmegaConf.to_yaml(job, resolve=True)
-    atomic_write_text(run_dir / "config.yaml", text)
+    return OmegaConf.to_yaml(job, resolve=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from dse.explore.pareto import pareto_front
+from dse.explore.repeats import per_configuration
 
 ROWS, BITS, STRATEGY = "hardware.crossbar.rows", "hardware.io.input_bits", "strategy.name"
 
@@ -42,13 +43,25 @@ def split_vs_prune(trials: pd.DataFrame) -> list[str]:
 
 
 def weight_bits(trials: pd.DataFrame) -> list[str]:
-    w = "hardware.weights.bits"
-    out = ["| weight bits | crossbar | loss (pp) [95% interval] | logit error | crossbars | energy (uJ) |",
-           "|---:|---:|---:|---:|---:|---:|"]
-    for _, r in trials.sort_values([w, ROWS]).iterrows():
-        n = r[ROWS]
-        out.append(f"| {r[w]} | {n}x{n} | {loss(r)} | {r.logits_rel_error:.3f} | {r.crossbars} "
-                   f"| {r.energy_pj / 1e6:.2f} |")
+    """One row per configuration over its tuning seeds (study.repeats, `repeats.per_configuration`): the loss's
+    mean and standard deviation, its range, the mean of the seeds' 95 % intervals (the test set's noise), the
+    logit error's mean and s.d.; the energy front of the configurations' means ("within noise": a win only
+    within the noise, `pareto.noise`)."""
+    w, cols = "hardware.weights.bits", "hardware.crossbar.cols"
+    configs = per_configuration(trials, [w, ROWS, cols])
+    front = pareto_front(configs, ["accuracy_delta_pp", "energy_pj"]).set_index([w, ROWS]).wins_within_noise
+    seeds = int(configs.repeats.max()) if len(configs) else 0
+    out = [f"| weight bits | crossbar | loss (pp): mean ± s.d. over {seeds} seeds | loss: min to max | mean 95% "
+           "interval | logit error: mean ± s.d. | crossbars | energy (uJ) | on the front |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for _, r in configs.sort_values([w, ROWS]).iterrows():
+        n, key = r[ROWS], (r[w], r[ROWS])
+        mark = ("within noise" if front[key] else "yes") if key in front.index else ""
+        out.append(f"| {r[w]} | {n}x{n} | {r.accuracy_delta_pp:.2f} ± {r.accuracy_delta_pp_std:.2f} "
+                   f"| {r.accuracy_delta_pp_min:.1f} to {r.accuracy_delta_pp_max:.1f} "
+                   f"| [{r.accuracy_delta_ci95_low:.1f}, {r.accuracy_delta_ci95_high:.1f}] "
+                   f"| {r.logits_rel_error:.4f} ± {r.logits_rel_error_std:.4f} | {r.crossbars:.0f} "
+                   f"| {r.energy_pj / 1e6:.2f} | {mark} |")
     return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from sweep_helpers import FAST
 from test_sweep_pareto import brute_force_front
 
@@ -153,6 +154,14 @@ def test_cfg_job_prints_the_composed_config_and_runs_nothing(capsys, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_cfg_job_shows_the_search_space_the_sweep_would_run(capsys, tmp_path):
+    assert cli(["--cfg", "job", "search=custom", "hardware.weights.bits=2,4", "study.repeats=2",
+                f"hydra.run.dir={tmp_path / 'run'}"]) == 0
+    space = yaml.safe_load(capsys.readouterr().out)["search"]["space"]
+    assert space == {"hardware.weights.bits": [2, 4], "tuning.seed": [0, 1]}
+    assert not (tmp_path / "run").exists()
+
+
 def test_repeats_run_every_configuration_per_seed_and_draw_the_spread(tmp_path):
     run_dir = tmp_path / "run"
     assert cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", "study.repeats=2",
@@ -165,6 +174,17 @@ def test_repeats_run_every_configuration_per_seed_and_draw_the_spread(tmp_path):
     mean = trials.groupby("hardware.weights.bits").accuracy_delta_pp.mean()
     assert np.allclose(curve.accuracy_delta_pp, mean.to_numpy())
     assert not (run_dir / "sensitivity_seed.png").exists() and (run_dir / "sensitivity_weights_bits.pdf").exists()
+    # the front and the summary compare configurations: the seeds' mean, with their spread
+    summary = pd.read_csv(run_dir / "configurations.csv").set_index("hardware.weights.bits")
+    by_bits = trials.groupby("hardware.weights.bits")
+    assert list(summary.repeats) == [2, 2] and "tuning.seed" not in summary
+    for stat in ("mean", "std", "min", "max"):
+        column = "accuracy_delta_pp" if stat == "mean" else f"accuracy_delta_pp_{stat}"
+        assert np.allclose(summary[column], getattr(by_bits.accuracy_delta_pp, stat)().to_numpy()), stat
+    front = pd.read_csv(run_dir / "pareto.csv")
+    assert "tuning.seed" not in front and set(front["hardware.weights.bits"]) <= {2, 4}
+    assert set(front.repeats) == {2} and (run_dir / "pareto_front.png").exists()
+    assert "mean over 2 tuning seeds" in (run_dir / "pareto.tex").read_text()
 
 
 def test_a_sweep_whose_every_trial_fails_still_writes_its_tables(tmp_path):

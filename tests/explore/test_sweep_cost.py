@@ -76,9 +76,9 @@ def test_physical_columns_read_in_their_best_unit_and_points_by_their_configurat
     point = {"hardware.weights.bits": 8, "hardware.io.input_bits": 6.0, "hardware.crossbar.rows": 256}
     tied = {"hardware.crossbar.cols": "hardware.crossbar.rows"}
     assert configuration(point, list(point), tied) == "W8 IO6 256x256"
-    assert naming_key(list(point), tied) == "W: weight bits, IO: DAC bits, crossbar rows x columns"
+    assert naming_key(list(point), tied) == "W: weight bits, IO: input bits, crossbar rows x columns"
     assert configuration(point, list(point)) == "W8 IO6 256r"
-    assert naming_key(list(point), tied, width=30) == "W: weight bits, IO: DAC bits,\ncrossbar rows x columns"
+    assert naming_key(list(point), tied, width=30) == "W: weight bits, IO: input bits,\ncrossbar rows x columns"
     assert merge_names(["if T8 W4 128x128", "if T8 W4 256x256", "if T8 W4 128x128"]) == "if T8 W4 128x128/256x256"
     assert merge_names(["W4 split", "W4 64r split"]) == "W4 split\nW4 64r split"
 

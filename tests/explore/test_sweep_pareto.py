@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dse.explore.pareto import near_front, non_dominated, pareto_front, reference_point, sensitivity
+from dse.explore.repeats import per_configuration
 
 
 def brute_force_front(values: np.ndarray) -> set[int]:
@@ -118,3 +119,36 @@ def test_sensitivity_carries_the_interval_or_the_spread_over_repeats():
     assert eight.trials == 2 and eight.accuracy_delta_pp == pytest.approx(0.05)
     assert eight.accuracy_delta_pp_std == pytest.approx(np.std([0.0, 0.1], ddof=1))
     assert eight.accuracy_delta_pp_high - eight.accuracy_delta_pp == pytest.approx(eight.accuracy_delta_pp_std)
+
+
+def repeated_trials() -> pd.DataFrame:
+    """Two configurations (4 and 8 weight bits) with three tuning seeds each, one of 8-bit's seeds illegal;
+    crossbars (the mapping) the same for every seed, the loss and its interval not."""
+    return pd.DataFrame({
+        "trial": range(6), "hardware.weights.bits": [4, 4, 4, 8, 8, 8], "tuning.seed": [0, 1, 2, 0, 1, 2],
+        "accuracy_delta_pp": [1.0, 2.0, 3.0, 0.2, 0.4, 9.0], "accuracy_delta_ci95_low": [0.5, 1.5, 2.5, 0.0, 0.1, 8.0],
+        "accuracy_delta_ci95_high": [1.5, 2.5, 3.5, 0.4, 0.7, 10.0], "crossbars": [10, 10, 10, 20, 20, 20],
+        "legal": [True, True, True, True, True, False], "state": "complete"})
+
+
+def test_per_configuration_summarizes_the_usable_seeds_of_each_configuration():
+    summary = per_configuration(repeated_trials(), ["hardware.weights.bits"]).set_index("hardware.weights.bits")
+    assert list(summary.repeats) == [3, 2] and list(summary.trial_numbers) == ["0 1 2", "3 4"]
+    assert summary.accuracy_delta_pp.tolist() == pytest.approx([2.0, 0.3])
+    assert summary.accuracy_delta_pp_std.tolist() == pytest.approx([1.0, np.std([0.2, 0.4], ddof=1)])
+    assert summary.accuracy_delta_pp_min.tolist() == [1.0, 0.2] and summary.accuracy_delta_pp_max.tolist() == [3.0, 0.4]
+    assert summary.accuracy_delta_ci95_low.tolist() == pytest.approx([1.5, 0.05])  # averaged, no spread of its own
+    assert "accuracy_delta_ci95_low_std" not in summary and "tuning.seed" not in summary
+    assert summary.crossbars.tolist() == [10, 20] and "crossbars_std" not in summary  # the same for every seed
+
+
+def test_a_configuration_wins_only_within_the_spread_of_its_seeds():
+    """4 bits: 2.0 pp on 10 crossbars; 8 bits: 1.9 pp on 20, s.d. 0.05 over its seeds, interval low end 1.8:
+    only 4 bits' seeds' spread (s.d. 1.0) makes 8 bits a win within noise."""
+    summary = pd.DataFrame({"hardware.weights.bits": [4, 8], "accuracy_delta_pp": [2.0, 1.9],
+                            "accuracy_delta_pp_std": [1.0, 0.05], "accuracy_delta_ci95_low": [1.95, 1.8],
+                            "crossbars": [10, 20], "legal": True, "state": "complete"})
+    front = pareto_front(summary, ["accuracy_delta_pp", "crossbars"])
+    assert dict(zip(front["hardware.weights.bits"], front.wins_within_noise, strict=True)) == {4: False, 8: True}
+    assert not pareto_front(summary.drop(columns="accuracy_delta_pp_std"),
+                            ["accuracy_delta_pp", "crossbars"]).wins_within_noise.any()
