@@ -91,11 +91,15 @@ def _physical_log_axis(axis: Any, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+# no creation date in the PDF: the same figure is the same file, so a redrawn study changes only what moved
+METADATA = {".png": None, ".pdf": {"CreationDate": None}}
+
+
 def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
     out = []
-    for suffix in (".png", ".pdf"):
+    for suffix, metadata in METADATA.items():
         path = path_without_suffix.with_suffix(suffix)
-        out.append(atomic_write(path, fig.savefig))
+        out.append(atomic_write(path, lambda p, f=suffix[1:], m=metadata: fig.savefig(p, format=f, metadata=m)))
     plt.close(fig)
     return out
 
