@@ -229,17 +229,17 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
                     continue
                 ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
                            marker=styles[g][1], linewidths=0, zorder=4,
-                           label=None if named else "Pareto front (filled black)")
+                           label=None if named else "Pareto front, clear win")
                 named = True
             lucky = f[~clear]
             if len(lucky):
                 ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
                            facecolors="none", edgecolors="black", linewidths=0.9, zorder=4,
-                           label="front, wins only within noise (open ring)")
+                           label="front, wins within noise")
         if near is not None and len(near):
             ax.scatter(near[resource].astype(float) / factor, near[error].astype(float), s=30, marker="D",
                        facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=4,
-                       label="as good as the front within noise")
+                       label="as good within noise")
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
             if factor == 1.0 and resource in RESOURCE_COUNTS:
                 _log_axis(ax.xaxis, values.min(), values.max())
@@ -249,7 +249,8 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars)
+        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars); labels short
+        # enough for two columns in one column's width (the markers say filled, ring or diamond)
         handles, names = ax.get_legend_handles_labels()
         fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
