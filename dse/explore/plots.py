@@ -91,11 +91,15 @@ def _physical_log_axis(axis: Any, lo: float, hi: float) -> None:
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+# no creation date in the PDF: the same figure is the same file, so a redrawn study changes only what moved
+METADATA = {".png": None, ".pdf": {"CreationDate": None}}
+
+
 def _save(fig: plt.Figure, path_without_suffix: Path) -> list[Path]:
     out = []
-    for suffix in (".png", ".pdf"):
+    for suffix, metadata in METADATA.items():
         path = path_without_suffix.with_suffix(suffix)
-        out.append(atomic_write(path, fig.savefig))
+        out.append(atomic_write(path, lambda p, f=suffix[1:], m=metadata: fig.savefig(p, format=f, metadata=m)))
     plt.close(fig)
     return out
 
@@ -225,17 +229,17 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
                     continue
                 ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
                            marker=styles[g][1], linewidths=0, zorder=4,
-                           label=None if named else "Pareto front (filled black)")
+                           label=None if named else "Pareto front, clear win")
                 named = True
             lucky = f[~clear]
             if len(lucky):
                 ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
                            facecolors="none", edgecolors="black", linewidths=0.9, zorder=4,
-                           label="front, wins only within noise (open ring)")
+                           label="front, wins within noise")
         if near is not None and len(near):
             ax.scatter(near[resource].astype(float) / factor, near[error].astype(float), s=30, marker="D",
                        facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=4,
-                       label="as good as the front within noise")
+                       label="as good within noise")
         if len(values) and values.min() > 0 and values.max() / values.min() > 8:
             if factor == 1.0 and resource in RESOURCE_COUNTS:
                 _log_axis(ax.xaxis, values.min(), values.max())
@@ -245,7 +249,8 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
-        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars)
+        # above the axes, clear of every point, bar and name (inside, "best" still crossed bars); labels short
+        # enough for two columns in one column's width (the markers say filled, ring or diamond)
         handles, names = ax.get_legend_handles_labels()
         fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
