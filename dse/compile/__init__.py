@@ -55,6 +55,7 @@ from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
 from dse.sim.montecarlo import MonteCarlo
+from dse.sim.heap import keep_freed_memory
 from dse.sim.threads import compute_threads
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
@@ -131,6 +132,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     is refused (ResourceError) before any work; one whose outputs on the test data hold NaN or Inf, by a
     NonFiniteError."""
     start, meter = time.perf_counter(), StepMeter()
+    keep_freed_memory()  # freed activations are reused, not faulted in again (dse.sim.heap)
     with meter.step("prepare"), compute_threads():
         return _prepare(graph, dataset, name, calib_samples, approximator_width, max_memory_gb, start, meter)
 
@@ -227,6 +229,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
     correct = hw.device.fault_map is not None and hw.device.fault_map_known
+    keep_freed_memory()  # freed activations are reused, not faulted in again (dse.sim.heap)
     with compute_threads():  # one thread, the caller's for the few big products (dse.sim.threads)
         for phase, steps in groupby(compile_steps(strategy, tuning, reencode_k, readout_k, correct),
                                     key=lambda s: s[0]):

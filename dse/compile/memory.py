@@ -36,6 +36,7 @@ from dse.errors import ResourceError
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
+from dse.sim.heap import give_back_freed_memory
 from dse.tune.options import TuneOptions
 
 GB = 2**30
@@ -201,7 +202,9 @@ class StepMeter:
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         """Measure the enclosed step. Its peak is the process's, restarted at the step's start on Linux (so
-        a step's figure is its own); elsewhere it is the peak since the process started."""
+        a step's figure is its own: the free memory earlier steps left in the heap is handed back first,
+        `dse.sim.heap`); elsewhere it is the peak since the process started."""
+        give_back_freed_memory()
         own = _reset_peak()
         wall, cpu = time.perf_counter(), time.process_time()
         try:

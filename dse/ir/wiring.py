@@ -98,7 +98,9 @@ WIRING: dict[type[o.Op], Routing] = {
         channels=lambda op, ins, in_shapes, out_shape: unmixed(ins[0][op.start : op.stop]),
     ),
     o.Gather: Routing(
-        move=lambda op, xs, lead: xs[0][(*_all(lead), torch.as_tensor(op.index))],
+        # index_select, not x[..., index]: a third of the time forward, and half backward (dse/tune trains
+        # through the Gather of every split's merge at each step)
+        move=lambda op, xs, lead: torch.index_select(xs[0], lead, torch.as_tensor(op.index)),
         channels=lambda op, ins, in_shapes, out_shape: unmixed(ins[0][np.asarray(op.index)]),
     ),
     o.Concat: Routing(

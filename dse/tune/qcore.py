@@ -13,7 +13,7 @@ from torch import nn
 from dse.errors import ConfigError
 from dse.ir import ops as o
 from dse.sim.float_exec import conv_core, core_accumulator, grouped_linear
-from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_ste
+from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_clamp_ste, round_ste
 from dse.tune.scales import weight_in_scale
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class QCore(nn.Module):
             y = torch.cat(copies, dim=1)
         if self.domain == "real":
             return fake_quant_act(y, self.scale, self.qmax)
-        return torch.clamp(round_ste(y / self.scale.detach()), 0, self.qmax)  # codes
+        return round_clamp_ste(y / self.scale.detach(), 0, self.qmax)  # codes
 
     def value(self, x: Tensor) -> Tensor:
         """Real-valued output for a real-valued input, in either domain."""

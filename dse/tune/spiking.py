@@ -35,7 +35,7 @@ from dse.tune.noise import held_out, injected
 from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
-from dse.tune.quantizers import round_ste
+from dse.tune.quantizers import round_clamp_ste, round_ste
 from dse.tune.stopping import Patience, train_until_done
 from dse.tune.walk import TuneWalk
 
@@ -52,7 +52,7 @@ def running_max_counts(current: Tensor, threshold: Tensor, timesteps: int) -> Te
     integrated up to step t. Exact while no step brings more than one threshold; differentiable (the
     gradient flows to the peak step's integrated current) but for the rounding."""
     peak = current.cumsum(dim=1).amax(dim=1)
-    return torch.clamp(round_ste(torch.relu(peak) / threshold), 0, timesteps)
+    return round_clamp_ste(torch.relu(peak) / threshold, 0, timesteps)
 
 
 def _exact_model(neuron: Neuron) -> bool:
@@ -119,7 +119,7 @@ def spike_samples(walk: TuneWalk, problem: BlockProblem, target: Tensor, gen: to
 def _linear(core: QCore, x: Tensor, rows: bool) -> Tensor:
     """The core's accumulator on codes (or spikes) for weights on the integer grid (rounded forward, straight
     through backward)."""
-    w = core.masked(torch.clamp(round_ste(core.weight), -core.wmax, core.wmax))
+    w = core.masked(round_clamp_ste(core.weight, -core.wmax, core.wmax))
     if core.noise is not None:
         w = core.noise.weights(core, w)
     if core.copy_inputs is not None:  # a population's grouped copy: its own groups' inputs
@@ -152,7 +152,7 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
     else:
         pre = copies(_linear(core, counts, rows)) * ws + bias  # the ReLU model on counts: the current over steps
         threshold = _threshold(core, scale, pre.shape)
-        model = torch.clamp(round_ste(torch.relu(pre) / threshold), 0, core.qmax)
+        model = round_clamp_ste(torch.relu(pre) / threshold, 0, core.qmax)
         with torch.no_grad():
             acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
             current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps

@@ -35,3 +35,27 @@ def test_rows_of_a_grouped_1x1_core_equal_its_feature_map_at_the_sampled_positio
         patches, at_rows, taps = sample_patches(x, target, geometry, 40, torch.Generator().manual_seed(0), 2**20)
         assert taps == 1 and patches.shape == (40, 8)
         torch.testing.assert_close(rows(patches), at_rows)
+
+
+def test_sampled_patches_are_the_unfolded_columns_at_the_sampled_positions() -> None:
+    """Rows gathered from the padded input equal `F.unfold`'s columns (padding, strides, a rectangular kernel,
+    images padded a few at a time)."""
+    import torch.nn.functional as F
+
+    from dse.tune.patches import PatchGeometry
+
+    for kernel, stride, padding, chunk in [((3, 3), (1, 1), (1, 1, 1, 1), 2**20), ((2, 3), (2, 1), (0, 1, 2, 0), 500),
+                                           ((5, 5), (1, 1), (0, 0, 0, 0), 2**20)]:
+        x = torch.rand(9, 3, 9, 11)
+        top, left, bottom, right = padding
+        cols = F.unfold(F.pad(x, (left, right, top, bottom)), kernel, stride=stride)  # (n, fan-in, positions)
+        out_h = (9 + top + bottom - kernel[0]) // stride[0] + 1
+        out_w = (11 + left + right - kernel[1]) // stride[1] + 1
+        target = torch.rand(9, 2, out_h, out_w)
+        rows, at_rows, taps = sample_patches(x, target, PatchGeometry(kernel, stride, padding, False), 50,
+                                             torch.Generator().manual_seed(1), chunk)
+        pick = torch.randperm(9 * out_h * out_w, generator=torch.Generator().manual_seed(1))[:50]
+        img, pos = pick // (out_h * out_w), pick % (out_h * out_w)
+        assert taps == kernel[0] * kernel[1]
+        assert torch.equal(rows, cols[img, :, pos])
+        assert torch.equal(at_rows, target.reshape(9, 2, -1)[img, :, pos])
