@@ -1,7 +1,8 @@
 """Monte-Carlo chip instances (hardware.device, evaluate.instances): what N drawn chips cost against one
 evaluation of the exact chip, and their accuracy delta. Compiles lenet_mnist for chip_a once (tuning as given),
 then times, on the same compiled graph and test set, `evaluate_chip` (the compile's evaluation of one chip: the
-teacher, the integer simulator and its check) and `evaluate_instances` for each N. Prints one JSON line per N.
+teacher, the integer simulator and its check) and `evaluate_instances` for each N, each the least of 3 runs.
+Prints one JSON line per N.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/device_montecarlo.py [hardware=chip_a] [tuning=none] \
         [hardware.device.programming_sigma=0.05] [instances=1,20]
@@ -28,10 +29,15 @@ from dse.sim.evaluate import evaluate_chip
 from dse.sim.montecarlo import MonteCarlo, evaluate_instances
 
 
-def timed(fn):  # noqa: ANN001, ANN201
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+def timed(fn, repeats: int = 1):  # noqa: ANN001, ANN201
+    """fn's result, and its least wall and CPU seconds over `repeats` runs (a shared machine's noise only adds)."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return out, min(walls), min(cpus)
 
 
 def compare_noise_aware(prepared, hw, tuning, n: int) -> None:  # noqa: ANN001
@@ -75,9 +81,10 @@ def main(args: list[str]) -> None:
         return
     result = compile(prepared, hw, tuning=tuning)
     x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
-    _, wall1, cpu1 = timed(lambda: evaluate_chip(prepared.exact, result.graph, hw, x))
+    _, wall1, cpu1 = timed(lambda: evaluate_chip(prepared.exact, result.graph, hw, x), repeats=3)
     for n in counts:
-        r, wall, cpu = timed(lambda n=n: evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0)))
+        r, wall, cpu = timed(lambda n=n: evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0)),
+                             repeats=3)
         print(json.dumps({"instances": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                           "one_evaluation_wall_s": round(wall1, 3), "one_evaluation_cpu_s": round(cpu1, 3),
                           "ratio_wall": round(wall / wall1, 2), "ratio_cpu": round(cpu / cpu1, 2),

@@ -8,11 +8,15 @@ the device's rates, weight mismatch; read noise of `read_std`), the difference a
 (straight through: the gradient is the noiseless one). On the real-valued weights of the first phase the grid is
 the one `QCore.round_weights` would choose (max |weight| of the row or crossbar on the largest code). A step's
 outputs get each converter's offset (one per output channel) and noise in LSB of the output code; on a spiking
-chip each neuron's threshold is scaled by its mismatch (the spike-aware phase, `dse.tune.spiking`).
+chip each neuron's threshold is scaled by its mismatch (the spike-aware phase, `dse.tune.spiking`). The weight
+step is chosen on what one drawn chip stores (`StepNoise.stored`): the cells' error is a fixed number of grid
+units, so a smaller step, clipping the largest weights, buys signal against it.
 
-Only the training steps see noise (`injected`, around a step's loss): the held-out checks that end a phase, keep
-its lowest loss and choose between the tuned block and its rounded start stay noise-free. Measured on one noise
-draw they would compare parameters by the luck of the draw; see docs/device.md for what was measured.
+A training step draws a fresh chip (`injected`, around the step's loss). The held-out checks that end a phase,
+keep its lowest loss and choose between the tuned block and its rounded start (`held_out`) take the mean loss
+over `tuning.noise_checks` chips drawn once, the same at every check: noise-free checks do not see what noise-aware
+steps gain (measured: every phase kept its start), and a fresh draw per check would compare parameters by the
+luck of the draw (docs/device.md).
 
 Each block draws from its own generator, seeded by `tuning.seed` and the block's name: the same draws whatever
 else is tuned, on any machine.
@@ -112,8 +116,8 @@ class StepNoise:
         return y + noise
 
     def thresholds(self, threshold: Tensor, shape: tuple[int, ...]) -> Tensor:
-        """A spiking core's threshold (per output channel) times each neuron's mismatch ``1 + e`` for outputs of
-        `shape` (N, O, ...): one draw per output channel and position."""
+        """A spiking core's threshold (its output step) times each neuron's mismatch ``1 + e`` for outputs of
+        `shape` (N, O, ...): one draw per output channel and position, shared by the step's rows."""
         mismatch = self.device.threshold_mismatch
         if not self.on or not mismatch:
             return threshold

@@ -14,6 +14,7 @@ import torch
 from dse.cli import run_app
 from dse.compile import compile, load_model, prepare
 from dse.compile.__main__ import main
+from dse.config import compose_config, hardware_from
 from dse.errors import EXIT_USAGE, ConfigError
 from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
@@ -116,3 +117,16 @@ def test_the_command_line_refuses_them_with_status_2(tmp_path: Path, override: s
     assert run_app("compile", main, ["model=mlp_digits", "progress=false", override,
                                      f"hydra.run.dir={run_dir}"]) == EXIT_USAGE
     assert not (run_dir / "report.json").exists()
+
+
+def test_on_a_spiking_chip_the_threshold_mismatch_is_trained_with_deterministically(prepared) -> None:
+    """chip_b (spiking) with threshold mismatch: the spike-aware phase's steps see drawn thresholds, so the
+    compiled network differs from plain tuning's, and is the same again for the same seed."""
+    chip_b = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
+    hw = dataclasses.replace(chip_b, device=Device(threshold_mismatch=0.1))
+    fast = dataclasses.replace(FAST, spike_steps=20, output_spike_steps=20, spike_check_steps=10,
+                               spike_calib_samples=100)
+    plain = compile(prepared, hw, tuning=fast).graph
+    aware = [compile(prepared, hw, tuning=dataclasses.replace(fast, noise_aware=True)).graph for _ in range(2)]
+    assert _same(aware[0], aware[1])
+    assert not _same(aware[0], plain)
