@@ -54,8 +54,8 @@ from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
-from dse.sim.montecarlo import MonteCarlo
 from dse.sim.heap import keep_freed_memory
+from dse.sim.montecarlo import MonteCarlo
 from dse.sim.threads import compute_threads
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 

@@ -15,7 +15,7 @@ def test_adam_matches_torch_bit_for_bit(seed):
     a = Adam([{"params": ours[:2], "lr": 1e-3}, {"params": ours[2:], "lr": 0.02}])
     b = torch.optim.Adam([{"params": theirs[:2], "lr": 1e-3}, {"params": theirs[2:], "lr": 0.02}], foreach=False)
     for step in range(40):
-        for i, (p, q) in enumerate(zip(ours, theirs)):
+        for i, (p, q) in enumerate(zip(ours, theirs, strict=True)):
             if i == 1 and step % 7 == 3:  # no gradient this step: left alone, the step not counted
                 p.grad = q.grad = None
                 continue
@@ -23,4 +23,4 @@ def test_adam_matches_torch_bit_for_bit(seed):
             p.grad, q.grad = g.clone(), g.clone()
         a.step()
         b.step()
-        assert all(torch.equal(p, q) for p, q in zip(ours, theirs)), step
+        assert all(torch.equal(p, q) for p, q in zip(ours, theirs, strict=True)), step
