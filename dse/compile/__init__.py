@@ -150,8 +150,8 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
     if not exact.of_type(o.CoreOp):  # nothing to map, cost or tune: the cost model would divide by no cores
-        raise ModelError(f"model {name}: nothing is left for the chip to compute (its output is its input, up to "
-                         "ops that only move values)")
+        raise ModelError(f"network {name!r} leaves nothing for the chip to compute (its output is its input, up "
+                         "to ops that only move values)")
     x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
     original = np.concatenate([run_float(graph, x[s : s + batch], batch_size=batch)[graph.outputs[0]].numpy()
                                for s in range(0, len(x), batch)])
