@@ -128,8 +128,8 @@ def _summary(result) -> None:
         f"{result.seconds:.0f} s"
     )
     if s.retry:
-        console.print(f"{s.retry} failed for an infrastructure reason (a Ray worker or node died): run the same "
-                      "command again to run them again")
+        console.print(f"{s.retry} failed for an infrastructure reason (a Ray worker or node died, or the trial ran "
+                      "past runner.trial_timeout_s): run the same command again to run them again")
     for reason in t.loc[t["state"] == "fail", "error_message"].value_counts().head(3).index:
         console.print(f"[red]failed[/red] {reason}")
     console.print(f"written to {result.run_dir}")

@@ -44,7 +44,7 @@ from dse.cost.model import cost_model
 from dse.data.datasets import Dataset
 from dse.data.images import Preprocess, normalize_in_graph
 from dse.data.loading import load_dataset
-from dse.errors import ConfigError, DataError
+from dse.errors import ConfigError, DataError, ModelError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
@@ -151,6 +151,9 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
                if k in feeds} if feeds else {}
     exact = run_pipeline(canonical, HardwareSpec(),
                          [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
+    if not exact.of_type(o.CoreOp):  # nothing to map, cost or tune: the cost model would divide by no cores
+        raise ModelError(f"network {name!r} leaves nothing for the chip to compute (its output is its input, up "
+                         "to ops that only move values)")
     x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
     original = np.concatenate([run_float(graph, x[s : s + batch], batch_size=batch)[graph.outputs[0]].numpy()
                                for s in range(0, len(x), batch)])

@@ -162,6 +162,11 @@ class RunnerConfig:
     num_cpus: int | None = None  # CPUs of the local Ray instance; None = the machine's
     max_concurrent: int | None = None  # trials in flight at once; None = one per CPU of the cluster
     torch_threads: int = 1  # per trial: two trials on two cores must not fight over them
+    # wall seconds one trial may compile; a trial past it is stopped and recorded as failed with reason
+    # "timeout", an infrastructure failure: it runs again when the sweep is resumed (raise the limit first).
+    # None = no limit. A SIGALRM timer in the process that runs the trial: a long C call (one big product)
+    # ends before the trial stops
+    trial_timeout_s: float | None = None
 
 
 @dataclass

@@ -10,7 +10,9 @@ from collections import deque
 from typing import Protocol
 
 from dse.compile import Prepared
+from dse.errors import ConfigError
 from dse.explore.trial import TrialOutcome, TrialSpec, run_trial_threads
+from dse.timelimit import on_main_thread
 
 
 class Executor(Protocol):
@@ -43,8 +45,8 @@ class Executor(Protocol):
 class LocalExecutor:
     """In-process, one trial at a time: no parallelism, nothing to start, exact tracebacks."""
 
-    def __init__(self, torch_threads: int | None = 1) -> None:
-        self.torch_threads = torch_threads
+    def __init__(self, torch_threads: int | None = 1, trial_timeout_s: float | None = None) -> None:
+        self.torch_threads, self.trial_timeout_s = torch_threads, trial_timeout_s
         self._prepared: Prepared | None = None
         self._queue: deque[TrialSpec] = deque()
 
@@ -57,7 +59,9 @@ class LocalExecutor:
         return len(self._queue)
 
     def check(self) -> None:
-        pass
+        if self.trial_timeout_s is not None and not on_main_thread():
+            raise ConfigError("runner.trial_timeout_s needs runner=local's sweep on the main thread (its timer is a "
+                              "signal); use runner=ray or no timeout")
 
     def start(self) -> None:
         pass
@@ -70,7 +74,7 @@ class LocalExecutor:
 
     def wait(self) -> list[TrialOutcome]:
         assert self._prepared is not None, "share() the prepared network first"
-        return [run_trial_threads(self._prepared, self._queue.popleft(), self.torch_threads)]
+        return [run_trial_threads(self._prepared, self._queue.popleft(), self.torch_threads, self.trial_timeout_s)]
 
     def close(self) -> None:
         self._queue.clear()

@@ -31,7 +31,7 @@ def _warm_up() -> None:
     import dse.explore.trial  # noqa: F401
 
 
-def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None) -> TrialOutcome:
+def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None, timeout_s: float | None) -> TrialOutcome:
     # the reference travels inside a list so that Ray does not resolve (unpickle) it for every task
     import ray
 
@@ -40,16 +40,17 @@ def _ray_trial(boxed_ref: list[Any], spec: TrialSpec, threads: int | None) -> Tr
     if key not in _PREPARED:
         _PREPARED.clear()
         _PREPARED[key] = ray.get(ref)
-    return run_trial_threads(_PREPARED[key], spec, threads)
+    return run_trial_threads(_PREPARED[key], spec, threads, timeout_s)  # a Ray task runs on its main thread
 
 
 class RayExecutor:
     task = staticmethod(_ray_trial)  # what a worker runs for one trial
 
     def __init__(self, *, address: str | None = None, num_cpus: int | None = None,
-                 max_concurrent: int | None = None, torch_threads: int | None = 1) -> None:
+                 max_concurrent: int | None = None, torch_threads: int | None = 1,
+                 trial_timeout_s: float | None = None) -> None:
         self.address, self.num_cpus, self.max_concurrent = address, num_cpus, max_concurrent
-        self.torch_threads = torch_threads
+        self.torch_threads, self.trial_timeout_s = torch_threads, trial_timeout_s
         self._owns = False
         self._ref: Any = None
         self._futures: dict[Any, TrialSpec] = {}
@@ -101,7 +102,7 @@ class RayExecutor:
         self._ref = ray.put(prepared)
 
     def submit(self, spec: TrialSpec) -> None:
-        future = self._task.remote([self._ref], spec, self.torch_threads)
+        future = self._task.remote([self._ref], spec, self.torch_threads, self.trial_timeout_s)
         self._futures[future] = spec
 
     def wait(self) -> list[TrialOutcome]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,10 +283,14 @@ def executor_from(runner: DictConfig) -> Executor:
     check_choice("runner.kind", runner.kind, RunnerKind)
     if runner.torch_threads is not None and runner.torch_threads < 1:
         raise ConfigError(f"runner.torch_threads must be >= 1 (got {runner.torch_threads})")
+    timeout = runner.trial_timeout_s
+    if timeout is not None and not (0 < timeout < math.inf):
+        raise ConfigError(f"runner.trial_timeout_s must be a positive number of seconds, or null for none "
+                          f"(got {timeout})")
     if runner.kind == "local":
         if runner.address is not None:
             raise ConfigError("runner.address needs runner=ray")
-        return LocalExecutor(torch_threads=runner.torch_threads)
+        return LocalExecutor(torch_threads=runner.torch_threads, trial_timeout_s=timeout)
     if runner.num_cpus is not None and runner.num_cpus < 1:
         raise ConfigError(f"runner.num_cpus must be >= 1 (got {runner.num_cpus})")
     if runner.max_concurrent is not None and runner.max_concurrent < 1:
@@ -293,7 +298,7 @@ def executor_from(runner: DictConfig) -> Executor:
     from dse.explore.ray_executor import RayExecutor  # only this path needs Ray
 
     return RayExecutor(address=runner.address, num_cpus=runner.num_cpus, max_concurrent=runner.max_concurrent,
-                       torch_threads=runner.torch_threads)
+                       torch_threads=runner.torch_threads, trial_timeout_s=timeout)
 
 
 def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:

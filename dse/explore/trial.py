@@ -10,14 +10,16 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from dse.compile import Prepared, compile
 from dse.compile.report import CompileReport
-from dse.errors import DseError
+from dse.errors import ConfigError, DseError
 from dse.hardware.spec import HardwareSpec
 from dse.sim.montecarlo import MonteCarlo
+from dse.timelimit import on_main_thread, time_limit
 from dse.tune.options import TuneOptions
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ class TrialOutcome:
     state: str  # "complete" or "fail"
     record: dict[str, Any] = field(default_factory=dict)  # metrics, flattened resources, status
     error_message: str = ""
-    # failed for a reason outside the trial (its Ray worker or raylet died): run it again on resume
+    # failed for a reason outside the trial (its Ray worker or raylet died, it ran past runner.trial_timeout_s):
+    # run it again on resume
     retry: bool = False
 
 
@@ -112,16 +115,33 @@ def _failed(spec: TrialSpec, message: str, start: float) -> TrialOutcome:
     return TrialOutcome(spec.number, "fail", record, message)
 
 
-def run_trial_threads(prepared: Prepared, spec: TrialSpec, threads: int | None) -> TrialOutcome:
-    """`run_trial` on `threads` torch threads: two trials side by side on two cores must not oversubscribe
-    them, and a fixed thread count keeps float reductions, and so the results, the same on every runner."""
+class TrialTimeout(BaseException):
+    """Raised in a trial past `runner.trial_timeout_s`. Not an Exception: the compile's handlers (`run_trial`'s
+    own) must not take it for the trial's own failure."""
+
+
+def run_trial_threads(prepared: Prepared, spec: TrialSpec, threads: int | None,
+                      timeout_s: float | None = None) -> TrialOutcome:
+    """`run_trial` on `threads` torch threads (None: as set) and, given `timeout_s`, stopped after that many
+    wall seconds (`dse.timelimit`: the runners call this on their process's main thread). Two trials side by
+    side on two cores must not oversubscribe them, and a fixed thread count keeps float reductions, and so the
+    results, the same on every runner. A trial stopped by the limit is a failure of the infrastructure, as
+    when its worker dies: it runs again on resume (`TrialOutcome.retry`)."""
     import torch
 
-    if threads is None:
-        return run_trial(prepared, spec)
+    if timeout_s is not None and not on_main_thread():  # no signal would reach it: a limit silently not kept
+        raise ConfigError("runner.trial_timeout_s: this trial does not run on its process's main thread, where "
+                          "the timer's signal is delivered")
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        return run_trial(prepared, spec)
+        with time_limit(timeout_s, TrialTimeout) if timeout_s is not None else nullcontext():
+            return run_trial(prepared, spec)
+    except TrialTimeout:
+        message = f"timeout: the trial ran past runner.trial_timeout_s={timeout_s:g} s"
+        log.warning("trial %d (%s): %s", spec.number, spec.params, message)
+        return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message},
+                            message, retry=True)
     finally:
         torch.set_num_threads(before)

@@ -7,7 +7,7 @@ for a great deal of work from a few bytes: a ``ConstantOfShape`` of 6.4 GB in a 
 - before evaluating, the output size of the ops whose size follows from their inputs' values
   (`PREDICTED_SIZE`: ConstantOfShape, Expand, Tile, Range) and a Loop's iteration count are checked against
   the budget;
-- the evaluation runs under a wall-clock budget (`FOLD_SECONDS`, a SIGALRM timer; only on the main thread,
+- the evaluation runs under a wall-clock budget (`FOLD_SECONDS`, `dse.timelimit`; only on the main thread,
   where signals are delivered: elsewhere the static checks above still hold);
 - every output is checked against the size budget and, when it is a float tensor, checked finite.
 
@@ -18,17 +18,14 @@ is larger: a fold may transpose or dequantize the weights a file carries, not co
 from __future__ import annotations
 
 import math
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import numpy as np
 import onnx.helper
 from onnx import NodeProto, TensorProto
 
 from dse.errors import ModelError
+from dse.timelimit import time_limit
 
 FOLD_MIN_BYTES = 2**26  # 64 MiB: any fold may make this much
 FOLD_GROWTH = 4  # x the largest tensor of the file (a dequantized int8 weight is 4x its bytes)
@@ -88,38 +85,6 @@ def fold_budget(largest_tensor_bytes: int) -> int:
     return max(FOLD_MIN_BYTES, FOLD_GROWTH * largest_tensor_bytes)
 
 
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise _FoldTimeout in the enclosed code after `seconds`. A timer the caller set (a test's own time
-    limit) keeps running: when it is due first its handler runs then (and this limit is set again), otherwise
-    it is set again on the way out, less the time spent here."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    outer_handler = signal.getsignal(signal.SIGALRM)
-    outer_delay, _ = signal.getitimer(signal.ITIMER_REAL)
-    outer_pending = [0 < outer_delay < seconds]
-    start = time.monotonic()
-
-    def expire(signum: int, frame: object) -> None:
-        if not outer_pending[0]:
-            raise _FoldTimeout
-        outer_pending[0] = False
-        signal.setitimer(signal.ITIMER_REAL, max(seconds - (time.monotonic() - start), 1e-3))
-        if callable(outer_handler):
-            outer_handler(signum, frame)
-
-    signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, outer_delay if outer_pending[0] else seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, outer_handler)
-        if outer_delay > 0 and (outer_pending[0] or outer_delay >= seconds):
-            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3))
-
-
 def _check_before(node: NodeProto, name: str, values: list[np.ndarray], budget: int) -> None:
     where = f"node {name!r} ({node.op_type})"
     predict = PREDICTED_SIZE.get(node.op_type)
@@ -154,7 +119,7 @@ def fold(node: NodeProto, name: str, feeds: dict[str, np.ndarray], opset: int, b
     from onnx.reference import ReferenceEvaluator  # lazily: 0.5 s of imports, for a few models only
 
     try:
-        with _time_limit(FOLD_SECONDS):
+        with time_limit(FOLD_SECONDS, _FoldTimeout):
             results = ReferenceEvaluator(graph, opsets={"": opset}).run(None, feeds)
     except _FoldTimeout:
         raise ModelError(f"{where}: folding its constant inputs took over {FOLD_SECONDS:g} s, the importer's "

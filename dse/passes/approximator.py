@@ -40,6 +40,7 @@ class HingeFit:
 
 
 def fit_hinges(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray | None, width: int) -> HingeFit:
+    """`samples`: finite values (the caller refuses others, naming its node)."""
     if width < 2:
         raise ValueError("the approximator needs at least 2 hidden units")
     if samples is None or samples.size == 0:
@@ -50,12 +51,17 @@ def fit_hinges(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray | Non
         if data.size > 200_000:
             data = np.random.default_rng(0).choice(data, 200_000, replace=False)
         lo, hi = np.quantile(data, [0.0005, 0.9995])
-        if hi - lo < 1e-6:
-            lo, hi = lo - 1.0, hi + 1.0
+        # a range too narrow to hold `width` distinct knots, relative to its magnitude (at 1e30, 1e30 + 1 is
+        # 1e30): widened, so that the fill below ends
+        pad = max(1.0, 1e-6 * max(abs(lo), abs(hi)))
+        if hi - lo < 1e-6 * pad:
+            lo, hi = lo - pad, hi + pad
     # the first knot sits at the bottom of the range: below it the fit is the constant, as a saturating f is
     knots = np.unique(np.concatenate([[lo], np.quantile(np.clip(data, lo, hi), np.linspace(0, 1, width + 1)[1:-1])]))
-    while knots.size < width:  # ties in the data: fill with evenly spaced knots
-        knots = np.unique(np.concatenate([knots, np.linspace(lo, hi, width - knots.size + 2)[1:-1]]))
+    fill = width - knots.size
+    while knots.size < width:  # ties in the data: fill with evenly spaced knots, more each time one collides
+        knots = np.unique(np.concatenate([knots, np.linspace(lo, hi, fill + 2)[1:-1]]))
+        fill *= 2
     knots = np.sort(knots)[:width]
     points = np.concatenate([np.clip(data, lo, hi), np.linspace(lo, hi, 2001)])
     basis = np.concatenate([np.ones((points.size, 1)), np.maximum(points[:, None] - knots, 0.0)], axis=1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dse.errors import UnsupportedOpError
+from dse.errors import NonFiniteError, UnsupportedOpError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
@@ -245,8 +245,8 @@ class _Reformer:
                 raise UnsupportedOpError("Output", name, f"an output of per-sample shape {self.shape_of(v)} that "
                                          "is a sum of values: the chip computes on (F,) or (C, H, W) values; "
                                          "flatten it")
-            v = self.signed(Pending(identity(self.shape_of(v)), v, name), for_host=True)
-            pos = v.terms[0]
+            # one core sums them: its output is a pair, or one term when the sum is provably >= 0 (no Readout)
+            return self.output(name, self.signed(Pending(identity(self.shape_of(v)), v, name), for_host=True))
         return self.add(f"{name}_readout", o.Readout(), pos.node)
 
     def convert(self, node) -> Value:  # noqa: C901 - one branch per op type
@@ -298,7 +298,11 @@ class _Reformer:
 
     def approximate(self, name: str, fn: Callable[[np.ndarray], np.ndarray], v: Value, src: str) -> Terms:
         """f(s) as hinge units relu(s - t_k) (one core-op, k-major channels) plus an always-on unit."""
-        fit = fit_hinges(fn, self.samples.get(src), self.width)
+        samples = self.samples.get(src)
+        if samples is not None and not np.isfinite(samples).all():
+            raise NonFiniteError(f"node {name}: the values reaching it on the calibration samples hold NaN or Inf "
+                                 "(the network overflows or its weights are not finite)")
+        fit = fit_hinges(fn, samples, self.width)
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         lin, n_out = p.lin, p.lin.weight.shape[0]
         width = len(fit.knots)

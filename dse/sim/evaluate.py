@@ -40,14 +40,16 @@ def compare(original: np.ndarray, compiled: np.ndarray, labels: np.ndarray | Non
     output of more than one axis per sample is read flattened (its values are the classes, as `load_model`
     counts them)."""
     original, compiled = original.reshape(len(original), -1), compiled.reshape(len(compiled), -1)
-    denom = float(np.linalg.norm(original)) or 1.0
+    # in float64: finite float32 logits near 3e38 overflow a float32 norm (a NaN error for a finite network)
+    difference = compiled.astype(np.float64) - original.astype(np.float64)
+    denom = float(np.linalg.norm(original.astype(np.float64))) or 1.0
     out: dict[str, float | str | None] = {
         "accuracy_original": None,
         "accuracy_compiled": None,
         "accuracy_delta_pp": None,
         "accuracy_delta_ci95": None,
         "agreement": _agree(original, compiled),
-        "logits_rel_error": float(np.linalg.norm(compiled - original) / denom),
+        "logits_rel_error": float(np.linalg.norm(difference) / denom),
     }
     if labels is None:
         out["accuracy_note"] = "no test labels"

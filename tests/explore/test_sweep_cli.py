@@ -96,6 +96,7 @@ def digest(folder: Path) -> dict[str, str]:
                                         "did you mean hardware.weights?"),
         (["search=custom", "~strategy.name"], None),  # (placeholder replaced below)
         (["runner=ray", "runner.address=127.0.0.1:9"], "runner.address=127.0.0.1:9: cannot reach"),
+        (["runner.trial_timeout_s=0"], "runner.trial_timeout_s must be a positive number of seconds"),
         (["hardware.crossbar.cell_bits=2"], "another configuration"),  # same folder, another study
     ],
 )

@@ -40,12 +40,12 @@ def test_ray_executor_matches_local(ray_session, tmp_path):
 def test_a_trial_whose_worker_dies_runs_again_on_resume_and_completes(ray_session, tmp_path):
     from dse.explore.ray_executor import RayExecutor, _ray_trial
 
-    def dies_on_trial_1(boxed_ref, spec, threads):
+    def dies_on_trial_1(boxed_ref, spec, threads, timeout_s):
         import os
 
         if spec.number == 1:
             os._exit(1)  # the worker process dies under the trial, as when it is killed or runs out of memory
-        return _ray_trial(boxed_ref, spec, threads)
+        return _ray_trial(boxed_ref, spec, threads, timeout_s)
 
     class DyingWorker(RayExecutor):
         task = staticmethod(dies_on_trial_1)

@@ -1,15 +1,22 @@
 """The fuzz suite (issue 17): generated models and byte-level mutants of the committed ones through
-`load_onnx` and `prepare`; each must be imported with finite outputs (equal to onnxruntime's where it runs
-them) or refused in one line (`harness.run_case`). A few seconds by default (fixed seeds); the slow test runs
-20,000 models and, with FUZZ_OUT=DIR, writes the counts (fuzz_counts.json) and every failing model there:
+`load_onnx`, `prepare` and `compile`; each must be imported with finite outputs (equal to onnxruntime's where
+it runs them) and compiled with finite metrics, or refused in one line (`harness.run_case`). A few seconds by
+default (fixed seeds); the slow test runs 20,000 models (about 7 CPU minutes on one core) and, with
+FUZZ_OUT=DIR, writes there as it goes (`Recorder`):
 
     OMP_NUM_THREADS=1 FUZZ_OUT=/tmp/fuzz python -m pytest tests/fuzz -m slow -s
+
+Every case goes through `load_onnx`, `prepare` (checked against onnxruntime) and a compile for the ideal chip
+(checked against the original). The compile for chip_a (quantized: the tuner and the integer simulator) takes
+tens of ms for a generated model but up to seconds for a mutant of a committed network, so it runs for every
+`CHIP_EVERY`-th case that reaches it: a sample spread evenly over the run, bounded by the budget.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,84 +29,101 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 DEFAULT_GENERATED, DEFAULT_MUTATED = 40, 8
 SLOW_GENERATED, SLOW_MUTATED = 16_000, 4_000
+# the chip_a compile: every 4th generated case (~1,000 of the ~4,000 that compile, at ~0.1 s each) and every
+# 4th mutated case (~100 of the ~450 mutants that still load: the committed networks tune for up to seconds)
+CHIP_EVERY = {"generated": 4, "mutated": 4}
 
 
-def progress(results: list[tuple[Outcome, bytes]], out: Path | None, label: str) -> None:
-    """Every 500 cases, the counts so far into OUT/progress_<label>.json (a long run can be watched)."""
-    if out is not None and len(results) % 500 == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        counts = {"cases": len(results), **Counter(o.kind for o, _ in results)}
-        (out / f"progress_{label}.json").write_text(json.dumps(counts))
+class Recorder:
+    """The outcomes of one half of a run. With `out`, each case's model is written to OUT/LABEL/current.onnx
+    before it runs (so a case that kills the process is not lost either), each failure is kept as
+    OUT/LABEL/<kind><i>.onnx and .txt the moment it is judged, and the counts (with the CPU seconds so far) go
+    to OUT/progress_LABEL.json every 500 cases."""
+
+    def __init__(self, label: str, out: Path | None) -> None:
+        self.label, self.counts, self.failures = label, Counter(), []
+        self.folder = None if out is None else out / label
+        self.out, self.cpu = out, time.process_time()
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def cases(self) -> int:
+        return sum(self.counts.values())
+
+    def before(self, data: bytes) -> None:
+        if self.folder is not None:
+            (self.folder / "current.onnx").write_bytes(data)
+
+    def add(self, outcome: Outcome, data: bytes) -> None:
+        i = self.cases
+        self.counts[outcome.kind] += 1
+        if outcome.failed:
+            self.failures.append(f"{self.label} case {i} {outcome.kind}: {outcome.detail}")
+            if self.folder is not None:
+                (self.folder / f"{outcome.kind}{i}.onnx").write_bytes(data)
+                (self.folder / f"{outcome.kind}{i}.txt").write_text(outcome.detail + "\n")
+        if self.out is not None and self.cases % 500 == 0:
+            (self.out / f"progress_{self.label}.json").write_text(json.dumps(self.summary()))
+
+    def summary(self) -> dict:
+        return {"cases": self.cases, **self.counts, "cpu_seconds": round(time.process_time() - self.cpu, 1)}
 
 
-def fuzz_generated(n: int, out: Path | None = None) -> list[tuple[Outcome, bytes]]:
-    """`n` generated models (hypothesis, derandomized: the same models every run), each with its outcome."""
-    results: list[tuple[Outcome, bytes]] = []
+def fuzz_generated(n: int, out: Path | None = None) -> Recorder:
+    """`n` generated models (hypothesis, derandomized: the same models every run)."""
+    record = Recorder("generated", out)
 
     @settings(max_examples=n, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(onnx_models())
     def case(model: onnx.ModelProto) -> None:
-        outcome = run_case(model)
-        results.append((outcome, model.SerializeToString() if outcome.failed else b""))
-        progress(results, out, "generated")
+        data = model.SerializeToString()
+        record.before(data)
+        record.add(run_case(model, chip=record.cases % CHIP_EVERY["generated"] == 0), data)
 
     case()
-    return results
+    if record.folder is not None:
+        (record.folder / "current.onnx").unlink(missing_ok=True)  # every case ended: none to keep
+    return record
 
 
-def fuzz_mutated(n: int, folder: Path, seed: int = 17, out: Path | None = None) -> list[tuple[Outcome, bytes]]:
-    """`n` byte-level mutants of the committed models (seeded), each with its outcome."""
+def fuzz_mutated(n: int, folder: Path, seed: int = 17, out: Path | None = None) -> Recorder:
+    """`n` byte-level mutants of the committed models (seeded)."""
     rng = np.random.default_rng(seed)
     originals = [p.read_bytes() for p in MODELS]
-    results = []
+    record = Recorder("mutated", out)
+    path = (record.folder or folder) / "current.onnx"  # the case's file is the one `before` keeps
     for i in range(n):
         data = mutate_bytes(originals[i % len(originals)], rng)
-        path = folder / f"mutant{i}.onnx"
         path.write_bytes(data)
-        outcome = run_case(path)
-        results.append((outcome, data if outcome.failed else b""))
-        progress(results, out, "mutated")
-        path.unlink()
-    return results
-
-
-def report(results: list[tuple[Outcome, bytes]], out: Path | None) -> Counter:
-    counts = Counter(o.kind for o, _ in results)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for i, (o, data) in enumerate(results):
-            if o.failed:
-                (out / f"{o.kind}{i}.onnx").write_bytes(data)
-                (out / f"{o.kind}{i}.txt").write_text(o.detail)
-    return counts
-
-
-def failures(results: list[tuple[Outcome, bytes]]) -> list[str]:
-    return [f"{o.kind}: {o.detail}" for o, _ in results if o.failed]
+        record.add(run_case(path, chip=i % CHIP_EVERY["mutated"] == 0), data)
+    path.unlink()
+    return record
 
 
 def test_generated_models_pass() -> None:
-    results = fuzz_generated(DEFAULT_GENERATED)
-    assert len(results) == DEFAULT_GENERATED
-    assert not failures(results)
-    kinds = Counter(o.kind for o, _ in results)
-    assert kinds["ok"] and kinds["refused"]  # the generator reaches both sides
+    record = fuzz_generated(DEFAULT_GENERATED)
+    assert record.cases == DEFAULT_GENERATED
+    assert not record.failures
+    assert record.counts["ok"] and record.counts["refused"]  # the generator reaches both sides
 
 
 def test_mutated_models_pass(tmp_path: Path) -> None:
-    results = fuzz_mutated(DEFAULT_MUTATED, tmp_path)
-    assert not failures(results)
+    record = fuzz_mutated(DEFAULT_MUTATED, tmp_path)
+    assert record.cases == DEFAULT_MUTATED
+    assert not record.failures
 
 
 @pytest.mark.slow
 def test_twenty_thousand_models(tmp_path: Path) -> None:
     out = Path(os.environ["FUZZ_OUT"]) if os.environ.get("FUZZ_OUT") else None
     generated = fuzz_generated(SLOW_GENERATED, out)
+    counts = {"generated": generated.summary()}  # each half's own CPU seconds
     mutated = fuzz_mutated(SLOW_MUTATED, tmp_path, out=out)
-    counts = {"generated": dict(report(generated, out and out / "generated")),
-              "mutated": dict(report(mutated, out and out / "mutated"))}
+    counts["mutated"] = mutated.summary()
     print("FUZZ " + json.dumps(counts))
     if out is not None:
         (out / "fuzz_counts.json").write_text(json.dumps(counts, indent=2))
-    assert not failures(generated) + failures(mutated)
+    assert generated.cases + mutated.cases == SLOW_GENERATED + SLOW_MUTATED
+    assert not generated.failures + mutated.failures

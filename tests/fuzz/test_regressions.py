@@ -1,11 +1,23 @@
 """Every crash the fuzz suite found, kept as the model it found (tests/fuzz/regressions/*.onnx, named after
-what it broke): each is now imported and prepared, or refused in one line (`harness.run_case`).
+what it broke): each is now imported, prepared and compiled, or refused in one line (`harness.run_case`).
 
 - signal_output_sum: a 1-D grouped Conv whose (C, L) output the chip's readout had to sum through a core on a
   2-D value (`reform` crashed in shape inference); now refused, naming the output.
 - constant_broadcasts_data: ``Add(c, x)`` with a (7, 5) constant and x of per-sample shape (2, 1, 1): the
   constant broadcast the data to (2, 7, 5), which the importer's ScaleShift (it keeps its input's shape) hid
   until `reform` crashed; now refused by the importer, naming the shapes.
+- function_input_nan_calibration: a mutant of mobilenet_mnist whose damaged weights make the values reaching a
+  HardSwish NaN on the calibration data; the approximator's knot fill looped forever (a hang); now refused
+  (NonFiniteError) naming the node, and the fill always ends.
+- nonneg_sum_output_readout: ``Sum(x / c, x)`` as the output: a sum that is provably >= 0 went out through a
+  differential Readout (``y[:C] - y[C:]``), half its size and wrong (the ideal chip's logits differed; a crash
+  in `evaluate` where the sizes no longer fit); now a core's own output.
+- identity_network_no_cores: ``Identity(x)`` as the network: no core-op, the cost model divided by its 0
+  cores; now refused by `prepare`.
+- huge_logits_error_norm: a 3e38 weight gives finite float32 logits whose float32 norm overflowed: the compile
+  reported ``logits_rel_error`` NaN with ``legal: true``; the error is now computed in float64.
+
+Each runs through the chip_a compile as well (`run_case(chip=True)`).
 """
 
 from __future__ import annotations
@@ -21,5 +33,5 @@ REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.onnx"))
 
 @pytest.mark.parametrize("path", REGRESSIONS, ids=[p.stem for p in REGRESSIONS])
 def test_found_crash_is_fixed(path: Path) -> None:
-    outcome = run_case(onnx.load(path))
+    outcome = run_case(onnx.load(path), chip=True)
     assert not outcome.failed, outcome

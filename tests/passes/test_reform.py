@@ -530,3 +530,22 @@ def test_a_prelu_after_a_depthwise_convolution_stays_depthwise() -> None:
     before = b.build([b.add("fc", o.Linear(rand(2, 27, seed=126), None), b.add("flat", o.Reshape((27,)), y))])
     after = check(before, images(4, 3, 5, 5))
     assert after["act"].op.groups == after["act_neg"].op.groups == 3
+
+
+def test_a_sum_at_the_output_that_is_never_negative_leaves_the_chip_whole() -> None:
+    """``x * 8 + x`` on an input >= 0: the summing core's output is >= 0, one term, not a pair: no Readout
+    (one took ``y[:C] - y[C:]`` of it, an output of half the size; found by the fuzz suite)."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2,)))
+    before = b.build([b.add("add", o.Add(), b.add("scale", o.ScaleShift(np.float32(8.0), np.float32(0.0)), x), x)])
+    after = check(before, images(6, 2))
+    assert not after.of_type(o.Readout)
+
+
+def test_the_approximator_knots_fit_a_range_too_narrow_for_its_magnitude() -> None:
+    """Calibration values of 1e30 (1e30 + 1 is 1e30): the knot fill ends with `width` distinct knots."""
+    from dse.passes.approximator import fit_hinges
+
+    for value in (1e30, -3e38, 0.0):
+        fit = fit_hinges(np.tanh, np.full(64, value), 8)
+        assert fit.knots.size == 8 and np.unique(fit.knots).size == 8 and np.isfinite(fit.knots).all()
