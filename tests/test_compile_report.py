@@ -156,3 +156,16 @@ def test_prepare_runs_the_calibration_set_only_for_a_function_the_chip_lacks(mon
     monkeypatch.setattr(front, "run_float", lambda g, x, **kw: calls.append(len(x)) or real(g, x, **kw))
     prepare(graph, data, name=model)
     assert (50 in calls) is runs_calibration and 20 in calls
+
+
+def test_an_output_softmax_is_compared_by_its_logits(prepared) -> None:
+    """The compile drops an output Softmax: the original's values its outputs are compared with (logit error)
+    are the logits under it, not the probabilities."""
+    from dse.ir import ops as o
+    from dse.ir.graph import GraphBuilder
+
+    graph, data = load_model("mlp_digits", "digits", calib_samples=200, test_samples=100)
+    b = GraphBuilder.from_graph(graph)
+    with_softmax = b.build([b.add("probabilities", o.Softmax(0), graph.outputs[0])])
+    np.testing.assert_array_equal(prepare(with_softmax, data, name="mlp_digits").original_test_logits,
+                                  prepared.original_test_logits)

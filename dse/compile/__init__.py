@@ -155,7 +155,8 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
         raise ModelError(f"network {name!r} leaves nothing for the chip to compute (its output is its input, up "
                          "to ops that only move values)")
     x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
-    original = np.concatenate([run_float(graph, x[s : s + batch], batch_size=batch)[graph.outputs[0]].numpy()
+    ref = _compared_output(graph)
+    original = np.concatenate([run_float(graph, x[s : s + batch], keep=[ref], batch_size=batch)[ref].numpy()
                                for s in range(0, len(x), batch)])
     require_finite(original, "the original network's outputs")  # before any chip work: no metric would mean anything
     return Prepared(
@@ -163,6 +164,14 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
         test_x=dataset.x_test, test_y=dataset.y_test, original_test_logits=original,
         trace=trace, seconds=time.perf_counter() - start, steps=meter.steps,  # filled in as `prepare` returns
     )
+
+
+def _compared_output(graph: Graph) -> str:
+    """The original's value the compiled network's outputs are compared with: its output, or the logits under an
+    output Softmax, which the compile drops (`drop_output_softmax`: the chip's outputs are those logits)."""
+    out = graph.outputs[0]
+    node = graph[out]
+    return node.inputs[0] if isinstance(node.op, o.Softmax) and not graph.consumers(out) else out
 
 
 @dataclass
