@@ -150,9 +150,9 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
         else:
             chip.append(integer[-1])
         for k, v in chip_values.items():
-            ref = teacher[k].numpy()
-            ev.sq_err[k] += float(np.sum((v - ref) ** 2, dtype=np.float64))
-            ev.sq_ref[k] += float(np.sum(ref.astype(np.float64) ** 2))
+            ref = teacher[k].numpy().astype(np.float64)  # squares of values near float32's limit overflow it
+            ev.sq_err[k] += float(np.sum((v - ref) ** 2))
+            ev.sq_ref[k] += float(np.sum(ref**2))
         del teacher, chip_values
     ev.logits = np.concatenate(chip)
     if hw.spiking:
