@@ -171,7 +171,9 @@ def _compared_output(graph: Graph) -> str:
     output Softmax, which the compile drops (`drop_output_softmax`: the chip's outputs are those logits)."""
     out = graph.outputs[0]
     node = graph[out]
-    return node.inputs[0] if isinstance(node.op, o.Softmax) and not graph.consumers(out) else out
+    while isinstance(node.op, o.Identity):  # dropped first (`drop_identity`), the Softmax then an output
+        node = graph[node.inputs[0]]
+    return node.inputs[0] if isinstance(node.op, o.Softmax) else out
 
 
 @dataclass

@@ -16,6 +16,9 @@ what it broke): each is now imported, prepared and compiled, or refused in one l
   cores; now refused by `prepare`.
 - huge_logits_error_norm: a 3e38 weight gives finite float32 logits whose float32 norm overflowed: the compile
   reported ``logits_rel_error`` NaN with ``legal: true``; the error is now computed in float64.
+- output_softmax_behind_identity: ``Identity(Softmax(Linear(x)))`` as the output: the compile drops both, and
+  its logits were compared with the original's probabilities (logit error 2.72 on the ideal chip); the
+  original is now compared by the logits under the Softmax, through the Identity.
 
 Each runs through the chip_a compile as well (`run_case(chip=True)`).
 """
