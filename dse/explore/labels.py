@@ -21,8 +21,8 @@ LABELS = {
     "hardware.cost.dac_bits": "DAC width (bits)",
     "hardware.cost.adc_8b_pj_per_conversion": "8-bit ADC energy (pJ per conversion)",
     "accuracy_delta_pp": "accuracy loss (pp)",
-    "hardware.device.programming_sigma": "programming variation (fraction of range)",
-    "hardware.device.stuck_high": "stuck-high cells (fraction; as many low)",
+    "hardware.device.programming_sigma": "programming σ (fraction of range)",
+    "hardware.device.stuck_high": "stuck-high rate (= stuck-low)",
     "hardware.device.adc_noise_lsb": "ADC noise (s.d., LSB)",
     "tuning.noise_aware": "noise-aware tuning",
     "device.accuracy_delta_pp_mean": "accuracy loss, drawn chips' mean (pp)",
@@ -163,7 +163,9 @@ def sensitivity_subtitle(context: str, held: Sequence[str], reference: Mapping[s
     parameters `held` are treated (a slice through the preset, or the best over them), what the bars are."""
     lines = [context] if context else []
     if held and others == "reference":
-        lines.append(f"slice through the preset: other swept parameters at {configuration(reference, held, tied)}")
+        key = naming_key(held, tied).replace("\n", " ")
+        lines.append(f"slice through the preset: other swept parameters at {configuration(reference, held, tied)}"
+                     + (f" ({key})" if key else ""))
     elif held:
         lines.append(f"best over the other swept parameters ({', '.join(label(p, dict(tied or {})) for p in held)})")
     if bars:
