@@ -168,10 +168,20 @@ def _write_results(cfg: DictConfig, run_dir: Path, trials: pd.DataFrame, space, 
 
     fixed = fixed_settings({p: OmegaConf.select(cfg, p) for p in SHORT}, [*space.params, *space.tied])
     context = f"{cfg.model.name} on {cfg.hardware.name}" + (f"; fixed: {fixed}" if fixed else "")
+    device = _fixed_device(cfg, [*space.params, *space.tied])
+    context += f"; device: {device}" if device else ""
     if cfg.evaluate.instances > 1:
         context += f"; {cfg.evaluate.instances} chips drawn per design (evaluate.seed {cfg.evaluate.seed})"
     return write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title,
                          context=context)
+
+
+def _fixed_device(cfg: DictConfig, swept: Sequence[str]) -> str:
+    """The non-ideal device fields a sweep holds fixed ("programming_sigma=0.01"), as a caption names them."""
+    ideal = dataclasses.asdict(Device())
+    held = {k: v for k, v in to_container(cfg.hardware.device).items()
+            if v != ideal.get(k) and f"hardware.device.{k}" not in swept}
+    return " ".join(f"{k}={v}" for k, v in held.items())
 
 
 # --- config to typed settings, with the checks -----------------------------------------------------------
