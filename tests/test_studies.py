@@ -58,3 +58,23 @@ def test_the_weight_bits_table_gives_each_configuration_over_its_seeds():
     assert rows[0] == "| 4 | 64x64 | 0.20 ± 0.14 | 0.1 to 0.3 | [-0.1, 0.5] | 0.0700 ± 0.0141 | 121 | 1.04 | yes |"
     # 0.0 pp for more energy: on the front, but 4 bits at its interval's low end (-0.1 pp) is as good
     assert rows[1].endswith("| 189 | 1.74 | within noise |")
+
+
+def test_the_device_variation_table_puts_plain_and_noise_aware_side_by_side():
+    """One row per (variation, cell bits), both tunings' drawn chips in it; per variation the most bits per cell
+    whose chips' mean loss stays within 1 pp."""
+    import pandas as pd
+
+    from dse.studies.tables import device_variation
+
+    trials = pd.DataFrame({
+        "hardware.device.programming_sigma": [0.01] * 4 + [0.05] * 2, "hardware.crossbar.cell_bits": [1, 1, 4, 4, 1, 1],
+        "tuning.noise_aware": [False, True] * 3, "device.accuracy_delta_pp_mean": [0.3, 0.2, 1.5, 0.9, 4.0, 2.0],
+        "device.accuracy_delta_pp_std": [0.1, 0.1, 1.0, 0.5, 3.0, 1.5], "device.accuracy_p5": [0.97] * 6,
+        "accuracy_delta_pp": 0.1, "energy_pj": [6e6, 6e6, 5e6, 5e6, 6e6, 6e6]})
+    lines = device_variation(trials)
+    assert lines[2] == "| 0.01 | 1 | 0.30 ± 0.10 | 0.970 | 0.20 ± 0.10 | 0.970 | 0.1 / 0.1 | 6.00 |"
+    assert lines[-2:] == [
+        "- variation 0.01: mean loss within 1 pp with plain tuning: 1 bit per cell; noise-aware: 4 bits per cell",
+        "- variation 0.05: mean loss within 1 pp with plain tuning: none of the swept cells; noise-aware: none of "
+        "the swept cells"]

@@ -180,6 +180,9 @@ class FigureConfig:
     # the other swept parameters: "reference" = fixed at the preset's value (the nearest searched one),
     # "best" = the lowest y over them (for searches that are not grids)
     others: FigureOthers = "reference"
+    # others=reference: swept parameters held at these values instead of the preset's (one figure per tuning
+    # mode: {tuning.noise_aware: true}); each a searched parameter other than x and by, its value a searched one
+    held: dict[str, Any] = field(default_factory=dict)
     name: str | None = None  # file name without suffix; None = sensitivity_<x>
 
 

@@ -21,6 +21,13 @@ LABELS = {
     "hardware.cost.dac_bits": "DAC width (bits)",
     "hardware.cost.adc_8b_pj_per_conversion": "8-bit ADC energy (pJ per conversion)",
     "accuracy_delta_pp": "accuracy loss (pp)",
+    "hardware.device.programming_sigma": "programming σ (fraction of range)",
+    "hardware.device.stuck_high": "stuck-high rate (= stuck-low)",
+    "hardware.device.adc_noise_lsb": "ADC noise (s.d., LSB)",
+    "tuning.noise_aware": "noise-aware tuning",
+    "device.accuracy_delta_pp_mean": "accuracy loss, drawn chips' mean (pp)",
+    "device.accuracy_delta_pp_p95": "accuracy loss of the 5th-percentile chip (pp)",
+    "device.accuracy_delta_pp_std": "s.d. of the accuracy loss over drawn chips (pp)",
     "accuracy_compiled": "compiled accuracy (fraction)",
     "agreement": "top-1 agreement (fraction)",
     "logits_rel_error": "relative logit error (fraction)",
@@ -156,7 +163,9 @@ def sensitivity_subtitle(context: str, held: Sequence[str], reference: Mapping[s
     parameters `held` are treated (a slice through the preset, or the best over them), what the bars are."""
     lines = [context] if context else []
     if held and others == "reference":
-        lines.append(f"slice through the preset: other swept parameters at {configuration(reference, held, tied)}")
+        key = naming_key(held, tied).replace("\n", " ")
+        lines.append(f"slice through the preset: other swept parameters at {configuration(reference, held, tied)}"
+                     + (f" ({key})" if key else ""))
     elif held:
         lines.append(f"best over the other swept parameters ({', '.join(label(p, dict(tied or {})) for p in held)})")
     if bars:

@@ -16,7 +16,7 @@ import pandas as pd
 from dse.config.schemas import FigureOthers
 from dse.explore.labels import sensitivity_subtitle
 from dse.explore.latex import latex_table
-from dse.explore.pareto import ERROR_LOW, near_front, pareto_front, sensitivity, usable
+from dse.explore.pareto import ERROR_LOW, SPREAD, near_front, pareto_front, sensitivity, usable
 from dse.explore.records import write_table
 from dse.explore.repeats import per_configuration
 from dse.explore.space import REPEAT, SearchSpace
@@ -34,6 +34,7 @@ class Figure:
     by: str | None
     others: FigureOthers
     name: str
+    held: tuple[tuple[str, Any], ...] = ()  # (path, value): held there instead of at the preset's value
 
 
 def default_figures(space: SearchSpace, error: str, grid: bool) -> list[Figure]:
@@ -135,13 +136,12 @@ def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, figu
     files: list[Path] = []
     repeat = REPEAT if REPEAT in space.params else None
     for fig in figures:
-        data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=reference,
+        point = {**reference, **dict(fig.held)}
+        data = sensitivity(trials, x=fig.x, y=fig.y, by=fig.by, swept=list(space.params), reference=point,
                            others=fig.others, repeat=repeat)
         held = [p for p in space.params if p not in (fig.x, fig.by, repeat)]
-        bars = (f"points: mean over {len(space.params[REPEAT])} tuning seeds; bars: ±1 s.d. over them" if repeat
-                else "bars: 95% interval of the loss (paired bootstrap over the test images)"
-                if any(c.endswith("_low") for c in data.columns) else "")
-        subtitle = sensitivity_subtitle(context, held, reference, fig.others, bars, space.tied)
+        subtitle = sensitivity_subtitle(context, held, point, fig.others, _bars(data, fig.y, space),
+                                        space.tied)
         if data.empty:
             log.warning("figure %s: no usable trial to draw", fig.name)
         atomic_write(run_dir / f"{fig.name}.csv", lambda p, d=data: d.to_csv(p, index=False))
@@ -149,6 +149,18 @@ def render_figures(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, figu
         files += plot_sensitivity(data, x=fig.x, y=fig.y, by=fig.by, path=run_dir / fig.name, tied=space.tied,
                                   title=subtitle)
     return files
+
+
+def _bars(data: pd.DataFrame, y: Sequence[str], space: SearchSpace) -> str:
+    """What a sensitivity figure's bars are, as its caption says it."""
+    if REPEAT in space.params:
+        return f"points: mean over {len(space.params[REPEAT])} tuning seeds; bars: ±1 s.d. over them"
+    drawn = [c for c in y if f"{c}_low" in data.columns]
+    parts = ["bars: 95% interval of the loss (paired bootstrap over the test images)"
+             ] if any(c not in SPREAD for c in drawn) else []
+    if any(c in SPREAD for c in drawn):
+        parts.append("mean over the drawn chips with ±1 s.d. bars")
+    return "; ".join(parts)
 
 
 def _is_number(v: Any) -> bool:

@@ -46,6 +46,8 @@ def pareto_front(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFram
 
 
 ERROR_LOW = {"accuracy_delta_pp": "accuracy_delta_ci95_low"}  # an error objective's 95 % interval's low end
+# a mean over drawn chips (evaluate.instances) and the column of its standard deviation over them: its bars
+SPREAD = {"device.accuracy_delta_pp_mean": "device.accuracy_delta_pp_std"}
 
 
 def error_low(points: pd.DataFrame, error: str) -> np.ndarray | None:
@@ -128,7 +130,8 @@ def sensitivity(
 
     Returns columns [by (when given), x, *y, "trials"], sorted, and the bars to draw, ``<y>_low`` and
     ``<y>_high``: with `repeat`, the configuration's mean -/+ one standard deviation over its seeds
-    (``<y>_std``, `repeats.per_configuration`), else an error's 95 % interval (`ERROR_LOW`). Only usable
+    (``<y>_std``, `repeats.per_configuration`), else a mean over drawn chips -/+ their standard deviation
+    (`SPREAD`), else an error's 95 % interval (`ERROR_LOW`). Only usable
     trials count.
     """
     data = usable(trials, y)
@@ -156,6 +159,9 @@ def sensitivity(
                 continue
             out[f"{col}_std"] = grouped[f"{col}_std"].mean()
             out[f"{col}_low"], out[f"{col}_high"] = out[col] - out[f"{col}_std"], out[col] + out[f"{col}_std"]
+        elif col in SPREAD and SPREAD[col] in data and data[SPREAD[col]].notna().any():
+            spread = grouped[SPREAD[col]].mean()
+            out[f"{col}_low"], out[f"{col}_high"] = out[col] - spread, out[col] + spread
         elif low is not None and low in data and data[low].notna().any():
             out[f"{col}_low"] = grouped[low].mean()
             out[f"{col}_high"] = grouped[low.replace("_low", "_high")].mean()

@@ -36,6 +36,8 @@ STYLE = {
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 # counts that span orders of magnitude across a sweep: drawn on a log axis when they do
 RESOURCE_COUNTS = ("crossbars", "cells_used", "neurons", "synapses", "core_ops", "chips")
+# accuracy losses, drawn with the no-loss line
+LOSSES = ("accuracy_delta_pp", "device.accuracy_delta_pp_mean", "device.accuracy_delta_pp_p95")
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # categories that mean the same thing in every figure keep one colour everywhere
 FIXED = {"split": 0, "prune": 1, "multiphase": 0, "none": 1, "relu": 0, "if": 2, "lif": 3, "if_floor": 4}
@@ -131,7 +133,7 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
                             part[f"{col}_high"].astype(float) / factor - mid]
                 ax.errorbar(xs, mid, yerr=bars, marker=marker, color=colour, capsize=2, elinewidth=0.7,
                             label=_fmt(g) if by else None)
-            if col == "accuracy_delta_pp":
+            if col in LOSSES:
                 ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
             if col in RESOURCE_COUNTS and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _log_axis(ax.yaxis, ys.min(), ys.max())

@@ -169,8 +169,20 @@ def _write_results(cfg: DictConfig, run_dir: Path, trials: pd.DataFrame, space, 
 
     fixed = fixed_settings({p: OmegaConf.select(cfg, p) for p in SHORT}, [*space.params, *space.tied])
     context = f"{cfg.model.name} on {cfg.hardware.name}" + (f"; fixed: {fixed}" if fixed else "")
+    device = _fixed_device(cfg, [*space.params, *space.tied])
+    context += f"; device: {device}" if device else ""
+    if cfg.evaluate.instances > 1:
+        context += f"; {cfg.evaluate.instances} chips drawn per design (evaluate.seed {cfg.evaluate.seed})"
     return write_outputs(run_dir, trials, space, options.objectives, figures, reference, title=title,
                          context=context)
+
+
+def _fixed_device(cfg: DictConfig, swept: Sequence[str]) -> str:
+    """The non-ideal device fields a sweep holds fixed ("programming_sigma=0.01"), as a caption names them."""
+    ideal = dataclasses.asdict(Device())
+    held = {k: v for k, v in to_container(cfg.hardware.device).items()
+            if v != ideal.get(k) and f"hardware.device.{k}" not in swept}
+    return " ".join(f"{k}={v}" for k, v in held.items())
 
 
 # --- config to typed settings, with the checks -----------------------------------------------------------
@@ -267,8 +279,22 @@ def figures_from(cfg: DictConfig, space: SearchSpace, options: StudyOptions, lab
         for y in f.y:
             _check_column(f"{where}.y", y, known, cfg)
         check_choice(f"{where}.others", f.others, FigureOthers)
-        out.append(Figure(f.x, with_cost_panel(tuple(f.y), known), f.by, f.others, f.name or figure_name(f.x)))
+        held = tuple((k, _held_value(f"{where}.held.{k}", k, v, f, space)) for k, v in f.held.items())
+        out.append(Figure(f.x, with_cost_panel(tuple(f.y), known), f.by, f.others, f.name or figure_name(f.x),
+                          held))
     return out
+
+
+def _held_value(where: str, path: str, value: Any, f: DictConfig, space: SearchSpace) -> Any:
+    """A figure's `held` value: of a searched parameter other than its x and by, one of its searched values."""
+    if f.others != "reference":
+        raise ConfigError(f"{where}: held values need others=reference (got {f.others})")
+    if path not in space.params or path in (f.x, f.by):
+        raise ConfigError(f"{where}: not a searched parameter other than x and by "
+                          f"({', '.join(p for p in space.params if p not in (f.x, f.by))})")
+    if value not in space.params[path]:
+        raise ConfigError(f"{where}={value!r} is not one of its searched values {list(space.params[path])}")
+    return value
 
 
 def with_cost_panel(y: tuple[str, ...], known: Sequence[str]) -> tuple[str, ...]:

@@ -142,7 +142,64 @@ def spiking_timesteps_energy(trials: pd.DataFrame) -> list[str]:
     return out
 
 
+SIGMA, CELL, AWARE = "hardware.device.programming_sigma", "hardware.crossbar.cell_bits", "tuning.noise_aware"
+BUDGET_PP = 1.0  # the loss a chip "affords" (device_variation): the drawn chips' mean within 1 pp
+
+
+def _chips(r: pd.Series | None) -> str:
+    """A design's drawn chips: mean ± s.d. of the loss (pp) | the 5th-percentile chip's accuracy."""
+    if r is None:
+        return "| |"
+    return (f"{r['device.accuracy_delta_pp_mean']:.2f} ± {r['device.accuracy_delta_pp_std']:.2f} "
+            f"| {r['device.accuracy_p5']:.3f}")
+
+
+def _by_tuning(trials: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
+    """The finished trials by (*their values of keys, noise-aware)."""
+    done = trials[trials["device.accuracy_delta_pp_mean"].notna()]
+    return {(*(r[k] for k in keys), bool(r[AWARE])): r for _, r in done.iterrows()}
+
+
+def _plain_vs_aware(rows: dict[tuple, pd.Series], header: list[str], fmt: Callable[[tuple], list[str]]) -> list[str]:
+    """One line per point (its values written by `fmt`), plain and noise-aware tuning side by side: the drawn
+    chips' loss and 5th-percentile chip, the exact chip's loss, the energy."""
+    out = ["| " + " | ".join(header) + " | plain: loss (pp), mean ± s.d. | plain: 5th-pct. chip accuracy "
+           "| noise-aware: loss (pp), mean ± s.d. | noise-aware: 5th-pct. chip accuracy | exact chip loss (pp), "
+           "plain / noise-aware | energy (uJ) |", "|" + "---:|" * (len(header) + 6)]
+    for point in sorted({k[:-1] for k in rows}):
+        plain, aware = rows.get((*point, False)), rows.get((*point, True))
+        exact = " / ".join(f"{r.accuracy_delta_pp:.1f}" if r is not None else "" for r in (plain, aware))
+        energy = next(r.energy_pj for r in (plain, aware) if r is not None)
+        out.append(f"| {' | '.join(fmt(point))} | {_chips(plain)} | {_chips(aware)} | {exact} | {energy / 1e6:.2f} |")
+    return out
+
+
+def device_variation(trials: pd.DataFrame) -> list[str]:
+    """Per programming variation and cell bits, plain and noise-aware tuning side by side: the drawn chips' loss
+    (mean ± s.d.) and the 5th-percentile chip's accuracy; then, per variation, the most bits per cell whose
+    chips keep their mean loss within `BUDGET_PP`."""
+    rows = _by_tuning(trials, [SIGMA, CELL])
+    out = _plain_vs_aware(rows, ["variation", "cell bits"], lambda p: [f"{p[0]:g}", str(p[1])])
+    out.append("")
+    for sigma in sorted({k[0] for k in rows}):
+        best = {aware: max((c for s, c, a in rows if s == sigma and a == aware
+                            and rows[s, c, a]["device.accuracy_delta_pp_mean"] <= BUDGET_PP), default=None)
+                for aware in (False, True)}
+        says = {a: f"{b} bit{'s' if b > 1 else ''} per cell" if b is not None else "none of the swept cells"
+                for a, b in best.items()}
+        out.append(f"- variation {sigma:g}: mean loss within {BUDGET_PP:g} pp with plain tuning: {says[False]}; "
+                   f"noise-aware: {says[True]}")
+    return out
+
+
+def device_stuck_adc(trials: pd.DataFrame) -> list[str]:
+    """Per stuck-cell rate (as many low as high) and ADC noise, plain and noise-aware tuning side by side."""
+    stuck, adc = "hardware.device.stuck_high", "hardware.device.adc_noise_lsb"
+    return _plain_vs_aware(_by_tuning(trials, [stuck, adc]), ["stuck cells, low + high (%)", "ADC noise (LSB)"],
+                           lambda p: [f"{200 * p[0]:g}", f"{p[1]:g}"])
+
+
 TABLES: dict[str, Callable[[pd.DataFrame], list[str]]] = {
     f.__name__: f for f in (split_vs_prune, weight_bits, io_bits_tuning, adc_energy_range, crossbar_size_cost,
-                            adc_dac_bits, spiking_timesteps_energy)
+                            adc_dac_bits, spiking_timesteps_energy, device_variation, device_stuck_adc)
 }

@@ -152,3 +152,20 @@ def test_a_configuration_wins_only_within_the_spread_of_its_seeds():
     assert dict(zip(front["hardware.weights.bits"], front.wins_within_noise, strict=True)) == {4: False, 8: True}
     assert not pareto_front(summary.drop(columns="accuracy_delta_pp_std"),
                             ["accuracy_delta_pp", "crossbars"]).wins_within_noise.any()
+
+
+def test_sensitivity_bars_a_drawn_chips_mean_by_their_spread_and_holds_a_figures_values():
+    """A mean over drawn chips (evaluate.instances) gets ±1 s.d. bars; the 5th-percentile chip none; a figure's
+    `held` values replace the reference (the noise-aware slice)."""
+    frame = pd.DataFrame({
+        "trial": range(4), "hardware.device.programming_sigma": [0.01, 0.05, 0.01, 0.05],
+        "tuning.noise_aware": [False, False, True, True], "device.accuracy_delta_pp_mean": [1.0, 10.0, 0.5, 4.0],
+        "device.accuracy_delta_pp_std": [0.5, 8.0, 0.25, 4.5], "device.accuracy_delta_pp_p95": [2.0, 26.0, 1.0, 15.0],
+        "accuracy_delta_pp": 0.1, "legal": True, "state": "complete"})
+    y = ["device.accuracy_delta_pp_mean", "device.accuracy_delta_pp_p95"]
+    swept = ["hardware.device.programming_sigma", "tuning.noise_aware"]
+    aware = sensitivity(frame, x=swept[0], y=y, by=None, swept=swept, reference={"tuning.noise_aware": True})
+    assert list(aware["device.accuracy_delta_pp_mean"]) == [0.5, 4.0]
+    assert list(aware["device.accuracy_delta_pp_mean_low"]) == [0.25, -0.5]
+    assert list(aware["device.accuracy_delta_pp_mean_high"]) == [0.75, 8.5]
+    assert "device.accuracy_delta_pp_p95_low" not in aware

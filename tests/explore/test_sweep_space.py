@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dse.config import compose_config, split_sweeps
@@ -129,3 +131,18 @@ def test_bad_repeats(overrides, message):
     with pytest.raises(ConfigError) as err:
         space_of("search=custom", "hardware.weights.bits=4,8", *overrides)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(("held", "message"), [
+    ("{tuning.noise_aware: maybe}", "figures[0].held.tuning.noise_aware='maybe' is not one of its searched values"),
+    ("{tuning.seed: 1}", "figures[0].held.tuning.seed: not a searched parameter other than x and by"),
+    ("{hardware.device.programming_sigma: 0.05}", "not a searched parameter other than x and by (tuning.noise_aware)"),
+])
+def test_a_figures_held_value_is_one_of_a_searched_parameters_values(held, message):
+    from dse.explore.runner import figures_from, study_options
+
+    figure = (f"figures=[{{x: hardware.device.programming_sigma, y: [device.accuracy_delta_pp_mean], "
+              f"held: {held}}}]")
+    space, cfg = space_of("experiment=device_variation", "hardware.crossbar.cell_bits=4", figure)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        figures_from(cfg, space, study_options(cfg))
