@@ -25,19 +25,19 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from dse.timelimit import time_limit
 from dse.tune.options import TuneOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,25 +115,6 @@ class TimeLimit(Exception):
     """The run reached --time-limit."""
 
 
-@contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise TimeLimit in the main thread after `seconds` (None: no limit); torch finishes the op it is in."""
-    if not seconds:
-        yield
-        return
-
-    def expire(*_: Any) -> None:
-        raise TimeLimit
-
-    before = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1.0))
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, before)
-
-
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
     while exc is not None:
         yield exc
@@ -203,7 +184,7 @@ def run(model: str, *, tuning: TuneOptions, chip: str = "chip_a", strategy: str 
     clock = TunerClock()
     try:
         left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
-        with clock.counting(), time_limit(left):
+        with clock.counting(), time_limit(max(left, 1.0), TimeLimit) if left is not None else nullcontext():
             result = compile_graph(prepared, hw, strategy=strategy, tuning=tuning, max_memory_gb=max_memory_gb)
     except Exception as exc:  # the pass registry wraps it (PassError from TimeLimit)
         if not any(isinstance(e, TimeLimit) for e in _chain(exc)):
