@@ -123,7 +123,7 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
             ys = pd.to_numeric(data[col], errors="coerce").dropna()
             factor, ylabel = scaled(col, ys.tolist())
             for k, g in enumerate(groups):
-                part = data if g is None or by is None else data[data[by].map(lambda v, g=g: v == g)]
+                part = _series(data, by, g)
                 colour, marker = styles[g]
                 xs = nudge(part[x].astype(float), k)
                 mid = part[col].astype(float) / factor
@@ -202,42 +202,9 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
         values = points[resource].astype(float) if not points.empty else pd.Series(dtype=float)
         factor, xlabel = scaled(resource, values.tolist())
         styles = series_styles(list(points[by].unique()) if by and not points.empty else [None])
-        groups = list(styles)
-
-        def series(frame: pd.DataFrame, g: Any) -> pd.DataFrame:
-            return frame if g is None or by is None else frame[frame[by].map(lambda v, g=g: v == g)]
-
-        for g in groups:
-            part = series(points, g)
-            colour, marker = styles[g]
-            if f"{error}_low" in part:
-                mid = part[error].astype(float)
-                ax.errorbar(part[resource].astype(float) / factor, mid, fmt="none", ecolor=colour, elinewidth=0.6,
-                            yerr=[mid - part[f"{error}_low"].astype(float), part[f"{error}_high"].astype(float) - mid],
-                            capsize=1.5, alpha=0.6, zorder=2)
-            ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=14, color=colour,
-                       marker=marker, alpha=0.55, linewidths=0,
-                       label=(f"{label(by)}: {_fmt(g)}" if by else
-                              "configurations" if f"{error}_std" in points else "legal trials"))
+        _draw_points(ax, points, error, resource, factor, by, styles)
         if not front.empty:
-            f = front.sort_values(resource)
-            ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
-                    zorder=3)
-            clear = ~f["wins_within_noise"].astype(bool) if "wins_within_noise" in f else np.ones(len(f), bool)
-            named = False  # one legend entry, and none when every point of the front is a win within noise
-            for g in groups:
-                part = series(f[clear], g)
-                if part.empty:
-                    continue
-                ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
-                           marker=styles[g][1], linewidths=0, zorder=4,
-                           label=None if named else "Pareto front, clear win")
-                named = True
-            lucky = f[~clear]
-            if len(lucky):
-                ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
-                           facecolors="none", edgecolors="black", linewidths=0.9, zorder=4,
-                           label="front, wins within noise")
+            _mark_front(ax, front, error, resource, factor, by, styles)
         if near is not None and len(near):
             ax.scatter(near[resource].astype(float) / factor, near[error].astype(float), s=30, marker="D",
                        facecolors="none", edgecolors="0.45", linewidths=0.7, zorder=4,
@@ -260,15 +227,64 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
         notes = [title, f"point names: {key}" if key else "", f"noise: {noise}" if noisy and noise else ""]
         _caption(fig, "\n".join(t for t in notes if t), COLUMN_WIDTH_IN)
         if params and not front.empty:
-            f = front.sort_values([resource, *params])
-            names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
-            # designs that tie in both objectives share one point and one name
-            named = names.groupby([f[resource], f[error]], sort=False).agg(merge_names)
-            drawn = np.column_stack([values / factor, points[error].astype(float)])
-            _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named),
-                         avoid=np.concatenate([drawn, _staircase(f[resource].astype(float) / factor,
-                                                                 f[error].astype(float))]))
+            _name_front(ax, points, front, error, resource, factor, params, tied)
         return _save(fig, path)
+
+
+def _series(frame: pd.DataFrame, by: str | None, g: Any) -> pd.DataFrame:
+    """The rows of `frame` in series `g` of column `by` (all of them without series)."""
+    return frame if g is None or by is None else frame[frame[by].map(lambda v: v == g)]
+
+
+def _draw_points(ax: Any, points: pd.DataFrame, error: str, resource: str, factor: float, by: str | None,
+                 styles: dict[Any, tuple[str, str]]) -> None:
+    """Every point in its series' colour and marker, with its error bars where `points` has them."""
+    for g, (colour, marker) in styles.items():
+        part = _series(points, by, g)
+        if f"{error}_low" in part:
+            mid = part[error].astype(float)
+            ax.errorbar(part[resource].astype(float) / factor, mid, fmt="none", ecolor=colour, elinewidth=0.6,
+                        yerr=[mid - part[f"{error}_low"].astype(float), part[f"{error}_high"].astype(float) - mid],
+                        capsize=1.5, alpha=0.6, zorder=2)
+        ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=14, color=colour,
+                   marker=marker, alpha=0.55, linewidths=0,
+                   label=(f"{label(by)}: {_fmt(g)}" if by else
+                          "configurations" if f"{error}_std" in points else "legal trials"))
+
+
+def _mark_front(ax: Any, front: pd.DataFrame, error: str, resource: str, factor: float, by: str | None,
+                styles: dict[Any, tuple[str, str]]) -> None:
+    """The front's staircase, its clear wins filled black in their series' marker, its wins within noise ringed."""
+    f = front.sort_values(resource)
+    ax.step(f[resource].astype(float) / factor, f[error].astype(float), where="post", color="black", lw=1.0,
+            zorder=3)
+    clear = ~f["wins_within_noise"].astype(bool) if "wins_within_noise" in f else np.ones(len(f), bool)
+    named = False  # one legend entry, and none when every point of the front is a win within noise
+    for g, (_, marker) in styles.items():
+        part = _series(f[clear], by, g)
+        if part.empty:
+            continue
+        ax.scatter(part[resource].astype(float) / factor, part[error].astype(float), s=20, color="black",
+                   marker=marker, linewidths=0, zorder=4, label=None if named else "Pareto front, clear win")
+        named = True
+    lucky = f[~clear]
+    if len(lucky):
+        ax.scatter(lucky[resource].astype(float) / factor, lucky[error].astype(float), s=44,
+                   facecolors="none", edgecolors="black", linewidths=0.9, zorder=4,
+                   label="front, wins within noise")
+
+
+def _name_front(ax: Any, points: pd.DataFrame, front: pd.DataFrame, error: str, resource: str, factor: float,
+                params: Sequence[str], tied: dict[str, str] | None) -> None:
+    """Each point of the front named by its configuration, clear of every point and of the staircase."""
+    f = front.sort_values([resource, *params])
+    names = pd.Series([configuration(r, params, tied) for _, r in f.iterrows()], index=f.index)
+    # designs that tie in both objectives share one point and one name
+    named = names.groupby([f[resource], f[error]], sort=False).agg(merge_names)
+    drawn = np.column_stack([points[resource].astype(float) / factor, points[error].astype(float)])
+    _name_points(ax, [x / factor for x, _ in named.index], [y for _, y in named.index], list(named),
+                 avoid=np.concatenate([drawn, _staircase(f[resource].astype(float) / factor,
+                                                         f[error].astype(float))]))
 
 
 # where a point's name goes, in points from the point (dx, dy, horizontal, vertical alignment), tried in order:
