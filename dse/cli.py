@@ -20,17 +20,18 @@ from dse.errors import DseError
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
-            help_text: str = "", preprocess: Callable[[list[str]], list[str]] | None = None,
+            help_text: Callable[[], str] = lambda: "", preprocess: Callable[[list[str]], list[str]] | None = None,
             job_config: Callable[[DictConfig], str] | None = None) -> int:
     """Compose `dse/conf/<config_name>.yaml` with the command line's overrides and call `main(cfg, run_dir)`.
 
     `preprocess` may take overrides out before composition (the sweep's ``path=a,b,c``), raising DseError for
-    a bad one like any other user mistake. `job_config`: what ``--cfg job`` prints (default the composed
-    config as YAML, hydra's section left out).
+    a bad one like any other user mistake. `help_text` makes the text of --help (called only then: it reads the
+    presets and the importer's op table, which a run does not need). `job_config`: what ``--cfg job`` prints
+    (default the composed config as YAML, hydra's section left out).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
-        print(help_text)
+        print(help_text())
         return 0
     try:
         options, argv = _options(argv, config_name)

@@ -142,14 +142,16 @@ def _fmt(v) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    from dse.config.schemas import RunnerConfig, StudyConfig
+    def help_text() -> str:  # made only for --help
+        from dse.config.schemas import RunnerConfig, StudyConfig
+
+        return HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "search", "study",
+                                                "runner", "experiment"),
+                           datasets=dataset_names(), study=schema_fields("study", StudyConfig),
+                           runner=schema_fields("runner", RunnerConfig), neurons=neuron_models(),
+                           options=OPTIONS_HELP)
 
     command = SweepCommand()
-    help_text = HELP.format(groups=group_options("model", "hardware", "strategy", "tuning", "search", "study",
-                                                 "runner", "experiment"),
-                            datasets=dataset_names(), study=schema_fields("study", StudyConfig),
-                            runner=schema_fields("runner", RunnerConfig), neurons=neuron_models(),
-                            options=OPTIONS_HELP)
     return run_app("sweep", command.main, argv=argv, help_text=help_text, preprocess=command.preprocess,
                    job_config=command.job_config)
 

@@ -56,6 +56,7 @@ from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
 from dse.sim.heap import keep_freed_memory
 from dse.sim.montecarlo import MonteCarlo
+from dse.sim.teachers import Teachers
 from dse.sim.threads import compute_threads
 from dse.tune import BlockReport, TuneOptions, check_quantizable
 
@@ -120,6 +121,11 @@ class Prepared:
     trace: list[PassRecord]
     seconds: float  # wall seconds of `prepare`
     steps: dict[str, dict[str, float]] = field(default_factory=dict)  # "prepare": its StepMeter figures
+    # the exact network's values on the calibration and test data, kept for the next compile (a sweep's trials)
+    teachers: Teachers = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.teachers = Teachers(self.exact, self.calib_x)
 
 
 def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
@@ -236,7 +242,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
                        tuning=tuning, max_memory_gb=max_memory_gb)
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
-                       prepared.original_test_logits)
+                       prepared.original_test_logits, prepared.teachers)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
                          eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress),
                          montecarlo=evaluate)

@@ -190,4 +190,4 @@ def _si(value: float, unit: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_app("compile", main, help_text=_help()))
+    sys.exit(run_app("compile", main, help_text=_help))

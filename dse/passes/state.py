@@ -20,6 +20,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir.graph import Graph
 from dse.sim.evaluate import ChipEvaluation
 from dse.sim.montecarlo import DeviceReport, MonteCarlo
+from dse.sim.teachers import Teachers
 from dse.tune import BlockReport, TuneOptions
 from dse.tune.walk import CHUNK_FLOATS
 
@@ -33,6 +34,7 @@ class CompileData:
     test_x: Any  # test samples (M, *input shape), float32: an array or Samples, read in slices
     test_y: np.ndarray | None  # test labels; None: no labels (agreement and logit error only)
     original_logits: np.ndarray  # the original network's logits on test_x (M, classes)
+    teachers: Teachers | None = None  # the exact network's values, kept between compiles (None: computed here)
 
 
 @dataclass

@@ -13,10 +13,12 @@ from dse.tune import tune_graph
 def tune(state: CompileState) -> None:
     """Replace `state.graph` (fitted) by its integer form; `state.blocks` gets one report per block. The
     teacher's activations are computed block by block as tuning reaches them: all of them at once do not fit
-    for an ImageNet-size network."""
+    for an ImageNet-size network (those of a small one are kept for the next compile: `dse.sim.teachers`)."""
     data = state.need_data("tune")
+    teacher = (data.teachers.calibration(state.exact) if data.teachers is not None
+               else LazyForward(state.exact, data.calib_x))
     state.graph = tune_graph(
-        state.graph, state.hw, data.calib_x, LazyForward(state.exact, data.calib_x), state.tuning,
+        state.graph, state.hw, data.calib_x, teacher, state.tuning,
         value_range=data.value_range, reports=state.blocks, progress=state.progress,
         chunk_floats=state.chunk_floats,
     )

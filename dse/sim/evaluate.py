@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,13 +105,17 @@ class ChipEvaluation:
 
 
 def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray, *, seed: int = 0,
-                  batch_size: int | None = None) -> ChipEvaluation:
+                  batch_size: int | None = None,
+                  teacher: Callable[[np.ndarray, int, list[str]], dict[str, torch.Tensor]] | None = None
+                  ) -> ChipEvaluation:
     """Run the compiled network as the chip does (integer simulator; spiking simulator on a spiking chip) on
     `x`, and compare every core with the exact graph's.
 
     The integer simulator is checked against the quantized float path on the first batch. Batches hold every
     core's values of both graphs for `batch_size` samples (default: as many as fit `EVAL_BATCH_FLOATS`: the
-    whole test set of a small network, a few images of an ImageNet-size one).
+    whole test set of a small network, a few images of an ImageNet-size one). `teacher(xb, start, names)`: the
+    exact graph's values of cores `names` on the batch `xb` starting at sample `start` (default: computed here;
+    `dse.sim.teachers` keeps them between compiles).
     """
     names = [n.name for n in exact.of_type(o.CoreOp) if n.name in compiled]
     shapes = infer_shapes(exact)
@@ -128,7 +133,7 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
     ev = ChipEvaluation(np.zeros(0), {}, sq_err=dict.fromkeys(names, 0.0), sq_ref=dict.fromkeys(names, 0.0))
     for start in range(0, len(x), batch):
         xb = x[start : start + batch]
-        teacher = run_float(exact, xb, keep=names)
+        reference = teacher(xb, start, names) if teacher is not None else run_float(exact, xb, keep=names)
         if not hw.quantized:  # an unconstrained chip computes the float graph
             values = run_float(compiled, xb, keep=names)
             integer.append(values[out].numpy())
@@ -150,10 +155,10 @@ def evaluate_chip(exact: Graph, compiled: Graph, hw: HardwareSpec, x: np.ndarray
         else:
             chip.append(integer[-1])
         for k, v in chip_values.items():
-            ref = teacher[k].numpy().astype(np.float64)  # squares of values near float32's limit overflow it
+            ref = reference[k].numpy().astype(np.float64)  # squares of values near float32's limit overflow it
             ev.sq_err[k] += float(np.sum((v - ref) ** 2))
             ev.sq_ref[k] += float(np.sum(ref**2))
-        del teacher, chip_values
+        del reference, chip_values
     ev.logits = np.concatenate(chip)
     if hw.spiking:
         ev.verify["spiking_vs_integer_agreement"] = _agree(ev.logits, np.concatenate(integer))
