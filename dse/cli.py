@@ -56,6 +56,20 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return 130
 
 
+def exit_now(status: int) -> None:
+    """End the process with `status` once its output is flushed, without tearing the interpreter down: torch's
+    teardown alone costs about 0.35 CPU s (`import torch` then a normal exit: 1.25 s; then `os._exit`: 0.89),
+    some 7 % of a LeNet compile. For a command whose every file is written (atomically) and closed by then; no
+    atexit handler of ours is skipped."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say to it
+            pass
+    os._exit(status)
+
+
 @dataclass
 class Options:
     """What the command line's options (the words starting with "-") asked for."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app
+from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
 from dse.files import atomic_write_text
 
@@ -190,4 +190,4 @@ def _si(value: float, unit: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_app("compile", main, help_text=_help))
+    exit_now(run_app("compile", main, help_text=_help))

@@ -26,8 +26,8 @@ V = TypeVar("V")  # what flows between the block's nodes: a tensor of values or 
 class Samples:
     """What a block is trained on: the values of its inputs at sampled rows, and the teacher's output there."""
 
-    # per input of the block: real values (N, C, H, W) or (N, F), rows (N, C * taps) of conv patches, or spike
-    # trains (N, T, ...) as floats
+    # per input of the block: real values (N, C, H, W) or (N, F), rows (N, C * taps) of conv patches (a
+    # `PatchRows`: gathered as first read), or spike trains (N, T, ...) as floats
     inputs: dict[str, Tensor]
     target: Tensor  # the teacher's output at the same rows (N, ...)
     taps: int = 1  # columns of a patch row per input channel (kernel height x width; 1: no patches)
@@ -135,6 +135,5 @@ def value_samples(walk: TuneWalk, problem: BlockProblem, gen: torch.Generator) -
     target = walk.teacher(problem.out_name)
     if problem.geometry is None:
         return Samples({s: walk.acts[s] for s in problem.ext}, target)
-    x, target, taps = sample_patches(walk.acts[problem.ext[0]], target, problem.geometry, walk.options.max_rows,
-                                     gen, walk.chunk_floats)
+    x, target, taps = sample_patches(walk.acts[problem.ext[0]], target, problem.geometry, walk.options.max_rows, gen)
     return Samples({problem.ext[0]: x}, target, taps, rows=True, owned=not problem.geometry.dense)

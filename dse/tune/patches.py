@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from dse.ir import ops as o
 from dse.ir.graph import Node
@@ -56,36 +55,89 @@ def patch_geometry(block: list[Node], ext: list[str]) -> PatchGeometry | None:
     return geometry.pop() if len(geometry) == 1 else None
 
 
-def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows: int, gen: torch.Generator,
-                   chunk_floats: int) -> tuple[Tensor, Tensor, int]:
+def sample_patches(x: Tensor, target: Tensor, geometry: PatchGeometry, max_rows: int, gen: torch.Generator
+                   ) -> tuple[Tensor | PatchRows, Tensor, int]:
     """Rows of (input patch, target vector) at random (image, position) pairs, in random order; also the taps per
-    channel. Each row is gathered straight from the (padded) input, in `F.unfold`'s column order (channel,
-    then kernel row, then kernel column): unfolding every image to keep a few of its positions cost most of
-    the time (LeNet's first layer: 200,000 of 3.1 million patches). A few images are padded at a time."""
+    channel. The patch rows are a `PatchRows`: gathered from the input as tuning first reads them."""
     if geometry.dense:
         return x, target, 1
     n, out_c = target.shape[:2]
-    out_w = target.shape[3]
-    positions = target.shape[2] * out_w
+    positions = target.shape[2] * target.shape[3]
     total = n * positions
     pick = torch.randperm(total, generator=gen)[: min(max_rows, total)]  # random order: a step takes a slice
     img, pos = pick // positions, pick % positions
-    (kh, kw), (sh, sw), (top, left, bottom, right) = geometry.kernel, geometry.stride, geometry.padding
-    channels, height, width = x.shape[1], x.shape[2] + top + bottom, x.shape[3] + left + right  # padded
-    # a column's offset from its patch's top left corner in an image; a row's corner
-    taps = (torch.arange(kh)[:, None] * width + torch.arange(kw)).reshape(-1)
-    offsets = (torch.arange(channels)[:, None] * (height * width) + taps).reshape(-1)
-    corner = (pos // out_w) * (sh * width) + (pos % out_w) * sw
-    chunk = max(1, min(256, chunk_floats // max(channels * height * width, 1)))  # images padded at once
-    rows = torch.empty((len(img), len(offsets)), dtype=x.dtype)  # filled in place: no second copy of the rows
-    order = torch.argsort(img, stable=True)
-    bounds = torch.searchsorted(img[order], torch.arange(0, n + chunk, chunk)).tolist()
-    for i, lo in enumerate(range(0, n, chunk)):
-        sel = order[bounds[i] : bounds[i + 1]]
-        if not len(sel):
-            continue
-        flat = F.pad(x[lo : lo + chunk], (left, right, top, bottom)).reshape(-1)
-        start = (img[sel] - lo) * (channels * height * width) + corner[sel]
-        rows.index_copy_(0, sel, flat[start[:, None] + offsets])
     t = target.reshape(n, out_c, positions)[img, :, pos]
-    return rows, t, geometry.taps
+    return PatchRows(x, img, pos, target.shape[3], geometry), t, geometry.taps
+
+
+class PatchRows:
+    """The input patches at sampled (image, position) pairs as rows (N, channels x taps) in `F.unfold`'s column
+    order (channel, then kernel row, then kernel column), each gathered straight from the input (a padding
+    position reads 0) when a slice first reads it, `BLOCK` rows at a time.
+
+    A block reads its first rows (held out, and the head its output steps are chosen on) and then steps through
+    the rest; a big block's small steps end long before they reach most of `tuning.max_rows` (VGG-16's 3x3
+    layers: some 9,000 of 200,000 rows of up to 4,608 values), and gathering all of them was a tenth of its
+    tuning time. The rows are the same values whenever they are gathered, and `div_` (the inputs turned into
+    codes) divides every row, gathered or not, by the same divisor: what tuning computes is unchanged."""
+
+    BLOCK = 1024
+
+    def __init__(self, x: Tensor, img: Tensor, pos: Tensor, out_w: int, geometry: PatchGeometry) -> None:
+        (kh, kw), (sh, sw), (top, left, _, _) = geometry.kernel, geometry.stride, geometry.padding
+        self.x = x.reshape(-1)
+        self.channels, self.height, self.width = x.shape[1:]
+        # a row's top left corner in its (unpadded) image, and its image's start in the flat input
+        self.row_y = (pos // out_w) * sh - top
+        self.row_x = (pos % out_w) * sw - left
+        self.row_start = img * (self.channels * self.height * self.width)
+        # a column's kernel offsets and its channel's start in an image
+        self.col_y = torch.arange(kh).repeat_interleave(kw).repeat(self.channels)
+        self.col_x = torch.arange(kw).repeat(kh * self.channels)
+        self.col_start = torch.arange(self.channels).repeat_interleave(kh * kw) * (self.height * self.width)
+        self.padded = any(geometry.padding)
+        # pages of the rows are written (and so take memory) only where a block is gathered
+        self.data = torch.empty((len(img), len(self.col_start)), dtype=x.dtype)
+        self.gathered = torch.zeros(-(-len(img) // self.BLOCK), dtype=torch.bool)
+        self.divisors: list[Tensor] = []  # `div_`'s, in order: gathered rows are divided by each in turn
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def dim(self) -> int:
+        return 2
+
+    def __getitem__(self, rows: slice) -> Tensor:
+        lo, hi, step = rows.indices(len(self))
+        if step != 1:
+            raise IndexError("patch rows are read in slices of consecutive rows")
+        for b in range(lo // self.BLOCK, -(-hi // self.BLOCK)):
+            if not self.gathered[b]:
+                self._gather(b)
+        return self.data[lo:hi]
+
+    def div_(self, divisor: Tensor) -> PatchRows:
+        """Every row divided by `divisor` (per column), in place: those gathered now, the others as gathered."""
+        for b in torch.nonzero(self.gathered).flatten().tolist():
+            self.data[b * self.BLOCK : (b + 1) * self.BLOCK].div_(divisor)
+        self.divisors.append(divisor)
+        return self
+
+    def _gather(self, block: int) -> None:
+        sel = slice(block * self.BLOCK, (block + 1) * self.BLOCK)
+        y = self.row_y[sel, None] + self.col_y
+        x = self.row_x[sel, None] + self.col_x
+        index = self.row_start[sel, None] + self.col_start + y * self.width + x
+        if self.padded:
+            inside = (y >= 0) & (y < self.height) & (x >= 0) & (x < self.width)
+            values = self.x[index.where(inside, 0)].masked_fill_(~inside, 0.0)
+        else:
+            values = self.x[index]
+        for divisor in self.divisors:
+            values.div_(divisor)
+        self.data[sel] = values
+        self.gathered[block] = True

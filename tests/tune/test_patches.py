@@ -32,20 +32,22 @@ def test_rows_of_a_grouped_1x1_core_equal_its_feature_map_at_the_sampled_positio
     with torch.no_grad():
         target = maps(x)  # (3, 4, 5, 6): sample_patches returns it at the rows' positions
         geometry = patch_geometry([Node("merge", op, ("x",))], ["x"])
-        patches, at_rows, taps = sample_patches(x, target, geometry, 40, torch.Generator().manual_seed(0), 2**20)
+        patches, at_rows, taps = sample_patches(x, target, geometry, 40, torch.Generator().manual_seed(0))
         assert taps == 1 and patches.shape == (40, 8)
-        torch.testing.assert_close(rows(patches), at_rows)
+        torch.testing.assert_close(rows(patches[:]), at_rows)
 
 
-def test_sampled_patches_are_the_unfolded_columns_at_the_sampled_positions() -> None:
-    """Rows gathered from the padded input equal `F.unfold`'s columns (padding, strides, a rectangular kernel,
-    images padded a few at a time)."""
+def test_sampled_patches_are_the_unfolded_columns_at_the_sampled_positions(monkeypatch) -> None:
+    """Rows gathered from the input equal `F.unfold`'s columns of the padded input (padding, strides, a
+    rectangular kernel), whichever rows are read first, and dividing them before or after they are gathered is
+    the same."""
     import torch.nn.functional as F
 
-    from dse.tune.patches import PatchGeometry
+    from dse.tune.patches import PatchGeometry, PatchRows
 
-    for kernel, stride, padding, chunk in [((3, 3), (1, 1), (1, 1, 1, 1), 2**20), ((2, 3), (2, 1), (0, 1, 2, 0), 500),
-                                           ((5, 5), (1, 1), (0, 0, 0, 0), 2**20)]:
+    monkeypatch.setattr(PatchRows, "BLOCK", 16)  # several blocks of rows
+    for kernel, stride, padding in [((3, 3), (1, 1), (1, 1, 1, 1)), ((2, 3), (2, 1), (0, 1, 2, 0)),
+                                    ((5, 5), (1, 1), (0, 0, 0, 0))]:
         x = torch.rand(9, 3, 9, 11)
         top, left, bottom, right = padding
         cols = F.unfold(F.pad(x, (left, right, top, bottom)), kernel, stride=stride)  # (n, fan-in, positions)
@@ -53,9 +55,15 @@ def test_sampled_patches_are_the_unfolded_columns_at_the_sampled_positions() -> 
         out_w = (11 + left + right - kernel[1]) // stride[1] + 1
         target = torch.rand(9, 2, out_h, out_w)
         rows, at_rows, taps = sample_patches(x, target, PatchGeometry(kernel, stride, padding, False), 50,
-                                             torch.Generator().manual_seed(1), chunk)
+                                             torch.Generator().manual_seed(1))
         pick = torch.randperm(9 * out_h * out_w, generator=torch.Generator().manual_seed(1))[:50]
         img, pos = pick // (out_h * out_w), pick % (out_h * out_w)
         assert taps == kernel[0] * kernel[1]
-        assert torch.equal(rows, cols[img, :, pos])
+        expected = cols[img, :, pos]
+        assert torch.equal(rows[20:35], expected[20:35]) and torch.equal(rows[:], expected)
         assert torch.equal(at_rows, target.reshape(9, 2, -1)[img, :, pos])
+        divisor = torch.rand(expected.shape[1]) + 0.5
+        late, _, _ = sample_patches(x, target, PatchGeometry(kernel, stride, padding, False), 50,
+                                    torch.Generator().manual_seed(1))
+        late[:10]  # one block gathered before the division, the others after it
+        assert torch.equal(late.div_(divisor)[:], expected / divisor)
