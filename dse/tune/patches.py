@@ -87,18 +87,20 @@ class PatchRows:
         (kh, kw), (sh, sw), (top, left, _, _) = geometry.kernel, geometry.stride, geometry.padding
         self.x = x.reshape(-1)
         self.channels, self.height, self.width = x.shape[1:]
-        # a row's top left corner in its (unpadded) image, and its image's start in the flat input
+        # a row's top left corner in its (unpadded) image; a column's kernel offsets
         self.row_y = (pos // out_w) * sh - top
         self.row_x = (pos % out_w) * sw - left
-        self.row_start = img * (self.channels * self.height * self.width)
-        # a column's kernel offsets and its channel's start in an image
         self.col_y = torch.arange(kh).repeat_interleave(kw).repeat(self.channels)
         self.col_x = torch.arange(kw).repeat(kh * self.channels)
-        self.col_start = torch.arange(self.channels).repeat_interleave(kh * kw) * (self.height * self.width)
         self.padded = any(geometry.padding)
+        # a value's place in the flat input: its row's image and corner plus its column's channel and offset
+        # (in the padding it points at another value, which the mask replaces by 0)
+        self.row_base = img * (self.channels * self.height * self.width) + self.row_y * self.width + self.row_x
+        self.col_base = (torch.arange(self.channels).repeat_interleave(kh * kw) * (self.height * self.width)
+                         + self.col_y * self.width + self.col_x)
         # pages of the rows are written (and so take memory) only where a block is gathered
-        self.data = torch.empty((len(img), len(self.col_start)), dtype=x.dtype)
-        self.gathered = torch.zeros(-(-len(img) // self.BLOCK), dtype=torch.bool)
+        self.data = torch.empty((len(img), len(self.col_base)), dtype=x.dtype)
+        self.gathered = [False] * -(-len(img) // self.BLOCK)
         self.divisors: list[Tensor] = []  # `div_`'s, in order: gathered rows are divided by each in turn
 
     def __len__(self) -> int:
@@ -122,17 +124,17 @@ class PatchRows:
 
     def div_(self, divisor: Tensor) -> PatchRows:
         """Every row divided by `divisor` (per column), in place: those gathered now, the others as gathered."""
-        for b in torch.nonzero(self.gathered).flatten().tolist():
+        for b in (b for b, done in enumerate(self.gathered) if done):
             self.data[b * self.BLOCK : (b + 1) * self.BLOCK].div_(divisor)
         self.divisors.append(divisor)
         return self
 
     def _gather(self, block: int) -> None:
         sel = slice(block * self.BLOCK, (block + 1) * self.BLOCK)
-        y = self.row_y[sel, None] + self.col_y
-        x = self.row_x[sel, None] + self.col_x
-        index = self.row_start[sel, None] + self.col_start + y * self.width + x
+        index = self.row_base[sel, None] + self.col_base
         if self.padded:
+            y = self.row_y[sel, None] + self.col_y
+            x = self.row_x[sel, None] + self.col_x
             inside = (y >= 0) & (y < self.height) & (x >= 0) & (x < self.width)
             values = self.x[index.where(inside, 0)].masked_fill_(~inside, 0.0)
         else:
