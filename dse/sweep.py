@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.cli import OPTIONS_HELP, dataset_names, group_options, neuron_models, run_app, schema_fields
+from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app, schema_fields
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
 
 HELP = """usage: python -m dse.sweep [OVERRIDE ...]
@@ -157,4 +156,4 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    exit_now(cli())  # Ray is shut down and every file written by then
