@@ -11,6 +11,7 @@ instances stacked along the batch axis; read noise and converter noise are drawn
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,25 +152,32 @@ def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | N
     cells = layout.slices * layout.columns
     if (layout.top + 1) ** cells > 2**20:
         return levels  # too many level combinations to search: plain slices
-    grid = np.stack(np.meshgrid(*[np.arange(layout.top + 1)] * cells, indexing="ij"), -1).reshape(-1, cells)
     flat_f = faults.reshape(cells, -1)
     flat_l = levels.reshape(cells, -1).copy()
     target = np.asarray(w_int, np.int64).ravel()
     hit = np.flatnonzero(flat_f.any(axis=0))
     patterns, which = np.unique(flat_f[:, hit].T, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
-        combos = np.where(pattern == LOW, 0, np.where(pattern == HIGH, layout.top, grid))
-        values = layout.weight(combos.T.reshape(layout.slices, layout.columns, -1).astype(np.float64))
-        order = np.lexsort((combos.sum(axis=1), values))
-        sorted_v = values[order]
+        values, combos = _reachable(layout, pattern.tobytes())
         idx = hit[which.ravel() == p]
-        pos = np.clip(np.searchsorted(sorted_v, target[idx]), 1, len(sorted_v) - 1)
-        left_better = np.abs(sorted_v[pos - 1] - target[idx]) <= np.abs(sorted_v[pos] - target[idx])
-        pick = np.where(left_better, pos - 1, pos)
-        # the first combination of the nearest value: fewest levels (lexsort's second key)
-        first = np.searchsorted(sorted_v, sorted_v[pick])
-        flat_l[:, idx] = combos[order[first]].T
+        pos = np.clip(np.searchsorted(values, target[idx]), 1, len(values) - 1)
+        left_better = np.abs(values[pos - 1] - target[idx]) <= np.abs(values[pos] - target[idx])
+        flat_l[:, idx] = combos[np.where(left_better, pos - 1, pos)].T
     return flat_l.reshape(levels.shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _reachable(layout: CellLayout, pattern: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The weights a weight's cells can store around the stuck ones of `pattern` (int8 per cell, slice-major),
+    ascending and distinct, and for each the levels (cells,) that store it with the fewest levels in all."""
+    cells = layout.slices * layout.columns
+    stuck = np.frombuffer(pattern, np.int8)
+    grid = np.stack(np.meshgrid(*[np.arange(layout.top + 1)] * cells, indexing="ij"), -1).reshape(-1, cells)
+    combos = np.where(stuck == LOW, 0, np.where(stuck == HIGH, layout.top, grid))
+    values = layout.weight(combos.T.reshape(layout.slices, layout.columns, -1).astype(np.float64))
+    order = np.lexsort((combos.sum(axis=1), values))
+    distinct, first = np.unique(values[order], return_index=True)  # the first of equals: fewest levels
+    return distinct, combos[order[first]]
 
 
 def drawn_weights(w_int: np.ndarray, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
