@@ -23,6 +23,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
+from dse.sim import spares
 from dse.sim.float_exec import conv_core
 
 Tensor = torch.Tensor
@@ -230,11 +231,12 @@ def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
 
 
 def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray], path: str) -> None:
-    """Refuse a fault map that does not hold exactly the compiled network's crossbars' cells, naming one."""
+    """Refuse a fault map that does not hold exactly the compiled network's crossbars' cells (and their spare
+    columns', `dse.sim.spares.check_spares`), naming one."""
     layout = CellLayout.of(hw)
     cores = {n.name: n.op for n in graph.of_type(o.CoreOp)}
     for name in faults:
-        if name not in cores:
+        if name not in cores and not name.startswith(spares.PREFIX):
             raise ConfigError(f"fault map {path}: crossbar {name!r} is not a core-op of the compiled network")
     for name, op in cores.items():
         want = (layout.slices, layout.columns, *op.weight.shape)
@@ -243,8 +245,10 @@ def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray
         if tuple(faults[name].shape) != want:
             raise ConfigError(f"fault map {path}: crossbar {name!r} has cells {tuple(faults[name].shape)}, the "
                               f"compiled network's has {want} (slices, columns, *weight shape)")
-        if not np.isin(faults[name], (OK, LOW, HIGH)).all():
-            raise ConfigError(f"fault map {path}: crossbar {name!r} holds values other than 0, 1, 2")
+    spares.check_spares(graph, hw, faults, path)
+    for name, cells in faults.items():
+        if not np.isin(cells, (OK, LOW, HIGH)).all():
+            raise ConfigError(f"fault map {path}: {name!r} holds values other than 0, 1, 2")
 
 
 def load_fault_map(path: str) -> dict[str, np.ndarray]:
@@ -256,11 +260,20 @@ def load_fault_map(path: str) -> dict[str, np.ndarray]:
 
 
 def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.ndarray]:
-    """The stuck cells of one chip drawn from `hw.device`'s stuck-at rates, per core-op."""
+    """The stuck cells of one chip drawn from `hw.device`'s stuck-at rates, per core-op, and of its crossbars'
+    spare columns (`dse.sim.spares`). Each spare column from a stream of its own: the core's cells and its
+    first k spares are the same whatever `hardware.crossbar.spare_columns`."""
     layout = CellLayout.of(hw)
-    return {n.name: draw_faults((layout.slices, layout.columns, *n.op.weight.shape), hw.device,
-                                [np.random.default_rng([seed, 0, k])])[0]
-            for k, n in enumerate(graph.of_type(o.CoreOp))}
+    out = {}
+    for k, n in enumerate(graph.of_type(o.CoreOp)):
+        out[n.name] = draw_faults((layout.slices, layout.columns, *n.op.weight.shape), hw.device,
+                                  [np.random.default_rng([seed, 0, k])])[0]
+        if hw.crossbar.spare_columns:
+            crossbars, count, *fan_in = spares.spare_shape(n.op, hw)
+            out[spares.spare_key(n.name)] = np.stack(
+                [draw_faults((crossbars, *fan_in), hw.device, [np.random.default_rng([seed, 1, k, j])])[0]
+                 for j in range(count)], axis=1)
+    return out
 
 
 # --- the simulators' rules for N instances at once (instances stacked along the batch axis) -----------------
