@@ -67,7 +67,9 @@ def main(args: list[str]) -> None:
                           "area_mm2": r.cost and round(r.cost.area_mm2["total"], 6),
                           "crossbar_area_mm2": r.cost and round(r.cost.area_mm2["crossbar"], 6),
                           "adc_area_mm2": r.cost and round(r.cost.area_mm2.get("adc", 0.0), 6),
-                          "compile_seconds": round(r.compile_seconds, 1)}), flush=True)
+                          "compile_seconds": round(r.compile_seconds, 1),
+                          "fault_correct_seconds": round(sum(p.seconds for p in r.passes if p.name == "fault_correct"),
+                                                         2)}), flush=True)
 
 
 if __name__ == "__main__":

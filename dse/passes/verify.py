@@ -9,7 +9,6 @@ from dse.passes.state import CompileState
 from dse.sim.device_noise import check_fault_map, load_fault_map
 from dse.sim.evaluate import compare, evaluate_chip, require_finite
 from dse.sim.montecarlo import evaluate_instances
-from dse.sim.spares import chip_fault_map
 
 
 @register_step("check")
@@ -32,7 +31,7 @@ def evaluate(state: CompileState) -> None:
     state.metrics = compare(data.original_logits, state.evaluation.logits, data.test_y)
     if not state.hw.device.is_ideal:  # the manufactured chips: the metrics above stay the exact chip's
         state.device = evaluate_instances(state.graph, state.hw, data.test_x, data.original_logits, data.test_y,
-                                          state.montecarlo, chip_faults(state), batch_size=state.eval_batch or 500)
+                                          state.montecarlo, fault_map(state), batch_size=state.eval_batch or 500)
 
 
 def fault_map(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | None
@@ -43,10 +42,3 @@ def fault_map(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | No
     faults = load_fault_map(path)
     check_fault_map(state.graph, state.hw, faults, path)
     return faults
-
-
-def chip_faults(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | None
-    """The stuck cells each compiled core computes with: its own, a column repaired onto a spare's
-    (`dse.sim.spares.chip_fault_map`); None without a fault map."""
-    faults = fault_map(state)
-    return None if faults is None else chip_fault_map(state.graph, state.hw, faults)

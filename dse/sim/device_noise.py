@@ -211,8 +211,10 @@ def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.ra
 def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
                    fault_map: dict[str, np.ndarray] | None = None) -> Instances:
     """`count` chips drawn from `hw.device`, instance i from its own streams (seed, i, core): the same chip
-    whatever `count`. A `fault_map` fixes every instance's stuck cells (per core-op, `CellLayout.levels` shape)."""
+    whatever `count`. A `fault_map` fixes every instance's stuck cells (per core-op, `CellLayout.levels` shape;
+    a column a core has repaired onto a spare reads the spare's, `dse.sim.spares.chip_fault_map`)."""
     device, layout = hw.device, CellLayout.of(hw)
+    fault_map = None if fault_map is None else spares.chip_fault_map(graph, hw, fault_map)
     shapes = infer_shapes(graph)
     inst = Instances(count, device)
     for k, node in enumerate(graph.of_type(o.CoreOp)):

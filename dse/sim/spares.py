@@ -61,6 +61,9 @@ def chip_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray]
     for node in graph.of_type(o.CoreOp):
         spare_of = node.op.quant.spare_of if node.op.quant is not None else None
         spares = faults.get(spare_key(node.name))
+        if spare_of is not None and spares is None:
+            raise ConfigError(f"fault map: crossbar {node.name!r} reads repaired columns from spare columns the "
+                              f"map does not hold ({spare_key(node.name)!r})")
         out[node.name] = chip_cells(faults[node.name], spares, spare_of,
                                     crossbar_of(node.op, hw) if spare_of is not None else None)
     return out

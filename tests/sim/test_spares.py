@@ -19,7 +19,7 @@ from dse.sim.device_noise import HIGH, LOW, CellLayout, check_fault_map, draw_fa
 from dse.sim.fault_map import main as fault_map_main
 from dse.sim.integer import run_integer
 from dse.sim.montecarlo import run_instances
-from dse.sim.spares import chip_fault_map, crossbar_of, spare_key
+from dse.sim.spares import crossbar_of, spare_key
 
 from test_device import conv_graph, dense_graph
 
@@ -48,8 +48,8 @@ def _repaired_outputs(spare_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     quant = dataclasses.replace(core.quant, spare_of=spare_of)
     repaired = graph.replace_nodes([dataclasses.replace(n, op=dataclasses.replace(core, quant=quant))
                                     if n.name == "core" else n for n in graph])
-    cells = chip_fault_map(repaired, hw, {"core": faults, spare_key("core"): spare_cells.reshape(1, 1, 3, 1, 1)})
-    inst = draw_instances(repaired, hw, 1, seed=0, fault_map=cells)
+    inst = draw_instances(repaired, hw, 1, seed=0,
+                          fault_map={"core": faults, spare_key("core"): spare_cells.reshape(1, 1, 3, 1, 1)})
     return spare_of, run_instances(repaired, hw, X, inst)[0]
 
 
