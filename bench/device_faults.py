@@ -3,7 +3,7 @@ known to the compiler against the same map ignored (the chip only measured with 
 with `spare_columns=K` spare columns per crossbar (hardware.crossbar.spare_columns) for each K given. Draws the
 map from the compiled crossbars (`dse.sim.fault_map`) at `stuck` (half low, half high): the cores' cells are the
 same whatever K, and a chip with K spares has the first K of the largest K's spares. Prints one JSON line per
-case, the chip's area (and its crossbars' share) beside.
+case, the chip's area (by part) beside.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/device_faults.py [stuck=0.01] [seed=0] [spares=2,4] [hardware=chip_a]
         [tuning=...]
@@ -64,9 +64,7 @@ def main(args: list[str]) -> None:
         print(json.dumps({"case": case, "stuck": opts["stuck"], "seed": opts["seed"], "spare_columns": count,
                           "delta_pp": r.device.accuracy_delta_pp_mean, "nominal_delta_pp": r.metrics.accuracy_delta_pp,
                           "columns_repaired": repaired, "crossbars": r.resources.crossbars,
-                          "area_mm2": r.cost and round(r.cost.area_mm2["total"], 6),
-                          "crossbar_area_mm2": r.cost and round(r.cost.area_mm2["crossbar"], 6),
-                          "adc_area_mm2": r.cost and round(r.cost.area_mm2.get("adc", 0.0), 6),
+                          "area_mm2": r.cost and {k: round(v, 6) for k, v in r.cost.area_mm2.items()},
                           "compile_seconds": round(r.compile_seconds, 1),
                           "fault_correct_seconds": round(sum(p.seconds for p in r.passes if p.name == "fault_correct"),
                                                          2)}), flush=True)
