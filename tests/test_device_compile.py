@@ -98,7 +98,7 @@ def test_spare_columns_repair_a_known_chip(prepared, tmp_path) -> None:
                       tuning=NONE).report
     repaired = {n.name: n.op for n in result.graph.of_type(CoreOp) if n.op.quant.spare_of is not None}
     assert repaired
-    for name, op in repaired.items():
+    for op in repaired.values():
         spare_of, crossbar = op.quant.spare_of, crossbar_of(op, spared)
         for b in np.unique(crossbar):
             used = spare_of[:, :, crossbar == b]

@@ -57,7 +57,8 @@ SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_
          "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
          "hardware.crossbar.cols": ("{}c", "c: crossbar columns"),
          "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"),
-         "hardware.crossbar.spare_columns": ("S{}", "S: spare columns"), "hardware.neuron.timesteps": ("T{}", "T: time steps"),
+         "hardware.crossbar.spare_columns": ("S{}", "S: spare columns"),
+         "hardware.neuron.timesteps": ("T{}", "T: time steps"),
          "hardware.neuron.model": ("{}", ""), "strategy.name": ("{}", ""), "tuning.mode": ("{}", ""),
          "hardware.cost.dac_bits": ("D{}", "D: DAC width (bits)"), "tuning.seed": ("s{}", "s: tuning seed")}
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 from dse.passes.registry import register_step
+from dse.passes.spare_repair import RIDGE, repair
 from dse.passes.state import CompileState
 from dse.passes.verify import fault_map
-from dse.hardware.spec import HardwareSpec
-from dse.passes.spare_repair import RIDGE, repair
 from dse.sim.device_noise import OK, CellLayout, program_levels
 from dse.sim.integer import run_integer
 from dse.sim.spares import chip_fault_map, crossbar_of, spare_key

@@ -28,7 +28,8 @@ class _Output:
 
     def __init__(self, layout: CellLayout, w: np.ndarray, gain: int, mask: np.ndarray, moments: np.ndarray,
                  correctable: bool):
-        self.layout, self.w, self.gain, self.mask, self.m, self.correctable = layout, w, gain, mask, moments, correctable
+        self.layout, self.w, self.gain, self.mask = layout, w, gain, mask
+        self.m, self.correctable = moments, correctable
 
     def harm(self, cells: np.ndarray) -> float:
         """H of this output when its cells (slices, columns, fan-in) are stuck as `cells` says."""
@@ -88,7 +89,7 @@ def _by_harm(outputs: list[_Output], cells: np.ndarray, members: np.ndarray) -> 
         base = outputs[j].harm(cells[:, :, j])
         if base <= 0:
             continue
-        for s, c in zip(*np.nonzero((cells[:, :, j] != OK).any(axis=2))):
+        for s, c in zip(*np.nonzero((cells[:, :, j] != OK).any(axis=2)), strict=True):
             cleared = cells[:, :, j].copy()
             cleared[s, c] = OK
             found.append((base - outputs[j].harm(cleared), int(j), int(s), int(c)))

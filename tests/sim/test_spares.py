@@ -7,21 +7,20 @@ import dataclasses
 
 import numpy as np
 import pytest
+from test_device import conv_graph, dense_graph
 
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir.ops import CoreOp
+from dse.ir.serialize import save_graph
 from dse.passes.faults import _moments
 from dse.passes.spare_repair import repair
-from dse.ir.serialize import save_graph
 from dse.sim.device_noise import HIGH, LOW, CellLayout, check_fault_map, draw_fault_map, draw_instances
 from dse.sim.fault_map import main as fault_map_main
 from dse.sim.integer import run_integer
 from dse.sim.montecarlo import run_instances
 from dse.sim.spares import crossbar_of, spare_key
-
-from test_device import conv_graph, dense_graph
 
 
 def chip(spares: int, device: Device | None = None) -> HardwareSpec:
