@@ -1,8 +1,8 @@
 """A known fault map (hardware.device.fault_map): lenet_mnist compiled for one chip with stuck cells, the map
 known to the compiler against the same map ignored (the chip only measured with it), and known on the same chip
 with `spare_columns=K` spare columns per crossbar (hardware.crossbar.spare_columns) for each K given. Draws the
-map from the compiled crossbars (`dse.sim.fault_map`) at `stuck` (half low, half high): the cores' cells are the
-same whatever K, and a chip with K spares has the first K of the largest K's spares. Prints one JSON line per
+map from the compiled crossbars (`dse.sim.fault_map`) at `stuck` (half low, half high) for the largest K: every
+case has the same cells, a chip with K spares the first K of them. Prints one JSON line per
 case, the chip's area (by part) beside.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/device_faults.py [stuck=0.01] [seed=0] [spares=2,4] [hardware=chip_a]
@@ -24,7 +24,6 @@ from dse.config import compose_config, hardware_from, tuning_from
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.sim.device_noise import draw_fault_map
-from dse.sim.spares import PREFIX
 
 
 def with_spares(hw: HardwareSpec, count: int) -> HardwareSpec:
@@ -48,14 +47,11 @@ def main(args: list[str]) -> None:
     plain = compile(prepared, hw, tuning=tuning)
     half = opts["stuck"] / 2
     drawn = dataclasses.replace(hw, device=dataclasses.replace(hw.device, stuck_low=half, stuck_high=half))
-    faults = draw_fault_map(plain.graph, with_spares(drawn, max(spares, default=0)), opts["seed"])
-    folder = Path(tempfile.mkdtemp())
+    path = Path(tempfile.mkdtemp()) / "faults.npz"  # for the most spares: a chip with fewer uses the first ones
+    np.savez_compressed(path, **draw_fault_map(plain.graph, with_spares(drawn, max(spares, default=0)), opts["seed"]))
     print(json.dumps({"case": "ideal", "delta_pp": plain.report.metrics.accuracy_delta_pp}), flush=True)
     cases = [("ignored", False, 0), ("known", True, 0)] + [(f"known_spares_{k}", True, k) for k in spares]
     for case, known, count in cases:
-        path = folder / f"faults_{count}.npz"
-        np.savez_compressed(path, **{k: v[:, :count] if k.startswith(PREFIX) else v for k, v in faults.items()
-                                     if count or not k.startswith(PREFIX)})
         device = dataclasses.replace(hw.device, fault_map=str(path), fault_map_known=known)
         result = compile(prepared, dataclasses.replace(with_spares(hw, count), device=device), tuning=tuning)
         r = result.report

@@ -108,6 +108,15 @@ def test_spare_columns_repair_a_known_chip(prepared, tmp_path) -> None:
     for name, op in repaired.items():
         np.testing.assert_array_equal(loaded[name].quant.spare_of, op.quant.spare_of)
     assert result.report.device.accuracy_delta_pp_mean <= without.device.accuracy_delta_pp_mean
+    # the map drawn for 2 spares serves a chip with none (or 1: its first) as the map without them
+    unspared = compile(prepared, dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "spared.npz"))),
+                       tuning=NONE).report
+    assert unspared.device.accuracy_delta_pp == without.device.accuracy_delta_pp
+    one = dataclasses.replace(spared, crossbar=dataclasses.replace(spared.crossbar, spare_columns=1))
+    one_graph = compile(prepared, dataclasses.replace(one, device=Device(fault_map=str(tmp_path / "spared.npz"))),
+                        tuning=NONE).graph
+    used = [int(n.op.quant.spare_of.max()) for n in one_graph.of_type(CoreOp) if n.op.quant.spare_of is not None]
+    assert used and max(used) == 0
     ignored = dataclasses.replace(spared, device=Device(fault_map=str(tmp_path / "spared.npz"), fault_map_known=False))
     assert all(n.op.quant.spare_of is None for n in compile(prepared, ignored, tuning=NONE).graph.of_type(CoreOp))
     with pytest.raises(ConfigError, match="has no spare columns"):

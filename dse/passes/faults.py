@@ -60,8 +60,8 @@ def _repaired(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray], cor
     """The cores whose columns are moved onto spares, with their repairs recorded (`CoreQuant.spare_of`)."""
     out = {}
     for n in cores:
-        spare_of = repair(n.op, layout, faults[n.name], faults[spare_key(n.name)], crossbar_of(n.op, hw),
-                          moments[n.name])
+        spares = faults[spare_key(n.name)][:, : hw.crossbar.spare_columns]  # a map may hold more: the first
+        spare_of = repair(n.op, layout, faults[n.name], spares, crossbar_of(n.op, hw), moments[n.name])
         if spare_of is not None:
             out[n.name] = dataclasses.replace(n.op, quant=dataclasses.replace(n.op.quant, spare_of=spare_of))
     return out

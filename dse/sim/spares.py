@@ -3,9 +3,10 @@
 A physical column of a core is what its fault map's cell array (slices, columns, O, *fan-in) calls one: one bit
 slice of one side of one output, its fan-in cells. Each crossbar of the core (the output channels it holds,
 `dse.cost.resources.channel_crossbars`) carries `spare_columns` more, each with cells of its own on the rows
-that crossbar reads. A fault map holds them per core under `spare_key(core)`: (crossbars, spare_columns,
-*fan-in), the cell a spare has on the row of fan-in position f (a grouped crossbar's groups stack their rows:
-there the spare's cell of position f is taken as one, whichever group's column it replaces).
+that crossbar reads. A fault map holds them per core under `spare_key(core)`: (crossbars,
+spare_columns or more (the first serve), *fan-in), the cell a spare has on the row of fan-in position f (a
+grouped crossbar's groups stack their rows: there the spare's cell of position f is taken as one, whichever
+group's column it replaces).
 
 The compiled core records its repairs in `CoreQuant.spare_of` (slices, columns, O): the spare (0 ..
 spare_columns-1, of the crossbar holding output o) each column is read from, -1 for its own cells.
@@ -70,22 +71,25 @@ def chip_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray]
 
 
 def check_spares(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray], path: str) -> None:
-    """Refuse spare cells that are not exactly those of the chip's crossbars, naming the crossbar. A map without
-    them on a chip with spares is refused too: spares of unknown cells would be repaired onto blindly."""
+    """Refuse spare cells that are not those of the chip's crossbars, naming the crossbar. A map may hold more
+    spares than the chip has (its first ones serve: one map drawn for the most spares serves a sweep over
+    `spare_columns`), not fewer: a map without them on a chip with spares is refused too, since spares of unknown
+    cells would be repaired onto blindly."""
     cores = {n.name: n.op for n in graph.of_type(o.CoreOp)}
     for key in faults:
         if key.startswith(PREFIX) and key[len(PREFIX):] not in cores:
             raise ConfigError(f"fault map {path}: {key!r}: crossbar {key[len(PREFIX):]!r} is not a core-op of the "
                               f"compiled network")
-    spare_count = hw.crossbar.spare_columns
+    count = hw.crossbar.spare_columns
     for name, op in cores.items():
         key = spare_key(name)
-        if spare_count and key not in faults:
+        if count and key not in faults:
             raise ConfigError(f"fault map {path}: crossbar {name!r} has no spare columns ({key!r}), the chip has "
-                              f"hardware.crossbar.spare_columns={spare_count}: draw the map for this chip")
+                              f"hardware.crossbar.spare_columns={count}: draw the map for this chip")
         if key not in faults:
             continue
-        want = spare_shape(op, hw)
-        if tuple(faults[key].shape) != want:
-            raise ConfigError(f"fault map {path}: crossbar {name!r} has spare cells {tuple(faults[key].shape)}, "
-                              f"the chip's are {want} (crossbars, spare_columns, *fan-in)")
+        crossbars, _, *fan_in = spare_shape(op, hw)
+        got = tuple(faults[key].shape)
+        if len(got) != 2 + len(fan_in) or got[0] != crossbars or list(got[2:]) != fan_in or got[1] < count:
+            raise ConfigError(f"fault map {path}: crossbar {name!r} has spare cells {got}, the chip's are "
+                              f"{(crossbars, count, *fan_in)} (crossbars, spare_columns or more, *fan-in)")

@@ -83,16 +83,18 @@ def test_fault_maps_draw_the_spares_cells_and_refuse_ones_that_do_not_fit() -> N
                            seed=0)
     for name, cells in fewer.items():  # the same cells, the first spare the same: maps nest whatever the count
         np.testing.assert_array_equal(cells, faults[name] if name in graph else faults[name][:, :1])
-    with pytest.raises(ConfigError, match="crossbar 'pool' has spare cells"):
+    with pytest.raises(ConfigError, match="crossbar 'pool' has spare cells"):  # fewer spares than the chip's
         check_fault_map(graph, hw, {**faults, spare_key("pool"): fewer[spare_key("pool")]}, "f.npz")
+    with pytest.raises(ConfigError, match="crossbar 'pool' has spare cells"):  # not the crossbars' fan-in
+        check_fault_map(graph, hw, {**faults, spare_key("pool"): faults[spare_key("pool")][..., :1]}, "f.npz")
     without = {k: v for k, v in faults.items() if not k.startswith("spare_columns/")}
     with pytest.raises(ConfigError, match="crossbar '.*' has no spare columns"):
         check_fault_map(graph, hw, without, "f.npz")
     with pytest.raises(ConfigError, match="crossbar 'nope' is not a core-op"):
         check_fault_map(graph, hw, {**faults, spare_key("nope"): faults[spare_key("pool")]}, "f.npz")
-    no_spares = dataclasses.replace(hw, crossbar=dataclasses.replace(hw.crossbar, spare_columns=0))
-    with pytest.raises(ConfigError, match="crossbar 'conv' has spare cells"):
-        check_fault_map(graph, no_spares, faults, "f.npz")
+    for count in (0, 1):  # a map drawn for more spares serves a chip with fewer (its first ones): sweepable
+        fewer_chip = dataclasses.replace(hw, crossbar=dataclasses.replace(hw.crossbar, spare_columns=count))
+        check_fault_map(graph, fewer_chip, faults, "f.npz")
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True])
