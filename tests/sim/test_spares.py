@@ -121,3 +121,24 @@ def test_the_fault_map_command_draws_spares_for_the_chip_it_is_told(tmp_path, ca
     check_fault_map(graph, chip(2), faults, "f.npz")
     assert fault_map_main([*args, "--spare-columns", "-1"]) == 2
     assert "hardware.crossbar.spare_columns must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_drawn_chips_on_top_of_the_map_read_a_repaired_column_from_its_spare() -> None:
+    """The crossbar of the test above, the spare (stuck high on row 0) in w[0, 0]'s negative high column, and 1 %
+    programming variation: on every drawn chip both high cells of w[0, 0] read 3 and only its low cells vary, so
+    it stays near 3 (its own negative high cell, stuck low, would leave it near 9)."""
+    graph = dense_graph(W, np.array([2, 41]), mult=0.5)
+    faults = np.zeros((2, 2, 2, 3, 1, 1), np.int8)
+    faults[1, 0, 0, 0], faults[1, 1, 0, 0] = HIGH, LOW
+    spare_of = np.full((2, 2, 2), -1, np.int16)
+    spare_of[1, 1, 0] = 0
+    core = graph["core"].op
+    repaired = graph.replace_nodes([dataclasses.replace(n, op=dataclasses.replace(
+        core, quant=dataclasses.replace(core.quant, spare_of=spare_of))) if n.name == "core" else n for n in graph])
+    spare = np.zeros((1, 1, 3, 1, 1), np.int8)
+    spare[0, 0, 0] = HIGH
+    hw = chip(1, Device(programming_sigma=0.01))
+    for g, near in ((repaired, 3.0), (graph, 9.0)):
+        inst = draw_instances(g, hw, 5, seed=0, fault_map={"core": faults, spare_key("core"): spare})
+        w00 = inst.weights["core"][:, 0, 0, 0, 0].numpy()
+        assert np.abs(w00 - near).max() < 0.5 and w00.std() > 0, (near, w00)
