@@ -65,8 +65,7 @@ def repair(op: o.CoreOp, layout: CellLayout, faults: np.ndarray, spares: np.ndar
     spare_of = np.full((sl, co, out_c), -1, np.int16)
     for b in range(spare_cells.shape[0]):
         free = list(range(spare_cells.shape[1]))
-        candidates = _by_harm(outputs, cells, np.flatnonzero(crossbar == b))
-        for _, j, s, c in candidates[: CANDIDATES_PER_SPARE * len(free)]:
+        for _, j, s, c in _by_harm(outputs, cells, np.flatnonzero(crossbar == b), CANDIDATES_PER_SPARE * len(free)):
             if not free:
                 break
             now = outputs[j].harm(cells[:, :, j])
@@ -82,15 +81,22 @@ def repair(op: o.CoreOp, layout: CellLayout, faults: np.ndarray, spares: np.ndar
     return spare_of if (spare_of >= 0).any() else None
 
 
-def _by_harm(outputs: list[_Output], cells: np.ndarray, members: np.ndarray) -> list[tuple[float, int, int, int]]:
-    """(harm, output, slice, column) of the columns of outputs `members` whose stuck cells do harm, most first."""
-    found = []
-    for j in members:
-        base = outputs[j].harm(cells[:, :, j])
-        if base <= 0:
-            continue
+def _by_harm(outputs: list[_Output], cells: np.ndarray, members: np.ndarray, count: int
+             ) -> list[tuple[float, int, int, int]]:
+    """(harm, output, slice, column) of the `count` columns of outputs `members` whose stuck cells do the most
+    harm, most first (ties: lowest output, slice, column). A column's harm is at most its output's H, so the
+    outputs are visited by H, most first, until the next cannot reach the `count` found (the same list as
+    measuring every column, a fraction of the work)."""
+    base = {int(j): outputs[j].harm(cells[:, :, j]) for j in members}
+    found: list[tuple[float, int, int, int]] = []
+    for j in sorted((j for j in base if base[j] > 0), key=lambda j: (-base[j], j)):
+        if len(found) >= count and base[j] < found[count - 1][0]:
+            break
         for s, c in zip(*np.nonzero((cells[:, :, j] != OK).any(axis=2)), strict=True):
             cleared = cells[:, :, j].copy()
             cleared[s, c] = OK
-            found.append((base - outputs[j].harm(cleared), int(j), int(s), int(c)))
-    return sorted((f for f in found if f[0] > 0), key=lambda f: -f[0])
+            harm = base[j] - outputs[j].harm(cleared)
+            if harm > 0:
+                found.append((harm, j, int(s), int(c)))
+        found.sort(key=lambda f: (-f[0], f[1], f[2], f[3]))
+    return found[:count]
