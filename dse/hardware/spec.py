@@ -28,9 +28,10 @@ class Crossbar:
 
     A weight of `b` bits takes ``ceil(b / cell_bits)`` cells along a row (bit slicing); when `differential`, a
     signed weight is stored as two unsigned magnitudes of ``b - 1`` bits in two columns (positive, negative).
-    `spare_columns`: physical columns each crossbar carries beyond `cols` for repair: a column whose stuck cells
-    (a known fault map) do the most harm is read from a spare instead (`dse.passes.spare_repair`); they hold no
-    neurons of their own, and cost their cells' area and the periphery that scales with columns.
+    `spare_columns` (count, default 0): physical columns each crossbar carries beyond `cols` for repair: a
+    column whose stuck cells (a known fault map) do the most harm is read from a spare instead
+    (`dse.passes.spare_repair`); they hold no neurons of their own, and cost their cells' area and the periphery
+    that scales with columns.
     """
 
     rows: int | None = 256
