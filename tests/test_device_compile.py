@@ -13,8 +13,11 @@ from dse.compile import compile, load_model, prepare
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
+from dse.ir.ops import CoreOp
+from dse.ir.serialize import load_graph, save_graph
 from dse.sim.device_noise import draw_fault_map
 from dse.sim.montecarlo import MonteCarlo
+from dse.sim.spares import PREFIX, crossbar_of
 from dse.tune import TuneOptions
 
 CHIP = HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))
@@ -37,6 +40,7 @@ def test_an_ideal_device_changes_no_report(prepared) -> None:
     explicit = compile(prepared, dataclasses.replace(CHIP, device=Device()), tuning=NONE,
                        evaluate=MonteCarlo(1, 7)).report.to_dict()
     assert "device" not in plain and "device" not in plain["hardware"]
+    assert "spare_columns" not in plain["hardware"]["crossbar"]  # no spare columns: as before the field existed
     assert _untimed(plain) == _untimed(explicit)
 
 
@@ -77,3 +81,44 @@ def test_a_fault_map_that_does_not_fit_is_refused(prepared, tmp_path) -> None:
     hw = dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "bad.npz")))
     with pytest.raises(ConfigError, match=f"crossbar {name!r} has cells"):
         compile(prepared, hw, tuning=NONE)
+
+
+def test_spare_columns_repair_a_known_chip(prepared, tmp_path) -> None:
+    """The same stuck cells with and without 2 spare columns per crossbar: the repaired chip records its repairs
+    (at most 2 per crossbar, carried by compiled.npz) and loses no more than the one without spares."""
+    spared = dataclasses.replace(CHIP, crossbar=dataclasses.replace(CHIP.crossbar, spare_columns=2))
+    plain = compile(prepared, CHIP, tuning=NONE)
+    faults = draw_fault_map(plain.graph, dataclasses.replace(spared, device=Device(stuck_low=0.01, stuck_high=0.01)),
+                            seed=0)
+    np.savez(tmp_path / "spared.npz", **faults)
+    np.savez(tmp_path / "plain.npz", **{k: v for k, v in faults.items() if not k.startswith(PREFIX)})
+    result = compile(prepared, dataclasses.replace(spared, device=Device(fault_map=str(tmp_path / "spared.npz"))),
+                     tuning=NONE)
+    without = compile(prepared, dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "plain.npz"))),
+                      tuning=NONE).report
+    repaired = {n.name: n.op for n in result.graph.of_type(CoreOp) if n.op.quant.spare_of is not None}
+    assert repaired
+    for op in repaired.values():
+        spare_of, crossbar = op.quant.spare_of, crossbar_of(op, spared)
+        for b in np.unique(crossbar):
+            used = spare_of[:, :, crossbar == b]
+            assert len(np.unique(used[used >= 0])) == (used >= 0).sum() <= 2  # each spare used once
+    save_graph(result.graph, tmp_path / "compiled.npz")
+    loaded = {n.name: n.op for n in load_graph(tmp_path / "compiled.npz")[0].of_type(CoreOp)}
+    for name, op in repaired.items():
+        np.testing.assert_array_equal(loaded[name].quant.spare_of, op.quant.spare_of)
+    assert result.report.device.accuracy_delta_pp_mean <= without.device.accuracy_delta_pp_mean
+    # the map drawn for 2 spares serves a chip with none (or 1: its first) as the map without them
+    unspared = compile(prepared, dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "spared.npz"))),
+                       tuning=NONE).report
+    assert unspared.device.accuracy_delta_pp == without.device.accuracy_delta_pp
+    one = dataclasses.replace(spared, crossbar=dataclasses.replace(spared.crossbar, spare_columns=1))
+    one_graph = compile(prepared, dataclasses.replace(one, device=Device(fault_map=str(tmp_path / "spared.npz"))),
+                        tuning=NONE).graph
+    used = [int(n.op.quant.spare_of.max()) for n in one_graph.of_type(CoreOp) if n.op.quant.spare_of is not None]
+    assert used and max(used) == 0
+    ignored = dataclasses.replace(spared, device=Device(fault_map=str(tmp_path / "spared.npz"), fault_map_known=False))
+    assert all(n.op.quant.spare_of is None for n in compile(prepared, ignored, tuning=NONE).graph.of_type(CoreOp))
+    with pytest.raises(ConfigError, match="has no spare columns"):
+        compile(prepared, dataclasses.replace(spared, device=Device(fault_map=str(tmp_path / "plain.npz"))),
+                tuning=NONE)

@@ -10,13 +10,16 @@ visits (1 when expanded or dense), reads = crossbars x V x S):
   noc = routed hops x edge bits x E_bit_hop
   latency of a layer = V x S x t_slice; layers pipelined: an inference takes the longest path of layer times and
   a new one starts every max(layer time).
+  Area counts a crossbar's cols + spare_columns physical columns (cells, ADCs); a repaired column is read in
+  place of its own, so reads and conversions count cols.
 Spiking (per layer, per inference; T time steps):
   synapses = events x E_event   neurons = neurons x L x E_update   spikes = spikes x E_spike
   noc = east-west hops x E_hop_x + north-south hops x E_hop_y   static = cores x P_static x latency
   L = T + depth - 1 steps (one step of synaptic delay per core layer), every neuron updated every step. A time
   step lasts barrier + the busiest core's work in it: neurons x t_update every step, plus, in the T steps of the
   layer's window (from its level in the graph on), (events x t_event + spikes x t_spike) / T, over its cores;
-  latency = the sum over the L steps; one inference at a time.
+  latency = the sum over the L steps; one inference at a time. Area: cores x rows x (cols + spare_columns) x
+  synapse area.
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ def _pim_layer(lr: LayerResources, op: o.CoreOp, in_values: int, hw: HardwareSpe
     conversions = lr.fan_out * lr.positions * hw.columns_per_weight * slices
     receptive = int(np.prod(op.weight.shape[1:])) * op.groups
     hops = routes.hops_x[index] + routes.hops_y[index]
-    adcs = lr.crossbars * math.ceil(cols / c.columns_per_adc)
+    physical = cols + hw.crossbar.spare_columns  # the spares' cells and converters take area, not reads
+    adcs = lr.crossbars * math.ceil(physical / c.columns_per_adc)
     energy = {
         "crossbar": reads * rows * cols * c.crossbar_fj_per_cell_read * 1e-3,
         "dac": reads * rows * c.dac_pj_per_activation(),
@@ -122,7 +126,7 @@ def _pim_layer(lr: LayerResources, op: o.CoreOp, in_values: int, hw: HardwareSpe
         "noc": hops * hw.edge_bits(to_core=True) * c.noc_pj_per_bit_hop,
     }
     area_um2 = {
-        "crossbar": lr.crossbars * rows * cols * c.crossbar_um2_per_cell,
+        "crossbar": lr.crossbars * rows * physical * c.crossbar_um2_per_cell,
         "dac": lr.crossbars * rows * c.dac_um2(),
         "adc": adcs * c.adc_um2(hw.io.output_bits),
         "shift_add": adcs * c.shift_add_um2,
@@ -182,7 +186,8 @@ def _spiking_cost(graph: Graph, hw: HardwareSpec, c: SpikingCost, layers: list[L
             "noc": routes.hops_x[i] * c.hop_x_pj_per_spike + routes.hops_y[i] * c.hop_y_pj_per_spike,
             "static": lr.crossbars * c.static_mw_per_core * latency,  # mW x ns = pJ
         }
-        area = {"cores": lr.crossbars * hw.crossbar.rows * hw.crossbar.cols * c.synapse_um2 * 1e-6}
+        physical = hw.crossbar.cols + hw.crossbar.spare_columns
+        area = {"cores": lr.crossbars * hw.crossbar.rows * physical * c.synapse_um2 * 1e-6}
         busy = update[i] * latency_steps + window[i] * steps
         rows.append(LayerCost(lr.name, energy, float(busy), area, 2.0 * _macs(lr, hw)))
     return rows, latency, 1e9 / latency, {"latency_steps": latency_steps, "step_ns_max": float(step_ns.max())}

@@ -14,6 +14,7 @@ LABELS = {
     "hardware.crossbar.rows": "crossbar size (rows)",
     "hardware.crossbar.cols": "crossbar size (columns)",
     "hardware.crossbar.cell_bits": "cell precision (bits)",
+    "hardware.crossbar.spare_columns": "spare columns per crossbar (count)",
     "hardware.neuron.timesteps": "time window (steps)",
     "hardware.neuron.model": "neuron model",
     "strategy.name": "strategy",
@@ -55,7 +56,9 @@ SCALES = {"pJ": (("pJ", 1.0), ("nJ", 1e3), ("µJ", 1e6), ("mJ", 1e9)), "ns": (("
 SHORT = {"hardware.weights.bits": ("W{}", "W: weight bits"), "hardware.io.input_bits": ("IO{}", "IO: input bits"),
          "hardware.io.output_bits": ("ADC{}", "ADC: ADC bits"), "hardware.crossbar.rows": ("{}r", "r: crossbar rows"),
          "hardware.crossbar.cols": ("{}c", "c: crossbar columns"),
-         "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"), "hardware.neuron.timesteps": ("T{}", "T: time steps"),
+         "hardware.crossbar.cell_bits": ("C{}", "C: cell bits"),
+         "hardware.crossbar.spare_columns": ("S{}", "S: spare columns"),
+         "hardware.neuron.timesteps": ("T{}", "T: time steps"),
          "hardware.neuron.model": ("{}", ""), "strategy.name": ("{}", ""), "tuning.mode": ("{}", ""),
          "hardware.cost.dac_bits": ("D{}", "D: DAC width (bits)"), "tuning.seed": ("s{}", "s: tuning seed")}
 # a tied pair in a point's name: the searched path, the one that copies it, the format and its meaning

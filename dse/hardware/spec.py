@@ -28,12 +28,17 @@ class Crossbar:
 
     A weight of `b` bits takes ``ceil(b / cell_bits)`` cells along a row (bit slicing); when `differential`, a
     signed weight is stored as two unsigned magnitudes of ``b - 1`` bits in two columns (positive, negative).
+    `spare_columns` (count, default 0): physical columns each crossbar carries beyond `cols` for repair: a
+    column whose stuck cells (a known fault map) do the most harm is read from a spare instead
+    (`dse.passes.spare_repair`); they hold no neurons of their own, and cost their cells' area and the periphery
+    that scales with columns.
     """
 
     rows: int | None = 256
     cols: int | None = 256
     cell_bits: int = 4
     differential: bool = True
+    spare_columns: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,11 +226,14 @@ class HardwareSpec:
 
     # --- construction -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Every field; of `cost` only the coefficients set; `device` only when it is not ideal (an ideal
-        chip's report reads as it did before the device model existed)."""
+        """Every field; of `cost` only the coefficients set; `device` only when it is not ideal and
+        `crossbar.spare_columns` only when there are some (a chip without either reads as it did before they
+        existed)."""
         out = {**asdict(self), "cost": self.cost.given()}
         if self.device.is_ideal:
             del out["device"]
+        if not self.crossbar.spare_columns:
+            del out["crossbar"]["spare_columns"]
         return out
 
     @classmethod
@@ -241,6 +249,10 @@ class HardwareSpec:
         _positive("hardware.crossbar.rows", c.rows, minimum=2)
         _positive("hardware.crossbar.cols", c.cols, minimum=2)
         _positive("hardware.crossbar.cell_bits", c.cell_bits)
+        _positive("hardware.crossbar.spare_columns", c.spare_columns, minimum=0)
+        if c.spare_columns and c.cols is None:
+            raise ConfigError(f"hardware.crossbar.spare_columns={c.spare_columns} needs crossbars "
+                              "(hardware.crossbar.cols)")
         _positive("hardware.weights.bits", w.bits, minimum=2 if c.differential is False else 1)
         check_choice("hardware.weights.scale", w.scale, ScaleMode)
         _positive("hardware.io.input_bits", io.input_bits)

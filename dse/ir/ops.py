@@ -243,6 +243,9 @@ class CoreQuant:
     in_scale: np.ndarray  # (C_in,): the value of one input code, per input channel
     out_scale: float
     out_max: int
+    # (slices, columns, O) int16: the spare column of its crossbar each physical column is read from, -1 its own
+    # cells (`dse.sim.spares`; set by `fault_correct` on a chip with spare columns; None: no repair)
+    spare_of: np.ndarray | None = None
 
     @property
     def out_bits(self) -> int:

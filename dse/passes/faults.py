@@ -6,6 +6,9 @@ the other column). What is left, ``e = achieved - intended`` on those weights, m
 this step takes it back by least squares on the column's healthy weights and its bias, over the core's
 calibration inputs: ``min E[((e + d) . [x, 1])^2]`` over ``d`` on the healthy weights and the bias, rounded to
 integers (the weights clipped to the chip's range). Max-pooling cores (+-1 weights) are left as programmed.
+On a chip with spare columns, the columns whose stuck cells do the most harm are first moved onto them
+(`dse.passes.spare_repair`, max-pooling cores too); the correction then works on the cells the chip computes
+with (a repaired column's from its spare, `dse.sim.spares.chip_cells`).
 """
 
 from __future__ import annotations
@@ -16,31 +19,52 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
 from dse.passes.registry import register_step
+from dse.passes.spare_repair import RIDGE, repair
 from dse.passes.state import CompileState
 from dse.passes.verify import fault_map
 from dse.sim.device_noise import OK, CellLayout, program_levels
 from dse.sim.integer import run_integer
+from dse.sim.spares import chip_fault_map, crossbar_of, spare_key
 from dse.tune.scales import weight_in_scale
 
 CALIB_SAMPLES = 512  # calibration samples whose core inputs give each core's input moments
-RIDGE = 1e-6  # relative ridge on the moment matrix (a constant input column, a dead input)
 
 
 @register_step("fault_correct")
 def fault_correct(state: CompileState) -> None:
-    """Correct every core that has a stuck cell the chip cannot program around exactly."""
+    """Repair onto spare columns where the chip has them (`dse.passes.spare_repair`), then correct every core
+    that has a stuck cell the chip cannot program around exactly."""
     faults = fault_map(state)
     data = state.need_data("fault_correct")
     layout = CellLayout.of(state.hw)
     graph = state.graph
-    cores = [n for n in graph.of_type(o.CoreOp) if not n.op.fixed and (faults[n.name] != OK).any()]
+    spare_count = state.hw.crossbar.spare_columns
+    cores = [n for n in graph.of_type(o.CoreOp) if (faults[n.name] != OK).any() and (spare_count or not n.op.fixed)]
     feeds = sorted({n.inputs[0] for n in cores})
     _, codes = run_integer(graph, data.calib_x[:CALIB_SAMPLES].numpy(), keep=feeds)
-    replaced = {n.name: _corrected(n.op, layout, faults[n.name], codes[n.inputs[0]]) for n in cores}
+    moments = {n.name: _moments(n.op, codes[n.inputs[0]]) for n in cores}
+    if spare_count:
+        graph = _with_ops(graph, _repaired(graph, state.hw, faults, cores, moments, layout))
+    cells = chip_fault_map(graph, state.hw, faults)
+    replaced = {n.name: _corrected(n.op, layout, cells[n.name], moments[n.name])
+                for n in graph.of_type(o.CoreOp) if n.name in moments and not n.op.fixed}
     state.graph = _with_ops(graph, replaced)
+
+
+def _repaired(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray], cores: list, moments: dict,
+              layout: CellLayout) -> dict[str, o.CoreOp]:
+    """The cores whose columns are moved onto spares, with their repairs recorded (`CoreQuant.spare_of`)."""
+    out = {}
+    for n in cores:
+        spares = faults[spare_key(n.name)][:, : hw.crossbar.spare_columns]  # a map may hold more: the first
+        spare_of = repair(n.op, layout, faults[n.name], spares, crossbar_of(n.op, hw), moments[n.name])
+        if spare_of is not None:
+            out[n.name] = dataclasses.replace(n.op, quant=dataclasses.replace(n.op.quant, spare_of=spare_of))
+    return out
 
 
 def _with_ops(graph: Graph, replaced: dict[str, o.CoreOp]) -> Graph:
@@ -66,7 +90,7 @@ def _moments(op: o.CoreOp, x: np.ndarray) -> np.ndarray:
     return torch.einsum("ngi,ngj->gij", rows, rows).numpy() / len(rows)
 
 
-def _corrected(op: o.CoreOp, layout: CellLayout, faults: np.ndarray, x: np.ndarray) -> o.CoreOp:
+def _corrected(op: o.CoreOp, layout: CellLayout, faults: np.ndarray, moments: np.ndarray) -> o.CoreOp:
     """`op` with its healthy weights and bias moved to take back its stuck cells' residual error."""
     q = op.quant
     w = np.asarray(q.weight_int, np.int64)
@@ -77,7 +101,6 @@ def _corrected(op: o.CoreOp, layout: CellLayout, faults: np.ndarray, x: np.ndarr
     healthy = ~(faults != OK).any(axis=(0, 1)).reshape(out_c, -1)
     if op.mask is not None:
         healthy &= op.mask.reshape(out_c, -1).astype(bool)
-    moments = _moments(op, x)
     per_group = out_c // op.groups
     w_new, bias = w.reshape(out_c, -1).copy(), np.asarray(q.bias_int, np.int64).copy()
     wmax = layout.wmax

@@ -11,6 +11,7 @@ instances stacked along the batch axis; read noise and converter noise are drawn
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
+from dse.sim import spares
 from dse.sim.float_exec import conv_core
 
 Tensor = torch.Tensor
@@ -151,25 +153,32 @@ def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | N
     cells = layout.slices * layout.columns
     if (layout.top + 1) ** cells > 2**20:
         return levels  # too many level combinations to search: plain slices
-    grid = np.stack(np.meshgrid(*[np.arange(layout.top + 1)] * cells, indexing="ij"), -1).reshape(-1, cells)
     flat_f = faults.reshape(cells, -1)
     flat_l = levels.reshape(cells, -1).copy()
     target = np.asarray(w_int, np.int64).ravel()
     hit = np.flatnonzero(flat_f.any(axis=0))
     patterns, which = np.unique(flat_f[:, hit].T, axis=0, return_inverse=True)
     for p, pattern in enumerate(patterns):
-        combos = np.where(pattern == LOW, 0, np.where(pattern == HIGH, layout.top, grid))
-        values = layout.weight(combos.T.reshape(layout.slices, layout.columns, -1).astype(np.float64))
-        order = np.lexsort((combos.sum(axis=1), values))
-        sorted_v = values[order]
+        values, combos = _reachable(layout, pattern.tobytes())
         idx = hit[which.ravel() == p]
-        pos = np.clip(np.searchsorted(sorted_v, target[idx]), 1, len(sorted_v) - 1)
-        left_better = np.abs(sorted_v[pos - 1] - target[idx]) <= np.abs(sorted_v[pos] - target[idx])
-        pick = np.where(left_better, pos - 1, pos)
-        # the first combination of the nearest value: fewest levels (lexsort's second key)
-        first = np.searchsorted(sorted_v, sorted_v[pick])
-        flat_l[:, idx] = combos[order[first]].T
+        pos = np.clip(np.searchsorted(values, target[idx]), 1, len(values) - 1)
+        left_better = np.abs(values[pos - 1] - target[idx]) <= np.abs(values[pos] - target[idx])
+        flat_l[:, idx] = combos[np.where(left_better, pos - 1, pos)].T
     return flat_l.reshape(levels.shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _reachable(layout: CellLayout, pattern: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The weights a weight's cells can store around the stuck ones of `pattern` (int8 per cell, slice-major),
+    ascending and distinct, and for each the levels (cells,) that store it with the fewest levels in all."""
+    cells = layout.slices * layout.columns
+    stuck = np.frombuffer(pattern, np.int8)
+    grid = np.stack(np.meshgrid(*[np.arange(layout.top + 1)] * cells, indexing="ij"), -1).reshape(-1, cells)
+    combos = np.where(stuck == LOW, 0, np.where(stuck == HIGH, layout.top, grid))
+    values = layout.weight(combos.T.reshape(layout.slices, layout.columns, -1).astype(np.float64))
+    order = np.lexsort((combos.sum(axis=1), values))
+    distinct, first = np.unique(values[order], return_index=True)  # the first of equals: fewest levels
+    return distinct, combos[order[first]]
 
 
 def drawn_weights(w_int: np.ndarray, layout: CellLayout, device: Device, rngs: list[np.random.Generator],
@@ -202,8 +211,10 @@ def draw_core(op: o.CoreOp, layout: CellLayout, device: Device, rngs: list[np.ra
 def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
                    fault_map: dict[str, np.ndarray] | None = None) -> Instances:
     """`count` chips drawn from `hw.device`, instance i from its own streams (seed, i, core): the same chip
-    whatever `count`. A `fault_map` fixes every instance's stuck cells (per core-op, `CellLayout.levels` shape)."""
+    whatever `count`. A `fault_map` fixes every instance's stuck cells (per core-op, `CellLayout.levels` shape;
+    a column a core has repaired onto a spare reads the spare's, `dse.sim.spares.chip_fault_map`)."""
     device, layout = hw.device, CellLayout.of(hw)
+    fault_map = None if fault_map is None else spares.chip_fault_map(graph, hw, fault_map)
     shapes = infer_shapes(graph)
     inst = Instances(count, device)
     for k, node in enumerate(graph.of_type(o.CoreOp)):
@@ -222,11 +233,12 @@ def draw_instances(graph: Graph, hw: HardwareSpec, count: int, seed: int,
 
 
 def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray], path: str) -> None:
-    """Refuse a fault map that does not hold exactly the compiled network's crossbars' cells, naming one."""
+    """Refuse a fault map that does not hold exactly the compiled network's crossbars' cells (and their spare
+    columns', `dse.sim.spares.check_spares`), naming one."""
     layout = CellLayout.of(hw)
     cores = {n.name: n.op for n in graph.of_type(o.CoreOp)}
     for name in faults:
-        if name not in cores:
+        if name not in cores and not name.startswith(spares.PREFIX):
             raise ConfigError(f"fault map {path}: crossbar {name!r} is not a core-op of the compiled network")
     for name, op in cores.items():
         want = (layout.slices, layout.columns, *op.weight.shape)
@@ -235,8 +247,10 @@ def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray
         if tuple(faults[name].shape) != want:
             raise ConfigError(f"fault map {path}: crossbar {name!r} has cells {tuple(faults[name].shape)}, the "
                               f"compiled network's has {want} (slices, columns, *weight shape)")
-        if not np.isin(faults[name], (OK, LOW, HIGH)).all():
-            raise ConfigError(f"fault map {path}: crossbar {name!r} holds values other than 0, 1, 2")
+    spares.check_spares(graph, hw, faults, path)
+    for name, cells in faults.items():
+        if not np.isin(cells, (OK, LOW, HIGH)).all():
+            raise ConfigError(f"fault map {path}: {name!r} holds values other than 0, 1, 2")
 
 
 def load_fault_map(path: str) -> dict[str, np.ndarray]:
@@ -248,11 +262,20 @@ def load_fault_map(path: str) -> dict[str, np.ndarray]:
 
 
 def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.ndarray]:
-    """The stuck cells of one chip drawn from `hw.device`'s stuck-at rates, per core-op."""
+    """The stuck cells of one chip drawn from `hw.device`'s stuck-at rates, per core-op, and of its crossbars'
+    spare columns (`dse.sim.spares`). Each spare column from a stream of its own: the core's cells and its
+    first k spares are the same whatever `hardware.crossbar.spare_columns`."""
     layout = CellLayout.of(hw)
-    return {n.name: draw_faults((layout.slices, layout.columns, *n.op.weight.shape), hw.device,
-                                [np.random.default_rng([seed, 0, k])])[0]
-            for k, n in enumerate(graph.of_type(o.CoreOp))}
+    out = {}
+    for k, n in enumerate(graph.of_type(o.CoreOp)):
+        out[n.name] = draw_faults((layout.slices, layout.columns, *n.op.weight.shape), hw.device,
+                                  [np.random.default_rng([seed, 0, k])])[0]
+        if hw.crossbar.spare_columns:
+            crossbars, count, *fan_in = spares.spare_shape(n.op, hw)
+            out[spares.spare_key(n.name)] = np.stack(
+                [draw_faults((crossbars, *fan_in), hw.device, [np.random.default_rng([seed, 1, k, j])])[0]
+                 for j in range(count)], axis=1)
+    return out
 
 
 # --- the simulators' rules for N instances at once (instances stacked along the batch axis) -----------------

@@ -1,12 +1,15 @@
 """`python -m dse.sim.fault_map`: write the stuck cells of one drawn chip, for `hardware.device.fault_map`.
 
     python -m dse.sim.fault_map RUN/compiled.npz faults.npz --stuck-low 0.005 --stuck-high 0.005 [--seed 0]
+        [--spare-columns K]
 
 RUN is a compile's run folder (its compiled.npz names the chip and holds the crossbars). The file holds one
 int8 array per core-op, named by it, of its cells (slices, columns, *weight shape): 0 working, 1 stuck at the
-lowest level, 2 stuck at the highest (`dse.sim.device_noise`). The crossbars depend on the network and the
-chip's crossbar, weights and strategy, not on tuning: the map serves every compile of that network and chip.
-Exit status 2 with one line on bad input.
+lowest level, 2 stuck at the highest (`dse.sim.device_noise`); on a chip with spare columns
+(`hardware.crossbar.spare_columns`, or `--spare-columns K` for a chip that has K), one more per core-op,
+`spare_columns/<core-op>`, of its crossbars' spare columns' cells (crossbars, K, *fan-in; `dse.sim.spares`).
+The crossbars depend on the network and the chip's crossbar, weights and strategy, not on tuning: the map
+serves every compile of that network and chip. Exit status 2 with one line on bad input.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from dse.ir.serialize import load_graph
 from dse.sim.device_noise import HIGH, LOW, draw_fault_map
 
 
-def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float, seed: int) -> dict[str, int]:
-    """Draw and save the map; returns the stuck cells by kind."""
+def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float, seed: int,
+                    spare_columns: int | None = None) -> dict[str, int]:
+    """Draw and save the map (for `spare_columns` spares per crossbar; None: the compiled chip's); returns the
+    stuck cells by kind."""
     try:
         graph, meta = load_graph(compiled)
     except (OSError, ValueError, KeyError) as e:
         raise DseError(f"{compiled}: not a compiled network ({e})") from None
     hw = HardwareSpec.from_dict(meta["report"]["hardware"])
     device = dataclasses.replace(hw.device, stuck_low=stuck_low, stuck_high=stuck_high, fault_map=None)
-    hw = dataclasses.replace(hw, device=device)
+    crossbar = hw.crossbar if spare_columns is None else dataclasses.replace(hw.crossbar, spare_columns=spare_columns)
+    hw = dataclasses.replace(hw, device=device, crossbar=crossbar)
     hw.validate()
     faults = draw_fault_map(graph, hw, seed)
     np.savez_compressed(out, **faults)
@@ -47,9 +53,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--stuck-low", type=float, default=0.005, help="fraction of cells stuck low (default 0.005)")
     parser.add_argument("--stuck-high", type=float, default=0.005, help="fraction of cells stuck high (default 0.005)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spare-columns", type=int, default=None,
+                        help="spare columns per crossbar of the chip the map is for (default: the compiled chip's)")
     args = parser.parse_args(argv)
     try:
-        counts = write_fault_map(args.compiled, args.out, args.stuck_low, args.stuck_high, args.seed)
+        counts = write_fault_map(args.compiled, args.out, args.stuck_low, args.stuck_high, args.seed,
+                                 args.spare_columns)
     except DseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

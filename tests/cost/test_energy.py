@@ -128,3 +128,30 @@ def test_a_chip_without_a_crossbar_size_has_no_cost() -> None:
     unbounded = dataclasses.replace(PIM_CHIP, crossbar=dataclasses.replace(PIM_CHIP.crossbar, rows=None, cols=None))
     with pytest.raises(ConfigError, match="a cost model needs hardware.crossbar.rows and cols"):
         network_cost(graph, unbounded, PIM, layer_resources(graph, unbounded))
+
+
+def test_spare_columns_add_their_cells_and_converters_area_and_nothing_else() -> None:
+    """Two 128x128 crossbars with 2 spare columns each: 2 x 128 x 2 cells more, and 130 columns need two ADCs of
+    128 (and their shift-and-add units); a repaired column is read in place of its own: energy and latency as
+    without spares."""
+    graph = two_dense()
+    base = pim_cost(graph)
+    spared_chip = dataclasses.replace(PIM_CHIP, crossbar=dataclasses.replace(PIM_CHIP.crossbar, spare_columns=2))
+    spared = pim_cost(graph, spared_chip)
+    area, base_area = spared.area_mm2(), base.area_mm2()
+    assert area["crossbar"] - base_area["crossbar"] == pytest.approx(2 * 128 * 2 * 0.001526e-6)
+    assert area["adc"] == pytest.approx(2 * base_area["adc"]) and area["shift_add"] == pytest.approx(
+        2 * base_area["shift_add"])
+    assert {k: v for k, v in area.items() if k not in ("crossbar", "adc", "shift_add", "total")} == {
+        k: v for k, v in base_area.items() if k not in ("crossbar", "adc", "shift_add", "total")}
+    assert area["total"] > base_area["total"]
+    assert spared.energy_pj() == base.energy_pj() and spared.latency_ns == base.latency_ns
+    one_adc = PimCost(columns_per_adc=130)  # converters that already serve the spares' columns: cells alone
+    assert pim_cost(graph, spared_chip, one_adc).area_mm2()["total"] - pim_cost(graph, coeffs=one_adc).area_mm2()[
+        "total"] == pytest.approx(2 * 128 * 2 * 0.001526e-6)
+    spiking, spiking_spared = (network_cost(two_dense(out_max=4), chip, SPIKING, layer_resources(
+        two_dense(out_max=4), chip), spiking_stats()).area_mm2()["cores"] for chip in (
+        SPIKING_CHIP, dataclasses.replace(SPIKING_CHIP, crossbar=dataclasses.replace(SPIKING_CHIP.crossbar,
+                                                                                      spare_columns=2))))
+    rows = SPIKING_CHIP.crossbar.rows
+    assert spiking_spared - spiking == pytest.approx(2 * rows * 2 * SPIKING.synapse_um2 * 1e-6)
