@@ -10,10 +10,10 @@ Prints one JSON line per N.
 `compare=noise_aware`: plain tuning against noise-aware tuning (`tuning.noise_aware`) on the same drawn chips
 (the same seed: every chip's random streams are the same for both networks). Compiles twice and prints one
 JSON line per tuning for the largest N (delta mean, std, 5th-percentile chip, per-chip deltas) and one with
-their ratio:
+their ratio. `tuning.seed=S` and `evaluate.seed=E` (the drawn chips) are the compile's overrides:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/device_montecarlo.py compare=noise_aware instances=20 \
-        [hardware=chip_b hardware.device.threshold_mismatch=0.1]
+        [hardware=chip_b hardware.device.threshold_mismatch=0.1] [tuning.seed=0] [evaluate.seed=0]
 """
 
 from __future__ import annotations
@@ -40,16 +40,17 @@ def timed(fn, repeats: int = 1):  # noqa: ANN001, ANN201
     return out, min(walls), min(cpus)
 
 
-def compare_noise_aware(prepared, hw, tuning, n: int) -> None:  # noqa: ANN001
-    """Plain and noise-aware tuning measured on the same `n` drawn chips."""
+def compare_noise_aware(prepared, hw, tuning, n: int, seed: int) -> None:  # noqa: ANN001
+    """Plain and noise-aware tuning measured on the same `n` drawn chips (`evaluate.seed` `seed`)."""
     x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
     means = {}
     for aware in (False, True):
         tuned = dataclasses.replace(tuning, noise_aware=aware)
         result, wall, cpu = timed(lambda t=tuned: compile(prepared, hw, tuning=t))
-        r = evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0))
+        r = evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, seed))
         means[aware] = r.accuracy_delta_pp_mean
-        print(json.dumps({"tuning": "noise_aware" if aware else "plain", "instances": n,
+        print(json.dumps({"tuning": "noise_aware" if aware else "plain", "instances": n, "tuning_seed": tuning.seed,
+                          "evaluate_seed": seed,
                           "delta_pp_mean": r.accuracy_delta_pp_mean, "delta_pp_std": r.accuracy_delta_pp_std,
                           "accuracy_p5": r.accuracy_p5, "delta_pp_p95": r.accuracy_delta_pp_p95,
                           "exact_chip_delta_pp": result.report.metrics.accuracy_delta_pp,
@@ -77,13 +78,14 @@ def main(args: list[str]) -> None:
     graph, data = load_model(cfg.model.name, cfg.model.dataset, test_samples=cfg.model.test_samples)
     prepared = prepare(graph, data, name=cfg.model.name)
     if compare:
-        compare_noise_aware(prepared, hw, tuning, max(counts))
+        compare_noise_aware(prepared, hw, tuning, max(counts), cfg.evaluate.seed)
         return
     result = compile(prepared, hw, tuning=tuning)
     x, y, original = prepared.test_x, prepared.test_y, prepared.original_test_logits
     _, wall1, cpu1 = timed(lambda: evaluate_chip(prepared.exact, result.graph, hw, x), repeats=3)
     for n in counts:
-        r, wall, cpu = timed(lambda n=n: evaluate_instances(result.graph, hw, x, original, y, MonteCarlo(n, 0)),
+        r, wall, cpu = timed(lambda n=n: evaluate_instances(result.graph, hw, x, original, y,
+                                                            MonteCarlo(n, cfg.evaluate.seed)),
                              repeats=3)
         print(json.dumps({"instances": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                           "one_evaluation_wall_s": round(wall1, 3), "one_evaluation_cpu_s": round(cpu1, 3),
