@@ -141,3 +141,37 @@ def test_core_assignment_gives_the_counted_crossbars(chip, in_c, out_c, k, size,
     # a crossbar holds at most its logical columns of neurons: channels when it serves every position in turn
     neurons = owner[:, 0, 0] if chip.mapping.reuse == "time_multiplexed" else owner.ravel()
     assert np.bincount(neurons).max() <= chip.logical_cols
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_cores_reads_are_the_inputs_its_outputs_depend_on(seed: int) -> None:
+    """`_reads` (a transposed product) against autograd: an input is read by a core when the sum of that core's
+    outputs has a gradient through a live synapse there. Convolutions with groups, strides, asymmetric padding
+    and masks, dense cores, random ownership."""
+    import torch
+
+    from dse.cost.placement import _reads
+    from dse.sim.float_exec import conv_core
+
+    rng = np.random.default_rng(seed)
+    groups = int(rng.choice([1, 2]))
+    c_in, out_c = 2 * groups * int(rng.integers(1, 3)), 2 * groups * int(rng.integers(1, 3))
+    dense = seed % 3 == 2
+    k = (1, 1) if dense else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    weight = rng.normal(size=(out_c, c_in // groups, *k)).astype(np.float32)
+    mask = rng.random(weight.shape) < 0.6
+    stride = (1, 1) if dense else (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    padding = (0, 0, 0, 0) if dense else tuple(int(p) for p in rng.integers(0, 2, size=4))
+    op = o.CoreOp(weight * mask, np.zeros(out_c, np.float32), stride=stride, padding=padding, groups=groups,
+                  mask=mask.astype(np.float32), dense=dense)
+    in_shape = (c_in,) if dense else (c_in, 7, 6)
+    x = torch.zeros((1, *in_shape))
+    out_shape = tuple(conv_core(x, torch.as_tensor(mask, dtype=torch.float32), None, op).shape[1:])
+    owner = rng.integers(0, 4, size=out_shape)
+    cores = np.arange(4)
+
+    x = torch.zeros((4, *in_shape), requires_grad=True)
+    ind = torch.as_tensor(owner[None] == cores.reshape(-1, *([1] * owner.ndim)), dtype=torch.float32)
+    (conv_core(x, torch.as_tensor(mask, dtype=torch.float32), None, op) * ind).sum().backward()
+    expected = (x.grad > 0).reshape(4, -1).numpy()
+    np.testing.assert_array_equal(_reads(op, in_shape, owner, cores), expected)
