@@ -137,7 +137,9 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
         owner = core_assignment(node.op, shapes[lr.name], hw)
         per_chunk = max(1, _READ_FLOATS // len(src))
         for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / per_chunk)):
-            sent = sp.csr_matrix(_reads(node.op, shapes[node.inputs[0]], owner, chunk).astype(np.float64)) @ onehot
+            reads = _reads(node.op, shapes[node.inputs[0]], owner, chunk)
+            core, value = np.nonzero(reads)  # row-major: the sparse matrix a dense one would give, built directly
+            sent = sp.csr_matrix((np.ones(len(core)), (core, value)), shape=reads.shape) @ onehot
             coo = sent.tocoo()
             rows.append(coo.col)
             cols.append(coo.row + offsets[lr.name] + chunk[0])
