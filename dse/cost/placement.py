@@ -99,7 +99,7 @@ def _transposed(ind: Tensor, w: Tensor, op: o.CoreOp, in_shape: tuple[int, ...])
     position's sum over the outputs reading it. The convolution pads its input (top, left, bottom, right); the
     transpose fills the padded input (its last rows and columns past the last window get nothing) and the
     padding is cut off."""
-    c, h, wd = in_shape
+    _, h, wd = in_shape
     top, left, bottom, right = op.padding
     y = F.conv_transpose2d(ind, w, stride=op.stride, groups=op.groups)
     y = F.pad(y, (0, wd + left + right - y.shape[3], 0, h + top + bottom - y.shape[2]))

@@ -34,7 +34,7 @@ class CompileData:
     test_x: Any  # test samples (M, *input shape), float32: an array or Samples, read in slices
     test_y: np.ndarray | None  # test labels; None: no labels (agreement and logit error only)
     original_logits: np.ndarray  # the original network's logits on test_x (M, classes)
-    teachers: Teachers | None = None  # the exact network's values, kept between compiles (None: computed here)
+    teachers: Teachers  # the exact network's values, kept between compiles (`dse.sim.teachers`)
 
 
 @dataclass

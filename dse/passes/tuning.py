@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dse.passes.registry import register_step
 from dse.passes.state import CompileState
-from dse.sim.float_exec import LazyForward
 from dse.tune import tune_graph
 
 
@@ -15,10 +14,8 @@ def tune(state: CompileState) -> None:
     teacher's activations are computed block by block as tuning reaches them: all of them at once do not fit
     for an ImageNet-size network (those of a small one are kept for the next compile: `dse.sim.teachers`)."""
     data = state.need_data("tune")
-    teacher = (data.teachers.calibration(state.exact) if data.teachers is not None
-               else LazyForward(state.exact, data.calib_x))
     state.graph = tune_graph(
-        state.graph, state.hw, data.calib_x, teacher, state.tuning,
+        state.graph, state.hw, data.calib_x, data.teachers.calibration(state.exact), state.tuning,
         value_range=data.value_range, reports=state.blocks, progress=state.progress,
         chunk_floats=state.chunk_floats,
     )

@@ -24,7 +24,7 @@ def evaluate(state: CompileState) -> None:
     in batches of `state.eval_batch` test samples. Compiled outputs holding NaN or Inf are a NonFiniteError,
     never metrics (the original's were checked by `prepare`)."""
     data = state.need_data("evaluate")
-    teacher = data.teachers.test(state.exact, len(data.test_x)) if data.teachers is not None else None
+    teacher = data.teachers.test(state.exact, len(data.test_x))  # None: not kept, computed here
     state.evaluation = evaluate_chip(state.exact, state.graph, state.hw, data.test_x, seed=state.tuning.seed,
                                      batch_size=state.eval_batch, teacher=teacher)
     # the original's outputs were checked once, by `prepare`, which made them

@@ -44,6 +44,7 @@ class Teachers:
         self._calib: dict[str, Tensor] = {}
         self._forward: LazyForward | None = None
         self._test: dict[tuple[int, int], dict[str, Tensor]] = {}
+        self._per_sample: int | None = None  # the exact graph's core values per sample
 
     def __getstate__(self) -> dict:
         return {"exact": self.exact, "calib_x": self.calib_x, "max_floats": self.max_floats}
@@ -52,13 +53,18 @@ class Teachers:
         self.__dict__.update(state)
         self._reset()
 
-    def _core_floats(self, graph: Graph, samples: int) -> int:
-        shapes = infer_shapes(graph)
-        return samples * sum(int(np.prod(shapes[n.name])) for n in graph.of_type(o.CoreOp))
+    def _kept(self, graph: Graph, samples: int) -> bool:
+        """Whether `graph`'s core values on `samples` samples are kept: it is the exact graph, and they fit."""
+        if graph is not self.exact:
+            return False
+        if self._per_sample is None:
+            shapes = infer_shapes(graph)
+            self._per_sample = sum(int(np.prod(shapes[n.name])) for n in graph.of_type(o.CoreOp))
+        return samples * self._per_sample <= self.max_floats
 
     def calibration(self, graph: Graph) -> Callable[[str], Tensor]:
         """`teacher(name)`: core `name`'s value on the calibration data (`dse.tune.tune_graph`'s teacher)."""
-        if graph is not self.exact or self._core_floats(graph, len(self.calib_x)) > self.max_floats:
+        if not self._kept(graph, len(self.calib_x)):
             return LazyForward(graph, self.calib_x)
         if self._forward is None:
             self._forward = LazyForward(graph, self.calib_x)
@@ -70,14 +76,13 @@ class Teachers:
 
         return teacher
 
-    def test(self, graph: Graph, n_samples: int) -> Callable[[np.ndarray, int, list[str]], dict[str, Tensor]]:
+    def test(self, graph: Graph, n_samples: int) -> Callable[[np.ndarray, int, list[str]], dict[str, Tensor]] | None:
         """`values(xb, start, names)`: the cores `names`' values on the test batch `xb` that starts at sample
-        `start` (`dse.sim.evaluate.evaluate_chip`'s teacher)."""
-        keep = graph is self.exact and self._core_floats(graph, n_samples) <= self.max_floats
+        `start` (`dse.sim.evaluate.evaluate_chip`'s teacher); None where they are not kept (it computes them)."""
+        if not self._kept(graph, n_samples):
+            return None
 
         def values(xb: np.ndarray, start: int, names: list[str]) -> dict[str, Tensor]:
-            if not keep:
-                return run_float(graph, xb, keep=names)
             key = (start, len(xb))
             if key not in self._test:
                 self._test[key] = run_float(graph, xb, keep=[n.name for n in graph.of_type(o.CoreOp)])
