@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dse.compile import compile, load_model, prepare
+from dse.cost.resources import crossbar_of
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
@@ -17,7 +18,7 @@ from dse.ir.ops import CoreOp
 from dse.ir.serialize import load_graph, save_graph
 from dse.sim.device_noise import draw_fault_map
 from dse.sim.montecarlo import MonteCarlo
-from dse.sim.spares import PREFIX, crossbar_of
+from dse.sim.spares import PREFIX
 from dse.tune import TuneOptions
 
 CHIP = HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))

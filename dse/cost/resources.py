@@ -216,13 +216,23 @@ def _tiled(sets_of: np.ndarray, tile: tuple[int, int], out_hw: tuple[int, int]) 
     return sets_of[:, None, None] * (math.ceil(ho / th) * math.ceil(wo / tw)) + tile_of[None]
 
 
+def crossbar_of(op: o.CoreOp, hw: HardwareSpec) -> np.ndarray:
+    """The crossbar (0 .. of `channel_crossbars`) holding each output channel, (O,)."""
+    return _crossbar_index(channel_crossbars(op, hw), op.out_channels)
+
+
+def _crossbar_index(groups: list[np.ndarray], out_channels: int) -> np.ndarray:
+    out = np.empty(out_channels, dtype=np.int64)
+    for i, members in enumerate(groups):
+        out[members] = i
+    return out
+
+
 def core_assignment(op: o.CoreOp, out_shape: tuple[int, ...], hw: HardwareSpec) -> np.ndarray:
     """The crossbar (0 .. crossbars-1 of the layer, as `layer_resources` counts them) that computes each output
     of `op`, shaped as its per-sample output: which core sends each value, and which core reads it."""
     groups = channel_crossbars(op, hw)
-    by_channel = np.empty(op.out_channels, dtype=np.int64)
-    for i, members in enumerate(groups):
-        by_channel[members] = i
+    by_channel = _crossbar_index(groups, op.out_channels)
     if op.dense:
         return by_channel
     out_hw = (int(out_shape[1]), int(out_shape[2]))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dse.cost.resources import crossbar_of
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
@@ -28,7 +29,7 @@ from dse.passes.state import CompileState
 from dse.passes.verify import fault_map
 from dse.sim.device_noise import OK, CellLayout, program_levels
 from dse.sim.integer import run_integer
-from dse.sim.spares import chip_fault_map, crossbar_of, spare_key
+from dse.sim.spares import chip_fault_map, spare_key
 from dse.tune.scales import weight_in_scale
 
 CALIB_SAMPLES = 512  # calibration samples whose core inputs give each core's input moments

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dse.cost.resources import channel_crossbars
+from dse.cost.resources import crossbar_of
 from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -28,14 +28,6 @@ PREFIX = "spare_columns/"  # a fault map's key of a core's spare cells: PREFIX +
 
 def spare_key(core: str) -> str:
     return PREFIX + core
-
-
-def crossbar_of(op: o.CoreOp, hw: HardwareSpec) -> np.ndarray:
-    """The crossbar (0 .. crossbars-1 of the core) holding each output channel, (O,)."""
-    out = np.empty(op.out_channels, dtype=np.int64)
-    for i, members in enumerate(channel_crossbars(op, hw)):
-        out[members] = i
-    return out
 
 
 def spare_shape(op: o.CoreOp, hw: HardwareSpec) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_device import conv_graph, dense_graph
 
+from dse.cost.resources import crossbar_of
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
@@ -20,7 +21,7 @@ from dse.sim.device_noise import HIGH, LOW, CellLayout, check_fault_map, draw_fa
 from dse.sim.fault_map import main as fault_map_main
 from dse.sim.integer import run_integer
 from dse.sim.montecarlo import run_instances
-from dse.sim.spares import crossbar_of, spare_key
+from dse.sim.spares import spare_key
 
 
 def chip(spares: int, device: Device | None = None) -> HardwareSpec:
