@@ -1,22 +1,24 @@
-"""Throughput of the sweep on 1 and 2 Ray workers and on a two-node local Ray cluster, and the wall time of the
-default sweep split into its fixed costs and its trials; JSON on stdout.
+"""Throughput of the sweep on 1 and 2 workers (the default runner, forked worker processes, and Ray) and on a
+two-node local Ray cluster, and the wall time of the default sweep split into its fixed costs and its trials;
+JSON on stdout.
 
-    python -m bench.sweep_scaling                 # every part (about 6 minutes on 2 idle cores)
+    python -m bench.sweep_scaling                 # every part (about 8 minutes on 2 idle cores)
     python -m bench.sweep_scaling --no-default    # the scaling parts only
     python -m bench.sweep_scaling --no-scaling --no-cluster   # the default sweep only
 
 (from the repository root: as a module, so that this checkout, first on sys.path, is what Ray workers import)
 
-Scaling: the same 8-trial sweep (lenet_mnist on chip_a, weight and I/O bits) runs on a fresh local Ray
-instance of 1 CPU, then of 2; throughput is trials per second from the first trial submitted to the last
-result (so it counts the workers' start and their one fetch of the prepared network, not Ray's own start).
+Scaling: the same 8-trial sweep (lenet_mnist on chip_a, weight and I/O bits) runs on 1 worker, then on 2, on
+each runner: `pool` (worker processes forked from the driver) and `ray` (a fresh local Ray instance of that
+many CPUs). Throughput is trials per second from the first trial submitted to the last result (so it counts
+the workers' start and their first fetch of the prepared network, not Ray's own start).
 Cluster: the same sweep on two Ray nodes of 1 CPU each, started on this machine with `ray start` (a head and a
-worker node) and joined through `runner.address`; its throughput against the 1-worker run's.
-Default sweep: `python -m dse.sweep hardware=chip_a strategy=split` as a user runs it, timed from outside;
-its fixed costs (`fixed_seconds`: everything but the trials) are the process start and imports
-(`process_seconds`: the wall time the sweep itself did not measure) and the sweep's own `setup` (config, data,
-study), `start` (Ray), `prepare`, `close` (Ray's shutdown) and `outputs` (tables and figures), from the
-`sweep seconds` line it logs.
+worker node) and joined through `runner.address`; its throughput against the 1-worker Ray run's.
+Default sweep: `python -m dse.sweep hardware=chip_a strategy=split` as a user runs it (its default runner,
+`pool`), timed from outside; its fixed costs (`fixed_seconds`: everything but the trials) are the process
+start and imports (`process_seconds`: the wall time the sweep itself did not measure) and the sweep's own
+`setup` (config, data, study), `start` (Ray's, 0 on the pool), `prepare`, `close` (Ray's shutdown, the
+workers' end) and `outputs` (tables and figures), from the `sweep seconds` line it logs.
 Other load on the machine slows every part: the JSON records the load average before and after.
 """
 
@@ -45,18 +47,21 @@ SCALING_SWEEP = ["hardware=chip_a", "strategy=split", "search=custom", "hardware
                  "hardware.io.input_bits=4,8", "progress=false"]
 
 
-def scaling(name: str, folder: Path, *, workers: int | None = None, address: str | None = None) -> dict:
+def scaling(name: str, folder: Path, *, runner: str = "ray", workers: int | None = None,
+            address: str | None = None) -> dict:
     from dse.config import compose_config, split_sweeps
+    from dse.explore.pool_executor import PoolExecutor
     from dse.explore.ray_executor import RayExecutor
     from dse.explore.runner import run_study
 
     cmd = split_sweeps(SCALING_SWEEP)
     cfg = compose_config("sweep", cmd.overrides)
+    executor = PoolExecutor(workers=workers) if runner == "pool" else RayExecutor(num_cpus=workers, address=address)
     start = time.perf_counter()
-    result = run_study(cfg, folder / name, cli_sweeps=cmd.sweeps, pinned=cmd.pinned,
-                       executor=RayExecutor(num_cpus=workers, address=address))
+    result = run_study(cfg, folder / name, cli_sweeps=cmd.sweeps, pinned=cmd.pinned, executor=executor)
     trials = result.trials
     return {
+        "runner": runner,
         "workers": workers or 2,
         "trials": len(trials),
         "failed": int((trials.state == "fail").sum()),
@@ -83,7 +88,7 @@ def default_sweep(folder: Path) -> dict:
     timings = ast.literal_eval(line.split("sweep seconds: ", 1)[1])
     process = wall - sum(timings.values())
     return {
-        "command": "python -m dse.sweep hardware=chip_a strategy=split",
+        "command": "python -m dse.sweep hardware=chip_a strategy=split (runner=pool)",
         "wall_seconds": round(wall, 1),
         "trials": len(trials),
         "failed": int((trials.state == "fail").sum()),
@@ -190,18 +195,21 @@ def main() -> None:
     out: dict = {"cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="sweep_scaling_") as tmp:
         folder = Path(tmp)
-        one = None
+        ray_one = None
         if not args.no_scaling:
-            one, two = scaling("workers_1", folder, workers=1), scaling("workers_2", folder, workers=2)
-            out["scaling"] = {
-                "sweep": " ".join(SCALING_SWEEP),
-                "one_worker": one,
-                "two_workers": two,
-                "speedup": round(two["throughput_trials_per_s"] / one["throughput_trials_per_s"], 3),
-                "same_results": one["accuracy_delta_pp"] == two["accuracy_delta_pp"],
-            }
+            out["scaling"] = {"sweep": " ".join(SCALING_SWEEP)}
+            for runner in ("pool", "ray"):
+                one = scaling(f"{runner}_1", folder, runner=runner, workers=1)
+                two = scaling(f"{runner}_2", folder, runner=runner, workers=2)
+                out["scaling"][runner] = {
+                    "one_worker": one,
+                    "two_workers": two,
+                    "speedup": round(two["throughput_trials_per_s"] / one["throughput_trials_per_s"], 3),
+                    "same_results": one["accuracy_delta_pp"] == two["accuracy_delta_pp"],
+                }
+                ray_one = one
         if not args.no_cluster:
-            out["two_node_cluster"] = two_node_cluster(folder, one)
+            out["two_node_cluster"] = two_node_cluster(folder, ray_one)
         if not args.no_default:
             out["default_sweep"] = default_sweep(folder)
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

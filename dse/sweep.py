@@ -36,8 +36,10 @@ Study:                  {study}
                         (the same study.name resumes the newest run folder of the same configuration;
                         study.resume=false starts a new one; study.objectives=[accuracy_delta_pp,crossbars])
 Runner:                 {runner}
-                        (runner=ray: a local Ray instance sized to the machine, or runner.address=HOST:PORT;
-                        runner=local: one trial after the other in this process)
+                        (runner=pool, the default: worker processes forked on this machine, one per CPU
+                        or runner.max_concurrent; runner=ray: a local Ray instance sized to the machine, or
+                        runner=ray runner.address=HOST:PORT; runner=local: one trial after the other in this
+                        process)
 Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the machine's)
 Neuron models:          hardware.neuron.model={neurons}
 {options}

@@ -23,7 +23,9 @@ from dse.sim.montecarlo import MonteCarlo
 from dse.tune.options import TuneOptions
 
 Sampler = Literal["grid", "nsga2"]  # grid: every point of the space; nsga2: multi-objective search (NSGA-II)
-RunnerKind = Literal["ray", "local"]  # ray: trials as Ray tasks; local: one after the other in this process
+# pool: worker processes forked on this machine; ray: Ray tasks (a local instance or a cluster); local: one
+# trial after the other in this process
+RunnerKind = Literal["pool", "ray", "local"]
 # a figure's other swept parameters: held at the preset's value, or the best y over them
 FigureOthers = Literal["reference", "best"]
 
@@ -157,10 +159,12 @@ class StudyConfig:
 
 @dataclass
 class RunnerConfig:
-    kind: RunnerKind = "ray"
-    address: str | None = None  # join this Ray cluster ("host:port" or "auto"); None = start a local instance
-    num_cpus: int | None = None  # CPUs of the local Ray instance; None = the machine's
-    max_concurrent: int | None = None  # trials in flight at once; None = one per CPU of the cluster
+    kind: RunnerKind = "pool"
+    address: str | None = None  # runner=ray: join this Ray cluster ("host:port" or "auto"); None = a local instance
+    num_cpus: int | None = None  # runner=ray: CPUs of the local Ray instance; None = the machine's
+    # runner=pool or ray: trials in flight at once; None = one per CPU (this process's for pool, the cluster's for
+    # ray)
+    max_concurrent: int | None = None
     torch_threads: int = 1  # per trial: two trials on two cores must not fight over them
     # wall seconds one trial may compile; a trial past it is stopped and recorded as failed with reason
     # "timeout", an infrastructure failure: it runs again when the sweep is resumed (raise the limit first).

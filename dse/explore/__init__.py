@@ -2,10 +2,11 @@
 hardware preset, compile the network for every point, write the error-versus-resource trade-off.
 
 Its configuration (schemas, presets, the command line's sweeps) is `dse.config`, below it. Modules, one job
-each: `space` (search space), `trial` (one compile on a worker), `executors` / `ray_executor` (where trials
-run), `study` (Optuna ask/tell driver, resume), `rundir` (run folder, resume rule, lock), `records` (trials
-table), `pareto` (Pareto set, sensitivity data), `plots` (figures), `latex` (Pareto table), `outputs` (writes
-them), `runner` (`run_study`, the front door). Only `ray_executor` imports Ray.
+each: `space` (search space), `trial` (one compile on a worker), `executors` / `pool_executor` /
+`ray_executor` (where trials run), `study` (Optuna ask/tell driver, resume), `rundir` (run folder, resume
+rule, lock), `records` (trials table), `pareto` (Pareto set, sensitivity data), `plots` (figures), `latex`
+(Pareto table), `outputs` (writes them), `runner` (`run_study`, the front door). Only `ray_executor` imports
+Ray.
 """
 
 from typing import Any

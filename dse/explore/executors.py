@@ -1,7 +1,8 @@
 """Where trials run. The study driver keeps up to `capacity` trials in flight and collects them as they end.
 
-`LocalExecutor` runs them one after the other in this process; `RayExecutor` (dse.explore.ray_executor, the
-only module that imports Ray) runs them as Ray tasks.
+`LocalExecutor` runs them one after the other in this process; `PoolExecutor` (dse.explore.pool_executor, the
+default) in worker processes forked from this one; `RayExecutor` (dse.explore.ray_executor, the only module
+that imports Ray) as Ray tasks.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class LocalExecutor:
     def check(self) -> None:
         if self.trial_timeout_s is not None and not on_main_thread():
             raise ConfigError("runner.trial_timeout_s needs runner=local's sweep on the main thread (its timer is a "
-                              "signal); use runner=ray or no timeout")
+                              "signal); use runner=pool or no timeout")
 
     def start(self) -> None:
         pass

@@ -305,22 +305,31 @@ def with_cost_panel(y: tuple[str, ...], known: Sequence[str]) -> tuple[str, ...]
     return (*y, "energy_pj")
 
 
+# the runner settings only some runners read: any other refuses them rather than ignore them
+RUNNER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "address": ("ray",), "num_cpus": ("ray",), "max_concurrent": ("ray", "pool"),
+}
+
+
 def executor_from(runner: DictConfig) -> Executor:
     check_choice("runner.kind", runner.kind, RunnerKind)
-    if runner.torch_threads is not None and runner.torch_threads < 1:
-        raise ConfigError(f"runner.torch_threads must be >= 1 (got {runner.torch_threads})")
+    for name, kinds in RUNNER_SETTINGS.items():
+        if runner[name] is not None and runner.kind not in kinds:
+            raise ConfigError(f"runner.{name} needs runner={' or runner='.join(kinds)} (this is runner={runner.kind})")
+    for name in ("torch_threads", "num_cpus", "max_concurrent"):
+        if runner[name] is not None and runner[name] < 1:
+            raise ConfigError(f"runner.{name} must be >= 1 (got {runner[name]})")
     timeout = runner.trial_timeout_s
     if timeout is not None and not (0 < timeout < math.inf):
         raise ConfigError(f"runner.trial_timeout_s must be a positive number of seconds, or null for none "
                           f"(got {timeout})")
     if runner.kind == "local":
-        if runner.address is not None:
-            raise ConfigError("runner.address needs runner=ray")
         return LocalExecutor(torch_threads=runner.torch_threads, trial_timeout_s=timeout)
-    if runner.num_cpus is not None and runner.num_cpus < 1:
-        raise ConfigError(f"runner.num_cpus must be >= 1 (got {runner.num_cpus})")
-    if runner.max_concurrent is not None and runner.max_concurrent < 1:
-        raise ConfigError(f"runner.max_concurrent must be >= 1 (got {runner.max_concurrent})")
+    if runner.kind == "pool":
+        from dse.explore.pool_executor import PoolExecutor
+
+        return PoolExecutor(workers=runner.max_concurrent, torch_threads=runner.torch_threads,
+                            trial_timeout_s=timeout)
     from dse.explore.ray_executor import RayExecutor  # only this path needs Ray
 
     return RayExecutor(address=runner.address, num_cpus=runner.num_cpus, max_concurrent=runner.max_concurrent,

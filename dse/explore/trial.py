@@ -109,6 +109,13 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def infrastructure_failure(spec: TrialSpec, message: str, retry: bool = True) -> TrialOutcome:
+    """A trial that returned no result for a reason outside it (its worker died, it ran past the runner's
+    timeout): a failure that runs again on resume (`retry`)."""
+    return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message}, message,
+                        retry=retry)
+
+
 def _failed(spec: TrialSpec, message: str, start: float) -> TrialOutcome:
     record = {"legal": False, "state": "fail", "error_message": message,
               "compile_seconds": time.perf_counter() - start}
@@ -141,7 +148,6 @@ def run_trial_threads(prepared: Prepared, spec: TrialSpec, threads: int | None,
     except TrialTimeout:
         message = f"timeout: the trial ran past runner.trial_timeout_s={timeout_s:g} s"
         log.warning("trial %d (%s): %s", spec.number, spec.params, message)
-        return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message},
-                            message, retry=True)
+        return infrastructure_failure(spec, message)
     finally:
         torch.set_num_threads(before)

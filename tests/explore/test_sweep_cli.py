@@ -116,7 +116,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_the_study_alone(sweep, capsys, 
 def test_help_lists_the_groups(capsys):
     assert cli(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "study=grid|pareto" in out and "runner=local|ray" in out
+    assert "study=grid|pareto" in out and "runner=local|pool|ray" in out
     # read from dse/conf/, so every embedded model is listed (the hand-written list had four of eight)
     assert "mobilenet_mnist" in out and "conv1d_mnist" in out and "experiment=adc_dac_bits|adc_energy_range|" in out
     assert "hardware.neuron.model=relu|if|lif|if_floor" in out and "--verbose" in out and "DSE_LOG" in out

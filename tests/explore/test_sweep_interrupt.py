@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 # full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two;
-# 12 trials, so that two Ray workers cannot finish them all between the first result and the signal
+# 12 trials, so that two workers cannot finish them all between the first result and the signal
 SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "search=custom",
          "hardware.weights.bits=2,3,4,5,6,8", "hardware.crossbar.rows=32,64"]
 TRIALS = 12
@@ -34,7 +34,8 @@ def complete(db: Path) -> int:
         return 0
 
 
-@pytest.mark.parametrize("runner", ["runner=local", pytest.param("runner.num_cpus=2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("runner", ["runner=local", "runner=pool",
+                                    pytest.param("runner=ray", marks=pytest.mark.slow)])
 def test_ctrl_c_halfway_writes_the_finished_trials_tables_and_figures(tmp_path, runner):
     run_dir = tmp_path / "run"
     cmd = [*SWEEP, runner, f"hydra.run.dir={run_dir}"]

@@ -42,18 +42,47 @@ def finished(db: Path) -> dict[int, tuple[str, str]]:
     return {n: (s, t) for n, s, t in rows}
 
 
-def test_sigkill_halfway_then_the_same_command_finishes_the_set(tmp_path):
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc/*/stat: its fourth field is the parent's pid)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended
+
+
+@pytest.mark.parametrize("runner", [["runner=pool"], ["runner=ray", "runner.num_cpus=2"]])
+def test_sigkill_halfway_then_the_same_command_finishes_the_set(tmp_path, runner):
     run_dir = tmp_path / "run"
     # full tuning steps: trials long enough (a second or more) to kill the sweep between them
-    cmd = sweep_command("model=mlp_digits", "progress=false", *GRID, "runner.num_cpus=2", f"hydra.run.dir={run_dir}")
+    cmd = sweep_command("model=mlp_digits", "progress=false", *GRID, *runner, f"hydra.run.dir={run_dir}")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while len(finished(run_dir / "study.db")) < 4:
         assert proc.poll() is None, proc.stdout.read().decode()
         assert time.monotonic() < deadline, "the sweep made no progress"
         time.sleep(0.2)
+    pool = runner == ["runner=pool"]
+    workers = children_of(proc.pid) if pool else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert workers or not pool, "the pool's workers were not found"
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers):  # the pool's workers die with their driver: no orphan goes on
+        assert time.monotonic() < deadline, f"workers {workers} outlived the killed sweep"
+        time.sleep(0.1)
     before = finished(run_dir / "study.db")
     assert 4 <= len(before) < 12, "killed too late to test anything"
 

@@ -1,5 +1,5 @@
 """`runner.trial_timeout_s`: a trial past it is stopped, recorded as failed with reason "timeout" and, as an
-infrastructure failure, run again when the sweep is resumed; on both runners, with real compiles."""
+infrastructure failure, run again when the sweep is resumed; on every runner, with real compiles."""
 
 from __future__ import annotations
 
@@ -47,6 +47,14 @@ def test_a_trial_past_the_timeout_is_stopped_and_runs_again_on_resume_ray(ray_se
 
     first = sweep(tmp_path, RayExecutor(max_concurrent=2, trial_timeout_s=TOO_SHORT_S))
     again = sweep(tmp_path, RayExecutor(max_concurrent=2, trial_timeout_s=ENOUGH_S))
+    check_timed_out_then_resumed(first, again)
+
+
+def test_a_trial_past_the_timeout_is_stopped_and_runs_again_on_resume_pool(tmp_path):
+    from dse.explore.pool_executor import PoolExecutor
+
+    first = sweep(tmp_path, PoolExecutor(workers=2, trial_timeout_s=TOO_SHORT_S))
+    again = sweep(tmp_path, PoolExecutor(workers=2, trial_timeout_s=ENOUGH_S))
     check_timed_out_then_resumed(first, again)
 
 

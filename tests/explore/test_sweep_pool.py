@@ -1,0 +1,74 @@
+"""runner=pool: trials in forked worker processes give the in-process runner's results bit for bit; a worker
+that dies loses only its own trial, which runs again on resume; settings a runner does not read are refused."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from sweep_helpers import FAST
+from test_sweep_ray import METRIC_COLUMNS, by_point, sweep
+
+from dse.config import compose_config
+from dse.errors import ConfigError
+from dse.explore.executors import LocalExecutor
+from dse.explore.pool_executor import PoolExecutor, _pool_trial
+from dse.explore.runner import executor_from
+
+
+def test_pool_matches_local_bit_for_bit(tmp_path):
+    pool = sweep(tmp_path, "pool", PoolExecutor(workers=2))
+    local = sweep(tmp_path, "local", LocalExecutor())
+    assert len(pool.trials) == 4 and set(pool.trials.state) == {"complete"}
+    pd.testing.assert_frame_equal(by_point(pool.trials)[METRIC_COLUMNS], by_point(local.trials)[METRIC_COLUMNS],
+                                  check_exact=True)
+    assert pool.timings["start"] < 0.5 and pool.timings["close"] < 0.5  # nothing to start or stop
+
+
+def test_a_trial_whose_worker_dies_runs_again_on_resume_and_the_others_complete(tmp_path):
+    parent = os.getpid()
+
+    def dies_on_trial_1(spec, threads, timeout_s):
+        assert os.getpid() != parent  # a forked worker, not the driver
+        if spec.number == 1:
+            os._exit(1)  # the worker dies under the trial, as when it is killed or runs out of memory
+        return _pool_trial(spec, threads, timeout_s)
+
+    class DyingWorker(PoolExecutor):
+        task = staticmethod(dies_on_trial_1)
+
+    first = sweep(tmp_path, "run", DyingWorker(workers=2))
+    assert first.stats.retry == 1 and first.stats.ran == 4  # a new worker took over: the other three ran
+    states = first.trials.set_index("trial").state
+    assert states[1] == "fail" and (states.drop(1) == "complete").all()
+    lost = first.trials.set_index("trial").loc[1]
+    assert lost.error_message == "its worker process died (exit code 1) (runs again on resume)", lost.error_message
+
+    again = sweep(tmp_path, "run", PoolExecutor(workers=2))
+    assert again.stats.resumed == 1 and again.stats.ran == 1 and again.stats.kept == 3
+    local = sweep(tmp_path, "local", LocalExecutor())
+    pd.testing.assert_frame_equal(by_point(again.trials)[METRIC_COLUMNS], by_point(local.trials)[METRIC_COLUMNS],
+                                  check_exact=True)
+
+
+def test_the_sweep_runs_on_the_pool_by_default_one_worker_per_cpu():
+    executor = executor_from(compose_config("sweep", FAST).runner)
+    assert isinstance(executor, PoolExecutor)
+    assert executor.capacity == len(os.sched_getaffinity(0))
+    assert executor_from(compose_config("sweep", ["runner.max_concurrent=3"]).runner).capacity == 3
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["runner.address=localhost:6379"], "runner.address needs runner=ray (this is runner=pool)"),
+    (["runner.num_cpus=2"], "runner.num_cpus needs runner=ray (this is runner=pool)"),
+    (["runner=local", "runner.max_concurrent=2"], "runner.max_concurrent needs runner=ray or runner=pool "
+                                                  "(this is runner=local)"),
+    (["runner.max_concurrent=0"], "runner.max_concurrent must be >= 1 (got 0)"),
+    (["runner=ray", "runner.num_cpus=0"], "runner.num_cpus must be >= 1 (got 0)"),
+    (["runner.torch_threads=0"], "runner.torch_threads must be >= 1 (got 0)"),
+])
+def test_a_runner_setting_the_runner_does_not_read_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        executor_from(compose_config("sweep", overrides).runner)
+    assert str(err.value) == message
