@@ -50,9 +50,14 @@ def _die_with(driver: int) -> None:
         os._exit(0)
 
 
-def _serve(conn: Connection, driver: int, task: Task, threads: int | None, timeout_s: float | None) -> None:
-    """A worker's loop: a spec in, its outcome out, until the driver closes the pipe."""
+def _serve(conn: Connection, others: list[Connection], driver: int, task: Task, threads: int | None,
+           timeout_s: float | None) -> None:
+    """A worker's loop: a spec in, its outcome out, until the driver closes the pipe. `others`: the driver's ends
+    of this worker's pipe and of the other workers', inherited by the fork: closed, so that a pipe ends when the
+    driver closes its end."""
     _die_with(driver)
+    for other in others:
+        other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: it is the driver's
     while True:
         try:
@@ -63,11 +68,12 @@ def _serve(conn: Connection, driver: int, task: Task, threads: int | None, timeo
 
 
 class _Worker:
-    def __init__(self, task: Task, threads: int | None, timeout_s: float | None) -> None:
+    def __init__(self, task: Task, threads: int | None, timeout_s: float | None, others: list[Connection]) -> None:
         ctx = mp.get_context("fork")
         self.conn, child = ctx.Pipe()
         # forked, so `task` and the prepared network are the driver's own objects: nothing is pickled
-        self.process = ctx.Process(target=_serve, args=(child, os.getpid(), task, threads, timeout_s), daemon=True)
+        args = (child, [self.conn, *others], os.getpid(), task, threads, timeout_s)
+        self.process = ctx.Process(target=_serve, args=args, daemon=True)
         self.process.start()
         child.close()
         self.spec: TrialSpec | None = None  # the trial it runs
@@ -110,13 +116,23 @@ class PoolExecutor:
 
     def share(self, prepared: Prepared) -> None:
         global _PREPARED
+        self.close()  # workers forked before hold the network they were forked with
         _PREPARED = prepared  # forked workers inherit it; the first are forked by the first submit
 
     def submit(self, spec: TrialSpec) -> None:
-        worker = self._idle.pop() if self._idle else _Worker(self.task, self.torch_threads, self.trial_timeout_s)
-        worker.conn.send(spec)
+        while True:
+            worker = self._idle.pop() if self._idle else self._fork()
+            try:
+                worker.conn.send(spec)
+                break
+            except OSError:  # it died while idle (killed): another takes the trial
+                worker.stop()
         worker.spec = spec
         self._busy.append(worker)
+
+    def _fork(self) -> _Worker:
+        others = [w.conn for w in (*self._idle, *self._busy)]
+        return _Worker(self.task, self.torch_threads, self.trial_timeout_s, others)
 
     def wait(self) -> list[TrialOutcome]:
         ready: list = []

@@ -4,6 +4,7 @@ that dies loses only its own trial, which runs again on resume; settings a runne
 from __future__ import annotations
 
 import os
+import signal
 
 import pandas as pd
 import pytest
@@ -15,6 +16,7 @@ from dse.errors import ConfigError
 from dse.explore.executors import LocalExecutor
 from dse.explore.pool_executor import PoolExecutor, _pool_trial
 from dse.explore.runner import executor_from
+from dse.explore.trial import TrialOutcome, TrialSpec
 
 
 def test_pool_matches_local_bit_for_bit(tmp_path):
@@ -72,3 +74,51 @@ def test_a_runner_setting_the_runner_does_not_read_is_refused(overrides, message
     with pytest.raises(ConfigError) as err:
         executor_from(compose_config("sweep", overrides).runner)
     assert str(err.value) == message
+
+
+def _echo(spec, threads, timeout_s):
+    return TrialOutcome(spec.number, "complete", {"pid": os.getpid()})
+
+
+class Echo(PoolExecutor):
+    task = staticmethod(_echo)  # no compile: which worker ran what
+
+
+def spec(number: int) -> TrialSpec:
+    return TrialSpec(number, {}, None, "split", None)  # what the echo task reads: its number
+
+
+def run_all(executor: PoolExecutor, numbers) -> dict[int, int]:
+    for n in numbers:
+        executor.submit(spec(n))
+    out = {}
+    while executor.pending:
+        out.update({o.number: o.record["pid"] for o in executor.wait()})
+    return out
+
+
+def test_a_worker_killed_while_idle_is_replaced_at_the_next_trial():
+    executor = Echo(workers=1)
+    executor.share(object())
+    try:
+        (first,) = run_all(executor, [0]).values()
+        os.kill(first, signal.SIGKILL)
+        os.waitpid(first, 0)
+        (second,) = run_all(executor, [1]).values()
+        assert second != first
+    finally:
+        executor.close()
+
+
+def test_a_worker_ends_when_the_driver_closes_its_pipe():
+    executor = Echo(workers=2)
+    executor.share(object())
+    try:
+        assert len(set(run_all(executor, [0, 1]).values())) == 2
+        for worker in executor._idle:  # neither its own inherited copy of the driver's end nor a later worker's
+            worker.conn.close()        # may keep its pipe open
+        for worker in executor._idle:
+            worker.process.join(timeout=10)
+            assert worker.process.exitcode == 0
+    finally:
+        executor.close()
