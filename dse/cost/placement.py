@@ -21,6 +21,7 @@ north-south hops; `chip_crossings` counts the chip boundaries on the way (charge
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:  # scipy and pymetis load when traffic is counted, not with th
 
 Tensor = torch.Tensor
 PLACEMENTS = ("in_order", "partitioned")
-_READ_FLOATS = 2**24  # consumer cores x inputs whose receptive fields are computed at once (64 MB)
+_READ_FLOATS = 2**24  # consumer cores x (inputs or outputs) whose reads are computed at once (64 MB)
 
 
 @dataclass(frozen=True)
@@ -59,22 +60,55 @@ class Traffic:
         return len(self.layer_of)
 
 
-def wired_labels(graph: Graph, labels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+def wired_labels(graph: Graph, labels: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """For every node, the label of the core-op output each of its values is (`labels[core-op]`, shaped as its
     per-sample output), carried through the wiring; -1 for a value the host sends. Batch axis of 1."""
+    return dict(_walk_labels(graph, labels, label_count(labels), free=False))
+
+
+def label_count(labels: Mapping[str, np.ndarray]) -> int:
+    return max((int(v.max()) + 1 for v in labels.values() if v.size), default=0)
+
+
+def core_inputs_labelled(graph: Graph, labels: Mapping[str, np.ndarray], count: int
+                         ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each core-op (in graph order) with the labels of its input, as `wired_labels` has them, holding only the
+    labels some later node still reads: the whole graph's labels at once are several times its core outputs
+    (VGG-16's split cores: 4 GB in float64). `labels[core-op]` is asked for once, when the walk reaches it, and
+    the labels lie in 0..count-1."""
+    for name, value in _walk_labels(graph, labels, count, free=True):
+        node = graph[name]
+        if isinstance(node.op, o.CoreOp):
+            yield name, value
+
+
+def _walk_labels(graph: Graph, labels: Mapping[str, np.ndarray], count: int, *, free: bool
+                 ) -> Iterator[tuple[str, torch.Tensor]]:
+    """(node, labels) in graph order: a node's own labels, or for a core-op the labels of its input (its own
+    are `labels[node]`); with `free`, each value is dropped after its last reader. Labels are carried as floats
+    through the wiring ops, float32 where every label is exact in it (below 2**24), else float64."""
+    dtype = torch.float32 if count < 2**24 else torch.float64
     shapes = infer_shapes(graph)
+    last_use = {src: i for i, node in enumerate(graph) for src in node.inputs}
     out: dict[str, torch.Tensor] = {}
-    for node in graph:
+    for i, node in enumerate(graph):
         op = node.op
         if isinstance(op, o.CoreOp):
-            out[node.name] = torch.as_tensor(labels[node.name], dtype=torch.float64)[None]
+            if free:
+                yield node.name, out[node.inputs[0]]
+            out[node.name] = torch.as_tensor(labels[node.name]).to(dtype)[None]
         elif isinstance(op, (o.Input, o.Readout)) or graph.host_input(node.name):
-            out[node.name] = torch.full((1, *shapes[node.name]), -1.0, dtype=torch.float64)
+            out[node.name] = torch.full((1, *shapes[node.name]), -1.0, dtype=dtype)
         elif isinstance(op, o.Pad):  # a pad the host sends
             out[node.name] = FLOAT_EXEC[o.Pad](o.Pad(op.padding, (-1.0,)), [out[node.inputs[0]]])
         else:
             out[node.name] = FLOAT_EXEC[type(op)](op, [out[s] for s in node.inputs])
-    return out
+        if not free:
+            yield node.name, out[node.name]
+            continue
+        for src in node.inputs:
+            if last_use[src] == i:
+                out.pop(src, None)
 
 
 def _reads(op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray, cores: np.ndarray) -> np.ndarray:
@@ -122,20 +156,23 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
         rate = np.array([stats.spikes[lr.name] / stats.samples / stats.neurons[lr.name] for lr in layers])
     else:
         rate = np.ones(len(layers))
-    ids = wired_labels(graph, {lr.name: core_assignment(graph[lr.name].op, shapes[lr.name], hw) + offsets[lr.name]
-                               for lr in layers})
+    layer_index = {lr.name: k for k, lr in enumerate(layers)}
+    labels = _CoreLabels(graph, hw, shapes, offsets)
     rows, cols, vals = [], [], []
-    for lr in layers:
-        node = graph[lr.name]
-        src = ids[node.inputs[0]][0].numpy().reshape(-1).astype(np.int64)
+    for name, inputs in core_inputs_labelled(graph, labels, start):
+        if name not in layer_index:
+            continue
+        lr, node = layers[layer_index[name]], graph[name]
+        src = inputs[0].numpy().reshape(-1).astype(np.int64)
         from_core = src >= 0
         if not from_core.any():
             continue
         weight = np.where(from_core, rate[layer_of[np.maximum(src, 0)]], 0.0)
         onehot = sp.csr_matrix((weight[from_core], (np.flatnonzero(from_core), src[from_core])),
                                shape=(len(src), start))
-        owner = core_assignment(node.op, shapes[lr.name], hw)
-        per_chunk = max(1, _READ_FLOATS // len(src))
+        owner = labels.owner(name)
+        # a chunk's cores hold a map of the core-op's outputs each (`_reads`) and read its inputs
+        per_chunk = max(1, _READ_FLOATS // max(len(src), owner.size))
         for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / per_chunk)):
             reads = _reads(node.op, shapes[node.inputs[0]], owner, chunk)
             core, value = np.nonzero(reads)  # row-major: the sparse matrix a dense one would give, built directly
@@ -146,6 +183,32 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
             vals.append(coo.data)
     matrix = sp.csr_matrix((_cat(vals, np.float64), (_cat(rows, np.int64), _cat(cols, np.int64))), shape=(start, start))
     return Traffic(matrix, layer_of, tuple(lr.name for lr in layers))
+
+
+class _CoreLabels(Mapping[str, np.ndarray]):
+    """Each core-op's outputs labelled with the global index of the crossbar (core) that computes them, made
+    when asked for (`core_inputs_labelled` asks once per core-op)."""
+
+    def __init__(self, graph: Graph, hw: HardwareSpec, shapes: dict, offsets: dict[str, int]) -> None:
+        self.graph, self.hw, self.shapes, self.offsets = graph, hw, shapes, offsets
+        self._owners: dict[str, np.ndarray] = {}  # made for a core's traffic, kept until its labels are asked for
+
+    def owner(self, name: str) -> np.ndarray:
+        """Each output's crossbar within its core-op."""
+        if name not in self._owners:
+            self._owners[name] = core_assignment(self.graph[name].op, self.shapes[name], self.hw)
+        return self._owners[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        owner = self.owner(name)
+        del self._owners[name]
+        return owner + self.offsets[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
 
 def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
