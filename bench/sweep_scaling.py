@@ -195,7 +195,6 @@ def main() -> None:
     out: dict = {"cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory(prefix="sweep_scaling_") as tmp:
         folder = Path(tmp)
-        ray_one = None
         if not args.no_scaling:
             out["scaling"] = {"sweep": " ".join(SCALING_SWEEP)}
             for runner in ("pool", "ray"):
@@ -207,9 +206,8 @@ def main() -> None:
                     "speedup": round(two["throughput_trials_per_s"] / one["throughput_trials_per_s"], 3),
                     "same_results": one["accuracy_delta_pp"] == two["accuracy_delta_pp"],
                 }
-                ray_one = one
-        if not args.no_cluster:
-            out["two_node_cluster"] = two_node_cluster(folder, ray_one)
+        if not args.no_cluster:  # against one Ray worker, where the scaling part ran
+            out["two_node_cluster"] = two_node_cluster(folder, out.get("scaling", {}).get("ray", {}).get("one_worker"))
         if not args.no_default:
             out["default_sweep"] = default_sweep(folder)
     out["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

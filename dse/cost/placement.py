@@ -63,11 +63,8 @@ class Traffic:
 def wired_labels(graph: Graph, labels: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """For every node, the label of the core-op output each of its values is (`labels[core-op]`, shaped as its
     per-sample output), carried through the wiring; -1 for a value the host sends. Batch axis of 1."""
-    return dict(_walk_labels(graph, labels, label_count(labels), free=False))
-
-
-def label_count(labels: Mapping[str, np.ndarray]) -> int:
-    return max((int(v.max()) + 1 for v in labels.values() if v.size), default=0)
+    count = max((int(v.max()) + 1 for v in labels.values() if v.size), default=0)
+    return dict(_walk_labels(graph, labels, count, free=False))
 
 
 def core_inputs_labelled(graph: Graph, labels: Mapping[str, np.ndarray], count: int
@@ -76,17 +73,14 @@ def core_inputs_labelled(graph: Graph, labels: Mapping[str, np.ndarray], count: 
     labels some later node still reads: the whole graph's labels at once are several times its core outputs
     (VGG-16's split cores: 4 GB in float64). `labels[core-op]` is asked for once, when the walk reaches it, and
     the labels lie in 0..count-1."""
-    for name, value in _walk_labels(graph, labels, count, free=True):
-        node = graph[name]
-        if isinstance(node.op, o.CoreOp):
-            yield name, value
+    return _walk_labels(graph, labels, count, free=True)
 
 
 def _walk_labels(graph: Graph, labels: Mapping[str, np.ndarray], count: int, *, free: bool
                  ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(node, labels) in graph order: a node's own labels, or for a core-op the labels of its input (its own
-    are `labels[node]`); with `free`, each value is dropped after its last reader. Labels are carried as floats
-    through the wiring ops, float32 where every label is exact in it (below 2**24), else float64."""
+    """The wire labels in graph order. Without `free`: every node with its own labels. With `free`: each core-op
+    with the labels of its input, each value dropped after its last reader. Labels are carried as floats through
+    the wiring ops, float32 where every label is exact in it (below 2**24), else float64."""
     dtype = torch.float32 if count < 2**24 else torch.float64
     shapes = infer_shapes(graph)
     last_use = {src: i for i, node in enumerate(graph) for src in node.inputs}
@@ -160,8 +154,6 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
     labels = _CoreLabels(graph, hw, shapes, offsets)
     rows, cols, vals = [], [], []
     for name, inputs in core_inputs_labelled(graph, labels, start):
-        if name not in layer_index:
-            continue
         lr, node = layers[layer_index[name]], graph[name]
         src = inputs[0].numpy().reshape(-1).astype(np.int64)
         from_core = src >= 0

@@ -24,7 +24,7 @@ from multiprocessing.connection import wait as wait_ready
 
 from dse.compile import Prepared
 from dse.errors import ConfigError
-from dse.explore.trial import TrialOutcome, TrialSpec, infrastructure_failure, run_trial_threads
+from dse.explore.trial import TrialOutcome, TrialSpec, failed_without_result, run_trial_threads
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 # seconds the driver blocks in one wait: how soon it answers Ctrl-C
@@ -146,7 +146,7 @@ class PoolExecutor:
             except (EOFError, OSError):  # the worker died mid-trial: only its own trial is lost
                 worker.process.join()
                 message = f"its worker process died (exit code {worker.process.exitcode})"
-                outcomes.append(infrastructure_failure(worker.spec, message))
+                outcomes.append(failed_without_result(worker.spec, message))
                 worker.stop()
                 continue
             self._idle.append(worker)

@@ -16,7 +16,7 @@ from typing import Any
 
 from dse.compile import Prepared
 from dse.errors import ConfigError
-from dse.explore.trial import TrialOutcome, TrialSpec, infrastructure_failure, run_trial_threads
+from dse.explore.trial import TrialOutcome, TrialSpec, failed_without_result, run_trial_threads
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def failed_outcome(spec: TrialSpec, exc: Exception) -> TrialOutcome:
 
     first = (str(exc).strip().splitlines() or [""])[0]
     message = f"{type(exc).__name__}: {first}"
-    return infrastructure_failure(spec, message, retry=not isinstance(exc, ray.exceptions.RayTaskError))
+    return failed_without_result(spec, message, retry=not isinstance(exc, ray.exceptions.RayTaskError))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

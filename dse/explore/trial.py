@@ -109,9 +109,9 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def infrastructure_failure(spec: TrialSpec, message: str, retry: bool = True) -> TrialOutcome:
-    """A trial that returned no result for a reason outside it (its worker died, it ran past the runner's
-    timeout): a failure that runs again on resume (`retry`)."""
+def failed_without_result(spec: TrialSpec, message: str, retry: bool = True) -> TrialOutcome:
+    """A failed trial that returned no result. `retry`: for a reason outside it (its worker died, it ran past the
+    runner's timeout), so it runs again on resume."""
     return TrialOutcome(spec.number, "fail", {"legal": False, "state": "fail", "error_message": message}, message,
                         retry=retry)
 
@@ -148,6 +148,6 @@ def run_trial_threads(prepared: Prepared, spec: TrialSpec, threads: int | None,
     except TrialTimeout:
         message = f"timeout: the trial ran past runner.trial_timeout_s={timeout_s:g} s"
         log.warning("trial %d (%s): %s", spec.number, spec.params, message)
-        return infrastructure_failure(spec, message)
+        return failed_without_result(spec, message)
     finally:
         torch.set_num_threads(before)

@@ -10,7 +10,8 @@ computed, so every result is bit for bit what a fresh computation gives.
 Only values that fit `KEPT_FLOATS` are kept (LeNet's: 23 M floats on the calibration data); past it, each compile
 computes its own (`LazyForward`: an ImageNet-size network's values do not fit at once). The memory plan
 (`dse.compile.memory`) does not count them: at most 256 MB, kept only by networks that small. The kept values
-are never pickled: a Ray worker keeps its own (`dse.explore.ray_executor`), the driver ships none.
+are never pickled: a Ray worker keeps its own (`dse.explore.ray_executor`), the driver ships none; a
+forked worker (`dse.explore.pool_executor`) computes its own too, the driver having computed none.
 """
 
 from __future__ import annotations
