@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # scipy and pymetis load when traffic is counted, not with th
 
 Tensor = torch.Tensor
 PLACEMENTS = ("in_order", "partitioned")
-_READ_FLOATS = 2**24  # consumer cores x (inputs or outputs) whose reads are computed at once (64 MB)
+_READ_FLOATS = 2**22  # values of one chunk of crossbars' reads computed at once (16 MB of float32)
 
 
 @dataclass(frozen=True)
@@ -105,33 +105,107 @@ def _walk_labels(graph: Graph, labels: Mapping[str, np.ndarray], count: int, *, 
                 out.pop(src, None)
 
 
-def _reads(op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray, cores: np.ndarray) -> np.ndarray:
-    """(len(cores), inputs): which of its inputs each core (local index) reads through a live synapse: the
-    transposed product of each core's outputs (a 0/1 map) with the live synapses, > 0. Counts of at most
-    outputs x taps per input, exact in float32. It is the input gradient of the core's outputs summed, without
-    the forward product autograd would run first: half the work and memory (VGG-16's 22,582 crossbars)."""
-    live = op.synapse_mask() if op.quant is None else op.quant.weight_int != 0
+@dataclass(frozen=True)
+class _Geometry:
+    """A core-op's synapses and its crossbars' outputs, for finding which inputs each crossbar reads. With
+    groups, a crossbar reads only the groups of its output channels: its reads are computed on those groups alone
+    (a merge core of VGG-16's 512 groups: each crossbar touches a few of them), not on every input."""
+
+    live: np.ndarray  # (O, I/g, kh, kw) bool: the synapses that exist (non-zero weights once quantized)
+    op: o.CoreOp
+    in_shape: tuple[int, ...]
+    owner: np.ndarray  # each output's crossbar within the core-op (`core_assignment`)
+    touched: np.ndarray  # (crossbars, groups) bool: the groups each crossbar has outputs in
+
+    @classmethod
+    def of(cls, op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray, crossbars: int) -> _Geometry:
+        live = op.synapse_mask() if op.quant is None else op.quant.weight_int != 0
+        group_of = np.arange(live.shape[0]) // (live.shape[0] // op.groups)
+        touched = np.zeros((crossbars, op.groups), dtype=bool)
+        touched[owner.reshape(len(group_of), -1), group_of[:, None]] = True
+        return cls(live, op, tuple(in_shape), owner, touched)
+
+    def _floats_per_group(self) -> int:
+        """Values one crossbar's reads of one group take: its inputs, its outputs' map, the transposed
+        product's columns (inputs of a group x taps x output positions)."""
+        outputs, inputs = self.live.shape[0] // self.op.groups, self.live.shape[1]
+        positions_in = int(np.prod(self.in_shape[1:])) if not self.op.dense else 1
+        positions_out = int(self.owner[0].size) if not self.op.dense else 1
+        taps = int(np.prod(self.live.shape[2:]))
+        return max(inputs * positions_in, outputs * positions_out, inputs * taps * positions_out)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """The crossbars in order, a chunk at a time: `_READ_FLOATS` values at most (one crossbar at least)."""
+        per_group, touched = self._floats_per_group(), self.touched.sum(axis=1)
+        crossbars, lo = len(touched), 0
+        while lo < crossbars:
+            hi, groups = lo + 1, int(touched[lo])
+            while hi < crossbars and (hi + 1 - lo) * (groups + touched[hi]) * per_group <= _READ_FLOATS:
+                groups += int(touched[hi])
+                hi += 1
+            yield np.arange(lo, hi)
+            lo = hi
+
+    def reads(self, cores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(len(cores), columns) bool: which inputs each core reads, and the columns' indices among the
+        core-op's (flattened per-sample) inputs: those of the groups the cores have outputs in, in order."""
+        op, g = self.op, self.op.groups
+        groups = np.flatnonzero(self.touched[cores].any(axis=0))
+        if not len(groups):  # crossbars without outputs read nothing
+            return np.zeros((len(cores), 0), dtype=bool), np.zeros(0, dtype=np.int64)
+        out_per, in_per = self.live.shape[0] // g, self.live.shape[1]
+        outs = (groups[:, None] * out_per + np.arange(out_per)).reshape(-1)
+        per_channel = 1 if op.dense else int(np.prod(self.in_shape[1:]))
+        columns = (groups[:, None] * (in_per * per_channel) + np.arange(in_per * per_channel)).reshape(-1)
+        in_shape = (len(groups) * in_per, *self.in_shape[1:])
+        reads = _reads(self.live[outs], len(groups), op, in_shape, self.owner[outs], cores)
+        return reads, columns
+
+
+def _reads(live: np.ndarray, groups: int, op: o.CoreOp, in_shape: tuple[int, ...], owner: np.ndarray,
+           cores: np.ndarray) -> np.ndarray:
+    """(len(cores), inputs): which of its inputs each core (local index) reads through a live synapse of `live`
+    ((O, I/groups, kh, kw); `op` gives the stride, padding and whether it is dense): the transposed product of
+    each core's outputs (a 0/1 map) with the live synapses, > 0. Counts of at most outputs x taps per input,
+    exact in float32. It is the input gradient of the core's outputs summed, without the forward product
+    autograd would run first: half the work and memory (VGG-16's 22,582 crossbars)."""
     w = torch.as_tensor(live, dtype=torch.float32)
-    ind = torch.as_tensor(owner[None] == cores.reshape(-1, *([1] * owner.ndim)), dtype=torch.float32)
+    ind = owner[None] == cores.reshape(-1, *([1] * owner.ndim))
     if op.dense:
-        g = op.groups
-        per = w.reshape(g, w.shape[0] // g, -1)  # (groups, outputs of one, inputs of one)
-        reads = torch.einsum("ngo,goi->ngi", ind.reshape(len(cores), g, -1), per).reshape(len(cores), -1)
+        per = w.reshape(groups, w.shape[0] // groups, -1)  # (groups, outputs of one, inputs of one)
+        ind = torch.as_tensor(ind, dtype=torch.float32).reshape(len(cores), groups, -1)
+        reads = torch.einsum("ngo,goi->ngi", ind, per).reshape(len(cores), -1)
     else:
-        reads = _transposed(ind, w, op, in_shape)
+        reads = _transposed(ind, w, op, groups, in_shape)
     return (reads > 0).numpy()
 
 
-def _transposed(ind: Tensor, w: Tensor, op: o.CoreOp, in_shape: tuple[int, ...]) -> Tensor:
-    """The transpose of `op`'s convolution applied to output maps `ind` (N, O, Ho, Wo): (N, C*H*W), each input
-    position's sum over the outputs reading it. The convolution pads its input (top, left, bottom, right); the
-    transpose fills the padded input (its last rows and columns past the last window get nothing) and the
-    padding is cut off."""
+def _transposed(ind: np.ndarray, w: Tensor, op: o.CoreOp, groups: int, in_shape: tuple[int, ...]) -> Tensor:
+    """The transpose of `op`'s convolution (with `w`, `groups`) applied to output maps `ind` (N, O, Ho, Wo, bool):
+    (N, C*H*W), each input position's sum over the outputs reading it. The convolution pads its input (top,
+    left, bottom, right); the transpose covers the padded input up to its last window (the rows and columns past
+    it get nothing: zeros) and the padding is cut off.
+
+    A core that serves a set of output channels at a set of positions (every core `core_assignment` makes) has
+    a map that is their product: its channels' synapses are summed first into one kernel per core, and only the
+    positions are transposed (a grouped product, a group per core), O times less work than every output channel's
+    map; the sums are the same."""
     _, h, wd = in_shape
-    top, left, bottom, right = op.padding
-    y = F.conv_transpose2d(ind, w, stride=op.stride, groups=op.groups)
-    y = F.pad(y, (0, wd + left + right - y.shape[3], 0, h + top + bottom - y.shape[2]))
-    return y[:, :, top : top + h, left : left + wd].reshape(len(ind), -1)
+    n, top, left = len(ind), op.padding[0], op.padding[1]
+    channels, positions = ind.any(axis=(2, 3)), ind.any(axis=1)
+    if np.array_equal(ind.sum(axis=(1, 2, 3)), channels.sum(axis=1) * positions.sum(axis=(1, 2))):
+        per = w.reshape(groups, w.shape[0] // groups, -1)
+        kernels = torch.einsum("ngo,goi->ngi", torch.as_tensor(channels, dtype=torch.float32).reshape(n, groups, -1),
+                               per).reshape(n, -1, *w.shape[2:])  # (cores, inputs, kh, kw)
+        y = F.conv_transpose2d(torch.as_tensor(positions, dtype=torch.float32)[None], kernels, stride=op.stride,
+                               groups=n)
+        y = y.reshape(n, kernels.shape[1], *y.shape[2:])
+    else:
+        y = F.conv_transpose2d(torch.as_tensor(ind, dtype=torch.float32), w, stride=op.stride, groups=groups)
+    y = y[:, :, top : top + h, left : left + wd]
+    if y.shape[2:] != (h, wd):
+        y = F.pad(y, (0, wd - y.shape[3], 0, h - y.shape[2]))
+    return y.reshape(n, -1)
 
 
 def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], stats: SpikeStats | None = None
@@ -155,24 +229,21 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
     rows, cols, vals = [], [], []
     for name, inputs in core_inputs_labelled(graph, labels, start):
         lr, node = layers[layer_index[name]], graph[name]
-        src = inputs[0].numpy().reshape(-1).astype(np.int64)
-        from_core = src >= 0
-        if not from_core.any():
+        src = inputs[0].numpy().reshape(-1).astype(np.int32 if start < 2**31 else np.int64)  # the sending core
+        if not (src >= 0).any():
             continue
-        weight = np.where(from_core, rate[layer_of[np.maximum(src, 0)]], 0.0)
-        onehot = sp.csr_matrix((weight[from_core], (np.flatnonzero(from_core), src[from_core])),
-                               shape=(len(src), start))
-        owner = labels.owner(name)
-        # a chunk's cores hold a map of the core-op's outputs each (`_reads`) and read its inputs
-        per_chunk = max(1, _READ_FLOATS // max(len(src), owner.size))
-        for chunk in np.array_split(np.arange(lr.crossbars), math.ceil(lr.crossbars / per_chunk)):
-            reads = _reads(node.op, shapes[node.inputs[0]], owner, chunk)
-            core, value = np.nonzero(reads)  # row-major: the sparse matrix a dense one would give, built directly
-            sent = sp.csr_matrix((np.ones(len(core)), (core, value)), shape=reads.shape) @ onehot
-            coo = sent.tocoo()
-            rows.append(coo.col)
-            cols.append(coo.row + offsets[lr.name] + chunk[0])
-            vals.append(coo.data)
+        geometry = _Geometry.of(node.op, shapes[node.inputs[0]], labels.owner(name), lr.crossbars)
+        for chunk in geometry.chunks():
+            reads, columns = geometry.reads(chunk)
+            core, value = np.nonzero(reads)
+            sender = src[columns[value]]
+            core, sender = core[sender >= 0], sender[sender >= 0]
+            # one value per (core, value it reads), summed per sender: every term of a sum is the sender layer's rate,
+            # so the order of the additions cannot change it
+            sent = sp.csr_matrix((rate[layer_of[sender]], (core, sender)), shape=(len(chunk), start)).tocoo()
+            rows.append(sent.col)
+            cols.append(sent.row + offsets[lr.name] + chunk[0])
+            vals.append(sent.data)
     matrix = sp.csr_matrix((_cat(vals, np.float64), (_cat(rows, np.int64), _cat(cols, np.int64))), shape=(start, start))
     return Traffic(matrix, layer_of, tuple(lr.name for lr in layers))
 

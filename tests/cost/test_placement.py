@@ -144,17 +144,18 @@ def test_core_assignment_gives_the_counted_crossbars(chip, in_c, out_c, k, size,
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_a_cores_reads_are_the_inputs_its_outputs_depend_on(seed: int) -> None:
-    """`_reads` (a transposed product) against autograd: an input is read by a core when the sum of that core's
-    outputs has a gradient through a live synapse there. Convolutions with groups, strides, asymmetric padding
-    and masks, dense cores, random ownership."""
+def test_a_cores_reads_are_the_inputs_its_outputs_depend_on(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A core's reads (a transposed product on the groups it has outputs in) against autograd: an input is read by
+    a core when the sum of that core's outputs has a gradient through a live synapse there. Convolutions with
+    groups, strides, asymmetric padding and masks, dense cores, random ownership; with several groups, a core may
+    have outputs in only some of them."""
     import torch
 
-    from dse.cost.placement import _reads
+    from dse.cost.placement import _Geometry
     from dse.sim.float_exec import conv_core
 
     rng = np.random.default_rng(seed)
-    groups = int(rng.choice([1, 2]))
+    groups = int(rng.choice([1, 2, 4]))
     c_in, out_c = 2 * groups * int(rng.integers(1, 3)), 2 * groups * int(rng.integers(1, 3))
     dense = seed % 3 == 2
     k = (1, 1) if dense else (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
@@ -168,10 +169,24 @@ def test_a_cores_reads_are_the_inputs_its_outputs_depend_on(seed: int) -> None:
     x = torch.zeros((1, *in_shape))
     out_shape = tuple(conv_core(x, torch.as_tensor(mask, dtype=torch.float32), None, op).shape[1:])
     owner = rng.integers(0, 4, size=out_shape)
+    if seed % 2:  # cores that serve a set of channels (a merge core's: a group) at every position or at a tile of them
+        by_channel = np.arange(out_c) // (out_c // groups if groups > 1 else 1) % 2
+        owner = np.broadcast_to(by_channel.reshape(-1, *([1] * (owner.ndim - 1))), out_shape).copy()
+        if not dense:
+            owner = owner * 2 + (np.arange(out_shape[1]) < out_shape[1] // 2)[None, :, None]
     cores = np.arange(4)
 
     x = torch.zeros((4, *in_shape), requires_grad=True)
     ind = torch.as_tensor(owner[None] == cores.reshape(-1, *([1] * owner.ndim)), dtype=torch.float32)
     (conv_core(x, torch.as_tensor(mask, dtype=torch.float32), None, op) * ind).sum().backward()
     expected = (x.grad > 0).reshape(4, -1).numpy()
-    np.testing.assert_array_equal(_reads(op, in_shape, owner, cores), expected)
+    if seed >= 3:  # chunks of a core or two
+        monkeypatch.setattr("dse.cost.placement._READ_FLOATS", 2 * int(np.prod(in_shape)) * int(np.prod(k)))
+    geometry = _Geometry.of(op, in_shape, owner, 4)
+    chunks = list(geometry.chunks())
+    assert np.array_equal(np.concatenate(chunks), cores)
+    got = np.zeros_like(expected)
+    for chunk in chunks:
+        reads, columns = geometry.reads(chunk)
+        got[np.ix_(chunk, columns)] = reads
+    np.testing.assert_array_equal(got, expected)
