@@ -21,7 +21,7 @@ north-south hops; `chip_crossings` counts the chip boundaries on the way (charge
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -370,13 +370,12 @@ def _bisect(adj: sp.csr_matrix, first: int, seed: int) -> np.ndarray:
     return ~part
 
 
-def _pull(adj: sp.csr_matrix, part: np.ndarray, cells: np.ndarray, out: np.ndarray) -> float:
-    """Traffic x distance from the centre of `cells` to the cores already placed that the cores `part` talk to."""
-    placed = out[:, 0] >= 0
-    if not placed.any():
-        return 0.0
-    traffic = np.asarray(adj[part][:, placed].sum(axis=0)).ravel()
-    return float(traffic @ np.abs(out[placed] - cells.mean(axis=0)).sum(axis=1))
+def _pull(adj: sp.csr_matrix, part: np.ndarray, placed: np.ndarray, out: np.ndarray) -> Callable[[np.ndarray], float]:
+    """For cells: traffic x distance from the centre of the cells to the cores already placed (`placed`) that the
+    cores `part` talk to. The traffic is summed once per part, for both halves its cores may go to."""
+    traffic = np.asarray(adj[part].sum(axis=0)).ravel()[placed]
+    where = out[placed]
+    return lambda cells: float(traffic @ np.abs(where - cells.mean(axis=0)).sum(axis=1))
 
 
 def _place_recursive(adj: sp.csr_matrix, nodes: np.ndarray, cells: np.ndarray, out: np.ndarray, seed: int) -> None:
@@ -394,9 +393,11 @@ def _place_recursive(adj: sp.csr_matrix, nodes: np.ndarray, cells: np.ndarray, o
     in_first = _bisect(adj[nodes][:, nodes], first, seed)
     a, b = nodes[in_first], nodes[~in_first]
     low, high = cells[:half], cells[half:]
-    if len(a) <= len(high) and len(b) <= len(low) and (
-            _pull(adj, a, high, out) + _pull(adj, b, low, out) < _pull(adj, a, low, out) + _pull(adj, b, high, out)):
-        low, high = high, low
+    placed = out[:, 0] >= 0
+    if len(a) <= len(high) and len(b) <= len(low) and placed.any():
+        pull_a, pull_b = _pull(adj, a, placed, out), _pull(adj, b, placed, out)
+        if pull_a(high) + pull_b(low) < pull_a(low) + pull_b(high):
+            low, high = high, low
     _place_recursive(adj, a, low, out, seed)
     _place_recursive(adj, b, high, out, seed)
 
