@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from dse.compile import check_memory, compile, load_model, prepare
-from dse.compile.memory import CHUNK_COPIES, FLOAT, GB, plan_memory
+from dse.compile.memory import CHUNK_COPIES, EVAL_COPIES, FLOAT, GB, plan_memory
 from dse.errors import ResourceError
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir import ops as o
@@ -61,7 +61,8 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
         default = plan_memory(graph, calib_samples=200, test_samples=len(data.x_test), tuning=tuning,
                               max_memory_gb=None)
         fixed = default.estimate - default.parts["chunk"]
-        tight_gb = (fixed + 5 * CHUNK_COPIES * default.sample_floats * FLOAT) / GB  # chunks of about 5 samples
+        values = default.sample_floats // EVAL_COPIES  # the network's values per sample
+        tight_gb = (fixed + 5 * CHUNK_COPIES * values * FLOAT) / GB  # chunks of about 5 samples
         results = []
         for bound in (None, tight_gb):
             prepared = prepare(graph, data, name="lenet", calib_samples=200, max_memory_gb=bound)
@@ -83,3 +84,17 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
             assert getattr(r_tight.report.metrics, key) == getattr(r_default.report.metrics, key), key
         tight_m, default_m = r_tight.report.metrics, r_default.report.metrics
         assert tight_m.logits_rel_error == pytest.approx(default_m.logits_rel_error, rel=1e-5)
+
+
+def test_a_network_of_large_weights_peaks_after_tuning_and_is_refused_for_it(tmp_path) -> None:
+    """Few values and many weights: the cost step after tuning holds the weights in all their forms, more than
+    tuning holds with its smallest chunks; a bound between the two refuses the run, naming that step."""
+    from hostile_models import mlp
+
+    graph, data = load_model(mlp(tmp_path, "wide", np.full((20_000, 784), 0.01, np.float32)), "mnist")
+    plan = check_memory(graph, data, calib_samples=10)
+    bound = 0.98 * plan.cost
+    smallest_chunk = CHUNK_COPIES * 4 * 20_000 * FLOAT  # four of the largest value, one sample at a time
+    assert sum(v for k, v in plan.parts.items() if k != "chunk") + smallest_chunk < bound
+    with pytest.raises(ResourceError, match=r"largest part: the (evaluation|cost step) after tuning, \d+\.\d+ GB"):
+        check_memory(graph, data, calib_samples=10, max_memory_gb=bound / GB)

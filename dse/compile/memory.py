@@ -13,11 +13,13 @@ What a compile holds at its peak, by part (bytes; values are float32):
   values for two terms) and its training rows;
 - ``chunk``: a chunk of images run through a block, with the temporaries its ops make.
 
-The evaluation comes after tuning, when the calibration data are gone: it holds the weights and a batch of
-test samples (every core's values of both graphs). The chunk and the batches are what the bound chooses;
-everything else is fixed by the network, the calibration images and `tuning.max_rows`, and a run whose
-estimate exceeds the bound even one sample at a time is refused before it starts. `docs/scale.md` compares
-the estimate with measured peaks.
+The evaluation and the cost come after tuning, when the calibration data are gone. Both start from what the
+process holds then (``held``: the runtime and `HELD_WEIGHT_COPIES` x the weights); the evaluation adds a batch
+of test samples (every core's values of both graphs, `EVAL_COPIES` per network value), the cost step the
+crossbar labels of the compiled graph's wires and a core-op's senders and reads (`COST_COPIES` per network
+value of one sample). The chunk and the batches are what the bound chooses; everything else is fixed by the
+network, the calibration images and `tuning.max_rows`, and a run whose estimate exceeds the bound even one
+sample at a time is refused before it starts. `docs/scale.md` compares the estimate with measured peaks.
 """
 
 from __future__ import annotations
@@ -51,7 +53,15 @@ CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (cod
 WEIGHT_COPIES = 5
 MERGE_COPIES = 2  # a residual Add's terms as the merge core reads them: concatenated, and routed by a Gather
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
-EVAL_COPIES = 4  # a test sample's values in the evaluation, in network values (VGG-16-like: about 3.7 measured)
+# after tuning: original, exact and compiled weights (a split's signed pairs twice, and its integer codes) and what
+# tuning leaves on the heap; VGG-16-like measured 3.77 GB at the evaluate and cost steps' start, 6.5 x its weights
+# above the runtime
+HELD_WEIGHT_COPIES = 7
+# a test sample's values in the evaluation, in network values: VGG-16-like measured 0.60 GB per sample in batches
+# of 1 to 8, 0.72 over ten batches of 4 (the heap's fragments), against 0.108 GB of network values
+EVAL_COPIES = 7
+# the cost step, per network value of one sample: VGG-16-like 1.14 GB above its start, 9.8 x its 29 M values
+COST_COPIES = 10
 MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
 
 
@@ -80,16 +90,17 @@ class MemoryPlan:
     eval_batch: int  # test images per batch of the chip evaluation
     sample_floats: int  # values one test sample holds in the evaluation
     evaluation: int  # bytes held during the evaluation (after tuning: the calibration data are gone)
+    cost: int  # bytes held during the cost step (after the evaluation)
 
     @property
     def estimate(self) -> int:
-        """The estimated peak: tuning's (the parts together), or the evaluation's where it is larger."""
-        return max(sum(self.parts.values()), self.evaluation)
+        """The estimated peak: tuning's (the parts together), or the evaluation's or the cost step's where larger."""
+        return max(sum(self.parts.values()), self.evaluation, self.cost)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bound_gb": round(self.bound / GB, 3), "estimate_gb": round(self.estimate / GB, 3),
                 "parts_gb": {k: round(v / GB, 3) for k, v in self.parts.items()},
-                "evaluation_gb": round(self.evaluation / GB, 3),
+                "evaluation_gb": round(self.evaluation / GB, 3), "cost_gb": round(self.cost / GB, 3),
                 "chunk_floats": self.chunk_floats, "forward_batch": self.forward_batch,
                 "eval_batch": self.eval_batch}
 
@@ -148,24 +159,34 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     chunk_floats = int(min(MAX_CHUNK_FLOATS, (bound - sum(parts.values())) // (CHUNK_COPIES * FLOAT)))
     chunk_floats = max(chunk_floats, 4 * max(sizes))
     parts["chunk"] = CHUNK_COPIES * chunk_floats * FLOAT
-    # the evaluation holds, per test sample, every core's values of both graphs and the chip's integer values,
-    # and a split's partial sums while a layer runs, beside the weights: the calibration data are gone by then
+    # after tuning the calibration data are gone: the evaluation holds, per test sample, every core's values of
+    # both graphs and the chip's integer values, and a split's partial sums while a layer runs; the cost step the
+    # labels of the compiled graph's wires
+    held = parts["runtime"] + HELD_WEIGHT_COPIES * weights * FLOAT
     sample_floats = EVAL_COPIES * sum(sizes)
-    eval_room = bound - parts["runtime"] - parts["weights"]
+    eval_room = bound - held
     eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
-    evaluation = parts["runtime"] + parts["weights"] + eval_batch * sample_floats * FLOAT
     plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
-                      evaluation=evaluation,
+                      evaluation=held + eval_batch * sample_floats * FLOAT, cost=held + COST_COPIES * sum(sizes) * FLOAT,
                       forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
     if plan.estimate > bound:
-        top = max((k for k in parts if k != "runtime"), key=parts.get)
-        where = f" at node {node!r}" if top in working else ""
-        raise ResourceError(
-            f"estimated peak memory {plan.estimate / GB:.2f} GB exceeds the bound compile.max_memory_gb="
-            f"{bound / GB:.3g} GB (largest part: {top} {parts[top] / GB:.2f} GB{where}, with {calib_samples} "
-            f"calibration samples); raise the bound or use fewer calibration samples (model.calib_samples) or "
-            f"tuning rows (tuning.max_rows)")
+        raise ResourceError(_refusal(plan, node, working, calib_samples))
     return plan
+
+
+def _refusal(plan: MemoryPlan, node: str, working: dict[str, int], calib_samples: int) -> str:
+    """The line that refuses a plan over its bound, naming its largest part (or the step after tuning that holds
+    the most, where that is the peak)."""
+    bound, parts = plan.bound, plan.parts
+    top = max((k for k in parts if k != "runtime"), key=parts.get)
+    where = f" at node {node!r}" if top in working else ""
+    largest = f"{top} {parts[top] / GB:.2f} GB{where}"
+    if max(plan.evaluation, plan.cost) > sum(parts.values()):
+        step = "evaluation" if plan.evaluation >= plan.cost else "cost step"
+        largest = f"the {step} after tuning, {max(plan.evaluation, plan.cost) / GB:.2f} GB with the weights"
+    return (f"estimated peak memory {plan.estimate / GB:.2f} GB exceeds the bound compile.max_memory_gb="
+            f"{bound / GB:.3g} GB (largest part: {largest}, with {calib_samples} calibration samples); raise the "
+            f"bound or use fewer calibration samples (model.calib_samples) or tuning rows (tuning.max_rows)")
 
 
 # --- what each step took ----------------------------------------------------------------------------------
