@@ -167,7 +167,8 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     eval_room = bound - held
     eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
     plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
-                      evaluation=held + eval_batch * sample_floats * FLOAT, cost=held + COST_COPIES * sum(sizes) * FLOAT,
+                      evaluation=held + eval_batch * sample_floats * FLOAT,
+                      cost=held + COST_COPIES * sum(sizes) * FLOAT,
                       forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
     if plan.estimate > bound:
         raise ResourceError(_refusal(plan, node, working, calib_samples))
