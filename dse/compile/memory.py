@@ -60,8 +60,9 @@ HELD_WEIGHT_COPIES = 7
 # a test sample's values in the evaluation, in network values: VGG-16-like measured 0.60 GB per sample in batches
 # of 1 to 8, 0.72 over ten batches of 4 (the heap's fragments), against 0.108 GB of network values
 EVAL_COPIES = 7
-# the cost step, per network value of one sample: VGG-16-like 1.14 GB above its start, 9.8 x its 29 M values
-COST_COPIES = 10
+# the cost step, per network value of one sample (VGG-16-like: 29 M values): its peak under a 6 GB bound, 5.40 GB,
+# was 1.40 GB (12.9 x its values) above the held memory's estimate, as the heap is left by the evaluation
+COST_COPIES = 14
 MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
 
 
