@@ -46,7 +46,11 @@ def test_the_estimate_grows_with_the_calibration_images_and_the_tuning_rows() ->
     rows = check_memory(graph, data, calib_samples=1000, tuning=TuneOptions(max_rows=1_000_000))
     few = check_memory(graph, data, calib_samples=1000, tuning=TuneOptions(max_rows=1_000))
     assert rows.estimate > few.estimate >= large.estimate
-    with pytest.raises(ResourceError, match=r"at node '.*'.*model\.calib_samples"):
+    # the teacher's values a chunk at a time: all 1000 images' largest value at once (below LAZY_CHUNK_FLOATS)
+    assert "teacher" not in large.parts
+    assert few.parts["teacher"] == 10 * check_memory(graph, data, calib_samples=100, tuning=SHORT).parts["teacher"] > 0
+    with pytest.raises(ResourceError, match=r"largest part: \w+ [\d.]+ GB (at node '.*'|\(the teacher's values).*"
+                                            r"model\.calib_samples"):
         check_memory(graph, data, calib_samples=1000, tuning=SHORT, max_memory_gb=few.estimate / 2 / GB)
 
 
