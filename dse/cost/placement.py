@@ -171,13 +171,16 @@ def _reads(live: np.ndarray, groups: int, op: o.CoreOp, in_shape: tuple[int, ...
     autograd would run first: half the work and memory (VGG-16's 22,582 crossbars)."""
     w = torch.as_tensor(live, dtype=torch.float32)
     ind = owner[None] == cores.reshape(-1, *([1] * owner.ndim))
-    if op.dense:
-        per = w.reshape(groups, w.shape[0] // groups, -1)  # (groups, outputs of one, inputs of one)
-        ind = torch.as_tensor(ind, dtype=torch.float32).reshape(len(cores), groups, -1)
-        reads = torch.einsum("ngo,goi->ngi", ind, per).reshape(len(cores), -1)
-    else:
-        reads = _transposed(ind, w, op, groups, in_shape)
+    reads = _synapses_of(ind, w, groups) if op.dense else _transposed(ind, w, op, groups, in_shape)
     return (reads > 0).numpy()
+
+
+def _synapses_of(channels: np.ndarray, w: Tensor, groups: int) -> Tensor:
+    """(N, groups x inputs of one x taps): for each of N cores, its output channels' (`channels`, (N, O) bool)
+    live synapses `w` ((O, I/groups, kh, kw)) summed, laid out as the core-op's inputs."""
+    per = w.reshape(groups, w.shape[0] // groups, -1)  # (groups, outputs of one, inputs of one x taps)
+    ind = torch.as_tensor(channels, dtype=torch.float32).reshape(len(channels), groups, -1)
+    return torch.einsum("ngo,goi->ngi", ind, per).reshape(len(channels), -1)
 
 
 def _transposed(ind: np.ndarray, w: Tensor, op: o.CoreOp, groups: int, in_shape: tuple[int, ...]) -> Tensor:
@@ -194,9 +197,7 @@ def _transposed(ind: np.ndarray, w: Tensor, op: o.CoreOp, groups: int, in_shape:
     n, top, left = len(ind), op.padding[0], op.padding[1]
     channels, positions = ind.any(axis=(2, 3)), ind.any(axis=1)
     if np.array_equal(ind.sum(axis=(1, 2, 3)), channels.sum(axis=1) * positions.sum(axis=(1, 2))):
-        per = w.reshape(groups, w.shape[0] // groups, -1)
-        kernels = torch.einsum("ngo,goi->ngi", torch.as_tensor(channels, dtype=torch.float32).reshape(n, groups, -1),
-                               per).reshape(n, -1, *w.shape[2:])  # (cores, inputs, kh, kw)
+        kernels = _synapses_of(channels, w, groups).reshape(n, -1, *w.shape[2:])  # (cores, inputs, kh, kw)
         y = F.conv_transpose2d(torch.as_tensor(positions, dtype=torch.float32)[None], kernels, stride=op.stride,
                                groups=n)
         y = y.reshape(n, kernels.shape[1], *y.shape[2:])
@@ -237,7 +238,8 @@ def core_traffic(graph: Graph, hw: HardwareSpec, layers: list[LayerResources], s
             reads, columns = geometry.reads(chunk)
             core, value = np.nonzero(reads)
             sender = src[columns[value]]
-            core, sender = core[sender >= 0], sender[sender >= 0]
+            from_core = sender >= 0
+            core, sender = core[from_core], sender[from_core]
             # one value per (core, value it reads), summed per sender: every term of a sum is the sender layer's rate,
             # so the order of the additions cannot change it
             sent = sp.csr_matrix((rate[layer_of[sender]], (core, sender)), shape=(len(chunk), start)).tocoo()
