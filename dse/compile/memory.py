@@ -55,7 +55,11 @@ CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (cod
 # more, but a layer is compiled only once tuned, after the full-resolution blocks where the peak is): 5,
 # calibrated on VGG-16 (docs/scale.md: measured peaks against the estimate)
 WEIGHT_COPIES = 5
-MERGE_COPIES = 2  # a residual Add's terms as the merge core reads them: concatenated, and routed by a Gather
+# a residual Add's terms as the merge core reads them (signed pairs, concatenated, then routed by a Gather): the
+# walk's routed input, and the teacher's concatenation and routing (the exact graph's nodes, both alive while its
+# Gather runs). ResNet-50-like tuned on 64 images peaked at 5.81 GB in its first merge block, 0.42 GB over an
+# estimate that counted two copies (the walk's concatenation and routing, not the teacher's)
+MERGE_COPIES = 3
 TRAINING_COPIES = 6  # a training block's weights: value, gradient, two Adam moments, two snapshots
 # after tuning: original, exact and compiled weights (a split's signed pairs twice, and its integer codes) and what
 # tuning leaves on the heap; VGG-16-like measured 3.77 GB at the evaluate and cost steps' start, 6.5 x its weights
@@ -160,7 +164,9 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     working, node = _working_set(graph, shapes, calib_samples, tuning)
     parts = {"runtime": RUNTIME_BYTES, "weights": WEIGHT_COPIES * weights * FLOAT, **working}
     # the teacher's chunk does not shrink with the bound: VGG-16-like tuned on 64 images peaked while its teacher
-    # computed the 224x224 block's output, 0.43 GB above an estimate without this part
+    # computed the 224x224 block's output, 0.43 GB above an estimate without this part. The teacher runs the exact
+    # graph, whose nodes can be larger than these (the original graph's: a signed pair has twice the channels), a
+    # node at most `LAZY_CHUNK_FLOATS` values at a time: that, not this graph's sizes, bounds its chunk
     if tuning is not None:
         parts["teacher"] = CHUNK_COPIES * min(calib_samples * max(sizes), max(LAZY_CHUNK_FLOATS, max(sizes))) * FLOAT
     # a block runs over the calibration data a chunk of images at a time: one image at least (a block's nodes:
