@@ -166,7 +166,7 @@ def _device_rows(device) -> list[tuple[str, str]]:
     return [(f"delta over {device.instances} chips (pp)",
              f"{device.accuracy_delta_pp_mean:.2f} +- {device.accuracy_delta_pp_std:.2f}"),
             ("accuracy, 5th percentile chip", f"{device.accuracy_p5:.4f}"),
-            ("chips simulated in (s)", f"{device.seconds:.1f}")]
+            ("chips simulated in (s)", f"{device.seconds:.3g}")]
 
 
 def _cost_rows(cost) -> list[tuple[str, str]]:

@@ -89,7 +89,10 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
     where = where or f"dataset function {name} returned"
     arrays = {k: v for k, v in arrays.items() if v is not None}
     if "x" not in arrays and ("x_calib" not in arrays or "x_test" not in arrays):
-        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {', '.join(arrays) or 'none'}")
+        hint = ("; rename x_train to x_calib (the calibration samples; their labels are not needed)"
+                if "x_train" in arrays and "x_test" in arrays else "")
+        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {', '.join(arrays) or 'none'}"
+                        f"{hint}")
     unknown = [k for k in arrays if k not in ARRAYS]
     if unknown:
         raise DataError(f"{where} unknown array {unknown[0]!r} (known: {', '.join(ARRAYS)})")

@@ -175,7 +175,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
     return {
-        "no x": (_npz(tmp_path / "a.npz", y=np.zeros(3, int)), None, r"holds no array 'x'.*it has: y"),
+        "no x": (_npz(tmp_path / "a.npz", y=np.zeros(3, int)), None, r"holds no array 'x'.*it has: y$"),
+        "train and test": (_npz(tmp_path / "h.npz", x_train=x, y_train=np.zeros(10, int), x_test=x), None,
+                           r"it has: x_train, y_train, x_test; rename x_train to x_calib"),
         "label count": (_npz(tmp_path / "b.npz", x=x, y=np.zeros(9, int)), None, r"y of .* has 9 labels for 10"),
         "float labels": (_npz(tmp_path / "c.npz", x=x, y=np.zeros(10)), None, r"integer class label"),
         "unknown array": (_npz(tmp_path / "d.npz", x=x, z=x), None, r"unknown array 'z'"),
@@ -194,9 +196,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     }
 
 
-BAD = ["no x", "label count", "float labels", "unknown array", "x and x_test", "1-d x", "missing npz", "no images",
-       "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module", "no function", "raises",
-       "preprocess on npz"]
+BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
+       "missing npz", "no images", "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module",
+       "no function", "raises", "preprocess on npz"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
