@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dse.compile import load_model
+from dse.compile import load_model_config
 from dse.config import compose_config, hardware_from, tuning_from
 from dse.ir import ops as o
 from dse.ir.serialize import load_graph
@@ -63,9 +63,7 @@ def run_compile(overrides: list[str], run_dir: Path) -> dict:
 def teacher_seconds(overrides: list[str]) -> float:
     """CPU seconds of one float forward pass of the network over the calibration set."""
     cfg = compose_config("compile", overrides)
-    m = cfg.model
-    graph, data = load_model(m.onnx if m.onnx is not None else m.name, m.dataset, calib_samples=m.calib_samples,
-                             test_samples=m.test_samples)
+    graph, data = load_model_config(cfg.model)
     x = np.asarray(data.x_train[:])
     run_float(graph, x[:8])  # warm up
     start = time.process_time()

@@ -52,7 +52,7 @@ from torch import nn
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dse.compile import compile, load_model, prepare  # noqa: E402
+from dse.compile import compile, load_model, load_model_config, prepare  # noqa: E402
 from dse.config import compose_config, hardware_from, tuning_from  # noqa: E402
 from dse.data.train_models import LeNet5, load_trained  # noqa: E402
 
@@ -84,7 +84,7 @@ def compile_once(overrides: Sequence[str], calib: int | None, seed: int) -> dict
     """`prepare` + `compile` on the clock (the ONNX import and data loading before it), less the test-set
     evaluation."""
     cfg = compose(overrides, calib, seed)
-    graph, data = load_model(cfg.model.name, cfg.model.dataset, calib_samples=cfg.model.calib_samples)
+    graph, data = load_model_config(cfg.model)
     hw, tuning = hardware_from(cfg.hardware), tuning_from(cfg.tuning)
     wall, cpu = time.perf_counter(), time.process_time()
     result = compile(prepare(graph, data, name=cfg.model.name), hw, strategy=cfg.strategy.name, tuning=tuning)

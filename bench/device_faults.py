@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dse.compile import compile, load_model, prepare
+from dse.compile import compile, load_model_config, prepare
 from dse.config import compose_config, hardware_from, tuning_from
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -42,7 +42,7 @@ def main(args: list[str]) -> None:
     spares = [int(k) for k in opts["spares"].split(",") if k]
     cfg = compose_config("compile", overrides)
     hw, tuning = hardware_from(cfg.hardware), tuning_from(cfg.tuning)
-    graph, data = load_model(cfg.model.name, cfg.model.dataset, test_samples=cfg.model.test_samples)
+    graph, data = load_model_config(cfg.model)
     prepared = prepare(graph, data, name=cfg.model.name)
     plain = compile(prepared, hw, tuning=tuning)
     half = opts["stuck"] / 2

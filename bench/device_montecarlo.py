@@ -23,7 +23,7 @@ import json
 import sys
 import time
 
-from dse.compile import compile, load_model, prepare
+from dse.compile import compile, load_model_config, prepare
 from dse.config import compose_config, hardware_from, tuning_from
 from dse.sim.evaluate import evaluate_chip
 from dse.sim.montecarlo import MonteCarlo, evaluate_instances
@@ -75,7 +75,7 @@ def main(args: list[str]) -> None:
         overrides.append("hardware.device.programming_sigma=0.05")
     cfg = compose_config("compile", overrides)
     hw, tuning = hardware_from(cfg.hardware), tuning_from(cfg.tuning)
-    graph, data = load_model(cfg.model.name, cfg.model.dataset, test_samples=cfg.model.test_samples)
+    graph, data = load_model_config(cfg.model)
     prepared = prepare(graph, data, name=cfg.model.name)
     if compare:
         compare_noise_aware(prepared, hw, tuning, max(counts), cfg.evaluate.seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dse.compile import compile, load_model, prepare  # noqa: E402
+from dse.compile import compile, load_model_config, prepare  # noqa: E402
 from dse.config import compose_config, hardware_from, tuning_from  # noqa: E402
 
 SETTINGS = {  # name -> overrides on top of the baseline (each technique on its own, then all of them)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:
         base = [f"model={model}", f"hardware={args.hardware}", f"hardware.weights.bits={args.bits}"]
         cfg = compose_config("compile", base)
-        graph, data = load_model(cfg.model.onnx or cfg.model.name, cfg.model.dataset)
+        graph, data = load_model_config(cfg.model)
         prepared = prepare(graph, data, name=model, calib_samples=args.calib_samples)
         rows = out["models"][model] = {"accuracy_original": None, "settings": {}}
         for name in args.settings:

@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
 __all__ = ["CompileReport", "CompileResult", "Prepared", "check_memory", "compile", "compile_steps", "load_model",
-           "prepare"]
+           "load_model_config", "prepare"]
 
 
 def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None = None,
@@ -94,6 +94,16 @@ def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None 
         raise DataError(f"dataset {dataset} has labels up to {data.num_classes - 1} but model {path.name} has "
                         f"{outputs} outputs")
     return graph, data.select(calib_samples, test_samples)
+
+
+def load_model_config(m: Any) -> tuple[Graph, Dataset]:
+    """`load_model` as a config's `model` group says: its ONNX file (`model.onnx`) or embedded model
+    (`model.name`), `model.dataset`, `model.preprocess` and the sample counts. The one way a command or a bench
+    loads the model it was configured with."""
+    from dse.config import preprocess_from
+
+    return load_model(m.onnx if m.onnx is not None else m.name, m.dataset, preprocess=preprocess_from(m.preprocess),
+                      calib_samples=m.calib_samples, test_samples=m.test_samples)
 
 
 def check_memory(graph: Graph, dataset: Dataset, *, calib_samples: int | None = None,

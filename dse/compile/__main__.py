@@ -64,16 +64,14 @@ def _help() -> str:
 
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
-    from dse.compile import check_memory, compile, load_model, prepare
-    from dse.config import hardware_from, montecarlo_from, preprocess_from, tuning_from
+    from dse.compile import check_memory, compile, load_model_config, prepare
+    from dse.config import hardware_from, montecarlo_from, tuning_from
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
     m = cfg.model
-    graph, data = load_model(m.onnx if m.onnx is not None else m.name, m.dataset,
-                             preprocess=preprocess_from(m.preprocess), calib_samples=m.calib_samples,
-                             test_samples=m.test_samples)
+    graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb
     check_memory(graph, data, tuning=tuning, max_memory_gb=bound)
     prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width,

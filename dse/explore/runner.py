@@ -357,12 +357,9 @@ def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions)
 
 
 def _load(cfg: DictConfig):
-    from dse.compile import load_model
-    from dse.config import preprocess_from
+    from dse.compile import load_model_config
 
-    m = cfg.model
-    return load_model(m.onnx if m.onnx is not None else m.name, m.dataset, preprocess=preprocess_from(m.preprocess),
-                      calib_samples=m.calib_samples, test_samples=m.test_samples)
+    return load_model_config(cfg.model)
 
 
 def _trial_spec(base: DictConfig, space: SearchSpace, number: int, point: dict[str, Any]) -> TrialSpec | TrialOutcome:
