@@ -40,6 +40,7 @@ from dse.tune import noise
 from dse.tune.baseline import round_block, round_block_spiking
 from dse.tune.block import BlockProblem, value_samples
 from dse.tune.losses import BlockReport, relative_mse
+from dse.tune.network import tune_network
 from dse.tune.options import TuneOptions
 from dse.tune.phases import Fit, create_cores, set_up, train_block
 from dse.tune.qcore import fixed_core
@@ -113,7 +114,12 @@ def tune_graph(
         for src in node.inputs:  # free calibration activations no later node reads
             if last_use.get(src, -1) <= i:
                 walk.forget(src)
-    return graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
+    tuned = graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
+    if walk.spiking and options.noise_aware and not hw.device.is_ideal and options.network_steps > 0:
+        if progress:
+            progress("network")
+        tuned = tune_network(tuned, hw, calib_x, teacher(graph.outputs[0]), options, reports)
+    return tuned
 
 
 def _commit_input(walk: TuneWalk, node: Node, calib_x: Tensor, in_step: float) -> None:

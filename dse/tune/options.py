@@ -85,12 +85,21 @@ class TuneOptions:
     # ... and every held-out check (stopping, keeping the lowest, the rounded start) takes the mean loss over
     # this many chips, drawn once per block (the same chips at every check: parameters compared on equal terms)
     noise_checks: int = 4
+    # ... and on a spiking chip, the whole compiled network then tuned end to end, each calibration image on a drawn
+    # chip (dse/tune/network.py): at most this many steps (the stopping rule ends them earlier; 0: no such phase) ...
+    network_steps: int = 300
+    network_temperature: float = 4.0  # ... matching the teacher's class probabilities at this temperature ...
+    network_batch: int = 64  # ... this many images a step ...
+    network_held: int = 200  # ... the first this many calibration images held out (at most half of them) ...
+    network_check_steps: int = 50  # ... measured every this many steps ...
+    network_bias_lr: float = 0.2  # ... Adam's rate for the biases, in accumulator units (the weights: `grid_lr`)
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_choice("tuning.mode", self.mode, TuningMode)
         check_choice("tuning.output_loss", self.output_loss, OutputLoss)
-        for name in ("check_steps", "spike_check_steps", "patience", "noise_checks"):
+        for name in ("check_steps", "spike_check_steps", "patience", "noise_checks", "network_batch", "network_held",
+                     "network_check_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be at least 1, got {getattr(self, name)}")
         if not isinstance(self.noise_aware, bool):
@@ -100,3 +109,7 @@ class TuneOptions:
         for name in ("holdout_fraction", "min_improvement"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"tuning.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.network_steps < 0:
+            raise ConfigError(f"tuning.network_steps must be at least 0, got {self.network_steps}")
+        if not self.network_temperature > 0:
+            raise ConfigError(f"tuning.network_temperature must be > 0, got {self.network_temperature}")

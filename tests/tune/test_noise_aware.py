@@ -125,7 +125,7 @@ def test_on_a_spiking_chip_the_threshold_mismatch_is_trained_with_deterministica
     chip_b = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
     hw = dataclasses.replace(chip_b, device=Device(threshold_mismatch=0.1))
     fast = dataclasses.replace(FAST, spike_steps=20, output_spike_steps=20, spike_check_steps=10,
-                               spike_calib_samples=100)
+                               spike_calib_samples=100, network_steps=20, network_check_steps=10)
     plain = compile(prepared, hw, tuning=fast).graph
     aware = [compile(prepared, hw, tuning=dataclasses.replace(fast, noise_aware=True)).graph for _ in range(2)]
     assert _same(aware[0], aware[1])
