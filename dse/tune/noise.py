@@ -20,6 +20,10 @@ luck of the draw (docs/device.md).
 
 Each block draws from its own generator, seeded by `tuning.seed` and the block's name: the same draws whatever
 else is tuned, on any machine.
+
+On a spiking chip the blocks so tuned are then tuned together, end to end, each calibration image on a drawn chip
+(`dse.tune.network`, `tuning.network_steps`): what one neuron's mismatch does, only the layers after it can
+bear, which a block-wise fit to the teacher cannot teach them.
 """
 
 from __future__ import annotations
