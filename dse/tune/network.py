@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -34,14 +34,14 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
-from dse.sim.device_noise import CellLayout, drawn_weights
+from dse.sim.device_noise import CellLayout, drawn_weights, read_std
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
 from dse.sim.spiking import encode, integrate, pad_trains, wire
 from dse.tune.adam import Adam
 from dse.tune.losses import BlockReport
 from dse.tune.options import TuneOptions
 from dse.tune.quantizers import round_clamp_ste, round_ste
-from dse.tune.spiking import _exact_model, running_max_counts
+from dse.tune.spiking import exact_model, running_max_counts
 from dse.tune.stopping import Patience, train_until_done
 
 Tensor = torch.Tensor
@@ -66,11 +66,14 @@ class _Chip:
         self.gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
 
     def weights(self, w: Tensor, wmax: int) -> Tensor:
-        """`w` (rounded) plus the error one drawn chip makes on it (straight through: a constant)."""
+        """`w` (rounded) plus the error one drawn chip makes on it, with one read's noise (straight through: a
+        constant)."""
         with torch.no_grad():
             w_int = torch.clamp(torch.round(w), -wmax, wmax).to(torch.int64).numpy()
             held = drawn_weights(w_int, self.layout, self.device, [self.rng])[0]
             error = torch.from_numpy(held - w_int).to(w.dtype)
+            if self.device.read_sigma:
+                error += read_std(self.layout, self.device, w_int) * torch.randn(w.shape, generator=self.gen)
         return w + error
 
     def thresholds(self, threshold: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -88,14 +91,16 @@ class _Run:
     hw: HardwareSpec
     cores: dict[str, _Core]
     chip: _Chip | None  # None: the exact chip
-    steps: dict[str, float]  # the value of one spike count of every node so far
+    steps: dict[str, float] = field(default_factory=dict)  # the value of one spike count of every node so far
+    # the host's input encoder (a Poisson code draws; a rate code does not): seeded, as the simulator's
+    encoder: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
 
 
 def _input(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
     op = node.op
     run.steps[node.name] = op.scale
     codes = torch.clamp(torch.round(ins[0] / op.scale), 0, op.code_max)
-    return encode(codes, run.hw.neuron.timesteps, run.hw.neuron.encoding)
+    return encode(codes, run.hw.neuron.timesteps, run.hw.neuron.encoding, run.encoder)
 
 
 def _core(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
@@ -116,7 +121,7 @@ def _core(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
     acc = conv_core(trains.reshape(b * steps, *trains.shape[2:]), w, None, op)
     current = acc.reshape(b, steps, *acc.shape[1:]) + bias / steps
     threshold = core.threshold if run.chip is None else run.chip.thresholds(core.threshold, (b, *acc.shape[1:]))
-    if _exact_model(neuron):
+    if exact_model(neuron):
         model = running_max_counts(current, threshold, op.quant.out_max)
     else:  # the ReLU model of the count on the current summed over the window
         model = round_clamp_ste(torch.relu(current.sum(dim=1)) / threshold, 0, op.quant.out_max)
@@ -135,7 +140,7 @@ def _pad(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
     return pad_trains(ins[0], node.op, step, run.hw.neuron)
 
 
-def _route(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
+def route(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
     run.steps[node.name] = run.steps[node.inputs[0]]
     return wire(node.op, ins)
 
@@ -148,7 +153,7 @@ NETWORK_RULES: dict[type[o.Op], Rule] = {
     o.CoreOp: _core,
     o.Readout: _readout,
     o.Pad: _pad,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), _route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
 }
 
 
@@ -215,7 +220,7 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
         total = 0.0
         with torch.no_grad():
             for i in range(options.noise_checks):
-                run = _Run(hw, cores, _Chip(hw, [*key, 1, i]), {})
+                run = _Run(hw, cores, _Chip(hw, [*key, 1, i]))
                 total += float(distillation(_forward(graph, x[:held], run), target[:held],
                                             options.network_temperature))
         return total / options.noise_checks
@@ -226,7 +231,7 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
     def step() -> None:
         count[0] += 1
         rows = held + torch.randint(0, n - held, (batch,), generator=gen)
-        run = _Run(hw, cores, _Chip(hw, [*key, 0, count[0]]), {})
+        run = _Run(hw, cores, _Chip(hw, [*key, 0, count[0]]))
         loss = distillation(_forward(graph, x[rows], run), target[rows], options.network_temperature)
         opt.zero_grad()
         loss.backward()

@@ -55,7 +55,7 @@ def running_max_counts(current: Tensor, threshold: Tensor, timesteps: int) -> Te
     return round_clamp_ste(torch.relu(peak) / threshold, 0, timesteps)
 
 
-def _exact_model(neuron: Neuron) -> bool:
+def exact_model(neuron: Neuron) -> bool:
     """Whether `running_max_counts` is the neuron's count: IF, reset by subtraction, no floor (a floor
     forgets the negative current, which the running maximum of the integrated current does not)."""
     return neuron.decay == 1.0 and neuron.reset == "subtract" and neuron.floor is None
@@ -143,7 +143,7 @@ def _core(core: QCore, trains: Tensor, counts: Tensor, neuron: Neuron, rows: boo
     def copies(acc: Tensor) -> Tensor:  # (..., C, *) -> (..., k C, *)
         return acc if k == 1 else torch.cat([acc] * k, dim=1)
 
-    if _exact_model(neuron):
+    if exact_model(neuron):
         acc = copies(_linear(core, trains.reshape(b * steps, *trains.shape[2:]), rows))
         current = acc.reshape(b, steps, *acc.shape[1:]) * ws + bias / steps
         threshold = _threshold(core, scale, current[:, 0].shape)

@@ -1,6 +1,6 @@
 """End-to-end noise-aware tuning of a spiking network (dse/tune/network.py): its forward pass is the spiking
-simulator's, op for op; it trains on drawn chips, keeps the chip's integers and masks, is reproducible, and runs
-only where asked."""
+simulator's, op for op (its table's coverage: tests/sim/test_op_tables.py); it trains on drawn chips, keeps the
+chip's integers and masks, is reproducible, and runs only where asked."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from dse.config import compose_config, hardware_from
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.ir import ops as o
-from dse.sim.spiking import SPIKING_EXEC, run_spiking
+from dse.sim.spiking import run_spiking
 from dse.tune import TuneOptions
 from dse.tune.losses import BlockReport
-from dse.tune.network import NETWORK_RULES, _Chip, _cores, _forward, _Run, tune_network
+from dse.tune.network import _Chip, _cores, _forward, _Run, tune_network
 
 CHIP_B = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
 MISMATCHED = dataclasses.replace(CHIP_B, device=Device(threshold_mismatch=0.2, weight_mismatch=0.05))
@@ -37,15 +37,11 @@ def lenet():
     return compiled, prepared, x, target
 
 
-def test_every_chip_op_of_the_spiking_simulator_has_a_rule() -> None:
-    assert set(NETWORK_RULES) == set(SPIKING_EXEC)
-
-
 def test_its_forward_pass_is_the_spiking_simulators(lenet) -> None:
     """On the exact chip the phase's forward pass (real spikes, the model only in the gradient) gives the
     simulator's outputs exactly."""
     compiled, prepared, x, _ = lenet
-    got = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None, {}))
+    got = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None))
     want, _, _ = run_spiking(compiled, CHIP_B.neuron, x.numpy(), batch_size=len(x))
     np.testing.assert_array_equal(got.detach().numpy(), want)
 
@@ -53,8 +49,8 @@ def test_its_forward_pass_is_the_spiking_simulators(lenet) -> None:
 def test_a_drawn_chip_gives_each_image_its_own_thresholds(lenet) -> None:
     """A drawn chip moves the outputs; the same key draws the same chip."""
     compiled, _, x, _ = lenet
-    exact = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None, {}))
-    drawn = [_forward(compiled, x, _Run(MISMATCHED, _cores(compiled), _Chip(MISMATCHED, [0, k]), {}))
+    exact = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None))
+    drawn = [_forward(compiled, x, _Run(MISMATCHED, _cores(compiled), _Chip(MISMATCHED, [0, k])))
              for k in (1, 1, 2)]
     assert not torch.equal(drawn[0], exact)
     assert torch.equal(drawn[0], drawn[1])
