@@ -45,6 +45,7 @@ from dse.tune.spiking import exact_model, running_max_counts
 from dse.tune.stopping import Patience, train_until_done
 
 Tensor = torch.Tensor
+HELD_FLOATS = 2**27  # values (over the T steps) of the held-out images run at once: more are run in chunks
 
 
 @dataclass
@@ -204,6 +205,23 @@ def distillation(got: Tensor, target: Tensor, temperature: float) -> Tensor:
                     log_target=True, reduction="batchmean") * temperature**2
 
 
+def network_loss(options: TuneOptions, target: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """What the phase minimizes, as `tuning.output_loss` says for the output block (`dse.tune.losses`): the
+    distillation at `tuning.network_temperature` for class scores (N, classes) where it names `kd`, the squared
+    error over the teacher's variance where it names `mse` (or the output is not class scores), both for
+    `mse+kd`."""
+    terms = options.output_loss.split("+")
+    kd = "kd" in terms and target.dim() == 2
+    mse = not kd or "mse" in terms
+    norm = float(target.var()) + 1e-12
+
+    def loss(got: Tensor, want: Tensor) -> Tensor:
+        value = F.mse_loss(got, want) / norm if mse else got.new_zeros(())
+        return value + distillation(got, want, options.network_temperature) if kd else value
+
+    return loss
+
+
 def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, options: TuneOptions,
                  reports: list[BlockReport] | None = None) -> Graph:
     """`graph` (integer, committed by the walk) tuned end to end on the calibration images `x` against the
@@ -216,14 +234,19 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
     key = [options.seed, zlib.crc32(b"network")]
     report = BlockReport("network", len(cores))
 
+    loss_of = network_loss(options, target)
+    per_image = hw.neuron.timesteps * sum(int(np.prod(s)) for s in infer_shapes(graph).values())
+    chunk = max(1, HELD_FLOATS // per_image)  # held-out images run at once (every value over the T steps)
+
     def measured() -> float:
         total = 0.0
         with torch.no_grad():
             for i in range(options.noise_checks):
                 run = _Run(hw, cores, _Chip(hw, [*key, 1, i]))
-                total += float(distillation(_forward(graph, x[:held], run), target[:held],
-                                            options.network_temperature))
-        return total / options.noise_checks
+                for lo in range(0, held, chunk):
+                    hi = min(held, lo + chunk)
+                    total += float(loss_of(_forward(graph, x[lo:hi], run), target[lo:hi])) * (hi - lo)
+        return total / (options.noise_checks * held)
 
     gen = torch.Generator().manual_seed(int(np.random.default_rng([*key, 2]).integers(2**62)))
     count = [0]
@@ -232,7 +255,7 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
         count[0] += 1
         rows = held + torch.randint(0, n - held, (batch,), generator=gen)
         run = _Run(hw, cores, _Chip(hw, [*key, 0, count[0]]))
-        loss = distillation(_forward(graph, x[rows], run), target[rows], options.network_temperature)
+        loss = loss_of(_forward(graph, x[rows], run), target[rows])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -16,7 +16,7 @@ from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.ir import ops as o
 from dse.sim.spiking import run_spiking
-from dse.tune import TuneOptions
+from dse.tune import TuneOptions, network
 from dse.tune.losses import BlockReport
 from dse.tune.network import _Chip, _cores, _forward, _Run, tune_network
 
@@ -103,3 +103,26 @@ def test_it_runs_only_with_noise_aware_tuning_on_a_spiking_chip_with_a_device(le
 def test_bad_values_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TuneOptions(**kwargs)
+
+
+def test_its_loss_is_the_output_loss_the_options_name() -> None:
+    """`tuning.output_loss` as for the output block: distillation of class scores at the phase's temperature,
+    the squared error over the teacher's variance for `mse` or for outputs that are not class scores."""
+    gen = torch.Generator().manual_seed(0)
+    got, want = torch.randn(8, 10, generator=gen), torch.randn(8, 10, generator=gen)
+    mse = torch.nn.functional.mse_loss(got, want) / (want.var() + 1e-12)
+    kd = network.distillation(got, want, SHORT.network_temperature)
+    assert torch.allclose(network.network_loss(SHORT, want)(got, want), kd)
+    assert torch.allclose(network.network_loss(dataclasses.replace(SHORT, output_loss="mse"), want)(got, want), mse)
+    both = network.network_loss(dataclasses.replace(SHORT, output_loss="mse+kd"), want)(got, want)
+    assert torch.allclose(both, mse + kd)
+    maps = torch.randn(2, 3, 4, 4, generator=gen)  # not class scores: the squared error
+    assert torch.allclose(network.network_loss(SHORT, maps)(maps + 1, maps), 1 / (maps.var() + 1e-12))
+
+
+def test_held_out_images_run_in_chunks_where_they_are_many(lenet, monkeypatch) -> None:
+    compiled, _, x, target = lenet
+    monkeypatch.setattr(network, "HELD_FLOATS", 1)  # one image at a time
+    reports: list[BlockReport] = []
+    tune_network(compiled, MISMATCHED, x, target, dataclasses.replace(SHORT, network_steps=5), reports)
+    assert np.isfinite(reports[0].losses["network_start"])
