@@ -58,7 +58,7 @@ from dse.sim.heap import keep_freed_memory
 from dse.sim.montecarlo import MonteCarlo
 from dse.sim.teachers import Teachers
 from dse.sim.threads import compute_threads
-from dse.tune import BlockReport, TuneOptions, check_quantizable
+from dse.tune import BlockReport, TuneOptions, check_quantizable, network
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
@@ -254,7 +254,8 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
                        prepared.original_test_logits, prepared.teachers)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
-                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress),
+                         eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress,
+                                                                         network.wanted(hw, tuning)),
                          montecarlo=evaluate)
     meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
@@ -289,12 +290,13 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
     )
 
 
-def _progress(graph: Graph, enabled: bool):
+def _progress(graph: Graph, enabled: bool, network_phase: bool):
+    """A bar of the blocks tuning reaches (and its end-to-end phase, `dse.tune.network`, where it runs one)."""
     if not enabled:
         return None
     from tqdm import tqdm
 
-    n_blocks = len({n.block_name for n in graph.of_type(o.CoreOp)})
+    n_blocks = len({n.block_name for n in graph.of_type(o.CoreOp)}) + int(network_phase)
     bar = tqdm(total=n_blocks, desc="tuning", unit="block", leave=False)
 
     def step(name: str) -> None:

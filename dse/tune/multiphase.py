@@ -36,11 +36,10 @@ from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
 from dse.sim import spiking
 from dse.sim.float_exec import FLOAT_EXEC, decode_population
-from dse.tune import noise
+from dse.tune import network, noise
 from dse.tune.baseline import round_block, round_block_spiking
 from dse.tune.block import BlockProblem, value_samples
 from dse.tune.losses import BlockReport, relative_mse
-from dse.tune.network import tune_network
 from dse.tune.options import TuneOptions
 from dse.tune.phases import Fit, create_cores, set_up, train_block
 from dse.tune.qcore import fixed_core
@@ -115,10 +114,10 @@ def tune_graph(
             if last_use.get(src, -1) <= i:
                 walk.forget(src)
     tuned = graph.replace_nodes(Node(n.name, walk.new_ops[n.name], n.inputs, n.block) for n in graph)
-    if walk.spiking and options.noise_aware and not hw.device.is_ideal and options.network_steps > 0:
+    if network.wanted(hw, options):
         if progress:
-            progress("network")
-        tuned = tune_network(tuned, hw, calib_x, teacher(graph.outputs[0]), options, reports)
+            progress("network (end to end)")
+        tuned = network.tune_network(tuned, hw, calib_x, teacher(graph.outputs[0]), options, reports)
     return tuned
 
 

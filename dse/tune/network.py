@@ -222,6 +222,13 @@ def network_loss(options: TuneOptions, target: Tensor) -> Callable[[Tensor, Tens
     return loss
 
 
+def wanted(hw: HardwareSpec, options: TuneOptions) -> bool:
+    """Whether tuning ends with this phase: noise-aware tuning, on a spiking chip, with a device that is not ideal,
+    and steps to run."""
+    return (hw.spiking and options.mode == "multiphase" and options.noise_aware and not hw.device.is_ideal
+            and options.network_steps > 0)
+
+
 def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, options: TuneOptions,
                  reports: list[BlockReport] | None = None) -> Graph:
     """`graph` (integer, committed by the walk) tuned end to end on the calibration images `x` against the
