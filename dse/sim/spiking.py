@@ -184,6 +184,23 @@ SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
 }
 
 
+def spike_graph(graph: Graph, neuron: Neuron, x: Tensor, generator: torch.Generator, stats: SpikeStats,
+                table: Mapping[type[o.Op], SpikingRule] | None = None) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """Every node's spike trains (N, T, ...) on the batch of real inputs `x`, and the value of one of its spike
+    counts, by the rules of `table` (None: `SPIKING_EXEC`); the activity goes to `stats`. Differentiable where the
+    rules are: `run_spiking` runs it without gradients, `dse.tune.network` trains through it."""
+    trains: dict[str, Tensor] = {}
+    scales: dict[str, float] = {}
+    batch = _Batch(neuron, generator, stats)
+    for node in graph:
+        ins = [trains[s] for s in node.inputs] if node.inputs else [x]
+        rule = (table or SPIKING_EXEC).get(type(node.op))
+        if rule is None:
+            raise TypeError(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
+        trains[node.name], scales[node.name] = rule(node, ins, [scales[s] for s in node.inputs], batch)
+    return trains, scales
+
+
 @torch.no_grad()
 def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int = 100, seed: int = 0,
                 keep: tuple[str, ...] = (), dtype: torch.dtype = torch.float32,
@@ -200,17 +217,10 @@ def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int 
     outs, stats, kept = [], SpikeStats(), {k: [] for k in keep}
     for start in range(0, len(x), batch_size):
         xb = torch.as_tensor(np.array(x[start : start + batch_size]), dtype=dtype)
-        trains: dict[str, Tensor] = {}
-        scales: dict[str, float] = {}
-        batch = _Batch(neuron, gen, SpikeStats(samples=len(xb)))
-        for node in graph:
-            ins = [trains[s] for s in node.inputs] if node.inputs else [xb]
-            rule = (table or SPIKING_EXEC).get(type(node.op))
-            if rule is None:
-                raise TypeError(f"node {node.name!r}: {type(node.op).__name__} is not a chip op")
-            trains[node.name], scales[node.name] = rule(node, ins, [scales[s] for s in node.inputs], batch)
+        batch_stats = SpikeStats(samples=len(xb))
+        trains, scales = spike_graph(graph, neuron, xb, gen, batch_stats, table)
         outs.append((trains[out_name].sum(dim=1) * scales[out_name]).numpy())
         for k in keep:
             kept[k].append(trains[k].sum(dim=1).numpy())
-        stats.add(batch.stats)
+        stats.add(batch_stats)
     return np.concatenate(outs), stats, {k: np.concatenate(v) for k, v in kept.items()}

@@ -44,6 +44,8 @@ class BlockLoss:
     mse: bool = True  # the squared error of the values
     kd: bool = False  # the KL divergence of the teacher's softmax from ours
     signed_pair: bool = False  # the output leaves as (relu(s), relu(-s)) and the host reads s
+    # the softmaxes' temperature; the divergence is multiplied by its square, so that its gradients keep their size
+    temperature: float = 1.0
 
     def __call__(self, got: Tensor, target: Tensor) -> Tensor:
         loss = F.mse_loss(got, target) / self.norm if self.mse else got.new_zeros(())
@@ -51,20 +53,27 @@ class BlockLoss:
             if self.signed_pair:
                 c = got.shape[1] // 2
                 got, target = got[:, :c] - got[:, c:], target[:, :c] - target[:, c:]
-            loss = loss + F.kl_div(F.log_softmax(got, dim=1), F.log_softmax(target, dim=1), log_target=True,
-                                   reduction="batchmean")
+            t = self.temperature
+            loss = loss + F.kl_div(F.log_softmax(got / t, dim=1), F.log_softmax(target / t, dim=1), log_target=True,
+                                   reduction="batchmean") * t**2
         return loss
+
+
+def host_loss(target: Tensor, output_loss: str, *, signed_pair: bool = False, temperature: float = 1.0
+              ) -> BlockLoss:
+    """The loss of a value the host reads, the network's output, as `tuning.output_loss` names it (see the module
+    docstring); also the end-to-end phase's (`dse.tune.network`, at its own temperature)."""
+    terms = output_loss.split("+")
+    kd = "kd" in terms and target.dim() == 2  # class probabilities: of (N, classes) logits
+    return BlockLoss(float(target.var()) + 1e-12, output=True, mse=not kd or "mse" in terms, kd=kd,
+                     signed_pair=signed_pair, temperature=temperature)
 
 
 def block_loss(graph: Graph, out_name: str, target: Tensor, output_loss: str) -> BlockLoss:
     """The loss of the block whose output is node `out_name` (see the module docstring)."""
-    norm = float(target.var()) + 1e-12
     if not graph.read_by_host(out_name):
-        return BlockLoss(norm)
-    terms = output_loss.split("+")
-    kd = "kd" in terms and target.dim() == 2  # class probabilities: of (N, classes) logits
-    return BlockLoss(norm, output=True, mse=not kd or "mse" in terms, kd=kd,
-                     signed_pair=bool(graph.consumers(out_name)))  # read through a Readout
+        return BlockLoss(float(target.var()) + 1e-12)
+    return host_loss(target, output_loss, signed_pair=bool(graph.consumers(out_name)))  # read through a Readout
 
 
 @dataclass

@@ -23,22 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 from dse.ir.shapes import infer_shapes
-from dse.sim.device_noise import CellLayout, drawn_weights, read_std
-from dse.sim.float_exec import FLOAT_EXEC, conv_core
-from dse.sim.spiking import encode, integrate, pad_trains, wire
+from dse.sim.device_noise import CellLayout
+from dse.sim.float_exec import conv_core
+from dse.sim.spiking import SPIKING_EXEC, SpikeStats, SpikingRule, integrate, spike_graph
 from dse.tune.adam import Adam
-from dse.tune.losses import BlockReport
+from dse.tune.losses import BlockReport, host_loss
+from dse.tune.noise import cell_error, streams
 from dse.tune.options import TuneOptions
 from dse.tune.quantizers import round_clamp_ste, round_ste
 from dse.tune.spiking import exact_model, running_max_counts
@@ -63,18 +62,14 @@ class _Chip:
 
     def __init__(self, hw: HardwareSpec, key: list[int]) -> None:
         self.device, self.layout = hw.device, CellLayout.of(hw)
-        self.rng = np.random.default_rng(key)
-        self.gen = torch.Generator().manual_seed(int(self.rng.integers(2**62)))
+        self.rng, self.gen = streams(key)
 
     def weights(self, w: Tensor, wmax: int) -> Tensor:
         """`w` (rounded) plus the error one drawn chip makes on it, with one read's noise (straight through: a
         constant)."""
         with torch.no_grad():
             w_int = torch.clamp(torch.round(w), -wmax, wmax).to(torch.int64).numpy()
-            held = drawn_weights(w_int, self.layout, self.device, [self.rng])[0]
-            error = torch.from_numpy(held - w_int).to(w.dtype)
-            if self.device.read_sigma:
-                error += read_std(self.layout, self.device, w_int) * torch.randn(w.shape, generator=self.gen)
+            error = cell_error(w_int, self.layout, self.device, self.rng, self.gen).to(w.dtype)
         return w + error
 
     def thresholds(self, threshold: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -85,91 +80,47 @@ class _Chip:
         return threshold * (1.0 + mismatch * torch.randn(shape, generator=self.gen))
 
 
-@dataclass
-class _Run:
-    """What a rule sees besides its node and inputs."""
+def _core_rule(hw: HardwareSpec, cores: dict[str, _Core], chip: _Chip | None) -> SpikingRule:
+    """`SPIKING_EXEC`'s core rule with the cores' trained parameters (and a drawn chip's errors): the real spikes
+    forward; backward the gradient of the neuron's model (`dse.tune.spiking`), spread evenly over the time steps
+    of the output trains (the next core's current sums them)."""
 
-    hw: HardwareSpec
-    cores: dict[str, _Core]
-    chip: _Chip | None  # None: the exact chip
-    steps: dict[str, float] = field(default_factory=dict)  # the value of one spike count of every node so far
-    # the host's input encoder (a Poisson code draws; a rate code does not): seeded, as the simulator's
-    encoder: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    def rule(node: Node, ins: list[Tensor], in_steps: list[float], batch: object) -> tuple[Tensor, float]:
+        op, core, neuron = node.op, cores[node.name], hw.neuron
+        steps, wmax = neuron.timesteps, hw.weight_max
+        w = round_clamp_ste(core.weight, -wmax, wmax) if core.weight.requires_grad else core.weight
+        if chip is not None:
+            w = chip.weights(w, wmax)
+        if core.mask is not None:
+            w = w * core.mask
+        bias = round_ste(core.bias) if core.bias.requires_grad else core.bias
+        bias = bias if op.dense else bias.reshape(-1, 1, 1)
+        trains = ins[0]
+        b = trains.shape[0]
+        acc = conv_core(trains.reshape(b * steps, *trains.shape[2:]), w, None, op)
+        current = acc.reshape(b, steps, *acc.shape[1:]) + bias / steps
+        threshold = core.threshold if chip is None else chip.thresholds(core.threshold, (b, *acc.shape[1:]))
+        if exact_model(neuron):
+            model = running_max_counts(current, threshold, op.quant.out_max)
+        else:  # the ReLU model of the count on the current summed over the window
+            model = round_clamp_ste(torch.relu(current.sum(dim=1)) / threshold, 0, op.quant.out_max)
+        with torch.no_grad():
+            spikes = integrate(current.detach(), threshold, neuron)
+        return spikes + ((model - model.detach()) / steps).unsqueeze(1), op.quant.out_scale
 
-
-def _input(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
-    op = node.op
-    run.steps[node.name] = op.scale
-    codes = torch.clamp(torch.round(ins[0] / op.scale), 0, op.code_max)
-    return encode(codes, run.hw.neuron.timesteps, run.hw.neuron.encoding, run.encoder)
-
-
-def _core(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
-    """The core's real spikes forward; backward the gradient of its neuron's model (`dse.tune.spiking`), spread
-    evenly over the time steps of its output trains (the next core's current sums them)."""
-    op, core, neuron = node.op, run.cores[node.name], run.hw.neuron
-    run.steps[node.name] = op.quant.out_scale
-    steps, wmax = neuron.timesteps, run.hw.weight_max
-    w = round_clamp_ste(core.weight, -wmax, wmax) if core.weight.requires_grad else core.weight
-    if run.chip is not None:
-        w = run.chip.weights(w, wmax)
-    if core.mask is not None:
-        w = w * core.mask
-    bias = round_ste(core.bias) if core.bias.requires_grad else core.bias
-    bias = bias if op.dense else bias.reshape(-1, 1, 1)
-    trains = ins[0]
-    b = trains.shape[0]
-    acc = conv_core(trains.reshape(b * steps, *trains.shape[2:]), w, None, op)
-    current = acc.reshape(b, steps, *acc.shape[1:]) + bias / steps
-    threshold = core.threshold if run.chip is None else run.chip.thresholds(core.threshold, (b, *acc.shape[1:]))
-    if exact_model(neuron):
-        model = running_max_counts(current, threshold, op.quant.out_max)
-    else:  # the ReLU model of the count on the current summed over the window
-        model = round_clamp_ste(torch.relu(current.sum(dim=1)) / threshold, 0, op.quant.out_max)
-    with torch.no_grad():
-        spikes = integrate(current.detach(), threshold, neuron)
-    return spikes + ((model - model.detach()) / steps).unsqueeze(1)
+    return rule
 
 
-def _readout(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
-    run.steps[node.name] = run.steps[node.inputs[0]]
-    return FLOAT_EXEC[o.Readout](node.op, [ins[0].transpose(1, 2)]).transpose(1, 2)
-
-
-def _pad(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
-    step = run.steps[node.name] = run.steps[node.inputs[0]]
-    return pad_trains(ins[0], node.op, step, run.hw.neuron)
-
-
-def route(node: Node, ins: list[Tensor], run: _Run) -> Tensor:
-    run.steps[node.name] = run.steps[node.inputs[0]]
-    return wire(node.op, ins)
-
-
-Rule = Callable[[Node, list[Tensor], _Run], Tensor]
-
-#: A chip op on spike trains (N, T, ...) with gradients: the same ops as `dse.sim.spiking.SPIKING_EXEC`.
-NETWORK_RULES: dict[type[o.Op], Rule] = {
-    o.Input: _input,
-    o.CoreOp: _core,
-    o.Readout: _readout,
-    o.Pad: _pad,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
-}
-
-
-def _forward(graph: Graph, x: Tensor, run: _Run) -> Tensor:
-    """The network's output values (spike counts times their step) on images `x`."""
-    trains: dict[str, Tensor] = {}
-    for node in graph:
-        ins = [trains[s] for s in node.inputs] if node.inputs else [x]
-        trains[node.name] = NETWORK_RULES[type(node.op)](node, ins, run)
+def _forward(graph: Graph, x: Tensor, hw: HardwareSpec, cores: dict[str, _Core], chip: _Chip | None) -> Tensor:
+    """The network's output values (spike counts times their step) on images `x`: the spiking simulator
+    (`spike_graph`, every other op by its `SPIKING_EXEC` rule), its cores with their trained parameters."""
+    table = {**SPIKING_EXEC, o.CoreOp: _core_rule(hw, cores, chip)}
+    trains, steps = spike_graph(graph, hw.neuron, x, torch.Generator().manual_seed(0), SpikeStats(), table)
     out = graph.outputs[0]
-    return trains[out].sum(dim=1) * run.steps[out]
+    return trains[out].sum(dim=1) * steps[out]
 
 
-def _cores(graph: Graph) -> dict[str, _Core]:
-    shapes = infer_shapes(graph)
+def _cores(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> dict[str, _Core]:
     cores = {}
     for node in graph.of_type(o.CoreOp):
         op, q = node.op, node.op.quant
@@ -198,30 +149,6 @@ def _installed(graph: Graph, cores: dict[str, _Core], wmax: int) -> Graph:
     return graph.replace_nodes(node_of(n) for n in graph)
 
 
-def distillation(got: Tensor, target: Tensor, temperature: float) -> Tensor:
-    """KL divergence of the student's class probabilities at `temperature` from the teacher's, times the
-    temperature squared (so that its gradients keep their size as the temperature changes)."""
-    return F.kl_div(F.log_softmax(got / temperature, dim=1), F.log_softmax(target / temperature, dim=1),
-                    log_target=True, reduction="batchmean") * temperature**2
-
-
-def network_loss(options: TuneOptions, target: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """What the phase minimizes, as `tuning.output_loss` says for the output block (`dse.tune.losses`): the
-    distillation at `tuning.network_temperature` for class scores (N, classes) where it names `kd`, the squared
-    error over the teacher's variance where it names `mse` (or the output is not class scores), both for
-    `mse+kd`."""
-    terms = options.output_loss.split("+")
-    kd = "kd" in terms and target.dim() == 2
-    mse = not kd or "mse" in terms
-    norm = float(target.var()) + 1e-12
-
-    def loss(got: Tensor, want: Tensor) -> Tensor:
-        value = F.mse_loss(got, want) / norm if mse else got.new_zeros(())
-        return value + distillation(got, want, options.network_temperature) if kd else value
-
-    return loss
-
-
 def wanted(hw: HardwareSpec, options: TuneOptions) -> bool:
     """Whether tuning ends with this phase: noise-aware tuning, on a spiking chip, with a device that is not ideal,
     and steps to run."""
@@ -233,7 +160,8 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
                  reports: list[BlockReport] | None = None) -> Graph:
     """`graph` (integer, committed by the walk) tuned end to end on the calibration images `x` against the
     teacher's outputs `target`, each image on a drawn chip (see the module docstring)."""
-    cores = _cores(graph)
+    shapes = infer_shapes(graph)
+    cores = _cores(graph, shapes)
     trained = [c for c in cores.values() if c.weight.requires_grad]
     n = len(x)
     held = min(options.network_held, n // 2)
@@ -241,18 +169,18 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
     key = [options.seed, zlib.crc32(b"network")]
     report = BlockReport("network", len(cores))
 
-    loss_of = network_loss(options, target)
-    per_image = hw.neuron.timesteps * sum(int(np.prod(s)) for s in infer_shapes(graph).values())
+    loss_of = host_loss(target, options.output_loss, temperature=options.network_temperature)
+    per_image = hw.neuron.timesteps * sum(int(np.prod(s)) for s in shapes.values())
     chunk = max(1, HELD_FLOATS // per_image)  # held-out images run at once (every value over the T steps)
 
     def measured() -> float:
         total = 0.0
         with torch.no_grad():
             for i in range(options.noise_checks):
-                run = _Run(hw, cores, _Chip(hw, [*key, 1, i]))
+                chip = _Chip(hw, [*key, 1, i])
                 for lo in range(0, held, chunk):
                     hi = min(held, lo + chunk)
-                    total += float(loss_of(_forward(graph, x[lo:hi], run), target[lo:hi])) * (hi - lo)
+                    total += float(loss_of(_forward(graph, x[lo:hi], hw, cores, chip), target[lo:hi])) * (hi - lo)
         return total / (options.noise_checks * held)
 
     gen = torch.Generator().manual_seed(int(np.random.default_rng([*key, 2]).integers(2**62)))
@@ -261,8 +189,8 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
     def step() -> None:
         count[0] += 1
         rows = held + torch.randint(0, n - held, (batch,), generator=gen)
-        run = _Run(hw, cores, _Chip(hw, [*key, 0, count[0]]))
-        loss = loss_of(_forward(graph, x[rows], run), target[rows])
+        chip = _Chip(hw, [*key, 0, count[0]])
+        loss = loss_of(_forward(graph, x[rows], hw, cores, chip), target[rows])
         opt.zero_grad()
         loss.backward()
         opt.step()

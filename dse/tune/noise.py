@@ -36,6 +36,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from dse.hardware.device import Device
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.sim.device_noise import CellLayout, drawn_weights, read_std
@@ -66,14 +67,14 @@ class StepNoise:
         self.device, self.layout = hw.device, CellLayout.of(hw)
         self.key = [seed, zlib.crc32(block.encode())]
         self.checks = checks  # the chips every held-out check is measured on
-        self.rng, self.gen = _streams([*self.key, 0])
+        self.rng, self.gen = streams([*self.key, 0])
         self.on = False
 
     @contextmanager
     def chip(self, index: int) -> Iterator[None]:
         """On, with the draws of held-out chip `index` (the same at every check); the training draws after."""
         training = self.rng, self.gen
-        self.rng, self.gen = _streams([*self.key, 1, index])
+        self.rng, self.gen = streams([*self.key, 1, index])
         self.on = True
         try:
             yield
@@ -88,17 +89,13 @@ class StepNoise:
         with torch.no_grad():
             unit = _grid_unit(core, w)  # weight units per grid unit
             w_int = torch.clamp(torch.round(w / unit), -core.wmax, core.wmax).to(torch.int64).numpy()
-            held = drawn_weights(w_int, self.layout, self.device, [self.rng])[0]
-            error = torch.from_numpy(held - w_int).float()
-            if self.device.read_sigma:
-                error += read_std(self.layout, self.device, w_int) * torch.randn(w.shape, generator=self.gen)
-            error = core.masked(error * unit)
+            error = core.masked(cell_error(w_int, self.layout, self.device, self.rng, self.gen) * unit)
         return w + error
 
     def stored(self, codes: Tensor) -> Tensor:
         """The weights one drawn chip (always the same) holds for integer `codes`: the weight step is chosen
         on them (`best_weight_scale`), so that it weighs the cells' errors against rounding and clipping."""
-        rng, gen = _streams([*self.key, 2])
+        rng, gen = streams([*self.key, 2])
         w_int = codes.to(torch.int64).numpy()
         held = torch.from_numpy(drawn_weights(w_int, self.layout, self.device, [rng])[0]).to(codes.dtype)
         if self.device.read_sigma:
@@ -143,7 +140,19 @@ def _grid_unit(core: QCore, w: Tensor) -> Tensor | float:
     return step.reshape(-1, 1, 1, 1) / per_input
 
 
-def _streams(key: list[int]) -> tuple[np.random.Generator, torch.Generator]:
+def cell_error(w_int: np.ndarray, layout: CellLayout, device: Device, rng: np.random.Generator,
+               gen: torch.Generator) -> Tensor:
+    """What one drawn chip holds for the integer weights `w_int`, less `w_int` (float32): its cells' errors
+    (`drawn_weights`, from `rng`) and, where the device has read noise, one read's (from `gen`)."""
+    held = drawn_weights(w_int, layout, device, [rng])[0]
+    error = torch.from_numpy(held - w_int).float()
+    if device.read_sigma:
+        error += read_std(layout, device, w_int) * torch.randn(w_int.shape, generator=gen)
+    return error
+
+
+def streams(key: list[int]) -> tuple[np.random.Generator, torch.Generator]:
+    """A numpy and a torch generator, both from `key` (the torch one seeded by the numpy one's first draw)."""
     rng = np.random.default_rng(key)
     return rng, torch.Generator().manual_seed(int(rng.integers(2**62)))
 

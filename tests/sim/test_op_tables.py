@@ -32,9 +32,7 @@ from dse.sim import float_exec, integer, spiking
 from dse.sim.float_exec import FLOAT_EXEC, LazyForward, run_float
 from dse.sim.integer import INTEGER_EXEC, NotIntegerGraph, run_integer
 from dse.sim.spiking import SPIKING_EXEC, run_spiking
-from dse.tune import network
 from dse.tune.multiphase import TuneOptions, tune_graph
-from dse.tune.network import NETWORK_RULES
 
 rng = np.random.default_rng(0)
 W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
@@ -100,15 +98,14 @@ def round_trips(op: o.Op, in_shapes: list[tuple[int, ...]]) -> bool:
 def missing_entries(all_ops=o.ALL_OPS, chip_ops=o.CHIP_OPS, wiring_ops=o.WIRING_OPS, samples=SAMPLES
                     ) -> list[tuple[str, str]]:
     """(table, op type) for every behaviour table that lacks an op type it must cover: every op has a shape, a
-    float behaviour and a file form (a round trip of its sample), every chip op an integer, a spiking (and
-    its differentiable twin's, `dse.tune.network`), an equalization, a NIR and a re-encoding rule, and every
-    wiring op a routing (which the executors' wiring rules and tuning's per-channel scales read)."""
+    float behaviour and a file form (a round trip of its sample), every chip op an integer, a spiking, an
+    equalization, a NIR and a re-encoding rule, and every wiring op a routing (which the executors' wiring rules
+    and tuning's per-channel scales read)."""
     tables = {
         "SHAPE_RULES": (SHAPE_RULES, all_ops),
         "FLOAT_EXEC": (FLOAT_EXEC, all_ops),
         "INTEGER_EXEC": (INTEGER_EXEC, chip_ops),
         "SPIKING_EXEC": (SPIKING_EXEC, chip_ops),
-        "network.NETWORK_RULES": (NETWORK_RULES, chip_ops),
         "WIRING": (WIRING, wiring_ops),
         "equalize.CHANNEL_RULES": (CHANNEL_RULES, chip_ops),
         "NIR_EXPORT": (NIR_EXPORT, chip_ops),
@@ -252,7 +249,6 @@ ROLL_ENTRIES = {  # the one entry per behaviour table a wiring op needs
     "FLOAT_EXEC": (FLOAT_EXEC, float_exec.route),
     "INTEGER_EXEC": (INTEGER_EXEC, integer.route),
     "SPIKING_EXEC": (SPIKING_EXEC, spiking.route),
-    "network.NETWORK_RULES": (NETWORK_RULES, network.route),
     "WIRING": (WIRING, Routing(
         move=lambda op, xs, lead: torch.roll(xs[0], op.shift, dims=lead),
         channels=lambda op, ins, in_shapes, out_shape: unmixed(np.roll(ins[0], op.shift)),

@@ -1,6 +1,6 @@
 """End-to-end noise-aware tuning of a spiking network (dse/tune/network.py): its forward pass is the spiking
-simulator's, op for op (its table's coverage: tests/sim/test_op_tables.py); it trains on drawn chips, keeps the
-chip's integers and masks, is reproducible, and runs only where asked."""
+simulator's (`spike_graph` with `SPIKING_EXEC`'s rules, its own rule for a core only); it trains on drawn chips,
+keeps the chip's integers and masks, is reproducible, and runs only where asked."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from dse.config import compose_config, hardware_from
 from dse.errors import ConfigError
 from dse.hardware.device import Device
 from dse.ir import ops as o
+from dse.ir.shapes import infer_shapes
 from dse.sim.spiking import run_spiking
 from dse.tune import TuneOptions, network
-from dse.tune.losses import BlockReport
-from dse.tune.network import _Chip, _cores, _forward, _Run, tune_network
+from dse.tune.losses import BlockLoss, BlockReport, host_loss
+from dse.tune.network import _Chip, _cores, _forward, tune_network
 
 CHIP_B = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
 MISMATCHED = dataclasses.replace(CHIP_B, device=Device(threshold_mismatch=0.2, weight_mismatch=0.05))
@@ -41,7 +42,7 @@ def test_its_forward_pass_is_the_spiking_simulators(lenet) -> None:
     """On the exact chip the phase's forward pass (real spikes, the model only in the gradient) gives the
     simulator's outputs exactly."""
     compiled, prepared, x, _ = lenet
-    got = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None))
+    got = _forward(compiled, x, CHIP_B, _cores(compiled, infer_shapes(compiled)), None)
     want, _, _ = run_spiking(compiled, CHIP_B.neuron, x.numpy(), batch_size=len(x))
     np.testing.assert_array_equal(got.detach().numpy(), want)
 
@@ -49,8 +50,8 @@ def test_its_forward_pass_is_the_spiking_simulators(lenet) -> None:
 def test_a_drawn_chip_gives_each_image_its_own_thresholds(lenet) -> None:
     """A drawn chip moves the outputs; the same key draws the same chip."""
     compiled, _, x, _ = lenet
-    exact = _forward(compiled, x, _Run(CHIP_B, _cores(compiled), None))
-    drawn = [_forward(compiled, x, _Run(MISMATCHED, _cores(compiled), _Chip(MISMATCHED, [0, k])))
+    exact = _forward(compiled, x, CHIP_B, _cores(compiled, infer_shapes(compiled)), None)
+    drawn = [_forward(compiled, x, MISMATCHED, _cores(compiled, infer_shapes(compiled)), _Chip(MISMATCHED, [0, k]))
              for k in (1, 1, 2)]
     assert not torch.equal(drawn[0], exact)
     assert torch.equal(drawn[0], drawn[1])
@@ -110,14 +111,19 @@ def test_its_loss_is_the_output_loss_the_options_name() -> None:
     the squared error over the teacher's variance for `mse` or for outputs that are not class scores."""
     gen = torch.Generator().manual_seed(0)
     got, want = torch.randn(8, 10, generator=gen), torch.randn(8, 10, generator=gen)
+    t = SHORT.network_temperature
     mse = torch.nn.functional.mse_loss(got, want) / (want.var() + 1e-12)
-    kd = network.distillation(got, want, SHORT.network_temperature)
-    assert torch.allclose(network.network_loss(SHORT, want)(got, want), kd)
-    assert torch.allclose(network.network_loss(dataclasses.replace(SHORT, output_loss="mse"), want)(got, want), mse)
-    both = network.network_loss(dataclasses.replace(SHORT, output_loss="mse+kd"), want)(got, want)
-    assert torch.allclose(both, mse + kd)
+    kd = torch.nn.functional.kl_div(torch.log_softmax(got / t, 1), torch.log_softmax(want / t, 1), log_target=True,
+                                    reduction="batchmean") * t**2
+
+    def loss(output_loss: str, target: torch.Tensor) -> BlockLoss:
+        return host_loss(target, output_loss, temperature=t)
+
+    assert torch.allclose(loss("kd", want)(got, want), kd)
+    assert torch.allclose(loss("mse", want)(got, want), mse)
+    assert torch.allclose(loss("mse+kd", want)(got, want), mse + kd)
     maps = torch.randn(2, 3, 4, 4, generator=gen)  # not class scores: the squared error
-    assert torch.allclose(network.network_loss(SHORT, maps)(maps + 1, maps), 1 / (maps.var() + 1e-12))
+    assert torch.allclose(loss("kd", maps)(maps + 1, maps), 1 / (maps.var() + 1e-12))
 
 
 def test_held_out_images_run_in_chunks_where_they_are_many(lenet, monkeypatch) -> None:
