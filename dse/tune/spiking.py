@@ -262,7 +262,7 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
         c.log_scale.requires_grad_(True)
     start = report.losses["spike_init"] = measured()
     opt = Adam(_groups(options, cores))
-    rule = Patience(options.patience, options.min_improvement, start, start)
+    rule = Patience(options.spike_patience, options.min_improvement, start, start)
     steps = options.output_spike_steps if loss.output else options.spike_steps
     report.steps["spike"] = train_until_done(rule, steps, options.spike_check_steps, step, measured,
                                              lambda: _state(cores), lambda state: _load(cores, state))

@@ -38,7 +38,28 @@ def test_the_start_is_kept_when_no_check_beats_it_and_the_cap_ends_a_phase() -> 
 
 
 def test_every_bound_of_the_rule_is_checked() -> None:
-    for field, value in (("patience", 0), ("check_steps", 0), ("spike_check_steps", 0), ("holdout_fraction", 1.0),
-                         ("min_improvement", -0.1)):
+    for field, value in (("patience", 0), ("check_steps", 0), ("spike_check_steps", 0), ("spike_patience", 0),
+                         ("holdout_fraction", 1.0), ("min_improvement", -0.1)):
         with pytest.raises(ConfigError, match=f"tuning.{field}"):
             TuneOptions(**{field: value})
+
+
+def test_the_spike_aware_phase_ends_after_its_own_patience(prepared) -> None:
+    """On a spiking chip the spike-aware phase counts `spike_patience` checks without improving, the other phases
+    `patience`. No check improves here (`min_improvement` 0.99), so each phase runs its patience's checks: the
+    output block's spike-aware phase (cap 40) `spike_patience` x 5 steps, a hidden block's as many up to its cap
+    of 10."""
+    from dse.compile import compile
+    from dse.config import compose_config, hardware_from
+
+    chip_b = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
+    base = TuneOptions(free_steps=20, range_steps=20, round_fractions=(1.0,), round_steps=10, check_steps=2,
+                       patience=2, min_improvement=0.99, floor_factor=0.0, spike_steps=10, output_spike_steps=40,
+                       spike_check_steps=5, spike_calib_samples=100)
+    for spike_patience in (1, 3):
+        options = TuneOptions(**{**base.__dict__, "spike_patience": spike_patience})
+        blocks = compile(prepared, chip_b, tuning=options).report.to_dict()["blocks"]
+        *hidden, output = [b["steps"] for b in blocks if "spike" in b.get("steps", {})]
+        assert output["spike"] == 5 * spike_patience
+        assert all(b["spike"] == min(10, 5 * spike_patience) for b in hidden) and hidden
+        assert all(b["free"] == 4 for b in (*hidden, output))  # `patience` 2 checks of 2 steps
