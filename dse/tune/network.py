@@ -41,7 +41,7 @@ from dse.tune.noise import cell_error, streams
 from dse.tune.options import TuneOptions
 from dse.tune.quantizers import round_clamp_ste, round_ste
 from dse.tune.spiking import exact_model, running_max_counts
-from dse.tune.stopping import Patience, train_until_done
+from dse.tune.stopping import Patience, copy_params, load_params, train_until_done
 
 Tensor = torch.Tensor
 HELD_FLOATS = 2**27  # values (over the T steps) of the held-out images run at once: more are run in chunks
@@ -202,20 +202,11 @@ def tune_network(graph: Graph, hw: HardwareSpec, x: Tensor, target: Tensor, opti
     opt = Adam([{"params": [c.weight for c in trained], "lr": options.grid_lr},
                 {"params": [c.bias for c in trained], "lr": options.network_bias_lr}])
     rule = Patience(options.patience, options.min_improvement, start, start)
+    params = [p for c in cores.values() for p in (c.weight, c.bias)]
     report.steps["network"] = train_until_done(rule, options.network_steps, options.network_check_steps, step,
-                                               measured, lambda: _state(cores), lambda s: _load(cores, s))
+                                               measured, lambda: copy_params(params),
+                                               lambda saved: load_params(params, saved))
     report.losses["network"] = rule.lowest
     if reports is not None:
         reports.append(report)
     return _installed(graph, cores, hw.weight_max)
-
-
-def _state(cores: dict[str, _Core]) -> list[Tensor]:
-    return [p.detach().clone() for c in cores.values() for p in (c.weight, c.bias)]
-
-
-def _load(cores: dict[str, _Core], state: list[Tensor]) -> None:
-    with torch.no_grad():
-        for p, s in zip((p for c in cores.values() for p in (c.weight, c.bias)), state, strict=True):
-            p.copy_(s)
-

@@ -36,7 +36,7 @@ from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
 from dse.tune.quantizers import round_clamp_ste, round_ste
-from dse.tune.stopping import Patience, train_until_done
+from dse.tune.stopping import Patience, copy_params, load_params, train_until_done
 from dse.tune.walk import TuneWalk
 
 Tensor = torch.Tensor
@@ -186,10 +186,6 @@ def _wire_pair(op: o.Op, ins: list[Pair]) -> Pair:
     return wire(op, [t for t, _ in ins]), FLOAT_EXEC[type(op)](op, [c for _, c in ins])
 
 
-def _state(cores: dict[str, QCore]) -> list[Tensor]:
-    return [p.detach().clone() for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
-
-
 def _groups(options: TuneOptions, cores: dict[str, QCore]) -> list[dict]:
     """Adam's groups: biases and output steps, and (`tuning.spike_weights`) the weights in grid units."""
     weights = [c.weight for c in cores.values() if not c.op.fixed]
@@ -199,13 +195,6 @@ def _groups(options: TuneOptions, cores: dict[str, QCore]) -> list[dict]:
     if options.spike_weights and weights:
         groups.append({"params": weights, "lr": options.grid_lr})
     return groups
-
-
-def _load(cores: dict[str, QCore], state: list[Tensor]) -> None:
-    with torch.no_grad():
-        params = [p for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
-        for p, b in zip(params, state, strict=True):
-            p.copy_(b)
 
 
 def _keep(cores: dict[str, QCore]) -> None:
@@ -264,7 +253,8 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
     opt = Adam(_groups(options, cores))
     rule = Patience(options.spike_patience, options.min_improvement, start, start)
     steps = options.output_spike_steps if loss.output else options.spike_steps
+    params = [p for c in cores.values() for p in (c.weight, c.bias, c.log_scale)]
     report.steps["spike"] = train_until_done(rule, steps, options.spike_check_steps, step, measured,
-                                             lambda: _state(cores), lambda state: _load(cores, state))
+                                             lambda: copy_params(params), lambda saved: load_params(params, saved))
     _keep(cores)
     report.losses["spike"] = rule.lowest

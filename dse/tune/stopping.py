@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+import torch
+
 S = TypeVar("S")  # a copy of the parameters being trained
 
 
@@ -57,3 +59,15 @@ def train_until_done(rule: Patience, max_steps: int, check_steps: int, step: Cal
     if not best_is_current:
         load(best)
     return steps
+
+
+def copy_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Copies of `params`: the `save` of a phase that trains plain tensors."""
+    return [p.detach().clone() for p in params]
+
+
+def load_params(params: list[torch.Tensor], copies: list[torch.Tensor]) -> None:
+    """`copy_params`'s copies back into `params`: the matching `load`."""
+    with torch.no_grad():
+        for p, c in zip(params, copies, strict=True):
+            p.copy_(c)
