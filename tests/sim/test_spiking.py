@@ -36,6 +36,43 @@ def test_poisson_code_has_the_right_mean() -> None:
     assert abs(float(trains.sum(dim=1).mean()) - 5.0) < 0.05
 
 
+def _reference_trains(current: np.ndarray, threshold: np.ndarray, neuron: Neuron) -> np.ndarray:
+    """`integrate`'s dynamics one neuron and one step at a time, in plain Python floats (float32 rounding applied
+    after each operation, as torch's float32 tensors round)."""
+    f32 = np.float32
+    out = np.zeros(current.shape, np.float32)
+    th = np.broadcast_to(threshold, current[:, 0].shape)
+    for idx in np.ndindex(current[:, 0].shape):
+        b, rest = idx[0], idx[1:]
+        theta = f32(th[idx])
+        v = f32(theta / f32(2))
+        for t in range(current.shape[1]):
+            v = f32(v * f32(neuron.decay)) if neuron.decay != 1.0 else v
+            v = f32(v + current[(b, t, *rest)])
+            if neuron.floor is not None:
+                v = max(v, f32(neuron.floor))
+            if v >= theta:
+                out[(b, t, *rest)] = 1.0
+                v = f32(v - theta) if neuron.reset == "subtract" else f32(0.0)
+    return out
+
+
+@pytest.mark.parametrize(("model", "reset", "leak"), [("if", "subtract", 1.0), ("if", "zero", 1.0),
+                                                      ("lif", "subtract", 0.9), ("lif", "zero", 0.8),
+                                                      ("if_floor", "subtract", 1.0)])
+def test_integrate_equals_a_neuron_by_neuron_reference(model: str, reset: str, leak: float) -> None:
+    """Per-channel thresholds on (N, T, C, H, W) currents of both signs, some steps bringing more than one
+    threshold: every spike as the one-neuron, one-step reference emits it."""
+    gen = torch.Generator().manual_seed(3)
+    current = (torch.randn((3, 12, 4, 2, 3), generator=gen) * 0.8).float()
+    threshold = (torch.rand((4, 1, 1), generator=gen) + 0.4).float()
+    neuron = Neuron(model, 12, leak=leak, reset=reset)
+    got = integrate(current, threshold, neuron).numpy()
+    want = _reference_trains(current.numpy(), threshold.numpy(), neuron)
+    np.testing.assert_array_equal(got, want)
+    assert 0 < want.sum() < want.size
+
+
 @given(current=st.floats(0.0, 3.0), threshold=st.floats(0.3, 2.0), steps=st.integers(1, 40))
 @settings(max_examples=200, deadline=None)
 def test_if_subtract_constant_current_closed_form(current: float, threshold: float, steps: int) -> None:
