@@ -183,13 +183,14 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
 
 
 def _compared_output(graph: Graph) -> str:
-    """The original's value the compiled network's outputs are compared with: its output, or the logits under an
-    output Softmax, which the compile drops (`drop_output_softmax`: the chip's outputs are those logits)."""
-    out = graph.outputs[0]
-    node = graph[out]
-    while isinstance(node.op, o.Identity):  # dropped first (`drop_identity`), the Softmax then an output
-        node = graph[node.inputs[0]]
-    return node.inputs[0] if isinstance(node.op, o.Softmax) else out
+    """The original's value the compiled network's outputs are compared with: its output, or the logits under
+    the output's Softmax ops, which the compile drops (`drop_output_softmax`: the chip's outputs are those
+    logits). Canonicalization drops every Identity (`drop_identity`) and then each Softmax that has become the
+    output, so a chain of them (Softmax, Identity, Softmax) goes whole, and so must the comparison's."""
+    name = graph.outputs[0]
+    while isinstance(graph[name].op, o.Identity | o.Softmax):
+        name = graph[name].inputs[0]
+    return name
 
 
 @dataclass

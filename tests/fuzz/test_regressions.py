@@ -19,6 +19,10 @@ what it broke): each is now imported, prepared and compiled, or refused in one l
 - output_softmax_behind_identity: ``Identity(Softmax(Linear(x)))`` as the output: the compile drops both, and
   its logits were compared with the original's probabilities (logit error 2.72 on the ideal chip); the
   original is now compared by the logits under the Softmax, through the Identity.
+- output_softmax_of_softmax, output_softmax_behind_zero_pad_and_softmax: ``Softmax(Softmax(Add(x, x)))`` and
+  ``Softmax(Pad0(Softmax(HardSigmoid(x))))`` (a zero Pad imports as an Identity): the compile drops the whole
+  chain, the comparison only its last Softmax (logit error 0.82 and 0.38 on the ideal chip); the original is
+  now compared under the whole chain (found by the 20,000-model run, stop 26).
 
 Each runs through the chip_a compile as well (`run_case(chip=True)`).
 """
