@@ -103,7 +103,7 @@ def test_sigkill_halfway_then_the_same_command_finishes_the_set(tmp_path, runner
 def test_two_node_ray_cluster_gives_the_local_results(tmp_path):
     common = [*FAST, *GRID[:2], "hardware.crossbar.rows=32", "strategy.name=split,prune"]  # 12 trials
     with local_cluster() as address:  # a head and a worker node, 1 CPU each
-        on_cluster = subprocess.run(sweep_command(*common, f"runner.address={address}",
+        on_cluster = subprocess.run(sweep_command(*common, "runner=ray", f"runner.address={address}",
                                                   f"hydra.run.dir={tmp_path / 'cluster'}"),
                                     cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert on_cluster.returncode == 0, on_cluster.stdout + on_cluster.stderr
