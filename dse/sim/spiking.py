@@ -52,7 +52,7 @@ def integrate(current: Tensor, threshold: Tensor, neuron: Neuron) -> Tensor:
     A step is three in-place operations on the whole layer: the comparison writes the step's spikes (0 or 1)
     straight into the trains, and the reset is ``v - threshold * s`` or ``v - v * s`` in one fused
     multiply-add, exact (a product with 0 or 1 does not round). Writing a boolean mask into the trains and
-    resetting in two more operations took 1.3 to 3.8 times as long (`tests/sim/test_spiking.py` keeps a
+    resetting in two more operations took 1.3 to 4.1 times as long (`tests/sim/test_spiking.py` keeps a
     step-by-step reference).
     """
     v = (threshold / 2).expand_as(current[:, 0]).clone()
