@@ -99,8 +99,7 @@ class StepNoise:
         w_int = codes.to(torch.int64).numpy()
         held = torch.from_numpy(drawn_weights(w_int, self.layout, self.device, [rng])[0]).to(codes.dtype)
         if self.device.read_sigma:
-            held += read_std(self.layout, self.device, w_int) * torch.randn(codes.shape, generator=gen,
-                                                                            dtype=codes.dtype)
+            held += read_noise(w_int, self.layout, self.device, gen, codes.dtype)
         return held
 
     def outputs(self, core: QCore, y: Tensor) -> Tensor:
@@ -147,8 +146,14 @@ def cell_error(w_int: np.ndarray, layout: CellLayout, device: Device, rng: np.ra
     held = drawn_weights(w_int, layout, device, [rng])[0]
     error = torch.from_numpy(held - w_int).float()
     if device.read_sigma:
-        error += read_std(layout, device, w_int) * torch.randn(w_int.shape, generator=gen)
+        error += read_noise(w_int, layout, device, gen)
     return error
+
+
+def read_noise(w_int: np.ndarray, layout: CellLayout, device: Device, gen: torch.Generator,
+               dtype: torch.dtype = torch.float32) -> Tensor:
+    """One read's noise on the integer weights `w_int` (from `gen`): `read_std` per weight times a normal draw."""
+    return read_std(layout, device, w_int) * torch.randn(w_int.shape, generator=gen, dtype=dtype)
 
 
 def streams(key: list[int]) -> tuple[np.random.Generator, torch.Generator]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from dse.compile import compile
+from dse.config import compose_config, hardware_from
 from dse.errors import ConfigError
 from dse.tune.options import TuneOptions
 from dse.tune.stopping import Patience, train_until_done
@@ -49,15 +53,12 @@ def test_the_spike_aware_phase_ends_after_its_own_patience(prepared) -> None:
     `patience`. No check improves here (`min_improvement` 0.99), so each phase runs its patience's checks: the
     output block's spike-aware phase (cap 40) `spike_patience` x 5 steps, a hidden block's as many up to its cap
     of 10."""
-    from dse.compile import compile
-    from dse.config import compose_config, hardware_from
-
     chip_b = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
     base = TuneOptions(free_steps=20, range_steps=20, round_fractions=(1.0,), round_steps=10, check_steps=2,
                        patience=2, min_improvement=0.99, floor_factor=0.0, spike_steps=10, output_spike_steps=40,
                        spike_check_steps=5, spike_calib_samples=100)
     for spike_patience in (1, 3):
-        options = TuneOptions(**{**base.__dict__, "spike_patience": spike_patience})
+        options = dataclasses.replace(base, spike_patience=spike_patience)
         blocks = compile(prepared, chip_b, tuning=options).report.to_dict()["blocks"]
         *hidden, output = [b["steps"] for b in blocks if "spike" in b.get("steps", {})]
         assert output["spike"] == 5 * spike_patience
