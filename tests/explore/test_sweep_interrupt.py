@@ -17,11 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-# full tuning steps on mlp_digits: a trial takes about a second, long enough to interrupt the sweep between two;
-# 12 trials, so that two workers cannot finish them all between the first result and the signal
+# full tuning steps on mlp_digits: a trial takes one to two seconds, long enough to interrupt the sweep between
+# two; 21 trials, so that two workers cannot finish them all between the first result and the signal even on a
+# loaded machine (a run of 12 beside another heavy job once finished them all: the sweep is interrupted only
+# after the first result, and the test needs unfinished trials to check that nothing is lost)
 SWEEP = [sys.executable, "-m", "dse.sweep", "model=mlp_digits", "progress=false", "search=custom",
-         "hardware.weights.bits=2,3,4,5,6,8", "hardware.crossbar.rows=32,64"]
-TRIALS = 12
+         "hardware.weights.bits=2,3,4,5,6,7,8", "hardware.crossbar.rows=32,64,128"]
+TRIALS = 21
 
 
 def complete(db: Path) -> int:
