@@ -300,6 +300,14 @@ MORE = {
     "drift time without a drift model": (["hardware.device.drift_seconds=3600"],
                                          r"drift_seconds=3600\.0 needs a drift model"),
     "instances on an ideal device": (["evaluate.instances=20"], r"evaluate\.instances=20 needs a device"),
+    # settings no tuner or simulator can use: once a NaN rate ran on, a negative seed was a numpy traceback
+    "learning rate NaN": (["tuning.lr=nan"], r"tuning\.lr must be a finite number, got nan"),
+    "no rows per step": (["tuning.batch_size=0"], r"tuning\.batch_size must be at least 1, got 0"),
+    "negative tuning seed": (["tuning.seed=-1"], r"tuning\.seed must be at least 0, got -1"),
+    "negative chip seed": (["hardware.device.read_sigma=0.01", "evaluate.seed=-1"],
+                           r"evaluate\.seed must be an integer >= 0 \(got -1\)"),
+    "approximator of one unit": (["model=mlp_sigmoid_mnist", "strategy.approximator_width=1"],
+                                 r"strategy\.approximator_width must be an integer >= 2 \(got 1\)"),
 }
 
 
@@ -324,6 +332,9 @@ def data_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
     np.savez(folder / "short_y.npz", x=x, y=np.zeros(9, np.int64))
     np.savez(folder / "label_11.npz", x=x, y=np.arange(10) + 2)
     np.savez(folder / "cifar.npz", x=np.zeros((10, 3, 32, 32), np.float32))
+    nan = x.copy()
+    nan[3, 0, 5, 5] = np.nan
+    np.savez(folder / "nan.npz", x=nan, y=np.zeros(10, np.int64))
     (folder / "empty" / "cat").mkdir(parents=True)
     for name, size in (("a.png", (28, 28)), ("b.png", (30, 28))):
         (folder / "mixed" / "cat").mkdir(parents=True, exist_ok=True)
@@ -347,12 +358,15 @@ def data_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
         "preprocess on a .npz": ([f"model.dataset={folder / 'cifar.npz'}", "model.preprocess.resize=28"],
                                  r"model\.preprocess applies to an image folder"),
         "no test sample": (["model.test_samples=0"], r"model\.test_samples must be >= 1 \(got 0\)"),
+        # not "the original network's outputs hold NaN" (exit 4), which blamed the network
+        "a NaN in the data": ([f"model.dataset={folder / 'nan.npz'}"],
+                              r"dataset .*nan\.npz: (calibration|test) sample 3 holds NaN or Inf"),
     }
 
 
 DATA = ["npz without x", "labels do not match samples", "image folder without images", "images of mixed sizes",
         "function cannot be imported", "function raises", "labels beyond the outputs",
-        "samples do not fit the network", "preprocess on a .npz", "no test sample"]
+        "samples do not fit the network", "preprocess on a .npz", "no test sample", "a NaN in the data"]
 
 
 def test_the_bad_data_list_is_complete(tmp_path: Path) -> None:

@@ -147,6 +147,8 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     keep memory under `max_memory_gb` (see `dse.compile.memory`); a network whose calibration alone cannot fit
     is refused (ResourceError) before any work; one whose outputs on the test data hold NaN or Inf, by a
     NonFiniteError."""
+    if isinstance(approximator_width, bool) or not isinstance(approximator_width, int) or approximator_width < 2:
+        raise ConfigError(f"strategy.approximator_width must be an integer >= 2 (got {approximator_width!r})")
     start, meter = time.perf_counter(), StepMeter()
     keep_freed_memory()  # freed activations are reused, not faulted in again (dse.sim.heap)
     with meter.step("prepare"), compute_threads():
@@ -160,6 +162,7 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
         dataset = dataset.select(calib_samples)
     batch = check_memory(graph, dataset, max_memory_gb=max_memory_gb).forward_batch
     calib = np.asarray(dataset.x_train[:])
+    dataset.require_finite(calib, "calibration")
     canonical = run_pipeline(graph, HardwareSpec(), ["canonicalize"], trace)
     # the approximator places its knots where the values reaching each such function really are
     feeds = [n.inputs[0] for n in canonical.of_type(*FUNCTIONS)]
@@ -172,8 +175,12 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
                          "to ops that only move values)")
     x = dataset.x_test  # read a batch at a time: an image folder is decoded as it is read
     ref = _compared_output(graph)
-    original = np.concatenate([run_float(graph, x[s : s + batch], keep=[ref], batch_size=batch)[ref].numpy()
-                               for s in range(0, len(x), batch)])
+    original = []
+    for s in range(0, len(x), batch):
+        xb = np.asarray(x[s : s + batch])
+        dataset.require_finite(xb, "test", s)
+        original.append(run_float(graph, xb, keep=[ref], batch_size=batch)[ref].numpy())
+    original = np.concatenate(original)
     require_finite(original, "the original network's outputs")  # before any chip work: no metric would mean anything
     return Prepared(
         name=name, original=graph, exact=exact, dataset=dataset, calib_x=torch.tensor(calib),

@@ -106,6 +106,16 @@ class Dataset:
             train_ids=self.train_ids[:calib_samples], test_ids=self.test_ids[:test_samples],
             value_range=self.value_range or _value_range(x_train))
 
+    def require_finite(self, batch: np.ndarray, part: str, start: int = 0) -> None:
+        """Refuse (DataError) a batch of the `part` ("calibration" or "test") samples, from sample `start`, that
+        holds NaN or Inf: the network's outputs on it would be NaN, and the report would blame the network."""
+        bad = np.flatnonzero(~np.isfinite(batch.reshape(len(batch), -1)).all(axis=1))
+        if len(bad):
+            i = start + int(bad[0])
+            ids = self.train_ids if part == "calibration" else self.test_ids
+            raise DataError(f"dataset {self.name}: {part} sample {ids[i] if i < len(ids) else i} holds NaN or Inf "
+                            "(every input value must be a finite number)")
+
     def samples_record(self) -> dict[str, Any]:
         """Which samples are the calibration and which the test data: samples.json of a run folder."""
         return {"dataset": self.name, "calib": _plain(self.train_ids), "test": _plain(self.test_ids)}

@@ -97,6 +97,7 @@ def run_study(
     from dse.compile import check_memory
 
     check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
+    montecarlo_from(cfg.evaluate)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
 
     check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
@@ -203,6 +204,8 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
         raise ConfigError(f"study.n_trials must be >= 1 (got {s.n_trials})")
     if s.sampler == "nsga2" and s.population_size < 2:
         raise ConfigError(f"study.population_size must be >= 2 (got {s.population_size})")
+    if not 0 <= s.seed < 2**32:  # the sampler's numpy stream
+        raise ConfigError(f"study.seed must be in [0, 2**32) (got {s.seed})")
     return StudyOptions(name=str(s.name), sampler=s.sampler, objectives=objectives, n_trials=s.n_trials,
                         population_size=s.population_size, seed=s.seed)
 

@@ -34,9 +34,14 @@ class MonteCarlo:
     instances: int = 1  # chips drawn from hardware.device and simulated (needs a non-ideal device beyond 1)
     seed: int = 0  # instance i draws from the stream (seed, i): the same chip whatever `instances`
 
+    def __post_init__(self) -> None:
+        for name, least in (("instances", 1), ("seed", 0)):  # a seed starts numpy streams: not negative
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"evaluate.{name} must be an integer >= {least} (got {value!r})")
+
     def check(self, hw: HardwareSpec) -> None:
-        if isinstance(self.instances, bool) or not isinstance(self.instances, int) or self.instances < 1:
-            raise ConfigError(f"evaluate.instances must be an integer >= 1 (got {self.instances!r})")
+        """The instances need a device whose chips differ."""
         if self.instances > 1 and not hw.device.random:
             raise ConfigError(f"evaluate.instances={self.instances} needs a device whose chips differ "
                               "(hardware.device.* variation, noise or stuck-at rates)")

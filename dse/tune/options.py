@@ -3,6 +3,7 @@ sweep can vary each one and the resume check sees each one)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,18 +105,58 @@ class TuneOptions:
     def __post_init__(self) -> None:
         check_choice("tuning.mode", self.mode, TuningMode)
         check_choice("tuning.output_loss", self.output_loss, OutputLoss)
-        for name in ("check_steps", "spike_check_steps", "patience", "spike_patience", "noise_checks",
-                     "network_batch", "network_held", "network_check_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"tuning.{name} must be at least 1, got {getattr(self, name)}")
-        if not isinstance(self.noise_aware, bool):
-            raise ConfigError(f"tuning.noise_aware must be true or false, got {self.noise_aware!r}")
+        for name, bound in BOUNDS.items():
+            bound.check(f"tuning.{name}", getattr(self, name))
+        for name in FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"tuning.{name} must be true or false, got {getattr(self, name)!r}")
         if self.noise_aware and self.mode == "none":
             raise ConfigError("tuning.noise_aware=true needs tuning.mode=multiphase (mode=none does not train)")
-        for name in ("holdout_fraction", "min_improvement"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"tuning.{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.network_steps < 0:
-            raise ConfigError(f"tuning.network_steps must be at least 0, got {self.network_steps}")
-        if not self.network_temperature > 0:
-            raise ConfigError(f"tuning.network_temperature must be > 0, got {self.network_temperature}")
+        fractions = list(self.round_fractions)
+        if any(not isinstance(f, int | float) or not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions):
+            raise ConfigError(f"tuning.round_fractions must be fractions in (0, 1], each at least the one before, "
+                              f"got {fractions}")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric setting may take: a number (an integer where `integer`) at least `low` (above it where
+    `strict`), below `high` where set; never NaN or infinite."""
+
+    low: float
+    integer: bool = True
+    strict: bool = False
+    high: float | None = None
+
+    def check(self, name: str, value: object) -> None:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if self.integer and not (number and isinstance(value, int)):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if not number or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.high is not None and not self.low <= value < self.high:
+            raise ConfigError(f"{name} must be in [{self.low:g}, {self.high:g}), got {value}")
+        if self.strict and not value > self.low:
+            raise ConfigError(f"{name} must be > {self.low:g}, got {value}")
+        if not value >= self.low:
+            raise ConfigError(f"{name} must be at least {self.low:g}, got {value}")
+
+
+COUNT, CAP, RATE, MARGIN, FRACTION = Bound(1), Bound(0), Bound(0, False, True), Bound(0, False), Bound(0, False, high=1)
+# every numeric setting's valid values (tests/tune/test_options.py checks that each field has its rule): step caps
+# and the seed may be 0, row and step counts not, rates and factors are positive, margins not negative
+BOUNDS: dict[str, Bound] = {
+    **dict.fromkeys(("free_steps", "range_steps", "round_steps", "spike_steps", "output_spike_steps",
+                     "network_steps", "tie_pairs_above", "seed"), CAP),
+    **dict.fromkeys(("batch_size", "patch_batch_factor", "init_rows", "loss_rows", "loss_rows_min", "loss_batches",
+                     "check_steps", "patience", "spike_calib_samples", "spike_rows", "spike_samples",
+                     "spike_sample_floats", "spike_batch_factor", "spike_min_rows", "spike_loss_rows",
+                     "spike_check_steps", "spike_patience", "spike_chunk_images", "max_rows", "step_macs", "min_batch",
+                     "bias_correction_images", "noise_checks", "network_batch", "network_held",
+                     "network_check_steps"), COUNT),
+    **dict.fromkeys(("spike_lr_factor", "lr", "step_lr_factor", "grid_lr", "network_temperature", "network_bias_lr"),
+                    RATE),
+    **dict.fromkeys(("floor_factor", "keep_margin"), MARGIN),
+    **dict.fromkeys(("holdout_fraction", "min_improvement"), FRACTION),
+}
+FLAGS = ("spike_weights", "equalize", "bias_correction", "noise_aware")

@@ -146,3 +146,12 @@ def test_a_figures_held_value_is_one_of_a_searched_parameters_values(held, messa
     space, cfg = space_of("experiment=device_variation", "hardware.crossbar.cell_bits=4", figure)
     with pytest.raises(ConfigError, match=re.escape(message)):
         figures_from(cfg, space, study_options(cfg))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
+    """It was a ValueError from the sampler: a traceback, exit 1."""
+    from dse.explore.runner import study_options
+
+    with pytest.raises(ConfigError, match=re.escape(f"study.seed must be in [0, 2**32) (got {seed})")):
+        study_options(compose_config("sweep", [f"study.seed={seed}"]))
