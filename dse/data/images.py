@@ -69,8 +69,10 @@ class Preprocess:
                 if self.channels is not None and len(v) != self.channels:
                     raise ConfigError(f"model.preprocess.{key} needs one value per channel ({self.channels}), "
                                       f"got {len(v)}")
-            if any(s <= 0 for s in self.std):
-                raise ConfigError(f"model.preprocess.std must be > 0 (got {list(self.std)})")
+            if not all(np.isfinite(self.mean)):
+                raise ConfigError(f"model.preprocess.mean must be finite (got {list(self.mean)})")
+            if not all(s > 0 and np.isfinite(s) for s in self.std):
+                raise ConfigError(f"model.preprocess.std must be > 0 and finite (got {list(self.std)})")
 
     def value_range(self) -> tuple[float, float]:
         """(lo, hi) of every value this preprocessing gives the network's input (mean/std act inside it)."""

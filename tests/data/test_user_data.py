@@ -193,12 +193,19 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
         "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
+        # a NaN std was "unsupported op Mul/Add at node 'div'" from the importer
+        "std zero": (str(mixed), Preprocess(channels=1, resize=4, mean=(0.5,), std=(0.0,)),
+                     r"model\.preprocess\.std must be > 0 and finite \(got \[0\.0\]\)"),
+        "std NaN": (str(mixed), Preprocess(channels=1, resize=4, mean=(0.5,), std=(float("nan"),)),
+                    r"model\.preprocess\.std must be > 0 and finite \(got \[nan\]\)"),
+        "mean infinite": (str(mixed), Preprocess(channels=1, resize=4, mean=(float("inf"),), std=(0.5,)),
+                          r"model\.preprocess\.mean must be finite \(got \[inf\]\)"),
     }
 
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "no images", "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module",
-       "no function", "raises", "preprocess on npz"]
+       "no function", "raises", "preprocess on npz", "std zero", "std NaN", "mean infinite"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
