@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from dse.errors import DseError
+from dse.errors import ConfigError, DseError
+from dse.files import atomic_write
 from dse.hardware.spec import HardwareSpec
 from dse.ir.serialize import load_graph
 from dse.sim.device_noise import HIGH, LOW, draw_fault_map
@@ -30,6 +31,8 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
                     spare_columns: int | None = None) -> dict[str, int]:
     """Draw and save the map (for `spare_columns` spares per crossbar; None: the compiled chip's); returns the
     stuck cells by kind."""
+    if seed < 0:  # the seed starts numpy streams
+        raise ConfigError(f"--seed must be >= 0 (got {seed})")
     try:
         graph, meta = load_graph(compiled)
     except (OSError, ValueError, KeyError) as e:
@@ -40,10 +43,15 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
     hw = dataclasses.replace(hw, device=device, crossbar=crossbar)
     hw.validate()
     faults = draw_fault_map(graph, hw, seed)
-    np.savez_compressed(out, **faults)
+    atomic_write(out, lambda tmp: _save(tmp, faults))  # a folder that takes no file: one line; never half a map
     cells = sum(f.size for f in faults.values())
     return {"cells": cells, "stuck_low": int(sum((f == LOW).sum() for f in faults.values())),
             "stuck_high": int(sum((f == HIGH).sum() for f in faults.values()))}
+
+
+def _save(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: numpy adds no ".npz" to a name without it
+        np.savez_compressed(f, **arrays)
 
 
 def main(argv: list[str]) -> int:

@@ -124,6 +124,27 @@ def test_the_fault_map_command_draws_spares_for_the_chip_it_is_told(tmp_path, ca
     assert "hardware.crossbar.spare_columns must be an integer >= 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("out", "extra", "message"), [
+    ("f.npz", ["--seed", "-1"], "error: --seed must be >= 0 (got -1)"),  # was numpy's ValueError, a traceback
+    ("no_such_folder/f.npz", [], "error: cannot write {tmp}/no_such_folder/f.npz (No such file or directory)"),
+])
+def test_the_fault_map_command_refuses_with_one_line_and_writes_nothing(tmp_path, capsys, out, extra, message):
+    save_graph(conv_graph(), tmp_path / "compiled.npz", meta={"report": {"hardware": chip(0).to_dict()}})
+    assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / out), *extra]) == 2
+    assert capsys.readouterr().err.strip() == message.format(tmp=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled.npz"]
+
+
+def test_the_fault_map_is_written_under_the_name_given(tmp_path) -> None:
+    """numpy adds ".npz" to a name without it; the map is where the user said (and the compile reads it there)."""
+    graph = conv_graph()
+    save_graph(graph, tmp_path / "compiled.npz", meta={"report": {"hardware": chip(0).to_dict()}})
+    assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / "faults"), "--stuck-low", "0.1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled.npz", "faults"]
+    with np.load(tmp_path / "faults") as data:
+        check_fault_map(graph, chip(0), {k: data[k] for k in data.files}, "faults")
+
+
 def test_drawn_chips_on_top_of_the_map_read_a_repaired_column_from_its_spare() -> None:
     """The crossbar of the test above, the spare (stuck high on row 0) in w[0, 0]'s negative high column, and 1 %
     programming variation: on every drawn chip both high cells of w[0, 0] read 3 and only its low cells vary, so
