@@ -102,6 +102,9 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
         if len(s.array.shape) < 2:
             raise DataError(f"{k} of {name} has shape {tuple(s.array.shape)}; it must be (samples, *per-sample "
                             "shape)")
+        dtype = np.dtype(getattr(s.array, "dtype", np.float32))
+        if not (dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+            raise DataError(f"{k} of {name} holds {dtype} values; the samples must be real numbers")
     value_range = _given_range(name, arrays.get("value_range"))
     if "x" in src:
         if "x_calib" in src or "x_test" in src:

@@ -193,6 +193,11 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
         "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
+        # complex samples lost their imaginary part with a warning, text ones were a traceback
+        "complex x": (_npz(tmp_path / "i.npz", x=x.astype(np.complex64)), None,
+                      r"x of .*i\.npz holds complex64 values; the samples must be real numbers"),
+        "text x": (_npz(tmp_path / "j.npz", x_calib=x.astype(str), x_test=x), None,
+                   r"x_calib of .*j\.npz holds <U32 values; the samples must be real numbers"),
         # a NaN std was "unsupported op Mul/Add at node 'div'" from the importer
         "std zero": (str(mixed), Preprocess(channels=1, resize=4, mean=(0.5,), std=(0.0,)),
                      r"model\.preprocess\.std must be > 0 and finite \(got \[0\.0\]\)"),
@@ -205,7 +210,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "no images", "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module",
-       "no function", "raises", "preprocess on npz", "std zero", "std NaN", "mean infinite"]
+       "no function", "raises", "preprocess on npz", "complex x", "text x", "std zero", "std NaN", "mean infinite"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
