@@ -385,3 +385,24 @@ def test_bad_data_in_process(case: str, tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr()
     assert_one_line_error(code, out.out, out.err, pattern)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_network_of_two_outputs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The compile measures and tunes one output; a second one was compiled and never checked."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    ys = [oh.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 10]) for n in ("logits", "probs")]
+    nodes = [oh.make_node("Reshape", ["x", "shape"], ["f"]), oh.make_node("Gemm", ["f", "w"], ["logits"], transB=1),
+             oh.make_node("Softmax", ["logits"], ["probs"])]
+    inits = [numpy_helper.from_array(np.ones((10, 64), np.float32), "w"),
+             numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")]
+    onnx.save(oh.make_model(oh.make_graph(nodes, "two", [x], ys, inits), opset_imports=[oh.make_opsetid("", 17)]),
+              str(tmp_path / "two.onnx"))
+    code = run_app("compile", main, [f"model.onnx={tmp_path / 'two.onnx'}", "model.dataset=digits", *FAST,
+                                     f"hydra.run.dir={tmp_path / 'run'}"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err,
+                          r"network 'two' has 2 outputs \('logits', 'probs'\); dse compiles a network of one output")
+    assert not (tmp_path / "run").exists()

@@ -147,6 +147,9 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     keep memory under `max_memory_gb` (see `dse.compile.memory`); a network whose calibration alone cannot fit
     is refused (ResourceError) before any work; one whose outputs on the test data hold NaN or Inf, by a
     NonFiniteError."""
+    if len(graph.outputs) != 1:  # the compile measures and tunes one output: another would go unchecked
+        raise ModelError(f"network {name!r} has {len(graph.outputs)} outputs ({', '.join(map(repr, graph.outputs))}); "
+                         "dse compiles a network of one output: export the classifier's output alone")
     if isinstance(approximator_width, bool) or not isinstance(approximator_width, int) or approximator_width < 2:
         raise ConfigError(f"strategy.approximator_width must be an integer >= 2 (got {approximator_width!r})")
     start, meter = time.perf_counter(), StepMeter()
