@@ -103,7 +103,7 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
             raise DataError(f"{k} of {name} has shape {tuple(s.array.shape)}; it must be (samples, *per-sample "
                             "shape)")
         dtype = np.dtype(getattr(s.array, "dtype", np.float32))
-        if not (dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        if not any(np.issubdtype(dtype, kind) for kind in (np.bool_, np.integer, np.floating)):
             raise DataError(f"{k} of {name} holds {dtype} values; the samples must be real numbers")
     value_range = _given_range(name, arrays.get("value_range"))
     if "x" in src:

@@ -18,9 +18,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dse.config.keys import suggest
 from dse.errors import ConfigError
+from dse.hardware.spec import SPIKING_MODELS
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
+PREPARED = {"strategy.approximator_width"}  # ... and prepare() takes these: the sweep's one value is every trial's
+# neuron settings and the neuron models they act on: searched where no model of the sweep has them, every trial
+# would be the same chip
+NEURON_SETTINGS = {"hardware.neuron.timesteps": SPIKING_MODELS, "hardware.neuron.reset": SPIKING_MODELS,
+                   "hardware.neuron.encoding": SPIKING_MODELS, "hardware.neuron.leak": ("lif",)}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
@@ -78,6 +84,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
         tied.pop(path, None)  # sweeping a tied path on its own unties it
     tied = {p: s for p, s in tied.items() if s in params}  # the source was pinned: the tie goes with it
     _add_repeats(cfg, params)
+    _check_neuron_settings(cfg, params, tied)
     if not params:
         raise ConfigError(
             "the search space is empty: choose one (search=chip_a) or sweep a field, "
@@ -155,6 +162,18 @@ def check_path(cfg: DictConfig, path: str) -> None:
     if isinstance(node, DictConfig):
         raise ConfigError(f"search parameter {path} is a config group or section, not a field: "
                           f"sweep one of its fields ({', '.join(f'{path}.{k}' for k in node)})")
+    if path in PREPARED:
+        raise ConfigError(f"search parameter {path} cannot be searched: the network is prepared once per sweep "
+                          f"with one value of it; run one sweep per value ({path}=N)")
+
+
+def _check_neuron_settings(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
+    """A neuron setting searched where no neuron model of the sweep uses it (the time steps of ReLU neurons)."""
+    models = params.get("hardware.neuron.model", [cfg.hardware.neuron.model])
+    for path, users in NEURON_SETTINGS.items():
+        if (path in params or path in tied) and not any(m in users for m in models):
+            raise ConfigError(f"search parameter {path} changes nothing: it acts on {', '.join(users)} neurons, and "
+                              f"the sweep's chips have {', '.join(map(str, models))} (hardware.neuron.model)")
 
 
 def _set(cfg: DictConfig, path: str, value: Any) -> None:

@@ -155,3 +155,25 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
 
     with pytest.raises(ConfigError, match=re.escape(f"study.seed must be in [0, 2**32) (got {seed})")):
         study_options(compose_config("sweep", [f"study.seed={seed}"]))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # every trial was the same chip: ReLU neurons have no time steps, IF neurons no leak
+    (["hardware.neuron.timesteps=4,8"], "search parameter hardware.neuron.timesteps changes nothing: it acts on "
+                                        "if, lif, if_floor neurons, and the sweep's chips have relu"),
+    (["hardware=chip_b", "hardware.neuron.leak=0.5,0.9"],
+     "search parameter hardware.neuron.leak changes nothing: it acts on lif neurons, and the sweep's chips have if"),
+    # the network is prepared once, with the base width: every trial had it
+    (["strategy.approximator_width=4,8"], "search parameter strategy.approximator_width cannot be searched: the "
+                                          "network is prepared once per sweep"),
+])
+def test_a_parameter_that_would_change_nothing_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        space_of("search=custom", *overrides)
+    assert message in str(err.value)
+
+
+def test_a_neuron_setting_is_searched_beside_a_model_that_uses_it():
+    space, _ = space_of("search=custom", "hardware=chip_b", "hardware.neuron.leak=0.5,0.9",
+                        "hardware.neuron.model=if,lif")
+    assert space.size == 4
