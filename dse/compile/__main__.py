@@ -70,6 +70,9 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
+    if tuning.noise_aware and hw.device.is_ideal:  # legal (a sweep may pair it with an ideal device), but idle here
+        logging.getLogger("dse.compile").warning("tuning.noise_aware=true changes nothing: hardware.device is ideal "
+                                                 "(set hardware.device.*, docs/device.md)")
     m = cfg.model
     graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb

@@ -8,6 +8,7 @@ follow the DAC bits, a square crossbar's cols follow its rows), so one knob move
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,14 +20,17 @@ from omegaconf.errors import OmegaConfBaseException
 from dse.config.keys import suggest
 from dse.errors import ConfigError
 from dse.hardware.spec import SPIKING_MODELS
+from dse.tune.options import TuneOptions
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
 PREPARED = {"strategy.approximator_width"}  # ... and prepare() takes these: the sweep's one value is every trial's
-# neuron settings and the neuron models they act on: searched where no model of the sweep has them, every trial
-# would be the same chip
-NEURON_SETTINGS = {"hardware.neuron.timesteps": SPIKING_MODELS, "hardware.neuron.reset": SPIKING_MODELS,
-                   "hardware.neuron.encoding": SPIKING_MODELS, "hardware.neuron.leak": ("lif",)}
+# settings and the neuron models they act on: searched where no model of the sweep has them, every trial would be
+# the same compile (the time steps of ReLU neurons, the spike-aware tuning steps of a chip that does not spike)
+ACTS_ON = {"hardware.neuron.timesteps": SPIKING_MODELS, "hardware.neuron.reset": SPIKING_MODELS,
+           "hardware.neuron.encoding": SPIKING_MODELS, "hardware.neuron.leak": ("lif",),
+           **{f"tuning.{f.name}": SPIKING_MODELS for f in dataclasses.fields(TuneOptions)
+              if f.name.startswith("spike_") or f.name == "output_spike_steps"}}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
@@ -84,7 +88,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
         tied.pop(path, None)  # sweeping a tied path on its own unties it
     tied = {p: s for p, s in tied.items() if s in params}  # the source was pinned: the tie goes with it
     _add_repeats(cfg, params)
-    _check_neuron_settings(cfg, params, tied)
+    _check_effect(cfg, params, tied)
     if not params:
         raise ConfigError(
             "the search space is empty: choose one (search=chip_a) or sweep a field, "
@@ -140,6 +144,12 @@ def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:
             raise ConfigError(f"search parameter {path}: {exc}") from None
 
 
+def _ideal_device(cfg: DictConfig) -> bool:
+    from dse.config import hardware_from
+
+    return hardware_from(cfg.hardware).device.is_ideal
+
+
 def check_path(cfg: DictConfig, path: str) -> None:
     """Raise ConfigError unless `path` names a searchable leaf of the config."""
     root = path.split(".", 1)[0]
@@ -167,13 +177,19 @@ def check_path(cfg: DictConfig, path: str) -> None:
                           f"with one value of it; run one sweep per value ({path}=N)")
 
 
-def _check_neuron_settings(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
-    """A neuron setting searched where no neuron model of the sweep uses it (the time steps of ReLU neurons)."""
+def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
+    """A setting searched where it changes nothing: one that no neuron model of the sweep uses (`ACTS_ON`), or
+    noise-aware tuning where every chip of the sweep has an ideal device."""
+    searched = [*params, *tied]
     models = params.get("hardware.neuron.model", [cfg.hardware.neuron.model])
-    for path, users in NEURON_SETTINGS.items():
-        if (path in params or path in tied) and not any(m in users for m in models):
+    for path, users in ACTS_ON.items():
+        if path in searched and not any(m in users for m in models):
             raise ConfigError(f"search parameter {path} changes nothing: it acts on {', '.join(users)} neurons, and "
                               f"the sweep's chips have {', '.join(map(str, models))} (hardware.neuron.model)")
+    if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)
+            and _ideal_device(cfg)):
+        raise ConfigError("search parameter tuning.noise_aware changes nothing: the sweep's chips have an ideal "
+                          "device (set or search hardware.device.*)")
 
 
 def _set(cfg: DictConfig, path: str, value: Any) -> None:

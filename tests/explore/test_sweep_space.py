@@ -177,3 +177,19 @@ def test_a_neuron_setting_is_searched_beside_a_model_that_uses_it():
     space, _ = space_of("search=custom", "hardware=chip_b", "hardware.neuron.leak=0.5,0.9",
                         "hardware.neuron.model=if,lif")
     assert space.size == 4
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["tuning.spike_steps=0,60"], "search parameter tuning.spike_steps changes nothing: it acts on if, lif, if_floor"),
+    (["tuning.noise_aware=false,true"], "search parameter tuning.noise_aware changes nothing: the sweep's chips have "
+                                        "an ideal device"),
+])
+def test_a_tuning_setting_that_would_change_nothing_is_refused(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        space_of("search=custom", *overrides)
+    assert message in str(err.value)
+
+
+def test_noise_aware_tuning_is_searched_on_a_device_that_is_not_ideal():
+    assert space_of("search=custom", "tuning.noise_aware=false,true", "hardware.device.read_sigma=0.02")[0].size == 2
+    assert space_of("search=custom", "tuning.noise_aware=false,true", "hardware.device.read_sigma=0,0.02")[0].size == 4
