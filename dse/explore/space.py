@@ -177,6 +177,10 @@ def check_path(cfg: DictConfig, path: str) -> None:
                           f"with one value of it; run one sweep per value ({path}=N)")
 
 
+# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads
+ROUNDING_READS = {"bias_correction", "bias_correction_images", "spike_calib_samples", "spike_chunk_images", "seed"}
+
+
 def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
     """A setting searched where it changes nothing: one that no neuron model of the sweep uses (`ACTS_ON`), or
     noise-aware tuning where every chip of the sweep has an ideal device."""
@@ -186,6 +190,11 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
         if path in searched and not any(m in users for m in models):
             raise ConfigError(f"search parameter {path} changes nothing: it acts on {', '.join(users)} neurons, and "
                               f"the sweep's chips have {', '.join(map(str, models))} (hardware.neuron.model)")
+    if "tuning.mode" not in searched and cfg.tuning.mode == "none":
+        idle = [p for p in searched if p.startswith("tuning.") and p.split(".", 1)[1] not in ROUNDING_READS]
+        if idle:
+            raise ConfigError(f"search parameter {idle[0]} changes nothing with tuning.mode=none (the rounding "
+                              f"baseline reads only tuning.{', tuning.'.join(sorted(ROUNDING_READS))})")
     if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)
             and _ideal_device(cfg)):
         raise ConfigError("search parameter tuning.noise_aware changes nothing: the sweep's chips have an ideal "

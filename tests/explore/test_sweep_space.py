@@ -193,3 +193,10 @@ def test_a_tuning_setting_that_would_change_nothing_is_refused(overrides, messag
 def test_noise_aware_tuning_is_searched_on_a_device_that_is_not_ideal():
     assert space_of("search=custom", "tuning.noise_aware=false,true", "hardware.device.read_sigma=0.02")[0].size == 2
     assert space_of("search=custom", "tuning.noise_aware=false,true", "hardware.device.read_sigma=0,0.02")[0].size == 4
+
+
+def test_a_tuning_setting_the_rounding_baseline_does_not_read_is_refused_with_it():
+    with pytest.raises(ConfigError, match=r"search parameter tuning\.lr changes nothing with tuning\.mode=none"):
+        space_of("search=custom", "tuning=none", "tuning.lr=0.001,0.01")
+    assert space_of("search=custom", "tuning=none", "tuning.bias_correction=false,true")[0].size == 2
+    assert space_of("search=custom", "tuning.mode=none,multiphase", "tuning.lr=0.001,0.01")[0].size == 4
