@@ -46,3 +46,18 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text))
+
+
+def check_folder(path: str | Path) -> None:
+    """Fail now (OutputError), not after the work, where `path` cannot become a folder of results: it, or the
+    nearest of its ancestors that exists, is a file or takes no new entries. Creates nothing (a run refused
+    later for bad input leaves no folder behind)."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, a file"
+        raise OutputError(f"run folder {path} {where}, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"run folder {path} cannot be written ({existing} takes no new files)")

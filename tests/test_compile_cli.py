@@ -406,3 +406,38 @@ def test_a_network_of_two_outputs_is_one_line(tmp_path: Path, capsys: pytest.Cap
     assert_one_line_error(code, out.out, out.err,
                           r"network 'two' has 2 outputs \('logits', 'probs'\); dse compiles a network of one output")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_that_is_a_file_is_one_line_before_any_work(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """It was a NotADirectoryError traceback once the compile had run."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    (tmp_path / "taken").write_text("a file\n")
+    for run_dir, pattern in ((tmp_path / "taken", r"run folder .*taken is a file, not a folder"),
+                             (tmp_path / "taken" / "run", r"run folder .*taken/run is under .*taken, a file")):
+        code = run_app("compile", main, ["model=mlp_digits", "tuning=none", "progress=false",
+                                         f"hydra.run.dir={run_dir}"])
+        out = capsys.readouterr()
+        assert_one_line_error(code, out.out, out.err, pattern)
+    assert (tmp_path / "taken").read_text() == "a file\n"
+
+
+def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same configuration again writes over its own results; another one is refused before any work, and the
+    folder keeps what was computed there."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    run = [f"hydra.run.dir={tmp_path / 'run'}", "model=mlp_digits", "tuning=none"]
+    assert run_app("compile", main, [*run, "progress=false"]) == 0
+    report = (tmp_path / "run" / "report.json").read_text()
+    assert run_app("compile", main, [*run, "progress=true"]) == 0  # the same settings, shown otherwise
+    capsys.readouterr()
+    code = run_app("compile", main, [*run, "progress=false", "hardware.weights.bits=4"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err,
+                          r"run folder .*run holds the results of another compile \(report\.json; its config\.yaml "
+                          r"differs\); choose another hydra\.run\.dir")
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["hardware"] == json.loads(report)["hardware"]

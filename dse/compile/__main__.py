@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
-from dse.errors import EXIT_NOT_LEGAL, EXIT_OK
-from dse.files import atomic_write_text
+from dse.errors import EXIT_NOT_LEGAL, EXIT_OK, OutputError
+from dse.files import atomic_write_text, check_folder
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -70,6 +70,8 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
+    job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    check_run_folder(run_dir, job)
     if tuning.noise_aware and hw.device.is_ideal:  # legal (a sweep may pair it with an ideal device), but idle here
         logging.getLogger("dse.compile").warning("tuning.noise_aware=true changes nothing: hardware.device is ideal "
                                                  "(set hardware.device.*, docs/device.md)")
@@ -85,9 +87,11 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                      progress=cfg.progress and
                      sys.stderr.isatty())
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(job, resolve=True))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # gone wrong since `check_run_folder`
+        raise OutputError(f"run folder {run_dir} cannot be made ({exc.strerror or exc})") from None
+    atomic_write_text(run_dir / "config.yaml", job)
     report = result.report.to_dict()
     save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
     atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
@@ -97,6 +101,27 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
     _summary(result, run_dir)
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
+
+
+def check_run_folder(run_dir: Path, job: str) -> None:
+    """Before any work: the run folder can be written, and holds no other compile's results. A folder whose
+    report.json came from another configuration (its config.yaml differs, `progress` aside) is refused: writing
+    over it would lose what was computed there. The same configuration again writes over its own results."""
+    check_folder(run_dir)
+    if not (run_dir / "report.json").exists():
+        return
+
+    def settings(text: str) -> dict:
+        return {k: v for k, v in OmegaConf.to_container(OmegaConf.create(text)).items() if k != "progress"}
+
+    try:
+        theirs = settings((run_dir / "config.yaml").read_text())
+    except Exception:  # noqa: BLE001 - missing, unreadable or not a mapping: not a config this compile wrote
+        theirs = None
+    if theirs != settings(job):
+        raise OutputError(f"run folder {run_dir} holds the results of another compile (report.json; its "
+                          f"config.yaml {'differs' if theirs is not None else 'is missing or unreadable'}); "
+                          "choose another hydra.run.dir, or move those results away")
 
 
 def _csv(rows: list[dict]) -> str:
