@@ -3,9 +3,13 @@ joins them with hydra.searchpath, as `--help` says."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
+
 from dse.config import compose_config, hardware_from, presets
+from dse.errors import ConfigError
 
 MY_CHIP = """\
 defaults:
@@ -35,3 +39,18 @@ def test_a_users_preset_folder_joins_the_shipped_ones(tmp_path: Path) -> None:
     assert (hw.name, hw.crossbar.rows, hw.weights.bits, hw.io.output_bits) == ("my_chip", 128, 4, 6)
     # the shipped presets stay reachable next to it
     assert compose_config("compile", [searchpath, "hardware=chip_b"]).hardware.name == "chip_b"
+
+
+def test_a_users_preset_that_is_not_yaml_is_one_line_naming_the_file_and_line(tmp_path: Path) -> None:
+    """It was yaml's ParserError, a traceback of 100 lines."""
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "broken.yaml").write_text(MY_CHIP.replace("cols: 128,", "cols: [128,"))
+    with pytest.raises(ConfigError) as err:
+        compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}]", "hardware=broken"])
+    assert re.fullmatch(r".*/hardware/broken\.yaml, line \d+, column \d+: not valid YAML \(.+\)", str(err.value))
+
+
+def test_a_preset_folder_that_is_not_there_is_refused(tmp_path: Path) -> None:
+    """Hydra only warned, and composed without the user's presets."""
+    with pytest.raises(ConfigError, match=rf"^hydra\.searchpath: {tmp_path}/nope is not a folder of presets"):
+        compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}/nope]"])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig
@@ -44,8 +46,18 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     """Compose `dse/conf/<config_name>.yaml` with command-line overrides; any mistake is one ConfigError line."""
     register_schemas()
     try:
-        with initialize_config_module(config_module=CONF_PACKAGE, version_base=None):
+        with initialize_config_module(config_module=CONF_PACKAGE, version_base=None), warnings.catch_warnings():
+            # Hydra only warns of a search path that is not there, and composes without the user's presets
+            warnings.filterwarnings("error", message=r".*hydra\.searchpath.* is not available", category=UserWarning)
             cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    except UserWarning as exc:
+        missing = re.search(r"path=(.*) is not available", str(exc))
+        raise ConfigError(f"hydra.searchpath: {missing.group(1) if missing else exc} is not a folder of presets "
+                          "(file:///ABSOLUTE/PATH to a folder laid out like dse/conf/)") from None
+    except yaml.MarkedYAMLError as exc:  # a user's preset that is not YAML
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a preset"
+        raise ConfigError(f"{where}: not valid YAML ({exc.problem or exc.context})") from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_unknown_override(config_name, overrides) or one_line(exc)) from None
     check_keys(SCHEMAS[config_name], cfg, GROUP_SCHEMAS)  # a `+` addition gets past Hydra's own check
