@@ -96,8 +96,8 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
     unknown = [k for k in arrays if k not in ARRAYS]
     if unknown:
         raise DataError(f"{where} unknown array {unknown[0]!r} (known: {', '.join(ARRAYS)})")
-    src = {k: v if isinstance(v, ArraySource) else ArraySource(v, f"{k} of {name}") for k, v in arrays.items()
-           if k.startswith("x")}
+    src = {k: v if isinstance(v, ArraySource) else ArraySource(_array_like(v, f"{k} of {name}"), f"{k} of {name}")
+           for k, v in arrays.items() if k.startswith("x")}
     for k, s in src.items():
         if len(s.array.shape) < 2:
             raise DataError(f"{k} of {name} has shape {tuple(s.array.shape)}; it must be (samples, *per-sample "
@@ -122,6 +122,17 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
     calib_idx, test_idx = np.arange(len(calib.array)), np.arange(len(test.array))
     return Dataset(name, Samples(calib, calib_idx), None, Samples(test, test_idx), y_test, calib.sample_shape,
                    value_range, None if y_test is None else int(y_test.max()) + 1, calib_idx, test_idx)
+
+
+def _array_like(value: Any, what: str) -> Any:
+    """`value` where it has a shape (arrays, memory maps, h5py datasets: read batch by batch), else as a numpy array
+    (nested lists)."""
+    if hasattr(value, "shape"):
+        return value
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise DataError(f"{what} is not an array of samples ({str(exc).splitlines()[0]})") from None
 
 
 def split(name: str, source: Any, y: np.ndarray | None, value_range: tuple[float, float] | None,

@@ -83,6 +83,20 @@ def test_module_function_returning_a_dict_or_an_object() -> None:
     assert load_dataset(f"{__name__}:make_object").y_test is None
 
 
+def make_lists() -> dict:
+    return {"x": make_arrays()["x"].tolist(), "y": make_arrays()["y"].tolist()}
+
+
+def test_module_function_returning_nested_lists() -> None:
+    """Lists were an AttributeError traceback ('list' object has no attribute 'shape')."""
+    ds = load_dataset(f"{__name__}:make_lists")
+    train, _ = split_indices(10)
+    np.testing.assert_array_equal(ds.x_train[:], make_arrays()["x"][train])
+    sys.modules[__name__].make_ragged = lambda: {"x": [[0.0, 1.0], [0.0]]}
+    with pytest.raises(DataError, match=r"^x of .*:make_ragged is not an array of samples \(.*inhomogeneous"):
+        load_dataset(f"{__name__}:make_ragged")
+
+
 def test_npz_samples_pickle_as_their_path(tmp_path: Path) -> None:
     x = RNG.random((1000, 64), dtype=np.float32)
     ds = load_dataset(_npz(tmp_path / "d.npz", x=x))
