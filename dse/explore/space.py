@@ -31,6 +31,8 @@ ACTS_ON = {"hardware.neuron.timesteps": SPIKING_MODELS, "hardware.neuron.reset":
            "hardware.neuron.encoding": SPIKING_MODELS, "hardware.neuron.leak": ("lif",),
            **{f"tuning.{f.name}": SPIKING_MODELS for f in dataclasses.fields(TuneOptions)
               if f.name.startswith("spike_") or f.name == "output_spike_steps"}}
+# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads
+ROUNDING_READS = {"bias_correction", "bias_correction_images", "spike_calib_samples", "spike_chunk_images", "seed"}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
@@ -177,13 +179,10 @@ def check_path(cfg: DictConfig, path: str) -> None:
                           f"with one value of it; run one sweep per value ({path}=N)")
 
 
-# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads
-ROUNDING_READS = {"bias_correction", "bias_correction_images", "spike_calib_samples", "spike_chunk_images", "seed"}
-
-
 def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
-    """A setting searched where it changes nothing: one that no neuron model of the sweep uses (`ACTS_ON`), or
-    noise-aware tuning where every chip of the sweep has an ideal device."""
+    """A setting searched where it changes nothing: one that no neuron model of the sweep uses (`ACTS_ON`), a
+    tuning setting the rounding baseline does not read (`ROUNDING_READS`) under tuning.mode=none, or noise-aware
+    tuning where every chip of the sweep has an ideal device."""
     searched = [*params, *tied]
     models = params.get("hardware.neuron.model", [cfg.hardware.neuron.model])
     for path, users in ACTS_ON.items():
