@@ -121,6 +121,15 @@ class NpzMember(ArraySource):
 
 
 def _open_member(path: str, key: str) -> np.ndarray:
+    """The member memory-mapped where it is stored uncompressed, else read; one that is not an array is a
+    DataError naming it."""
+    try:
+        return _read_member(path, key)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{key} of {path} is not a readable array ({str(exc).splitlines()[0]})") from None
+
+
+def _read_member(path: str, key: str) -> np.ndarray:
     with zipfile.ZipFile(path) as z:
         info = z.getinfo(f"{key}.npy")
         if info.compress_type == zipfile.ZIP_STORED:

@@ -62,7 +62,7 @@ def _npz(spec: str, path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         raise DataError(f"{spec} is not a readable .npz file: {exc}") from None
     return from_arrays(spec, {k: NpzMember(str(path), k).array if k in ("y", "y_test", "value_range")
                               else NpzMember(str(path), k) for k in keys}, where=f"{spec} holds")

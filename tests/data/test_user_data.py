@@ -177,6 +177,19 @@ def raises_value_error() -> None:
     raise ValueError("the archive is corrupt\nsecond line")
 
 
+def _empty(path: Path) -> str:
+    path.write_bytes(b"")
+    return str(path)
+
+
+def _bad_member(path: Path) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", b"not an array")
+    return str(path)
+
+
 def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     x = np.zeros((10, 3), np.float32)
     mixed = tmp_path / "mixed"
@@ -198,6 +211,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "x and x_test": (_npz(tmp_path / "e.npz", x=x, x_test=x), None, r"not both"),
         "1-d x": (_npz(tmp_path / "f.npz", x=np.zeros(10)), None, r"must be \(samples, \*per-sample shape\)"),
         "missing npz": (str(tmp_path / "nope.npz"), None, r"dataset file not found"),
+        "empty npz": (_empty(tmp_path / "empty.npz"), None, r"empty\.npz is not a readable \.npz file"),  # EOFError
+        "npz member not an array": (_bad_member(tmp_path / "member.npz"), None,
+                                    r"x of .*member\.npz is not a readable array \(the magic string"),
         "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
         "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
         "folder not in classes.txt": (str(unlisted), Preprocess(channels=1), r"class folder 'b' .*not listed"),
@@ -223,8 +239,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
-       "missing npz", "no images", "mixed sizes", "folder not in classes.txt", "smaller than the crop", "no module",
-       "no function", "raises", "preprocess on npz", "complex x", "text x", "std zero", "std NaN", "mean infinite"]
+       "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
+       "smaller than the crop", "no module", "no function", "raises", "preprocess on npz", "complex x", "text x",
+       "std zero", "std NaN", "mean infinite"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
