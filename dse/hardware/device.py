@@ -102,9 +102,15 @@ class Device:
         if self.stuck_low + self.stuck_high > 1:
             raise ConfigError(f"hardware.device.stuck_low + stuck_high must be at most 1 "
                               f"(got {self.stuck_low + self.stuck_high})")
-        if self.drift_seconds > 0 and self.drift_model == "none":
-            raise ConfigError(f"hardware.device.drift_seconds={self.drift_seconds} needs a drift model "
-                              f"(hardware.device.drift_model=pcm)")
+        if self.drift_model == "none":  # a drift setting without the law it parametrizes would be ignored
+            default = Device()
+            for name in ("drift_seconds", "drift_nu", "drift_nu_sigma", "drift_compensation"):
+                if getattr(self, name) != getattr(default, name):
+                    raise ConfigError(f"hardware.device.{name}={getattr(self, name)} needs a drift model "
+                                      f"(hardware.device.drift_model=pcm)")
+        if not self.fault_map_known and self.fault_map is None:
+            raise ConfigError("hardware.device.fault_map_known=false needs a fault map (hardware.device.fault_map): "
+                              "without one there is nothing to ignore")
 
 
 # the fields whose zero means "this effect is off"

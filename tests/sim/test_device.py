@@ -193,6 +193,11 @@ def test_read_noise_has_the_std_of_every_cell_read_with_noise() -> None:
     ("stuck_low", 1.5, "stuck_low is a fraction of the cells, at most 1"),
     ("adc_noise_lsb", -1.0, "adc_noise_lsb must be >= 0"),
     ("drift_seconds", 3600.0, "needs a drift model"),
+    # settings that were accepted and changed nothing
+    ("drift_compensation", True, r"drift_compensation=True needs a drift model"),
+    ("drift_nu", 0.1, r"drift_nu=0.1 needs a drift model"),
+    ("drift_nu_sigma", 0.02, r"drift_nu_sigma=0.02 needs a drift model"),
+    ("fault_map_known", False, r"fault_map_known=false needs a fault map"),
     ("programming_model", "gaussian", "programming_model must be one of"),
     ("threshold_mismatch", 0.1, "only a spiking chip has it"),
 ])
