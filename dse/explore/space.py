@@ -147,9 +147,14 @@ def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:
 
 
 def _ideal_device(cfg: DictConfig) -> bool:
+    """Whether the base chip's device is ideal (a base chip that is not valid on its own, only with the searched
+    values, is not judged here)."""
     from dse.config import hardware_from
 
-    return hardware_from(cfg.hardware).device.is_ideal
+    try:
+        return hardware_from(cfg.hardware).device.is_ideal
+    except ConfigError:
+        return False
 
 
 def check_path(cfg: DictConfig, path: str) -> None:
