@@ -441,3 +441,21 @@ def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys:
                           r"run folder .*run holds the results of another compile \(report\.json; its config\.yaml "
                           r"differs\); choose another hydra\.run\.dir")
     assert json.loads((tmp_path / "run" / "report.json").read_text())["hardware"] == json.loads(report)["hardware"]
+
+
+def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_path: Path, monkeypatch) -> None:
+    """The default folder is named to the second: two compiles of a shell loop (`&`) got the same one, and the last
+    to finish wrote over the other's results."""
+    from dse.compile.__main__ import main
+    from dse.config import compose_config
+
+    monkeypatch.chdir(tmp_path)
+    cfgs = [compose_config("compile", ["model=mlp_digits", "tuning=none", "progress=false", f"hardware.weights.bits={b}",
+                                       f"hardware.io.input_bits={b}", f"hardware.io.output_bits={b}"]) for b in (4, 8)]
+    default = Path(str(cfgs[0].hydra.run.dir))  # resolved once: the same second for both
+    assert default.parts[:2] == ("results", "compile")
+    for cfg in cfgs:
+        assert main(cfg, default) == 0
+    second = default.with_name(default.name + "_2")
+    bits = [json.loads((d / "report.json").read_text())["hardware"]["weights"]["bits"] for d in (default, second)]
+    assert bits == [4, 8]

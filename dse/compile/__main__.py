@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import sys
@@ -71,7 +72,8 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
-    check_run_folder(run_dir, job)
+    chosen = _chosen(cfg)
+    check_run_folder(run_dir, job, chosen=chosen)
     if tuning.noise_aware and hw.device.is_ideal:  # legal (a sweep may pair it with an ideal device), but idle here
         logging.getLogger("dse.compile").warning("tuning.noise_aware=true changes nothing: hardware.device is ideal "
                                                  "(set hardware.device.*, docs/device.md)")
@@ -87,10 +89,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                      progress=cfg.progress and
                      sys.stderr.isatty())
 
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # gone wrong since `check_run_folder`
-        raise OutputError(f"run folder {run_dir} cannot be made ({exc.strerror or exc})") from None
+    run_dir = make_run_folder(run_dir, chosen=chosen)
     atomic_write_text(run_dir / "config.yaml", job)
     report = result.report.to_dict()
     save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
@@ -103,12 +102,13 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
 
-def check_run_folder(run_dir: Path, job: str) -> None:
-    """Before any work: the run folder can be written, and holds no other compile's results. A folder whose
-    report.json came from another configuration (its config.yaml differs, `progress` aside) is refused: writing
-    over it would lose what was computed there. The same configuration again writes over its own results."""
+def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
+    """Before any work: the run folder can be written, and one the user named holds no other compile's results.
+    A folder whose report.json came from another configuration (its config.yaml differs, `progress` aside) is
+    refused: writing over it would lose what was computed there. The same configuration again writes over its
+    own results. (The timestamped default is never written over: `make_run_folder`.)"""
     check_folder(run_dir)
-    if not (run_dir / "report.json").exists():
+    if not chosen or not (run_dir / "report.json").exists():
         return
 
     def settings(text: str) -> dict:
@@ -122,6 +122,31 @@ def check_run_folder(run_dir: Path, job: str) -> None:
         raise OutputError(f"run folder {run_dir} holds the results of another compile (report.json; its "
                           f"config.yaml {'differs' if theirs is not None else 'is missing or unreadable'}); "
                           "choose another hydra.run.dir, or move those results away")
+
+
+def _chosen(cfg: DictConfig) -> bool:
+    """Whether the user named the run folder (hydra.run.dir=...), rather than taking the timestamped default."""
+    return any(str(o).split("=", 1)[0] == "hydra.run.dir" for o in cfg.hydra.overrides.hydra)
+
+
+def make_run_folder(run_dir: Path, *, chosen: bool) -> Path:
+    """The folder the results go to. One the user named is used as it is (`check_run_folder` vetted it). The
+    timestamped default is claimed: made by this process alone, else ``<time>_2``, ``<time>_3``, ... so that
+    compiles started in the same second (a shell loop with ``&``) never write into one folder."""
+    try:
+        if chosen:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            return run_dir
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count(1):
+            candidate = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}_{i}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:  # gone wrong since `check_run_folder`
+        raise OutputError(f"run folder {run_dir} cannot be made ({exc.strerror or exc})") from None
 
 
 def _csv(rows: list[dict]) -> str:
