@@ -8,6 +8,7 @@ the process's umask (0644 under the usual umask 022), so a colleague can read a 
 
 from __future__ import annotations
 
+import itertools
 import os
 import tempfile
 from collections.abc import Callable
@@ -61,3 +62,21 @@ def check_folder(path: str | Path) -> None:
         raise OutputError(f"run folder {path} {where}, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"run folder {path} cannot be written ({existing} takes no new files)")
+
+
+def claim_folder(path: str | Path) -> Path:
+    """A new folder made by this process alone: `path`, else ``path_2``, ``path_3``, ... (the first that did not
+    exist). Two runs started in the same second, whose time-stamped default folders are the same, each get their
+    own instead of writing into one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for i in itertools.count(1):
+            candidate = path if i == 1 else path.with_name(f"{path.name}_{i}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise OutputError(f"run folder {path} cannot be made ({exc.strerror or exc})") from None

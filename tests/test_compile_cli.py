@@ -450,8 +450,9 @@ def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_
     from dse.config import compose_config
 
     monkeypatch.chdir(tmp_path)
-    cfgs = [compose_config("compile", ["model=mlp_digits", "tuning=none", "progress=false", f"hardware.weights.bits={b}",
-                                       f"hardware.io.input_bits={b}", f"hardware.io.output_bits={b}"]) for b in (4, 8)]
+    cfgs = [compose_config("compile", ["model=mlp_digits", "tuning=none", "progress=false",
+                                       f"hardware.weights.bits={b}", f"hardware.io.input_bits={b}",
+                                       f"hardware.io.output_bits={b}"]) for b in (4, 8)]
     default = Path(str(cfgs[0].hydra.run.dir))  # resolved once: the same second for both
     assert default.parts[:2] == ("results", "compile")
     for cfg in cfgs:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import logging
 import sys
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK, OutputError
-from dse.files import atomic_write_text, check_folder
+from dse.files import atomic_write_text, check_folder, claim_folder
 
 if TYPE_CHECKING:
     from dse.hardware.spec import HardwareSpec
@@ -130,23 +129,16 @@ def _chosen(cfg: DictConfig) -> bool:
 
 
 def make_run_folder(run_dir: Path, *, chosen: bool) -> Path:
-    """The folder the results go to. One the user named is used as it is (`check_run_folder` vetted it). The
-    timestamped default is claimed: made by this process alone, else ``<time>_2``, ``<time>_3``, ... so that
-    compiles started in the same second (a shell loop with ``&``) never write into one folder."""
+    """The folder the results go to: one the user named as it is (`check_run_folder` vetted it); the
+    time-stamped default claimed (`claim_folder`), so that compiles started in the same second (a shell loop with
+    ``&``) never write into one folder."""
+    if not chosen:
+        return claim_folder(run_dir)
     try:
-        if chosen:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            return run_dir
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        for i in itertools.count(1):
-            candidate = run_dir if i == 1 else run_dir.with_name(f"{run_dir.name}_{i}")
-            try:
-                candidate.mkdir()
-                return candidate
-            except FileExistsError:
-                continue
+        run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # gone wrong since `check_run_folder`
         raise OutputError(f"run folder {run_dir} cannot be made ({exc.strerror or exc})") from None
+    return run_dir
 
 
 def _csv(rows: list[dict]) -> str:

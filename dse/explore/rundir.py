@@ -3,7 +3,8 @@
 Resume rule. The default run folder is ``results/<study.name>/<time>/``. Running a sweep looks in
 ``results/<study.name>/`` for the newest run folder whose study was started with the same configuration
 (the *fingerprint*: model, hardware, strategy, tuning, search space, sampler, objectives, seed) and resumes
-it; if there is none, or ``study.resume=false``, it starts a new time-stamped folder. So running the same
+it; if there is none, or ``study.resume=false``, it starts a new time-stamped folder (claimed by the sweep
+alone: ``<time>_2``, ... where a sweep started in the same second holds ``<time>``). So running the same
 command again resumes, and changing the configuration under the same name never mixes two studies. An
 explicit folder (``hydra.run.dir=DIR``, no time stamp) is used as it is: it resumes the study inside if the
 configuration is the same, and refuses with exit status 2 if it is not.

@@ -38,12 +38,13 @@ from dse.explore.rundir import (
     check_writable,
     locate,
     normalize,
+    read_fingerprint,
     write_fingerprint,
 )
 from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
-from dse.files import atomic_write_text
+from dse.files import atomic_write_text, claim_folder
 from dse.hardware.device import Device
 from dse.sim.montecarlo import DEVICE_COLUMNS, MonteCarlo
 
@@ -100,8 +101,14 @@ def run_study(
     montecarlo_from(cfg.evaluate)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
 
-    check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
+    # a time-stamped folder that is not this study's to resume is new: another sweep started in the same second
+    # may hold it (it is claimed below, with a suffix if need be)
+    fresh = timestamped and read_fingerprint(run_dir) != fingerprint
+    if not fresh:
+        check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
     executor.check()  # a cluster address nobody answers at fails here, before any write
+    if fresh:
+        run_dir = claim_folder(run_dir)
     check_writable(run_dir)  # a read-only or full disk fails here, not after the trials
 
     with StudyLock(run_dir):
