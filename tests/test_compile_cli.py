@@ -438,9 +438,16 @@ def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys:
     code = run_app("compile", main, [*run, "progress=false", "hardware.weights.bits=4"])
     out = capsys.readouterr()
     assert_one_line_error(code, out.out, out.err,
-                          r"run folder .*run holds the results of another compile \(report\.json; its config\.yaml "
-                          r"differs\); choose another hydra\.run\.dir")
+                          r"run folder .*run holds the results of another compile \(its config\.yaml differs\); "
+                          r"choose another hydra\.run\.dir")
     assert json.loads((tmp_path / "run" / "report.json").read_text())["hardware"] == json.loads(report)["hardware"]
+    # a sweep's folder: its config.yaml (the search space) and samples.json would have gone
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "study.db").write_bytes(b"")
+    code = run_app("compile", main, [f"hydra.run.dir={tmp_path / 'sweep'}", "model=mlp_digits", "tuning=none"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, r"run folder .*sweep holds a sweep \(study\.db\)")
+    assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["study.db"]
 
 
 def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_path: Path, monkeypatch) -> None:

@@ -102,12 +102,18 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
 
 def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
-    """Before any work: the run folder can be written, and one the user named holds no other compile's results.
-    A folder whose report.json came from another configuration (its config.yaml differs, `progress` aside) is
-    refused: writing over it would lose what was computed there. The same configuration again writes over its
-    own results. (The timestamped default is never written over: `make_run_folder`.)"""
+    """Before any work: the run folder can be written, and one the user named holds no other run's results. A
+    sweep's folder, or one whose results (report.json, config.yaml) came from another configuration (config.yaml
+    differs, `progress` aside), is refused: writing over it would lose what was computed there. The same
+    configuration again writes over its own results. (The timestamped default is never written over:
+    `make_run_folder`.)"""
     check_folder(run_dir)
-    if not chosen or not (run_dir / "report.json").exists():
+    if not chosen:
+        return
+    sweep = [name for name in ("study.db", "study.json") if (run_dir / name).exists()]
+    if sweep:
+        raise OutputError(f"run folder {run_dir} holds a sweep ({sweep[0]}); choose another hydra.run.dir")
+    if not (run_dir / "report.json").exists() and not (run_dir / "config.yaml").exists():
         return
 
     def settings(text: str) -> dict:
@@ -118,9 +124,9 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
     except Exception:  # noqa: BLE001 - missing, unreadable or not a mapping: not a config this compile wrote
         theirs = None
     if theirs != settings(job):
-        raise OutputError(f"run folder {run_dir} holds the results of another compile (report.json; its "
-                          f"config.yaml {'differs' if theirs is not None else 'is missing or unreadable'}); "
-                          "choose another hydra.run.dir, or move those results away")
+        raise OutputError(f"run folder {run_dir} holds the results of another compile (its config.yaml "
+                          f"{'differs' if theirs is not None else 'is missing or unreadable'}); choose another "
+                          "hydra.run.dir, or move those results away")
 
 
 def _chosen(cfg: DictConfig) -> bool:
