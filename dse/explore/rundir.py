@@ -42,6 +42,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], resume: bool) -> Path:
     """The folder this sweep works in. Reads only; creates nothing."""
     if not timestamped:
+        if (run_dir / "report.json").exists() and not (run_dir / FINGERPRINT).exists():
+            raise ConfigError(f"{run_dir} holds a compile (report.json), whose config.yaml and samples.json the sweep "
+                              "would write over; choose another hydra.run.dir")
         stored = read_fingerprint(run_dir)
         if stored is not None and stored != fingerprint:
             raise ConfigError(

@@ -141,3 +141,11 @@ def test_sweeps_started_in_the_same_second_get_a_folder_each(tmp_path):
     assert sorted(second.trials["hardware.weights.bits"]) == [6, 8]
     again = sweep("2,4")
     assert again.run_dir == first.run_dir and again.stats.kept == 2
+
+
+def test_a_compiles_folder_is_refused(tmp_path):
+    """A sweep named into it wrote its own config.yaml and samples.json over the compile's."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "report.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"run holds a compile \(report\.json\), whose config\.yaml"):
+        locate(tmp_path / "run", timestamped=False, fingerprint=A, resume=True)
