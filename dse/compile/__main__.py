@@ -110,7 +110,9 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
     check_folder(run_dir)
     if not chosen:
         return
-    sweep = [name for name in ("study.db", "study.json") if (run_dir / name).exists()]
+    from dse.explore.rundir import FINGERPRINT, STUDY_DB  # only for a named folder: no import on the default path
+
+    sweep = [name for name in (STUDY_DB, FINGERPRINT) if (run_dir / name).exists()]
     if sweep:
         raise OutputError(f"run folder {run_dir} holds a sweep ({sweep[0]}); choose another hydra.run.dir")
     if not (run_dir / "report.json").exists() and not (run_dir / "config.yaml").exists():
