@@ -308,6 +308,17 @@ MORE = {
                            r"evaluate\.seed must be an integer >= 0 \(got -1\)"),
     "approximator of one unit": (["model=mlp_sigmoid_mnist", "strategy.approximator_width=1"],
                                  r"strategy\.approximator_width must be an integer >= 2 \(got 1\)"),
+    # settings that change nothing on this chip or with this tuning: they were accepted and ignored
+    "I/O bits on a spiking chip": (["hardware=chip_b", "hardware.io.input_bits=4"],
+                                   r"hardware\.io\.input_bits changes nothing: it acts on relu neurons, and the "
+                                   r"chip has if \(hardware\.neuron\.model\)"),
+    "time steps on a ReLU chip": (["hardware.neuron.timesteps=8"],
+                                  r"hardware\.neuron\.timesteps changes nothing: it acts on if, lif, if_floor"),
+    "leak of IF neurons": (["hardware=chip_b", "hardware.neuron.leak=0.5"],
+                           r"hardware\.neuron\.leak changes nothing: it acts on lif neurons, and the chip has if"),
+    "spike-aware steps on a ReLU chip": (["tuning.spike_steps=30"], r"tuning\.spike_steps changes nothing"),
+    "training steps of the rounding baseline": (["tuning=none"],
+                                                r"tuning\.free_steps changes nothing with tuning\.mode=none"),
 }
 
 

@@ -66,10 +66,12 @@ def _help() -> str:
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model_config, prepare
     from dse.config import hardware_from, montecarlo_from, tuning_from
+    from dse.config.effect import check_given
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
+    check_given(_given(cfg), [hw.neuron.model], [tuning.mode], "the chip has")
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     chosen = _chosen(cfg)
     check_run_folder(run_dir, job, chosen=chosen)
@@ -129,6 +131,12 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
         raise OutputError(f"run folder {run_dir} holds the results of another compile (its config.yaml "
                           f"{'differs' if theirs is not None else 'is missing or unreadable'}); choose another "
                           "hydra.run.dir, or move those results away")
+
+
+def _given(cfg: DictConfig) -> list[tuple[str, object]]:
+    """The fields the command line sets (``path=value``, ``+path=value``), with the values they compose to."""
+    paths = (str(o).lstrip("+~").split("=", 1)[0] for o in cfg.hydra.overrides.task if "=" in str(o))
+    return [(p, OmegaConf.select(cfg, p)) for p in paths if "." in p]
 
 
 def _chosen(cfg: DictConfig) -> bool:

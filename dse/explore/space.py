@@ -8,7 +8,6 @@ follow the DAC bits, a square crossbar's cols follow its rows), so one knob move
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,22 +16,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dse.config.effect import check_given
 from dse.config.keys import suggest
 from dse.errors import ConfigError
-from dse.hardware.spec import SPIKING_MODELS
-from dse.tune.options import TuneOptions
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
 PREPARED = {"strategy.approximator_width"}  # ... and prepare() takes these: the sweep's one value is every trial's
-# settings and the neuron models they act on: searched where no model of the sweep has them, every trial would be
-# the same compile (the time steps of ReLU neurons, the spike-aware tuning steps of a chip that does not spike)
-ACTS_ON = {"hardware.neuron.timesteps": SPIKING_MODELS, "hardware.neuron.reset": SPIKING_MODELS,
-           "hardware.neuron.encoding": SPIKING_MODELS, "hardware.neuron.leak": ("lif",),
-           **{f"tuning.{f.name}": SPIKING_MODELS for f in dataclasses.fields(TuneOptions)
-              if f.name.startswith("spike_") or f.name == "output_spike_steps"}}
-# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads
-ROUNDING_READS = {"bias_correction", "bias_correction_images", "spike_calib_samples", "spike_chunk_images", "seed"}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
@@ -90,7 +80,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
         tied.pop(path, None)  # sweeping a tied path on its own unties it
     tied = {p: s for p, s in tied.items() if s in params}  # the source was pinned: the tie goes with it
     _add_repeats(cfg, params)
-    _check_effect(cfg, params, tied)
+    _check_effect(cfg, params, tied, pinned)
     if not params:
         raise ConfigError(
             "the search space is empty: choose one (search=chip_a) or sweep a field, "
@@ -184,21 +174,16 @@ def check_path(cfg: DictConfig, path: str) -> None:
                           f"with one value of it; run one sweep per value ({path}=N)")
 
 
-def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str]) -> None:
-    """A setting searched where it changes nothing: one that no neuron model of the sweep uses (`ACTS_ON`), a
-    tuning setting the rounding baseline does not read (`ROUNDING_READS`) under tuning.mode=none, or noise-aware
-    tuning where every chip of the sweep has an ideal device."""
+def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str],
+                  pinned: Sequence[str]) -> None:
+    """A setting searched or pinned where it changes nothing (`dse.config.effect`: one that no neuron model of the
+    sweep uses, a tuning setting the rounding baseline does not read under tuning.mode=none), or noise-aware tuning
+    searched where every chip of the sweep has an ideal device."""
     searched = [*params, *tied]
     models = params.get("hardware.neuron.model", [cfg.hardware.neuron.model])
-    for path, users in ACTS_ON.items():
-        if path in searched and not any(m in users for m in models):
-            raise ConfigError(f"search parameter {path} changes nothing: it acts on {', '.join(users)} neurons, and "
-                              f"the sweep's chips have {', '.join(map(str, models))} (hardware.neuron.model)")
-    if "tuning.mode" not in searched and cfg.tuning.mode == "none":
-        idle = [p for p in searched if p.startswith("tuning.") and p.split(".", 1)[1] not in ROUNDING_READS]
-        if idle:
-            raise ConfigError(f"search parameter {idle[0]} changes nothing with tuning.mode=none (the rounding "
-                              f"baseline reads only tuning.{', tuning.'.join(sorted(ROUNDING_READS))})")
+    modes = params.get("tuning.mode", [cfg.tuning.mode])
+    check_given(((p, True) for p in searched), models, modes, "the sweep's chips have", "search parameter ")
+    check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), models, modes, "the sweep's chips have")
     if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)
             and _ideal_device(cfg)):
         raise ConfigError("search parameter tuning.noise_aware changes nothing: the sweep's chips have an ideal "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from sweep_helpers import FAST
+from sweep_helpers import FAST, FAST_SPIKING
 
 from dse.config import compose_config
 from dse.explore.labels import configuration, label, merge_names, naming_key, scaled
@@ -30,7 +30,7 @@ def test_the_spiking_and_cost_columns_are_known_before_any_trial() -> None:
 
 
 def test_an_objective_that_is_not_a_numeric_column_lists_them(tmp_path, capsys) -> None:
-    code = cli([*FAST, "hardware=chip_b", "runner=local", "study.objectives=[accuracy_delta_pp,energy]",
+    code = cli([*FAST_SPIKING, "hardware=chip_b", "runner=local", "study.objectives=[accuracy_delta_pp,energy]",
                 f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
@@ -54,7 +54,7 @@ def test_a_bad_cost_coefficient_is_refused_before_any_trial(tmp_path, capsys, ex
 def test_a_spiking_column_can_be_an_objective(tmp_path) -> None:
     run_dir = tmp_path / "run"
     objectives = "study.objectives=[accuracy_delta_pp,spiking.spikes_per_inference]"
-    assert cli([*FAST, "hardware=chip_b", "runner=local", "search=custom", "hardware.neuron.timesteps=4,8",
+    assert cli([*FAST_SPIKING, "hardware=chip_b", "runner=local", "search=custom", "hardware.neuron.timesteps=4,8",
                 objectives, f"hydra.run.dir={run_dir}"]) == 0
     trials = pd.read_csv(run_dir / "trials.csv")
     assert len(trials) == 2 and trials.legal.all()

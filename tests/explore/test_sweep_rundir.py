@@ -125,14 +125,12 @@ def test_a_read_only_folder_is_found_before_any_trial(tmp_path):
 def test_sweeps_started_in_the_same_second_get_a_folder_each(tmp_path):
     """Their time-stamped default folder is the same: the second was refused ("in use by another sweep") while the
     first ran. Each claims its own now (`<time>_2`), and running the first again resumes its folder."""
-    from sweep_helpers import FAST
-
     from dse.config import compose_config, split_sweeps
     from dse.explore.executors import LocalExecutor
     from dse.explore.runner import run_study
 
     def sweep(bits: str):
-        cmd = split_sweeps([*FAST, "tuning=none", "search=custom", f"hardware.weights.bits={bits}"])
+        cmd = split_sweeps(["model=mlp_digits", "progress=false", "tuning=none", "search=custom", f"hardware.weights.bits={bits}"])
         return run_study(compose_config("sweep", cmd.overrides), tmp_path / "2026-12-01_10-00-00", timestamped=True,
                          cli_sweeps=cmd.sweeps, pinned=cmd.pinned, executor=LocalExecutor())
 

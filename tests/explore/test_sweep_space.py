@@ -171,6 +171,14 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
     (["tuning.noise_aware=false,true"], "search parameter tuning.noise_aware changes nothing: the sweep's chips have "
                                         "an ideal device"),
     (["tuning=none", "tuning.lr=0.001,0.01"], "search parameter tuning.lr changes nothing with tuning.mode=none"),
+    # a spiking chip's values are counts of 0..T spikes: no DAC or ADC bits (the chip_a space on chip_b)
+    (["hardware=chip_b", "search=chip_a"], "search parameter hardware.io.input_bits changes nothing: it acts on relu"),
+    # one value, where it changes nothing, is as idle in every trial
+    (["hardware=chip_b", "hardware.io.input_bits=4", "hardware.weights.bits=2,4"],
+     "hardware.io.input_bits changes nothing: it acts on relu neurons, and the sweep's chips have if"),
+    (["hardware.neuron.leak=0.5", "hardware.weights.bits=2,4"], "hardware.neuron.leak changes nothing: it acts on lif"),
+    (["tuning=none", "tuning.free_steps=10", "hardware.weights.bits=2,4"],
+     "tuning.free_steps changes nothing with tuning.mode=none"),
 ])
 def test_a_parameter_that_would_change_nothing_is_refused(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -182,6 +190,13 @@ def test_a_neuron_setting_is_searched_beside_a_model_that_uses_it():
     space, _ = space_of("search=custom", "hardware=chip_b", "hardware.neuron.leak=0.5,0.9",
                         "hardware.neuron.model=if,lif")
     assert space.size == 4
+    space, _ = space_of("search=custom", "hardware=chip_b", "hardware.neuron.leak=0.5", "hardware.neuron.model=if,lif")
+    assert space.size == 2
+
+
+def test_a_null_sets_nothing_and_is_not_refused():
+    assert space_of("search=custom", "hardware=chip_b", "hardware.io.input_bits=null",
+                    "hardware.weights.bits=2,4")[0].size == 2
 
 
 def test_noise_aware_tuning_is_searched_on_a_device_that_is_not_ideal():

@@ -1,0 +1,60 @@
+"""`dse.config.effect`: the table of settings that act only on some neuron models or some tuning, checked against
+the config schema, the neuron models and `TuneOptions` (the refusals themselves: tests/test_compile_cli.py's
+bad input, tests/explore/test_sweep_space.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from dse.config import compose_config
+from dse.config.effect import ACTS_ON, NON_SPIKING, ROUNDING_READS, check_given, idle_reason
+from dse.errors import ConfigError
+from dse.hardware.spec import NEURON_MODELS, SPIKING_MODELS
+from dse.tune.options import TuneOptions
+
+TUNE_FIELDS = {f.name for f in dataclasses.fields(TuneOptions)}
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b", "ideal"])
+def test_every_path_of_the_table_is_a_field_of_the_config(chip):
+    cfg = compose_config("compile", [f"hardware={chip}"])
+    for path in ACTS_ON:
+        parent, key = path.rsplit(".", 1)
+        assert key in OmegaConf.select(cfg, parent), path
+
+
+def test_every_spike_aware_tuning_setting_is_in_the_table_and_the_baseline_reads_real_settings():
+    spiking = {f"tuning.{name}" for name in TUNE_FIELDS if name.startswith("spike_") or name == "output_spike_steps"}
+    assert spiking <= set(ACTS_ON)
+    assert ROUNDING_READS <= TUNE_FIELDS
+    assert set(NON_SPIKING) | set(SPIKING_MODELS) == set(NEURON_MODELS) and NON_SPIKING
+    for users in ACTS_ON.values():
+        assert users and set(users) <= set(NEURON_MODELS)
+
+
+@pytest.mark.parametrize("path", sorted(ACTS_ON))
+@pytest.mark.parametrize("model", NEURON_MODELS)
+def test_a_setting_is_idle_exactly_where_no_model_uses_it(path, model):
+    reason = idle_reason(path, [model], ["multiphase"], "the chip has")
+    assert (reason is None) == (model in ACTS_ON[path])
+    # beside a model that uses it, it acts
+    assert idle_reason(path, [model, ACTS_ON[path][0]], ["multiphase"], "the chip has") is None
+
+
+@pytest.mark.parametrize("name", sorted(TUNE_FIELDS - {"mode"}))
+def test_under_the_rounding_baseline_only_what_it_reads_acts(name):
+    path = f"tuning.{name}"
+    idle = idle_reason(path, ["if"], ["none"], "the chip has")  # spiking: the spike_* settings are not idle for that
+    assert (idle is None) == (name in ROUNDING_READS), idle
+    assert idle_reason(path, ["if"], ["none", "multiphase"], "the chip has") is None
+
+
+def test_a_null_value_sets_nothing_and_the_message_names_the_path():
+    check_given([("hardware.io.input_bits", None)], ["if"], ["multiphase"], "the chip has")
+    with pytest.raises(ConfigError, match=r"^search parameter hardware\.io\.output_bits changes nothing: it acts on "
+                                          r"relu neurons, and the sweep's chips have if, lif \(hardware\.neuron\.model\)$"):
+        check_given([("hardware.weights.bits", 4), ("hardware.io.output_bits", 8)], ["if", "lif"], ["multiphase"],
+                    "the sweep's chips have", "search parameter ")
