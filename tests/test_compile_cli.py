@@ -319,6 +319,11 @@ MORE = {
     "spike-aware steps on a ReLU chip": (["tuning.spike_steps=30"], r"tuning\.spike_steps changes nothing"),
     "training steps of the rounding baseline": (["tuning=none"],
                                                 r"tuning\.free_steps changes nothing with tuning\.mode=none"),
+    "chips per check without noise-aware tuning": (["tuning.noise_checks=8"],
+                                                   r"tuning\.noise_checks changes nothing without "
+                                                   r"tuning\.noise_aware=true$"),
+    "end-to-end steps on a ReLU chip": (["tuning.network_steps=10"], r"tuning\.network_steps changes nothing: it "
+                                                                     r"acts on if, lif, if_floor neurons"),
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dse.config import compose_config
-from dse.config.effect import ACTS_ON, NON_SPIKING, ROUNDING_READS, check_given, idle_reason
+from dse.config.effect import ACTS_ON, NON_SPIKING, REQUIRES, ROUNDING_READS, check_given, idle_reason
 from dse.errors import ConfigError
 from dse.hardware.spec import NEURON_MODELS, SPIKING_MODELS
 from dse.tune.options import TuneOptions
@@ -18,10 +18,18 @@ from dse.tune.options import TuneOptions
 TUNE_FIELDS = {f.name for f in dataclasses.fields(TuneOptions)}
 
 
+def given(**values):
+    """`idle_reason`'s values: a compile's, multiphase tuning of a ReLU chip unless `values` say otherwise (keys
+    with __ for dots)."""
+    base = {"hardware.neuron.model": ["relu"], "tuning.mode": ["multiphase"]}
+    base.update({k.replace("__", "."): v for k, v in values.items()})
+    return lambda path: base.get(path, [None])
+
+
 @pytest.mark.parametrize("chip", ["chip_a", "chip_b", "ideal"])
-def test_every_path_of_the_table_is_a_field_of_the_config(chip):
+def test_every_path_of_the_tables_is_a_field_of_the_config(chip):
     cfg = compose_config("compile", [f"hardware={chip}"])
-    for path in ACTS_ON:
+    for path in [*ACTS_ON, *REQUIRES, *(needed for needed, _ in REQUIRES.values())]:
         parent, key = path.rsplit(".", 1)
         assert key in OmegaConf.select(cfg, parent), path
 
@@ -38,23 +46,39 @@ def test_every_spike_aware_tuning_setting_is_in_the_table_and_the_baseline_reads
 @pytest.mark.parametrize("path", sorted(ACTS_ON))
 @pytest.mark.parametrize("model", NEURON_MODELS)
 def test_a_setting_is_idle_exactly_where_no_model_uses_it(path, model):
-    reason = idle_reason(path, [model], ["multiphase"], "the chip has")
-    assert (reason is None) == (model in ACTS_ON[path])
+    on = dict.fromkeys(n.replace(".", "__") for n, _ in REQUIRES.values())  # what REQUIRES asks for, on
+    on = {k: [True] for k in on}
+    reason = idle_reason(path, given(hardware__neuron__model=[model], **on), "the chip has")
+    assert (reason is None) == (model in ACTS_ON[path]), reason
     # beside a model that uses it, it acts
-    assert idle_reason(path, [model, ACTS_ON[path][0]], ["multiphase"], "the chip has") is None
+    assert idle_reason(path, given(hardware__neuron__model=[model, ACTS_ON[path][0]], **on), "the chip has") is None
 
 
 @pytest.mark.parametrize("name", sorted(TUNE_FIELDS - {"mode"}))
 def test_under_the_rounding_baseline_only_what_it_reads_acts(name):
     path = f"tuning.{name}"
-    idle = idle_reason(path, ["if"], ["none"], "the chip has")  # spiking: the spike_* settings are not idle for that
+    on = {needed.replace(".", "__"): [True] for needed, _ in REQUIRES.values()}
+    # on spiking neurons with everything REQUIRES asks for on: only the mode can make it idle
+    idle = idle_reason(path, given(hardware__neuron__model=["if"], tuning__mode=["none"], **on), "the chip has")
     assert (idle is None) == (name in ROUNDING_READS), idle
-    assert idle_reason(path, ["if"], ["none", "multiphase"], "the chip has") is None
+    assert idle_reason(path, given(hardware__neuron__model=["if"], tuning__mode=["none", "multiphase"], **on),
+                       "the chip has") is None
+
+
+@pytest.mark.parametrize("path", sorted(REQUIRES))
+def test_a_setting_that_needs_another_acts_only_with_it(path):
+    needed, on = REQUIRES[path]
+    key = needed.replace(".", "__")
+    spiking = given(hardware__neuron__model=["if"], **{key: [not on]})
+    assert idle_reason(path, spiking, "the chip has") == f" without {needed}={str(on).lower()}"
+    assert idle_reason(path, given(hardware__neuron__model=["if"], **{key: [not on, on]}), "the chip has") is None
 
 
 def test_a_null_value_sets_nothing_and_the_message_names_the_path():
-    check_given([("hardware.io.input_bits", None)], ["if"], ["multiphase"], "the chip has")
-    with pytest.raises(ConfigError, match=r"^search parameter hardware\.io\.output_bits changes nothing: it acts on "
-                                          r"relu neurons, and the sweep's chips have if, lif \(hardware\.neuron\.model\)$"):
-        check_given([("hardware.weights.bits", 4), ("hardware.io.output_bits", 8)], ["if", "lif"], ["multiphase"],
-                    "the sweep's chips have", "search parameter ")
+    spiking = given(hardware__neuron__model=["if", "lif"])
+    check_given([("hardware.io.input_bits", None)], spiking, "the chip has")
+    message = (r"^search parameter hardware\.io\.output_bits changes nothing: it acts on relu neurons, and the "
+               r"sweep's chips have if, lif \(hardware\.neuron\.model\)$")
+    with pytest.raises(ConfigError, match=message):
+        check_given([("hardware.weights.bits", 4), ("hardware.io.output_bits", 8)], spiking, "the sweep's chips have",
+                    "search parameter ")

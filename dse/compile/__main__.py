@@ -71,7 +71,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
-    check_given(_given(cfg), [hw.neuron.model], [tuning.mode], "the chip has")
+    check_given(_given(cfg), lambda path: [OmegaConf.select(cfg, path)], "the chip has")
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     chosen = _chosen(cfg)
     check_run_folder(run_dir, job, chosen=chosen)

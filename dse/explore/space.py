@@ -180,10 +180,13 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
     sweep uses, a tuning setting the rounding baseline does not read under tuning.mode=none), or noise-aware tuning
     searched where every chip of the sweep has an ideal device."""
     searched = [*params, *tied]
-    models = params.get("hardware.neuron.model", [cfg.hardware.neuron.model])
-    modes = params.get("tuning.mode", [cfg.tuning.mode])
-    check_given(((p, True) for p in searched), models, modes, "the sweep's chips have", "search parameter ")
-    check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), models, modes, "the sweep's chips have")
+
+    def values(path: str) -> Sequence[Any]:  # every value a trial gives `path`
+        source = tied.get(path, path)
+        return params[source] if source in params else [OmegaConf.select(cfg, path)]
+
+    check_given(((p, True) for p in searched), values, "the sweep's chips have", "search parameter ")
+    check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), values, "the sweep's chips have")
     if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)
             and _ideal_device(cfg)):
         raise ConfigError("search parameter tuning.noise_aware changes nothing: the sweep's chips have an ideal "

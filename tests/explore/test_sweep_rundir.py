@@ -130,7 +130,8 @@ def test_sweeps_started_in_the_same_second_get_a_folder_each(tmp_path):
     from dse.explore.runner import run_study
 
     def sweep(bits: str):
-        cmd = split_sweeps(["model=mlp_digits", "progress=false", "tuning=none", "search=custom", f"hardware.weights.bits={bits}"])
+        cmd = split_sweeps(["model=mlp_digits", "progress=false", "tuning=none", "search=custom",
+                            f"hardware.weights.bits={bits}"])
         return run_study(compose_config("sweep", cmd.overrides), tmp_path / "2026-12-01_10-00-00", timestamped=True,
                          cli_sweeps=cmd.sweeps, pinned=cmd.pinned, executor=LocalExecutor())
 

@@ -179,6 +179,8 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
     (["hardware.neuron.leak=0.5", "hardware.weights.bits=2,4"], "hardware.neuron.leak changes nothing: it acts on lif"),
     (["tuning=none", "tuning.free_steps=10", "hardware.weights.bits=2,4"],
      "tuning.free_steps changes nothing with tuning.mode=none"),
+    (["tuning.bias_correction_images=16,32"],
+     "search parameter tuning.bias_correction_images changes nothing without tuning.bias_correction=true"),
 ])
 def test_a_parameter_that_would_change_nothing_is_refused(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -192,6 +194,13 @@ def test_a_neuron_setting_is_searched_beside_a_model_that_uses_it():
     assert space.size == 4
     space, _ = space_of("search=custom", "hardware=chip_b", "hardware.neuron.leak=0.5", "hardware.neuron.model=if,lif")
     assert space.size == 2
+
+
+def test_a_setting_is_searched_beside_the_setting_it_needs():
+    assert space_of("search=custom", "tuning.bias_correction_images=16,32", "tuning.bias_correction=false,true",
+                    )[0].size == 4
+    assert space_of("search=custom", "tuning.noise_checks=2", "tuning.noise_aware=true",
+                    "hardware.device.read_sigma=0,0.02")[0].size == 2
 
 
 def test_a_null_sets_nothing_and_is_not_refused():
