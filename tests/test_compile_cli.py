@@ -301,9 +301,9 @@ MORE = {
                                          r"drift_seconds=3600\.0 needs a drift model"),
     "instances on an ideal device": (["evaluate.instances=20"], r"evaluate\.instances=20 needs a device"),
     # settings no tuner or simulator can use: once a NaN rate ran on, a negative seed was a numpy traceback
-    "learning rate NaN": (["tuning.lr=nan"], r"tuning\.lr must be a finite number, got nan"),
-    "no rows per step": (["tuning.batch_size=0"], r"tuning\.batch_size must be at least 1, got 0"),
-    "negative tuning seed": (["tuning.seed=-1"], r"tuning\.seed must be at least 0, got -1"),
+    "learning rate NaN": (["tuning.lr=nan"], r"tuning\.lr must be a finite number \(got nan\)"),
+    "no rows per step": (["tuning.batch_size=0"], r"tuning\.batch_size must be an integer >= 1 \(got 0\)"),
+    "negative tuning seed": (["tuning.seed=-1"], r"tuning\.seed must be an integer >= 0 \(got -1\)"),
     "negative chip seed": (["hardware.device.read_sigma=0.01", "evaluate.seed=-1"],
                            r"evaluate\.seed must be an integer >= 0 \(got -1\)"),
     "approximator of one unit": (["model=mlp_sigmoid_mnist", "strategy.approximator_width=1"],
@@ -373,7 +373,7 @@ def data_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
                                            r"model input shape \(1, 28, 28\).*does not fit.*samples \(3, 32, 32\)"),
         "preprocess on a .npz": ([f"model.dataset={folder / 'cifar.npz'}", "model.preprocess.resize=28"],
                                  r"model\.preprocess applies to an image folder"),
-        "no test sample": (["model.test_samples=0"], r"model\.test_samples must be >= 1 \(got 0\)"),
+        "no test sample": (["model.test_samples=0"], r"model\.test_samples must be an integer >= 1 \(got 0\)"),
         # not "the original network's outputs hold NaN" (exit 4), which blamed the network
         "a NaN in the data": ([f"model.dataset={folder / 'nan.npz'}"],
                               r"dataset .*nan\.npz: (calibration|test) sample 3 holds NaN or Inf"),

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dse.bounds import check_int
 from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
 from dse.compile.report import (
     CompileReport,
@@ -150,8 +151,7 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
     if len(graph.outputs) != 1:  # the compile measures and tunes one output: another would go unchecked
         raise ModelError(f"network {name!r} has {len(graph.outputs)} outputs ({', '.join(map(repr, graph.outputs))}); "
                          "dse compiles a network of one output: export the classifier's output alone")
-    if isinstance(approximator_width, bool) or not isinstance(approximator_width, int) or approximator_width < 2:
-        raise ConfigError(f"strategy.approximator_width must be an integer >= 2 (got {approximator_width!r})")
+    check_int("strategy.approximator_width", approximator_width, 2)
     start, meter = time.perf_counter(), StepMeter()
     keep_freed_memory()  # freed activations are reused, not faulted in again (dse.sim.heap)
     with meter.step("prepare"), compute_threads():

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from dse.bounds import check_int
 from dse.data.cache import cached_parse
 from dse.data.samples import Samples, head
 from dse.errors import DataError
@@ -91,8 +92,7 @@ class Dataset:
         checked readable (image headers), with the input range of the data used when it was not known."""
         for key, n, part in (("calib_samples", calib_samples, self.x_train), ("test_samples", test_samples,
                                                                              self.x_test)):
-            if n is not None and n < 1:
-                raise DataError(f"model.{key} must be >= 1 (got {n})")
+            check_int(f"model.{key}", n, 1, optional=True, error=DataError)
             if n is not None and n > len(part):
                 log.warning("model.%s=%d: dataset %s has only %d; using those", key, n, self.name, len(part))
         x_train, x_test = head(self.x_train, calib_samples), head(self.x_test, test_samples)

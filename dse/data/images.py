@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dse.bounds import check_int
 from dse.errors import ConfigError, DataError
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
@@ -56,9 +57,7 @@ class Preprocess:
 
     def validate(self) -> None:
         for key in ("resize", "crop"):
-            v = getattr(self, key)
-            if v is not None and v < 1:
-                raise ConfigError(f"model.preprocess.{key} must be an integer >= 1 (got {v})")
+            check_int(f"model.preprocess.{key}", getattr(self, key), 1, optional=True)
         if self.channels not in (None, *MODES):
             raise ConfigError(f"model.preprocess.channels must be 1 (grayscale) or 3 (RGB) (got {self.channels})")
         if (self.mean is None) != (self.std is None):

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dse.bounds import check_int
 from dse.choices import check_choice
 from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
@@ -207,10 +208,9 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
         raise ConfigError("study.objectives is empty: name at least one result column to minimize")
     for k in objectives:
         _check_column("study.objectives", k, known, cfg)
-    if s.n_trials is not None and s.n_trials < 1:
-        raise ConfigError(f"study.n_trials must be >= 1 (got {s.n_trials})")
-    if s.sampler == "nsga2" and s.population_size < 2:
-        raise ConfigError(f"study.population_size must be >= 2 (got {s.population_size})")
+    check_int("study.n_trials", s.n_trials, 1, optional=True)
+    if s.sampler == "nsga2":
+        check_int("study.population_size", s.population_size, 2)
     if not 0 <= s.seed < 2**32:  # the sampler's numpy stream
         raise ConfigError(f"study.seed must be in [0, 2**32) (got {s.seed})")
     return StudyOptions(name=str(s.name), sampler=s.sampler, objectives=objectives, n_trials=s.n_trials,
@@ -327,8 +327,7 @@ def executor_from(runner: DictConfig) -> Executor:
         if runner[name] is not None and runner.kind not in kinds:
             raise ConfigError(f"runner.{name} needs runner={' or runner='.join(kinds)} (this is runner={runner.kind})")
     for name in ("torch_threads", "num_cpus", "max_concurrent"):
-        if runner[name] is not None and runner[name] < 1:
-            raise ConfigError(f"runner.{name} must be >= 1 (got {runner[name]})")
+        check_int(f"runner.{name}", runner[name], 1, optional=True)
     timeout = runner.trial_timeout_s
     if timeout is not None and not (0 < timeout < math.inf):
         raise ConfigError(f"runner.trial_timeout_s must be a positive number of seconds, or null for none "

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dse.bounds import check_int
 from dse.config.effect import check_given
 from dse.config.keys import suggest
 from dse.errors import ConfigError
@@ -105,8 +106,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
 def _add_repeats(cfg: DictConfig, params: dict[str, list[Any]]) -> None:
     """study.repeats=N > 1: every configuration N times, with tuning seeds tuning.seed, +1, ..., +N-1."""
     repeats = cfg.study.repeats
-    if not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"study.repeats must be an integer >= 1 (got {repeats})")
+    check_int("study.repeats", repeats, 1)
     if repeats == 1:
         return
     if REPEAT in params:

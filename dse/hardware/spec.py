@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
+from dse.bounds import check_int
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
 from dse.hardware.device import Device
@@ -246,17 +247,17 @@ class HardwareSpec:
     def validate(self) -> None:
         c, w, io, n, m = self.crossbar, self.weights, self.io, self.neuron, self.mapping
         self.device.validate(spiking=self.spiking, quantized=self.quantized)
-        _positive("hardware.crossbar.rows", c.rows, minimum=2)
-        _positive("hardware.crossbar.cols", c.cols, minimum=2)
-        _positive("hardware.crossbar.cell_bits", c.cell_bits)
-        _positive("hardware.crossbar.spare_columns", c.spare_columns, minimum=0)
+        check_int("hardware.crossbar.rows", c.rows, 2, optional=True)
+        check_int("hardware.crossbar.cols", c.cols, 2, optional=True)
+        check_int("hardware.crossbar.cell_bits", c.cell_bits, 1, optional=True)
+        check_int("hardware.crossbar.spare_columns", c.spare_columns, 0, optional=True)
         if c.spare_columns and c.cols is None:
             raise ConfigError(f"hardware.crossbar.spare_columns={c.spare_columns} needs crossbars "
                               "(hardware.crossbar.cols)")
-        _positive("hardware.weights.bits", w.bits, minimum=2 if c.differential is False else 1)
+        check_int("hardware.weights.bits", w.bits, 2 if c.differential is False else 1, optional=True)
         check_choice("hardware.weights.scale", w.scale, ScaleMode)
-        _positive("hardware.io.input_bits", io.input_bits)
-        _positive("hardware.io.output_bits", io.output_bits)
+        check_int("hardware.io.input_bits", io.input_bits, 1, optional=True)
+        check_int("hardware.io.output_bits", io.output_bits, 1, optional=True)
         for offered in n.offered:
             check_choice("hardware.neuron.offered", offered, NeuronModel)
         if n.model not in n.offered:
@@ -265,28 +266,22 @@ class HardwareSpec:
                               f"(offered: {offered})")
         check_choice("hardware.neuron.reset", n.reset, Reset)
         check_choice("hardware.neuron.encoding", n.encoding, Encoding)
-        _positive("hardware.neuron.timesteps", n.timesteps)
+        check_int("hardware.neuron.timesteps", n.timesteps, 1, optional=True)
         if not 0.0 < n.leak <= 1.0:
             raise ConfigError(f"hardware.neuron.leak must be in (0, 1] (got {n.leak})")
         check_choice("hardware.mapping.reuse", m.reuse, Reuse)
-        _positive("hardware.mapping.cores_per_chip", m.cores_per_chip)
+        check_int("hardware.mapping.cores_per_chip", m.cores_per_chip, 1, optional=True)
         if m.mesh is not None:
             if len(m.mesh) != 2:
                 raise ConfigError(f"hardware.mapping.mesh must be [width, height] in cores (got {list(m.mesh)})")
             for v in m.mesh:
-                _positive("hardware.mapping.mesh", v)
+                check_int("hardware.mapping.mesh", v, 1, optional=True)
         if c.cols is not None and self.columns_per_weight > c.cols:
             raise ConfigError(
                 f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
                 f"({self.columns_per_weight} columns with {c.cell_bits}-bit cells)"
             )
 
-
-def _positive(key: str, value: int | None, minimum: int = 1) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be an integer >= {minimum} (got {value!r})")
 
 
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:

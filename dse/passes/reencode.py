@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dse.bounds import check_int
 from dse.errors import ConstraintError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -130,10 +131,8 @@ POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = 
 def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> Graph:
     """`k` copies of every value crossing a core boundary; `readout_k` copies of the values the host reads
     (the network's outputs: finer logits, at the cost of a few neurons; with `k` > 1, the larger of the two)."""
-    if k < 1:
-        raise ConstraintError(f"strategy.reencode_k must be >= 1 (got {k})")
-    if readout_k < 1:
-        raise ConstraintError(f"strategy.readout_k must be >= 1 (got {readout_k})")
+    check_int("strategy.reencode_k", k, 1, error=ConstraintError)
+    check_int("strategy.readout_k", readout_k, 1, error=ConstraintError)
     if k == 1 and readout_k == 1:
         return graph
     if hw.spiking and k > 1:

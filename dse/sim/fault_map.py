@@ -20,7 +20,8 @@ import sys
 
 import numpy as np
 
-from dse.errors import ConfigError, DseError
+from dse.bounds import check_int
+from dse.errors import DseError
 from dse.files import atomic_write
 from dse.hardware.spec import HardwareSpec
 from dse.ir.serialize import load_graph
@@ -31,8 +32,7 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
                     spare_columns: int | None = None) -> dict[str, int]:
     """Draw and save the map (for `spare_columns` spares per crossbar; None: the compiled chip's); returns the
     stuck cells by kind."""
-    if seed < 0:  # the seed starts numpy streams
-        raise ConfigError(f"--seed must be >= 0 (got {seed})")
+    check_int("--seed", seed, 0)  # the seed starts numpy streams
     try:
         graph, meta = load_graph(compiled)
     except (OSError, ValueError, KeyError) as e:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from dse.bounds import check_int
 from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -35,10 +36,8 @@ class MonteCarlo:
     seed: int = 0  # instance i draws from the stream (seed, i): the same chip whatever `instances`
 
     def __post_init__(self) -> None:
-        for name, least in (("instances", 1), ("seed", 0)):  # a seed starts numpy streams: not negative
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"evaluate.{name} must be an integer >= {least} (got {value!r})")
+        check_int("evaluate.instances", self.instances, 1)
+        check_int("evaluate.seed", self.seed, 0)  # a seed starts numpy streams: not negative
 
     def check(self, hw: HardwareSpec) -> None:
         """The instances need a device whose chips differ."""

@@ -3,10 +3,10 @@ sweep can vary each one and the resume check sees each one)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
+from dse.bounds import Bound
 from dse.choices import check_choice, choices
 from dse.errors import ConfigError
 from dse.tune.losses import OutputLoss
@@ -116,30 +116,6 @@ class TuneOptions:
         if any(not isinstance(f, int | float) or not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions):
             raise ConfigError(f"tuning.round_fractions must be fractions in (0, 1], each at least the one before, "
                               f"got {fractions}")
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The values a numeric setting may take: a number (an integer where `integer`) at least `low` (above it where
-    `strict`), below `high` where set; never NaN or infinite."""
-
-    low: float
-    integer: bool = True
-    strict: bool = False
-    high: float | None = None
-
-    def check(self, name: str, value: object) -> None:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if self.integer and not (number and isinstance(value, int)):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if not number or not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if self.high is not None and not self.low <= value < self.high:
-            raise ConfigError(f"{name} must be in [{self.low:g}, {self.high:g}), got {value}")
-        if self.strict and not value > self.low:
-            raise ConfigError(f"{name} must be > {self.low:g}, got {value}")
-        if not value >= self.low:
-            raise ConfigError(f"{name} must be at least {self.low:g}, got {value}")
 
 
 COUNT, CAP, RATE, MARGIN, FRACTION = Bound(1), Bound(0), Bound(0, False, True), Bound(0, False), Bound(0, False, high=1)

@@ -66,9 +66,9 @@ def test_the_sweep_runs_on_the_pool_by_default_one_worker_per_cpu():
     (["runner.num_cpus=2"], "runner.num_cpus needs runner=ray (this is runner=pool)"),
     (["runner=local", "runner.max_concurrent=2"], "runner.max_concurrent needs runner=ray or runner=pool "
                                                   "(this is runner=local)"),
-    (["runner.max_concurrent=0"], "runner.max_concurrent must be >= 1 (got 0)"),
-    (["runner=ray", "runner.num_cpus=0"], "runner.num_cpus must be >= 1 (got 0)"),
-    (["runner.torch_threads=0"], "runner.torch_threads must be >= 1 (got 0)"),
+    (["runner.max_concurrent=0"], "runner.max_concurrent must be an integer >= 1 (got 0)"),
+    (["runner=ray", "runner.num_cpus=0"], "runner.num_cpus must be an integer >= 1 (got 0)"),
+    (["runner.torch_threads=0"], "runner.torch_threads must be an integer >= 1 (got 0)"),
 ])
 def test_a_runner_setting_the_runner_does_not_read_is_refused(overrides, message):
     with pytest.raises(ConfigError) as err:

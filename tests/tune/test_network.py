@@ -96,10 +96,10 @@ def test_it_runs_only_with_noise_aware_tuning_on_a_spiking_chip_with_a_device(le
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"network_steps": -1}, "tuning.network_steps must be at least 0"),
+    ({"network_steps": -1}, "tuning.network_steps must be an integer >= 0"),
     ({"network_temperature": 0.0}, "tuning.network_temperature must be > 0"),
-    ({"network_batch": 0}, "tuning.network_batch must be at least 1"),
-    ({"network_held": 0}, "tuning.network_held must be at least 1"),
+    ({"network_batch": 0}, "tuning.network_batch must be an integer >= 1"),
+    ({"network_held": 0}, "tuning.network_held must be an integer >= 1"),
 ])
 def test_bad_values_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

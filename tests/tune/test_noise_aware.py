@@ -104,7 +104,7 @@ def test_a_step_sees_one_drawn_chip_and_the_checks_none() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"noise_aware": "yes"}, "tuning.noise_aware must be true or false"),
     ({"noise_aware": True, "mode": "none"}, "tuning.noise_aware=true needs tuning.mode=multiphase"),
-    ({"noise_checks": 0}, "tuning.noise_checks must be at least 1"),
+    ({"noise_checks": 0}, "tuning.noise_checks must be an integer >= 1"),
 ])
 def test_bad_values_are_refused_with_one_line(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -46,7 +46,7 @@ def test_only_the_cores_the_host_reads_are_copied(prepared: Prepared) -> None:
 def test_a_spiking_chip_refuses_reencoding_but_not_a_population_readout(prepared: Prepared) -> None:
     with pytest.raises(ConstraintError, match="reencode_k > 1"):
         run_pass("reencode", prepared.exact, chip("chip_b"), k=2)
-    with pytest.raises(ConstraintError, match="readout_k must be >= 1"):
+    with pytest.raises(ConstraintError, match="readout_k must be an integer >= 1"):
         run_pass("reencode", prepared.exact, chip("chip_b"), readout_k=0)
 
 
