@@ -639,6 +639,13 @@ def test_conv_attributes(groups, cin, cout, hw, k, stride, dil, pads, bias, seed
     check(make_model([node], in_shape, inits=inits), in_shape, n=2, seed=seed)
 
 
+def pads_below(pads: tuple[int, ...], k: tuple[int, int]) -> tuple[int, ...]:
+    """Drawn pads (top, left, bottom, right) made smaller than the kernel, as onnxruntime requires. Drawn
+    directly, most draws had a pad too large (a 1-wide kernel admits only 0): filtered out, they failed
+    Hypothesis's health check now and then (9 of 59 draws kept)."""
+    return tuple(p % k[i % 2] for i, p in enumerate(pads))
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     op=st.sampled_from(["MaxPool", "AveragePool"]), hw=st.tuples(st.integers(3, 9), st.integers(3, 9)),
@@ -647,8 +654,8 @@ def test_conv_attributes(groups, cin, cout, hw, k, stride, dil, pads, bias, seed
     seed=st.integers(0, 99),
 )
 def test_pool_attributes(op, hw, k, stride, pads, ceil_mode, include, seed) -> None:
+    pads = pads_below(pads, k)
     for i in range(2):
-        assume(pads[i] < k[i] and pads[i + 2] < k[i])  # onnxruntime refuses a pad as large as the kernel
         assume(hw[i] + pads[i] + pads[i + 2] >= k[i])
     attrs = {"kernel_shape": list(k), "strides": list(stride), "pads": list(pads), "ceil_mode": int(ceil_mode)}
     if op == "AveragePool":
@@ -665,8 +672,8 @@ def test_pool_attributes(op, hw, k, stride, pads, ceil_mode, include, seed) -> N
     ceil_mode=st.booleans(), include=st.booleans(), seed=st.integers(0, 99),
 )
 def test_dilated_pool_attributes(op, hw, k, stride, dil, pads, ceil_mode, include, seed) -> None:
+    pads = pads_below(pads, k)
     for i in range(2):
-        assume(pads[i] < k[i] and pads[i + 2] < k[i])  # onnxruntime refuses a pad as large as the kernel
         assume(hw[i] + pads[i] + pads[i + 2] >= dil[i] * (k[i] - 1) + 1)
     attrs = {"kernel_shape": list(k), "strides": list(stride), "dilations": list(dil), "pads": list(pads),
              "ceil_mode": int(ceil_mode)}

@@ -125,7 +125,8 @@ def test_the_fault_map_command_draws_spares_for_the_chip_it_is_told(tmp_path, ca
 
 
 @pytest.mark.parametrize(("out", "extra", "message"), [
-    ("f.npz", ["--seed", "-1"], "error: --seed must be an integer >= 0 (got -1)"),  # was numpy's ValueError, a traceback
+    # was numpy's ValueError, a traceback
+    ("f.npz", ["--seed", "-1"], "error: --seed must be an integer >= 0 (got -1)"),
     ("no_such_folder/f.npz", [], "error: cannot write {tmp}/no_such_folder/f.npz (No such file or directory)"),
 ])
 def test_the_fault_map_command_refuses_with_one_line_and_writes_nothing(tmp_path, capsys, out, extra, message):
