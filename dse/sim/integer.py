@@ -39,7 +39,7 @@ def _core_codes(op: o.CoreOp, codes: torch.Tensor) -> torch.Tensor:
         raise NotIntegerGraph(f"accumulator bound {bound:.3g} exceeds exact float64 integers")
     dtype = torch.float32 if bound < EXACT_LIMIT_F32 else torch.float64
     w = torch.as_tensor(w_int).to(dtype)
-    acc = conv_core(codes.to(dtype), w, torch.as_tensor(q.bias_int).to(dtype), op)
+    acc = conv_core(codes.to(dtype), w, torch.as_tensor(q.bias_int).to(dtype), op, integral=True)
     mult = torch.as_tensor(q.weight_scale / q.out_scale, dtype=torch.float64)
     mult = mult if op.dense else mult.reshape(-1, 1, 1)
     return torch.clamp(torch.round(acc.double() * mult), 0, q.out_max).float()

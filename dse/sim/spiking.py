@@ -75,7 +75,7 @@ def core_current(op: o.CoreOp, trains: Tensor, timesteps: int) -> Tensor:
     n, steps = trains.shape[:2]
     flat = trains.reshape(n * steps, *trains.shape[2:])
     w = torch.as_tensor(q.weight_int, dtype=trains.dtype)
-    acc = conv_core(flat, w, None, op)
+    acc = conv_core(flat, w, None, op, integral=True)
     acc = acc.reshape(n, steps, *acc.shape[1:])
     bias = torch.as_tensor(q.bias_int / timesteps, dtype=trains.dtype)
     return acc.add_(bias if op.dense else bias.reshape(-1, 1, 1))  # acc is the product's own tensor
@@ -129,7 +129,7 @@ class SpikeStats:
 def synaptic_events(op: o.CoreOp, counts: Tensor) -> float:
     """Spikes arriving at existing (non-zero) synapses: sum over neurons of sum_i [w_ij != 0] * count_i."""
     live = torch.as_tensor(op.quant.weight_int != 0, dtype=counts.dtype)
-    return float(conv_core(counts, live, None, op).sum())
+    return float(conv_core(counts, live, None, op, integral=True).sum())
 
 
 @dataclass
