@@ -72,10 +72,10 @@ def _tiled_grouped(x: Tensor, weight: Tensor, op: o.CoreOp | o.Conv) -> Tensor |
     levels, a split's 1x1 merges) as one batched matrix product of each group's weights (O/g, I/g x kh x kw) with
     its tiles; None for any other op, or one of a single output per group (there the product was slower than the
     convolution). On chip_b's max-pooling trees over spike trains (2,048 rows of 6x28x28 to 64x5x5 maps, one
-    thread) oneDNN's grouped convolution took 1.4 to 3.5 times as long, and the whole chip_b compile of lenet_mnist
-    spent 16.3 s tuning and 2.8 s evaluating with it, 13.0 and 2.4 s with this (the same compiled network, bit for
-    bit). The sums run in another order, so only integer operands give the same values (`conv_core`'s
-    `integral`)."""
+    thread) oneDNN's grouped convolution took 1.4 to 3.5 times as long; the chip_b compile of lenet_mnist, medians
+    of three seeds on an idle machine, 19.1 CPU s with it and 17.5 with this (tune 13.5 -> 12.8 s, evaluate 2.8 ->
+    2.5 s), the same compiled network bit for bit. The sums run in another order, so only integer operands give
+    the same values (`conv_core`'s `integral`)."""
     groups, (out_c, in_g, kh, kw) = op.groups, weight.shape
     if (not isinstance(op, o.CoreOp) or op.dense or groups == 1 or out_c // groups < 2 or x.dim() != 4
             or (kh, kw) != tuple(op.stride) or any(op.padding)):
