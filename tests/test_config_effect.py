@@ -82,3 +82,40 @@ def test_a_null_value_sets_nothing_and_the_message_names_the_path():
     with pytest.raises(ConfigError, match=message):
         check_given([("hardware.weights.bits", 4), ("hardware.io.output_bits", 8)], spiking, "the sweep's chips have",
                     "search parameter ")
+
+
+def changed_value(name: str, value: object) -> object:
+    """Another valid value of tuning setting `name` (its type and range kept)."""
+    from dse.tune.losses import OUTPUT_LOSSES
+
+    if name == "output_loss":
+        return next(v for v in OUTPUT_LOSSES if v != value)
+    if name == "round_fractions":
+        return (0.6, 1.0)
+    if isinstance(value, bool):
+        return not value
+    if name in ("holdout_fraction", "min_improvement"):
+        return value / 2
+    return value * 2 if value else 1
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
+def test_the_rounding_baseline_reads_nothing_outside_its_list(chip):
+    """Every tuning setting outside `ROUNDING_READS` changed at once (noise-aware tuning aside: tuning.mode=none
+    refuses it) leaves the baseline's compiled network as it was, bit for bit: the table's claim, measured."""
+    from dse.compile import compile, load_model, prepare
+    from dse.config import hardware_from
+
+    graph, data = load_model("mlp_digits", "digits")
+    prepared = prepare(graph, data, name="mlp_digits", calib_samples=200)
+    hw = hardware_from(compose_config("compile", [f"hardware={chip}"]).hardware)
+    base = TuneOptions(mode="none")
+    idle = {name: changed_value(name, getattr(base, name)) for name in TUNE_FIELDS - ROUNDING_READS
+            if name not in ("mode", "noise_aware")}
+    # ... and one it reads does change it (the comparison can see a difference)
+    read = dataclasses.replace(base, bias_correction=True)
+    results = [compile(prepared, hw, tuning=t) for t in (base, dataclasses.replace(base, **idle), read)]
+    cores = [[(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes(), n.op.quant.out_scale)
+              for n in r.graph if getattr(n.op, "quant", None) is not None] for r in results]
+    assert cores[0] and cores[0] == cores[1] and cores[0] != cores[2]
+    assert results[0].report.metrics.accuracy_compiled == results[1].report.metrics.accuracy_compiled

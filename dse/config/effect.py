@@ -37,8 +37,10 @@ ACTS_ON: dict[str, tuple[str, ...]] = {
        if name.startswith("spike_") or name == "output_spike_steps"},
     **dict.fromkeys(_END_TO_END, SPIKING_MODELS),
 }
-# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads
-ROUNDING_READS = {"bias_correction", "bias_correction_images", "spike_calib_samples", "spike_chunk_images", "seed"}
+# the tuning settings that tuning.mode=none (round to nearest, dse/tune/baseline.py) reads; the equalization pass
+# runs before tuning of either mode (dse/compile/__init__.py)
+ROUNDING_READS = {"bias_correction", "bias_correction_images", "equalize", "spike_calib_samples", "spike_chunk_images",
+                  "seed"}
 # setting -> (the setting it needs, the value that turns it on)
 REQUIRES: dict[str, tuple[str, Any]] = {
     "tuning.noise_checks": ("tuning.noise_aware", True),
