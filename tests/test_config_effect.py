@@ -119,3 +119,41 @@ def test_the_rounding_baseline_reads_nothing_outside_its_list(chip):
               for n in r.graph if getattr(n.op, "quant", None) is not None] for r in results]
     assert cores[0] and cores[0] == cores[1] and cores[0] != cores[2]
     assert results[0].report.metrics.accuracy_compiled == results[1].report.metrics.accuracy_compiled
+
+
+HARDWARE_CHANGE = {"hardware.neuron.timesteps": 8, "hardware.neuron.reset": "zero",
+                   "hardware.neuron.encoding": "poisson", "hardware.neuron.leak": 0.5, "hardware.io.input_bits": 4,
+                   "hardware.io.output_bits": 4}
+
+
+def test_every_hardware_setting_of_the_table_has_a_change_to_try():
+    assert {p for p in ACTS_ON if p.startswith("hardware.")} == set(HARDWARE_CHANGE)
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
+def test_what_the_chip_has_no_use_for_changes_nothing(chip):
+    """Every setting `idle_reason` calls idle for the chip (its neuron model, and noise-aware tuning and bias
+    correction off), changed at once, leaves the tuned network as it was, bit for bit: the tables' claims,
+    measured (multiphase tuning, few steps)."""
+    from dse.compile import compile, load_model, prepare
+    from dse.config import hardware_from
+
+    base_cfg = compose_config("compile", [f"hardware={chip}"])
+    base = TuneOptions(free_steps=6, range_steps=4, round_fractions=(0.5, 1.0), round_steps=3, spike_steps=4,
+                       output_spike_steps=4, spike_calib_samples=100)
+
+    def values(path):
+        return [OmegaConf.select(base_cfg, path) if path.startswith("hardware.") else getattr(base, path[7:])]
+
+    idle = [p for p in [*ACTS_ON, *REQUIRES] if idle_reason(p, values, "the chip has")]
+    assert idle  # each chip has some: I/O bits on chip_b, time steps on chip_a, ...
+    hw_idle = [f"{p}={HARDWARE_CHANGE[p]}" for p in idle if p.startswith("hardware.")]
+    tune_idle = {p[7:]: changed_value(p[7:], getattr(base, p[7:])) for p in idle if p.startswith("tuning.")}
+    graph, data = load_model("mlp_digits", "digits")
+    prepared = prepare(graph, data, name="mlp_digits", calib_samples=200)
+    runs = [(base_cfg, base), (compose_config("compile", [f"hardware={chip}", *hw_idle]),
+                               dataclasses.replace(base, **tune_idle))]
+    results = [compile(prepared, hardware_from(cfg.hardware), tuning=t) for cfg, t in runs]
+    cores = [[(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes(), n.op.quant.out_scale)
+              for n in r.graph if getattr(n.op, "quant", None) is not None] for r in results]
+    assert cores[0] and cores[0] == cores[1], (hw_idle, tune_idle)
