@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
-from dse.errors import EXIT_NOT_LEGAL, EXIT_OK, OutputError
+from dse.errors import EXIT_NOT_LEGAL, EXIT_OK, ConfigError, OutputError
 from dse.files import atomic_write_text, check_folder, claim_folder
 
 if TYPE_CHECKING:
@@ -75,9 +75,9 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     chosen = _chosen(cfg)
     check_run_folder(run_dir, job, chosen=chosen)
-    if tuning.noise_aware and hw.device.is_ideal:  # legal (a sweep may pair it with an ideal device), but idle here
-        logging.getLogger("dse.compile").warning("tuning.noise_aware=true changes nothing: hardware.device is ideal "
-                                                 "(set hardware.device.*, docs/device.md)")
+    if tuning.noise_aware and hw.device.is_ideal:  # legal in a sweep, which may pair it with a noisy device
+        raise ConfigError("tuning.noise_aware=true changes nothing: hardware.device is ideal (set hardware.device.*, "
+                          "docs/device.md)")
     m = cfg.model
     graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb

@@ -119,17 +119,18 @@ def test_the_command_line_refuses_them_with_status_2(tmp_path: Path, override: s
     assert not (run_dir / "report.json").exists()
 
 
-def test_the_command_line_says_when_noise_aware_tuning_changes_nothing(tmp_path: Path, caplog) -> None:
-    """On an ideal device it is plain tuning: the compile runs (a sweep may pair it with an ideal device), and
-    says so."""
+def test_the_command_line_refuses_noise_aware_tuning_that_changes_nothing(tmp_path: Path, capsys) -> None:
+    """On an ideal device it is plain tuning: refused with one line, as every setting the chip has no use for
+    (a sweep may pair it with a noisy device: tests/explore/test_sweep_space.py); it was a warning."""
     args = ["model=mlp_digits", "progress=false", "tuning.noise_aware=true", "tuning.free_steps=5",
             "tuning.range_steps=5", "tuning.round_steps=5"]
-    assert run_app("compile", main, [*args, f"hydra.run.dir={tmp_path / 'ideal'}"]) == 0
-    assert "tuning.noise_aware=true changes nothing: hardware.device is ideal" in caplog.text
-    caplog.clear()
+    assert run_app("compile", main, [*args, f"hydra.run.dir={tmp_path / 'ideal'}"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: tuning.noise_aware=true changes nothing: hardware.device is ideal (set hardware.device.*, "
+                   "docs/device.md)")
+    assert not (tmp_path / "ideal").exists()
     assert run_app("compile", main, [*args, "hardware.device.read_sigma=0.02", f"hydra.run.dir={tmp_path / 'noisy'}"]
                    ) == 0
-    assert "changes nothing" not in caplog.text
 
 
 def test_on_a_spiking_chip_the_threshold_mismatch_is_trained_with_deterministically(prepared) -> None:
