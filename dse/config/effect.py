@@ -8,7 +8,7 @@ Some settings act only on some chips or some tuning:
 - `ROUNDING_READS`: under tuning.mode=none, every tuning setting but the few the rounding baseline reads;
 - `REQUIRES`, by another setting: the chips drawn for each noise-aware check need noise-aware tuning, the
   images of a bias correction need bias correction, the end-to-end phase (`tuning.network_*`) needs noise-aware
-  tuning of a spiking chip.
+  tuning of a spiking chip, a sweep's population size needs the NSGA-II sampler.
 
 Given for a compile that has none of what they act on, they change nothing: `python -m dse.compile` refuses
 such an override of its command line, and a sweep refuses such a path whether it searches it (every trial would
@@ -46,6 +46,7 @@ REQUIRES: dict[str, tuple[str, Any]] = {
     "tuning.noise_checks": ("tuning.noise_aware", True),
     "tuning.bias_correction_images": ("tuning.bias_correction", True),
     **dict.fromkeys(_END_TO_END, ("tuning.noise_aware", True)),
+    "study.population_size": ("study.sampler", "nsga2"),  # a sweep's: the grid asks for one trial at a time
 }
 NEURON_MODEL, TUNING_MODE = "hardware.neuron.model", "tuning.mode"
 

@@ -181,6 +181,8 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
      "tuning.free_steps changes nothing with tuning.mode=none"),
     (["tuning.bias_correction_images=16,32"],
      "search parameter tuning.bias_correction_images changes nothing without tuning.bias_correction=true"),
+    (["study.population_size=8", "hardware.weights.bits=2,4"],
+     "study.population_size changes nothing without study.sampler=nsga2"),
 ])
 def test_a_parameter_that_would_change_nothing_is_refused(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -201,6 +203,11 @@ def test_a_setting_is_searched_beside_the_setting_it_needs():
                     )[0].size == 4
     assert space_of("search=custom", "tuning.noise_checks=2", "tuning.noise_aware=true",
                     "hardware.device.read_sigma=0,0.02")[0].size == 2
+
+
+def test_the_population_size_goes_with_nsga2():
+    space, _ = space_of("study=pareto", "study.population_size=4", "search=custom", "hardware.weights.bits=2,4")
+    assert space.size == 2
 
 
 def test_a_null_sets_nothing_and_is_not_refused():
