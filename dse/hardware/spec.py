@@ -283,7 +283,6 @@ class HardwareSpec:
             )
 
 
-
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     for key in data:
