@@ -72,7 +72,7 @@ def _tiled_grouped(x: Tensor, weight: Tensor, op: o.CoreOp | o.Conv) -> Tensor |
     levels, a split's 1x1 merges) as one batched matrix product of each group's weights (O/g, I/g x kh x kw) with
     its tiles; None for any other op, or one of a single output per group (there the product was slower than the
     convolution). On chip_b's max-pooling trees over spike trains (2,048 rows of maps, one thread) oneDNN's grouped
-    convolution took about as long on 6x28x28 maps and 1.7 to 3.5 times as long on the smaller ones (16x10x10,
+    convolution took about as long on 6x28x28 maps and 1.4 to 4.7 times as long on the smaller ones (16x10x10,
     2x2 kernel: 37 against 14 ms; micro-benchmarks, noisy); the chip_b compile of lenet_mnist, medians
     of three seeds on an idle machine, 19.1 CPU s with it and 17.5 with this (tune 13.5 -> 12.8 s, evaluate 2.8 ->
     2.5 s), the same compiled network bit for bit. The sums run in another order, so only integer operands give
