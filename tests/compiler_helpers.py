@@ -117,6 +117,12 @@ def core_ops(graph: Graph) -> list[o.CoreOp]:
     return [n.op for n in graph if isinstance(n.op, o.CoreOp)]
 
 
+def integer_form(graph: Graph) -> list[tuple]:
+    """Every core's integer form, comparable bit for bit: its name, integer weights and biases, output step."""
+    return [(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes(), n.op.quant.out_scale)
+            for n in graph if isinstance(n.op, o.CoreOp)]
+
+
 def only_chip_ops(graph: Graph) -> bool:
     return all(isinstance(n.op, o.CHIP_OPS) for n in graph)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from compiler_helpers import integer_form
 from omegaconf import OmegaConf
 
 from dse.config import compose_config
@@ -99,15 +100,22 @@ def changed_value(name: str, value: object) -> object:
     return value * 2 if value else 1
 
 
-@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
-def test_the_rounding_baseline_reads_nothing_outside_its_list(chip):
-    """Every tuning setting outside `ROUNDING_READS` changed at once (noise-aware tuning aside: tuning.mode=none
-    refuses it) leaves the baseline's compiled network as it was, bit for bit: the table's claim, measured."""
-    from dse.compile import compile, load_model, prepare
-    from dse.config import hardware_from
+@pytest.fixture(scope="module")
+def prepared():
+    """mlp_digits on 200 calibration images, prepared once for the compiles below (compiling never changes it)."""
+    from dse.compile import load_model, prepare
 
     graph, data = load_model("mlp_digits", "digits")
-    prepared = prepare(graph, data, name="mlp_digits", calib_samples=200)
+    return prepare(graph, data, name="mlp_digits", calib_samples=200)
+
+
+@pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
+def test_the_rounding_baseline_reads_nothing_outside_its_list(prepared, chip):
+    """Every tuning setting outside `ROUNDING_READS` changed at once (noise-aware tuning aside: tuning.mode=none
+    refuses it) leaves the baseline's compiled network as it was, bit for bit: the table's claim, measured."""
+    from dse.compile import compile
+    from dse.config import hardware_from
+
     hw = hardware_from(compose_config("compile", [f"hardware={chip}"]).hardware)
     base = TuneOptions(mode="none")
     idle = {name: changed_value(name, getattr(base, name)) for name in TUNE_FIELDS - ROUNDING_READS
@@ -115,8 +123,7 @@ def test_the_rounding_baseline_reads_nothing_outside_its_list(chip):
     # ... and one it reads does change it (the comparison can see a difference)
     read = dataclasses.replace(base, bias_correction=True)
     results = [compile(prepared, hw, tuning=t) for t in (base, dataclasses.replace(base, **idle), read)]
-    cores = [[(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes(), n.op.quant.out_scale)
-              for n in r.graph if getattr(n.op, "quant", None) is not None] for r in results]
+    cores = [integer_form(r.graph) for r in results]
     assert cores[0] and cores[0] == cores[1] and cores[0] != cores[2]
     assert results[0].report.metrics.accuracy_compiled == results[1].report.metrics.accuracy_compiled
 
@@ -131,11 +138,11 @@ def test_every_hardware_setting_of_the_table_has_a_change_to_try():
 
 
 @pytest.mark.parametrize("chip", ["chip_a", "chip_b"])
-def test_what_the_chip_has_no_use_for_changes_nothing(chip):
+def test_what_the_chip_has_no_use_for_changes_nothing(prepared, chip):
     """Every setting `idle_reason` calls idle for the chip (its neuron model, and noise-aware tuning and bias
     correction off), changed at once, leaves the tuned network as it was, bit for bit: the tables' claims,
     measured (multiphase tuning, few steps)."""
-    from dse.compile import compile, load_model, prepare
+    from dse.compile import compile
     from dse.config import hardware_from
 
     base_cfg = compose_config("compile", [f"hardware={chip}"])
@@ -149,13 +156,10 @@ def test_what_the_chip_has_no_use_for_changes_nothing(chip):
     assert idle  # each chip has some: I/O bits on chip_b, time steps on chip_a, ...
     hw_idle = [f"{p}={HARDWARE_CHANGE[p]}" for p in idle if p.startswith("hardware.")]
     tune_idle = {p[7:]: changed_value(p[7:], getattr(base, p[7:])) for p in idle if p.startswith("tuning.")}
-    graph, data = load_model("mlp_digits", "digits")
-    prepared = prepare(graph, data, name="mlp_digits", calib_samples=200)
     runs = [(base_cfg, base), (compose_config("compile", [f"hardware={chip}", *hw_idle]),
                                dataclasses.replace(base, **tune_idle))]
     results = [compile(prepared, hardware_from(cfg.hardware), tuning=t) for cfg, t in runs]
-    cores = [[(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes(), n.op.quant.out_scale)
-              for n in r.graph if getattr(n.op, "quant", None) is not None] for r in results]
+    cores = [integer_form(r.graph) for r in results]
     assert cores[0] and cores[0] == cores[1], (hw_idle, tune_idle)
     # ... and the same measured accuracy, resources, energy, latency and area (the chip's echo and timings aside)
     reports = [measured(r.report.to_dict()) for r in results]

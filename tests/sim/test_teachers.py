@@ -8,10 +8,10 @@ import pickle
 
 import numpy as np
 import pytest
+from compiler_helpers import integer_form
 
 from dse.compile import CompileResult, Prepared, compile, load_model, prepare
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
-from dse.ir import ops as o
 from dse.sim.teachers import Teachers
 from dse.tune import TuneOptions
 
@@ -25,8 +25,7 @@ def chip(weight_bits: int, rows: int) -> HardwareSpec:
 
 def fingerprint(result: CompileResult) -> tuple:
     """Everything a compile measured that does not depend on the clock."""
-    cores = [(n.name, n.op.quant.weight_int.tobytes(), n.op.quant.bias_int.tobytes())
-             for n in result.graph if isinstance(n.op, o.CoreOp)]
+    cores = integer_form(result.graph)
     losses = [(b.name, repr(sorted(b.losses.items()))) for b in result.blocks]
     layers = [{k: v for k, v in row.items() if "second" not in k} for row in result.layers]
     return result.report.metrics.to_dict(), cores, losses, layers
