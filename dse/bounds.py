@@ -36,9 +36,8 @@ class Bound:
 
     def check(self, key: str, value: object) -> None:
         if self.integer:
-            check_int(key, value, int(self.low))
-            return
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            check_int(key, value, int(self.low) + self.strict)
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise ConfigError(f"{key} must be a finite number (got {value!r})")
         if self.high is not None and not self.low <= value < self.high:
             raise ConfigError(f"{key} must be in [{self.low:g}, {self.high:g}) (got {value})")

@@ -31,6 +31,7 @@ def test_null_passes_where_the_setting_is_optional_and_the_owner_chooses_the_err
     (Bound(0, False), [0, 0.5, 2], [-1e-9, -math.inf, None]),  # a margin: 0 or more
     (Bound(0, False, high=1), [0, 0.99], [1, 1.5, -0.1]),  # a fraction in [0, 1)
     (Bound(1), [1, 5], [0, 1.5, True]),  # a count: an integer
+    (Bound(0, strict=True, high=4), [1, 3], [0, 4, 2.0]),  # an integer above 0 and below 4
 ])
 def test_a_bound_accepts_its_range_and_refuses_the_rest_with_the_value(bound, good, bad):
     for value in good:

@@ -133,15 +133,19 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
                           "hydra.run.dir, or move those results away")
 
 
+def _keys(overrides: list) -> list[str]:
+    """The paths a list of Hydra overrides sets (``path=value``, ``+path=value``, ``++path=value``)."""
+    return [str(o).lstrip("+~").split("=", 1)[0] for o in overrides if "=" in str(o)]
+
+
 def _given(cfg: DictConfig) -> list[tuple[str, object]]:
-    """The fields the command line sets (``path=value``, ``+path=value``), with the values they compose to."""
-    paths = (str(o).lstrip("+~").split("=", 1)[0] for o in cfg.hydra.overrides.task if "=" in str(o))
-    return [(p, OmegaConf.select(cfg, p)) for p in paths if "." in p]
+    """The fields the command line sets, with the values they compose to."""
+    return [(p, OmegaConf.select(cfg, p)) for p in _keys(cfg.hydra.overrides.task) if "." in p]
 
 
 def _chosen(cfg: DictConfig) -> bool:
     """Whether the user named the run folder (hydra.run.dir=...), rather than taking the timestamped default."""
-    return any(str(o).split("=", 1)[0] == "hydra.run.dir" for o in cfg.hydra.overrides.hydra)
+    return "hydra.run.dir" in _keys(cfg.hydra.overrides.hydra)
 
 
 def make_run_folder(run_dir: Path, *, chosen: bool) -> Path:

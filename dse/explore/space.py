@@ -185,6 +185,7 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
         source = tied.get(path, path)
         return params[source] if source in params else [OmegaConf.select(cfg, path)]
 
+    # a searched path is set in every trial (its values are checked one by one later, `_check_alone`)
     check_given(((p, True) for p in searched), values, "the sweep's chips have", "search parameter ")
     check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), values, "the sweep's chips have")
     if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)

@@ -109,13 +109,13 @@ class TuneOptions:
             bound.check(f"tuning.{name}", getattr(self, name))
         for name in FLAGS:
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"tuning.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"tuning.{name} must be true or false (got {getattr(self, name)!r})")
         if self.noise_aware and self.mode == "none":
             raise ConfigError("tuning.noise_aware=true needs tuning.mode=multiphase (mode=none does not train)")
         fractions = list(self.round_fractions)
         if any(not isinstance(f, int | float) or not 0 < f <= 1 for f in fractions) or fractions != sorted(fractions):
-            raise ConfigError(f"tuning.round_fractions must be fractions in (0, 1], each at least the one before, "
-                              f"got {fractions}")
+            raise ConfigError(f"tuning.round_fractions must be fractions in (0, 1], each at least the one before "
+                              f"(got {fractions})")
 
 
 COUNT, CAP, RATE, MARGIN, FRACTION = Bound(1), Bound(0), Bound(0, False, True), Bound(0, False), Bound(0, False, high=1)
