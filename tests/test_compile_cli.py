@@ -310,8 +310,8 @@ MORE = {
                                  r"strategy\.approximator_width must be an integer >= 2 \(got 1\)"),
     # settings that change nothing on this chip or with this tuning: they were accepted and ignored
     "I/O bits on a spiking chip": (["hardware=chip_b", "hardware.io.input_bits=4"],
-                                   r"hardware\.io\.input_bits changes nothing: it acts on relu neurons, and the "
-                                   r"chip has if \(hardware\.neuron\.model\)"),
+                                   r"hardware\.io\.input_bits=4 on a spiking chip \(hardware\.neuron\.model=if, "
+                                   r"values travel as 0\.\.16 spikes\) changes nothing"),
     "time steps on a ReLU chip": (["hardware.neuron.timesteps=8"],
                                   r"hardware\.neuron\.timesteps changes nothing: it acts on if, lif, if_floor"),
     "leak of IF neurons": (["hardware=chip_b", "hardware.neuron.leak=0.5"],

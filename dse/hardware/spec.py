@@ -267,6 +267,7 @@ class HardwareSpec:
         check_choice("hardware.neuron.reset", n.reset, Reset)
         check_choice("hardware.neuron.encoding", n.encoding, Encoding)
         check_int("hardware.neuron.timesteps", n.timesteps, 1, optional=True)
+        self._check_spiking_io()
         if not 0.0 < n.leak <= 1.0:
             raise ConfigError(f"hardware.neuron.leak must be in (0, 1] (got {n.leak})")
         check_choice("hardware.mapping.reuse", m.reuse, Reuse)
@@ -281,6 +282,21 @@ class HardwareSpec:
                 f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
                 f"({self.columns_per_weight} columns with {c.cell_bits}-bit cells)"
             )
+
+    def _check_spiking_io(self) -> None:
+        """A spiking chip carries every value as a count of 0..T spikes: I/O bits would be accepted and change
+        nothing. A preset that leaves `io` out gets the schema's 6 and 8 bits (the relu chip's defaults), so a
+        spiking preset must say null, as chip_b's does."""
+        io, n = self.io, self.neuron
+        if not self.spiking:
+            return
+        for key in ("input_bits", "output_bits"):
+            bits = getattr(io, key)
+            if bits is not None:
+                raise ConfigError(
+                    f"hardware.io.{key}={bits} on a spiking chip (hardware.neuron.model={n.model}, values travel as "
+                    f"0..{n.timesteps} spikes) changes nothing: set hardware.io.input_bits and output_bits to null "
+                    "(a preset without them gets the relu chip's 6 and 8)")
 
 
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:

@@ -123,8 +123,24 @@ def test_if_floor_bad_parameters_are_refused_in_one_line(neuron: dict[str, Any],
     assert "\n" not in str(e.value)
 
 
+NO_IO = {"input_bits": None, "output_bits": None}
+
+
 def test_if_floor_spikes_and_has_a_floor_at_zero() -> None:
-    chip = spec(neuron={"model": "if_floor", "timesteps": 8})
+    chip = spec(neuron={"model": "if_floor", "timesteps": 8}, io=NO_IO)
     assert chip.spiking and chip.neuron.floor == 0.0 and chip.neuron.decay == 1.0
     assert chip.code_max(to_core=True) == 8
-    assert spec(neuron={"model": "if"}).neuron.floor is None
+    assert spec(neuron={"model": "if"}, io=NO_IO).neuron.floor is None
+
+
+@pytest.mark.parametrize("model", ["if", "lif", "if_floor"])
+@pytest.mark.parametrize("io", [{}, {"input_bits": 4, "output_bits": None}, {"input_bits": None, "output_bits": 4}])
+def test_io_bits_on_a_spiking_chip_are_refused(model: str, io: dict[str, Any]) -> None:
+    """Values travel as spike counts: I/O bits would change nothing. Left out, `io` gets the relu chip's 6 and 8
+    bits (the schema's defaults, as a preset without `io` composes), which are refused too, naming the fix."""
+    with pytest.raises(ConfigError, match=r"^hardware\.io\.(input|output)_bits=\d+ on a spiking chip "
+                       rf"\(hardware\.neuron\.model={model}, values travel as 0\.\.16 spikes\) changes nothing: "
+                       r"set hardware\.io\.input_bits and output_bits to null") as e:
+        spec(neuron={"model": model, "timesteps": 16}, **({"io": io} if io else {}))
+    assert "\n" not in str(e.value)
+    assert spec(neuron={"model": "relu"}, io={"input_bits": 4, "output_bits": 4}).io.input_bits == 4
