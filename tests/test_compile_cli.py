@@ -324,6 +324,11 @@ MORE = {
                                                    r"tuning\.noise_aware=true$"),
     "end-to-end steps on a ReLU chip": (["tuning.network_steps=10"], r"tuning\.network_steps changes nothing: it "
                                                                      r"acts on if, lif, if_floor neurons"),
+    "seed of chips never drawn": (["evaluate.seed=3"], r"evaluate\.seed=3 changes nothing: hardware\.device is ideal"),
+    "seed of chips all the same": (["evaluate.seed=3", "hardware.device.drift_model=pcm",
+                                    "hardware.device.drift_seconds=100"],
+                                   r"evaluate\.seed=3 changes nothing: every chip drawn from hardware\.device is the "
+                                   r"same \(no variation, noise or random drift\) and the inputs are not Poisson"),
 }
 
 

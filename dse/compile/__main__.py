@@ -66,7 +66,7 @@ def _help() -> str:
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model_config, prepare
     from dse.config import hardware_from, montecarlo_from, tuning_from
-    from dse.config.effect import check_given
+    from dse.config.effect import check_given, device_reason
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
@@ -75,9 +75,10 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     chosen = _chosen(cfg)
     check_run_folder(run_dir, job, chosen=chosen)
-    if tuning.noise_aware and hw.device.is_ideal:  # legal in a sweep, which may pair it with a noisy device
-        raise ConfigError("tuning.noise_aware=true changes nothing: hardware.device is ideal (set hardware.device.*, "
-                          "docs/device.md)")
+    for path, value in [("tuning.noise_aware", tuning.noise_aware), *_given(cfg)]:  # noise-aware: a preset's too
+        reason = device_reason(path, value, hw)
+        if reason:
+            raise ConfigError(f"{path}={str(value).lower()} changes nothing{reason}")
     m = cfg.model
     graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dse.errors import ConfigError
-from dse.hardware.spec import NEURON_MODELS, SPIKING_MODELS
+from dse.hardware.spec import NEURON_MODELS, SPIKING_MODELS, HardwareSpec
 from dse.tune.options import TuneOptions
 
 NON_SPIKING = tuple(m for m in NEURON_MODELS if m not in SPIKING_MODELS)  # values pass through DACs and ADCs
@@ -78,3 +78,21 @@ def check_given(given: Iterable[tuple[str, Any]], values: Values, chips: str, wh
         reason = None if value is None else idle_reason(path, values, chips)
         if reason is not None:
             raise ConfigError(f"{what}{path} changes nothing{reason}")
+
+
+def device_reason(path: str, value: Any, hw: HardwareSpec) -> str | None:
+    """Why setting `path` given as `value` changes nothing on chip `hw` through its device (the words after
+    "changes nothing"); None when it acts or is not such a setting. The condition is the device's own state, not
+    one setting's value, so it stands beside the tables: noise-aware tuning (on) trains against drawn chips'
+    errors, and `evaluate.seed` seeds the drawn chips and, on a spiking chip with Poisson inputs, their spike
+    trains."""
+    device = hw.device
+    if not (path == "evaluate.seed" and value is not None or path == "tuning.noise_aware" and value is True):
+        return None
+    if device.is_ideal:
+        return ": hardware.device is ideal (set hardware.device.*, docs/device.md)"
+    poisson = hw.spiking and hw.neuron.encoding == "poisson"
+    if path == "evaluate.seed" and not device.random and not poisson:
+        return (": every chip drawn from hardware.device is the same (no variation, noise or random drift) and "
+                "the inputs are not Poisson spike trains")
+    return None

@@ -17,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dse.bounds import check_int
-from dse.config.effect import check_given
+from dse.config.effect import NEURON_MODEL, check_given, device_reason
 from dse.config.keys import suggest
 from dse.errors import ConfigError
+from dse.hardware.spec import HardwareSpec
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
@@ -136,15 +137,17 @@ def _check_alone(cfg: DictConfig, path: str, value: Any) -> None:
             raise ConfigError(f"search parameter {path}: {exc}") from None
 
 
-def _ideal_device(cfg: DictConfig) -> bool:
-    """Whether the base chip's device is ideal (a base chip that is not valid on its own, only with the searched
-    values, is not judged here)."""
+ENCODING = "hardware.neuron.encoding"
+
+
+def _base_chip(cfg: DictConfig) -> HardwareSpec | None:
+    """The base chip; None where it is not valid on its own, only with the searched values (not judged here)."""
     from dse.config import hardware_from
 
     try:
-        return hardware_from(cfg.hardware).device.is_ideal
+        return hardware_from(cfg.hardware)
     except ConfigError:
-        return False
+        return None
 
 
 def check_path(cfg: DictConfig, path: str) -> None:
@@ -188,10 +191,18 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
     # a searched path is set in every trial (its values are checked one by one later, `_check_alone`)
     check_given(((p, True) for p in searched), values, "the sweep's chips have", "search parameter ")
     check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), values, "the sweep's chips have")
-    if ("tuning.noise_aware" in searched and not any(p.startswith("hardware.device.") for p in searched)
-            and _ideal_device(cfg)):
-        raise ConfigError("search parameter tuning.noise_aware changes nothing: the sweep's chips have an ideal "
-                          "device (set or search hardware.device.*)")
+    # the device-dependent ones (`device_reason`), judged on the base chip where no trial changes what they
+    # depend on: its device, its neuron model or encoding
+    hw = _base_chip(cfg)
+    if hw is None or any(p.startswith("hardware.device.") or p in (NEURON_MODEL, ENCODING) for p in searched):
+        return
+    # searched, noise-aware tuning is on in some trial (evaluate.* cannot be searched: `check_path`)
+    given = [("search parameter ", p, True) for p in searched if p == "tuning.noise_aware"]
+    given += [("", p, OmegaConf.select(cfg, p)) for p in pinned]
+    for what, path, value in given:
+        reason = device_reason(path, value, hw)
+        if reason:
+            raise ConfigError(f"{what}{path} changes nothing{reason}")
 
 
 def _set(cfg: DictConfig, path: str, value: Any) -> None:

@@ -168,8 +168,15 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
                                           "network is prepared once per sweep"),
     # tuning that does not run: spike-aware steps on ReLU neurons, noise-aware steps with no noise, the baseline's
     (["tuning.spike_steps=0,60"], "search parameter tuning.spike_steps changes nothing: it acts on if, lif, if_floor"),
-    (["tuning.noise_aware=false,true"], "search parameter tuning.noise_aware changes nothing: the sweep's chips have "
-                                        "an ideal device"),
+    (["tuning.noise_aware=false,true"], "search parameter tuning.noise_aware changes nothing: hardware.device is "
+                                        "ideal"),
+    # one value on an ideal device: no drawn chip to be aware of, or to seed
+    (["tuning.noise_aware=true", "hardware.weights.bits=2,4"], "tuning.noise_aware changes nothing: hardware.device "
+                                                               "is ideal"),
+    (["evaluate.seed=4", "hardware.weights.bits=2,4"], "evaluate.seed changes nothing: hardware.device is ideal"),
+    # chips that drift alike (one exponent for every cell) are all the same chip, and rate-coded inputs are fixed
+    (["evaluate.seed=4", "hardware.device.drift_model=pcm", "hardware.device.drift_seconds=100",
+      "hardware.weights.bits=2,4"], "evaluate.seed changes nothing: every chip drawn from hardware.device is the same"),
     (["tuning=none", "tuning.lr=0.001,0.01"], "search parameter tuning.lr changes nothing with tuning.mode=none"),
     # a spiking chip's values are counts of 0..T spikes: no DAC or ADC bits (the chip_a space on chip_b)
     (["hardware=chip_b", "search=chip_a"], "search parameter hardware.io.input_bits changes nothing: it acts on relu"),
@@ -213,6 +220,13 @@ def test_the_population_size_goes_with_nsga2():
 def test_a_null_sets_nothing_and_is_not_refused():
     assert space_of("search=custom", "hardware=chip_b", "hardware.io.input_bits=null",
                     "hardware.weights.bits=2,4")[0].size == 2
+
+
+def test_the_seed_of_drawn_chips_is_set_where_they_differ():
+    assert space_of("search=custom", "evaluate.seed=4", "hardware.device.read_sigma=0.02",
+                    "hardware.weights.bits=2,4")[0].size == 2
+    # where some trial's device is not ideal, the sweep cannot call the seed idle
+    assert space_of("search=custom", "evaluate.seed=4", "hardware.device.read_sigma=0,0.02")[0].size == 2
 
 
 def test_noise_aware_tuning_is_searched_on_a_device_that_is_not_ideal():
