@@ -14,6 +14,10 @@ Given for a compile that has none of what they act on, they change nothing: `pyt
 such an override of its command line, and a sweep refuses such a path whether it searches it (every trial would
 be the same compile once per value) or sets it to one value; in a sweep a setting acts when it acts in any
 trial. A null value sets nothing and is never refused.
+
+Two settings act through the chip's device, a condition no table entry can name (`device_reason`): noise-aware
+tuning trains against drawn chips' errors, so it needs a device that is not ideal, and `evaluate.seed` seeds the
+drawn chips, so it needs chips that differ (or Poisson spike trains to draw).
 """
 
 from __future__ import annotations

@@ -192,15 +192,16 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
     check_given(((p, True) for p in searched), values, "the sweep's chips have", "search parameter ")
     check_given(((p, OmegaConf.select(cfg, p)) for p in pinned), values, "the sweep's chips have")
     # the device-dependent ones (`device_reason`), judged on the base chip where no trial changes what they
-    # depend on: its device, its neuron model or encoding
+    # depend on: noise-aware tuning on the device, the seed of drawn chips also on the neuron model and encoding
     hw = _base_chip(cfg)
-    if hw is None or any(p.startswith("hardware.device.") or p in (NEURON_MODEL, ENCODING) for p in searched):
-        return
+    device_varies = any(p.startswith("hardware.device.") for p in searched)
+    depends = {"tuning.noise_aware": device_varies,
+               "evaluate.seed": device_varies or any(p in (NEURON_MODEL, ENCODING) for p in searched)}
     # searched, noise-aware tuning is on in some trial (evaluate.* cannot be searched: `check_path`)
     given = [("search parameter ", p, True) for p in searched if p == "tuning.noise_aware"]
     given += [("", p, OmegaConf.select(cfg, p)) for p in pinned]
     for what, path, value in given:
-        reason = device_reason(path, value, hw)
+        reason = None if hw is None or depends.get(path, True) else device_reason(path, value, hw)
         if reason:
             raise ConfigError(f"{what}{path} changes nothing{reason}")
 

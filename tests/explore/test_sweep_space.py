@@ -174,6 +174,9 @@ def test_a_study_seed_numpy_cannot_start_from_is_refused(seed):
     (["tuning.noise_aware=true", "hardware.weights.bits=2,4"], "tuning.noise_aware changes nothing: hardware.device "
                                                                "is ideal"),
     (["evaluate.seed=4", "hardware.weights.bits=2,4"], "evaluate.seed changes nothing: hardware.device is ideal"),
+    # a searched neuron model changes what the seed draws (Poisson trains), not whether the device is ideal
+    (["hardware=chip_b", "tuning.noise_aware=true", "hardware.neuron.model=if,lif"],
+     "tuning.noise_aware changes nothing: hardware.device is ideal"),
     # chips that drift alike (one exponent for every cell) are all the same chip, and rate-coded inputs are fixed
     (["evaluate.seed=4", "hardware.device.drift_model=pcm", "hardware.device.drift_seconds=100",
       "hardware.weights.bits=2,4"], "evaluate.seed changes nothing: every chip drawn from hardware.device is the same"),
