@@ -71,11 +71,12 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
 
     hw = hardware_from(cfg.hardware)
     tuning = tuning_from(cfg.tuning)
-    check_given(_given(cfg), lambda path: [OmegaConf.select(cfg, path)], "the chip has")
+    given = _given(cfg)
+    check_given(given, lambda path: [OmegaConf.select(cfg, path)], "the chip has")
     job = OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
     chosen = _chosen(cfg)
     check_run_folder(run_dir, job, chosen=chosen)
-    for path, value in [("tuning.noise_aware", tuning.noise_aware), *_given(cfg)]:  # noise-aware: a preset's too
+    for path, value in [("tuning.noise_aware", tuning.noise_aware), *given]:  # noise-aware: a preset's too
         reason = device_reason(path, value, hw)
         if reason:
             raise ConfigError(f"{path}={str(value).lower()} changes nothing{reason}")

@@ -180,8 +180,9 @@ def check_path(cfg: DictConfig, path: str) -> None:
 def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str],
                   pinned: Sequence[str]) -> None:
     """A setting searched or pinned where it changes nothing (`dse.config.effect`: one that no neuron model of the
-    sweep uses, a tuning setting the rounding baseline does not read under tuning.mode=none), or noise-aware tuning
-    searched where every chip of the sweep has an ideal device."""
+    sweep uses, a tuning setting the rounding baseline does not read under tuning.mode=none; `device_reason`:
+    noise-aware tuning, or the seed of drawn chips, where the base chip's device draws nothing that needs them and
+    no trial changes that)."""
     searched = [*params, *tied]
 
     def values(path: str) -> Sequence[Any]:  # every value a trial gives `path`
@@ -195,13 +196,14 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
     # depend on: noise-aware tuning on the device, the seed of drawn chips also on the neuron model and encoding
     hw = _base_chip(cfg)
     device_varies = any(p.startswith("hardware.device.") for p in searched)
-    depends = {"tuning.noise_aware": device_varies,
-               "evaluate.seed": device_varies or any(p in (NEURON_MODEL, ENCODING) for p in searched)}
+    # per rule, whether some trial changes what it depends on (then the base chip cannot judge it)
+    varies = {"tuning.noise_aware": device_varies,
+              "evaluate.seed": device_varies or any(p in (NEURON_MODEL, ENCODING) for p in searched)}
     # searched, noise-aware tuning is on in some trial (evaluate.* cannot be searched: `check_path`)
     given = [("search parameter ", p, True) for p in searched if p == "tuning.noise_aware"]
-    given += [("", p, OmegaConf.select(cfg, p)) for p in pinned]
+    given += [("", p, OmegaConf.select(cfg, p)) for p in pinned if p in varies]
     for what, path, value in given:
-        reason = None if hw is None or depends.get(path, True) else device_reason(path, value, hw)
+        reason = None if hw is None or varies[path] else device_reason(path, value, hw)
         if reason:
             raise ConfigError(f"{what}{path} changes nothing{reason}")
 
