@@ -57,9 +57,10 @@ Exit status: 0 compiled and legal, 2 bad input (one line on stderr, nothing writ
 
 
 def _help() -> str:
-    from dse.frontends.onnx import SUPPORTED_OPS
+    from dse.frontends.onnx import OP_FORMS, SUPPORTED_OPS
 
-    return HELP.format(ops=", ".join(SUPPORTED_OPS), groups=group_options("model", "hardware", "strategy", "tuning"),
+    ops = ", ".join(f"{op} ({OP_FORMS[op]})" if op in OP_FORMS else op for op in SUPPORTED_OPS)
+    return HELP.format(ops=ops, groups=group_options("model", "hardware", "strategy", "tuning"),
                        datasets=dataset_names(), neurons=neuron_models(), options=OPTIONS_HELP)
 
 

@@ -47,7 +47,7 @@ from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder, GraphError
 from dse.ir.shapes import SHAPE_RULES, Shape
 
-__all__ = ["SUPPORTED_OPS", "load_onnx"]
+__all__ = ["OP_FORMS", "SUPPORTED_OPS", "load_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,19 @@ _GATED: dict[str, Callable[[dict[str, object]], o.Op | None]] = {
 }
 
 # Element-wise ops: on a (C, L) signal they run on its (C, 1, L) image, next to the 1-D convolution they follow.
-_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Identity)
+_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, o.Identity)
+
+
+# GELU as exporters expand it below opset 20 (torch's TorchScript exporter, tf2onnx):
+# ``x * (1 + erf(x / sqrt(2)))``, times 1/2 before or after. Erf has no core-op form of its own; in this
+# product it is `Gelu` (`_Importer._erf`, `_gelu_step`).
+_ERF_FORM = "Erf is supported only inside GELU, x * (1 + erf(x / sqrt(2))) / 2"
+
+
+def _scalar(c: np.ndarray | None, value: float) -> bool:
+    """Whether `c` is one number equal to `value` (to float32's precision)."""
+    return c is not None and np.asarray(c).size == 1 and math.isclose(float(np.asarray(c).reshape(-1)[0]), value,
+                                                                      rel_tol=1e-6)
 
 
 def _sanitize(name: str) -> str:
@@ -144,6 +156,9 @@ class _Importer:
         self.used: set[str] = set()
         self.made: dict[str, tuple[o.Op, tuple[str, ...]]] = {}  # IR node name -> (op, inputs)
         self.producer: dict[str, NodeProto] = {}  # ONNX tensor name -> the node that computes it
+        # ONNX tensor name -> (stage, x, factor): a value of GELU's expansion of data tensor x that has no IR
+        # node ("erf": erf(x / sqrt(2)); "gate": factor * (1 + that))
+        self.gelu_parts: dict[str, tuple[str, str, float]] = {}
         self.largest_const = 0  # bytes of the largest tensor the file holds (the constant folder's budget)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -265,6 +280,9 @@ class _Importer:
 
         outputs = []
         for out in g.output:
+            if out.name in self.gelu_parts:
+                raise UnsupportedOpError("Erf", out.name,
+                                         f"the graph's output is a part of erf(x / sqrt(2)): {_ERF_FORM}")
             if out.name not in self.values:
                 raise ModelError(f"model {self.label}: output {out.name!r} does not depend on the data input")
             outputs.append(self.values[out.name])
@@ -334,6 +352,10 @@ class _Importer:
         inputs = [t for t in node.input if t]
         if op not in _RANDOM and inputs and all(t in self.consts for t in inputs):
             self._fold(node, name)
+            return
+        parts = [t for t in node.input if t in self.gelu_parts]
+        if parts:
+            self._gelu_step(node, name, parts[0])
             return
         converter = _CONVERTERS.get(op)
         if converter is None:
@@ -620,6 +642,71 @@ class _Importer:
         raise UnsupportedOpError("Mul", name, "a product of two data tensors (squeeze-and-excitation gating, "
                                  "attention): a crossbar computes weighted sums of its inputs, not products of two "
                                  "activations")
+
+    def _erf(self, node: NodeProto, name: str) -> None:
+        """``erf(x / sqrt(2))`` (a Div by sqrt(2) or a Mul by its inverse) starts GELU's expansion; it stays a
+        part without an IR node until `_gelu_step` meets the product that makes it GELU. Erf of anything else
+        is refused."""
+        src = self.producer.get(node.input[0])
+        if src is not None and src.op_type in ("Div", "Mul") and len(src.input) == 2:
+            x, c = src.input
+            if src.op_type == "Mul" and x in self.consts:
+                x, c = c, x
+            scale = 1 / math.sqrt(2) if src.op_type == "Mul" else math.sqrt(2)
+            if self.is_data(x) and _scalar(self.consts.get(c), scale):
+                self.gelu_parts[node.output[0]] = ("erf", x, 1.0)
+                return
+        raise UnsupportedOpError("Erf", name, f"its input is not x / sqrt(2): {_ERF_FORM}")
+
+    def _gelu_step(self, node: NodeProto, name: str, part: str) -> None:
+        """A node reading a part of GELU's expansion (`gelu_parts`): ``1 + erf(...)`` is the gate, the gate times
+        or divided by a constant is a gate too, and the gate times ``c * x`` is that multiple of ``2 * Gelu(x)``
+        (1/2 in all, as exporters write it: Gelu itself); anything else is refused."""
+        stage, x, factor = self.gelu_parts[part]
+        other = [t for t in node.input if t != part]
+        if len(node.input) == 2 and len(other) == 1:
+            c, op = self.consts.get(other[0]), node.op_type
+            if op == "Add" and stage == "erf" and _scalar(c, 1.0):
+                self.gelu_parts[node.output[0]] = ("gate", x, 1.0)
+                return
+            if stage == "gate" and c is not None and np.asarray(c).size == 1 and (op == "Mul" or (
+                    op == "Div" and node.input[0] == part)):
+                value = float(np.asarray(c).reshape(-1)[0])
+                if value != 0:
+                    self.gelu_parts[node.output[0]] = ("gate", x, factor * value if op == "Mul" else factor / value)
+                    return
+            multiple = self._multiple_of(other[0], x) if op == "Mul" and stage == "gate" else None
+            if multiple is not None:
+                self.bind_result(node, o.Gelu(), self.values[x])
+                if 2 * factor * multiple != 1.0:
+                    scale = np.array(2 * factor * multiple, np.float32)
+                    self._scale_result(node, o.ScaleShift(scale=scale, shift=np.zeros_like(scale)))
+                return
+        raise UnsupportedOpError(node.op_type, name, f"reads {part!r}, a part of erf(x / sqrt(2)): {_ERF_FORM}")
+
+    def _multiple_of(self, h: str, x: str) -> float | None:
+        """c where data tensor `h` is ``c * x`` (x itself, or a Mul or Div of x by a scalar constant), else None."""
+        if h == x:
+            return 1.0
+        src = self.producer.get(h)
+        if src is None or src.op_type not in ("Mul", "Div") or len(src.input) != 2:
+            return None
+        a, c = src.input
+        if src.op_type == "Mul" and a in self.consts:
+            a, c = c, a
+        value = self.consts.get(c)
+        if a != x or value is None or np.asarray(value).size != 1 or float(np.asarray(value).reshape(-1)[0]) == 0:
+            return None
+        value = float(np.asarray(value).reshape(-1)[0])
+        return value if src.op_type == "Mul" else 1 / value
+
+    def _scale_result(self, node: NodeProto, op: o.ScaleShift) -> None:
+        """`op` on the node's output as bound (on its image when it is a (C, L) signal), bound in its place."""
+        y = self.values[node.output[0]]
+        if self.is_signal(y):
+            self.bind_on_image(node, op, y)
+        else:
+            self.bind(node, self.emit(f"{node.output[0]}_scaled", op, y))
 
     def _hard_sigmoid(self, node: NodeProto, name: str) -> None:
         """``max(0, min(1, alpha * x + beta))``: piecewise linear, so exact as a ScaleShift and a Clip(0, 1) (two ReLU
@@ -1073,6 +1160,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "LeakyRelu": _Importer._prelu,
     "PRelu": _Importer._prelu,
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
+    "Gelu": lambda self, node, name: self.unary(node, name, o.Gelu(str(_attrs(node).get("approximate", "none")))),
+    "Erf": _Importer._erf,
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),
     "Tanh": lambda self, node, name: self.unary(node, name, o.Tanh()),
@@ -1099,6 +1188,9 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS)))
 """ONNX op types the importer handles: those in `_CONVERTERS` on the data path, plus ops that only compute
 constants. Any other standard op is accepted too when all its inputs are constants (it is folded)."""
+
+OP_FORMS: dict[str, str] = {"Erf": "only inside GELU"}
+"""Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""
 
 
 def load_onnx(path_or_model: str | os.PathLike | ModelProto, *, batch: int | None = None) -> Graph:

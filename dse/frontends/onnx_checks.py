@@ -103,6 +103,15 @@ def one_of(key: str, allowed: tuple[int, ...]) -> Rule:
     return rule
 
 
+def word_of(key: str, allowed: tuple[str, ...]) -> Rule:
+    """A string attribute among `allowed`."""
+    def rule(f: NodeFacts) -> None:
+        v = f.attrs.get(key)
+        if v is not None and v not in allowed:
+            raise f.fail(f"attribute {key}", f"{v!r} must be one of {list(allowed)}")
+    return rule
+
+
 def axis_in_range(default: int | None, *, end: int = 0) -> Rule:
     """`axis` within the rank of input 0, plus `end` (Flatten's axis may equal the rank); a required attribute
     where `default` is None."""
@@ -256,6 +265,8 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Pad": (pad_amounts,),
     "Relu": (),
     "HardSwish": (),
+    "Gelu": (word_of("approximate", ("none", "tanh")),),
+    "Erf": (),  # only inside GELU's expansion: the converter checks the form
     "Sigmoid": (),
     "Tanh": (),
     "Identity": (),

@@ -10,6 +10,7 @@ from dse.ir.ops import (
     CoreOp,
     CoreQuant,
     Gather,
+    Gelu,
     GlobalAvgPool,
     HardSwish,
     Identity,
@@ -31,7 +32,7 @@ from dse.ir.ops import (
 )
 
 __all__ = [
-    "Add", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "GlobalAvgPool", "Graph",
+    "Add", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "Gelu", "GlobalAvgPool", "Graph",
     "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
     "ScaleShift", "Sigmoid", "Silu", "Slice",
     "Softmax", "Tanh",

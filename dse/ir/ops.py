@@ -135,6 +135,14 @@ class Silu(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class Gelu(Op):
+    """``y = x * Phi(x)``, Phi the standard normal's distribution function (GELU: BERT, ViT, ConvNeXt);
+    `approximate` ``"tanh"``: Phi(x) as ``(1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) / 2``, as ONNX's Gelu."""
+
+    approximate: str = "none"
+
+
+@dataclass(frozen=True, eq=False)
 class Softmax(Op):
     """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
 
@@ -302,7 +310,7 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Softmax, MaxPool, AvgPool,
+    Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Gelu, Softmax, MaxPool, AvgPool,
     GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)

@@ -92,6 +92,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Tanh: _same,
     o.HardSwish: _same,
     o.Silu: _same,
+    o.Gelu: _same,
     o.Softmax: _same,
     o.MaxPool: _pool,
     o.AvgPool: _pool,

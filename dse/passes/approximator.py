@@ -13,17 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from dse.ir import ops as o
 
-# The element-wise ops the chip lacks, by IR op type, as numpy functions. (HardSigmoid is piecewise linear and
-# imports exactly as a ScaleShift and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on [-3, 3]; Silu is
-# x * Sigmoid(x).)
-FUNCTIONS: dict[type[o.Op], Callable[[np.ndarray], np.ndarray]] = {
-    o.Sigmoid: lambda x: 1.0 / (1.0 + np.exp(-x)),
-    o.Tanh: np.tanh,
-    o.HardSwish: lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
-    o.Silu: lambda x: x / (1.0 + np.exp(-x)),
+# The element-wise ops the chip lacks, by IR op type, as functions of the op and a float64 array. (HardSigmoid is
+# piecewise linear and imports exactly as a ScaleShift and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on
+# [-3, 3]; Silu is x * Sigmoid(x); Gelu is x * Phi(x), Phi the normal distribution function, whose erf numpy
+# lacks: torch's, in float64.)
+FUNCTIONS: dict[type[o.Op], Callable[[o.Op, np.ndarray], np.ndarray]] = {
+    o.Sigmoid: lambda op, x: 1.0 / (1.0 + np.exp(-x)),
+    o.Tanh: lambda op, x: np.tanh(x),
+    o.HardSwish: lambda op, x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    o.Silu: lambda op, x: x / (1.0 + np.exp(-x)),
+    o.Gelu: lambda op, x: torch.nn.functional.gelu(torch.from_numpy(np.asarray(x, np.float64)),
+                                                    approximate=op.approximate).numpy(),
 }
 DEFAULT_RANGE = (-8.0, 8.0)  # used when no sample of the input is known
 

@@ -13,6 +13,8 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
+- `drop_unit_scale_shift`: a ScaleShift that scales by 1 and shifts by 0 is removed (a Mul by 1 an exporter
+  wrote; two ScaleShifts that cancel, as GELU's expansion imports: 2 * GELU, then times 1/2).
 - `merge_scale_shifts`: two ScaleShifts in a row merge.
 - `scale_shift_past_reshape`: a ScaleShift commutes past a Reshape.
 - `fold_scale_shift_into_producer`: a ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into
@@ -139,6 +141,16 @@ def fold_zero_pad(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
+def drop_unit_scale_shift(b: GraphBuilder, node: Node) -> bool:
+    """A ScaleShift by 1 with shift 0, which keeps its input's shape, is removed."""
+    op = node.op
+    assert isinstance(op, o.ScaleShift)
+    if np.any(op.scale != 1) or np.any(op.shift != 0) or b.shape(node.inputs[0]) != b.shape(node.name):
+        return False
+    b.bypass(node.name)
+    return True
+
+
 def merge_scale_shifts(b: GraphBuilder, node: Node) -> bool:
     """Two ScaleShifts in a row become one (in the second's place)."""
     users = b.readers(node.name)
@@ -225,7 +237,7 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.Softmax: (drop_output_softmax,),
     o.MaxPool: (relu_before_max_pool,),
     o.Pad: (fold_zero_pad,),
-    o.ScaleShift: (merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
+    o.ScaleShift: (drop_unit_scale_shift, merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
                    fold_scale_shift_into_consumers),
 }
 

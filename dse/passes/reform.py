@@ -8,7 +8,7 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
 - a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as a ScaleShift and a Clip(0, 1));
-- an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish: `approximator.FUNCTIONS`) into the
+- an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU: `approximator.FUNCTIONS`) into the
   hidden layer of the MLP approximator;
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
@@ -24,6 +24,7 @@ realizes, so its activation here is the teacher of tuning.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -291,7 +292,7 @@ class _Reformer:
         if isinstance(op, o.Concat):
             return self.concat(name, op, [self.signed(v) for v in ins])
         if type(op) in FUNCTIONS:
-            return self.approximate(name, FUNCTIONS[type(op)], ins[0], node.inputs[0])
+            return self.approximate(name, functools.partial(FUNCTIONS[type(op)], op), ins[0], node.inputs[0])
         if isinstance(op, o.Softmax):
             raise UnsupportedOpError("Softmax", name, "only a Softmax at the output is supported (it is dropped)")
         raise UnsupportedOpError(type(op).__name__, name, "no core-op form")

@@ -285,6 +285,7 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.Tanh: lambda op, xs: torch.tanh(xs[0]),
     o.HardSwish: lambda op, xs: torch.nn.functional.hardswish(xs[0]),
     o.Silu: lambda op, xs: torch.nn.functional.silu(xs[0]),
+    o.Gelu: lambda op, xs: torch.nn.functional.gelu(xs[0], approximate=op.approximate),
     o.Softmax: lambda op, xs: torch.softmax(xs[0], dim=op.axis + 1),
     o.MaxPool: _maxpool,
     o.AvgPool: _avgpool,

@@ -22,6 +22,7 @@ from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.shapes import infer_shapes
 from dse.passes import run_pipeline
+from dse.passes.canonicalize import canonicalize
 from dse.sim.float_exec import run_logits
 
 FLOAT = TensorProto.FLOAT
@@ -387,6 +388,23 @@ def hard_swish_expanded_case(alpha: float = 1 / 6) -> tuple:
         IMG, {}, {"opset": 13}
 
 
+def gelu_erf_case(form: str, in_shape=IMG) -> tuple:
+    """GELU as exporters expand it below opset 20: ``x * (1 + erf(x / sqrt(2)))`` times 1/2, the half after the
+    product (torch's TorchScript exporter), on the gate (its dynamo exporter), or on x with a Mul by 1/sqrt(2)
+    (``half_x``); ``doubled``: no half at all (2 * GELU)."""
+    scaled = (oh.make_node("Mul", ["x", "r2"], ["s"]) if form == "half_x" else oh.make_node("Div", ["x", "s2"], ["s"]))
+    nodes = [scaled, oh.make_node("Erf", ["s"], ["e"]), oh.make_node("Add", ["one", "e"], ["g"])]
+    nodes += {
+        "half_after": [oh.make_node("Mul", ["x", "g"], ["p"]), oh.make_node("Mul", ["p", "half"], ["y"])],
+        "half_gate": [oh.make_node("Mul", ["half", "g"], ["hg"]), oh.make_node("Mul", ["x", "hg"], ["y"])],
+        "half_x": [oh.make_node("Mul", ["x", "half"], ["hx"]), oh.make_node("Mul", ["g", "hx"], ["y"])],
+        "doubled": [oh.make_node("Mul", ["x", "g"], ["y"])],
+    }[form]
+    inits = {"s2": np.float32(np.sqrt(2)), "r2": np.float32(1 / np.sqrt(2)), "one": np.float32(1),
+             "half": np.float32(0.5)}
+    return nodes, in_shape, {k: v for k, v in inits.items() if any(k in n.input for n in nodes)}
+
+
 def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
     return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
 
@@ -548,6 +566,15 @@ OP_CASES = {
     "hard_swish_expanded": hard_swish_expanded_case(),
     "silu_expanded": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["x", "g"], ["y"])], IMG, {}),
     "silu_1d": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["g", "x"], ["y"])], SIGNAL, {}),
+    # GELU: ONNX's Gelu (opset 20), both forms; and erf's expansion as exporters write it below opset 20
+    "gelu": unary_case("Gelu", opset=20),
+    "gelu_tanh": unary_case("Gelu", opset=20, approximate="tanh"),
+    "gelu_1d": unary_case("Gelu", SIGNAL, opset=20),
+    "gelu_erf_half_after": gelu_erf_case("half_after"),
+    "gelu_erf_half_gate": gelu_erf_case("half_gate"),
+    "gelu_erf_half_x": gelu_erf_case("half_x"),
+    "gelu_erf_doubled": gelu_erf_case("doubled"),
+    "gelu_erf_1d": gelu_erf_case("half_after", SIGNAL),
     # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
     "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
     "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
@@ -964,6 +991,50 @@ def test_refusal_names_its_reason(name: str) -> None:
     nodes, in_shape, inits, _ = UNSUPPORTED[name]
     with pytest.raises(UnsupportedOpError, match=REFUSALS[name]):
         load_onnx(make_model(nodes, in_shape, inits=inits))
+
+
+@pytest.mark.parametrize("form", ["half_after", "half_gate", "half_x", "doubled"])
+def test_gelu_expanded_with_erf_is_one_gelu(form: str) -> None:
+    """Div (or Mul), Erf, Add and the products are one Gelu once canonical, times 2 where the half is missing
+    (the half after the product imports as 2 * Gelu times 1/2, which cancel); nothing of the division by
+    sqrt(2) is left."""
+    nodes, in_shape, inits = gelu_erf_case(form)
+    counts = canonicalize(load_onnx(make_model(nodes, in_shape, inits=inits))).op_counts()
+    assert counts == ({"Input": 1, "Gelu": 1} if form != "doubled" else {"Input": 1, "Gelu": 1, "ScaleShift": 1})
+
+
+GELU_REFUSALS = {  # nodes after x -> the node and reason the one line must name
+    "erf_of_x": ([oh.make_node("Erf", ["x"], ["y"], name="e")], r"Erf at node 'e': its input is not x / sqrt\(2\)"),
+    "erf_of_half_x": ([oh.make_node("Mul", ["x", "half"], ["s"]), oh.make_node("Erf", ["s"], ["y"], name="e")],
+                      r"Erf at node 'e': its input is not x / sqrt\(2\)"),
+    "erf_as_output": ([oh.make_node("Div", ["x", "s2"], ["s"]), oh.make_node("Erf", ["s"], ["y"])],
+                      r"Erf at node 'y': the graph's output is a part of erf"),
+    "erf_into_relu": ([oh.make_node("Div", ["x", "s2"], ["s"]), oh.make_node("Erf", ["s"], ["e"]),
+                       oh.make_node("Relu", ["e"], ["y"], name="r")], r"Relu at node 'r': reads 'e', a part of erf"),
+    "gate_times_other_tensor": ([oh.make_node("Div", ["x", "s2"], ["s"]), oh.make_node("Erf", ["s"], ["e"]),
+                                 oh.make_node("Add", ["e", "one"], ["g"]), oh.make_node("Relu", ["x"], ["r"]),
+                                 oh.make_node("Mul", ["r", "g"], ["y"], name="m")],
+                                r"Mul at node 'm': reads 'g', a part of erf"),
+    "erf_plus_two": ([oh.make_node("Div", ["x", "s2"], ["s"]), oh.make_node("Erf", ["s"], ["e"]),
+                      oh.make_node("Add", ["e", "two"], ["g"], name="a"), oh.make_node("Mul", ["x", "g"], ["y"])],
+                     r"Add at node 'a': reads 'e', a part of erf"),
+}
+
+
+@pytest.mark.parametrize("name", GELU_REFUSALS)
+def test_erf_outside_gelu_is_refused_by_name(name: str) -> None:
+    nodes, reason = GELU_REFUSALS[name]
+    inits = {"s2": np.float32(np.sqrt(2)), "one": np.float32(1), "two": np.float32(2), "half": np.float32(0.5)}
+    model = make_model(nodes, IMG, inits={k: v for k, v in inits.items() if any(k in n.input for n in nodes)})
+    with pytest.raises(UnsupportedOpError, match=reason) as err:
+        load_onnx(model)
+    assert "\n" not in str(err.value) and "Erf is supported only inside GELU" in str(err.value)
+
+
+def test_gelu_with_an_unknown_approximation_is_refused() -> None:
+    model = make_model([oh.make_node("Gelu", ["x"], ["y"], name="g", approximate="sigmoid")], IMG, opset=20)
+    with pytest.raises(ModelError, match=r"node 'g' \(Gelu\): attribute approximate 'sigmoid' must be one of"):
+        load_onnx(model)
 
 
 def test_unused_unsupported_node_is_ignored() -> None:

@@ -1,4 +1,5 @@
-"""Real exports: a small MobileNet-style network and a small 1-D convolutional network, exported by both torch
+"""Real exports: a small MobileNet-style network, a small 1-D convolutional network and a small GELU network,
+exported by both torch
 exporters (TorchScript, ``dynamo=False``, and ``torch.export``, ``dynamo=True``) at several opsets, with the
 weights as external data, import to the same canonical graph (same ops, same weights) and compute what
 onnxruntime computes.
@@ -94,6 +95,22 @@ class Conv1dNet(nn.Module):
         return self.fc(F.adaptive_avg_pool1d(x, 1).flatten(1))
 
 
+class GeluNet(nn.Module):
+    """GELU as transformers' MLPs and ConvNeXt use it: after a convolution (before an average pooling) and between
+    two linear layers. TorchScript writes it as ``x * (1 + erf(x / sqrt(2))) * 0.5`` below opset 20 and as one
+    Gelu from 20; dynamo as the expansion with the half on the gate at 18, as Gelu at 21."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.fc1 = nn.Linear(8 * 6 * 6, 32)
+        self.fc2 = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(F.gelu(self.c1(x)), 2)
+        return self.fc2(F.gelu(self.fc1(x.flatten(1))))
+
+
 def randomized(model: nn.Module) -> nn.Module:
     """Seeded weights and non-trivial BatchNorm statistics (so BatchNorm is no identity)."""
     with torch.no_grad():
@@ -106,11 +123,12 @@ def randomized(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-MODELS = {"mobilenet": (MobileNetish, (1, 12, 12)), "conv1d": (Conv1dNet, (28, 28))}
+MODELS = {"mobilenet": (MobileNetish, (1, 12, 12)), "conv1d": (Conv1dNet, (28, 28)), "gelu": (GeluNet, (1, 12, 12))}
 # (model, dynamo, opset); a dynamo export takes 2-8 s: one runs by default, the others with -m slow
 EXPORTS = [
     *[(name, False, opset) for name in MODELS for opset in (13, 17, 21)],
     ("mobilenet", True, 18),
+    ("gelu", True, 18),
     pytest.param("mobilenet", True, 21, marks=pytest.mark.slow),
     pytest.param("conv1d", True, 18, marks=pytest.mark.slow),
     pytest.param("conv1d", True, 21, marks=pytest.mark.slow),
@@ -166,7 +184,8 @@ def test_export_imports_to_the_reference_graph(name: str, dynamo: bool, opset: i
     assert_graphs_equal(graph, reference[name], names=False, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("name", "chip"), [("conv1d", "chip_a"), ("conv1d", "chip_b"), ("mobilenet", "chip_a")])
+@pytest.mark.parametrize(("name", "chip"), [("conv1d", "chip_a"), ("conv1d", "chip_b"), ("mobilenet", "chip_a"),
+                                            ("gelu", "chip_a")])
 def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> None:
     """Imported, prepared and compiled (no tuning) on MNIST images: the 1-D network reads each image as 28
     signals of 28 samples, with the model's input shape (28, 28) as the data's. Random weights, so the check is
@@ -179,7 +198,7 @@ def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> Non
     graph = load_onnx(export(name, False, 17, tmp_path))
     shape = MODELS[name][1]
     data = load_dataset("mnist")
-    crop = (slice(None), slice(None), slice(8, 20), slice(8, 20)) if name == "mobilenet" else ...
+    crop = (slice(None), slice(None), slice(8, 20), slice(8, 20)) if shape == (1, 12, 12) else ...
     x_train, x_test = (np.ascontiguousarray(x[:n][crop]).reshape(-1, *shape) for x, n in
                        ((data.x_train, 64), (data.x_test, 100)))
     small = dataclasses.replace(data, x_train=x_train, y_train=data.y_train[:64], x_test=x_test,

@@ -41,6 +41,7 @@ FC = o.Linear(rand(4, 18, seed=3), rand(4, seed=4))
 SCALE, SHIFT = rand(3, 1, 1, seed=5) ** 2 + 0.5, rand(3, 1, 1, seed=6)
 NORM = o.ScaleShift(np.full((2, 1, 1), 2.0, F32), np.full((2, 1, 1), -0.5, F32))
 POOL = o.MaxPool((2, 2), (2, 2))
+UNIT = o.ScaleShift(np.ones((3, 1, 1), F32), np.zeros((3, 1, 1), F32))
 
 
 def folded_bn() -> o.Conv:
@@ -78,6 +79,15 @@ CASES = [
          lambda: chain((2, 5, 5), ("conv", PADDED)), (2, 5, 5)),
     Case(c.fold_zero_pad, "pad",  # a max-pool pads with -inf: zeros are the same only on values >= 0
          lambda: chain((2, 6, 6), ("pad", o.Pad((1, 1, 1, 1), (0.0, 0.0))), ("pool", POOL)), None, (2, 6, 6)),
+    Case(c.drop_unit_scale_shift, "one",
+         lambda: chain((3, 4, 4), ("relu", o.Relu()), ("one", UNIT), ("pool", POOL)),
+         lambda: chain((3, 4, 4), ("relu", o.Relu()), ("pool", POOL)), (3, 4, 4)),
+    Case(c.drop_unit_scale_shift, "one",  # a shift, however small, is kept
+         lambda: chain((3, 4, 4), ("one", o.ScaleShift(np.ones((3, 1, 1), F32), np.full((3, 1, 1), 1e-7, F32))),
+                       ("pool", POOL)), None, (3, 4, 4)),
+    Case(c.drop_unit_scale_shift, "one",  # it broadcasts a (1,) value to (4,): not the identity
+         lambda: chain((1,), ("one", o.ScaleShift(np.ones(4, F32), np.zeros(4, F32))),
+                       ("fc", o.Linear(rand(2, 4), None))), None, (1,)),
     Case(c.merge_scale_shifts, "a1",
          lambda: chain((3, 4, 4), ("a1", o.ScaleShift(SCALE, SHIFT)), ("a2", o.ScaleShift(SCALE, SHIFT))),
          lambda: chain((3, 4, 4), ("a2", o.ScaleShift((SCALE.astype(np.float64) ** 2).astype(F32),

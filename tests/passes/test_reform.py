@@ -411,8 +411,8 @@ def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
     check(before, images(6, 2, 4, 4))
 
 
-@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu()],
-                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu"])
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu(), o.Gelu(), o.Gelu("tanh")],
+                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu", "Gelu", "Gelu_tanh"])
 def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
     """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
     made a core whose weights did not fit its inputs."""
@@ -427,6 +427,23 @@ def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> N
     reference = run64(before, xs)["fc2"]
     error = np.abs(run64(after, xs)[after.outputs[0]] - reference).max()
     assert error < 0.05 * np.abs(reference).max()  # an approximation, not exact
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_a_gelu_of_a_signed_preactivation_is_approximated(approximate: str) -> None:
+    """GELU straight after a Linear (a transformer's MLP): its input takes both signs, and the hinges must hold
+    the dip below zero (about -0.17 near x = -0.75) as well as the linear tail."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    y = b.add("act", o.Gelu(approximate), b.add("fc", o.Linear(rand(6, 4, seed=131, scale=2), rand(6, seed=132)), x))
+    before = b.build([b.add("fc2", o.Linear(rand(3, 6, seed=133), rand(3, seed=134)), y)])
+    xs = images(300, 4)
+    fc = run64(before, xs, keep=["fc"])["fc"]
+    assert fc.min() < -1 and fc.max() > 1  # both sides of the function are exercised
+    after = run_pass("reform", before, samples={"fc": fc})
+    assert only_chip_ops(after)
+    reference = run64(before, xs)["fc2"]
+    assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
 
 def test_a_value_of_rank_two_is_refused_by_name() -> None:

@@ -61,6 +61,7 @@ SAMPLES: dict[type[o.Op], tuple[o.Op, list[tuple[int, ...]]]] = {
     o.Tanh: (o.Tanh(), [IMG]),
     o.HardSwish: (o.HardSwish(), [IMG]),
     o.Silu: (o.Silu(), [IMG]),
+    o.Gelu: (o.Gelu("tanh"), [IMG]),
     o.Softmax: (o.Softmax(0), [(7,)]),
     o.MaxPool: (o.MaxPool((3, 2), (2, 2), (1, 1, 1, 1), ceil_mode=True), [IMG]),
     o.AvgPool: (o.AvgPool((3, 3), (2, 2), (1, 1, 1, 1), count_include_pad=False), [IMG]),
