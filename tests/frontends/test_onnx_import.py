@@ -1003,6 +1003,18 @@ def test_gelu_expanded_with_erf_is_one_gelu(form: str) -> None:
     assert counts == ({"Input": 1, "Gelu": 1} if form != "doubled" else {"Input": 1, "Gelu": 1, "ScaleShift": 1})
 
 
+def test_gelu_of_a_scaled_value_with_a_rounded_sqrt2() -> None:
+    """x itself a product with a constant (the expansion must pair the Erf's x with the product's, one level),
+    and sqrt(2) written to five digits, as hand-written code does."""
+    nodes = [oh.make_node("Mul", ["x", "three"], ["z"]), oh.make_node("Div", ["z", "s2"], ["s"]),
+             oh.make_node("Erf", ["s"], ["e"]), oh.make_node("Add", ["e", "one"], ["g"]),
+             oh.make_node("Mul", ["z", "g"], ["p"]), oh.make_node("Mul", ["p", "half"], ["y"])]
+    inits = {"three": np.float32(3), "s2": np.float32(1.41421), "one": np.float32(1), "half": np.float32(0.5)}
+    model = make_model(nodes, IMG, inits=inits)
+    check(model, IMG)
+    assert canonicalize(load_onnx(model)).op_counts() == {"Input": 1, "ScaleShift": 1, "Gelu": 1}
+
+
 GELU_REFUSALS = {  # nodes after x -> the node and reason the one line must name
     "erf_of_x": ([oh.make_node("Erf", ["x"], ["y"], name="e")], r"Erf at node 'e': its input is not x / sqrt\(2\)"),
     "erf_of_half_x": ([oh.make_node("Mul", ["x", "half"], ["s"]), oh.make_node("Erf", ["s"], ["y"], name="e")],
