@@ -42,6 +42,15 @@ class HingeFit:
     def __call__(self, s: np.ndarray) -> np.ndarray:
         return self.const + (np.maximum(s[..., None] - self.knots, 0.0) * self.coeffs).sum(axis=-1)
 
+    @property
+    def lowest(self) -> float:
+        """The fit's minimum up to its last knot: below the first knot it is `const`, between knots linear. Beyond
+        the last knot its slope is the sum of the coefficients: >= 0 for GELU, SiLU and HardSwish (the identity
+        there), about 0 for Sigmoid and Tanh, which saturate, and may be slightly negative: past the calibration
+        range the fit can then go below this, where the function itself does not (every function here is bounded
+        below: GELU at -0.17, SiLU -0.28, HardSwish -0.375, Tanh -1, Sigmoid 0)."""
+        return float(min(self.const, self(self.knots).min()))
+
 
 def fit_hinges(fn: Callable[[np.ndarray], np.ndarray], samples: np.ndarray | None, width: int) -> HingeFit:
     """`samples`: finite values (the caller refuses others, naming its node)."""

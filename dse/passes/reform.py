@@ -49,9 +49,11 @@ class Term:
 
 @dataclass(frozen=True)
 class Terms:
-    """value = sum(coeff * node[:, start:start+count])."""
+    """value = sum(coeff * node[:, start:start+count]); `floor`: a bound below which the value does not go, where
+    one is known by construction (an approximated function: `HingeFit.lowest`), else None."""
 
     terms: tuple[Term, ...]
+    floor: float | None = None
 
     @property
     def nonneg(self) -> bool:
@@ -281,14 +283,18 @@ class _Reformer:
             return Terms(tuple(t for v in ins for t in self.signed(v).terms))
         if isinstance(op, o.MaxPool):
             v = self.signed(ins[0])
-            if not (len(v.terms) == 1 and v.nonneg):
-                raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU (may be < 0)")
-            return self.maxpool(name, op, v)
+            if len(v.terms) == 1 and v.nonneg:
+                return self.maxpool(name, op, v)
+            if v.floor is None:
+                raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU, nor a function "
+                                         "bounded below (GELU, SiLU, HardSwish, Sigmoid, Tanh): it may be any "
+                                         "value < 0")
+            return self.maxpool_above(name, op, v)
         if isinstance(op, o.Slice):
             v = self.signed(ins[0])
             return Terms(tuple(
                 Term(t.node, t.start + op.start, op.stop - op.start, t.coeff) for t in v.terms
-            ))
+            ), v.floor)
         if isinstance(op, o.Concat):
             return self.concat(name, op, [self.signed(v) for v in ins])
         if type(op) in FUNCTIONS:
@@ -314,7 +320,7 @@ class _Reformer:
                             lin.padding, 1, lin.dense, None if mask is None else np.concatenate([mask] * (width + 1)))
         node = self.core(f"{name}_hidden", hidden, p.src)
         terms = [Term(node, k * n_out, n_out, float(a)) for k, a in enumerate(fit.coeffs) if a != 0.0]
-        return Terms((*terms, Term(node, width * n_out, n_out, fit.const)))
+        return Terms((*terms, Term(node, width * n_out, n_out, fit.const)), fit.lowest)
 
     def concat(self, name: str, op: o.Concat, vs: list[Terms]) -> Terms:
         if op.axis != 0:
@@ -384,6 +390,22 @@ class _Reformer:
             stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, stage)
             values, parts_per = new_values, len(new_rows)
         return Terms((Term(stage, 0, channels, 1.0),))
+
+    def maxpool_above(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
+        """max over each window of a value bounded below by L (`Terms.floor`: an approximated function, whose
+        hinges sum to a signed value): ``max(v) = max(v - L) + L``. One ReLU core computes ``v - L`` (>= 0 over
+        the fit's range, so the ReLU changes nothing there; past it, where a saturating fit may drift below L,
+        it clips to L, nearer the function than the fit) beside as many always-on units; the max-pooling tree
+        (`maxpool`) takes both, and the always-on units pooled carry the ``+ L`` with the pooled shape (a zero
+        padding after them sees zero, as in the original)."""
+        assert v.floor is not None
+        shape = self.shape_of(v)
+        lin = identity(shape)
+        lift = stacked(dataclasses.replace(lin, bias=lin.bias - v.floor), 0.0, np.ones(shape[0]))
+        node = self.core(f"{name}_lift", lift, v)
+        pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0]
+        return Terms((Term(pooled.node, 0, shape[0], 1.0), Term(pooled.node, shape[0], shape[0], v.floor)),
+                     v.floor)
 
     def fixed_core(self, base: str, weight: np.ndarray, groups: int, src: str,
                    stride: tuple[int, int] = (1, 1), padding: o.Pads = (0, 0, 0, 0)) -> str:

@@ -446,6 +446,39 @@ def test_a_gelu_of_a_signed_preactivation_is_approximated(approximate: str) -> N
     assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
 
+@pytest.mark.parametrize("op", [o.Silu(), o.Gelu(), o.HardSwish(), o.Tanh(), o.Sigmoid()],
+                         ids=["Silu", "Gelu", "HardSwish", "Tanh", "Sigmoid"])
+@pytest.mark.parametrize("pool", [o.MaxPool((2, 2), (2, 2)), o.MaxPool((3, 3), (1, 1), (1, 1, 1, 1))],
+                         ids=["2x2", "3x3_same"])
+def test_a_max_pool_of_a_function_bounded_below_is_lifted_over_its_floor(op: o.Op, pool: o.MaxPool) -> None:
+    """A max pooling after SiLU (YOLO's SPPF), GELU or HardSwish, whose values go below zero: the value minus
+    its floor (the fit's minimum) is one ReLU core, pooled by the max tree beside always-on units that carry the
+    floor back, the second pool reading the first (SPPF's chain)."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("act", op, b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=135, scale=2), rand(3, seed=136),
+                                              padding=(1, 1, 1, 1)), x))
+    y = b.add("pool2", pool, b.add("pool", pool, y))
+    y = b.add("flat", o.Reshape((int(np.prod(b.shape(y))),)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, b.shape(y)[0], seed=137), rand(4, seed=138)), y)])
+    xs = images(100, 2, 6, 6)
+    conv = run64(before, xs, keep=["conv"])["conv"]
+    after = run_pass("reform", before, samples={"conv": conv})
+    assert only_chip_ops(after)
+    reference = run64(before, xs)["fc"]
+    assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_a_max_pool_of_a_signed_value_is_still_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=139), None), x))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=140), None), b.add("flat", o.Reshape((27,)), y))])
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool at node 'pool': its input is not the output of a ReLU, "
+                                                 r"nor a function bounded below"):
+        reform(before)
+
+
 def test_a_value_of_rank_two_is_refused_by_name() -> None:
     """A (C, L) value has no core-op form: a typed one-line error naming the op and node, not a crash."""
     b = GraphBuilder()
