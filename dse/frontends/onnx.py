@@ -78,14 +78,19 @@ def _hard_swish_gate(attrs: dict[str, object]) -> o.Op | None:
     return o.HardSwish() if math.isclose(alpha, 1 / 6, rel_tol=1e-6) and math.isclose(beta, 0.5) else None
 
 
-# gate op type of ``x * gate(x)`` -> (the gate's attributes) -> the element-wise op the product is, or None
-_GATED: dict[str, Callable[[dict[str, object]], o.Op | None]] = {
-    "HardSigmoid": _hard_swish_gate,  # x * HardSigmoid(x) with alpha 1/6, beta 1/2: HardSwish
-    "Sigmoid": lambda attrs: o.Silu(),  # x * Sigmoid(x): SiLU (Swish)
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875  # ONNX's Selu defaults
+
+# the ops of a gate of ``x * gate(x)``, outermost first, the innermost reading x -> (the outermost's attributes)
+# -> the element-wise op the product is, or None
+_GATED: dict[tuple[str, ...], Callable[[dict[str, object]], o.Op | None]] = {
+    ("HardSigmoid",): _hard_swish_gate,  # x * HardSigmoid(x) with alpha 1/6, beta 1/2: HardSwish
+    ("Sigmoid",): lambda attrs: o.Silu(),  # x * Sigmoid(x): SiLU (Swish)
+    ("Tanh", "Softplus"): lambda attrs: o.Mish(),  # x * Tanh(Softplus(x)): Mish, as exporters write it before 18
 }
 
 # Element-wise ops: on a (C, L) signal they run on its (C, 1, L) image, next to the 1-D convolution they follow.
-_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, o.Identity)
+_ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, o.Elu, o.Softplus, o.Mish,
+                o.Identity)
 
 
 # GELU as exporters expand it below opset 20 (torch's TorchScript exporter, tf2onnx):
@@ -636,17 +641,29 @@ class _Importer:
 
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
         """``x * g(x)`` with `g` a gate of the same x (`_GATED`: how exporters write HardSwish before opset 14,
-        and SiLU/Swish) is that one element-wise op; any other product of two data tensors is refused."""
+        SiLU/Swish, and Mish before opset 18) is that one element-wise op; any other product of two data tensors
+        is refused."""
         for x, gate in (node.input[:2], node.input[1::-1]):
-            g = self.producer.get(gate)
-            if g is not None and g.op_type in _GATED and g.input[0] == x:
-                op = _GATED[g.op_type](_attrs(g))
+            for chain, make in _GATED.items():
+                outer = self._gate_chain(gate, chain, x)
+                op = None if outer is None else make(_attrs(outer))
                 if op is not None:
                     self.bind_result(node, op, self.values[x])
                     return
         raise UnsupportedOpError("Mul", name, "a product of two data tensors (squeeze-and-excitation gating, "
                                  "attention): a crossbar computes weighted sums of its inputs, not products of two "
                                  "activations")
+
+    def _gate_chain(self, tensor: str, chain: tuple[str, ...], x: str) -> NodeProto | None:
+        """The node computing `tensor` when it is the ops of `chain` (outermost first) applied to `x`, else None."""
+        nodes = []
+        for op_type in chain:
+            g = self.producer.get(tensor)
+            if g is None or g.op_type != op_type or not g.input:
+                return None
+            nodes.append(g)
+            tensor = g.input[0]
+        return nodes[0] if tensor == x else None
 
     def _erf(self, node: NodeProto, name: str) -> None:
         """``erf(x / sqrt(2))`` (a Div by sqrt(2) or a Mul by its inverse) starts GELU's expansion; it stays a
@@ -1155,6 +1172,11 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "PRelu": _Importer._prelu,
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
     "Gelu": lambda self, node, name: self.unary(node, name, o.Gelu(str(_attrs(node).get("approximate", "none")))),
+    "Elu": lambda self, node, name: self.unary(node, name, o.Elu(float(_attrs(node).get("alpha", 1.0)))),
+    "Selu": lambda self, node, name: self.unary(node, name, o.Elu(
+        float(_attrs(node).get("alpha", SELU_ALPHA)), float(_attrs(node).get("gamma", SELU_GAMMA)))),
+    "Softplus": lambda self, node, name: self.unary(node, name, o.Softplus()),
+    "Mish": lambda self, node, name: self.unary(node, name, o.Mish()),
     "Erf": _Importer._erf,
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),

@@ -95,6 +95,14 @@ def finite(*keys: str) -> Rule:
     return rule
 
 
+def selu_gamma(f: NodeFacts) -> None:
+    """SELU's scale > 0: a negative one would turn the function upside down, unbounded below (a max pooling
+    after it relies on a floor, `reform.maxpool_above`), and no network means it."""
+    gamma = float(f.attrs.get("gamma", 1.0))  # type: ignore[arg-type]
+    if not gamma > 0:
+        raise f.fail("attribute gamma", f"{gamma} must be > 0")
+
+
 def one_of(key: str, allowed: tuple[int, ...]) -> Rule:
     def rule(f: NodeFacts) -> None:
         v = f.ints(key)
@@ -266,6 +274,10 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Relu": (),
     "HardSwish": (),
     "Gelu": (word_of("approximate", ("none", "tanh")),),
+    "Elu": (finite("alpha"),),
+    "Selu": (finite("alpha", "gamma"), selu_gamma),
+    "Softplus": (),
+    "Mish": (),
     "Erf": (),  # only inside GELU's expansion: the converter checks the form
     "Sigmoid": (),
     "Tanh": (),

@@ -9,6 +9,7 @@ from dse.ir.ops import (
     Conv,
     CoreOp,
     CoreQuant,
+    Elu,
     Gather,
     Gelu,
     GlobalAvgPool,
@@ -17,6 +18,7 @@ from dse.ir.ops import (
     Input,
     Linear,
     MaxPool,
+    Mish,
     Op,
     Pad,
     PRelu,
@@ -28,12 +30,12 @@ from dse.ir.ops import (
     Silu,
     Slice,
     Softmax,
+    Softplus,
     Tanh,
 )
 
 __all__ = [
-    "Add", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Gather", "Gelu", "GlobalAvgPool", "Graph",
-    "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Node", "Op", "Pad", "PRelu", "Readout", "Relu", "Reshape",
-    "ScaleShift", "Sigmoid", "Silu", "Slice",
-    "Softmax", "Tanh",
+    "Add", "AvgPool", "Clip", "Concat", "Conv", "CoreOp", "CoreQuant", "Elu", "Gather", "Gelu", "GlobalAvgPool",
+    "Graph", "HardSwish", "Identity", "Input", "Linear", "MaxPool", "Mish", "Node", "Op", "Pad", "PRelu", "Readout",
+    "Relu", "Reshape", "ScaleShift", "Sigmoid", "Silu", "Slice", "Softmax", "Softplus", "Tanh",
 ]

@@ -143,6 +143,25 @@ class Gelu(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class Elu(Op):
+    """``y = gamma * (x if x > 0 else alpha * (exp(x) - 1))``: ELU (gamma 1), and SELU (Klambauer et al., 2017:
+    alpha 1.6733, gamma 1.0507, ONNX's defaults for Selu)."""
+
+    alpha: float = 1.0
+    gamma: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class Softplus(Op):
+    """``y = log(1 + exp(x))``."""
+
+
+@dataclass(frozen=True, eq=False)
+class Mish(Op):
+    """``y = x * tanh(softplus(x))`` (Misra, 2019; YOLOv4)."""
+
+
+@dataclass(frozen=True, eq=False)
 class Softmax(Op):
     """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
 
@@ -310,8 +329,8 @@ class CoreOp(Op):
 
 
 NETWORK_OPS: tuple[type[Op], ...] = (
-    Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Gelu, Softmax, MaxPool, AvgPool,
-    GlobalAvgPool, Identity,
+    Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Gelu, Elu, Softplus, Mish,
+    Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
 WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)

@@ -28,6 +28,9 @@ FUNCTIONS: dict[type[o.Op], Callable[[o.Op, np.ndarray], np.ndarray]] = {
     o.Silu: lambda op, x: x / (1.0 + np.exp(-x)),
     o.Gelu: lambda op, x: torch.nn.functional.gelu(torch.from_numpy(np.asarray(x, np.float64)),
                                                     approximate=op.approximate).numpy(),
+    o.Elu: lambda op, x: op.gamma * np.where(x > 0, x, op.alpha * np.expm1(np.minimum(x, 0.0))),
+    o.Softplus: lambda op, x: np.logaddexp(0.0, x),
+    o.Mish: lambda op, x: x * np.tanh(np.logaddexp(0.0, x)),
 }
 DEFAULT_RANGE = (-8.0, 8.0)  # used when no sample of the input is known
 

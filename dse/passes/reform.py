@@ -8,8 +8,9 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
 - a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as a ScaleShift and a Clip(0, 1));
-- an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU: `approximator.FUNCTIONS`) into the
-  hidden layer of the MLP approximator;
+- an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU, ELU, Softplus, Mish:
+  `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator; a max pooling after one of them pools
+  it above its floor (`maxpool_above`);
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
 
@@ -287,7 +288,7 @@ class _Reformer:
                 return self.maxpool(name, op, v)
             if v.floor is None:
                 raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU, nor a function "
-                                         "bounded below (GELU, SiLU, HardSwish, Sigmoid, Tanh): it may be any "
+                                         "bounded below (an approximated one: GELU, SiLU, Mish, ...): it may be any "
                                          "value < 0")
             return self.maxpool_above(name, op, v)
         if isinstance(op, o.Slice):

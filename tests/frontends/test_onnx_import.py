@@ -575,6 +575,15 @@ OP_CASES = {
     "gelu_erf_half_x": gelu_erf_case("half_x"),
     "gelu_erf_doubled": gelu_erf_case("doubled"),
     "gelu_erf_1d": gelu_erf_case("half_after", SIGNAL),
+    # ELU, SELU, Softplus, Mish (an op from opset 18; x * Tanh(Softplus(x)) before)
+    "elu": unary_case("Elu", alpha=0.5),
+    "elu_1d": unary_case("Elu", SIGNAL),
+    "selu": unary_case("Selu"),
+    "selu_params": unary_case("Selu", alpha=2.0, gamma=0.5),
+    "softplus": unary_case("Softplus"),
+    "mish": unary_case("Mish", opset=18),
+    "mish_expanded": ([oh.make_node("Softplus", ["x"], ["sp"]), oh.make_node("Tanh", ["sp"], ["t"]),
+                       oh.make_node("Mul", ["t", "x"], ["y"])], IMG, {}),
     # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
     "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
     "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
@@ -1013,6 +1022,18 @@ def test_gelu_of_a_scaled_value_with_a_rounded_sqrt2() -> None:
     model = make_model(nodes, IMG, inits=inits)
     check(model, IMG)
     assert canonicalize(load_onnx(model)).op_counts() == {"Input": 1, "ScaleShift": 1, "Gelu": 1}
+
+
+def test_mish_expanded_is_one_mish() -> None:
+    nodes = [oh.make_node("Softplus", ["x"], ["sp"]), oh.make_node("Tanh", ["sp"], ["t"]),
+             oh.make_node("Mul", ["x", "t"], ["y"])]
+    assert load_onnx(make_model(nodes, IMG)).op_counts() == {"Input": 1, "Mish": 1}
+
+
+def test_selu_with_a_scale_not_above_zero_is_refused() -> None:
+    model = make_model([oh.make_node("Selu", ["x"], ["y"], name="s", gamma=-1.0)], IMG)
+    with pytest.raises(ModelError, match=r"node 's' \(Selu\): attribute gamma -1.0 must be > 0"):
+        load_onnx(model)
 
 
 GELU_REFUSALS = {  # nodes after x -> the node and reason the one line must name

@@ -411,8 +411,10 @@ def test_concat_of_a_relu_output_and_a_signed_value_is_exact() -> None:
     check(before, images(6, 2, 4, 4))
 
 
-@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu(), o.Gelu(), o.Gelu("tanh")],
-                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu", "Gelu", "Gelu_tanh"])
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.Tanh(), o.HardSwish(), o.Silu(), o.Gelu(), o.Gelu("tanh"), o.Elu(),
+                                o.Elu(1.6733, 1.0507), o.Softplus(), o.Mish()],
+                         ids=["Sigmoid", "Tanh", "HardSwish", "Silu", "Gelu", "Gelu_tanh", "Elu", "Selu", "Softplus",
+                              "Mish"])
 def test_an_approximated_function_of_a_relu_output_is_well_formed(op: o.Op) -> None:
     """Regression: the approximator stacked copies of a grouped (identity) op, which read the wrong groups and
     made a core whose weights did not fit its inputs."""
@@ -446,8 +448,8 @@ def test_a_gelu_of_a_signed_preactivation_is_approximated(approximate: str) -> N
     assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
 
-@pytest.mark.parametrize("op", [o.Silu(), o.Gelu(), o.HardSwish(), o.Tanh(), o.Sigmoid()],
-                         ids=["Silu", "Gelu", "HardSwish", "Tanh", "Sigmoid"])
+@pytest.mark.parametrize("op", [o.Silu(), o.Gelu(), o.HardSwish(), o.Tanh(), o.Sigmoid(), o.Elu(), o.Mish()],
+                         ids=["Silu", "Gelu", "HardSwish", "Tanh", "Sigmoid", "Elu", "Mish"])
 @pytest.mark.parametrize("pool", [o.MaxPool((2, 2), (2, 2)), o.MaxPool((3, 3), (1, 1), (1, 1, 1, 1))],
                          ids=["2x2", "3x3_same"])
 def test_a_max_pool_of_a_function_bounded_below_is_lifted_over_its_floor(op: o.Op, pool: o.MaxPool) -> None:
