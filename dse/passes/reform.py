@@ -51,10 +51,13 @@ class Term:
 @dataclass(frozen=True)
 class Terms:
     """value = sum(coeff * node[:, start:start+count]); `floor`: a bound below which the value does not go, where
-    one is known by construction (an approximated function: `HingeFit.lowest`), else None."""
+    one is known by construction (an approximated function: `HingeFit.lowest`), else None; `lifted`: a node
+    holding ``[value - floor; 1]`` (a max pooling's output, `maxpool_above`), which a next max pooling reads as
+    it is."""
 
     terms: tuple[Term, ...]
     floor: float | None = None
+    lifted: str | None = None
 
     @property
     def nonneg(self) -> bool:
@@ -398,15 +401,17 @@ class _Reformer:
         the fit's range, so the ReLU changes nothing there; past it, where a saturating fit may drift below L,
         it clips to L, nearer the function than the fit) beside as many always-on units; the max-pooling tree
         (`maxpool`) takes both, and the always-on units pooled carry the ``+ L`` with the pooled shape (a zero
-        padding after them sees zero, as in the original)."""
+        padding after them sees zero, as in the original). A max pooling of that output (SPPF's chain) pools it
+        again as it is: it already holds ``[v - L; 1]`` (`Terms.lifted`)."""
         assert v.floor is not None
         shape = self.shape_of(v)
-        lin = identity(shape)
-        lift = stacked(dataclasses.replace(lin, bias=lin.bias - v.floor), 0.0, np.ones(shape[0]))
-        node = self.core(f"{name}_lift", lift, v)
-        pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0]
-        return Terms((Term(pooled.node, 0, shape[0], 1.0), Term(pooled.node, shape[0], shape[0], v.floor)),
-                     v.floor)
+        node = v.lifted
+        if node is None:
+            lin = identity(shape)
+            lift = stacked(dataclasses.replace(lin, bias=lin.bias - v.floor), 0.0, np.ones(shape[0]))
+            node = self.core(f"{name}_lift", lift, v)
+        pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0].node
+        return Terms((Term(pooled, 0, shape[0], 1.0), Term(pooled, shape[0], shape[0], v.floor)), v.floor, pooled)
 
     def fixed_core(self, base: str, weight: np.ndarray, groups: int, src: str,
                    stride: tuple[int, int] = (1, 1), padding: o.Pads = (0, 0, 0, 0)) -> str:

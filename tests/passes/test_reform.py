@@ -467,6 +467,7 @@ def test_a_max_pool_of_a_function_bounded_below_is_lifted_over_its_floor(op: o.O
     conv = run64(before, xs, keep=["conv"])["conv"]
     after = run_pass("reform", before, samples={"conv": conv})
     assert only_chip_ops(after)
+    assert [n.name for n in after if n.name.endswith("_lift")] == ["pool_lift"]  # the second pool reads the first
     reference = run64(before, xs)["fc"]
     assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
