@@ -9,8 +9,10 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
   and HardSigmoid (imported as a ScaleShift and a Clip(0, 1));
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU, ELU, Softplus, Mish:
-  `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator; a max pooling after one of them pools
-  it above its floor (`maxpool_above`);
+  `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator;
+- a MaxPool into a tree of fixed ReLU cores (`pool_tree`): of a value >= 0 directly; of an approximated function
+  above its floor (`maxpool_above`); of a signed pair or a LeakyRelu as a max tree minus a min tree
+  (`maxpool_pair`);
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
 
@@ -53,11 +55,13 @@ class Terms:
     """value = sum(coeff * node[:, start:start+count]); `floor`: a bound below which the value does not go, where
     one is known by construction (an approximated function: `HingeFit.lowest`), else None; `lifted`: a node
     holding ``[value - floor; 1]`` (a max pooling's output, `maxpool_above`), which a next max pooling reads as
-    it is."""
+    it is; `disjoint`: two terms ``P - c N`` (c > 0) of which at most one is non-zero at any element (a signed
+    pair relu(s), relu(-s); a PRelu's two ReLUs), so that ``max(value) = max(P) - c min(N)`` (`maxpool_pair`)."""
 
     terms: tuple[Term, ...]
     floor: float | None = None
     lifted: str | None = None
+    disjoint: bool = False
 
     @property
     def nonneg(self) -> bool:
@@ -116,7 +120,7 @@ class _Reformer:
         for t in v.terms:
             node = self.add(name, op, self.whole(t))
             out.append(Term(node, 0, self.b.shape(node)[0], t.coeff))
-        return Terms(tuple(out))
+        return Terms(tuple(out), disjoint=v.disjoint)
 
     def core(self, base: str, lin: LinearSpec, src: Terms, *, fixed: bool = False) -> str:
         """One ReLU core-op computing relu(lin(src)) over the concatenation of the terms' nodes."""
@@ -169,7 +173,7 @@ class _Reformer:
         if v.pool:
             return self.pool_terms(v)
         node = self.core(base, stacked(lin, -1.0, -lin.bias, keep_groups=not for_host), v.src)
-        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)), disjoint=True)
 
     def pool_terms(self, v: Pending) -> Terms:
         """An average pooling of a signed sum of terms, term by term: each node the terms read is pooled by one
@@ -223,7 +227,9 @@ class _Reformer:
         neg = dataclasses.replace(lin, weight=-np.abs(slope).reshape(-1, 1, 1, 1) * lin.weight,
                                   bias=-np.abs(slope) * lin.bias)
         pos_node, neg_node = self.core(name, lin, p.src), self.core(f"{name}_neg", neg, p.src)
-        return Terms((Term(pos_node, 0, n_out, 1.0), Term(neg_node, 0, n_out, 1.0 if np.any(slope < 0) else -1.0)))
+        negative = bool(np.any(slope < 0))  # then both terms are >= 0: no pair to pool as one
+        return Terms((Term(pos_node, 0, n_out, 1.0), Term(neg_node, 0, n_out, 1.0 if negative else -1.0)),
+                     disjoint=not negative)
 
     def shape_of(self, v: Terms) -> Shape:
         t = v.terms[0]
@@ -289,11 +295,12 @@ class _Reformer:
             v = self.signed(ins[0])
             if len(v.terms) == 1 and v.nonneg:
                 return self.maxpool(name, op, v)
-            if v.floor is None:
-                raise UnsupportedOpError("MaxPool", name, "its input is not the output of a ReLU, nor a function "
-                                         "bounded below (an approximated one: GELU, SiLU, Mish, ...): it may be any "
-                                         "value < 0")
-            return self.maxpool_above(name, op, v)
+            if v.floor is not None:
+                return self.maxpool_above(name, op, v)
+            if v.disjoint:
+                return self.maxpool_pair(name, op, v)
+            raise UnsupportedOpError("MaxPool", name, "its input is a sum of values that may be < 0 (not a ReLU's "
+                                     "output, a signed pair, a LeakyRelu or an approximated function)")
         if isinstance(op, o.Slice):
             v = self.signed(ins[0])
             return Terms(tuple(
@@ -342,58 +349,48 @@ class _Reformer:
         pos = self.add(f"{name}_pos", op, *(self.whole(p.terms[0]) for p in pairs))
         neg = self.add(f"{name}_neg", op, *(self.whole(p.terms[-1]) for p in pairs))
         c = self.b.shape(pos)[0]
-        return Terms((Term(pos, 0, c, 1.0), Term(neg, 0, c, -1.0)))
+        return Terms((Term(pos, 0, c, 1.0), Term(neg, 0, c, -1.0)), disjoint=True)
 
     def maxpool(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
-        """max over each window as a tree of fixed ReLU core-ops on codes of one scale (exact for x >= 0).
-
-        Stage 1 is a depthwise convolution over the window; every later stage a depthwise 1x1. Each value
-        of the tree is a sum of neuron outputs ("parts"); a pair (a, b) becomes relu(a - b), relu(b).
-        """
+        """max over each window of a value >= 0 (one term): a tree of fixed ReLU core-ops (`pool_tree`)."""
         src = self.whole(v.terms[0])
+        return Terms((Term(self.pool_tree(name, op, src, "max"), 0, self.b.shape(src)[0], 1.0),))
+
+    def pool_tree(self, name: str, op: o.MaxPool, src: str, kind: str) -> str:
+        """The max (or min) over each window of `src` (>= 0) as a tree of fixed ReLU core-ops on codes of one
+        scale, exact: stage 1 a depthwise convolution over the window, every later stage a depthwise 1x1. Each
+        value of the tree is a signed sum of the last stage's neuron outputs ("parts"); two values a, b become
+        the parts relu(a - b), relu(b) of max = their sum, or relu(a), relu(a - b) of min = their difference
+        (a, b >= 0, so relu(a) = a and min(a, b) = a - relu(a - b)); a value left over passes as one part."""
         if overhangs(op, self.b.shape(src)):
             raise UnsupportedOpError("MaxPool", name, "ceil_mode=1 with a last window past the padding")
         channels = self.b.shape(src)[0]
         kh, kw = op.kernel
-        n = kh * kw
-        # stage 1: window elements -> parts; values are lists of part indices into the stage output
-        rows: list[np.ndarray] = []  # per part: weight over the window (kh*kw)
-        values: list[list[int]] = []
-        for a in range(0, n - 1, 2):
-            ra, rb = np.zeros(n), np.zeros(n)
-            ra[a], ra[a + 1], rb[a + 1] = 1.0, -1.0, 1.0
-            values.append([len(rows), len(rows) + 1])
-            rows += [ra, rb]
-        if n % 2:
-            last = np.zeros(n)
-            last[n - 1] = 1.0
-            values.append([len(rows)])
-            rows.append(last)
-        weight = dilate(np.stack(rows).reshape(len(rows), 1, kh, kw), op.dilation)
-        stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, src,
-                                stride=op.stride, padding=op.padding)
-        parts_per = len(rows)
-        while len(values) > 1 or len(values[0]) > 1:
-            new_rows, new_values = [], []
-            for i in range(0, len(values) - 1, 2):
-                a, b = values[i], values[i + 1]
-                ra, rb = np.zeros(parts_per), np.zeros(parts_per)
-                ra[a], ra[b], rb[b] = 1.0, -1.0, 1.0
-                new_values.append([len(new_rows), len(new_rows) + 1])
-                new_rows += [ra, rb]
+        values: list[np.ndarray] = list(np.eye(kh * kw))  # each tap, as coefficients over the window's taps
+        node, first = src, True
+        while first or len(values) > 1 or np.count_nonzero(values[0]) > 1:
+            rows: list[np.ndarray] = []
+            parts: list[list[tuple[int, float]]] = []  # each new value: (row, coefficient) pairs
+            for a, b in zip(values[0:-1:2], values[1::2], strict=False):
+                rows += [a - b, b] if kind == "max" else [a, a - b]
+                parts.append([(len(rows) - 2, 1.0), (len(rows) - 1, 1.0 if kind == "max" else -1.0)])
             if len(values) % 2:
-                if len(values) == 1:  # one value of several parts left: sum them
-                    r = np.zeros(parts_per)
-                    r[values[0]] = 1.0
-                else:
-                    r = np.zeros(parts_per)
-                    r[values[-1]] = 1.0
-                new_values.append([len(new_rows)])
-                new_rows.append(r)
-            weight = np.stack(new_rows).reshape(len(new_rows), parts_per, 1, 1)
-            stage = self.fixed_core(f"{name}_max", np.tile(weight, (channels, 1, 1, 1)), channels, stage)
-            values, parts_per = new_values, len(new_rows)
-        return Terms((Term(stage, 0, channels, 1.0),))
+                rows.append(values[-1])
+                parts.append([(len(rows) - 1, 1.0)])
+            weight = np.stack(rows)
+            if first:
+                weight = dilate(weight.reshape(len(rows), 1, kh, kw), op.dilation)
+                node = self.fixed_core(f"{name}_{kind}", np.tile(weight, (channels, 1, 1, 1)), channels, node,
+                                       stride=op.stride, padding=op.padding)
+            else:
+                weight = weight.reshape(len(rows), -1, 1, 1)
+                node = self.fixed_core(f"{name}_{kind}", np.tile(weight, (channels, 1, 1, 1)), channels, node)
+            values = [np.zeros(len(rows)) for _ in parts]
+            for value, terms in zip(values, parts, strict=True):
+                for row, coeff in terms:
+                    value[row] = coeff
+            first = False
+        return node
 
     def maxpool_above(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
         """max over each window of a value bounded below by L (`Terms.floor`: an approximated function, whose
@@ -412,6 +409,21 @@ class _Reformer:
             node = self.core(f"{name}_lift", lift, v)
         pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0].node
         return Terms((Term(pooled, 0, shape[0], 1.0), Term(pooled, shape[0], shape[0], v.floor)), v.floor, pooled)
+
+    def maxpool_pair(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
+        """max over each window of ``P - c N`` where at most one of P, N is non-zero at any element
+        (`Terms.disjoint`: a convolution's output as its signed pair, a LeakyRelu): a window with an element > 0
+        has its max in P, and N is 0 there; a window without has max(P) = 0 and its max is ``-c min(N)``. So
+        ``max(P) - c min(N)``: a max tree of P and a min tree of N (`pool_tree`). The pooling's own padding is
+        refused: a min tree would read its zeros as values (an explicit zero Pad before it is data, and fine)."""
+        if any(op.padding):
+            raise UnsupportedOpError("MaxPool", name, "padding of a value that may be < 0 (a convolution's or a "
+                                     "LeakyRelu's output): its min tree would read the padding as zeros")
+        pos, neg = v.terms
+        high = self.pool_tree(name, op, self.whole(pos), "max")
+        low = self.pool_tree(f"{name}_neg", op, self.whole(neg), "min")
+        c = self.b.shape(high)[0]
+        return Terms((Term(high, 0, c, 1.0), Term(low, 0, c, neg.coeff)), disjoint=True)
 
     def fixed_core(self, base: str, weight: np.ndarray, groups: int, src: str,
                    stride: tuple[int, int] = (1, 1), padding: o.Pads = (0, 0, 0, 0)) -> str:

@@ -184,15 +184,6 @@ def test_maxpool_tree_is_exact_with_ties(kernel: tuple[int, int], stride: tuple[
         assert op.groups == 2  # depthwise: a channel never reads another
 
 
-def test_maxpool_of_a_signed_value_is_refused() -> None:
-    b = GraphBuilder()
-    x = b.add("x", o.Input((1, 6, 6)))
-    y = b.add("conv", o.Conv(rand(2, 1, 3, 3), None), x)
-    before = b.build([b.add("pool", o.MaxPool((2, 2), (2, 2)), y)])
-    with pytest.raises(UnsupportedOpError, match=r"MaxPool.*pool"):
-        reform(before)
-
-
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "dilation"),
     [((2, 2), (1, 1), (0, 0, 0, 0), (2, 2)), ((3, 2), (2, 1), (1, 1, 1, 0), (2, 3)),
@@ -472,13 +463,57 @@ def test_a_max_pool_of_a_function_bounded_below_is_lifted_over_its_floor(op: o.O
     assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
 
-def test_a_max_pool_of_a_signed_value_is_still_refused() -> None:
+@pytest.mark.parametrize("act", [None, o.PRelu(np.float32(0.1)),
+                                 o.PRelu(np.array([0.2, 0.5, 1.5], np.float32).reshape(3, 1, 1))],
+                         ids=["conv", "leaky", "prelu"])
+@pytest.mark.parametrize("pool", [o.MaxPool((2, 2), (2, 2)), o.MaxPool((3, 3), (1, 1)),
+                                  o.MaxPool((2, 2), (1, 1), dilation=(2, 2))], ids=["2x2", "3x3_s1", "dilated"])
+def test_a_max_pool_of_a_signed_pair_is_a_max_tree_and_a_min_tree(act: o.Op | None, pool: o.MaxPool) -> None:
+    """A max pooling straight after a convolution, or after a LeakyRelu (darknet, YOLOv3): the value is
+    relu(s) - c relu(-s), never both non-zero, so max = max(relu(s)) - c min(relu(-s)); exact, and a second
+    pooling of the result too."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 7, 7)))
+    y = b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=141), rand(3, seed=142), padding=(1, 1, 1, 1)), x)
+    if act is not None:
+        y = b.add("act", act, y)
+    y = b.add("pool2", o.MaxPool((2, 2), (1, 1)), b.add("pool", pool, y))
+    y = b.add("flat", o.Reshape((int(np.prod(b.shape(y))),)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, b.shape(y)[0], seed=143), rand(4, seed=144)), y)])
+    after = check(before, images(16, 2, 7, 7))
+    assert after.of_type(o.CoreOp) and any(n.name.startswith("pool_neg_min") for n in after)
+
+
+def test_an_explicit_zero_pad_before_a_max_pool_of_a_leaky_relu_is_data() -> None:
+    """YOLOv3-tiny's ZeroPad2d((0, 1, 0, 1)) and 2x2 stride-1 max pooling after a LeakyRelu: the Pad's zeros are
+    values of the original (they take part in the max), so the pair is padded and both trees read them."""
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 6, 6)))
-    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=139), None), x))
-    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=140), None), b.add("flat", o.Reshape((27,)), y))])
-    with pytest.raises(UnsupportedOpError, match=r"MaxPool at node 'pool': its input is not the output of a ReLU, "
-                                                 r"nor a function bounded below"):
+    y = b.add("act", o.PRelu(np.float32(0.1)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=150), rand(3, seed=151)), x))
+    y = b.add("pool", o.MaxPool((2, 2), (1, 1)), b.add("pad", o.Pad((0, 0, 1, 1)), y))
+    before = b.build([b.add("fc", o.Linear(rand(4, 48, seed=152), None), b.add("flat", o.Reshape((48,)), y))])
+    check(before, images(16, 2, 6, 6))
+
+
+def test_a_padded_max_pool_of_a_signed_pair_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=145), None), x)
+    y = b.add("pool", o.MaxPool((3, 3), (1, 1), (1, 1, 1, 1)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, 48, seed=146), None), b.add("flat", o.Reshape((48,)), y))])
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool at node 'pool': padding of a value that may be < 0"):
+        reform(before)
+
+
+def test_a_max_pool_of_a_sum_of_signed_values_is_refused() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    s = b.add("sum", o.Add(), b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=147), None), x),
+              b.add("c2", o.Conv(rand(3, 2, 3, 3, seed=148), None), x))
+    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), s)
+    before = b.build([b.add("fc", o.Linear(rand(4, 12, seed=149), None), b.add("flat", o.Reshape((12,)), y))])
+    with pytest.raises(UnsupportedOpError, match=r"MaxPool at node 'pool': its input is a sum of values that may "
+                                                 r"be < 0"):
         reform(before)
 
 
