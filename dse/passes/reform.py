@@ -7,7 +7,8 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
 
 - a Relu turns it into one ReLU core-op; a PRelu/LeakyRelu into two, ``relu(s)`` and ``relu(-|a| s)``;
 - a Clip(0, hi) into a core-op emitting ``relu(s)`` and ``relu(s - hi)`` (their difference is the clip): ReLU6,
-  and HardSigmoid (imported as a ScaleShift and a Clip(0, 1));
+  and HardSigmoid (imported as a ScaleShift and a Clip(0, 1)); a Clip(lo, hi) with lo != 0 (HardTanh) into
+  ``relu(s - lo)``, ``relu(s - hi)`` and always-on units carrying lo (`hinge_core`);
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU, ELU, Softplus, Mish:
   `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator;
 - a MaxPool into a tree of fixed ReLU cores (`pool_tree`): of a value >= 0 directly; of an approximated function
@@ -196,9 +197,12 @@ class _Reformer:
         return self.relu(base, Pending(identity(self.shape_of(v)), v, base))
 
     def clip(self, base: str, v: Value, lo: float | None, hi: float | None, name: str) -> Terms:
-        if lo is not None and lo != 0:
-            raise UnsupportedOpError("Clip", name, f"a lower bound of {lo} (only 0 or none is supported)")
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, base)
+        if lo is not None and lo != 0:  # lo + relu(s - lo) - relu(s - hi): HardTanh's Clip(-1, 1), exact
+            knots = [lo] if hi is None else [lo, hi]
+            node, n_out = self.hinge_core(base, p, knots), p.lin.weight.shape[0]
+            return Terms((*(Term(node, k * n_out, n_out, c) for k, c in enumerate((1.0, -1.0)[: len(knots)])),
+                          Term(node, len(knots) * n_out, n_out, lo)), lo)
         if lo is None:  # min(s, hi) = s - relu(s - hi)
             s = self.signed(p)
             if hi is None:
@@ -322,16 +326,22 @@ class _Reformer:
                                  "(the network overflows or its weights are not finite)")
         fit = fit_hinges(fn, samples, self.width)
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
-        lin, n_out = p.lin, p.lin.weight.shape[0]
-        width = len(fit.knots)
-        # stacked copies of a grouped op would read the wrong groups (see `stacked`): expand it, mask kept
-        weight, mask = expand_groups(lin.weight, lin.groups) if lin.groups > 1 else (lin.weight, lin.mask)
-        bias = np.concatenate([lin.bias - t for t in fit.knots] + [np.ones(n_out)])
-        hidden = LinearSpec(np.concatenate([weight] * width + [np.zeros_like(weight)]), bias, lin.stride,
-                            lin.padding, 1, lin.dense, None if mask is None else np.concatenate([mask] * (width + 1)))
-        node = self.core(f"{name}_hidden", hidden, p.src)
+        node, n_out, width = self.hinge_core(f"{name}_hidden", p, fit.knots), p.lin.weight.shape[0], len(fit.knots)
         terms = [Term(node, k * n_out, n_out, float(a)) for k, a in enumerate(fit.coeffs) if a != 0.0]
         return Terms((*terms, Term(node, width * n_out, n_out, fit.const)), fit.lowest)
+
+    def hinge_core(self, base: str, p: Pending, knots: list[float] | np.ndarray) -> str:
+        """One core of the units relu(s - t) for each knot t (knot-major channels) and as many always-on units
+        (zero weights, bias 1), s the pending linear op: the approximator's hidden layer, a Clip's two ReLUs and
+        its constant lower bound."""
+        lin, n_out = p.lin, p.lin.weight.shape[0]
+        # stacked copies of a grouped op would read the wrong groups (see `stacked`): expand it, mask kept
+        weight, mask = expand_groups(lin.weight, lin.groups) if lin.groups > 1 else (lin.weight, lin.mask)
+        bias = np.concatenate([lin.bias - t for t in knots] + [np.ones(n_out)])
+        units = len(knots) + 1
+        spec = LinearSpec(np.concatenate([weight] * len(knots) + [np.zeros_like(weight)]), bias, lin.stride,
+                          lin.padding, 1, lin.dense, None if mask is None else np.concatenate([mask] * units))
+        return self.core(base, spec, p.src)
 
     def concat(self, name: str, op: o.Concat, vs: list[Terms]) -> Terms:
         if op.axis != 0:

@@ -615,6 +615,7 @@ COMPILED_CASES = (
     "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
+    "clip_both_13", "clip_attrs_10", "clip_attr_min_10",
     "prelu_channels", "signal_join",
 )
 

@@ -118,13 +118,13 @@ def test_clip_with_a_missing_bound_is_exact(lo: float | None, hi: float | None) 
     check(before, images(64, 4) * 3)
 
 
-def test_clip_with_a_nonzero_lower_bound_is_refused_naming_the_node() -> None:
+def test_clip_with_a_nonzero_lower_bound_as_the_output_is_exact() -> None:
+    """Clip(-1, 6) of a Linear read by the host: its two ReLUs and the always-on units carrying -1 sum in one
+    core before the readout."""
     b = GraphBuilder()
     x = b.add("x", o.Input((4,)))
-    y = b.add("fc", o.Linear(rand(3, 4), None), x)
-    before = b.build([b.add("clip6", o.Clip(-1.0, 6.0), y)])
-    with pytest.raises(UnsupportedOpError, match=r"Clip.*clip6"):
-        reform(before)
+    y = b.add("fc", o.Linear(rand(3, 4, scale=3), None), x)
+    check(b.build([b.add("clip6", o.Clip(-1.0, 6.0), y)]), images(32, 4))
 
 
 # --- max pooling: an exact tree of fixed ReLU cores ---------------------------------------------------------
@@ -492,6 +492,19 @@ def test_an_explicit_zero_pad_before_a_max_pool_of_a_leaky_relu_is_data() -> Non
     y = b.add("act", o.PRelu(np.float32(0.1)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=150), rand(3, seed=151)), x))
     y = b.add("pool", o.MaxPool((2, 2), (1, 1)), b.add("pad", o.Pad((0, 0, 1, 1)), y))
     before = b.build([b.add("fc", o.Linear(rand(4, 48, seed=152), None), b.add("flat", o.Reshape((48,)), y))])
+    check(before, images(16, 2, 6, 6))
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(-1.0, 1.0), (-0.5, None), (0.5, 6.0), (-0.3, -0.3)],
+                         ids=["hardtanh", "floor_only", "above_zero", "constant"])
+def test_a_clip_with_a_lower_bound_is_exact_and_may_be_max_pooled(lo: float, hi: float | None) -> None:
+    """clip(s, lo, hi) = lo + relu(s - lo) - relu(s - hi): one core of the two ReLUs and always-on units; the
+    value is >= lo, so a max pooling pools it above that floor."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("clip", o.Clip(lo, hi), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=153, scale=2), rand(3, seed=154)), x))
+    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, 12, seed=155), None), b.add("flat", o.Reshape((12,)), y))])
     check(before, images(16, 2, 6, 6))
 
 
