@@ -20,7 +20,7 @@ from dse.ir import ops as o
 # The element-wise ops the chip lacks, by IR op type, as functions of the op and a float64 array. (HardSigmoid is
 # piecewise linear and imports exactly as a ScaleShift and a Clip; HardSwish, x * HardSigmoid(x), is quadratic on
 # [-3, 3]; Silu is x * Sigmoid(x); Gelu is x * Phi(x), Phi the normal distribution function, whose erf numpy
-# lacks: torch's, in float64.)
+# lacks: torch's, in float64; Elu is ELU and SELU; Mish is x * tanh(softplus(x)).)
 FUNCTIONS: dict[type[o.Op], Callable[[o.Op, np.ndarray], np.ndarray]] = {
     o.Sigmoid: lambda op, x: 1.0 / (1.0 + np.exp(-x)),
     o.Tanh: lambda op, x: np.tanh(x),
@@ -48,10 +48,11 @@ class HingeFit:
     @property
     def lowest(self) -> float:
         """The fit's minimum up to its last knot: below the first knot it is `const`, between knots linear. Beyond
-        the last knot its slope is the sum of the coefficients: >= 0 for GELU, SiLU and HardSwish (the identity
-        there), about 0 for Sigmoid and Tanh, which saturate, and may be slightly negative: past the calibration
-        range the fit can then go below this, where the function itself does not (every function here is bounded
-        below: GELU at -0.17, SiLU -0.28, HardSwish -0.375, Tanh -1, Sigmoid 0)."""
+        the last knot its slope is the sum of the coefficients: > 0 for GELU, SiLU, Mish, HardSwish, ELU and
+        Softplus (about their slope there), about 0 for Sigmoid and Tanh, which saturate, and may be slightly
+        negative: past the calibration range the fit can then go below this, where the function itself does not
+        (every function here is bounded below: GELU at -0.17, SiLU -0.28, Mish -0.31, HardSwish -0.375, Tanh -1,
+        ELU -alpha * gamma, Sigmoid and Softplus 0)."""
         return float(min(self.const, self(self.knots).min()))
 
 
