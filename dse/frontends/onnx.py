@@ -801,6 +801,20 @@ class _Importer:
             raise UnsupportedOpError("GlobalAveragePool", name, f"input {per} is not (C, L) or (C, H, W)")
         self.unary(node, name, o.GlobalAvgPool())
 
+    def _global_max_pool(self, node: NodeProto, name: str) -> None:
+        """The max over the whole map: a MaxPool whose window is the map ((1, L) on a (C, L) signal's image), the
+        same max tree as any max pooling."""
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        if len(per) not in (2, 3):
+            raise UnsupportedOpError("GlobalMaxPool", name, f"input {per} is not (C, L) or (C, H, W)")
+        window = tuple(per[1:]) if len(per) == 3 else (1, per[1])
+        pool = o.MaxPool(kernel=window, stride=(1, 1))
+        if len(per) == 2:
+            self.bind_on_image(node, pool, x)
+        else:
+            self.bind(node, self.emit(node.output[0], pool, x))
+
     def _batchnorm(self, node: NodeProto, name: str) -> None:
         attrs = _attrs(node)
         if int(attrs.get("training_mode", 0)):
@@ -1185,6 +1199,7 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "MaxPool": _Importer._pool,
     "AveragePool": _Importer._pool,
     "GlobalAveragePool": _Importer._global_avg_pool,
+    "GlobalMaxPool": _Importer._global_max_pool,
     "BatchNormalization": _Importer._batchnorm,
     "Flatten": _Importer._flatten,
     "Reshape": _Importer._reshape,

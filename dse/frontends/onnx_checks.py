@@ -258,6 +258,7 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "AveragePool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1)),
                     one_of("count_include_pad", (0, 1))),
     "GlobalAveragePool": (),
+    "GlobalMaxPool": (),
     "Gemm": (finite("alpha", "beta"), one_of("transA", (0, 1)), one_of("transB", (0, 1))),
     "MatMul": (),  # the converter checks the contracted sizes
     "Add": (broadcastable,),

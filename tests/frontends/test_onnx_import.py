@@ -567,6 +567,8 @@ OP_CASES = {
     "silu_expanded": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["x", "g"], ["y"])], IMG, {}),
     "silu_1d": ([oh.make_node("Sigmoid", ["x"], ["g"]), oh.make_node("Mul", ["g", "x"], ["y"])], SIGNAL, {}),
     # GELU: ONNX's Gelu (opset 20), both forms; and erf's expansion as exporters write it below opset 20
+    "global_max_pool": unary_case("GlobalMaxPool"),
+    "global_max_pool_1d": unary_case("GlobalMaxPool", SIGNAL),
     "gelu": unary_case("Gelu", opset=20),
     "gelu_tanh": unary_case("Gelu", opset=20, approximate="tanh"),
     "gelu_1d": unary_case("Gelu", SIGNAL, opset=20),
@@ -615,7 +617,7 @@ COMPILED_CASES = (
     "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
-    "clip_both_13", "clip_attrs_10", "clip_attr_min_10",
+    "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
     "prelu_channels", "signal_join",
 )
 

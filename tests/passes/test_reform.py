@@ -484,6 +484,16 @@ def test_a_max_pool_of_a_signed_pair_is_a_max_tree_and_a_min_tree(act: o.Op | No
     assert after.of_type(o.CoreOp) and any(n.name.startswith("pool_neg_min") for n in after)
 
 
+def test_a_global_max_pool_of_a_leaky_relu_is_exact() -> None:
+    """GlobalMaxPool imports as a MaxPool whose window is the map: 25 taps, a tree five stages deep, max and min."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 7, 7)))
+    y = b.add("act", o.PRelu(np.float32(0.1)), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=156), rand(3, seed=157)), x))
+    y = b.add("gmp", o.MaxPool((5, 5), (1, 1)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, 3, seed=158), None), b.add("flat", o.Reshape((3,)), y))])
+    check(before, images(16, 2, 7, 7))
+
+
 def test_an_explicit_zero_pad_before_a_max_pool_of_a_leaky_relu_is_data() -> None:
     """YOLOv3-tiny's ZeroPad2d((0, 1, 0, 1)) and 2x2 stride-1 max pooling after a LeakyRelu: the Pad's zeros are
     values of the original (they take part in the max), so the pair is padded and both trees read them."""
