@@ -94,10 +94,14 @@ def _pool(b: _Builder) -> None:
 def _unary(b: _Builder) -> None:
     x, shape = b.last
     op = b.draw(st.sampled_from(["Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Identity",
-                                 "Softmax"]))
+                                 "Softmax", "Elu", "Selu", "Softplus"]))
     attrs = {}
     if op == "LeakyRelu":
         attrs = {"alpha": b.draw(st.sampled_from([0.01, 0.2, float("nan")]))}
+    if op == "Elu":
+        attrs = {"alpha": b.draw(st.sampled_from([1.0, 0.5, float("inf")]))}
+    if op == "Selu":
+        attrs = {"gamma": b.draw(st.sampled_from([1.0507, -1.0]))}
     if op == "HardSigmoid":
         attrs = {"alpha": b.draw(st.sampled_from([0.2, 1 / 6, float("inf")])), "beta": 0.5}
     if op == "Softmax":
