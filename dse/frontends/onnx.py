@@ -99,8 +99,8 @@ _ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, 
 _ERF_FORM = "Erf is supported only inside GELU, x * (1 + erf(x / sqrt(2))) / 2"
 
 
-def _number(c: np.ndarray | None) -> float | None:
-    """The value of a constant that holds one number, else None."""
+def _number(c: object) -> float | None:
+    """The value of a constant (an array or an attribute) that holds one number, else None."""
     return None if c is None or np.asarray(c).size != 1 else float(np.asarray(c).reshape(-1)[0])
 
 
@@ -693,7 +693,8 @@ class _Importer:
                 self.bind_result(node, o.Gelu(), self.values[x])
                 if 2 * factor * scaled[1] != 1.0:
                     scale = np.array(2 * factor * scaled[1], np.float32)
-                    self._scale_result(node, o.ScaleShift(scale=scale, shift=np.zeros_like(scale)))
+                    self.bind_result(node, o.ScaleShift(scale=scale, shift=np.zeros_like(scale)),
+                                     self.values[node.output[0]])
                 return
         raise UnsupportedOpError(node.op_type, name, f"reads {part!r}, a part of erf(x / sqrt(2)): {_ERF_FORM}")
 
@@ -710,14 +711,6 @@ class _Importer:
         if not self.is_data(x) or not value:
             return None
         return x, value if src.op_type == "Mul" else 1 / value
-
-    def _scale_result(self, node: NodeProto, op: o.ScaleShift) -> None:
-        """`op` on the node's output as bound (on its image when it is a (C, L) signal), bound in its place."""
-        y = self.values[node.output[0]]
-        if self.is_signal(y):
-            self.bind_on_image(node, op, y)
-        else:
-            self.bind(node, self.emit(f"{node.output[0]}_scaled", op, y))
 
     def _hard_sigmoid(self, node: NodeProto, name: str) -> None:
         """``max(0, min(1, alpha * x + beta))``: piecewise linear, so exact as a ScaleShift and a Clip(0, 1) (two ReLU
@@ -750,7 +743,7 @@ class _Importer:
         def bound(v: object) -> float | None:
             if v is None:
                 return None
-            value = float(np.asarray(v).reshape(-1)[0]) if np.asarray(v).size == 1 else None
+            value = _number(v)
             if value is None:
                 raise UnsupportedOpError("Clip", name, "bounds must be scalars")
             # Old opsets default to +-FLT_MAX for a missing bound: that is no bound.
@@ -809,11 +802,7 @@ class _Importer:
         if len(per) not in (2, 3):
             raise UnsupportedOpError("GlobalMaxPool", name, f"input {per} is not (C, L) or (C, H, W)")
         window = tuple(per[1:]) if len(per) == 3 else (1, per[1])
-        pool = o.MaxPool(kernel=window, stride=(1, 1))
-        if len(per) == 2:
-            self.bind_on_image(node, pool, x)
-        else:
-            self.bind(node, self.emit(node.output[0], pool, x))
+        self.bind_result(node, o.MaxPool(kernel=window, stride=(1, 1)), x)
 
     def _batchnorm(self, node: NodeProto, name: str) -> None:
         attrs = _attrs(node)
