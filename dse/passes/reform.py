@@ -309,7 +309,7 @@ class _Reformer:
             v = self.signed(ins[0])
             return Terms(tuple(
                 Term(t.node, t.start + op.start, op.stop - op.start, t.coeff) for t in v.terms
-            ), v.floor)
+            ), v.floor, disjoint=v.disjoint)  # the same channels of each term: a bound and disjointness stay
         if isinstance(op, o.Concat):
             return self.concat(name, op, [self.signed(v) for v in ins])
         if type(op) in FUNCTIONS:

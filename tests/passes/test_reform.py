@@ -518,6 +518,16 @@ def test_a_clip_with_a_lower_bound_is_exact_and_may_be_max_pooled(lo: float, hi:
     check(before, images(16, 2, 6, 6))
 
 
+def test_a_max_pool_of_a_channel_slice_of_a_signed_pair_is_exact() -> None:
+    """A Slice takes the same channels of both parts of a pair, which stay disjoint, as through any wiring."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("half", o.Slice(1, 3), b.add("conv", o.Conv(rand(4, 2, 3, 3, seed=159), rand(4, seed=160)), x))
+    y = b.add("pool", o.MaxPool((2, 2), (2, 2)), y)
+    before = b.build([b.add("fc", o.Linear(rand(3, 8, seed=161), None), b.add("flat", o.Reshape((8,)), y))])
+    check(before, images(16, 2, 6, 6))
+
+
 def test_a_padded_max_pool_of_a_signed_pair_is_refused() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 6, 6)))
