@@ -30,6 +30,7 @@ import math
 import os
 import re
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -93,10 +94,28 @@ _ELEMENTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, 
                 o.Identity)
 
 
-# GELU as exporters expand it below opset 20 (torch's TorchScript exporter, tf2onnx):
-# ``x * (1 + erf(x / sqrt(2)))``, times 1/2 before or after. Erf has no core-op form of its own; in this
-# product it is `Gelu` (`_Importer._erf`, `_gelu_step`).
+# GELU as exporters expand it below opset 20 (torch's TorchScript exporter, tf2onnx, dynamo at 18):
+# ``x * (1 + erf(x / sqrt(2)))``, times 1/2 before or after, and the tanh form
+# ``x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`` with x^3 as ``x * (x * x)`` or ``Pow(x, 3)``. Erf,
+# Pow and the product of x with itself have no core-op form of their own; in these products they are `Gelu`
+# (`_Importer._erf`, `_pow`, `_gelu_step`).
 _ERF_FORM = "Erf is supported only inside GELU, x * (1 + erf(x / sqrt(2))) / 2"
+_TANH_FORM = ("a power of a data tensor is supported only inside GELU's tanh form, "
+              "x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))) / 2")
+_FORMS = {"none": ("erf(x / sqrt(2))", _ERF_FORM), "tanh": ("x^3 or tanh(...)", _TANH_FORM)}
+_CUBIC = 0.044715  # the tanh form's coefficient of x^3
+
+
+class _GeluPart(NamedTuple):
+    """A value of GELU's expansion of data tensor `x` that has no IR node: `factor` times the `stage`'s value,
+    "square" x^2, "cube" x^3, "poly" x + 0.044715 x^3, "act" erf(x / sqrt(2)) or tanh(sqrt(2/pi) * poly),
+    "gate" 1 + act; `form` is the Gelu's `approximate` ("none": erf, "tanh"), `origin` the op that began it."""
+
+    stage: str
+    x: str
+    factor: float
+    form: str
+    origin: str
 
 
 def _number(c: object) -> float | None:
@@ -166,9 +185,7 @@ class _Importer:
         self.used: set[str] = set()
         self.made: dict[str, tuple[o.Op, tuple[str, ...]]] = {}  # IR node name -> (op, inputs)
         self.producer: dict[str, NodeProto] = {}  # ONNX tensor name -> the node that computes it
-        # ONNX tensor name -> (stage, x, factor): a value of GELU's expansion of data tensor x that has no IR
-        # node ("erf": erf(x / sqrt(2)); "gate": factor * (1 + that))
-        self.gelu_parts: dict[str, tuple[str, str, float]] = {}
+        self.gelu_parts: dict[str, _GeluPart] = {}  # ONNX tensor name -> a value of GELU's expansion
         self.largest_const = 0  # bytes of the largest tensor the file holds (the constant folder's budget)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -291,8 +308,9 @@ class _Importer:
         outputs = []
         for out in g.output:
             if out.name in self.gelu_parts:
-                raise UnsupportedOpError("Erf", out.name,
-                                         f"the graph's output is a part of erf(x / sqrt(2)): {_ERF_FORM}")
+                part = self.gelu_parts[out.name]
+                what, form = _FORMS[part.form]
+                raise UnsupportedOpError(part.origin, out.name, f"the graph's output is a part of {what}: {form}")
             if out.name not in self.values:
                 raise ModelError(f"model {self.label}: output {out.name!r} does not depend on the data input")
             outputs.append(self.values[out.name])
@@ -641,8 +659,11 @@ class _Importer:
 
     def _mul_tensors(self, node: NodeProto, name: str) -> None:
         """``x * g(x)`` with `g` a gate of the same x (`_GATED`: how exporters write HardSwish before opset 14,
-        SiLU/Swish, and Mish before opset 18) is that one element-wise op; any other product of two data tensors
-        is refused."""
+        SiLU/Swish, and Mish before opset 18) is that one element-wise op; ``x * x`` begins GELU's tanh form
+        (`_gelu_step`); any other product of two data tensors is refused."""
+        if node.input[0] == node.input[1]:
+            self.gelu_parts[node.output[0]] = _GeluPart("square", node.input[0], 1.0, "tanh", "Mul")
+            return
         for x, gate in (node.input[:2], node.input[1::-1]):
             for chain, make in _GATED.items():
                 outer = self._gate_chain(gate, chain, x)
@@ -672,31 +693,61 @@ class _Importer:
         scaled = self._scaled(node.input[0])
         if scaled is None or not _near(scaled[1], 1 / math.sqrt(2)):
             raise UnsupportedOpError("Erf", name, f"its input is not x / sqrt(2): {_ERF_FORM}")
-        self.gelu_parts[node.output[0]] = ("erf", scaled[0], 1.0)
+        self.gelu_parts[node.output[0]] = _GeluPart("act", scaled[0], 1.0, "none", "Erf")
+
+    def _pow(self, node: NodeProto, name: str) -> None:
+        """``Pow(x, 3)`` (``Pow(x, 2)``) of a data tensor x begins GELU's tanh form, as the dynamo exporter writes
+        it; any other power is refused."""
+        x, exponent = node.input[0], _number(self.consts.get(node.input[1]))
+        if not self.is_data(x) or exponent not in (2.0, 3.0):
+            raise UnsupportedOpError("Pow", name, f"not a square or cube of the data: {_TANH_FORM}")
+        stage = "cube" if exponent == 3.0 else "square"
+        self.gelu_parts[node.output[0]] = _GeluPart(stage, x, 1.0, "tanh", "Pow")
 
     def _gelu_step(self, node: NodeProto, name: str, part: str) -> None:
-        """A node reading a part of GELU's expansion (`gelu_parts`): ``1 + erf(...)`` is the gate, the gate times
-        or divided by a constant is a gate too, and the gate times ``c * x`` is that multiple of ``2 * Gelu(x)``
-        (1/2 in all, as exporters write it: Gelu itself); anything else is refused."""
-        stage, x, factor = self.gelu_parts[part]
+        """A node reading a part of GELU's expansion (`gelu_parts`, `_GeluPart` names the stages): the next stage
+        where the node computes it, a multiple of a part where the node multiplies or divides it by a constant,
+        and the gate times ``c * x``: that multiple of ``2 * Gelu(x)`` (1/2 in all, as exporters write it: Gelu
+        itself); anything else is refused."""
+        p = self.gelu_parts[part]
+        nxt = self._gelu_next(node, part, p)
+        if isinstance(nxt, _GeluPart):
+            self.gelu_parts[node.output[0]] = nxt
+            return
+        if nxt is not None:  # the gate times nxt * x
+            self.bind_result(node, o.Gelu(p.form), self.values[p.x])
+            if 2 * p.factor * nxt != 1.0:
+                scale = np.array(2 * p.factor * nxt, np.float32)
+                self.bind_result(node, o.ScaleShift(scale=scale, shift=np.zeros_like(scale)),
+                                 self.values[node.output[0]])
+            return
+        what, form = _FORMS[p.form]
+        raise UnsupportedOpError(node.op_type, name, f"reads {part!r}, a part of {what}: {form}")
+
+    def _gelu_next(self, node: NodeProto, part: str, p: _GeluPart) -> _GeluPart | float | None:
+        """What `node` makes of part `p`: the next part, the constant c of a final ``gate * c * x``, or None
+        (not GELU's expansion)."""
+        op = node.op_type
+        if op == "Tanh":
+            if p.stage == "poly" and _near(p.factor, math.sqrt(2 / math.pi)):
+                return p._replace(stage="act", factor=1.0)
+            return None
         other = [t for t in node.input if t != part]
-        if len(node.input) == 2 and len(other) == 1:
-            op, c = node.op_type, _number(self.consts.get(other[0]))
-            if op == "Add" and stage == "erf" and _near(c, 1.0):
-                self.gelu_parts[node.output[0]] = ("gate", x, 1.0)
-                return
-            if stage == "gate" and c and (op == "Mul" or (op == "Div" and node.input[0] == part)):
-                self.gelu_parts[node.output[0]] = ("gate", x, factor * c if op == "Mul" else factor / c)
-                return
-            scaled = (x, 1.0) if other[0] == x else self._scaled(other[0])
-            if op == "Mul" and stage == "gate" and scaled is not None and scaled[0] == x:
-                self.bind_result(node, o.Gelu(), self.values[x])
-                if 2 * factor * scaled[1] != 1.0:
-                    scale = np.array(2 * factor * scaled[1], np.float32)
-                    self.bind_result(node, o.ScaleShift(scale=scale, shift=np.zeros_like(scale)),
-                                     self.values[node.output[0]])
-                return
-        raise UnsupportedOpError(node.op_type, name, f"reads {part!r}, a part of erf(x / sqrt(2)): {_ERF_FORM}")
+        if len(node.input) != 2 or len(other) != 1:
+            return None
+        c = _number(self.consts.get(other[0]))
+        if c and p.stage != "act" and (op == "Mul" or (op == "Div" and node.input[0] == part)):
+            return p._replace(factor=p.factor * c if op == "Mul" else p.factor / c)
+        if op == "Add" and p.stage == "act" and _near(c, 1.0):
+            return p._replace(stage="gate")
+        if other[0] != p.x:  # the rest read x itself, or the gate's c * x
+            scaled = self._scaled(other[0])
+            return scaled[1] if op == "Mul" and p.stage == "gate" and scaled and scaled[0] == p.x else None
+        if op == "Mul" and p.stage == "square":
+            return p._replace(stage="cube")
+        if op == "Add" and p.stage == "cube" and _near(p.factor, _CUBIC):
+            return p._replace(stage="poly", factor=1.0)
+        return 1.0 if op == "Mul" and p.stage == "gate" else None
 
     def _scaled(self, h: str) -> tuple[str, float] | None:
         """(x, c) where tensor `h` is a Mul or Div of data tensor x by a constant number c (not 0): ``h = c * x``;
@@ -1181,6 +1232,7 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Softplus": lambda self, node, name: self.unary(node, name, o.Softplus()),
     "Mish": lambda self, node, name: self.unary(node, name, o.Mish()),
     "Erf": _Importer._erf,
+    "Pow": _Importer._pow,
     "Pad": _Importer._pad,
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),
     "Tanh": lambda self, node, name: self.unary(node, name, o.Tanh()),
@@ -1209,7 +1261,7 @@ SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS))
 """ONNX op types the importer handles: those in `_CONVERTERS` on the data path, plus ops that only compute
 constants. Any other standard op is accepted too when all its inputs are constants (it is folded)."""
 
-OP_FORMS: dict[str, str] = {"Erf": "only inside GELU"}
+OP_FORMS: dict[str, str] = {"Erf": "only inside GELU", "Pow": "only inside GELU's tanh form"}
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""
 
 

