@@ -54,3 +54,16 @@ def test_a_preset_folder_that_is_not_there_is_refused(tmp_path: Path) -> None:
     """Hydra only warned, and composed without the user's presets."""
     with pytest.raises(ConfigError, match=rf"^hydra\.searchpath: {tmp_path}/nope is not a folder of presets"):
         compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}/nope]"])
+
+
+@pytest.mark.parametrize("override", ["hydra.sweep.dir=out", "hydra.job.chdir=true", "+hydra.verbose=true",
+                                      "hydra.output_subdir=null"])
+@pytest.mark.parametrize("command", ["compile", "sweep"])
+def test_a_hydra_key_dse_does_not_read_is_refused(command: str, override: str) -> None:
+    """Hydra accepts every key of its own section, and dse composes without Hydra's runtime: `hydra.sweep.dir`
+    was taken and the sweep wrote into results/ all the same."""
+    key = override.split("=")[0].lstrip("+")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(override)}: dse does not read {re.escape(key)}; .*"
+                                          r"hydra\.run\.dir \(the run folder"):
+        compose_config(command, [override])
+    assert compose_config(command, ["hydra.run.dir=out"]).hydra.run.dir == "out"

@@ -24,6 +24,10 @@ from dse.config.schemas import GROUP_SCHEMAS, CompileConfig, SweepConfig, check_
 from dse.errors import ConfigError
 
 CONF_PACKAGE = "dse.conf"
+# Hydra's own keys that dse reads; Hydra accepts every other key of its section (hydra.sweep.dir, hydra.job.*,
+# hydra.verbose, ...), but dse composes its config without Hydra's runtime, so such a setting would be ignored
+HYDRA_KEYS_READ = {"hydra.run.dir": "the run folder, of a compile and of a sweep alike",
+                   "hydra.searchpath": "folders of your own presets"}
 SCHEMAS = {"compile": CompileConfig, "sweep": SweepConfig}  # the schema of each command's config
 
 
@@ -45,6 +49,7 @@ def presets(group: str) -> list[str]:
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     """Compose `dse/conf/<config_name>.yaml` with command-line overrides; any mistake is one ConfigError line."""
     register_schemas()
+    _check_hydra_keys(overrides)
     try:
         with initialize_config_module(config_module=CONF_PACKAGE, version_base=None), warnings.catch_warnings():
             # Hydra only warns of a search path that is not there, and composes without the user's presets
@@ -64,6 +69,15 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     check_choices(SCHEMAS[config_name], cfg)
     _name_user_model(cfg, overrides)
     return cfg
+
+
+def _check_hydra_keys(overrides: list[str]) -> None:
+    """Refuse an override of a key of Hydra's section that dse does not read (`HYDRA_KEYS_READ`)."""
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if (key == "hydra" or key.startswith("hydra.")) and key not in HYDRA_KEYS_READ:
+            read = "; ".join(f"{k} ({what})" for k, what in HYDRA_KEYS_READ.items())
+            raise ConfigError(f"{o}: dse does not read {key}; of Hydra's keys it reads {read}")
 
 
 def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
