@@ -827,9 +827,11 @@ class _Importer:
         self.only_first_output(node, name)
         if node.op_type == "MaxPool":
             op: o.Op = o.MaxPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation)
-        else:
+        else:  # without pads or overhang the divisor is the window whatever count_include_pad says: one form
+            # (torch's dynamo exporter writes 1 for an adaptive pooling, its TorchScript exporter 0)
+            counted = bool(int(attrs.get("count_include_pad", 0))) and (any(pads) or ceil_mode)
             op = o.AvgPool(kernel=kernel, stride=stride, padding=pads, ceil_mode=ceil_mode, dilation=dilation,
-                           count_include_pad=bool(int(attrs.get("count_include_pad", 0))))
+                           count_include_pad=counted)
         if one_d:
             self.bind_on_image(node, op, x)
         else:
@@ -1120,6 +1122,64 @@ class _Importer:
             cut = (lo, hi)
         self.unary(node, name, o.Slice(*cut) if cut is not None else o.Identity())
 
+    def _split(self, node: NodeProto, name: str) -> None:
+        """Split along the channel (feature) axis, as torch writes ``x.chunk(k, 1)`` and ``x.split(sizes, 1)``
+        (CSP and C2f blocks, ShuffleNetV2's channel split): each output is a channel Slice of x. The sizes are
+        the `split` input (opset 13 on) or attribute (before), else equal parts: ``num_outputs`` of them (opset
+        18 on; the last one smaller where the axis does not divide) or one per output."""
+        x = self.data(node, name, 0)
+        attrs = _attrs(node)
+        rank = len(self.shapes[x]) + 1
+        axis = int(attrs.get("axis", 0))
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise UnsupportedOpError("Split", name, "splits the batch axis")
+        if axis != 1:
+            raise UnsupportedOpError("Split", name, f"axis {axis}: the IR slices only a contiguous range of the "
+                                     "channel (feature) axis")
+        size, parts = self.shapes[x][0], len(node.output)
+        raw = self.const(node, name, 1, "split", optional=True) if self.opset >= 13 else attrs.get("split")
+        if raw is not None:
+            sizes = [int(v) for v in np.asarray(raw).reshape(-1)]
+        else:
+            each = -(-size // parts)  # ONNX: ceil, the last part takes what is left
+            sizes = [min(each, size - k * each) for k in range(parts)]
+        if len(sizes) != parts or sum(sizes) != size or min(sizes) <= 0:
+            raise ModelError(f"node {name!r} (Split): parts {sizes} do not split the {size} channels into "
+                             f"{parts} outputs")
+        lo = 0
+        for out, n in zip(node.output, sizes, strict=True):
+            if out:
+                op = o.Identity() if n == size else o.Slice(lo, lo + n)
+                self.values[out] = self.emit(out, op, x)
+            lo += n
+
+    def _transpose(self, node: NodeProto, name: str) -> None:
+        """A channel shuffle (ShuffleNet: ``x.view(n, g, c // g, h, w).transpose(1, 2)``, then a view back): x is a
+        Reshape that splits the channel axis of y into (a, b), and the permutation swaps those two axes; the
+        result is y's channels in the order ``b``-major (`_pick_channels`), viewed as (b, a, ...). The identity
+        permutation is nothing; any other is refused (the IR keeps each value's axes as they are)."""
+        x = self.data(node, name, 0)
+        per = self.shapes[x]
+        rank = len(per) + 1
+        perm = [int(p) for p in _attrs(node).get("perm", range(rank - 1, -1, -1))]
+        if sorted(perm) != list(range(rank)):
+            raise ModelError(f"node {name!r} (Transpose): perm {perm} is not a permutation of the {rank} axes")
+        if perm == list(range(rank)):
+            self.bind(node, x)
+            return
+        if perm[0] != 0:
+            raise UnsupportedOpError("Transpose", name, "moves the batch axis")
+        op, inputs = self.made[x]
+        if rank >= 3 and perm == [0, 2, 1, *range(3, rank)] and isinstance(op, o.Reshape):
+            y, (a, b) = inputs[0], per[:2]
+            if self.shapes[y] == (a * b, *per[2:]):
+                shuffled = self._pick_channels(node.output[0], y, [i * b + j for j in range(b) for i in range(a)])
+                self.bind(node, self.reshape(node.output[0], shuffled, (b, a, *per[2:])))
+                return
+        raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle (a Reshape that splits "
+                                 "the channel axis in two, then a swap of those two axes) is supported")
+
     def _pick_channels(self, base: str, x: str, index: list[int]) -> str:
         """Channels `index` (non-negative) of axis 1 of `x`, in that order: each run of consecutive indices is
         one Slice, and the runs are concatenated on the channel axis."""
@@ -1253,6 +1313,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Squeeze": _Importer._squeeze,
     "Unsqueeze": _Importer._unsqueeze,
     "Slice": _Importer._slice,
+    "Split": _Importer._split,
+    "Transpose": _Importer._transpose,
     "Gather": _Importer._gather,
     "ReduceMean": _Importer._reduce_mean,
 }

@@ -289,6 +289,8 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Softmax": (axis_in_range(default=1),),
     "Flatten": (axis_in_range(default=1, end=1),),
     "Concat": (axis_in_range(default=None),),
+    "Split": (axis_in_range(default=0),),
+    "Transpose": (),  # perm: the converter checks it
     "Gather": (axis_in_range(default=0),),
     "Reshape": (one_of("allowzero", (0, 1)),),
     "Shape": (),

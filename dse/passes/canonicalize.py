@@ -8,6 +8,9 @@ rule that fires, drops what no output reads, and walks again until no rule fires
 - `drop_output_softmax`: a Softmax that is a graph output is removed: argmax does not change.
 - `relu_before_max_pool`: MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool
   tree sees values >= 0.
+- `max_pool_below_wiring`: a MaxPool of channels routed from several nodes (a Concat of branches, as between
+  Inception modules; a channel shuffle's slices) moves below that wiring, each source pooled once: the max is
+  per channel, so the value is the same, and each max-pool tree then pools one core's codes, of one step.
 - `fold_zero_pad`: a zero Pad (an explicit ``F.pad``/``ZeroPad2d``, TF-style "same" padding) folds into the
   convolutions and poolings that read it: a Conv pads with zeros anyway; an AvgPool then counts the padding in
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
@@ -117,6 +120,44 @@ def relu_before_max_pool(b: GraphBuilder, node: Node) -> bool:
         return False
     b.replace(node.name, o.Relu(), node.inputs)
     b.replace(users[0].name, node.op, (node.name,))
+    return True
+
+
+_CHANNEL_WIRING = (o.Concat, o.Slice, o.Gather)  # ops that only route channels (a Concat on the channel axis)
+
+
+def _routes_channels(op: o.Op) -> bool:
+    return isinstance(op, _CHANNEL_WIRING) and (not isinstance(op, o.Concat) or op.axis == 0)
+
+
+def _channel_sources(b: GraphBuilder, name: str) -> set[str]:
+    """The nodes whose channels node `name` routes (through `_CHANNEL_WIRING`); {name} for any other op."""
+    node = b[name]
+    if not _routes_channels(node.op):
+        return {name}
+    return set().union(*(_channel_sources(b, i) for i in node.inputs))
+
+
+def _same_op(a: o.Op, c: o.Op) -> bool:
+    return type(a) is type(c) and all(getattr(a, f.name) == getattr(c, f.name) for f in dataclasses.fields(a))
+
+
+def max_pool_below_wiring(b: GraphBuilder, node: Node) -> bool:
+    """A MaxPool of channels routed from several nodes becomes the same routing of each input pooled: a max pool
+    is per channel, so it commutes with a Concat on the channel axis, a Slice and a Gather. The max-pool tree
+    (`reform.pool_tree`) passes codes through with +-1 weights, so its input must be of one code step: one
+    core's output, not a mix of cores'. An input pooled already by an equal MaxPool before this node is
+    pooled once (a shuffle slices one concatenation many times)."""
+    wiring = b[node.inputs[0]]
+    if not _routes_channels(wiring.op) or len(_channel_sources(b, wiring.name)) < 2:
+        return False
+    order = {name: k for k, name in enumerate(b.names())}
+    pooled = []
+    for src in wiring.inputs:
+        same = [r.name for r in b.readers(src)
+                if isinstance(r.op, o.MaxPool) and _same_op(r.op, node.op) and order[r.name] < order[node.name]]
+        pooled.append(same[0] if same else b.insert_before(node.name, f"{src}_pool", node.op, src))
+    b.replace(node.name, wiring.op, tuple(pooled))
     return True
 
 
@@ -235,7 +276,7 @@ def fold_scale_shift_into_consumers(b: GraphBuilder, node: Node) -> bool:
 RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.Identity: (drop_identity,),
     o.Softmax: (drop_output_softmax,),
-    o.MaxPool: (relu_before_max_pool,),
+    o.MaxPool: (relu_before_max_pool, max_pool_below_wiring),
     o.Pad: (fold_zero_pad,),
     o.ScaleShift: (drop_unit_scale_shift, merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
                    fold_scale_shift_into_consumers),

@@ -48,9 +48,14 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
                        "the IR has one data input, and these ops take no constant operand", UnsupportedOpError,
                        r"concatenating a tensor with a constant|must be the data tensor, not a constant"),
     "batch_axis": ("the op reduces, moves, slices or merges the batch axis (axis 0), which the IR keeps free: "
-                   "Softmax/Flatten/Gather/Slice/Squeeze/Unsqueeze on axis 0, a Reshape that does not keep the "
-                   "batch, Gemm transA, ReduceMean over all axes, MatMul of 1-D data (its only axis is the batch)",
+                   "Softmax/Flatten/Gather/Slice/Split/Squeeze/Unsqueeze on axis 0, a Transpose that moves it, a "
+                   "Reshape that does not keep the batch, Gemm transA, ReduceMean over all axes, MatMul of 1-D data "
+                   "(its only axis is the batch)",
                    UnsupportedOpError, r"batch"),
+    "layout": ("a Transpose other than a channel shuffle, or a Split of another axis than the channels (depth to "
+               "space, space to depth, rotary embeddings): the IR keeps each value's axes as they are and slices "
+               "only its channel axis", UnsupportedOpError,
+               r"only a channel shuffle|slices only a contiguous range of the channel"),
     "not_2d": ("3-D pooling: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs as 2-D pooling of the "
                "(C, 1, L) image)", UnsupportedOpError, r"only 2-D is supported"),
     "training": ("training mode (BatchNormalization or Dropout with training_mode=1)", UnsupportedOpError,
@@ -161,7 +166,24 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_reduce_mean_default_axes_keepdims_random", "test_reshape_allowzero_reordered",
         "test_reshape_negative_extended_dims", "test_reshape_one_dim", "test_reshape_reordered_all_dims",
         "test_slice", "test_slice_default_axes", "test_slice_default_steps", "test_slice_neg_steps",
-        "test_slice_negative_axes", "test_softmax_axis_0", "test_squeeze", "test_unsqueeze_axis_0",
+        "test_slice_negative_axes", "test_softmax_axis_0", "test_split_1d_uneven_split_opset18",
+        "test_split_equal_parts_1d_opset13", "test_split_equal_parts_1d_opset18",
+        "test_split_equal_parts_default_axis_opset13", "test_split_equal_parts_default_axis_opset18",
+        "test_split_variable_parts_1d_opset13", "test_split_variable_parts_1d_opset18",
+        "test_split_variable_parts_default_axis_opset13", "test_split_variable_parts_default_axis_opset18",
+        "test_split_zero_size_splits_opset13", "test_split_zero_size_splits_opset18", "test_squeeze",
+        "test_transpose_all_permutations_2", "test_transpose_all_permutations_3", "test_transpose_all_permutations_4",
+        "test_transpose_all_permutations_5", "test_transpose_default", "test_unsqueeze_axis_0",
+    ),
+    "layout": (
+        "test_depthtospace_crd_mode_example_expanded", "test_depthtospace_example_expanded",
+        "test_rotary_embedding_3d_input_expanded", "test_rotary_embedding_expanded",
+        "test_rotary_embedding_interleaved_expanded", "test_rotary_embedding_no_position_ids_expanded",
+        "test_rotary_embedding_no_position_ids_interleaved_expanded",
+        "test_rotary_embedding_no_position_ids_rotary_dim_expanded",
+        "test_rotary_embedding_with_interleaved_rotary_dim_expanded", "test_rotary_embedding_with_rotary_dim_expanded",
+        "test_spacetodepth_crd_mode_example_expanded", "test_spacetodepth_dcr_mode_example_expanded",
+        "test_spacetodepth_example_expanded", "test_spacetodepth_expanded", "test_transpose_all_permutations_1",
     ),
     "not_2d": (
         "test_averagepool_3d_default",

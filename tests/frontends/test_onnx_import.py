@@ -432,6 +432,33 @@ def gelu_tanh_case(form: str, in_shape=IMG) -> tuple:
     return nodes, in_shape, {k: v for k, v in c.items() if any(k in n.input for n in nodes)}
 
 
+def split_case(sizes: list[int] | None, parts: int, *, in_shape=IMG, opset: int = 17, order: tuple = ()) -> tuple:
+    """Split on the channel axis into `parts` outputs (sizes given as the input, the attribute before opset 13,
+    else equal, or `num_outputs` from 18), concatenated again in `order` (default: reversed)."""
+    outs = [f"s{k}" for k in range(parts)]
+    attrs = {"axis": 1}
+    inputs, inits = ["x"], {}
+    if sizes is not None and opset >= 13:
+        inputs, inits = ["x", "sz"], {"sz": np.array(sizes, np.int64)}
+    elif sizes is not None:
+        attrs["split"] = sizes
+    if opset >= 18 and sizes is None:
+        attrs["num_outputs"] = parts
+    nodes = [oh.make_node("Split", inputs, outs, **attrs),
+             oh.make_node("Concat", [outs[k] for k in (order or range(parts - 1, -1, -1))], ["y"], axis=1)]
+    return nodes, in_shape, inits, {"opset": opset}
+
+
+def shuffle_case(groups: int, in_shape=(6, 3, 2)) -> tuple:
+    """ShuffleNet's channel shuffle: Reshape to (N, g, C/g, ...), Transpose(0, 2, 1, ...), Reshape back."""
+    c, rest = in_shape[0], list(in_shape[1:])
+    perm = [0, 2, 1, *range(3, 3 + len(rest))]
+    nodes = [oh.make_node("Reshape", ["x", "s1"], ["r"]), oh.make_node("Transpose", ["r"], ["t"], perm=perm),
+             oh.make_node("Reshape", ["t", "s2"], ["y"])]
+    return nodes, in_shape, {"s1": np.array([-1, groups, c // groups, *rest], np.int64),
+                             "s2": np.array([-1, c, *rest], np.int64)}
+
+
 def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
     return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
 
@@ -520,6 +547,18 @@ OP_CASES = {
     "slice_channels": slice_case([1], [3], [1]),
     "slice_channels_negative_open_end": slice_case([-3, 0], [2**62, 2**31 - 1], [1, 0]),
     "slice_whole_spatial_axes": slice_case([0, 1], [100, 4], [2, 1], [1, 1]),
+    # Split on the channel axis (torch's chunk and split), each part a channel Slice
+    "split_sizes_input": split_case([1, 3], 2),
+    "split_equal": split_case(None, 2),
+    "split_sizes_attribute_11": split_case([2, 1, 1], 3, opset=11),
+    "split_num_outputs_uneven_18": split_case(None, 3, opset=18, in_shape=(8, 3, 2), order=(2, 0, 1)),
+    "split_signal": split_case([3, 1], 2, in_shape=SIGNAL),
+    "split_vector": split_case([4, 2], 2, in_shape=(6,)),
+    # the channel shuffle (Reshape, Transpose, Reshape): a channel permutation
+    "channel_shuffle_2": shuffle_case(2),
+    "channel_shuffle_3": shuffle_case(3),
+    "channel_shuffle_vector": shuffle_case(2, in_shape=(6,)),
+    "transpose_identity": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 2, 3])], IMG, {}),
     "gather_scalar_channel": gather_case(2),
     "gather_channel_runs": gather_case([3, 0, 1, -1]),
     "gather_2d_indices_vector": gather_case([[0, 2], [5, 4]], in_shape=(6,)),
@@ -649,7 +688,8 @@ COMPILED_CASES = (
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
     "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
-    "prelu_channels", "signal_join",
+    "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
+    "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector",
 )
 
 
@@ -987,6 +1027,14 @@ UNSUPPORTED = {
     "slice_channel_step2": ([oh.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])], IMG,
                             {"s": np.array([0], dtype=np.int64), "e": np.array([4], dtype=np.int64),
                              "a": np.array([1], dtype=np.int64), "p": np.array([2], dtype=np.int64)}, "Slice"),
+    "split_spatial_axis": ([oh.make_node("Split", ["x", "sz"], ["a", "b"], axis=2),
+                            oh.make_node("Add", ["a", "b"], ["y"])], (4, 6, 6), {"sz": np.array([3, 3])}, "Split"),
+    "split_batch_axis": ([oh.make_node("Split", ["x"], ["a"], axis=0), oh.make_node("Relu", ["a"], ["y"])], IMG, {},
+                         "Split"),
+    "transpose_spatial": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2])], IMG, {}, "Transpose"),
+    "transpose_batch_axis": ([oh.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3])], IMG, {}, "Transpose"),
+    "transpose_channels_last": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], IMG, {},
+                                "Transpose"),
     "gather_batch_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=0)], IMG,
                           {"i": np.array([0], dtype=np.int64)}, "Gather"),
     "gather_spatial_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=2)], IMG,
@@ -1023,6 +1071,10 @@ def test_unsupported_variant(case: tuple) -> None:
 REFUSALS = {  # case -> what the one-line reason must say
     "mul_two_tensors": r"Mul at node 'Mul#1': a product of two data tensors \(squeeze-and-excitation gating",
     "pad_reflect": r"mode 'reflect': only constant zero padding",
+    "split_spatial_axis": r"Split at node 'Split#0': axis 2: the IR slices only a contiguous range of the channel",
+    "split_batch_axis": r"splits the batch axis",
+    "transpose_spatial": r"perm \[0, 1, 3, 2\]: only a channel shuffle",
+    "transpose_batch_axis": r"moves the batch axis",
     "pad_channel_axis": r"pad the batch or channel axis",
     "pad_negative_crop": r"negative pads .* \(a crop\)",
     "pad_nonzero_value": r"constant value 0.5: only zero padding",

@@ -66,6 +66,30 @@ def scale_shift_after_reshape() -> Graph:
     return chain((2, 3, 3), ("norm", o.ScaleShift(scale, shift)), ("flat", o.Reshape((18,))), ("fc", FC))
 
 
+def branches(pooled: bool, wiring: Callable[[GraphBuilder, str, str, str], str]) -> Graph:
+    """Two ReLU branches of one input, routed together by `wiring` (a Concat, a shuffle) and max-pooled; with
+    `pooled`, each branch pooled and then routed (the rule keeps the MaxPool's name for the routing's last op,
+    and names each new MaxPool after its input)."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    a = b.add("a", o.Relu(), b.add("ca", o.Conv(rand(2, 2, 1, 1, seed=11), rand(2, seed=12)), x))
+    c = b.add("c", o.Relu(), b.add("cc", o.Conv(rand(3, 2, 1, 1, seed=13), rand(3, seed=14)), x))
+    if pooled:
+        return b.build([wiring(b, b.add("a_pool", POOL, a), b.add("c_pool", POOL, c), "pool")])
+    return b.build([b.add("pool", POOL, wiring(b, a, c, "cat"))])
+
+
+def concat(b: GraphBuilder, a: str, c: str, last: str) -> str:
+    return b.add(last, o.Concat(0), a, c)
+
+
+def shuffle(b: GraphBuilder, a: str, c: str, last: str) -> str:
+    """The channels of Concat(a, c) as three Slices concatenated again in another order."""
+    cat = b.add("cat", o.Concat(0), a, c)
+    parts = [b.add(f"s{k}", o.Slice(lo, hi), cat) for k, (lo, hi) in enumerate([(3, 5), (0, 1), (1, 3)])]
+    return b.add(last, o.Concat(0), *parts)
+
+
 CASES = [
     Case(c.drop_identity, "id", lambda: chain((2, 5, 5), ("id", o.Identity()), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", CONV)), (2, 5, 5)),
@@ -75,6 +99,9 @@ CASES = [
     Case(c.relu_before_max_pool, "pool", lambda: chain((2, 6, 6), ("pool", POOL), ("relu", o.Relu())),
          lambda: chain((2, 6, 6), ("pool", o.Relu()), ("relu", POOL)), (2, 6, 6)),
     Case(c.relu_before_max_pool, "pool", lambda: chain((2, 6, 6), ("pool", POOL), ("conv", CONV)), None, (2, 6, 6)),
+    Case(c.max_pool_below_wiring, "pool", lambda: branches(False, concat), lambda: branches(True, concat), (2, 6, 6)),
+    Case(c.max_pool_below_wiring, "pool", lambda: chain((2, 6, 6), ("relu", o.Relu()), ("s", o.Slice(0, 1)),
+                                                        ("pool", POOL)), None, (2, 6, 6)),  # one source: stays
     Case(c.fold_zero_pad, "pad", lambda: chain((2, 5, 5), ("pad", o.Pad((1, 1, 1, 1), (0.0, 0.0))), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", PADDED)), (2, 5, 5)),
     Case(c.fold_zero_pad, "pad",  # a max-pool pads with -inf: zeros are the same only on values >= 0
@@ -134,6 +161,15 @@ def test_every_rule_has_a_case_that_fires_and_the_table_holds_only_rules() -> No
         for rule in rules:
             assert rule in fired, f"{rule.__name__} has no before/expected case"
     assert fired == {rule for rules in c.RULES.values() for rule in rules}
+
+
+def test_a_max_pool_of_a_shuffle_pools_each_source_once() -> None:
+    """The rule, applied until it stops, leaves one MaxPool per source however many slices route them."""
+    before = branches(False, shuffle)
+    after = c.canonicalize(before)
+    pools = after.of_type(o.MaxPool)
+    assert sorted(after[p.inputs[0]].name for p in pools) == ["a", "c"]
+    assert_same_function(before, after, images(16, 2, 6, 6))
 
 
 def test_graph_builder_edits_keep_readers_and_outputs() -> None:
