@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from dse.bounds import check_int
+from dse.choices import check_choice
 from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
 from dse.compile.report import (
     CompileReport,
@@ -53,6 +54,7 @@ from dse.ir.shapes import infer_shapes
 from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline, run_steps
 from dse.passes.approximator import FUNCTIONS
 from dse.passes.fit_crossbar import STRATEGIES
+from dse.passes.reform import ApproximatorOutput
 from dse.sim.evaluate import require_finite
 from dse.sim.float_exec import run_float
 from dse.sim.heap import keep_freed_memory
@@ -140,8 +142,10 @@ class Prepared:
 
 
 def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_samples: int | None = None,
-            approximator_width: int = 8, max_memory_gb: float | None = None) -> Prepared:
-    """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks.
+            approximator_width: int = 8, approximator_output: ApproximatorOutput = "merged",
+            max_memory_gb: float | None = None) -> Prepared:
+    """`approximator_width`: hidden units of the MLP that replaces each element-wise function the chip lacks;
+    `approximator_output`: its output layer merged into the weights of what reads it, or a core of its own.
 
     The calibration samples (the first `calib_samples` of ``dataset.x_train``) are read into memory; the test
     samples are read batch by batch, here and when the chip is evaluated. The float runs go in batches that
@@ -152,14 +156,17 @@ def prepare(graph: Graph, dataset: Dataset, *, name: str = "model", calib_sample
         raise ModelError(f"network {name!r} has {len(graph.outputs)} outputs ({', '.join(map(repr, graph.outputs))}); "
                          "dse compiles a network of one output: export the classifier's output alone")
     check_int("strategy.approximator_width", approximator_width, 2)
+    check_choice("strategy.approximator_output", approximator_output, ApproximatorOutput)
     start, meter = time.perf_counter(), StepMeter()
     keep_freed_memory()  # freed activations are reused, not faulted in again (dse.sim.heap)
     with meter.step("prepare"), compute_threads():
-        return _prepare(graph, dataset, name, calib_samples, approximator_width, max_memory_gb, start, meter)
+        return _prepare(graph, dataset, name, calib_samples, approximator_width, approximator_output,
+                        max_memory_gb, start, meter)
 
 
 def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | None, approximator_width: int,
-             max_memory_gb: float | None, start: float, meter: StepMeter) -> Prepared:
+             approximator_output: ApproximatorOutput, max_memory_gb: float | None, start: float,
+             meter: StepMeter) -> Prepared:
     trace: list[PassRecord] = []
     if calib_samples is not None or dataset.value_range is None:  # not yet selected (load_model selects)
         dataset = dataset.select(calib_samples)
@@ -172,7 +179,8 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
     samples = {k: v.numpy() for k, v in run_float(canonical, calib, keep=feeds, batch_size=batch).items()
                if k in feeds} if feeds else {}
     exact = run_pipeline(canonical, HardwareSpec(),
-                         [("reform", {"samples": samples, "approximator_width": approximator_width})], trace)
+                         [("reform", {"samples": samples, "approximator_width": approximator_width,
+                                      "approximator_output": approximator_output})], trace)
     if not exact.of_type(o.CoreOp):  # nothing to map, cost or tune: the cost model would divide by no cores
         raise ModelError(f"network {name!r} leaves nothing for the chip to compute (its output is its input, up "
                          "to ops that only move values)")

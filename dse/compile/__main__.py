@@ -86,7 +86,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     bound = cfg.compile.max_memory_gb
     check_memory(graph, data, tuning=tuning, max_memory_gb=bound)
     prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width,
-                       max_memory_gb=bound)
+                       approximator_output=cfg.strategy.approximator_output, max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
                      readout_k=cfg.strategy.readout_k, max_memory_gb=bound,
                      evaluate=montecarlo_from(cfg.evaluate),

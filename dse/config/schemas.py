@@ -19,6 +19,7 @@ from dse.cost.model import cost_model
 from dse.data.images import Preprocess
 from dse.hardware.spec import HardwareSpec
 from dse.passes.fit_crossbar import Strategy
+from dse.passes.reform import ApproximatorOutput
 from dse.sim.montecarlo import MonteCarlo
 from dse.tune.options import TuneOptions
 
@@ -108,6 +109,9 @@ class StrategyConfig:
     reencode_k: int = 1  # neurons carrying each value (population code for few I/O bits); 1 = off
     readout_k: int = 1  # neurons carrying each output the host reads (finer logits; spiking chips too); 1 = off
     approximator_width: int = 8  # hidden units of the MLP replacing each Sigmoid/Tanh the chip lacks
+    # its output layer: merged into the weights of what reads it (k + 1 channels per value), or a core of its own
+    # (2 per value: fewer crossbars downstream, one more layer)
+    approximator_output: ApproximatorOutput = "merged"
 
 
 @dataclass

@@ -152,7 +152,7 @@ def _run_trials(study, space: SearchSpace, options: StudyOptions, executor: Exec
         from dse.compile import prepare
 
         prepared = prepare(graph, data, name=cfg.model.name, approximator_width=cfg.strategy.approximator_width,
-                           max_memory_gb=bound)
+                           approximator_output=cfg.strategy.approximator_output, max_memory_gb=bound)
         timings["prepare"] = prepared.seconds
         executor.share(prepared)
         on_result, close_bar = progress_bar(progress, desc=options.name)

@@ -24,7 +24,8 @@ from dse.hardware.spec import HardwareSpec
 
 # The network is imported and its activations computed once per sweep, so only what compile() takes may vary.
 SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
-PREPARED = {"strategy.approximator_width"}  # ... and prepare() takes these: the sweep's one value is every trial's
+# ... and prepare() takes these: the sweep's one value is every trial's
+PREPARED = {"strategy.approximator_width", "strategy.approximator_output"}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
 
 
@@ -174,7 +175,7 @@ def check_path(cfg: DictConfig, path: str) -> None:
                           f"sweep one of its fields ({', '.join(f'{path}.{k}' for k in node)})")
     if path in PREPARED:
         raise ConfigError(f"search parameter {path} cannot be searched: the network is prepared once per sweep "
-                          f"with one value of it; run one sweep per value ({path}=N)")
+                          f"with one value of it; run one sweep per value ({path}=VALUE)")
 
 
 def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Mapping[str, str],

@@ -10,7 +10,8 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
   and HardSigmoid (imported as a ScaleShift and a Clip(0, 1)); a Clip(lo, hi) with lo != 0 (HardTanh) into
   ``relu(s - lo)``, ``relu(s - hi)`` and always-on units carrying lo (`hinge_core`);
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU, ELU, Softplus, Mish:
-  `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator;
+  `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator, whose output layer the consumers'
+  weights absorb (`approximator_output="merged"`) or a core of its own computes (`"core"`, `lift`);
 - a MaxPool into a tree of fixed ReLU cores (`pool_tree`): of a value >= 0 directly; of an approximated function
   above its floor (`maxpool_above`); of a signed pair or a LeakyRelu as a max tree minus a min tree
   (`maxpool_pair`);
@@ -31,9 +32,11 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
+from dse.choices import choices
 from dse.errors import NonFiniteError, UnsupportedOpError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -41,6 +44,12 @@ from dse.ir.graph import Graph, GraphBuilder
 from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
 from dse.passes.approximator import FUNCTIONS, fit_hinges
 from dse.passes.registry import register
+
+
+# The MLP approximator's output layer: "merged" into every consumer's weights (each reads the hinges and the
+# always-on units: k + 1 channels per value), or a "core" of its own emitting [v - L; 1] (2 per value)
+ApproximatorOutput = Literal["merged", "core"]
+APPROXIMATOR_OUTPUTS: tuple[ApproximatorOutput, ...] = choices(ApproximatorOutput)
 
 
 @dataclass(frozen=True)
@@ -97,10 +106,11 @@ Value = Terms | Pending
 
 
 class _Reformer:
-    def __init__(self, graph: Graph, samples: dict[str, np.ndarray], width: int) -> None:
+    def __init__(self, graph: Graph, samples: dict[str, np.ndarray], width: int,
+                 output: ApproximatorOutput) -> None:
         self.src = graph
         self.src_shapes = infer_shapes(graph)
-        self.samples, self.width = samples, width
+        self.samples, self.width, self.approximator_output = samples, width, output
         self.b = GraphBuilder()
         self.values: dict[str, Value] = {}
 
@@ -328,7 +338,19 @@ class _Reformer:
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         node, n_out, width = self.hinge_core(f"{name}_hidden", p, fit.knots), p.lin.weight.shape[0], len(fit.knots)
         terms = [Term(node, k * n_out, n_out, float(a)) for k, a in enumerate(fit.coeffs) if a != 0.0]
-        return Terms((*terms, Term(node, width * n_out, n_out, fit.const)), fit.lowest)
+        v = Terms((*terms, Term(node, width * n_out, n_out, fit.const)), fit.lowest)
+        return self.lift(name, v) if self.approximator_output == "core" else v
+
+    def lift(self, base: str, v: Terms) -> Terms:
+        """A value bounded below by L (`Terms.floor`: an approximated function, whose hinges sum to a signed value)
+        as one ReLU core of ``v - L`` (>= 0 over the fit's range, so the ReLU changes nothing there; past it,
+        where a saturating fit may drift below L, it clips to L, nearer the function than the fit) beside as
+        many always-on units carrying the ``+ L``: the terms ``[v - L; 1]`` of one node (`Terms.lifted`)."""
+        assert v.floor is not None
+        c = self.shape_of(v)[0]
+        lin = identity(self.shape_of(v))
+        node = self.core(base, stacked(dataclasses.replace(lin, bias=lin.bias - v.floor), 0.0, np.ones(c)), v)
+        return Terms((Term(node, 0, c, 1.0), Term(node, c, c, v.floor)), v.floor, node)
 
     def hinge_core(self, base: str, p: Pending, knots: list[float] | np.ndarray) -> str:
         """One core of the units relu(s - t) for each knot t (knot-major channels) and as many always-on units
@@ -404,19 +426,12 @@ class _Reformer:
 
     def maxpool_above(self, name: str, op: o.MaxPool, v: Terms) -> Terms:
         """max over each window of a value bounded below by L (`Terms.floor`: an approximated function, whose
-        hinges sum to a signed value): ``max(v) = max(v - L) + L``. One ReLU core computes ``v - L`` (>= 0 over
-        the fit's range, so the ReLU changes nothing there; past it, where a saturating fit may drift below L,
-        it clips to L, nearer the function than the fit) beside as many always-on units; the max-pooling tree
-        (`maxpool`) takes both, and the always-on units pooled carry the ``+ L`` with the pooled shape (a zero
-        padding after them sees zero, as in the original). A max pooling of that output (SPPF's chain) pools it
-        again as it is: it already holds ``[v - L; 1]`` (`Terms.lifted`)."""
-        assert v.floor is not None
+        hinges sum to a signed value): ``max(v) = max(v - L) + L``, the max-pooling tree (`maxpool`) on the
+        lifted ``[v - L; 1]`` (`lift`); the always-on units pooled carry the ``+ L`` with the pooled shape (a zero
+        padding after them sees zero, as in the original). A value lifted already (the approximator's own core,
+        or a max pooling's output: SPPF's chain) is pooled as it is (`Terms.lifted`)."""
         shape = self.shape_of(v)
-        node = v.lifted
-        if node is None:
-            lin = identity(shape)
-            lift = stacked(dataclasses.replace(lin, bias=lin.bias - v.floor), 0.0, np.ones(shape[0]))
-            node = self.core(f"{name}_lift", lift, v)
+        node = v.lifted or self.lift(f"{name}_lift", v).lifted
         pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0].node
         return Terms((Term(pooled, 0, shape[0], 1.0), Term(pooled, shape[0], shape[0], v.floor)), v.floor, pooled)
 
@@ -550,7 +565,8 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
 
 @register("reform", exact=True)
 def reform(graph: Graph, hw: HardwareSpec | None = None, *, samples: dict[str, np.ndarray] | None = None,
-           approximator_width: int = 8) -> Graph:
+           approximator_width: int = 8, approximator_output: ApproximatorOutput = "merged") -> Graph:
     """`samples`: values that reach each element-wise function the chip lacks (keyed by the node that feeds
-    it), to place the approximator's knots; `approximator_width`: its hidden units per value."""
-    return _Reformer(graph, samples or {}, approximator_width).run()
+    it), to place the approximator's knots; `approximator_width`: its hidden units per value;
+    `approximator_output`: its output layer merged into the consumers' weights, or a core of its own."""
+    return _Reformer(graph, samples or {}, approximator_width, approximator_output).run()

@@ -634,6 +634,30 @@ def test_a_global_pool_of_an_approximated_function_pools_each_hinge() -> None:
     assert np.abs(run64(after, xs)[after.outputs[0]] - reference).max() < 0.05 * np.abs(reference).max()
 
 
+@pytest.mark.parametrize("op", [o.Sigmoid(), o.HardSwish(), o.Gelu(), o.Tanh()], ids=["Sigmoid", "HardSwish", "Gelu",
+                                                                                       "Tanh"])
+def test_the_approximator_as_a_core_of_its_own_computes_the_same(op: o.Op) -> None:
+    """`approximator_output="core"`: one core ``[v - L; 1]`` after the hinges, so a global pool pools 2 channels
+    per channel (not the hinges' 9) and the Linear after it reads 2 x 4; on the calibration values (the fit's
+    range, where the core's ReLU clips nothing) the network computes what the merged form computes."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 7, 7)))
+    y = b.add("act", op, b.add("conv", o.Conv(rand(4, 3, 1, 1, seed=118, scale=3), rand(4, seed=119)), x))
+    y = b.add("flat", o.Reshape((4,)), b.add("gap", o.GlobalAvgPool(), y))
+    before = b.build([b.add("fc", o.Linear(rand(2, 4, seed=120), rand(2, seed=121)), y)])
+    xs = images(64, 3, 7, 7)
+    samples = {"conv": run64(before, xs, keep=["conv"])["conv"]}
+    merged = run_pass("reform", before, samples=samples)
+    core = run_pass("reform", before, samples=samples, approximator_output="core")
+    assert only_chip_ops(core)
+    assert core["act"].op.groups == 4 and core["act"].op.out_channels == 8  # each channel's hinges -> [v - L; 1]
+    assert core["gap_part"].op.out_channels == 8 and merged["gap_part"].op.out_channels == 4 * 9
+    assert int(core["fc"].op.fan_in().max()) == 8 and int(merged["fc"].op.fan_in().max()) == 4 * 9
+    out = run64(core, xs)[core.outputs[0]]
+    # the cores hold float32 weights: equal to their rounding
+    np.testing.assert_allclose(out, run64(merged, xs)[merged.outputs[0]], rtol=1e-6, atol=1e-6 * np.abs(out).max())
+
+
 def test_an_average_pool_of_a_signed_pair_pools_the_pair() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((2, 6, 6)))
