@@ -995,20 +995,22 @@ class _Importer:
         self.unary(node, name, o.Identity())  # the IR computes in one float type
 
     def _softmax(self, node: NodeProto, name: str) -> None:
+        """Softmax, and LogSoftmax (its logarithm: a classifier's output, as `F.log_softmax` writes it)."""
         x = self.data(node, name, 0)
         per = self.shapes[x]
         rank = len(per) + 1
+        log = node.op_type == "LogSoftmax"
         axis = int(_attrs(node).get("axis", 1 if self.opset < 13 else -1))
         axis = axis + rank if axis < 0 else axis
         if not 1 <= axis < rank:
-            raise UnsupportedOpError("Softmax", name, f"axis {axis} is the batch axis or out of range")
+            raise UnsupportedOpError(node.op_type, name, f"axis {axis} is the batch axis or out of range")
         if self.opset >= 13 or axis == rank - 1:
-            self.unary(node, name, o.Softmax(axis=axis - 1))
+            self.unary(node, name, o.Softmax(axis=axis - 1, log=log))
             return
         # Before opset 13, Softmax normalizes over all axes from `axis` on, as one flattened axis.
         flat = (math.prod(per[: axis - 1]), math.prod(per[axis - 1 :]))
         pre = self.emit(f"{node.output[0]}_flat", o.Reshape(shape=flat), x)
-        soft = self.emit(f"{node.output[0]}_softmax", o.Softmax(axis=1), pre)
+        soft = self.emit(f"{node.output[0]}_softmax", o.Softmax(axis=1, log=log), pre)
         self.bind(node, self.emit(node.output[0], o.Reshape(shape=per), soft))
 
     def _concat(self, node: NodeProto, name: str) -> None:
@@ -1308,6 +1310,7 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Identity": lambda self, node, name: self.unary(node, name, o.Identity()),
     "Cast": _Importer._cast,
     "Softmax": _Importer._softmax,
+    "LogSoftmax": _Importer._softmax,
     "Concat": _Importer._concat,
     "Shape": _Importer._shape,
     "Squeeze": _Importer._squeeze,

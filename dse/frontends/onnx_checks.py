@@ -287,6 +287,7 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Dropout": (),
     "Cast": (valid_type("to"),),
     "Softmax": (axis_in_range(default=1),),
+    "LogSoftmax": (axis_in_range(default=1),),
     "Flatten": (axis_in_range(default=1, end=1),),
     "Concat": (axis_in_range(default=None),),
     "Split": (axis_in_range(default=0),),

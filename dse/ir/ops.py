@@ -163,9 +163,11 @@ class Mish(Op):
 
 @dataclass(frozen=True, eq=False)
 class Softmax(Op):
-    """``y = exp(x) / sum(exp(x))`` along per-sample `axis`."""
+    """``y = exp(x) / sum(exp(x))`` along per-sample `axis`; with `log`, its logarithm (LogSoftmax,
+    ``x - log(sum(exp(x)))``)."""
 
     axis: int = 0
+    log: bool = False
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,7 +5,7 @@ rewrites the graph in place (`GraphBuilder`'s edits) and returns True. `RULES` l
 node they start from, in the order they are tried. `canonicalize` walks the nodes in order, applies the first
 rule that fires, drops what no output reads, and walks again until no rule fires (each rule is exact):
 - `drop_identity`: Identity (and Dropout, which imports as Identity) is removed.
-- `drop_output_softmax`: a Softmax that is a graph output is removed: argmax does not change.
+- `drop_output_softmax`: a Softmax (or LogSoftmax) that is a graph output is removed: argmax does not change.
 - `relu_before_max_pool`: MaxPool followed by Relu becomes Relu then MaxPool (they commute), so the max-pool
   tree sees values >= 0.
 - `max_pool_below_wiring`: a MaxPool of channels routed from several nodes (a Concat of branches, as between
@@ -105,7 +105,7 @@ def drop_identity(b: GraphBuilder, node: Node) -> bool:
 
 
 def drop_output_softmax(b: GraphBuilder, node: Node) -> bool:
-    """A Softmax that only the host reads (a graph output) is removed: argmax does not change."""
+    """A Softmax (or LogSoftmax) that only the host reads (a graph output) is removed: argmax does not change."""
     if node.name not in b.outputs or b.readers(node.name):
         return False
     b.bypass(node.name)

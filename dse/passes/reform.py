@@ -325,7 +325,8 @@ class _Reformer:
         if type(op) in FUNCTIONS:
             return self.approximate(name, functools.partial(FUNCTIONS[type(op)], op), ins[0], node.inputs[0])
         if isinstance(op, o.Softmax):
-            raise UnsupportedOpError("Softmax", name, "only a Softmax at the output is supported (it is dropped)")
+            kind = "LogSoftmax" if op.log else "Softmax"
+            raise UnsupportedOpError(kind, name, f"only a {kind} at the output is supported (it is dropped)")
         raise UnsupportedOpError(type(op).__name__, name, "no core-op form")
 
     def approximate(self, name: str, fn: Callable[[np.ndarray], np.ndarray], v: Value, src: str) -> Terms:

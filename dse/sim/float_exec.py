@@ -289,7 +289,7 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.Elu: lambda op, xs: op.gamma * torch.nn.functional.elu(xs[0], alpha=op.alpha),
     o.Softplus: lambda op, xs: torch.nn.functional.softplus(xs[0]),
     o.Mish: lambda op, xs: torch.nn.functional.mish(xs[0]),
-    o.Softmax: lambda op, xs: torch.softmax(xs[0], dim=op.axis + 1),
+    o.Softmax: lambda op, xs: (torch.log_softmax if op.log else torch.softmax)(xs[0], dim=op.axis + 1),
     o.MaxPool: _maxpool,
     o.AvgPool: _avgpool,
     o.GlobalAvgPool: lambda op, xs: xs[0].mean(dim=(2, 3), keepdim=True),

@@ -170,9 +170,9 @@ def dropout_case(opset: int) -> tuple:
     return [node], IMG, {"r": np.float32(0.3), "t": np.bool_(False)}, {"opset": opset}
 
 
-def softmax_case(axis: int | None, opset: int, in_shape=IMG) -> tuple:
+def softmax_case(axis: int | None, opset: int, in_shape=IMG, op: str = "Softmax") -> tuple:
     attrs = {} if axis is None else {"axis": axis}
-    return [oh.make_node("Softmax", ["x"], ["y"], **attrs)], in_shape, {}, {"opset": opset}
+    return [oh.make_node(op, ["x"], ["y"], **attrs)], in_shape, {}, {"opset": opset}
 
 
 def flatten_case(axis: int, in_shape=IMG) -> tuple:
@@ -533,6 +533,10 @@ OP_CASES = {
     "softmax_11_axis1": softmax_case(1, 11),
     "softmax_11_axis2": softmax_case(2, 11),
     "softmax_11_vector": softmax_case(None, 11, in_shape=(10,)),
+    "log_softmax_13_default": softmax_case(None, 13, op="LogSoftmax"),
+    "log_softmax_13_axis1": softmax_case(1, 13, op="LogSoftmax"),
+    "log_softmax_11_axis2": softmax_case(2, 11, op="LogSoftmax"),
+    "log_softmax_11_vector": softmax_case(None, 11, in_shape=(10,), op="LogSoftmax"),
     "concat_channels": concat_case(1),
     "concat_width": concat_case(-1),
     "concat_vectors": concat_vec_case(),
@@ -806,6 +810,23 @@ def test_dilated_pool_same_padding_follows_the_spec() -> None:
     np.testing.assert_allclose(run_logits(load_onnx(model), x), ref, **TOL)
 
 
+def test_output_log_softmax_is_dropped_and_an_inner_one_refused() -> None:
+    """A classifier ending in ``F.log_softmax`` (PyTorch's MNIST example) loses its LogSoftmax as it would a
+    Softmax (argmax does not change); one inside the network is refused, naming it."""
+    fc = [oh.make_node("Flatten", ["x"], ["f"]), oh.make_node("Gemm", ["f", "B", "C"], ["l"], transB=1)]
+    inits = {"B": rand(10, int(np.prod(IMG)), seed=50), "C": rand(10, seed=51)}
+    model = make_model([*fc, oh.make_node("LogSoftmax", ["l"], ["y"], axis=1)], IMG, inits=inits)
+    graph = check(model, IMG)
+    chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])
+    assert all(isinstance(n.op, o.CHIP_OPS) for n in chip), chip.op_counts()
+    x = rand(5, *IMG, seed=52)
+    np.testing.assert_array_equal(run_logits(chip, x).argmax(1), ort_run(model, x).argmax(1))
+    inner = make_model([*fc, oh.make_node("LogSoftmax", ["l"], ["s"]),
+                        oh.make_node("Gemm", ["s", "D"], ["y"], transB=1)], IMG, inits={**inits, "D": rand(3, 10)})
+    with pytest.raises(UnsupportedOpError, match=r"LogSoftmax at node 's': only a LogSoftmax at the output"):
+        run_pipeline(check(inner, IMG), HardwareSpec(), ["canonicalize", "reform"])
+
+
 def test_batchnorm_becomes_per_channel_affine() -> None:
     nodes, in_shape, inits = bn_case(IMG)
     graph = load_onnx(make_model(nodes, in_shape, inits=inits))
@@ -989,6 +1010,7 @@ UNSUPPORTED = {
     "gemm_transA": ([oh.make_node("Gemm", ["x", "B"], ["y"], transA=1)], (12,), {"B": rand(1, 5)}, "Gemm"),
     "maxpool_3d": ([oh.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2, 2])], (2, 4, 4, 4), {}, "MaxPool"),
     "softmax_batch_axis": ([oh.make_node("Softmax", ["x"], ["y"], axis=0)], IMG, {}, "Softmax"),
+    "log_softmax_batch_axis": ([oh.make_node("LogSoftmax", ["x"], ["y"], axis=0)], IMG, {}, "LogSoftmax"),
     "concat_batch_axis": ([oh.make_node("Concat", ["x", "x"], ["y"], axis=0)], IMG, {}, "Concat"),
     "concat_with_constant": ([oh.make_node("Concat", ["x", "c"], ["y"], axis=1)], IMG,
                              {"c": rand(1, 1, 7, 6)}, "Concat"),
