@@ -12,8 +12,9 @@ GlobalAvgPool, ScaleShift) reading such a sum becomes one core-op whose weights 
 - an element-wise function the chip lacks (Sigmoid, Tanh, HardSwish, SiLU, GELU, ELU, Softplus, Mish:
   `approximator.FUNCTIONS`) into the hidden layer of the MLP approximator, whose output layer the consumers'
   weights absorb (`approximator_output="merged"`) or a core of its own computes (`"core"`, `lift`);
-- a MaxPool into a tree of fixed ReLU cores (`pool_tree`): of a value >= 0 directly; of an approximated function
-  above its floor (`maxpool_above`); of a signed pair or a LeakyRelu as a max tree minus a min tree
+- a MaxPool into a tree of fixed ReLU cores (`pool_tree`): of a value >= 0 directly (a Clip(0, hi)'s two ReLUs
+  summed by one core first); of an approximated function or a HardTanh above its floor (`maxpool_above`); of a
+  signed pair or a LeakyRelu as a max tree minus a min tree
   (`maxpool_pair`);
 - anything else (a signed output: logits, a pre-activation feeding a residual add) into the pair
   ``relu(s), relu(-s)``, whose difference the consumer folds into its weights, or the host into a `Readout`.
@@ -223,7 +224,7 @@ class _Reformer:
             return self.relu(base, v)
         lin, n_out = p.lin, p.lin.weight.shape[0]
         node = self.core(base, stacked(lin, 1.0, lin.bias - hi), p.src)
-        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)))
+        return Terms((Term(node, 0, n_out, 1.0), Term(node, n_out, n_out, -1.0)), 0.0)  # >= 0: may be max pooled
 
     def prelu(self, name: str, v: Value, op: o.PRelu) -> Terms:
         """``relu(s) - a * relu(-s)``: a core-op of ``relu(s)`` and one of ``relu(-|a| s)`` (the slope's magnitude
@@ -430,7 +431,10 @@ class _Reformer:
         hinges sum to a signed value): ``max(v) = max(v - L) + L``, the max-pooling tree (`maxpool`) on the
         lifted ``[v - L; 1]`` (`lift`); the always-on units pooled carry the ``+ L`` with the pooled shape (a zero
         padding after them sees zero, as in the original). A value lifted already (the approximator's own core,
-        or a max pooling's output: SPPF's chain) is pooled as it is (`Terms.lifted`)."""
+        or a max pooling's output: SPPF's chain) is pooled as it is (`Terms.lifted`). With L = 0 (a Clip(0, hi):
+        ReLU6, HardSigmoid) one core computes ``v`` alone, and the tree pools it as any value >= 0."""
+        if v.floor == 0 and v.lifted is None:
+            return self.maxpool(name, op, self.relu(f"{name}_lift", v))
         shape = self.shape_of(v)
         node = v.lifted or self.lift(f"{name}_lift", v).lifted
         pooled = self.maxpool(name, op, Terms((Term(node, 0, 2 * shape[0], 1.0),))).terms[0].node

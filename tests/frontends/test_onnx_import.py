@@ -111,6 +111,17 @@ def clip_case(lo: float | None, hi: float | None, opset: int) -> tuple:
     return [oh.make_node("Clip", ins, ["y"])], IMG, inits, {"opset": opset}
 
 
+def clip_max_pool_case(gate: str) -> tuple:
+    """A convolution, then ReLU6 (Clip(0, 6)) or HardSigmoid (a Clip(0, 1) of an affine map), then a 2x2 max
+    pooling: the clipped value is >= 0, so the pooling is an exact max tree."""
+    inits = {"w": rand(6, IMG[0], 3, 3, seed=2), "b": rand(6, seed=3), "lo": np.float32(0.0), "hi": np.float32(6.0)}
+    act = (oh.make_node("Clip", ["c", "lo", "hi"], ["a"]) if gate == "relu6"
+           else oh.make_node("HardSigmoid", ["c"], ["a"], alpha=0.3, beta=0.4))
+    nodes = [oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), act,
+             oh.make_node("MaxPool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    return nodes, IMG, inits, {"opset": 13}
+
+
 def pool_case(op: str, **attrs) -> tuple:
     return [oh.make_node(op, ["x"], ["y"], **attrs)], IMG, {}
 
@@ -501,6 +512,8 @@ OP_CASES = {
     "clip_attrs_10": clip_case(-0.2, 0.6, 10),
     "clip_attr_min_10": clip_case(0.1, None, 10),
     "clip_no_attrs_10": clip_case(None, None, 10),
+    "relu6_max_pool": clip_max_pool_case("relu6"),
+    "hard_sigmoid_max_pool": clip_max_pool_case("hard_sigmoid"),
     "maxpool_k2s2": pool_case("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
     "maxpool_k3s2p1": pool_case("MaxPool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
     "maxpool_ceil": pool_case("MaxPool", kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
@@ -693,7 +706,8 @@ COMPILED_CASES = (
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
     "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
-    "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector",
+    "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
+    "hard_sigmoid_max_pool",
 )
 
 

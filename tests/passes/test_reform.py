@@ -518,6 +518,24 @@ def test_a_clip_with_a_lower_bound_is_exact_and_may_be_max_pooled(lo: float, hi:
     check(before, images(16, 2, 6, 6))
 
 
+@pytest.mark.parametrize("pool", [o.MaxPool((2, 2), (2, 2)), o.MaxPool((3, 3), (1, 1), (1, 1, 1, 1))],
+                         ids=["2x2", "3x3_same"])
+@pytest.mark.parametrize("hi", [6.0, 1.0], ids=["relu6", "hard_sigmoid"])
+def test_a_max_pool_of_a_clip_from_zero_is_exact(hi: float, pool: o.MaxPool) -> None:
+    """ReLU6 (Clip(0, 6)) or HardSigmoid's Clip(0, 1) before a max pooling (MobileNet-style networks with
+    pooling): relu(s) - relu(s - hi) is >= 0, so one core sums the two ReLUs and the max tree pools that, as a
+    second pooling reads the first."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    y = b.add("clip", o.Clip(0.0, hi), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=162, scale=2), rand(3, seed=163),
+                                                             padding=(1, 1, 1, 1)), x))
+    y = b.add("pool2", o.MaxPool((2, 2), (1, 1)), b.add("pool", pool, y))
+    y = b.add("flat", o.Reshape((int(np.prod(b.shape(y))),)), y)
+    before = b.build([b.add("fc", o.Linear(rand(4, b.shape(y)[0], seed=164), None), y)])
+    after = check(before, images(16, 2, 6, 6))
+    assert [n.name for n in after if n.name.endswith("_lift")] == ["pool_lift"]
+
+
 def test_a_max_pool_of_a_channel_slice_of_a_signed_pair_is_exact() -> None:
     """A Slice takes the same channels of both parts of a pair, which stay disjoint, as through any wiring."""
     b = GraphBuilder()
