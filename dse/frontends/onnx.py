@@ -68,6 +68,8 @@ _FLOAT_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLO
 # Float types a Cast on the data path may target: the IR computes in float32, so a cast to one of these changes
 # no value. A cast to FLOAT16 or BFLOAT16 rounds, which the IR cannot express.
 _EXACT_CAST_TYPES = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE})
+# the Reduce ops the importer maps (`_Importer._reduce`) -> the opset from which their `axes` are an input
+_REDUCE_AXES_INPUT = {"ReduceMean": 18, "ReduceSum": 13, "ReduceMax": 18}
 
 # Ops that only ever make constants; they are folded. (Shape subgraphs also fold Gather, Slice, Squeeze and
 # Unsqueeze, which have data-path conversions as well.)
@@ -1231,26 +1233,35 @@ class _Importer:
             x = self.emit(base if i == len(steps) - 1 else f"{base}_{suffix}", op, x)
         return x
 
-    def _reduce_mean(self, node: NodeProto, name: str) -> None:
-        """The mean over per-sample axes, as ops the compiler maps to core-ops: a Linear of weights 1/F over a
-        vector's features; over an image's channels a 1x1 Conv of weights 1/C, over its rows, columns or both
-        an AvgPool with an (H, 1) or (1, W) window or a GlobalAvgPool. A (C, L) signal is the (C, 1, L) image."""
+    def _reduce(self, node: NodeProto, name: str) -> None:
+        """The mean (ReduceMean), sum (ReduceSum) or max (ReduceMax) over per-sample axes, as ops the compiler
+        maps to core-ops. The mean: a Linear of weights 1/F over a vector's features; over an image's channels a
+        1x1 Conv of weights 1/C, over its rows, columns or both an AvgPool with an (H, 1) or (1, W) window or a
+        GlobalAvgPool. The sum: that mean times the number of values it adds (a ScaleShift, which canonicalize
+        folds into a neighbour). The max (global max pooling, ``x.amax((2, 3))``, ``torch.max(x, dim=2)`` over a
+        signal's length, dynamo's ``AdaptiveMaxPool2d(1)``): a MaxPool with the same window as the mean's pool.
+        A (C, L) signal is the (C, 1, L) image."""
+        kind = node.op_type
         x = self.data(node, name, 0)
         per = self.shapes[x]
         attrs = _attrs(node)
-        axes = self._axes(node, name, 18, len(per) + 1)
-        if axes is None and self.opset >= 18 and int(attrs.get("noop_with_empty_axes", 0)):
+        since = _REDUCE_AXES_INPUT[kind]
+        axes = self._axes(node, name, since, len(per) + 1)
+        if axes is None and self.opset >= since and int(attrs.get("noop_with_empty_axes", 0)):
             self.unary(node, name, o.Identity())
             return
         if axes is None or 0 in axes:
             shown = "all axes" if axes is None else f"axes {axes}"
-            raise UnsupportedOpError("ReduceMean", name, f"over {shown}: it averages over the batch axis, which "
-                                     "the IR keeps free")
+            raise UnsupportedOpError(kind, name, f"over {shown}: it reduces over the batch axis, which the IR "
+                                     "keeps free")
         if not 1 <= len(per) <= 3:
-            raise UnsupportedOpError("ReduceMean", name, f"of per-sample shape {per}: only a vector (F,), a signal "
-                                     "(C, L) or an image (C, H, W) is supported")
+            raise UnsupportedOpError(kind, name, f"of per-sample shape {per}: only a vector (F,), a signal (C, L) "
+                                     "or an image (C, H, W) is supported")
         keep = bool(int(attrs.get("keepdims", 1)))
         out = tuple(1 if a in axes else d for a, d in enumerate(per, start=1) if keep or a not in axes)
+        if kind == "ReduceMax" and 1 in axes:
+            raise UnsupportedOpError(kind, name, "a max over the features or channels: only a max over the spatial "
+                                     "axes (global max pooling) has a core-op form")
         steps: list[tuple[str, o.Op]] = []
         if len(per) == 1:
             steps.append(("mean", o.Linear(weight=np.full((1, per[0]), 1.0 / per[0], np.float32), bias=None)))
@@ -1261,14 +1272,19 @@ class _Importer:
                 steps.append(("2d", o.Reshape(shape=image)))
             image_axes = {a - 1 for a in axes} if len(per) == 3 else {2 * (a - 1) for a in axes}  # C=0, H=1, W=2
             c, h, w = image
-            if {1, 2} <= image_axes:
+            window = (h if 1 in image_axes else 1, w if 2 in image_axes else 1)
+            if kind == "ReduceMax":
+                steps.append(("pool", o.MaxPool(kernel=window, stride=(1, 1))))
+            elif {1, 2} <= image_axes:
                 steps.append(("pool", o.GlobalAvgPool()))
             elif image_axes & {1, 2}:
-                window = (h, 1) if 1 in image_axes else (1, w)
                 steps.append(("pool", o.AvgPool(kernel=window, stride=(1, 1))))
             if 0 in image_axes:
                 steps.append(("mean", o.Conv(weight=np.full((1, c, 1, 1), 1.0 / c, np.float32), bias=None)))
             reduced = tuple(1 if i in image_axes else d for i, d in enumerate(image))
+        if kind == "ReduceSum":
+            count = math.prod(per[a - 1] for a in axes)
+            steps.append(("sum", o.ScaleShift(scale=np.array(count, np.float32), shift=np.array(0.0, np.float32))))
         if reduced != out:
             steps.append(("flat", o.Reshape(shape=out)))
         self.bind(node, self._chain(node.output[0], x, steps))
@@ -1319,7 +1335,9 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Split": _Importer._split,
     "Transpose": _Importer._transpose,
     "Gather": _Importer._gather,
-    "ReduceMean": _Importer._reduce_mean,
+    "ReduceMean": _Importer._reduce,
+    "ReduceSum": _Importer._reduce,
+    "ReduceMax": _Importer._reduce,
 }
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS)))

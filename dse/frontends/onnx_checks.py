@@ -299,6 +299,8 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Unsqueeze": (),
     "Slice": (),  # starts/ends/axes/steps: checked by the converter
     "ReduceMean": (one_of("keepdims", (0, 1)),),
+    "ReduceSum": (one_of("keepdims", (0, 1)),),
+    "ReduceMax": (one_of("keepdims", (0, 1)),),
     "Constant": (),  # its value is checked finite like every tensor
     "ConstantOfShape": (),  # folded under the budget of `dse.frontends.onnx_fold`
 }

@@ -323,12 +323,13 @@ def gather_case(indices: object, in_shape: tuple = IMG) -> tuple:
     return nodes, in_shape, {"i": np.array(indices, dtype=np.int64)}
 
 
-def mean_case(in_shape: tuple, axes: list[int], keepdims: int, opset: int = 18) -> tuple:
-    """ReduceMean alone over `axes` (batched numbering): axes as an input from opset 18, an attribute before."""
-    if opset >= 18:
-        node = oh.make_node("ReduceMean", ["x", "ax"], ["y"], keepdims=keepdims)
+def mean_case(in_shape: tuple, axes: list[int], keepdims: int, opset: int = 18, op: str = "ReduceMean") -> tuple:
+    """ReduceMean (or ReduceSum, ReduceMax) alone over `axes` (batched numbering): axes as an input from opset 18
+    (ReduceSum: 13), an attribute before."""
+    if opset >= (13 if op == "ReduceSum" else 18):
+        node = oh.make_node(op, ["x", "ax"], ["y"], keepdims=keepdims)
         return [node], in_shape, {"ax": np.array(axes, dtype=np.int64)}, {"opset": opset}
-    return [oh.make_node("ReduceMean", ["x"], ["y"], keepdims=keepdims, axes=axes)], in_shape, {}, {"opset": opset}
+    return [oh.make_node(op, ["x"], ["y"], keepdims=keepdims, axes=axes)], in_shape, {}, {"opset": opset}
 
 
 SIGNAL = (4, 11)  # C, L: a 1-D signal
@@ -596,6 +597,17 @@ OP_CASES = {
     "reduce_mean_signal_channels_18": mean_case(SIGNAL, [1], 1),
     "reduce_mean_signal_length_flat_18": mean_case(SIGNAL, [2], 0),
     "reduce_mean_signal_both_18": mean_case(SIGNAL, [1, 2], 1),
+    # ReduceSum: the mean times the count; ReduceMax over spatial axes: global max pooling (x.amax((2, 3)),
+    # torch.max(x, dim=2) over a signal's length, dynamo's AdaptiveMaxPool2d(1))
+    "reduce_sum_hw_flat_13": mean_case(IMG, [2, 3], 0, opset=13, op="ReduceSum"),
+    "reduce_sum_hw_11": mean_case(IMG, [-2, -1], 1, opset=11, op="ReduceSum"),
+    "reduce_sum_channels_13": mean_case(IMG, [1], 1, opset=13, op="ReduceSum"),
+    "reduce_sum_vector_13": mean_case((9,), [1], 1, opset=13, op="ReduceSum"),
+    "reduce_sum_signal_length_flat_13": mean_case(SIGNAL, [2], 0, opset=13, op="ReduceSum"),
+    "reduce_max_hw_18": mean_case(IMG, [2, 3], 1, op="ReduceMax"),
+    "reduce_max_hw_flat_13": mean_case(IMG, [-1, -2], 0, opset=13, op="ReduceMax"),
+    "reduce_max_rows_18": mean_case(IMG, [2], 1, op="ReduceMax"),
+    "reduce_max_signal_length_flat_18": mean_case(SIGNAL, [-1], 0, op="ReduceMax"),
     # 1-D pooling of (N, C, L) as 2-D pooling of (N, C, 1, L)
     "maxpool_1d_k3s2p1": pool_1d_case("MaxPool", kernel_shape=[3], strides=[2], pads=[1, 1]),
     "maxpool_1d_dilated_ceil": pool_1d_case("MaxPool", kernel_shape=[2], strides=[2], dilations=[3], pads=[1, 0],
@@ -697,7 +709,9 @@ def test_op_matches_onnxruntime(case: tuple) -> None:
 COMPILED_CASES = (
     "reduce_mean_channels_18", "reduce_mean_channels_flat_13", "reduce_mean_rows_18", "reduce_mean_cols_flat_18",
     "reduce_mean_channels_rows_flat_18", "reduce_mean_chw_18", "reduce_mean_vector_18",
-    "reduce_mean_signal_length_flat_18", "reduce_mean_signal_both_18", "maxpool_1d_k3s2p1",
+    "reduce_mean_signal_length_flat_18", "reduce_mean_signal_both_18", "reduce_sum_hw_flat_13",
+    "reduce_sum_channels_13", "reduce_sum_vector_13", "reduce_max_hw_18", "reduce_max_rows_18",
+    "reduce_max_signal_length_flat_18", "maxpool_1d_k3s2p1",
     "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
     "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
@@ -1044,6 +1058,10 @@ UNSUPPORTED = {
     "reduce_mean_all_axes": ([oh.make_node("ReduceMean", ["x"], ["y"])], IMG, {}, "ReduceMean"),
     "reduce_mean_batch_axis": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[0, 1])], IMG, {}, "ReduceMean"),
     "reduce_mean_rank_4": ([oh.make_node("ReduceMean", ["x"], ["y"], axes=[1])], (2, *IMG), {}, "ReduceMean"),
+    "reduce_sum_batch_axis": ([oh.make_node("ReduceSum", ["x", "a"], ["y"])], IMG, {"a": np.array([0], np.int64)},
+                              "ReduceSum"),
+    "reduce_max_channels": mean_case(IMG, [1], 1, opset=13, op="ReduceMax")[:3] + ("ReduceMax",),
+    "reduce_max_vector": mean_case((9,), [1], 0, opset=13, op="ReduceMax")[:3] + ("ReduceMax",),
     "matmul_1d_data": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (), {"W": rand(1, 3)}, "MatMul"),
     "matmul_vector_by_stack": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (12,), {"W": rand(2, 12, 3)},
                                "MatMul"),
