@@ -21,7 +21,8 @@ rule that fires, drops what no output reads, and walks again until no rule fires
 - `merge_scale_shifts`: two ScaleShifts in a row merge.
 - `scale_shift_past_reshape`: a ScaleShift commutes past a Reshape.
 - `fold_scale_shift_into_producer`: a ScaleShift after a Conv/Linear (BatchNorm, a constant scale) folds into
-  its weights.
+  its weights, also through a Reshape where it is per channel only of the producer's output (the bias of
+  ``nn.Linear`` on a tensor's last axis).
 - `fold_scale_shift_into_consumers`: a ScaleShift before Conv/Linear consumers (input normalization) folds into their
   weights. A padded
   convolution pads with zero in the normalized space, so when the ScaleShift reads the network input (or a 1-D
@@ -224,22 +225,32 @@ def scale_shift_past_reshape(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
-def _channel_affine(b: GraphBuilder, node: Node) -> tuple[np.ndarray, np.ndarray] | None:
-    """The ScaleShift's (scale, shift) per channel, if it scales each channel by one constant and keeps the shape."""
+def _channel_affine(b: GraphBuilder, node: Node,
+                    shape: Shape | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The ScaleShift's (scale, shift) per channel, if it scales each channel by one constant and keeps the shape;
+    with `shape`, per channel of that shape (a Reshape's input it reads through), its constants reshaped to it."""
     in_shape = b.shape(node.inputs[0])
     if tuple(b.shape(node.name)) != tuple(in_shape):
         return None  # the constants broadcast the tensor to a bigger shape: left to reform
-    return per_channel(node.op, tuple(in_shape))
+    if shape is None:
+        return per_channel(node.op, tuple(in_shape))
+    op = node.op
+    scale, shift = (np.broadcast_to(c, in_shape).reshape(shape) for c in (op.scale, op.shift))
+    return per_channel(o.ScaleShift(scale, shift), tuple(shape))
 
 
 def fold_scale_shift_into_producer(b: GraphBuilder, node: Node) -> bool:
     """A ScaleShift after a Conv/Linear that nothing else reads (BatchNorm, a constant scale) folds into its
-    weights."""
-    src = node.inputs[0]
+    weights; one that varies within a channel, through a Reshape between them that nothing else reads, when it is
+    per channel of the producer's output (the bias of ``nn.Linear`` on a tensor's last axis: a MatMul, which
+    imports as a grouped Conv with every output its own channel and a Reshape, then an Add)."""
+    src, vec = node.inputs[0], _channel_affine(b, node)
+    if vec is None and isinstance(b[src].op, o.Reshape) and len(b.readers(src)) == 1 and src not in b.outputs:
+        src = b[src].inputs[0]
+        vec = _channel_affine(b, node, b.shape(src))
     producer = b[src].op
     if not isinstance(producer, (o.Conv, o.Linear)) or len(b.readers(src)) != 1 or src in b.outputs:
         return False
-    vec = _channel_affine(b, node)
     if vec is None:
         return False
     b.replace(src, fold_into_producer(producer, *vec))

@@ -475,6 +475,14 @@ def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
     return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
 
 
+def linear_last_axis_case(in_shape: tuple) -> tuple:
+    """``nn.Linear(W, 5)`` on the last axis of an image or a signal, then ReLU: MatMul and Add of its bias, which
+    varies along the last axis (within a channel)."""
+    nodes = [oh.make_node("MatMul", ["x", "W"], ["m"]), oh.make_node("Add", ["m", "b"], ["a"]),
+             oh.make_node("Relu", ["a"], ["y"])]
+    return nodes, in_shape, {"W": rand(in_shape[-1], 5, seed=33), "b": rand(5, seed=34)}
+
+
 OP_CASES = {
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
@@ -630,6 +638,8 @@ OP_CASES = {
     "matmul_image_by_stack": matmul_const_case(IMG, (4, 6, 3)),
     "matmul_image_by_stack_batch_1": matmul_const_case(IMG, (1, 4, 6, 2)),
     "matmul_broadcast_data": matmul_const_case((1, 7, 6), (3, 6, 2)),
+    "linear_last_axis_image": linear_last_axis_case(IMG),
+    "linear_last_axis_signal": linear_last_axis_case(SIGNAL),
     # a zero Pad (explicit "same" padding), folded into the reader by canonicalize
     "pad_conv_10": pad_case([0, 0, 0, 1, 0, 0, 1, 0], opset=10),
     "pad_conv_13": pad_case([0, 0, 1, 0, 0, 0, 0, 2], opset=13),
@@ -714,7 +724,8 @@ COMPILED_CASES = (
     "reduce_max_signal_length_flat_18", "maxpool_1d_k3s2p1",
     "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
-    "matmul_broadcast_data", "pad_from_same_padding_subgraph", "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
+    "matmul_broadcast_data", "linear_last_axis_image", "linear_last_axis_signal", "pad_from_same_padding_subgraph",
+    "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
     "pad_maxpool_13", "pad_avgpool_21",
     "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",

@@ -90,6 +90,15 @@ def shuffle(b: GraphBuilder, a: str, c: str, last: str) -> str:
     return b.add(last, o.Concat(0), *parts)
 
 
+ROWS_DOT = o.Conv(rand(8, 1, 1, 3, seed=9), None, groups=4)  # x @ W on 4 rows of 3: 8 outputs, each a channel
+ROW_BIAS = rand(2, seed=10)  # the bias of nn.Linear on the last axis: varies within a channel of (2, 2, 2)
+
+
+def linear_on_last_axis() -> Graph:
+    return chain((4, 1, 3), ("dot", ROWS_DOT), ("rows", o.Reshape((2, 2, 2))),
+                 ("bias", o.ScaleShift(np.ones(2, F32), ROW_BIAS)), ("relu", o.Relu()))
+
+
 CASES = [
     Case(c.drop_identity, "id", lambda: chain((2, 5, 5), ("id", o.Identity()), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", CONV)), (2, 5, 5)),
@@ -127,6 +136,9 @@ CASES = [
     Case(c.fold_scale_shift_into_producer, "bn",
          lambda: chain((2, 5, 5), ("conv", CONV), ("bn", o.ScaleShift(SCALE, SHIFT))),
          lambda: chain((2, 5, 5), ("conv", folded_bn())), (2, 5, 5)),
+    Case(c.fold_scale_shift_into_producer, "bias", linear_on_last_axis,  # through the Reshape: per channel there
+         lambda: chain((4, 1, 3), ("dot", o.Conv(ROWS_DOT.weight, np.tile(ROW_BIAS, 4), groups=4)),
+                       ("rows", o.Reshape((2, 2, 2))), ("relu", o.Relu())), (4, 1, 3)),
     Case(c.fold_scale_shift_into_producer, "bn",  # the ScaleShift follows no Conv/Linear
          lambda: chain((3, 5, 5), ("relu", o.Relu()), ("bn", o.ScaleShift(SCALE, SHIFT))), None, (3, 5, 5)),
     Case(c.fold_scale_shift_into_consumers, "norm", lambda: chain((2, 5, 5), ("norm", NORM), ("conv", CONV)),
