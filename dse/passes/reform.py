@@ -229,16 +229,23 @@ class _Reformer:
     def prelu(self, name: str, v: Value, op: o.PRelu) -> Terms:
         """``relu(s) - a * relu(-s)``: a core-op of ``relu(s)`` and one of ``relu(-|a| s)`` (the slope's magnitude
         folded into its weights, per output channel, its sign into the term's coefficient), reading the same
-        inputs; a grouped op stays grouped in both."""
+        inputs; a grouped op stays grouped in both. Slopes of both signs (a learned PReLU's) take one core of
+        ``relu(-|a| s)`` per sign, each zero on the other sign's channels."""
         p = v if isinstance(v, Pending) else Pending(identity(self.shape_of(v)), v, name)
         shape = self.src_shapes[name]
         per = np.broadcast_to(np.asarray(op.slope, np.float64), shape).reshape(shape[0], -1)
         if not np.all(per == per[:, :1]):
             raise UnsupportedOpError("PRelu", name, "a slope that varies within a channel")
         slope = per[:, 0]
-        if np.any(slope > 0) and np.any(slope < 0):
-            raise UnsupportedOpError("PRelu", name, "slopes of both signs (one sign for all channels is supported)")
         lin, n_out = p.lin, p.lin.weight.shape[0]
+        if np.any(slope > 0) and np.any(slope < 0):
+            # learned per-channel slopes of both signs: relu(s) - a+ relu(-s) + a- relu(-s) (a+ = max(a, 0),
+            # a- = max(-a, 0)), a core of relu(-a+ s) and one of relu(-a- s), each zero on the other sign's channels
+            terms = [Term(self.core(name, lin, p.src), 0, n_out, 1.0)]
+            for part, coeff, suffix in ((np.maximum(slope, 0), -1.0, "_neg"), (np.maximum(-slope, 0), 1.0, "_below")):
+                neg = dataclasses.replace(lin, weight=-part.reshape(-1, 1, 1, 1) * lin.weight, bias=-part * lin.bias)
+                terms.append(Term(self.core(f"{name}{suffix}", neg, p.src), 0, n_out, coeff))
+            return Terms(tuple(terms))
         neg = dataclasses.replace(lin, weight=-np.abs(slope).reshape(-1, 1, 1, 1) * lin.weight,
                                   bias=-np.abs(slope) * lin.bias)
         pos_node, neg_node = self.core(name, lin, p.src), self.core(f"{name}_neg", neg, p.src)

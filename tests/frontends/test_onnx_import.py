@@ -700,6 +700,10 @@ OP_CASES = {
     "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
     "prelu_channels": ([oh.make_node("PRelu", ["x", "a"], ["y"])], IMG,
                        {"a": np.array([0.1, 0.0, 0.5, 2.0], np.float32).reshape(4, 1, 1)}),
+    "prelu_conv_both_signs": ([oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                               oh.make_node("PRelu", ["c", "a"], ["y"])], IMG,
+                              {"w": rand(6, IMG[0], 3, 3, seed=47), "b": rand(6, seed=48),
+                               "a": np.array([0.25, -0.2, 0.0, 1.5, -1.0, 0.1], np.float32).reshape(6, 1, 1)}),
     "prelu_1d": ([oh.make_node("PRelu", ["x", "a"], ["y"])], SIGNAL,
                  {"a": np.array([0.1, 0.2, 0.5, 0.3], np.float32).reshape(4, 1)}),
     "conv_depthwise_multiplier_1": (lambda: ([oh.make_node("Conv", ["x", "w"], ["y"], group=4, kernel_shape=[3, 3],
@@ -732,7 +736,7 @@ COMPILED_CASES = (
     "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
-    "hard_sigmoid_max_pool",
+    "hard_sigmoid_max_pool", "prelu_conv_both_signs",
 )
 
 

@@ -627,12 +627,16 @@ def test_a_prelu_is_two_cores_on_the_same_inputs(slope: np.ndarray) -> None:
     assert after["act"].op.out_channels == after["act_neg"].op.out_channels == 3  # relu(s); relu(-|a| s)
 
 
-def test_a_prelu_with_slopes_of_both_signs_is_refused() -> None:
+def test_a_prelu_with_slopes_of_both_signs_is_three_cores() -> None:
+    """A learned PReLU whose per-channel slopes took both signs (and a zero): relu(s) - a+ relu(-s) + a- relu(-s),
+    a core of relu(s) and one of relu(-|a| s) per sign, on the same inputs; exact."""
     b = GraphBuilder()
-    x = b.add("x", o.Input((2, 4, 4)))
-    before = b.build([b.add("act", o.PRelu(np.array([0.5, -0.5], np.float32).reshape(2, 1, 1)), x)])
-    with pytest.raises(UnsupportedOpError, match=r"PRelu at node 'act': slopes of both signs"):
-        reform(before)
+    x = b.add("x", o.Input((2, 5, 5)))
+    slope = np.array([0.5, -0.3, 0.0], np.float32).reshape(3, 1, 1)
+    y = b.add("act", o.PRelu(slope), b.add("conv", o.Conv(rand(3, 2, 3, 3, seed=118), rand(3, seed=119)), x))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=120), None), b.add("flat", o.Reshape((27,)), y))])
+    after = check(before, images(4, 2, 5, 5))
+    assert all(after[n].op.out_channels == 3 for n in ("act", "act_neg", "act_below"))
 
 
 def test_a_global_pool_of_an_approximated_function_pools_each_hinge() -> None:
