@@ -810,6 +810,27 @@ class _Importer:
             hi = bound(self.const(node, name, 2, "max", optional=True))
         self.unary(node, name, o.Clip(lo=lo, hi=hi))
 
+    def _max_min(self, node: NodeProto, name: str) -> None:
+        """Max (Min) of the data and constant numbers: a Clip from below at the largest (from above at the
+        smallest) of them (``torch.clamp(x, min=0)``, ``x.clamp(max=6)`` as the dynamo exporter writes them).
+        The max or min of two data tensors, or by a constant of several values, is refused."""
+        data = [t for t in node.input if t and self.is_data(t)]
+        what = "max" if node.op_type == "Max" else "min"
+        if len(data) != 1:
+            raise UnsupportedOpError(node.op_type, name, f"the {what} of {len(data)} data tensors: only the {what} of "
+                                     "the data and constant numbers (a clamp) is supported")
+        x = self.values[data[0]]
+        bounds = [_number(self._per_sample_const(node, name, self.consts[t], x)) for t in node.input
+                  if t and t not in data]
+        if any(b is None for b in bounds):
+            raise UnsupportedOpError(node.op_type, name, f"the {what} by a constant of several values: only by "
+                                     "one number (a clamp) is supported")
+        if not bounds:
+            self.bind_result(node, o.Identity(), x)
+            return
+        lo, hi = (max(bounds), None) if what == "max" else (None, min(bounds))
+        self.bind_result(node, o.Clip(lo=lo, hi=hi), x)
+
     def _pool(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
         attrs = _attrs(node)
@@ -1315,6 +1336,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Sigmoid": lambda self, node, name: self.unary(node, name, o.Sigmoid()),
     "Tanh": lambda self, node, name: self.unary(node, name, o.Tanh()),
     "Clip": _Importer._clip,
+    "Max": _Importer._max_min,
+    "Min": _Importer._max_min,
     "MaxPool": _Importer._pool,
     "AveragePool": _Importer._pool,
     "GlobalAveragePool": _Importer._global_avg_pool,

@@ -270,6 +270,8 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "LeakyRelu": (finite("alpha"),),
     "HardSigmoid": (finite("alpha", "beta"),),
     "Clip": (clip_bounds,),
+    "Max": (broadcastable,),
+    "Min": (broadcastable,),
     "BatchNormalization": (batchnorm_statistics,),
     "Pad": (pad_amounts,),
     "Relu": (),

@@ -521,6 +521,11 @@ OP_CASES = {
     "clip_attrs_10": clip_case(-0.2, 0.6, 10),
     "clip_attr_min_10": clip_case(0.1, None, 10),
     "clip_no_attrs_10": clip_case(None, None, 10),
+    # torch.clamp with one bound, as the dynamo exporter writes it: Max (Min) of the data and a number
+    "max_of_number": ([oh.make_node("Max", ["x", "c"], ["y"])], IMG, {"c": np.float32(0.0)}),
+    "min_of_numbers_first": ([oh.make_node("Min", ["c", "x", "d"], ["y"])], IMG,
+                             {"c": np.array([[0.7]], np.float32), "d": np.float32(0.4)}),
+    "max_of_number_1d": ([oh.make_node("Max", ["x", "c"], ["y"])], SIGNAL, {"c": np.float32(-0.2)}),
     "relu6_max_pool": clip_max_pool_case("relu6"),
     "hard_sigmoid_max_pool": clip_max_pool_case("hard_sigmoid"),
     "maxpool_k2s2": pool_case("MaxPool", kernel_shape=[2, 2], strides=[2, 2]),
@@ -736,7 +741,7 @@ COMPILED_CASES = (
     "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
-    "hard_sigmoid_max_pool", "prelu_conv_both_signs",
+    "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
 )
 
 
@@ -1096,6 +1101,9 @@ UNSUPPORTED = {
     "slice_channel_step2": ([oh.make_node("Slice", ["x", "s", "e", "a", "p"], ["y"])], IMG,
                             {"s": np.array([0], dtype=np.int64), "e": np.array([4], dtype=np.int64),
                              "a": np.array([1], dtype=np.int64), "p": np.array([2], dtype=np.int64)}, "Slice"),
+    "max_of_two_tensors": ([oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Max", ["x", "r"], ["y"])], IMG, {},
+                           "Max"),
+    "min_by_channels": ([oh.make_node("Min", ["x", "c"], ["y"])], IMG, {"c": rand(4, 1, 1)}, "Min"),
     "split_spatial_axis": ([oh.make_node("Split", ["x", "sz"], ["a", "b"], axis=2),
                             oh.make_node("Add", ["a", "b"], ["y"])], (4, 6, 6), {"sz": np.array([3, 3])}, "Split"),
     "split_batch_axis": ([oh.make_node("Split", ["x"], ["a"], axis=0), oh.make_node("Relu", ["a"], ["y"])], IMG, {},
