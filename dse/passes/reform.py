@@ -288,8 +288,10 @@ class _Reformer:
         op, name = node.op, node.name
         ins = [self.values[i] for i in node.inputs]
         rank = len(self.src_shapes[name])
-        if rank not in (1, 3) and not isinstance(op, (o.Input, o.Reshape, o.Slice, o.Concat, o.Identity)):
-            # a core-op computes on features (F,) or images (C, H, W)
+        wiring = isinstance(op, (o.Input, o.Reshape, o.Slice, o.Concat, o.Identity))
+        if rank not in (1, 3) and (rank == 0 or not wiring):
+            # a core-op computes on features (F,) or images (C, H, W); wiring carries (C, L) and (C, H, W, ...)
+            # values between them, but a per-sample scalar (a squeezed last output) has no channel to carry it on
             raise UnsupportedOpError(type(op).__name__, name, f"a value of per-sample shape "
                                      f"{self.src_shapes[name]} (the chip computes on (F,) or (C, H, W) values)")
         if isinstance(op, o.Input):

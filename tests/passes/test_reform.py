@@ -568,6 +568,16 @@ def test_a_max_pool_of_a_sum_of_signed_values_is_refused() -> None:
         reform(before)
 
 
+def test_a_per_sample_scalar_output_is_refused_by_name() -> None:
+    """A network whose output is squeezed to one number per sample (``fc(x).squeeze(1)``, a ReduceMean without
+    keepdims) has no channel axis for the wiring to carry: one line naming the op and node, not an IndexError."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((6,)))
+    before = b.build([b.add("squeeze", o.Reshape(()), b.add("fc", o.Linear(rand(1, 6), None), x))])
+    with pytest.raises(UnsupportedOpError, match=r"Reshape at node 'squeeze'.*per-sample shape \(\)"):
+        reform(before)
+
+
 def test_a_value_of_rank_two_is_refused_by_name() -> None:
     """A (C, L) value has no core-op form: a typed one-line error naming the op and node, not a crash."""
     b = GraphBuilder()
