@@ -46,7 +46,6 @@ from dse.ir.shapes import SHAPE_RULES, Shape, infer_shapes
 from dse.passes.approximator import FUNCTIONS, fit_hinges
 from dse.passes.registry import register
 
-
 # The MLP approximator's output layer: "merged" into every consumer's weights (each reads the hinges and the
 # always-on units: k + 1 channels per value), or a "core" of its own emitting [v - L; 1] (2 per value)
 ApproximatorOutput = Literal["merged", "core"]
