@@ -74,14 +74,20 @@ def _call(spec: str) -> dict[str, Any]:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as exc:
         raise DataError(f"cannot import dataset function {spec}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed as it ran (a SyntaxError, its own errors)
+        raise DataError(f"cannot import dataset function {spec}: importing {module} raised "
+                        f"{type(exc).__name__}: {_first_line(exc)}") from None
     try:
         out = fn()
     except Exception as exc:  # noqa: BLE001 - the user's code: any failure is theirs, named in one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"dataset function {spec} raised {type(exc).__name__}: {first}") from None
+        raise DataError(f"dataset function {spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(out, dict):
         return out
     return {k: getattr(out, k) for k in ARRAYS if getattr(out, k, None) is not None}
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
 def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:

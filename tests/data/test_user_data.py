@@ -201,6 +201,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     (unlisted / "classes.txt").write_text("a\n")
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
+    (tmp_path / "dse_test_import_raises.py").write_text("raise RuntimeError('no data server')\n")  # on sys.path
+    (tmp_path / "dse_test_syntax_error.py").write_text("def load(:\n    pass\n")
     return {
         "no x": (_npz(tmp_path / "a.npz", y=np.zeros(3, int)), None, r"holds no array 'x'.*it has: y$"),
         "train and test": (_npz(tmp_path / "h.npz", x_train=x, y_train=np.zeros(10, int), x_test=x), None,
@@ -222,6 +224,12 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
+        # a module whose import raised anything but ImportError was a traceback
+        "import raises": ("dse_test_import_raises:load", None,
+                          r"cannot import dataset function .*: importing dse_test_import_raises raised "
+                          r"RuntimeError: no data server$"),
+        "import syntax error": ("dse_test_syntax_error:load", None,
+                                r"importing dse_test_syntax_error raised SyntaxError: "),
         "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
         # complex samples lost their imaginary part with a warning, text ones were a traceback
         "complex x": (_npz(tmp_path / "i.npz", x=x.astype(np.complex64)), None,
@@ -240,7 +248,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
-       "smaller than the crop", "no module", "no function", "raises", "preprocess on npz", "complex x", "text x",
+       "smaller than the crop", "no module", "no function", "raises", "import raises",
+       "import syntax error", "preprocess on npz", "complex x", "text x",
        "std zero", "std NaN", "mean infinite"]
 
 
@@ -249,7 +258,8 @@ def test_the_bad_list_is_complete(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_data_is_one_line(tmp_path: Path, case: str) -> None:
+def test_bad_data_is_one_line(tmp_path: Path, case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))  # the modules `_bad` writes
     spec, preprocess, pattern = _bad(tmp_path)[case]
     with pytest.raises((DataError, ConfigError), match=pattern) as info:
         load_dataset(spec, preprocess).select()
