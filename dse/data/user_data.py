@@ -108,6 +108,8 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
         if len(s.array.shape) < 2:
             raise DataError(f"{k} of {name} has shape {tuple(s.array.shape)}; it must be (samples, *per-sample "
                             "shape)")
+        if len(s.array) == 0:
+            raise DataError(f"{k} of {name} holds no samples (shape {tuple(s.array.shape)})")
         dtype = np.dtype(getattr(s.array, "dtype", np.float32))
         if not any(np.issubdtype(dtype, kind) for kind in (np.bool_, np.integer, np.floating)):
             raise DataError(f"{k} of {name} holds {dtype} values; the samples must be real numbers")

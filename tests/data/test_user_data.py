@@ -224,6 +224,12 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
         "no function": (f"{__name__}:nope", None, r"cannot import dataset function .*:nope"),
         "raises": (f"{__name__}:raises_value_error", None, r"raised ValueError: the archive is corrupt$"),
+        # an empty x, x_calib or x_test was a traceback (the labels' maximum, or the first calibration batch)
+        "empty x": (_npz(tmp_path / "k.npz", x=x[:0], y=np.zeros(0, int)), None,
+                    r"x of .*k\.npz holds no samples \(shape \(0, 3\)\)$"),
+        "empty x_calib": (_npz(tmp_path / "l.npz", x_calib=x[:0], x_test=x), None, r"x_calib of .* holds no samples"),
+        "empty x_test": (_npz(tmp_path / "m.npz", x_calib=x, x_test=x[:0], y_test=np.zeros(0, int)), None,
+                         r"x_test of .* holds no samples"),
         # a module whose import raised anything but ImportError was a traceback
         "import raises": ("dse_test_import_raises:load", None,
                           r"cannot import dataset function .*: importing dse_test_import_raises raised "
@@ -249,7 +255,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
        "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "preprocess on npz", "complex x", "text x",
+       "import syntax error", "empty x", "empty x_calib", "empty x_test", "preprocess on npz", "complex x", "text x",
        "std zero", "std NaN", "mean infinite"]
 
 
