@@ -172,9 +172,15 @@ def _labels(name: str, key: str, y: Any, n: int) -> np.ndarray | None:
 def _given_range(name: str, value_range: Any) -> tuple[float, float] | None:
     if value_range is None:
         return None
-    v = np.asarray(value_range, dtype=np.float64).ravel()
-    if v.shape != (2,) or not v[0] < v[1]:
-        raise DataError(f"value_range of {name} must be [lo, hi] with lo < hi (got {v.tolist()})")
+    try:
+        v = np.asarray(value_range, dtype=np.float64).ravel()
+    except (TypeError, ValueError):  # text, a dict, ragged lists
+        v = None
+    # finite as float32, the inputs' type: a hi of 1e300 or Inf gave an input scale that overflowed (a traceback
+    # in the tuner, or NaN outputs)
+    if v is None or v.shape != (2,) or not v[0] < v[1] or not (np.abs(v) <= np.finfo(np.float32).max).all():
+        got = v.tolist() if v is not None else np.asarray(value_range, dtype=object).ravel().tolist()
+        raise DataError(f"value_range of {name} must be [lo, hi], finite numbers with lo < hi (got {got})")
     return (float(v[0]), float(v[1]))
 
 

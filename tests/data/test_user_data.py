@@ -230,6 +230,15 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "empty x_calib": (_npz(tmp_path / "l.npz", x_calib=x[:0], x_test=x), None, r"x_calib of .* holds no samples"),
         "empty x_test": (_npz(tmp_path / "m.npz", x_calib=x, x_test=x[:0], y_test=np.zeros(0, int)), None,
                          r"x_test of .* holds no samples"),
+        # value_range in text was a traceback, an infinite or float32-overflowing one a traceback in the tuner or
+        # NaN outputs
+        "value_range text": (_npz(tmp_path / "n.npz", x=x, value_range=np.array(["a", "b"])), None,
+                             r"value_range of .*n\.npz must be \[lo, hi\], finite numbers with lo < hi "
+                             r"\(got \['a', 'b'\]\)$"),
+        "value_range Inf": (_npz(tmp_path / "o.npz", x=x, value_range=np.array([0, np.inf])), None,
+                            r"value_range of .* \(got \[0\.0, inf\]\)$"),
+        "value_range 1e300": (_npz(tmp_path / "p.npz", x=x, value_range=np.array([0, 1e300])), None,
+                              r"value_range of .* \(got \[0\.0, 1e\+300\]\)$"),
         # a module whose import raised anything but ImportError was a traceback
         "import raises": ("dse_test_import_raises:load", None,
                           r"cannot import dataset function .*: importing dse_test_import_raises raised "
@@ -255,7 +264,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
        "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "empty x", "empty x_calib", "empty x_test", "preprocess on npz", "complex x", "text x",
+       "import syntax error", "empty x", "empty x_calib", "empty x_test",
+       "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x", "text x",
        "std zero", "std NaN", "mean infinite"]
 
 
