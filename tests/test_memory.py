@@ -23,7 +23,8 @@ CHIP = HardwareSpec(name="small", crossbar=Crossbar(64, 64, 4, True), weights=We
 @pytest.mark.parametrize("bound, pattern", [
     ("0.001", r"^error: estimated peak memory \d+\.\d+ GB exceeds the bound compile\.max_memory_gb=0\.001 GB "
               r"\(largest part: \w+"),
-    ("0", r"^error: compile\.max_memory_gb must be > 0 \(got 0"),
+    ("0", r"^error: compile\.max_memory_gb must be > 0 and finite \(got 0"),
+    ("inf", r"^error: compile\.max_memory_gb must be > 0 and finite \(got inf\)$"),  # was an OverflowError
 ])
 def test_a_run_that_cannot_fit_is_refused_before_it_starts(bound: str, pattern: str, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:

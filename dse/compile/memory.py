@@ -83,8 +83,8 @@ def memory_bound(max_memory_gb: float | None) -> int:
     """The bound in bytes: `max_memory_gb`, or `DEFAULT_FRACTION` of the machine's memory."""
     if max_memory_gb is None:
         return int(DEFAULT_FRACTION * machine_memory_bytes())
-    if not max_memory_gb > 0:
-        raise ResourceError(f"compile.max_memory_gb must be > 0 (got {max_memory_gb})")
+    if not 0 < max_memory_gb < float("inf"):  # inf was an OverflowError (a traceback) in the int below
+        raise ResourceError(f"compile.max_memory_gb must be > 0 and finite (got {max_memory_gb})")
     return int(max_memory_gb * GB)
 
 
