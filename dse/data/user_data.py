@@ -110,7 +110,7 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
                             "shape)")
         if len(s.array) == 0:
             raise DataError(f"{k} of {name} holds no samples (shape {tuple(s.array.shape)})")
-        dtype = np.dtype(getattr(s.array, "dtype", np.float32))
+        dtype = _dtype(s.array, f"{k} of {name}")
         if not any(np.issubdtype(dtype, kind) for kind in (np.bool_, np.integer, np.floating)):
             raise DataError(f"{k} of {name} holds {dtype} values; the samples must be real numbers")
     value_range = _given_range(name, arrays.get("value_range"))
@@ -141,6 +141,19 @@ def _array_like(value: Any, what: str) -> Any:
         return np.asarray(value)
     except (ValueError, TypeError) as exc:  # ragged lists
         raise DataError(f"{what} is not an array of samples ({str(exc).splitlines()[0]})") from None
+
+
+def _dtype(array: Any, what: str) -> np.dtype:
+    """The element type of an array-like: its numpy ``dtype``, else (a torch tensor's ``torch.float32``) that of
+    an empty slice of it as numpy reads it, which is how its batches are read."""
+    try:
+        return np.dtype(getattr(array, "dtype", np.float32))
+    except TypeError:
+        try:
+            return np.asarray(array[:0]).dtype
+        except Exception as exc:  # noqa: BLE001 - the user's array-like: any failure is theirs, named in one line
+            raise DataError(f"{what} holds {array.dtype} values, which numpy cannot read ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
 
 
 def split(name: str, source: Any, y: np.ndarray | None, value_range: tuple[float, float] | None,

@@ -97,6 +97,26 @@ def test_module_function_returning_nested_lists() -> None:
         load_dataset(f"{__name__}:make_ragged")
 
 
+def make_tensors() -> dict:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in make_arrays().items()}
+
+
+def test_module_function_returning_torch_tensors() -> None:
+    """A tensor's dtype (torch.float32) was a TypeError traceback ('Cannot interpret as a data type'); it is read
+    as numpy reads it, and one that numpy cannot read (it requires grad) is one line."""
+    ds = load_dataset(f"{__name__}:make_tensors").select()
+    train, test = split_indices(10)
+    np.testing.assert_array_equal(ds.x_train[:], make_arrays()["x"][train])
+    np.testing.assert_array_equal(ds.x_test[np.array([0, 1])], make_arrays()["x"][test[:2]])
+    assert ds.x_test[:].dtype == np.float32 and ds.num_classes == 3
+    sys.modules[__name__].make_grad = lambda: {"x": make_tensors()["x"].requires_grad_()}
+    with pytest.raises(DataError, match=r"^x of .*:make_grad holds torch\.float32 values, which numpy cannot read "
+                                        r"\(RuntimeError: Can't call numpy\(\) on Tensor that requires grad"):
+        load_dataset(f"{__name__}:make_grad")
+
+
 def test_npz_samples_pickle_as_their_path(tmp_path: Path) -> None:
     x = RNG.random((1000, 64), dtype=np.float32)
     ds = load_dataset(_npz(tmp_path / "d.npz", x=x))
