@@ -89,11 +89,22 @@ class ArraySource:
         self.sample_shape = tuple(int(d) for d in array.shape[1:])
 
     def read(self, index: np.ndarray) -> np.ndarray:
-        if len(index) and np.all(np.diff(index) == 1):  # a run: one slice (a memory map reads it in one go)
-            return np.asarray(self.array[int(index[0]) : int(index[-1]) + 1], dtype=np.float32)
-        order = np.argsort(index, kind="stable")  # array-likes on disk (h5py) index increasing positions only
-        out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
-        out[order] = np.asarray(self.array[index[order]], dtype=np.float32)
+        try:
+            if len(index) and np.all(np.diff(index) == 1):  # a run: one slice (a memory map reads it in one go)
+                out = np.asarray(self.array[int(index[0]) : int(index[-1]) + 1], dtype=np.float32)
+            else:
+                order = np.argsort(index, kind="stable")  # array-likes on disk (h5py) index increasing positions only
+                out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
+                out[order] = np.asarray(self.array[index[order]], dtype=np.float32)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's array-like (an h5py file gone, values not numbers)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise DataError(f"{self.what}: reading {len(index)} samples failed ({type(exc).__name__}: {first})") \
+                from None
+        if out.shape != (len(index), *self.sample_shape):  # an array-like whose shape promised other samples
+            raise DataError(f"{self.what}: {len(index)} samples read as shape {out.shape}, not "
+                            f"{(len(index), *self.sample_shape)} as its shape {tuple(self.array.shape)} promised")
         return out
 
     def ids(self, index: np.ndarray) -> list[int]:

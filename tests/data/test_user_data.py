@@ -117,6 +117,39 @@ def test_module_function_returning_torch_tensors() -> None:
         load_dataset(f"{__name__}:make_grad")
 
 
+class BrokenArray:
+    """An array-like (h5py's dataset, say) whose shape promises 10 samples of 4 values; `read` is its indexing."""
+
+    shape, dtype = (10, 4), np.dtype(np.float32)
+
+    def __init__(self, read) -> None:
+        self.read = read
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, key):
+        return self.read(key)
+
+
+def _disk_gone(key):
+    raise OSError("Can't read data (file closed)")
+
+
+@pytest.mark.parametrize("read, pattern", [
+    (_disk_gone, r"reading 10 samples failed \(OSError: Can't read data \(file closed\)\)$"),
+    (lambda key: "junk", r"reading 10 samples failed \(ValueError: could not convert string to float: 'junk'\)$"),
+    (lambda key: np.zeros((2, 4)), r"10 samples read as shape \(2, 4\), not \(10, 4\) as its shape \(10, 4\) "
+                                   r"promised$"),
+])
+def test_an_array_like_that_fails_to_read_is_one_line(read, pattern: str) -> None:
+    """Its exception (or junk in place of samples) was a traceback (here in the input range's scan of the
+    calibration samples, else in prepare's first batch)."""
+    sys.modules[__name__].make_broken = lambda: {"x_calib": BrokenArray(read), "x_test": np.zeros((2, 4))}
+    with pytest.raises(DataError, match=r"^x_calib of .*:make_broken: " + pattern):
+        load_dataset(f"{__name__}:make_broken").select()
+
+
 def test_npz_samples_pickle_as_their_path(tmp_path: Path) -> None:
     x = RNG.random((1000, 64), dtype=np.float32)
     ds = load_dataset(_npz(tmp_path / "d.npz", x=x))
