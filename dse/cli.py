@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.errors import DseError
+from dse.errors import ConfigError, DseError
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
@@ -46,6 +46,8 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
                 OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
             print(shown, end="")
             return 0
+        if not str(cfg.hydra.run.dir).strip():  # `hydra.run.dir=$OUT`, OUT unset: Path("") was the working folder
+            raise ConfigError("hydra.run.dir is empty; name a folder (hydra.run.dir=. for the working folder)")
         run_dir = Path(str(cfg.hydra.run.dir))
         return int(main(cfg, run_dir) or 0)
     except DseError as exc:

@@ -445,6 +445,25 @@ def test_a_run_folder_that_is_a_file_is_one_line_before_any_work(tmp_path: Path,
     assert (tmp_path / "taken").read_text() == "a file\n"
 
 
+def test_an_empty_run_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hydra.run.dir=` (a shell's ``hydra.run.dir=$OUT`` with OUT unset) wrote every result file of a compile or a
+    sweep into the working folder."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+    from dse.sweep import cli
+
+    monkeypatch.chdir(tmp_path)
+    code = run_app("compile", main, ["model=mlp_digits", "tuning=none", "progress=false", "hydra.run.dir="])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, r"^error: hydra\.run\.dir is empty; name a folder")
+    code = cli(["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8", "runner=local",
+                "progress=false", "hydra.run.dir= "])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, r"^error: hydra\.run\.dir is empty; name a folder")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The same configuration again writes over its own results; another one is refused before any work, and the
     folder keeps what was computed there."""
