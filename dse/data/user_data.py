@@ -171,7 +171,10 @@ def split(name: str, source: Any, y: np.ndarray | None, value_range: tuple[float
 def _labels(name: str, key: str, y: Any, n: int) -> np.ndarray | None:
     if y is None:
         return None
-    y = np.asarray(y)
+    try:
+        y = np.asarray(y)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise DataError(f"{key} of {name} must be one integer class label per sample ({_first_line(exc)})") from None
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise DataError(f"{key} of {name} must be one integer class label per sample (got {y.dtype} of shape "
                         f"{y.shape})")

@@ -95,6 +95,11 @@ def test_module_function_returning_nested_lists() -> None:
     sys.modules[__name__].make_ragged = lambda: {"x": [[0.0, 1.0], [0.0]]}
     with pytest.raises(DataError, match=r"^x of .*:make_ragged is not an array of samples \(.*inhomogeneous"):
         load_dataset(f"{__name__}:make_ragged")
+    # ragged labels were a ValueError traceback
+    sys.modules[__name__].make_ragged_labels = lambda: {**make_lists(), "y": [[0], [1, 2], *[[0]] * 8]}
+    with pytest.raises(DataError, match=r"^y of .*:make_ragged_labels must be one integer class label per sample "
+                                        r"\(.*inhomogeneous"):
+        load_dataset(f"{__name__}:make_ragged_labels")
 
 
 def make_tensors() -> dict:
