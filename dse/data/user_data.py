@@ -74,12 +74,13 @@ def _call(spec: str) -> dict[str, Any]:
         fn = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as exc:
         raise DataError(f"cannot import dataset function {spec}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's module failed as it ran (a SyntaxError, its own errors)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module failed as it ran (a SyntaxError, its
+        # own errors, a script's sys.exit(main()): that ended the compile with its status, nothing written)
         raise DataError(f"cannot import dataset function {spec}: importing {module} raised "
                         f"{type(exc).__name__}: {_first_line(exc)}") from None
     try:
         out = fn()
-    except Exception as exc:  # noqa: BLE001 - the user's code: any failure is theirs, named in one line
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: any failure is theirs, named in one line
         raise DataError(f"dataset function {spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
     if isinstance(out, dict):
         return out

@@ -235,6 +235,10 @@ def raises_value_error() -> None:
     raise ValueError("the archive is corrupt\nsecond line")
 
 
+def exits() -> None:
+    sys.exit(0)
+
+
 def _empty(path: Path) -> str:
     path.write_bytes(b"")
     return str(path)
@@ -261,6 +265,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
     (tmp_path / "dse_test_import_raises.py").write_text("raise RuntimeError('no data server')\n")  # on sys.path
     (tmp_path / "dse_test_syntax_error.py").write_text("def load(:\n    pass\n")
+    (tmp_path / "dse_test_script.py").write_text("import sys\ndef main():\n    return 0\nsys.exit(main())\n")
     return {
         "no x": (_npz(tmp_path / "a.npz", y=np.zeros(3, int)), None, r"holds no array 'x'.*it has: y$"),
         "train and test": (_npz(tmp_path / "h.npz", x_train=x, y_train=np.zeros(10, int), x_test=x), None,
@@ -301,6 +306,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "import raises": ("dse_test_import_raises:load", None,
                           r"cannot import dataset function .*: importing dse_test_import_raises raised "
                           r"RuntimeError: no data server$"),
+        # sys.exit in the user's code ended the command with its status (0: success), nothing written
+        "import exits": ("dse_test_script:load", None, r"importing dse_test_script raised SystemExit: 0$"),
+        "function exits": (f"{__name__}:exits", None, r"dataset function .*:exits raised SystemExit: 0$"),
         "import syntax error": ("dse_test_syntax_error:load", None,
                                 r"importing dse_test_syntax_error raised SyntaxError: "),
         "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
@@ -322,7 +330,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
        "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "empty x", "empty x_calib", "empty x_test",
+       "import syntax error", "import exits", "function exits", "empty x", "empty x_calib", "empty x_test",
        "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x", "text x",
        "std zero", "std NaN", "mean infinite"]
 
