@@ -98,8 +98,8 @@ def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
     if "x" not in arrays and ("x_calib" not in arrays or "x_test" not in arrays):
         hint = ("; rename x_train to x_calib (the calibration samples; their labels are not needed)"
                 if "x_train" in arrays and "x_test" in arrays else "")
-        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {', '.join(arrays) or 'none'}"
-                        f"{hint}")
+        have = ", ".join(map(str, arrays)) or "none"  # keys the user's function returned: maybe not text
+        raise DataError(f"{where} no array 'x' (nor 'x_calib' and 'x_test'); it has: {have}{hint}")
     unknown = [k for k in arrays if k not in ARRAYS]
     if unknown:
         raise DataError(f"{where} unknown array {unknown[0]!r} (known: {', '.join(ARRAYS)})")

@@ -235,6 +235,10 @@ def raises_value_error() -> None:
     raise ValueError("the archive is corrupt\nsecond line")
 
 
+def int_keys() -> dict:
+    return {0: np.zeros((10, 3)), 1: np.zeros(10, int)}
+
+
 def exits() -> None:
     sys.exit(0)
 
@@ -309,6 +313,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         # sys.exit in the user's code ended the command with its status (0: success), nothing written
         "import exits": ("dse_test_script:load", None, r"importing dse_test_script raised SystemExit: 0$"),
         "function exits": (f"{__name__}:exits", None, r"dataset function .*:exits raised SystemExit: 0$"),
+        # keys not text were a TypeError traceback in the message's join
+        "keys not names": (f"{__name__}:int_keys", None, r"returned no array 'x' .*; it has: 0, 1$"),
         "import syntax error": ("dse_test_syntax_error:load", None,
                                 r"importing dse_test_syntax_error raised SyntaxError: "),
         "preprocess on npz": (_npz(tmp_path / "g.npz", x=x), Preprocess(resize=4), r"model\.preprocess applies"),
@@ -330,7 +336,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
        "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "import exits", "function exits", "empty x", "empty x_calib", "empty x_test",
+       "import syntax error", "import exits", "function exits",
+       "keys not names", "empty x", "empty x_calib", "empty x_test",
        "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x", "text x",
        "std zero", "std NaN", "mean infinite"]
 
