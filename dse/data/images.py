@@ -118,6 +118,14 @@ def normalize_in_graph(graph: Graph, preprocess: Preprocess) -> Graph:
     return graph.replace_nodes(nodes, [name if s == inp else s for s in graph.outputs])
 
 
+def _unreadable() -> tuple[type[Exception], ...]:
+    from PIL import Image
+
+    # OSError: not an image, or truncated (UnidentifiedImageError is one); a header of more pixels than Pillow
+    # will decode (twice Image.MAX_IMAGE_PIXELS)
+    return (OSError, Image.DecompressionBombError)
+
+
 class ImageSource:
     """The images of a folder, decoded when a batch of them is read."""
 
@@ -131,13 +139,13 @@ class ImageSource:
         self.sample_shape = (int(preprocess.channels), oh, ow)
 
     def _size(self, i: int) -> tuple[int, int]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         path = self.root / self.paths[i]
         try:
             with Image.open(path) as img:  # reads the header only
                 return img.size
-        except (OSError, UnidentifiedImageError) as exc:
+        except _unreadable() as exc:
             raise DataError(f"cannot read image {path}: {exc}") from None
 
     def check(self, index: np.ndarray) -> None:
@@ -163,8 +171,11 @@ class ImageSource:
 
         out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
         for k, i in enumerate(index):
-            with Image.open(self.root / self.paths[i]) as img:
-                x = self.preprocess.apply(img)
+            try:
+                with Image.open(self.root / self.paths[i]) as img:
+                    x = self.preprocess.apply(img)  # decodes it: a truncated file fails only here
+            except _unreadable() as exc:
+                raise DataError(f"cannot read image {self.root / self.paths[i]}: {exc}") from None
             if x.shape != self.sample_shape:
                 self._mixed(int(i), *img.size)
             out[k] = x

@@ -171,6 +171,22 @@ def _png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
+def test_an_image_that_does_not_decode_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A truncated image (its header whole: only decoding fails) was an OSError traceback in the first batch, one
+    of more pixels than Pillow decodes a DecompressionBombError traceback at its header."""
+    for i in range(4):
+        _png(tmp_path / "a" / f"{i}.png", RNG.integers(0, 255, (8, 8), dtype=np.uint8))
+    whole = (tmp_path / "a" / "2.png").read_bytes()
+    (tmp_path / "a" / "2.png").write_bytes(whole[: len(whole) // 2])
+    ds = load_dataset(str(tmp_path), Preprocess(channels=1)).select()
+    with pytest.raises(DataError, match=r"^cannot read image .*a/2\.png: image file is truncated"):
+        ds.x_train[:], ds.x_test[:]
+    (tmp_path / "a" / "2.png").write_bytes(whole)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 16)  # 8x8 is more than twice as many
+    with pytest.raises(DataError, match=r"^cannot read image .*a/0\.png: Image size \(64 pixels\) exceeds limit"):
+        load_dataset(str(tmp_path), Preprocess(channels=1))
+
+
 def test_image_folder_order_labels_and_scaling(tmp_path: Path) -> None:
     pixels = {}
     for cls in ("dog", "cat", "bird"):
