@@ -218,7 +218,10 @@ def _classes(root: Path, folders: list[str]) -> list[str]:
     listing = root / CLASSES_FILE
     if not listing.is_file():
         return sorted(folders)
-    lines = [ln.strip() for ln in listing.read_text().splitlines()]
+    try:
+        lines = [ln.strip() for ln in listing.read_text().splitlines()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{listing} is not text ({exc}); one class folder name per line") from None
     while lines and not lines[-1]:
         lines.pop()
     if "" in lines:

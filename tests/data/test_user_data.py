@@ -281,6 +281,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     _png(unlisted / "a" / "0.png", np.zeros((4, 4), np.uint8))
     _png(unlisted / "b" / "0.png", np.zeros((4, 4), np.uint8))
     (unlisted / "classes.txt").write_text("a\n")
+    binary = tmp_path / "binary"
+    _png(binary / "a" / "0.png", np.zeros((4, 4), np.uint8))
+    (binary / "classes.txt").write_bytes(b"\xff\xfe\x00a\n")
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
     (tmp_path / "dse_test_import_raises.py").write_text("raise RuntimeError('no data server')\n")  # on sys.path
@@ -302,6 +305,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
         "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
         "folder not in classes.txt": (str(unlisted), Preprocess(channels=1), r"class folder 'b' .*not listed"),
+        # a UnicodeDecodeError traceback
+        "classes.txt not text": (str(binary), Preprocess(channels=1),
+                                 r"binary/classes\.txt is not text \('utf-8' codec can't decode byte 0xff"),
         "smaller than the crop": (str(mixed), Preprocess(channels=1, crop=5),
                                   r"a/0\.png is 4x4, smaller than .*crop=5"),
         "no module": ("no_such_module_here:load", None, r"cannot import dataset function no_such_module_here:load"),
@@ -351,11 +357,10 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
        "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
-       "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "import exits", "function exits",
-       "keys not names", "empty x", "empty x_calib", "empty x_test",
-       "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x", "text x",
-       "std zero", "std NaN", "mean infinite"]
+       "classes.txt not text", "smaller than the crop", "no module", "no function", "raises", "import raises",
+       "import syntax error", "import exits", "function exits", "keys not names", "empty x", "empty x_calib",
+       "empty x_test", "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x",
+       "text x", "std zero", "std NaN", "mean infinite"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
