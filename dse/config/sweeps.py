@@ -45,6 +45,9 @@ def split_sweeps(argv: list[str]) -> CommandLine:
         if o.value_type == ValueType.INTERVAL_SWEEP:
             raise ConfigError(f"{line}: a continuous interval cannot be searched; list the values (a,b,c) or "
                               "use range(start,stop,step)")
+        if o.value_type == ValueType.GLOB_CHOICE_SWEEP:  # it matches a group's options: a HydraException traceback
+            raise ConfigError(f"{line}: glob() picks config group options, and a group cannot be swept; list the "
+                              "values (a,b,c) or use range(start,stop,step)")
         try:
             values = list(o.sweep_iterator())
         except ValueError as exc:  # range(2,9,0)

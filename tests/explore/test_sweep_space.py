@@ -80,7 +80,8 @@ def test_bad_search_parameters_fail_with_the_path(overrides, message):
 @pytest.mark.parametrize(
     ("line", "message"),
     [("strategy=split,prune", "config group strategy cannot be swept"),
-     ("hardware.weights.bits=interval(2,8)", "continuous interval")],
+     ("hardware.weights.bits=interval(2,8)", "continuous interval"),
+     ("hardware.weights.bits=glob(*)", r"glob\(\) picks config group options")],  # was 'ConfigLoader is not set'
 )
 def test_unsweepable_command_line(line, message):
     with pytest.raises(ConfigError, match=message):
