@@ -46,6 +46,11 @@ def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], res
             raise ConfigError(f"{run_dir} holds a compile (report.json), whose config.yaml and samples.json the sweep "
                               "would write over; choose another hydra.run.dir")
         stored = read_fingerprint(run_dir)
+        held = [name for name in (STUDY_DB, "trials.csv", "config.yaml") if (run_dir / name).exists()]
+        if stored is None and held:  # a study.db there was resumed, and its trials reported, whatever it held
+            raise ConfigError(f"{run_dir} holds {held[0]} but no readable {FINGERPRINT} (the configuration of the "
+                              "study there), so it may be another study's; choose another hydra.run.dir, or move "
+                              "those files away")
         if stored is not None and stored != fingerprint:
             raise ConfigError(
                 f"{run_dir} holds a study with another configuration ({describe_difference(stored, fingerprint)}); "

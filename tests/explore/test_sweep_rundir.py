@@ -43,6 +43,22 @@ def test_explicit_folder_of_another_study_is_refused(tmp_path):
     assert read_fingerprint(run) == A
 
 
+@pytest.mark.parametrize("study_json", [None, "{garbage"])
+@pytest.mark.parametrize("held", ["study.db", "trials.csv", "config.yaml"])
+def test_explicit_folder_of_results_without_a_readable_fingerprint_is_refused(tmp_path, held, study_json):
+    """Without study.json the folder's study could not be told apart: its study.db was resumed (another search
+    space's trials reported as this sweep's, exit 0), its tables and config.yaml written over."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / held).write_text("theirs")
+    if study_json is not None:
+        (run / "study.json").write_text(study_json)
+    with pytest.raises(ConfigError, match=rf"run holds {held} but no readable study\.json \(the configuration of "
+                                          r"the study there\), so it may be another study's"):
+        locate(run, timestamped=False, fingerprint=A, resume=True)
+    assert (run / held).read_text() == "theirs"
+
+
 def test_time_stamped_default_resumes_the_newest_run_of_the_same_configuration(tmp_path):
     old_a = make_run(tmp_path / "s" / "2026-01-01_00-00-00", A, age_s=100)
     newer_a = make_run(tmp_path / "s" / "2026-01-02_00-00-00", A, age_s=50)
