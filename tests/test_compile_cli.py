@@ -281,6 +281,11 @@ MORE = {
     "a preset near miss": (["hardware=chip_aa"], r"hardware/chip_aa.*did you mean chip_a\?"),
     "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
     "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),
+    # an interpolation that fails, a group taken out: tracebacks where the value was first read
+    "an unset environment variable": (["model.dataset=${oc.env:DSE_TEST_UNSET}"],
+                                      r"^error: model\.dataset: .*Environment variable 'DSE_TEST_UNSET' not found"),
+    "an interpolation of no key": (["model.name=${foo}"], r"^error: model\.name: Interpolation key 'foo' not found$"),
+    "a group taken out": (["~hardware"], r"^error: hardware: Missing mandatory value: hardware$"),
     # the cost model's coefficients and the mesh (issue 12's bad input)
     "cost coefficient 0": (["hardware.cost.adc_8b_pj_per_conversion=0"],
                            r"hardware\.cost\.adc_8b_pj_per_conversion must be a positive number \(got 0\.0\)"),

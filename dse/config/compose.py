@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dse.config.keys import check_keys, schema_at, suggest
@@ -65,6 +65,7 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"{where}: not valid YAML ({exc.problem or exc.context})") from None
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         raise ConfigError(_unknown_override(config_name, overrides) or one_line(exc)) from None
+    _resolve(cfg)
     check_keys(SCHEMAS[config_name], cfg, GROUP_SCHEMAS)  # a `+` addition gets past Hydra's own check
     check_choices(SCHEMAS[config_name], cfg)
     _name_user_model(cfg, overrides)
@@ -78,6 +79,19 @@ def _check_hydra_keys(overrides: list[str]) -> None:
         if (key == "hydra" or key.startswith("hydra.")) and key not in HYDRA_KEYS_READ:
             read = "; ".join(f"{k} ({what})" for k, what in HYDRA_KEYS_READ.items())
             raise ConfigError(f"{o}: dse does not read {key}; of Hydra's keys it reads {read}")
+
+
+def _resolve(cfg: DictConfig) -> None:
+    """Every value resolved now (Hydra's own section only where it names the run folder): an interpolation that
+    fails (``model.dataset=${oc.env:DATA}`` with DATA unset, ``${foo}``) or a group taken out (``~hardware``) was a
+    traceback wherever the value was first read."""
+    try:
+        OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True,
+                               throw_on_missing=True)
+        str(cfg.hydra.run.dir)
+    except OmegaConfBaseException as exc:
+        key, first = getattr(exc, "full_key", None), str(exc).strip().splitlines()[0]  # later lines: its context
+        raise ConfigError(f"{key}: {first}" if key else first) from None
 
 
 def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
