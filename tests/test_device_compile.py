@@ -16,7 +16,7 @@ from dse.hardware.device import Device
 from dse.hardware.spec import IO, Crossbar, HardwareSpec, Weights
 from dse.ir.ops import CoreOp
 from dse.ir.serialize import load_graph, save_graph
-from dse.sim.device_noise import draw_fault_map
+from dse.sim.device_noise import draw_fault_map, load_fault_map
 from dse.sim.montecarlo import MonteCarlo
 from dse.sim.spares import PREFIX
 from dse.tune import TuneOptions
@@ -82,6 +82,16 @@ def test_a_fault_map_that_does_not_fit_is_refused(prepared, tmp_path) -> None:
     hw = dataclasses.replace(CHIP, device=Device(fault_map=str(tmp_path / "bad.npz")))
     with pytest.raises(ConfigError, match=f"crossbar {name!r} has cells"):
         compile(prepared, hw, tuning=NONE)
+
+
+def test_an_empty_or_truncated_fault_map_is_one_line(tmp_path) -> None:
+    """They were an EOFError and a BadZipFile traceback (a PassError in fault_correct, after the tuning)."""
+    np.savez(tmp_path / "whole.npz", a=np.zeros((1, 2, 3), np.int8))
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
+    for name, why in (("empty.npz", "No data left in file"), ("cut.npz", "File is not a zip file")):
+        with pytest.raises(ConfigError, match=rf"^hardware\.device\.fault_map: cannot read .*{name} \({why}\)$"):
+            load_fault_map(str(tmp_path / name))
 
 
 def test_spare_columns_repair_a_known_chip(prepared, tmp_path) -> None:
