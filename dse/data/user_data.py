@@ -36,6 +36,9 @@ CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def load(spec: str, preprocess: Preprocess | None) -> Dataset:
+    if not spec.strip():  # Path("") is the working folder: every image below it was read as the data
+        raise DataError(f"model.dataset is empty: name a built-in ({', '.join(sorted(DATASETS))}), a .npz file, an "
+                        "image folder or module:function")
     path = Path(spec)
     if path.is_dir():
         return _folder(spec, path, preprocess or Preprocess())

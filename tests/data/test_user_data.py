@@ -298,6 +298,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "unknown array": (_npz(tmp_path / "d.npz", x=x, z=x), None, r"unknown array 'z'"),
         "x and x_test": (_npz(tmp_path / "e.npz", x=x, x_test=x), None, r"not both"),
         "1-d x": (_npz(tmp_path / "f.npz", x=np.zeros(10)), None, r"must be \(samples, \*per-sample shape\)"),
+        "empty name": ("", None, r"^model\.dataset is empty: name a built-in"),  # it read the working folder
         "missing npz": (str(tmp_path / "nope.npz"), None, r"dataset file not found"),
         "empty npz": (_empty(tmp_path / "empty.npz"), None, r"empty\.npz is not a readable \.npz file"),  # EOFError
         "npz member not an array": (_bad_member(tmp_path / "member.npz"), None,
@@ -356,11 +357,11 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 
 BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
-       "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes", "folder not in classes.txt",
-       "classes.txt not text", "smaller than the crop", "no module", "no function", "raises", "import raises",
-       "import syntax error", "import exits", "function exits", "keys not names", "empty x", "empty x_calib",
-       "empty x_test", "value_range text", "value_range Inf", "value_range 1e300", "preprocess on npz", "complex x",
-       "text x", "std zero", "std NaN", "mean infinite"]
+       "empty name", "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes",
+       "folder not in classes.txt", "classes.txt not text", "smaller than the crop", "no module", "no function",
+       "raises", "import raises", "import syntax error", "import exits", "function exits", "keys not names",
+       "empty x", "empty x_calib", "empty x_test", "value_range text", "value_range Inf", "value_range 1e300",
+       "preprocess on npz", "complex x", "text x", "std zero", "std NaN", "mean infinite"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
