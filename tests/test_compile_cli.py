@@ -495,6 +495,29 @@ def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys:
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["study.db"]
 
 
+def test_a_compile_that_wrote_into_the_named_folder_meanwhile_is_not_written_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two compiles of other configurations named into one folder at once (a shell loop with ``&``) both passed
+    the check before any work, both wrote, both exited 0: the first's results were lost under the second's."""
+    import dse.compile.__main__ as command
+    from dse.cli import run_app
+
+    run = [f"hydra.run.dir={tmp_path / 'run'}", "model=mlp_digits", "tuning=none", "progress=false"]
+    real = command.make_run_folder
+
+    def another_compile_finishes_first(run_dir: Path, *, chosen: bool) -> Path:
+        monkeypatch.setattr(command, "make_run_folder", real)
+        assert run_app("compile", command.main, [*run, "hardware.weights.bits=4"]) == 0
+        return real(run_dir, chosen=chosen)
+
+    monkeypatch.setattr(command, "make_run_folder", another_compile_finishes_first)
+    code = run_app("compile", command.main, run)  # 8-bit weights: checked, compiled, then the folder is taken
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err,
+                          r"run folder .*run holds the results of another compile \(its config\.yaml differs\)")
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["hardware"]["weights"]["bits"] == 4
+
+
 def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_path: Path, monkeypatch) -> None:
     """The default folder is named to the second: two compiles of a shell loop (`&`) got the same one, and the last
     to finish wrote over the other's results."""

@@ -8,9 +8,13 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,14 +98,17 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                      sys.stderr.isatty())
 
     run_dir = make_run_folder(run_dir, chosen=chosen)
-    atomic_write_text(run_dir / "config.yaml", job)
-    report = result.report.to_dict()
-    save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
-    atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
-    atomic_write_text(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
-    if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
-        _write_nir(result.graph, hw, run_dir / "compiled.nir")
-    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: marks success
+    with _held(run_dir):
+        if chosen:  # again: a compile named into the same folder may have written its results there meanwhile
+            check_run_folder(run_dir, job, chosen=chosen)
+        atomic_write_text(run_dir / "config.yaml", job)
+        report = result.report.to_dict()
+        save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
+        atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
+        atomic_write_text(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
+        if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
+            _write_nir(result.graph, hw, run_dir / "compiled.nir")
+        atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: success
     _summary(result, run_dir)
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
@@ -134,6 +141,19 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
         raise OutputError(f"run folder {run_dir} holds the results of another compile (its config.yaml "
                           f"{'differs' if theirs is not None else 'is missing or unreadable'}); choose another "
                           "hydra.run.dir, or move those results away")
+
+
+@contextmanager
+def _held(run_dir: Path) -> Iterator[None]:
+    """The run folder locked (flock on the folder itself: no file left behind) while this compile checks it again
+    and writes its results: compiles named into one folder (a shell loop with ``&``) write one after the other, and
+    the later one, of another configuration, finds the first's results there and is refused."""
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        yield
+    finally:
+        os.close(fd)
 
 
 def _keys(overrides: list) -> list[str]:
