@@ -89,13 +89,16 @@ class ArraySource:
         self.sample_shape = tuple(int(d) for d in array.shape[1:])
 
     def read(self, index: np.ndarray) -> np.ndarray:
+        # over: a value beyond float32's range becomes Inf without a RuntimeWarning on stderr; the sample is refused
+        # in one line naming it (Dataset.require_finite)
         try:
-            if len(index) and np.all(np.diff(index) == 1):  # a run: one slice (a memory map reads it in one go)
-                out = np.asarray(self.array[int(index[0]) : int(index[-1]) + 1], dtype=np.float32)
-            else:
-                order = np.argsort(index, kind="stable")  # array-likes on disk (h5py) index increasing positions only
-                out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
-                out[order] = np.asarray(self.array[index[order]], dtype=np.float32)
+            with np.errstate(over="ignore"):
+                if len(index) and np.all(np.diff(index) == 1):  # a run: one slice (a memory map reads it at once)
+                    out = np.asarray(self.array[int(index[0]) : int(index[-1]) + 1], dtype=np.float32)
+                else:
+                    order = np.argsort(index, kind="stable")  # array-likes on disk (h5py): increasing positions
+                    out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
+                    out[order] = np.asarray(self.array[index[order]], dtype=np.float32)
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's array-like (an h5py file gone, values not numbers)

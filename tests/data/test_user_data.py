@@ -187,6 +187,21 @@ def test_an_image_that_does_not_decode_is_one_line(tmp_path: Path, monkeypatch: 
         load_dataset(str(tmp_path), Preprocess(channels=1))
 
 
+def test_a_sample_beyond_float32_is_refused_naming_it_without_a_warning(tmp_path: Path) -> None:
+    """Its cast to float32 printed numpy's 'RuntimeWarning: overflow encountered in cast' (two more lines on
+    stderr) before the one line that names the sample."""
+    import warnings
+
+    x = np.ones((10, 3))
+    x[4, 1] = 1e300
+    ds = load_dataset(_npz(tmp_path / "big.npz", x_calib=x, x_test=x[:2]), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = ds.select().x_train[:]
+    with pytest.raises(DataError, match=r"big\.npz: calibration sample 4 holds NaN or Inf"):
+        ds.require_finite(batch, "calibration")
+
+
 def test_image_folder_order_labels_and_scaling(tmp_path: Path) -> None:
     pixels = {}
     for cls in ("dog", "cat", "bird"):
