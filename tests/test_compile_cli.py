@@ -21,6 +21,7 @@ from onnx import TensorProto, numpy_helper
 from onnx import helper as oh
 
 from dse.data import model_path
+from dse.errors import OutputError
 from dse.ir import ops as o
 from dse.ir.serialize import load_graph
 
@@ -516,6 +517,38 @@ def test_a_compile_that_wrote_into_the_named_folder_meanwhile_is_not_written_ove
     assert_one_line_error(code, out.out, out.err,
                           r"run folder .*run holds the results of another compile \(its config\.yaml differs\)")
     assert json.loads((tmp_path / "run" / "report.json").read_text())["hardware"]["weights"]["bits"] == 4
+
+
+@pytest.mark.parametrize("failure", [OutputError("cannot write layers.csv (No space left on device)"),
+                                     KeyboardInterrupt()], ids=["full disk", "Ctrl-C"])
+def test_a_compile_whose_writing_fails_leaves_no_half_of_a_run_folder(
+        failure: BaseException, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at layers.csv (exit 2) or Ctrl-C there (130) left config.yaml and compiled.npz without a
+    report.json: a folder that a compile of another configuration then refused as another's results."""
+    import dse.compile.__main__ as command
+    from dse.cli import run_app
+
+    real = command.atomic_write_text
+
+    def fails_at_layers_csv(path: Path, text: str) -> Path:
+        if Path(path).name == "layers.csv":
+            raise failure
+        return real(path, text)
+
+    monkeypatch.setattr(command, "atomic_write_text", fails_at_layers_csv)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine\n")
+    for run_dir in (tmp_path / "run", tmp_path / "theirs"):
+        code = run_app("compile", command.main, [f"hydra.run.dir={run_dir}", "model=mlp_digits", "tuning=none",
+                                                 "progress=false"])
+        out = capsys.readouterr()
+        if isinstance(failure, KeyboardInterrupt):
+            assert code == 130 and out.err == "interrupted\n"
+        else:
+            assert_one_line_error(code, out.out, out.err, r"cannot write layers\.csv \(No space left on device\)")
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in (tmp_path / "theirs").iterdir()] == ["notes.txt"]
 
 
 def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_path: Path, monkeypatch) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -97,18 +98,24 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                      progress=cfg.progress and
                      sys.stderr.isatty())
 
+    existed = chosen and run_dir.is_dir()
     run_dir = make_run_folder(run_dir, chosen=chosen)
     with _held(run_dir):
         if chosen:  # again: a compile named into the same folder may have written its results there meanwhile
             check_run_folder(run_dir, job, chosen=chosen)
-        atomic_write_text(run_dir / "config.yaml", job)
-        report = result.report.to_dict()
-        save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
-        atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
-        atomic_write_text(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
-        if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
-            _write_nir(result.graph, hw, run_dir / "compiled.nir")
-        atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: success
+        before = set(os.listdir(run_dir))
+        try:
+            atomic_write_text(run_dir / "config.yaml", job)
+            report = result.report.to_dict()
+            save_graph(result.graph, run_dir / "compiled.npz", meta={"report": report})
+            atomic_write_text(run_dir / "layers.csv", _csv(result.layers))
+            atomic_write_text(run_dir / "samples.json", json.dumps(prepared.dataset.samples_record()))
+            if hw.spiking:  # the network as a NIR graph, for other spiking simulators and toolchains
+                _write_nir(result.graph, hw, run_dir / "compiled.nir")
+            atomic_write_text(run_dir / "report.json", json.dumps(report, indent=2, default=float))  # last: success
+        except BaseException:  # a full disk, Ctrl-C: no half of a run folder left behind
+            _remove_new(run_dir, before, folder=not existed)
+            raise
     _summary(result, run_dir)
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
@@ -154,6 +161,16 @@ def _held(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _remove_new(run_dir: Path, before: set[str], *, folder: bool) -> None:
+    """Take back what a compile whose writing failed wrote: the files that were not in `run_dir` before (those
+    that were, the same configuration's, it has written over), and the folder itself where this compile made it."""
+    for name in set(os.listdir(run_dir)) - before:
+        (run_dir / name).unlink(missing_ok=True)
+    if folder:
+        with contextlib.suppress(OSError):  # not empty: another compile's files came in meanwhile
+            run_dir.rmdir()
 
 
 def _keys(overrides: list) -> list[str]:
