@@ -1154,14 +1154,7 @@ class _Importer:
         18 on; the last one smaller where the axis does not divide) or one per output."""
         x = self.data(node, name, 0)
         attrs = _attrs(node)
-        rank = len(self.shapes[x]) + 1
-        axis = int(attrs.get("axis", 0))
-        axis = axis + rank if axis < 0 else axis
-        if axis == 0:
-            raise UnsupportedOpError("Split", name, "splits the batch axis")
-        if axis != 1:
-            raise UnsupportedOpError("Split", name, f"axis {axis}: the IR slices only a contiguous range of the "
-                                     "channel (feature) axis")
+        self.channel_axis(node, name, x, "splits", "slices only a contiguous range of")
         size, parts = self.shapes[x][0], len(node.output)
         raw = self.const(node, name, 1, "split", optional=True) if self.opset >= 13 else attrs.get("split")
         if raw is not None:
@@ -1205,6 +1198,19 @@ class _Importer:
         raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle (a Reshape that splits "
                                  "the channel axis in two, then a swap of those two axes) is supported")
 
+    def channel_axis(self, node: NodeProto, name: str, x: str, does: str, the_ir: str) -> None:
+        """Refuse a node whose `axis` attribute (default 0) is not the channel (feature) axis of data `x`: the
+        batch axis ("<op> <does> the batch axis"), or another ("the IR <the_ir> the channel (feature) axis")."""
+        rank = len(self.shapes[x]) + 1
+        axis = int(_attrs(node).get("axis", 0))
+        if not -rank <= axis < rank:
+            raise ModelError(f"node {name!r}: {node.op_type} axis {axis} out of range for rank {rank}")
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            raise UnsupportedOpError(node.op_type, name, f"{does} the batch axis")
+        if axis != 1:
+            raise UnsupportedOpError(node.op_type, name, f"axis {axis}: the IR {the_ir} the channel (feature) axis")
+
     def _pick_channels(self, base: str, x: str, index: list[int]) -> str:
         """Channels `index` (non-negative) of axis 1 of `x`, in that order: each run of consecutive indices is
         one Slice, and the runs are concatenated on the channel axis."""
@@ -1223,16 +1229,7 @@ class _Importer:
         x = self.data(node, name, 0)
         indices = np.asarray(self.const(node, name, 1, "indices"))
         per = self.shapes[x]
-        rank = len(per) + 1
-        axis = int(_attrs(node).get("axis", 0))
-        if not -rank <= axis < rank:
-            raise ModelError(f"node {name!r}: Gather axis {axis} out of range for rank {rank}")
-        axis = axis + rank if axis < 0 else axis
-        if axis == 0:
-            raise UnsupportedOpError("Gather", name, "gathers along the batch axis")
-        if axis != 1:
-            raise UnsupportedOpError("Gather", name, f"axis {axis}: the IR selects only along the channel "
-                                     "(feature) axis")
+        self.channel_axis(node, name, x, "gathers along", "selects only along")
         size = per[0]
         flat = [int(i) for i in indices.reshape(-1)]
         if not flat or any(not -size <= i < size for i in flat):
