@@ -12,6 +12,12 @@ EXIT_NOT_LEGAL = 3
 EXIT_NON_FINITE = 4
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" for none): a user's code or file failing, named in one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 class DseError(Exception):
     """Base of every error a user can cause; the message is one line naming the problem."""
 

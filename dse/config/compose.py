@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dse.config.keys import check_keys, schema_at, suggest
 from dse.config.schemas import GROUP_SCHEMAS, CompileConfig, SweepConfig, check_choices, register_schemas
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 
 CONF_PACKAGE = "dse.conf"
 # Hydra's own keys that dse reads; Hydra accepts every other key of its section (hydra.sweep.dir, hydra.job.*,
@@ -72,10 +72,15 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def override_key(override: str) -> str:
+    """The config path a command-line override sets: ``+path@package=value`` -> ``path``."""
+    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+
 def _check_hydra_keys(overrides: list[str]) -> None:
     """Refuse an override of a key of Hydra's section that dse does not read (`HYDRA_KEYS_READ`)."""
     for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
+        key = override_key(o)
         if (key == "hydra" or key.startswith("hydra.")) and key not in HYDRA_KEYS_READ:
             read = "; ".join(f"{k} ({what})" for k, what in HYDRA_KEYS_READ.items())
             raise ConfigError(f"{o}: dse does not read {key}; of Hydra's keys it reads {read}")
@@ -97,7 +102,7 @@ def _resolve(cfg: DictConfig) -> None:
 def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
     """A user's model (model.onnx) is named after its file unless model.name says otherwise: the report, the
     run folder and the study carry that name, not the default model's (they interpolate ${model.name})."""
-    named = any(o.split("=", 1)[0].lstrip("+~") == "model.name" for o in overrides)
+    named = any(override_key(o) == "model.name" for o in overrides)
     if "model" in cfg and cfg.model.onnx is not None and not named:
         cfg.model.name = Path(str(cfg.model.onnx)).stem
 
@@ -106,7 +111,7 @@ def _unknown_override(config_name: str, overrides: list[str]) -> str | None:
     """The first override whose key the schema does not have, with the nearest valid name; None if all are
     known (the mistake is elsewhere)."""
     for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+        key = override_key(o)
         if key.startswith("hydra") or is_group(key.split(".", 1)[0]) and "." not in key:
             continue
         wrong = schema_at(SCHEMAS[config_name], key, GROUP_SCHEMAS)
@@ -119,7 +124,7 @@ def _unknown_override(config_name: str, overrides: list[str]) -> str | None:
 
 def one_line(exc: BaseException) -> str:
     """Hydra's message, with the cause that names the bad value, on one line."""
-    parts = [str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__]
+    parts = [first_line(exc) or type(exc).__name__]
     available = [ln.strip() for ln in str(exc).splitlines() if ln.startswith("\t") and "provider=" not in ln]
     if "Available options" in str(exc) and available:
         options = [a for a in available if a != "schema"]

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dse.errors import DataError
+from dse.errors import DataError, first_line
 
 __all__ = ["ArraySource", "NpzMember", "Samples", "Source", "head"]
 
@@ -102,9 +102,8 @@ class ArraySource:
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's array-like (an h5py file gone, values not numbers)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise DataError(f"{self.what}: reading {len(index)} samples failed ({type(exc).__name__}: {first})") \
-                from None
+            raise DataError(f"{self.what}: reading {len(index)} samples failed ({type(exc).__name__}: "
+                            f"{first_line(exc)})") from None
         if out.shape != (len(index), *self.sample_shape):  # an array-like whose shape promised other samples
             raise DataError(f"{self.what}: {len(index)} samples read as shape {out.shape}, not "
                             f"{(len(index), *self.sample_shape)} as its shape {tuple(self.array.shape)} promised")

@@ -27,7 +27,7 @@ import numpy as np
 from dse.data.datasets import DATASETS, Dataset, split_indices
 from dse.data.images import Preprocess, image_folder
 from dse.data.samples import ArraySource, NpzMember, Samples
-from dse.errors import ConfigError, DataError
+from dse.errors import ConfigError, DataError, first_line
 
 __all__ = ["ARRAYS", "load", "refuse_preprocess"]
 
@@ -80,18 +80,14 @@ def _call(spec: str) -> dict[str, Any]:
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's module failed as it ran (a SyntaxError, its
         # own errors, a script's sys.exit(main()): that ended the compile with its status, nothing written)
         raise DataError(f"cannot import dataset function {spec}: importing {module} raised "
-                        f"{type(exc).__name__}: {_first_line(exc)}") from None
+                        f"{type(exc).__name__}: {first_line(exc)}") from None
     try:
         out = fn()
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: any failure is theirs, named in one line
-        raise DataError(f"dataset function {spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
+        raise DataError(f"dataset function {spec} raised {type(exc).__name__}: {first_line(exc)}") from None
     if isinstance(out, dict):
         return out
     return {k: getattr(out, k) for k in ARRAYS if getattr(out, k, None) is not None}
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
 
 
 def from_arrays(name: str, arrays: dict[str, Any], where: str = "") -> Dataset:
@@ -157,7 +153,7 @@ def _dtype(array: Any, what: str) -> np.dtype:
             return np.asarray(array[:0]).dtype
         except Exception as exc:  # noqa: BLE001 - the user's array-like: any failure is theirs, named in one line
             raise DataError(f"{what} holds {array.dtype} values, which numpy cannot read ({type(exc).__name__}: "
-                            f"{_first_line(exc)})") from None
+                            f"{first_line(exc)})") from None
 
 
 def split(name: str, source: Any, y: np.ndarray | None, value_range: tuple[float, float] | None,
@@ -178,7 +174,7 @@ def _labels(name: str, key: str, y: Any, n: int) -> np.ndarray | None:
     try:
         y = np.asarray(y)
     except (ValueError, TypeError) as exc:  # ragged lists
-        raise DataError(f"{key} of {name} must be one integer class label per sample ({_first_line(exc)})") from None
+        raise DataError(f"{key} of {name} must be one integer class label per sample ({first_line(exc)})") from None
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or y.dtype == bool):
         raise DataError(f"{key} of {name} must be one integer class label per sample (got {y.dtype} of shape "
                         f"{y.shape})")

@@ -37,7 +37,6 @@ from typing import Literal
 
 import numpy as np
 
-from dse.choices import choices
 from dse.errors import NonFiniteError, UnsupportedOpError
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
@@ -49,7 +48,6 @@ from dse.passes.registry import register
 # The MLP approximator's output layer: "merged" into every consumer's weights (each reads the hinges and the
 # always-on units: k + 1 channels per value), or a "core" of its own emitting [v - L; 1] (2 per value)
 ApproximatorOutput = Literal["merged", "core"]
-APPROXIMATOR_OUTPUTS: tuple[ApproximatorOutput, ...] = choices(ApproximatorOutput)
 
 
 @dataclass(frozen=True)
@@ -64,9 +62,10 @@ class Term:
 class Terms:
     """value = sum(coeff * node[:, start:start+count]); `floor`: a bound below which the value does not go, where
     one is known by construction (an approximated function: `HingeFit.lowest`), else None; `lifted`: a node
-    holding ``[value - floor; 1]`` (a max pooling's output, `maxpool_above`), which a next max pooling reads as
-    it is; `disjoint`: two terms ``P - c N`` (c > 0) of which at most one is non-zero at any element (a signed
-    pair relu(s), relu(-s); a PRelu's two ReLUs), so that ``max(value) = max(P) - c min(N)`` (`maxpool_pair`)."""
+    holding ``[value - floor; 1]`` (`lift`: the approximator's own core, or a max pooling's output,
+    `maxpool_above`), which a next max pooling reads as it is; `disjoint`: two terms ``P - c N`` (c > 0) of which
+    at most one is non-zero at any element (a signed pair relu(s), relu(-s); a PRelu's two ReLUs), so that
+    ``max(value) = max(P) - c min(N)`` (`maxpool_pair`)."""
 
     terms: tuple[Term, ...]
     floor: float | None = None
