@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
+from dse.config.keys import override_key
 from dse.errors import EXIT_NOT_LEGAL, EXIT_OK, ConfigError, OutputError
 from dse.files import atomic_write_text, check_folder, claim_folder
 
@@ -175,7 +176,7 @@ def _remove_new(run_dir: Path, before: set[str], *, folder: bool) -> None:
 
 def _keys(overrides: list) -> list[str]:
     """The paths a list of Hydra overrides sets (``path=value``, ``+path=value``, ``++path=value``)."""
-    return [str(o).lstrip("+~").split("=", 1)[0] for o in overrides if "=" in str(o)]
+    return [override_key(str(o)) for o in overrides if "=" in str(o)]
 
 
 def _given(cfg: DictConfig) -> list[tuple[str, object]]:

@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dse.config.keys import check_keys, schema_at, suggest
+from dse.config.keys import check_keys, override_key, schema_at, suggest
 from dse.config.schemas import GROUP_SCHEMAS, CompileConfig, SweepConfig, check_choices, register_schemas
 from dse.errors import ConfigError, first_line
 
@@ -70,11 +70,6 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     check_choices(SCHEMAS[config_name], cfg)
     _name_user_model(cfg, overrides)
     return cfg
-
-
-def override_key(override: str) -> str:
-    """The config path a command-line override sets: ``+path@package=value`` -> ``path``."""
-    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
 
 
 def _check_hydra_keys(overrides: list[str]) -> None:

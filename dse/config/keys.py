@@ -18,6 +18,11 @@ from omegaconf import DictConfig, ListConfig
 from dse.errors import ConfigError
 
 
+def override_key(override: str) -> str:
+    """The config path a command-line override sets: ``+path@package=value`` -> ``path``."""
+    return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+
 def check_keys(schema: type, cfg: DictConfig, groups: dict[str, type]) -> None:
     """Raise ConfigError naming the first key of `cfg` (hydra's own left out) that `schema` does not have, and
     the nearest valid name. `groups`: the schema of a config group's node typed `Any` in `schema`."""
