@@ -430,6 +430,11 @@ def route_channels(ex: _Exporter, node: Node) -> None:
     ex.scales[node.name] = ex.scales[node.inputs[0]]
 
 
+def _moves_positions(ex: _Exporter, node: Node) -> None:
+    raise UnsupportedOpError(type(node.op).__name__, node.name, "moves values between positions (an upsampling): "
+                             "NIR has no node that routes them")
+
+
 NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
     o.Input: _Exporter._input,
     o.CoreOp: _Exporter._core,
@@ -439,6 +444,7 @@ NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
     o.Gather: route_channels,
     o.Concat: _Exporter._concat,
     o.Pad: _Exporter._pad,
+    o.DepthToSpace: _moves_positions,
 }
 """How each chip op becomes NIR nodes (or NIR ranges of the values it routes), keyed by op type."""
 

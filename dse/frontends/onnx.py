@@ -138,6 +138,29 @@ def _sanitize(name: str) -> str:
 # --- conversion ------------------------------------------------------------------------------------------
 
 
+# Resize's coordinate_transformation_mode -> the input coordinate of output index i (scale = out / in per axis)
+_RESIZE_COORDINATES: dict[str, Callable[[np.ndarray, float, int, int], np.ndarray]] = {
+    "half_pixel": lambda i, scale, n_in, n_out: (i + 0.5) / scale - 0.5,
+    "pytorch_half_pixel": lambda i, scale, n_in, n_out: (i + 0.5) / scale - 0.5 if n_out > 1 else 0 * i,
+    "asymmetric": lambda i, scale, n_in, n_out: i / scale,
+    "tf_half_pixel_for_nn": lambda i, scale, n_in, n_out: (i + 0.5) / scale,
+    "align_corners": lambda i, scale, n_in, n_out: i * (n_in - 1) / (n_out - 1) if n_out > 1 else 0 * i,
+}
+# Resize's nearest_mode -> the input index a coordinate rounds to
+_NEAREST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "round_prefer_floor": lambda x: np.ceil(x - 0.5),
+    "round_prefer_ceil": lambda x: np.floor(x + 0.5),
+    "floor": np.floor,
+    "ceil": np.ceil,
+}
+
+
+def _nearest_source(n_in: int, n_out: int, scale: float, mode: str, nearest: str) -> np.ndarray:
+    """The input index each of the `n_out` outputs of a nearest-neighbour Resize of one axis copies."""
+    x = _RESIZE_COORDINATES[mode](np.arange(n_out, dtype=np.float64), scale, n_in, n_out)
+    return np.clip(_NEAREST[nearest](x), 0, n_in - 1).astype(np.int64)
+
+
 def _attrs(node: NodeProto) -> dict[str, object]:
     out: dict[str, object] = {}
     for a in node.attribute:
@@ -497,6 +520,85 @@ class _Importer:
             self.bind_on_image(node, op, x)
         else:
             self.bind(node, self.emit(node.output[0], op, x))
+
+    def _resize(self, node: NodeProto, name: str) -> None:
+        """Nearest-neighbour upsampling by integer factors (U-Nets, FPN and YOLO necks, ``F.interpolate(
+        scale_factor=2)``): each output pixel is a copy of one input pixel, so it is wiring: a Gather that copies
+        every channel f_h f_w times and a DepthToSpace that puts the copies on the finer grid. A Conv that reads
+        it reads its crossbar rows from the routed copies, as from any other wiring: no core, no extra crossbar.
+        Other modes (linear, cubic: weighted sums of neighbours), non-integer factors and coordinate
+        transformations that do not repeat each pixel f times are refused."""
+        x, attrs = self.data(node, name, 0), _attrs(node)
+        mode = attrs.get("mode", "nearest")
+        if mode != "nearest":
+            raise UnsupportedOpError("Resize", name, f"mode {mode!r}: only nearest-neighbour resizing by integer "
+                                     "factors is supported (it copies pixels: wiring on the chip)")
+        per = self.shapes[x]
+        if len(per) != 3:
+            raise UnsupportedOpError("Resize", name, f"input of per-sample shape {per}: only an image (C, H, W)")
+        out = self._resize_shape(node, name, attrs, per)
+        factors = tuple(n // m for n, m in zip(out[1:], per[1:], strict=True))
+        scales = self._resize_scales(node, name, attrs, out, per)
+        coords, nearest = attrs.get("coordinate_transformation_mode", "half_pixel"), attrs.get(
+            "nearest_mode", "round_prefer_floor")
+        if coords not in _RESIZE_COORDINATES or nearest not in _NEAREST:
+            raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r}, nearest_mode "
+                                     f"{nearest!r} not supported")
+        for n, m, f, sc in zip(out[1:], per[1:], factors, scales, strict=True):
+            if n != f * m or not np.array_equal(_nearest_source(m, n, sc, coords, nearest), np.arange(n) // f):
+                raise UnsupportedOpError("Resize", name, f"from {list(per[1:])} to {list(out[1:])} with "
+                                         f"{coords}/{nearest}: not each pixel repeated an integer number of times")
+        if factors == (1, 1):
+            self.unary(node, name, o.Identity())
+            return
+        copies = self.emit(f"{node.output[0]}_copies", o.Gather(np.tile(np.arange(per[0]), factors[0] * factors[1])), x)
+        self.bind(node, self.emit(node.output[0], o.DepthToSpace(factors, out[1:]), copies))
+
+    def _resize_inputs(self, node: NodeProto, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Resize's (scales, sizes), whichever is given (an empty tensor is none)."""
+        if self.opset < 11:
+            given = (self.const(node, name, 1, "scales"), None)
+        else:
+            given = (self.const(node, name, 2, "scales", optional=True),
+                     self.const(node, name, 3, "sizes", optional=True))
+        scales, sizes = (None if v is None or np.asarray(v).size == 0 else np.asarray(v).reshape(-1) for v in given)
+        if (scales is None) == (sizes is None):
+            raise ModelError(f"node {name!r} (Resize): needs exactly one of scales and sizes")
+        return scales, sizes
+
+    def _resize_axes(self, node: NodeProto, name: str, attrs: dict, rank: int, given: int) -> list[int]:
+        axes = [int(a) + (rank if int(a) < 0 else 0) for a in attrs.get("axes", range(rank))]
+        if len(axes) != given or sorted(set(axes)) != sorted(axes) or not all(0 <= a < rank for a in axes):
+            raise ModelError(f"node {name!r} (Resize): {given} scales or sizes for axes {axes} of rank {rank}")
+        return axes
+
+    def _resize_shape(self, node: NodeProto, name: str, attrs: dict, per: Shape) -> Shape:
+        """The per-sample output shape of Resize; the batch and channel axes must keep their size."""
+        scales, sizes = self._resize_inputs(node, name)
+        given = scales if sizes is None else sizes
+        axes = self._resize_axes(node, name, attrs, len(per) + 1, len(given))
+        if sizes is not None and attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise UnsupportedOpError("Resize", name, f"keep_aspect_ratio_policy {attrs['keep_aspect_ratio_policy']!r}")
+        out = list(per)
+        for a, v in zip(axes, given, strict=True):
+            if a == 0:
+                keeps = v == 1 if sizes is None else int(v) in (_BATCH, self.batch)
+                if not keeps:
+                    raise UnsupportedOpError("Resize", name, "resizes the batch axis")
+                continue
+            out[a - 1] = int(v) if sizes is not None else int(math.floor(per[a - 1] * float(v)))
+        if out[0] != per[0]:
+            raise UnsupportedOpError("Resize", name, "resizes the channel axis")
+        return tuple(out)
+
+    def _resize_scales(self, node: NodeProto, name: str, attrs: dict, out: Shape, per: Shape) -> list[float]:
+        """The scale of each spatial axis that Resize's coordinates use: the given one, else output over input."""
+        scales, _ = self._resize_inputs(node, name)
+        if scales is None:
+            return [n / m for n, m in zip(out[1:], per[1:], strict=True)]
+        axes = self._resize_axes(node, name, attrs, len(per) + 1, len(scales))
+        given = dict(zip(axes, (float(v) for v in scales), strict=True))
+        return [given.get(a, 1.0) for a in range(2, len(per) + 1)]
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -1309,6 +1411,7 @@ class _Importer:
 
 _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,
+    "Resize": _Importer._resize,
     "Gemm": _Importer._gemm,
     "MatMul": _Importer._matmul,
     "Add": _Importer._arith,
@@ -1364,7 +1467,11 @@ SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS))
 """ONNX op types the importer handles: those in `_CONVERTERS` on the data path, plus ops that only compute
 constants. Any other standard op is accepted too when all its inputs are constants (it is folded)."""
 
-OP_FORMS: dict[str, str] = {"Erf": "only inside GELU", "Pow": "only inside GELU's tanh form"}
+OP_FORMS: dict[str, str] = {
+    "Erf": "only inside GELU",
+    "Pow": "only inside GELU's tanh form",
+    "Resize": "nearest-neighbour, integer factors",
+}
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""
 
 

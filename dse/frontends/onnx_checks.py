@@ -181,6 +181,16 @@ def conv_geometry(f: NodeFacts) -> None:
     _spatial(f, len(kernel), x, kernel, lambda size, extent: (size, "at most the input's size"))
 
 
+def resize_factors(f: NodeFacts) -> None:
+    """Resize's scales finite and > 0 (input 1 before opset 11, 2 from it), no size 0 (an empty output; the batch
+    entry of sizes computed from the input's shape is the importer's stand-in for the free batch)."""
+    scales, sizes = (f.value(1), None) if f.opset < 11 else (f.value(2), f.value(3))
+    if scales is not None and scales.size and not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise f.fail("scales", f"{scales.tolist()} must be finite and > 0")
+    if sizes is not None and (sizes == 0).any():
+        raise f.fail("sizes", f"{sizes.tolist()} hold 0: the output would be empty")
+
+
 def pool_geometry(f: NodeFacts) -> None:
     """A positive kernel within the padded input; each pad less than the window (a window wholly in the
     padding has no value)."""
@@ -254,6 +264,7 @@ def valid_type(key: str) -> Rule:
 # ONNX op type -> its checks (every op of SUPPORTED_OPS has an entry; the coverage test says so)
 ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Conv": (positive("strides", "dilations", "group"), conv_geometry),
+    "Resize": (word_of("mode", ("nearest", "linear", "cubic")), resize_factors),
     "MaxPool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1))),
     "AveragePool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1)),
                     one_of("count_include_pad", (0, 1))),

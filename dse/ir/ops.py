@@ -5,7 +5,7 @@ per-sample shape). Image tensors are (N, C, H, W); vectors are (N, F).
 
 Two families live here. The *network ops* are what the ONNX importer produces (Conv, Linear, Relu, ...).
 The *chip ops* are what a compiled network may contain: `CoreOp` (the only thing that computes), wiring that
-only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`, `Pad`: their routing is
+only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`, `Pad`, `DepthToSpace`: their routing is
 `dse.ir.wiring.WIRING`), and the host's encoder (`Input`) and decoder (`Readout`). Behaviour lives in tables
 keyed by op type (`dse.ir.shapes`, `dse.ir.wiring`, `dse.sim.float_exec`, ...), not in methods, so that a test
 can check every op is covered by every table (tests/sim/test_op_tables.py).
@@ -243,6 +243,18 @@ class Pad(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class DepthToSpace(Op):
+    """``y[c, h, w] = x[((h % bh) * bw + w % bw) * C + c, h // bh, w // bw]`` for ``h < size[0]``, ``w < size[1]``:
+    the input's ``bh * bw`` blocks of C channels (phase-major, ONNX DepthToSpace's DCR order) interleaved on a
+    grid `block` times finer, cropped to `size` (at most ``(bh * H, bw * W)``). Each output value is one input
+    value: it only routes. Nearest-neighbour upsampling is this op reading a Gather that copies every channel
+    ``bh * bw`` times (see `dse.frontends.onnx`)."""
+
+    block: tuple[int, int]
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True, eq=False)
 class Concat(Op):
     """``y = concatenate(inputs, per-sample axis)``."""
 
@@ -334,6 +346,6 @@ NETWORK_OPS: tuple[type[Op], ...] = (
     Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Gelu, Elu, Softplus, Mish,
     Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
-WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad)
+WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad, DepthToSpace)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)
 ALL_OPS: tuple[type[Op], ...] = (*CHIP_OPS, *NETWORK_OPS)

@@ -81,6 +81,7 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Gather: lambda op, ins: (len(op.index), *ins[0][1:]),
     o.Concat: _concat,
     o.Pad: _pad,
+    o.DepthToSpace: lambda op, ins: (ins[0][0] // (op.block[0] * op.block[1]), *op.size),
     o.Conv: _conv,
     o.Linear: lambda op, ins: (op.weight.shape[0],),
     o.ScaleShift: _scale_shift,

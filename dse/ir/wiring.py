@@ -92,6 +92,23 @@ def _reshape_channels(op: o.Reshape, ins: list[np.ndarray], in_shapes: list[Shap
     return per[:, 0], ~np.all(per == per[:, :1], axis=1)
 
 
+def _depth_to_space_move(op: o.DepthToSpace, xs: list[Tensor], lead: int) -> Tensor:
+    x, (bh, bw) = xs[0], op.block
+    *head, c, h, w = x.shape
+    phases = x.reshape(*head, bh, bw, c // (bh * bw), h, w)
+    # (..., bh, bw, C, H, W) -> (..., C, H, bh, W, bw): phase (i, j) of cell (h, w) lands at (h bh + i, w bw + j)
+    n = len(head)
+    grid = phases.permute(*range(n), n + 2, n + 3, n, n + 4, n + 1).reshape(*head, c // (bh * bw), h * bh, w * bw)
+    return grid[..., : op.size[0], : op.size[1]]
+
+
+def _depth_to_space_channels(op: o.DepthToSpace, ins: list[np.ndarray], in_shapes: list[Shape],
+                             out_shape: Shape) -> Routed:
+    # output channel c interleaves input channel c of every phase block
+    blocks = ins[0].reshape(op.block[0] * op.block[1], -1)
+    return blocks[0], ~np.all(blocks == blocks[:1], axis=0)
+
+
 WIRING: dict[type[o.Op], Routing] = {
     o.Slice: Routing(
         move=lambda op, xs, lead: xs[0][(*_all(lead), slice(op.start, op.stop))],
@@ -116,4 +133,5 @@ WIRING: dict[type[o.Op], Routing] = {
         channels=lambda op, ins, in_shapes, out_shape: unmixed(ins[0]),
         homogeneous=lambda op: not np.any(np.asarray(op.value) != 0),
     ),
+    o.DepthToSpace: Routing(move=_depth_to_space_move, channels=_depth_to_space_channels),
 }

@@ -16,6 +16,9 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
+- `pointwise_above_routing`: an element-wise op reading a DepthToSpace (an upsampling) or a Gather moves above
+  it, so that it meets the Conv before the routing (a per-channel ScaleShift or PRelu with its constants routed
+  back).
 - `drop_unit_scale_shift`: a ScaleShift that scales by 1 and shifts by 0 is removed (a Mul by 1 an exporter
   wrote; two ScaleShifts that cancel, as GELU's expansion imports: 2 * GELU, then times 1/2).
 - `merge_scale_shifts`: two ScaleShifts in a row merge.
@@ -162,6 +165,61 @@ def max_pool_below_wiring(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
+# element-wise ops without constants: they commute with any routing of values
+_POINTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, o.Elu, o.Softplus, o.Mish)
+
+
+def _routed_back(wiring: o.DepthToSpace | o.Gather, out: np.ndarray, in_channels: int) -> np.ndarray | None:
+    """The per-channel vector of the routing's input that it routes to per-channel vector `out`, or None when
+    none does (a Gather's copies of one channel would need different values)."""
+    if isinstance(wiring, o.DepthToSpace):
+        return np.tile(out, wiring.block[0] * wiring.block[1])  # every phase block holds the same channels
+    index, back = np.asarray(wiring.index), np.zeros(in_channels)  # (a channel it drops: any value)
+    back[index] = out
+    return back if np.array_equal(back[index], out) else None
+
+
+def _above_routing(op: o.Op, wiring: o.DepthToSpace | o.Gather, in_shape: Shape, shape: Shape) -> o.Op | None:
+    """Element-wise `op` on the routing's output (per-sample `shape`) as the op on its input, or None when its
+    constants vary within a channel or cannot be routed back."""
+    if isinstance(op, _POINTWISE):
+        return op
+    if isinstance(op, o.ScaleShift):
+        vec = per_channel(op, shape) if tuple(_scale_shift_shape(op, shape)) == tuple(shape) else None
+    elif isinstance(op, o.PRelu):
+        slope = np.broadcast_to(op.slope, shape).reshape(shape[0], -1)
+        vec = (slope[:, 0],) if np.all(slope == slope[:, :1]) else None
+    else:
+        return None
+    back = None if vec is None else [_routed_back(wiring, v, in_shape[0]) for v in vec]
+    if back is None or any(v is None for v in back):
+        return None
+    per = [v.reshape(-1, *[1] * (len(in_shape) - 1)).astype(np.float32) for v in back]
+    return o.ScaleShift(*per) if isinstance(op, o.ScaleShift) else o.PRelu(per[0])
+
+
+def _scale_shift_shape(op: o.ScaleShift, shape: Shape) -> Shape:
+    return np.broadcast_shapes(shape, np.shape(op.scale), np.shape(op.shift))
+
+
+def pointwise_above_routing(b: GraphBuilder, node: Node) -> bool:
+    """An element-wise op that is the only reader of a DepthToSpace or a Gather moves above it (routing values
+    then applying f is applying f then routing), each node keeping its name; a per-channel ScaleShift or PRelu
+    with its constants routed back. The op then meets the Conv before the routing: a ReLU after an upsampling of a
+    convolution makes one core with it (else reform would send the Conv's value out as a signed pair, and the ReLU
+    take a core of its own)."""
+    users = b.readers(node.name)
+    if len(users) != 1 or node.name in b.outputs:
+        return False
+    user = users[0]
+    moved = _above_routing(user.op, node.op, b.shape(node.inputs[0]), b.shape(node.name))
+    if moved is None:
+        return False
+    b.replace(node.name, moved, node.inputs)
+    b.replace(user.name, node.op, (node.name,))
+    return True
+
+
 def fold_zero_pad(b: GraphBuilder, node: Node) -> bool:
     """A zero Pad folds into every reader, if each can take it with its value unchanged (`PAD_ABSORBERS`)."""
     op, users = node.op, b.readers(node.name)
@@ -289,6 +347,8 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.Softmax: (drop_output_softmax,),
     o.MaxPool: (relu_before_max_pool, max_pool_below_wiring),
     o.Pad: (fold_zero_pad,),
+    o.DepthToSpace: (pointwise_above_routing,),
+    o.Gather: (pointwise_above_routing,),
     o.ScaleShift: (drop_unit_scale_shift, merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
                    fold_scale_shift_into_consumers),
 }

@@ -124,6 +124,7 @@ POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = 
     o.Pad: _same_copies,
     o.Slice: _single_copy,
     o.Concat: _single_copy,
+    o.DepthToSpace: _single_copy,
 }
 
 

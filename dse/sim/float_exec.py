@@ -273,7 +273,7 @@ FLOAT_EXEC: dict[type[o.Op], Callable[[o.Op, list[Tensor]], Tensor]] = {
     o.Input: _input,
     o.Readout: _readout,
     o.CoreOp: _core,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad), route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad, o.DepthToSpace), route),
     o.Conv: _conv,
     o.Linear: lambda op, xs: F.linear(xs[0], _t(op.weight, xs[0]), _t(op.bias, xs[0])),
     o.ScaleShift: _scale_shift,

@@ -79,7 +79,7 @@ INTEGER_EXEC: dict[type[o.Op], IntegerRule] = {
     o.Input: _input,
     o.CoreOp: _core,
     o.Readout: _readout,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat), route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.DepthToSpace), route),
     o.Pad: _pad,  # the pad value, in codes
 }
 

@@ -83,6 +83,12 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
     "product": ("a product of the data with itself (ReduceSumSquare's expansion, x * x): a crossbar computes "
                 "weighted sums of its inputs, not products; x * x imports only as a part of GELU's tanh form",
                 UnsupportedOpError, r"a power of a data tensor is supported only inside GELU's tanh form"),
+    "resize": ("a Resize that is not nearest-neighbour upsampling by integer factors: linear or cubic "
+               "interpolation (weighted sums of neighbours), downsampling, a non-integer factor (2 to 7 pixels), a "
+               "coordinate transformation and rounding that do not repeat each pixel (half_pixel with ceil, "
+               "align_corners with floor), a crop (tf_crop_and_resize), a kept aspect ratio", UnsupportedOpError,
+               r"only nearest-neighbour resizing|not each pixel repeated|keep_aspect_ratio_policy|"
+               r"coordinate_transformation_mode 'tf_crop_and_resize'"),
     "clip_bounds": ("a Clip whose min exceeds its max: ONNX defines it (every value becomes max), but no network "
                     "means it; the validation refuses it (issue 17)", ModelError, r"min .* > max"),
 }
@@ -269,6 +275,28 @@ REJECTED: dict[str, tuple[str, ...]] = {
     ),
     "erf": (
         "test_erf",
+    ),
+    "resize": (
+        "test_resize_downsample_scales_cubic", "test_resize_downsample_scales_cubic_A_n0p5_exclude_outside",
+        "test_resize_downsample_scales_cubic_align_corners", "test_resize_downsample_scales_cubic_antialias",
+        "test_resize_downsample_scales_linear", "test_resize_downsample_scales_linear_align_corners",
+        "test_resize_downsample_scales_linear_antialias",
+        "test_resize_downsample_scales_linear_half_pixel_symmetric", "test_resize_downsample_scales_nearest",
+        "test_resize_downsample_sizes_cubic", "test_resize_downsample_sizes_cubic_antialias",
+        "test_resize_downsample_sizes_linear_antialias", "test_resize_downsample_sizes_linear_pytorch_half_pixel",
+        "test_resize_downsample_sizes_nearest", "test_resize_downsample_sizes_nearest_not_larger",
+        "test_resize_downsample_sizes_nearest_not_smaller", "test_resize_tf_crop_and_resize",
+        "test_resize_tf_crop_and_resize_axes_2_3", "test_resize_tf_crop_and_resize_axes_3_2",
+        "test_resize_tf_crop_and_resize_extrapolation_value", "test_resize_upsample_scales_cubic",
+        "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
+        "test_resize_upsample_scales_cubic_align_corners", "test_resize_upsample_scales_cubic_asymmetric",
+        "test_resize_upsample_scales_linear", "test_resize_upsample_scales_linear_align_corners",
+        "test_resize_upsample_scales_linear_half_pixel_symmetric", "test_resize_upsample_sizes_cubic",
+        "test_resize_upsample_sizes_nearest", "test_resize_upsample_sizes_nearest_axes_2_3",
+        "test_resize_upsample_sizes_nearest_axes_3_2", "test_resize_upsample_sizes_nearest_ceil_half_pixel",
+        "test_resize_upsample_sizes_nearest_floor_align_corners", "test_resize_upsample_sizes_nearest_not_larger",
+        "test_resize_upsample_sizes_nearest_not_smaller",
+        "test_resize_upsample_sizes_nearest_round_prefer_ceil_asymmetric",
     ),
 }
 

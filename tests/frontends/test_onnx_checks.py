@@ -60,6 +60,12 @@ EDGES = {
                                      pool(kernel_shape=[3, 3], pads=[3, 0, 0, 0]), ("pads", "less than the window")),
     "avgpool kernel": (pool("AveragePool", kernel_shape=[6, 1]), pool("AveragePool", kernel_shape=[7, 1]),
                        ("kernel_shape", "larger than the padded input")),
+    "resize scales": (
+        model([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")],
+              {"s": np.array([1, 1, 2, 2], np.float32)}),
+        model([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")],
+              {"s": np.array([1, 1, 0, 2], np.float32)}),
+        ("'Resize#0' (Resize)", "scales", "finite and > 0")),
     "clip bounds": (model([oh.make_node("Clip", ["x", "lo", "hi"], ["y"])], {"lo": np.float32(0.5),
                                                                              "hi": np.float32(0.5)}),
                     model([oh.make_node("Clip", ["x", "lo", "hi"], ["y"])], {"lo": np.float32(0.6),

@@ -18,6 +18,7 @@ from onnx.reference import ReferenceEvaluator
 
 from dse.errors import ModelError, UnsupportedOpError
 from dse.frontends import SUPPORTED_OPS, load_onnx
+from dse.frontends.onnx import OP_FORMS
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.shapes import infer_shapes
@@ -483,7 +484,39 @@ def linear_last_axis_case(in_shape: tuple) -> tuple:
     return nodes, in_shape, {"W": rand(in_shape[-1], 5, seed=33), "b": rand(5, seed=34)}
 
 
+def resize_case(factors=(2, 2), *, sizes: bool = False, opset: int = 13, conv: bool = True, **attrs) -> tuple:
+    """Nearest-neighbour upsampling by `factors`, given as scales (or as sizes, for a declared batch of 1), read
+    by a 3x3 convolution (as in a U-Net's decoder or a YOLO neck)."""
+    h, w = IMG[1:]
+    if sizes:
+        ins, inits = ["x", "", "", "s"], {"s": np.array([1, IMG[0], h * factors[0], w * factors[1]], np.int64)}
+    else:
+        ins = ["x", "s"] if opset < 11 else ["x", "", "s"]
+        inits = {"s": np.array([1, 1, *factors], np.float32)}
+    nodes = [oh.make_node("Resize", ins, ["u" if conv else "y"], **{"mode": "nearest", **attrs})]
+    if conv:
+        nodes.append(oh.make_node("Conv", ["u", "w", "b"], ["y"], pads=[1, 1, 1, 1]))
+        inits |= {"w": rand(5, IMG[0], 3, 3, seed=60), "b": rand(5, seed=61)}
+    return nodes, IMG, inits, {"opset": opset, **({"batch": 1} if sizes else {})}
+
+
 OP_CASES = {
+    # nearest-neighbour Resize by integer factors: wiring (a Gather of copies and a DepthToSpace)
+    "resize_nearest_asymmetric_floor": resize_case(coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    "resize_nearest_half_pixel": resize_case(),  # ONNX's defaults: half_pixel, round_prefer_floor
+    "resize_nearest_pytorch_half_pixel_ceil": resize_case(
+        (3, 2), coordinate_transformation_mode="pytorch_half_pixel", nearest_mode="round_prefer_ceil"),
+    "resize_nearest_tf_half_pixel_floor": resize_case(
+        (2, 3), coordinate_transformation_mode="tf_half_pixel_for_nn", nearest_mode="floor"),
+    "resize_nearest_align_corners_x2": resize_case(coordinate_transformation_mode="align_corners"),
+    "resize_nearest_sizes": resize_case((2, 3), sizes=True, coordinate_transformation_mode="asymmetric",
+                                        nearest_mode="floor"),
+    "resize_nearest_opset_10": resize_case(opset=10),
+    "resize_nearest_axes_18": (lambda n, shape, inits, kw: (
+        [oh.make_node("Resize", ["x", "", "s"], ["u"], mode="nearest", axes=[2, 3]), n[1]], shape,
+        {**inits, "s": np.array([2, 2], np.float32)}, {"opset": 18}))(*resize_case()),
+    "resize_nearest_alone": resize_case((2, 1), conv=False),
+    "resize_factor_1": resize_case((1, 1)),
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
     "conv_dilation2": conv_case(dilations=[2, 2], pads=[2, 1, 2, 1]),
@@ -742,6 +775,7 @@ COMPILED_CASES = (
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
     "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
+    *(name for name in OP_CASES if name.startswith("resize_")),
 )
 
 
@@ -914,6 +948,7 @@ def test_supported_ops_listed() -> None:
                 "GlobalAveragePool", "BatchNormalization", "Flatten", "Reshape", "Dropout", "Identity", "Softmax",
                 "Sigmoid", "Tanh", "Concat", "Constant", "Shape", "Gather", "Unsqueeze"}
     assert required <= set(SUPPORTED_OPS)
+    assert set(OP_FORMS) <= set(SUPPORTED_OPS)  # --help names each restricted op's form
 
 
 # --- (b) whole models exported by torch ----------------------------------------------------------------------
@@ -1112,6 +1147,15 @@ UNSUPPORTED = {
     "transpose_batch_axis": ([oh.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3])], IMG, {}, "Transpose"),
     "transpose_channels_last": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], IMG, {},
                                 "Transpose"),
+    "resize_linear": resize_case(mode="linear")[:3] + ("Resize",),
+    "resize_non_integer": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
+                           {"s": np.array([1, 1, 1.5, 2], np.float32)}, "Resize"),
+    "resize_downsample": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
+                          {"s": np.array([1, 1, 0.5, 0.5], np.float32)}, "Resize"),
+    "resize_floor_half_pixel": resize_case(nearest_mode="floor")[:3] + ("Resize",),
+    "resize_channels": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
+                        {"s": np.array([1, 2, 1, 1], np.float32)}, "Resize"),
+    "resize_crop_and_resize": resize_case(coordinate_transformation_mode="tf_crop_and_resize")[:3] + ("Resize",),
     "gather_batch_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=0)], IMG,
                           {"i": np.array([0], dtype=np.int64)}, "Gather"),
     "gather_spatial_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=2)], IMG,
@@ -1152,6 +1196,12 @@ REFUSALS = {  # case -> what the one-line reason must say
     "split_batch_axis": r"splits the batch axis",
     "transpose_spatial": r"perm \[0, 1, 3, 2\]: only a channel shuffle",
     "transpose_batch_axis": r"moves the batch axis",
+    "resize_linear": r"Resize at node 'Resize#0': mode 'linear': only nearest-neighbour resizing by integer factors",
+    "resize_non_integer": r"from \[7, 6\] to \[10, 12\] with half_pixel/round_prefer_floor: not each pixel repeated",
+    "resize_downsample": r"from \[7, 6\] to \[3, 3\]",
+    "resize_floor_half_pixel": r"with half_pixel/floor: not each pixel repeated an integer number of times",
+    "resize_channels": r"resizes the channel axis",
+    "resize_crop_and_resize": r"coordinate_transformation_mode 'tf_crop_and_resize'",
     "pad_channel_axis": r"pad the batch or channel axis",
     "pad_negative_crop": r"negative pads .* \(a crop\)",
     "pad_nonzero_value": r"constant value 0.5: only zero padding",

@@ -99,7 +99,31 @@ def linear_on_last_axis() -> Graph:
                  ("bias", o.ScaleShift(np.ones(2, F32), ROW_BIAS)), ("relu", o.Relu()))
 
 
+D2S = o.DepthToSpace((2, 2), (11, 12))  # 12 channels = 4 phase blocks of 3, onto a 2x finer grid, cropped
+PHASES = o.Conv(rand(12, 2, 2, 2, seed=9), rand(12, seed=10), padding=(1, 1, 1, 1))  # (12, 6, 6) from (2, 5, 5)
+
+
 CASES = [
+    Case(c.pointwise_above_routing, "d2s",  # a ConvTranspose's BatchNorm, per channel: repeated per phase block
+         lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", D2S), ("bn", o.ScaleShift(SCALE, SHIFT))),
+         lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", o.ScaleShift(*(np.tile(v.reshape(3), 4).reshape(12, 1, 1)
+                                                                            for v in (SCALE, SHIFT)))),
+                       ("bn", D2S)), (2, 5, 5)),
+    Case(c.pointwise_above_routing, "d2s",
+         lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", D2S), ("relu", o.Relu())),
+         lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", o.Relu()), ("relu", D2S)), (2, 5, 5)),
+    Case(c.pointwise_above_routing, "d2s",  # a scale that varies within a channel stays
+         lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", D2S),
+                       ("s", o.ScaleShift(rand(3, 11, 12, seed=11), np.zeros((3, 1, 1), F32)))), None, (2, 5, 5)),
+    Case(c.pointwise_above_routing, "copies",  # an upsampling's copies of each channel: the scale routed back
+         lambda: chain((3, 4, 4), ("copies", o.Gather(np.tile(np.arange(3), 4))), ("bn", o.ScaleShift(
+             np.tile(SCALE.reshape(3), 4).reshape(12, 1, 1), np.tile(SHIFT.reshape(3), 4).reshape(12, 1, 1)))),
+         lambda: chain((3, 4, 4), ("copies", o.ScaleShift(SCALE, SHIFT)),
+                       ("bn", o.Gather(np.tile(np.arange(3), 4)))), (3, 4, 4)),
+    Case(c.pointwise_above_routing, "copies",  # copies of one channel scaled differently: no scale routes back
+         lambda: chain((3, 4, 4), ("copies", o.Gather(np.array([0, 0, 1, 2]))),
+                       ("bn", o.ScaleShift(np.arange(1, 5, dtype=F32).reshape(4, 1, 1), np.zeros((4, 1, 1), F32)))),
+         None, (3, 4, 4)),
     Case(c.drop_identity, "id", lambda: chain((2, 5, 5), ("id", o.Identity()), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", CONV)), (2, 5, 5)),
     Case(c.drop_output_softmax, "sm", lambda: chain((18,), ("fc", FC), ("sm", o.Softmax(0))),

@@ -1,0 +1,89 @@
+"""Small networks on scikit-learn's digits (8x8) that use the op the importer gained for decoders:
+nearest-neighbour upsampling (`F.interpolate`, ONNX Resize).
+
+    .venv/bin/python bench/digits_upsampling.py OUT_DIR
+
+trains each (20 epochs, `train`), exports it by the TorchScript exporter at opset 17 to OUT_DIR/<net>.onnx and
+writes its data as a user's file, OUT_DIR/<net>.npz (`x_calib`: the 1,400 training images, `x_test`, `y_test`:
+the 397 others), then prints the compile commands docs/importer.md measured with (`python -m dse.compile
+model.onnx=OUT_DIR/<net>.onnx model.dataset=OUT_DIR/<net>.npz hardware=chip_a`, and chip_b).
+`tests/frontends/test_torch_digits_nets.py` exports and compiles the same networks (5 epochs).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+
+nn, F = torch.nn, torch.nn.functional
+
+
+class UpsampleUNet(nn.Module):
+    """A two-level U-Net: a 3x3 convolution, a 2x2 max pooling, a 3x3 convolution, nearest-neighbour upsampling
+    by 2 (``F.interpolate``), the skip concatenated, a 3x3 convolution, 2x2 average pooling and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.mid = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.dec, self.fc = nn.Conv2d(16, 8, 3, padding=1), nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc(x))
+        up = F.interpolate(F.relu(self.mid(F.max_pool2d(skip, 2))), scale_factor=2, mode="nearest")
+        return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
+
+
+NETS = {"upsample": (UpsampleUNet, (1, 8, 8))}
+
+
+def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits / 16 in a seeded permutation: 1,400 training (calibration) and 397 test images, each
+    of per-sample `shape` ((1, 8, 8), or (8, 8, 1) channels last)."""
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.images))
+    x = (data.images[order] / 16.0).astype(np.float32).reshape(-1, *shape)
+    y = data.target[order].astype(np.int64)
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def train(name: str, epochs: int = 20) -> tuple[nn.Module, tuple[np.ndarray, ...]]:
+    """Net `name` trained on the digits (Adam 1e-2, batch 64, `torch.manual_seed(0)`), in eval mode."""
+    cls, shape = NETS[name]
+    x_train, y_train, x_test, y_test = digits(shape)
+    torch.manual_seed(0)
+    model = cls()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(xt)).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval(), (x_train, y_train, x_test, y_test)
+
+
+def export(model: nn.Module, shape: tuple[int, ...], path: str, *, opset: int = 17, dynamo: bool = False) -> None:
+    """TorchScript (``dynamo=False``) or dynamo export with a free batch (dynamo's example batch is 2: a batch of 1
+    would fix the batch dimension at 1)."""
+    kw = {"dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamic_axes": {"x": {0: "N"}}}
+    torch.onnx.export(model, (torch.zeros(2 if dynamo else 1, *shape),), path, input_names=["x"],
+                      output_names=["logits"], opset_version=opset, dynamo=dynamo, **kw)
+
+
+def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (_, shape) in NETS.items():
+        model, (x_train, _, x_test, y_test) = train(name)
+        export(model, shape, str(out / f"{name}.onnx"))
+        np.savez(out / f"{name}.npz", x_calib=x_train, x_test=x_test, y_test=y_test)
+        for chip in ("chip_a", "chip_b"):
+            print(f"python -m dse.compile model.onnx={out / name}.onnx model.dataset={out / name}.npz "
+                  f"hardware={chip} hydra.run.dir={out / name}_{chip}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,70 @@
+"""Trained digits networks with nearest-neighbour upsampling
+(`bench/digits_upsampling.py`), exported by torch: the import computes what onnxruntime computes, and the
+compiled network (chip_a, no tuning) keeps the original's answers. The TorchScript exports (opset 17) run by
+default; the dynamo exports (opset 18, 2-3 s each after a first of about 8 s) are marked slow."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from dse.frontends.onnx import load_onnx
+from dse.hardware.spec import HardwareSpec
+from dse.ir import ops as o
+from dse.passes import run_pipeline
+from dse.sim.float_exec import run_logits
+
+torch = pytest.importorskip("torch")
+from bench.digits_upsampling import NETS, export, train  # noqa: E402 (needs torch)
+
+# the op each net brings, as the imported graph holds it
+WIRING = {"upsample": o.DepthToSpace}
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, tuple]:
+    return {name: train(name, epochs=5) for name in NETS}
+
+
+def imported(name: str, trained: dict, folder: Path, **kw) -> tuple:
+    model, (x_train, y_train, x_test, y_test) = trained[name]
+    path = folder / f"{name}.onnx"
+    export(model, NETS[name][1], str(path), **kw)
+    graph = load_onnx(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(run_logits(graph, x_test), sess.run(None, {"x": x_test})[0], rtol=1e-4, atol=1e-4)
+    return graph, (x_train, y_train, x_test, y_test)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("dynamo", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["op17", "dynamo18"])
+@pytest.mark.parametrize("name", NETS)
+def test_export_imports_exactly(name: str, dynamo: bool, trained: dict, tmp_path: Path) -> None:
+    graph, _ = imported(name, trained, tmp_path, opset=18 if dynamo else 17, dynamo=dynamo)
+    assert graph.of_type(WIRING[name])
+    chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])  # the ideal chip's exact form
+    x = trained[name][1][2][:50]
+    np.testing.assert_allclose(run_logits(chip, x), run_logits(graph, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_trained_net_compiles_for_chip_a(name: str, trained: dict, tmp_path: Path) -> None:
+    """Prepared on 256 of the training images and compiled (no tuning): legal, and the chip answers as the
+    original on nearly every test image."""
+    from dse.compile import compile, prepare
+    from dse.config import compose_config, hardware_from
+    from dse.data import load_dataset
+    from dse.tune.options import TuneOptions
+
+    graph, (x_train, y_train, x_test, y_test) = imported(name, trained, tmp_path)
+    data = dataclasses.replace(load_dataset("mnist"), x_train=x_train[:256], y_train=y_train[:256], x_test=x_test,
+                               y_test=y_test, input_shape=NETS[name][1])
+    prepared = prepare(graph, data, name=name)
+    result = compile(prepared, hardware_from(compose_config("compile", ["hardware=chip_a"]).hardware),
+                     tuning=TuneOptions(mode="none"))
+    assert result.legal, result.violations
+    assert result.report.metrics.agreement >= 0.95
