@@ -1,5 +1,5 @@
-"""Small networks on scikit-learn's digits (8x8) that use the op the importer gained for decoders:
-nearest-neighbour upsampling (`F.interpolate`, ONNX Resize).
+"""Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders:
+nearest-neighbour upsampling (`F.interpolate`, ONNX Resize) and a transposed convolution (ONNX ConvTranspose).
 
     .venv/bin/python bench/digits_upsampling.py OUT_DIR
 
@@ -37,7 +37,23 @@ class UpsampleUNet(nn.Module):
         return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
 
 
-NETS = {"upsample": (UpsampleUNet, (1, 8, 8))}
+class DeconvUNet(nn.Module):
+    """The same U-Net with a learned upsampling: a 4x4 transposed convolution of stride 2, padding 1 (DCGAN,
+    pix2pix), BatchNorm and ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.mid = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.up, self.bn = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.BatchNorm2d(8)
+        self.dec, self.fc = nn.Conv2d(16, 8, 3, padding=1), nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc(x))
+        up = F.relu(self.bn(self.up(F.relu(self.mid(F.max_pool2d(skip, 2))))))
+        return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
+
+
+NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8))}
 
 
 def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

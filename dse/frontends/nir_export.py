@@ -431,8 +431,8 @@ def route_channels(ex: _Exporter, node: Node) -> None:
 
 
 def _moves_positions(ex: _Exporter, node: Node) -> None:
-    raise UnsupportedOpError(type(node.op).__name__, node.name, "moves values between positions (an upsampling): "
-                             "NIR has no node that routes them")
+    raise UnsupportedOpError(type(node.op).__name__, node.name, "moves values between positions (an upsampling, a "
+                             "transposed convolution's interleave): NIR has no node that routes them")
 
 
 NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {

@@ -161,6 +161,32 @@ def _nearest_source(n_in: int, n_out: int, scale: float, mode: str, nearest: str
     return np.clip(_NEAREST[nearest](x), 0, n_in - 1).astype(np.int64)
 
 
+def _phase_taps(k: int, s: int, d: int, pad: int) -> list[dict[int, int]]:
+    """A transposed convolution of one axis (kernel k, stride s, dilation d, pad `pad` at the start) by output
+    phase r (the outputs s q + r): {tap u: e}, output q of the phase reading input q + e through tap u.
+    Output t = s i + d u - pad takes input i through tap u, so t's phase takes the taps with
+    ``(r + pad - d u) % s == 0``, each at offset ``e = (r + pad - d u) / s``."""
+    return [{u: (r + pad - d * u) // s for u in range(k) if (r + pad - d * u) % s == 0} for r in range(s)]
+
+
+def _phase_kernels(w: np.ndarray, taps: tuple[list[dict[int, int]], list[dict[int, int]]], groups: int,
+                   lo: tuple[int, int], span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """ConvTranspose weight `w` (C, O/g, kh, kw) as a Conv's weight and mask (g * P * O/g, C/g, span): output
+    channel (group, phase, o), phase (rh, rw) row-major, holds tap (uh, uw) at (e_h - lo_h, e_w - lo_w)."""
+    c, per_out, _, _ = w.shape
+    per_in, phases = c // groups, len(taps[0]) * len(taps[1])
+    weight = np.zeros((groups, phases, per_out, per_in, *span), np.float32)
+    mask = np.zeros(weight.shape, bool)
+    for p, (th, tw) in enumerate((th, tw) for th in taps[0] for tw in taps[1]):
+        for uh, eh in th.items():
+            for uw, ew in tw.items():
+                block = w[:, :, uh, uw].reshape(groups, per_in, per_out)
+                weight[:, p, :, :, eh - lo[0], ew - lo[1]] = block.transpose(0, 2, 1)
+                mask[:, p, :, :, eh - lo[0], ew - lo[1]] = True
+    return weight.reshape(-1, per_in, *span), mask.reshape(-1, per_in, *span)
+
+
+
 def _attrs(node: NodeProto) -> dict[str, object]:
     out: dict[str, object] = {}
     for a in node.attribute:
@@ -520,6 +546,89 @@ class _Importer:
             self.bind_on_image(node, op, x)
         else:
             self.bind(node, self.emit(node.output[0], op, x))
+
+    def _conv_transpose(self, node: NodeProto, name: str) -> None:
+        """A transposed convolution of stride s is s_h * s_w sub-pixel convolutions of its input, one per output
+        phase (the outputs ``(s_h q + r_h, s_w q' + r_w)``), each with the taps of the kernel that reach that
+        phase: one Conv whose output channels are the phases' blocks, each block masked to its own taps (the
+        chip maps only those: every weight once, no row reading an inserted zero), and a DepthToSpace that
+        interleaves the blocks and crops to the output. (A convolution over the zero-inserted input would read
+        s_h s_w times the rows, most of them zeros.) A grouped one's blocks are put in phase order by a Gather."""
+        x = self.data(node, name, 0)
+        w = _f32(self.const(node, name, 1, "weight"))
+        b = self.const(node, name, 2, "bias", optional=True)
+        attrs, per = _attrs(node), self.shapes[x]
+        if w.ndim != 4 or len(per) != 3:
+            raise UnsupportedOpError("ConvTranspose", name, f"only 2-D is supported (weight {w.shape}, input {per})")
+        groups = int(attrs.get("group", 1))
+        if per[0] != w.shape[0] or per[0] % groups:
+            raise ModelError(f"node {name!r}: weight {w.shape} with group {groups} does not fit input {per}")
+        out_c = w.shape[1] * groups
+        bias = np.zeros(out_c, np.float32) if b is None else _f32(b).reshape(-1)
+        if bias.shape != (out_c,):
+            raise ModelError(f"node {name!r}: bias {b.shape} does not match {out_c} output channels")
+        stride, dilation = self._pair(node, name, attrs, "strides"), self._pair(node, name, attrs, "dilations")
+        pads, size = self._transpose_pads(node, name, attrs, per[1:], (w.shape[2], w.shape[3]), stride, dilation)
+        y = self.emit(f"{node.output[0]}_phases", self._phase_conv(name, w, bias, groups, stride, dilation, pads,
+                                                                   per[1:], size), x)
+        phases = stride[0] * stride[1]
+        if phases == 1 and self.shapes[y][1:] == size:  # stride 1: a convolution with the kernel flipped
+            self.bind(node, y)
+            return
+        if groups > 1:  # (group, phase, o) -> (phase, group, o)
+            order = np.arange(out_c * phases).reshape(groups, phases, -1).transpose(1, 0, 2).reshape(-1)
+            y = self.emit(f"{node.output[0]}_order", o.Gather(order), y)
+        self.bind(node, self.emit(node.output[0], o.DepthToSpace(stride, size), y))
+
+    @staticmethod
+    def _phase_conv(name: str, w: np.ndarray, bias: np.ndarray, groups: int, stride: tuple[int, int],
+                    dilation: tuple[int, int], pads: o.Pads, in_hw: Shape, size: tuple[int, int]) -> o.Conv:
+        """The Conv of ConvTranspose `w`'s phases (`_phase_kernels`): stride 1, padded so that its output q of
+        phase r is output ``s q + r`` of the transposed convolution, for every q the `size` needs."""
+        kernel = (int(w.shape[2]), int(w.shape[3]))
+        taps = tuple(_phase_taps(k, st, d, p) for k, st, d, p in zip(kernel, stride, dilation, pads[:2], strict=True))
+        if any(not t for axis in taps for t in axis):
+            raise UnsupportedOpError("ConvTranspose", name, f"kernel {list(kernel)} with strides {list(stride)} and "
+                                     f"dilations {list(dilation)}: some outputs read no input (only the bias)")
+        offsets = [[e for t in axis for e in t.values()] for axis in taps]
+        lo, hi = tuple(min(e) for e in offsets), tuple(max(e) for e in offsets)
+        if max(lo) > 0:
+            raise UnsupportedOpError("ConvTranspose", name, f"pads {list(pads)} crop more than a stride from the "
+                                     "start of the output")
+        span = (hi[0] - lo[0] + 1, hi[1] - lo[1] + 1)
+        weight, mask = _phase_kernels(w, taps, groups, lo, span)
+        rows = [-(-n // st) for n, st in zip(size, stride, strict=True)]  # each phase's outputs (the last cropped)
+        ends = [max(0, r - 1 + k - n + low) for r, k, n, low in zip(rows, span, in_hw, lo, strict=True)]
+        phases = stride[0] * stride[1]
+        return o.Conv(weight=weight, bias=np.tile(bias.reshape(groups, 1, -1), (1, phases, 1)).reshape(-1),
+                      padding=(-lo[0], -lo[1], ends[0], ends[1]), groups=groups, mask=None if mask.all() else mask)
+
+    def _transpose_pads(self, node: NodeProto, name: str, attrs: dict, in_hw: Shape, kernel: tuple[int, int],
+                        stride: tuple[int, int], dilation: tuple[int, int]) -> tuple[o.Pads, tuple[int, int]]:
+        """A ConvTranspose's pads (top, left, bottom, right) and output size: its `pads`, or those that give
+        `output_shape` (or, with auto_pad SAME_*, input times stride) as ONNX defines them."""
+        extra = self._pair(node, name, attrs, "output_padding", 0)
+        full = [st * (n - 1) + e + (k - 1) * d + 1
+                for n, k, st, d, e in zip(in_hw, kernel, stride, dilation, extra, strict=True)]
+        auto = attrs.get("auto_pad", "NOTSET")
+        if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+            raise UnsupportedOpError("ConvTranspose", name, f"auto_pad {auto!r} not supported")
+        if "output_shape" in attrs or auto.startswith("SAME"):
+            target = [int(v) for v in attrs["output_shape"]][-2:] if "output_shape" in attrs else \
+                [n * st for n, st in zip(in_hw, stride, strict=True)]
+            total = [f - t for f, t in zip(full, target, strict=True)]  # < 0: outputs past the last tap (the bias)
+            small = [t // 2 for t in total]
+            begin = small if auto == "SAME_UPPER" else [t - h for t, h in zip(total, small, strict=True)]
+            end = [t - h for t, h in zip(total, begin, strict=True)]
+        else:
+            pads = [0] * 4 if auto == "VALID" else [int(p) for p in attrs.get("pads", (0, 0, 0, 0))]
+            if len(pads) != 4 or min(pads) < 0:
+                raise UnsupportedOpError("ConvTranspose", name, f"pads {pads} not supported")
+            begin, end = pads[:2], pads[2:]
+        size = tuple(f - a - z for f, a, z in zip(full, begin, end, strict=True))
+        if min(size) <= 0:
+            raise ModelError(f"node {name!r} (ConvTranspose): pads {begin + end} leave no output")
+        return (begin[0], begin[1], end[0], end[1]), size  # type: ignore[return-value]
 
     def _resize(self, node: NodeProto, name: str) -> None:
         """Nearest-neighbour upsampling by integer factors (U-Nets, FPN and YOLO necks, ``F.interpolate(
@@ -1411,6 +1520,7 @@ class _Importer:
 
 _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,
+    "ConvTranspose": _Importer._conv_transpose,
     "Resize": _Importer._resize,
     "Gemm": _Importer._gemm,
     "MatMul": _Importer._matmul,
@@ -1470,6 +1580,7 @@ constants. Any other standard op is accepted too when all its inputs are constan
 OP_FORMS: dict[str, str] = {
     "Erf": "only inside GELU",
     "Pow": "only inside GELU's tanh form",
+    "ConvTranspose": "2-D",
     "Resize": "nearest-neighbour, integer factors",
 }
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""

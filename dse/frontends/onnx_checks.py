@@ -181,6 +181,29 @@ def conv_geometry(f: NodeFacts) -> None:
     _spatial(f, len(kernel), x, kernel, lambda size, extent: (size, "at most the input's size"))
 
 
+def conv_transpose_geometry(f: NodeFacts) -> None:
+    """Weight (C, O/group, *kernel) with no empty axis, its C the input's channels and divisible by group;
+    output_padding >= 0 and below the stride or the dilation (ONNX: else the extra outputs read nothing)."""
+    w, x = f.shape(1), f.shape(0)
+    if w is None or x is None:
+        return
+    if any(d <= 0 for d in w):
+        raise f.fail("weight", f"of shape {list(w)} has an empty axis (0 output channels or an empty kernel)")
+    group = (f.ints("group") or [1])[0]
+    if len(x) == len(w) and (x[1] != w[0] or w[0] % group):
+        raise f.fail("attribute group", f"{group} with weight {list(w)} does not fit input channels of {list(x)}")
+    declared = f.ints("kernel_shape")
+    if declared is not None and declared != list(w[2:]):
+        raise f.fail("attribute kernel_shape", f"{declared} disagrees with the weight {list(w)}")
+    spatial = len(w) - 2
+    extra = f.ints("output_padding") or [0] * spatial
+    stride, dilation = f.ints("strides") or [1] * spatial, f.ints("dilations") or [1] * spatial
+    if len(extra) == len(stride) == len(dilation) and any(
+            not 0 <= e < max(s, d) for e, s, d in zip(extra, stride, dilation, strict=True)):
+        raise f.fail("attribute output_padding", f"{extra} must be >= 0 and less than the strides {stride} or "
+                     f"the dilations {dilation}")
+
+
 def resize_factors(f: NodeFacts) -> None:
     """Resize's scales finite and > 0 (input 1 before opset 11, 2 from it), no size 0 (an empty output; the batch
     entry of sizes computed from the input's shape is the importer's stand-in for the free batch)."""
@@ -264,6 +287,7 @@ def valid_type(key: str) -> Rule:
 # ONNX op type -> its checks (every op of SUPPORTED_OPS has an entry; the coverage test says so)
 ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Conv": (positive("strides", "dilations", "group"), conv_geometry),
+    "ConvTranspose": (positive("strides", "dilations", "group"), conv_transpose_geometry),
     "Resize": (word_of("mode", ("nearest", "linear", "cubic")), resize_factors),
     "MaxPool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1))),
     "AveragePool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1)),

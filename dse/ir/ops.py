@@ -68,6 +68,10 @@ class Conv(Op):
     padding: Pads = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    # (O, I / groups, kh, kw) the synapses that exist, the weight 0 elsewhere (a transposed convolution's phases,
+    # `DepthToSpace`: each output block reads its own taps of a kernel shared by all), which the chip does not map;
+    # None: all
+    mask: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -248,7 +252,8 @@ class DepthToSpace(Op):
     the input's ``bh * bw`` blocks of C channels (phase-major, ONNX DepthToSpace's DCR order) interleaved on a
     grid `block` times finer, cropped to `size` (at most ``(bh * H, bw * W)``). Each output value is one input
     value: it only routes. Nearest-neighbour upsampling is this op reading a Gather that copies every channel
-    ``bh * bw`` times (see `dse.frontends.onnx`)."""
+    ``bh * bw`` times; a transposed convolution is the stride**2 sub-pixel convolutions of one Conv (its phases,
+    stacked as channel blocks) read by this op (see `dse.frontends.onnx`)."""
 
     block: tuple[int, int]
     size: tuple[int, int]

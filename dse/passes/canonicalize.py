@@ -16,9 +16,9 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   its divisor (exact when it counted its own padding, or had none); a MaxPool pads with -inf, the same as
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
-- `pointwise_above_routing`: an element-wise op reading a DepthToSpace (an upsampling) or a Gather moves above
-  it, so that it meets the Conv before the routing (a per-channel ScaleShift or PRelu with its constants routed
-  back).
+- `pointwise_above_routing`: an element-wise op reading a DepthToSpace (an upsampling, a transposed
+  convolution's interleave) or a Gather moves above it, so that it meets the Conv before the routing (a
+  per-channel ScaleShift or PRelu above a DepthToSpace with its constants repeated per phase).
 - `drop_unit_scale_shift`: a ScaleShift that scales by 1 and shifts by 0 is removed (a Mul by 1 an exporter
   wrote; two ScaleShifts that cancel, as GELU's expansion imports: 2 * GELU, then times 1/2).
 - `merge_scale_shifts`: two ScaleShifts in a row merge.
@@ -79,10 +79,7 @@ def fold_into_consumer(
     idx = _in_channel_index(consumer)
     new_w = w * scale[idx][:, :, None, None]
     new_b = _bias(consumer) + (w * shift[idx][:, :, None, None]).sum(axis=(1, 2, 3))
-    return o.Conv(
-        new_w.astype(np.float32), new_b.astype(np.float32), consumer.stride, consumer.padding,
-        consumer.dilation, consumer.groups,
-    )
+    return dataclasses.replace(consumer, weight=new_w.astype(np.float32), bias=new_b.astype(np.float32))
 
 
 def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np.ndarray) -> o.Op:
@@ -92,10 +89,7 @@ def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np
     new_b = _bias(producer) * scale + shift
     if isinstance(producer, o.Linear):
         return o.Linear(new_w.astype(np.float32), new_b.astype(np.float32))
-    return o.Conv(
-        new_w.astype(np.float32), new_b.astype(np.float32), producer.stride, producer.padding,
-        producer.dilation, producer.groups,
-    )
+    return dataclasses.replace(producer, weight=new_w.astype(np.float32), bias=new_b.astype(np.float32))
 
 
 # --- the rules: each reads the graph at one node and, if it applies, rewrites it and says so -------------------
@@ -205,9 +199,9 @@ def _scale_shift_shape(op: o.ScaleShift, shape: Shape) -> Shape:
 def pointwise_above_routing(b: GraphBuilder, node: Node) -> bool:
     """An element-wise op that is the only reader of a DepthToSpace or a Gather moves above it (routing values
     then applying f is applying f then routing), each node keeping its name; a per-channel ScaleShift or PRelu
-    with its constants routed back. The op then meets the Conv before the routing: a ReLU after an upsampling of a
-    convolution makes one core with it (else reform would send the Conv's value out as a signed pair, and the ReLU
-    take a core of its own)."""
+    with its constants routed back. The op then meets the Conv before the routing: a transposed convolution's
+    BatchNorm folds into its phase Conv, and its ReLU makes one core with it (else reform would send the Conv's
+    value out as a signed pair, and the ReLU take a core of its own)."""
     users = b.readers(node.name)
     if len(users) != 1 or node.name in b.outputs:
         return False
@@ -335,7 +329,7 @@ def fold_scale_shift_into_consumers(b: GraphBuilder, node: Node) -> bool:
         if u.name in padded_shift:
             pad_value = tuple(float(v) for v in (-shift / scale))
             inputs = (b.insert_before(u.name, f"{u.name}_pad", o.Pad(u.op.padding, pad_value), src),)
-            new = o.Conv(new.weight, new.bias, new.stride, (0, 0, 0, 0), new.dilation, new.groups)
+            new = dataclasses.replace(new, padding=(0, 0, 0, 0))
         b.replace(u.name, new, inputs)
     b.remove(node.name)
     return True

@@ -87,7 +87,8 @@ class LinearSpec:
     padding: o.Pads
     groups: int
     dense: bool
-    mask: np.ndarray | None = None  # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1)
+    # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1), or a Conv's `mask` (groups 1)
+    mask: np.ndarray | None = None
     order: np.ndarray | None = None  # a grouped op's outputs are put in this order by a Gather (see `stacked`)
 
 
@@ -300,7 +301,7 @@ class _Reformer:
                                      "pads, and only the input)")
         if isinstance(op, (o.Pad, o.Reshape, o.Gather, o.DepthToSpace)):
             # the host's pad of the input, a zero pad that did not fold into its reader, a reshape, a routing of
-            # channels or of positions (an upsampling)
+            # channels or of positions (an upsampling, a transposed convolution's interleave)
             return self.wire_terms(name, op, self.signed(ins[0]))
         if isinstance(op, (o.Conv, o.Linear, o.AvgPool, o.GlobalAvgPool, o.ScaleShift)):
             src = self.signed(ins[0])
@@ -551,7 +552,9 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     if isinstance(op, o.Conv):
         w = dilate(np.asarray(op.weight, f64), op.dilation)
         b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
-        return LinearSpec(w, b, tuple(op.stride), tuple(op.padding), op.groups, False)
+        # a grouped Conv's mask is dropped: reform keeps it grouped (its zeros mapped) and masks only dense ops
+        mask = None if op.mask is None or op.groups > 1 else dilate(op.mask, op.dilation)
+        return LinearSpec(w, b, tuple(op.stride), tuple(op.padding), op.groups, False, mask)
     if isinstance(op, o.AvgPool):
         if overhangs(op, in_shape) or (any(op.padding) and not op.count_include_pad):
             # windows that overhang the border average fewer values: not one weight per tap

@@ -57,8 +57,9 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
                "space, space to depth, rotary embeddings): the IR keeps each value's axes as they are and slices "
                "only its channel axis", UnsupportedOpError,
                r"only a channel shuffle|slices only a contiguous range of the channel"),
-    "not_2d": ("3-D pooling: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs as 2-D pooling of the "
-               "(C, 1, L) image)", UnsupportedOpError, r"only 2-D is supported"),
+    "not_2d": ("3-D pooling, a 1-D or 3-D ConvTranspose: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs "
+               "as 2-D pooling of the (C, 1, L) image), and so is its transposed convolution", UnsupportedOpError,
+               r"only 2-D is supported"),
     "training": ("training mode (BatchNormalization or Dropout with training_mode=1)", UnsupportedOpError,
                  r"training_mode"),
     "extra_output": ("a second output is used (Dropout mask, MaxPool argmax indices): the IR has one float "
@@ -219,6 +220,7 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
         "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
         "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+        "test_convtranspose_1d", "test_convtranspose_3d",
         "test_averagepool_3d_dilations_small", "test_maxpool_3d_default",
         "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
         "test_maxpool_3d_dilations_use_ref_impl_large",

@@ -60,6 +60,12 @@ EDGES = {
                                      pool(kernel_shape=[3, 3], pads=[3, 0, 0, 0]), ("pads", "less than the window")),
     "avgpool kernel": (pool("AveragePool", kernel_shape=[6, 1]), pool("AveragePool", kernel_shape=[7, 1]),
                        ("kernel_shape", "larger than the padded input")),
+    "conv transpose output_padding below the stride": (
+        model([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_padding=[1, 1])],
+              {"w": np.ones((2, 3, 3, 3), np.float32)}),
+        model([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], output_padding=[2, 0])],
+              {"w": np.ones((2, 3, 3, 3), np.float32)}),
+        ("'ConvTranspose#0' (ConvTranspose)", "output_padding", "less than the strides")),
     "resize scales": (
         model([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")],
               {"s": np.array([1, 1, 2, 2], np.float32)}),

@@ -500,6 +500,23 @@ def resize_case(factors=(2, 2), *, sizes: bool = False, opset: int = 13, conv: b
     return nodes, IMG, inits, {"opset": opset, **({"batch": 1} if sizes else {})}
 
 
+def conv_transpose_case(out_c: int = 5, k: int = 3, *, group: int = 1, act: str | None = "Relu", bn: bool = False,
+                        **attrs) -> tuple:
+    """A ConvTranspose (a U-Net's or a decoder's upsampling), with a BatchNorm and an activation after it."""
+    inits = {"w": rand(IMG[0], out_c // group, k, k, seed=62), "b": rand(out_c, seed=63)}
+    nodes, y = [oh.make_node("ConvTranspose", ["x", "w", "b"], ["t"], group=group, **attrs)], "t"
+    if bn:
+        inits |= {"g": rand(out_c, seed=64), "bt": rand(out_c, seed=65), "m": rand(out_c, seed=66),
+                  "v": rand(out_c, seed=67) ** 2 + 0.5}
+        nodes.append(oh.make_node("BatchNormalization", ["t", "g", "bt", "m", "v"], ["n"]))
+        y = "n"
+    if act:
+        nodes.append(oh.make_node(act, [y], ["a"]))
+        y = "a"
+    nodes[-1].output[0] = "y"
+    return nodes, IMG, inits
+
+
 OP_CASES = {
     # nearest-neighbour Resize by integer factors: wiring (a Gather of copies and a DepthToSpace)
     "resize_nearest_asymmetric_floor": resize_case(coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
@@ -517,6 +534,21 @@ OP_CASES = {
         {**inits, "s": np.array([2, 2], np.float32)}, {"opset": 18}))(*resize_case()),
     "resize_nearest_alone": resize_case((2, 1), conv=False),
     "resize_factor_1": resize_case((1, 1)),
+    # ConvTranspose: one Conv of the stride**2 phases (each masked to its taps) and a DepthToSpace
+    "conv_transpose_k2_s2": conv_transpose_case(k=2, strides=[2, 2]),
+    "conv_transpose_k3_s2_p1_op1": conv_transpose_case(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1],
+                                                       bn=True),
+    "conv_transpose_k3_s2_p1": conv_transpose_case(strides=[2, 2], pads=[1, 1, 1, 1], act=None),
+    "conv_transpose_k4_s2_p1": conv_transpose_case(k=4, strides=[2, 2], pads=[1, 1, 1, 1], act="LeakyRelu"),
+    "conv_transpose_k5_s3_asym": conv_transpose_case(k=5, strides=[3, 2], pads=[2, 0, 1, 3], output_padding=[1, 0]),
+    "conv_transpose_s1": conv_transpose_case(strides=[1, 1], pads=[1, 0, 1, 2]),
+    "conv_transpose_dilated": conv_transpose_case(strides=[3, 1], dilations=[2, 2], pads=[1, 1, 0, 2]),
+    "conv_transpose_output_shape": conv_transpose_case(strides=[2, 2], output_shape=[12, 11]),
+    "conv_transpose_same_upper": conv_transpose_case(strides=[2, 2], auto_pad="SAME_UPPER"),
+    "conv_transpose_same_lower": conv_transpose_case(strides=[2, 2], auto_pad="SAME_LOWER"),
+    "conv_transpose_depthwise": conv_transpose_case(out_c=4, k=4, group=4, strides=[2, 2], pads=[1, 1, 1, 1], bn=True),
+    "conv_transpose_grouped": conv_transpose_case(out_c=6, group=2, strides=[2, 2], pads=[1, 1, 1, 1],
+                                                  output_padding=[1, 1]),
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
     "conv_dilation2": conv_case(dilations=[2, 2], pads=[2, 1, 2, 1]),
@@ -775,7 +807,7 @@ COMPILED_CASES = (
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
     "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
-    *(name for name in OP_CASES if name.startswith("resize_")),
+    *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_"))),
 )
 
 
@@ -1156,6 +1188,12 @@ UNSUPPORTED = {
     "resize_channels": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
                         {"s": np.array([1, 2, 1, 1], np.float32)}, "Resize"),
     "resize_crop_and_resize": resize_case(coordinate_transformation_mode="tf_crop_and_resize")[:3] + ("Resize",),
+    "conv_transpose_1d": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2])], (4, 7),
+                          {"w": rand(4, 3, 3)}, "ConvTranspose"),
+    "conv_transpose_no_taps": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
+                                             dilations=[2, 2])], IMG, {"w": rand(4, 3, 3, 3)}, "ConvTranspose"),
+    "conv_transpose_big_pads": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
+                                              pads=[3, 3, 0, 0])], IMG, {"w": rand(4, 3, 3, 3)}, "ConvTranspose"),
     "gather_batch_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=0)], IMG,
                           {"i": np.array([0], dtype=np.int64)}, "Gather"),
     "gather_spatial_axis": ([oh.make_node("Gather", ["x", "i"], ["y"], axis=2)], IMG,
@@ -1202,6 +1240,9 @@ REFUSALS = {  # case -> what the one-line reason must say
     "resize_floor_half_pixel": r"with half_pixel/floor: not each pixel repeated an integer number of times",
     "resize_channels": r"resizes the channel axis",
     "resize_crop_and_resize": r"coordinate_transformation_mode 'tf_crop_and_resize'",
+    "conv_transpose_1d": r"ConvTranspose at node 'ConvTranspose#0': only 2-D is supported",
+    "conv_transpose_no_taps": r"kernel \[3, 3\] with strides \[2, 2\] and dilations \[2, 2\]: some outputs read no",
+    "conv_transpose_big_pads": r"pads \[3, 3, 0, 0\] crop more than a stride",
     "pad_channel_axis": r"pad the batch or channel axis",
     "pad_negative_crop": r"negative pads .* \(a crop\)",
     "pad_nonzero_value": r"constant value 0.5: only zero padding",

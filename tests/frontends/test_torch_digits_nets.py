@@ -1,4 +1,4 @@
-"""Trained digits networks with nearest-neighbour upsampling
+"""Trained digits networks with nearest-neighbour upsampling and a transposed convolution
 (`bench/digits_upsampling.py`), exported by torch: the import computes what onnxruntime computes, and the
 compiled network (chip_a, no tuning) keeps the original's answers. The TorchScript exports (opset 17) run by
 default; the dynamo exports (opset 18, 2-3 s each after a first of about 8 s) are marked slow."""
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from compiler_helpers import core_ops
 
 from dse.frontends.onnx import load_onnx
 from dse.hardware.spec import HardwareSpec
@@ -22,7 +23,7 @@ torch = pytest.importorskip("torch")
 from bench.digits_upsampling import NETS, export, train  # noqa: E402 (needs torch)
 
 # the op each net brings, as the imported graph holds it
-WIRING = {"upsample": o.DepthToSpace}
+WIRING = {"upsample": o.DepthToSpace, "deconv": o.DepthToSpace}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,17 @@ def test_export_imports_exactly(name: str, dynamo: bool, trained: dict, tmp_path
     chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])  # the ideal chip's exact form
     x = trained[name][1][2][:50]
     np.testing.assert_allclose(run_logits(chip, x), run_logits(graph, x), rtol=1e-4, atol=1e-4)
+
+
+def test_transposed_convolution_maps_each_weight_once(trained: dict, tmp_path: Path) -> None:
+    """The 4x4 stride-2 transposed convolution: 4 phases of 2x2 taps each, so each of its 4 x 8 neurons reads 2 x
+    2 x 16 rows (not the 3 x 3 x 16 of the phases' shared window), and its masked synapses are its 16 x 8 x 16
+    weights, each once."""
+    graph, _ = imported("deconv", trained, tmp_path)
+    chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])
+    (up,) = [op for op in core_ops(chip) if op.weight.shape[:2] == (32, 16)]
+    assert up.fan_in().tolist() == [2 * 2 * 16] * 32
+    assert int(up.synapse_mask().sum()) == 16 * 8 * 4 * 4
 
 
 @pytest.mark.parametrize("name", NETS)
