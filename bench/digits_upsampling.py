@@ -1,5 +1,6 @@
-"""Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders:
-nearest-neighbour upsampling (`F.interpolate`, ONNX Resize) and a transposed convolution (ONNX ConvTranspose).
+"""Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders and
+channels-last models: nearest-neighbour upsampling (`F.interpolate`, ONNX Resize), a transposed convolution
+(ONNX ConvTranspose) and permutes (ONNX Transpose) of the input and before the classifier.
 
     .venv/bin/python bench/digits_upsampling.py OUT_DIR
 
@@ -53,7 +54,21 @@ class DeconvUNet(nn.Module):
         return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
 
 
-NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8))}
+class ChannelsLastNet(nn.Module):
+    """A channels-last model, as one ported from TensorFlow: the data is (N, H, W, C), permuted to NCHW first;
+    a 3x3 convolution, a 2x2 max pooling, and the features flattened in (H, W, C) order into the linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 8, 3, padding=1), nn.Linear(4 * 4 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.max_pool2d(F.relu(self.conv(x.permute(0, 3, 1, 2))), 2)
+        return self.fc(y.permute(0, 2, 3, 1).flatten(1))
+
+
+NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8)),
+        "channels_last": (ChannelsLastNet, (8, 8, 1))}
 
 
 def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

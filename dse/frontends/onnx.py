@@ -237,6 +237,7 @@ class _Importer:
         self.made: dict[str, tuple[o.Op, tuple[str, ...]]] = {}  # IR node name -> (op, inputs)
         self.producer: dict[str, NodeProto] = {}  # ONNX tensor name -> the node that computes it
         self.gelu_parts: dict[str, _GeluPart] = {}  # ONNX tensor name -> a value of GELU's expansion
+        self.permuted: dict[str, tuple[str, list[int]]] = {}  # a Transpose's result -> (its node, its perm)
         self.largest_const = 0  # bytes of the largest tensor the file holds (the constant folder's budget)
 
     # --- helpers --------------------------------------------------------------------------------------
@@ -362,6 +363,10 @@ class _Importer:
                 part = self.gelu_parts[out.name]
                 what, form = _FORMS[part.form]
                 raise UnsupportedOpError(part.origin, out.name, f"the graph's output is a part of {what}: {form}")
+            if out.name in self.permuted:
+                name, perm = self.permuted[out.name]
+                raise UnsupportedOpError("Transpose", name, f"perm {perm}: the graph's output is a Transpose (only "
+                                         "a Flatten or Reshape to a vector may read one)")
             if out.name not in self.values:
                 raise ModelError(f"model {self.label}: output {out.name!r} does not depend on the data input")
             outputs.append(self.values[out.name])
@@ -439,7 +444,12 @@ class _Importer:
         converter = _CONVERTERS.get(op)
         if converter is None:
             raise UnsupportedOpError(op, name, "no conversion to the IR")
+        permuted = [t for t in node.input if t in self.permuted]
+        for t in permuted:
+            self.check_permuted(node, t, converted=False)
         converter(self, node, name)
+        for t in permuted:
+            self.check_permuted(node, t, converted=True)
 
     def _check(self, node: NodeProto, name: str) -> None:
         """The node's attributes and input shapes against its op's definition (`ATTRIBUTE_RULES`)."""
@@ -1387,7 +1397,11 @@ class _Importer:
         """A channel shuffle (ShuffleNet: ``x.view(n, g, c // g, h, w).transpose(1, 2)``, then a view back): x is a
         Reshape that splits the channel axis of y into (a, b), and the permutation swaps those two axes; the
         result is y's channels in the order ``b``-major (`_pick_channels`), viewed as (b, a, ...). The identity
-        permutation is nothing; any other is refused (the IR keeps each value's axes as they are)."""
+        permutation is nothing. A Transpose of the graph's input (channels-last data, NHWC -> NCHW) is the order
+        in which the host sends the values (`_permute`), and so is one that only a Flatten or Reshape to a vector
+        reads (``x.permute(0, 2, 3, 1).flatten(1)`` before a Linear): the Linear's features in another order,
+        which canonicalize folds into its weights. Any other is refused, naming its perm (a chip's channels keep
+        their axis)."""
         x = self.data(node, name, 0)
         per = self.shapes[x]
         rank = len(per) + 1
@@ -1406,8 +1420,39 @@ class _Importer:
                 shuffled = self._pick_channels(node.output[0], y, [i * b + j for j in range(b) for i in range(a)])
                 self.bind(node, self.reshape(node.output[0], shuffled, (b, a, *per[2:])))
                 return
-        raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle (a Reshape that splits "
-                                 "the channel axis in two, then a swap of those two axes) is supported")
+        if self.graph_input(x):  # channels-last data: the host sends its values in the permuted order
+            self.bind(node, self._permute(node.output[0], x, perm))
+            return
+        # read only by a Flatten or Reshape to a vector (checked in `_convert`): a permutation of its features
+        self.permuted[node.output[0]] = (name, perm)
+        self.bind(node, self._permute(node.output[0], x, perm))
+
+    def graph_input(self, x: str) -> bool:
+        return isinstance(self.made[x][0], o.Input)
+
+    def _permute(self, base: str, x: str, perm: list[int]) -> str:
+        """`x` with its per-sample axes permuted (`perm` of the batched axes, batch first): its values as a vector,
+        a Gather of them in the new order, viewed in the new shape. Wiring that only a vector reader (a Linear,
+        into whose weights canonicalize folds the Gather) or the host (the input) may meet: the chip's channels
+        keep their axis, and a permutation moving values across channels would mix channels of different
+        scales."""
+        per = self.shapes[x]
+        order = np.arange(math.prod(per)).reshape(per).transpose([p - 1 for p in perm[1:]]).reshape(-1)
+        flat = self.reshape(f"{base}_flat", x, (math.prod(per),))
+        return self.reshape(base, self.emit(f"{base}_perm", o.Gather(order), flat),
+                            tuple(per[p - 1] for p in perm[1:]))
+
+    def check_permuted(self, node: NodeProto, tensor: str, *, converted: bool) -> None:
+        """A node reading the result of a Transpose (`permuted`) other than a channel shuffle or of the input:
+        only a Flatten or Reshape of it to a vector (the features of a Linear, in the Transpose's order) is
+        supported; `converted`: the node is converted, and its result must be that vector."""
+        name, perm = self.permuted[tensor]
+        vector = node.op_type in ("Flatten", "Reshape") and (
+            not converted or len(self.shapes[self.values[node.output[0]]]) == 1)
+        if not vector:
+            raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle, a Transpose of the "
+                                     "graph's input (channels-last data) or one that a Flatten or Reshape to a "
+                                     "vector reads (a Linear's features in another order) is supported")
 
     def channel_axis(self, node: NodeProto, name: str, x: str, does: str, the_ir: str) -> None:
         """Refuse a node whose `axis` attribute (default 0) is not the channel (feature) axis of data `x`: the
@@ -1582,6 +1627,7 @@ OP_FORMS: dict[str, str] = {
     "Pow": "only inside GELU's tanh form",
     "ConvTranspose": "2-D",
     "Resize": "nearest-neighbour, integer factors",
+    "Transpose": "a channel shuffle, of the input, or flattened into a Linear",
 }
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from dse.ir.ops import Input, Op, Readout, Reshape
+from dse.ir.ops import Gather, Input, Op, Readout, Reshape
 from dse.ir.shapes import SHAPE_RULES, Shape
 
 
@@ -88,9 +88,10 @@ class Graph:
 
     def host_input(self, name: str) -> bool:
         """Whether node `name` is the network input as the host sends it: the Input, or a Reshape of it (a (C, L)
-        signal read as the (C, 1, L) image), so that a constant pad of it is the host's to send."""
+        signal read as the (C, 1, L) image) or a Gather (channels-last data put in channel order), so that a
+        constant pad of it is the host's to send."""
         node = self[name]
-        while isinstance(node.op, Reshape):
+        while isinstance(node.op, (Reshape, Gather)):
             node = self[node.inputs[0]]
         return isinstance(node.op, Input)
 

@@ -19,6 +19,8 @@ rule that fires, drops what no output reads, and walks again until no rule fires
 - `pointwise_above_routing`: an element-wise op reading a DepthToSpace (an upsampling, a transposed
   convolution's interleave) or a Gather moves above it, so that it meets the Conv before the routing (a
   per-channel ScaleShift or PRelu above a DepthToSpace with its constants repeated per phase).
+- `fold_gather_into_linears`: a Gather of features read only by Linears (a Transpose before a Flatten) folds
+  into their weights (their columns in the Gather's order).
 - `drop_unit_scale_shift`: a ScaleShift that scales by 1 and shifts by 0 is removed (a Mul by 1 an exporter
   wrote; two ScaleShifts that cancel, as GELU's expansion imports: 2 * GELU, then times 1/2).
 - `merge_scale_shifts`: two ScaleShifts in a row merge.
@@ -196,6 +198,22 @@ def _scale_shift_shape(op: o.ScaleShift, shape: Shape) -> Shape:
     return np.broadcast_shapes(shape, np.shape(op.scale), np.shape(op.shift))
 
 
+def fold_gather_into_linears(b: GraphBuilder, node: Node) -> bool:
+    """A Gather of a vector's features read only by Linears (a Transpose before a Flatten: the features in
+    another order) folds into their weights: feature i of the Gather is feature ``index[i]`` of its input, so
+    the weight's column i moves to column ``index[i]`` (columns of features it reads twice add)."""
+    users = b.readers(node.name)
+    if not users or node.name in b.outputs or not all(isinstance(u.op, o.Linear) for u in users):
+        return False
+    index, features = np.asarray(node.op.index), b.shape(node.inputs[0])[0]
+    for u in users:
+        weight = np.zeros((u.op.weight.shape[0], features), np.float64)
+        np.add.at(weight.T, index, np.asarray(u.op.weight, np.float64).T)
+        b.replace(u.name, o.Linear(weight.astype(np.float32), u.op.bias), node.inputs)
+    b.remove(node.name)
+    return True
+
+
 def pointwise_above_routing(b: GraphBuilder, node: Node) -> bool:
     """An element-wise op that is the only reader of a DepthToSpace or a Gather moves above it (routing values
     then applying f is applying f then routing), each node keeping its name; a per-channel ScaleShift or PRelu
@@ -342,7 +360,7 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.MaxPool: (relu_before_max_pool, max_pool_below_wiring),
     o.Pad: (fold_zero_pad,),
     o.DepthToSpace: (pointwise_above_routing,),
-    o.Gather: (pointwise_above_routing,),
+    o.Gather: (fold_gather_into_linears, pointwise_above_routing),
     o.ScaleShift: (drop_unit_scale_shift, merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
                    fold_scale_shift_into_consumers),
 }

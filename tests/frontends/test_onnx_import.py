@@ -517,6 +517,34 @@ def conv_transpose_case(out_c: int = 5, k: int = 3, *, group: int = 1, act: str 
     return nodes, IMG, inits
 
 
+def transpose_linear_case(perm: list[int], *, reshape: bool = False, matmul: bool = False) -> tuple:
+    """A Transpose of a ReLU'd convolution's output, flattened (or reshaped) into a Linear: the Linear's features
+    in another order (a channels-last flatten, as a model ported from TensorFlow writes it)."""
+    features = 6 * IMG[1] * IMG[2]
+    flat = (oh.make_node("Reshape", ["t", "s"], ["f"]) if reshape else oh.make_node("Flatten", ["t"], ["f"]))
+    fc = (oh.make_node("MatMul", ["f", "B"], ["y"]) if matmul else oh.make_node("Gemm", ["f", "B", "C"], ["y"],
+                                                                                    transB=1))
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c"], ["r"]),
+             oh.make_node("Transpose", ["r"], ["t"], perm=perm), flat, fc]
+    inits = {"w": rand(6, IMG[0], 3, 3, seed=68), "s": np.array([-1, features], np.int64),
+             "B": rand(features, 7, seed=69) if matmul else rand(7, features, seed=69), "C": rand(7, seed=70)}
+    return nodes, IMG, inits
+
+
+CHANNELS_LAST = (IMG[1], IMG[2], IMG[0])  # (H, W, C)
+
+
+def channels_last_case() -> tuple:
+    """A channels-last model (data (N, H, W, C), as TensorFlow's): its first node transposes the input to NCHW;
+    then a normalization, a padded convolution, a ReLU and a Linear."""
+    nodes = [oh.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]), oh.make_node("Sub", ["t", "mu"], ["n"]),
+             oh.make_node("Conv", ["n", "w"], ["c"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["c"], ["r"]),
+             oh.make_node("Flatten", ["r"], ["f"]), oh.make_node("Gemm", ["f", "B"], ["y"], transB=1)]
+    inits = {"mu": rand(IMG[0], 1, 1, seed=71), "w": rand(6, IMG[0], 3, 3, seed=72),
+             "B": rand(7, 6 * IMG[1] * IMG[2], seed=73)}
+    return nodes, CHANNELS_LAST, inits
+
+
 OP_CASES = {
     # nearest-neighbour Resize by integer factors: wiring (a Gather of copies and a DepthToSpace)
     "resize_nearest_asymmetric_floor": resize_case(coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
@@ -549,6 +577,11 @@ OP_CASES = {
     "conv_transpose_depthwise": conv_transpose_case(out_c=4, k=4, group=4, strides=[2, 2], pads=[1, 1, 1, 1], bn=True),
     "conv_transpose_grouped": conv_transpose_case(out_c=6, group=2, strides=[2, 2], pads=[1, 1, 1, 1],
                                                   output_padding=[1, 1]),
+    # a Transpose read by a Flatten/Reshape into a Linear (folded into its weights), or of the input
+    "transpose_flatten_gemm": transpose_linear_case([0, 2, 3, 1]),
+    "transpose_reverse_reshape_matmul": transpose_linear_case([0, 3, 2, 1], reshape=True, matmul=True),
+    "transpose_spatial_flatten_gemm": transpose_linear_case([0, 1, 3, 2]),
+    "transpose_channels_last_input": channels_last_case(),
     "conv_pad1": conv_case(pads=[1, 1, 1, 1]),
     "conv_stride2_asym_pads": conv_case(strides=[2, 2], pads=[0, 1, 2, 1]),
     "conv_dilation2": conv_case(dilations=[2, 2], pads=[2, 1, 2, 1]),
@@ -807,7 +840,8 @@ COMPILED_CASES = (
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
     "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
-    *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_"))),
+    *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_", "transpose_"))
+      and name != "transpose_identity"),
 )
 
 
@@ -1175,10 +1209,21 @@ UNSUPPORTED = {
                             oh.make_node("Add", ["a", "b"], ["y"])], (4, 6, 6), {"sz": np.array([3, 3])}, "Split"),
     "split_batch_axis": ([oh.make_node("Split", ["x"], ["a"], axis=0), oh.make_node("Relu", ["a"], ["y"])], IMG, {},
                          "Split"),
-    "transpose_spatial": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 1, 3, 2])], IMG, {}, "Transpose"),
+    "transpose_spatial": ([oh.make_node("Relu", ["x"], ["r"]),
+                           oh.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 3, 2]),
+                           oh.make_node("Relu", ["t"], ["y"])], IMG, {}, "Transpose"),
     "transpose_batch_axis": ([oh.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2, 3])], IMG, {}, "Transpose"),
-    "transpose_channels_last": ([oh.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], IMG, {},
+    "transpose_channels_last": ([oh.make_node("Relu", ["x"], ["r"]),
+                                 oh.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
+                                 oh.make_node("Conv", ["t", "w"], ["y"])], IMG, {"w": rand(2, IMG[1], 1, 1)},
                                 "Transpose"),
+    "transpose_at_output": ([oh.make_node("Relu", ["x"], ["r"]), oh.make_node("Transpose", ["r"], ["y"],
+                                                                              perm=[0, 2, 3, 1])], IMG, {},
+                            "Transpose"),
+    "transpose_reshape_rows": ([oh.make_node("Relu", ["x"], ["r"]),
+                                oh.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
+                                oh.make_node("Reshape", ["t", "s"], ["y"])], IMG,
+                               {"s": np.array([-1, IMG[1], 24], np.int64)}, "Transpose"),
     "resize_linear": resize_case(mode="linear")[:3] + ("Resize",),
     "resize_non_integer": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
                            {"s": np.array([1, 1, 1.5, 2], np.float32)}, "Resize"),
@@ -1232,7 +1277,11 @@ REFUSALS = {  # case -> what the one-line reason must say
     "pad_reflect": r"mode 'reflect': only constant zero padding",
     "split_spatial_axis": r"Split at node 'Split#0': axis 2: the IR slices only a contiguous range of the channel",
     "split_batch_axis": r"splits the batch axis",
-    "transpose_spatial": r"perm \[0, 1, 3, 2\]: only a channel shuffle",
+    "transpose_spatial": r"Transpose at node 'Transpose#1': perm \[0, 1, 3, 2\]: only a channel shuffle, a "
+                         r"Transpose of the graph's input \(channels-last data\) or one that a Flatten",
+    "transpose_channels_last": r"perm \[0, 2, 3, 1\]: only a channel shuffle",
+    "transpose_at_output": r"perm \[0, 2, 3, 1\]: the graph's output is a Transpose",
+    "transpose_reshape_rows": r"perm \[0, 2, 3, 1\]: only a channel shuffle",
     "transpose_batch_axis": r"moves the batch axis",
     "resize_linear": r"Resize at node 'Resize#0': mode 'linear': only nearest-neighbour resizing by integer factors",
     "resize_non_integer": r"from \[7, 6\] to \[10, 12\] with half_pixel/round_prefer_floor: not each pixel repeated",

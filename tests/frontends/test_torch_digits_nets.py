@@ -1,5 +1,5 @@
-"""Trained digits networks with nearest-neighbour upsampling and a transposed convolution
-(`bench/digits_upsampling.py`), exported by torch: the import computes what onnxruntime computes, and the
+"""Trained digits networks with nearest-neighbour upsampling, a transposed convolution and channels-last
+permutes (`bench/digits_upsampling.py`), exported by torch: the import computes what onnxruntime computes, and the
 compiled network (chip_a, no tuning) keeps the original's answers. The TorchScript exports (opset 17) run by
 default; the dynamo exports (opset 18, 2-3 s each after a first of about 8 s) are marked slow."""
 
@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 from bench.digits_upsampling import NETS, export, train  # noqa: E402 (needs torch)
 
 # the op each net brings, as the imported graph holds it
-WIRING = {"upsample": o.DepthToSpace, "deconv": o.DepthToSpace}
+WIRING = {"upsample": o.DepthToSpace, "deconv": o.DepthToSpace, "channels_last": o.Gather}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,8 @@ def test_export_imports_exactly(name: str, dynamo: bool, trained: dict, tmp_path
     chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])  # the ideal chip's exact form
     x = trained[name][1][2][:50]
     np.testing.assert_allclose(run_logits(chip, x), run_logits(graph, x), rtol=1e-4, atol=1e-4)
+    if name == "channels_last":  # the permute before the Linear folded into its weights: one Gather left, the input's
+        assert len(chip.of_type(o.Gather)) == 1
 
 
 def test_transposed_convolution_maps_each_weight_once(trained: dict, tmp_path: Path) -> None:

@@ -101,6 +101,11 @@ def linear_on_last_axis() -> Graph:
 
 D2S = o.DepthToSpace((2, 2), (11, 12))  # 12 channels = 4 phase blocks of 3, onto a 2x finer grid, cropped
 PHASES = o.Conv(rand(12, 2, 2, 2, seed=9), rand(12, seed=10), padding=(1, 1, 1, 1))  # (12, 6, 6) from (2, 5, 5)
+PERM = o.Gather(np.array([3, 0, 4, 1, 5, 2]))  # a Transpose of (2, 3) features: (3, 2)
+
+
+def gathered_linear(fc: o.Linear) -> Graph:
+    return chain((2, 3), ("flat", o.Reshape((6,))), ("perm", PERM), ("fc", fc))
 
 
 CASES = [
@@ -124,6 +129,12 @@ CASES = [
          lambda: chain((3, 4, 4), ("copies", o.Gather(np.array([0, 0, 1, 2]))),
                        ("bn", o.ScaleShift(np.arange(1, 5, dtype=F32).reshape(4, 1, 1), np.zeros((4, 1, 1), F32)))),
          None, (3, 4, 4)),
+    Case(c.fold_gather_into_linears, "perm", lambda: gathered_linear(o.Linear(rand(4, 6, seed=12), rand(4, seed=13))),
+         lambda: chain((2, 3), ("flat", o.Reshape((6,))),
+                       ("fc", o.Linear(rand(4, 6, seed=12)[:, np.argsort(PERM.index)], rand(4, seed=13)))), (2, 3)),
+    Case(c.fold_gather_into_linears, "copies",  # read by a ReLU: stays
+         lambda: chain((3, 4, 4), ("copies", o.Gather(np.tile(np.arange(3), 4))), ("relu", o.Relu())), None,
+         (3, 4, 4)),
     Case(c.drop_identity, "id", lambda: chain((2, 5, 5), ("id", o.Identity()), ("conv", CONV)),
          lambda: chain((2, 5, 5), ("conv", CONV)), (2, 5, 5)),
     Case(c.drop_output_softmax, "sm", lambda: chain((18,), ("fc", FC), ("sm", o.Softmax(0))),
