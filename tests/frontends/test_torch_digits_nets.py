@@ -82,3 +82,27 @@ def test_trained_net_compiles_for_chip_a(name: str, trained: dict, tmp_path: Pat
                      tuning=TuneOptions(mode="none"))
     assert result.legal, result.violations
     assert result.report.metrics.agreement >= 0.95
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("opset", [11, 17])
+def test_interpolate_to_a_size_computed_from_the_input(opset: int, tmp_path: Path) -> None:
+    """``F.interpolate(x, size=(2 H, 12))``: TorchScript writes Resize's `sizes` from the input's Shape (its batch
+    entry is the importer's stand-in for the free batch), here factors 2 and 3."""
+    class Up(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(torch.nn.functional.interpolate(x, size=(x.shape[2] * 2, 12), mode="nearest"))
+
+    torch.manual_seed(0)
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(Up().eval(), (torch.zeros(1, 2, 5, 4),), str(path), input_names=["x"], opset_version=opset,
+                      dynamo=False, dynamic_axes={"x": {0: "N"}})
+    graph = load_onnx(path)
+    x = np.random.default_rng(0).random((3, 2, 5, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(run_logits(graph, x), sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    assert graph.of_type(o.DepthToSpace)[0].op.block == (2, 3)
