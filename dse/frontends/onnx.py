@@ -655,14 +655,13 @@ class _Importer:
         per = self.shapes[x]
         if len(per) != 3:
             raise UnsupportedOpError("Resize", name, f"input of per-sample shape {per}: only an image (C, H, W)")
-        out = self._resize_shape(node, name, attrs, per)
-        factors = tuple(n // m for n, m in zip(out[1:], per[1:], strict=True))
-        scales = self._resize_scales(node, name, attrs, out, per)
-        coords, nearest = attrs.get("coordinate_transformation_mode", "half_pixel"), attrs.get(
-            "nearest_mode", "round_prefer_floor")
+        out, scales = self._resize_target(node, name, attrs, per)
+        coords = attrs.get("coordinate_transformation_mode", "half_pixel")
+        nearest = attrs.get("nearest_mode", "round_prefer_floor")
         if coords not in _RESIZE_COORDINATES or nearest not in _NEAREST:
             raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r}, nearest_mode "
                                      f"{nearest!r} not supported")
+        factors = tuple(n // m for n, m in zip(out[1:], per[1:], strict=True))
         for n, m, f, sc in zip(out[1:], per[1:], factors, scales, strict=True):
             if n != f * m or not np.array_equal(_nearest_source(m, n, sc, coords, nearest), np.arange(n) // f):
                 raise UnsupportedOpError("Resize", name, f"from {list(per[1:])} to {list(out[1:])} with "
@@ -670,54 +669,35 @@ class _Importer:
         if factors == (1, 1):
             self.unary(node, name, o.Identity())
             return
-        copies = self.emit(f"{node.output[0]}_copies", o.Gather(np.tile(np.arange(per[0]), factors[0] * factors[1])), x)
-        self.bind(node, self.emit(node.output[0], o.DepthToSpace(factors, out[1:]), copies))
+        copies = o.Gather(np.tile(np.arange(per[0]), factors[0] * factors[1]))
+        y = self.emit(f"{node.output[0]}_copies", copies, x)
+        self.bind(node, self.emit(node.output[0], o.DepthToSpace(factors, out[1:]), y))
 
-    def _resize_inputs(self, node: NodeProto, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Resize's (scales, sizes), whichever is given (an empty tensor is none)."""
-        if self.opset < 11:
-            given = (self.const(node, name, 1, "scales"), None)
-        else:
-            given = (self.const(node, name, 2, "scales", optional=True),
-                     self.const(node, name, 3, "sizes", optional=True))
+    def _resize_target(self, node: NodeProto, name: str, attrs: dict, per: Shape) -> tuple[Shape, list[float]]:
+        """Resize's per-sample output shape, and the scale its coordinates use on each spatial axis (the given one,
+        else output over input), from its `scales` or `sizes` (an empty one is none) over its `axes`; the batch
+        and channel axes must keep their size."""
+        given = (self.const(node, name, 1, "scales"), None) if self.opset < 11 else (
+            self.const(node, name, 2, "scales", optional=True), self.const(node, name, 3, "sizes", optional=True))
         scales, sizes = (None if v is None or np.asarray(v).size == 0 else np.asarray(v).reshape(-1) for v in given)
         if (scales is None) == (sizes is None):
             raise ModelError(f"node {name!r} (Resize): needs exactly one of scales and sizes")
-        return scales, sizes
-
-    def _resize_axes(self, node: NodeProto, name: str, attrs: dict, rank: int, given: int) -> list[int]:
-        axes = [int(a) + (rank if int(a) < 0 else 0) for a in attrs.get("axes", range(rank))]
-        if len(axes) != given or sorted(set(axes)) != sorted(axes) or not all(0 <= a < rank for a in axes):
-            raise ModelError(f"node {name!r} (Resize): {given} scales or sizes for axes {axes} of rank {rank}")
-        return axes
-
-    def _resize_shape(self, node: NodeProto, name: str, attrs: dict, per: Shape) -> Shape:
-        """The per-sample output shape of Resize; the batch and channel axes must keep their size."""
-        scales, sizes = self._resize_inputs(node, name)
-        given = scales if sizes is None else sizes
-        axes = self._resize_axes(node, name, attrs, len(per) + 1, len(given))
         if sizes is not None and attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
             raise UnsupportedOpError("Resize", name, f"keep_aspect_ratio_policy {attrs['keep_aspect_ratio_policy']!r}")
-        out = list(per)
-        for a, v in zip(axes, given, strict=True):
-            if a == 0:
-                keeps = v == 1 if sizes is None else int(v) in (_BATCH, self.batch)
-                if not keeps:
-                    raise UnsupportedOpError("Resize", name, "resizes the batch axis")
-                continue
-            out[a - 1] = int(v) if sizes is not None else int(math.floor(per[a - 1] * float(v)))
+        values, rank = scales if sizes is None else sizes, len(per) + 1
+        axes = [int(a) + (rank if int(a) < 0 else 0) for a in attrs.get("axes", range(rank))]
+        if len(axes) != len(values) or len(set(axes)) != len(axes) or not all(0 <= a < rank for a in axes):
+            raise ModelError(f"node {name!r} (Resize): {len(values)} scales or sizes for axes {axes} of rank {rank}")
+        by_axis = dict(zip(axes, values, strict=True))
+        if 0 in by_axis and not (by_axis[0] == 1 if sizes is None else int(by_axis[0]) in (_BATCH, self.batch)):
+            raise UnsupportedOpError("Resize", name, "resizes the batch axis")
+        out = tuple(int(by_axis[a]) if sizes is not None and a in by_axis else
+                    int(math.floor(d * float(by_axis.get(a, 1.0)))) for a, d in enumerate(per, start=1))
         if out[0] != per[0]:
             raise UnsupportedOpError("Resize", name, "resizes the channel axis")
-        return tuple(out)
-
-    def _resize_scales(self, node: NodeProto, name: str, attrs: dict, out: Shape, per: Shape) -> list[float]:
-        """The scale of each spatial axis that Resize's coordinates use: the given one, else output over input."""
-        scales, _ = self._resize_inputs(node, name)
         if scales is None:
-            return [n / m for n, m in zip(out[1:], per[1:], strict=True)]
-        axes = self._resize_axes(node, name, attrs, len(per) + 1, len(scales))
-        given = dict(zip(axes, (float(v) for v in scales), strict=True))
-        return [given.get(a, 1.0) for a in range(2, len(per) + 1)]
+            return out, [n / m for n, m in zip(out[1:], per[1:], strict=True)]
+        return out, [float(by_axis.get(a, 1.0)) for a in range(2, rank)]
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
