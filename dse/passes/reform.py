@@ -89,7 +89,7 @@ class LinearSpec:
     dense: bool
     # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1), or a Conv's `mask` (groups 1)
     mask: np.ndarray | None = None
-    order: np.ndarray | None = None  # a grouped op's outputs are put in this order by a Gather (see `stacked`)
+    order: np.ndarray | None = None  # a grouped op's outputs are put in this order by a Gather (see `copies`)
 
 
 @dataclass(frozen=True)
@@ -366,15 +366,11 @@ class _Reformer:
     def hinge_core(self, base: str, p: Pending, knots: list[float] | np.ndarray) -> str:
         """One core of the units relu(s - t) for each knot t (knot-major channels) and as many always-on units
         (zero weights, bias 1), s the pending linear op: the approximator's hidden layer, a Clip's two ReLUs and
-        its constant lower bound."""
+        its constant lower bound. A grouped op (a depthwise convolution) stays grouped (`copies`): each unit reads
+        its own group's rows, not a dense, mostly-zero copy of all of them."""
         lin, n_out = p.lin, p.lin.weight.shape[0]
-        # stacked copies of a grouped op would read the wrong groups (see `stacked`): expand it, mask kept
-        weight, mask = expand_groups(lin.weight, lin.groups) if lin.groups > 1 else (lin.weight, lin.mask)
-        bias = np.concatenate([lin.bias - t for t in knots] + [np.ones(n_out)])
-        units = len(knots) + 1
-        spec = LinearSpec(np.concatenate([weight] * len(knots) + [np.zeros_like(weight)]), bias, lin.stride,
-                          lin.padding, 1, lin.dense, None if mask is None else np.concatenate([mask] * units))
-        return self.core(base, spec, p.src)
+        biases = [lin.bias - t for t in knots] + [np.ones(n_out)]
+        return self.core(base, copies(lin, [1.0] * len(knots) + [0.0], biases), p.src)
 
     def concat(self, name: str, op: o.Concat, vs: list[Terms]) -> Terms:
         if op.axis != 0:
@@ -483,32 +479,43 @@ def shift(p: Pending, delta: float) -> Pending:
 
 
 def stacked(lin: LinearSpec, sign: float, bias2: np.ndarray, *, keep_groups: bool = True) -> LinearSpec:
-    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs.
+    """One op emitting ``[lin(x); sign * lin_weight(x) + bias2]``: a signed pair, or a clip's two ReLUs (`copies`)."""
+    return copies(lin, [1.0, sign], [lin.bias, bias2], keep_groups=keep_groups)
 
-    Stacked on the output axis, a grouped op's groups would shift (the second half would read other input
-    channels than the first). A grouped op therefore stays grouped with each group's two halves next to each
-    other (the pair of an output reads the same rows: block-diagonal packing, no dense form of mostly zeros),
-    and a Gather (`order`) routes its outputs into the two halves. Without `keep_groups` (the host reads the
-    pair, and a readout reads a core itself) it is expanded to a dense op whose mask keeps its real synapses.
+
+def copies(lin: LinearSpec, scales: list[float], biases: list[np.ndarray], *, keep_groups: bool = True) -> LinearSpec:
+    """One op emitting ``[scale_k * lin_weight(x) + bias_k for each k]`` (copy-major channels): a signed pair,
+    a clip's two ReLUs, the approximator's hinges and always-on units (scale 0).
+
+    Stacked on the output axis, a grouped op's groups would shift (a later copy would read other input channels
+    than the first). A grouped op therefore stays grouped with each group's copies next to each other (every
+    copy of an output reads the same rows: block-diagonal packing, no dense form of mostly zeros), and a Gather
+    (`order`) routes its outputs into copy-major order. Without `keep_groups` (the host reads the pair, and a
+    readout reads a core itself) it is expanded to a dense op whose mask keeps its real synapses.
     """
-    weight, mask = lin.weight, lin.mask
+    weight, mask, n = lin.weight, lin.mask, len(scales)
     if lin.groups > 1 and keep_groups:
         out_c, groups = weight.shape[0], lin.groups
         per = out_c // groups
         w = weight.reshape(groups, per, *weight.shape[1:])
-        b = np.stack([lin.bias.reshape(groups, per), np.asarray(bias2).reshape(groups, per)], axis=1)
-        # group g holds outputs [g's lin; g's signed]: output j of half h sits at g * 2 per + h * per + j % per
+        b = np.stack([np.asarray(bias).reshape(groups, per) for bias in biases], axis=1)
+        # group g holds outputs [copy 0; ...; copy n-1], per each: output j of copy k sits at g n per + k per + j % per
         j = np.arange(out_c)
-        first = (j // per) * 2 * per + j % per
-        return LinearSpec(np.concatenate([w, sign * w], axis=1).reshape(2 * out_c, *weight.shape[1:]),
+        first = (j // per) * n * per + j % per
+        return LinearSpec(np.concatenate([times(w, s) for s in scales], axis=1).reshape(n * out_c, *weight.shape[1:]),
                           b.reshape(-1), lin.stride, lin.padding, groups, lin.dense, None,
-                          np.concatenate([first, first + per]))
+                          np.concatenate([first + k * per for k in range(n)]))
     if lin.groups > 1:
         weight, mask = expand_groups(weight, lin.groups)
     return LinearSpec(
-        np.concatenate([weight, sign * weight]), np.concatenate([lin.bias, bias2]), lin.stride, lin.padding, 1,
-        lin.dense, None if mask is None else np.concatenate([mask, mask]),
+        np.concatenate([times(weight, s) for s in scales]), np.concatenate(biases), lin.stride, lin.padding, 1,
+        lin.dense, None if mask is None else np.concatenate([mask] * n),
     )
+
+
+def times(weight: np.ndarray, scale: float) -> np.ndarray:
+    """`scale * weight`, with +0 weights for a zero scale (always-on units; a negative weight would give -0)."""
+    return scale * weight if scale else np.zeros_like(weight)
 
 
 def expand_groups(weight: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from compiler_helpers import (
@@ -19,6 +21,7 @@ from compiler_helpers import (
 from dse.errors import UnsupportedOpError
 from dse.ir import ops as o
 from dse.ir.graph import Graph, GraphBuilder
+from dse.passes.approximator import FUNCTIONS, fit_hinges
 
 
 def reform(g: Graph) -> Graph:
@@ -697,6 +700,40 @@ def test_an_average_pool_of_a_signed_pair_pools_the_pair() -> None:
     before = b.build([b.add("fc", o.Linear(rand(2, 12, seed=123), None), b.add("flat", o.Reshape((12,)), y))])
     after = check(before, images(4, 2, 6, 6))
     assert int(after["pool_part"].op.fan_in().max()) == 4  # the window, once: both halves pooled alike
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_an_approximated_function_after_a_depthwise_convolution_stays_depthwise(multiplier: int) -> None:
+    """HardSwish after a depthwise conv (MobileNetV3): each hinge reads its own channel's 3x3 window (fan-in 9),
+    not a dense copy of every channel's (fan-in 9 x channels, 11 crossbars instead of 2 at 32 channels)."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4, 5, 5)))
+    dw = o.Conv(rand(4 * multiplier, 1, 3, 3, seed=127, scale=2), rand(4 * multiplier, seed=128), (1, 1),
+                (1, 1, 1, 1), groups=4)
+    y = b.add("act", o.HardSwish(), b.add("dw", dw, x))
+    n, fc = 4 * multiplier * 25, rand(2, 4 * multiplier * 25, seed=129)
+    before = b.build([b.add("fc", o.Linear(fc, None), b.add("flat", o.Reshape((n,)), y))])
+    xs = images(64, 4, 5, 5)
+    s = run64(before, xs, keep=["dw"])["dw"]
+    after = run_pass("reform", before, samples={"dw": s})
+    assert only_chip_ops(after)
+    hidden = after["act_hidden"].op
+    assert hidden.groups == 4 and hidden.out_channels == 4 * multiplier * 9  # 8 hinges + the constant
+    assert int(hidden.fan_in().max()) == 9
+    # the reference: the network with HardSwish replaced by the fit itself (a closed form), to float32 rounding
+    fit = fit_hinges(functools.partial(FUNCTIONS[o.HardSwish], o.HardSwish()), s, 8)
+    reference = fit(s).reshape(len(xs), n) @ fc.astype(np.float64).T
+    np.testing.assert_allclose(run64(after, xs)[after.outputs[0]], reference, atol=1e-5 * np.abs(reference).max())
+
+
+def test_a_hardtanh_after_a_depthwise_convolution_is_exact_and_stays_depthwise() -> None:
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 5, 5)))
+    dw = o.Conv(rand(3, 1, 3, 3, seed=130), rand(3, seed=131), (1, 1), (1, 1, 1, 1), groups=3)
+    y = b.add("act", o.Clip(-1.0, 1.0), b.add("dw", dw, x))
+    before = b.build([b.add("fc", o.Linear(rand(2, 75, seed=132), None), b.add("flat", o.Reshape((75,)), y))])
+    after = check(before, images(4, 3, 5, 5))
+    assert after["act"].op.groups == 3 and int(after["act"].op.fan_in().max()) == 9
 
 
 def test_a_prelu_after_a_depthwise_convolution_stays_depthwise() -> None:
