@@ -1,12 +1,13 @@
 """Depthwise-separable convolutions on the crossbars: crossbars, cells and utilization per layer.
 
-    .venv/bin/python bench/depthwise_packing.py [--activation relu|relu6] [--multiplier 1|2]
+    .venv/bin/python bench/depthwise_packing.py [--activation relu|relu6|hardswish] [--multiplier 1|2]
 
 A small torch model written here (random weights: packing does not depend on them): conv 3x3 (1 -> 16),
 depthwise 3x3 (groups 16, channel multiplier m), pointwise 1x1 (-> 32), depthwise 3x3 stride 2 (groups 32),
 pointwise 1x1 (-> 32), fc (-> 10), each followed by the activation; exported by the TorchScript exporter,
 imported, and compiled for chip_a (256 x 256, time multiplexed) and chip_b (256 x 256, expanded) with
-`tuning=none` (resources do not depend on tuning). Prints one JSON object: per chip, the report's resource
+`tuning=none` (resources do not depend on tuning). HardSwish is approximated (an MLP's hidden layer of 8 hinges and
+an always-on unit per channel, calibrated on 64 images). Prints one JSON object: per chip, the report's resource
 totals and, per core-op, kind, groups, fan-in, crossbars, cells used and utilization.
 """
 
@@ -31,6 +32,8 @@ from dse.data import load_dataset  # noqa: E402
 from dse.frontends.onnx import load_onnx  # noqa: E402
 from dse.tune.options import TuneOptions  # noqa: E402
 
+ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
+
 
 class Separable(nn.Module):
     def __init__(self, activation: type[nn.Module], multiplier: int) -> None:
@@ -51,11 +54,11 @@ class Separable(nn.Module):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--activation", choices=["relu", "relu6"], default="relu")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
     p.add_argument("--multiplier", type=int, default=1)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    model = Separable(nn.ReLU6 if args.activation == "relu6" else nn.ReLU, args.multiplier).eval()
+    model = Separable(ACTIVATIONS[args.activation], args.multiplier).eval()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "separable.onnx"
         torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), input_names=["input"],
