@@ -280,6 +280,13 @@ MORE = {
     "an added near miss": (["+hardware.cost.adc_8b_pj_per_convertion=1"],
                            r"did you mean hardware\.cost\.adc_8b_pj_per_conversion\?"),
     "a preset near miss": (["hardware=chip_aa"], r"hardware/chip_aa.*did you mean chip_a\?"),
+    # bit widths past what the simulators hold exactly: exit 1 (an accumulator past 2**53), an OverflowError
+    "64-bit inputs": (["hardware.io.input_bits=64"], r"hardware\.io\.input_bits=64 is more than the 24 bits"),
+    "200-bit inputs": (["hardware.io.input_bits=200"], r"hardware\.io\.input_bits=200 is more than the 24 bits"),
+    "wide codes on no crossbar": (["model=mlp_digits", "hardware=ideal", "hardware.weights.bits=25",
+                                   "hardware.io.input_bits=24", "hardware.io.output_bits=24"],
+                                  r"core \S+ of fan-in 64 \(hardware\.crossbar\.rows=null\) with "
+                                  r"hardware\.weights\.bits=25 and hardware\.io\.input_bits=24: .* past 2\*\*53"),
     "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
     "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),
     # an interpolation that fails, a group taken out: tracebacks where the value was first read

@@ -22,6 +22,13 @@ Encoding = Literal["rate", "poisson"]
 NEURON_MODELS: tuple[NeuronModel, ...] = choices(NeuronModel)
 SPIKING_MODELS: tuple[NeuronModel, ...] = ("if", "lif", "if_floor")  # the models whose values travel as spike trains
 
+# What the simulators and the tuner hold exactly, which bounds the bit widths a chip may have
+# (`HardwareSpec.check_exact`). float64 holds every integer up to 2**53, float32 every one up to 2**24.
+EXACT_FLOAT64 = 2**53  # the integer simulator's accumulator where it could pass float32's (dse.sim.integer)
+EXACT_FLOAT32 = 2**24  # codes between cores, as the integer simulator and the tuner hold them; spike currents
+CODE_BITS_MAX = 24  # the largest code, 2**bits - 1, must be a float32 integer (dse.sim.integer holds codes so)
+WEIGHT_BITS_MAX = 25  # the largest weight code, 2**(bits-1) - 1: the tuner trains weight codes in float32
+
 
 @dataclass(frozen=True)
 class Crossbar:
@@ -258,6 +265,7 @@ class HardwareSpec:
         check_choice("hardware.weights.scale", w.scale, ScaleMode)
         check_int("hardware.io.input_bits", io.input_bits, 1, optional=True)
         check_int("hardware.io.output_bits", io.output_bits, 1, optional=True)
+        self._check_bit_widths()
         for offered in n.offered:
             check_choice("hardware.neuron.offered", offered, NeuronModel)
         if n.model not in n.offered:
@@ -282,6 +290,45 @@ class HardwareSpec:
                 f"hardware.crossbar.cols={c.cols} cannot hold one {w.bits}-bit weight "
                 f"({self.columns_per_weight} columns with {c.cell_bits}-bit cells)"
             )
+        if c.rows is not None:  # no core reads more rows; without crossbars the network's fan-in decides
+            self.check_exact(c.rows, f"hardware.crossbar.rows={c.rows}")
+
+    def _check_bit_widths(self) -> None:
+        """Each bit width within what the simulators hold exactly (`CODE_BITS_MAX`, `WEIGHT_BITS_MAX`): past
+        them the compiled network's codes would round in float32 (64-bit I/O overflowed into a traceback)."""
+        limits = (("weights.bits", self.weights.bits, WEIGHT_BITS_MAX, "weight codes, trained in float32"),
+                  ("io.input_bits", self.io.input_bits, CODE_BITS_MAX, "codes, held in float32"),
+                  ("io.output_bits", self.io.output_bits, CODE_BITS_MAX, "codes, held in float32"))
+        for key, bits, limit, what in limits:
+            if bits is not None and bits > limit:
+                raise ConfigError(f"hardware.{key}={bits} is more than the {limit} bits the simulator holds exactly "
+                                  f"({what}, exact up to 2**24)")
+
+    def check_exact(self, fan_in: int, where: str) -> None:
+        """Refuse (ConfigError, naming `where`) a core of `fan_in` rows whose accumulator could pass what its
+        simulator holds exactly: every weight at its largest code times the largest code entering a core,
+        below 2**53 (the integer simulator's float64); on a spiking chip the current of one step (spikes
+        are 0 or 1) below 2**24 too (the spiking simulator's float32). Bias aside: the tuner sets it."""
+        if self.weight_max is None or self.input_code_max is None:
+            return
+        bound = fan_in * self.weight_max * self.input_code_max
+        if bound >= EXACT_FLOAT64:
+            raise ConfigError(
+                f"{where} with hardware.weights.bits={self.weights.bits} and {self._code_source}: a core's accumulator "
+                f"can reach {fan_in} x {self.weight_max} x {self.input_code_max} = {bound:.3g}, past 2**53, the "
+                "largest integer the simulator's float64 holds exactly; lower one of them")
+        if self.spiking and fan_in * self.weight_max >= EXACT_FLOAT32:
+            raise ConfigError(
+                f"{where} with hardware.weights.bits={self.weights.bits}: a core's current in one time step can "
+                f"reach {fan_in} x {self.weight_max} = {fan_in * self.weight_max:.3g}, past 2**24, the largest "
+                "integer the spiking simulator's float32 holds exactly; lower one of them")
+
+    @property
+    def _code_source(self) -> str:
+        """The setting that makes the largest code entering a core, as `check_exact` names it."""
+        if self.spiking:
+            return f"hardware.neuron.timesteps={self.neuron.timesteps}"
+        return f"hardware.io.input_bits={self.io.input_bits}"
 
     def _check_spiking_io(self) -> None:
         """A spiking chip carries every value as a count of 0..T spikes: I/O bits would be accepted and change

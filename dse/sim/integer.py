@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import torch
 
+from dse.hardware.spec import EXACT_FLOAT32, EXACT_FLOAT64
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.wiring import WIRING
 from dse.sim.float_exec import FLOAT_EXEC, conv_core, input_codes
 
-EXACT_LIMIT = 2.0**53  # float64 holds every integer below this exactly
-EXACT_LIMIT_F32 = 2.0**24  # and float32 every integer below this: 2-4x faster convolutions where it suffices
+EXACT_LIMIT = float(EXACT_FLOAT64)  # float64 holds every integer below this exactly
+EXACT_LIMIT_F32 = float(EXACT_FLOAT32)  # float32 every integer below this: 2-4x faster convolutions where it does
 
 
 class NotIntegerGraph(ValueError):

@@ -144,3 +144,33 @@ def test_io_bits_on_a_spiking_chip_are_refused(model: str, io: dict[str, Any]) -
         spec(neuron={"model": model, "timesteps": 16}, **({"io": io} if io else {}))
     assert "\n" not in str(e.value)
     assert spec(neuron={"model": "relu"}, io={"input_bits": 4, "output_bits": 4}).io.input_bits == 4
+
+
+@pytest.mark.parametrize(("part", "key", "value", "limit"), [
+    ("io", "input_bits", 25, 24), ("io", "input_bits", 64, 24), ("io", "input_bits", 200, 24),
+    ("io", "output_bits", 25, 24), ("weights", "bits", 26, 25), ("weights", "bits", 64, 25),
+])
+def test_a_bit_width_past_what_the_simulator_holds_exactly_is_refused(part: str, key: str, value: int,
+                                                                     limit: int) -> None:
+    """Codes travel as float32 (exact up to 2**24), weight codes train in float32: 64-bit I/O once ran into an
+    accumulator past float64's integers (exit 1), 200 bits into an OverflowError."""
+    with pytest.raises(ConfigError, match=rf"^hardware\.{part}\.{key}={value} is more than the {limit} bits the "
+                                          r"simulator holds exactly") as e:
+        spec(crossbar={"rows": 2}, **{part: {key: value}})
+    assert "\n" not in str(e.value)
+
+
+def test_the_widest_bit_widths_pass_where_no_accumulator_passes_2_53() -> None:
+    """rows x (2**24 - 1) x (2**24 - 1) < 2**53 up to 32 rows; the 256 rows of chip_a's crossbar are too many,
+    and a spiking core's current of one step, rows x weight code, must stay below 2**24 (float32)."""
+    wide = {"weights": {"bits": 25}, "io": {"input_bits": 24, "output_bits": 24}}
+    assert spec(crossbar={"rows": 32}, **wide).weight_max == 2**24 - 1
+    with pytest.raises(ConfigError, match=r"^hardware\.crossbar\.rows=256 with hardware\.weights\.bits=25 and "
+                                          r"hardware\.io\.input_bits=24: a core's accumulator can reach 256 x "
+                                          r"16777215 x 16777215 = 7\.21e\+16, past 2\*\*53"):
+        spec(crossbar={"rows": 256}, **wide)
+    spiking = {"neuron": {"model": "if", "timesteps": 16}, "io": NO_IO}
+    assert spec(crossbar={"rows": 256}, weights={"bits": 17}, **spiking).weight_max == 2**16 - 1
+    with pytest.raises(ConfigError, match=r"^hardware\.crossbar\.rows=256 with hardware\.weights\.bits=18: a "
+                                          r"core's current in one time step can reach 256 x 131071"):
+        spec(crossbar={"rows": 256}, weights={"bits": 18}, **spiking)
