@@ -35,7 +35,7 @@ def _core_codes(op: o.CoreOp, codes: torch.Tensor) -> torch.Tensor:
         raise NotIntegerGraph("a core-op has no integer form")
     w_int = np.asarray(q.weight_int)
     row_sum = float(np.abs(w_int.reshape(w_int.shape[0], -1)).sum(axis=1, dtype=np.int64).max(initial=0))
-    bound = float(codes.max()) * row_sum  # codes are >= 0 + float(np.abs(q.bias_int).max(initial=0))
+    bound = float(codes.max()) * row_sum + float(np.abs(q.bias_int).max(initial=0))  # codes are >= 0
     if bound >= EXACT_LIMIT:
         raise NotIntegerGraph(f"accumulator bound {bound:.3g} exceeds exact float64 integers")
     dtype = torch.float32 if bound < EXACT_LIMIT_F32 else torch.float64

@@ -208,3 +208,18 @@ def test_requantization_next_to_a_rounding_tie_matches_the_integer_simulator(out
     floats = run_float(graph, acc[None].astype(np.float32), keep=["core"])["core"].double().numpy()
     np.testing.assert_array_equal(codes["core"], np.clip(np.round(acc * mult), 0, out_max)[None])
     np.testing.assert_array_equal(floats, codes["core"])
+
+
+def test_a_bias_past_2_24_makes_the_accumulator_float64() -> None:
+    """The bias is part of the accumulator: 63 codes x weight 1 + a bias of 2**30 is 2**30 + 63, which float32
+    rounds to 2**30 (its integers are 128 apart there), one output code lower at a multiplier of 1/100. The
+    bound that chose float32 once left the bias out."""
+    bias = 2**30
+    quant = o.CoreQuant(np.ones((1, 1, 1, 1), np.int64), np.full(1, 0.01), np.full(1, bias, np.int64), np.ones(1),
+                        1.0, 2**24 - 1)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((1,), 1.0, 63))
+    graph = b.build([b.add("core", o.CoreOp(np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32), dense=True,
+                                            quant=quant), x)])
+    _, codes = run_integer(graph, np.full((1, 1), 63.0), keep=["core"])
+    assert codes["core"][0, 0] == round((bias + 63) / 100) == 10737419
