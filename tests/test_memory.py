@@ -3,6 +3,7 @@ bound makes every batch smaller without changing a number of the result."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -103,3 +104,39 @@ def test_a_network_of_large_weights_peaks_after_tuning_and_is_refused_for_it(tmp
     assert sum(v for k, v in plan.parts.items() if k != "chunk") + smallest_chunk < bound
     with pytest.raises(ResourceError, match=r"largest part: the (evaluation|cost step) after tuning, \d+\.\d+ GB"):
         check_memory(graph, data, calib_samples=10, max_memory_gb=bound / GB)
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["hardware=chip_b", "hardware.neuron.timesteps=100000000"], r"hardware\.neuron\.timesteps=100000000"),
+    (["hardware.mapping.mesh=[100000,100000]"], r"hardware\.mapping\.mesh=\[100000, 100000\]"),
+    (["hardware.mapping.cores_per_chip=10000000000"], r"hardware\.mapping\.cores_per_chip=10000000000"),
+    (["strategy.reencode_k=1000"], r"strategy\.reencode_k=1000"),
+    (["strategy.readout_k=100000"], r"strategy\.readout_k=100000"),
+])
+def test_what_the_chip_or_the_strategy_multiplies_is_in_the_estimate(overrides: list[str], named: str,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Each once ran into a traceback (an allocation of terabytes), an out-of-memory kill or a long run: now the
+    estimate counts it and the run is refused before any work, naming the setting."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    code = run_app("compile", main, ["model=mlp_digits", *overrides, "compile.max_memory_gb=8", "progress=false",
+                                     f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert re.search(rf"^error: estimated peak memory [\d.]+ GB exceeds the bound .*{named}.*, or lower ", err[0]), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_neutral_chip_work_leaves_the_plan_as_it_was() -> None:
+    """A chip of ReLU neurons, no population, no mesh: the plan of the graph alone (chip_a compiles no slower)."""
+    from dse.compile.memory import ChipWork
+
+    graph, data = load_model("lenet_mnist", "mnist")
+    alone = check_memory(graph, data, calib_samples=200, tuning=SHORT)
+    assert check_memory(graph, data, calib_samples=200, tuning=SHORT, work=ChipWork.of(CHIP)) == alone
+    spiking = ChipWork.of(HardwareSpec(name="s", weights=Weights(4), io=IO(None, None),
+                                       neuron=dataclasses.replace(HardwareSpec().neuron, model="if", timesteps=16)))
+    wide = check_memory(graph, data, calib_samples=200, tuning=SHORT, work=spiking)
+    assert wide.parts["spike_trains"] > 0 and wide.eval_batch == alone.eval_batch

@@ -31,7 +31,7 @@ import torch
 
 from dse.bounds import check_int
 from dse.choices import check_choice
-from dse.compile.memory import MemoryPlan, StepMeter, plan_memory
+from dse.compile.memory import ChipWork, MemoryPlan, StepMeter, plan_memory
 from dse.compile.report import (
     CompileReport,
     CostReport,
@@ -110,13 +110,14 @@ def load_model_config(m: Any) -> tuple[Graph, Dataset]:
 
 
 def check_memory(graph: Graph, dataset: Dataset, *, calib_samples: int | None = None,
-                 tuning: TuneOptions | None = None, max_memory_gb: float | None = None) -> MemoryPlan:
-    """The memory plan of preparing `graph` on `dataset` and, given `tuning`, compiling it (see
-    `dse.compile.memory`). The command lines call it before any work: a run that cannot fit is refused
-    (ResourceError) before it starts."""
+                 tuning: TuneOptions | None = None, max_memory_gb: float | None = None,
+                 work: ChipWork | None = None) -> MemoryPlan:
+    """The memory plan of preparing `graph` on `dataset` and, given `tuning`, compiling it for what `work`
+    multiplies (`ChipWork.of` the chip and the strategy; see `dse.compile.memory`). The command lines call it
+    before any work: a run that cannot fit is refused (ResourceError) before it starts."""
     n_calib = len(dataset.x_train) if calib_samples is None else min(calib_samples, len(dataset.x_train))
     return plan_memory(graph, calib_samples=n_calib, test_samples=len(dataset.x_test), tuning=tuning,
-                       max_memory_gb=max_memory_gb)
+                       max_memory_gb=max_memory_gb, work=work)
 
 
 @dataclass
@@ -269,7 +270,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     evaluate.check(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
-                       tuning=tuning, max_memory_gb=max_memory_gb)
+                       tuning=tuning, max_memory_gb=max_memory_gb, work=ChipWork.of(hw, reencode_k, readout_k))
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
                        prepared.original_test_logits, prepared.teachers)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,

@@ -72,6 +72,7 @@ def _help() -> str:
 
 def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.compile import check_memory, compile, load_model_config, prepare
+    from dse.compile.memory import ChipWork
     from dse.config import hardware_from, montecarlo_from, tuning_from
     from dse.config.effect import check_given, device_reason
     from dse.ir.serialize import save_graph
@@ -90,7 +91,8 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     m = cfg.model
     graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb
-    check_memory(graph, data, tuning=tuning, max_memory_gb=bound)
+    check_memory(graph, data, tuning=tuning, max_memory_gb=bound,
+                 work=ChipWork.of(hw, cfg.strategy.reencode_k, cfg.strategy.readout_k))
     prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width,
                        approximator_output=cfg.strategy.approximator_output, max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,

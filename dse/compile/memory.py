@@ -23,10 +23,20 @@ crossbar labels of the compiled graph's wires and a core-op's senders and reads 
 value of one sample). The chunk and the batches are what the bound chooses; everything else is fixed by the
 network, the calibration images and `tuning.max_rows`, and a run whose estimate exceeds the bound even one
 sample at a time is refused before it starts. `docs/scale.md` compares the estimate with measured peaks.
+
+What the chip and the strategy multiply (`ChipWork`) is counted too: a population code (`strategy.reencode_k`: k
+neurons a value, each reading every copy: k times the fitted network's values, k**2 its weights), copies of the
+outputs (`strategy.readout_k`: the output layer's values and weights that many times), spike trains
+(`hardware.neuron.timesteps` on a spiking chip: the tuner's bool trains of the calibration images, ``spike_trains``,
+and the spiking simulator's float32 trains of every node per test sample) and the cells of the mesh the cost
+step places cores on (one chip's at least: `hardware.mapping.cores_per_chip`, or the whole
+`hardware.mapping.mesh` where no chip size is set). Each was once a traceback, an out-of-memory kill or a run
+of hours at a hostile value; a refusal names the settings that multiply the estimate.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -37,12 +47,15 @@ from typing import Any
 
 import numpy as np
 
+from dse.bounds import check_int
 from dse.errors import ResourceError
+from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
 from dse.sim.float_exec import LAZY_CHUNK_FLOATS
 from dse.sim.heap import give_back_freed_memory
+from dse.sim.spiking import SPIKE_BATCH
 from dse.tune.options import TuneOptions
 
 GB = 2**30
@@ -55,6 +68,7 @@ CHUNK_COPIES = 4  # an op on a chunk makes temporaries of its output's size (cod
 # more, but a layer is compiled only once tuned, after the full-resolution blocks where the peak is): 5,
 # calibrated on VGG-16 (docs/scale.md: measured peaks against the estimate)
 WEIGHT_COPIES = 5
+EXACT_WEIGHT_COPIES = 2  # of those, the original and the exact graph's: a population code does not widen them
 # a residual Add's terms as the merge core reads them (signed pairs, concatenated, then routed by a Gather): the
 # walk's routed input, and the teacher's concatenation and routing (the exact graph's nodes, both alive while its
 # Gather runs). ResNet-50-like tuned on 64 images peaked at 5.81 GB in its first merge block, 0.42 GB over an
@@ -72,6 +86,45 @@ EVAL_COPIES = 7
 # was 1.40 GB (12.9 x its values) above the held memory's estimate, as the heap is left by the evaluation
 COST_COPIES = 14
 MAX_EVAL_BYTES = 2**31  # the evaluation's batches hold at most this much (beyond it, larger is no faster)
+# the spiking simulator, per network value of a test sample and time step: every node's float32 trains, and a
+# core's current over the steps while it integrates
+SPIKE_EVAL_COPIES = 2
+# the placement, per cell of the chips it places cores on: the cells' coordinates (int64 x, y) and the
+# in-order placement's index arithmetic over them (dse.cost.placement)
+MESH_CELL_BYTES = 64
+
+
+@dataclass(frozen=True)
+class ChipWork:
+    """What the chip and the strategy multiply a compile's memory by (the neutral values: nothing); see the
+    module's docstring. `mesh_setting`: the setting that sizes `mesh_cells`, as a refusal names it."""
+
+    population: int = 1  # strategy.reencode_k
+    readout: int = 1  # strategy.readout_k
+    spike_steps: int = 0  # hardware.neuron.timesteps on a spiking chip, else 0 (no trains)
+    mesh_cells: int = 0  # the cells of one chip, which the placement covers at least
+    mesh_setting: str = ""
+
+    @classmethod
+    def of(cls, hw: HardwareSpec, reencode_k: int = 1, readout_k: int = 1) -> ChipWork:
+        check_int("strategy.reencode_k", reencode_k, 1)
+        check_int("strategy.readout_k", readout_k, 1)
+        m = hw.mapping
+        if m.cores_per_chip is not None:
+            cells, setting = m.cores_per_chip, f"hardware.mapping.cores_per_chip={m.cores_per_chip}"
+        elif m.mesh is not None:  # no chip size: the whole mesh is one chip
+            cells, setting = math.prod(m.mesh), f"hardware.mapping.mesh={list(m.mesh)}"
+        else:  # a mesh as large as the network's cores, which its values bound
+            cells, setting = 0, ""
+        return cls(reencode_k, readout_k, hw.neuron.timesteps if hw.spiking else 0, cells, setting)
+
+    def named(self, cost: int) -> list[str]:
+        """The settings that multiply an estimate whose cost step holds `cost` bytes: the mesh's where it is most
+        of that step."""
+        named = [f"strategy.reencode_k={self.population}"] * (self.population > 1)
+        named += [f"strategy.readout_k={self.readout}"] * (self.readout > 1)
+        named += [f"hardware.neuron.timesteps={self.spike_steps}"] * (self.spike_steps > 1)
+        return named + [self.mesh_setting] * (2 * MESH_CELL_BYTES * self.mesh_cells > cost)
 
 
 def machine_memory_bytes() -> int:
@@ -114,19 +167,24 @@ class MemoryPlan:
                 "eval_batch": self.eval_batch}
 
 
-def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, tuning: TuneOptions | None
-                 ) -> tuple[dict[str, int], str]:
+def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, tuning: TuneOptions | None,
+                 work: ChipWork) -> tuple[dict[str, int], str]:
     """The tuner's data at the node where they are largest (bytes by part), and that node.
 
     At a node, the calibration images' values alive (what a later node still reads, and the node's output)
     plus its output once more (the tuner holds its own values and the teacher's); at a convolution, the
     training rows (`tuning.max_rows` (image, position) pairs x (fan-in + outputs)); at a layer with weights,
-    `TRAINING_COPIES` of them."""
+    `TRAINING_COPIES` of them. A population code widens the tuner's values (not the teacher's) and rows k times
+    and its weights k**2 times; on a spiking chip the walk holds the bool trains of the values alive
+    (`spike_trains`)."""
+    k = work.population
     tuned = tuning is not None and tuning.mode == "multiphase"
     last_use = {src: i for i, n in enumerate(graph) for src in n.inputs}
     size = {n.name: int(np.prod(shapes[n.name])) for n in graph}
     alive: dict[str, int] = {}
     best: tuple[dict[str, int], str] = ({"calibration": 0, "tuning_rows": 0, "training": 0}, "")
+    if work.spike_steps:
+        best[0]["spike_trains"] = 0
     for i, n in enumerate(graph):
         alive[n.name] = size[n.name]
         rows = weights = 0
@@ -141,8 +199,13 @@ def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, t
             if tuned and len(shapes[n.name]) == 3:  # the merge trains on (image, position) rows of that input
                 pairs = min(tuning.max_rows, calib * int(np.prod(shapes[n.name][1:])))
                 rows = pairs * (2 * len(n.inputs) + 1) * shapes[n.name][0]
-        here = {"calibration": calib * (sum(alive.values()) + size[n.name] + merge) * FLOAT,
-                "tuning_rows": rows * FLOAT, "training": weights * FLOAT}
+        # the walk's values are the compiled network's (k copies), the teacher's the exact one's: of the merge's
+        # copies, one is the walk's
+        walk = k * (sum(alive.values()) + merge // MERGE_COPIES)
+        here = {"calibration": calib * (walk + size[n.name] + merge - merge // MERGE_COPIES) * FLOAT,
+                "tuning_rows": k * rows * FLOAT, "training": k * k * weights * FLOAT}
+        if work.spike_steps:
+            here["spike_trains"] = k * calib * work.spike_steps * sum(alive.values())  # bool: a byte a value
         if sum(here.values()) > sum(best[0].values()):
             best = here, n.name
         for src in set(n.inputs):
@@ -151,18 +214,47 @@ def _working_set(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, t
     return best
 
 
+def _readout(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, work: ChipWork) -> tuple[int, int]:
+    """The values per sample and the bytes in tuning that `strategy.readout_k` copies of the outputs add: the
+    output layer's signed pair of outputs and its weights, `readout - 1` times more."""
+    if work.readout == 1:
+        return 0, 0
+    layers = [n for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp))]
+    out_weights = int(np.size(layers[-1].op.weight)) if layers else 0
+    values = 2 * int(np.prod(shapes[graph.outputs[0]])) * (work.readout - 1)
+    return values, (CHUNK_COPIES * calib * values + TRAINING_COPIES * 2 * out_weights * (work.readout - 1)) * FLOAT
+
+
+def _eval_batch(room: int, sample_floats: int, spike_floats: int, test_samples: int) -> int:
+    """Test samples per batch of the evaluation: as many as fit `room` bytes (at most `MAX_EVAL_BYTES`, one at
+    least), each holding `sample_floats` values, and on a spiking chip `spike_floats` more for each of the
+    `SPIKE_BATCH` samples at most that the spiking simulator runs at once."""
+    batch = int(np.clip(min(room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
+    if batch * sample_floats + min(batch, SPIKE_BATCH) * spike_floats <= room // FLOAT:
+        return batch
+    wide = (room // FLOAT - SPIKE_BATCH * spike_floats) // sample_floats  # the spiking batch whole
+    return int(wide if wide >= SPIKE_BATCH else max(1, room // ((sample_floats + spike_floats) * FLOAT)))
+
+
 def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: TuneOptions | None,
-                max_memory_gb: float | None) -> MemoryPlan:
+                max_memory_gb: float | None, work: ChipWork | None = None) -> MemoryPlan:
     """Estimate the peak of compiling `graph` (the network as imported) with `calib_samples` calibration and
-    `test_samples` test samples and `tuning` (None: only what `prepare` holds), and choose batch sizes under
-    the bound. Raises ResourceError, naming the estimate, the bound and the largest part, when even one
-    sample at a time does not fit."""
+    `test_samples` test samples and `tuning` (None: only what `prepare` holds) for what `work` multiplies (None:
+    nothing), and choose batch sizes under the bound. Raises ResourceError, naming the estimate, the bound, the
+    largest part and the settings of `work` that multiply it, when even one sample at a time does not fit."""
+    work = work or ChipWork()
     bound = memory_bound(max_memory_gb)
     shapes = infer_shapes(graph)
     sizes = [int(np.prod(s)) for s in shapes.values()]
     weights = sum(int(np.size(n.op.weight)) for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp)))
-    working, node = _working_set(graph, shapes, calib_samples, tuning)
-    parts = {"runtime": RUNTIME_BYTES, "weights": WEIGHT_COPIES * weights * FLOAT, **working}
+    working, node = _working_set(graph, shapes, calib_samples, tuning, work)
+    widened = work.population**2 - 1  # the fitted and compiled weights' growth under a population code
+    parts = {"runtime": RUNTIME_BYTES,
+             "weights": (WEIGHT_COPIES + (WEIGHT_COPIES - EXACT_WEIGHT_COPIES) * widened) * weights * FLOAT,
+             **working}
+    readout_values, readout_bytes = _readout(graph, shapes, calib_samples, work)
+    if readout_bytes:
+        parts["readout"] = readout_bytes
     # the teacher's chunk does not shrink with the bound: VGG-16-like tuned on 64 images peaked while its teacher
     # computed the 224x224 block's output, 0.43 GB above an estimate without this part. The teacher runs the exact
     # graph, whose nodes can be larger than these (the original graph's: a signed pair has twice the channels), a
@@ -177,22 +269,25 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     # after tuning the calibration data are gone: the evaluation holds, per test sample, every core's values of
     # both graphs and the chip's integer values, and a split's partial sums while a layer runs; the cost step the
     # labels of the compiled graph's wires
-    held = parts["runtime"] + HELD_WEIGHT_COPIES * weights * FLOAT
-    sample_floats = EVAL_COPIES * sum(sizes)
-    eval_room = bound - held
-    eval_batch = int(np.clip(min(eval_room, MAX_EVAL_BYTES) // (sample_floats * FLOAT), 1, max(test_samples, 1)))
+    held = parts["runtime"] + (HELD_WEIGHT_COPIES + (HELD_WEIGHT_COPIES - EXACT_WEIGHT_COPIES) * widened
+                               ) * weights * FLOAT
+    chip_values = work.population * sum(sizes) + readout_values  # the compiled network's values of one sample
+    sample_floats = EVAL_COPIES * chip_values
+    spike_floats = SPIKE_EVAL_COPIES * work.spike_steps * chip_values  # the spiking simulator's, per sample
+    eval_batch = _eval_batch(bound - held, sample_floats, spike_floats, test_samples)
     plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
-                      evaluation=held + eval_batch * sample_floats * FLOAT,
-                      cost=held + COST_COPIES * sum(sizes) * FLOAT,
+                      evaluation=held + (eval_batch * sample_floats + min(eval_batch, SPIKE_BATCH) * spike_floats
+                                         ) * FLOAT,
+                      cost=held + COST_COPIES * chip_values * FLOAT + MESH_CELL_BYTES * work.mesh_cells,
                       forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
     if plan.estimate > bound:
-        raise ResourceError(_refusal(plan, node, working, calib_samples))
+        raise ResourceError(_refusal(plan, node, working, calib_samples, work))
     return plan
 
 
-def _refusal(plan: MemoryPlan, node: str, working: dict[str, int], calib_samples: int) -> str:
+def _refusal(plan: MemoryPlan, node: str, working: dict[str, int], calib_samples: int, work: ChipWork) -> str:
     """The line that refuses a plan over its bound, naming its largest part (or the step after tuning that holds
-    the most, where that is the peak)."""
+    the most, where that is the peak) and the settings that multiply the estimate."""
     bound, parts = plan.bound, plan.parts
     top = max((k for k in parts if k != "runtime"), key=parts.get)
     where = f" at node {node!r}" if top in working else ""
@@ -202,9 +297,13 @@ def _refusal(plan: MemoryPlan, node: str, working: dict[str, int], calib_samples
     if max(plan.evaluation, plan.cost) > sum(parts.values()):
         step = "evaluation" if plan.evaluation >= plan.cost else "cost step"
         largest = f"the {step} after tuning, {max(plan.evaluation, plan.cost) / GB:.2f} GB with the weights"
+    named = work.named(plan.cost)
+    settings = "".join(f", {s}" for s in named)
+    lower = f", or lower {', '.join(s.split('=')[0] for s in named)}" if named else ""
     return (f"estimated peak memory {plan.estimate / GB:.2f} GB exceeds the bound compile.max_memory_gb="
-            f"{bound / GB:.3g} GB (largest part: {largest}, with {calib_samples} calibration samples); raise the "
-            f"bound or use fewer calibration samples (model.calib_samples) or tuning rows (tuning.max_rows)")
+            f"{bound / GB:.3g} GB (largest part: {largest}, with {calib_samples} calibration samples{settings}); "
+            f"raise the bound or use fewer calibration samples (model.calib_samples) or tuning rows "
+            f"(tuning.max_rows){lower}")
 
 
 # --- what each step took ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dse.bounds import check_int
 from dse.choices import check_choice
+from dse.compile.memory import ChipWork
 from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
 from dse.errors import ConfigError, DseError
@@ -98,7 +99,7 @@ def run_study(
     bound = cfg.compile.max_memory_gb  # per trial: a runner that runs n trials side by side needs n times it
     from dse.compile import check_memory
 
-    check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound)
+    check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound, work=base_work(cfg))
     montecarlo_from(cfg.evaluate)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
 
@@ -225,6 +226,16 @@ def check_base_chip(cfg: DictConfig, space: SearchSpace) -> None:
     except ConfigError as exc:
         if not any(path in str(exc) for path in (*space.params, *space.tied)):
             raise
+
+
+def base_work(cfg: DictConfig) -> ChipWork | None:
+    """What the base chip and strategy multiply a trial's memory by (`dse.compile.memory.ChipWork`), for the
+    estimate before any trial; None where the base chip is valid only with searched values (each trial's own
+    compile then checks its estimate)."""
+    try:
+        return ChipWork.of(hardware_from(cfg.hardware), cfg.strategy.reencode_k, cfg.strategy.readout_k)
+    except ConfigError:
+        return None
 
 
 def default_objectives(known: Sequence[str]) -> tuple[str, ...]:

@@ -30,6 +30,7 @@ from dse.ir.wiring import WIRING, pad_with
 from dse.sim.float_exec import FLOAT_EXEC, conv_core
 
 Tensor = torch.Tensor
+SPIKE_BATCH = 100  # samples simulated at once: every node's trains of them are held (dse.compile.memory)
 
 
 def encode(codes: Tensor, timesteps: int, encoding: str = "rate", generator: torch.Generator | None = None
@@ -203,7 +204,7 @@ def spike_graph(graph: Graph, neuron: Neuron, x: Tensor, generator: torch.Genera
 
 
 @torch.no_grad()
-def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int = 100, seed: int = 0,
+def run_spiking(graph: Graph, neuron: Neuron, x: np.ndarray, *, batch_size: int = SPIKE_BATCH, seed: int = 0,
                 keep: tuple[str, ...] = (), dtype: torch.dtype = torch.float32,
                 table: Mapping[type[o.Op], SpikingRule] | None = None,
                 ) -> tuple[np.ndarray, SpikeStats, dict[str, np.ndarray]]:
