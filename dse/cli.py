@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.errors import ConfigError, DseError
+from dse.errors import EXIT_INTERRUPTED, ConfigError, DseError
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
@@ -55,7 +55,7 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
         return exc.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def exit_now(status: int) -> None:

@@ -2,7 +2,7 @@
 
 Exit statuses of the command lines (README, "Exit status"): 0 success; 1 a bug (an uncaught exception, with
 its traceback); 2 bad input (a `DseError`); 3 compiled but not legal for the chip (`python -m dse.compile`);
-4 the network's outputs are not finite (`NonFiniteError`).
+4 the network's outputs are not finite (`NonFiniteError`); 130 interrupted (Ctrl-C).
 """
 
 EXIT_OK = 0
@@ -10,6 +10,7 @@ EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_NOT_LEGAL = 3
 EXIT_NON_FINITE = 4
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a command the signal ended
 
 
 def first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import pytest
 import dse.passes.verify as verify
 from dse.cli import run_app
 from dse.compile.__main__ import main
-from dse.errors import EXIT_BUG, EXIT_NOT_LEGAL
+from dse.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_NOT_LEGAL
 
 
 def compile_mlp(run_dir: Path) -> int:
@@ -38,3 +38,36 @@ def test_a_bug_is_1_with_its_traceback(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                           env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == EXIT_BUG and "Traceback" in proc.stderr and "RuntimeError: a bug" in proc.stderr
+
+
+# Ctrl-C at a chosen import: a `sitecustomize` (run at start-up, before dse) sends this process SIGINT when the
+# named module starts importing, exactly as a Ctrl-C in the first seconds lands (torch takes most of them)
+INTERRUPT_AT_IMPORT = """
+import os, signal, sys
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a shell's background job inherits SIGINT ignored
+
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["DSE_TEST_INTERRUPT_AT"]:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, Interrupt())
+"""
+
+
+@pytest.mark.parametrize(("command", "module"), [("dse.compile", "torch"), ("dse.sweep", "omegaconf"),
+                                                  ("dse.sweep", "torch")])
+def test_ctrl_c_while_the_command_imports_is_one_line_and_130(command: str, module: str, tmp_path: Path) -> None:
+    """`python -m dse.compile` imports its package (torch) before its main runs: Ctrl-C there was a
+    KeyboardInterrupt traceback, and the process ended by the signal."""
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    proc = subprocess.run([sys.executable, "-m", command, "model=mlp_digits", f"hydra.run.dir={tmp_path / 'run'}"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "DSE_TEST_INTERRUPT_AT": module,
+                               "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == EXIT_INTERRUPTED and proc.stderr == "interrupted\n", (proc.returncode, proc.stderr)
+    assert not (tmp_path / "run").exists()
