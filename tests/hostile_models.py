@@ -83,6 +83,34 @@ def overflow(folder: Path) -> Path:
     return mlp(folder, "overflow", w(32, 64, value=3e38), in_shape=[1, 1, 8, 8])
 
 
+def add_3e38(folder: Path) -> Path:
+    """An Add of 3e38 after a Gemm whose bias is 3e38: the import folds it into the bias, past float32 (numpy's
+    overflow warning, before the outputs were refused as Inf)."""
+    nodes = [oh.make_node("Flatten", ["x"], ["f"]), oh.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+             oh.make_node("Add", ["h", "c"], ["a"]), oh.make_node("Relu", ["a"], ["r"]),
+             oh.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    return save(folder, "add_3e38", nodes, {"w1": w(32, 64), "b1": w(32, value=3e38), "c": w(32, value=3e38),
+                                            "w2": w(10, 32)}, in_shape=[1, 1, 8, 8])
+
+
+def add_3e38_constants(folder: Path) -> Path:
+    """3e38 + 3e38 of two constants: folding them overflows (numpy's warning from the reference evaluator)."""
+    nodes = [oh.make_node("Add", ["c", "c"], ["cc"]), oh.make_node("Flatten", ["x"], ["f"]),
+             oh.make_node("Gemm", ["f", "w1"], ["h"], transB=1), oh.make_node("Add", ["h", "cc"], ["a"]),
+             oh.make_node("Relu", ["a"], ["r"]), oh.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    return save(folder, "add_3e38_constants", nodes, {"w1": w(32, 64), "c": w(32, value=3e38), "w2": w(10, 32)},
+                in_shape=[1, 1, 8, 8])
+
+
+def batchnorm_scale_past_float32(folder: Path) -> Path:
+    """A BatchNormalization whose scale, gamma / sqrt(var + eps), is 3e38 / sqrt(1e-5): past float32."""
+    nodes = [oh.make_node("BatchNormalization", ["x", "g", "b", "m", "v"], ["n"]),
+             oh.make_node("Flatten", ["n"], ["f"]), oh.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    return save(folder, "batchnorm_scale_past_float32", nodes,
+                {"g": w(1, value=3e38), "b": w(1, value=0.0), "m": w(1, value=0.0), "v": w(1, value=0.0),
+                 "w2": w(10, 64)}, in_shape=[1, 1, 8, 8])
+
+
 def conv_attr(name: str, weight_shape: tuple[int, ...] = (4, 1, 3, 3), **attrs) -> Callable[[Path], Path]:
     return lambda folder: conv(folder, name, w(*weight_shape), **attrs)
 
@@ -176,6 +204,10 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     "gemm_alpha_nan": (gemm_alpha_nan, (), 2, ("Gemm", "alpha", "not finite")),
     "divide_by_zero": (divide_by_zero, (), 2, ("Div", "division by zero")),
     "overflow": (overflow, ("model.dataset=digits",), 4, ("original network's outputs", "Inf")),
+    "add_3e38": (add_3e38, ("model.dataset=digits",), 4, ("original network's outputs", "Inf")),
+    "add_3e38_constants": (add_3e38_constants, ("model.dataset=digits",), 2, ("Add", "NaN or Inf")),
+    "batchnorm_scale_past_float32": (batchnorm_scale_past_float32, ("model.dataset=digits",), 4,
+                                     ("original network's outputs", "NaN or Inf")),
     "conv_stride_negative": (conv_attr("conv_stride_negative", strides=[-1, 1]), (), 2, ("Conv", "strides")),
     "conv_dilation_0": (conv_attr("conv_dilation_0", dilations=[0, 1]), (), 2, ("Conv", "dilations")),
     "conv_dilation_negative": (conv_attr("conv_dilation_negative", dilations=[1, -2]), (), 2, ("dilations",)),

@@ -215,8 +215,11 @@ def _on_image(c: np.ndarray) -> np.ndarray:
 
 def _f32(a: np.ndarray) -> np.ndarray:
     # Always a fresh, writable array: initializers are read-only views of the protobuf's bytes, which torch
-    # warns about, and a pass editing weights in place must not reach back into the model.
-    return np.array(a, dtype=np.float32, order="C", copy=True)
+    # warns about, and a pass editing weights in place must not reach back into the model. A value past float32
+    # (a BatchNormalization's scale of 3e38 / sqrt(1e-5)) is Inf without numpy's warning, as the original's own
+    # float32 arithmetic: `prepare` refuses non-finite outputs in one line.
+    with np.errstate(over="ignore"):
+        return np.array(a, dtype=np.float32, order="C", copy=True)
 
 
 class _Importer:

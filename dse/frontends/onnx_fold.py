@@ -119,7 +119,8 @@ def fold(node: NodeProto, name: str, feeds: dict[str, np.ndarray], opset: int, b
     from onnx.reference import ReferenceEvaluator  # lazily: 0.5 s of imports, for a few models only
 
     try:
-        with time_limit(FOLD_SECONDS, _FoldTimeout):
+        # numpy's warnings quiet: an output that overflows (an Add of 3e38 to itself) is refused below, in one line
+        with time_limit(FOLD_SECONDS, _FoldTimeout), np.errstate(all="ignore"):
             results = ReferenceEvaluator(graph, opsets={"": opset}).run(None, feeds)
     except _FoldTimeout:
         raise ModelError(f"{where}: folding its constant inputs took over {FOLD_SECONDS:g} s, the importer's "

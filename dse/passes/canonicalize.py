@@ -71,17 +71,25 @@ def _bias(op: o.Conv | o.Linear) -> np.ndarray:
     return np.zeros(op.weight.shape[0]) if op.bias is None else np.asarray(op.bias, dtype=np.float64)
 
 
+def _float32(a: np.ndarray) -> np.ndarray:
+    """A fold's float64 values as float32, those past its range Inf without numpy's warning: the original's own
+    float32 arithmetic overflows there too (an Add of 3e38 to a bias near it), and `prepare` refuses non-finite
+    outputs in one line (NonFiniteError)."""
+    with np.errstate(over="ignore"):
+        return a.astype(np.float32)
+
+
 def fold_into_consumer(
     consumer: o.Conv | o.Linear, scale: np.ndarray, shift: np.ndarray
 ) -> o.Conv | o.Linear:
     """consumer(x * scale + shift) as one op on x (ignoring padding, handled by the caller)."""
     w = np.asarray(consumer.weight, dtype=np.float64)
     if isinstance(consumer, o.Linear):
-        return o.Linear((w * scale[None, :]).astype(np.float32), (_bias(consumer) + w @ shift).astype(np.float32))
+        return o.Linear(_float32(w * scale[None, :]), _float32(_bias(consumer) + w @ shift))
     idx = _in_channel_index(consumer)
     new_w = w * scale[idx][:, :, None, None]
     new_b = _bias(consumer) + (w * shift[idx][:, :, None, None]).sum(axis=(1, 2, 3))
-    return dataclasses.replace(consumer, weight=new_w.astype(np.float32), bias=new_b.astype(np.float32))
+    return dataclasses.replace(consumer, weight=_float32(new_w), bias=_float32(new_b))
 
 
 def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np.ndarray) -> o.Op:
@@ -90,8 +98,8 @@ def fold_into_producer(producer: o.Conv | o.Linear, scale: np.ndarray, shift: np
     new_w = w * scale.reshape(-1, *([1] * (w.ndim - 1)))
     new_b = _bias(producer) * scale + shift
     if isinstance(producer, o.Linear):
-        return o.Linear(new_w.astype(np.float32), new_b.astype(np.float32))
-    return dataclasses.replace(producer, weight=new_w.astype(np.float32), bias=new_b.astype(np.float32))
+        return o.Linear(_float32(new_w), _float32(new_b))
+    return dataclasses.replace(producer, weight=_float32(new_w), bias=_float32(new_b))
 
 
 # --- the rules: each reads the graph at one node and, if it applies, rewrites it and says so -------------------
@@ -271,7 +279,7 @@ def merge_scale_shifts(b: GraphBuilder, node: Node) -> bool:
     op, nxt = node.op, users[0].op
     scale = np.asarray(nxt.scale, np.float64) * np.asarray(op.scale, np.float64)
     shift = np.asarray(op.shift, np.float64) * np.asarray(nxt.scale, np.float64) + np.asarray(nxt.shift)
-    b.replace(users[0].name, o.ScaleShift(scale.astype(np.float32), shift.astype(np.float32)), node.inputs)
+    b.replace(users[0].name, o.ScaleShift(_float32(scale), _float32(shift)), node.inputs)
     b.bypass(node.name)
     return True
 
