@@ -12,6 +12,7 @@ instances stacked along the batch axis; read noise and converter noise are drawn
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,17 +130,26 @@ def perturbed_levels(levels: np.ndarray, layout: CellLayout, device: Device, rng
         sigma = device.programming_sigma * top * programming_shape(device.programming_model, g / top)
         g = np.clip(g + sigma * _normal(rngs, levels.shape), 0.0, top)
     if device.drift_active:
-        nu = np.maximum(device.drift_nu + device.drift_nu_sigma * _normal(rngs, levels.shape), 0.0)
-        drifted = g * (device.drift_seconds / DRIFT_T0_S) ** -nu
-        if device.drift_compensation:  # one factor per core: its total conductance programmed / read
-            axes = tuple(range(1, g.ndim))
-            ratio = g.sum(axis=axes, keepdims=True) / np.maximum(drifted.sum(axis=axes, keepdims=True), 1e-30)
-            drifted = drifted * ratio
-        g = drifted
+        g = _drifted(g, device, rngs, levels.shape)
     if faults is None and not (device.stuck_low or device.stuck_high):
         return g.astype(np.float32)
     faults = draw_faults(levels.shape, device, rngs) if faults is None else faults
     return np.where(faults == LOW, 0.0, np.where(faults == HIGH, float(top), g)).astype(np.float32)
+
+
+def _drifted(g: np.ndarray, device: Device, rngs: list[np.random.Generator], shape: tuple[int, ...]) -> np.ndarray:
+    """Levels `g` (instances, *shape) read `device.drift_seconds` after programming: each cell times
+    ``(t / t0) ** -nu``, taken as ``exp(-nu log(t / t0))``, so that any time float64 holds is computed (``t / t0``
+    past float32's 3.4e38 overflowed the power, with numpy's warning: every cell read 0, compensated or not).
+    With global compensation (one factor per core: its total conductance programmed / read) the cells' factors
+    are taken relative to the core's largest, which the compensation cancels: no time underflows them to 0."""
+    nu = np.maximum(device.drift_nu + device.drift_nu_sigma * _normal(rngs, shape), 0.0)
+    log_factor = nu * np.float32(-math.log(device.drift_seconds / DRIFT_T0_S))
+    if not device.drift_compensation:
+        return g * np.exp(log_factor)
+    axes = tuple(range(1, g.ndim))
+    drifted = g * np.exp(log_factor - log_factor.max(axis=axes, keepdims=True))
+    return drifted * (g.sum(axis=axes, keepdims=True) / np.maximum(drifted.sum(axis=axes, keepdims=True), 1e-30))
 
 
 def program_levels(layout: CellLayout, w_int: np.ndarray, faults: np.ndarray | None) -> np.ndarray:

@@ -4,6 +4,7 @@ integer simulator, reproducibility, and bad settings refused with one line."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -252,3 +253,17 @@ def test_pcm_drift_scales_every_cell_and_global_compensation_takes_it_back() -> 
     got = draw_instances(graph, chip(compensated), 1, seed=0).weights["core"][0].reshape(2, 3).numpy()
     np.testing.assert_allclose(got, w, rtol=1e-6)
     assert not drifted.random and dataclasses.replace(drifted, drift_nu_sigma=0.01).random
+
+
+@pytest.mark.parametrize("compensation", [False, True])
+def test_a_drift_time_past_float32_is_computed_without_a_warning(compensation: bool) -> None:
+    """1e301 s after programming: t / t0 overflowed float32 in the power (numpy's warning) and every cell read 0,
+    compensated or not. Each level is (t / t0) ** -nu of itself, about 1e-15 at nu = 0.05; the compensation
+    takes one exponent for every cell back exactly."""
+    graph = dense_graph(np.array([[9, -15, 4], [0, 7, -1]]), np.zeros(2), 1.0)
+    w = np.array([[9, -15, 4], [0, 7, -1]], np.float32)
+    device = Device(drift_model="pcm", drift_seconds=1e301, drift_nu=0.05, drift_compensation=compensation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = draw_instances(graph, chip(device), 1, seed=0).weights["core"][0].reshape(2, 3).numpy()
+    np.testing.assert_allclose(got, w if compensation else w * (1e301 / 20) ** -0.05, rtol=1e-5)
