@@ -294,6 +294,10 @@ MORE = {
                                       r"^error: model\.dataset: .*Environment variable 'DSE_TEST_UNSET' not found"),
     "an interpolation of no key": (["model.name=${foo}"], r"^error: model\.name: Interpolation key 'foo' not found$"),
     "a group taken out": (["~hardware"], r"^error: hardware: Missing mandatory value: hardware$"),
+    # the last word on a path wins: an earlier override of it that does not resolve was read anyway (a traceback)
+    "an unresolvable override given again": (["hydra.run.dir=${oc.env:DSE_TEST_UNSET}",
+                                              "model.dataset=${oc.env:DSE_TEST_UNSET}", "model.dataset=cifar"],
+                                             r"^error: unknown dataset 'cifar'"),
     # the cost model's coefficients and the mesh (issue 12's bad input)
     "cost coefficient 0": (["hardware.cost.adc_8b_pj_per_conversion=0"],
                            r"hardware\.cost\.adc_8b_pj_per_conversion must be a positive number \(got 0\.0\)"),

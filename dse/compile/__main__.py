@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dse.cli import OPTIONS_HELP, dataset_names, exit_now, group_options, neuron_models, run_app
 from dse.config.keys import override_key
@@ -176,9 +176,11 @@ def _remove_new(run_dir: Path, before: set[str], *, folder: bool) -> None:
             run_dir.rmdir()
 
 
-def _keys(overrides: list) -> list[str]:
-    """The paths a list of Hydra overrides sets (``path=value``, ``+path=value``, ``++path=value``)."""
-    return [override_key(str(o)) for o in overrides if "=" in str(o)]
+def _keys(overrides: ListConfig) -> list[str]:
+    """The paths a list of Hydra overrides sets (``path=value``, ``+path=value``, ``++path=value``), read as
+    written: an override is a string the config would resolve, and one a later override of the same path
+    replaced may not resolve (``hydra.run.dir=${oc.env:UNSET} hydra.run.dir=out``: a traceback)."""
+    return [override_key(o) for o in OmegaConf.to_container(overrides, resolve=False) if "=" in o]
 
 
 def _given(cfg: DictConfig) -> list[tuple[str, object]]:
