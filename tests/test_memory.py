@@ -112,6 +112,7 @@ def test_a_network_of_large_weights_peaks_after_tuning_and_is_refused_for_it(tmp
     (["hardware.mapping.cores_per_chip=10000000000"], r"hardware\.mapping\.cores_per_chip=10000000000"),
     (["strategy.reencode_k=1000"], r"strategy\.reencode_k=1000"),
     (["strategy.readout_k=100000"], r"strategy\.readout_k=100000"),
+    (["hardware.device.read_sigma=0.01", "evaluate.instances=100000"], r"evaluate\.instances=100000"),
 ])
 def test_what_the_chip_or_the_strategy_multiplies_is_in_the_estimate(overrides: list[str], named: str,
                                                                      tmp_path: Path,

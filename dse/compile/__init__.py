@@ -270,7 +270,8 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     check_quantizable(hw)
     evaluate.check(hw)
     plan = plan_memory(prepared.original, calib_samples=len(prepared.calib_x), test_samples=len(prepared.test_x),
-                       tuning=tuning, max_memory_gb=max_memory_gb, work=ChipWork.of(hw, reencode_k, readout_k))
+                       tuning=tuning, max_memory_gb=max_memory_gb,
+                       work=ChipWork.of(hw, reencode_k, readout_k, evaluate.instances))
     data = CompileData(prepared.calib_x, prepared.dataset.value_range, prepared.test_x, prepared.test_y,
                        prepared.original_test_logits, prepared.teachers)
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,

@@ -92,7 +92,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     graph, data = load_model_config(m)
     bound = cfg.compile.max_memory_gb
     check_memory(graph, data, tuning=tuning, max_memory_gb=bound,
-                 work=ChipWork.of(hw, cfg.strategy.reencode_k, cfg.strategy.readout_k))
+                 work=ChipWork.of(hw, cfg.strategy.reencode_k, cfg.strategy.readout_k, cfg.evaluate.instances))
     prepared = prepare(graph, data, name=m.name, approximator_width=cfg.strategy.approximator_width,
                        approximator_output=cfg.strategy.approximator_output, max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,

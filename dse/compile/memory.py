@@ -92,6 +92,11 @@ SPIKE_EVAL_COPIES = 2
 # the placement, per cell of the chips it places cores on: the cells' coordinates (int64 x, y) and the
 # in-order placement's index arithmetic over them (dse.cost.placement)
 MESH_CELL_BYTES = 64
+# drawn chips (evaluate.instances on a non-ideal device): a core's cell levels of every instance while they are
+# drawn (the levels, a normal draw, the clipped and drifted copies: float32), and every core's drawn weights
+# (the compiled network's, a split's signed pairs twice) held for the simulation
+DRAW_COPIES = 4
+COMPILED_WEIGHT_COPIES = 2
 
 
 @dataclass(frozen=True)
@@ -104,11 +109,15 @@ class ChipWork:
     spike_steps: int = 0  # hardware.neuron.timesteps on a spiking chip, else 0 (no trains)
     mesh_cells: int = 0  # the cells of one chip, which the placement covers at least
     mesh_setting: str = ""
+    instances: int = 0  # evaluate.instances: chips drawn from a non-ideal hardware.device (0: none drawn)
+    cells_per_weight: int = 1  # the cells one weight takes (bit slices, differential columns)
 
     @classmethod
-    def of(cls, hw: HardwareSpec, reencode_k: int = 1, readout_k: int = 1) -> ChipWork:
+    def of(cls, hw: HardwareSpec, reencode_k: int = 1, readout_k: int = 1, instances: int = 1) -> ChipWork:
         check_int("strategy.reencode_k", reencode_k, 1)
         check_int("strategy.readout_k", readout_k, 1)
+        check_int("evaluate.instances", instances, 1)
+        drawn = 0 if hw.device.is_ideal else instances
         m = hw.mapping
         if m.cores_per_chip is not None:
             cells, setting = m.cores_per_chip, f"hardware.mapping.cores_per_chip={m.cores_per_chip}"
@@ -116,7 +125,8 @@ class ChipWork:
             cells, setting = math.prod(m.mesh), f"hardware.mapping.mesh={list(m.mesh)}"
         else:  # a mesh as large as the network's cores, which its values bound
             cells, setting = 0, ""
-        return cls(reencode_k, readout_k, hw.neuron.timesteps if hw.spiking else 0, cells, setting)
+        return cls(reencode_k, readout_k, hw.neuron.timesteps if hw.spiking else 0, cells, setting, drawn,
+                   hw.columns_per_weight)
 
     def named(self, cost: int) -> list[str]:
         """The settings that multiply an estimate whose cost step holds `cost` bytes: the mesh's where it is most
@@ -124,6 +134,7 @@ class ChipWork:
         named = [f"strategy.reencode_k={self.population}"] * (self.population > 1)
         named += [f"strategy.readout_k={self.readout}"] * (self.readout > 1)
         named += [f"hardware.neuron.timesteps={self.spike_steps}"] * (self.spike_steps > 1)
+        named += [f"evaluate.instances={self.instances}"] * (self.instances > 1)
         return named + [self.mesh_setting] * (2 * MESH_CELL_BYTES * self.mesh_cells > cost)
 
 
@@ -225,6 +236,18 @@ def _readout(graph: Graph, shapes: dict[str, tuple[int, ...]], calib: int, work:
     return values, (CHUNK_COPIES * calib * values + TRAINING_COPIES * 2 * out_weights * (work.readout - 1)) * FLOAT
 
 
+def _drawn_chips(graph: Graph, work: ChipWork, sample_floats: int) -> int:
+    """Bytes the evaluation of `work.instances` drawn chips adds to what the process holds (`dse.sim.montecarlo`):
+    every instance's weights, the largest core's cells of every instance while they are drawn, and one test
+    sample of every instance at least (its batch is shared among them)."""
+    if not work.instances:
+        return 0
+    layers = [int(np.size(n.op.weight)) for n in graph if isinstance(n.op, (o.Conv, o.Linear, o.CoreOp))]
+    compiled = COMPILED_WEIGHT_COPIES * work.population**2  # the compiled weights of a network weight
+    drawing = DRAW_COPIES * work.cells_per_weight * compiled * max(layers, default=0)
+    return work.instances * (compiled * sum(layers) + drawing + sample_floats) * FLOAT
+
+
 def _eval_batch(room: int, sample_floats: int, spike_floats: int, test_samples: int) -> int:
     """Test samples per batch of the evaluation: as many as fit `room` bytes (at most `MAX_EVAL_BYTES`, one at
     least), each holding `sample_floats` values, and on a spiking chip `spike_floats` more for each of the
@@ -275,9 +298,9 @@ def plan_memory(graph: Graph, *, calib_samples: int, test_samples: int, tuning: 
     sample_floats = EVAL_COPIES * chip_values
     spike_floats = SPIKE_EVAL_COPIES * work.spike_steps * chip_values  # the spiking simulator's, per sample
     eval_batch = _eval_batch(bound - held, sample_floats, spike_floats, test_samples)
+    evaluation = held + (eval_batch * sample_floats + min(eval_batch, SPIKE_BATCH) * spike_floats) * FLOAT
     plan = MemoryPlan(bound, parts, chunk_floats, eval_batch=eval_batch, sample_floats=sample_floats,
-                      evaluation=held + (eval_batch * sample_floats + min(eval_batch, SPIKE_BATCH) * spike_floats
-                                         ) * FLOAT,
+                      evaluation=max(evaluation, held + _drawn_chips(graph, work, sample_floats + spike_floats)),
                       cost=held + COST_COPIES * chip_values * FLOAT + MESH_CELL_BYTES * work.mesh_cells,
                       forward_batch=int(np.clip(chunk_floats // max(sizes), 1, max(calib_samples, test_samples, 1))))
     if plan.estimate > bound:

@@ -233,7 +233,8 @@ def base_work(cfg: DictConfig) -> ChipWork | None:
     estimate before any trial; None where the base chip is valid only with searched values (each trial's own
     compile then checks its estimate)."""
     try:
-        return ChipWork.of(hardware_from(cfg.hardware), cfg.strategy.reencode_k, cfg.strategy.readout_k)
+        return ChipWork.of(hardware_from(cfg.hardware), cfg.strategy.reencode_k, cfg.strategy.readout_k,
+                           cfg.evaluate.instances)
     except ConfigError:
         return None
 
