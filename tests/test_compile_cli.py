@@ -306,6 +306,13 @@ MORE = {
     "cost field of the other chip kind": (["hardware.cost.synaptic_event_pj=23.6"],
                                           r"hardware\.cost\.synaptic_event_pj is a cost of spiking chips; chip "
                                           r"chip_a is a pim chip"),
+    # one was an OverflowError (2**1999 as a float), the other an energy of Infinity in report.json
+    "DAC wider than the inputs": (["hardware.cost.dac_bits=2000"],
+                                  r"hardware\.cost\.dac_bits=2000 is wider than the codes it converts "
+                                  r"\(hardware\.io\.input_bits=6\)"),
+    "cost past float64": (["model=mlp_digits", "hardware.cost.adc_8b_pj_per_conversion=1e308"],
+                          r"the chip's energy per inference \(pJ\) is inf, past float64, with "
+                          r"hardware\.cost\.adc_8b_pj_per_conversion=1e\+308 the largest coefficient"),
     "unknown cost field": (["hardware.cost.adc_pj=1.56"], r"hardware\.cost\.adc_pj"),
     "mesh too small": (["model=mlp_digits", "hardware.mapping.mesh=[1,2]"],
                        r"the network needs 3 cores but the mesh of 1 x 2 holds 2"),

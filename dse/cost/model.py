@@ -151,6 +151,10 @@ def validate_cost(model: CostModel, hw: HardwareSpec) -> None:
     if isinstance(model, PimCost) and (hw.io.input_bits is None or hw.io.output_bits is None):
         raise ConfigError(f"a PIM cost model needs hardware.io.input_bits and output_bits (chip {hw.name} has "
                           f"{hw.io.input_bits} and {hw.io.output_bits})")
+    if isinstance(model, PimCost) and model.dac_bits > hw.io.input_bits:  # 2000 bits: 2**1999 overflowed a float
+        raise ConfigError(f"hardware.cost.dac_bits={model.dac_bits} is wider than the codes it converts "
+                          f"(hardware.io.input_bits={hw.io.input_bits}): an input goes in "
+                          "ceil(input_bits / dac_bits) slices, at least one")
 
 
 def cost_to_dict(model: CostModel) -> dict[str, Any]:

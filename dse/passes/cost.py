@@ -4,8 +4,12 @@ ways (`dse.cost.placement`). Nothing on a chip without a cost model (`hardware.c
 
 from __future__ import annotations
 
-from dse.cost.energy import network_cost
+import math
+
+from dse.cost.energy import NetworkCost, network_cost
 from dse.cost.model import cost_model
+from dse.errors import ConfigError
+from dse.hardware.spec import HardwareSpec
 from dse.passes.registry import register_step
 from dse.passes.state import CompileState
 
@@ -19,3 +23,17 @@ def cost(state: CompileState) -> None:
     stats = state.evaluation.stats if state.hw.spiking else None
     state.cost = network_cost(state.graph, state.hw, coeffs, state.layers, stats, mesh=state.hw.mapping.mesh,
                               seed=state.tuning.seed)
+    check_finite(state.cost, state.hw)
+
+
+def check_finite(cost: NetworkCost, hw: HardwareSpec) -> None:
+    """Refuse (ConfigError) totals past float64, naming the largest coefficient: each coefficient is checked
+    finite and positive alone, but one of 1e308 pJ times the network's conversions is Inf, which report.json
+    would hold as the JSON-less `Infinity` (and TOPS/W as 0)."""
+    totals = {"energy per inference (pJ)": cost.energy_pj()["total"], "area (mm^2)": cost.area_mm2()["total"],
+              "latency (ns)": cost.latency_ns}
+    for what, value in totals.items():
+        if not math.isfinite(value):
+            name, largest = max(hw.cost.given().items(), key=lambda kv: kv[1])
+            raise ConfigError(f"the chip's {what} is {value}, past float64, with hardware.cost.{name}={largest} "
+                              "the largest coefficient: give each one in its unit")
