@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dse.bounds import check_int
 from dse.config.effect import NEURON_MODEL, check_given, device_reason
 from dse.config.keys import suggest
+from dse.config.sweeps import MAX_VALUES
 from dse.errors import ConfigError
 from dse.hardware.spec import HardwareSpec
 
@@ -27,6 +29,7 @@ SEARCHABLE_ROOTS = ("hardware", "strategy", "tuning")
 # ... and prepare() takes these: the sweep's one value is every trial's
 PREPARED = {"strategy.approximator_width", "strategy.approximator_output"}
 REPEAT = "tuning.seed"  # study.repeats=N runs each configuration with N tuning seeds: this searched path
+MAX_GRID = 1_000_000  # points of a grid study: Optuna's grid sampler lists them all at once, each one a trial
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
         )
     for path in [*params, *tied]:
         check_path(cfg, path)
+    _check_size(cfg, params)
     for path, values in params.items():
         if not values:
             raise ConfigError(f"search parameter {path} has no values")
@@ -105,6 +109,19 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
     return SearchSpace({k: tuple(v) for k, v in params.items()}, tied)
 
 
+def _check_size(cfg: DictConfig, params: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse a parameter of more than `MAX_VALUES` values (a preset's list too), and a grid study of more than
+    `MAX_GRID` points (10 parameters of 10 values each would be listed at once and never end)."""
+    for path, values in params.items():
+        if len(values) > MAX_VALUES:
+            raise ConfigError(f"search parameter {path} has {len(values):,} values, more than {MAX_VALUES:,} (each "
+                              "is checked before any trial)")
+    points = math.prod(len(v) for v in params.values())
+    if cfg.study.sampler == "grid" and points > MAX_GRID:
+        raise ConfigError(f"the grid has {points:,} points, more than {MAX_GRID:,} (study=grid runs every one): "
+                          "narrow the search space, or search it with study=pareto study.n_trials=N")
+
+
 def _add_repeats(cfg: DictConfig, params: dict[str, list[Any]]) -> None:
     """study.repeats=N > 1: every configuration N times, with tuning seeds tuning.seed, +1, ..., +N-1."""
     repeats = cfg.study.repeats
@@ -113,6 +130,8 @@ def _add_repeats(cfg: DictConfig, params: dict[str, list[Any]]) -> None:
         return
     if REPEAT in params:
         raise ConfigError(f"study.repeats={repeats} sets {REPEAT}; it cannot also be searched")
+    if repeats > MAX_VALUES:  # its seeds are the values of a search parameter
+        raise ConfigError(f"study.repeats={repeats:,} is more than {MAX_VALUES:,} tuning seeds per configuration")
     first = int(cfg.tuning.seed)
     params[REPEAT] = list(range(first, first + repeats))
 

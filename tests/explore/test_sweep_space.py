@@ -81,7 +81,10 @@ def test_bad_search_parameters_fail_with_the_path(overrides, message):
     ("line", "message"),
     [("strategy=split,prune", "config group strategy cannot be swept"),
      ("hardware.weights.bits=interval(2,8)", "continuous interval"),
-     ("hardware.weights.bits=glob(*)", r"glob\(\) picks config group options")],  # was 'ConfigLoader is not set'
+     ("hardware.weights.bits=glob(*)", r"glob\(\) picks config group options"),  # was 'ConfigLoader is not set'
+     # listed whole before: a MemoryError traceback (a range) or minutes of checks
+     ("hardware.crossbar.rows=range(2,100000000)", "more than 10,000 values; a search parameter takes at most"),
+     ("hardware.crossbar.rows=shuffle(range(2,100000000))", "more than 10,000 values")],
 )
 def test_unsweepable_command_line(line, message):
     with pytest.raises(ConfigError, match=message):
@@ -127,6 +130,7 @@ def test_repeats_search_the_tuning_seed_from_the_configured_one():
 @pytest.mark.parametrize(("overrides", "message"), [
     (["study.repeats=0"], "study.repeats must be an integer >= 1 (got 0)"),
     (["study.repeats=2", "tuning.seed=0,1"], "study.repeats=2 sets tuning.seed; it cannot also be searched"),
+    (["study.repeats=1000000"], "study.repeats=1,000,000 is more than 10,000 tuning seeds"),  # ran for ever
 ])
 def test_bad_repeats(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -243,3 +247,14 @@ def test_what_the_rounding_baseline_reads_is_searched_with_it():
     # the equalization pass runs before tuning of either mode (docs/quantization.md: lenet_mnist 1.6 -> 0.2 pp)
     assert space_of("search=custom", "tuning=none", "tuning.equalize=false,true")[0].size == 2
     assert space_of("search=custom", "tuning.mode=none,multiphase", "tuning.lr=0.001,0.01")[0].size == 4
+
+
+def test_a_grid_too_large_to_list_is_refused_and_searched_by_nsga2():
+    """Optuna's grid sampler lists every point at once: 999 x 999 x 2 points are refused before any trial;
+    study=pareto draws its trials from the same space."""
+    sweeps = ("search=custom", "hardware.crossbar.rows=range(2,1001,1)", "hardware.crossbar.cols=range(2,1001,1)",
+              "hardware.weights.bits=2,3")
+    with pytest.raises(ConfigError, match=r"^the grid has 1,996,002 points, more than 1,000,000"):
+        space_of(*sweeps)
+    space, _ = space_of(*sweeps, "study=pareto", "hardware.crossbar.cell_bits=8")
+    assert space.size == 1_996_002
