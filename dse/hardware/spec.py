@@ -261,6 +261,9 @@ class HardwareSpec:
         if c.spare_columns and c.cols is None:
             raise ConfigError(f"hardware.crossbar.spare_columns={c.spare_columns} needs crossbars "
                               "(hardware.crossbar.cols)")
+        if c.cols is not None and c.spare_columns > c.cols:  # 1e9 of them: hours drawing a fault map's cells
+            raise ConfigError(f"hardware.crossbar.spare_columns={c.spare_columns} is more than the crossbar's "
+                              f"{c.cols} columns, each of which one spare stands in for")
         check_int("hardware.weights.bits", w.bits, 2 if c.differential is False else 1, optional=True)
         check_choice("hardware.weights.scale", w.scale, ScaleMode)
         check_int("hardware.io.input_bits", io.input_bits, 1, optional=True)

@@ -174,3 +174,11 @@ def test_the_widest_bit_widths_pass_where_no_accumulator_passes_2_53() -> None:
     with pytest.raises(ConfigError, match=r"^hardware\.crossbar\.rows=256 with hardware\.weights\.bits=18: a "
                                           r"core's current in one time step can reach 256 x 131071"):
         spec(crossbar={"rows": 256}, weights={"bits": 18}, **spiking)
+
+
+def test_more_spare_columns_than_columns_are_refused() -> None:
+    """A spare stands in for one of the crossbar's columns: 1e9 of them drew a fault map for hours."""
+    assert spec(crossbar={"cols": 16, "spare_columns": 16}).crossbar.spare_columns == 16
+    with pytest.raises(ConfigError, match=r"^hardware\.crossbar\.spare_columns=1000000000 is more than the "
+                                          r"crossbar's 256 columns"):
+        spec(crossbar={"spare_columns": 10**9})
