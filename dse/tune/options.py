@@ -118,9 +118,15 @@ class TuneOptions:
                               f"(got {fractions})")
 
 
-COUNT, CAP, RATE, MARGIN, FRACTION = Bound(1), Bound(0), Bound(0, False, True), Bound(0, False), Bound(0, False, high=1)
+# a rate or factor at most 1e9: the tuner multiplies up to three of them (lr x step_lr_factor x spike_lr_factor),
+# and Adam's first step 10 times that, into float32 tensors, whose range ends at 3.4e38 (lr=1e300 was a torch
+# RuntimeError traceback)
+RATE_MAX = 1e9
+COUNT, CAP, MARGIN, FRACTION = Bound(1), Bound(0), Bound(0, False), Bound(0, False, high=1)
+RATE = Bound(0, False, True, high=RATE_MAX)
 # every numeric setting's valid values (tests/tune/test_options.py checks that each field has its rule): step caps
-# and the seed may be 0, row and step counts not, rates and factors are positive, margins not negative
+# and the seed may be 0, row and step counts not, rates and factors are positive (below RATE_MAX), margins not
+# negative
 BOUNDS: dict[str, Bound] = {
     **dict.fromkeys(("free_steps", "range_steps", "round_steps", "spike_steps", "output_spike_steps",
                      "network_steps", "tie_pairs_above", "seed"), CAP),

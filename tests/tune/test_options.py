@@ -69,3 +69,10 @@ def test_round_fractions_must_be_fractions_rounding_more_each_round(fractions):
 @pytest.mark.parametrize("fractions", [(), (1.0,), (0.5, 0.5, 1.0), (0.25, 0.5)])
 def test_round_fractions_that_round_more_each_round_are_accepted(fractions):
     TuneOptions(round_fractions=fractions)
+
+
+def test_a_rate_past_what_float32_steps_hold_is_refused():
+    """lr=1e300 reached Adam's float32 step as a RuntimeError traceback; 1e9 is the largest rate taken."""
+    with pytest.raises(ConfigError, match=r"^tuning\.lr must be in \[0, 1e\+09\) \(got 1e\+300\)$"):
+        TuneOptions(lr=1e300)
+    assert TuneOptions(grid_lr=1e8).grid_lr == 1e8
