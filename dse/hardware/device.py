@@ -26,6 +26,9 @@ ProgrammingModel = Literal["constant", "reram_wan2022", "pcm_nandakumar2019"]
 DriftModel = Literal["none", "pcm"]  # pcm: g(t) = g(t0) * (t / t0) ** -nu, t0 = 20 s (C2)
 
 DRIFT_T0_S = 20.0  # C2: the reference time of the PCM drift law (aihwkit `t0`)
+# the largest sigma, offset or drift exponent: the drawn chips hold it in float32 (largest 3.4e38) times normal
+# draws and levels or codes of up to 2**24 (1e300 overflowed: numpy's warnings, or a torch RuntimeError traceback)
+AMOUNT_MAX = 1e30
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,10 @@ class Device:
         for name in (*_AMOUNTS, "drift_seconds", "drift_nu", "drift_nu_sigma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"hardware.device.{name} must be >= 0 (got {getattr(self, name)})")
+        for name in (*_AMOUNTS, "drift_nu", "drift_nu_sigma"):  # drift_seconds enters as its logarithm
+            if getattr(self, name) > AMOUNT_MAX:
+                raise ConfigError(f"hardware.device.{name}={getattr(self, name)} is more than {AMOUNT_MAX:g}, the "
+                                  "largest the drawn chips hold in float32 times their levels and codes")
         for name in ("stuck_low", "stuck_high"):
             if getattr(self, name) > 1:
                 raise ConfigError(f"hardware.device.{name} is a fraction of the cells, at most 1 "

@@ -201,6 +201,9 @@ def test_read_noise_has_the_std_of_every_cell_read_with_noise() -> None:
     ("fault_map_known", False, r"fault_map_known=false needs a fault map"),
     ("programming_model", "gaussian", "programming_model must be one of"),
     ("threshold_mismatch", 0.1, "only a spiking chip has it"),
+    # past float32 once drawn: numpy's overflow warnings, or a torch RuntimeError traceback (ADC noise)
+    ("adc_noise_lsb", 1e300, r"adc_noise_lsb=1e\+300 is more than 1e\+30, the largest the drawn chips hold"),
+    ("programming_sigma", 1e31, r"programming_sigma=1e\+31 is more than 1e\+30"),
 ])
 def test_bad_device_settings_are_refused_with_one_line(field: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
