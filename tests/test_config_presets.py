@@ -50,6 +50,31 @@ def test_a_users_preset_that_is_not_yaml_is_one_line_naming_the_file_and_line(tm
     assert re.fullmatch(r".*/hardware/broken\.yaml, line \d+, column \d+: not valid YAML \(.+\)", str(err.value))
 
 
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdef", "bcdefg", strict=True))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (MY_CHIP + LAUGHS, r"hardware/bomb\.yaml: its YAML aliases expand to 6,053,\d+ values, more than the 100,000"),
+    ("[" * 100_000 + "]" * 100_000, r"hardware/bomb\.yaml: nested too deeply to read as a preset"),
+])
+def test_a_users_preset_that_would_not_end_composing_is_refused(text: str, message: str, tmp_path: Path) -> None:
+    """Nine nested aliases of nine values each (the "billion laughs") ran on for minutes as the preset was copied
+    alias by alias; 100,000 nested lists were a RecursionError traceback."""
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "bomb.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}]", "hardware=bomb"])
+
+
+def test_aliases_in_a_users_preset_are_read(tmp_path: Path) -> None:
+    (tmp_path / "hardware").mkdir()
+    shared = MY_CHIP.replace("weights: {bits: 4}", "weights: {bits: &b 4}").replace("input_bits: 4", "input_bits: *b")
+    (tmp_path / "hardware" / "aliased.yaml").write_text(shared)
+    cfg = compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}]", "hardware=aliased"])
+    assert (cfg.hardware.weights.bits, cfg.hardware.io.input_bits) == (4, 4)
+
+
 def test_a_preset_folder_that_is_not_there_is_refused(tmp_path: Path) -> None:
     """Hydra only warned, and composed without the user's presets."""
     with pytest.raises(ConfigError, match=rf"^hydra\.searchpath: {tmp_path}/nope is not a folder of presets"):

@@ -29,6 +29,9 @@ CONF_PACKAGE = "dse.conf"
 HYDRA_KEYS_READ = {"hydra.run.dir": "the run folder, of a compile and of a sweep alike",
                    "hydra.searchpath": "folders of your own presets"}
 SCHEMAS = {"compile": CompileConfig, "sweep": SweepConfig}  # the schema of each command's config
+# values one preset file of the user's may expand to (a shipped one holds fewer than 100): composing a preset copies
+# every YAML alias, and nine nested aliases of nine values each (the "billion laughs") ran on for minutes
+MAX_PRESET_VALUES = 100_000
 
 
 def conf_dir() -> Traversable:
@@ -50,6 +53,7 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     """Compose `dse/conf/<config_name>.yaml` with command-line overrides; any mistake is one ConfigError line."""
     register_schemas()
     _check_hydra_keys(overrides)
+    _check_user_presets(overrides)
     try:
         with initialize_config_module(config_module=CONF_PACKAGE, version_base=None), warnings.catch_warnings():
             # Hydra only warns of a search path that is not there, and composes without the user's presets
@@ -79,6 +83,55 @@ def _check_hydra_keys(overrides: list[str]) -> None:
         if (key == "hydra" or key.startswith("hydra.")) and key not in HYDRA_KEYS_READ:
             read = "; ".join(f"{k} ({what})" for k, what in HYDRA_KEYS_READ.items())
             raise ConfigError(f"{o}: dse does not read {key}; of Hydra's keys it reads {read}")
+
+
+def _check_user_presets(overrides: list[str]) -> None:
+    """Refuse, before composing, a preset file of the user's folders (``hydra.searchpath=[file://DIR]``: DIR's
+    and its groups' .yaml files) that expands past `MAX_PRESET_VALUES` values or nests past the parser's depth.
+    A file that is not YAML is left to the composition, which names it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in overrides:
+        if override_key(o) != "hydra.searchpath":
+            continue
+        try:
+            paths = OverridesParser.create().parse_overrides([o])[0].value()
+        except HydraException:
+            return  # the composition refuses it, in one line
+        for entry in paths if isinstance(paths, list) else [paths]:
+            if isinstance(entry, str) and entry.startswith("file://"):
+                folder = Path(entry.removeprefix("file://"))
+                for path in sorted([*folder.glob("*.yaml"), *folder.glob("*/*.yaml")]):
+                    _check_preset_size(path)
+
+
+def _check_preset_size(path: Path) -> None:
+    """`path`'s YAML as a node graph (an alias is the node it names, not a copy), its values counted once per
+    place they appear, each shared node's count computed once."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            root = yaml.compose(f, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read as a preset") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return
+    counts: dict[int, int] = {}
+
+    def count(node: yaml.Node) -> int:
+        if id(node) not in counts:
+            counts[id(node)] = 1  # an alias of a node that holds it counts once, not for ever
+            children = node.value if isinstance(node.value, list) else []
+            pairs = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
+            counts[id(node)] = 1 + sum(count(c) for c in pairs)
+        return counts[id(node)]
+
+    try:
+        total = 0 if root is None else count(root)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read as a preset") from None
+    if total > MAX_PRESET_VALUES:
+        raise ConfigError(f"{path}: its YAML aliases expand to {total:,} values, more than the {MAX_PRESET_VALUES:,} "
+                          "a preset may hold")
 
 
 def _resolve(cfg: DictConfig) -> None:
