@@ -55,8 +55,11 @@ def check_folder(path: str | Path) -> None:
     later for bad input leaves no folder behind)."""
     path = Path(path).absolute()
     existing = path
-    while not existing.exists():
-        existing = existing.parent
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as exc:  # a name longer than the file system takes (exists() raises for it): a traceback once
+        raise OutputError(f"run folder {path} cannot be made ({exc.strerror or exc})") from None
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is under {existing}, a file"
         raise OutputError(f"run folder {path} {where}, not a folder")

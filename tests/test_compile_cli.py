@@ -586,3 +586,19 @@ def test_compiles_started_in_the_same_second_never_share_the_default_folder(tmp_
     second = default.with_name(default.name + "_2")
     bits = [json.loads((d / "report.json").read_text())["hardware"]["weights"]["bits"] for d in (default, second)]
     assert bits == [4, 8]
+
+
+@pytest.mark.parametrize("command", ["compile", "sweep"])
+def test_a_run_folder_name_too_long_is_one_line_before_any_work(command: str, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A name past the file system's 255 bytes: Path.exists() raised it (OSError, a traceback)."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+    from dse.sweep import cli
+
+    run_dir = tmp_path / ("a" * 300)
+    args = ["model=mlp_digits", "tuning=none", "progress=false", f"hydra.run.dir={run_dir}"]
+    code = run_app("compile", main, args) if command == "compile" else cli([*args, "search=custom",
+                                                                            "hardware.weights.bits=2,4"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, r"run folder .*/a{300} cannot be made \(File name too long\)$")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dse.errors import ConfigError, OutputError
-from dse.files import atomic_write_text
+from dse.files import atomic_write_text, check_folder
 
 STUDY_DB = "study.db"
 FINGERPRINT = "study.json"
@@ -40,7 +40,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], resume: bool) -> Path:
-    """The folder this sweep works in. Reads only; creates nothing."""
+    """The folder this sweep works in. Reads only; creates nothing. A path that cannot become a folder (a file,
+    a name too long for the file system) is refused first (`check_folder`), as a compile's is."""
+    check_folder(run_dir)
     if not timestamped:
         if (run_dir / "report.json").exists() and not (run_dir / FINGERPRINT).exists():
             raise ConfigError(f"{run_dir} holds a compile (report.json), whose config.yaml and samples.json the sweep "
