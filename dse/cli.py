@@ -7,6 +7,7 @@ non-finite outputs: `dse.errors`), without a traceback; anything else is a bug a
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import os
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dse.errors import EXIT_INTERRUPTED, ConfigError, DseError
+from dse.errors import EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, DseError
 
 
 def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], argv: list[str] | None = None,
@@ -53,6 +54,13 @@ def run_app(config_name: str, main: Callable[[DictConfig, Path], int | None], ar
     except DseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # only a path of the user's is that long (a model, a dataset, a run folder, ...), and the file system says
+        # so wherever it is first looked at (Path.exists() raises it): one line naming it, not a traceback
+        print(f"error: {exc.filename}: {exc.strerror} for the file system", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

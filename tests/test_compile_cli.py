@@ -289,6 +289,9 @@ MORE = {
                                   r"hardware\.weights\.bits=25 and hardware\.io\.input_bits=24: .* past 2\*\*53"),
     "3 rows cannot merge": (["model=mlp_digits", "hardware.crossbar.rows=3"], r"at least 4 rows.*has 3"),
     "missing file": (["model.onnx=/nonexistent/model.onnx"], r"model file not found"),
+    # Path.exists() raises for a name past 255 bytes: an OSError traceback wherever it was first looked at
+    "model file name too long": ([f"model.onnx=/tmp/{'m' * 300}.onnx"], r"m{300}\.onnx: File name too long for the"),
+    "dataset name too long": ([f"model.dataset=/tmp/{'d' * 300}.npz"], r"d{300}\.npz: File name too long for the"),
     # an interpolation that fails, a group taken out: tracebacks where the value was first read
     "an unset environment variable": (["model.dataset=${oc.env:DSE_TEST_UNSET}"],
                                       r"^error: model\.dataset: .*Environment variable 'DSE_TEST_UNSET' not found"),

@@ -92,3 +92,9 @@ def test_a_hydra_key_dse_does_not_read_is_refused(command: str, override: str) -
                                           r"hydra\.run\.dir \(the run folder"):
         compose_config(command, [override])
     assert compose_config(command, ["hydra.run.dir=out"]).hydra.run.dir == "out"
+
+
+def test_a_preset_folder_name_too_long_is_refused(tmp_path: Path) -> None:
+    """The folder is looked into for oversized presets first: a name past 255 bytes must not raise there."""
+    with pytest.raises(ConfigError, match=r"^hydra\.searchpath: .*/f{300} is not a folder of presets"):
+        compose_config("compile", [f"hydra.searchpath=[file://{tmp_path}/{'f' * 300}]"])

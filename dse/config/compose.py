@@ -100,9 +100,16 @@ def _check_user_presets(overrides: list[str]) -> None:
             return  # the composition refuses it, in one line
         for entry in paths if isinstance(paths, list) else [paths]:
             if isinstance(entry, str) and entry.startswith("file://"):
-                folder = Path(entry.removeprefix("file://"))
-                for path in sorted([*folder.glob("*.yaml"), *folder.glob("*/*.yaml")]):
+                for path in _preset_files(Path(entry.removeprefix("file://"))):
                     _check_preset_size(path)
+
+
+def _preset_files(folder: Path) -> list[Path]:
+    """`folder`'s and its groups' .yaml files; none where it is not a readable folder (the composition says so)."""
+    try:
+        return sorted([*folder.glob("*.yaml"), *folder.glob("*/*.yaml")]) if folder.is_dir() else []
+    except OSError:
+        return []
 
 
 def _check_preset_size(path: Path) -> None:
