@@ -72,6 +72,18 @@ class Preprocess:
                 raise ConfigError(f"model.preprocess.mean must be finite (got {list(self.mean)})")
             if not all(s > 0 and np.isfinite(s) for s in self.std):
                 raise ConfigError(f"model.preprocess.std must be > 0 and finite (got {list(self.std)})")
+            self._check_folded()
+
+    def _check_folded(self) -> None:
+        """The normalization enters the network as a float32 scale 1 / std and shift -mean / std
+        (`normalize_in_graph`): past float32's range (a std of 1e-308) they were numpy's overflow warnings and
+        Inf in the network."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        with np.errstate(over="ignore"):
+            folded = np.concatenate([1.0 / std, mean / std]).astype(np.float32)
+        if not np.isfinite(folded).all():
+            raise ConfigError(f"model.preprocess.mean / std ({list(self.mean)} / {list(self.std)}): 1 / std or mean "
+                              "/ std is past float32's range (3.4e38), as the network takes them")
 
     def value_range(self) -> tuple[float, float]:
         """(lo, hi) of every value this preprocessing gives the network's input (mean/std act inside it)."""

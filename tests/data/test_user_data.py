@@ -368,6 +368,10 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
                     r"model\.preprocess\.std must be > 0 and finite \(got \[nan\]\)"),
         "mean infinite": (str(mixed), Preprocess(channels=1, resize=4, mean=(float("inf"),), std=(0.5,)),
                           r"model\.preprocess\.mean must be finite \(got \[inf\]\)"),
+        # 1 / std folded into the network past float32: numpy's overflow warnings, and the outputs Inf (exit 4)
+        "std below float32": (str(mixed), Preprocess(channels=1, resize=4, mean=(0.5,), std=(1e-39,)),
+                              r"model\.preprocess\.mean / std \(\[0\.5\] / \[1e-39\]\): 1 / std or mean / std is "
+                              r"past float32's range"),
     }
 
 
@@ -376,7 +380,7 @@ BAD = ["no x", "train and test", "label count", "float labels", "unknown array",
        "folder not in classes.txt", "classes.txt not text", "smaller than the crop", "no module", "no function",
        "raises", "import raises", "import syntax error", "import exits", "function exits", "keys not names",
        "empty x", "empty x_calib", "empty x_test", "value_range text", "value_range Inf", "value_range 1e300",
-       "preprocess on npz", "complex x", "text x", "std zero", "std NaN", "mean infinite"]
+       "preprocess on npz", "complex x", "text x", "std zero", "std NaN", "mean infinite", "std below float32"]
 
 
 def test_the_bad_list_is_complete(tmp_path: Path) -> None:
