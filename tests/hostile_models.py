@@ -111,6 +111,16 @@ def batchnorm_scale_past_float32(folder: Path) -> Path:
                  "w2": w(10, 64)}, in_shape=[1, 1, 8, 8])
 
 
+def tiny_weights_big_bias(folder: Path) -> Path:
+    """Weights of 1e-20 beside biases of +-1: the bias is 8e23 weight steps, which the cast to int64 wrapped into
+    -2**63, and the compile succeeded with every logit wrong (logits_rel_error 1.0)."""
+    nodes = [oh.make_node("Flatten", ["x"], ["f"]), oh.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+             oh.make_node("Relu", ["h"], ["r"]), oh.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]
+    bias = np.where(np.arange(32) % 2, 1.0, -1.0).astype(np.float32)
+    return save(folder, "tiny_weights_big_bias", nodes, {"w1": w(32, 64, value=1e-20), "b1": bias, "w2": w(10, 32)},
+                in_shape=[1, 1, 8, 8])
+
+
 def conv_attr(name: str, weight_shape: tuple[int, ...] = (4, 1, 3, 3), **attrs) -> Callable[[Path], Path]:
     return lambda folder: conv(folder, name, w(*weight_shape), **attrs)
 
@@ -204,6 +214,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     "gemm_alpha_nan": (gemm_alpha_nan, (), 2, ("Gemm", "alpha", "not finite")),
     "divide_by_zero": (divide_by_zero, (), 2, ("Div", "division by zero")),
     "overflow": (overflow, ("model.dataset=digits",), 4, ("original network's outputs", "Inf")),
+    "tiny_weights_big_bias": (tiny_weights_big_bias, ("model.dataset=digits",), 2, ("bias", "past 2**53")),
     "add_3e38": (add_3e38, ("model.dataset=digits",), 4, ("original network's outputs", "Inf")),
     "add_3e38_constants": (add_3e38_constants, ("model.dataset=digits",), 2, ("Add", "NaN or Inf")),
     "batchnorm_scale_past_float32": (batchnorm_scale_past_float32, ("model.dataset=digits",), 4,

@@ -45,7 +45,7 @@ def round_block(walk: TuneWalk, problem: BlockProblem) -> None:
         accs.update(kept)
         for n in now:
             cores[n.name].set_step(max(tops[n.name], 0.0))
-            ops[n.name] = cores[n.name].quantized()
+            ops[n.name] = cores[n.name].quantized(n.name)
         for n in block:
             if level[n.name] == lvl:
                 problem.propagate(n)
@@ -69,7 +69,7 @@ def _round_core(walk: TuneWalk, problem: BlockProblem, node: Node,
     if x is not None:
         core.correct_bias(x())
     core.set_step(1.0)
-    ops[node.name] = core.quantized()
+    ops[node.name] = core.quantized(node.name)
     base = core.op.out_channels  # one copy of a population code
     ws = core.ws[:base].reshape(-1, *([1] * (len(walk.shapes[node.name]) - 1)))
     return lambda acc: (acc[:, :base] * ws).max()
@@ -88,7 +88,7 @@ def round_block_spiking(walk: TuneWalk, problem: BlockProblem) -> None:
                 if options.bias_correction:
                     core.correct_bias(in_chunks(x, options.bias_correction_images))
                 core.set_step(top)
-            walk.commit(n, core.quantized())
+            walk.commit(n, core.quantized(n.name))
         else:
             walk.commit(n, n.op)
         problem.propagate(n)

@@ -191,7 +191,7 @@ def _commit(walk: TuneWalk, fit: Fit) -> None:
     """The integer ops, and their outputs on the calibration set, exactly as the chip computes them."""
     problem, report = fit.problem, fit.report
     block, cores, out_name = problem.nodes, problem.cores, problem.out_name
-    walk.commit_block(block, {n.name: cores[n.name].quantized() if isinstance(n.op, o.CoreOp) else n.op
+    walk.commit_block(block, {n.name: cores[n.name].quantized(n.name) if isinstance(n.op, o.CoreOp) else n.op
                               for n in block})
     for n in block:
         walk.scales[n.name] = problem.scales[n.name]

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, ConstraintError
+from dse.hardware.spec import EXACT_FLOAT64
 from dse.ir import ops as o
 from dse.sim.float_exec import conv_core, core_accumulator, grouped_linear
 from dse.tune.quantizers import best_act_scale, best_weight_scale, fake_quant_act, round_clamp_ste, round_ste
@@ -255,7 +256,9 @@ class QCore(nn.Module):
         self.frozen, self.domain, self.ws, self.in_scale = snap["frozen"], snap["domain"], snap["ws"], snap["in_scale"]
         self.log_scale.requires_grad_(snap["scale_grad"])
 
-    def quantized(self) -> o.CoreOp:
+    def quantized(self, name: str) -> o.CoreOp:
+        """The core's integer form; `name`: the core-op's, for the error that refuses a bias the accumulator
+        cannot hold."""
         with torch.no_grad():
             if self.ws is None:
                 self.to_code_domain()
@@ -264,6 +267,7 @@ class QCore(nn.Module):
             w_int = self.masked(torch.round(self.weight)).to(torch.int8 if self.wmax <= 127 else torch.int32)
             w_int = torch.cat([w_int, -w_int]) if self.tied else w_int
             bias = torch.cat([torch.round((self.bias - i * self.qmax * step) / self.ws) for i in range(k)])
+            _check_bias(name, bias, self.ws)
             q = o.CoreQuant(
                 weight_int=np.concatenate([w_int.numpy()] * k),
                 weight_scale=np.concatenate([self.ws.double().numpy()] * k),
@@ -277,6 +281,17 @@ class QCore(nn.Module):
         weight = q.weight_int * (q.weight_scale.reshape(-1, 1, 1, 1) / in_scale).astype(np.float32)  # float32
         return o.CoreOp(weight, (q.bias_int * q.weight_scale).astype(np.float32), op.stride,
                         op.padding, op.groups, op.dense, op.mask, q, op.fixed, op.population)
+
+
+def _check_bias(name: str, bias: Tensor, ws: Tensor) -> None:
+    """Refuse (ConstraintError) a bias past 2**53 accumulator units, which neither the integer simulator's float64
+    nor int64 holds exactly: weights of 1e-20 beside a bias of 1 (a weight step of 1e-24) made a bias of 8e23,
+    which the cast to int64 wrapped into -2**63, a silently wrong network."""
+    top = float(bias.abs().max()) if bias.numel() else 0.0
+    if not top < EXACT_FLOAT64:
+        raise ConstraintError(
+            f"core {name}: its bias is {top:.3g} accumulator units (its weight step {float(ws.min()):.3g}), past "
+            "2**53, what the chip's simulator holds exactly: the layer's weights are too small beside its bias")
 
 
 def fixed_core(op: o.CoreOp, in_scale: Tensor, out_max: int) -> o.CoreOp:

@@ -170,7 +170,7 @@ def test_a_tied_signed_pair_computes_what_two_tensors_do() -> None:
     torch.testing.assert_close(tied(x), free(x))
     tied.to_code_domain()
     tied.round_more(1.0)
-    q = tied.quantized().quant
+    q = tied.quantized("tied").quant
     np.testing.assert_array_equal(q.weight_int[5:], -q.weight_int[:5])
     np.testing.assert_array_equal(q.weight_scale[5:], q.weight_scale[:5])
     assert np.abs(q.weight_int).max() <= 7
