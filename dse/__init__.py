@@ -15,13 +15,9 @@ The public surface, imported on first use (``import dse`` stays cheap: no torch,
     sweep = dse.run_study(cfg, Path("results/my_sweep"))               # a SweepResult
 """
 
-import os
 import sys
 from importlib import import_module
-from types import TracebackType
 from typing import Any
-
-from dse.errors import EXIT_INTERRUPTED
 
 # name -> the module that defines it. `compile` is the package dse.compile itself, which calls its `compile`
 # function when called (the import system gives the package that name in `dse` whenever it loads it).
@@ -58,37 +54,7 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
 
 
+if sys.argv[:1] == ["-m"]:  # so while ``python -m`` locates the module it runs: its packages import now
+    from dse.interrupt import install
 
-_INTERRUPTED: list[bool] = []  # set by `_interrupted`: the process is to end with EXIT_INTERRUPTED
-
-
-def _interrupted(kind: type[BaseException], exc: BaseException, tb: TracebackType | None,
-                 report: Any = sys.excepthook) -> None:
-    """`sys.excepthook` of a command run as ``python -m dse.<command>``: Ctrl-C where the command's own handling
-    (`dse.cli.run_app`) does not reach, above all while ``python -m`` imports its package (torch: the first
-    seconds), is the line ``interrupted`` and exit status 130 (`_exit_interrupted`), as within it, not a
-    traceback; anything else is reported as before."""
-    if not issubclass(kind, KeyboardInterrupt):
-        report(kind, exc, tb)
-        return
-    print("interrupted", file=sys.stderr, flush=True)
-    _INTERRUPTED.append(True)
-
-
-def _exit_interrupted() -> None:
-    """At exit, after every exit handler registered later (Ray's shutdown, ...): status 130 where `_interrupted`
-    said so. Python would otherwise end a process it saw interrupted by the signal itself (-2, not 130)."""
-    if _INTERRUPTED:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe
-                pass
-        os._exit(EXIT_INTERRUPTED)
-
-
-if sys.argv[:1] == ["-m"]:  # set so while ``python -m`` locates the module run: its packages import now
-    import atexit
-
-    sys.excepthook = _interrupted
-    atexit.register(_exit_interrupted)  # first: runs last
+    install()
