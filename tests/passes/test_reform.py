@@ -726,6 +726,26 @@ def test_an_approximated_function_after_a_depthwise_convolution_stays_depthwise(
     np.testing.assert_allclose(run64(after, xs)[after.outputs[0]], reference, atol=1e-5 * np.abs(reference).max())
 
 
+def test_an_approximated_function_of_an_average_pool_of_a_signed_value_stays_grouped() -> None:
+    """The pool reads a pair (two terms): the hinges stay grouped, each reading its channel's 4 taps of both
+    halves (fan-in 8), and the network equals the one with HardSwish replaced by its fit (closed form)."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((3, 6, 6)))
+    conv = b.add("conv", o.Conv(rand(4, 3, 3, 3, seed=133, scale=2), rand(4, seed=134), (1, 1), (1, 1, 1, 1)), x)
+    y = b.add("act", o.HardSwish(), b.add("pool", o.AvgPool((2, 2), (2, 2)), conv))
+    fc = rand(2, 36, seed=135)
+    before = b.build([b.add("fc", o.Linear(fc, None), b.add("flat", o.Reshape((36,)), y))])
+    xs = images(64, 3, 6, 6)
+    s = run64(before, xs, keep=["pool"])["pool"]
+    after = run_pass("reform", before, samples={"pool": s})
+    assert only_chip_ops(after)
+    hidden = after["act_hidden"].op
+    assert hidden.groups == 4 and int(hidden.fan_in().max()) == 8
+    fit = fit_hinges(functools.partial(FUNCTIONS[o.HardSwish], o.HardSwish()), s, 8)
+    reference = fit(s).reshape(len(xs), 36) @ fc.astype(np.float64).T
+    np.testing.assert_allclose(run64(after, xs)[after.outputs[0]], reference, atol=1e-5 * np.abs(reference).max())
+
+
 def test_a_hardtanh_after_a_depthwise_convolution_is_exact_and_stays_depthwise() -> None:
     b = GraphBuilder()
     x = b.add("x", o.Input((3, 5, 5)))
