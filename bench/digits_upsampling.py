@@ -1,6 +1,7 @@
 """Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders and
 channels-last models: nearest-neighbour upsampling (`F.interpolate`, ONNX Resize), a transposed convolution
-(ONNX ConvTranspose) and permutes (ONNX Transpose) of the input and before the classifier.
+(ONNX ConvTranspose), permutes (ONNX Transpose) of the input and before the classifier, and PixelShuffle /
+PixelUnshuffle (ONNX DepthToSpace; a Reshape, Transpose, Reshape chain).
 
     .venv/bin/python bench/digits_upsampling.py OUT_DIR
 
@@ -67,8 +68,23 @@ class ChannelsLastNet(nn.Module):
         return self.fc(y.permute(0, 2, 3, 1).flatten(1))
 
 
+class PixelShuffleNet(nn.Module):
+    """Sub-pixel layers (ESPCN, space-to-depth stems): PixelUnshuffle by 2 (1x8x8 -> 4x4x4), a 3x3 convolution to
+    16 channels, PixelShuffle by 2 back to 4x8x8, a 3x3 convolution, 2x2 average pooling and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down, self.up = nn.PixelUnshuffle(2), nn.PixelShuffle(2)
+        self.mid, self.dec = nn.Conv2d(4, 16, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up(F.relu(self.mid(self.down(x))))
+        return self.fc(F.avg_pool2d(F.relu(self.dec(up)), 2).flatten(1))
+
+
 NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8)),
-        "channels_last": (ChannelsLastNet, (8, 8, 1))}
+        "channels_last": (ChannelsLastNet, (8, 8, 1)), "pixel_shuffle": (PixelShuffleNet, (1, 8, 8))}
 
 
 def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -445,6 +445,7 @@ NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
     o.Concat: _Exporter._concat,
     o.Pad: _Exporter._pad,
     o.DepthToSpace: _moves_positions,
+    o.SpaceToDepth: _moves_positions,
 }
 """How each chip op becomes NIR nodes (or NIR ranges of the values it routes), keyed by op type."""
 

@@ -187,6 +187,13 @@ def _phase_kernels(w: np.ndarray, taps: tuple[list[dict[int, int]], list[dict[in
 
 
 
+def _swap_blocks(rows: int, cols: int) -> np.ndarray:
+    """The Gather index that reorders channels ``r * cols + c`` (`rows` blocks of `cols`) to ``c * rows + r``:
+    between phase-major channels (DCR, the IR's `DepthToSpace` and `SpaceToDepth`) and channel-major ones (CRD,
+    PixelShuffle and PixelUnshuffle)."""
+    return np.arange(rows * cols).reshape(rows, cols).T.reshape(-1)
+
+
 def _attrs(node: NodeProto) -> dict[str, object]:
     out: dict[str, object] = {}
     for a in node.attribute:
@@ -701,6 +708,49 @@ class _Importer:
         if scales is None:
             return out, [n / m for n, m in zip(out[1:], per[1:], strict=True)]
         return out, [float(by_axis.get(a, 1.0)) for a in range(2, rank)]
+
+    def _block_input(self, node: NodeProto, name: str) -> tuple[str, int, bool]:
+        """DepthToSpace's or SpaceToDepth's input (ONNX's checker holds it to an image), its blocksize, and whether
+        its channels are channel-major (mode CRD) rather than phase-major (DCR, the default)."""
+        attrs = _attrs(node)
+        x, blocksize = self.data(node, name, 0), attrs.get("blocksize")
+        if blocksize is None:
+            raise ModelError(f"node {name!r} ({node.op_type}): attribute blocksize is required")
+        return x, int(blocksize), attrs.get("mode", "DCR") == "CRD"  # type: ignore[call-overload]
+
+    def _depth_to_space(self, node: NodeProto, name: str) -> None:
+        """Channel blocks onto a grid `blocksize` times finer (sub-pixel convolution; ``nn.PixelShuffle``, which
+        both torch exporters write as mode CRD): wiring (`to_space`)."""
+        x, b, crd = self._block_input(node, name)
+        if self.shapes[x][0] % (b * b):
+            raise ModelError(f"node {name!r} (DepthToSpace): {self.shapes[x][0]} channels are not a multiple of "
+                             f"blocksize**2 = {b * b}")
+        self.bind(node, self.to_space(node.output[0], x, (b, b), crd=crd))
+
+    def _space_to_depth(self, node: NodeProto, name: str) -> None:
+        """Each ``blocksize x blocksize`` cell of the grid into channel blocks (a space-to-depth stem): wiring
+        (`to_depth`)."""
+        x, b, crd = self._block_input(node, name)
+        _, h, w = self.shapes[x]
+        if h % b or w % b:
+            raise ModelError(f"node {name!r} (SpaceToDepth): input {h}x{w} is not a multiple of blocksize {b}")
+        self.bind(node, self.to_depth(node.output[0], x, (b, b), crd=crd))
+
+    def to_space(self, base: str, x: str, block: tuple[int, int], *, crd: bool) -> str:
+        """The IR's `DepthToSpace` of image `x` (phase-major channels, DCR), after a Gather of channel-major (CRD)
+        channels into that order."""
+        (c, h, w), (bh, bw) = self.shapes[x], block
+        if crd:
+            x = self.emit(f"{base}_dcr", o.Gather(_swap_blocks(c // (bh * bw), bh * bw)), x)
+        return self.emit(base, o.DepthToSpace(block, (h * bh, w * bw)), x)
+
+    def to_depth(self, base: str, x: str, block: tuple[int, int], *, crd: bool) -> str:
+        """The IR's `SpaceToDepth` of image `x` (phase-major channels, DCR), then a Gather into channel-major order
+        (CRD: ``nn.PixelUnshuffle``)."""
+        y = self.emit(f"{base}_dcr" if crd else base, o.SpaceToDepth(block), x)
+        if not crd:
+            return y
+        return self.emit(base, o.Gather(_swap_blocks(block[0] * block[1], self.shapes[x][0])), y)
 
     def _vector_input(self, node: NodeProto, name: str, x: str, features: int) -> None:
         if self.shapes[x] != (features,):
@@ -1379,12 +1429,14 @@ class _Importer:
     def _transpose(self, node: NodeProto, name: str) -> None:
         """A channel shuffle (ShuffleNet: ``x.view(n, g, c // g, h, w).transpose(1, 2)``, then a view back): x is a
         Reshape that splits the channel axis of y into (a, b), and the permutation swaps those two axes; the
-        result is y's channels in the order ``b``-major (`_pick_channels`), viewed as (b, a, ...). The identity
-        permutation is nothing. A Transpose of the graph's input (channels-last data, NHWC -> NCHW) is the order
-        in which the host sends the values (`_permute`), and so is one that only a Flatten or Reshape to a vector
-        reads (``x.permute(0, 2, 3, 1).flatten(1)`` before a Linear): the Linear's features in another order,
-        which canonicalize folds into its weights. Any other is refused, naming its perm (a chip's channels keep
-        their axis)."""
+        result is y's channels in the order ``b``-major (`_pick_channels`), viewed as (b, a, ...). A pixel shuffle
+        or unshuffle written as a Reshape/Transpose/Reshape chain (`_BLOCK_TRANSPOSES`) is a DepthToSpace or
+        SpaceToDepth and a Gather, viewed as the Transpose's shape. The identity permutation is nothing. A
+        Transpose of the graph's input (channels-last data, NHWC -> NCHW) is the order in which the host sends
+        the values (`_permute`), and so is one that only a Flatten or Reshape to a vector reads
+        (``x.permute(0, 2, 3, 1).flatten(1)`` before a Linear): the Linear's features in another order, which
+        canonicalize folds into its weights. Any other is refused, naming its perm (a chip's channels keep their
+        axis)."""
         x = self.data(node, name, 0)
         per = self.shapes[x]
         rank = len(per) + 1
@@ -1403,12 +1455,34 @@ class _Importer:
                 shuffled = self._pick_channels(node.output[0], y, [i * b + j for j in range(b) for i in range(a)])
                 self.bind(node, self.reshape(node.output[0], shuffled, (b, a, *per[2:])))
                 return
+        if tuple(perm) in _BLOCK_TRANSPOSES and isinstance(op, o.Reshape):
+            y = self.block_view(f"{node.output[0]}_block", inputs[0], per, **_BLOCK_TRANSPOSES[tuple(perm)])
+            if y is not None:
+                self.bind(node, self.reshape(node.output[0], y, tuple(per[p - 1] for p in perm[1:])))
+                return
         if self.graph_input(x):  # channels-last data: the host sends its values in the permuted order
             self.bind(node, self._permute(node.output[0], x, perm))
             return
         # read only by a Flatten or Reshape to a vector (checked in `_convert`): a permutation of its features
         self.permuted[node.output[0]] = (name, perm)
         self.bind(node, self._permute(node.output[0], x, perm))
+
+    def block_view(self, base: str, y: str, split: Shape, *, to_space: bool, crd: bool) -> str | None:
+        """A Reshape/Transpose/Reshape chain that is DepthToSpace or SpaceToDepth (`_BLOCK_TRANSPOSES`: its
+        Reshape splits image `y` into `split`, in ``(C, H, bh, W, bw)`` order after the Transpose for `to_space`,
+        before it for space to depth), or None when the split does not match."""
+        c, h, w = self.shapes[y]
+        if to_space:
+            channels = split[0] if crd else split[2]
+            bh, bw = split[1:3] if crd else split[:2]
+            matches = split[3:] == (h, w)
+        else:
+            channels, bh, bw = split[0], split[2], split[4]
+            matches = (split[1] * bh, split[3] * bw) == (h, w)
+        if not matches or c != channels * (bh * bw if to_space else 1):
+            return None
+        block = (bh, bw)
+        return self.to_space(base, y, block, crd=crd) if to_space else self.to_depth(base, y, block, crd=crd)
 
     def graph_input(self, x: str) -> bool:
         return isinstance(self.made[x][0], o.Input)
@@ -1433,7 +1507,8 @@ class _Importer:
         vector = node.op_type in ("Flatten", "Reshape") and (
             not converted or len(self.shapes[self.values[node.output[0]]]) == 1)
         if not vector:
-            raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle, a Transpose of the "
+            raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle, a pixel (un)shuffle, a "
+                                     "Transpose of the "
                                      "graph's input (channels-last data) or one that a Flatten or Reshape to a "
                                      "vector reads (a Linear's features in another order) is supported")
 
@@ -1546,10 +1621,22 @@ class _Importer:
             steps.append(("flat", o.Reshape(shape=out)))
         self.bind(node, self._chain(node.output[0], x, steps))
 
+# the perm of a Transpose of a Reshape of an image that moves values between channels and positions (a
+# Reshape/Transpose/Reshape chain, as ONNX's DepthToSpace and SpaceToDepth define them and torch exports
+# PixelUnshuffle) -> what it is (`_Importer.block_view`)
+_BLOCK_TRANSPOSES: dict[tuple[int, ...], dict[str, bool]] = {
+    (0, 1, 4, 2, 5, 3): {"to_space": True, "crd": True},  # (C, bh, bw, H, W) -> (C, H, bh, W, bw)
+    (0, 3, 4, 1, 5, 2): {"to_space": True, "crd": False},  # (bh, bw, C, H, W) -> (C, H, bh, W, bw)
+    (0, 1, 3, 5, 2, 4): {"to_space": False, "crd": True},  # (C, H', bh, W', bw) -> (C, bh, bw, H', W')
+    (0, 3, 5, 1, 2, 4): {"to_space": False, "crd": False},  # (C, H', bh, W', bw) -> (bh, bw, C, H', W')
+}
+
 _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,
     "ConvTranspose": _Importer._conv_transpose,
     "Resize": _Importer._resize,
+    "DepthToSpace": _Importer._depth_to_space,
+    "SpaceToDepth": _Importer._space_to_depth,
     "Gemm": _Importer._gemm,
     "MatMul": _Importer._matmul,
     "Add": _Importer._arith,
@@ -1610,7 +1697,7 @@ OP_FORMS: dict[str, str] = {
     "Pow": "only inside GELU's tanh form",
     "ConvTranspose": "2-D",
     "Resize": "nearest-neighbour, integer factors",
-    "Transpose": "a channel shuffle, of the input, or flattened into a Linear",
+    "Transpose": "a channel shuffle, a pixel (un)shuffle, of the input, or flattened into a Linear",
 }
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""
 

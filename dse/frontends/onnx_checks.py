@@ -289,6 +289,8 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Conv": (positive("strides", "dilations", "group"), conv_geometry),
     "ConvTranspose": (positive("strides", "dilations", "group"), conv_transpose_geometry),
     "Resize": (word_of("mode", ("nearest", "linear", "cubic")), resize_factors),
+    "DepthToSpace": (positive("blocksize"), word_of("mode", ("DCR", "CRD"))),
+    "SpaceToDepth": (positive("blocksize"), word_of("mode", ("DCR", "CRD"))),
     "MaxPool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1))),
     "AveragePool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1)),
                     one_of("count_include_pad", (0, 1))),

@@ -5,7 +5,8 @@ per-sample shape). Image tensors are (N, C, H, W); vectors are (N, F).
 
 Two families live here. The *network ops* are what the ONNX importer produces (Conv, Linear, Relu, ...).
 The *chip ops* are what a compiled network may contain: `CoreOp` (the only thing that computes), wiring that
-only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`, `Pad`, `DepthToSpace`: their routing is
+only routes values between cores (`Reshape`, `Slice`, `Gather`, `Concat`, `Pad`, `DepthToSpace`, `SpaceToDepth`: their
+routing is
 `dse.ir.wiring.WIRING`), and the host's encoder (`Input`) and decoder (`Readout`). Behaviour lives in tables
 keyed by op type (`dse.ir.shapes`, `dse.ir.wiring`, `dse.sim.float_exec`, ...), not in methods, so that a test
 can check every op is covered by every table (tests/sim/test_op_tables.py).
@@ -260,6 +261,16 @@ class DepthToSpace(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class SpaceToDepth(Op):
+    """``y[(i * bw + j) * C + c, h, w] = x[c, h * bh + i, w * bw + j]``: each ``bh x bw`` cell of the input's grid
+    becomes ``bh * bw`` channel blocks of C (phase-major, ONNX SpaceToDepth's order), the inverse of
+    `DepthToSpace` without its crop; H and W are multiples of the block. It only routes (PixelUnshuffle is this op
+    and a Gather of its channels)."""
+
+    block: tuple[int, int]
+
+
+@dataclass(frozen=True, eq=False)
 class Concat(Op):
     """``y = concatenate(inputs, per-sample axis)``."""
 
@@ -351,6 +362,6 @@ NETWORK_OPS: tuple[type[Op], ...] = (
     Conv, Linear, ScaleShift, Add, Relu, PRelu, Clip, Sigmoid, Tanh, HardSwish, Silu, Gelu, Elu, Softplus, Mish,
     Softmax, MaxPool, AvgPool, GlobalAvgPool, Identity,
 )
-WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad, DepthToSpace)
+WIRING_OPS: tuple[type[Op], ...] = (Reshape, Slice, Gather, Concat, Pad, DepthToSpace, SpaceToDepth)
 CHIP_OPS: tuple[type[Op], ...] = (Input, Readout, CoreOp, *WIRING_OPS)
 ALL_OPS: tuple[type[Op], ...] = (*CHIP_OPS, *NETWORK_OPS)

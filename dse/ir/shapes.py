@@ -82,6 +82,8 @@ SHAPE_RULES: dict[type[o.Op], Callable[[o.Op, list[Shape]], Shape]] = {
     o.Concat: _concat,
     o.Pad: _pad,
     o.DepthToSpace: lambda op, ins: (ins[0][0] // (op.block[0] * op.block[1]), *op.size),
+    o.SpaceToDepth: lambda op, ins: (ins[0][0] * op.block[0] * op.block[1], ins[0][1] // op.block[0],
+                                     ins[0][2] // op.block[1]),
     o.Conv: _conv,
     o.Linear: lambda op, ins: (op.weight.shape[0],),
     o.ScaleShift: _scale_shift,

@@ -1,6 +1,7 @@
 """Routing of the wiring ops: one table, keyed by op type, that every consumer of wiring reads.
 
-A wiring op only moves values along the channel axis (or reshapes them); it computes nothing. Every part of
+A wiring op only moves values along the channel axis (or reshapes them, or moves them between channels and
+positions: `DepthToSpace`, `SpaceToDepth`); it computes nothing. Every part of
 the compiler needs the same facts about it, in its own units:
 
 - `move(op, xs, lead)`: the op applied to tensors whose channel axis comes after `lead` leading axes (1: the
@@ -109,6 +110,16 @@ def _depth_to_space_channels(op: o.DepthToSpace, ins: list[np.ndarray], in_shape
     return blocks[0], ~np.all(blocks == blocks[:1], axis=0)
 
 
+def _space_to_depth_move(op: o.SpaceToDepth, xs: list[Tensor], lead: int) -> Tensor:
+    x, (bh, bw) = xs[0], op.block
+    *head, c, h, w = x.shape
+    cells = x.reshape(*head, c, h // bh, bh, w // bw, bw)
+    # (..., C, H', bh, W', bw) -> (..., bh, bw, C, H', W'): value (h' bh + i, w' bw + j) lands in phase block (i, j)
+    n = len(head)
+    blocks = cells.permute(*range(n), n + 2, n + 4, n, n + 1, n + 3)
+    return blocks.reshape(*head, bh * bw * c, h // bh, w // bw)
+
+
 WIRING: dict[type[o.Op], Routing] = {
     o.Slice: Routing(
         move=lambda op, xs, lead: xs[0][(*_all(lead), slice(op.start, op.stop))],
@@ -134,4 +145,8 @@ WIRING: dict[type[o.Op], Routing] = {
         homogeneous=lambda op: not np.any(np.asarray(op.value) != 0),
     ),
     o.DepthToSpace: Routing(move=_depth_to_space_move, channels=_depth_to_space_channels),
+    o.SpaceToDepth: Routing(  # every phase block holds the input's channels
+        move=_space_to_depth_move,
+        channels=lambda op, ins, in_shapes, out_shape: unmixed(np.tile(ins[0], op.block[0] * op.block[1])),
+    ),
 }

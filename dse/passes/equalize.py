@@ -197,7 +197,8 @@ CHANNEL_RULES: dict[type[o.Op], Callable[[_Equalizer, Node, list[np.ndarray]], n
     o.Input: _input,
     o.Readout: _readout,
     o.CoreOp: _core,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad, o.DepthToSpace), route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.Pad, o.DepthToSpace, o.SpaceToDepth),
+                     route),
 }
 
 

@@ -125,6 +125,7 @@ POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = 
     o.Slice: _single_copy,
     o.Concat: _single_copy,
     o.DepthToSpace: _single_copy,
+    o.SpaceToDepth: _single_copy,
 }
 
 

@@ -23,8 +23,8 @@ Add of tensors concatenates terms (free). A signed average pooling that no activ
 term's node (a depthwise core whose fan-in is the window) and keeps the coefficients. Max pooling of values
 >= 0 is an exact tree of ReLU core-ops:
 ``max(a, b) = relu(a - b) + relu(b)``, with weights of +-1 on codes of one scale (marked `fixed`).
-Reshape/Flatten/Concat/Slice/Gather/DepthToSpace are wiring. Every core-op is named after the network node whose
-value it realizes, so its activation here is the teacher of tuning.
+Reshape/Flatten/Concat/Slice/Gather/DepthToSpace/SpaceToDepth are wiring. Every core-op is named after the
+network node whose value it realizes, so its activation here is the teacher of tuning.
 """
 
 from __future__ import annotations
@@ -299,7 +299,7 @@ class _Reformer:
         if isinstance(op, o.Pad) and any(op.value) and not self.src.host_input(node.inputs[0]):
             raise UnsupportedOpError("Pad", name, "a non-zero constant pad inside the network (only the host "
                                      "pads, and only the input)")
-        if isinstance(op, (o.Pad, o.Reshape, o.Gather, o.DepthToSpace)):
+        if isinstance(op, (o.Pad, o.Reshape, o.Gather, o.DepthToSpace, o.SpaceToDepth)):
             # the host's pad of the input, a zero pad that did not fold into its reader, a reshape, a routing of
             # channels or of positions (an upsampling, a transposed convolution's interleave)
             return self.wire_terms(name, op, self.signed(ins[0]))

@@ -80,7 +80,7 @@ INTEGER_EXEC: dict[type[o.Op], IntegerRule] = {
     o.Input: _input,
     o.CoreOp: _core,
     o.Readout: _readout,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.DepthToSpace), route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.DepthToSpace, o.SpaceToDepth), route),
     o.Pad: _pad,  # the pad value, in codes
 }
 

@@ -181,7 +181,7 @@ SPIKING_EXEC: dict[type[o.Op], SpikingRule] = {
     o.Input: _input,
     o.CoreOp: _core,
     o.Readout: _readout,
-    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.DepthToSpace), route),
+    **dict.fromkeys((o.Reshape, o.Slice, o.Gather, o.Concat, o.DepthToSpace, o.SpaceToDepth), route),
     o.Pad: _pad,  # the host sends the trains of a non-zero pad value
 }
 

@@ -53,9 +53,9 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
                    "(its only axis is the batch), shape arithmetic with the batch size (CenterCropPad's expansion "
                    "takes a Max of it)",
                    UnsupportedOpError, r"batch"),
-    "layout": ("a Transpose other than a channel shuffle, or a Split of another axis than the channels (depth to "
-               "space, space to depth, rotary embeddings): the IR keeps each value's axes as they are and slices "
-               "only its channel axis", UnsupportedOpError,
+    "layout": ("a Transpose other than a channel shuffle or a block move (depth to space, space to depth), or a "
+               "Split of another axis than the channels (rotary embeddings): the IR keeps each value's axes as they "
+               "are and slices only its channel axis", UnsupportedOpError,
                r"only a channel shuffle|slices only a contiguous range of the channel"),
     "not_2d": ("3-D pooling, a 1-D or 3-D ConvTranspose: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs "
                "as 2-D pooling of the (C, 1, L) image), and so is its transposed convolution", UnsupportedOpError,
@@ -205,14 +205,11 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_transpose_all_permutations_5", "test_transpose_default", "test_unsqueeze_axis_0",
     ),
     "layout": (
-        "test_depthtospace_crd_mode_example_expanded", "test_depthtospace_example_expanded",
         "test_rotary_embedding_3d_input_expanded", "test_rotary_embedding_expanded",
         "test_rotary_embedding_interleaved_expanded", "test_rotary_embedding_no_position_ids_expanded",
         "test_rotary_embedding_no_position_ids_interleaved_expanded",
         "test_rotary_embedding_no_position_ids_rotary_dim_expanded",
         "test_rotary_embedding_with_interleaved_rotary_dim_expanded", "test_rotary_embedding_with_rotary_dim_expanded",
-        "test_spacetodepth_crd_mode_example_expanded", "test_spacetodepth_dcr_mode_example_expanded",
-        "test_spacetodepth_example_expanded", "test_spacetodepth_expanded",
     ),
     "not_2d": (
         "test_averagepool_3d_default",

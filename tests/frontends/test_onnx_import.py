@@ -545,7 +545,65 @@ def channels_last_case() -> tuple:
     return nodes, CHANNELS_LAST, inits
 
 
+def depth_to_space_case(mode: str | None = "DCR", *, conv: bool = True) -> tuple:
+    """A sub-pixel convolution (a Conv to 12 channels, DepthToSpace by 2: 3 channels on a grid twice as fine),
+    read by a 3x3 Conv; `conv` False: the DepthToSpace of the input alone."""
+    attrs = {} if mode is None else {"mode": mode}
+    src = "c" if conv else "x"
+    nodes = [oh.make_node("DepthToSpace", [src], ["d"], blocksize=2, **attrs)]
+    inits: dict = {}
+    if conv:
+        nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), *nodes,
+                 oh.make_node("Conv", ["d", "w2", "b2"], ["y"], pads=[1, 1, 1, 1])]
+        inits = {"w": rand(12, IMG[0], 3, 3, seed=74), "w2": rand(5, 3, 3, 3, seed=75), "b2": rand(5, seed=76)}
+    else:
+        nodes[0].output[0] = "y"
+    return nodes, IMG, inits
+
+
+EVEN = (4, 8, 6)  # an image whose sides a block of 2 divides
+
+
+def space_to_depth_case(*, chain: list[int] | None = None) -> tuple:
+    """SpaceToDepth by 2 (or as a Reshape, Transpose by perm `chain`, Reshape: PixelUnshuffle as torch writes it,
+    [0, 1, 3, 5, 2, 4], or ONNX's DCR definition, [0, 3, 5, 1, 2, 4]), then a Conv."""
+    c, h, w = EVEN
+    if chain:
+        nodes = [oh.make_node("Reshape", ["x", "s1"], ["r"]),
+                 oh.make_node("Transpose", ["r"], ["t"], perm=chain),
+                 oh.make_node("Reshape", ["t", "s2"], ["d"])]
+        inits = {"s1": np.array([-1, c, h // 2, 2, w // 2, 2], np.int64),
+                 "s2": np.array([-1, 4 * c, h // 2, w // 2], np.int64)}
+    else:
+        nodes, inits = [oh.make_node("SpaceToDepth", ["x"], ["d"], blocksize=2)], {}
+    nodes.append(oh.make_node("Conv", ["d", "w"], ["y"], pads=[1, 1, 1, 1]))
+    return nodes, EVEN, inits | {"w": rand(5, 4 * c, 3, 3, seed=77)}
+
+
+def pixel_shuffle_chain_case(*, crd: bool = True) -> tuple:
+    """DepthToSpace by 2 written as a Reshape, Transpose, Reshape chain between two Convs: PixelShuffle (CRD, as
+    older exporters write it) or ONNX's definition of DCR."""
+    h, w = IMG[1:]
+    split, perm = ([3, 2, 2], [0, 1, 4, 2, 5, 3]) if crd else ([2, 2, 3], [0, 3, 4, 1, 5, 2])
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), oh.make_node("Reshape", ["c", "s1"], ["r"]),
+             oh.make_node("Transpose", ["r"], ["t"], perm=perm),
+             oh.make_node("Reshape", ["t", "s2"], ["d"]), oh.make_node("Conv", ["d", "w2"], ["y"])]
+    inits = {"w": rand(12, IMG[0], 3, 3, seed=78), "w2": rand(5, 3, 3, 3, seed=79),
+             "s1": np.array([-1, *split, h, w], np.int64), "s2": np.array([-1, 3, 2 * h, 2 * w], np.int64)}
+    return nodes, IMG, inits
+
+
 OP_CASES = {
+    # DepthToSpace (PixelShuffle: CRD) and SpaceToDepth (PixelUnshuffle: a chain and a Gather): wiring
+    "depth_to_space_dcr": depth_to_space_case(),
+    "depth_to_space_crd": depth_to_space_case("CRD"),
+    "depth_to_space_default_mode": depth_to_space_case(None),
+    "depth_to_space_input": depth_to_space_case(conv=False),
+    "space_to_depth": space_to_depth_case(),
+    "pixel_unshuffle_chain": space_to_depth_case(chain=[0, 1, 3, 5, 2, 4]),
+    "space_to_depth_dcr_chain": space_to_depth_case(chain=[0, 3, 5, 1, 2, 4]),
+    "pixel_shuffle_chain": pixel_shuffle_chain_case(),
+    "depth_to_space_dcr_chain": pixel_shuffle_chain_case(crd=False),
     # nearest-neighbour Resize by integer factors: wiring (a Gather of copies and a DepthToSpace)
     "resize_nearest_asymmetric_floor": resize_case(coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
     "resize_nearest_half_pixel": resize_case(),  # ONNX's defaults: half_pixel, round_prefer_floor
@@ -840,7 +898,8 @@ COMPILED_CASES = (
     "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
     "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
-    *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_", "transpose_"))
+    *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_", "transpose_", "depth_to_space_",
+                                                     "space_to_depth", "pixel_"))
       and name != "transpose_identity"),
 )
 
@@ -1224,6 +1283,10 @@ UNSUPPORTED = {
                                 oh.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
                                 oh.make_node("Reshape", ["t", "s"], ["y"])], IMG,
                                {"s": np.array([-1, IMG[1], 24], np.int64)}, "Transpose"),
+    "transpose_block_other_perm": ([oh.make_node("Reshape", ["x", "s"], ["r"]),
+                                    oh.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 2, 4, 3, 5]),
+                                    oh.make_node("Reshape", ["t", "s"], ["y"])], EVEN,
+                                   {"s": np.array([-1, 4, 4, 2, 3, 2], np.int64)}, "Transpose"),
     "resize_linear": resize_case(mode="linear")[:3] + ("Resize",),
     "resize_non_integer": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
                            {"s": np.array([1, 1, 1.5, 2], np.float32)}, "Resize"),
@@ -1277,8 +1340,11 @@ REFUSALS = {  # case -> what the one-line reason must say
     "pad_reflect": r"mode 'reflect': only constant zero padding",
     "split_spatial_axis": r"Split at node 'Split#0': axis 2: the IR slices only a contiguous range of the channel",
     "split_batch_axis": r"splits the batch axis",
-    "transpose_spatial": r"Transpose at node 'Transpose#1': perm \[0, 1, 3, 2\]: only a channel shuffle, a "
-                         r"Transpose of the graph's input \(channels-last data\) or one that a Flatten",
+    "transpose_spatial": r"Transpose at node 'Transpose#1': perm \[0, 1, 3, 2\]: only a channel shuffle, a pixel "
+                         r"\(un\)shuffle, a Transpose of the graph's input \(channels-last data\) or one that a "
+                         r"Flatten",
+    "transpose_block_other_perm": r"Transpose at node 'Transpose#1': perm \[0, 1, 2, 4, 3, 5\]: only a channel "
+                                  r"shuffle, a pixel \(un\)shuffle",
     "transpose_channels_last": r"perm \[0, 2, 3, 1\]: only a channel shuffle",
     "transpose_at_output": r"perm \[0, 2, 3, 1\]: the graph's output is a Transpose",
     "transpose_reshape_rows": r"perm \[0, 2, 3, 1\]: only a channel shuffle",

@@ -1,7 +1,8 @@
-"""Trained digits networks with nearest-neighbour upsampling, a transposed convolution and channels-last
-permutes (`bench/digits_upsampling.py`), exported by torch: the import computes what onnxruntime computes, and the
-compiled network (chip_a, no tuning) keeps the original's answers. The TorchScript exports (opset 17) run by
-default; the dynamo exports (opset 18, 2-3 s each after a first of about 8 s) are marked slow."""
+"""Trained digits networks with nearest-neighbour upsampling, a transposed convolution, channels-last permutes,
+PixelShuffle and PixelUnshuffle (`bench/digits_upsampling.py`), exported by torch: the import computes what
+onnxruntime computes, and the compiled network (chip_a, no tuning) keeps the original's answers. The
+TorchScript exports (opset 17) run by default; the dynamo exports (opset 18, 2-3 s each after a first of about
+8 s) are marked slow."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ torch = pytest.importorskip("torch")
 from bench.digits_upsampling import NETS, export, train  # noqa: E402 (needs torch)
 
 # the op each net brings, as the imported graph holds it
-WIRING = {"upsample": o.DepthToSpace, "deconv": o.DepthToSpace, "channels_last": o.Gather}
+WIRING = {"upsample": (o.DepthToSpace,), "deconv": (o.DepthToSpace,), "channels_last": (o.Gather,),
+          "pixel_shuffle": (o.DepthToSpace, o.SpaceToDepth)}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def imported(name: str, trained: dict, folder: Path, **kw) -> tuple:
 @pytest.mark.parametrize("name", NETS)
 def test_export_imports_exactly(name: str, dynamo: bool, trained: dict, tmp_path: Path) -> None:
     graph, _ = imported(name, trained, tmp_path, opset=18 if dynamo else 17, dynamo=dynamo)
-    assert graph.of_type(WIRING[name])
+    assert all(graph.of_type(op) for op in WIRING[name])
     chip = run_pipeline(graph, HardwareSpec(), ["canonicalize", "reform"])  # the ideal chip's exact form
     x = trained[name][1][2][:50]
     np.testing.assert_allclose(run_logits(chip, x), run_logits(graph, x), rtol=1e-4, atol=1e-4)

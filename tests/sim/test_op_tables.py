@@ -51,6 +51,7 @@ SAMPLES: dict[type[o.Op], tuple[o.Op, list[tuple[int, ...]]]] = {
     o.Concat: (o.Concat(0), [IMG, (2, 6, 6)]),
     o.Pad: (o.Pad((1, 0, 2, 1), (0.5, 0.0, 0.25)), [IMG]),
     o.DepthToSpace: (o.DepthToSpace((2, 1), (11, 6)), [(6, 6, 6)]),
+    o.SpaceToDepth: (o.SpaceToDepth((3, 2)), [IMG]),
     o.Conv: (o.Conv(W[:3, :1], None, (2, 2), (1, 1, 1, 1), (2, 1), 3), [IMG]),
     o.Linear: (o.Linear(rng.standard_normal((5, 108)).astype(np.float32), np.ones(5, np.float32)), [(108,)]),
     o.ScaleShift: (o.ScaleShift(np.full((3, 1, 1), 2.0, np.float32), np.zeros((3, 1, 1), np.float32)), [IMG]),
