@@ -254,10 +254,12 @@ class DepthToSpace(Op):
     grid `block` times finer, cropped to `size` (at most ``(bh * H, bw * W)``). Each output value is one input
     value: it only routes. Nearest-neighbour upsampling is this op reading a Gather that copies every channel
     ``bh * bw`` times; a transposed convolution is the stride**2 sub-pixel convolutions of one Conv (its phases,
-    stacked as channel blocks) read by this op (see `dse.frontends.onnx`)."""
+    stacked as channel blocks) read by this op (see `dse.frontends.onnx`). With `copies` k > 1 (a population code,
+    `dse.passes.reencode`) its input is k such stacks and its output k such grids, each copy routed alike."""
 
     block: tuple[int, int]
     size: tuple[int, int]
+    copies: int = 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -265,9 +267,11 @@ class SpaceToDepth(Op):
     """``y[(i * bw + j) * C + c, h, w] = x[c, h * bh + i, w * bw + j]``: each ``bh x bw`` cell of the input's grid
     becomes ``bh * bw`` channel blocks of C (phase-major, ONNX SpaceToDepth's order), the inverse of
     `DepthToSpace` without its crop; H and W are multiples of the block. It only routes (PixelUnshuffle is this op
-    and a Gather of its channels)."""
+    and a Gather of its channels). With `copies` k > 1 (a population code) its input is k images and its output k
+    stacks of blocks, each copy routed alike."""
 
     block: tuple[int, int]
+    copies: int = 1
 
 
 @dataclass(frozen=True, eq=False)

@@ -93,8 +93,23 @@ def _reshape_channels(op: o.Reshape, ins: list[np.ndarray], in_shapes: list[Shap
     return per[:, 0], ~np.all(per == per[:, :1], axis=1)
 
 
-def _depth_to_space_move(op: o.DepthToSpace, xs: list[Tensor], lead: int) -> Tensor:
-    x, (bh, bw) = xs[0], op.block
+def _per_copy(move: Callable[[Any, Tensor], Tensor]) -> Callable[[Any, list[Tensor], int], Tensor]:
+    """A routing of an image applied to each of the op's `copies` (copy-major on the channel axis) alike."""
+    def routed(op: Any, xs: list[Tensor], lead: int) -> Tensor:
+        x = xs[0]
+        *head, c, h, w = x.shape
+        y = move(op, x.reshape(*head, op.copies, c // op.copies, h, w))
+        return y.reshape(*head, -1, *y.shape[-2:])
+    return routed
+
+
+def _copy_channels(op: Any, values: np.ndarray) -> np.ndarray:
+    """A per-channel vector as one row per copy (copy-major)."""
+    return values.reshape(op.copies, -1)
+
+
+def _depth_to_space_move(op: o.DepthToSpace, x: Tensor) -> Tensor:
+    (bh, bw) = op.block
     *head, c, h, w = x.shape
     phases = x.reshape(*head, bh, bw, c // (bh * bw), h, w)
     # (..., bh, bw, C, H, W) -> (..., C, H, bh, W, bw): phase (i, j) of cell (h, w) lands at (h bh + i, w bw + j)
@@ -105,13 +120,13 @@ def _depth_to_space_move(op: o.DepthToSpace, xs: list[Tensor], lead: int) -> Ten
 
 def _depth_to_space_channels(op: o.DepthToSpace, ins: list[np.ndarray], in_shapes: list[Shape],
                              out_shape: Shape) -> Routed:
-    # output channel c interleaves input channel c of every phase block
-    blocks = ins[0].reshape(op.block[0] * op.block[1], -1)
-    return blocks[0], ~np.all(blocks == blocks[:1], axis=0)
+    # output channel c of a copy interleaves input channel c of every phase block of that copy
+    blocks = _copy_channels(op, ins[0]).reshape(op.copies, op.block[0] * op.block[1], -1)
+    return blocks[:, 0].reshape(-1), ~np.all(blocks == blocks[:, :1], axis=1).reshape(-1)
 
 
-def _space_to_depth_move(op: o.SpaceToDepth, xs: list[Tensor], lead: int) -> Tensor:
-    x, (bh, bw) = xs[0], op.block
+def _space_to_depth_move(op: o.SpaceToDepth, x: Tensor) -> Tensor:
+    (bh, bw) = op.block
     *head, c, h, w = x.shape
     cells = x.reshape(*head, c, h // bh, bh, w // bw, bw)
     # (..., C, H', bh, W', bw) -> (..., bh, bw, C, H', W'): value (h' bh + i, w' bw + j) lands in phase block (i, j)
@@ -144,9 +159,10 @@ WIRING: dict[type[o.Op], Routing] = {
         channels=lambda op, ins, in_shapes, out_shape: unmixed(ins[0]),
         homogeneous=lambda op: not np.any(np.asarray(op.value) != 0),
     ),
-    o.DepthToSpace: Routing(move=_depth_to_space_move, channels=_depth_to_space_channels),
-    o.SpaceToDepth: Routing(  # every phase block holds the input's channels
-        move=_space_to_depth_move,
-        channels=lambda op, ins, in_shapes, out_shape: unmixed(np.tile(ins[0], op.block[0] * op.block[1])),
+    o.DepthToSpace: Routing(move=_per_copy(_depth_to_space_move), channels=_depth_to_space_channels),
+    o.SpaceToDepth: Routing(  # every phase block of a copy holds that copy's channels
+        move=_per_copy(_space_to_depth_move),
+        channels=lambda op, ins, in_shapes, out_shape: unmixed(
+            np.tile(_copy_channels(op, ins[0]), op.block[0] * op.block[1]).reshape(-1)),
     ),
 }

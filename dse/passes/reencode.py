@@ -19,6 +19,7 @@ host k T + 1 levels per half for a few more neurons, and nothing else in the net
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -107,6 +108,12 @@ def _same_copies(p: _Populations, node: Node, pop_in: int) -> o.Op:
     return node.op
 
 
+def _blocks_per_copy(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    """A DepthToSpace or SpaceToDepth routes every copy alike (copy-major in, copy-major out)."""
+    p.copies[node.name] = pop_in
+    return dataclasses.replace(node.op, copies=pop_in)
+
+
 def _single_copy(p: _Populations, node: Node, pop_in: int) -> o.Op:
     if any(p.of(i) > 1 for i in node.inputs):
         raise ConstraintError(f"re-encoding: {type(node.op).__name__} {node.name} of a population code is not "
@@ -124,8 +131,8 @@ POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = 
     o.Pad: _same_copies,
     o.Slice: _single_copy,
     o.Concat: _single_copy,
-    o.DepthToSpace: _single_copy,
-    o.SpaceToDepth: _single_copy,
+    o.DepthToSpace: _blocks_per_copy,
+    o.SpaceToDepth: _blocks_per_copy,
 }
 
 

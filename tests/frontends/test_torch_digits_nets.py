@@ -86,6 +86,29 @@ def test_trained_net_compiles_for_chip_a(name: str, trained: dict, tmp_path: Pat
     assert result.report.metrics.agreement >= 0.95
 
 
+def test_population_code_through_depth_to_space(trained: dict, tmp_path: Path) -> None:
+    """Re-encoding (2 copies per value) routes every copy through the DepthToSpace and SpaceToDepth alike: legal,
+    the integer chip computes what the quantized graph does, and it answers as the original. (The U-Nets
+    concatenate a skip, and a Concat of a population code is refused.)"""
+    name = "pixel_shuffle"
+    from dse.compile import compile, prepare
+    from dse.config import compose_config, hardware_from
+    from dse.data import load_dataset
+    from dse.tune.options import TuneOptions
+
+    graph, (x_train, y_train, x_test, y_test) = imported(name, trained, tmp_path)
+    data = dataclasses.replace(load_dataset("mnist"), x_train=x_train[:256], y_train=y_train[:256], x_test=x_test,
+                               y_test=y_test, input_shape=NETS[name][1])
+    result = compile(prepare(graph, data, name=name),
+                     hardware_from(compose_config("compile", ["hardware=chip_a"]).hardware),
+                     tuning=TuneOptions(mode="none"), reencode_k=2)
+    assert result.legal, result.violations
+    routed = [n.op for n in result.graph if isinstance(n.op, (o.DepthToSpace, o.SpaceToDepth))]
+    assert routed and all(op.copies == 2 for op in routed)
+    assert result.report.verify.integer_vs_quantized_agreement == 1.0
+    assert result.report.metrics.agreement >= 0.95
+
+
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize("opset", [11, 17])
 def test_interpolate_to_a_size_computed_from_the_input(opset: int, tmp_path: Path) -> None:
