@@ -37,8 +37,10 @@
 - **Wiring.** A flattening `Reshape` is `nir.Flatten`; `Slice`, `Gather` and `Concat` (along
   channels/features) are folded into the weight nodes of the cores that read them (a slice is a block of zero
   weights); a zero `Pad` is folded into the padding of the convolution that reads it; an output gathered from several
-  ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. Other reshapes and asymmetric padding have no
-  NIR form: `UnsupportedOpError`.
+  ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. Other reshapes (a channels-last input's
+  permutation views its flattened values back as an image: NIR has no unflatten), asymmetric padding and a
+  `DepthToSpace` (values onto a finer grid: NIR has no transposed convolution or permutation) have no NIR form,
+  and a `SpaceToDepth` is not exported (a fixed 0/1 Conv2d could say it): `UnsupportedOpError` (`_NO_NIR_FORM`).
 - **Readout.** The graph's output is the spike trains of the last core(s): a signed value leaves the chip as
   a (positive, negative) pair of channels, and the host computes ``y = (count[:C] - count[C:]) * out_scale``
   over the T steps, after summing the k copies of a population readout (`strategy.readout_k`; the graph's
@@ -285,7 +287,9 @@ class _Exporter:
             self.values[name] = self.values[src]
             return
         if len(after) != 1:
-            raise UnsupportedOpError("Reshape", name, f"{before} -> {after}: NIR export flattens only")
+            raise UnsupportedOpError("Reshape", name, f"{before} -> {after}: NIR export flattens only (NIR 1.0.4 has "
+                                     "no node that unflattens: a channels-last input's permutation is a Gather of "
+                                     "its flattened values viewed back as an image)")
         terms = []
         for t in self.values[src]:
             src_shape = self.nir_shapes[t.src]
@@ -430,9 +434,17 @@ def route_channels(ex: _Exporter, node: Node) -> None:
     ex.scales[node.name] = ex.scales[node.inputs[0]]
 
 
+# why a wiring op that moves values between positions has no NIR form here, keyed by op type
+_NO_NIR_FORM: dict[type[o.Op], str] = {
+    o.DepthToSpace: "moves values onto a finer grid (an upsampling, a transposed convolution's interleave, a pixel "
+                    "shuffle): NIR 1.0.4 has no node that does (no transposed convolution, unflatten or permutation)",
+    o.SpaceToDepth: "moves values from positions into channels (a pixel unshuffle): not exported (NIR could say it "
+                    "as a fixed 0/1 Conv2d of kernel and stride the block, which this export does not write)",
+}
+
+
 def _moves_positions(ex: _Exporter, node: Node) -> None:
-    raise UnsupportedOpError(type(node.op).__name__, node.name, "moves values between positions (an upsampling, a "
-                             "transposed convolution's interleave): NIR has no node that routes them")
+    raise UnsupportedOpError(type(node.op).__name__, node.name, _NO_NIR_FORM[type(node.op)])
 
 
 NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {

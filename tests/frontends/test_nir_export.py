@@ -304,6 +304,23 @@ def test_export_refuses_what_it_cannot_say() -> None:
     y = b.add("core2", _core(np.random.default_rng(1), 2, 2, 3), y)
     with pytest.raises(UnsupportedOpError, match="asymmetric padding"):
         export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
+    b = GraphBuilder()  # a channels-last input: the host's permutation, viewed back as an image
+    x = b.add("input", o.Input((5, 5, 2), 1.0 / STEPS, STEPS))
+    x = b.add("flat", o.Reshape((50,)), x)
+    x = b.add("image", o.Reshape((2, 5, 5)), b.add("perm", o.Gather(np.arange(50).reshape(5, 5, 2).T.reshape(-1)), x))
+    y = b.add("core", _core(np.random.default_rng(0), 2, 2, 3), x)
+    with pytest.raises(UnsupportedOpError, match=r"Reshape at node 'image'.*no node that unflattens: a channels-last"):
+        export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
+    moves = {  # a wiring op moving values between positions, the channels it gives, why it is refused
+        "DepthToSpace": (o.DepthToSpace((2, 2), (10, 10)), 1, "onto a finer grid"),
+        "SpaceToDepth": (o.SpaceToDepth((1, 5)), 20, r"a pixel unshuffle\): not exported"),
+    }
+    for name, (op, channels, why) in moves.items():
+        b = GraphBuilder()
+        x = b.add("c0", _core(np.random.default_rng(0), 4, 4), b.add("input", o.Input((4, 5, 5), 1.0 / STEPS, STEPS)))
+        y = b.add("core", _core(np.random.default_rng(1), 2, channels), b.add("moved", op, x))
+        with pytest.raises(UnsupportedOpError, match=f"{name} at node 'moved': moves values .*{why}"):
+            export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
     floor = r"no neuron with a membrane floor \(hardware\.neuron\.model=if_floor\)$"
     with pytest.raises(UnsupportedOpError, match=floor):  # NIR's IF would forget the floor
         export_nir(graph, _chip(Neuron(model="if_floor", timesteps=STEPS)))
