@@ -206,6 +206,13 @@ def wide_conv(folder: Path) -> Path:
     return save(folder, "wide_conv", nodes, {"w": w(2048, 1, 3, 3), "w2": w(10, 2048)})
 
 
+def upsampling(name: str, op: str, inputs: list[str], inits: dict[str, np.ndarray], **attrs) -> Callable[[Path], Path]:
+    """An upsampling or block move (`op`) of the MNIST image with hostile attributes or constants, read by a
+    convolution."""
+    nodes = [oh.make_node(op, ["x", *inputs], ["u"], **attrs), oh.make_node("Conv", ["u", "w"], ["y"])]
+    return lambda folder: save(folder, name, nodes, {**inits, "w": w(4, 1, 3, 3)})
+
+
 # name -> (builder, overrides, exit status, words the one error line holds)
 CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, ...]]] = {
     "nan_weight": (nan_weight, (), 2, ("initializer 'w'", "NaN")),
@@ -234,6 +241,22 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     "loop_10_12": (loop_10_12, (), 2, ("Loop", "iterations")),
     "loop_forever": (loop_forever, (), 2, ("Loop", "took over")),
     "constant_of_shape_6_4_gb": (constant_of_shape_6_4_gb, (), 2, ("ConstantOfShape", "MiB", "budget")),
+    "resize_scales_nan": (upsampling("resize_scales_nan", "Resize", ["", "s"],
+                                     {"s": np.array([1, 1, NAN, 2], np.float32)}, mode="nearest"), (), 2,
+                          ("initializer 's'", "NaN")),
+    "resize_scale_1e30": (upsampling("resize_scale_1e30", "Resize", ["", "s"],
+                                     {"s": np.array([1, 1, 1e30, 1e30], np.float32)}, mode="nearest"), (), 2,
+                          ("Resize", "over 2**31 values")),
+    "conv_transpose_stride_0": (upsampling("conv_transpose_stride_0", "ConvTranspose", ["t"],
+                                           {"t": w(1, 1, 3, 3)}, strides=[0, 2]), (), 2,
+                                ("ConvTranspose", "strides")),
+    "conv_transpose_pads_1000": (upsampling("conv_transpose_pads_1000", "ConvTranspose", ["t"],
+                                            {"t": w(1, 1, 3, 3)}, strides=[2, 2], pads=[1000] * 4), (), 2,
+                                 ("ConvTranspose", "pads")),
+    "depth_to_space_blocksize_0": (upsampling("depth_to_space_blocksize_0", "DepthToSpace", [], {}, blocksize=0),
+                                   (), 2, ("DepthToSpace", "blocksize")),
+    "space_to_depth_blocksize_3": (upsampling("space_to_depth_blocksize_3", "SpaceToDepth", [], {}, blocksize=3),
+                                   (), 2, ("SpaceToDepth", "blocksize 3")),
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,
                  ("estimated peak memory", "compile.max_memory_gb=2")),
     "wide_conv": (wide_conv, ("compile.max_memory_gb=8",), 2, ("estimated peak memory", "compile.max_memory_gb=8")),

@@ -155,6 +155,9 @@ _NEAREST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+_MAX_RESIZED = 2**31  # values per sample a Resize may make: far past any image, short of numpy's failures
+
+
 def _nearest_source(n_in: int, n_out: int, scale: float, mode: str, nearest: str) -> np.ndarray:
     """The input index each of the `n_out` outputs of a nearest-neighbour Resize of one axis copies."""
     x = _RESIZE_COORDINATES[mode](np.arange(n_out, dtype=np.float64), scale, n_in, n_out)
@@ -705,6 +708,9 @@ class _Importer:
                     int(math.floor(d * float(by_axis.get(a, 1.0)))) for a, d in enumerate(per, start=1))
         if out[0] != per[0]:
             raise UnsupportedOpError("Resize", name, "resizes the channel axis")
+        if math.prod(out) > _MAX_RESIZED:  # a hostile scale (1e30) would make numpy index arrays past memory
+            raise ModelError(f"node {name!r} (Resize): output of per-sample shape {list(out)} holds over 2**31 "
+                             "values")
         if scales is None:
             return out, [n / m for n, m in zip(out[1:], per[1:], strict=True)]
         return out, [float(by_axis.get(a, 1.0)) for a in range(2, rank)]

@@ -181,24 +181,113 @@ def _reshape(b: _Builder) -> None:
     b.add("Reshape", [x, b.const(np.array(target, np.int64))], (1, size))
 
 
+def _resize(b: _Builder) -> None:
+    """Upsampling: mostly nearest by integer factors in the modes exporters write (wiring on the chip), sometimes
+    linear, a fraction, a shrink or a map that does not repeat each pixel."""
+    x, shape = b.last
+    if len(shape) < 3:
+        return _unary(b)
+    factors = [b.draw(st.sampled_from([1, 2, 2, 3])) if b.draw(st.integers(0, 5)) else
+               b.draw(st.sampled_from([1.5, 0.5])) for _ in shape[2:]]
+    # torch's map (both exporters), ONNX's default, or any pair (most do not repeat each pixel: refused)
+    coords, nearest = b.draw(st.sampled_from([("asymmetric", "floor"), ("half_pixel", "round_prefer_floor")])) \
+        if b.draw(st.integers(0, 3)) else (
+        b.draw(st.sampled_from(["asymmetric", "half_pixel", "align_corners", "tf_half_pixel_for_nn",
+                                "pytorch_half_pixel"])),
+        b.draw(st.sampled_from(["floor", "round_prefer_floor", "round_prefer_ceil", "ceil"])))
+    mode = b.draw(st.sampled_from(["nearest"] * 9 + ["linear"]))
+    scales = b.const(np.array([1, 1, *factors], np.float32))
+    out = tuple(max(1, int(np.floor(d * f))) for d, f in zip(shape[2:], factors, strict=True))
+    b.add("Resize", [x, "", scales], (*shape[:2], *out), mode=mode, coordinate_transformation_mode=coords,
+          nearest_mode=nearest)
+
+
+def _conv_transpose(b: _Builder) -> None:
+    """A transposed convolution (a decoder's upsampling): strides, pads, output_padding, dilations, groups."""
+    x, shape = b.last
+    if len(shape) < 3:
+        return _gemm(b)
+    c, n = shape[1], len(shape) - 2
+    group = b.draw(st.sampled_from([1, 1, c]))
+    out = b.small(1, 4, (0,)) * group
+    strides = [b.small(1, 2, (0, -1, 3)) for _ in range(n)]
+    # mostly a kernel of at least the stride (every output phase has a tap), padded as decoders pad it
+    kernel = [b.small(max(s, 1), max(s, 1) * 2, (0, 40, 1)) for s in strides]
+    pads = [max(0, (k - s) // 2) for k, s in zip(kernel, strides, strict=True)] * 2 if b.draw(st.integers(0, 3)) \
+        else [b.small(0, 1, (-1, 1000)) for _ in range(2 * n)]
+    extra = {"output_padding": [b.draw(st.integers(0, max(s - 1, 0))) for s in strides]} \
+        if b.draw(st.booleans()) else {}
+    if b.draw(st.integers(0, 5)) == 0:
+        extra["dilations"] = [b.small(1, 2, (0,)) for _ in range(n)]
+    w = b.tensor((c, max(out // max(group, 1), 1), *kernel))
+    bias = [b.tensor((out,))] if b.draw(st.booleans()) else []
+    # ONNX: stride (in - 1) + output_padding + (kernel - 1) dilation + 1 - the two pads
+    size = [s * (d - 1) + op + (k - 1) * dil + 1 - a - z for s, d, op, k, dil, a, z in zip(
+        strides, shape[2:], extra.get("output_padding", [0] * n), kernel, extra.get("dilations", [1] * n),
+        pads[:n], pads[n:], strict=True)]
+    b.add("ConvTranspose", [x, w, *bias], (1, out, *(max(1, v) for v in size)), group=group, strides=strides,
+          pads=pads, **extra)
+
+
+def _block_move(b: _Builder) -> None:
+    """DepthToSpace after a 1x1 convolution to block**2 times the channels (a sub-pixel convolution), or
+    SpaceToDepth; either as the op (DCR or CRD) or as the Reshape/Transpose/Reshape chain torch writes for
+    PixelUnshuffle; the block sometimes fits no axis."""
+    x, shape = b.last
+    if len(shape) != 4:
+        return _unary(b)
+    block = b.draw(st.sampled_from([2, 2, 3, 1])) if b.draw(st.integers(0, 9)) else b.draw(st.sampled_from([0, 5]))
+    _, c, h, w = shape
+    if b.draw(st.booleans()):  # to space: make block**2 * m channels first
+        m = b.small(1, 3, (0,))
+        b.add("Conv", [x, b.tensor((block * block * m, c, 1, 1))], (1, block * block * m, h, w))
+        x = b.last[0]
+        b.add("DepthToSpace", [x], (1, m, h * block, w * block), blocksize=block,
+              mode=b.draw(st.sampled_from(["DCR", "CRD"])))
+    elif b.draw(st.booleans()):
+        b.add("SpaceToDepth", [x], (1, c * block * block, max(1, h // max(block, 1)), max(1, w // max(block, 1))),
+              blocksize=block)
+    else:  # nn.PixelUnshuffle as both torch exporters write it
+        cells = (max(1, h // max(block, 1)), max(1, w // max(block, 1)))
+        b.add("Reshape", [x, b.const(np.array([-1, c, cells[0], block, cells[1], block], np.int64))],
+              (1, c, cells[0], block, cells[1], block))
+        b.add("Transpose", [b.last[0]], (1, c, block, block, *cells), perm=[0, 1, 3, 5, 2, 4])
+        b.add("Reshape", [b.last[0], b.const(np.array([-1, c * block * block, *cells], np.int64))],
+              (1, c * block * block, *cells))
+
+
+def _transpose(b: _Builder) -> None:
+    """A Transpose of any value: of the graph's input (channels-last data), before a Flatten, or elsewhere."""
+    x, shape = b.last
+    perm = [0, *b.draw(st.permutations(range(1, len(shape))))] if b.draw(st.integers(0, 9)) else \
+        b.draw(st.permutations(range(len(shape))))
+    b.add("Transpose", [x], tuple(shape[p] for p in perm), perm=perm)
+
+
 OPS: dict[str, Callable[[_Builder], None]] = {
     "Conv": _conv, "Pool": _pool, "Unary": _unary, "Clip": _clip, "BatchNormalization": _batchnorm,
     "Arith": _arith, "Join": _join, "Pad": _pad, "Gemm": _gemm, "GlobalAveragePool": _global_pool,
-    "Reshape": _reshape,
+    "Reshape": _reshape, "Resize": _resize, "ConvTranspose": _conv_transpose, "BlockMove": _block_move,
+    "Transpose": _transpose,
 }
 
 
 @st.composite
 def onnx_models(draw: Callable) -> onnx.ModelProto:
-    """A small ONNX model: a data input and a chain of 1 to 6 ops from `OPS`."""
-    kind = draw(st.sampled_from(["image", "image", "signal", "vector"]))
-    if kind == "image":
+    """A small ONNX model: a data input and a chain of 1 to 6 ops from `OPS`; channels-last data (N, H, W, C) is
+    transposed to NCHW first."""
+    kind = draw(st.sampled_from(["image", "image", "signal", "vector", "channels_last"]))
+    if kind in ("image", "channels_last"):
         shape = (draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
     elif kind == "signal":
         shape = (draw(st.integers(1, 3)), draw(st.integers(1, 12)))
     else:
         shape = (draw(st.integers(1, 12)),)
+    if kind == "channels_last":
+        shape = (*shape[1:], shape[0])
     b = _Builder(draw, shape)
+    if kind == "channels_last":
+        b.add("Transpose", ["x"], (1, shape[2], *shape[:2]), perm=[0, 3, 1, 2])
     for _ in range(draw(st.integers(1, 6))):
         OPS[draw(st.sampled_from(sorted(OPS)))](b)
     graph = oh.make_graph(b.nodes, "fuzz", [oh.make_tensor_value_info("x", TensorProto.FLOAT, [1, *shape])],
