@@ -37,10 +37,12 @@
 - **Wiring.** A flattening `Reshape` is `nir.Flatten`; `Slice`, `Gather` and `Concat` (along
   channels/features) are folded into the weight nodes of the cores that read them (a slice is a block of zero
   weights); a zero `Pad` is folded into the padding of the convolution that reads it; an output gathered from several
-  ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. Other reshapes (a channels-last input's
-  permutation views its flattened values back as an image: NIR has no unflatten), asymmetric padding and a
-  `DepthToSpace` (values onto a finer grid: NIR has no transposed convolution or permutation) have no NIR form,
-  and a `SpaceToDepth` is not exported (a fixed 0/1 Conv2d could say it): `UnsupportedOpError` (`_NO_NIR_FORM`).
+  ranges gets fixed 0/1 `nir.Affine` / 1x1 `nir.Conv2d` nodes. A `SpaceToDepth` is a fixed 0/1 `nir.Conv2d`
+  of kernel and stride its block. A channels-last input's permutation (the importer's Reshape, Gather, Reshape
+  of the input) is the host's, as a host-side pad is: the NIR input is the permuted frame, `input_trains`
+  permutes the trains, the graph's metadata holds the order (``host_permutation``). Other reshapes (NIR has no
+  unflatten), asymmetric padding and a `DepthToSpace` (values onto a finer grid: NIR has no transposed
+  convolution or permutation) have no NIR form: `UnsupportedOpError`.
 - **Readout.** The graph's output is the spike trains of the last core(s): a signed value leaves the chip as
   a (positive, negative) pair of channels, and the host computes ``y = (count[:C] - count[C:]) * out_scale``
   over the T steps, after summing the k copies of a population readout (`strategy.readout_k`; the graph's
@@ -131,6 +133,7 @@ class _Exporter:
         self.names: set[str] = set()
         self.output_names: list[str] = []
         self.output_meta: dict[str, Any] = {}
+        self.permuted: list[Node] = host_permutation(graph)  # the host's permutation of the input, if any
         self.host_pad: o.Pad | None = None  # set by `run` (see `_host_pad`), as are:
         self.fused: dict[str, list[str]] = {}  # concat -> the sibling cores it fuses into one layer
         self.deferred: set[str] = set()  # cores emitted with the concat that fuses them
@@ -163,6 +166,8 @@ class _Exporter:
         self.fused = self._fusable_concats()
         self.deferred = {core for cores in self.fused.values() for core in cores}
         for node in self.graph:
+            if node.name in {n.name for n in self.permuted}:  # the host's: `_input` sends the permuted frame
+                continue
             rule = NIR_EXPORT.get(type(node.op))
             if rule is None:
                 raise UnsupportedOpError(type(node.op).__name__, node.name, "not a chip op (export a compiled graph)")
@@ -181,6 +186,8 @@ class _Exporter:
             "outputs": ",".join(self.output_names),
             **self.output_meta,
         }
+        if self.permuted:
+            meta["host_permutation"] = np.asarray(self.permuted[1].op.index, dtype=np.int64)
         if host_pad is not None:
             meta["host_pad"] = np.asarray(host_pad.padding, dtype=np.int64)  # top, left, bottom, right
             meta["host_pad_value"] = np.asarray(host_pad.value, dtype=np.float64)
@@ -188,9 +195,9 @@ class _Exporter:
 
     # --- host side ---------------------------------------------------------------------------------------
     def _host_pad(self) -> o.Pad | None:
-        """A non-zero Pad right after the Input is sent by the host (it is the trains of the pad value's code):
-        it belongs to the input frame, not to the chip."""
-        inp = self.graph.input.name
+        """A non-zero Pad right after the Input (or its permutation) is sent by the host (it is the trains of the
+        pad value's code): it belongs to the input frame, not to the chip."""
+        inp = self.permuted[-1].name if self.permuted else self.graph.input.name
         pads = [n for n in self.graph.consumers(inp) if isinstance(n.op, o.Pad) and any(n.op.value)]
         if not pads:
             return None
@@ -202,6 +209,9 @@ class _Exporter:
     def _input(self, node: Node) -> None:
         name, op = node.name, node.op
         shape = tuple(int(s) for s in op.shape)
+        if self.permuted:  # channels-last data: the host sends the permuted frame
+            name = self.permuted[-1].name
+            shape = tuple(int(s) for s in self.permuted[-1].op.shape)
         if self.host_pad is not None:
             top, left, bottom, right = self.host_pad.padding
             shape = (shape[0], shape[1] + top + bottom, shape[2] + left + right)
@@ -288,8 +298,7 @@ class _Exporter:
             return
         if len(after) != 1:
             raise UnsupportedOpError("Reshape", name, f"{before} -> {after}: NIR export flattens only (NIR 1.0.4 has "
-                                     "no node that unflattens: a channels-last input's permutation is a Gather of "
-                                     "its flattened values viewed back as an image)")
+                                     "no node that unflattens)")
         terms = []
         for t in self.values[src]:
             src_shape = self.nir_shapes[t.src]
@@ -434,17 +443,29 @@ def route_channels(ex: _Exporter, node: Node) -> None:
     ex.scales[node.name] = ex.scales[node.inputs[0]]
 
 
-# why a wiring op that moves values between positions has no NIR form here, keyed by op type
-_NO_NIR_FORM: dict[type[o.Op], str] = {
-    o.DepthToSpace: "moves values onto a finer grid (an upsampling, a transposed convolution's interleave, a pixel "
-                    "shuffle): NIR 1.0.4 has no node that does (no transposed convolution, unflatten or permutation)",
-    o.SpaceToDepth: "moves values from positions into channels (a pixel unshuffle): not exported (NIR could say it "
-                    "as a fixed 0/1 Conv2d of kernel and stride the block, which this export does not write)",
-}
+def _to_space(ex: _Exporter, node: Node) -> None:
+    raise UnsupportedOpError("DepthToSpace", node.name, "moves values onto a finer grid (an upsampling, a transposed "
+                             "convolution's interleave, a pixel shuffle): NIR 1.0.4 has no node that does (no "
+                             "transposed convolution, unflatten or permutation)")
 
 
-def _moves_positions(ex: _Exporter, node: Node) -> None:
-    raise UnsupportedOpError(type(node.op).__name__, node.name, _NO_NIR_FORM[type(node.op)])
+def _to_depth(ex: _Exporter, node: Node) -> None:
+    """SpaceToDepth is a fixed 0/1 `nir.Conv2d` of kernel and stride the block: output channel (i bw + j) C + c
+    reads input channel c at tap (i, j) of each cell. A weight node between the neurons and their reader's weight
+    node: NIR applies the two in turn, exactly (0/1 weights of spike counts)."""
+    op, terms = node.op, ex.values[node.inputs[0]]
+    if len(terms) != 1 or terms[0].pad != NO_PAD:
+        raise UnsupportedOpError("SpaceToDepth", node.name, "of a padded value or of several layers' values")
+    t, (bh, bw) = terms[0], op.block
+    src_shape = ex.nir_shapes[t.src]
+    weight = np.zeros((bh * bw * t.size, src_shape[0], bh, bw), dtype=F32)
+    for i, j, c in np.ndindex(bh, bw, t.size):
+        weight[(i * bw + j) * t.size + c, t.start + c, i, j] = 1.0
+    shape = tuple(int(s) for s in ex.shapes[node.name])
+    conv = nir.Conv2d(input_shape=tuple(int(s) for s in src_shape[1:]), weight=weight, stride=(bh, bw),
+                      padding=(0, 0), dilation=(1, 1), groups=1, bias=np.zeros(shape[0], dtype=F32))
+    ex.values[node.name] = [_Term(ex._add(node.name, conv, shape, t.src), 0, shape[0])]
+    ex.scales[node.name] = ex.scales[node.inputs[0]]
 
 
 NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
@@ -456,8 +477,8 @@ NIR_EXPORT: dict[type[o.Op], Callable[[_Exporter, Node], None]] = {
     o.Gather: route_channels,
     o.Concat: _Exporter._concat,
     o.Pad: _Exporter._pad,
-    o.DepthToSpace: _moves_positions,
-    o.SpaceToDepth: _moves_positions,
+    o.DepthToSpace: _to_space,
+    o.SpaceToDepth: _to_depth,
 }
 """How each chip op becomes NIR nodes (or NIR ranges of the values it routes), keyed by op type."""
 
@@ -476,6 +497,22 @@ def _ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
         rows = slice(g * out_per_group, (g + 1) * out_per_group)
         full[rows, g * per_group : (g + 1) * per_group] = weight[rows]
     return full
+
+
+def host_permutation(graph: Graph) -> list[Node]:
+    """The nodes of a channels-last input's permutation, as the importer writes it (the input's only reader a
+    Reshape to a vector, read only by a Gather, read only by a Reshape to an image), or none. The host sends the
+    input in that order: the NIR input is the permuted frame, and `input_trains` permutes the trains."""
+    chain, name = [], graph.input.name
+    for kind, rank in ((o.Reshape, 1), (o.Gather, 1), (o.Reshape, 3)):
+        readers = graph.consumers(name)
+        if len(readers) != 1 or not isinstance(readers[0].op, kind) or name in graph.outputs:
+            return []
+        chain.append(readers[0])
+        name = readers[0].name
+        if kind is o.Reshape and len(readers[0].op.shape) != rank:
+            return []
+    return chain
 
 
 def export_nir(graph: Graph, hw: HardwareSpec) -> nir.NIRGraph:
@@ -505,5 +542,10 @@ def input_trains(graph: Graph, hw: HardwareSpec, x: np.ndarray, *, seed: int = 0
     gen = torch.Generator().manual_seed(seed)
     codes = torch.clamp(torch.round(torch.as_tensor(np.array(x), dtype=dtype) / inp.scale), 0, inp.code_max)
     trains = encode(codes, hw.neuron.timesteps, hw.neuron.encoding, gen)
+    permuted = host_permutation(graph)
+    if permuted:  # channels-last data: the frame in the order the Gather picks, viewed as the image
+        n, steps = trains.shape[:2]
+        order = torch.as_tensor(np.asarray(permuted[1].op.index))
+        trains = trains.reshape(n, steps, -1)[:, :, order].reshape(n, steps, *permuted[-1].op.shape)
     pad = _Exporter(graph, hw)._host_pad()
     return trains if pad is None else pad_trains(trains, pad, inp.scale, hw.neuron)

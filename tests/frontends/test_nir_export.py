@@ -213,6 +213,54 @@ def test_conv_network_spikes_as_in_sinabs(tmp_path: Path, variant: str) -> None:
     _expect(_compare(graph, hw, x, nir_graph), hw.neuron)
 
 
+def test_space_to_depth_is_a_fixed_conv_and_spikes_as_in_sinabs() -> None:
+    """A SpaceToDepth (PixelUnshuffle) between two convolutions: a 0/1 Conv2d of kernel and stride the block
+    between the first layer's neurons and the second's weights; sinabs counts every spike as dse does."""
+    rng = np.random.default_rng(3)
+    b = GraphBuilder()
+    x = b.add("input", o.Input((2, 8, 8), 1.0 / STEPS, STEPS))
+    c1 = b.add("conv1", _core(rng, 4, 2, 3, padding=1), x)
+    moved = b.add("unshuffle", o.SpaceToDepth((2, 2)), c1)
+    c2 = b.add("conv2", _core(rng, 6, 16, 1, threshold=(3.0, 8.0)), moved)
+    flat = b.add("flat", o.Reshape((96,)), c2)
+    logits = b.add("logits", _core(rng, 6, 96, dense=True, threshold=(6.0, 20.0)), flat)
+    graph, hw = b.build([b.add("readout", o.Readout(), logits)]), _chip(NEURONS["if_subtract"])
+    g = export_nir(graph, hw)
+    unshuffle = g.nodes["unshuffle"]
+    assert isinstance(unshuffle, nir.Conv2d) and tuple(unshuffle.stride) == (2, 2)
+    assert unshuffle.weight.shape == (16, 4, 2, 2) and unshuffle.weight.sum() == 16
+    assert ("conv1", "unshuffle") in g.edges and ("unshuffle", "conv2_weight") in g.edges
+    x = np.random.default_rng(4).random((SAMPLES, 2, 8, 8))
+    _, _, counts = run_spiking(graph, hw.neuron, x, keep=("conv1", "conv2", "logits"))
+    for core, c in counts.items():
+        assert 0.5 < c.mean() < STEPS - 0.5, (core, c.mean())
+    assert _compare(graph, hw, x, g) == 1.0
+
+
+def test_channels_last_input_is_sent_permuted_and_spikes_as_in_sinabs() -> None:
+    """A channels-last input (data (H, W, C); the importer's Reshape, Gather, Reshape to (C, H, W)) with a
+    host-side pad: the host sends the permuted, padded frame (the NIR input), `input_trains` permutes the trains,
+    and sinabs counts every spike as dse does."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    x = b.add("input", o.Input((7, 6, 2), 1.0 / STEPS, STEPS))
+    order = np.arange(84).reshape(7, 6, 2).transpose(2, 0, 1).reshape(-1)
+    x = b.add("image", o.Reshape((2, 7, 6)), b.add("perm", o.Gather(order), b.add("flat", o.Reshape((84,)), x)))
+    x = b.add("host_pad", o.Pad((1, 1, 1, 1), (0.25, 0.5)), x)
+    c1 = b.add("conv1", _core(rng, 4, 2, 3), x)
+    flat = b.add("flat1", o.Reshape((168,)), c1)
+    logits = b.add("logits", _core(rng, 6, 168, dense=True, threshold=(6.0, 20.0)), flat)
+    graph, hw = b.build([b.add("readout", o.Readout(), logits)]), _chip(NEURONS["if_subtract"])
+    g = export_nir(graph, hw)
+    assert list(g.nodes["input"].input_type["input"]) == [2, 9, 8] and ("input", "conv1_weight") in g.edges
+    np.testing.assert_array_equal(g.metadata["host_permutation"], order)
+    x = np.random.default_rng(6).random((SAMPLES, 7, 6, 2))
+    _, _, counts = run_spiking(graph, hw.neuron, x, keep=("conv1", "logits"))
+    for core, c in counts.items():
+        assert 0.5 < c.mean() < STEPS - 0.5, (core, c.mean())
+    assert _compare(graph, hw, x, g) == 1.0
+
+
 def test_conv_export_folds_the_wiring_into_a_chain_of_nir_layers() -> None:
     graph = _conv_graph()
     g = export_nir(graph, _chip(NEURONS["if_subtract"]))
@@ -304,16 +352,8 @@ def test_export_refuses_what_it_cannot_say() -> None:
     y = b.add("core2", _core(np.random.default_rng(1), 2, 2, 3), y)
     with pytest.raises(UnsupportedOpError, match="asymmetric padding"):
         export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
-    b = GraphBuilder()  # a channels-last input: the host's permutation, viewed back as an image
-    x = b.add("input", o.Input((5, 5, 2), 1.0 / STEPS, STEPS))
-    x = b.add("flat", o.Reshape((50,)), x)
-    x = b.add("image", o.Reshape((2, 5, 5)), b.add("perm", o.Gather(np.arange(50).reshape(5, 5, 2).T.reshape(-1)), x))
-    y = b.add("core", _core(np.random.default_rng(0), 2, 2, 3), x)
-    with pytest.raises(UnsupportedOpError, match=r"Reshape at node 'image'.*no node that unflattens: a channels-last"):
-        export_nir(b.build([y]), _chip(NEURONS["if_subtract"]))
-    moves = {  # a wiring op moving values between positions, the channels it gives, why it is refused
+    moves = {  # a wiring op moving values onto a finer grid, the channels it gives, why it is refused
         "DepthToSpace": (o.DepthToSpace((2, 2), (10, 10)), 1, "onto a finer grid"),
-        "SpaceToDepth": (o.SpaceToDepth((1, 5)), 20, r"a pixel unshuffle\): not exported"),
     }
     for name, (op, channels, why) in moves.items():
         b = GraphBuilder()
