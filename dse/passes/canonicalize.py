@@ -17,8 +17,8 @@ rule that fires, drops what no output reads, and walks again until no rule fires
   zeros only when its input is >= 0 (it follows a ReLU) and every window still reads a real value. A Pad that
   does not fold stays, as wiring on the chip.
 - `pointwise_above_routing`: an element-wise op reading a DepthToSpace (an upsampling, a transposed
-  convolution's interleave) or a Gather moves above it, so that it meets the Conv before the routing (a
-  per-channel ScaleShift or PRelu above a DepthToSpace with its constants repeated per phase).
+  convolution's interleave), a SpaceToDepth or a Gather moves above it, so that it meets the Conv before the
+  routing (a per-channel ScaleShift or PRelu above a DepthToSpace with its constants repeated per phase).
 - `fold_gather_into_linears`: a Gather of features read only by Linears (a Transpose before a Flatten) folds
   into their weights (their columns in the Gather's order).
 - `drop_unit_scale_shift`: a ScaleShift that scales by 1 and shifts by 0 is removed (a Mul by 1 an exporter
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -173,17 +174,29 @@ def max_pool_below_wiring(b: GraphBuilder, node: Node) -> bool:
 _POINTWISE = (o.Relu, o.Clip, o.Sigmoid, o.Tanh, o.HardSwish, o.Silu, o.Gelu, o.Elu, o.Softplus, o.Mish)
 
 
-def _routed_back(wiring: o.DepthToSpace | o.Gather, out: np.ndarray, in_channels: int) -> np.ndarray | None:
-    """The per-channel vector of the routing's input that it routes to per-channel vector `out`, or None when
-    none does (a Gather's copies of one channel would need different values)."""
-    if isinstance(wiring, o.DepthToSpace):
-        return np.tile(out, wiring.block[0] * wiring.block[1])  # every phase block holds the same channels
+def _gathered_back(wiring: o.Gather, out: np.ndarray, in_channels: int) -> np.ndarray | None:
     index, back = np.asarray(wiring.index), np.zeros(in_channels)  # (a channel it drops: any value)
     back[index] = out
     return back if np.array_equal(back[index], out) else None
 
 
-def _above_routing(op: o.Op, wiring: o.DepthToSpace | o.Gather, in_shape: Shape, shape: Shape) -> o.Op | None:
+def _blocks_back(wiring: o.SpaceToDepth, out: np.ndarray, in_channels: int) -> np.ndarray | None:
+    blocks = out.reshape(-1, in_channels)  # one row per phase block: each holds every input channel
+    return blocks[0] if np.all(blocks == blocks[:1]) else None
+
+
+# routing -> the per-channel vector of its input that it routes to per-channel vector `out` (of `in_channels`
+# input channels), or None when none does (a Gather's copies of one channel, or a SpaceToDepth's phase blocks of
+# it, would need different values)
+_ROUTED_BACK: dict[type[o.Op], Callable[[Any, np.ndarray, int], np.ndarray | None]] = {
+    # every phase block holds the same channels
+    o.DepthToSpace: lambda wiring, out, in_channels: np.tile(out, wiring.block[0] * wiring.block[1]),
+    o.SpaceToDepth: _blocks_back,
+    o.Gather: _gathered_back,
+}
+
+
+def _above_routing(op: o.Op, wiring: o.Op, in_shape: Shape, shape: Shape) -> o.Op | None:
     """Element-wise `op` on the routing's output (per-sample `shape`) as the op on its input, or None when its
     constants vary within a channel or cannot be routed back."""
     if isinstance(op, _POINTWISE):
@@ -195,7 +208,7 @@ def _above_routing(op: o.Op, wiring: o.DepthToSpace | o.Gather, in_shape: Shape,
         vec = (slope[:, 0],) if np.all(slope == slope[:, :1]) else None
     else:
         return None
-    back = None if vec is None else [_routed_back(wiring, v, in_shape[0]) for v in vec]
+    back = None if vec is None else [_ROUTED_BACK[type(wiring)](wiring, v, in_shape[0]) for v in vec]
     if back is None or any(v is None for v in back):
         return None
     per = [v.reshape(-1, *[1] * (len(in_shape) - 1)).astype(np.float32) for v in back]
@@ -223,11 +236,11 @@ def fold_gather_into_linears(b: GraphBuilder, node: Node) -> bool:
 
 
 def pointwise_above_routing(b: GraphBuilder, node: Node) -> bool:
-    """An element-wise op that is the only reader of a DepthToSpace or a Gather moves above it (routing values
-    then applying f is applying f then routing), each node keeping its name; a per-channel ScaleShift or PRelu
-    with its constants routed back. The op then meets the Conv before the routing: a transposed convolution's
-    BatchNorm folds into its phase Conv, and its ReLU makes one core with it (else reform would send the Conv's
-    value out as a signed pair, and the ReLU take a core of its own)."""
+    """An element-wise op that is the only reader of a DepthToSpace, SpaceToDepth or Gather moves above it
+    (routing values then applying f is applying f then routing), each node keeping its name; a per-channel
+    ScaleShift or PRelu with its constants routed back (`_ROUTED_BACK`). The op then meets the Conv before the
+    routing: a transposed convolution's BatchNorm folds into its phase Conv, and its ReLU makes one core with it
+    (else reform would send the Conv's value out as a signed pair, and the ReLU take a core of its own)."""
     users = b.readers(node.name)
     if len(users) != 1 or node.name in b.outputs:
         return False
@@ -368,6 +381,7 @@ RULES: dict[type[o.Op], tuple[Rule, ...]] = {
     o.MaxPool: (relu_before_max_pool, max_pool_below_wiring),
     o.Pad: (fold_zero_pad,),
     o.DepthToSpace: (pointwise_above_routing,),
+    o.SpaceToDepth: (pointwise_above_routing,),
     o.Gather: (fold_gather_into_linears, pointwise_above_routing),
     o.ScaleShift: (drop_unit_scale_shift, merge_scale_shifts, scale_shift_past_reshape, fold_scale_shift_into_producer,
                    fold_scale_shift_into_consumers),

@@ -100,6 +100,7 @@ def linear_on_last_axis() -> Graph:
 
 
 D2S = o.DepthToSpace((2, 2), (11, 12))  # 12 channels = 4 phase blocks of 3, onto a 2x finer grid, cropped
+S2D = o.SpaceToDepth((2, 2))  # (3, 4, 4) -> 4 phase blocks of 3 channels, (12, 2, 2)
 PHASES = o.Conv(rand(12, 2, 2, 2, seed=9), rand(12, seed=10), padding=(1, 1, 1, 1))  # (12, 6, 6) from (2, 5, 5)
 PERM = o.Gather(np.array([3, 0, 4, 1, 5, 2]))  # a Transpose of (2, 3) features: (3, 2)
 
@@ -120,6 +121,13 @@ CASES = [
     Case(c.pointwise_above_routing, "d2s",  # a scale that varies within a channel stays
          lambda: chain((2, 5, 5), ("conv", PHASES), ("d2s", D2S),
                        ("s", o.ScaleShift(rand(3, 11, 12, seed=11), np.zeros((3, 1, 1), F32)))), None, (2, 5, 5)),
+    Case(c.pointwise_above_routing, "s2d",  # a PixelUnshuffle's BatchNorm, the same in every phase block
+         lambda: chain((3, 4, 4), ("s2d", S2D), ("bn", o.ScaleShift(*(np.tile(v.reshape(3), 4).reshape(12, 1, 1)
+                                                                      for v in (SCALE, SHIFT))))),
+         lambda: chain((3, 4, 4), ("s2d", o.ScaleShift(SCALE, SHIFT)), ("bn", S2D)), (3, 4, 4)),
+    Case(c.pointwise_above_routing, "s2d",  # a scale that differs between phase blocks stays
+         lambda: chain((3, 4, 4), ("s2d", S2D), ("s", o.ScaleShift(np.arange(1, 13, dtype=F32).reshape(12, 1, 1),
+                                                                    np.zeros((12, 1, 1), F32)))), None, (3, 4, 4)),
     Case(c.pointwise_above_routing, "copies",  # an upsampling's copies of each channel: the scale routed back
          lambda: chain((3, 4, 4), ("copies", o.Gather(np.tile(np.arange(3), 4))), ("bn", o.ScaleShift(
              np.tile(SCALE.reshape(3), 4).reshape(12, 1, 1), np.tile(SHIFT.reshape(3), 4).reshape(12, 1, 1)))),
