@@ -276,9 +276,12 @@ class SpaceToDepth(Op):
 
 @dataclass(frozen=True, eq=False)
 class Concat(Op):
-    """``y = concatenate(inputs, per-sample axis)``."""
+    """``y = concatenate(inputs, per-sample axis)``. With `copies` k > 1 (a population code, axis 0) each input is k
+    copies of its channels (copy-major) and so is the output: copy i of the output is copy i of every input,
+    concatenated."""
 
     axis: int = 0
+    copies: int = 1
 
 
 # --- the chip primitive ----------------------------------------------------------------------------------

@@ -79,9 +79,18 @@ def _pad_move(op: o.Pad, xs: list[Tensor], lead: int) -> Tensor:
     return pad_with(xs[0], op.padding, value)
 
 
+def _concat_move(op: o.Concat, xs: list[Tensor], lead: int) -> Tensor:
+    if op.copies == 1:
+        return torch.cat(xs, dim=op.axis + lead)
+    # a population code (axis 0): the inputs' copy i side by side, for each copy in turn
+    parts = [x.reshape(*x.shape[:lead], op.copies, -1, *x.shape[lead + 1 :]) for x in xs]
+    y = torch.cat(parts, dim=lead + 1)
+    return y.reshape(*y.shape[:lead], -1, *y.shape[lead + 2 :])
+
+
 def _concat_channels(op: o.Concat, ins: list[np.ndarray], in_shapes: list[Shape], out_shape: Shape) -> Routed:
     if op.axis == 0:
-        return unmixed(np.concatenate(ins))
+        return unmixed(np.concatenate([v.reshape(op.copies, -1) for v in ins], axis=1).reshape(-1))
     # joined along another axis: output channel c holds channel c of every input
     stacked = np.stack(ins)
     return ins[0], ~np.all(stacked == stacked[:1], axis=0)
@@ -147,7 +156,7 @@ WIRING: dict[type[o.Op], Routing] = {
         channels=lambda op, ins, in_shapes, out_shape: unmixed(ins[0][np.asarray(op.index)]),
     ),
     o.Concat: Routing(
-        move=lambda op, xs, lead: torch.cat(xs, dim=op.axis + lead),
+        move=_concat_move,
         channels=_concat_channels,
     ),
     o.Reshape: Routing(

@@ -114,11 +114,26 @@ def _blocks_per_copy(p: _Populations, node: Node, pop_in: int) -> o.Op:
     return dataclasses.replace(node.op, copies=pop_in)
 
 
-def _single_copy(p: _Populations, node: Node, pop_in: int) -> o.Op:
-    if any(p.of(i) > 1 for i in node.inputs):
-        raise ConstraintError(f"re-encoding: {type(node.op).__name__} {node.name} of a population code is not "
-                              "supported")
-    return node.op
+def _slice(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    """The slice's channels of every copy: a Gather (copy-major in, copy-major out)."""
+    if pop_in == 1:
+        return node.op
+    per_copy = p.shapes[node.inputs[0]][0]
+    p.copies[node.name] = pop_in
+    picked = np.arange(node.op.start, node.op.stop)
+    return o.Gather(np.concatenate([i * per_copy + picked for i in range(pop_in)]))
+
+
+def _concat(p: _Populations, node: Node, pop_in: int) -> o.Op:
+    """Copy i of the output is copy i of every input, concatenated (a U-Net's skip and its upsampled map)."""
+    copies = {p.of(i) for i in node.inputs}
+    if copies == {1}:
+        return node.op
+    if len(copies) > 1 or node.op.axis != 0:
+        raise ConstraintError(f"re-encoding: Concat {node.name} joins a population code "
+                              + ("with values of another code" if len(copies) > 1 else "along a spatial axis"))
+    p.copies[node.name] = pop_in
+    return dataclasses.replace(node.op, copies=pop_in)
 
 
 # how each chip op carries a population code: (state, node, copies its first input carries) -> the new op
@@ -129,8 +144,8 @@ POPULATION_RULES: dict[type[o.Op], Callable[[_Populations, Node, int], o.Op]] = 
     o.Reshape: _reshape,
     o.Gather: _gather,
     o.Pad: _same_copies,
-    o.Slice: _single_copy,
-    o.Concat: _single_copy,
+    o.Slice: _slice,
+    o.Concat: _concat,
     o.DepthToSpace: _blocks_per_copy,
     o.SpaceToDepth: _blocks_per_copy,
 }

@@ -86,11 +86,11 @@ def test_trained_net_compiles_for_chip_a(name: str, trained: dict, tmp_path: Pat
     assert result.report.metrics.agreement >= 0.95
 
 
-def test_population_code_through_depth_to_space(trained: dict, tmp_path: Path) -> None:
-    """Re-encoding (2 copies per value) routes every copy through the DepthToSpace and SpaceToDepth alike: legal,
-    the integer chip computes what the quantized graph does, and it answers as the original. (The U-Nets
-    concatenate a skip, and a Concat of a population code is refused.)"""
-    name = "pixel_shuffle"
+@pytest.mark.parametrize("name", ["pixel_shuffle", "upsample", "deconv"])
+def test_population_code_through_routing(name: str, trained: dict, tmp_path: Path) -> None:
+    """Re-encoding (2 copies per value) routes every copy alike through the DepthToSpace and SpaceToDepth, and
+    through the U-Nets' Concat of the skip with the upsampled map: legal, the integer chip computes what the
+    quantized graph does, and it answers as the original."""
     from dse.compile import compile, prepare
     from dse.config import compose_config, hardware_from
     from dse.data import load_dataset
@@ -105,6 +105,8 @@ def test_population_code_through_depth_to_space(trained: dict, tmp_path: Path) -
     assert result.legal, result.violations
     routed = [n.op for n in result.graph if isinstance(n.op, (o.DepthToSpace, o.SpaceToDepth))]
     assert routed and all(op.copies == 2 for op in routed)
+    if name != "pixel_shuffle":
+        assert any(n.op.copies == 2 for n in result.graph.of_type(o.Concat))
     assert result.report.verify.integer_vs_quantized_agreement == 1.0
     assert result.report.metrics.agreement >= 0.95
 

@@ -200,6 +200,8 @@ ROUTING_CASES = [
     (o.Pad((1, 1, 0, 2)), [IMG]),  # zeros: scales with its channels
     (o.Reshape((3, 6, 6)), [(108,)]),  # features back into channels: each channel is made of 36 features
     (o.Concat(1), [IMG, IMG]),  # along rows: channel c is channel c of both inputs
+    (o.Concat(0, copies=2), [(4, 6, 6), (2, 6, 6)]),  # a population code: copy i of each input, copy by copy
+    (o.Concat(0, copies=2), [(6,), (4,)]),
 ]
 
 
@@ -261,7 +263,7 @@ ROLL_ENTRIES = {  # the one entry per behaviour table a wiring op needs
     )),
     "equalize.CHANNEL_RULES": (CHANNEL_RULES, equalize_route),
     "NIR_EXPORT": (NIR_EXPORT, route_channels),
-    "reencode.POPULATION_RULES": (POPULATION_RULES, POPULATION_RULES[o.Slice]),  # refuses a population code
+    "reencode.POPULATION_RULES": (POPULATION_RULES, lambda p, node, pop_in: node.op),  # never re-encoded here
 }
 WITH_ROLL = {"all_ops": (*o.ALL_OPS, Roll), "chip_ops": (*o.CHIP_OPS, Roll), "wiring_ops": (*o.WIRING_OPS, Roll),
              "samples": {**SAMPLES, Roll: (Roll(1), [IMG])}}
@@ -336,3 +338,27 @@ def test_a_new_wiring_op_equalizes_tunes_and_runs_as_the_gather_it_equals(roll: 
         for key, value in vars(node).items():
             if isinstance(value, np.ndarray):
                 assert np.array_equal(value, vars(nir_b.nodes[name])[key]), (name, key)
+
+
+def test_a_population_code_routes_each_copy_through_a_slice_and_a_concat() -> None:
+    """Re-encoding (2 copies, copy-major): a channel Slice becomes the Gather of its channels in every copy, a
+    Concat of two population codes keeps the copies apart (copy i of the output is copy i of each input), and the
+    cores after them read, per copy, the channels the original read."""
+    from dse.passes.reencode import reencode
+
+    gen = np.random.default_rng(0)
+    b = GraphBuilder()
+    x = b.add("x", o.Input((6,)))
+    h = b.add("h", o.CoreOp(gen.standard_normal((8, 6, 1, 1)).astype(np.float32), np.zeros(8, np.float32),
+                            dense=True), x)
+    s = b.add("s", o.Slice(2, 6), h)
+    c = b.add("c", o.Concat(0), s, h)
+    y = b.add("y", o.CoreOp(gen.standard_normal((3, 12, 1, 1)).astype(np.float32), np.zeros(3, np.float32),
+                            dense=True), c)
+    graph = reencode(b.build([y]), HardwareSpec(), k=2)
+    assert graph["s"].op.index.tolist() == [2, 3, 4, 5, 10, 11, 12, 13]
+    assert graph["c"].op.copies == 2 and graph["y"].op.weight.shape[1] == 24
+    ids = torch.arange(16.0).reshape(1, 16)  # h's 2 x 8 outputs, each its own id
+    sliced = WIRING[o.Gather].move(graph["s"].op, [ids], 1)
+    joined = WIRING[o.Concat].move(graph["c"].op, [sliced, ids], 1)
+    assert joined[0].tolist() == [2, 3, 4, 5, *range(8), 10, 11, 12, 13, *range(8, 16)]
