@@ -328,7 +328,8 @@ class _Exporter:
         outputs = set(self.graph.outputs)
         for node in self.graph.of_type(o.Concat):
             cores = [self.graph[s] for s in node.inputs]
-            if node.op.axis != 0 or len(cores) < 2 or len(set(node.inputs)) != len(cores):
+            # a population code's Concat interleaves its inputs' copies: routed channel by channel, not fused
+            if node.op.axis != 0 or node.op.copies != 1 or len(cores) < 2 or len(set(node.inputs)) != len(cores):
                 continue
             if not all(isinstance(c.op, o.CoreOp) and c.name not in outputs
                        and [n.name for n in self.graph.consumers(c.name)] == [node.name] for c in cores):
