@@ -49,22 +49,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text))
 
 
-def check_folder(path: str | Path) -> None:
+def check_folder(path: str | Path, what: str = "run folder") -> None:
     """Fail now (OutputError), not after the work, where `path` cannot become a folder of results: it, or the
     nearest of its ancestors that exists, is a file or takes no new entries. Creates nothing (a run refused
-    later for bad input leaves no folder behind)."""
+    later for bad input leaves no folder behind). `what` names the folder in the message."""
     path = Path(path).absolute()
     existing = path
     try:
         while not existing.exists():
             existing = existing.parent
     except OSError as exc:  # a name longer than the file system takes (exists() raises for it): a traceback once
-        raise OutputError(f"run folder {path} cannot be made ({exc.strerror or exc})") from None
+        raise OutputError(f"{what} {path} cannot be made ({exc.strerror or exc})") from None
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is under {existing}, a file"
-        raise OutputError(f"run folder {path} {where}, not a folder")
+        raise OutputError(f"{what} {path} {where}, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"run folder {path} cannot be written ({existing} takes no new files)")
+        raise OutputError(f"{what} {path} cannot be written ({existing} takes no new files)")
 
 
 def claim_folder(path: str | Path) -> Path:

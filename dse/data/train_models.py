@@ -39,6 +39,7 @@ import contextlib
 import io
 import json
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -51,10 +52,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from dse.bounds import check_int
 from dse.data import MODELS_DIR, model_path
 from dse.data.datasets import Dataset
 from dse.data.loading import load_dataset
-from dse.errors import DataError, ModelError
+from dse.errors import ConfigError, DataError, DseError, ModelError
+from dse.files import check_folder
 
 __all__ = [
     "MODEL_NAMES",
@@ -783,6 +786,17 @@ def train_and_export(name: str, *, seed: int = 0, epochs: int | None = None, mod
     return acc
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse what would export a model nobody asked for: 0 epochs export the untrained initialization with its
+    chance accuracy (as if trained), a seed torch cannot take fails after the data load, an out-dir that takes no
+    file fails after the training."""
+    check_int("--epochs", args.epochs, 1, optional=True)
+    check_int("--seed", args.seed, 0)
+    if args.seed >= 2**64:  # torch.manual_seed's range
+        raise ConfigError(f"--seed must be below 2**64 (got {args.seed})")
+    check_folder(args.out_dir, "--out-dir")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Script entry point: train, export and report each default model, then regenerate the README."""
     parser = argparse.ArgumentParser(prog="python -m dse.data.train_models", description=__doc__.splitlines()[0])
@@ -792,6 +806,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
     args = parser.parse_args(argv)
+    try:
+        _check_args(args)
+    except DseError as e:  # before any training: minutes of it would be lost to a typo
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_status
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("dse").setLevel(logging.INFO if args.verbose else logging.WARNING)
     # Without torchvision the exporter warns once per torchvision op it cannot register; none is used here.

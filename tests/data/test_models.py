@@ -238,3 +238,31 @@ def test_torchscript_export_is_reproducible(name: str, tmp_path: Path) -> None:
     path = export_onnx(load_trained(name), name, tmp_path / f"{name}.onnx")
     again, committed = (onnx.load(str(p)).graph.SerializeToString() for p in (path, model_path(name)))
     assert again == committed
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--epochs", "-1"], "--epochs must be an integer >= 1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--seed", str(2**64)], "--seed must be below 2**64"),
+])
+def test_train_models_refuses_bad_arguments_before_training(tmp_path: Path, capsys, args: list[str],
+                                                            message: str) -> None:
+    """0 epochs exported the untrained initialization (11 % accuracy) as a trained model, exit 0."""
+    from dse.data.train_models import main
+
+    assert main(["--only", "mlp_digits", "--out-dir", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_train_models_refuses_an_out_dir_that_takes_no_file(tmp_path: Path, capsys) -> None:
+    """It trained, then died with a FileExistsError traceback (exit 1) at the export."""
+    from dse.data.train_models import main
+
+    a_file = tmp_path / "models"
+    a_file.write_text("")
+    assert main(["--only", "mlp_digits", "--out-dir", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out-dir {a_file / 'sub'} is under {a_file}, a file, not a folder\n"
