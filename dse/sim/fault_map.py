@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 
 import numpy as np
@@ -33,6 +34,7 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
     """Draw and save the map (for `spare_columns` spares per crossbar; None: the compiled chip's); returns the
     stuck cells by kind."""
     check_int("--seed", seed, 0)  # the seed starts numpy streams
+    _check_not_the_input(compiled, out)
     try:
         graph, meta = load_graph(compiled)
     except (OSError, ValueError, KeyError) as e:
@@ -47,6 +49,16 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
     cells = sum(f.size for f in faults.values())
     return {"cells": cells, "stuck_low": int(sum((f == LOW).sum() for f in faults.values())),
             "stuck_high": int(sum((f == HIGH).sum() for f in faults.values()))}
+
+
+def _check_not_the_input(compiled: str, out: str) -> None:
+    """The map written over the compiled network (the two names swapped, or one pasted twice) lost the compile."""
+    try:
+        same = os.path.samefile(compiled, out)
+    except OSError:  # either is missing: the read or the write names it
+        return
+    if same:
+        raise DseError(f"{out} is the compiled network {compiled}; name another file for the fault map")
 
 
 def _save(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -136,6 +136,18 @@ def test_the_fault_map_command_refuses_with_one_line_and_writes_nothing(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled.npz"]
 
 
+def test_the_fault_map_command_refuses_to_write_over_the_compiled_network(tmp_path, capsys) -> None:
+    """It wrote the map over compiled.npz (exit 0): the compile was lost, and the next read of it failed."""
+    save_graph(conv_graph(), tmp_path / "compiled.npz", meta={"report": {"hardware": chip(0).to_dict()}})
+    before = (tmp_path / "compiled.npz").read_bytes()
+    (tmp_path / "link.npz").symlink_to(tmp_path / "compiled.npz")
+    for out in ("compiled.npz", "link.npz"):
+        assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / out)]) == 2
+        assert capsys.readouterr().err == (f"error: {tmp_path / out} is the compiled network {tmp_path}/compiled.npz; "
+                                           "name another file for the fault map\n")
+    assert (tmp_path / "compiled.npz").read_bytes() == before
+
+
 def test_the_fault_map_is_written_under_the_name_given(tmp_path) -> None:
     """numpy adds ".npz" to a name without it; the map is where the user said (and the compile reads it there)."""
     graph = conv_graph()
