@@ -100,10 +100,12 @@ def target_trials(options: StudyOptions, space: SearchSpace) -> int:
 
 
 def missing_trials(study: optuna.Study, options: StudyOptions, space: SearchSpace) -> int:
-    """Trials still to run: interrupted ones and those never asked for."""
+    """Trials still to run: interrupted ones and those never asked for (none once every point is evaluated)."""
     trials = study.get_trials(deepcopy=False)
     stale = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in trials)
-    return stale + max(0, target_trials(options, space) - len(trials))
+    evaluated = {_key(t.params) for t in trials if t.state.is_finished()}
+    new = 0 if len(evaluated) >= space.size else max(0, target_trials(options, space) - len(trials))
+    return stale + new
 
 
 def drive(
@@ -136,7 +138,9 @@ def drive(
     start = time.perf_counter()
     while True:
         while len(running) < executor.capacity:
-            if not queue and budget > 0 and not (batch > 1 and running):
+            # once every point is evaluated NSGA-II can only repeat them: study.n_trials=10**11 over a space of
+            # two points asked (and stored) trials for ever
+            if not queue and budget > 0 and not (batch > 1 and running) and len(seen) < space.size:
                 n = min(batch, budget)
                 budget -= n
                 queue = [_suggest(space, study.ask()) for _ in range(n)]
@@ -163,6 +167,10 @@ def drive(
             if not outcome.retry:
                 seen[_key(trial.params)] = record
     stats.seconds = time.perf_counter() - start
+    if budget > 0:
+        log.warning("all %d points of the search space are evaluated: the sweep stops after %d trials, as more could "
+                    "only repeat them", space.size, len(study.get_trials(deepcopy=False)))
+        stats.total -= budget
     return stats
 
 

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from dse.explore.records import trials_frame
 from dse.explore.space import SearchSpace
-from dse.explore.study import RECORD, StudyOptions, drive, open_study
+from dse.explore.study import RECORD, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import TrialOutcome, TrialSpec
 from dse.hardware.spec import HardwareSpec
 from dse.tune.options import TuneOptions
@@ -120,6 +120,19 @@ def test_nsga2_runs_n_trials_and_extends_on_resume(tmp_path):
     stats = drive(open_study(tmp_path / "p.db", more, SPACE), SPACE, more, FakeExecutor(), build)
     assert stats.ran == 3 and stats.kept == 8
     assert len(trials_frame(study, SPACE)) == 11
+
+
+def test_nsga2_stops_once_every_point_is_evaluated(tmp_path, caplog):
+    """study.n_trials far above the space's size asked (and stored) repeats of its points: 10**11 ran for ever."""
+    space = SearchSpace({"hardware.weights.bits": (2, 4), "hardware.crossbar.rows": (64,)}, {})
+    options = StudyOptions(name="p", sampler="nsga2", n_trials=40, population_size=4)
+    study = open_study(tmp_path / "p.db", options, space)
+    stats = drive(study, space, options, FakeExecutor(), build)
+    assert points(trials_frame(study, space)).keys() == {(2, 64), (4, 64)}
+    assert stats.ran == len(study.get_trials()) <= 8 and stats.total == stats.ran
+    assert "all 2 points of the search space are evaluated" in caplog.text
+    assert missing_trials(study, options, space) == 0  # a resume prepares nothing, runs nothing
+    assert drive(open_study(tmp_path / "p.db", options, space), space, options, FakeExecutor(), build).ran == 0
 
 
 class NonFiniteExecutor(FakeExecutor):
