@@ -209,6 +209,9 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
         raise ConfigError("study.objectives is empty: name at least one result column to minimize")
     for k in objectives:
         _check_column("study.objectives", k, known, cfg)
+    twice = sorted({k for k in objectives if objectives.count(k) > 1})
+    if twice:  # minimizing one column twice is minimizing it once; the Pareto figure plotted it against itself
+        raise ConfigError(f"study.objectives names {', '.join(twice)} twice: list each result column once")
     check_int("study.n_trials", s.n_trials, 1, optional=True)
     if s.sampler == "nsga2":
         check_int("study.population_size", s.population_size, 2)

@@ -39,6 +39,16 @@ def test_an_objective_that_is_not_a_numeric_column_lists_them(tmp_path, capsys) 
     assert not (tmp_path / "run").exists()
 
 
+def test_an_objective_named_twice_is_refused(tmp_path, capsys) -> None:
+    """It ran: NSGA-II minimized the one column twice, and the Pareto figure plotted it against itself."""
+    code = cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", "study=pareto",
+                "study.objectives=[accuracy_delta_pp,accuracy_delta_pp]", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == "error: study.objectives names accuracy_delta_pp twice: list each result column once\n"
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["hardware.cost.read_ns=-1"], "hardware.cost.read_ns must be a positive number (got -1.0)"),
     (["hardware.cost.spike_pj=1.7"], "hardware.cost.spike_pj is a cost of spiking chips; chip chip_a is a pim chip"),
