@@ -2,7 +2,8 @@
 
 Resume rule. The default run folder is ``results/<study.name>/<time>/``. Running a sweep looks in
 ``results/<study.name>/`` for the newest run folder whose study was started with the same configuration
-(the *fingerprint*: model, hardware, strategy, tuning, search space, sampler, objectives, seed) and resumes
+(the *fingerprint*: model, hardware, strategy, tuning, search space, sampler, objectives, seed, and a digest of
+the network and samples they name, `dse.explore.inputs`) and resumes
 it; if there is none, or ``study.resume=false``, it starts a new time-stamped folder (claimed by the sweep
 alone: ``<time>_2``, ... where a sweep started in the same second holds ``<time>``). So running the same
 command again resumes, and changing the configuration under the same name never mixes two studies. An
@@ -53,7 +54,7 @@ def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], res
             raise ConfigError(f"{run_dir} holds {held[0]} but no readable {FINGERPRINT} (the configuration of the "
                               "study there), so it may be another study's; choose another hydra.run.dir, or move "
                               "those files away")
-        if stored is not None and stored != fingerprint:
+        if stored is not None and not same_study(stored, fingerprint):
             raise ConfigError(
                 f"{run_dir} holds a study with another configuration ({describe_difference(stored, fingerprint)}); "
                 "choose another hydra.run.dir or study.name"
@@ -62,9 +63,16 @@ def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], res
     if resume and run_dir.parent.is_dir():
         candidates = sorted(run_dir.parent.glob(f"*/{FINGERPRINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in candidates:
-            if read_fingerprint(path.parent) == fingerprint:
+            if same_study(read_fingerprint(path.parent), fingerprint):
                 return path.parent
     return run_dir
+
+
+def same_study(stored: dict[str, Any] | None, fingerprint: dict[str, Any]) -> bool:
+    """A study stored before its fingerprint held the inputs' digest (`dse.explore.inputs`) resumes on the rest."""
+    if stored is not None and "inputs" not in stored:
+        fingerprint = {k: v for k, v in fingerprint.items() if k != "inputs"}
+    return stored == fingerprint
 
 
 def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:

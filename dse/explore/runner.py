@@ -29,6 +29,7 @@ from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
 from dse.errors import ConfigError, DseError
 from dse.explore.executors import Executor, LocalExecutor
+from dse.explore.inputs import inputs_digest
 from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
 from dse.explore.pareto import reference_point
 from dse.explore.progress import progress_bar
@@ -41,6 +42,7 @@ from dse.explore.rundir import (
     locate,
     normalize,
     read_fingerprint,
+    same_study,
     write_fingerprint,
 )
 from dse.explore.space import SearchSpace, build_space
@@ -92,7 +94,7 @@ def run_study(
     labelled = data.y_test is not None
     options = study_options(cfg, labelled)
     figures = figures_from(cfg, space, options, labelled)
-    fingerprint = make_fingerprint(cfg, space, options)
+    fingerprint = {**make_fingerprint(cfg, space, options), "inputs": inputs_digest(graph, data)}
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
@@ -105,7 +107,7 @@ def run_study(
 
     # a time-stamped folder that is not this study's to resume is new: another sweep started in the same second
     # may hold it (it is claimed below, with a suffix if need be)
-    fresh = timestamped and read_fingerprint(run_dir) != fingerprint
+    fresh = timestamped and not same_study(read_fingerprint(run_dir), fingerprint)
     if not fresh:
         check_study_file(run_dir / STUDY_DB, options.name)  # read-only: a damaged study is left as it is
     executor.check()  # a cluster address nobody answers at fails here, before any write

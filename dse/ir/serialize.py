@@ -50,8 +50,8 @@ def _decode(value: Any, arrays: Any) -> Any:
     return value
 
 
-def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Write atomically: a crash leaves the old file or none, never half a file."""
+def graph_document(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The graph as JSON-able nodes and outputs, its arrays apart (named in the nodes by key)."""
     arrays: dict[str, np.ndarray] = {}
     nodes = [
         {
@@ -60,7 +60,13 @@ def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = Non
         }
         for n in graph
     ]
-    doc = {"format": FORMAT, "nodes": nodes, "outputs": list(graph.outputs), "meta": meta or {}}
+    return {"nodes": nodes, "outputs": list(graph.outputs)}, arrays
+
+
+def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Write atomically: a crash leaves the old file or none, never half a file."""
+    body, arrays = graph_document(graph)
+    doc = {"format": FORMAT, **body, "meta": meta or {}}
     path = Path(path)
     atomic_write(path, lambda tmp: np.savez_compressed(
         tmp, __graph__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays))

@@ -164,3 +164,47 @@ def test_a_compiles_folder_is_refused(tmp_path):
     (tmp_path / "run" / "report.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"run holds a compile \(report\.json\), whose config\.yaml"):
         locate(tmp_path / "run", timestamped=False, fingerprint=A, resume=True)
+
+
+def test_a_model_or_data_file_changed_in_place_starts_a_new_study(tmp_path):
+    """The fingerprint named the files, not what they held: the same command after retraining my_net.onnx (or
+    rewriting my_data.npz) resumed the old study, its trials of the old network reported as the new one's."""
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from dse.config import compose_config, split_sweeps
+    from dse.data import load_dataset, model_path
+    from dse.explore.executors import LocalExecutor
+    from dse.explore.runner import run_study
+
+    net, data = tmp_path / "my_net.onnx", tmp_path / "my_data.npz"
+    shutil.copy(model_path("mlp_digits"), net)
+    digits = load_dataset("digits")
+    np.savez(data, x=np.asarray(digits.x_test), y=digits.y_test)
+
+    def sweep():
+        cmd = split_sweeps([f"model.onnx={net}", f"model.dataset={data}", "progress=false", "tuning=none",
+                            "search=custom", "hardware.weights.bits=4,8"])
+        return run_study(compose_config("sweep", cmd.overrides), tmp_path / "runs" / "2026-12-01_10-00-00",
+                         timestamped=True, cli_sweeps=cmd.sweeps, pinned=cmd.pinned, executor=LocalExecutor())
+
+    first = sweep()
+    assert sweep().run_dir == first.run_dir  # unchanged: resumed
+    proto = onnx.load(str(net))
+    w = proto.graph.initializer[0]
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 0.5, w.name))  # "retrained"
+    onnx.save(proto, str(net))
+    retrained = sweep()
+    assert retrained.run_dir != first.run_dir and retrained.stats.kept == 0
+    np.savez(data, x=np.asarray(digits.x_test)[::-1], y=digits.y_test[::-1])
+    assert sweep().run_dir not in (first.run_dir, retrained.run_dir)
+
+
+def test_a_study_stored_before_the_inputs_digest_resumes(tmp_path):
+    old = make_run(tmp_path / "s" / "2026-01-01_00-00-00", A)
+    digest = {"network": "ab", "data": "cd"}
+    assert locate(tmp_path / "s" / "new", timestamped=True, fingerprint={**A, "inputs": digest}, resume=True) == old
+    assert locate(old, timestamped=False, fingerprint={**A, "inputs": digest}, resume=True) == old
