@@ -456,6 +456,27 @@ def test_a_network_of_two_outputs_is_one_line(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "run").exists()
 
 
+def test_an_opset_newer_than_onnx_knows_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The checker passes opset 30 (onnxruntime refuses it): it was compiled as if its ops meant what they did."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    newest = onnx.defs.onnx_opset_version()
+    x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])
+    nodes = [oh.make_node("Reshape", ["x", "shape"], ["f"]), oh.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(np.ones((10, 64), np.float32), "w"),
+             numpy_helper.from_array(np.array([-1, 64], np.int64), "shape")]
+    onnx.save(oh.make_model(oh.make_graph(nodes, "future", [x], [y], inits),
+                            opset_imports=[oh.make_opsetid("", newest + 2)]), str(tmp_path / "future.onnx"))
+    code = run_app("compile", main, [f"model.onnx={tmp_path / 'future.onnx'}", "model.dataset=digits", *FAST,
+                                     f"hydra.run.dir={tmp_path / 'run'}"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, rf"future\.onnx uses opset {newest + 2}; the installed onnx "
+                                                  rf".* knows opsets up to {newest}: export it at opset {newest}")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_folder_that_is_a_file_is_one_line_before_any_work(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """It was a NotADirectoryError traceback once the compile had run."""

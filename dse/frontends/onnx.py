@@ -241,6 +241,10 @@ class _Importer:
         self.opset = opsets["ai.onnx"]
         if self.opset < MIN_OPSET:
             raise ModelError(f"model {label} uses opset {self.opset}; at least {MIN_OPSET} is needed")
+        newest = onnx.defs.onnx_opset_version()
+        if self.opset > newest:  # the checker passes it; its ops' meaning is not one this onnx (or dse) knows
+            raise ModelError(f"model {label} uses opset {self.opset}; the installed onnx {onnx.__version__} knows "
+                             f"opsets up to {newest}: export it at opset {newest} or below")
         self.b = GraphBuilder()
         self.values: dict[str, str] = {}  # ONNX tensor name -> IR node name (data path)
         self.consts: dict[str, np.ndarray] = {}  # ONNX tensor name -> value (everything else)
