@@ -182,6 +182,8 @@ def _labels(name: str, key: str, y: Any, n: int) -> np.ndarray | None:
         raise DataError(f"{key} of {name} has {len(y)} labels for {n} samples")
     if len(y) and y.min() < 0:
         raise DataError(f"{key} of {name} holds a negative label ({int(y.min())}); classes count from 0")
+    if len(y) and int(y.max()) > np.iinfo(np.int64).max:  # uint64: the cast below wrapped it to a negative class
+        raise DataError(f"{key} of {name} holds a label of {int(y.max())}, past any network's outputs")
     return y.astype(np.int64)
 
 

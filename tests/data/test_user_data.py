@@ -310,6 +310,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
                            r"it has: x_train, y_train, x_test; rename x_train to x_calib"),
         "label count": (_npz(tmp_path / "b.npz", x=x, y=np.zeros(9, int)), None, r"y of .* has 9 labels for 10"),
         "float labels": (_npz(tmp_path / "c.npz", x=x, y=np.zeros(10)), None, r"integer class label"),
+        # uint64 labels of 2**63 and up were cast to negative int64 classes: compiled, exit 0, accuracy 0
+        "uint64 labels past int64": (_npz(tmp_path / "u.npz", x=x, y=np.full(10, 2**63, np.uint64)), None,
+                                     r"y of .*u\.npz holds a label of 9223372036854775808, past any network's outputs"),
         "unknown array": (_npz(tmp_path / "d.npz", x=x, z=x), None, r"unknown array 'z'"),
         "x and x_test": (_npz(tmp_path / "e.npz", x=x, x_test=x), None, r"not both"),
         "1-d x": (_npz(tmp_path / "f.npz", x=np.zeros(10)), None, r"must be \(samples, \*per-sample shape\)"),
@@ -375,7 +378,8 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     }
 
 
-BAD = ["no x", "train and test", "label count", "float labels", "unknown array", "x and x_test", "1-d x",
+BAD = ["no x", "train and test", "label count", "float labels", "uint64 labels past int64", "unknown array",
+       "x and x_test", "1-d x",
        "empty name", "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes",
        "folder not in classes.txt", "classes.txt not text", "smaller than the crop", "no module", "no function",
        "raises", "import raises", "import syntax error", "import exits", "function exits", "keys not names",
