@@ -133,12 +133,14 @@ def plot_sensitivity(data: pd.DataFrame, *, x: str, y: Sequence[str], by: str | 
                             part[f"{col}_high"].astype(float) / factor - mid]
                 ax.errorbar(xs, mid, yerr=bars, marker=marker, color=colour, capsize=2, elinewidth=0.7,
                             label=_fmt(g) if by else None)
-            if col in LOSSES:
+            if col in LOSSES and not ys.empty:
                 ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
             if col in RESOURCE_COUNTS and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _log_axis(ax.yaxis, ys.min(), ys.max())
             elif factor != 1.0 and len(ys) and ys.min() > 0 and ys.max() / ys.min() > 8:
                 _physical_log_axis(ax.yaxis, ys.min() / factor, ys.max() / factor)
+            if ys.empty:
+                _say_empty(ax, "no legal trial to plot" if data.empty else f"no trial has a value of {col}")
             # a label longer than the panel is tall would reach into the legend above: in two lines
             ax.set_ylabel(_two_lines(ylabel) if len(ylabel) > 26 else ylabel)
             _x_axis(ax, data[x].tolist(), x)
@@ -214,14 +216,17 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
                 _log_axis(ax.xaxis, values.min(), values.max())
             else:
                 _physical_log_axis(ax.xaxis, values.min() / factor, values.max() / factor)
-        if error == "accuracy_delta_pp":
+        if error == "accuracy_delta_pp" and not points.empty:
             ax.axhline(0.0, color="0.5", lw=0.6, ls="--", zorder=0)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(error))
         # above the axes, clear of every point, bar and name (inside, "best" still crossed bars); labels short
         # enough for two columns in one column's width (the markers say filled, ring or diamond)
         handles, names = ax.get_legend_handles_labels()
-        fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
+        if points.empty:
+            _say_empty(ax, "no legal trial to plot")
+        else:  # a legend of no point would name marks the figure does not hold
+            fig.legend(handles, names, loc="outside upper center", ncols=2, fontsize=6)
         key = naming_key(params, tied, width=60) if params and not front.empty else ""
         noisy = (near is not None and len(near)) or ("wins_within_noise" in front and front["wins_within_noise"].any())
         notes = [title, f"point names: {key}" if key else "", f"noise: {noise}" if noisy and noise else ""]
@@ -229,6 +234,14 @@ def plot_pareto(points: pd.DataFrame, front: pd.DataFrame, *, error: str, resour
         if params and not front.empty:
             _name_front(ax, points, front, error, resource, factor, params, tied)
         return _save(fig, path)
+
+
+def _say_empty(ax: plt.Axes, why: str) -> None:
+    """A panel with no point to draw says so (its axes were matplotlib's default -0.05..0.05, as if measured)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, f"{why}\n(trials.csv: state, error_message)", transform=ax.transAxes, ha="center",
+            va="center", fontsize=7, color="0.3")
 
 
 def _series(frame: pd.DataFrame, by: str | None, g: Any) -> pd.DataFrame:

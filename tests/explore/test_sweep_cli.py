@@ -193,3 +193,22 @@ def test_a_sweep_whose_every_trial_fails_still_writes_its_tables(tmp_path):
     assert cli([*FAST, "runner=local", "search=custom", "hardware=ideal", "hardware.weights.bits=2,4",
                 f"hydra.run.dir={run_dir}"]) == EXIT_NOT_LEGAL  # no legal trial
     assert (pd.read_csv(run_dir / "trials.csv").state == "fail").all() and (run_dir / "pareto.csv").exists()
+
+
+def test_a_figure_of_no_legal_trial_says_so(tmp_path, monkeypatch):
+    """Its panels were empty axes of matplotlib's default ticks (-0.05..0.05), as if measured, and the Pareto
+    figure's legend named "legal trials" it did not show."""
+    from dse.explore import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig) or [])
+    plots.plot_pareto(pd.DataFrame(columns=["accuracy_delta_pp", "energy_pj"]), pd.DataFrame(),
+                      error="accuracy_delta_pp", resource="energy_pj", by=None, path=tmp_path / "p")
+    plots.plot_sensitivity(pd.DataFrame(columns=["hardware.weights.bits", "accuracy_delta_pp", "energy_pj"]),
+                           x="hardware.weights.bits", y=["accuracy_delta_pp", "energy_pj"], by=None,
+                           path=tmp_path / "s")
+    for fig in drawn:
+        assert not fig.legends
+        for ax in fig.axes:
+            assert [t.get_text() for t in ax.texts] == ["no legal trial to plot\n(trials.csv: state, error_message)"]
+            assert not len(ax.get_xticks()) and not len(ax.get_yticks())
