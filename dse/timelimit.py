@@ -15,6 +15,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# the longest limit the timer takes: setitimer takes 2**31 s but refuses 1e10 ("timestamp out of range")
+MAX_SECONDS = 1e9
+
 
 def on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
 from dse.files import atomic_write_text, claim_folder
 from dse.hardware.device import Device
 from dse.sim.montecarlo import DEVICE_COLUMNS, MonteCarlo
+from dse.timelimit import MAX_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +346,9 @@ def executor_from(runner: DictConfig) -> Executor:
     for name in ("torch_threads", "num_cpus", "max_concurrent"):
         check_int(f"runner.{name}", runner[name], 1, optional=True)
     timeout = runner.trial_timeout_s
-    if timeout is not None and not (0 < timeout < math.inf):
-        raise ConfigError(f"runner.trial_timeout_s must be a positive number of seconds, or null for none "
-                          f"(got {timeout})")
+    if timeout is not None and not (0 < timeout <= MAX_SECONDS):  # 1e300 was a traceback in every trial's timer
+        raise ConfigError(f"runner.trial_timeout_s must be a positive number of seconds up to {MAX_SECONDS:g}, or "
+                          f"null for none (got {timeout})")
     if runner.kind == "local":
         return LocalExecutor(torch_threads=runner.torch_threads, trial_timeout_s=timeout)
     if runner.kind == "pool":
