@@ -98,6 +98,7 @@ def build_space(cfg: DictConfig, cli_sweeps: Mapping[str, Sequence[Any]] | None 
     for path, values in params.items():
         if not values:
             raise ConfigError(f"search parameter {path} has no values")
+        params[path] = values = _as_typed(cfg, path, values)
         if len({repr(v) for v in values}) != len(values):
             raise ConfigError(f"search parameter {path} lists a value twice: {values}")
         probe = copy.deepcopy(cfg)
@@ -226,6 +227,18 @@ def _check_effect(cfg: DictConfig, params: Mapping[str, Sequence[Any]], tied: Ma
         reason = None if hw is None or varies[path] else device_reason(path, value, hw)
         if reason:
             raise ConfigError(f"{what}{path} changes nothing{reason}")
+
+
+def _as_typed(cfg: DictConfig, path: str, values: Sequence[Any]) -> list[Any]:
+    """Each value as the config holds it once set: `hardware.weights.bits=4,04` gave the values 4 and '04', one
+    chip compiled twice, and a column of int and str that trials.parquet could not hold (a traceback after every
+    trial had run)."""
+    probe, out = copy.deepcopy(cfg), []
+    for value in values:
+        _set(probe, path, value)
+        held = OmegaConf.select(probe, path)
+        out.append(OmegaConf.to_container(held) if OmegaConf.is_config(held) else held)
+    return out
 
 
 def _set(cfg: DictConfig, path: str, value: Any) -> None:

@@ -70,6 +70,9 @@ def test_range_sweep():
         (["hardware.weights.bits=0,4"], "hardware.weights.bits must be an integer >= 1"),
         (["strategy.name=split,shrink"], "'shrink' is not a strategy"),
         (["hardware.weights.bits=4,4"], "lists a value twice"),
+        # 4 and '04' ran one chip twice, then trials.parquet refused the column of int and str (a traceback)
+        (["hardware.weights.bits=4,04"], r"hardware.weights.bits lists a value twice: \[4, 4\]"),
+        (["hardware.device.programming_sigma=0,0.0"], r"lists a value twice: \[0.0, 0.0\]"),
     ],
 )
 def test_bad_search_parameters_fail_with_the_path(overrides, message):
@@ -89,6 +92,11 @@ def test_bad_search_parameters_fail_with_the_path(overrides, message):
 def test_unsweepable_command_line(line, message):
     with pytest.raises(ConfigError, match=message):
         split_sweeps([line])
+
+
+def test_searched_values_are_held_as_the_config_types_them():
+    space, _ = space_of("search=custom", "hardware.weights.bits=04,8", "hardware.mapping.mesh=[4,4],[8,8]")
+    assert space.params == {"hardware.weights.bits": (4, 8), "hardware.mapping.mesh": ([4, 4], [8, 8])}
 
 
 def test_split_sweeps_keeps_plain_overrides():
