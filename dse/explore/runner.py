@@ -204,6 +204,7 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
     """`labelled`: the test data has labels (else the accuracy columns are null, and the default error is the
     logit error)."""
     s = cfg.study
+    _check_study_name(str(s.name))
     check_choice("study.sampler", s.sampler, Sampler)
     known = known_columns(cfg, labelled)
     objectives = tuple(s.objectives) if s.objectives is not None else default_objectives(known)
@@ -221,6 +222,14 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
         raise ConfigError(f"study.seed must be in [0, 2**32) (got {s.seed})")
     return StudyOptions(name=str(s.name), sampler=s.sampler, objectives=objectives, n_trials=s.n_trials,
                         population_size=s.population_size, seed=s.seed)
+
+
+def _check_study_name(name: str) -> None:
+    """The study's folder is results/<study.name>/<time>: an empty name put its run folder among the studies'
+    folders, '..' put it in the working folder, 'a/b' nested it (a model.name of those makes such a default)."""
+    if not name.strip() or name in (".", "..") or "/" in name or "\0" in name:
+        raise ConfigError(f"study.name={name!r} is not a folder name (results/<study.name>/ holds its runs): "
+                          "name it without '/', not empty, '.' or '..'")
 
 
 def check_base_chip(cfg: DictConfig, space: SearchSpace) -> None:

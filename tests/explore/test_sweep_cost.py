@@ -39,6 +39,17 @@ def test_an_objective_that_is_not_a_numeric_column_lists_them(tmp_path, capsys) 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "a/b", "/tmp/x"])
+def test_a_study_name_that_is_not_a_folder_name_is_refused(tmp_path, monkeypatch, capsys, name: str) -> None:
+    """study.name=.. wrote the run folder into the working folder (results/../<time>), '' among the studies'
+    folders of results/, 'a/b' and '/tmp/x' below results/a/ and results/tmp/; each exit 0."""
+    monkeypatch.chdir(tmp_path)
+    code = cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", f"study.name='{name}'"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: study.name={name!r} is not a folder name") and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_objective_named_twice_is_refused(tmp_path, capsys) -> None:
     """It ran: NSGA-II minimized the one column twice, and the Pareto figure plotted it against itself."""
     code = cli([*FAST, "runner=local", "search=custom", "hardware.weights.bits=2,4", "study=pareto",
