@@ -456,6 +456,23 @@ def test_a_network_of_two_outputs_is_one_line(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["../../esc", "a/b", ""])
+def test_a_user_models_name_that_is_not_a_folder_name_is_one_line(name: str, tmp_path: Path, monkeypatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """model.name=../../esc wrote the compile to results/compile/../../esc_chip_a_split/, outside results/."""
+    from dse.cli import run_app
+    from dse.compile.__main__ import main
+
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code = run_app("compile", main, [f"model.onnx={model_path('mlp_digits')}", "model.dataset=digits", *FAST,
+                                     f"model.name='{name}'"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, rf"^error: model\.name={name!r} names the run folder")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
 def test_an_opset_newer_than_onnx_knows_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The checker passes opset 30 (onnxruntime refuses it): it was compiled as if its ops meant what they did."""
     from dse.cli import run_app

@@ -160,6 +160,16 @@ def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
     named = any(override_key(o) == "model.name" for o in overrides)
     if "model" in cfg and cfg.model.onnx is not None and not named:
         cfg.model.name = Path(str(cfg.model.onnx)).stem
+    elif "model" in cfg and cfg.model.onnx is not None:
+        _check_display_name(str(cfg.model.name))
+
+
+def _check_display_name(name: str) -> None:
+    """A user model's name begins its run folder's name (results/compile/<model.name>_<chip>_<strategy>/): with
+    '/' in it, model.name=../../x wrote the compile outside results/ (and an empty name began it with '_')."""
+    if not name.strip() or "/" in name or "\0" in name:
+        raise ConfigError(f"model.name={name!r} names the run folder (results/compile/<model.name>_<chip>_<strategy>/"
+                          "): name it without '/', not empty")
 
 
 def _unknown_override(config_name: str, overrides: list[str]) -> str | None:
