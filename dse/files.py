@@ -49,6 +49,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text))
 
 
+def names_one_folder(name: str) -> bool:
+    """Whether `name` is one path component a folder's name may begin with: not blank, no '/', no NUL (a name
+    that is a whole folder name must not be '.' or '..' either; its caller checks that)."""
+    return bool(name.strip()) and "/" not in name and "\0" not in name
+
+
 def check_folder(path: str | Path, what: str = "run folder") -> None:
     """Fail now (OutputError), not after the work, where `path` cannot become a folder of results: it, or the
     nearest of its ancestors that exists, is a file or takes no new entries. Creates nothing (a run refused

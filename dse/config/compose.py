@@ -22,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from dse.config.keys import check_keys, override_key, schema_at, suggest
 from dse.config.schemas import GROUP_SCHEMAS, CompileConfig, SweepConfig, check_choices, register_schemas
 from dse.errors import ConfigError, first_line
+from dse.files import names_one_folder
 
 CONF_PACKAGE = "dse.conf"
 # Hydra's own keys that dse reads; Hydra accepts every other key of its section (hydra.sweep.dir, hydra.job.*,
@@ -167,7 +168,7 @@ def _name_user_model(cfg: DictConfig, overrides: list[str]) -> None:
 def _check_display_name(name: str) -> None:
     """A user model's name begins its run folder's name (results/compile/<model.name>_<chip>_<strategy>/): with
     '/' in it, model.name=../../x wrote the compile outside results/ (and an empty name began it with '_')."""
-    if not name.strip() or "/" in name or "\0" in name:
+    if not names_one_folder(name):
         raise ConfigError(f"model.name={name!r} names the run folder (results/compile/<model.name>_<chip>_<strategy>/"
                           "): name it without '/', not empty")
 

@@ -47,7 +47,7 @@ from dse.explore.rundir import (
 from dse.explore.space import SearchSpace, build_space
 from dse.explore.study import DriveStats, StudyOptions, drive, missing_trials, open_study
 from dse.explore.trial import ACCURACY, METRICS, TrialOutcome, TrialSpec
-from dse.files import atomic_write_text, claim_folder
+from dse.files import atomic_write_text, claim_folder, names_one_folder
 from dse.hardware.device import Device
 from dse.sim.montecarlo import DEVICE_COLUMNS, MonteCarlo
 from dse.timelimit import MAX_SECONDS
@@ -227,7 +227,7 @@ def study_options(cfg: DictConfig, labelled: bool = True) -> StudyOptions:
 def _check_study_name(name: str) -> None:
     """The study's folder is results/<study.name>/<time>: an empty name put its run folder among the studies'
     folders, '..' put it in the working folder, 'a/b' nested it (a model.name of those makes such a default)."""
-    if not name.strip() or name in (".", "..") or "/" in name or "\0" in name:
+    if not names_one_folder(name) or name in (".", ".."):
         raise ConfigError(f"study.name={name!r} is not a folder name (results/<study.name>/ holds its runs): "
                           "name it without '/', not empty, '.' or '..'")
 
