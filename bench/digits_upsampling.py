@@ -1,7 +1,8 @@
 """Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders and
 channels-last models: nearest-neighbour upsampling (`F.interpolate`, ONNX Resize), a transposed convolution
 (ONNX ConvTranspose), permutes (ONNX Transpose) of the input and before the classifier, and PixelShuffle /
-PixelUnshuffle (ONNX DepthToSpace; a Reshape, Transpose, Reshape chain).
+PixelUnshuffle (ONNX DepthToSpace; a Reshape, Transpose, Reshape chain), and reflection and replication
+padding (ONNX Pad, modes reflect and edge).
 
     .venv/bin/python bench/digits_upsampling.py OUT_DIR
 
@@ -83,8 +84,24 @@ class PixelShuffleNet(nn.Module):
         return self.fc(F.avg_pool2d(F.relu(self.dec(up)), 2).flatten(1))
 
 
+class ReflectPadNet(nn.Module):
+    """Padding that copies pixels, as ResNet generators (CycleGAN, pix2pix) pad: a reflection pad before a 3x3
+    convolution, a replication pad before a second one whose ReLU takes a residual, 2x2 max pooling, a linear
+    layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.fc = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3), nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.c1(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+        y = F.relu(self.c2(F.pad(y, (1, 1, 1, 1), mode="replicate")) + y)
+        return self.fc(F.max_pool2d(y, 2).flatten(1))
+
+
 NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8)),
-        "channels_last": (ChannelsLastNet, (8, 8, 1)), "pixel_shuffle": (PixelShuffleNet, (1, 8, 8))}
+        "channels_last": (ChannelsLastNet, (8, 8, 1)), "pixel_shuffle": (PixelShuffleNet, (1, 8, 8)),
+        "reflect_pad": (ReflectPadNet, (1, 8, 8))}
 
 
 def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

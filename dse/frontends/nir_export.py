@@ -298,7 +298,7 @@ class _Exporter:
             return
         if len(after) != 1:
             raise UnsupportedOpError("Reshape", name, f"{before} -> {after}: NIR export flattens only (NIR 1.0.4 has "
-                                     "no node that unflattens)")
+                                     "no node that unflattens: a reflect or edge Pad's copies are such a reshape)")
         terms = []
         for t in self.values[src]:
             src_shape = self.nir_shapes[t.src]

@@ -155,6 +155,8 @@ _NEAREST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+# Pad modes whose new values copy the input's (ONNX's mode -> numpy.pad's of the same rule): `_Importer._pad_copies`
+_PAD_COPIES = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
 _MAX_RESIZED = 2**31  # values per sample a Resize may make: far past any image, short of numpy's failures
 
 
@@ -1175,9 +1177,9 @@ class _Importer:
         per, attrs = self.shapes[x], _attrs(node)
         rank = len(per) + 1
         mode = attrs.get("mode", "constant")
-        if mode != "constant":
-            raise UnsupportedOpError("Pad", name, f"mode {mode!r}: only constant zero padding is supported (it folds "
-                                     "into the next convolution or pooling)")
+        if mode not in ("constant", *_PAD_COPIES):
+            raise UnsupportedOpError("Pad", name, f"mode {mode!r}: only constant zero padding and the modes "
+                                     f"{', '.join(_PAD_COPIES)} are supported")
         if self.opset < 11:
             raw, value, axes = attrs.get("pads"), float(attrs.get("value", 0.0)), None
             if raw is None:
@@ -1201,6 +1203,9 @@ class _Importer:
         if not any(pads):
             self.unary(node, name, o.Identity())
             return
+        if mode != "constant":
+            self._pad_copies(node, name, x, mode, [(begin[a], end[a]) for a in range(2, rank)])
+            return
         if value != 0.0:
             raise UnsupportedOpError("Pad", name, f"constant value {value}: only zero padding is supported (it "
                                      "folds into the next convolution or pooling)")
@@ -1211,6 +1216,41 @@ class _Importer:
         else:
             raise UnsupportedOpError("Pad", name, f"data of per-sample shape {per}: only a signal (C, L) or an "
                                      "image (C, H, W) is padded")
+
+    def _abs(self, node: NodeProto, name: str) -> None:
+        """``|x| = relu(x) + relu(-x)``: two ReLUs of the same value, added (exact; as a Sub of tensors is an Add
+        of a negated branch)."""
+        x = self.data(node, name, 0)
+        img, base = self.image(x) if self.is_signal(x) else x, node.output[0]
+        neg = self.emit(f"{base}_neg", o.ScaleShift(scale=np.float32(-1.0), shift=np.float32(0.0)), img)
+        y = self.emit(base, o.Add(), self.emit(f"{base}_pos_relu", o.Relu(), img),
+                      self.emit(f"{base}_neg_relu", o.Relu(), neg))
+        self.bind(node, self.signal(base, y) if self.is_signal(x) else y)
+
+    def _celu(self, node: NodeProto, name: str) -> None:
+        """``celu(x) = alpha * elu(x / alpha)``: a scale by 1 / alpha (it folds into the op before) and an `Elu`
+        whose gamma is alpha."""
+        x = self.data(node, name, 0)
+        alpha = float(_attrs(node).get("alpha", 1.0))
+        img = self.image(x) if self.is_signal(x) else x
+        scaled = self.emit(f"{node.output[0]}_scaled",
+                           o.ScaleShift(scale=np.float32(1.0 / alpha), shift=np.float32(0.0)), img)
+        y = self.emit(node.output[0], o.Elu(1.0, alpha), scaled)
+        self.bind(node, self.signal(node.output[0], y) if self.is_signal(x) else y)
+
+    def _pad_copies(self, node: NodeProto, name: str, x: str, mode: str, pads: list[tuple[int, int]]) -> None:
+        """A pad whose new values are copies of the input's (reflect, edge, wrap): wiring, a Gather of the flattened
+        sample that routes each input value to every place it takes (no core: the next convolution reads the
+        copies as it reads any value). The copied places are numpy.pad of the values' own indices."""
+        per = self.shapes[x]
+        if mode != "edge" and any(max(p) >= size for p, size in zip(pads, per[1:], strict=True)):
+            # numpy reflects (wraps) such a pad again and again, runtimes differ or refuse: no one meaning
+            raise UnsupportedOpError("Pad", name, f"mode {mode!r} pads {[list(p) for p in pads]} as wide as the "
+                                     f"padded axes {list(per[1:])} or wider: only pads narrower than their axis")
+        index = np.pad(np.arange(math.prod(per)).reshape(per), [(0, 0), *pads], mode=_PAD_COPIES[mode])
+        flat = self.reshape(f"{node.output[0]}_flat", x, (math.prod(per),))
+        copies = self.emit(f"{node.output[0]}_copies", o.Gather(index.reshape(-1).astype(np.int64)), flat)
+        self.bind_reshape(node, copies, index.shape)
 
     def _flatten(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
@@ -1661,6 +1701,8 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "HardSwish": lambda self, node, name: self.unary(node, name, o.HardSwish()),
     "Gelu": lambda self, node, name: self.unary(node, name, o.Gelu(str(_attrs(node).get("approximate", "none")))),
     "Elu": lambda self, node, name: self.unary(node, name, o.Elu(float(_attrs(node).get("alpha", 1.0)))),
+    "Celu": _Importer._celu,
+    "Abs": _Importer._abs,
     "Selu": lambda self, node, name: self.unary(node, name, o.Elu(
         float(_attrs(node).get("alpha", SELU_ALPHA)), float(_attrs(node).get("gamma", SELU_GAMMA)))),
     "Softplus": lambda self, node, name: self.unary(node, name, o.Softplus()),

@@ -103,6 +103,13 @@ def selu_gamma(f: NodeFacts) -> None:
         raise f.fail("attribute gamma", f"{gamma} must be > 0")
 
 
+def celu_alpha(f: NodeFacts) -> None:
+    """CELU's alpha > 0: the function divides by it (``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``)."""
+    alpha = float(f.attrs.get("alpha", 1.0))  # type: ignore[arg-type]
+    if not alpha > 0:
+        raise f.fail("attribute alpha", f"{alpha} must be > 0")
+
+
 def one_of(key: str, allowed: tuple[int, ...]) -> Rule:
     def rule(f: NodeFacts) -> None:
         v = f.ints(key)
@@ -276,6 +283,12 @@ def pad_amounts(f: NodeFacts) -> None:
         raise f.fail("pads", f"{pads} exceed the input's largest axis ({limit})")
 
 
+def pad_mode(f: NodeFacts) -> None:
+    """Pad's modes: constant, reflect and edge, and wrap from opset 19."""
+    modes = ("constant", "reflect", "edge", *(("wrap",) if f.opset >= 19 else ()))
+    word_of("mode", modes)(f)
+
+
 def valid_type(key: str) -> Rule:
     def rule(f: NodeFacts) -> None:
         v = f.ints(key)
@@ -310,12 +323,14 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Max": (broadcastable,),
     "Min": (broadcastable,),
     "BatchNormalization": (batchnorm_statistics,),
-    "Pad": (pad_amounts,),
+    "Pad": (pad_mode, pad_amounts),
     "Relu": (),
     "HardSwish": (),
     "Gelu": (word_of("approximate", ("none", "tanh")),),
     "Elu": (finite("alpha"),),
     "Selu": (finite("alpha", "gamma"), selu_gamma),
+    "Celu": (finite("alpha"), celu_alpha),
+    "Abs": (),
     "Softplus": (),
     "Mish": (),
     "Erf": (),  # only inside GELU's expansion: the converter checks the form

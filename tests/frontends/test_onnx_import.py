@@ -811,6 +811,13 @@ OP_CASES = {
     "pad_from_same_padding_subgraph": same_pad_subgraph_case(),
     "pad_conv_1d": pad_case([0, 0, 2, 0, 0, 1], in_shape=SIGNAL),
     "pad_conv_1d_axes_18": pad_case([1, 0], axes=[2], in_shape=SIGNAL, opset=18),
+    # pads that copy the input's values (ResNet generators, CycleGAN, super-resolution): wiring, a Gather of pixels
+    "pad_reflect_conv": pad_case([0, 0, 1, 2, 0, 0, 3, 1], mode="reflect"),
+    "pad_edge_maxpool": pad_case([0, 0, 2, 0, 0, 0, 1, 3], mode="edge", then="MaxPool"),
+    "pad_wrap_conv_19": pad_case([0, 0, 1, 5, 0, 0, 6, 1], mode="wrap", opset=19),
+    "pad_reflect_axes_18": pad_case([2, 1], axes=[3], mode="reflect", opset=18),
+    "pad_reflect_conv_1d": pad_case([0, 0, 2, 0, 0, 3], mode="reflect", in_shape=SIGNAL),
+    "pad_edge_conv_1d": pad_case([0, 0, 4, 0, 0, 1], mode="edge", in_shape=SIGNAL),
     # 1-D convolutions of (N, C, L) as 2-D ones of (N, C, 1, L)
     "conv_1d_pads": conv_1d_case(pads=[1, 2]),
     "conv_1d_stride_dilation": conv_1d_case(strides=[2], dilations=[2], pads=[2, 0]),
@@ -859,6 +866,12 @@ OP_CASES = {
     # LeakyRelu and PRelu: relu(x) - a * relu(-x), exact
     "leaky_relu": unary_case("LeakyRelu", alpha=0.2),
     "leaky_relu_1d": unary_case("LeakyRelu", SIGNAL),
+    "abs": unary_case("Abs"),
+    "abs_1d": unary_case("Abs", SIGNAL),
+    "celu": unary_case("Celu", alpha=0.5),
+    "celu_1d": unary_case("Celu", SIGNAL, opset=12),
+    "abs_vector": unary_case("Abs", (5,)),
+    "celu_vector": unary_case("Celu", (5,), alpha=2.0),
     "prelu_channels": ([oh.make_node("PRelu", ["x", "a"], ["y"])], IMG,
                        {"a": np.array([0.1, 0.0, 0.5, 2.0], np.float32).reshape(4, 1, 1)}),
     "prelu_conv_both_signs": ([oh.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
@@ -892,10 +905,13 @@ COMPILED_CASES = (
     "matmul_broadcast_data", "linear_last_axis_image", "linear_last_axis_signal", "pad_from_same_padding_subgraph",
     "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
     "pad_maxpool_13", "pad_avgpool_21",
-    "pad_conv_1d", "pad_conv_1d_axes_18", "conv_1d_pads", "conv_1d_stride_dilation", "conv_1d_same_upper",
+    "pad_conv_1d", "pad_conv_1d_axes_18", "pad_reflect_conv", "pad_edge_maxpool", "pad_wrap_conv_19",
+    "pad_reflect_axes_18", "pad_reflect_conv_1d", "pad_edge_conv_1d", "conv_1d_pads", "conv_1d_stride_dilation",
+    "conv_1d_same_upper",
     "conv_1d_grouped", "signal_net", "hard_sigmoid", "conv_depthwise", "conv_depthwise_multiplier_1", "leaky_relu",
     "clip_both_13", "clip_attrs_10", "clip_attr_min_10", "global_max_pool", "global_max_pool_1d",
-    "prelu_channels", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18", "split_signal",
+    "prelu_channels", "abs", "abs_vector", "signal_join", "split_sizes_input", "split_num_outputs_uneven_18",
+    "split_signal",
     "split_vector", "channel_shuffle_2", "channel_shuffle_3", "channel_shuffle_vector", "relu6_max_pool",
     "hard_sigmoid_max_pool", "prelu_conv_both_signs", "max_of_number", "min_of_numbers_first",
     *(name for name in OP_CASES if name.startswith(("resize_", "conv_transpose_", "transpose_", "depth_to_space_",
@@ -1311,8 +1327,8 @@ UNSUPPORTED = {
     "maxpool_indices_used": ([oh.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2]),
                               oh.make_node("Cast", ["i"], ["f"], to=FLOAT), oh.make_node("Add", ["p", "f"], ["y"])],
                              IMG, {}, "MaxPool"),
-    "pad_reflect": ([oh.make_node("Pad", ["x", "p"], ["y"], mode="reflect")], IMG,
-                    {"p": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}, "Pad"),
+    "pad_reflect_as_wide_as_its_axis": ([oh.make_node("Pad", ["x", "p"], ["y"], mode="reflect")], IMG,
+                                        {"p": np.array([0, 0, 1, 6, 0, 0, 1, 1], np.int64)}, "Pad"),
     "pad_channel_axis": ([oh.make_node("Pad", ["x", "p"], ["y"])], IMG,
                          {"p": np.array([0, 1, 0, 0, 0, 0, 0, 0], np.int64)}, "Pad"),
     "pad_negative_crop": ([oh.make_node("Pad", ["x", "p"], ["y"])], IMG,
@@ -1337,7 +1353,8 @@ def test_unsupported_variant(case: tuple) -> None:
 
 REFUSALS = {  # case -> what the one-line reason must say
     "mul_two_tensors": r"Mul at node 'Mul#1': a product of two data tensors \(squeeze-and-excitation gating",
-    "pad_reflect": r"mode 'reflect': only constant zero padding",
+    "pad_reflect_as_wide_as_its_axis": r"Pad at node 'Pad#0': mode 'reflect' pads \[\[1, 1\], \[6, 1\]\] as wide "
+                                       r"as the padded axes \[7, 6\] or wider",
     "split_spatial_axis": r"Split at node 'Split#0': axis 2: the IR slices only a contiguous range of the channel",
     "split_batch_axis": r"splits the batch axis",
     "transpose_spatial": r"Transpose at node 'Transpose#1': perm \[0, 1, 3, 2\]: only a channel shuffle, a pixel "

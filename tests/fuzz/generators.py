@@ -152,7 +152,9 @@ def _pad(b: _Builder) -> None:
     pads = [0, 0] + [b.small(0, 2, (-1, 1000)) for _ in shape[2:]]
     pads = pads + [0, 0] + [b.small(0, 2, (-1,)) for _ in shape[2:]]
     grow = [p + q for p, q in zip(pads[: len(shape)], pads[len(shape):], strict=True)]
-    b.add("Pad", [x, b.const(np.array(pads, np.int64))], tuple(max(1, d + g) for d, g in zip(shape, grow, strict=True)))
+    mode = b.draw(st.sampled_from(["constant", "constant", "reflect", "edge"]))  # wrap is opset 19
+    b.add("Pad", [x, b.const(np.array(pads, np.int64))], tuple(max(1, d + g) for d, g in zip(shape, grow, strict=True)),
+          mode=mode)
 
 
 def _gemm(b: _Builder) -> None:
