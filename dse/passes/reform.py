@@ -319,6 +319,8 @@ class _Reformer:
             v = self.signed(ins[0])
             if len(v.terms) == 1 and v.nonneg:
                 return self.maxpool(name, op, v)
+            if v.nonneg:  # a sum of values >= 0 (ReLU outputs added): one core sums them, its ReLU exact
+                return self.maxpool(name, op, self.relu(f"{name}_sum", v))
             if v.floor is not None:
                 return self.maxpool_above(name, op, v)
             if v.disjoint:

@@ -487,6 +487,21 @@ def test_a_max_pool_of_a_signed_pair_is_a_max_tree_and_a_min_tree(act: o.Op | No
     assert after.of_type(o.CoreOp) and any(n.name.startswith("pool_neg_min") for n in after)
 
 
+def test_a_max_pool_of_relu_outputs_added_sums_them_in_one_core_first() -> None:
+    """relu(conv2(y)) + y with y = relu(conv1(x)) (a residual added after the ReLU), max-pooled: the sum is >= 0
+    but the max of a sum is not the sum of the maxima, so one core adds the terms (its ReLU exact) and the
+    tree pools it. Refused before as "a sum of values that may be < 0"."""
+    b = GraphBuilder()
+    x = b.add("x", o.Input((2, 6, 6)))
+    same = (1, 1, 1, 1)
+    y = b.add("r1", o.Relu(), b.add("c1", o.Conv(rand(3, 2, 3, 3, seed=160), rand(3, seed=161), padding=same), x))
+    z = b.add("r2", o.Relu(), b.add("c2", o.Conv(rand(3, 3, 3, 3, seed=162), rand(3, seed=163), padding=same), y))
+    p = b.add("pool", o.MaxPool((2, 2), (2, 2)), b.add("add", o.Add(), z, y))
+    before = b.build([b.add("fc", o.Linear(rand(4, 27, seed=164), None), b.add("flat", o.Reshape((27,)), p))])
+    after = check(before, images(16, 2, 6, 6))
+    assert "pool_sum" in {n.name for n in after}
+
+
 def test_a_global_max_pool_of_a_leaky_relu_is_exact() -> None:
     """GlobalMaxPool imports as a MaxPool whose window is the map: 25 taps, a tree five stages deep, max and min."""
     b = GraphBuilder()
