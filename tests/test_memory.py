@@ -63,6 +63,7 @@ def test_a_tight_bound_makes_batches_smaller_and_changes_no_number() -> None:
     runs of the original network agree to float32 rounding (torch's convolution and matrix kernels sum in an
     order that depends on the batch size: lenet's logits move by up to 2e-6 between batches of 8 and 1000)."""
     graph, data = load_model("lenet_mnist", "mnist")
+    data = data.select(test_samples=300)  # batches of ~5 test images: 60 of them say what 200 would
     for tuning in (SHORT, TuneOptions(mode="none")):
         default = plan_memory(graph, calib_samples=200, test_samples=len(data.x_test), tuning=tuning,
                               max_memory_gb=None)
