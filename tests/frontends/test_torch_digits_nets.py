@@ -25,7 +25,7 @@ from bench.digits_upsampling import NETS, export, train  # noqa: E402 (needs tor
 
 # the op each net brings, as the imported graph holds it
 WIRING = {"upsample": (o.DepthToSpace,), "deconv": (o.DepthToSpace,), "channels_last": (o.Gather,),
-          "pixel_shuffle": (o.DepthToSpace, o.SpaceToDepth)}
+          "pixel_shuffle": (o.DepthToSpace, o.SpaceToDepth), "reflect_pad": (o.Gather,)}
 
 
 @pytest.fixture(scope="module")
