@@ -462,7 +462,7 @@ class _Importer:
             return
         converter = _CONVERTERS.get(op)
         if converter is None:
-            raise UnsupportedOpError(op, name, "no conversion to the IR")
+            raise UnsupportedOpError(op, name, _NO_CORE_FORM.get(op, "no conversion to the IR"))
         permuted = [t for t in node.input if t in self.permuted]
         for t in permuted:
             self.check_permuted(node, t, converted=False)
@@ -1739,6 +1739,42 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "ReduceSum": _Importer._reduce,
     "ReduceMax": _Importer._reduce,
 }
+
+def _why(ops: str, reason: str) -> dict[str, str]:
+    return dict.fromkeys(ops.split(), reason)
+
+
+# Why an op users bring is refused, where "no conversion to the IR" would not tell them what to do (on the data
+# path only: any op whose inputs are all constants folds)
+_NO_CORE_FORM: dict[str, str] = {
+    **_why("InstanceNormalization LayerNormalization GroupNormalization MeanVarianceNormalization LpNormalization "
+           "RMSNormalization LRN",
+           "it normalizes each sample by statistics of its own values (a division by a number computed from the "
+           "data), and a crossbar applies fixed weights: use BatchNorm (fixed statistics, folded into the weights)"),
+    **_why("LSTM GRU RNN",
+           "a recurrent layer (a state carried from step to step, gates that multiply data) has no core-op form: "
+           "the chip runs a feed-forward graph of weighted sums; a 1-D convolution over the sequence maps"),
+    **_why("Attention MultiHeadAttention Einsum",
+           "a product of two data tensors (attention): a crossbar computes weighted sums of its inputs with fixed "
+           "weights"),
+    **_why("Log Exp Sqrt Reciprocal Sin Cos Tan Asin Acos Atan Sinh Cosh Asinh Acosh Atanh Softsign "
+           "ThresholdedRelu Shrink",
+           "an element-wise function the approximator does not fit (it fits Sigmoid, Tanh, GELU, SiLU, HardSwish, "
+           "ELU, SELU, CELU, Softplus and Mish; ReLU, Clip, LeakyRelu, PRelu and Abs are exact)"),
+    **_why("Greater Less Equal GreaterOrEqual LessOrEqual Where Not And Or Xor IsNaN IsInf",
+           "a comparison or selection of data (a mask, Hardshrink) has no core-op form"),
+    **_why("Sign Round Floor Ceil",
+           "a step function of the data (quantization inside the graph) has no core-op form: export the float "
+           "network, dse quantizes for the chip itself"),
+    **_why("QuantizeLinear DequantizeLinear DynamicQuantizeLinear QLinearConv QLinearMatMul ConvInteger "
+           "MatMulInteger",
+           "a quantized (QDQ or integer-op) model: export the float network, dse quantizes for the chip itself"),
+    **_why("ArgMax ArgMin TopK NonMaxSuppression NonZero",
+           "post-processing of the outputs: export the network up to its logits (dse's accuracy is the arg max "
+           "of the output)"),
+    **_why("Loop If Scan", "control flow: the chip runs one fixed graph"),
+}
+
 
 SUPPORTED_OPS: tuple[str, ...] = tuple(sorted(set(_CONVERTERS) | set(_FOLD_OPS)))
 """ONNX op types the importer handles: those in `_CONVERTERS` on the data path, plus ops that only compute

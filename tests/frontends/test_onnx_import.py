@@ -18,7 +18,7 @@ from onnx.reference import ReferenceEvaluator
 
 from dse.errors import ModelError, UnsupportedOpError
 from dse.frontends import SUPPORTED_OPS, load_onnx
-from dse.frontends.onnx import OP_FORMS
+from dse.frontends.onnx import _NO_CORE_FORM, OP_FORMS
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.shapes import infer_shapes
@@ -1340,6 +1340,27 @@ UNSUPPORTED = {
                                                 training_mode=1)], IMG,
                                   {k: np.ones(4, np.float32) for k in "gbmv"}, "BatchNormalization"),
 }
+
+
+NO_CORE_FORM_CASES = {  # an op of `_NO_CORE_FORM` -> (its inputs after x, constants, what reads a non-float output)
+    "InstanceNormalization": (["s", "b"], {"s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}, None),
+    "Log": ([], {}, None),
+    "Greater": (["c"], {"c": np.float32(0.5)}, oh.make_node("Cast", ["z"], ["y"], to=FLOAT)),
+    "Round": ([], {}, None),
+    "QuantizeLinear": (["c"], {"c": np.float32(0.1)}, oh.make_node("DequantizeLinear", ["z", "c"], ["y"])),
+    "ArgMax": ([], {}, oh.make_node("Cast", ["z"], ["y"], to=FLOAT)),
+}
+
+
+@pytest.mark.parametrize("op", NO_CORE_FORM_CASES)
+def test_an_op_without_a_core_form_is_refused_saying_why(op: str) -> None:
+    """The ops users bring most often of those refused say why in their message, not "no conversion"."""
+    inputs, inits, reader = NO_CORE_FORM_CASES[op]
+    nodes = [oh.make_node(op, ["x", *inputs], ["z" if reader else "y"]), *([reader] if reader else [])]
+    with pytest.raises(UnsupportedOpError) as err:
+        load_onnx(make_model(nodes, IMG, inits=inits, opset=17, out_shape=[1, 1, 7, 6] if op == "ArgMax" else None))
+    assert str(err.value) == f"unsupported op {op} at node '{op}#0': {_NO_CORE_FORM[op]}"
+    assert not set(_NO_CORE_FORM) & set(SUPPORTED_OPS)  # a reason for an op that now converts would be stale
 
 
 @pytest.mark.parametrize("case", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
