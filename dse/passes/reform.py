@@ -87,7 +87,8 @@ class LinearSpec:
     padding: o.Pads
     groups: int
     dense: bool
-    # (O, I, kh, kw) real synapses of an expanded grouped op (groups == 1), or a Conv's `mask` (groups 1)
+    # (O, I/groups, kh, kw) the real synapses: of an expanded grouped op (groups == 1), or a Conv's `mask` (a
+    # transposed convolution's phases, a linear upsampling's one or two taps per neuron; grouped or not)
     mask: np.ndarray | None = None
     order: np.ndarray | None = None  # a grouped op's outputs are put in this order by a Gather (see `copies`)
 
@@ -138,7 +139,7 @@ class _Reformer:
         weight, groups, mask = lin.weight, lin.groups, None
         if len(src.terms) == 1 and groups > 1:  # keep a depthwise op depthwise
             t = src.terms[0]
-            inp, weight = self.whole(t), weight * t.coeff
+            inp, weight, mask = self.whole(t), weight * t.coeff, lin.mask
         else:
             nodes = list(dict.fromkeys(t.node for t in src.terms))
             offsets = np.cumsum([0] + [self.b.shape(n)[0] for n in nodes])
@@ -150,6 +151,7 @@ class _Reformer:
                 index = np.stack([offsets[nodes.index(t.node)] + t.start + per_group for t in src.terms], axis=1)
                 inp = self.add(f"{base}_route", o.Gather(index.reshape(-1).astype(np.int64)), inp)
                 weight = np.concatenate([t.coeff * weight for t in src.terms], axis=1)
+                mask = None if lin.mask is None else np.concatenate([lin.mask] * len(src.terms), axis=1)
             elif len(src.terms) == 1 and offsets[-1] == src.terms[0].count:
                 # the whole of one node: the weight as it is, not expanded into a zero tensor (for VGG's FC1,
                 # two float64 copies of 0.8 GB fewer in `prepare`)
@@ -167,7 +169,7 @@ class _Reformer:
                 mask = None if mask.all() else mask
         op = o.CoreOp(
             weight.astype(np.float32), lin.bias.astype(np.float32), lin.stride, lin.padding, groups,
-            lin.dense, mask, fixed=fixed,
+            lin.dense, None if mask is None or mask.all() else mask, fixed=fixed,
         )
         node = self.add(base, op, inp)
         return node if lin.order is None else self.add(f"{base}_order", o.Gather(lin.order), node)
@@ -504,11 +506,14 @@ def copies(lin: LinearSpec, scales: list[float], biases: list[np.ndarray], *, ke
         # group g holds outputs [copy 0; ...; copy n-1], per each: output j of copy k sits at g n per + k per + j % per
         j = np.arange(out_c)
         first = (j // per) * n * per + j % per
+        if mask is not None:  # each copy reads the same synapses
+            mask = np.concatenate([mask.reshape(w.shape)] * n, axis=1).reshape(n * out_c, *weight.shape[1:])
         return LinearSpec(np.concatenate([times(w, s) for s in scales], axis=1).reshape(n * out_c, *weight.shape[1:]),
-                          b.reshape(-1), lin.stride, lin.padding, groups, lin.dense, None,
+                          b.reshape(-1), lin.stride, lin.padding, groups, lin.dense, mask,
                           np.concatenate([first + k * per for k in range(n)]))
     if lin.groups > 1:
-        weight, mask = expand_groups(weight, lin.groups)
+        weight, dense_mask = expand_groups(weight, lin.groups)
+        mask = dense_mask if mask is None else expand_groups(mask.astype(np.float64), lin.groups)[0].astype(bool)
     return LinearSpec(
         np.concatenate([times(weight, s) for s in scales]), np.concatenate(biases), lin.stride, lin.padding, 1,
         lin.dense, None if mask is None else np.concatenate([mask] * n),
@@ -561,8 +566,7 @@ def linear_spec(op: o.Op, in_shape: Shape, name: str) -> LinearSpec:
     if isinstance(op, o.Conv):
         w = dilate(np.asarray(op.weight, f64), op.dilation)
         b = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, f64)
-        # a grouped Conv's mask is dropped: reform keeps it grouped (its zeros mapped) and masks only dense ops
-        mask = None if op.mask is None or op.groups > 1 else dilate(op.mask, op.dilation)
+        mask = None if op.mask is None else dilate(op.mask, op.dilation)  # grouped or not, as `w`
         return LinearSpec(w, b, tuple(op.stride), tuple(op.padding), op.groups, False, mask)
     if isinstance(op, o.AvgPool):
         if overhangs(op, in_shape) or (any(op.padding) and not op.count_include_pad):
