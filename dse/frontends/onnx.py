@@ -166,6 +166,19 @@ def _nearest_source(n_in: int, n_out: int, scale: float, mode: str, nearest: str
     return np.clip(_NEAREST[nearest](x), 0, n_in - 1).astype(np.int64)
 
 
+def _linear_matrix(n_in: int, n_out: int, scale: float, mode: str) -> np.ndarray:
+    """The (n_out, n_in) weights of a linear Resize of one axis: output i interpolates between the two inputs
+    around its coordinate x (ONNX's formula of `mode`), clamped to [0, n_in - 1] first (the border: what
+    onnxruntime does, and the reference's edge-padded neighbours give the same)."""
+    x = np.clip(_RESIZE_COORDINATES[mode](np.arange(n_out, dtype=np.float64), scale, n_in, n_out), 0, n_in - 1)
+    low = np.floor(x).astype(np.int64)
+    frac, high = x - low, np.minimum(low + 1, n_in - 1)
+    a = np.zeros((n_out, n_in))
+    np.add.at(a, (np.arange(n_out), low), 1 - frac)
+    np.add.at(a, (np.arange(n_out), high), frac)
+    return a
+
+
 def _phase_taps(k: int, s: int, d: int, pad: int) -> list[dict[int, int]]:
     """A transposed convolution of one axis (kernel k, stride s, dilation d, pad `pad` at the start) by output
     phase r (the outputs s q + r): {tap u: e}, output q of the phase reading input q + e through tap u.
@@ -582,13 +595,21 @@ class _Importer:
         phase: one Conv whose output channels are the phases' blocks, each block masked to its own taps (the
         chip maps only those: every weight once, no row reading an inserted zero), and a DepthToSpace that
         interleaves the blocks and crops to the output. (A convolution over the zero-inserted input would read
-        s_h s_w times the rows, most of them zeros.) A grouped one's blocks are put in phase order by a Gather."""
+        s_h s_w times the rows, most of them zeros.) A grouped one's blocks are put in phase order by a Gather.
+        A 1-D one (a (C, L) signal) is the 2-D one of the (C, 1, L) image, kernel (1, k)."""
         x = self.data(node, name, 0)
         w = _f32(self.const(node, name, 1, "weight"))
         b = self.const(node, name, 2, "bias", optional=True)
         attrs, per = _attrs(node), self.shapes[x]
+        one_d = w.ndim == 3 and len(per) == 2
+        if one_d:
+            w, x = w[:, :, None, :], self.image(x)
+            attrs = {**_lift_1d(attrs), **{k: [v0, *attrs[k]] for k, v0 in (("output_padding", 0),
+                                                                             ("output_shape", 1)) if k in attrs}}
+            per = self.shapes[x]
         if w.ndim != 4 or len(per) != 3:
-            raise UnsupportedOpError("ConvTranspose", name, f"only 2-D is supported (weight {w.shape}, input {per})")
+            raise UnsupportedOpError("ConvTranspose", name, f"only 1-D and 2-D are supported (weight {w.shape}, "
+                                     f"input {per})")
         groups = int(attrs.get("group", 1))
         if per[0] != w.shape[0] or per[0] % groups:
             raise ModelError(f"node {name!r}: weight {w.shape} with group {groups} does not fit input {per}")
@@ -601,13 +622,12 @@ class _Importer:
         y = self.emit(f"{node.output[0]}_phases", self._phase_conv(name, w, bias, groups, stride, dilation, pads,
                                                                    per[1:], size), x)
         phases = stride[0] * stride[1]
-        if phases == 1 and self.shapes[y][1:] == size:  # stride 1: a convolution with the kernel flipped
-            self.bind(node, y)
-            return
-        if groups > 1:  # (group, phase, o) -> (phase, group, o)
-            order = np.arange(out_c * phases).reshape(groups, phases, -1).transpose(1, 0, 2).reshape(-1)
-            y = self.emit(f"{node.output[0]}_order", o.Gather(order), y)
-        self.bind(node, self.emit(node.output[0], o.DepthToSpace(stride, size), y))
+        if not (phases == 1 and self.shapes[y][1:] == size):  # stride 1: a convolution with the kernel flipped
+            if groups > 1:  # (group, phase, o) -> (phase, group, o)
+                order = np.arange(out_c * phases).reshape(groups, phases, -1).transpose(1, 0, 2).reshape(-1)
+                y = self.emit(f"{node.output[0]}_order", o.Gather(order), y)
+            y = self.emit(node.output[0], o.DepthToSpace(stride, size), y)
+        self.bind(node, self.signal(node.output[0], y) if one_d else y)
 
     @staticmethod
     def _phase_conv(name: str, w: np.ndarray, bias: np.ndarray, groups: int, stride: tuple[int, int],
@@ -668,14 +688,17 @@ class _Importer:
         transformations that do not repeat each pixel f times are refused."""
         x, attrs = self.data(node, name, 0), _attrs(node)
         mode = attrs.get("mode", "nearest")
-        if mode != "nearest":
-            raise UnsupportedOpError("Resize", name, f"mode {mode!r}: only nearest-neighbour resizing by integer "
-                                     "factors is supported (it copies pixels: wiring on the chip)")
+        if mode not in ("nearest", "linear"):
+            raise UnsupportedOpError("Resize", name, f"mode {mode!r}: only nearest-neighbour and linear (bilinear) "
+                                     "upsampling by integer factors is supported")
         per = self.shapes[x]
         if len(per) != 3:
             raise UnsupportedOpError("Resize", name, f"input of per-sample shape {per}: only an image (C, H, W)")
         out, scales = self._resize_target(node, name, attrs, per)
         coords = attrs.get("coordinate_transformation_mode", "half_pixel")
+        if mode == "linear":
+            self._resize_linear(node, name, attrs, x, out, scales, coords)
+            return
         nearest = attrs.get("nearest_mode", "round_prefer_floor")
         if coords not in _RESIZE_COORDINATES or nearest not in _NEAREST:
             raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r}, nearest_mode "
@@ -691,6 +714,53 @@ class _Importer:
         copies = o.Gather(np.tile(np.arange(per[0]), factors[0] * factors[1]))
         y = self.emit(f"{node.output[0]}_copies", copies, x)
         self.bind(node, self.emit(node.output[0], o.DepthToSpace(factors, out[1:]), y))
+
+    def _resize_linear(self, node: NodeProto, name: str, attrs: dict, x: str, out: Shape, scales: list[float],
+                       coords: str) -> None:
+        """Linear (bilinear) upsampling by integer factors (``nn.Upsample(mode="bilinear")``, either
+        `align_corners`): per channel the fixed linear map ``A_h X A_w^T``, A an axis's interpolation weights
+        (`_linear_matrix`: ONNX's coordinate formulas, the border clamped). Its border rows and, with
+        `align_corners`, every row weigh their neighbours differently, so it is no convolution; each axis is
+        one grouped 1x1 Conv (a group per channel, each of its neurons masked to the one or two inputs it
+        weighs) over that axis moved onto the channels (`SpaceToDepth`, a `Gather` into channel-major order;
+        after it the `Gather` back and a `DepthToSpace`: wiring). An axis of factor 1 is left alone."""
+        if int(attrs.get("antialias", 0)):
+            raise UnsupportedOpError("Resize", name, "antialias=1 (linear upsampling is supported without it)")
+        if coords not in _RESIZE_COORDINATES or coords == "tf_half_pixel_for_nn":  # that one is for nearest
+            raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r} not supported "
+                                     "for linear upsampling")
+        per = self.shapes[x]
+        for n, m in zip(out[1:], per[1:], strict=True):
+            if n < m or n % m:
+                raise UnsupportedOpError("Resize", name, f"linear from {list(per[1:])} to {list(out[1:])}: only "
+                                         "upsampling by integer factors is supported")
+        stages = [(axis, _linear_matrix(per[1 + axis], out[1 + axis], scales[axis], coords)) for axis in (1, 0)]
+        stages = [(axis, a) for axis, a in stages if not np.array_equal(a, np.eye(*a.shape))]  # along W, then H
+        if not stages:
+            self.unary(node, name, o.Identity())
+            return
+        y = x
+        for k, (axis, a) in enumerate(stages):
+            last = k == len(stages) - 1
+            y = self._resample_axis(node.output[0] if last else f"{node.output[0]}_{'hw'[axis]}", y, a, axis)
+        self.bind(node, y)
+
+    def _resample_axis(self, base: str, x: str, a: np.ndarray, axis: int) -> str:
+        """``y[c, ..., i, ...] = sum_j a[i, j] x[c, ..., j, ...]`` along spatial `axis` (0: H, 1: W) of image `x`:
+        the axis moved onto the channels (position-major), a Gather into channel-major order, a 1x1 Conv of
+        one group per channel (its weight `a`, masked to a's non-zeros), a Gather back and a DepthToSpace."""
+        c, n_in, n_out = self.shapes[x][0], a.shape[1], a.shape[0]
+        block = (n_in, 1) if axis == 0 else (1, n_in)
+        y = self.emit(f"{base}_depth", o.SpaceToDepth(block), x)
+        y = self.emit(f"{base}_by_channel", o.Gather(_swap_blocks(n_in, c)), y)
+        weight = np.tile(a.astype(np.float32), (c, 1)).reshape(c * n_out, n_in, 1, 1)
+        mask = weight != 0
+        y = self.emit(f"{base}_weights", o.Conv(weight=weight, bias=None, groups=c,
+                                                mask=None if mask.all() else mask), y)
+        y = self.emit(f"{base}_by_position", o.Gather(_swap_blocks(c, n_out)), y)
+        _, h, w = self.shapes[x]
+        size = (n_out, w) if axis == 0 else (h, n_out)
+        return self.emit(base, o.DepthToSpace((n_out, 1) if axis == 0 else (1, n_out), size), y)
 
     def _resize_target(self, node: NodeProto, name: str, attrs: dict, per: Shape) -> tuple[Shape, list[float]]:
         """Resize's per-sample output shape, and the scale its coordinates use on each spatial axis (the given one,
@@ -1783,8 +1853,8 @@ constants. Any other standard op is accepted too when all its inputs are constan
 OP_FORMS: dict[str, str] = {
     "Erf": "only inside GELU",
     "Pow": "only inside GELU's tanh form",
-    "ConvTranspose": "2-D",
-    "Resize": "nearest-neighbour, integer factors",
+    "ConvTranspose": "1-D and 2-D",
+    "Resize": "nearest-neighbour or linear upsampling, integer factors",
     "Transpose": "a channel shuffle, a pixel (un)shuffle, of the input, or flattened into a Linear",
 }
 """Ops of `SUPPORTED_OPS` that import only in one form, as `--help` names them."""

@@ -57,9 +57,9 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
                "Split of another axis than the channels (rotary embeddings): the IR keeps each value's axes as they "
                "are and slices only its channel axis", UnsupportedOpError,
                r"only a channel shuffle|slices only a contiguous range of the channel"),
-    "not_2d": ("3-D pooling, a 1-D or 3-D ConvTranspose: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs "
-               "as 2-D pooling of the (C, 1, L) image), and so is its transposed convolution", UnsupportedOpError,
-               r"only 2-D is supported"),
+    "not_2d": ("3-D pooling, a 3-D ConvTranspose: the IR's pooling is 2-D (1-D pooling of (N, C, L) runs as 2-D "
+               "pooling of the (C, 1, L) image), and so is its transposed convolution (a 1-D one runs as the 2-D "
+               "one of the image)", UnsupportedOpError, r"only 2-D is supported|only 1-D and 2-D are supported"),
     "training": ("training mode (BatchNormalization or Dropout with training_mode=1)", UnsupportedOpError,
                  r"training_mode"),
     "extra_output": ("a second output is used (Dropout mask, MaxPool argmax indices): the IR has one float "
@@ -84,12 +84,14 @@ REASONS: dict[str, tuple[str, type[DseError], str]] = {
     "product": ("a product of the data with itself (ReduceSumSquare's expansion, x * x): a crossbar computes "
                 "weighted sums of its inputs, not products; x * x imports only as a part of GELU's tanh form",
                 UnsupportedOpError, r"a power of a data tensor is supported only inside GELU's tanh form"),
-    "resize": ("a Resize that is not nearest-neighbour upsampling by integer factors: linear or cubic "
-               "interpolation (weighted sums of neighbours), downsampling, a non-integer factor (2 to 7 pixels), a "
-               "coordinate transformation and rounding that do not repeat each pixel (half_pixel with ceil, "
-               "align_corners with floor), a crop (tf_crop_and_resize), a kept aspect ratio", UnsupportedOpError,
-               r"only nearest-neighbour resizing|not each pixel repeated|keep_aspect_ratio_policy|"
-               r"coordinate_transformation_mode 'tf_crop_and_resize'"),
+    "resize": ("a Resize that is not nearest-neighbour or linear upsampling by integer factors: cubic "
+               "interpolation, downsampling (linear: also with antialias), a non-integer factor (2 to 7 pixels), a "
+               "nearest coordinate transformation and rounding that do not repeat each pixel (half_pixel with "
+               "ceil, align_corners with floor), a crop (tf_crop_and_resize), half_pixel_symmetric (opset 19) with "
+               "linear, a kept aspect ratio", UnsupportedOpError,
+               r"only nearest-neighbour and linear \(bilinear\) upsampling|not each pixel repeated|"
+               r"keep_aspect_ratio_policy|only upsampling by integer factors|antialias=1|"
+               r"coordinate_transformation_mode '(tf_crop_and_resize|half_pixel_symmetric)'"),
     "clip_bounds": ("a Clip whose min exceeds its max: ONNX defines it (every value becomes max), but no network "
                     "means it; the validation refuses it (issue 17)", ModelError, r"min .* > max"),
 }
@@ -218,7 +220,7 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
         "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
         "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
-        "test_convtranspose_1d", "test_convtranspose_3d",
+        "test_convtranspose_3d",
         "test_averagepool_3d_dilations_small", "test_maxpool_3d_default",
         "test_maxpool_3d_dilations", "test_maxpool_3d_dilations_use_ref_impl",
         "test_maxpool_3d_dilations_use_ref_impl_large",
@@ -290,7 +292,6 @@ REJECTED: dict[str, tuple[str, ...]] = {
         "test_resize_tf_crop_and_resize_extrapolation_value", "test_resize_upsample_scales_cubic",
         "test_resize_upsample_scales_cubic_A_n0p5_exclude_outside",
         "test_resize_upsample_scales_cubic_align_corners", "test_resize_upsample_scales_cubic_asymmetric",
-        "test_resize_upsample_scales_linear", "test_resize_upsample_scales_linear_align_corners",
         "test_resize_upsample_scales_linear_half_pixel_symmetric", "test_resize_upsample_sizes_cubic",
         "test_resize_upsample_sizes_nearest", "test_resize_upsample_sizes_nearest_axes_2_3",
         "test_resize_upsample_sizes_nearest_axes_3_2", "test_resize_upsample_sizes_nearest_ceil_half_pixel",

@@ -517,6 +517,24 @@ def conv_transpose_case(out_c: int = 5, k: int = 3, *, group: int = 1, act: str 
     return nodes, IMG, inits
 
 
+def conv_transpose_1d_case(out_c: int = 5, k: int = 3, *, group: int = 1, **attrs) -> tuple:
+    """A 1-D ConvTranspose of a (C, L) signal (a Conv1d decoder's, an audio model's upsampling), then ReLU."""
+    inits = {"w": rand(SIGNAL[0], out_c // group, k, seed=71), "b": rand(out_c, seed=72)}
+    return [oh.make_node("ConvTranspose", ["x", "w", "b"], ["t"], group=group, **attrs),
+            oh.make_node("Relu", ["t"], ["y"])], SIGNAL, inits
+
+
+def resize_linear_case(factors=(2, 2), coords: str = "half_pixel", *, signed: bool = False, **kw) -> tuple:
+    """Linear (bilinear) upsampling by `factors` (`resize_case`), of the input or of a convolution's signed
+    output (an FPN's lateral, a decoder without an activation before its upsampling)."""
+    nodes, shape, inits, extra = resize_case(factors, mode="linear", coordinate_transformation_mode=coords, **kw)
+    if signed:
+        nodes = [oh.make_node("Conv", ["x", "w0"], ["x0"], pads=[1, 1, 1, 1]), *nodes]
+        nodes[1].input[0] = "x0"
+        inits = {**inits, "w0": rand(IMG[0], IMG[0], 3, 3, seed=73) / 4}
+    return nodes, shape, inits, extra
+
+
 def transpose_linear_case(perm: list[int], *, reshape: bool = False, matmul: bool = False) -> tuple:
     """A Transpose of a ReLU'd convolution's output, flattened (or reshaped) into a Linear: the Linear's features
     in another order (a channels-last flatten, as a model ported from TensorFlow writes it)."""
@@ -620,6 +638,19 @@ OP_CASES = {
         {**inits, "s": np.array([2, 2], np.float32)}, {"opset": 18}))(*resize_case()),
     "resize_nearest_alone": resize_case((2, 1), conv=False),
     "resize_factor_1": resize_case((1, 1)),
+    # linear (bilinear) Resize by integer factors: per axis a grouped 1x1 Conv of the axis moved onto the channels
+    "resize_linear_half_pixel": resize_linear_case(),  # ONNX's default, TorchScript's align_corners=False
+    "resize_linear_pytorch_half_pixel": resize_linear_case((3, 2), "pytorch_half_pixel"),
+    "resize_linear_align_corners": resize_linear_case((2, 2), "align_corners"),  # align_corners=True
+    "resize_linear_align_corners_sizes": resize_linear_case((2, 3), "align_corners", sizes=True),
+    "resize_linear_asymmetric": resize_linear_case((1, 4), "asymmetric"),
+    "resize_linear_one_axis": resize_linear_case((3, 1), "half_pixel", conv=False),
+    "resize_linear_signed": resize_linear_case((2, 2), "half_pixel", signed=True),
+    "resize_linear_signed_align_corners": resize_linear_case((2, 3), "align_corners", signed=True, conv=False),
+    "resize_linear_axes_18": (lambda n, shape, inits, kw: (
+        [oh.make_node("Resize", ["x", "", "s"], ["u"], mode="linear", axes=[2, 3]), n[1]], shape,
+        {**inits, "s": np.array([2, 2], np.float32)}, {"opset": 18}))(*resize_case()),
+    "resize_linear_factor_1": resize_linear_case((1, 1), "align_corners"),
     # ConvTranspose: one Conv of the stride**2 phases (each masked to its taps) and a DepthToSpace
     "conv_transpose_k2_s2": conv_transpose_case(k=2, strides=[2, 2]),
     "conv_transpose_k3_s2_p1_op1": conv_transpose_case(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1],
@@ -635,6 +666,18 @@ OP_CASES = {
     "conv_transpose_depthwise": conv_transpose_case(out_c=4, k=4, group=4, strides=[2, 2], pads=[1, 1, 1, 1], bn=True),
     "conv_transpose_grouped": conv_transpose_case(out_c=6, group=2, strides=[2, 2], pads=[1, 1, 1, 1],
                                                   output_padding=[1, 1]),
+    "conv_transpose_grouped_signed": conv_transpose_case(out_c=4, k=4, group=2, strides=[2, 2], pads=[1, 1, 1, 1],
+                                                         act=None),
+    "conv_transpose_grouped_leaky": conv_transpose_case(out_c=8, k=4, group=4, strides=[2, 2], pads=[1, 1, 1, 1],
+                                                        act="LeakyRelu"),
+    # 1-D: the 2-D one of the (C, 1, L) image
+    "conv_transpose_1d_k4_s2_p1": conv_transpose_1d_case(k=4, strides=[2], pads=[1, 1]),
+    "conv_transpose_1d_k3_s2_op1": conv_transpose_1d_case(strides=[2], pads=[1, 1], output_padding=[1]),
+    "conv_transpose_1d_k5_s3_dilated": conv_transpose_1d_case(k=5, strides=[3], pads=[2, 1], dilations=[2]),
+    "conv_transpose_1d_depthwise": conv_transpose_1d_case(out_c=4, k=4, group=4, strides=[2], pads=[1, 1]),
+    "conv_transpose_1d_grouped": conv_transpose_1d_case(out_c=6, group=2, strides=[2], output_shape=[23]),
+    "conv_transpose_1d_same_upper": conv_transpose_1d_case(strides=[2], auto_pad="SAME_UPPER"),
+    "conv_transpose_1d_s1": conv_transpose_1d_case(strides=[1], pads=[1, 0]),
     # a Transpose read by a Flatten/Reshape into a Linear (folded into its weights), or of the input
     "transpose_flatten_gemm": transpose_linear_case([0, 2, 3, 1]),
     "transpose_reverse_reshape_matmul": transpose_linear_case([0, 3, 2, 1], reshape=True, matmul=True),
@@ -1303,7 +1346,13 @@ UNSUPPORTED = {
                                     oh.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 2, 4, 3, 5]),
                                     oh.make_node("Reshape", ["t", "s"], ["y"])], EVEN,
                                    {"s": np.array([-1, 4, 4, 2, 3, 2], np.int64)}, "Transpose"),
-    "resize_linear": resize_case(mode="linear")[:3] + ("Resize",),
+    "resize_cubic": resize_case(mode="cubic")[:3] + ("Resize",),
+    "resize_linear_non_integer": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")], IMG,
+                                  {"s": np.array([1, 1, 1.5, 2], np.float32)}, "Resize"),
+    "resize_linear_downsample": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="linear")], IMG,
+                                 {"s": np.array([1, 1, 0.5, 1], np.float32)}, "Resize"),
+    "resize_linear_tf_half_pixel": resize_case(mode="linear", coordinate_transformation_mode="tf_half_pixel_for_nn"
+                                               )[:3] + ("Resize",),
     "resize_non_integer": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
                            {"s": np.array([1, 1, 1.5, 2], np.float32)}, "Resize"),
     "resize_downsample": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
@@ -1312,8 +1361,8 @@ UNSUPPORTED = {
     "resize_channels": ([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest")], IMG,
                         {"s": np.array([1, 2, 1, 1], np.float32)}, "Resize"),
     "resize_crop_and_resize": resize_case(coordinate_transformation_mode="tf_crop_and_resize")[:3] + ("Resize",),
-    "conv_transpose_1d": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2])], (4, 7),
-                          {"w": rand(4, 3, 3)}, "ConvTranspose"),
+    "conv_transpose_3d": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2, 2])], (4, 3, 3, 3),
+                          {"w": rand(4, 3, 2, 2, 2)}, "ConvTranspose"),
     "conv_transpose_no_taps": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
                                              dilations=[2, 2])], IMG, {"w": rand(4, 3, 3, 3)}, "ConvTranspose"),
     "conv_transpose_big_pads": ([oh.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2],
@@ -1387,13 +1436,18 @@ REFUSALS = {  # case -> what the one-line reason must say
     "transpose_at_output": r"perm \[0, 2, 3, 1\]: the graph's output is a Transpose",
     "transpose_reshape_rows": r"perm \[0, 2, 3, 1\]: only a channel shuffle",
     "transpose_batch_axis": r"moves the batch axis",
-    "resize_linear": r"Resize at node 'Resize#0': mode 'linear': only nearest-neighbour resizing by integer factors",
+    "resize_cubic": r"Resize at node 'Resize#0': mode 'cubic': only nearest-neighbour and linear \(bilinear\) "
+                    r"upsampling by integer factors",
+    "resize_linear_non_integer": r"Resize at node 'Resize#0': linear from \[7, 6\] to \[10, 12\]: only upsampling by "
+                                 r"integer factors",
+    "resize_linear_downsample": r"linear from \[7, 6\] to \[3, 6\]: only upsampling by integer factors",
+    "resize_linear_tf_half_pixel": r"coordinate_transformation_mode 'tf_half_pixel_for_nn' not supported for linear",
     "resize_non_integer": r"from \[7, 6\] to \[10, 12\] with half_pixel/round_prefer_floor: not each pixel repeated",
     "resize_downsample": r"from \[7, 6\] to \[3, 3\]",
     "resize_floor_half_pixel": r"with half_pixel/floor: not each pixel repeated an integer number of times",
     "resize_channels": r"resizes the channel axis",
     "resize_crop_and_resize": r"coordinate_transformation_mode 'tf_crop_and_resize'",
-    "conv_transpose_1d": r"ConvTranspose at node 'ConvTranspose#0': only 2-D is supported",
+    "conv_transpose_3d": r"ConvTranspose at node 'ConvTranspose#0': only 1-D and 2-D are supported",
     "conv_transpose_no_taps": r"kernel \[3, 3\] with strides \[2, 2\] and dilations \[2, 2\]: some outputs read no",
     "conv_transpose_big_pads": r"pads \[3, 3, 0, 0\] crop more than a stride",
     "pad_channel_axis": r"pad the batch or channel axis",
@@ -1407,6 +1461,28 @@ def test_refusal_names_its_reason(name: str) -> None:
     nodes, in_shape, inits, _ = UNSUPPORTED[name]
     with pytest.raises(UnsupportedOpError, match=REFUSALS[name]):
         load_onnx(make_model(nodes, in_shape, inits=inits))
+
+
+def test_linear_resize_with_antialias_is_refused() -> None:
+    nodes, shape, inits, kw = resize_case(mode="linear", antialias=1, opset=18)
+    with pytest.raises(UnsupportedOpError, match=r"Resize at node 'Resize#0': antialias=1"):
+        load_onnx(make_model(nodes, shape, inits=inits, **kw))
+
+
+@pytest.mark.parametrize("coords", ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"])
+def test_linear_resize_weights_match_onnxruntime(coords: str) -> None:
+    """Each axis's interpolation weights (`_linear_matrix`, the border clamped) are what onnxruntime computes, for
+    sizes 1 to 5 and factors 1 to 4: the matrix applied to the identity's columns, one axis at a time."""
+    from dse.frontends.onnx import _linear_matrix
+
+    for n in range(1, 6):
+        eye = np.eye(n, dtype=np.float32).reshape(n, 1, n, 1)  # n samples, each one pixel set
+        for f in range(1, 5):
+            model = make_model([oh.make_node("Resize", ["x", "", "s"], ["y"], mode="linear",
+                                             coordinate_transformation_mode=coords)], (1, n, 1),
+                               inits={"s": np.array([1, 1, f, 1], np.float32)})
+            got = ort_run(model, eye)[:, 0, :, 0].T  # (n * f, n): output i's weight on input j
+            np.testing.assert_allclose(_linear_matrix(n, n * f, float(f), coords), got, atol=1e-6)
 
 
 @pytest.mark.parametrize("form", ["half_after", "half_gate", "half_x", "doubled"])
