@@ -1,10 +1,11 @@
 """Small networks on scikit-learn's digits (8x8) that use the ops the importer gained for decoders and
-channels-last models: nearest-neighbour upsampling (`F.interpolate`, ONNX Resize), a transposed convolution
-(ONNX ConvTranspose), permutes (ONNX Transpose) of the input and before the classifier, and PixelShuffle /
+channels-last models: nearest-neighbour and bilinear upsampling (`F.interpolate`, ONNX Resize; bilinear with
+either `align_corners`), a transposed convolution (ONNX ConvTranspose: 2-D, grouped, and 1-D on the images read
+as 8 signals of 8 samples), permutes (ONNX Transpose) of the input and before the classifier, PixelShuffle /
 PixelUnshuffle (ONNX DepthToSpace; a Reshape, Transpose, Reshape chain), and reflection and replication
 padding (ONNX Pad, modes reflect and edge).
 
-    .venv/bin/python bench/digits_upsampling.py OUT_DIR
+    .venv/bin/python bench/digits_upsampling.py OUT_DIR [NET ...]
 
 trains each (20 epochs, `train`), exports it by the TorchScript exporter at opset 17 to OUT_DIR/<net>.onnx and
 writes its data as a user's file, OUT_DIR/<net>.npz (`x_calib`: the 1,400 training images, `x_test`, `y_test`:
@@ -15,6 +16,7 @@ model.onnx=OUT_DIR/<net>.onnx model.dataset=OUT_DIR/<net>.npz hardware=chip_a`, 
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
@@ -27,16 +29,19 @@ nn, F = torch.nn, torch.nn.functional
 
 class UpsampleUNet(nn.Module):
     """A two-level U-Net: a 3x3 convolution, a 2x2 max pooling, a 3x3 convolution, nearest-neighbour upsampling
-    by 2 (``F.interpolate``), the skip concatenated, a 3x3 convolution, 2x2 average pooling and a linear layer."""
+    by 2 (``F.interpolate``; or bilinear, with `align_corners` as given), the skip concatenated, a 3x3
+    convolution, 2x2 average pooling and a linear layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "nearest", align_corners: bool | None = None) -> None:
         super().__init__()
+        self.mode, self.align_corners = mode, align_corners
         self.enc, self.mid = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
         self.dec, self.fc = nn.Conv2d(16, 8, 3, padding=1), nn.Linear(8 * 4 * 4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = F.relu(self.enc(x))
-        up = F.interpolate(F.relu(self.mid(F.max_pool2d(skip, 2))), scale_factor=2, mode="nearest")
+        up = F.interpolate(F.relu(self.mid(F.max_pool2d(skip, 2))), scale_factor=2, mode=self.mode,
+                           align_corners=self.align_corners)
         return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
 
 
@@ -44,16 +49,34 @@ class DeconvUNet(nn.Module):
     """The same U-Net with a learned upsampling: a 4x4 transposed convolution of stride 2, padding 1 (DCGAN,
     pix2pix), BatchNorm and ReLU."""
 
-    def __init__(self) -> None:
+    def __init__(self, groups: int = 1) -> None:
         super().__init__()
         self.enc, self.mid = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
-        self.up, self.bn = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.BatchNorm2d(8)
+        self.up, self.bn = nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1, groups=groups), nn.BatchNorm2d(8)
         self.dec, self.fc = nn.Conv2d(16, 8, 3, padding=1), nn.Linear(8 * 4 * 4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = F.relu(self.enc(x))
         up = F.relu(self.bn(self.up(F.relu(self.mid(F.max_pool2d(skip, 2))))))
         return self.fc(F.avg_pool2d(F.relu(self.dec(torch.cat([skip, up], 1))), 2).flatten(1))
+
+
+class Deconv1dNet(nn.Module):
+    """A 1-D encoder-decoder (a Conv1d decoder, as audio models upsample), each image read as 8 signals (its rows)
+    of 8 samples: a 3-tap convolution 8 -> 16, a max pooling by 2, a 3-tap convolution, a 4-tap transposed
+    convolution of stride 2 (padding 1) back to 8 samples with BatchNorm and ReLU, the skip concatenated, a 3-tap
+    convolution and a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.mid = nn.Conv1d(8, 16, 3, padding=1), nn.Conv1d(16, 16, 3, padding=1)
+        self.up, self.bn = nn.ConvTranspose1d(16, 8, 4, stride=2, padding=1), nn.BatchNorm1d(8)
+        self.dec, self.fc = nn.Conv1d(24, 8, 3, padding=1), nn.Linear(8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc(x))
+        up = F.relu(self.bn(self.up(F.relu(self.mid(F.max_pool1d(skip, 2))))))
+        return self.fc(F.relu(self.dec(torch.cat([skip, up], 1))).flatten(1))
 
 
 class ChannelsLastNet(nn.Module):
@@ -101,6 +124,11 @@ class ReflectPadNet(nn.Module):
 
 NETS = {"upsample": (UpsampleUNet, (1, 8, 8)), "deconv": (DeconvUNet, (1, 8, 8)),
         "channels_last": (ChannelsLastNet, (8, 8, 1)), "pixel_shuffle": (PixelShuffleNet, (1, 8, 8)),
+        # the U-Net upsampling bilinearly (Resize linear: half_pixel, and align_corners), by a grouped transposed
+        # convolution (4 groups), and a 1-D one; padding that copies pixels
+        "bilinear": (functools.partial(UpsampleUNet, "bilinear", False), (1, 8, 8)),
+        "bilinear_corners": (functools.partial(UpsampleUNet, "bilinear", True), (1, 8, 8)),
+        "grouped_deconv": (functools.partial(DeconvUNet, 4), (1, 8, 8)), "deconv1d": (Deconv1dNet, (8, 8)),
         "reflect_pad": (ReflectPadNet, (1, 8, 8))}
 
 
@@ -138,9 +166,10 @@ def export(model: nn.Module, shape: tuple[int, ...], path: str, *, opset: int = 
                       output_names=["logits"], opset_version=opset, dynamo=dynamo, **kw)
 
 
-def main(out: Path) -> None:
+def main(out: Path, names: list[str]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for name, (_, shape) in NETS.items():
+    for name in names or NETS:
+        shape = NETS[name][1]
         model, (x_train, _, x_test, y_test) = train(name)
         export(model, shape, str(out / f"{name}.onnx"))
         np.savez(out / f"{name}.npz", x_calib=x_train, x_test=x_test, y_test=y_test)
@@ -150,4 +179,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2:])
