@@ -184,8 +184,9 @@ def _reshape(b: _Builder) -> None:
 
 
 def _resize(b: _Builder) -> None:
-    """Upsampling: mostly nearest by integer factors in the modes exporters write (wiring on the chip), sometimes
-    linear, a fraction, a shrink or a map that does not repeat each pixel."""
+    """Upsampling: mostly nearest by integer factors in the modes exporters write (wiring on the chip), often
+    linear (bilinear: torch's half_pixel and align_corners, and the other modes), sometimes cubic, a fraction, a
+    shrink or a map that does not repeat each pixel."""
     x, shape = b.last
     if len(shape) < 3:
         return _unary(b)
@@ -197,7 +198,9 @@ def _resize(b: _Builder) -> None:
         b.draw(st.sampled_from(["asymmetric", "half_pixel", "align_corners", "tf_half_pixel_for_nn",
                                 "pytorch_half_pixel"])),
         b.draw(st.sampled_from(["floor", "round_prefer_floor", "round_prefer_ceil", "ceil"])))
-    mode = b.draw(st.sampled_from(["nearest"] * 9 + ["linear"]))
+    mode = b.draw(st.sampled_from(["nearest"] * 6 + ["linear"] * 3 + ["cubic"]))
+    if mode == "linear" and b.draw(st.booleans()):  # as torch writes nn.Upsample(mode="bilinear")
+        coords = b.draw(st.sampled_from(["half_pixel", "align_corners"]))
     scales = b.const(np.array([1, 1, *factors], np.float32))
     out = tuple(max(1, int(np.floor(d * f))) for d, f in zip(shape[2:], factors, strict=True))
     b.add("Resize", [x, "", scales], (*shape[:2], *out), mode=mode, coordinate_transformation_mode=coords,
@@ -205,12 +208,13 @@ def _resize(b: _Builder) -> None:
 
 
 def _conv_transpose(b: _Builder) -> None:
-    """A transposed convolution (a decoder's upsampling): strides, pads, output_padding, dilations, groups."""
+    """A transposed convolution (a decoder's upsampling), 1-D (of a signal) or 2-D: strides, pads,
+    output_padding, dilations, groups (depthwise, or 2 where the channels split in two)."""
     x, shape = b.last
     if len(shape) < 3:
         return _gemm(b)
     c, n = shape[1], len(shape) - 2
-    group = b.draw(st.sampled_from([1, 1, c]))
+    group = b.draw(st.sampled_from([1, 1, c, 2 if c % 2 == 0 else 1]))
     out = b.small(1, 4, (0,)) * group
     strides = [b.small(1, 2, (0, -1, 3)) for _ in range(n)]
     # mostly a kernel of at least the stride (every output phase has a tap), padded as decoders pad it
