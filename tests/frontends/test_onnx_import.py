@@ -1463,6 +1463,19 @@ def test_refusal_names_its_reason(name: str) -> None:
         load_onnx(make_model(nodes, in_shape, inits=inits))
 
 
+@pytest.mark.parametrize(("name", "taps"), [("conv_transpose_grouped_signed", 2 * 2 * 2),
+                                           ("conv_transpose_grouped_leaky", 2 * 2), ("conv_transpose_depthwise", 2 * 2),
+                                           ("conv_transpose_1d_depthwise", 2)])
+def test_grouped_conv_transpose_keeps_its_mask(name: str, taps: int) -> None:
+    """A grouped (or depthwise) 4-tap stride-2 transposed convolution's phases keep their mask through reform, as
+    a signed pair for the host, a LeakyRelu's two cores, or one ReLU core: each neuron reads its phase's 2 taps
+    per axis of its group's channels (`taps`), not the phases' shared window of 3."""
+    nodes, in_shape, inits, *rest = OP_CASES[name]
+    chip = run_pipeline(load_onnx(make_model(nodes, in_shape, inits=inits)), HardwareSpec(), ["canonicalize", "reform"])
+    cores = [n.op for n in chip if isinstance(n.op, o.CoreOp)]
+    assert cores and max(int(op.fan_in().max()) for op in cores) == taps
+
+
 def test_linear_resize_with_antialias_is_refused() -> None:
     nodes, shape, inits, kw = resize_case(mode="linear", antialias=1, opset=18)
     with pytest.raises(UnsupportedOpError, match=r"Resize at node 'Resize#0': antialias=1"):
