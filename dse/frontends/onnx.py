@@ -684,8 +684,9 @@ class _Importer:
         scale_factor=2)``): each output pixel is a copy of one input pixel, so it is wiring: a Gather that copies
         every channel f_h f_w times and a DepthToSpace that puts the copies on the finer grid. A Conv that reads
         it reads its crossbar rows from the routed copies, as from any other wiring: no core, no extra crossbar.
-        Other modes (linear, cubic: weighted sums of neighbours), non-integer factors and coordinate
-        transformations that do not repeat each pixel f times are refused."""
+        Linear (bilinear) upsampling by integer factors is a fixed linear map (`_resize_linear`). Cubic,
+        non-integer factors and nearest coordinate transformations that do not repeat each pixel f times are
+        refused."""
         x, attrs = self.data(node, name, 0), _attrs(node)
         mode = attrs.get("mode", "nearest")
         if mode not in ("nearest", "linear"):
