@@ -80,8 +80,10 @@ def _core(p: _Populations, node: Node, pop_in: int) -> o.Op:
 
 
 def _reshape(p: _Populations, node: Node, pop_in: int) -> o.Op:
-    op = node.op
-    if pop_in > 1 and len(p.shapes[node.inputs[0]]) > 1 and len(op.shape) > 1:
+    """A flattening (or unflattening of a vector), or one that keeps the channel axis first and reshapes within
+    each channel (a 1-D signal's (C, L) <-> (C, 1, L) image): copy-major in, copy-major out, the same order."""
+    op, before = node.op, p.shapes[node.inputs[0]]
+    if pop_in > 1 and len(before) > 1 and len(op.shape) > 1 and before[0] != op.shape[0]:
         raise ConstraintError(f"re-encoding: reshape {node.name} of a population code keeps no channel axis")
     p.copies[node.name] = pop_in
     return o.Reshape((op.shape[0] * pop_in, *op.shape[1:]))

@@ -139,8 +139,10 @@ def _commit_wiring(walk: TuneWalk, node: Node) -> None:
     op = node.op
     if isinstance(op, o.Pad):  # the host pads with the code nearest to the normalized zero
         in_max = walk.hw.input_code_max
-        src = walk.new_ops[node.inputs[0]]
-        k = src.population if isinstance(src, o.Input) else 1
+        src = node.inputs[0]
+        while isinstance(walk.new_ops[src], o.Reshape):  # a 1-D signal's image: the input, one channel axis kept
+            src = walk.graph[src].inputs[0]
+        k = walk.new_ops[src].population if isinstance(walk.new_ops[src], o.Input) else 1
         scale = walk.scales[node.inputs[0]].numpy()
         channels = len(scale) // k
         codes = np.clip(np.rint(np.broadcast_to(np.asarray(op.value), (channels,)) / scale[:channels]),

@@ -188,6 +188,23 @@ def test_a_population_code_through_split_and_merge(prepared: Prepared) -> None:
     assert result.report.metrics.accuracy_delta_pp < 50  # it computes the network, not noise
 
 
+def test_a_population_code_of_a_1d_network_through_its_image_and_the_hosts_pad() -> None:
+    """conv1d_mnist re-encoded (k = 2): its (C, L) input is computed on as the (C, 1, L) image (a Reshape that
+    keeps the channel axis first) and the host pads it with the normalized zero's code, copy by copy. Refused
+    ("keeps no channel axis"), then a traceback in tuning, before."""
+    from dse.compile import load_model
+    from dse.config import compose_config, hardware_from
+
+    graph, data = load_model("conv1d_mnist", "mnist_rows")
+    prepared = prepare(graph, data.select(calib_samples=64, test_samples=100), name="conv1d")
+    result = compile(prepared, hardware_from(compose_config("compile", ["hardware=chip_a"]).hardware),
+                     tuning=TuneOptions(mode="none"), reencode_k=2)
+    assert result.legal, result.violations[:3]
+    assert result.report.verify.integer_vs_quantized_agreement == 1.0
+    (host,) = [n for n in result.graph if isinstance(n.op, o.Input)]
+    assert host.op.population == 2
+
+
 def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prepared) -> None:
     """Learning rates a thousand times too large wreck every training step; each phase then keeps its start
     (its lowest held-out loss) and each block ends as its start rounded, exactly what no training gives."""
