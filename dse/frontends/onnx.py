@@ -1773,6 +1773,7 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Gelu": lambda self, node, name: self.unary(node, name, o.Gelu(str(_attrs(node).get("approximate", "none")))),
     "Elu": lambda self, node, name: self.unary(node, name, o.Elu(float(_attrs(node).get("alpha", 1.0)))),
     "Celu": _Importer._celu,
+    "Neg": lambda self, node, name: self.unary(node, name, o.ScaleShift(scale=np.float32(-1.0), shift=np.float32(0.0))),
     "Abs": _Importer._abs,
     "Selu": lambda self, node, name: self.unary(node, name, o.Elu(
         float(_attrs(node).get("alpha", SELU_ALPHA)), float(_attrs(node).get("gamma", SELU_GAMMA)))),

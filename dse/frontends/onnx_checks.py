@@ -331,6 +331,7 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Selu": (finite("alpha", "gamma"), selu_gamma),
     "Celu": (finite("alpha"), celu_alpha),
     "Abs": (),
+    "Neg": (),
     "Softplus": (),
     "Mish": (),
     "Erf": (),  # only inside GELU's expansion: the converter checks the form
