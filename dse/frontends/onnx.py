@@ -690,24 +690,27 @@ class _Importer:
         x, attrs = self.data(node, name, 0), _attrs(node)
         mode = attrs.get("mode", "nearest")
         if mode not in ("nearest", "linear"):
-            raise UnsupportedOpError("Resize", name, f"mode {mode!r}: only nearest-neighbour and linear (bilinear) "
+            raise UnsupportedOpError(node.op_type, name, f"mode {mode!r}: only nearest-neighbour and linear (bilinear) "
                                      "upsampling by integer factors is supported")
         per = self.shapes[x]
         if len(per) != 3:
-            raise UnsupportedOpError("Resize", name, f"input of per-sample shape {per}: only an image (C, H, W)")
+            raise UnsupportedOpError(node.op_type, name, f"input of per-sample shape {per}: only an image (C, H, W)")
         out, scales = self._resize_target(node, name, attrs, per)
-        coords = attrs.get("coordinate_transformation_mode", "half_pixel")
+        # Resize before opset 11, and Upsample (its forerunner, opsets 7 to 9): x_original = x_resized / scale,
+        # nearest rounding down
+        legacy = self.opset < 11
+        coords = attrs.get("coordinate_transformation_mode", "asymmetric" if legacy else "half_pixel")
         if mode == "linear":
             self._resize_linear(node, name, attrs, x, out, scales, coords)
             return
-        nearest = attrs.get("nearest_mode", "round_prefer_floor")
+        nearest = attrs.get("nearest_mode", "floor" if legacy else "round_prefer_floor")
         if coords not in _RESIZE_COORDINATES or nearest not in _NEAREST:
-            raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r}, nearest_mode "
+            raise UnsupportedOpError(node.op_type, name, f"coordinate_transformation_mode {coords!r}, nearest_mode "
                                      f"{nearest!r} not supported")
         factors = tuple(n // m for n, m in zip(out[1:], per[1:], strict=True))
         for n, m, f, sc in zip(out[1:], per[1:], factors, scales, strict=True):
             if n != f * m or not np.array_equal(_nearest_source(m, n, sc, coords, nearest), np.arange(n) // f):
-                raise UnsupportedOpError("Resize", name, f"from {list(per[1:])} to {list(out[1:])} with "
+                raise UnsupportedOpError(node.op_type, name, f"from {list(per[1:])} to {list(out[1:])} with "
                                          f"{coords}/{nearest}: not each pixel repeated an integer number of times")
         if factors == (1, 1):
             self.unary(node, name, o.Identity())
@@ -726,14 +729,14 @@ class _Importer:
         weighs) over that axis moved onto the channels (`SpaceToDepth`, a `Gather` into channel-major order;
         after it the `Gather` back and a `DepthToSpace`: wiring). An axis of factor 1 is left alone."""
         if int(attrs.get("antialias", 0)):
-            raise UnsupportedOpError("Resize", name, "antialias=1 (linear upsampling is supported without it)")
+            raise UnsupportedOpError(node.op_type, name, "antialias=1 (linear upsampling is supported without it)")
         if coords not in _RESIZE_COORDINATES or coords == "tf_half_pixel_for_nn":  # that one is for nearest
-            raise UnsupportedOpError("Resize", name, f"coordinate_transformation_mode {coords!r} not supported "
+            raise UnsupportedOpError(node.op_type, name, f"coordinate_transformation_mode {coords!r} not supported "
                                      "for linear upsampling")
         per = self.shapes[x]
         for n, m in zip(out[1:], per[1:], strict=True):
             if n < m or n % m:
-                raise UnsupportedOpError("Resize", name, f"linear from {list(per[1:])} to {list(out[1:])}: only "
+                raise UnsupportedOpError(node.op_type, name, f"linear from {list(per[1:])} to {list(out[1:])}: only "
                                          "upsampling by integer factors is supported")
         stages = [(axis, _linear_matrix(per[1 + axis], out[1 + axis], scales[axis], coords)) for axis in (1, 0)]
         stages = [(axis, a) for axis, a in stages if not np.array_equal(a, np.eye(*a.shape))]  # along W, then H
@@ -767,26 +770,31 @@ class _Importer:
         """Resize's per-sample output shape, and the scale its coordinates use on each spatial axis (the given one,
         else output over input), from its `scales` or `sizes` (an empty one is none) over its `axes`; the batch
         and channel axes must keep their size."""
-        given = (self.const(node, name, 1, "scales"), None) if self.opset < 11 else (
-            self.const(node, name, 2, "scales", optional=True), self.const(node, name, 3, "sizes", optional=True))
+        if node.op_type == "Upsample" and self.opset < 9:  # an attribute until Upsample-9 made it an input
+            given = (np.asarray(attrs.get("scales", []), np.float32), None)
+        else:
+            given = (self.const(node, name, 1, "scales"), None) if self.opset < 11 else (
+                self.const(node, name, 2, "scales", optional=True), self.const(node, name, 3, "sizes", optional=True))
         scales, sizes = (None if v is None or np.asarray(v).size == 0 else np.asarray(v).reshape(-1) for v in given)
         if (scales is None) == (sizes is None):
-            raise ModelError(f"node {name!r} (Resize): needs exactly one of scales and sizes")
+            raise ModelError(f"node {name!r} ({node.op_type}): needs exactly one of scales and sizes")
         if sizes is not None and attrs.get("keep_aspect_ratio_policy", "stretch") != "stretch":
-            raise UnsupportedOpError("Resize", name, f"keep_aspect_ratio_policy {attrs['keep_aspect_ratio_policy']!r}")
+            raise UnsupportedOpError(node.op_type, name,
+                                     f"keep_aspect_ratio_policy {attrs['keep_aspect_ratio_policy']!r}")
         values, rank = scales if sizes is None else sizes, len(per) + 1
         axes = [int(a) + (rank if int(a) < 0 else 0) for a in attrs.get("axes", range(rank))]
         if len(axes) != len(values) or len(set(axes)) != len(axes) or not all(0 <= a < rank for a in axes):
-            raise ModelError(f"node {name!r} (Resize): {len(values)} scales or sizes for axes {axes} of rank {rank}")
+            raise ModelError(f"node {name!r} ({node.op_type}): {len(values)} scales or sizes for axes {axes} of "
+                             f"rank {rank}")
         by_axis = dict(zip(axes, values, strict=True))
         if 0 in by_axis and not (by_axis[0] == 1 if sizes is None else int(by_axis[0]) in (_BATCH, self.batch)):
-            raise UnsupportedOpError("Resize", name, "resizes the batch axis")
+            raise UnsupportedOpError(node.op_type, name, "resizes the batch axis")
         out = tuple(int(by_axis[a]) if sizes is not None and a in by_axis else
                     int(math.floor(d * float(by_axis.get(a, 1.0)))) for a, d in enumerate(per, start=1))
         if out[0] != per[0]:
-            raise UnsupportedOpError("Resize", name, "resizes the channel axis")
+            raise UnsupportedOpError(node.op_type, name, "resizes the channel axis")
         if math.prod(out) > _MAX_RESIZED:  # a hostile scale (1e30) would make numpy index arrays past memory
-            raise ModelError(f"node {name!r} (Resize): output of per-sample shape {list(out)} holds over 2**31 "
+            raise ModelError(f"node {name!r} ({node.op_type}): output of per-sample shape {list(out)} holds over 2**31 "
                              "values")
         if scales is None:
             return out, [n / m for n, m in zip(out[1:], per[1:], strict=True)]
@@ -1756,6 +1764,7 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "Conv": _Importer._conv,
     "ConvTranspose": _Importer._conv_transpose,
     "Resize": _Importer._resize,
+    "Upsample": _Importer._resize,
     "DepthToSpace": _Importer._depth_to_space,
     "SpaceToDepth": _Importer._space_to_depth,
     "Gemm": _Importer._gemm,

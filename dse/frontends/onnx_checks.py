@@ -215,6 +215,8 @@ def resize_factors(f: NodeFacts) -> None:
     """Resize's scales finite and > 0 (input 1 before opset 11, 2 from it), no size 0 (an empty output; the batch
     entry of sizes computed from the input's shape is the importer's stand-in for the free batch)."""
     scales, sizes = (f.value(1), None) if f.opset < 11 else (f.value(2), f.value(3))
+    if f.op == "Upsample" and f.opset < 9:  # an attribute before Upsample-9
+        scales = np.asarray(f.attrs.get("scales", []), np.float64)
     if scales is not None and scales.size and not (np.isfinite(scales).all() and (scales > 0).all()):
         raise f.fail("scales", f"{scales.tolist()} must be finite and > 0")
     if sizes is not None and (sizes == 0).any():
@@ -302,6 +304,7 @@ ATTRIBUTE_RULES: dict[str, tuple[Rule, ...]] = {
     "Conv": (positive("strides", "dilations", "group"), conv_geometry),
     "ConvTranspose": (positive("strides", "dilations", "group"), conv_transpose_geometry),
     "Resize": (word_of("mode", ("nearest", "linear", "cubic")), resize_factors),
+    "Upsample": (word_of("mode", ("nearest", "linear", "bilinear")), resize_factors),
     "DepthToSpace": (positive("blocksize"), word_of("mode", ("DCR", "CRD"))),
     "SpaceToDepth": (positive("blocksize"), word_of("mode", ("DCR", "CRD"))),
     "MaxPool": (positive("strides", "dilations"), pool_geometry, one_of("ceil_mode", (0, 1))),

@@ -625,6 +625,13 @@ OP_CASES = {
     # nearest-neighbour Resize by integer factors: wiring (a Gather of copies and a DepthToSpace)
     "resize_nearest_asymmetric_floor": resize_case(coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
     "resize_nearest_half_pixel": resize_case(),  # ONNX's defaults: half_pixel, round_prefer_floor
+    # Resize-10 and Upsample (7 to 9): asymmetric coordinates (the opset-11 defaults gave a wrong linear result)
+    **{f"resize_{op.lower()}_{opset}_{mode}": (
+        [oh.make_node(op, ["x", "s"], ["y"], mode=mode)], IMG, {"s": np.array([1, 1, 3, 2], np.float32)},
+        {"opset": opset}) for op, opset in (("Resize", 10), ("Upsample", 9)) for mode in ("nearest", "linear")},
+    **{f"resize_upsample_7_{mode}": ([oh.make_node("Upsample", ["x"], ["y"], mode=mode, scales=[1.0, 1.0, 2.0, 3.0])],
+                                     IMG, {}, {"opset": 7, "out_shape": ["N", IMG[0], 2 * IMG[1], 3 * IMG[2]]})
+       for mode in ("nearest", "linear")},
     "resize_nearest_pytorch_half_pixel_ceil": resize_case(
         (3, 2), coordinate_transformation_mode="pytorch_half_pixel", nearest_mode="round_prefer_ceil"),
     "resize_nearest_tf_half_pixel_floor": resize_case(
