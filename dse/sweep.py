@@ -37,10 +37,11 @@ Study:                  {study}
                         study.resume=false starts a new one; study.objectives=[accuracy_delta_pp,crossbars])
 Runner:                 {runner}
                         (runner=pool, the default: worker processes forked on this machine, one per CPU
-                        or runner.max_concurrent; runner=ray: a local Ray instance sized to the machine, or
-                        runner=ray runner.address=HOST:PORT; runner=local: one trial after the other in this
-                        process)
-Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the machine's)
+                        or runner.max_concurrent (at most one per CPU); runner=ray: a local Ray instance
+                        sized to the machine, or runner=ray runner.address=HOST:PORT; runner=local: one
+                        trial after the other in this process)
+Memory bound (GB):      compile.max_memory_gb=N per trial (default: half the machine's, shared by
+                        runner=pool's workers; docs/scale.md)
 Neuron models:          hardware.neuron.model={neurons}
 {options}
 

@@ -7,14 +7,18 @@ cores this saves the default sweep about 8 of its 95 s: Ray's start (3 s) and sh
 imports (2 s before the first trial) and its daemons' CPU beside the trials (bench/sweep_scaling.py).
 
 Each worker runs one trial at a time on `torch_threads` threads and its main thread (the trial timer is a
-signal). A worker that dies (killed, out of memory) fails only the trial it ran, as an infrastructure failure
-that runs again on resume; a new worker takes its place. Ctrl-C is the driver's: the workers ignore it and are
-stopped by `close`. Linux only: fork is what makes the workers cheap (`check` refuses elsewhere).
+signal). There are at most as many workers as CPUs this process may use (`runner.max_concurrent` above that
+is lowered to it: a trial keeps a CPU busy, so more would only share them and multiply the memory held), and
+at most as many as the trials' memory bounds fit in this machine (`fit_memory`). A worker that dies (killed,
+out of memory) fails only the trial it ran, as an infrastructure failure that runs again on resume; a new
+worker takes its place. Ctrl-C is the driver's: the workers ignore it and are stopped by `close`. Linux only:
+fork is what makes the workers cheap (`check` refuses elsewhere).
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -23,8 +27,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 
 from dse.compile import Prepared
+from dse.compile.memory import DEFAULT_FRACTION, GB, machine_memory_bytes
 from dse.errors import ConfigError
 from dse.explore.trial import TrialOutcome, TrialSpec, failed_without_result, run_trial_threads
+
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 # seconds the driver blocks in one wait: how soon it answers Ctrl-C
@@ -95,13 +102,44 @@ class PoolExecutor:
 
     def __init__(self, *, workers: int | None = None, torch_threads: int | None = 1,
                  trial_timeout_s: float | None = None) -> None:
-        self.workers, self.torch_threads, self.trial_timeout_s = workers, torch_threads, trial_timeout_s
+        cpus = machine_cpus()
+        if workers is not None and workers > cpus:
+            log.warning("runner=pool: %d workers, not runner.max_concurrent=%d: one per CPU this process may use",
+                        cpus, workers)
+        self.workers = min(workers or cpus, cpus)
+        self.torch_threads, self.trial_timeout_s = torch_threads, trial_timeout_s
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
 
     @property
     def capacity(self) -> int:
-        return self.workers or machine_cpus()
+        """Workers: `workers` (runner.max_concurrent) or one per CPU, never more than the CPUs."""
+        return self.workers
+
+    def fit_memory(self, max_memory_gb: float | None, fits: Callable[[float], bool]) -> float | None:
+        """The memory bound of one trial, the workers lowered to what the machine's memory holds: the trials run
+        side by side, each under its own bound. `max_memory_gb` set: it is each trial's, and the workers are at
+        most the machine's memory over it. None (the default, half the machine's memory for one compile): that
+        half is shared, each of n workers gets 1/n of it, n lowered while `fits` (a trial's plan under a bound
+        in GB) says a trial cannot fit in its share. Returns None where one worker keeps the whole default."""
+        machine = machine_memory_bytes() / GB
+        requested = n = self.capacity
+        if max_memory_gb is not None:
+            n = min(n, max(1, int(machine // max_memory_gb)))
+            bound = max_memory_gb
+        else:
+            total = DEFAULT_FRACTION * machine
+            while n > 1 and not fits(total / n):
+                n -= 1
+            bound = total / n if n > 1 else None
+        if n < requested:
+            log.warning("runner=pool: %d workers, not %d: %s", n, requested,
+                        f"{n} trials under compile.max_memory_gb={max_memory_gb:g} fill this machine's "
+                        f"{machine:.1f} GB" if max_memory_gb is not None else
+                        f"a trial needs more than 1/{n + 1} of half this machine's {machine:.1f} GB "
+                        "(the default memory bound, shared by the workers)")
+        self.workers = n
+        return bound
 
     @property
     def pending(self) -> int:

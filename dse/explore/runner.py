@@ -26,7 +26,7 @@ from dse.choices import check_choice
 from dse.compile.memory import ChipWork
 from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
-from dse.errors import ConfigError, DseError
+from dse.errors import ConfigError, DseError, ResourceError
 from dse.explore.executors import Executor, LocalExecutor
 from dse.explore.inputs import inputs_digest
 from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
@@ -98,12 +98,13 @@ def run_study(
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
-    bound = cfg.compile.max_memory_gb  # per trial: a runner that runs n trials side by side needs n times it
+    bound = cfg.compile.max_memory_gb  # prepare's (in this process, alone); a trial's: `trial_bound`
     from dse.compile import check_memory
 
     check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=bound, work=base_work(cfg))
     montecarlo_from(cfg.evaluate)
     base = OmegaConf.masked_copy(cfg, ["hardware", "strategy", "tuning", "compile", "evaluate"])
+    base.compile.max_memory_gb = trial_bound(executor, cfg, graph, data)
 
     # a time-stamped folder that is not this study's to resume is new: another sweep started in the same second
     # may hold it (it is claimed below, with a suffix if need be)
@@ -369,6 +370,27 @@ def executor_from(runner: DictConfig) -> Executor:
 
     return RayExecutor(address=runner.address, num_cpus=runner.num_cpus, max_concurrent=runner.max_concurrent,
                        torch_threads=runner.torch_threads, trial_timeout_s=timeout)
+
+
+def trial_bound(executor: Executor, cfg: DictConfig, graph, data) -> float | None:
+    """The memory bound of one trial: compile.max_memory_gb, except on runner=pool, whose trials run side by side
+    on this machine: there the default (null: half the machine's memory) is shared by its workers, and the
+    workers are as many as their bounds fit (`PoolExecutor.fit_memory`)."""
+    from dse.explore.pool_executor import PoolExecutor
+
+    bound = cfg.compile.max_memory_gb
+    if not isinstance(executor, PoolExecutor):
+        return bound
+    from dse.compile import check_memory
+
+    def fits(gb: float) -> bool:
+        try:
+            check_memory(graph, data, tuning=tuning_from(cfg.tuning), max_memory_gb=gb, work=base_work(cfg))
+        except ResourceError:
+            return False
+        return True
+
+    return executor.fit_memory(bound, fits)
 
 
 def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:

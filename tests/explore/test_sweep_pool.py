@@ -58,7 +58,31 @@ def test_the_sweep_runs_on_the_pool_by_default_one_worker_per_cpu():
     executor = executor_from(compose_config("sweep", FAST).runner)
     assert isinstance(executor, PoolExecutor)
     assert executor.capacity == len(os.sched_getaffinity(0))
-    assert executor_from(compose_config("sweep", ["runner.max_concurrent=3"]).runner).capacity == 3
+    assert executor_from(compose_config("sweep", ["runner.max_concurrent=1"]).runner).capacity == 1
+
+
+def test_the_pool_forks_no_more_workers_than_cpus():
+    """runner.max_concurrent=1000 forked a worker per ready trial, each under half the machine's memory."""
+    executor = executor_from(compose_config("sweep", ["runner.max_concurrent=1000"]).runner)
+    assert executor.capacity == len(os.sched_getaffinity(0))
+
+
+def test_the_pool_shares_the_default_memory_bound_and_fits_its_workers_in_memory(monkeypatch):
+    import dse.explore.pool_executor as pool
+
+    monkeypatch.setattr(pool, "machine_cpus", lambda: 8)
+    monkeypatch.setattr(pool, "machine_memory_bytes", lambda: 16 * 2**30)
+    executor = PoolExecutor()
+    assert executor.fit_memory(None, lambda gb: True) == 1.0 and executor.capacity == 8  # half of 16 GB, by 8
+    executor = PoolExecutor()
+    assert executor.fit_memory(None, lambda gb: gb >= 2) == 2.0 and executor.capacity == 4  # 2 GB a trial: 4
+    executor = PoolExecutor()
+    assert executor.fit_memory(None, lambda gb: False) is None and executor.capacity == 1  # one: the default
+    executor = PoolExecutor(workers=1000)
+    assert executor.capacity == 8
+    assert executor.fit_memory(6.0, lambda gb: True) == 6.0 and executor.capacity == 2  # 2 x 6 GB in 16
+    executor = PoolExecutor()
+    assert executor.fit_memory(100.0, lambda gb: True) == 100.0 and executor.capacity == 1
 
 
 @pytest.mark.parametrize("overrides, message", [
