@@ -16,7 +16,7 @@ import pandas as pd
 from dse.config.schemas import FigureOthers
 from dse.explore.labels import sensitivity_subtitle
 from dse.explore.latex import latex_table
-from dse.explore.pareto import ERROR_LOW, SPREAD, near_front, pareto_front, sensitivity, usable
+from dse.explore.pareto import ERROR_LOW, SPREAD, distinct, near_front, pareto_front, sensitivity, usable
 from dse.explore.records import write_table
 from dse.explore.repeats import per_configuration
 from dse.explore.space import REPEAT, SearchSpace
@@ -76,6 +76,8 @@ def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objec
         points = per_configuration(trials, [p for p in space.columns if p != REPEAT])
         atomic_write(run_dir / "configurations.csv", lambda p: points.to_csv(p, index=False))
         files.append(run_dir / "configurations.csv")
+    else:  # a design NSGA-II evaluated twice is one row of the Pareto set
+        points = distinct(trials, space.columns)
     front = pareto_front(points, objectives)
     atomic_write(run_dir / "pareto.csv", lambda p: front.to_csv(p, index=False))
     files.append(run_dir / "pareto.csv")
@@ -90,8 +92,7 @@ def write_outputs(run_dir: Path, trials: pd.DataFrame, space: SearchSpace, objec
             if repeats else "legal trials")
     caption = (f"Pareto set of {title or 'the sweep'}: non-dominated {what} ({', '.join(objectives)}, "
                "all minimized).")
-    # a design NSGA-II evaluated twice is one row of the paper's table
-    tex = latex_table(front.drop_duplicates(table_cols), table_cols, caption=caption, ref="tab:pareto",
+    tex = latex_table(front, table_cols, caption=caption, ref="tab:pareto",
                       tied=space.tied)
     atomic_write(run_dir / "pareto.tex", lambda p: Path(p).write_text(tex))
     files.append(run_dir / "pareto.tex")

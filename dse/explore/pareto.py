@@ -35,6 +35,18 @@ def usable(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     return trials[ok]
 
 
+def distinct(trials: pd.DataFrame, configuration: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration (its values of the `configuration` columns): its first complete legal trial,
+    else its first. NSGA-II asks again for points it has evaluated, and is told their result again: a design
+    is one row of the Pareto set, not one per time it was asked for."""
+    keys = [c for c in configuration if c in trials]
+    if not keys or trials.empty:
+        return trials
+    chosen = ~((trials["state"] == "complete") & trials["legal"].astype(bool))
+    order = trials.assign(_unchosen=chosen.to_numpy()).sort_values(["_unchosen", "trial"], kind="stable")
+    return order.drop_duplicates(keys).drop(columns="_unchosen").sort_values("trial", kind="stable")
+
+
 def pareto_front(trials: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     """The non-dominated usable trials, sorted by the objectives; column `wins_within_noise` (see `noise`)."""
     ok = usable(trials, objectives)

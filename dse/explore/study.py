@@ -135,6 +135,8 @@ def drive(
     running: dict[int, Trial] = {}
     # NSGA-II proposes points it has already seen; the compile is deterministic, so their result is reused
     seen = {_key(t.params): t.user_attrs[RECORD] for t in trials if t.state.is_finished() and RECORD in t.user_attrs}
+    # ... and twice in one generation: the later trials of a point in flight wait for its result
+    twins: dict[tuple, list[tuple[Trial, dict[str, Any]]]] = {}
     start = time.perf_counter()
     while True:
         while len(running) < executor.capacity:
@@ -147,31 +149,48 @@ def drive(
             if not queue:
                 break
             trial, point = queue.pop(0)
-            if _key(point) in seen:
-                record = dict(seen[_key(point)])
-                log.info("trial %d repeats an evaluated point: its result is reused", trial.number)
-                _tell(study, trial, TrialOutcome(trial.number, str(record.get("state", "complete")), record),
-                      options, stats, on_result)
+            key = _key(point)
+            if key in seen:
+                _reuse(study, trial, seen[key], options, stats, on_result)
+                continue
+            if key in twins:  # in flight: this trial takes its result rather than compile it again
+                twins[key].append((trial, point))
                 continue
             job = build(trial.number, point)
             if isinstance(job, TrialOutcome):
                 _tell(study, trial, job, options, stats, on_result)
             else:
                 running[trial.number] = trial
+                twins[key] = []
                 executor.submit(job)
         if not running:
             break
         for outcome in executor.wait():
             trial = running.pop(outcome.number)
             record = _tell(study, trial, outcome, options, stats, on_result)
-            if not outcome.retry:
-                seen[_key(trial.params)] = record
+            key = _key(trial.params)
+            waiting = twins.pop(key, [])
+            if outcome.retry:  # no result to share: the first of its twins runs the point
+                queue[:0] = waiting
+                continue
+            seen[key] = record
+            for twin, _ in waiting:
+                _reuse(study, twin, record, options, stats, on_result)
     stats.seconds = time.perf_counter() - start
     if budget > 0:
         log.warning("all %d points of the search space are evaluated: the sweep stops after %d trials, as more could "
                     "only repeat them", space.size, len(study.get_trials(deepcopy=False)))
         stats.total -= budget
     return stats
+
+
+def _reuse(study: optuna.Study, trial: Trial, record: dict[str, Any], options: StudyOptions, stats: DriveStats,
+           on_result: Callable[[DriveStats, TrialOutcome | None], None] | None) -> None:
+    """Tell `trial`, asked for a point already evaluated, that point's result (NSGA-II needs every trial told)."""
+    record = dict(record)
+    log.info("trial %d repeats an evaluated point: its result is reused", trial.number)
+    _tell(study, trial, TrialOutcome(trial.number, str(record.get("state", "complete")), record), options, stats,
+          on_result)
 
 
 def _suggest(space: SearchSpace, trial: Trial) -> tuple[Trial, dict[str, Any]]:

@@ -169,3 +169,24 @@ def test_sensitivity_bars_a_drawn_chips_mean_by_their_spread_and_holds_a_figures
     assert list(aware["device.accuracy_delta_pp_mean_low"]) == [0.25, -0.5]
     assert list(aware["device.accuracy_delta_pp_mean_high"]) == [0.75, 8.5]
     assert "device.accuracy_delta_pp_p95_low" not in aware
+
+
+def test_the_pareto_set_holds_a_configuration_once(tmp_path, monkeypatch):
+    """NSGA-II's repeats of an evaluated point are trials of their own: pareto.csv held each of them."""
+    from dse.explore import outputs
+    from dse.explore.space import SearchSpace
+
+    monkeypatch.setattr(outputs, "_pareto_figure", lambda *args: [])  # the tables only: fast
+
+    space = SearchSpace({"hardware.weights.bits": (2, 4, 8), "hardware.crossbar.rows": (64, 128, 256)}, {})
+    frame = trials_table()
+    best = frame.loc[frame.accuracy_delta_pp[frame.legal & (frame.state == "complete")].idxmin()]
+    retried = best.copy()
+    retried[["state", "legal", "accuracy_delta_pp"]] = ["fail", False, np.nan]  # a worker died under it
+    repeats = pd.DataFrame([retried, best, best]).assign(trial=[9, 10, 11])
+    frame = pd.concat([frame, repeats], ignore_index=True).assign(error_message="", accuracy_compiled=0.9)
+    outputs.write_outputs(tmp_path, frame, space, ["accuracy_delta_pp", "crossbars"], [], {})
+    front = pd.read_csv(tmp_path / "pareto.csv")
+    assert not front.duplicated(list(space.params)).any()
+    assert best.trial in set(front.trial) and not {9, 10, 11} & set(front.trial)
+    assert len(pd.read_csv(tmp_path / "trials.csv")) == len(frame)  # every trial keeps its row there

@@ -223,3 +223,19 @@ def test_nsga2_draws_the_same_points_whatever_the_workers_and_the_order_results_
         drawn.append(frame[["trial", "hardware.weights.bits", "hardware.crossbar.rows", "state"]])
     assert len(drawn[0]) == 14
     pd.testing.assert_frame_equal(drawn[0], drawn[1])
+
+
+def test_nsga2_compiles_a_point_asked_twice_in_one_generation_once(tmp_path):
+    """A generation asked for one point twice compiled it twice (four workers), and pareto.csv held it twice."""
+    space = SearchSpace({"hardware.weights.bits": (2, 4), "hardware.crossbar.rows": (64,)}, {})
+    options = StudyOptions(name="p", sampler="nsga2", n_trials=8, population_size=4)
+    executor, compiled = FakeExecutor(capacity=4), []
+    submit = executor.submit
+    executor.submit = lambda spec: (compiled.append(spec.params["hardware.weights.bits"]), submit(spec))
+    study = open_study(tmp_path / "p.db", options, space)
+    stats = drive(study, space, options, executor, build)
+    frame = trials_frame(study, space)
+    assert len(frame) == stats.ran == 4 and set(frame.state) == {"complete"}  # every trial asked is told
+    assert sorted(compiled) == sorted(set(frame["hardware.weights.bits"]))  # each point compiled once
+    for _, same in frame.groupby("hardware.weights.bits"):  # the repeats hold their point's result
+        assert same.drop(columns="trial").nunique(dropna=False).le(1).all()
