@@ -213,6 +213,20 @@ def upsampling(name: str, op: str, inputs: list[str], inits: dict[str, np.ndarra
     return lambda folder: save(folder, name, nodes, {**inits, "w": w(4, 1, 3, 3)})
 
 
+def float16_weight(op: str) -> Callable[[Path], Path]:
+    """A float16 initializer feeding the float32 image's `op` (ONNX binds both to one type: onnxruntime refuses the
+    model as invalid)."""
+    def build(folder: Path) -> Path:
+        name = f"{op.lower()}_float16_weight"
+        if op == "Conv":
+            return conv(folder, name, w(4, 1, 3, 3).astype(np.float16))
+        if op == "Gemm":
+            return mlp(folder, name, w(32, 784).astype(np.float16))
+        nodes = [oh.make_node("Flatten", ["x"], ["f"]), oh.make_node("MatMul", ["f", "w"], ["y"])]
+        return save(folder, name, nodes, {"w": w(784, 10).astype(np.float16)})
+    return build
+
+
 # name -> (builder, overrides, exit status, words the one error line holds)
 CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, ...]]] = {
     "nan_weight": (nan_weight, (), 2, ("initializer 'w'", "NaN")),
@@ -257,6 +271,9 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
                                    (), 2, ("DepthToSpace", "blocksize")),
     "space_to_depth_blocksize_3": (upsampling("space_to_depth_blocksize_3", "SpaceToDepth", [], {}, blocksize=3),
                                    (), 2, ("SpaceToDepth", "blocksize 3")),
+    **{f"{op.lower()}_float16_weight": (float16_weight(op), (), 2,
+                                        (f"({op})", f"initializer '{w}' is FLOAT16", "data input is FLOAT"))
+       for op, w in (("Conv", "w"), ("Gemm", "w1"), ("MatMul", "w"))},
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,
                  ("estimated peak memory", "compile.max_memory_gb=2")),
     "wide_conv": (wide_conv, ("compile.max_memory_gb=8",), 2, ("estimated peak memory", "compile.max_memory_gb=8")),

@@ -41,7 +41,7 @@ import onnx.numpy_helper
 from onnx import AttributeProto, ModelProto, NodeProto, TensorProto
 
 from dse.errors import DseError, ModelError, UnsupportedOpError
-from dse.frontends.onnx_checks import ATTRIBUTE_RULES, NodeFacts, check_finite, check_outputs
+from dse.frontends.onnx_checks import ATTRIBUTE_RULES, NodeFacts, check_finite, check_input_types, check_outputs
 from dse.frontends.onnx_file import one_line, read_model
 from dse.frontends.onnx_fold import fold, fold_budget
 from dse.ir import ops as o
@@ -372,6 +372,9 @@ class _Importer:
             raise ModelError(f"model {self.label} must have exactly one data input, found {len(data_inputs)}: "
                              f"{names}")
         self._add_input(data_inputs[0])
+        # the element type of every tensor computed from the data input, and of every initializer
+        types = {data_inputs[0].name: data_inputs[0].type.tensor_type.elem_type}
+        initializer_types = {t.name: t.data_type for t in g.initializer}
 
         live = self._live_nodes()
         self.producer = {t: node for node in g.node for t in node.output if t}
@@ -381,6 +384,7 @@ class _Importer:
             name = node.name or f"{node.op_type}#{idx}"
             if any(t in sparse for t in node.input):
                 raise ModelError(f"model {self.label}: node {name!r} reads a sparse initializer (not supported)")
+            check_input_types(node, name, types, initializer_types, self.label)
             try:
                 self._convert(node, name)
             except DseError:
