@@ -89,3 +89,26 @@ def claim_folder(path: str | Path) -> Path:
                 continue
     except OSError as exc:
         raise OutputError(f"run folder {path} cannot be made ({exc.strerror or exc})") from None
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive; an empty one begins with the end record
+EMPTY_ZIP = b"PK\x05\x06"
+
+
+def not_an_npz(path: str | Path) -> str | None:
+    """Why the file at `path` cannot be an .npz archive (it is empty, or begins as something else: numpy's own
+    word for such a file is that it "contains pickled (object) data"), or None: it begins as one, or cannot be
+    opened (the reader names that)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if not head:
+        return "the file is empty"
+    if head[:4] in (ZIP_MAGIC, EMPTY_ZIP):
+        return None
+    text = head.lstrip()
+    what = ("JSON text" if text[:1] in (b"{", b"[") else "an .npy array" if head.startswith(b"\x93NUMPY")
+            else "text" if all(c >= 32 or c in b"\t\r\n" for c in head) else "other bytes")
+    return f"not an .npz archive (it begins with {what})"

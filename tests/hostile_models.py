@@ -227,6 +227,19 @@ def float16_weight(op: str) -> Callable[[Path], Path]:
     return build
 
 
+def empty_file(folder: Path) -> Path:
+    path = folder / "empty_file.onnx"
+    path.write_bytes(b"")
+    return path
+
+
+def no_graph(folder: Path) -> Path:
+    """Bytes that parse as a protobuf message (field 1, ir_version 7) but hold no model."""
+    path = folder / "no_graph.onnx"
+    path.write_bytes(b"\x08\x07")
+    return path
+
+
 # name -> (builder, overrides, exit status, words the one error line holds)
 CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, ...]]] = {
     "nan_weight": (nan_weight, (), 2, ("initializer 'w'", "NaN")),
@@ -274,6 +287,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     **{f"{op.lower()}_float16_weight": (float16_weight(op), (), 2,
                                         (f"({op})", f"initializer '{w}' is FLOAT16", "data input is FLOAT"))
        for op, w in (("Conv", "w"), ("Gemm", "w1"), ("MatMul", "w"))},
+    "empty_file": (empty_file, (), 2, ("empty_file.onnx is empty (0 bytes)", "not an ONNX model")),
+    "no_graph": (no_graph, (), 2, ("no_graph.onnx holds no ONNX model (no graph)",)),
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,
                  ("estimated peak memory", "compile.max_memory_gb=2")),
     "wide_conv": (wide_conv, ("compile.max_memory_gb=8",), 2, ("estimated peak memory", "compile.max_memory_gb=8")),

@@ -89,7 +89,8 @@ def test_an_empty_or_truncated_fault_map_is_one_line(tmp_path) -> None:
     np.savez(tmp_path / "whole.npz", a=np.zeros((1, 2, 3), np.int8))
     (tmp_path / "empty.npz").write_bytes(b"")
     (tmp_path / "cut.npz").write_bytes((tmp_path / "whole.npz").read_bytes()[:100])
-    for name, why in (("empty.npz", "No data left in file"), ("cut.npz", "File is not a zip file")):
+    for name, why in (("empty.npz", "the file is empty: a fault map is the .npz python -m dse.sim.fault_map "
+                                    "writes"), ("cut.npz", "File is not a zip file")):
         with pytest.raises(ConfigError, match=rf"^hardware\.device\.fault_map: cannot read .*{name} \({why}\)$"):
             load_fault_map(str(tmp_path / name))
 

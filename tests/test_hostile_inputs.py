@@ -54,3 +54,40 @@ def test_bad_model_through_the_command(name: str, tmp_path: Path) -> None:
                            f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=LIMIT_S,
                           cwd=tmp_path, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     check(name, proc.returncode, proc.stderr, time.perf_counter() - start, run_dir)
+
+
+# a file that is not what a command reads, as a user gives it (the wrong file of a run folder)
+NOT_AN_NPZ = {
+    "report.json": (b'{"model": "lenet_mnist"}\n', "not an .npz archive (it begins with JSON text)"),
+    "empty.npz": (b"", "the file is empty"),
+    "model.onnx": (b"\x08\x07", "not an .npz archive (it begins with other bytes)"),
+}
+
+
+@pytest.mark.parametrize("name", list(NOT_AN_NPZ))
+def test_fault_map_of_a_file_that_is_not_a_compiled_network(name: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """numpy called each one "pickled (object) data", and an empty file was an EOFError traceback."""
+    from dse.sim.fault_map import main as fault_map
+
+    content, words = NOT_AN_NPZ[name]
+    (tmp_path / name).write_bytes(content)
+    assert fault_map([str(tmp_path / name), str(tmp_path / "faults.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / name}: not a dse graph file (a compile's compiled.npz): {words}\n", err
+    assert not (tmp_path / "faults.npz").exists()
+
+
+def test_a_fault_map_or_dataset_that_is_not_an_npz_says_so(tmp_path: Path) -> None:
+    from dse.data.user_data import load
+    from dse.errors import ConfigError, DataError
+    from dse.sim.device_noise import load_fault_map
+
+    report = tmp_path / "report.json"
+    report.write_bytes(NOT_AN_NPZ["report.json"][0])
+    with pytest.raises(ConfigError, match=r"fault_map: cannot read .*report.json \(not an .npz archive \(it begins"):
+        load_fault_map(str(report))
+    data = tmp_path / "data.npz"
+    data.write_bytes(b"")
+    with pytest.raises(DataError, match=r"data.npz is not a readable .npz file: the file is empty"):
+        load(str(data), None)

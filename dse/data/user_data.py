@@ -62,6 +62,11 @@ def refuse_preprocess(spec: str, preprocess: Preprocess | None) -> None:
 def _npz(spec: str, path: Path) -> Dataset:
     import zipfile
 
+    from dse.files import not_an_npz
+
+    problem = not_an_npz(path)
+    if problem:
+        raise DataError(f"{spec} is not a readable .npz file: {problem}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)

@@ -161,11 +161,15 @@ def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProt
             raise ModelError(f"model file not found: {path}")
         if not path.is_file():
             raise ModelError(f"model path is not a file: {path}")
+        if path.stat().st_size == 0:  # parses as an empty ModelProto, which the checker calls a bad ir_version
+            raise ModelError(f"{path} is empty (0 bytes): not an ONNX model")
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
             raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {one_line(e)})") from e
         base_dir = path.parent
+    if not model.HasField("graph"):  # bytes that parse as a protobuf message, but hold no model
+        raise ModelError(f"{label} holds no ONNX model (no graph{'' if model.ir_version else ', no ir_version'})")
     external = _load_external_data(model, base_dir, label)
     try:
         # From the file when it is the whole model: checking a ModelProto serializes it first, a copy of the

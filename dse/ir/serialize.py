@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dse.errors import ModelError
-from dse.files import atomic_write
+from dse.files import atomic_write, not_an_npz
 from dse.ir import ops as o
 from dse.ir.graph import Graph, Node
 
@@ -74,13 +75,21 @@ def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = Non
 
 def load_graph(path: str | Path) -> tuple[Graph, dict[str, Any]]:
     """The graph and the metadata saved with it."""
+    problem = not_an_npz(path)
+    if problem:
+        raise ModelError(f"{path}: not a dse graph file (a compile's compiled.npz): {problem}")
     try:
         with np.load(path, allow_pickle=False) as data:
+            if "__graph__" not in data.files:
+                raise ModelError(f"{path}: not a dse graph file (a compile's compiled.npz): an .npz archive "
+                                 f"without its __graph__ entry (it holds {', '.join(data.files[:4]) or 'nothing'}"
+                                 f"{', ...' if len(data.files) > 4 else ''})")
             doc = json.loads(bytes(data["__graph__"]).decode())
-            if doc.get("format") not in RENAMED:
-                raise ModelError(f"{path}: not a dse graph file (format {doc.get('format')!r})")
+            if not isinstance(doc, dict) or doc.get("format") not in RENAMED:
+                what = doc.get("format") if isinstance(doc, dict) else None
+                raise ModelError(f"{path}: not a dse graph file (format {what!r})")
             arrays = {k: data[k] for k in data.files if k != "__graph__"}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated archive
         raise ModelError(f"{path}: cannot read a dse graph file ({exc})") from None
     nodes = []
     for n in doc["nodes"]:

@@ -266,6 +266,12 @@ def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray
 def load_fault_map(path: str) -> dict[str, np.ndarray]:
     import zipfile
 
+    from dse.files import not_an_npz
+
+    problem = not_an_npz(path)
+    if problem:
+        raise ConfigError(f"hardware.device.fault_map: cannot read {path} ({problem}: a fault map is the .npz "
+                          "python -m dse.sim.fault_map writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: np.asarray(data[k]) for k in data.files}
