@@ -387,6 +387,8 @@ def data_cases(folder: Path) -> dict[str, tuple[list[str], str]]:
     for name, size in (("a.png", (28, 28)), ("b.png", (30, 28))):
         (folder / "mixed" / "cat").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.zeros(size[::-1], np.uint8)).save(folder / "mixed" / "cat" / name)
+    (folder / "mixed" / "dog").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(folder / "mixed" / "dog" / "a.png")
     (folder / "user_loader.py").write_text("def load():\n    raise KeyError('images')\n")
     return {
         "npz without x": ([f"model.dataset={folder / 'no_x.npz'}"], r"no_x\.npz holds no array 'x'.*it has: images"),

@@ -128,7 +128,7 @@ def mlp(path: Path, in_shape: list[int]) -> None:
     n_in = int(np.prod(in_shape))
     x = oh.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])
     y = oh.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
-    inits = {"w1": rng.standard_normal((16, n_in)).astype(np.float32) / np.sqrt(n_in),
+    inits = {"w1": (rng.standard_normal((16, n_in)) / np.sqrt(n_in)).astype(np.float32),  # float32, as the data
              "w2": rng.standard_normal((5, 16)).astype(np.float32) / 4}
     nodes = [oh.make_node("Flatten", ["x"], ["f"]), oh.make_node("Gemm", ["f", "w1"], ["h"], transB=1),
              oh.make_node("Relu", ["h"], ["r"]), oh.make_node("Gemm", ["r", "w2"], ["y"], transB=1)]

@@ -214,6 +214,11 @@ def image_folder(root: Path, preprocess: Preprocess) -> tuple[ImageSource, np.nd
     if loose:
         return ImageSource(root, loose, preprocess), None, None
     classes = _classes(root, list(per_class))
+    if len(per_class) == 1:  # every label the same: an accuracy measured on it says nothing of the classifier
+        only = next(iter(per_class))
+        raise DataError(f"image folder {root} holds images of one class only ({only}/): an accuracy on one class "
+                        "cannot measure a classifier, and calibration would see one class; add the other classes' "
+                        f"folders, or move the images to the top of {root} to compare the networks without labels")
     paths = [p for c in per_class for p in per_class[c]]  # sorted folder order, whatever the class numbers
     labels = np.concatenate([np.full(len(v), classes.index(c), np.int64) for c, v in per_class.items()])
     return ImageSource(root, paths, preprocess), labels, len(classes)

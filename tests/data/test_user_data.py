@@ -176,6 +176,7 @@ def test_an_image_that_does_not_decode_is_one_line(tmp_path: Path, monkeypatch: 
     of more pixels than Pillow decodes a DecompressionBombError traceback at its header."""
     for i in range(4):
         _png(tmp_path / "a" / f"{i}.png", RNG.integers(0, 255, (8, 8), dtype=np.uint8))
+    _png(tmp_path / "b" / "0.png", RNG.integers(0, 255, (8, 8), dtype=np.uint8))
     whole = (tmp_path / "a" / "2.png").read_bytes()
     (tmp_path / "a" / "2.png").write_bytes(whole[: len(whole) // 2])
     ds = load_dataset(str(tmp_path), Preprocess(channels=1)).select()
@@ -292,6 +293,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     mixed = tmp_path / "mixed"
     _png(mixed / "a" / "0.png", np.zeros((4, 4), np.uint8))
     _png(mixed / "a" / "1.png", np.zeros((5, 4), np.uint8))
+    _png(mixed / "b" / "0.png", np.zeros((4, 4), np.uint8))
     unlisted = tmp_path / "unlisted"
     _png(unlisted / "a" / "0.png", np.zeros((4, 4), np.uint8))
     _png(unlisted / "b" / "0.png", np.zeros((4, 4), np.uint8))
@@ -299,6 +301,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
     binary = tmp_path / "binary"
     _png(binary / "a" / "0.png", np.zeros((4, 4), np.uint8))
     (binary / "classes.txt").write_bytes(b"\xff\xfe\x00a\n")
+    one_class = tmp_path / "one_class"
+    for i in range(3):
+        _png(one_class / "cat" / f"{i}.png", np.zeros((4, 4), np.uint8))
     (tmp_path / "empty" / "cls").mkdir(parents=True)
     (tmp_path / "empty" / "cls" / "notes.txt").write_text("no image")
     (tmp_path / "dse_test_import_raises.py").write_text("raise RuntimeError('no data server')\n")  # on sys.path
@@ -322,6 +327,9 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
         "npz member not an array": (_bad_member(tmp_path / "member.npz"), None,
                                     r"x of .*member\.npz is not a readable array \(the magic string"),
         "no images": (str(tmp_path / "empty"), Preprocess(channels=1), r"holds no images"),
+        # accepted: every label 0, an accuracy that measures nothing and a calibration of one class
+        "one class": (str(one_class), Preprocess(channels=1),
+                      r"^image folder .*one_class holds images of one class only \(cat/\): an accuracy on one"),
         "mixed sizes": (str(mixed), Preprocess(channels=1), r"mixed sizes.*0\.png is 4x4.*1\.png is 4x5.*resize"),
         "folder not in classes.txt": (str(unlisted), Preprocess(channels=1), r"class folder 'b' .*not listed"),
         # a UnicodeDecodeError traceback
@@ -380,7 +388,7 @@ def _bad(tmp_path: Path) -> dict[str, tuple[str, Preprocess | None, str]]:
 
 BAD = ["no x", "train and test", "label count", "float labels", "uint64 labels past int64", "unknown array",
        "x and x_test", "1-d x",
-       "empty name", "missing npz", "empty npz", "npz member not an array", "no images", "mixed sizes",
+       "empty name", "missing npz", "empty npz", "npz member not an array", "no images", "one class", "mixed sizes",
        "folder not in classes.txt", "classes.txt not text", "smaller than the crop", "no module", "no function",
        "raises", "import raises", "import syntax error", "import exits", "function exits", "keys not names",
        "empty x", "empty x_calib", "empty x_test", "value_range text", "value_range Inf", "value_range 1e300",
