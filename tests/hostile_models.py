@@ -213,6 +213,21 @@ def upsampling(name: str, op: str, inputs: list[str], inits: dict[str, np.ndarra
     return lambda folder: save(folder, name, nodes, {**inits, "w": w(4, 1, 3, 3)})
 
 
+def add_int64(folder: Path) -> Path:
+    """Add of the float image and an int64 constant: ONNX's Add takes one type (onnxruntime refuses the model)."""
+    nodes = [oh.make_node("Add", ["x", "c"], ["a"]), oh.make_node("Conv", ["a", "w"], ["y"])]
+    return save(folder, "add_int64", nodes, {"c": np.ones((1, 28, 28), np.int64), "w": w(4, 1, 3, 3)})
+
+
+def complex_bias(folder: Path) -> Path:
+    """Its cast to float32 dropped the imaginary part, printing numpy's ComplexWarning beside the compile."""
+    nodes = [oh.make_node("Conv", ["x", "w"], ["c"]), oh.make_node("BatchNormalization", ["c", "s", "b", "m", "v"],
+                                                                   ["y"])]
+    ones = np.ones(4, np.float32)
+    return save(folder, "complex_bias", nodes, {"w": w(4, 1, 3, 3), "s": ones, "b": ones.astype(np.complex64),
+                                                "m": ones, "v": ones})
+
+
 def float16_weight(op: str) -> Callable[[Path], Path]:
     """A float16 initializer feeding the float32 image's `op` (ONNX binds both to one type: onnxruntime refuses the
     model as invalid)."""
@@ -287,6 +302,10 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     **{f"{op.lower()}_float16_weight": (float16_weight(op), (), 2,
                                         (f"({op})", f"initializer '{w}' is FLOAT16", "data input is FLOAT"))
        for op, w in (("Conv", "w"), ("Gemm", "w1"), ("MatMul", "w"))},
+    "gemm_int64_weight": (lambda folder: mlp(folder, "gemm_int64_weight", np.ones((32, 784), np.int64)), (), 2,
+                          ("(Gemm)", "initializer 'w1' is INT64", "data input is FLOAT")),
+    "add_int64": (add_int64, (), 2, ("(Add)", "initializer 'c' is INT64", "data input is FLOAT")),
+    "complex_bias": (complex_bias, (), 2, ("initializer 'b' is COMPLEX64", "real numbers")),
     "empty_file": (empty_file, (), 2, ("empty_file.onnx is empty (0 bytes)", "not an ONNX model")),
     "no_graph": (no_graph, (), 2, ("no_graph.onnx holds no ONNX model (no graph)",)),
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,

@@ -419,6 +419,9 @@ class _Importer:
                 value = onnx.numpy_helper.to_array(t)
             except Exception as e:  # wrong byte count for its shape, an exotic type
                 raise ModelError(f"model {self.label}: initializer {t.name!r} is unreadable: {one_line(e)}") from e
+            if value.dtype.kind == "c":  # its cast to float32 dropped the imaginary part, with numpy's warning
+                raise ModelError(f"model {self.label}: initializer {t.name!r} is "
+                                 f"{TensorProto.DataType.Name(t.data_type)}: the IR computes with real numbers")
             check_finite(value, f"model {self.label}: initializer {t.name!r}")
             self.consts[t.name] = value
             self.largest_const = max(self.largest_const, value.nbytes)

@@ -75,8 +75,8 @@ def check_outputs(graph: onnx.GraphProto, label: str) -> None:
             raise ModelError(f"model {label}: output {out.name!r} is computed by no node")
 
 
-# ops whose inputs are all of one type (ONNX's type constraint T): a float16 initializer feeding a float32 Gemm is
-# an invalid model (onnxruntime refuses it as a type mismatch)
+# ops whose inputs are all of one type (ONNX's type constraint T): a float16 (or an int64) initializer feeding a
+# float32 Gemm is an invalid model (onnxruntime refuses it as a type mismatch)
 ONE_TYPE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Sum", "PRelu",
                           "Max", "Min"})
 _FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
@@ -84,30 +84,35 @@ _FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
 _OUTPUT_TYPE = {**dict.fromkeys(("Shape", "Size", "ArgMax", "ArgMin", "NonZero"), TensorProto.INT64),
                 **dict.fromkeys(("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or",
                                  "Xor", "IsNaN", "IsInf"), TensorProto.BOOL)}
+# ops whose every output is of the type of the first (for the others, only the first output's type is known)
+_ALL_OUTPUTS_ALIKE = frozenset({"Split"})
 
 
 def check_input_types(node: onnx.NodeProto, name: str, types: dict[str, int], initializers: dict[str, int],
                       label: str) -> None:
-    """Refuse a float initializer of another float type than the data it meets in an op of `ONE_TYPE_OPS`, then
-    record the element types of the node's outputs. `types`: the element type of each tensor computed from the
-    data input (the input's declared type, a Cast's `to`); `initializers`: each initializer's."""
+    """Refuse an initializer of another type than the float data it meets in an op of `ONE_TYPE_OPS`, then record
+    the element types of the node's outputs. `types`: the element type of each tensor computed from the data input
+    (the input's declared type, a Cast's `to`); `initializers`: each initializer's."""
     data = [types[t] for t in node.input if t in types]
     if not data:
         return
     if node.op_type in ONE_TYPE_OPS and data[0] in _FLOATS:
         for t in node.input:
             kind = initializers.get(t)
-            if kind in _FLOATS and kind != data[0]:
+            if kind is not None and kind != data[0]:
                 have, want = TensorProto.DataType.Name(kind), TensorProto.DataType.Name(data[0])
                 raise ModelError(f"model {label}: node {name!r} ({node.op_type}): initializer {t!r} is {have} but "
                                  f"its data input is {want}; ONNX's {node.op_type} takes inputs of one type (an "
                                  f"invalid model: store the initializer as {want})")
-    out = int(_attrs_to(node)) if node.op_type == "Cast" else _OUTPUT_TYPE.get(node.op_type, data[0])
-    types.update(dict.fromkeys((t for t in node.output if t), out))
-
-
-def _attrs_to(node: onnx.NodeProto) -> int:
-    return next((a.i for a in node.attribute if a.name == "to"), TensorProto.UNDEFINED)
+    if node.op_type == "Cast":
+        out = next((a.i for a in node.attribute if a.name == "to"), TensorProto.UNDEFINED)
+    elif node.op_type == "ConstantOfShape":  # its value's type (float32 by default), whatever the shape's
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        out = value.data_type if value is not None else TensorProto.FLOAT
+    else:
+        out = _OUTPUT_TYPE.get(node.op_type, data[0])
+    outputs = node.output if node.op_type in _ALL_OUTPUTS_ALIKE else node.output[:1]
+    types.update(dict.fromkeys((t for t in outputs if t), out))
 
 
 # --- rules -----------------------------------------------------------------------------------------------
