@@ -219,6 +219,13 @@ def add_int64(folder: Path) -> Path:
     return save(folder, "add_int64", nodes, {"c": np.ones((1, 28, 28), np.int64), "w": w(4, 1, 3, 3)})
 
 
+def constant_float16_weight(folder: Path) -> Path:
+    """The float16 weight as a Constant node (the TorchScript exporter writes constants so)."""
+    weight = oh.make_tensor("k", TensorProto.FLOAT16, [4, 1, 3, 3], np.full(36, 0.1, np.float16).view(np.uint16))
+    nodes = [oh.make_node("Constant", [], ["k"], value=weight), oh.make_node("Conv", ["x", "k"], ["y"])]
+    return save(folder, "constant_float16_weight", nodes, {})
+
+
 def complex_bias(folder: Path) -> Path:
     """Its cast to float32 dropped the imaginary part, printing numpy's ComplexWarning beside the compile."""
     nodes = [oh.make_node("Conv", ["x", "w"], ["c"]), oh.make_node("BatchNormalization", ["c", "s", "b", "m", "v"],
@@ -305,6 +312,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     "gemm_int64_weight": (lambda folder: mlp(folder, "gemm_int64_weight", np.ones((32, 784), np.int64)), (), 2,
                           ("(Gemm)", "initializer 'w1' is INT64", "data input is FLOAT")),
     "add_int64": (add_int64, (), 2, ("(Add)", "initializer 'c' is INT64", "data input is FLOAT")),
+    "constant_float16_weight": (constant_float16_weight, (), 2,
+                                ("(Conv)", "Constant 'k' is FLOAT16", "data input is FLOAT")),
     "complex_bias": (complex_bias, (), 2, ("initializer 'b' is COMPLEX64", "real numbers")),
     "empty_file": (empty_file, (), 2, ("empty_file.onnx is empty (0 bytes)", "not an ONNX model")),
     "no_graph": (no_graph, (), 2, ("no_graph.onnx holds no ONNX model (no graph)",)),

@@ -374,7 +374,7 @@ class _Importer:
         self._add_input(data_inputs[0])
         # the element type of every tensor computed from the data input, and of every initializer
         types = {data_inputs[0].name: data_inputs[0].type.tensor_type.elem_type}
-        initializer_types = {t.name: t.data_type for t in g.initializer}
+        constant_types = {t.name: (t.data_type, "initializer") for t in g.initializer}
 
         live = self._live_nodes()
         self.producer = {t: node for node in g.node for t in node.output if t}
@@ -384,7 +384,7 @@ class _Importer:
             name = node.name or f"{node.op_type}#{idx}"
             if any(t in sparse for t in node.input):
                 raise ModelError(f"model {self.label}: node {name!r} reads a sparse initializer (not supported)")
-            check_input_types(node, name, types, initializer_types, self.label)
+            check_input_types(node, name, types, constant_types, self.label)
             try:
                 self._convert(node, name)
             except DseError:

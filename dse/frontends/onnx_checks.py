@@ -88,22 +88,27 @@ _OUTPUT_TYPE = {**dict.fromkeys(("Shape", "Size", "ArgMax", "ArgMin", "NonZero")
 _ALL_OUTPUTS_ALIKE = frozenset({"Split"})
 
 
-def check_input_types(node: onnx.NodeProto, name: str, types: dict[str, int], initializers: dict[str, int],
+def check_input_types(node: onnx.NodeProto, name: str, types: dict[str, int], constants: dict[str, tuple[int, str]],
                       label: str) -> None:
-    """Refuse an initializer of another type than the float data it meets in an op of `ONE_TYPE_OPS`, then record
-    the element types of the node's outputs. `types`: the element type of each tensor computed from the data input
-    (the input's declared type, a Cast's `to`); `initializers`: each initializer's."""
+    """Refuse a constant (an initializer, or a Constant node's value) of another type than the float data it meets
+    in an op of `ONE_TYPE_OPS`, then record the element types of the node's outputs. `types`: the element type of
+    each tensor computed from the data input (the input's declared type, a Cast's `to`); `constants`: each
+    constant's type and what it is ("initializer"; a Constant node's are added here)."""
+    if node.op_type == "Constant" and node.output:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if value is not None:
+            constants[node.output[0]] = (value.data_type, "Constant")
     data = [types[t] for t in node.input if t in types]
     if not data:
         return
     if node.op_type in ONE_TYPE_OPS and data[0] in _FLOATS:
         for t in node.input:
-            kind = initializers.get(t)
+            kind, what = constants.get(t, (None, ""))
             if kind is not None and kind != data[0]:
                 have, want = TensorProto.DataType.Name(kind), TensorProto.DataType.Name(data[0])
-                raise ModelError(f"model {label}: node {name!r} ({node.op_type}): initializer {t!r} is {have} but "
-                                 f"its data input is {want}; ONNX's {node.op_type} takes inputs of one type (an "
-                                 f"invalid model: store the initializer as {want})")
+                raise ModelError(f"model {label}: node {name!r} ({node.op_type}): {what} {t!r} is {have} but its "
+                                 f"data input is {want}; ONNX's {node.op_type} takes inputs of one type (an invalid "
+                                 f"model: store the {what} as {want})")
     if node.op_type == "Cast":
         out = next((a.i for a in node.attribute if a.name == "to"), TensorProto.UNDEFINED)
     elif node.op_type == "ConstantOfShape":  # its value's type (float32 by default), whatever the shape's
