@@ -91,3 +91,24 @@ def test_a_fault_map_or_dataset_that_is_not_an_npz_says_so(tmp_path: Path) -> No
     data.write_bytes(b"")
     with pytest.raises(DataError, match=r"data.npz is not a readable .npz file: the file is empty"):
         load(str(data), None)
+
+
+def test_a_fault_map_that_cannot_be_read_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The compile read it after the tuning; a sweep failed every trial with it (a failure of the trial's own,
+    which stays failed on resume) and exited 3."""
+    import dse.compile
+    from dse.sweep import cli as sweep
+
+    missing = tmp_path / "faults.npz"
+    line = f"error: hardware.device.fault_map: cannot read {missing} ([Errno 2] No such file or directory: "
+    monkeypatch.setattr(dse.compile, "prepare", lambda *a, **k: pytest.fail("prepared before reading the map"))
+    status = run_app("compile", main, ["model=mlp_digits", f"hardware.device.fault_map={missing}", "progress=false",
+                                       f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(line) and len(err.splitlines()) == 1, err
+    assert sweep(["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8", "progress=false",
+                  f"hardware.device.fault_map={missing}", f"hydra.run.dir={tmp_path / 'sweep'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

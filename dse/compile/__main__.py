@@ -78,6 +78,10 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
+    if hw.device.fault_map is not None:  # a map that cannot be read was found after the tuning
+        from dse.sim.device_noise import load_fault_map
+
+        load_fault_map(hw.device.fault_map)
     tuning = tuning_from(cfg.tuning)
     given = _given(cfg)
     check_given(given, lambda path: [OmegaConf.select(cfg, path)], "the chip has")

@@ -95,6 +95,7 @@ def run_study(
     options = study_options(cfg, labelled)
     figures = figures_from(cfg, space, options, labelled)
     fingerprint = {**make_fingerprint(cfg, space, options), "inputs": inputs_digest(graph, data)}
+    check_fault_maps(cfg, space)
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
@@ -370,6 +371,17 @@ def executor_from(runner: DictConfig) -> Executor:
 
     return RayExecutor(address=runner.address, num_cpus=runner.num_cpus, max_concurrent=runner.max_concurrent,
                        torch_threads=runner.torch_threads, trial_timeout_s=timeout)
+
+
+def check_fault_maps(cfg: DictConfig, space: SearchSpace) -> None:
+    """Read each fault map the trials read (`hardware.device.fault_map`, set or searched) before any work: one that
+    cannot be read failed every trial after the preparation, as a failure of the trial's own that stays on resume."""
+    from dse.sim.device_noise import load_fault_map
+
+    path = "hardware.device.fault_map"
+    for p in space.params.get(path, (OmegaConf.select(cfg, path),)):
+        if p is not None:
+            load_fault_map(str(p))
 
 
 def trial_bound(executor: Executor, cfg: DictConfig, graph, data) -> float | None:

@@ -264,6 +264,8 @@ def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray
 
 
 def load_fault_map(path: str) -> dict[str, np.ndarray]:
+    """The arrays of the fault map at `path`; ConfigError, one line, where it cannot be read (the command lines
+    read it before any work; its fit to the compiled network is checked once there is one)."""
     import zipfile
 
     from dse.files import not_an_npz
