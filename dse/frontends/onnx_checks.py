@@ -78,7 +78,7 @@ def check_outputs(graph: onnx.GraphProto, label: str) -> None:
 # ops whose inputs are all of one type (ONNX's type constraint T): a float16 (or an int64) initializer feeding a
 # float32 Gemm is an invalid model (onnxruntime refuses it as a type mismatch)
 ONE_TYPE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Sum", "PRelu",
-                          "Max", "Min"})
+                          "Max", "Min", "Clip", "Concat"})
 _FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
 # ops of a data input whose output is not of that input's type
 _OUTPUT_TYPE = {**dict.fromkeys(("Shape", "Size", "ArgMax", "ArgMin", "NonZero"), TensorProto.INT64),
