@@ -18,12 +18,13 @@ import argparse
 import dataclasses
 import os
 import sys
+import zipfile
 
 import numpy as np
 
 from dse.bounds import check_int
 from dse.errors import DseError
-from dse.files import atomic_write
+from dse.files import atomic_write, not_an_npz
 from dse.hardware.spec import HardwareSpec
 from dse.ir.serialize import load_graph
 from dse.sim.device_noise import HIGH, LOW, draw_fault_map
@@ -52,13 +53,26 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
 
 
 def _check_not_the_input(compiled: str, out: str) -> None:
-    """The map written over the compiled network (the two names swapped, or one pasted twice) lost the compile."""
+    """The map written over the compiled network (the two names swapped, or one pasted twice) lost the compile;
+    written over any other file that is not a fault map (a run's report.json, another run's compiled.npz), it
+    lost that file. A fault map is written over (drawn again)."""
     try:
         same = os.path.samefile(compiled, out)
     except OSError:  # either is missing: the read or the write names it
-        return
+        same = False
     if same:
         raise DseError(f"{out} is the compiled network {compiled}; name another file for the fault map")
+    if not os.path.isfile(out):
+        return
+    problem = not_an_npz(out)
+    if problem is None:
+        try:
+            with np.load(out, allow_pickle=False) as data:
+                problem = "a compiled network" if "__graph__" in data.files else None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            problem = f"an unreadable .npz ({e})"
+    if problem:
+        raise DseError(f"{out} exists and is not a fault map ({problem}); name another file for the fault map")
 
 
 def _save(path: str, arrays: dict[str, np.ndarray]) -> None:
