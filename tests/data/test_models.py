@@ -268,6 +268,17 @@ def test_train_models_refuses_an_out_dir_that_takes_no_file(tmp_path: Path, caps
     assert err == f"error: --out-dir {a_file / 'sub'} is under {a_file}, a file, not a folder\n"
 
 
+def test_train_models_refuses_an_out_dir_whose_readme_it_did_not_write(tmp_path: Path, capsys) -> None:
+    """`--out-dir .` in a project trained, then wrote the models' table over the project's README.md."""
+    from dse.data.train_models import main
+
+    (tmp_path / "README.md").write_text("# My project\n")
+    assert main(["--only", "mlp_digits", "--out-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: --out-dir {tmp_path} holds a README.md that this script did not "
+                                       "write (it writes one there, the models' table); choose another folder\n")
+    assert (tmp_path / "README.md").read_text() == "# My project\n"
+
+
 def test_the_readme_names_the_seed_the_models_were_trained_with(tmp_path: Path) -> None:
     """It said "seed 0" whatever --seed was."""
     from dse.data.train_models import _set_metadata, write_readme
