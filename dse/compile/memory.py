@@ -36,11 +36,12 @@ of hours at a hostile value; a refusal names the settings that multiply the esti
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,8 @@ from dse.sim.float_exec import LAZY_CHUNK_FLOATS
 from dse.sim.heap import give_back_freed_memory
 from dse.sim.spiking import SPIKE_BATCH
 from dse.tune.options import TuneOptions
+
+log = logging.getLogger(__name__)
 
 GB = 2**30
 FLOAT = 4  # bytes of a float32 value
@@ -150,6 +153,31 @@ def memory_bound(max_memory_gb: float | None) -> int:
     if not 0 < max_memory_gb < float("inf"):  # inf was an OverflowError (a traceback) in the int below
         raise ResourceError(f"compile.max_memory_gb must be > 0 and finite (got {max_memory_gb})")
     return int(max_memory_gb * GB)
+
+
+def share_memory(runner: str, workers: int, max_memory_gb: float | None,
+                 fits: Callable[[float], bool]) -> tuple[int, float | None]:
+    """The trials a runner runs side by side on this machine, and the memory bound of each: with `max_memory_gb`
+    set, it is each trial's, and the workers are at most the machine's memory over it; with None (the default,
+    `DEFAULT_FRACTION` of the machine for one compile), that share is split, each of n workers getting 1/n of it,
+    n lowered while `fits` (whether a trial's plan fits a bound in GB) says a trial cannot fit in its part; the
+    bound None where one worker keeps the whole default. Says so (a warning) where the workers are lowered."""
+    machine = machine_memory_bytes() / GB
+    n = workers
+    if max_memory_gb is not None:
+        n = min(n, max(1, int(machine // max_memory_gb)))
+        bound = max_memory_gb
+    else:
+        total = DEFAULT_FRACTION * machine
+        while n > 1 and not fits(total / n):
+            n -= 1
+        bound = total / n if n > 1 else None
+    if n < workers:
+        why = (f"{n} trials under compile.max_memory_gb={max_memory_gb:g} fill this machine's {machine:.1f} GB"
+               if max_memory_gb is not None else f"a trial needs more than 1/{n + 1} of half this machine's "
+               f"{machine:.1f} GB (the default memory bound, shared by the trials side by side)")
+        log.warning("%s: %d trials at once, not %d: %s", runner, n, workers, why)
+    return n, bound
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 
 from dse.compile import Prepared
-from dse.compile.memory import DEFAULT_FRACTION, GB, machine_memory_bytes
+from dse.compile.memory import share_memory
 from dse.errors import ConfigError
 from dse.explore.trial import TrialOutcome, TrialSpec, failed_without_result, run_trial_threads
 
@@ -117,28 +117,9 @@ class PoolExecutor:
         return self.workers
 
     def fit_memory(self, max_memory_gb: float | None, fits: Callable[[float], bool]) -> float | None:
-        """The memory bound of one trial, the workers lowered to what the machine's memory holds: the trials run
-        side by side, each under its own bound. `max_memory_gb` set: it is each trial's, and the workers are at
-        most the machine's memory over it. None (the default, half the machine's memory for one compile): that
-        half is shared, each of n workers gets 1/n of it, n lowered while `fits` (a trial's plan under a bound
-        in GB) says a trial cannot fit in its share. Returns None where one worker keeps the whole default."""
-        machine = machine_memory_bytes() / GB
-        requested = n = self.capacity
-        if max_memory_gb is not None:
-            n = min(n, max(1, int(machine // max_memory_gb)))
-            bound = max_memory_gb
-        else:
-            total = DEFAULT_FRACTION * machine
-            while n > 1 and not fits(total / n):
-                n -= 1
-            bound = total / n if n > 1 else None
-        if n < requested:
-            log.warning("runner=pool: %d workers, not %d: %s", n, requested,
-                        f"{n} trials under compile.max_memory_gb={max_memory_gb:g} fill this machine's "
-                        f"{machine:.1f} GB" if max_memory_gb is not None else
-                        f"a trial needs more than 1/{n + 1} of half this machine's {machine:.1f} GB "
-                        "(the default memory bound, shared by the workers)")
-        self.workers = n
+        """The memory bound of one trial, the workers lowered to what the machine's memory holds
+        (`share_memory`)."""
+        self.workers, bound = share_memory("runner=pool", self.workers, max_memory_gb, fits)
         return bound
 
     @property

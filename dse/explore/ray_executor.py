@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from dse.compile import Prepared
+from dse.compile.memory import share_memory
 from dse.errors import ConfigError
 from dse.explore.trial import TrialOutcome, TrialSpec, failed_without_result, run_trial_threads
 
@@ -61,6 +63,21 @@ class RayExecutor:
     @property
     def capacity(self) -> int:
         return self._capacity
+
+    def fit_memory(self, max_memory_gb: float | None, fits: Callable[[float], bool]) -> float | None:
+        """A local instance runs its trials side by side on this machine (one per CPU it has): the memory bound
+        of one trial, those trials lowered to what the machine's memory holds (`share_memory`). A cluster's
+        machines are its own: the bound is each trial's, as set."""
+        if self.address is not None:
+            return max_memory_gb
+        from dse.explore.pool_executor import machine_cpus
+
+        cpus = self.num_cpus or machine_cpus()
+        running = min(self.max_concurrent or cpus, cpus)
+        n, bound = share_memory("runner=ray", running, max_memory_gb, fits)
+        if n < running:
+            self.max_concurrent = n
+        return bound
 
     @property
     def pending(self) -> int:

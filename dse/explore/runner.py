@@ -385,13 +385,12 @@ def check_fault_maps(cfg: DictConfig, space: SearchSpace) -> None:
 
 
 def trial_bound(executor: Executor, cfg: DictConfig, graph, data) -> float | None:
-    """The memory bound of one trial: compile.max_memory_gb, except on runner=pool, whose trials run side by side
-    on this machine: there the default (null: half the machine's memory) is shared by its workers, and the
-    workers are as many as their bounds fit (`PoolExecutor.fit_memory`)."""
-    from dse.explore.pool_executor import PoolExecutor
-
+    """The memory bound of one trial: compile.max_memory_gb, except where the runner runs trials side by side on
+    this machine (runner=pool, a local runner=ray): there the default (null: half the machine's memory) is shared
+    by them, and they are as many as their bounds fit (`dse.compile.memory.share_memory`)."""
     bound = cfg.compile.max_memory_gb
-    if not isinstance(executor, PoolExecutor):
+    fit_memory = getattr(executor, "fit_memory", None)
+    if fit_memory is None:  # one trial at a time (runner=local), or an executor a test gives
         return bound
     from dse.compile import check_memory
 
@@ -402,7 +401,7 @@ def trial_bound(executor: Executor, cfg: DictConfig, graph, data) -> float | Non
             return False
         return True
 
-    return executor.fit_memory(bound, fits)
+    return fit_memory(bound, fits)
 
 
 def make_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions) -> dict[str, Any]:

@@ -68,10 +68,11 @@ def test_the_pool_forks_no_more_workers_than_cpus():
 
 
 def test_the_pool_shares_the_default_memory_bound_and_fits_its_workers_in_memory(monkeypatch):
+    import dse.compile.memory as memory
     import dse.explore.pool_executor as pool
 
     monkeypatch.setattr(pool, "machine_cpus", lambda: 8)
-    monkeypatch.setattr(pool, "machine_memory_bytes", lambda: 16 * 2**30)
+    monkeypatch.setattr(memory, "machine_memory_bytes", lambda: 16 * 2**30)
     executor = PoolExecutor()
     assert executor.fit_memory(None, lambda gb: True) == 1.0 and executor.capacity == 8  # half of 16 GB, by 8
     executor = PoolExecutor()
@@ -83,6 +84,12 @@ def test_the_pool_shares_the_default_memory_bound_and_fits_its_workers_in_memory
     assert executor.fit_memory(6.0, lambda gb: True) == 6.0 and executor.capacity == 2  # 2 x 6 GB in 16
     executor = PoolExecutor()
     assert executor.fit_memory(100.0, lambda gb: True) == 100.0 and executor.capacity == 1
+    from dse.explore.ray_executor import RayExecutor  # a local Ray instance runs its trials on this machine too
+
+    local = RayExecutor(num_cpus=4)
+    assert local.fit_memory(None, lambda gb: gb >= 4) == 4.0 and local.max_concurrent == 2
+    cluster = RayExecutor(address="head:6379")  # its machines are its own
+    assert cluster.fit_memory(None, lambda gb: False) is None and cluster.max_concurrent is None
 
 
 @pytest.mark.parametrize("overrides, message", [
