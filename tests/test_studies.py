@@ -23,6 +23,35 @@ def test_the_table_goes_between_the_markers_and_only_there():
     assert with_table("intro\n", ["| t |"]) == f"intro\n\n{BEGIN}\n| t |\n{END}\n"
 
 
+def test_a_table_that_cannot_be_made_leaves_the_study_folder_as_it_was(tmp_path, monkeypatch):
+    """The figures and tables were copied over the study's first, then the table failed: new figures beside the
+    old table."""
+    import dse.studies.tables as tables
+    from dse.studies import write_study
+
+    run, folder = tmp_path / "run", tmp_path / "study"
+    run.mkdir()
+    folder.mkdir()
+    (run / "trials.csv").write_text("trial,accuracy_delta_pp\n0,1.0\n")
+    (run / "pareto_front.png").write_bytes(b"new figure")
+    (run / "pareto_front.pdf").write_bytes(b"new figure")
+    (folder / "pareto_front.png").write_bytes(b"old figure")
+    (folder / "README.md").write_text(f"![front](pareto_front.png)\n{BEGIN}\n| old |\n{END}\n")
+
+    def fails(trials):
+        raise KeyError("energy_pj")
+
+    monkeypatch.setitem(tables.TABLES, "x", fails)
+    with pytest.raises(KeyError):
+        write_study("x", run, folder)
+    assert (folder / "pareto_front.png").read_bytes() == b"old figure"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "pareto_front.png"]
+    monkeypatch.setitem(tables.TABLES, "x", lambda trials: ["| new |"])
+    write_study("x", run, folder)
+    assert (folder / "pareto_front.png").read_bytes() == b"new figure"
+    assert "| new |" in (folder / "README.md").read_text()
+
+
 @pytest.mark.slow
 def test_split_vs_prune_regenerates_its_committed_table(tmp_path, monkeypatch):
     """The whole study (8 compiles of lenet_mnist, about 4 CPU minutes): the README's table is what the command

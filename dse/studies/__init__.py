@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from dse.errors import ConfigError
+from dse.files import atomic_write, atomic_write_text
 
 BEGIN, END = "<!-- measured table: written by python -m dse.studies; do not edit -->", "<!-- end of measured table -->"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -51,15 +52,17 @@ def write_study(name: str, run_dir: Path, folder: Path) -> list[Path]:
     trials = pd.read_csv(run_dir / "trials.csv")
     readme = folder / "README.md"
     shown = readme.read_text()
+    # the table first: a table that cannot be made leaves the folder as it was, not with new figures beside the
+    # old table; each file then replaced whole (a kill mid-copy left half of a committed figure or README)
+    text = with_table(shown, TABLES[name](trials))
     copies = [p for png in sorted(run_dir.glob("*.png")) if png.name in shown
               for p in (png, png.with_suffix(".pdf"), png.with_suffix(".csv"))]
     written = []
     for path in [*copies, *(run_dir / d for d in DATA)]:
         if path.suffix == ".csv" and not path.exists():  # a Pareto figure's data is pareto.csv; no repeats
             continue
-        shutil.copyfile(path, folder / path.name)
-        written.append(folder / path.name)
-    readme.write_text(with_table(readme.read_text(), TABLES[name](trials)))
+        written.append(atomic_write(folder / path.name, lambda tmp, path=path: shutil.copyfile(path, tmp)))
+    atomic_write_text(readme, text)
     return [*written, readme]
 
 
