@@ -262,6 +262,13 @@ def no_graph(folder: Path) -> Path:
     return path
 
 
+def compiled_npz(folder: Path) -> Path:
+    """A compile's compiled.npz given as the model (protobuf said "Wire format was corrupt")."""
+    path = folder / "compiled.npz"
+    np.savez(path, __graph__=np.frombuffer(b"{}", np.uint8))
+    return path
+
+
 # name -> (builder, overrides, exit status, words the one error line holds)
 CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, ...]]] = {
     "nan_weight": (nan_weight, (), 2, ("initializer 'w'", "NaN")),
@@ -320,6 +327,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
         ("(Clip)", "initializer 'lo' is FLOAT16", "data input is FLOAT")),
     "complex_bias": (complex_bias, (), 2, ("initializer 'b' is COMPLEX64", "real numbers")),
     "empty_file": (empty_file, (), 2, ("empty_file.onnx is empty (0 bytes)", "not an ONNX model")),
+    "compiled_npz": (compiled_npz, (), 2, ("compiled.npz is a zip archive", "not an ONNX model")),
     "no_graph": (no_graph, (), 2, ("no_graph.onnx holds no ONNX model (no graph)",)),
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,
                  ("estimated peak memory", "compile.max_memory_gb=2")),

@@ -22,6 +22,7 @@ import onnx.inliner
 from onnx import ModelProto, NodeProto, TensorProto
 
 from dse.errors import ModelError
+from dse.files import not_an_npz
 
 _SUB_BYTE_TYPES = frozenset({"INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2"})
 
@@ -163,6 +164,9 @@ def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProt
             raise ModelError(f"model path is not a file: {path}")
         if path.stat().st_size == 0:  # parses as an empty ModelProto, which the checker calls a bad ir_version
             raise ModelError(f"{path} is empty (0 bytes): not an ONNX model")
+        if not_an_npz(path) is None:  # protobuf's words for it: "Wire format was corrupt"
+            raise ModelError(f"{path} is a zip archive (an .npz, such as a compile's compiled.npz), not an ONNX "
+                             "model")
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
