@@ -12,6 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hostile_models import CASES
 
@@ -112,3 +113,9 @@ def test_a_fault_map_that_cannot_be_read_is_refused_before_any_work(tmp_path: Pa
     err = capsys.readouterr().err
     assert err.startswith(line) and len(err.splitlines()) == 1, err
     assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()
+    compiled = tmp_path / "compiled.npz"  # a run's compiled network named as the map: every trial failed with it
+    np.savez(compiled, __graph__=np.frombuffer(b'{"format": "dse-graph/2"}', np.uint8))
+    assert sweep(["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8", "progress=false",
+                  f"hardware.device.fault_map={compiled}", f"hydra.run.dir={tmp_path / 'sweep'}"]) == 2
+    assert capsys.readouterr().err == f"error: fault map {compiled}: '__graph__' holds values other than 0, 1, 2\n"
+    assert not (tmp_path / "sweep").exists()

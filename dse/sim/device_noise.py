@@ -258,6 +258,11 @@ def check_fault_map(graph: Graph, hw: HardwareSpec, faults: dict[str, np.ndarray
             raise ConfigError(f"fault map {path}: crossbar {name!r} has cells {tuple(faults[name].shape)}, the "
                               f"compiled network's has {want} (slices, columns, *weight shape)")
     spares.check_spares(graph, hw, faults, path)
+    check_cells(faults, path)
+
+
+def check_cells(faults: dict[str, np.ndarray], path: str) -> None:
+    """Refuse a map whose arrays are not cells' states (0 working, 1 stuck low, 2 stuck high), naming one."""
     for name, cells in faults.items():
         if not np.isin(cells, (OK, LOW, HIGH)).all():
             raise ConfigError(f"fault map {path}: {name!r} holds values other than 0, 1, 2")
@@ -276,9 +281,11 @@ def load_fault_map(path: str) -> dict[str, np.ndarray]:
                           "python -m dse.sim.fault_map writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
+            faults = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
         raise ConfigError(f"hardware.device.fault_map: cannot read {path} ({e})") from None
+    check_cells(faults, path)  # a compiled.npz named as the map failed every trial of a sweep
+    return faults
 
 
 def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.ndarray]:
