@@ -883,7 +883,11 @@ class _Importer:
         Linear of one output whose axis is then dropped. A tensor (N, ..., M, K) has its last axis contracted
         with every (K, J) matrix of `w` (numpy's broadcasting over the leading axes): each of its rows of K
         values is one channel of a (rows, 1, K) image, and a grouped Conv with a (1, K) kernel gives every row
-        its own J outputs (the matrix that broadcasting pairs it with)."""
+        its own J outputs (the matrix that broadcasting pairs it with). A constant on the left is
+        `_matmul_left`."""
+        if len(node.input) > 1 and not self.is_data(node.input[0]) and self.is_data(node.input[1]):
+            self._matmul_left(node, name)
+            return
         x = self.data(node, name, 0)
         w = np.asarray(self.const(node, name, 1, "right operand"))
         per, base = self.shapes[x], node.output[0]
@@ -935,6 +939,52 @@ class _Importer:
         dot = self.emit(f"{base}_dot", o.Conv(weight=_f32(weight), bias=None, groups=count * m), rows)
         shape = (*out_lead, m) if w.ndim == 1 else (*out_lead, m, j)
         self.bind(node, self.emit(base, o.Reshape(shape=shape), dot))
+
+    def _matmul_left(self, node: NodeProto, name: str) -> None:
+        """``w @ x``: a constant w of shape (..., J, M) (or (M,)) on the left of data x of per-sample shape
+        (..., M, K). Each (M, K) matrix of x is a signal of M channels and K positions, and w's (J, M) matrix a
+        1x1 convolution of it (the same Linear over the channels at every position: a token-mixing layer),
+        grouped over x's leading axes (numpy's broadcasting pairs each with its matrix). A vector (K,) would
+        put the batch in the contraction, and is refused."""
+        w = np.asarray(self.const(node, name, 0, "left operand"))
+        x = self.data(node, name, 1)
+        per, base = self.shapes[x], node.output[0]
+        if w.ndim == 0:
+            raise ModelError(f"node {name!r}: MatMul by a scalar")
+        if len(per) < 2:
+            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} on the left of data of per-sample "
+                                     f"shape {per}: the product would contract the batch axis")
+        if len(per) > 3:
+            raise UnsupportedOpError("MatMul", name, f"data of per-sample shape {per}: only rows (M, K) or an "
+                                     "image (C, H, W) is supported")
+        *lead, m, k = per
+        mats = w.reshape(1, -1) if w.ndim == 1 else w  # (..., J, M)
+        stack = mats.shape[:-2]
+        if mats.shape[-1] != m:
+            raise ModelError(f"node {name!r}: MatMul of {w.shape} by per-sample shape {per}: sizes do not fit")
+        if len(stack) > len(lead) + 1:
+            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} adds axes before the batch")
+        if len(stack) == len(lead) + 1:  # its first axis faces the batch
+            if stack[0] != 1:
+                raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} varies along the batch")
+            mats, stack = mats[0], stack[1:]
+        try:
+            out_lead = tuple(int(d) for d in np.broadcast_shapes(tuple(lead), stack))
+        except ValueError as e:
+            raise ModelError(f"node {name!r}: MatMul of {w.shape} by per-sample shape {per} does not "
+                             "broadcast") from e
+        image = (math.prod(lead) * m, 1, k)
+        rows = x if per == image else self.reshape(f"{base}_rows", x, image)
+        # the data matrix each output matrix reads: leading axes of size 1 repeat against the constant's
+        source = np.broadcast_to(np.arange(math.prod(lead)).reshape(lead), out_lead).reshape(-1)
+        picked = [int(p) * m + i for p in source for i in range(m)]
+        if picked != list(range(self.shapes[rows][0])):
+            rows = self._pick_channels(f"{base}_rows", rows, picked)
+        j, count = mats.shape[-2], math.prod(out_lead)
+        weight = np.broadcast_to(mats, (*out_lead, j, m)).reshape(count * j, m, 1, 1)
+        dot = self.emit(f"{base}_dot", o.Conv(weight=_f32(weight), bias=None, groups=count), rows)
+        shape = (*out_lead, k) if w.ndim == 1 else (*out_lead, j, k)
+        self.bind(node, self.reshape(base, dot, shape))
 
     def _per_sample_const(self, node: NodeProto, name: str, c: np.ndarray, x: str) -> np.ndarray:
         """A constant broadcast against a batched tensor, as one broadcast against the per-sample shape."""

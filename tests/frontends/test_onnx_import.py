@@ -476,6 +476,10 @@ def matmul_const_case(in_shape: tuple, w_shape: tuple) -> tuple:
     return [oh.make_node("MatMul", ["x", "W"], ["y"])], in_shape, {"W": rand(*w_shape, seed=32)}
 
 
+def matmul_left_case(in_shape: tuple, w_shape: tuple) -> tuple:
+    return [oh.make_node("MatMul", ["W", "x"], ["y"])], in_shape, {"W": rand(*w_shape, seed=33)}
+
+
 def linear_last_axis_case(in_shape: tuple) -> tuple:
     """``nn.Linear(W, 5)`` on the last axis of an image or a signal, then ReLU: MatMul and Add of its bias, which
     varies along the last axis (within a channel)."""
@@ -849,6 +853,12 @@ OP_CASES = {
     "matmul_image_by_stack": matmul_const_case(IMG, (4, 6, 3)),
     "matmul_image_by_stack_batch_1": matmul_const_case(IMG, (1, 4, 6, 2)),
     "matmul_broadcast_data": matmul_const_case((1, 7, 6), (3, 6, 2)),
+    # a constant on the left (``W @ x``, a token-mixing layer): a 1x1 convolution of x's rows as channels
+    "matmul_left_rows_by_matrix": matmul_left_case((5, 12), (3, 5)),
+    "matmul_left_image_by_matrix": matmul_left_case(IMG, (3, 7)),
+    "matmul_left_image_by_stack": matmul_left_case(IMG, (4, 2, 7)),
+    "matmul_left_image_by_vector": matmul_left_case(IMG, (7,)),
+    "matmul_left_broadcast_data": matmul_left_case((1, 7, 6), (3, 2, 7)),
     "linear_last_axis_image": linear_last_axis_case(IMG),
     "linear_last_axis_signal": linear_last_axis_case(SIGNAL),
     # a zero Pad (explicit "same" padding), folded into the reader by canonicalize
@@ -956,6 +966,7 @@ COMPILED_CASES = (
     "reduce_max_signal_length_flat_18", "maxpool_1d_k3s2p1",
     "maxpool_1d_dilated_ceil", "avgpool_1d_k2", "avgpool_1d_dilated_include_pad", "maxpool_dilated",
     "avgpool_dilated_ceil", "avgpool_dilated_pad_include", "matmul_image_by_stack", "matmul_image_by_stack_batch_1",
+    "matmul_left_image_by_stack", "matmul_left_broadcast_data",
     "matmul_broadcast_data", "linear_last_axis_image", "linear_last_axis_signal", "pad_from_same_padding_subgraph",
     "pad_conv_10", "pad_conv_13", "pad_conv_axes_18",
     "pad_maxpool_13", "pad_avgpool_21",
@@ -1318,6 +1329,7 @@ UNSUPPORTED = {
     "matmul_stack_along_batch": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (3, 4), {"W": rand(2, 4, 3)},
                                  "MatMul"),
     "matmul_rank_4": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (2, 1, 3, 5), {"W": rand(5, 2)}, "MatMul"),
+    "matmul_left_of_vector": ([oh.make_node("MatMul", ["W", "x"], ["y"])], (12,), {"W": rand(3, 1)}, "MatMul"),
     "squeeze_batch_axis": ([oh.make_node("Squeeze", ["x", "a"], ["y"])], (1, 7, 6),
                            {"a": np.array([0, 1], dtype=np.int64)}, "Squeeze"),
     "squeeze_without_axes": ([oh.make_node("Squeeze", ["x"], ["y"])], (1, 7, 6), {}, "Squeeze"),
@@ -1433,6 +1445,8 @@ def test_unsupported_variant(case: tuple) -> None:
 
 
 REFUSALS = {  # case -> what the one-line reason must say
+    "matmul_left_of_vector": r"MatMul at node 'MatMul#0': constant of shape \(3, 1\) on the left of data of "
+                             r"per-sample shape \(12,\): the product would contract the batch axis",
     "mul_two_tensors": r"Mul at node 'Mul#1': a product of two data tensors \(squeeze-and-excitation gating",
     "pad_reflect_as_wide_as_its_axis": r"Pad at node 'Pad#0': mode 'reflect' pads \[\[1, 1\], \[6, 1\]\] as wide "
                                        r"as the padded axes \[7, 6\] or wider",
