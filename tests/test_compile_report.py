@@ -169,3 +169,19 @@ def test_an_output_softmax_is_compared_by_its_logits(prepared) -> None:
     with_softmax = b.build([b.add("probabilities", o.Softmax(0), graph.outputs[0])])
     np.testing.assert_array_equal(prepare(with_softmax, data, name="mlp_digits").original_test_logits,
                                   prepared.original_test_logits)
+
+
+def test_the_report_names_the_functions_the_approximator_fits(prepared) -> None:
+    """A function the chip lacks (here a Sigmoid) goes through the MLP approximator, which is not exact even on
+    the ideal chip: report.json's `approximated` counts them by op, and a network without one has no such key."""
+    from dse.ir import ops as o
+    from dse.ir.graph import GraphBuilder
+
+    graph, data = load_model("mlp_digits", "digits", calib_samples=50, test_samples=20)
+    b = GraphBuilder.from_graph(graph)
+    with_sigmoid = b.build([b.add("squashed", o.Sigmoid(), graph.outputs[0])])
+    ideal = HardwareSpec(name="ideal", crossbar=Crossbar(None, None, 1, True), weights=Weights(None),
+                         io=IO(None, None))
+    report = compile(prepare(with_sigmoid, data, name="mlp_digits"), ideal, tuning=TuneOptions(mode="none"))
+    assert report.report.to_dict()["approximated"] == {"Sigmoid": 1}
+    assert "approximated" not in compile(prepared, ideal, tuning=TuneOptions(mode="none")).report.to_dict()

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 import types
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -307,8 +308,13 @@ def _report(prepared: Prepared, state: CompileState, strategy: str, reencode_k: 
         cost=CostReport.of(state.cost) if state.cost is not None else None,
         compile_seconds=meter.seconds("fit", "tune"), prepare_seconds=prepared.seconds,
         evaluate_seconds=meter.seconds("evaluate", "cost"), steps=meter.steps, memory=plan, blocks=list(state.blocks),
-        passes=trace, device=state.device,
+        passes=trace, device=state.device, approximated=_approximated(prepared.original),
     )
+
+
+def _approximated(graph: Graph) -> dict[str, int]:
+    """The element-wise functions of `graph` that the MLP approximator fits (`FUNCTIONS`), by IR op type."""
+    return dict(Counter(type(n.op).__name__ for n in graph.of_type(*FUNCTIONS)))
 
 
 def _progress(graph: Graph, enabled: bool, network_phase: bool):

@@ -251,6 +251,8 @@ def _summary(result, run_dir: Path) -> None:
     rows = [
         *accuracy,
         ("top-1 agreement", f"{m.agreement:.4f}"),
+        *([("approximated (MLP fit)", ", ".join(f"{k} x{v}" for k, v in r.approximated.items()))]
+          if r.approximated else []),
         ("crossbars", str(res.crossbars)),
         ("cells used", str(res.cells_used)),
         ("utilization", f"{res.utilization:.3f}"),

@@ -179,6 +179,9 @@ class CompileReport:
     blocks: list[BlockReport]
     passes: list[PassRecord]  # the trace: every pass and step run, in order, with its seconds and node counts
     device: DeviceReport | None = None  # None (left out): an ideal device; else the drawn chips' accuracy
+    # element-wise functions the chip lacks, fitted by the MLP approximator (`dse.passes.approximator`): IR op
+    # type -> count; they make the compile inexact even on the ideal chip. Empty (left out): none
+    approximated: dict[str, int] | None = None
 
     @property
     def legal(self) -> bool:
@@ -194,6 +197,7 @@ class CompileReport:
             "resources": self.resources.to_dict(),
             "legal": self.legal,
             "violations": list(self.violations),
+            **({"approximated": dict(self.approximated)} if self.approximated else {}),
             "verify": self.verify.to_dict(),
             **({"device": self.device.to_dict()} if self.device is not None else {}),
             **({"spiking": self.spiking.to_dict()} if self.spiking is not None else {}),
