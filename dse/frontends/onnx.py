@@ -1391,11 +1391,14 @@ class _Importer:
     def _flatten(self, node: NodeProto, name: str) -> None:
         x = self.data(node, name, 0)
         per = self.shapes[x]
-        axis = int(_attrs(node).get("axis", 1))
-        axis = axis + len(per) + 1 if axis < 0 else axis
+        raw = int(_attrs(node).get("axis", 1))
+        axis = raw + len(per) + 1 if raw < 0 else raw
         # Flatten keeps the batch apart only when everything between the batch and `axis` is of size 1.
-        if axis < 1 or math.prod(per[: axis - 1]) != 1:
-            raise UnsupportedOpError("Flatten", name, f"axis {axis} would merge per-sample axes into the batch")
+        if axis < 1:
+            raise UnsupportedOpError("Flatten", name, f"axis {raw} would merge the batch axis into the features")
+        if math.prod(per[: axis - 1]) != 1:
+            raise UnsupportedOpError("Flatten", name, f"axis {raw} would merge per-sample axes of sizes "
+                                     f"{list(per[: axis - 1])} into the batch")
         self.bind_reshape(node, x, (math.prod(per),))
 
     def _reshape(self, node: NodeProto, name: str) -> None:

@@ -1330,6 +1330,8 @@ UNSUPPORTED = {
                                  "MatMul"),
     "matmul_rank_4": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (2, 1, 3, 5), {"W": rand(5, 2)}, "MatMul"),
     "matmul_left_of_vector": ([oh.make_node("MatMul", ["W", "x"], ["y"])], (12,), {"W": rand(3, 1)}, "MatMul"),
+    "flatten_batch_axis": ([oh.make_node("Flatten", ["x"], ["y"], axis=0)], IMG, {}, "Flatten"),
+    "flatten_last_axis": ([oh.make_node("Flatten", ["x"], ["y"], axis=-1)], IMG, {}, "Flatten"),
     "squeeze_batch_axis": ([oh.make_node("Squeeze", ["x", "a"], ["y"])], (1, 7, 6),
                            {"a": np.array([0, 1], dtype=np.int64)}, "Squeeze"),
     "squeeze_without_axes": ([oh.make_node("Squeeze", ["x"], ["y"])], (1, 7, 6), {}, "Squeeze"),
@@ -1445,6 +1447,9 @@ def test_unsupported_variant(case: tuple) -> None:
 
 
 REFUSALS = {  # case -> what the one-line reason must say
+    "flatten_batch_axis": r"Flatten at node 'Flatten#0': axis 0 would merge the batch axis into the features",
+    "flatten_last_axis": r"Flatten at node 'Flatten#0': axis -1 would merge per-sample axes of sizes \[4, 7\] into the "
+                         r"batch",
     "matmul_left_of_vector": r"MatMul at node 'MatMul#0': constant of shape \(3, 1\) on the left of data of "
                              r"per-sample shape \(12,\): the product would contract the batch axis",
     "mul_two_tensors": r"Mul at node 'Mul#1': a product of two data tensors \(squeeze-and-excitation gating",
