@@ -80,11 +80,14 @@ def _core(p: _Populations, node: Node, pop_in: int) -> o.Op:
 
 
 def _reshape(p: _Populations, node: Node, pop_in: int) -> o.Op:
-    """A flattening (or unflattening of a vector), or one that keeps the channel axis first and reshapes within
-    each channel (a 1-D signal's (C, L) <-> (C, 1, L) image): copy-major in, copy-major out, the same order."""
-    op, before = node.op, p.shapes[node.inputs[0]]
-    if pop_in > 1 and len(before) > 1 and len(op.shape) > 1 and before[0] != op.shape[0]:
-        raise ConstraintError(f"re-encoding: reshape {node.name} of a population code keeps no channel axis")
+    """Any reshape: copy-major in, copy-major out, the same order. The copies are the slowest axis of the
+    row-major layout (copy i is the i-th run of ``prod(shape)`` values, in and out), so the per-copy reshape
+    with the copies stacked on axis 0 moves every copy's values as the original moves the value's: a flattening,
+    a 1-D signal's (C, L) <-> (C, 1, L) image, and one that moves rows into the channels ((M, K) rows of a
+    token-mixing layer viewed as an (M, 1, K) image) alike."""
+    op = node.op
+    if pop_in > 1 and not op.shape:
+        raise ConstraintError(f"re-encoding: reshape {node.name} of a population code to a scalar")
     p.copies[node.name] = pop_in
     return o.Reshape((op.shape[0] * pop_in, *op.shape[1:]))
 

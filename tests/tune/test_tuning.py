@@ -205,6 +205,41 @@ def test_a_population_code_of_a_1d_network_through_its_image_and_the_hosts_pad()
     assert host.op.population == 2
 
 
+def test_a_population_code_through_a_reshape_that_moves_rows_into_the_channels() -> None:
+    """A token-mixing layer (``W @ x``: each 8x8 digit's rows as 8 channels of 8 positions, a 1x1 convolution)
+    re-encoded (k = 2): the Reshape from the (1, 8, 8) input to the (8, 1, 8) image moves rows into the channels,
+    and the copies, the slowest axis of the row-major layout, move with their values. Refused ("keeps no
+    channel axis") before."""
+    import onnx
+    from onnx import helper as oh
+    from onnx import numpy_helper
+
+    from dse.data.datasets import Dataset
+    from dse.frontends import load_onnx
+
+    rng = np.random.default_rng(0)
+    inits = {"s": np.array([-1, 8, 8], np.int64), "W": rng.standard_normal((16, 8)).astype(np.float32),
+             "B": rng.standard_normal((128, 10)).astype(np.float32) / 8}
+    nodes = [oh.make_node("Reshape", ["x", "s"], ["r"]), oh.make_node("MatMul", ["W", "r"], ["m"]),
+             oh.make_node("Relu", ["m"], ["a"]), oh.make_node("Flatten", ["a"], ["f"]),
+             oh.make_node("Gemm", ["f", "B"], ["y"])]
+    f32 = onnx.TensorProto.FLOAT
+    graph = oh.make_graph(nodes, "token_mixing", [oh.make_tensor_value_info("x", f32, ["N", 1, 8, 8])],
+                          [oh.make_tensor_value_info("y", f32, ["N", 10])],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
+    x = rng.random((128, 1, 8, 8)).astype(np.float32)  # random 8x8 images (the digits' scikit-learn import is slow)
+    data = Dataset("random", x[:64], None, x[64:], None, (1, 8, 8), (0.0, 1.0), None)
+    prepared = prepare(load_onnx(model), data, name="mixing")
+    hw = HardwareSpec(name="chip_a", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=IO(6, 8))
+    result = compile(prepared, hw, tuning=NAIVE, reencode_k=2)
+    assert result.legal, result.violations[:3]
+    assert result.report.verify.integer_vs_quantized_agreement == 1.0
+    assert result.report.metrics.agreement >= 0.9  # it computes the network, not noise
+    (host,) = [n for n in result.graph if isinstance(n.op, o.Input)]
+    assert host.op.population == 2
+
+
 def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prepared) -> None:
     """Learning rates a thousand times too large wreck every training step; each phase then keeps its start
     (its lowest held-out loss) and each block ends as its start rounded, exactly what no training gives."""
