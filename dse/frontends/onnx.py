@@ -1699,7 +1699,10 @@ class _Importer:
             raise UnsupportedOpError("Transpose", name, f"perm {perm}: only a channel shuffle, a pixel (un)shuffle, a "
                                      "Transpose of the "
                                      "graph's input (channels-last data) or one that a Flatten or Reshape to a "
-                                     "vector reads (a Linear's features in another order) is supported")
+                                     "vector reads (a Linear's features in another order) is supported"
+                                     + ("; to mix along the rows of (M, K) data (an MLP-Mixer's token mixing), "
+                                        "multiply by a constant on the left (W @ x) instead" if perm == [0, 2, 1]
+                                        else ""))
 
     def channel_axis(self, node: NodeProto, name: str, x: str, does: str, the_ir: str) -> None:
         """Refuse a node whose `axis` attribute (default 0) is not the channel (feature) axis of data `x`: the

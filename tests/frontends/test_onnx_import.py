@@ -1331,6 +1331,10 @@ UNSUPPORTED = {
     "matmul_rank_4": ([oh.make_node("MatMul", ["x", "W"], ["y"])], (2, 1, 3, 5), {"W": rand(5, 2)}, "MatMul"),
     "matmul_left_of_vector": ([oh.make_node("MatMul", ["W", "x"], ["y"])], (12,), {"W": rand(3, 1)}, "MatMul"),
     "flatten_batch_axis": ([oh.make_node("Flatten", ["x"], ["y"], axis=0)], IMG, {}, "Flatten"),
+    "transpose_rows_into_linear": ([oh.make_node("Relu", ["x"], ["r"]),
+                                    oh.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
+                                    oh.make_node("MatMul", ["t", "W"], ["y"])], (5, 12), {"W": rand(5, 3)},
+                                   "Transpose"),
     "flatten_last_axis": ([oh.make_node("Flatten", ["x"], ["y"], axis=-1)], IMG, {}, "Flatten"),
     "squeeze_batch_axis": ([oh.make_node("Squeeze", ["x", "a"], ["y"])], (1, 7, 6),
                            {"a": np.array([0, 1], dtype=np.int64)}, "Squeeze"),
@@ -1466,6 +1470,9 @@ REFUSALS = {  # case -> what the one-line reason must say
     "transpose_at_output": r"perm \[0, 2, 3, 1\]: the graph's output is a Transpose",
     "transpose_reshape_rows": r"perm \[0, 2, 3, 1\]: only a channel shuffle",
     "transpose_batch_axis": r"moves the batch axis",
+    "transpose_rows_into_linear": r"Transpose at node 'Transpose#1': perm \[0, 2, 1\]: only a channel shuffle.*; to "
+                                  r"mix along the rows of \(M, K\) data \(an MLP-Mixer's token mixing\), multiply by "
+                                  r"a constant on the left \(W @ x\) instead",
     "resize_cubic": r"Resize at node 'Resize#0': mode 'cubic': only nearest-neighbour and linear \(bilinear\) "
                     r"upsampling by integer factors",
     "resize_linear_non_integer": r"Resize at node 'Resize#0': linear from \[7, 6\] to \[10, 12\]: only upsampling by "
