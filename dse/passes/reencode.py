@@ -166,6 +166,11 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> 
         return graph
     if hw.spiking and k > 1:
         raise ConstraintError("strategy.reencode_k > 1: a spiking chip counts spikes, re-encoding is for I/O bits")
+    unquantized = [] if hw.spiking else [f"hardware.io.{f}" for f in ("input_bits", "output_bits")
+                                         if getattr(hw.io, f) is None]
+    if unquantized and k > 1:  # a thermometer code staggers copies by the code range: no range, no code
+        raise ConstraintError(f"strategy.reencode_k > 1: {' and '.join(unquantized)} null (values not quantized), "
+                              "re-encoding is for few I/O bits")
     read_out = {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed and graph.read_by_host(n.name)}
     p = _Populations(infer_shapes(graph), k, readout_k, read_out)
     nodes = []

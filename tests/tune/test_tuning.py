@@ -278,3 +278,22 @@ def test_the_baseline_maps_each_cores_largest_output_to_its_largest_code(prepare
     assert sum(n.op.groups > 1 for n in cores) >= 2  # merges: the first two layers are split
     for n in cores:
         assert codes[n.name].max() == n.op.quant.out_max, n.name
+
+
+@pytest.mark.parametrize("io", [IO(None, None), IO(None, 4), IO(4, None)])
+def test_reencoding_values_that_are_not_quantized_is_refused(io: IO) -> None:
+    """A population code staggers its copies by the code range; a chip whose I/O is not quantized (the ideal
+    chip) has none: refused naming the null bits (was a reshape error in the evaluation, a traceback)."""
+    from dse.errors import ConstraintError
+    from dse.ir.graph import GraphBuilder
+    from dse.passes.reencode import reencode
+
+    b = GraphBuilder()
+    x = b.add("x", o.Input((4,)))
+    graph = b.build([b.add("y", o.CoreOp(np.ones((2, 4, 1, 1), np.float32), np.zeros(2, np.float32)), x)])
+    hw = HardwareSpec(name="no_io_bits", crossbar=Crossbar(256, 256, 4, True), weights=Weights(8), io=io)
+    null = " and ".join(f"hardware.io.{f}_bits" for f, v in (("input", io.input_bits), ("output", io.output_bits))
+                        if v is None)
+    with pytest.raises(ConstraintError, match=f"strategy.reencode_k > 1: {null} null"):
+        reencode(graph, hw, k=2)
+    assert reencode(graph, hw, k=1) is graph
