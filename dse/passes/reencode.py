@@ -171,6 +171,9 @@ def reencode(graph: Graph, hw: HardwareSpec, k: int = 1, readout_k: int = 1) -> 
     if unquantized and k > 1:  # a thermometer code staggers copies by the code range: no range, no code
         raise ConstraintError(f"strategy.reencode_k > 1: {' and '.join(unquantized)} null (values not quantized), "
                               "re-encoding is for few I/O bits")
+    if readout_k > 1 and not hw.spiking and hw.io.output_bits is None:  # each copy would carry the whole value
+        raise ConstraintError("strategy.readout_k > 1: hardware.io.output_bits null (outputs not quantized), a "
+                              "population readout is for few output bits")
     read_out = {n.name for n in graph if isinstance(n.op, o.CoreOp) and not n.op.fixed and graph.read_by_host(n.name)}
     p = _Populations(infer_shapes(graph), k, readout_k, read_out)
     nodes = []

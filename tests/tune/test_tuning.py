@@ -283,7 +283,8 @@ def test_the_baseline_maps_each_cores_largest_output_to_its_largest_code(prepare
 @pytest.mark.parametrize("io", [IO(None, None), IO(None, 4), IO(4, None)])
 def test_reencoding_values_that_are_not_quantized_is_refused(io: IO) -> None:
     """A population code staggers its copies by the code range; a chip whose I/O is not quantized (the ideal
-    chip) has none: refused naming the null bits (was a reshape error in the evaluation, a traceback)."""
+    chip) has none: refused naming the null bits (was a reshape error in the evaluation, a traceback); so is a
+    population readout without output bits (each copy carried the whole value: logits k times too large)."""
     from dse.errors import ConstraintError
     from dse.ir.graph import GraphBuilder
     from dse.passes.reencode import reencode
@@ -297,3 +298,6 @@ def test_reencoding_values_that_are_not_quantized_is_refused(io: IO) -> None:
     with pytest.raises(ConstraintError, match=f"strategy.reencode_k > 1: {null} null"):
         reencode(graph, hw, k=2)
     assert reencode(graph, hw, k=1) is graph
+    if io.output_bits is None:  # the host summed k whole copies: logits k times too large
+        with pytest.raises(ConstraintError, match="strategy.readout_k > 1: hardware.io.output_bits null"):
+            reencode(graph, hw, k=1, readout_k=2)
