@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from digits_upsampling import digits  # noqa: E402
+from digits_upsampling import fit  # noqa: E402
 
 nn, F = torch.nn, torch.nn.functional
 
@@ -238,19 +238,7 @@ NETS = {"resnet18": (ResNet, (1, 8, 8)), "squeeze": (Squeeze, (1, 8, 8)), "incep
 
 
 def train(name: str, epochs: int) -> tuple[nn.Module, tuple[np.ndarray, ...], float]:
-    cls, shape = NETS[name]
-    x_train, y_train, x_test, y_test = digits(shape)
-    torch.manual_seed(0)
-    model = cls()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(xt)).split(64):
-            opt.zero_grad()
-            F.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    model.eval()
+    model, (x_train, y_train, x_test, y_test) = fit(*NETS[name], epochs, lr=3e-3)
     with torch.no_grad():
         acc = float((model(torch.from_numpy(x_test)).argmax(1).numpy() == y_test).mean())
     return model, (x_train, y_train, x_test, y_test), acc

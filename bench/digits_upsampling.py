@@ -144,11 +144,17 @@ def digits(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 
 def train(name: str, epochs: int = 20) -> tuple[nn.Module, tuple[np.ndarray, ...]]:
     """Net `name` trained on the digits (Adam 1e-2, batch 64, `torch.manual_seed(0)`), in eval mode."""
-    cls, shape = NETS[name]
+    return fit(*NETS[name], epochs, lr=1e-2)
+
+
+def fit(cls: type[nn.Module], shape: tuple[int, ...], epochs: int, lr: float
+        ) -> tuple[nn.Module, tuple[np.ndarray, ...]]:
+    """A `cls()` made after `torch.manual_seed(0)`, trained on the digits of per-sample `shape` (Adam at `lr`,
+    batch 64, cross-entropy), in eval mode; and the data (`digits`)."""
     x_train, y_train, x_test, y_test = digits(shape)
     torch.manual_seed(0)
     model = cls()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
     for _ in range(epochs):
         for idx in torch.randperm(len(xt)).split(64):

@@ -912,20 +912,9 @@ class _Importer:
                                      "(M, K) or an image (C, H, W) is supported")
         *lead, m, k = per
         mats = w.reshape(-1, 1) if w.ndim == 1 else w
-        stack = mats.shape[:-2]
         if mats.shape[-2] != k:
             raise ModelError(f"node {name!r}: MatMul of per-sample shape {per} by {w.shape}: sizes do not fit")
-        if len(stack) > len(lead) + 1:
-            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} adds axes before the batch")
-        if len(stack) == len(lead) + 1:  # its first axis faces the batch
-            if stack[0] != 1:
-                raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} varies along the batch")
-            mats, stack = mats[0], stack[1:]
-        try:
-            out_lead = tuple(int(d) for d in np.broadcast_shapes(tuple(lead), stack))
-        except ValueError as e:
-            raise ModelError(f"node {name!r}: MatMul of per-sample shape {per} by {w.shape} does not "
-                             "broadcast") from e
+        mats, out_lead = _stacked_matrices(name, w, mats, lead, f"per-sample shape {per} by {w.shape}")
         image = (math.prod(lead) * m, 1, k)
         rows = x if per == image else self.emit(f"{base}_rows", o.Reshape(shape=image), x)
         # the data row each output row reads: leading axes of size 1 repeat (broadcast) against the constant's
@@ -959,20 +948,9 @@ class _Importer:
                                      "image (C, H, W) is supported")
         *lead, m, k = per
         mats = w.reshape(1, -1) if w.ndim == 1 else w  # (..., J, M)
-        stack = mats.shape[:-2]
         if mats.shape[-1] != m:
             raise ModelError(f"node {name!r}: MatMul of {w.shape} by per-sample shape {per}: sizes do not fit")
-        if len(stack) > len(lead) + 1:
-            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} adds axes before the batch")
-        if len(stack) == len(lead) + 1:  # its first axis faces the batch
-            if stack[0] != 1:
-                raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} varies along the batch")
-            mats, stack = mats[0], stack[1:]
-        try:
-            out_lead = tuple(int(d) for d in np.broadcast_shapes(tuple(lead), stack))
-        except ValueError as e:
-            raise ModelError(f"node {name!r}: MatMul of {w.shape} by per-sample shape {per} does not "
-                             "broadcast") from e
+        mats, out_lead = _stacked_matrices(name, w, mats, lead, f"{w.shape} by per-sample shape {per}")
         image = (math.prod(lead) * m, 1, k)
         rows = x if per == image else self.reshape(f"{base}_rows", x, image)
         # the data matrix each output matrix reads: leading axes of size 1 repeat against the constant's
@@ -1883,6 +1861,24 @@ _CONVERTERS: dict[str, Callable[[_Importer, NodeProto, str], None]] = {
     "ReduceSum": _Importer._reduce,
     "ReduceMax": _Importer._reduce,
 }
+
+def _stacked_matrices(name: str, w: np.ndarray, mats: np.ndarray, lead: list[int], product: str
+                      ) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A MatMul's constant `mats` (..., rows, cols) against data whose per-sample leading axes are `lead`: the
+    constant without an axis of size 1 that faces the batch, and the output's leading axes (numpy broadcasting).
+    `product` names the two operands in the messages."""
+    stack = mats.shape[:-2]
+    if len(stack) > len(lead) + 1:
+        raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} adds axes before the batch")
+    if len(stack) == len(lead) + 1:  # its first axis faces the batch
+        if stack[0] != 1:
+            raise UnsupportedOpError("MatMul", name, f"constant of shape {w.shape} varies along the batch")
+        mats, stack = mats[0], stack[1:]
+    try:
+        return mats, tuple(int(d) for d in np.broadcast_shapes(tuple(lead), stack))
+    except ValueError as e:
+        raise ModelError(f"node {name!r}: MatMul of {product} does not broadcast") from e
+
 
 def _why(ops: str, reason: str) -> dict[str, str]:
     return dict.fromkeys(ops.split(), reason)
