@@ -42,3 +42,25 @@ REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.onnx"))
 def test_found_crash_is_fixed(path: Path) -> None:
     outcome = run_case(onnx.load(path), chip=True)
     assert not outcome.failed, outcome
+
+
+def test_a_case_past_the_limit_inside_a_pass_is_a_hang_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The limit strikes wherever the case is; a pass wraps what it raises (`PassError` from the limit's
+    error), which the harness counted as a crash. A hang is tried twice (a loaded machine once made a case of a
+    second pass the wall-clock limit)."""
+    import harness
+
+    from dse.passes.registry import PassError
+
+    runs = []
+
+    def struck_in_a_pass(*args: object) -> None:
+        runs.append(args)
+        try:
+            raise harness._Hang
+        except harness._Hang as e:
+            raise PassError("pass 'tune' failed (after: nothing): _Hang:") from e
+
+    monkeypatch.setattr(harness, "_run", struck_in_a_pass)
+    outcome = run_case(onnx.load(REGRESSIONS[0]), chip=True)
+    assert outcome.kind == "hang" and len(runs) == 2, outcome
