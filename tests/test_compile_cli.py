@@ -555,6 +555,14 @@ def test_another_compiles_results_are_never_written_over(tmp_path: Path, capsys:
     out = capsys.readouterr()
     assert_one_line_error(code, out.out, out.err, r"run folder .*sweep holds a sweep \(study\.db\)")
     assert [p.name for p in (tmp_path / "sweep").iterdir()] == ["study.db"]
+    # another run's compiled.npz (or layers.csv, ...) put there without its config.yaml was written over
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "compiled.npz").write_bytes(b"another run's")
+    code = run_app("compile", main, [f"hydra.run.dir={tmp_path / 'kept'}", "model=mlp_digits", "tuning=none"])
+    out = capsys.readouterr()
+    assert_one_line_error(code, out.out, out.err, r"run folder .*kept holds the results of another compile \(its "
+                                                  r"config\.yaml is missing or unreadable\)")
+    assert (tmp_path / "kept" / "compiled.npz").read_bytes() == b"another run's"
 
 
 def test_a_compile_that_wrote_into_the_named_folder_meanwhile_is_not_written_over(

@@ -127,10 +127,15 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     return EXIT_OK if result.legal else EXIT_NOT_LEGAL
 
 
+# what a compile writes into its run folder (config.yaml first, report.json last)
+RESULT_FILES = ("config.yaml", "compiled.npz", "layers.csv", "samples.json", "compiled.nir", "report.json")
+
+
 def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
     """Before any work: the run folder can be written, and one the user named holds no other run's results. A
-    sweep's folder, or one whose results (report.json, config.yaml) came from another configuration (config.yaml
-    differs, `progress` aside), is refused: writing over it would lose what was computed there. The same
+    sweep's folder, or one holding any of `RESULT_FILES` that came from another configuration (config.yaml
+    differs, `progress` aside, or is missing: a compiled.npz put there from elsewhere), is refused: writing over
+    it would lose what was computed there. The same
     configuration again writes over its own results. (The timestamped default is never written over:
     `make_run_folder`.)"""
     check_folder(run_dir)
@@ -141,7 +146,7 @@ def check_run_folder(run_dir: Path, job: str, *, chosen: bool) -> None:
     sweep = [name for name in (STUDY_DB, FINGERPRINT) if (run_dir / name).exists()]
     if sweep:
         raise OutputError(f"run folder {run_dir} holds a sweep ({sweep[0]}); choose another hydra.run.dir")
-    if not (run_dir / "report.json").exists() and not (run_dir / "config.yaml").exists():
+    if not any((run_dir / name).exists() for name in RESULT_FILES):
         return
 
     def settings(text: str) -> dict:
