@@ -340,6 +340,9 @@ def _refusal(plan: MemoryPlan, node: str, working: dict[str, int], calib_samples
     """The line that refuses a plan over its bound, naming its largest part (or the step after tuning that holds
     the most, where that is the peak) and the settings that multiply the estimate."""
     bound, parts = plan.bound, plan.parts
+    if parts["runtime"] >= bound:  # no setting of the network's makes it fit: its parts would read "0.00 GB"
+        return (f"compile.max_memory_gb={bound / GB:.3g} GB is below what the runtime holds before any network "
+                f"({parts['runtime'] / GB:.2f} GB: the interpreter, torch and onnx); raise the bound")
     top = max((k for k in parts if k != "runtime"), key=parts.get)
     where = f" at node {node!r}" if top in working else ""
     if top == "teacher":
