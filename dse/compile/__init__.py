@@ -54,6 +54,7 @@ from dse.ir.graph import Graph
 from dse.ir.shapes import infer_shapes
 from dse.passes import CompileData, CompileState, PassRecord, Step, run_pipeline, run_steps
 from dse.passes.approximator import FUNCTIONS
+from dse.passes.canonicalize import is_unit_scale_shift
 from dse.passes.fit_crossbar import STRATEGIES
 from dse.passes.reform import ApproximatorOutput
 from dse.sim.evaluate import require_finite
@@ -205,10 +206,14 @@ def _prepare(graph: Graph, dataset: Dataset, name: str, calib_samples: int | Non
 def _compared_output(graph: Graph) -> str:
     """The original's value the compiled network's outputs are compared with: its output, or the logits under
     the output's Softmax ops, which the compile drops (`drop_output_softmax`: the chip's outputs are those
-    logits). Canonicalization drops every Identity (`drop_identity`) and then each Softmax that has become the
-    output, so a chain of them (Softmax, Identity, Softmax) goes whole, and so must the comparison's."""
+    logits). Canonicalization drops every Identity (`drop_identity`) and every ScaleShift by 1 (an Add of 0,
+    `drop_unit_scale_shift`), and then each Softmax that has become the output, so a chain of them (Softmax,
+    Identity, an Add of 0, Softmax) goes whole, and so must the comparison's (its logits_rel_error compared the
+    logits with a Softmax's 1.0 under an Add of 0)."""
+    shapes = infer_shapes(graph)
     name = graph.outputs[0]
-    while isinstance(graph[name].op, o.Identity | o.Softmax):
+    while isinstance(graph[name].op, o.Identity | o.Softmax) or is_unit_scale_shift(
+            graph[name].op, shapes[graph[name].inputs[0]] if graph[name].inputs else (), shapes[name]):
         name = graph[name].inputs[0]
     return name
 

@@ -274,11 +274,15 @@ def fold_zero_pad(b: GraphBuilder, node: Node) -> bool:
     return True
 
 
+def is_unit_scale_shift(op: o.Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
+    """A ScaleShift by 1 with shift 0 that keeps its input's shape: it changes nothing."""
+    return (isinstance(op, o.ScaleShift) and not np.any(op.scale != 1) and not np.any(op.shift != 0)
+            and tuple(in_shape) == tuple(out_shape))
+
+
 def drop_unit_scale_shift(b: GraphBuilder, node: Node) -> bool:
     """A ScaleShift by 1 with shift 0, which keeps its input's shape, is removed."""
-    op = node.op
-    assert isinstance(op, o.ScaleShift)
-    if np.any(op.scale != 1) or np.any(op.shift != 0) or b.shape(node.inputs[0]) != b.shape(node.name):
+    if not is_unit_scale_shift(node.op, b.shape(node.inputs[0]), b.shape(node.name)):
         return False
     b.bypass(node.name)
     return True

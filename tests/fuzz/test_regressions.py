@@ -23,6 +23,9 @@ what it broke): each is now imported, prepared and compiled, or refused in one l
   ``Softmax(Pad0(Softmax(HardSigmoid(x))))`` (a zero Pad imports as an Identity): the compile drops the whole
   chain, the comparison only its last Softmax (logit error 0.82 and 0.38 on the ideal chip); the original is
   now compared under the whole chain (found by the 20,000-model run, stop 26).
+- softmax_under_an_add_of_zero: ``Add(0, Transpose[0, 1](Pad0(Softmax(Gemm(x)))))``: canonicalization drops the
+  Add of 0 (a ScaleShift by 1), then the Softmax, and the comparison stopped at the Add (logit error 0.55 on
+  the ideal chip, with agreement 1.0); it now walks through a ScaleShift by 1 too (the 20,000-model run, stop 33).
 
 Each runs through the chip_a compile as well (`run_case(chip=True)`).
 """
