@@ -210,12 +210,16 @@ def _compared_output(graph: Graph) -> str:
     `drop_unit_scale_shift`), and then each Softmax that has become the output, so a chain of them (Softmax,
     Identity, an Add of 0, Softmax) goes whole, and so must the comparison's (its logits_rel_error compared the
     logits with a Softmax's 1.0 under an Add of 0)."""
-    shapes = infer_shapes(graph)
-    name = graph.outputs[0]
-    while isinstance(graph[name].op, o.Identity | o.Softmax) or is_unit_scale_shift(
-            graph[name].op, shapes[graph[name].inputs[0]] if graph[name].inputs else (), shapes[name]):
-        name = graph[name].inputs[0]
-    return name
+    name, shapes = graph.outputs[0], None
+    while True:
+        node = graph[name]
+        if isinstance(node.op, o.ScaleShift):  # the shapes only where one is met: a ScaleShift may broadcast
+            shapes = shapes or infer_shapes(graph)
+            if not is_unit_scale_shift(node.op, shapes[node.inputs[0]], shapes[name]):
+                return name
+        elif not isinstance(node.op, o.Identity | o.Softmax):
+            return name
+        name = node.inputs[0]
 
 
 @dataclass

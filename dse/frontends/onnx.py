@@ -155,8 +155,8 @@ _NEAREST: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-# Pad modes whose new values copy the input's (ONNX's mode -> numpy.pad's of the same rule): `_Importer._pad_copies`
-_PAD_COPIES = {"reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+# Pad modes whose new values copy the input's (numpy.pad names each rule as ONNX does): `_Importer._pad_copies`
+_PAD_COPIES = ("reflect", "edge", "wrap")
 _MAX_RESIZED = 2**31  # values per sample a Resize may make: far past any image, short of numpy's failures
 
 
@@ -315,10 +315,15 @@ class _Importer:
 
     def bind_result(self, node: NodeProto, op: o.Op, x: str) -> None:
         """Emit `op` on `x` for the node's output; on a (C, L) signal, on its image (so 1-D ops meet no Reshape)."""
+        self.bind_built(node, x, lambda v: self.emit(node.output[0], op, v))
+
+    def bind_built(self, node: NodeProto, x: str, build: Callable[[str], str]) -> None:
+        """The node's output as `build` makes it from `x` (a few ops in a row); from the image of a (C, L) signal,
+        whose result is then viewed as (C, L') again."""
         if self.is_signal(x):
-            self.bind_on_image(node, op, x)
+            self.bind(node, self.signal(node.output[0], build(self.image(x))))
         else:
-            self.bind(node, self.emit(node.output[0], op, x))
+            self.bind(node, build(x))
 
     def is_data(self, tensor: str) -> bool:
         return tensor in self.values
@@ -917,17 +922,22 @@ class _Importer:
         mats, out_lead = _stacked_matrices(name, w, mats, lead, f"per-sample shape {per} by {w.shape}")
         image = (math.prod(lead) * m, 1, k)
         rows = x if per == image else self.emit(f"{base}_rows", o.Reshape(shape=image), x)
-        # the data row each output row reads: leading axes of size 1 repeat (broadcast) against the constant's
-        source = np.broadcast_to(np.arange(math.prod(lead)).reshape(lead), out_lead).reshape(-1)
-        picked = [int(p) * m + i for p in source for i in range(m)]
-        if picked != list(range(self.shapes[rows][0])):
-            rows = self._pick_channels(f"{base}_rows", rows, picked)
+        rows = self._broadcast_rows(base, rows, lead, m, out_lead)
         j, count = mats.shape[-1], math.prod(out_lead)
         per_row = np.broadcast_to(mats, (*out_lead, k, j)).reshape(count, k, j).transpose(0, 2, 1)  # (rows, J, K)
         weight = np.broadcast_to(per_row[:, None], (count, m, j, k)).reshape(count * m * j, 1, 1, k)
         dot = self.emit(f"{base}_dot", o.Conv(weight=_f32(weight), bias=None, groups=count * m), rows)
         shape = (*out_lead, m) if w.ndim == 1 else (*out_lead, m, j)
         self.bind(node, self.emit(base, o.Reshape(shape=shape), dot))
+
+    def _broadcast_rows(self, base: str, rows: str, lead: list[int], m: int, out_lead: tuple[int, ...]) -> str:
+        """`rows`, the M rows of each of the data's matrices as channels, with the rows of the matrix each output
+        matrix reads in order: a leading axis of size 1 repeats against the constant's (numpy's broadcasting)."""
+        source = np.broadcast_to(np.arange(math.prod(lead)).reshape(lead), out_lead).reshape(-1)
+        picked = [int(p) * m + i for p in source for i in range(m)]
+        if picked == list(range(self.shapes[rows][0])):
+            return rows
+        return self._pick_channels(f"{base}_rows", rows, picked)
 
     def _matmul_left(self, node: NodeProto, name: str) -> None:
         """``w @ x``: a constant w of shape (..., J, M) (or (M,)) on the left of data x of per-sample shape
@@ -953,11 +963,7 @@ class _Importer:
         mats, out_lead = _stacked_matrices(name, w, mats, lead, f"{w.shape} by per-sample shape {per}")
         image = (math.prod(lead) * m, 1, k)
         rows = x if per == image else self.reshape(f"{base}_rows", x, image)
-        # the data matrix each output matrix reads: leading axes of size 1 repeat against the constant's
-        source = np.broadcast_to(np.arange(math.prod(lead)).reshape(lead), out_lead).reshape(-1)
-        picked = [int(p) * m + i for p in source for i in range(m)]
-        if picked != list(range(self.shapes[rows][0])):
-            rows = self._pick_channels(f"{base}_rows", rows, picked)
+        rows = self._broadcast_rows(base, rows, lead, m, out_lead)
         j, count = mats.shape[-2], math.prod(out_lead)
         weight = np.broadcast_to(mats, (*out_lead, j, m)).reshape(count * j, m, 1, 1)
         dot = self.emit(f"{base}_dot", o.Conv(weight=_f32(weight), bias=None, groups=count), rows)
@@ -1334,23 +1340,22 @@ class _Importer:
     def _abs(self, node: NodeProto, name: str) -> None:
         """``|x| = relu(x) + relu(-x)``: two ReLUs of the same value, added (exact; as a Sub of tensors is an Add
         of a negated branch)."""
-        x = self.data(node, name, 0)
-        img, base = self.image(x) if self.is_signal(x) else x, node.output[0]
-        neg = self.emit(f"{base}_neg", o.ScaleShift(scale=np.float32(-1.0), shift=np.float32(0.0)), img)
-        y = self.emit(base, o.Add(), self.emit(f"{base}_pos_relu", o.Relu(), img),
-                      self.emit(f"{base}_neg_relu", o.Relu(), neg))
-        self.bind(node, self.signal(base, y) if self.is_signal(x) else y)
+        base = node.output[0]
+
+        def relus(v: str) -> str:
+            neg = self.emit(f"{base}_neg", o.ScaleShift(scale=np.float32(-1.0), shift=np.float32(0.0)), v)
+            return self.emit(base, o.Add(), self.emit(f"{base}_pos_relu", o.Relu(), v),
+                             self.emit(f"{base}_neg_relu", o.Relu(), neg))
+
+        self.bind_built(node, self.data(node, name, 0), relus)
 
     def _celu(self, node: NodeProto, name: str) -> None:
         """``celu(x) = alpha * elu(x / alpha)``: a scale by 1 / alpha (it folds into the op before) and an `Elu`
         whose gamma is alpha."""
-        x = self.data(node, name, 0)
-        alpha = float(_attrs(node).get("alpha", 1.0))
-        img = self.image(x) if self.is_signal(x) else x
-        scaled = self.emit(f"{node.output[0]}_scaled",
-                           o.ScaleShift(scale=np.float32(1.0 / alpha), shift=np.float32(0.0)), img)
-        y = self.emit(node.output[0], o.Elu(1.0, alpha), scaled)
-        self.bind(node, self.signal(node.output[0], y) if self.is_signal(x) else y)
+        alpha, base = float(_attrs(node).get("alpha", 1.0)), node.output[0]
+        scale = o.ScaleShift(scale=np.float32(1.0 / alpha), shift=np.float32(0.0))
+        self.bind_built(node, self.data(node, name, 0),
+                        lambda v: self.emit(base, o.Elu(1.0, alpha), self.emit(f"{base}_scaled", scale, v)))
 
     def _pad_copies(self, node: NodeProto, name: str, x: str, mode: str, pads: list[tuple[int, int]]) -> None:
         """A pad whose new values are copies of the input's (reflect, edge, wrap): wiring, a Gather of the flattened
@@ -1361,7 +1366,7 @@ class _Importer:
             # numpy reflects (wraps) such a pad again and again, runtimes differ or refuse: no one meaning
             raise UnsupportedOpError("Pad", name, f"mode {mode!r} pads {[list(p) for p in pads]} as wide as the "
                                      f"padded axes {list(per[1:])} or wider: only pads narrower than their axis")
-        index = np.pad(np.arange(math.prod(per)).reshape(per), [(0, 0), *pads], mode=_PAD_COPIES[mode])
+        index = np.pad(np.arange(math.prod(per)).reshape(per), [(0, 0), *pads], mode=mode)
         flat = self.reshape(f"{node.output[0]}_flat", x, (math.prod(per),))
         copies = self.emit(f"{node.output[0]}_copies", o.Gather(index.reshape(-1).astype(np.int64)), flat)
         self.bind_reshape(node, copies, index.shape)
