@@ -117,5 +117,36 @@ def test_a_fault_map_that_cannot_be_read_is_refused_before_any_work(tmp_path: Pa
     np.savez(compiled, __graph__=np.frombuffer(b'{"format": "dse-graph/2"}', np.uint8))
     assert sweep(["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8", "progress=false",
                   f"hardware.device.fault_map={compiled}", f"hydra.run.dir={tmp_path / 'sweep'}"]) == 2
-    assert capsys.readouterr().err == f"error: fault map {compiled}: '__graph__' holds values other than 0, 1, 2\n"
+    assert capsys.readouterr().err == (f"error: hardware.device.fault_map: {compiled} is not a fault map: it holds a "
+                                       f"compiled network ('__graph__'), {NOT_CELLS}\n")
     assert not (tmp_path / "sweep").exists()
+
+
+NOT_CELLS = ("not each crossbar's cells (one array per core-op, (slices, columns, *weight shape), as python -m "
+             "dse.sim.fault_map writes)")
+
+
+@pytest.mark.parametrize("arrays", ["dataset", "none"])
+def test_an_npz_that_is_not_a_fault_map_is_refused_before_any_work(arrays: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A dataset's .npz named as the map (binary images: every value 0 or 1, so its cells' states passed) was
+    refused only after the whole compile, as "crossbar 'x' is not a core-op"; a sweep failed every trial with it.
+    An .npz of no arrays likewise, as a crossbar missing."""
+    import dse.compile
+    from dse.sweep import cli as sweep
+
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, **({"x": (rng.random((20, 64)) > 0.5).astype(np.float32), "y": np.zeros(20, np.int64)}
+                      if arrays == "dataset" else {}))
+    held = "a dataset's arrays ('x', 'y')" if arrays == "dataset" else "no arrays"
+    line = f"error: hardware.device.fault_map: {path} is not a fault map: it holds {held}, {NOT_CELLS}\n"
+    monkeypatch.setattr(dse.compile, "prepare", lambda *a, **k: pytest.fail("prepared before reading the map"))
+    assert run_app("compile", main, ["model=mlp_digits", "hardware=chip_a", f"hardware.device.fault_map={path}",
+                                     "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err == line
+    assert sweep(["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8", "progress=false",
+                  f"hardware.device.fault_map={path}", f"hydra.run.dir={tmp_path / 'sweep'}"]) == 2
+    assert capsys.readouterr().err == line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()

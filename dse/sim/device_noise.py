@@ -284,8 +284,28 @@ def load_fault_map(path: str) -> dict[str, np.ndarray]:
             faults = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # EOFError: an empty file
         raise ConfigError(f"hardware.device.fault_map: cannot read {path} ({e})") from None
-    check_cells(faults, path)  # a compiled.npz named as the map failed every trial of a sweep
+    check_arrays(faults, path)  # a dataset's or a compiled network's .npz named as the map
+    check_cells(faults, path)
     return faults
+
+
+def check_arrays(faults: dict[str, np.ndarray], path: str) -> None:
+    """Refuse an .npz that holds no crossbar's cells at all, saying what it holds instead: a core-op's cells
+    have four axes or more (slices, columns, *weight shape), its spare columns' three or more (crossbars, K,
+    *fan-in). A dataset's .npz (its 'y' has one axis) was read as the map; a float 'x' was refused as 'values
+    other than 0, 1, 2', a binary one only after the whole compile, as a crossbar the network does not have."""
+    flat = [k for k, a in faults.items() if a.ndim < (3 if k.startswith(spares.PREFIX) else 4)]
+    if faults and not flat:
+        return
+    from dse.data.user_data import ARRAYS
+
+    data = [k for k in faults if k in ARRAYS]
+    held = (f"a dataset's arrays ({', '.join(map(repr, data))})" if data
+            else "a compiled network ('__graph__')" if "__graph__" in faults
+            else f"{flat[0]!r} of shape {tuple(faults[flat[0]].shape)}" if flat else "no arrays")
+    raise ConfigError(f"hardware.device.fault_map: {path} is not a fault map: it holds {held}, not each crossbar's "
+                      "cells (one array per core-op, (slices, columns, *weight shape), as python -m dse.sim.fault_map "
+                      "writes)")
 
 
 def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.ndarray]:
