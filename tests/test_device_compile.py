@@ -73,6 +73,26 @@ def test_a_known_fault_map_is_compiled_for(prepared, tmp_path) -> None:
     assert deltas[True] <= deltas[False] / 2, deltas
 
 
+def test_a_fault_map_is_read_once_per_compile(prepared, tmp_path, monkeypatch) -> None:
+    """"fault_correct" and "evaluate" each read the file (and the command line once more, before any work); read
+    once, or given the map its caller read, the compile's report is the same."""
+    plain = compile(prepared, CHIP, tuning=NONE)
+    path = tmp_path / "faults.npz"
+    faults = draw_fault_map(plain.graph, dataclasses.replace(CHIP, device=Device(stuck_low=0.01)), seed=0)
+    np.savez(path, **faults)
+    hw = dataclasses.replace(CHIP, device=Device(fault_map=str(path)))
+    reads, real_load = [], np.load
+    monkeypatch.setattr(np, "load", lambda file, *a, **k: (reads.append(str(file)), real_load(file, *a, **k))[1])
+    read_here = compile(prepared, hw, tuning=NONE).report.to_dict()
+    assert reads.count(str(path)) == 1
+    given = compile(prepared, hw, tuning=NONE, fault_map=faults).report.to_dict()
+    assert reads.count(str(path)) == 1
+    assert [p["name"] for p in read_here["passes"]].count("fault_correct") == 1
+    for report in (read_here, given):
+        del report["device"]["seconds"]
+    assert _untimed(read_here) == _untimed(given)
+
+
 def test_a_fault_map_that_does_not_fit_is_refused(prepared, tmp_path) -> None:
     plain = compile(prepared, CHIP, tuning=NONE)
     faults = draw_fault_map(plain.graph, dataclasses.replace(CHIP, device=Device(stuck_low=0.01)), seed=0)

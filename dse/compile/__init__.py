@@ -266,11 +266,14 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     progress: bool = False,
     max_memory_gb: float | None = None,
     evaluate: MonteCarlo | None = None,
+    fault_map: dict[str, np.ndarray] | None = None,
 ) -> CompileResult:
     """Compile the prepared network for chip `hw`: run `compile_steps` on it. Raises a DseError when no
     strategy can meet the chip, and a ResourceError, before any work, when its memory estimate exceeds
     `max_memory_gb` (see `dse.compile.memory`; None: half the machine's memory). `evaluate`: the chip instances
-    drawn from `hw.device` the compiled network is also measured on (report.json's `device`)."""
+    drawn from `hw.device` the compiled network is also measured on (report.json's `device`). `fault_map`: the
+    arrays of `hw.device.fault_map` where the caller has read them already (`load_fault_map`; None: read here,
+    once)."""
     tuning = tuning or TuneOptions()
     evaluate = evaluate or MonteCarlo()
     if strategy not in STRATEGIES:
@@ -287,7 +290,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
                          eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress,
                                                                          network.wanted(hw, tuning)),
-                         montecarlo=evaluate)
+                         montecarlo=evaluate, faults=fault_map if hw.device.fault_map is not None else None)
     meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
     correct = hw.device.fault_map is not None and hw.device.fault_map_known

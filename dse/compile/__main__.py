@@ -78,10 +78,11 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
     from dse.ir.serialize import save_graph
 
     hw = hardware_from(cfg.hardware)
+    faults = None
     if hw.device.fault_map is not None:  # a map that cannot be read was found after the tuning
         from dse.sim.device_noise import load_fault_map
 
-        load_fault_map(hw.device.fault_map)
+        faults = load_fault_map(hw.device.fault_map)  # read once: the compile is given it
     tuning = tuning_from(cfg.tuning)
     given = _given(cfg)
     check_given(given, lambda path: [OmegaConf.select(cfg, path)], "the chip has")
@@ -101,7 +102,7 @@ def main(cfg: DictConfig, run_dir: Path) -> int:
                        approximator_output=cfg.strategy.approximator_output, max_memory_gb=bound)
     result = compile(prepared, hw, strategy=cfg.strategy.name, tuning=tuning, reencode_k=cfg.strategy.reencode_k,
                      readout_k=cfg.strategy.readout_k, max_memory_gb=bound,
-                     evaluate=montecarlo_from(cfg.evaluate),
+                     evaluate=montecarlo_from(cfg.evaluate), fault_map=faults,
                      progress=cfg.progress and
                      sys.stderr.isatty())
 

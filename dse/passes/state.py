@@ -48,6 +48,8 @@ class CompileState:
     eval_batch: int | None = None  # test samples per batch of the evaluation (memory plan)
     progress: Callable[[str], None] | None = None  # called with each block's name as tuning finishes it
     montecarlo: MonteCarlo = field(default_factory=MonteCarlo)  # chip instances drawn from hw.device
+    # the stuck cells of hw.device.fault_map, read once (`dse.passes.verify.fault_map`; None: not read yet)
+    faults: dict[str, np.ndarray] | None = None
     # --- results -------------------------------------------------------------------------------------------
     blocks: list[BlockReport] = field(default_factory=list)  # "tune": what tuning did to each block
     violations: list[str] | None = None  # "check": the chip's constraints the compiled graph breaks

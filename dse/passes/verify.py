@@ -36,10 +36,13 @@ def evaluate(state: CompileState) -> None:
 
 
 def fault_map(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | None
-    """The known chip's stuck cells (`hardware.device.fault_map`), checked against the compiled network."""
+    """The known chip's stuck cells (`hardware.device.fault_map`), checked against the compiled network. Read
+    from the file once per compile (`state.faults`, which `dse.compile.compile` fills with the map its caller
+    read): "fault_correct" and "evaluate" each read it again."""
     path = state.hw.device.fault_map
     if path is None:
         return None
-    faults = load_fault_map(path)
-    check_fault_map(state.graph, state.hw, faults, path)
-    return faults
+    if state.faults is None:
+        state.faults = load_fault_map(path)
+    check_fault_map(state.graph, state.hw, state.faults, path)
+    return state.faults
