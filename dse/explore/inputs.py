@@ -2,7 +2,9 @@
 
 The configuration names the model file and the data by path; a user who retrains `my_net.onnx` or rewrites
 `my_data.npz` in place and runs the same command would resume the old study, reporting its trials beside new
-ones of another network. The digest enters the study's fingerprint, so such a run starts a new study.
+ones of another network. The digest enters the study's fingerprint, so such a run starts a new study. So does
+that of each fault map the trials read (`hardware.device.fault_map`, set or searched), rewritten in place by
+``python -m dse.sim.fault_map`` drawing another chip.
 """
 
 from __future__ import annotations
@@ -24,6 +26,15 @@ def inputs_digest(graph: Graph, data: Dataset) -> dict[str, str]:
     """sha256 of the imported network (ops, wiring, every weight) and of the samples used (calibration, test,
     labels)."""
     return {"network": _graph_digest(graph), "data": _data_digest(data)}
+
+
+def fault_map_digest(faults: dict[str, np.ndarray]) -> str:
+    """sha256 of a fault map's arrays (names, types, shapes, cells): its content, however the file stores it."""
+    h = hashlib.sha256()
+    for key in sorted(faults):
+        h.update(f"{key}\0".encode())
+        _update(h, faults[key])
+    return h.hexdigest()
 
 
 def _graph_digest(graph: Graph) -> str:

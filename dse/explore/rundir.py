@@ -3,12 +3,13 @@
 Resume rule. The default run folder is ``results/<study.name>/<time>/``. Running a sweep looks in
 ``results/<study.name>/`` for the newest run folder whose study was started with the same configuration
 (the *fingerprint*: model, hardware, strategy, tuning, search space, sampler, objectives, seed, and a digest of
-the network and samples they name, `dse.explore.inputs`) and resumes
+the network, samples and fault maps they name, `dse.explore.inputs`) and resumes
 it; if there is none, or ``study.resume=false``, it starts a new time-stamped folder (claimed by the sweep
 alone: ``<time>_2``, ... where a sweep started in the same second holds ``<time>``). So running the same
 command again resumes, and changing the configuration under the same name never mixes two studies. An
 explicit folder (``hydra.run.dir=DIR``, no time stamp) is used as it is: it resumes the study inside if the
-configuration is the same, and refuses with exit status 2 if it is not.
+configuration is the same, and refuses with exit status 2 if it is not (a fault map rewritten in place since the
+study started: saying so). A study stored before its fingerprint held a digest resumes on the rest.
 
 A lock file keeps a second sweep from running the same study at the same time (the lock is released by the
 kernel when a sweep dies, SIGKILL included).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -39,6 +41,8 @@ LOCK = ".lock"
 MIN_FREE_BYTES = 64 * 2**20
 SQLITE_HEADER = b"SQLite format 3\x00"
 
+log = logging.getLogger(__name__)
+
 
 def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], resume: bool) -> Path:
     """The folder this sweep works in. Reads only; creates nothing. A path that cannot become a folder (a file,
@@ -54,6 +58,11 @@ def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], res
             raise ConfigError(f"{run_dir} holds {held[0]} but no readable {FINGERPRINT} (the configuration of the "
                               "study there), so it may be another study's; choose another hydra.run.dir, or move "
                               "those files away")
+        changed = changed_fault_maps(stored, fingerprint)
+        if changed:
+            raise ConfigError(f"fault map {changed[0]} changed since the study in {run_dir} started (its trials were "
+                              "computed with the cells it held then); choose another hydra.run.dir to start a new "
+                              "study, or put the map back to resume it")
         if stored is not None and not same_study(stored, fingerprint):
             raise ConfigError(
                 f"{run_dir} holds a study with another configuration ({describe_difference(stored, fingerprint)}); "
@@ -63,16 +72,43 @@ def locate(run_dir: Path, *, timestamped: bool, fingerprint: dict[str, Any], res
     if resume and run_dir.parent.is_dir():
         candidates = sorted(run_dir.parent.glob(f"*/{FINGERPRINT}"), key=lambda p: p.stat().st_mtime, reverse=True)
         for path in candidates:
-            if same_study(read_fingerprint(path.parent), fingerprint):
+            stored = read_fingerprint(path.parent)
+            if same_study(stored, fingerprint):
                 return path.parent
+            changed = changed_fault_maps(stored, fingerprint)
+            if changed:  # left as it is: its trials are of the old map's chip
+                log.warning("fault map %s changed since the study in %s started: a new study starts", changed[0],
+                            path.parent)
     return run_dir
 
 
 def same_study(stored: dict[str, Any] | None, fingerprint: dict[str, Any]) -> bool:
-    """A study stored before its fingerprint held the inputs' digest (`dse.explore.inputs`) resumes on the rest."""
+    """A study stored before its fingerprint held the inputs' digest (`dse.explore.inputs`) resumes on the rest;
+    one stored before the inputs held the fault maps' digests, on the network's and the samples'."""
     if stored is not None and "inputs" not in stored:
         fingerprint = {k: v for k, v in fingerprint.items() if k != "inputs"}
+    elif stored is not None and not _has_fault_maps(stored) and _has_fault_maps(fingerprint):
+        inputs = {k: v for k, v in fingerprint["inputs"].items() if k != "fault_maps"}
+        fingerprint = {**fingerprint, "inputs": inputs}
     return stored == fingerprint
+
+
+def changed_fault_maps(stored: dict[str, Any] | None, fingerprint: dict[str, Any]) -> list[str]:
+    """The fault maps whose content alone makes `fingerprint` another study than `stored` (none where anything
+    else differs too, or where `stored` holds no fault map's digest)."""
+    if stored is None or not _has_fault_maps(stored) or not _has_fault_maps(fingerprint):
+        return []
+    old, new = stored["inputs"]["fault_maps"], fingerprint["inputs"]["fault_maps"]
+    if old.keys() != new.keys() or same_study(stored, fingerprint):
+        return []
+    if not same_study(stored, {**fingerprint, "inputs": {**fingerprint["inputs"], "fault_maps": old}}):
+        return []
+    return [path for path in old if old[path] != new[path]]
+
+
+def _has_fault_maps(fingerprint: dict[str, Any]) -> bool:
+    inputs = fingerprint.get("inputs")
+    return isinstance(inputs, dict) and isinstance(inputs.get("fault_maps"), dict)
 
 
 def read_fingerprint(run_dir: Path) -> dict[str, Any] | None:

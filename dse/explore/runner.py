@@ -28,7 +28,7 @@ from dse.config import hardware_from, montecarlo_from, to_container, tuning_from
 from dse.config.schemas import FigureOthers, RunnerKind, Sampler
 from dse.errors import ConfigError, DseError, ResourceError
 from dse.explore.executors import Executor, LocalExecutor
-from dse.explore.inputs import inputs_digest
+from dse.explore.inputs import fault_map_digest, inputs_digest
 from dse.explore.outputs import Figure, default_figures, figure_name, write_outputs
 from dse.explore.pareto import reference_point
 from dse.explore.progress import progress_bar
@@ -94,8 +94,7 @@ def run_study(
     labelled = data.y_test is not None
     options = study_options(cfg, labelled)
     figures = figures_from(cfg, space, options, labelled)
-    fingerprint = {**make_fingerprint(cfg, space, options), "inputs": inputs_digest(graph, data)}
-    check_fault_maps(cfg, space)
+    fingerprint = study_fingerprint(cfg, space, options, graph, data)
     run_dir = locate(run_dir, timestamped=timestamped, fingerprint=fingerprint, resume=bool(cfg.study.resume))
     if executor is None:
         executor = executor_from(cfg.runner)
@@ -373,15 +372,23 @@ def executor_from(runner: DictConfig) -> Executor:
                        torch_threads=runner.torch_threads, trial_timeout_s=timeout)
 
 
-def check_fault_maps(cfg: DictConfig, space: SearchSpace) -> None:
+def check_fault_maps(cfg: DictConfig, space: SearchSpace) -> dict[str, str]:
     """Read each fault map the trials read (`hardware.device.fault_map`, set or searched) before any work: one that
-    cannot be read failed every trial after the preparation, as a failure of the trial's own that stays on resume."""
+    cannot be read failed every trial after the preparation, as a failure of the trial's own that stays on resume.
+    Returns each one's content digest by its path (`fault_map_digest`)."""
     from dse.sim.device_noise import load_fault_map
 
     path = "hardware.device.fault_map"
-    for p in space.params.get(path, (OmegaConf.select(cfg, path),)):
-        if p is not None:
-            load_fault_map(str(p))
+    return {str(p): fault_map_digest(load_fault_map(str(p)))
+            for p in space.params.get(path, (OmegaConf.select(cfg, path),)) if p is not None}
+
+
+def study_fingerprint(cfg: DictConfig, space: SearchSpace, options: StudyOptions, graph, data) -> dict[str, Any]:
+    """`make_fingerprint` and what the trials are computed from (`dse.explore.inputs`): the network, the samples,
+    and the content of each fault map (only where one is set: a study without one has the fingerprint it had)."""
+    maps = check_fault_maps(cfg, space)
+    inputs = {**inputs_digest(graph, data), **({"fault_maps": maps} if maps else {})}
+    return {**make_fingerprint(cfg, space, options), "inputs": inputs}
 
 
 def trial_bound(executor: Executor, cfg: DictConfig, graph, data) -> float | None:

@@ -208,3 +208,54 @@ def test_a_study_stored_before_the_inputs_digest_resumes(tmp_path):
     digest = {"network": "ab", "data": "cd"}
     assert locate(tmp_path / "s" / "new", timestamped=True, fingerprint={**A, "inputs": digest}, resume=True) == old
     assert locate(old, timestamped=False, fingerprint={**A, "inputs": digest}, resume=True) == old
+
+
+MAPPED = {**A, "inputs": {"network": "ab", "data": "cd", "fault_maps": {"f.npz": "01"}}}
+REDRAWN = {**A, "inputs": {"network": "ab", "data": "cd", "fault_maps": {"f.npz": "02"}}}
+
+
+def test_a_fault_map_rewritten_in_place_is_another_study(tmp_path, caplog):
+    """The fingerprint named the map's file, not its cells: the same command after drawing another chip into
+    faults.npz resumed the old study, its trials of the old chip reported as the new one's."""
+    old = make_run(tmp_path / "s" / "2026-01-01_00-00-00", MAPPED)
+    assert locate(tmp_path / "s" / "new", timestamped=True, fingerprint=MAPPED, resume=True) == old
+    assert locate(old, timestamped=False, fingerprint=MAPPED, resume=True) == old
+    assert locate(tmp_path / "s" / "new", timestamped=True, fingerprint=REDRAWN, resume=True) == tmp_path / "s" / "new"
+    assert "fault map f.npz changed since the study in" in caplog.text
+    with pytest.raises(ConfigError, match=r"^fault map f\.npz changed since the study in .*2026-01-01_00-00-00 started "
+                                          r"\(.*\); choose another hydra\.run\.dir to start a new study"):
+        locate(old, timestamped=False, fingerprint=REDRAWN, resume=True)
+    assert read_fingerprint(old) == MAPPED  # the old study is left as it was
+
+
+def test_a_study_stored_before_the_fault_maps_digest_resumes(tmp_path):
+    old = make_run(tmp_path / "s" / "2026-01-01_00-00-00", {**A, "inputs": {"network": "ab", "data": "cd"}})
+    assert locate(tmp_path / "s" / "new", timestamped=True, fingerprint=MAPPED, resume=True) == old
+    assert locate(old, timestamped=False, fingerprint=REDRAWN, resume=True) == old
+
+
+@pytest.mark.slow  # about 5 s: the sweep's modules and the model (the rule itself: the two tests above)
+def test_the_fingerprint_holds_each_fault_maps_content(tmp_path):
+    import numpy as np
+
+    from dse.config import compose_config, split_sweeps
+    from dse.explore.runner import _load, study_fingerprint, study_options
+    from dse.explore.space import build_space
+
+    path = tmp_path / "faults.npz"
+    base = ["model=mlp_digits", "tuning=none", "search=custom", "hardware.weights.bits=4,8"]
+    graph, data = _load(compose_config("sweep", split_sweeps(base).overrides))
+
+    def fingerprint(cells: int, *fault_map: str):
+        np.savez(path, core=np.full((1, 2, 3, 4), cells, np.int8))
+        cmd = split_sweeps([*base, *fault_map])
+        cfg = compose_config("sweep", cmd.overrides)
+        return study_fingerprint(cfg, build_space(cfg, cmd.sweeps, cmd.pinned), study_options(cfg, True), graph, data)
+
+    plain = fingerprint(0)
+    assert "fault_maps" not in plain["inputs"]  # without a map: the fingerprint a study has stored until now
+    mapped = f"hardware.device.fault_map={path}"
+    first, again = fingerprint(0, mapped), fingerprint(0, mapped)
+    assert first == again and list(first["inputs"]["fault_maps"]) == [str(path)]
+    redrawn = fingerprint(1, mapped)
+    assert redrawn["inputs"]["fault_maps"][str(path)] != first["inputs"]["fault_maps"][str(path)]
