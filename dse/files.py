@@ -95,6 +95,15 @@ ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive; an empty one begins with 
 EMPTY_ZIP = b"PK\x05\x06"
 
 
+def begins_as_json(path: str | Path) -> bool:
+    """Whether the file at `path` begins as JSON text (an object or an array: a run's report.json)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(64).lstrip()[:1] in (b"{", b"[")
+    except OSError:
+        return False
+
+
 def not_an_npz(path: str | Path) -> str | None:
     """Why the file at `path` cannot be an .npz archive (it is empty, or begins as something else: numpy's own
     word for such a file is that it "contains pickled (object) data"), or None: it begins as one, or cannot be

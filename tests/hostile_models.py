@@ -269,6 +269,14 @@ def compiled_npz(folder: Path) -> Path:
     return path
 
 
+def report_json(folder: Path) -> Path:
+    """A compile's report.json given as the model: onnx parses a .json as its JSON form, and the error listed
+    every field of a ModelProto (about 360 characters)."""
+    path = folder / "report.json"
+    path.write_text('{"model": "lenet_mnist", "metrics": {"accuracy": 0.98}}\n')
+    return path
+
+
 # name -> (builder, overrides, exit status, words the one error line holds)
 CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, ...]]] = {
     "nan_weight": (nan_weight, (), 2, ("initializer 'w'", "NaN")),
@@ -329,6 +337,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...], int, tuple[str, 
     "empty_file": (empty_file, (), 2, ("empty_file.onnx is empty (0 bytes)", "not an ONNX model")),
     "compiled_npz": (compiled_npz, (), 2, ("compiled.npz is a zip archive", "not an ONNX model")),
     "no_graph": (no_graph, (), 2, ("no_graph.onnx holds no ONNX model (no graph)",)),
+    "report_json": (report_json, (), 2, ("report.json is JSON text (such as a compile's report.json), not an ONNX "
+                                         "model",)),
     "wide_mlp": (wide_mlp, ("model.dataset=digits", "compile.max_memory_gb=2"), 2,
                  ("estimated peak memory", "compile.max_memory_gb=2")),
     "wide_conv": (wide_conv, ("compile.max_memory_gb=8",), 2, ("estimated peak memory", "compile.max_memory_gb=8")),

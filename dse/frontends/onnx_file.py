@@ -22,7 +22,7 @@ import onnx.inliner
 from onnx import ModelProto, NodeProto, TensorProto
 
 from dse.errors import ModelError
-from dse.files import not_an_npz
+from dse.files import begins_as_json, not_an_npz
 
 _SUB_BYTE_TYPES = frozenset({"INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2"})
 
@@ -170,6 +170,9 @@ def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProt
         try:
             model = onnx.load(str(path), load_external_data=False)
         except Exception as e:  # protobuf raises DecodeError, RuntimeWarning or others depending on the damage
+            if begins_as_json(path):  # a .json is parsed as ONNX's JSON form: the error listed every field of it
+                raise ModelError(f"{path} is JSON text (such as a compile's report.json), not an ONNX model"
+                                 ) from None
             raise ModelError(f"{path} is not a readable ONNX model ({type(e).__name__}: {one_line(e)})") from e
         base_dir = path.parent
     if not model.HasField("graph"):  # bytes that parse as a protobuf message, but hold no model
