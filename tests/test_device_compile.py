@@ -91,6 +91,8 @@ def test_a_fault_map_is_read_once_per_compile(prepared, tmp_path, monkeypatch) -
     for report in (read_here, given):
         del report["device"]["seconds"]
     assert _untimed(read_here) == _untimed(given)
+    with pytest.raises(ConfigError, match=r"^compile\(fault_map=\.\.\.\) is given a fault map, but hw\.device"):
+        compile(prepared, CHIP, tuning=NONE, fault_map=faults)  # a map the chip does not name was ignored
 
 
 def test_a_fault_map_that_does_not_fit_is_refused(prepared, tmp_path) -> None:

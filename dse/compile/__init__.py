@@ -278,6 +278,9 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     evaluate = evaluate or MonteCarlo()
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)} (got {strategy!r})")
+    if fault_map is not None and hw.device.fault_map is None:  # it would be ignored: the chip has no known map
+        raise ConfigError("compile(fault_map=...) is given a fault map, but hw.device.fault_map is not set: set it "
+                          "to the map's file (the compile reads the map given, and names the file in its report)")
     hw.validate()
     cost_model(hw)  # a bad cost coefficient is refused before any work
     check_quantizable(hw)
@@ -290,7 +293,7 @@ def compile(  # noqa: A001 - the front door is called compile, as in DESIGN.md
     state = CompileState(hw, prepared.exact, prepared.exact, data, tuning, chunk_floats=plan.chunk_floats,
                          eval_batch=plan.eval_batch, progress=_progress(prepared.exact, progress,
                                                                          network.wanted(hw, tuning)),
-                         montecarlo=evaluate, faults=fault_map if hw.device.fault_map is not None else None)
+                         montecarlo=evaluate, faults=fault_map)
     meter = StepMeter(dict(prepared.steps))
     trace = list(prepared.trace)
     correct = hw.device.fault_map is not None and hw.device.fault_map_known
