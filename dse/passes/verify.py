@@ -37,8 +37,8 @@ def evaluate(state: CompileState) -> None:
 
 def fault_map(state: CompileState):  # noqa: ANN201 - dict[str, np.ndarray] | None
     """The known chip's stuck cells (`hardware.device.fault_map`), checked against the compiled network. Read
-    from the file once per compile (`state.faults`, which `dse.compile.compile` fills with the map its caller
-    read): "fault_correct" and "evaluate" each read it again."""
+    from the file once per compile and kept in `state.faults` (which `dse.compile.compile` fills with the map
+    its caller read), which "fault_correct" and "evaluate" both use."""
     path = state.hw.device.fault_map
     if path is None:
         return None
