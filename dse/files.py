@@ -121,3 +121,23 @@ def not_an_npz(path: str | Path) -> str | None:
     what = ("JSON text" if text[:1] in (b"{", b"[") else "an .npy array" if head.startswith(b"\x93NUMPY")
             else "text" if all(c >= 32 or c in b"\t\r\n" for c in head) else "other bytes")
     return f"not an .npz archive (it begins with {what})"
+
+
+def npz_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every array in the .npz at `path`, from the arrays' headers alone (a dataset of gigabytes
+    is not read to learn what it holds). Raises OSError, ValueError or zipfile.BadZipFile where the archive or
+    a header cannot be read."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as f:
+                version = npy.read_magic(f)
+                header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shapes[member[: -len(".npy")]] = tuple(header(f)[0])
+    return shapes

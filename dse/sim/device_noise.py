@@ -289,23 +289,31 @@ def load_fault_map(path: str) -> dict[str, np.ndarray]:
     return faults
 
 
-def check_arrays(faults: dict[str, np.ndarray], path: str) -> None:
-    """Refuse an .npz that holds no crossbar's cells at all, saying what it holds instead: a core-op's cells
-    have four axes or more (slices, columns, *weight shape), its spare columns' three or more (crossbars, K,
-    *fan-in). A dataset's .npz (its 'y' has one axis) was read as the map; a float 'x' was refused as 'values
-    other than 0, 1, 2', a binary one only after the whole compile, as a crossbar the network does not have."""
-    flat = [k for k, a in faults.items() if a.ndim < (3 if k.startswith(spares.PREFIX) else 4)]
-    if faults and not flat:
-        return
+def not_a_fault_map(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What an .npz of arrays of these shapes holds instead of crossbars' cells, or None where it holds cells: a
+    core-op's cells have four axes or more (slices, columns, *weight shape), its spare columns' three or more
+    (crossbars, K, *fan-in). Shapes alone (`dse.files.npz_shapes` reads them from the headers) tell a dataset
+    (its 'y' has one axis) or a compiled network ('__graph__') from a map."""
+    flat = [k for k, shape in shapes.items() if len(shape) < (3 if k.startswith(spares.PREFIX) else 4)]
+    if shapes and not flat:
+        return None
     from dse.data.user_data import ARRAYS
 
-    data = [k for k in faults if k in ARRAYS]
-    held = (f"a dataset's arrays ({', '.join(map(repr, data))})" if data
-            else "a compiled network ('__graph__')" if "__graph__" in faults
-            else f"{flat[0]!r} of shape {tuple(faults[flat[0]].shape)}" if flat else "no arrays")
-    raise ConfigError(f"hardware.device.fault_map: {path} is not a fault map: it holds {held}, not each crossbar's "
-                      "cells (one array per core-op, (slices, columns, *weight shape), as python -m dse.sim.fault_map "
-                      "writes)")
+    data = [k for k in shapes if k in ARRAYS]
+    return (f"a dataset's arrays ({', '.join(map(repr, data))})" if data
+            else "a compiled network ('__graph__')" if "__graph__" in shapes
+            else f"{flat[0]!r} of shape {shapes[flat[0]]}" if flat else "no arrays")
+
+
+def check_arrays(faults: dict[str, np.ndarray], path: str) -> None:
+    """Refuse an .npz that holds no crossbar's cells at all, saying what it holds instead (`not_a_fault_map`). A
+    dataset's .npz was read as the map; a float 'x' was refused as 'values other than 0, 1, 2', a binary one
+    only after the whole compile, as a crossbar the network does not have."""
+    held = not_a_fault_map({k: tuple(a.shape) for k, a in faults.items()})
+    if held is not None:
+        raise ConfigError(f"hardware.device.fault_map: {path} is not a fault map: it holds {held}, not each "
+                          "crossbar's cells (one array per core-op, (slices, columns, *weight shape), as python -m "
+                          "dse.sim.fault_map writes)")
 
 
 def draw_fault_map(graph: Graph, hw: HardwareSpec, seed: int) -> dict[str, np.ndarray]:

@@ -24,10 +24,10 @@ import numpy as np
 
 from dse.bounds import check_int
 from dse.errors import DseError
-from dse.files import atomic_write, not_an_npz
+from dse.files import atomic_write, not_an_npz, npz_shapes
 from dse.hardware.spec import HardwareSpec
 from dse.ir.serialize import load_graph
-from dse.sim.device_noise import HIGH, LOW, draw_fault_map
+from dse.sim.device_noise import HIGH, LOW, draw_fault_map, not_a_fault_map
 
 
 def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float, seed: int,
@@ -54,8 +54,9 @@ def write_fault_map(compiled: str, out: str, stuck_low: float, stuck_high: float
 
 def _check_not_the_input(compiled: str, out: str) -> None:
     """The map written over the compiled network (the two names swapped, or one pasted twice) lost the compile;
-    written over any other file that is not a fault map (a run's report.json, another run's compiled.npz), it
-    lost that file. A fault map is written over (drawn again)."""
+    written over any other file that is not a fault map (a run's report.json, another run's compiled.npz, a
+    dataset's .npz), it lost that file. A fault map (or an archive of no arrays) is written over (drawn again).
+    What an existing .npz holds is told from its arrays' headers (`npz_shapes`): a dataset is not read."""
     try:
         same = os.path.samefile(compiled, out)
     except OSError:  # either is missing: the read or the write names it
@@ -67,10 +68,12 @@ def _check_not_the_input(compiled: str, out: str) -> None:
     problem = not_an_npz(out)
     if problem is None:
         try:
-            with np.load(out, allow_pickle=False) as data:
-                problem = "a compiled network" if "__graph__" in data.files else None
+            shapes = npz_shapes(out)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
             problem = f"an unreadable .npz ({e})"
+        else:
+            held = not_a_fault_map(shapes) if shapes else None
+            problem = None if held is None else f"it holds {held}"
     if problem:
         raise DseError(f"{out} exists and is not a fault map ({problem}); name another file for the fault map")
 

@@ -148,20 +148,27 @@ def test_the_fault_map_command_refuses_to_write_over_the_compiled_network(tmp_pa
     assert (tmp_path / "compiled.npz").read_bytes() == before
 
 
-def test_the_fault_map_command_writes_over_a_fault_map_and_nothing_else(tmp_path, capsys) -> None:
-    """It wrote the map over any file named: a run's report.json, another run's compiled network."""
+def test_the_fault_map_command_writes_over_a_fault_map_and_nothing_else(tmp_path, capsys, monkeypatch) -> None:
+    """It wrote the map over any file named: a run's report.json, another run's compiled network, a dataset's
+    .npz (lost, exit 0). What an .npz holds is told from its arrays' headers: the dataset is not loaded."""
     save_graph(conv_graph(), tmp_path / "compiled.npz", meta={"report": {"hardware": chip(0).to_dict()}})
     save_graph(conv_graph(), tmp_path / "other.npz")
     (tmp_path / "report.json").write_text('{"legal": true}\n')
+    np.savez(tmp_path / "data.npz", x=np.zeros((5, 1, 4, 4), np.float32), y=np.zeros(5, np.int64))
+    np.savez(tmp_path / "empty.npz")
     for out, what in (("report.json", "not an .npz archive (it begins with JSON text)"),
-                      ("other.npz", "a compiled network")):
+                      ("other.npz", "it holds a compiled network ('__graph__')"),
+                      ("data.npz", "it holds a dataset's arrays ('x', 'y')")):
         before = (tmp_path / out).read_bytes()
-        assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / out)]) == 2
+        with monkeypatch.context() as m:  # the refusal reads no array of the file it refuses to write over
+            m.setattr(np.lib.format, "read_array", lambda *a, **k: pytest.fail("an array was read"))
+            assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / out)]) == 2
         assert capsys.readouterr().err == (f"error: {tmp_path / out} exists and is not a fault map ({what}); name "
                                            "another file for the fault map\n")
         assert (tmp_path / out).read_bytes() == before
     args = [str(tmp_path / "compiled.npz"), str(tmp_path / "f.npz")]
     assert fault_map_main(args) == 0 and fault_map_main([*args, "--seed", "1"]) == 0  # drawn again
+    assert fault_map_main([str(tmp_path / "compiled.npz"), str(tmp_path / "empty.npz")]) == 0  # nothing to lose
 
 
 def test_the_fault_map_is_written_under_the_name_given(tmp_path) -> None:
