@@ -42,7 +42,9 @@ class TuneOptions:
     min_improvement: float = 0.01  # relative improvement of the held-out loss that counts as one
     # a block whose start, rounded as it is, has a held-out loss at most this many times its quantization floor
     # (the loss of the teacher's own output quantized to the block's output codes at its best step,
-    # `dse.tune.phases.quantization_floor`) is not trained; 0 trains every block
+    # `dse.tune.phases.quantization_floor`) is not trained; nor, after the free phase, is one whose rounded start
+    # is within this factor of the loss its float weights reach there (its range and rounding phases are
+    # skipped, its rounded start kept); 0 trains every block through every phase
     floor_factor: float = 1.1
     # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics, at most (the stopping
     # rule ends them earlier)

@@ -280,7 +280,10 @@ def bias_correction_phase(fit: Fit, walk: TuneWalk, rounded_loss: float) -> floa
 def train_block(fit: Fit, walk: TuneWalk) -> None:
     """The phases on the block, from its start (the cores `create_cores` made), unless its start rounded as it
     is already sits at the floor its output quantization gives (`quantization_floor`, within
-    `tuning.floor_factor`): then that is kept untrained. Its losses go to `fit.report`."""
+    `tuning.floor_factor`): then that is kept untrained. After the free phase, the rounded start is kept if it is
+    within `floor_factor` of what the float weights reach there: rounding then costs too little for the range
+    and rounding phases, whose work is to bring float weights to integers, to win back (docs/quantization.md).
+    Its losses go to `fit.report`."""
     losses = fit.report.losses
     start = fit.snapshot()
     losses["init"] = fit.measured("real")
@@ -292,6 +295,12 @@ def train_block(fit: Fit, walk: TuneWalk) -> None:
         return
     set_state(fit, start)
     free_phase(fit)
+    trained = losses.get("free", losses["init"])  # no free steps: the float weights as they start
+    if rounded_loss <= fit.options.floor_factor * trained:
+        log.info("block %s: its rounded start (loss %.4g) is within the floor factor of its float weights' (%.4g); "
+                 "kept, not rounded by training", fit.problem.out_name, rounded_loss, trained)
+        set_state(fit, rounded)
+        return
     range_phase(fit)
     round_phase(fit)
     keep_better_start(fit, rounded_loss, rounded)

@@ -3,6 +3,7 @@ integer graph that survives serialization."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -242,10 +243,11 @@ def test_a_population_code_through_a_reshape_that_moves_rows_into_the_channels()
 
 def test_a_block_never_leaves_tuning_worse_than_its_rounded_start(prepared: Prepared) -> None:
     """Learning rates a thousand times too large wreck every training step; each phase then keeps its start
-    (its lowest held-out loss) and each block ends as its start rounded, exactly what no training gives."""
+    (its lowest held-out loss) and each block ends as its start rounded, exactly what no training gives
+    (`floor_factor=0`: every phase runs, none is skipped for a start near its floor)."""
     untrained = compile(prepared, chip(4), tuning=TuneOptions(free_steps=0, range_steps=0, round_steps=0))
     wrecked = compile(prepared, chip(4), tuning=TuneOptions(free_steps=20, range_steps=5, round_steps=3, lr=3.0,
-                                                            grid_lr=30.0))
+                                                            grid_lr=30.0, floor_factor=0.0))
     for b in wrecked.blocks:
         assert not b.losses["tuned"] < b.losses["rounded_start"], b
     for a, b in zip(untrained.graph, wrecked.graph, strict=True):
@@ -301,3 +303,25 @@ def test_reencoding_values_that_are_not_quantized_is_refused(io: IO) -> None:
     if io.output_bits is None:  # the host summed k whole copies: logits k times too large
         with pytest.raises(ConstraintError, match="strategy.readout_k > 1: hardware.io.output_bits null"):
             reencode(graph, hw, k=1, readout_k=2)
+
+
+def test_a_block_whose_rounding_costs_little_is_not_rounded_by_training(prepared: Prepared) -> None:
+    """At 8-bit weights and 4-bit I/O, rounding two of mlp_digits' three blocks costs less than `floor_factor` of
+    what their float weights reach after the free phase: their range and rounding phases are skipped, and the
+    chip gets their rounded starts. With `floor_factor=0` every phase runs. At 2-bit weights the rule decides
+    as it reads, whatever it decides."""
+    short = TuneOptions(free_steps=20, range_steps=10, round_steps=10, round_fractions=(0.5, 1.0))
+    untrained = compile(prepared, chip(8), tuning=TuneOptions(free_steps=0, range_steps=0, round_steps=0,
+                                                              floor_factor=0.0))
+    for floor_factor, bits in ((1.1, 8), (0.0, 8), (1.1, 2)):
+        result = compile(prepared, chip(bits), tuning=dataclasses.replace(short, floor_factor=floor_factor))
+        for b in result.blocks:
+            rounded = b.losses["rounded_start"]
+            skip = rounded <= floor_factor * max(b.losses["floor"], b.losses.get("free", 0.0))
+            assert ("range" not in b.steps) == skip, (floor_factor, bits, b)
+        skipped = {b.name for b in result.blocks if "range" not in b.steps}
+        if bits == 8:
+            assert len(skipped) == (2 if floor_factor else 0), result.blocks
+        for a, n in zip(untrained.graph, result.graph, strict=True):  # a skipped block is its rounded start
+            if bits == 8 and isinstance(a.op, o.CoreOp) and n.block_name in skipped:
+                np.testing.assert_array_equal(a.op.quant.weight_int, n.op.quant.weight_int)
