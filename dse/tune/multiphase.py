@@ -180,11 +180,11 @@ def _multiphase(walk: TuneWalk, problem: BlockProblem) -> Fit:
     if options.noise_aware and not walk.hw.device.is_ideal:
         noise.attach(problem.cores.values(), walk.hw, options.seed, problem.out_name, options.noise_checks)
     fit = set_up(walk, problem, samples)
-    train_block(fit, walk)
+    rate_loss = train_block(fit, walk)
     for c in problem.cores.values():
         c.weight.requires_grad_(True)
     if walk.spiking and options.spike_steps > 0:
-        spike_phase(walk, problem, fit.report, fit.loss)
+        spike_phase(walk, problem, fit.report, fit.loss, rate_loss)
         problem.refresh_scales()  # thresholds moved: scales inside the block follow
     return fit
 

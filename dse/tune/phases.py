@@ -246,16 +246,18 @@ def rounded_start(fit: Fit, walk: TuneWalk) -> tuple[float, Snapshot]:
     return loss, fit.snapshot()
 
 
-def keep_better_start(fit: Fit, rounded_loss: float, rounded: Snapshot) -> None:
+def keep_better_start(fit: Fit, rounded_loss: float, rounded: Snapshot) -> float:
     """A block never leaves tuning worse than its start rounded as it is (training on a few rows per step can
     wander off): measured on the same held-out rows, the rounded start is kept where it is clearly better (by
     more than `tuning.keep_margin`: a closer call is within the noise of the rows, and the tuned block has
-    learned to correct its real inputs)."""
+    learned to correct its real inputs). Returns the loss of what is kept."""
     tuned_loss = fit.report.losses["tuned"] = fit.measured("code")
     if not tuned_loss * (1 - fit.options.keep_margin) <= rounded_loss:  # NaN too: a step blown up by training
         log.info("block %s: its rounded start (loss %.4g) beats the tuned block (%.4g); kept",
                  fit.problem.out_name, rounded_loss, tuned_loss)
         set_state(fit, rounded)
+        return rounded_loss
+    return tuned_loss
 
 
 def set_state(fit: Fit, snap: Snapshot) -> None:
@@ -277,13 +279,13 @@ def bias_correction_phase(fit: Fit, walk: TuneWalk, rounded_loss: float) -> floa
     return rounded_loss
 
 
-def train_block(fit: Fit, walk: TuneWalk) -> None:
+def train_block(fit: Fit, walk: TuneWalk) -> float:
     """The phases on the block, from its start (the cores `create_cores` made), unless its start rounded as it
     is already sits at the floor its output quantization gives (`quantization_floor`, within
     `tuning.floor_factor`): then that is kept untrained. After the free phase, the rounded start is kept if it is
     within `floor_factor` of what the float weights reach there: rounding then costs too little for the range
     and rounding phases, whose work is to bring float weights to integers, to win back (docs/quantization.md).
-    Its losses go to `fit.report`."""
+    Its losses go to `fit.report`; returns the held-out loss of the cores it leaves."""
     losses = fit.report.losses
     start = fit.snapshot()
     losses["init"] = fit.measured("real")
@@ -292,7 +294,7 @@ def train_block(fit: Fit, walk: TuneWalk) -> None:
     if rounded_loss <= fit.options.floor_factor * floor:
         log.info("block %s: its rounded start (loss %.4g) is at its quantization floor (%.4g); not trained",
                  fit.problem.out_name, rounded_loss, floor)
-        return
+        return rounded_loss
     set_state(fit, start)
     free_phase(fit)
     trained = losses.get("free", losses["init"])  # no free steps: the float weights as they start
@@ -300,7 +302,7 @@ def train_block(fit: Fit, walk: TuneWalk) -> None:
         log.info("block %s: its rounded start (loss %.4g) is within the floor factor of its float weights' (%.4g); "
                  "kept, not rounded by training", fit.problem.out_name, rounded_loss, trained)
         set_state(fit, rounded)
-        return
+        return rounded_loss
     range_phase(fit)
     round_phase(fit)
-    keep_better_start(fit, rounded_loss, rounded)
+    return keep_better_start(fit, rounded_loss, rounded)

@@ -64,3 +64,23 @@ def test_the_spike_aware_phase_ends_after_its_own_patience(prepared) -> None:
         assert output["spike"] == 5 * spike_patience
         assert all(b["spike"] == min(10, 5 * spike_patience) for b in hidden) and hidden
         assert all(b["free"] == 4 for b in (*hidden, output))  # `patience` 2 checks of 2 steps
+
+
+def test_a_hidden_block_whose_spikes_cost_little_is_not_trained_on_them(prepared) -> None:
+    """A hidden block whose loss on the real dynamics is within `floor_factor` of the loss the ReLU-model phases
+    left it at skips the spike-aware steps; the output block never does; `floor_factor=0` trains every one."""
+    chip_b = hardware_from(compose_config("compile", ["hardware=chip_b"]).hardware)
+    base = TuneOptions(free_steps=10, range_steps=10, round_fractions=(1.0,), round_steps=10, spike_steps=10,
+                       output_spike_steps=10, spike_check_steps=5, spike_calib_samples=200)
+    for floor_factor in (1.1, 0.0, 100.0):
+        options = dataclasses.replace(base, floor_factor=floor_factor)
+        blocks = compile(prepared, chip_b, tuning=options).report.to_dict()["blocks"]
+        *hidden, output = [b for b in blocks if "spike_init" in b["losses"]]
+        assert hidden and output["steps"]["spike"] > 0
+        for b in hidden:
+            losses = b["losses"]
+            cheap = losses["spike_init"] <= floor_factor * losses["rate_model"]
+            assert (b["steps"]["spike"] == 0) == cheap, (floor_factor, b)
+            assert cheap if floor_factor == 100.0 else not cheap if floor_factor == 0.0 else True
+            if cheap:
+                assert losses["spike"] == losses["spike_init"]
