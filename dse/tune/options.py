@@ -78,7 +78,8 @@ class TuneOptions:
     lr: float = 1e-3  # Adam, real-valued weights and biases (phase 1), biases (phases 2-3)
     step_lr_factor: float = 10.0  # Adam, phase 1: the output steps (their logarithm) learn at `lr` times this
     grid_lr: float = 0.02  # Adam, weights in grid units (phases 2-3), times sqrt of the weight range
-    # a phase (or the whole tuning) ending this much (relative, of its loss) above its start is undone
+    # a tuned block whose held-out loss ends this much (relative, of its loss) above its rounded start's is replaced
+    # by that rounded start (`dse.tune.phases.keep_better_start`; each phase already keeps its lowest loss)
     keep_margin: float = 0.05
     # the output block's loss: kd (class probabilities), mse (values), or both (dse/tune/losses.py)
     output_loss: OutputLoss = "kd"
