@@ -173,6 +173,11 @@ def _source(cores: Iterable[QCore]) -> StepNoise | None:
     return next((c.noise for c in cores if c.noise is not None), None)
 
 
+def noise_aware(cores: Iterable[QCore]) -> bool:
+    """Whether the block trains and is measured on drawn chips (`attach`ed noise)."""
+    return _source(cores) is not None
+
+
 def held_out(cores: Iterable[QCore], measure: Callable[[], float]) -> float:
     """`measure()` (a held-out loss), or with noise its mean over the block's `checks` fixed drawn chips."""
     source = _source(cores)

@@ -45,8 +45,8 @@ class TuneOptions:
     # `dse.tune.phases.quantization_floor`) is not trained; nor, after the free phase, is one whose rounded start
     # is within this factor of the loss its float weights reach there (its range and rounding phases are
     # skipped, its rounded start kept); on a spiking chip, nor is a hidden block whose loss on the real dynamics is
-    # within this factor of the loss the ReLU-model phases left it at (its spike-aware steps are skipped); 0 trains
-    # every block through every phase
+    # within this factor of the loss the ReLU-model phases left it at (its spike-aware steps are skipped); neither
+    # of these two under noise-aware tuning on a device that is not ideal; 0 trains every block through every phase
     floor_factor: float = 1.1
     # spiking chips: steps tuning thresholds, biases (and weights) on the real dynamics, at most (the stopping
     # rule ends them earlier)

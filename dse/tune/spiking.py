@@ -31,7 +31,7 @@ from dse.sim.spiking import integrate, wire
 from dse.tune.adam import Adam
 from dse.tune.block import BlockProblem, Samples
 from dse.tune.losses import BlockLoss, BlockReport
-from dse.tune.noise import held_out, injected
+from dse.tune.noise import held_out, injected, noise_aware
 from dse.tune.options import TuneOptions
 from dse.tune.patches import PatchGeometry
 from dse.tune.qcore import QCore
@@ -226,7 +226,8 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
     loss the ReLU-model phases left it at, is not trained: the spikes cost it too little for these steps to win
     back. The output block always is: its loss decides the accuracy, and on chip_b these steps lowered it by 29 to
     56 % (lenet, cnn3, conv1d, mlp_mnist), by 43 % on mlp_mnist's, whose spikes cost only 6 % over the ReLU
-    model's loss."""
+    model's loss. Under noise-aware tuning every block is: its losses are measured on drawn chips, whose errors
+    these steps also answer."""
     options, neuron, cores = walk.options, walk.hw.neuron, problem.cores
     gen = torch.Generator().manual_seed(options.seed + 1)
     samples = spike_samples(walk, problem, walk.teacher(problem.out_name), gen)
@@ -258,7 +259,7 @@ def spike_phase(walk: TuneWalk, problem: BlockProblem, report: BlockReport, loss
         c.log_scale.requires_grad_(True)
     report.losses["rate_model"] = rate_loss
     start = report.losses["spike_init"] = measured()
-    if not loss.output and start <= options.floor_factor * rate_loss:
+    if not loss.output and not noise_aware(cores.values()) and start <= options.floor_factor * rate_loss:
         _keep(cores)
         report.steps["spike"], report.losses["spike"] = 0, start
         return
