@@ -95,11 +95,16 @@ ZIP_MAGIC = b"PK\x03\x04"  # an .npz is a zip archive; an empty one begins with 
 EMPTY_ZIP = b"PK\x05\x06"
 
 
+def _json_head(head: bytes) -> bool:
+    """Whether a file's first bytes begin JSON text: an object or an array (a run's report.json)."""
+    return head.lstrip()[:1] in (b"{", b"[")
+
+
 def begins_as_json(path: str | Path) -> bool:
-    """Whether the file at `path` begins as JSON text (an object or an array: a run's report.json)."""
+    """Whether the file at `path` begins as JSON text (`_json_head`)."""
     try:
         with open(path, "rb") as f:
-            return f.read(64).lstrip()[:1] in (b"{", b"[")
+            return _json_head(f.read(64))
     except OSError:
         return False
 
@@ -117,8 +122,7 @@ def not_an_npz(path: str | Path) -> str | None:
         return "the file is empty"
     if head[:4] in (ZIP_MAGIC, EMPTY_ZIP):
         return None
-    text = head.lstrip()
-    what = ("JSON text" if text[:1] in (b"{", b"[") else "an .npy array" if head.startswith(b"\x93NUMPY")
+    what = ("JSON text" if _json_head(head) else "an .npy array" if head.startswith(b"\x93NUMPY")
             else "text" if all(c >= 32 or c in b"\t\r\n" for c in head) else "other bytes")
     return f"not an .npz archive (it begins with {what})"
 
