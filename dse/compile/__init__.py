@@ -76,13 +76,14 @@ def load_model(onnx: str | Path, dataset: str, *, preprocess: Preprocess | None 
                calib_samples: int | None = None, test_samples: int | None = None) -> tuple[Graph, Dataset]:
     """Import an ONNX model (a path, or the name of an embedded model) and the samples of `dataset` it is
     compiled with (`Dataset.select`), and check that they fit each other: the per-sample shape, and the labels
-    within the network's outputs. An image folder's channels default to the network input's."""
-    from dse.frontends.onnx import load_onnx
+    within the network's outputs. An image folder's channels default to the network input's. A file imported
+    before is read from the user's cache (`dse.frontends.onnx_cache`)."""
+    from dse.frontends.onnx_cache import load_onnx_file
 
     path = Path(onnx)
     if not path.suffix and not path.exists() and (MODELS_DIR / f"{onnx}.onnx").exists():
         path = MODELS_DIR / f"{onnx}.onnx"
-    graph = load_onnx(path)
+    graph = load_onnx_file(path)
     shape = tuple(graph.input.op.shape)
     if preprocess is not None and preprocess.channels is None and Path(dataset).is_dir() and shape[0] in (1, 3):
         preprocess = dataclasses.replace(preprocess, channels=shape[0])

@@ -1947,7 +1947,13 @@ def load_onnx(path_or_model: str | os.PathLike | ModelProto, *, batch: int | Non
     Raises `ModelError` (missing, unreadable, invalid or unsafe file; malformed model) and
     `UnsupportedOpError` (an op or attribute value the IR cannot express), each with a one-line message.
     """
+    return import_onnx(path_or_model, batch=batch)[0]
+
+
+def import_onnx(path_or_model: str | os.PathLike | ModelProto, *, batch: int | None = None) -> tuple[Graph, bool]:
+    """`load_onnx`'s graph, and whether the model held all its tensor data itself (none read from other files):
+    what `dse.frontends.onnx_cache` may keep."""
     if batch is not None and batch <= 0:
         raise ModelError(f"batch must be a positive int, got {batch}")
-    model, label = read_model(path_or_model)
-    return _Importer(model, label, batch).run()
+    model, label, external = read_model(path_or_model)
+    return _Importer(model, label, batch).run(), not external

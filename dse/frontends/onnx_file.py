@@ -148,7 +148,9 @@ def _load_external_data(model: ModelProto, base_dir: Path | None, label: str) ->
     return loaded
 
 
-def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProto, str]:
+def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProto, str, bool]:
+    """The model, checked (external data from the model's folder only, the ONNX checker, local functions
+    inlined), the label its errors name it by, and whether any tensor's data came from outside the file."""
     if not isinstance(path_or_model, ModelProto | str | os.PathLike):
         raise ModelError(f"expected a model path or an onnx.ModelProto, got {type(path_or_model).__name__}")
     path: Path | None = None
@@ -187,4 +189,4 @@ def read_model(path_or_model: str | os.PathLike | ModelProto) -> tuple[ModelProt
     if model.functions:
         # Exporters may wrap modules in local functions; inlining exposes the standard ops inside.
         model = onnx.inliner.inline_local_functions(model)
-    return model, label
+    return model, label, external > 0

@@ -64,12 +64,13 @@ def graph_document(graph: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     return {"nodes": nodes, "outputs": list(graph.outputs)}, arrays
 
 
-def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Write atomically: a crash leaves the old file or none, never half a file."""
+def save_graph(graph: Graph, path: str | Path, meta: dict[str, Any] | None = None, *, compress: bool = True) -> None:
+    """Write atomically: a crash leaves the old file or none, never half a file. `compress=False` for a file
+    read back often and shared with no one (a cache entry): no time spent deflating and inflating it."""
     body, arrays = graph_document(graph)
     doc = {"format": FORMAT, **body, "meta": meta or {}}
-    path = Path(path)
-    atomic_write(path, lambda tmp: np.savez_compressed(
+    write = np.savez_compressed if compress else np.savez
+    atomic_write(Path(path), lambda tmp: write(
         tmp, __graph__=np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8), **arrays))
 
 

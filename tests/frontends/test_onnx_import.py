@@ -17,8 +17,7 @@ from onnx import helper as oh
 from onnx.reference import ReferenceEvaluator
 
 from dse.errors import ModelError, UnsupportedOpError
-from dse.frontends import SUPPORTED_OPS, load_onnx
-from dse.frontends.onnx import _NO_CORE_FORM, OP_FORMS
+from dse.frontends.onnx import _NO_CORE_FORM, OP_FORMS, SUPPORTED_OPS, load_onnx
 from dse.hardware.spec import HardwareSpec
 from dse.ir import ops as o
 from dse.ir.shapes import infer_shapes

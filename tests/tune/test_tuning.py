@@ -216,7 +216,7 @@ def test_a_population_code_through_a_reshape_that_moves_rows_into_the_channels()
     from onnx import numpy_helper
 
     from dse.data.datasets import Dataset
-    from dse.frontends import load_onnx
+    from dse.frontends.onnx import load_onnx
 
     rng = np.random.default_rng(0)
     inits = {"s": np.array([-1, 8, 8], np.int64), "W": rng.standard_normal((16, 8)).astype(np.float32),
