@@ -3,12 +3,13 @@ not once per process.
 
 Importing the `onnx` package costs about 0.5 CPU s before a byte of a model is read (its `ml_dtypes` extension
 alone), an eighth of LeNet's whole compile on chip_a; a graph the importer made before loads from the cache in a
-few milliseconds without it. An entry is named after the file's bytes, the importer's own source (`dse/frontends`,
-`dse/ir`) and the installed onnx's version, so a changed model, or a changed importer, is imported again. Only a
-model that holds all its tensor data (none in files beside it) and is at most `MAX_BYTES` is kept: a larger one
-takes seconds to import anyway, and would double its size on disk. Entries are written atomically; where the
-cache cannot be written or read, the file is imported as if there were no cache. An error (an unsupported op, a
-damaged file) is never kept: the file is read and refused again, with the same line.
+few milliseconds without it. An entry is named after the file's bytes, the importer's own source
+(`dse/frontends`, `dse/ir`) and the installed onnx and numpy versions, so a changed model, or a changed importer,
+is imported again. Only a model that holds all its tensor data (none in files beside it) and is at most
+`MAX_BYTES` is kept: a larger one takes seconds to import anyway, and would double its size on disk. Entries are
+written atomically; where the cache cannot be written or read, the file is imported as if there were no cache.
+An error (an unsupported op, a damaged file) is never kept: the file is read and refused again, with the same
+line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import importlib.util
 import logging
 from functools import cache
 from pathlib import Path
+
+import numpy as np
 
 from dse.data.cache import cache_dir
 from dse.errors import DseError
@@ -30,8 +33,9 @@ _SOURCES = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.par
 
 @cache
 def importer_version() -> str:
-    """A digest of what decides the imported graph: the importer's and the IR's source, and onnx's version."""
-    digest = hashlib.sha256()
+    """A digest of what decides the imported graph: the importer's and the IR's source, and the versions of onnx
+    (its reference evaluator folds constants) and numpy (the arrays' arithmetic)."""
+    digest = hashlib.sha256(np.__version__.encode())
     for folder in _SOURCES:
         for source in sorted(folder.glob("*.py")):
             digest.update(source.name.encode() + b"\0" + source.read_bytes())
