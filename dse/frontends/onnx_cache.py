@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import stat
 from functools import cache
 from pathlib import Path
 
@@ -46,13 +47,19 @@ def importer_version() -> str:
 
 
 def entry_path(source: Path) -> Path | None:
-    """The cache entry of `source` as its bytes are now; None for a file too large to keep or unreadable."""
+    """The cache entry of `source` as its bytes are now; None for a file too large to keep, unreadable, or not a
+    regular file (a FIFO would block the read, a device such as /dev/zero never end it: the importer refuses
+    those, in its words)."""
     try:
-        if source.stat().st_size > MAX_BYTES:
+        if not stat.S_ISREG(source.stat().st_mode):
             return None
-        content = hashlib.sha256(source.read_bytes()).hexdigest()
+        with open(source, "rb") as f:
+            data = f.read(MAX_BYTES + 1)  # at most that much, even from a file that grows meanwhile
     except OSError:  # missing or unreadable: the importer says so, in its words
         return None
+    if len(data) > MAX_BYTES:
+        return None
+    content = hashlib.sha256(data).hexdigest()
     key = hashlib.sha256(f"{content}|{importer_version()}".encode()).hexdigest()[:24]
     return cache_dir() / "graphs" / f"{source.name}.{key}.npz"
 

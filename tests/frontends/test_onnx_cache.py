@@ -18,7 +18,7 @@ from onnx import helper as oh
 from test_onnx_import import OP_CASES, make_model
 
 from dse.compile import MODELS_DIR
-from dse.errors import UnsupportedOpError
+from dse.errors import ModelError, UnsupportedOpError
 from dse.frontends import onnx_cache
 from dse.frontends.onnx import load_onnx
 from dse.frontends.onnx_cache import entry_path, load_onnx_file
@@ -142,6 +142,18 @@ def test_what_cannot_be_vouched_for_is_not_kept(tmp_path: Path, cache: Path, mon
             load_onnx_file(bad)
         errors.append(str(e.value))
     assert errors[0] == errors[1] and not cache.exists()
+
+
+def test_what_is_not_a_regular_file_goes_to_the_importer_unread(tmp_path: Path, cache: Path) -> None:
+    """A FIFO would block a read of its bytes and /dev/zero never end one: the importer refuses both without
+    reading them, and the cache must not read them first."""
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp_path):
+        assert entry_path(path) is None
+        with pytest.raises(ModelError, match="not a file"):
+            load_onnx_file(path)
+    assert not cache.exists()
 
 
 def test_a_damaged_entry_or_an_unwritable_cache_falls_back_to_importing(tmp_path: Path, cache: Path,
