@@ -81,6 +81,6 @@ def load_onnx_file(path: str | Path) -> Graph:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             save_graph(graph, entry, meta={"source": str(path)}, compress=False)
-        except (OSError, DseError) as exc:  # a read-only home, a full disk: the imported graph serves anyway
-            log.debug("cached graph %s not written: %s", entry, exc)
+        except (OSError, DseError, TypeError, ValueError) as exc:  # a read-only home, a full disk, a field the
+            log.debug("cached graph %s not written: %s", entry, exc)  # graph file cannot hold: the graph serves
     return graph

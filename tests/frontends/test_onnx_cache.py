@@ -156,8 +156,7 @@ def test_what_is_not_a_regular_file_goes_to_the_importer_unread(tmp_path: Path, 
     assert not cache.exists()
 
 
-def test_a_damaged_entry_or_an_unwritable_cache_falls_back_to_importing(tmp_path: Path, cache: Path,
-                                                                         monkeypatch) -> None:
+def test_a_damaged_entry_is_imported_again_and_written_anew(tmp_path: Path, monkeypatch) -> None:
     path = save(make_model(*OP_CASES["relu"][:2]), tmp_path / "m.onnx")
     imported = load_onnx(path)
     load_onnx_file(path)
@@ -168,8 +167,24 @@ def test_a_damaged_entry_or_an_unwritable_cache_falls_back_to_importing(tmp_path
     assert counted.calls == 1
     assert_same_graph(load_onnx_file(path), imported)  # written anew, and read back
     assert counted.calls == 1
+
+
+def test_a_cache_that_cannot_be_written_serves_the_imported_graph(tmp_path: Path, monkeypatch) -> None:
+    path = save(make_model(*OP_CASES["relu"][:2]), tmp_path / "m.onnx")
+    imported = load_onnx(path)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the cache folder would be")
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
     assert_same_graph(load_onnx_file(path), imported)
-    assert counted.calls == 2
+
+
+def test_a_graph_the_cache_cannot_hold_is_served_and_not_kept(tmp_path: Path, monkeypatch) -> None:
+    import dse.ir.serialize as serialize
+
+    def cannot_hold(*args, **kwargs):
+        raise TypeError("Object of type frozenset is not JSON serializable")
+
+    monkeypatch.setattr(serialize, "save_graph", cannot_hold)
+    path = save(make_model(*OP_CASES["relu"][:2]), tmp_path / "m.onnx")
+    assert_same_graph(load_onnx_file(path), load_onnx(path))
+    assert not entry_path(path).exists()
